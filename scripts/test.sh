@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The test command: everything CI checks, from a fresh clone, on one build profile (dev).
+# Needs only the Rust toolchain today; services (PostgreSQL, the AWS emulator, the GitHub fake)
+# are started and torn down here as the suites that need them arrive.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# The parity fixtures live beside the repository (../shared); CI lays them out the same way.
+export CONVERGE_FIXTURES_DIR="${CONVERGE_FIXTURES_DIR:-$(cd .. && pwd)/shared/fixtures/risk}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "domain purity"
+bash scripts/check-core-purity.sh
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run: cargo prints one per test binary, the last of which is
+# often a crate without tests.
+grep -E '^test result: ' "$log" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/' \
+  | awk '{ passed += $1; failed += $2 } END { printf "\ntests: %d passed, %d failed\n", passed, failed }'
+exit "$status"

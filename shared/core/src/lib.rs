@@ -1,0 +1,33 @@
+//! The Converge domain, pure: what Converge *does*, with no I/O.
+//!
+//! - [`intent`]: intents, their statuses and the legal moves between them;
+//! - [`event`]: the immutable event record and the one registry of event types;
+//! - [`risk`]: the dependency graph of a change, PageRank, four signals, composite scores,
+//!   findings and bombs — numerically identical to the reference implementation;
+//! - [`policy`]: profiles per risk level, origin overrides, the five gates and the risk gate;
+//! - [`assessment`]: risk + classification + gates for a change given as data (the
+//!   `converge risk eval` / `policy eval` commands and the parity fixtures);
+//! - [`pipeline`]: validation of an intent over the ports it needs (source control, check
+//!   outcomes, clock, ids), returning a decision and the events to append;
+//! - [`queue`]: ordering, dependency holds, retries, rejection and revalidation.
+//!
+//! Nothing here depends on a database, an HTTP stack, an AWS SDK or an async runtime; a CI step
+//! (`scripts/check-core-purity.sh`) keeps it that way.
+
+pub mod assessment;
+pub mod event;
+pub mod intent;
+pub mod numeric;
+pub mod pipeline;
+pub mod policy;
+pub mod queue;
+pub mod risk;
+pub mod simulation;
+
+pub use assessment::{Assessment, AssessmentInput, assess};
+pub use event::{Event, EventType};
+pub use intent::{Intent, RiskLevel, Status, TransitionError};
+pub use pipeline::{Decision, Outcome};
+pub use policy::PolicyConfig;
+pub use risk::{RiskEval, evaluate_risk};
+pub use simulation::Simulation;

@@ -1,0 +1,531 @@
+//! The validation pipeline: may this intent advance, on the evidence available now?
+//!
+//! 1. **Merge simulation** of the source onto the current target tip (the [`Scm`] port).
+//!    Unmergeable → blocked.
+//! 2. **Required checks** of the intent's profile, read for the simulated head (the [`Checks`]
+//!    port). A failed check → blocked; a check not finished yet → blocked as *pending*, which
+//!    the queue does not count as a failed attempt.
+//! 3. **Risk evaluation** (never blocks), then auto-classification. When the level goes up,
+//!    the checks the new profile adds are read before any gate runs, so a reclassified intent
+//!    is judged on checks that exist (the reference blocked it for checks nobody ran).
+//! 4. **Policy gates**, with the pass-through coherence score when no harness is configured.
+//! 5. **Risk gate** (shadow or enforce, per configuration).
+//!
+//! The function performs no I/O itself; it awaits the ports and returns a [`Decision`] that
+//! carries the events to append. Invariant 1 lives here: the outcome is `Validated` only if the
+//! merge simulation was clean and every required check of the final profile passed.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::event::{Event, EventType};
+use crate::intent::{Intent, RiskLevel};
+use crate::policy::{
+    COHERENCE_WITHOUT_HARNESS, PolicyConfig, PolicyEvaluation, PolicyInput, RiskGateResult,
+    SecurityCounts, Verdict, evaluate_policy, evaluate_risk_gate,
+};
+use crate::risk::{ChangeSubject, CouplingPair, RiskEval, evaluate_risk};
+use crate::simulation::Simulation;
+
+/// A merge simulation, pinned to the commits it was computed for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimulatedMerge {
+    /// What the merge would do.
+    pub simulation: Simulation,
+    /// Commit of the source that was simulated.
+    pub head_sha: String,
+    /// Commit of the target it was simulated against.
+    pub target_sha: String,
+}
+
+/// Why the source control port could not answer. Not a verdict on the intent: the caller
+/// retries later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScmError {
+    /// A ref does not exist.
+    #[error("unknown ref '{0}'")]
+    UnknownRef(String),
+    /// The repository could not be reached or answered nonsense.
+    #[error("source control unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Source control: merge simulation and change history.
+pub trait Scm {
+    /// Simulates merging the intent's source into the current tip of its target; the changed
+    /// files are counted from the merge base.
+    fn simulate(
+        &self,
+        intent: &Intent,
+    ) -> impl Future<Output = Result<SimulatedMerge, ScmError>> + Send;
+
+    /// Pairs of files that history shows changing together, for the files of a simulation.
+    fn co_changes(
+        &self,
+        intent: &Intent,
+        files: &[String],
+    ) -> impl Future<Output = Result<Vec<CouplingPair>, ScmError>> + Send;
+}
+
+/// The state of one required check on a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckState {
+    /// Finished successfully.
+    Passed,
+    /// Finished unsuccessfully.
+    Failed,
+    /// Queued or running.
+    Pending,
+    /// Never reported for this commit.
+    Missing,
+}
+
+/// One required check's state, with whatever detail the reporter gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    /// Check name as the policy profile spells it (`lint`, `unit_tests`).
+    pub name: String,
+    /// Its state.
+    pub state: CheckState,
+    /// Short detail (a URL, a summary); may be empty.
+    pub details: String,
+}
+
+/// Why the checks port could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("checks unavailable: {0}")]
+pub struct ChecksError(pub String);
+
+/// Outcomes of required checks, as reported by CI for a commit.
+pub trait Checks {
+    /// The state of each named check on `head_sha`, one outcome per name, in order.
+    fn outcomes(
+        &self,
+        intent: &Intent,
+        head_sha: &str,
+        required: &[String],
+    ) -> impl Future<Output = Result<Vec<CheckOutcome>, ChecksError>> + Send;
+}
+
+/// The current time.
+pub trait Clock {
+    /// Now, in UTC.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// Fresh identifiers.
+pub trait IdSource {
+    /// A new unique id (12 lower-case hex characters in production).
+    fn new_id(&self) -> String;
+}
+
+/// The ports the pipeline needs, borrowed for one run.
+pub struct Ports<'a, S, C, K, I> {
+    /// Source control.
+    pub scm: &'a S,
+    /// Check outcomes.
+    pub checks: &'a C,
+    /// Time.
+    pub clock: &'a K,
+    /// Identifiers.
+    pub ids: &'a I,
+}
+
+/// Options of one validation run.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidationOptions {
+    /// Move the risk level when the risk score classifies differently (on by default).
+    pub auto_classify: bool,
+    /// Treat every required check as passed without asking (operator override, recorded in the
+    /// decision's evidence).
+    pub skip_checks: bool,
+}
+
+impl Default for ValidationOptions {
+    fn default() -> Self {
+        ValidationOptions {
+            auto_classify: true,
+            skip_checks: false,
+        }
+    }
+}
+
+/// Why an intent was blocked; the queue treats the kinds differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockKind {
+    /// The merge does not apply cleanly.
+    Conflict,
+    /// A required check failed.
+    ChecksFailed,
+    /// A required check has not finished (or not started) on this commit.
+    ChecksPending,
+    /// A policy gate failed.
+    Policy,
+    /// The risk gate is enforced and a score is over its limit.
+    RiskGate,
+}
+
+impl BlockKind {
+    /// Whether the block counts toward the retry bound. Waiting for CI is not a failure.
+    pub fn counts_as_failed_attempt(self) -> bool {
+        !matches!(self, BlockKind::ChecksPending)
+    }
+}
+
+/// Validated, or blocked with a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every step passed.
+    Validated,
+    /// A step blocked.
+    Blocked {
+        /// Which kind of block.
+        kind: BlockKind,
+        /// The reason, in the reference's words (`Merge conflicts: a, b`).
+        reason: String,
+    },
+}
+
+/// The result of one validation run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The intent.
+    pub intent_id: String,
+    /// Trace id shared by every event of the run.
+    pub trace_id: String,
+    /// Validated or blocked.
+    pub outcome: Outcome,
+    /// The level the intent was judged at (after auto-classification).
+    pub risk_level: RiskLevel,
+    /// The simulation, pinned to its commits.
+    pub merge: SimulatedMerge,
+    /// Check outcomes read, in order (declared level's first, then those added by a
+    /// reclassification).
+    pub checks: Vec<CheckOutcome>,
+    /// Risk evaluation, if the run got that far.
+    pub risk: Option<RiskEval>,
+    /// Policy evaluation, if the run got that far.
+    pub policy: Option<PolicyEvaluation>,
+    /// Risk gate, if the run got that far.
+    pub risk_gate: Option<RiskGateResult>,
+    /// Events to append, in order, all with `trace_id`.
+    pub events: Vec<Event>,
+}
+
+impl Decision {
+    /// Whether the intent may advance.
+    pub fn is_validated(&self) -> bool {
+        self.outcome == Outcome::Validated
+    }
+}
+
+/// Why a run could not reach a decision (a port failed). Nothing is recorded; retry later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError {
+    /// Source control failed.
+    #[error(transparent)]
+    Scm(#[from] ScmError),
+    /// The checks port failed.
+    #[error(transparent)]
+    Checks(#[from] ChecksError),
+}
+
+/// Builds the events of one run.
+struct Recorder<'a, K, I> {
+    clock: &'a K,
+    ids: &'a I,
+    trace_id: String,
+    intent: &'a Intent,
+    events: Vec<Event>,
+}
+
+impl<K: Clock, I: IdSource> Recorder<'_, K, I> {
+    fn record(&mut self, event_type: EventType, payload: Value, evidence: Value) {
+        self.events.push(Event {
+            id: self.ids.new_id(),
+            trace_id: self.trace_id.clone(),
+            timestamp: self.clock.now(),
+            event_type,
+            intent_id: Some(self.intent.id.clone()),
+            agent_id: None,
+            tenant_id: self.intent.tenant_id.clone(),
+            payload,
+            evidence,
+        });
+    }
+}
+
+/// Reads the outcomes of `names` (or assumes them passed when skipping), records one
+/// `check.completed` per check, and returns the block they cause, if any.
+async fn read_checks<C: Checks, K: Clock, I: IdSource>(
+    checks: &C,
+    names: &[String],
+    head_sha: &str,
+    skip: bool,
+    recorder: &mut Recorder<'_, K, I>,
+    read: &mut Vec<CheckOutcome>,
+) -> Result<Option<(BlockKind, String)>, ChecksError> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let outcomes = if skip {
+        names
+            .iter()
+            .map(|n| CheckOutcome {
+                name: n.clone(),
+                state: CheckState::Passed,
+                details: "skipped by operator".to_owned(),
+            })
+            .collect()
+    } else {
+        let mut outcomes = checks.outcomes(recorder.intent, head_sha, names).await?;
+        // A reporter that forgets a check must not make it pass: fill the gaps as missing.
+        for name in names {
+            if !outcomes.iter().any(|o| &o.name == name) {
+                outcomes.push(CheckOutcome {
+                    name: name.clone(),
+                    state: CheckState::Missing,
+                    details: String::new(),
+                });
+            }
+        }
+        outcomes.retain(|o| names.contains(&o.name));
+        outcomes
+    };
+    for outcome in &outcomes {
+        let passed = outcome.state == CheckState::Passed;
+        recorder.record(
+            EventType::CheckCompleted,
+            json!({"check_type": outcome.name, "passed": passed, "state": outcome.state, "details": outcome.details}),
+            json!({"check_type": outcome.name, "passed": passed}),
+        );
+    }
+    read.extend(outcomes.iter().cloned());
+    let names_in = |state: CheckState| -> Vec<&str> {
+        outcomes
+            .iter()
+            .filter(|o| o.state == state)
+            .map(|o| o.name.as_str())
+            .collect()
+    };
+    let failed = names_in(CheckState::Failed);
+    if !failed.is_empty() {
+        return Ok(Some((
+            BlockKind::ChecksFailed,
+            format!("Checks failed: {}", crate::policy::py_list(&failed)),
+        )));
+    }
+    let mut waiting = names_in(CheckState::Pending);
+    waiting.extend(names_in(CheckState::Missing));
+    if !waiting.is_empty() {
+        return Ok(Some((
+            BlockKind::ChecksPending,
+            format!("Checks pending: {}", crate::policy::py_list(&waiting)),
+        )));
+    }
+    Ok(None)
+}
+
+/// Validates an intent against the current state of its target.
+pub async fn validate<S, C, K, I>(
+    intent: &Intent,
+    ports: Ports<'_, S, C, K, I>,
+    config: &PolicyConfig,
+    options: ValidationOptions,
+) -> Result<Decision, PipelineError>
+where
+    S: Scm,
+    C: Checks,
+    K: Clock,
+    I: IdSource,
+{
+    let mut recorder = Recorder {
+        clock: ports.clock,
+        ids: ports.ids,
+        trace_id: format!("trace-{}", ports.ids.new_id()),
+        intent,
+        events: Vec::new(),
+    };
+    let origin = Some(intent.origin_type.as_str());
+
+    // Step 1: merge simulation.
+    let merge = ports.scm.simulate(intent).await?;
+    let sim = &merge.simulation;
+    recorder.record(
+        EventType::SimulationCompleted,
+        json!({
+            "mergeable": sim.mergeable, "conflicts": sim.conflicts, "files_changed": sim.files_changed,
+            "source": intent.source, "target": intent.target,
+            "head_sha": merge.head_sha, "target_sha": merge.target_sha,
+        }),
+        json!({"source": intent.source, "target": intent.target, "conflict_count": sim.conflicts.len()}),
+    );
+    let mut decision = Decision {
+        intent_id: intent.id.clone(),
+        trace_id: recorder.trace_id.clone(),
+        outcome: Outcome::Validated,
+        risk_level: intent.risk_level,
+        merge: merge.clone(),
+        checks: Vec::new(),
+        risk: None,
+        policy: None,
+        risk_gate: None,
+        events: Vec::new(),
+    };
+    if !sim.mergeable {
+        return Ok(blocked(
+            decision,
+            recorder,
+            BlockKind::Conflict,
+            sim.conflict_reason(),
+        ));
+    }
+
+    // Step 2: the declared level's required checks.
+    let declared_checks = config.profile_for(intent.risk_level, origin).checks;
+    if let Some((kind, reason)) = read_checks(
+        ports.checks,
+        &declared_checks,
+        &merge.head_sha,
+        options.skip_checks,
+        &mut recorder,
+        &mut decision.checks,
+    )
+    .await?
+    {
+        return Ok(blocked(decision, recorder, kind, reason));
+    }
+
+    // Step 3: risk, then auto-classification.
+    let coupling = ports.scm.co_changes(intent, &sim.files_changed).await?;
+    let scope_hints = intent.scope_hints();
+    let subject = ChangeSubject {
+        intent_id: &intent.id,
+        source: &intent.source,
+        target: &intent.target,
+        risk_level: intent.risk_level,
+        dependencies: &intent.dependencies,
+        scope_hints: &scope_hints,
+    };
+    let risk = evaluate_risk(&subject, sim, &coupling);
+    recorder.record(
+        EventType::RiskEvaluated,
+        serde_json::to_value(&risk).unwrap_or(Value::Null),
+        json!({
+            "risk_score": risk.risk_score, "damage_score": risk.damage_score, "signals": risk.signals,
+            "bombs": risk.bombs.iter().map(|b| b.kind()).collect::<Vec<_>>(), "trace_id": recorder.trace_id,
+        }),
+    );
+    let mut level = intent.risk_level;
+    if options.auto_classify && risk.classified_level() != level {
+        let new_level = risk.classified_level();
+        recorder.record(
+            EventType::RiskLevelReclassified,
+            json!({"old": level, "new": new_level, "risk_score": risk.risk_score}),
+            json!({"trace_id": recorder.trace_id}),
+        );
+        level = new_level;
+        decision.risk_level = level;
+        // Read the checks the new profile adds before any gate judges them.
+        let added: Vec<String> = config
+            .profile_for(level, origin)
+            .checks
+            .into_iter()
+            .filter(|c| !declared_checks.contains(c))
+            .collect();
+        if let Some((kind, reason)) = read_checks(
+            ports.checks,
+            &added,
+            &merge.head_sha,
+            options.skip_checks,
+            &mut recorder,
+            &mut decision.checks,
+        )
+        .await?
+        {
+            decision.risk = Some(risk);
+            return Ok(blocked(decision, recorder, kind, reason));
+        }
+    }
+    let checks_passed: Vec<String> = decision
+        .checks
+        .iter()
+        .filter(|o| o.state == CheckState::Passed)
+        .map(|o| o.name.clone())
+        .collect();
+
+    // Step 4: policy gates.
+    let policy = evaluate_policy(
+        &PolicyInput {
+            risk_level: level,
+            origin_type: origin,
+            checks_passed: &checks_passed,
+            entropy_delta: risk.entropy_score,
+            containment_score: risk.containment_score,
+            security: SecurityCounts::default(),
+            coherence_score: Some(COHERENCE_WITHOUT_HARNESS),
+        },
+        config,
+    );
+    recorder.record(
+        EventType::PolicyEvaluated,
+        json!({"verdict": policy.verdict, "gates": policy.gates, "profile_used": policy.profile_used, "trace_id": recorder.trace_id}),
+        json!({"verdict": policy.verdict, "trace_id": recorder.trace_id}),
+    );
+    let policy_block = (policy.verdict == Verdict::Block).then(|| policy.block_reason());
+    decision.risk = Some(risk);
+    decision.policy = Some(policy);
+    if let Some(reason) = policy_block {
+        return Ok(blocked(decision, recorder, BlockKind::Policy, reason));
+    }
+
+    // Step 5: risk gate.
+    let (risk_score, damage_score, propagation_score) =
+        decision.risk.as_ref().map_or((0.0, 0.0, 0.0), |r| {
+            (r.risk_score, r.damage_score, r.propagation_score)
+        });
+    let gate = evaluate_risk_gate(
+        &intent.id,
+        risk_score,
+        damage_score,
+        propagation_score,
+        &config.risk,
+    );
+    let gate_block = gate.enforced.then(|| gate.block_reason());
+    decision.risk_gate = Some(gate);
+    if let Some(reason) = gate_block {
+        return Ok(blocked(decision, recorder, BlockKind::RiskGate, reason));
+    }
+
+    // Step 6: validated.
+    recorder.record(
+        EventType::IntentValidated,
+        json!({"source": intent.source, "target": intent.target, "trace_id": recorder.trace_id,
+               "head_sha": merge.head_sha, "target_sha": merge.target_sha, "risk_level": level}),
+        json!({"risk_score": risk_score, "policy_verdict": "ALLOW", "trace_id": recorder.trace_id}),
+    );
+    decision.events = recorder.events;
+    Ok(decision)
+}
+
+fn blocked<K: Clock, I: IdSource>(
+    mut decision: Decision,
+    mut recorder: Recorder<'_, K, I>,
+    kind: BlockKind,
+    reason: String,
+) -> Decision {
+    recorder.record(
+        EventType::IntentBlocked,
+        json!({"reason": reason, "kind": kind, "trace_id": recorder.trace_id}),
+        json!({"reason": reason, "trace_id": recorder.trace_id}),
+    );
+    decision.outcome = Outcome::Blocked { kind, reason };
+    decision.events = recorder.events;
+    decision
+}
