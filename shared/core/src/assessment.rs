@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::intent::{DEFAULT_PRIORITY, RiskLevel};
 use crate::policy::{
-    COHERENCE_WITHOUT_HARNESS, PolicyConfig, PolicyEvaluation, PolicyInput, RiskGateResult,
-    SecurityCounts, evaluate_policy, evaluate_risk_gate,
+    PolicyConfig, PolicyEvaluation, PolicyInput, RiskGateResult, evaluate_policy,
+    evaluate_risk_gate,
 };
 use crate::risk::{ChangeSubject, CouplingPair, RiskEval, evaluate_risk};
 use crate::simulation::Simulation;
@@ -109,24 +109,10 @@ pub fn assess(input: &AssessmentInput, config: &PolicyConfig) -> Assessment {
     let classified = risk.classified_level();
     let reclassified_level = (classified != intent.risk_level).then_some(classified);
     let policy = evaluate_policy(
-        &PolicyInput {
-            risk_level: classified,
-            origin_type: Some(&intent.origin_type),
-            checks_passed: &checks_passed,
-            entropy_delta: risk.entropy_score,
-            containment_score: risk.containment_score,
-            security: SecurityCounts::default(),
-            coherence_score: Some(COHERENCE_WITHOUT_HARNESS),
-        },
+        &PolicyInput::for_risk(&risk, classified, Some(&intent.origin_type), &checks_passed),
         config,
     );
-    let risk_gate = evaluate_risk_gate(
-        &intent.id,
-        risk.risk_score,
-        risk.damage_score,
-        risk.propagation_score,
-        &config.risk,
-    );
+    let risk_gate = evaluate_risk_gate(&intent.id, &risk, &config.risk);
     Assessment {
         risk,
         reclassified_level,

@@ -24,8 +24,8 @@ use serde_json::{Value, json};
 use crate::event::{Event, EventType};
 use crate::intent::{Intent, RiskLevel};
 use crate::policy::{
-    COHERENCE_WITHOUT_HARNESS, PolicyConfig, PolicyEvaluation, PolicyInput, RiskGateResult,
-    SecurityCounts, Verdict, evaluate_policy, evaluate_risk_gate,
+    PolicyConfig, PolicyEvaluation, PolicyInput, RiskGateResult, Verdict, evaluate_policy,
+    evaluate_risk_gate,
 };
 use crate::risk::{ChangeSubject, CouplingPair, RiskEval, evaluate_risk};
 use crate::simulation::Simulation;
@@ -462,15 +462,7 @@ where
 
     // Step 4: policy gates.
     let policy = evaluate_policy(
-        &PolicyInput {
-            risk_level: level,
-            origin_type: origin,
-            checks_passed: &checks_passed,
-            entropy_delta: risk.entropy_score,
-            containment_score: risk.containment_score,
-            security: SecurityCounts::default(),
-            coherence_score: Some(COHERENCE_WITHOUT_HARNESS),
-        },
+        &PolicyInput::for_risk(&risk, level, origin, &checks_passed),
         config,
     );
     recorder.record(
@@ -478,30 +470,24 @@ where
         json!({"verdict": policy.verdict, "gates": policy.gates, "profile_used": policy.profile_used, "trace_id": recorder.trace_id}),
         json!({"verdict": policy.verdict, "trace_id": recorder.trace_id}),
     );
-    let policy_block = (policy.verdict == Verdict::Block).then(|| policy.block_reason());
-    decision.risk = Some(risk);
-    decision.policy = Some(policy);
-    if let Some(reason) = policy_block {
+    if policy.verdict == Verdict::Block {
+        let reason = policy.block_reason();
+        decision.risk = Some(risk);
+        decision.policy = Some(policy);
         return Ok(blocked(decision, recorder, BlockKind::Policy, reason));
     }
 
     // Step 5: risk gate.
-    let (risk_score, damage_score, propagation_score) =
-        decision.risk.as_ref().map_or((0.0, 0.0, 0.0), |r| {
-            (r.risk_score, r.damage_score, r.propagation_score)
-        });
-    let gate = evaluate_risk_gate(
-        &intent.id,
-        risk_score,
-        damage_score,
-        propagation_score,
-        &config.risk,
-    );
-    let gate_block = gate.enforced.then(|| gate.block_reason());
-    decision.risk_gate = Some(gate);
-    if let Some(reason) = gate_block {
+    let gate = evaluate_risk_gate(&intent.id, &risk, &config.risk);
+    let risk_score = risk.risk_score;
+    decision.risk = Some(risk);
+    decision.policy = Some(policy);
+    if gate.enforced {
+        let reason = gate.block_reason();
+        decision.risk_gate = Some(gate);
         return Ok(blocked(decision, recorder, BlockKind::RiskGate, reason));
     }
+    decision.risk_gate = Some(gate);
 
     // Step 6: validated.
     recorder.record(

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::intent::RiskLevel;
 use crate::numeric::py_round;
+use crate::risk::RiskEval;
 pub use config::{
     ConfigError, OriginOverrides, PolicyConfig, Profile, ProfilePatch, QueueSettings, RiskGateMode,
     RiskGateSettings, SecurityLimits, Threshold,
@@ -149,6 +150,27 @@ pub struct PolicyInput<'a> {
 
 /// The coherence score used when no coherence harness is configured: an automatic pass.
 pub const COHERENCE_WITHOUT_HARNESS: f64 = 100.0;
+
+impl<'a> PolicyInput<'a> {
+    /// The gates' input for a risk evaluation, as the pipeline runs them today: no security
+    /// scanner (zero findings) and no coherence harness (the pass-through score).
+    pub fn for_risk(
+        risk: &RiskEval,
+        risk_level: RiskLevel,
+        origin_type: Option<&'a str>,
+        checks_passed: &'a [String],
+    ) -> PolicyInput<'a> {
+        PolicyInput {
+            risk_level,
+            origin_type,
+            checks_passed,
+            entropy_delta: risk.entropy_score,
+            containment_score: risk.containment_score,
+            security: SecurityCounts::default(),
+            coherence_score: Some(COHERENCE_WITHOUT_HARNESS),
+        }
+    }
+}
 
 /// Runs the five gates.
 pub fn evaluate_policy(input: &PolicyInput<'_>, config: &PolicyConfig) -> PolicyEvaluation {
@@ -293,20 +315,18 @@ pub fn rollout_bucket(intent_id: &str) -> f64 {
     f64::from(head) / f64::from(u32::MAX)
 }
 
-/// Runs the risk gate on the composite scores.
+/// Runs the risk gate on the composite scores of a risk evaluation.
 pub fn evaluate_risk_gate(
     intent_id: &str,
-    risk_score: f64,
-    damage_score: f64,
-    propagation_score: f64,
+    risk: &RiskEval,
     settings: &RiskGateSettings,
 ) -> RiskGateResult {
     let breaches: Vec<Breach> = [
-        ("risk_score", risk_score, settings.max_risk_score),
-        ("damage_score", damage_score, settings.max_damage_score),
+        ("risk_score", risk.risk_score, settings.max_risk_score),
+        ("damage_score", risk.damage_score, settings.max_damage_score),
         (
             "propagation_score",
-            propagation_score,
+            risk.propagation_score,
             settings.max_propagation_score,
         ),
     ]
@@ -384,19 +404,33 @@ mod tests {
         );
     }
 
+    fn scores(risk_score: f64) -> RiskEval {
+        let subject = crate::risk::ChangeSubject {
+            intent_id: "i-1",
+            source: "s",
+            target: "t",
+            risk_level: RiskLevel::Low,
+            dependencies: &[],
+            scope_hints: &[],
+        };
+        let mut eval = crate::risk::evaluate_risk(&subject, &crate::Simulation::default(), &[]);
+        (eval.risk_score, eval.damage_score, eval.propagation_score) = (risk_score, 10.0, 10.0);
+        eval
+    }
+
     #[test]
     fn risk_gate_enforces_only_inside_the_rollout_group() {
         let mut settings = RiskGateSettings::default();
-        let shadow = evaluate_risk_gate("i-1", 70.0, 10.0, 10.0, &settings);
+        let shadow = evaluate_risk_gate("i-1", &scores(70.0), &settings);
         assert!(shadow.would_block && !shadow.enforced);
         settings.mode = RiskGateMode::Enforce;
-        let enforced = evaluate_risk_gate("i-1", 70.0, 10.0, 10.0, &settings);
+        let enforced = evaluate_risk_gate("i-1", &scores(70.0), &settings);
         assert!(enforced.enforced);
         assert_eq!(
             enforced.block_reason(),
             "Risk gate enforced: [{'metric': 'risk_score', 'value': 70.0, 'limit': 65.0}]"
         );
         settings.enforce_ratio = 0.0;
-        assert!(!evaluate_risk_gate("i-1", 70.0, 10.0, 10.0, &settings).enforced);
+        assert!(!evaluate_risk_gate("i-1", &scores(70.0), &settings).enforced);
     }
 }
