@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use converge_core::policy::{Measure, Verdict};
-use converge_core::risk::Bomb;
+use converge_core::risk::{Bomb, MAX_CHANGED_FILES};
 use converge_core::{Assessment, AssessmentInput, PolicyConfig};
 use serde::Deserialize;
 
@@ -16,20 +16,29 @@ struct InputFile {
     input: AssessmentInput,
 }
 
-/// Reads an assessment input. Errors name the file and the offending field in one line.
+/// Reads an assessment input. Errors name the file and, for well-formed JSON of the wrong
+/// shape, the offending field, in one line.
 pub fn load_input(path: &Path) -> anyhow::Result<AssessmentInput> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut deserializer = serde_json::Deserializer::from_str(&text);
-    let file: InputFile = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{}: not valid JSON: {e}", path.display()))?;
+    let file: InputFile = serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." {
-            "input".to_owned()
+            "(top level)".to_owned()
         } else {
             field
         };
         anyhow!("{}: {field}: {}", path.display(), e.into_inner())
     })?;
+    let files = file.input.simulation.files_changed.len();
+    if files > MAX_CHANGED_FILES {
+        return Err(anyhow!(
+            "{}: input.simulation.files_changed: {files} files, at most {MAX_CHANGED_FILES} can be evaluated",
+            path.display()
+        ));
+    }
     Ok(file.input)
 }
 

@@ -64,7 +64,7 @@ fn missing_section_is_named() {
     assert_clear_error(
         &["risk", "eval", "--input", "in.json"],
         &[("in.json", r#"{"expected": {}}"#)],
-        "input",
+        "missing field `input`",
     );
     let input = GOOD_INPUT.replace(r#""id": "i-1", "#, "");
     assert_clear_error(
@@ -84,7 +84,21 @@ fn unreadable_and_malformed_files_are_reported() {
     assert_clear_error(
         &["risk", "eval", "--input", "in.json"],
         &[("in.json", "{not json")],
-        "in.json",
+        "in.json: not valid JSON: key must be a string at line 1 column 2",
+    );
+}
+
+#[test]
+fn a_change_too_large_to_evaluate_is_refused() {
+    let files: Vec<String> = (0..3001).map(|i| format!("\"f{i}.rs\"")).collect();
+    let input = GOOD_INPUT.replace(
+        r#"["src/auth/login.py"]"#,
+        &format!("[{}]", files.join(",")),
+    );
+    assert_clear_error(
+        &["risk", "eval", "--input", "in.json"],
+        &[("in.json", &input)],
+        "input.simulation.files_changed: 3001 files, at most 3000",
     );
 }
 

@@ -15,7 +15,7 @@ use criterion::{BenchmarkId, Criterion, criterion_main};
 fn change(files: usize) -> (Simulation, Vec<CouplingPair>) {
     let areas = ["src/api", "src/core", "lib/db", "app/ui", "docs", "tests"];
     let files_changed: Vec<String> = (0..files)
-        .map(|i| format!("{}/m{}/file_{i}.rs", areas[i % areas.len()], i / 8))
+        .map(|i| format!("{}/m{}/file_{i}.rs", areas[(i / 8) % areas.len()], i / 8))
         .collect();
     let coupling = (0..files / 2)
         .map(|i| CouplingPair {

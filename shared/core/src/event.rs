@@ -48,6 +48,8 @@ event_types! {
     IntentRejected => "intent.rejected",
     /// The intent was sent back to READY.
     IntentRequeued => "intent.requeued",
+    /// The queue revalidated the intent and queued it for merging.
+    IntentQueued => "intent.queued",
     /// The intent's change landed on its target.
     IntentMerged => "intent.merged",
     /// A merge attempt failed.

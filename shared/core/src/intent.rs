@@ -3,6 +3,8 @@
 //! Invariant: an intent's status only moves along [`Status::can_move_to`]. The reference
 //! implementation lets any code set any status; here MERGED and REJECTED are terminal and
 //! every other move is named, so a bug that would resurrect a merged intent is a typed error.
+//! A rejected pull request that comes back (reopened, pushed again) is a new intent, not a
+//! resurrected one: the record of why the old one was rejected stays true.
 
 use std::fmt;
 use std::str::FromStr;
@@ -65,10 +67,11 @@ impl Status {
         use Status::*;
         match (self, to) {
             (Merged | Rejected, _) => false,
-            // Validation passes; or the intent is given up on.
-            (Ready, Ready | Validated | Rejected) => true,
-            // Nothing reaches the queue or the target without a validation first.
-            (Ready, Queued | Merged) => false,
+            // Validation passes; the intent is given up on; or GitHub reports the pull request
+            // merged by someone else (Converge itself only merges what it queued).
+            (Ready, Ready | Validated | Rejected | Merged) => true,
+            // Nothing reaches the queue without a validation first.
+            (Ready, Queued) => false,
             // Queue revalidation passes (→ QUEUED) or fails (→ READY / REJECTED); an operator
             // confirms a merge done outside Converge (→ MERGED).
             (Validated, _) => true,
@@ -339,7 +342,9 @@ mod tests {
             Status::Ready.transition(Status::Queued).is_err(),
             "queueing needs validation"
         );
-        assert!(Status::Ready.transition(Status::Merged).is_err());
+        assert!(Status::Queued.transition(Status::Validated).is_err());
+        // A merge observed on GitHub is recorded whatever the intent's progress.
+        assert_eq!(Status::Ready.transition(Status::Merged), Ok(Status::Merged));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   `converge risk eval` / `policy eval` commands and the parity fixtures);
 //! - [`pipeline`]: validation of an intent over the ports it needs (source control, check
 //!   outcomes, clock, ids), returning a decision and the events to append;
+//! - [`projection`]: the intents table as a fold over events (rebuildable);
 //! - [`queue`]: ordering, dependency holds, retries, rejection and revalidation.
 //!
 //! Nothing here depends on a database, an HTTP stack, an AWS SDK or an async runtime; a CI step
@@ -20,6 +21,7 @@ pub mod intent;
 pub mod numeric;
 pub mod pipeline;
 pub mod policy;
+pub mod projection;
 pub mod queue;
 pub mod risk;
 pub mod simulation;

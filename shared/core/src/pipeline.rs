@@ -27,11 +27,11 @@ use crate::policy::{
     PolicyConfig, PolicyEvaluation, PolicyInput, RiskGateResult, Verdict, evaluate_policy,
     evaluate_risk_gate,
 };
-use crate::risk::{ChangeSubject, CouplingPair, RiskEval, evaluate_risk};
+use crate::risk::{ChangeSubject, CouplingPair, MAX_CHANGED_FILES, RiskEval, evaluate_risk};
 use crate::simulation::Simulation;
 
 /// A merge simulation, pinned to the commits it was computed for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SimulatedMerge {
     /// What the merge would do.
     pub simulation: Simulation,
@@ -168,6 +168,10 @@ pub enum BlockKind {
     Policy,
     /// The risk gate is enforced and a score is over its limit.
     RiskGate,
+    /// The source or target ref does not exist (branch deleted, typo).
+    MissingRef,
+    /// The change touches more files than the risk engine evaluates.
+    TooLarge,
 }
 
 impl BlockKind {
@@ -225,9 +229,17 @@ impl Decision {
     }
 }
 
-/// Why a run could not reach a decision (a port failed). Nothing is recorded; retry later.
+/// Why a run could not reach a decision. Nothing is recorded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PipelineError {
+    /// The intent is MERGED or REJECTED: there is nothing left to validate.
+    #[error("intent {intent_id} is {status}: terminal intents are not validated")]
+    Terminal {
+        /// The intent.
+        intent_id: String,
+        /// Its terminal status.
+        status: crate::intent::Status,
+    },
     /// Source control failed.
     #[error(transparent)]
     Scm(#[from] ScmError),
@@ -352,10 +364,29 @@ where
         intent,
         events: Vec::new(),
     };
+    if intent.status.is_terminal() {
+        return Err(PipelineError::Terminal {
+            intent_id: intent.id.clone(),
+            status: intent.status,
+        });
+    }
     let origin = Some(intent.origin_type.as_str());
 
-    // Step 1: merge simulation.
-    let merge = ports.scm.simulate(intent).await?;
+    // Step 1: merge simulation. A missing ref is a verdict on the intent (it will not heal by
+    // waiting); an unreachable repository is not.
+    let merge = match ports.scm.simulate(intent).await {
+        Ok(merge) => merge,
+        Err(ScmError::UnknownRef(name)) => {
+            let decision = fresh_decision(intent, &recorder.trace_id, SimulatedMerge::default());
+            return Ok(blocked(
+                decision,
+                recorder,
+                BlockKind::MissingRef,
+                format!("Unknown ref '{name}'"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let sim = &merge.simulation;
     recorder.record(
         EventType::SimulationCompleted,
@@ -366,18 +397,7 @@ where
         }),
         json!({"source": intent.source, "target": intent.target, "conflict_count": sim.conflicts.len()}),
     );
-    let mut decision = Decision {
-        intent_id: intent.id.clone(),
-        trace_id: recorder.trace_id.clone(),
-        outcome: Outcome::Validated,
-        risk_level: intent.risk_level,
-        merge: merge.clone(),
-        checks: Vec::new(),
-        risk: None,
-        policy: None,
-        risk_gate: None,
-        events: Vec::new(),
-    };
+    let mut decision = fresh_decision(intent, &recorder.trace_id, merge.clone());
     if !sim.mergeable {
         return Ok(blocked(
             decision,
@@ -385,6 +405,13 @@ where
             BlockKind::Conflict,
             sim.conflict_reason(),
         ));
+    }
+    if sim.files_changed.len() > MAX_CHANGED_FILES {
+        let reason = format!(
+            "Change too large to evaluate: {} files (limit {MAX_CHANGED_FILES})",
+            sim.files_changed.len()
+        );
+        return Ok(blocked(decision, recorder, BlockKind::TooLarge, reason));
     }
 
     // Step 2: the declared level's required checks.
@@ -498,6 +525,22 @@ where
     );
     decision.events = recorder.events;
     Ok(decision)
+}
+
+/// A decision before any step has judged: validated until a step blocks it.
+fn fresh_decision(intent: &Intent, trace_id: &str, merge: SimulatedMerge) -> Decision {
+    Decision {
+        intent_id: intent.id.clone(),
+        trace_id: trace_id.to_owned(),
+        outcome: Outcome::Validated,
+        risk_level: intent.risk_level,
+        merge,
+        checks: Vec::new(),
+        risk: None,
+        policy: None,
+        risk_gate: None,
+        events: Vec::new(),
+    }
 }
 
 fn blocked<K: Clock, I: IdSource>(

@@ -322,3 +322,95 @@ fn skipping_checks_is_recorded_as_such() {
         Some("skipped by operator".into())
     );
 }
+
+#[test]
+fn a_level_moved_down_is_judged_on_the_lower_profile() {
+    let mut critical = intent("i-10");
+    critical.risk_level = RiskLevel::Critical;
+    let world = World::new(
+        FakeScm::clean(&["docs/guide.md"]),
+        FakeChecks::with(&[
+            ("lint", CheckState::Passed),
+            ("unit_tests", CheckState::Passed),
+        ]),
+    );
+    let decision = run(&world, &critical, &PolicyConfig::default());
+    assert!(
+        decision.risk_level < RiskLevel::Critical,
+        "got {}",
+        decision.risk_level
+    );
+    let policy = decision
+        .policy
+        .unwrap_or_else(|| panic!("no policy evaluation"));
+    assert_eq!(policy.profile_used, decision.risk_level);
+    // Both declared checks ran and passed; the lower profile asks for one.
+    assert_eq!(policy.gates[0].value, Measure::Count(2));
+    assert_eq!(policy.gates[0].threshold, Measure::Count(1));
+}
+
+#[test]
+fn origin_overrides_decide_which_checks_are_required() {
+    let config = PolicyConfig::from_json_str(
+        r#"{"origin_overrides": {"agent": {"_default": {"checks": ["lint", "agent_review"]}}}}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut from_agent = intent("i-11");
+    from_agent.risk_level = RiskLevel::Low;
+    from_agent.origin_type = "agent".into();
+    let world = World::new(
+        FakeScm::clean(&["docs/a.md"]),
+        FakeChecks::with(&[("lint", CheckState::Passed)]),
+    );
+    let decision = run(&world, &from_agent, &config);
+    assert_eq!(
+        decision.outcome,
+        Outcome::Blocked {
+            kind: BlockKind::ChecksPending,
+            reason: "Checks pending: ['agent_review']".into()
+        }
+    );
+    // A human's intent with the same change needs only lint.
+    let mut from_human = from_agent.clone();
+    from_human.origin_type = "human".into();
+    assert_eq!(
+        run(&world, &from_human, &config).outcome,
+        Outcome::Validated
+    );
+}
+
+#[test]
+fn terminal_intents_are_not_validated() {
+    let world = World::new(
+        FakeScm::clean(&["a.rs"]),
+        FakeChecks::with(&[("lint", CheckState::Passed)]),
+    );
+    let mut merged = intent("i-12");
+    merged.status = converge_core::Status::Merged;
+    let result = block_on(validate(
+        &merged,
+        world.ports(),
+        &PolicyConfig::default(),
+        ValidationOptions::default(),
+    ));
+    assert!(matches!(result, Err(PipelineError::Terminal { .. })));
+}
+
+#[test]
+fn a_deleted_branch_is_a_verdict_not_an_outage() {
+    let mut scm = FakeScm::clean(&[]);
+    scm.result = Err(converge_core::pipeline::ScmError::UnknownRef(
+        "feature/x".into(),
+    ));
+    let world = World::new(scm, FakeChecks::default());
+    let decision = run(&world, &intent("i-13"), &PolicyConfig::default());
+    let Outcome::Blocked { kind, reason } = &decision.outcome else {
+        panic!("validated a missing branch")
+    };
+    assert_eq!(
+        (*kind, reason.as_str()),
+        (BlockKind::MissingRef, "Unknown ref 'feature/x'")
+    );
+    assert!(kind.counts_as_failed_attempt());
+    assert_eq!(event_types(&decision), ["intent.blocked"]);
+}

@@ -3,7 +3,11 @@
 mod support;
 
 use converge_core::pipeline::{CheckState, Outcome, ValidationOptions, validate};
-use converge_core::queue::{Admission, admit, after_merge_failure, failed_attempt};
+use converge_core::projection::apply;
+use converge_core::queue::{
+    Admission, NextAction, QueueRules, admit, after_merge, after_merge_failure, after_validation,
+    failed_attempt,
+};
 use converge_core::risk::graph::DiGraph;
 use converge_core::risk::{ChangeSubject, CouplingPair, evaluate_risk, pagerank};
 use converge_core::simulation::Simulation;
@@ -142,12 +146,20 @@ proptest! {
     }
 
     #[test]
-    fn no_transition_leaves_a_terminal_status(from in status(), to in status()) {
-        if from.is_terminal() {
-            prop_assert!(from.transition(to).is_err());
-        }
-        if let Ok(next) = from.transition(to) {
-            prop_assert_eq!(next, to);
+    fn no_sequence_of_moves_leaves_a_terminal_status(moves in prop::collection::vec(status(), 1..20)) {
+        let mut i = intent("i-seq");
+        let mut reached_terminal = false;
+        for to in moves {
+            let before = i.status;
+            let result = i.move_to(to);
+            if reached_terminal {
+                prop_assert!(result.is_err(), "{} -> {} was allowed", before, to);
+                prop_assert_eq!(i.status, before);
+            }
+            if result.is_err() {
+                prop_assert_eq!(i.status, before, "a refused move changed the status");
+            }
+            reached_terminal |= i.status.is_terminal();
         }
     }
 
@@ -157,10 +169,11 @@ proptest! {
         retries in 0u32..6,
         max_retries in 1u32..6,
     ) {
+        let rules = QueueRules { max_retries, auto_confirm: false, checks_wait_limit: chrono::Duration::minutes(120) };
         let mut i = intent("i-q");
         i.status = from;
         i.retries = retries;
-        let admission = admit(&i, max_retries, |_| None);
+        let admission = admit(&i, &rules, |_| None);
         if from.is_terminal() {
             // The worker never processes terminal intents.
             prop_assert_eq!(admission, Admission::Skip);
@@ -179,5 +192,57 @@ proptest! {
             prop_assert!(step.retries <= max_retries.max(retries));
             prop_assert_eq!(step.status == Status::Rejected, step.retries >= max_retries);
         }
+    }
+
+    /// Whatever a queue round decides, its events (the decision's, then the step's) fold into
+    /// the projection without an illegal move, and the row ends where the step says.
+    #[test]
+    fn a_queue_round_folds_legally_into_the_projection(
+        (sim, deps, scopes, coupling, _target, level) in change(),
+        lint in check_state(),
+        from in prop::sample::select(vec![Status::Ready, Status::Validated, Status::Queued]),
+        retries in 0u32..3,
+        auto_confirm in any::<bool>(),
+        merge_lands in any::<bool>(),
+    ) {
+        let mut scm = FakeScm::clean(&[]);
+        if let Ok(merge) = &mut scm.result {
+            merge.simulation = sim;
+        }
+        scm.coupling = coupling;
+        let states: Vec<(&str, CheckState)> = lint.map(|s| ("lint", s)).into_iter().collect();
+        let world = World::new(scm, FakeChecks::with(&states));
+        let mut subject = intent("i-round");
+        subject.risk_level = level;
+        subject.dependencies = deps;
+        subject.technical.insert("scope_hint".into(), scopes.into());
+        subject.status = from;
+        subject.retries = retries;
+        let rules = QueueRules { max_retries: 3, auto_confirm, checks_wait_limit: chrono::Duration::minutes(120) };
+
+        let decision = block_on(validate(&subject, world.ports(), &PolicyConfig::default(), ValidationOptions::default()))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let step = after_validation(&subject, &decision, &rules, None);
+        let mut events = decision.events.clone();
+        let mut expected = step.status;
+        if let Some((event_type, payload, evidence)) = step.event.clone() {
+            events.push(support::event_for(&subject, event_type, payload, evidence));
+        }
+        if step.action == NextAction::Merge {
+            let merged = if merge_lands { after_merge(&subject, "abc") } else { after_merge_failure(&subject, 3, "target moved") };
+            expected = merged.status;
+            if let Some((event_type, payload, evidence)) = merged.event {
+                events.push(support::event_for(&subject, event_type, payload, evidence));
+            }
+        }
+        let mut row = subject.clone();
+        for event in &events {
+            match apply(Some(&row), event) {
+                Ok(Some(next)) => row = next,
+                Ok(None) => {}
+                Err(e) => return Err(TestCaseError::fail(format!("{e} in {:?}", events.iter().map(|e| e.event_type).collect::<Vec<_>>()))),
+            }
+        }
+        prop_assert_eq!(row.status, expected);
     }
 }

@@ -3,7 +3,7 @@
 //! ```json
 //! {"profiles": {"high": {"entropy_budget": 12.0, "containment_min": 0.7, "checks": ["lint"]}},
 //!  "origin_overrides": {"agent": {"_default": {"entropy_budget": 10.0}}},
-//!  "queue": {"max_retries": 3, "default_target": "main"},
+//!  "queue": {"max_retries": 3, "default_target": "main", "checks_wait_minutes": 120},
 //!  "risk": {"max_risk_score": 65.0, "mode": "shadow", "enforce_ratio": 1.0}}
 //! ```
 //!
@@ -162,15 +162,30 @@ impl Profile {
         if let Some(v) = patch.coherence_warn {
             self.coherence_warn = v;
         }
-        if let Some(v) = patch.security {
-            self.security = v;
+        if let Some(v) = patch.max_critical {
+            self.security.max_critical = v;
+        }
+        if let Some(v) = patch.max_high {
+            self.security.max_high = v;
         }
     }
 
-    fn check_consistent(&self, field: &str) -> Result<(), ConfigError> {
+    /// Checks cross-field rules; `field` is the path of the patch that made the profile, and
+    /// the error names whichever coherence threshold that patch set.
+    fn check_consistent(
+        &self,
+        field: &str,
+        patch: Option<&ProfilePatch>,
+    ) -> Result<(), ConfigError> {
         if self.coherence_warn.value() > self.coherence_pass.value() {
+            let culprit = match patch {
+                Some(p) if p.coherence_warn.is_none() && p.coherence_pass.is_some() => {
+                    "coherence_pass"
+                }
+                _ => "coherence_warn",
+            };
             return Err(invalid(
-                &format!("{field}.coherence_warn"),
+                &format!("{field}.{culprit}"),
                 format!(
                     "must be <= coherence_pass ({}), got {}",
                     self.coherence_pass, self.coherence_warn
@@ -196,8 +211,10 @@ pub struct ProfilePatch {
     pub coherence_pass: Option<Threshold>,
     /// See [`Profile::coherence_warn`].
     pub coherence_warn: Option<Threshold>,
-    /// See [`Profile::security`].
-    pub security: Option<SecurityLimits>,
+    /// See [`SecurityLimits::max_critical`] (`security.max_critical` in the file).
+    pub max_critical: Option<u32>,
+    /// See [`SecurityLimits::max_high`] (`security.max_high` in the file).
+    pub max_high: Option<u32>,
 }
 
 /// Per-origin adjustments: for each origin type, patches per level and a `_default` patch
@@ -220,6 +237,9 @@ pub struct QueueSettings {
     pub max_retries: u32,
     /// Target branch when none is given.
     pub default_target: String,
+    /// Minutes required checks may stay pending or unreported before that counts as a
+    /// failed attempt.
+    pub checks_wait_minutes: u32,
 }
 
 impl Default for QueueSettings {
@@ -227,6 +247,7 @@ impl Default for QueueSettings {
         QueueSettings {
             max_retries: 3,
             default_target: "main".to_owned(),
+            checks_wait_minutes: 120,
         }
     }
 }
@@ -328,7 +349,7 @@ impl PolicyConfig {
                 let patch = parse_patch(body, &field)?;
                 if let Some(profile) = config.profiles.get_mut(&level) {
                     profile.apply(&patch);
-                    profile.check_consistent(&field)?;
+                    profile.check_consistent(&field, Some(&patch))?;
                 }
             }
         }
@@ -350,17 +371,36 @@ impl PolicyConfig {
                     .by_origin
                     .insert(origin.clone(), parsed);
             }
-            for origin in config.origin_overrides.by_origin.keys() {
+            for (origin, rules) in &config.origin_overrides.by_origin {
                 for level in RiskLevel::ALL {
+                    let (key, patch) = match rules.by_level.get(&level) {
+                        Some(patch) => (level.as_str(), Some(patch)),
+                        None => ("_default", rules.fallback.as_ref()),
+                    };
                     config
                         .profile_for(level, Some(origin))
-                        .check_consistent(&format!("origin_overrides.{origin}.{level}"))?;
+                        .check_consistent(&format!("origin_overrides.{origin}.{key}"), patch)?;
                 }
             }
         }
         if let Some(queue) = root.get("queue") {
             let queue = object(queue, "queue")?;
-            only_keys(queue, "queue", &["max_retries", "default_target"])?;
+            only_keys(
+                queue,
+                "queue",
+                &["max_retries", "default_target", "checks_wait_minutes"],
+            )?;
+            if let Some(v) = queue.get("checks_wait_minutes") {
+                config.queue.checks_wait_minutes = match v.as_u64() {
+                    Some(n @ 1..=10_080) => n as u32,
+                    _ => {
+                        return Err(invalid(
+                            "queue.checks_wait_minutes",
+                            format!("must be an integer in [1, 10080] (a week), got {v}"),
+                        ));
+                    }
+                };
+            }
             if let Some(v) = queue.get("max_retries") {
                 config.queue.max_retries = match v.as_u64() {
                     Some(n @ 1..=1000) => n as u32,
@@ -569,14 +609,12 @@ fn parse_patch(value: &Value, field: &str) -> Result<ProfilePatch, ConfigError> 
         let field = at("security");
         let security = object(v, &field)?;
         only_keys(security, &field, &["max_critical", "max_high"])?;
-        let mut limits = SecurityLimits::default();
         if let Some(v) = security.get("max_critical") {
-            limits.max_critical = count(v, &format!("{field}.max_critical"))?;
+            patch.max_critical = Some(count(v, &format!("{field}.max_critical"))?);
         }
         if let Some(v) = security.get("max_high") {
-            limits.max_high = count(v, &format!("{field}.max_high"))?;
+            patch.max_high = Some(count(v, &format!("{field}.max_high"))?);
         }
-        patch.security = Some(limits);
     }
     Ok(patch)
 }
@@ -630,12 +668,25 @@ mod tests {
         );
         assert_eq!(
             field_of(r#"{"origin_overrides": {"agent": {"_default": {"coherence_pass": 10}}}}"#),
-            "origin_overrides.agent.low.coherence_warn"
+            "origin_overrides.agent._default.coherence_pass"
         );
         assert!(matches!(
             PolicyConfig::from_json_str("{"),
             Err(ConfigError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn a_partial_security_override_keeps_the_other_limit() {
+        let config = PolicyConfig::from_json_str(
+            r#"{"profiles": {"high": {"security": {"max_high": 0}}},
+                "origin_overrides": {"agent": {"_default": {"security": {"max_critical": 1}}}}}"#,
+        );
+        let Ok(config) = config else {
+            panic!("valid config refused: {config:?}")
+        };
+        let agent_high = config.profile_for(RiskLevel::High, Some("agent")).security;
+        assert_eq!((agent_high.max_critical, agent_high.max_high), (1, 0));
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub const CORE_TARGETS: [&str; 5] = ["main", "master", "release", "production", 
 /// Path prefixes of core code (high contention).
 pub const CORE_PATHS: [&str; 6] = ["src/", "lib/", "core/", "pkg/", "internal/", "app/"];
 
+/// The most changed files the engine evaluates. Same-folder files are linked pairwise, so the
+/// graph grows with the square of a folder's size; GitHub itself lists at most 3,000 files of
+/// a pull request. Callers refuse larger changes before evaluating them.
+pub const MAX_CHANGED_FILES: usize = 3_000;
+
 /// Cap on cycles counted for path dependence.
 const PATH_DEPENDENCE_CYCLE_CAP: usize = 20;
 /// Cap on cycles counted for the spiral bomb.

@@ -169,3 +169,23 @@ impl World {
         }
     }
 }
+
+/// An event about `intent` at the fixed test time (for steps the queue adds to a decision).
+pub fn event_for(
+    intent: &Intent,
+    event_type: converge_core::EventType,
+    payload: serde_json::Value,
+    evidence: serde_json::Value,
+) -> converge_core::Event {
+    converge_core::Event {
+        id: format!("step-{}", event_type.as_str()),
+        trace_id: "trace-step".into(),
+        timestamp: epoch(),
+        event_type,
+        intent_id: Some(intent.id.clone()),
+        agent_id: None,
+        tenant_id: intent.tenant_id.clone(),
+        payload,
+        evidence,
+    }
+}
