@@ -5,7 +5,7 @@
 //! ordinary edges, and setting a node's kind again overwrites the previous kind. Insertion order
 //! is observable: it breaks PageRank ties in the reported lists.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// What a node of the dependency graph stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +30,11 @@ pub type NodeIndex = usize;
 pub struct DiGraph {
     names: Vec<String>,
     kinds: Vec<Option<NodeKind>>,
-    index: HashMap<String, NodeIndex>,
+    index: FxHashMap<String, NodeIndex>,
     /// Successors of each node in edge insertion order, with the edge weight.
     successors: Vec<Vec<(NodeIndex, f64)>>,
     /// Position of each edge in its source's successor list, for O(1) lookups.
-    edge_slots: HashMap<(NodeIndex, NodeIndex), usize>,
+    edge_slots: FxHashMap<(NodeIndex, NodeIndex), usize>,
 }
 
 impl DiGraph {
