@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: everything CI checks, from a fresh clone, on one build profile (dev).
-# Needs only the Rust toolchain today; services (PostgreSQL, the AWS emulator, the GitHub fake)
-# are started and torn down here as the suites that need them arrive.
+# Starts what the suites need (an ephemeral PostgreSQL today; the AWS emulator and the GitHub
+# fake as their suites arrive) and tears it down on exit, failure included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,12 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export CONVERGE_FIXTURES_DIR="${CONVERGE_FIXTURES_DIR:-$(cd .. && pwd)/shared/fixtures/risk}"
 
 step() { printf '\n== %s\n' "$*"; }
+
+# shellcheck source=scripts/lib/postgres.sh
+. scripts/lib/postgres.sh
+log=$(mktemp)
+cleanup() { pg_stop; rm -f "$log"; }
+trap cleanup EXIT
 
 step "format"
 cargo fmt --all -- --check
@@ -20,9 +26,10 @@ bash scripts/check-core-purity.sh
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "services"
+pg_start
+
 step "tests"
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -37,6 +37,22 @@ pub struct QueueKey {
     pub target: String,
 }
 
+impl std::fmt::Display for QueueKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tenant = if self.tenant.is_empty() {
+            "-"
+        } else {
+            &self.tenant
+        };
+        let repo = if self.repo.is_empty() {
+            "-"
+        } else {
+            &self.repo
+        };
+        write!(f, "{tenant}/{repo}@{}", self.target)
+    }
+}
+
 impl QueueKey {
     /// The queue an intent belongs to.
     pub fn for_intent(intent: &Intent) -> QueueKey {

@@ -1,7 +1,321 @@
-//! State: the store contract and its PostgreSQL (production) and SQLite (embedded default)
-//! implementations on sqlx — the event log, the intent projection updated in the same
-//! transaction, queue leases with fencing tokens, webhook deliveries, the outbox, API keys and
-//! rate counters, migrations, and backfill between the two backends.
+//! State: one store contract, implemented for PostgreSQL (production) and SQLite (embedded
+//! default and fallback), on sqlx.
 //!
-//! Status: not built yet (issue "State"); the crate exists so the workspace has its final
-//! shape. It exports nothing.
+//! Invariants the store keeps:
+//! - **Events and projection move together.** [`Store::commit`] appends events, updates the
+//!   intents projection from them ([`converge_core::projection`]), and writes commit links and
+//!   outbox rows in one transaction. A crash at any point leaves either all of it or none.
+//!   [`Store::rebuild_projections`] replays the log into an empty table and yields the same
+//!   rows.
+//! - **Leases fence.** A queue key `(tenant, repo, target)` is held by at most one worker at a
+//!   time ([`Store::acquire_lease`], conditional `UPDATE … RETURNING` on the key's row, no
+//!   session-level advisory locks). Each holding gets a fencing token larger than every earlier
+//!   one; a [`Commit`] guarded by a lost lease fails with [`StoreError::StaleLease`].
+//! - **Deliveries are recorded once** (`ON CONFLICT DO NOTHING` on the delivery id).
+//! - **Nothing in the outbox is lost**: rows are written with the events that cause them and
+//!   stay claimable until marked sent.
+//!
+//! Migrations are versioned per backend (`migrations/postgres`, `migrations/sqlite`), embedded
+//! in the binary and applied by [`Store::migrate`] (at start and by `converge migrate`).
+//! [`backfill`] copies every table between the two backends.
+
+mod backend;
+pub mod backfill;
+mod error;
+mod model;
+pub mod pg;
+pub mod sqlite;
+mod tables;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use converge_core::pipeline::Clock;
+
+pub use error::StoreError;
+pub use model::{
+    ApiKeyRecord, Commit, CommitLink, DeliveryOutcome, EventFilter, FencingToken, IntentCursor,
+    IntentFilter, Lease, LeaseState, OutboxEntry, OutboxMessage, StoredEvent, VersionedDocument,
+};
+pub use pg::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Default SQLite file, relative to the working directory.
+pub const DEFAULT_SQLITE_PATH: &str = ".converge/state.db";
+/// Default pool size: small, because each Lambda instance serves one request at a time.
+pub const DEFAULT_POOL_SIZE: u32 = 4;
+
+/// Timestamps are kept to the microsecond (PostgreSQL's precision), everywhere, so a value
+/// reads back equal to what was written on both backends.
+pub fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
+}
+
+/// The system clock, to the microsecond.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        micros(Utc::now())
+    }
+}
+
+mod migrations {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+    fn migrator(sources: &[(i64, &'static str, &'static str)]) -> Migrator {
+        Migrator::with_migrations(
+            sources
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        description.into(),
+                        MigrationType::Simple,
+                        sql.into_sql_str(),
+                        false,
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    pub fn postgres() -> Migrator {
+        migrator(&[(
+            1,
+            "initial",
+            include_str!("../migrations/postgres/0001_initial.sql"),
+        )])
+    }
+
+    pub fn sqlite() -> Migrator {
+        migrator(&[(
+            1,
+            "initial",
+            include_str!("../migrations/sqlite/0001_initial.sql"),
+        )])
+    }
+}
+
+/// Which database holds the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file (the default).
+    Sqlite,
+    /// A PostgreSQL database.
+    Postgres,
+}
+
+/// Store settings: `CONVERGE_DB_BACKEND` (`sqlite` | `postgres`, default `sqlite`),
+/// `CONVERGE_DB_PATH` (default `.converge/state.db`), `CONVERGE_PG_DSN`,
+/// `CONVERGE_DB_POOL_SIZE` (default 4).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Which backend.
+    pub backend: Backend,
+    /// The SQLite file.
+    pub sqlite_path: PathBuf,
+    /// The PostgreSQL DSN (secret: never printed).
+    pub pg_dsn: Option<String>,
+    /// Connections per pool.
+    pub pool_size: u32,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("backend", &self.backend)
+            .field("sqlite_path", &self.sqlite_path)
+            .field("pg_dsn", &self.pg_dsn.as_ref().map(|_| "<redacted>"))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl StoreConfig {
+    /// Reads the settings through `lookup` (the environment, in production).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<StoreConfig, StoreError> {
+        let backend = match lookup("CONVERGE_DB_BACKEND").as_deref().map(str::trim) {
+            None | Some("") | Some("sqlite") => Backend::Sqlite,
+            Some("postgres") => Backend::Postgres,
+            Some(other) => {
+                return Err(StoreError::Config(format!(
+                    "CONVERGE_DB_BACKEND must be sqlite or postgres, got '{other}'"
+                )));
+            }
+        };
+        let pg_dsn = lookup("CONVERGE_PG_DSN").filter(|s| !s.trim().is_empty());
+        if backend == Backend::Postgres && pg_dsn.is_none() {
+            return Err(StoreError::Config(
+                "CONVERGE_DB_BACKEND=postgres needs CONVERGE_PG_DSN".to_owned(),
+            ));
+        }
+        let pool_size = match lookup("CONVERGE_DB_POOL_SIZE") {
+            None => DEFAULT_POOL_SIZE,
+            Some(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    StoreError::Config(format!(
+                        "CONVERGE_DB_POOL_SIZE must be an integer in [1, 100], got '{v}'"
+                    ))
+                })?,
+        };
+        Ok(StoreConfig {
+            backend,
+            sqlite_path: lookup("CONVERGE_DB_PATH")
+                .filter(|s| !s.trim().is_empty())
+                .map_or_else(|| PathBuf::from(DEFAULT_SQLITE_PATH), PathBuf::from),
+            pg_dsn,
+            pool_size,
+        })
+    }
+
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<StoreConfig, StoreError> {
+        StoreConfig::from_lookup(|name| std::env::var(name).ok())
+    }
+}
+
+/// The store, on whichever backend the configuration chose.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// PostgreSQL.
+    Postgres(PgStore),
+    /// SQLite.
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Opens the configured store (connections are made lazily, on first use).
+    pub fn open(
+        config: &StoreConfig,
+        clock: Arc<dyn Clock + Send + Sync>,
+    ) -> Result<Store, StoreError> {
+        match config.backend {
+            Backend::Sqlite => Ok(Store::Sqlite(SqliteStore::open(
+                &config.sqlite_path,
+                config.pool_size,
+                clock,
+            )?)),
+            Backend::Postgres => {
+                let dsn = config.pg_dsn.as_deref().unwrap_or_default();
+                Ok(Store::Postgres(PgStore::connect_lazy(
+                    dsn,
+                    config.pool_size,
+                    clock,
+                )?))
+            }
+        }
+    }
+
+    /// Opens a store from a URL: `sqlite://PATH` (or a bare path) or `postgres://…`.
+    pub fn from_url(url: &str, clock: Arc<dyn Clock + Send + Sync>) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgStore::connect_lazy(
+                url,
+                DEFAULT_POOL_SIZE,
+                clock,
+            )?))
+        } else {
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            if path.is_empty() {
+                return Err(StoreError::Config(
+                    "sqlite:// URL without a path".to_owned(),
+                ));
+            }
+            Ok(Store::Sqlite(SqliteStore::open(
+                std::path::Path::new(path),
+                DEFAULT_POOL_SIZE,
+                clock,
+            )?))
+        }
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Postgres(_) => Backend::Postgres,
+            Store::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+}
+
+/// Forwards each contract operation to the backend's implementation.
+macro_rules! forward {
+    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
+        impl Store {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
+                    match self {
+                        Store::Postgres(s) => s.$name($($arg),*).await,
+                        Store::Sqlite(s) => s.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+forward! {
+    /// Applies the pending migrations.
+    fn migrate(&self) -> ();
+    /// Whether the database answers.
+    fn ping(&self) -> ();
+    /// Appends events with their projection changes, commit links and outbox rows atomically.
+    fn commit(&self, commit: &Commit) -> Vec<i64>;
+    /// The current state of an intent.
+    fn intent(&self, id: &str) -> Option<converge_core::Intent>;
+    /// Intents in queue order, filtered and paged.
+    fn intents(&self, filter: &IntentFilter) -> Vec<converge_core::Intent>;
+    /// Events, newest first, filtered and paged.
+    fn events(&self, filter: &EventFilter) -> Vec<StoredEvent>;
+    /// Commits observed for an intent.
+    fn commit_links(&self, intent_id: &str) -> Vec<CommitLink>;
+    /// Replays the event log into an empty intents projection.
+    fn rebuild_projections(&self) -> usize;
+    /// Records a webhook delivery once.
+    fn record_delivery(&self, delivery_id: &str, event_name: &str, body_sha256: &str) -> DeliveryOutcome;
+    /// Takes a queue key's lease if free or expired.
+    fn acquire_lease(&self, key: &converge_core::queue::QueueKey, holder: &str, ttl: std::time::Duration) -> Option<Lease>;
+    /// Extends a held lease.
+    fn extend_lease(&self, lease: &Lease, ttl: std::time::Duration) -> Lease;
+    /// Releases a held lease.
+    fn release_lease(&self, lease: &Lease) -> bool;
+    /// Clears a key's holder whoever it is.
+    fn force_clear_lease(&self, key: &converge_core::queue::QueueKey) -> bool;
+    /// A key's lease row.
+    fn inspect_lease(&self, key: &converge_core::queue::QueueKey) -> Option<LeaseState>;
+    /// Every lease row.
+    fn leases(&self) -> Vec<LeaseState>;
+    /// Claims unsent outbox rows.
+    fn claim_outbox(&self, claimer: &str, limit: u32, claim_ttl: std::time::Duration) -> Vec<OutboxEntry>;
+    /// Marks an outbox row sent.
+    fn mark_outbox_sent(&self, seq: i64) -> bool;
+    /// Outbox rows not sent yet.
+    fn unsent_outbox_count(&self) -> i64;
+    /// Stores an API key record.
+    fn put_api_key(&self, key: &ApiKeyRecord) -> ();
+    /// Finds a live API key by hash.
+    fn find_api_key(&self, key_hash: &str) -> Option<ApiKeyRecord>;
+    /// Sets a key's expiry.
+    fn expire_api_key(&self, key_hash: &str, at: DateTime<Utc>) -> bool;
+    /// Counts a request in a tenant's rate-limit window.
+    fn hit_rate_limit(&self, tenant: &str, window_start: DateTime<Utc>) -> i64;
+    /// Forgets old rate-limit windows.
+    fn prune_rate_limits(&self, cutoff: DateTime<Utc>) -> u64;
+    /// A tenant's risk policy.
+    fn risk_policy(&self, tenant: &str) -> Option<VersionedDocument>;
+    /// Replaces a tenant's risk policy.
+    fn put_risk_policy(&self, tenant: &str, data: &serde_json::Value) -> i64;
+    /// A tenant's compliance thresholds.
+    fn compliance_thresholds(&self, tenant: &str) -> Option<VersionedDocument>;
+    /// Replaces a tenant's compliance thresholds.
+    fn put_compliance_thresholds(&self, tenant: &str, data: &serde_json::Value) -> ();
+}

@@ -1,0 +1,668 @@
+//! The store contract's operations, written once for both backends.
+//!
+//! sqlx checks types per database, so the operations are a macro expanded once in `pg.rs` and
+//! once in `sqlite.rs`. The SQL text is shared (both accept `$n` placeholders, `RETURNING` and
+//! `ON CONFLICT`); each backend supplies what differs: how a write transaction starts (SQLite
+//! takes the write lock up front with `BEGIN IMMEDIATE`), the row-lock clause (`FOR UPDATE`,
+//! empty on SQLite, whose transactions are already serialised), and how timestamps are encoded
+//! (`timestamptz` on PostgreSQL, fixed-width UTC text on SQLite).
+
+/// Expands the store operations for one backend. The invoking module provides `begin_write`,
+/// `ts`, `get_ts`, `get_opt_ts` and the pool type; `$lock` and `$skip_locked` are the SQL
+/// suffixes for row locks.
+macro_rules! store_operations {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal) => {
+        impl $store {
+            /// Appends events, updates the intents projection from them, and records commit
+            /// links and outbox rows, all in one transaction — after checking the guard lease.
+            pub async fn commit(&self, commit: &$crate::Commit) -> Result<Vec<i64>, $crate::StoreError> {
+                let now = self.now();
+                let mut tx = begin_write(&self.pool).await?;
+                if let Some(lease) = &commit.guard {
+                    let row = sqlx::query(concat!(
+                        "SELECT holder, token, expires_at FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3",
+                        $lock
+                    ))
+                    .bind(&lease.key.tenant)
+                    .bind(&lease.key.repo)
+                    .bind(&lease.key.target)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let current = match &row {
+                        Some(row) => {
+                            let holder: Option<String> = row.try_get("holder")?;
+                            let token: i64 = row.try_get("token")?;
+                            let expires_at = get_opt_ts(row, "expires_at")?;
+                            holder.as_deref() == Some(lease.holder.as_str())
+                                && token == lease.token.0
+                                && expires_at.is_some_and(|e| e > now)
+                        }
+                        None => false,
+                    };
+                    if !current {
+                        return Err($crate::StoreError::StaleLease { key: lease.key.clone(), token: lease.token.0 });
+                    }
+                }
+
+                let mut seqs = Vec::with_capacity(commit.events.len());
+                for event in &commit.events {
+                    let seq: i64 = sqlx::query_scalar(
+                        "INSERT INTO events (id, trace_id, timestamp, event_type, intent_id, agent_id, tenant_id, payload, evidence) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
+                    )
+                    .bind(&event.id)
+                    .bind(&event.trace_id)
+                    .bind(ts(event.timestamp))
+                    .bind(event.event_type.as_str())
+                    .bind(&event.intent_id)
+                    .bind(&event.agent_id)
+                    .bind(&event.tenant_id)
+                    .bind(sqlx::types::Json(&event.payload))
+                    .bind(sqlx::types::Json(&event.evidence))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    seqs.push(seq);
+
+                    let Some(intent_id) = event.intent_id.as_deref() else { continue };
+                    if !converge_core::projection::changes_projection(event.event_type) {
+                        continue;
+                    }
+                    let row = sqlx::query(concat!("SELECT * FROM intents WHERE id = $1", $lock))
+                        .bind(intent_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let current = row.as_ref().map(intent_from_row).transpose()?;
+                    if let Some(next) = converge_core::projection::apply(current.as_ref(), event)? {
+                        upsert_intent(&mut tx, &next, event.timestamp).await?;
+                    }
+                }
+                for link in &commit.commit_links {
+                    sqlx::query(
+                        "INSERT INTO intent_commit_links (intent_id, repo, sha, role, observed_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&link.intent_id)
+                    .bind(&link.repo)
+                    .bind(&link.sha)
+                    .bind(&link.role)
+                    .bind(ts(link.observed_at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for message in &commit.outbox {
+                    sqlx::query("INSERT INTO outbox (topic, payload, created_at, attempts) VALUES ($1, $2, $3, 0)")
+                        .bind(&message.topic)
+                        .bind(sqlx::types::Json(&message.payload))
+                        .bind(ts(now))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(seqs)
+            }
+
+            /// The current state of an intent.
+            pub async fn intent(&self, id: &str) -> Result<Option<converge_core::Intent>, $crate::StoreError> {
+                let row = sqlx::query("SELECT * FROM intents WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(intent_from_row).transpose()
+            }
+
+            /// Intents in queue order (priority, creation, id), filtered and paged.
+            pub async fn intents(&self, filter: &$crate::IntentFilter) -> Result<Vec<converge_core::Intent>, $crate::StoreError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM intents WHERE 1 = 1");
+                if !filter.statuses.is_empty() {
+                    q.push(" AND status IN (");
+                    let mut list = q.separated(", ");
+                    for status in &filter.statuses {
+                        list.push_bind(status.as_str());
+                    }
+                    q.push(")");
+                }
+                if let Some(tenant) = &filter.tenant_id {
+                    q.push(" AND tenant_id = ").push_bind(tenant.clone());
+                }
+                if let Some(target) = &filter.target {
+                    q.push(" AND target = ").push_bind(target.clone());
+                }
+                if let Some(after) = &filter.after {
+                    q.push(" AND (priority > ").push_bind(after.priority);
+                    q.push(" OR (priority = ").push_bind(after.priority);
+                    q.push(" AND (created_at > ").push_bind(ts(after.created_at));
+                    q.push(" OR (created_at = ").push_bind(ts(after.created_at));
+                    q.push(" AND id > ").push_bind(after.id.clone());
+                    q.push("))))");
+                }
+                let limit = if filter.limit == 0 { 100 } else { filter.limit };
+                q.push(" ORDER BY priority, created_at, id LIMIT ").push_bind(i64::from(limit));
+                let rows = q.build().fetch_all(&self.pool).await?;
+                rows.iter().map(intent_from_row).collect()
+            }
+
+            /// Events, newest first, filtered and paged.
+            pub async fn events(&self, filter: &$crate::EventFilter) -> Result<Vec<$crate::StoredEvent>, $crate::StoreError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM events WHERE 1 = 1");
+                if let Some(v) = &filter.intent_id {
+                    q.push(" AND intent_id = ").push_bind(v.clone());
+                }
+                if let Some(v) = filter.event_type {
+                    q.push(" AND event_type = ").push_bind(v.as_str());
+                }
+                if let Some(v) = &filter.tenant_id {
+                    q.push(" AND tenant_id = ").push_bind(v.clone());
+                }
+                if let Some(v) = filter.since {
+                    q.push(" AND timestamp >= ").push_bind(ts(v));
+                }
+                if let Some(v) = filter.until {
+                    q.push(" AND timestamp <= ").push_bind(ts(v));
+                }
+                if let Some(v) = filter.before_seq {
+                    q.push(" AND seq < ").push_bind(v);
+                }
+                let limit = if filter.limit == 0 { 200 } else { filter.limit };
+                q.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(limit));
+                let rows = q.build().fetch_all(&self.pool).await?;
+                rows.iter().map(stored_event_from_row).collect()
+            }
+
+            /// Commits observed for an intent.
+            pub async fn commit_links(&self, intent_id: &str) -> Result<Vec<$crate::CommitLink>, $crate::StoreError> {
+                let rows = sqlx::query("SELECT * FROM intent_commit_links WHERE intent_id = $1 ORDER BY observed_at, sha, role")
+                    .bind(intent_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::CommitLink {
+                            intent_id: row.try_get("intent_id")?,
+                            repo: row.try_get("repo")?,
+                            sha: row.try_get("sha")?,
+                            role: row.try_get("role")?,
+                            observed_at: get_ts(row, "observed_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            /// Empties the intents projection and replays every event into it, in append order.
+            /// Returns the number of intents rebuilt.
+            pub async fn rebuild_projections(&self) -> Result<usize, $crate::StoreError> {
+                const PAGE: i64 = 1_000;
+                let mut tx = begin_write(&self.pool).await?;
+                sqlx::query("DELETE FROM intents").execute(&mut *tx).await?;
+                let mut state: std::collections::BTreeMap<String, (converge_core::Intent, chrono::DateTime<chrono::Utc>)> =
+                    std::collections::BTreeMap::new();
+                let mut after = 0i64;
+                loop {
+                    let rows = sqlx::query("SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+                        .bind(after)
+                        .bind(PAGE)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    if rows.is_empty() {
+                        break;
+                    }
+                    for row in &rows {
+                        let stored = stored_event_from_row(row)?;
+                        after = stored.seq;
+                        let event = stored.event;
+                        let Some(id) = event.intent_id.clone() else { continue };
+                        let current = state.get(&id).map(|(intent, _)| intent);
+                        if let Some(next) = converge_core::projection::apply(current, &event)? {
+                            state.insert(id, (next, event.timestamp));
+                        }
+                    }
+                }
+                for (intent, updated_at) in state.values() {
+                    upsert_intent(&mut tx, intent, *updated_at).await?;
+                }
+                tx.commit().await?;
+                Ok(state.len())
+            }
+
+            /// Records a webhook delivery once; concurrent identical deliveries yield one `New`.
+            pub async fn record_delivery(
+                &self,
+                delivery_id: &str,
+                event_name: &str,
+                body_sha256: &str,
+            ) -> Result<$crate::DeliveryOutcome, $crate::StoreError> {
+                let inserted = sqlx::query(
+                    "INSERT INTO webhook_deliveries (delivery_id, event_name, body_sha256, received_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(delivery_id)
+                .bind(event_name)
+                .bind(body_sha256)
+                .bind(ts(self.now()))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if inserted == 1 {
+                    return Ok($crate::DeliveryOutcome::New);
+                }
+                let stored: Option<String> =
+                    sqlx::query_scalar("SELECT body_sha256 FROM webhook_deliveries WHERE delivery_id = $1")
+                        .bind(delivery_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(if stored.as_deref() == Some(body_sha256) {
+                    $crate::DeliveryOutcome::Duplicate
+                } else {
+                    $crate::DeliveryOutcome::BodyMismatch
+                })
+            }
+
+            /// Takes the lease of a queue key if nobody holds it or the holding expired.
+            /// The new fencing token is one more than any token handed out for the key.
+            pub async fn acquire_lease(
+                &self,
+                key: &converge_core::queue::QueueKey,
+                holder: &str,
+                ttl: std::time::Duration,
+            ) -> Result<Option<$crate::Lease>, $crate::StoreError> {
+                let now = self.now();
+                let expires_at = now + chrono::Duration::from_std(ttl).map_err(|e| $crate::StoreError::Config(e.to_string()))?;
+                let mut tx = begin_write(&self.pool).await?;
+                sqlx::query(
+                    "INSERT INTO queue_leases (tenant, repo, target, holder, token, acquired_at, expires_at) \
+                     VALUES ($1, $2, $3, NULL, 0, NULL, NULL) ON CONFLICT DO NOTHING",
+                )
+                .bind(&key.tenant)
+                .bind(&key.repo)
+                .bind(&key.target)
+                .execute(&mut *tx)
+                .await?;
+                let token: Option<i64> = sqlx::query_scalar(
+                    "UPDATE queue_leases SET holder = $4, token = token + 1, acquired_at = $5, expires_at = $6 \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND (holder IS NULL OR expires_at <= $5) \
+                     RETURNING token",
+                )
+                .bind(&key.tenant)
+                .bind(&key.repo)
+                .bind(&key.target)
+                .bind(holder)
+                .bind(ts(now))
+                .bind(ts(expires_at))
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(token.map(|token| $crate::Lease {
+                    key: key.clone(),
+                    holder: holder.to_owned(),
+                    token: $crate::FencingToken(token),
+                    expires_at,
+                }))
+            }
+
+            /// Pushes a held lease's expiry to now + `ttl`. Fails if it was lost meanwhile.
+            pub async fn extend_lease(&self, lease: &$crate::Lease, ttl: std::time::Duration) -> Result<$crate::Lease, $crate::StoreError> {
+                let now = self.now();
+                let expires_at = now + chrono::Duration::from_std(ttl).map_err(|e| $crate::StoreError::Config(e.to_string()))?;
+                let updated = sqlx::query(
+                    "UPDATE queue_leases SET expires_at = $6 \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5 AND expires_at > $7",
+                )
+                .bind(&lease.key.tenant)
+                .bind(&lease.key.repo)
+                .bind(&lease.key.target)
+                .bind(&lease.holder)
+                .bind(lease.token.0)
+                .bind(ts(expires_at))
+                .bind(ts(now))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    return Err($crate::StoreError::StaleLease { key: lease.key.clone(), token: lease.token.0 });
+                }
+                Ok($crate::Lease { expires_at, ..lease.clone() })
+            }
+
+            /// Gives a lease back. False if it had already been lost.
+            pub async fn release_lease(&self, lease: &$crate::Lease) -> Result<bool, $crate::StoreError> {
+                let released = sqlx::query(
+                    "UPDATE queue_leases SET holder = NULL, acquired_at = NULL, expires_at = NULL \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5",
+                )
+                .bind(&lease.key.tenant)
+                .bind(&lease.key.repo)
+                .bind(&lease.key.target)
+                .bind(&lease.holder)
+                .bind(lease.token.0)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(released == 1)
+            }
+
+            /// Clears whoever holds a key (operator action, `queue reset --clear-lock`). The
+            /// token is kept, so the next holder's is higher and the old holder stays fenced.
+            pub async fn force_clear_lease(&self, key: &converge_core::queue::QueueKey) -> Result<bool, $crate::StoreError> {
+                let cleared = sqlx::query(
+                    "UPDATE queue_leases SET holder = NULL, acquired_at = NULL, expires_at = NULL \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder IS NOT NULL",
+                )
+                .bind(&key.tenant)
+                .bind(&key.repo)
+                .bind(&key.target)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(cleared == 1)
+            }
+
+            /// The lease row of a key, if the key was ever leased.
+            pub async fn inspect_lease(&self, key: &converge_core::queue::QueueKey) -> Result<Option<$crate::LeaseState>, $crate::StoreError> {
+                let row = sqlx::query("SELECT * FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3")
+                    .bind(&key.tenant)
+                    .bind(&key.repo)
+                    .bind(&key.target)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(lease_from_row).transpose()
+            }
+
+            /// Every lease row, by key.
+            pub async fn leases(&self) -> Result<Vec<$crate::LeaseState>, $crate::StoreError> {
+                let rows = sqlx::query("SELECT * FROM queue_leases ORDER BY tenant, repo, target")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(lease_from_row).collect()
+            }
+
+            /// Claims up to `limit` unsent outbox rows for `claim_ttl` (oldest first). A claim that
+            /// lapses without `mark_sent` makes the row claimable again: nothing is lost if the
+            /// sender dies.
+            pub async fn claim_outbox(
+                &self,
+                claimer: &str,
+                limit: u32,
+                claim_ttl: std::time::Duration,
+            ) -> Result<Vec<$crate::OutboxEntry>, $crate::StoreError> {
+                let now = self.now();
+                let until = now + chrono::Duration::from_std(claim_ttl).map_err(|e| $crate::StoreError::Config(e.to_string()))?;
+                let mut tx = begin_write(&self.pool).await?;
+                let rows = sqlx::query(concat!(
+                    "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 WHERE seq IN (",
+                    "SELECT seq FROM outbox WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $3) ",
+                    "ORDER BY seq LIMIT $4",
+                    $skip_locked,
+                    ") RETURNING seq, topic, payload, attempts"
+                ))
+                .bind(claimer)
+                .bind(ts(until))
+                .bind(ts(now))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                let mut entries = rows
+                    .iter()
+                    .map(|row| {
+                        let payload: sqlx::types::Json<serde_json::Value> = row.try_get("payload")?;
+                        Ok($crate::OutboxEntry {
+                            seq: row.try_get("seq")?,
+                            topic: row.try_get("topic")?,
+                            payload: payload.0,
+                            attempts: row.try_get("attempts")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, $crate::StoreError>>()?;
+                entries.sort_by_key(|e| e.seq);
+                Ok(entries)
+            }
+
+            /// Marks an outbox row sent. False if it was already marked.
+            pub async fn mark_outbox_sent(&self, seq: i64) -> Result<bool, $crate::StoreError> {
+                let updated = sqlx::query("UPDATE outbox SET sent_at = $2 WHERE seq = $1 AND sent_at IS NULL")
+                    .bind(seq)
+                    .bind(ts(self.now()))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(updated == 1)
+            }
+
+            /// Outbox rows not sent yet.
+            pub async fn unsent_outbox_count(&self) -> Result<i64, $crate::StoreError> {
+                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            /// Stores (or replaces) an API key record.
+            pub async fn put_api_key(&self, key: &$crate::ApiKeyRecord) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "INSERT INTO api_keys (key_hash, role, actor, tenant_id, scopes, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (key_hash) DO UPDATE SET role = excluded.role, actor = excluded.actor, \
+                     tenant_id = excluded.tenant_id, scopes = excluded.scopes, expires_at = excluded.expires_at",
+                )
+                .bind(&key.key_hash)
+                .bind(&key.role)
+                .bind(&key.actor)
+                .bind(&key.tenant_id)
+                .bind(sqlx::types::Json(&key.scopes))
+                .bind(ts(key.created_at))
+                .bind(key.expires_at.map(ts))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            /// The key with this hash, if it exists and has not expired.
+            pub async fn find_api_key(&self, key_hash: &str) -> Result<Option<$crate::ApiKeyRecord>, $crate::StoreError> {
+                let row = sqlx::query("SELECT * FROM api_keys WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > $2)")
+                    .bind(key_hash)
+                    .bind(ts(self.now()))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref()
+                    .map(|row| {
+                        let scopes: sqlx::types::Json<Vec<String>> = row.try_get("scopes")?;
+                        Ok($crate::ApiKeyRecord {
+                            key_hash: row.try_get("key_hash")?,
+                            role: row.try_get("role")?,
+                            actor: row.try_get("actor")?,
+                            tenant_id: row.try_get("tenant_id")?,
+                            scopes: scopes.0,
+                            created_at: get_ts(row, "created_at")?,
+                            expires_at: get_opt_ts(row, "expires_at")?,
+                        })
+                    })
+                    .transpose()
+            }
+
+            /// Sets when a key stops working (rotation grace). False if no such key.
+            pub async fn expire_api_key(&self, key_hash: &str, at: chrono::DateTime<chrono::Utc>) -> Result<bool, $crate::StoreError> {
+                let updated = sqlx::query("UPDATE api_keys SET expires_at = $2 WHERE key_hash = $1")
+                    .bind(key_hash)
+                    .bind(ts(at))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(updated == 1)
+            }
+
+            /// Counts one request of `tenant` in the window starting at `window_start` and returns
+            /// the window's count so far (shared by every instance).
+            pub async fn hit_rate_limit(&self, tenant: &str, window_start: chrono::DateTime<chrono::Utc>) -> Result<i64, $crate::StoreError> {
+                Ok(sqlx::query_scalar(
+                    "INSERT INTO rate_limit_counters (tenant, window_start, hits) VALUES ($1, $2, 1) \
+                     ON CONFLICT (tenant, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1 RETURNING hits",
+                )
+                .bind(tenant)
+                .bind(ts(window_start))
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            /// Forgets rate-limit windows that started before `cutoff`.
+            pub async fn prune_rate_limits(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, $crate::StoreError> {
+                Ok(sqlx::query("DELETE FROM rate_limit_counters WHERE window_start < $1")
+                    .bind(ts(cutoff))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            }
+
+            /// A tenant's risk policy (`""` for the global one).
+            pub async fn risk_policy(&self, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
+                self.document("SELECT data, version, updated_at FROM risk_policies WHERE tenant = $1", tenant).await
+            }
+
+            /// Replaces a tenant's risk policy; returns the new version.
+            pub async fn put_risk_policy(&self, tenant: &str, data: &serde_json::Value) -> Result<i64, $crate::StoreError> {
+                Ok(sqlx::query_scalar(
+                    "INSERT INTO risk_policies (tenant, data, version, updated_at) VALUES ($1, $2, 1, $3) \
+                     ON CONFLICT (tenant) DO UPDATE SET data = excluded.data, version = risk_policies.version + 1, \
+                     updated_at = excluded.updated_at RETURNING version",
+                )
+                .bind(tenant)
+                .bind(sqlx::types::Json(data))
+                .bind(ts(self.now()))
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            /// A tenant's compliance thresholds (`""` for the global ones); version is always 1.
+            pub async fn compliance_thresholds(&self, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
+                self.document("SELECT data, CAST(1 AS BIGINT) AS version, updated_at FROM compliance_thresholds WHERE tenant = $1", tenant).await
+            }
+
+            /// Replaces a tenant's compliance thresholds.
+            pub async fn put_compliance_thresholds(&self, tenant: &str, data: &serde_json::Value) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "INSERT INTO compliance_thresholds (tenant, data, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+                )
+                .bind(tenant)
+                .bind(sqlx::types::Json(data))
+                .bind(ts(self.now()))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn document(&self, sql: &'static str, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
+                let row = sqlx::query(sql).bind(tenant).fetch_optional(&self.pool).await?;
+                row.as_ref()
+                    .map(|row| {
+                        let data: sqlx::types::Json<serde_json::Value> = row.try_get("data")?;
+                        Ok($crate::VersionedDocument {
+                            data: data.0,
+                            version: row.try_get("version")?,
+                            updated_at: get_ts(row, "updated_at")?,
+                        })
+                    })
+                    .transpose()
+            }
+        }
+
+        async fn upsert_intent(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            intent: &converge_core::Intent,
+            updated_at: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), $crate::StoreError> {
+            sqlx::query(
+                "INSERT INTO intents (id, source, target, status, created_at, created_by, risk_level, priority, semantic, \
+                 technical, checks_required, dependencies, retries, tenant_id, plan_id, origin_type, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 ON CONFLICT (id) DO UPDATE SET source = excluded.source, target = excluded.target, \
+                 status = excluded.status, created_at = excluded.created_at, created_by = excluded.created_by, \
+                 risk_level = excluded.risk_level, priority = excluded.priority, semantic = excluded.semantic, \
+                 technical = excluded.technical, checks_required = excluded.checks_required, \
+                 dependencies = excluded.dependencies, retries = excluded.retries, tenant_id = excluded.tenant_id, \
+                 plan_id = excluded.plan_id, origin_type = excluded.origin_type, updated_at = excluded.updated_at",
+            )
+            .bind(&intent.id)
+            .bind(&intent.source)
+            .bind(&intent.target)
+            .bind(intent.status.as_str())
+            .bind(ts(intent.created_at))
+            .bind(&intent.created_by)
+            .bind(intent.risk_level.as_str())
+            .bind(intent.priority)
+            .bind(sqlx::types::Json(&intent.semantic))
+            .bind(sqlx::types::Json(&intent.technical))
+            .bind(sqlx::types::Json(&intent.checks_required))
+            .bind(sqlx::types::Json(&intent.dependencies))
+            .bind(i64::from(intent.retries))
+            .bind(&intent.tenant_id)
+            .bind(&intent.plan_id)
+            .bind(&intent.origin_type)
+            .bind(ts(updated_at))
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        fn intent_from_row(row: &<$db as sqlx::Database>::Row) -> Result<converge_core::Intent, $crate::StoreError> {
+            let status: String = row.try_get("status")?;
+            let level: String = row.try_get("risk_level")?;
+            let semantic: sqlx::types::Json<serde_json::Map<String, serde_json::Value>> = row.try_get("semantic")?;
+            let technical: sqlx::types::Json<serde_json::Map<String, serde_json::Value>> = row.try_get("technical")?;
+            let checks: sqlx::types::Json<Vec<String>> = row.try_get("checks_required")?;
+            let dependencies: sqlx::types::Json<Vec<String>> = row.try_get("dependencies")?;
+            let retries: i64 = row.try_get("retries")?;
+            Ok(converge_core::Intent {
+                id: row.try_get("id")?,
+                source: row.try_get("source")?,
+                target: row.try_get("target")?,
+                status: status.parse().map_err($crate::error::corrupt)?,
+                created_at: get_ts(row, "created_at")?,
+                created_by: row.try_get("created_by")?,
+                risk_level: level.parse().map_err($crate::error::corrupt)?,
+                priority: row.try_get("priority")?,
+                semantic: semantic.0,
+                technical: technical.0,
+                checks_required: checks.0,
+                dependencies: dependencies.0,
+                retries: u32::try_from(retries).map_err($crate::error::corrupt)?,
+                tenant_id: row.try_get("tenant_id")?,
+                plan_id: row.try_get("plan_id")?,
+                origin_type: row.try_get("origin_type")?,
+            })
+        }
+
+        fn stored_event_from_row(row: &<$db as sqlx::Database>::Row) -> Result<$crate::StoredEvent, $crate::StoreError> {
+            let event_type: String = row.try_get("event_type")?;
+            let payload: sqlx::types::Json<serde_json::Value> = row.try_get("payload")?;
+            let evidence: sqlx::types::Json<serde_json::Value> = row.try_get("evidence")?;
+            Ok($crate::StoredEvent {
+                seq: row.try_get("seq")?,
+                event: converge_core::Event {
+                    id: row.try_get("id")?,
+                    trace_id: row.try_get("trace_id")?,
+                    timestamp: get_ts(row, "timestamp")?,
+                    event_type: event_type.parse().map_err($crate::error::corrupt)?,
+                    intent_id: row.try_get("intent_id")?,
+                    agent_id: row.try_get("agent_id")?,
+                    tenant_id: row.try_get("tenant_id")?,
+                    payload: payload.0,
+                    evidence: evidence.0,
+                },
+            })
+        }
+
+        fn lease_from_row(row: &<$db as sqlx::Database>::Row) -> Result<$crate::LeaseState, $crate::StoreError> {
+            Ok($crate::LeaseState {
+                key: converge_core::queue::QueueKey {
+                    tenant: row.try_get("tenant")?,
+                    repo: row.try_get("repo")?,
+                    target: row.try_get("target")?,
+                },
+                holder: row.try_get("holder")?,
+                token: row.try_get("token")?,
+                acquired_at: get_opt_ts(row, "acquired_at")?,
+                expires_at: get_opt_ts(row, "expires_at")?,
+            })
+        }
+    };
+}
+
+pub(crate) use store_operations;

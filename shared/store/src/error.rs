@@ -1,0 +1,36 @@
+//! Store errors: what went wrong, in terms a caller can act on.
+
+use converge_core::projection::ProjectionError;
+use converge_core::queue::QueueKey;
+
+/// Why a store operation failed. The transaction it ran in, if any, was rolled back.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration could not be applied.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The lease guarding a write was lost (expired and taken over, cleared, or released).
+    #[error("lease on {key} is no longer held with fencing token {token}")]
+    StaleLease {
+        /// The queue key.
+        key: QueueKey,
+        /// The token the caller held.
+        token: i64,
+    },
+    /// An event would move an intent illegally; nothing was written.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// A stored value does not decode (hand-edited row, foreign data).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The store settings are unusable (backend name, URL, missing DSN).
+    #[error("store configuration: {0}")]
+    Config(String),
+}
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}

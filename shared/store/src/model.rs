@@ -1,0 +1,212 @@
+//! The records the store reads and writes, beyond the domain's own types.
+
+use chrono::{DateTime, Utc};
+use converge_core::queue::QueueKey;
+use converge_core::{Event, EventType, Status};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A number that only grows per queue key, handed out with each lease. A write guarded by a
+/// token older than the key's current one is refused, so a worker that lost its lease (paused,
+/// slow, partitioned) cannot merge or finish an intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct FencingToken(pub(crate) i64);
+
+impl FencingToken {
+    /// The token's value.
+    pub fn value(self) -> i64 {
+        self.0
+    }
+}
+
+/// Proof that a worker held the lease of a queue key. Only the store creates one (by
+/// acquiring or extending), so a function that takes `&Lease` can only be called by a holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub(crate) key: QueueKey,
+    pub(crate) holder: String,
+    pub(crate) token: FencingToken,
+    pub(crate) expires_at: DateTime<Utc>,
+}
+
+impl Lease {
+    /// The queue key held.
+    pub fn key(&self) -> &QueueKey {
+        &self.key
+    }
+    /// Who holds it.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+    /// The fencing token of this holding.
+    pub fn token(&self) -> FencingToken {
+        self.token
+    }
+    /// When it lapses unless extended.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.expires_at
+    }
+}
+
+/// What the lease table says about a key (for `queue inspect` and the sweep).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseState {
+    /// The key.
+    pub key: QueueKey,
+    /// Current holder, if held (possibly expired).
+    pub holder: Option<String>,
+    /// Last token handed out.
+    pub token: i64,
+    /// When the current holding started.
+    pub acquired_at: Option<DateTime<Utc>>,
+    /// When the current holding lapses.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A commit observed for an intent (head, base or merge).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitLink {
+    /// The intent.
+    pub intent_id: String,
+    /// Repository `owner/name`.
+    pub repo: String,
+    /// Commit sha.
+    pub sha: String,
+    /// `head`, `base` or `merge`.
+    pub role: String,
+    /// When Converge saw it.
+    pub observed_at: DateTime<Utc>,
+}
+
+/// A message to send after the transaction commits (an SQS message, a GitHub publication).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    /// Where it goes (`queue`, `github.publish`, …).
+    pub topic: String,
+    /// What to send.
+    pub payload: Value,
+}
+
+/// An outbox row claimed for sending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxEntry {
+    /// Row id (append order).
+    pub seq: i64,
+    /// Destination.
+    pub topic: String,
+    /// Message.
+    pub payload: Value,
+    /// Claims so far, this one included.
+    pub attempts: i64,
+}
+
+/// Everything one transaction writes. Events are appended in order; each event that changes
+/// an intent updates the projection in the same transaction; outbox rows and commit links go
+/// with them. With a `guard`, the transaction commits only if that lease is still current.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// Events to append.
+    pub events: Vec<Event>,
+    /// Commit links to record (duplicates ignored).
+    pub commit_links: Vec<CommitLink>,
+    /// Messages to send once committed.
+    pub outbox: Vec<OutboxMessage>,
+    /// The lease that must still be held.
+    pub guard: Option<Lease>,
+}
+
+/// The result of recording a webhook delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// First time this delivery id is seen: handle it.
+    New,
+    /// Seen before with the same body: do nothing.
+    Duplicate,
+    /// Seen before with a different body: do nothing, and say so.
+    BodyMismatch,
+}
+
+/// A stored API key (only its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// SHA-256 of the key, hex.
+    pub key_hash: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+    /// Who uses it.
+    pub actor: String,
+    /// Tenant it is confined to.
+    pub tenant_id: Option<String>,
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working (rotation grace), if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Where a page of intents starts (exclusive), in queue order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentCursor {
+    /// Priority of the last row seen.
+    pub priority: i64,
+    /// Creation time of the last row seen.
+    pub created_at: DateTime<Utc>,
+    /// Id of the last row seen.
+    pub id: String,
+}
+
+/// Which intents to list.
+#[derive(Debug, Clone, Default)]
+pub struct IntentFilter {
+    /// Any of these statuses (all when empty).
+    pub statuses: Vec<Status>,
+    /// Only this tenant.
+    pub tenant_id: Option<String>,
+    /// Only this target branch.
+    pub target: Option<String>,
+    /// Start after this row.
+    pub after: Option<IntentCursor>,
+    /// At most this many (0 = the default of 100).
+    pub limit: u32,
+}
+
+/// Which events to list (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only events of this intent.
+    pub intent_id: Option<String>,
+    /// Only this type.
+    pub event_type: Option<EventType>,
+    /// Only this tenant.
+    pub tenant_id: Option<String>,
+    /// Only at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only at or before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only events appended before this sequence number (cursor).
+    pub before_seq: Option<i64>,
+    /// At most this many (0 = the default of 200).
+    pub limit: u32,
+}
+
+/// An event with its position in the log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    /// Append order, unique.
+    pub seq: i64,
+    /// The event.
+    pub event: Event,
+}
+
+/// A per-tenant policy document with its version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VersionedDocument {
+    /// The document.
+    pub data: Value,
+    /// 1 for the first write, +1 for each later one.
+    pub version: i64,
+    /// Last write.
+    pub updated_at: DateTime<Utc>,
+}

@@ -1,0 +1,166 @@
+//! The tables of the store as data: names, keys and column kinds, for the code that handles
+//! every table alike (backfill, checksums). Keep in step with the migrations; the contract
+//! tests compare this list with the schema of both backends.
+
+/// How a column is stored and compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Text, never null.
+    Text,
+    /// Text or null.
+    OptText,
+    /// 64-bit integer, never null.
+    Int,
+    /// Timestamp, never null.
+    Ts,
+    /// Timestamp or null.
+    OptTs,
+    /// JSON document.
+    Json,
+}
+
+/// One table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Table {
+    pub name: &'static str,
+    /// Primary key columns, in order (used for paging).
+    pub key: &'static [&'static str],
+    pub columns: &'static [(&'static str, Kind)],
+    /// A column filled from a sequence, which must be moved past copied values.
+    pub serial: Option<&'static str>,
+}
+
+use Kind::*;
+
+pub(crate) const TABLES: &[Table] = &[
+    Table {
+        name: "events",
+        key: &["seq"],
+        columns: &[
+            ("seq", Int),
+            ("id", Text),
+            ("trace_id", Text),
+            ("timestamp", Ts),
+            ("event_type", Text),
+            ("intent_id", OptText),
+            ("agent_id", OptText),
+            ("tenant_id", OptText),
+            ("payload", Json),
+            ("evidence", Json),
+        ],
+        serial: Some("seq"),
+    },
+    Table {
+        name: "intents",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("source", Text),
+            ("target", Text),
+            ("status", Text),
+            ("created_at", Ts),
+            ("created_by", Text),
+            ("risk_level", Text),
+            ("priority", Int),
+            ("semantic", Json),
+            ("technical", Json),
+            ("checks_required", Json),
+            ("dependencies", Json),
+            ("retries", Int),
+            ("tenant_id", OptText),
+            ("plan_id", OptText),
+            ("origin_type", Text),
+            ("updated_at", Ts),
+        ],
+        serial: None,
+    },
+    Table {
+        name: "intent_commit_links",
+        key: &["intent_id", "sha", "role"],
+        columns: &[
+            ("intent_id", Text),
+            ("repo", Text),
+            ("sha", Text),
+            ("role", Text),
+            ("observed_at", Ts),
+        ],
+        serial: None,
+    },
+    Table {
+        name: "webhook_deliveries",
+        key: &["delivery_id"],
+        columns: &[
+            ("delivery_id", Text),
+            ("event_name", Text),
+            ("body_sha256", Text),
+            ("received_at", Ts),
+        ],
+        serial: None,
+    },
+    Table {
+        name: "queue_leases",
+        key: &["tenant", "repo", "target"],
+        columns: &[
+            ("tenant", Text),
+            ("repo", Text),
+            ("target", Text),
+            ("holder", OptText),
+            ("token", Int),
+            ("acquired_at", OptTs),
+            ("expires_at", OptTs),
+        ],
+        serial: None,
+    },
+    Table {
+        name: "outbox",
+        key: &["seq"],
+        columns: &[
+            ("seq", Int),
+            ("topic", Text),
+            ("payload", Json),
+            ("created_at", Ts),
+            ("attempts", Int),
+            ("claimed_by", OptText),
+            ("claimed_until", OptTs),
+            ("sent_at", OptTs),
+        ],
+        serial: Some("seq"),
+    },
+    Table {
+        name: "api_keys",
+        key: &["key_hash"],
+        columns: &[
+            ("key_hash", Text),
+            ("role", Text),
+            ("actor", Text),
+            ("tenant_id", OptText),
+            ("scopes", Json),
+            ("created_at", Ts),
+            ("expires_at", OptTs),
+        ],
+        serial: None,
+    },
+    Table {
+        name: "rate_limit_counters",
+        key: &["tenant", "window_start"],
+        columns: &[("tenant", Text), ("window_start", Ts), ("hits", Int)],
+        serial: None,
+    },
+    Table {
+        name: "risk_policies",
+        key: &["tenant"],
+        columns: &[
+            ("tenant", Text),
+            ("data", Json),
+            ("version", Int),
+            ("updated_at", Ts),
+        ],
+        serial: None,
+    },
+    Table {
+        name: "compliance_thresholds",
+        key: &["tenant"],
+        columns: &[("tenant", Text), ("data", Json), ("updated_at", Ts)],
+        serial: None,
+    },
+];

@@ -1,0 +1,128 @@
+//! Test support: fresh stores on both backends and a clock the test moves by hand.
+
+#![allow(dead_code, reason = "each test file uses a different subset")]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use converge_core::pipeline::Clock;
+use converge_core::{Event, EventType, Intent};
+use converge_store::{SqliteStore, Store};
+use serde_json::{Value, json};
+
+/// A clock that only moves when told to.
+#[derive(Clone)]
+pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    pub fn new() -> ManualClock {
+        let start = Utc
+            .timestamp_opt(1_800_000_000, 123_456_000)
+            .single()
+            .unwrap_or_default();
+        ManualClock(Arc::new(Mutex::new(start)))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        if let Ok(mut now) = self.0.lock() {
+            *now += by;
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.lock().map(|t| *t).unwrap_or_default()
+    }
+}
+
+/// The superuser URL of the throwaway PostgreSQL that `scripts/test.sh` starts.
+pub fn pg_admin_url() -> String {
+    std::env::var("CONVERGE_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("CONVERGE_TEST_PG_URL is not set: run scripts/test.sh, which starts a throwaway PostgreSQL")
+    })
+}
+
+static DATABASES: AtomicU64 = AtomicU64::new(0);
+
+/// A new, empty PostgreSQL database; returns its URL.
+pub async fn fresh_pg_database() -> String {
+    let admin = pg_admin_url();
+    let name = format!(
+        "converge_test_{}_{}_{}",
+        std::process::id(),
+        DATABASES.fetch_add(1, Ordering::Relaxed),
+        Utc::now().timestamp_micros()
+    );
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+/// A migrated store on a fresh PostgreSQL database.
+pub async fn pg_store(clock: &ManualClock) -> Store {
+    let url = fresh_pg_database().await;
+    let store = Store::from_url(&url, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}"));
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|e| panic!("migrate: {e}"));
+    store
+}
+
+/// A migrated store on a fresh SQLite file (kept alive by the returned guard).
+pub async fn sqlite_store(clock: &ManualClock) -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let store = SqliteStore::open(&dir.path().join("state.db"), 8, Arc::new(clock.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::Sqlite(store);
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|e| panic!("migrate: {e}"));
+    (store, dir)
+}
+
+static EVENT_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// An event about an intent at the clock's time.
+pub fn event(clock: &ManualClock, intent_id: &str, event_type: EventType, payload: Value) -> Event {
+    Event {
+        id: format!(
+            "ev-{:08}-{}",
+            EVENT_IDS.fetch_add(1, Ordering::Relaxed),
+            std::process::id()
+        ),
+        trace_id: "trace-test".into(),
+        timestamp: clock.now(),
+        event_type,
+        intent_id: Some(intent_id.to_owned()),
+        agent_id: None,
+        tenant_id: Some("acme".into()),
+        payload,
+        evidence: json!({}),
+    }
+}
+
+/// A new READY intent (created now) and its `intent.created` event.
+pub fn created(clock: &ManualClock, id: &str, priority: i64) -> (Intent, Event) {
+    let mut intent = Intent::new(id, format!("feature/{id}"), "main", clock.now());
+    intent.priority = priority;
+    intent.tenant_id = Some("acme".into());
+    intent.technical.insert("repo".into(), json!("acme/app"));
+    intent
+        .technical
+        .insert("scope_hint".into(), json!(["auth", "π"]));
+    let payload = serde_json::to_value(&intent).unwrap_or_default();
+    let e = event(clock, id, EventType::IntentCreated, payload);
+    (intent, e)
+}
