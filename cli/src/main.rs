@@ -1,10 +1,12 @@
 //! `converge`: the command-line entry point.
 //!
-//! Today it evaluates changes offline (`risk eval`, `policy eval`). The local server
-//! (`serve`), the worker and the operator commands over the HTTPS API arrive with their issues;
-//! until then they are not listed rather than stubbed.
+//! Today it evaluates changes offline (`risk eval`, `policy eval`) and administers the store
+//! (`migrate`, `projections rebuild`, `backfill`). The local server (`serve`), the worker and
+//! the operator commands over the HTTPS API arrive with their issues; until then they are not
+//! listed rather than stubbed.
 
 mod assess;
+mod state;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,6 +30,20 @@ enum Command {
     /// Policy gates for a change.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Apply the store's pending migrations (CONVERGE_DB_BACKEND, CONVERGE_DB_PATH,
+    /// CONVERGE_PG_DSN choose the store).
+    Migrate,
+    /// The intents projection.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+    /// Copy every table between a SQLite file and a PostgreSQL database (either direction).
+    Backfill(state::BackfillArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Empty the intents projection and replay the event log into it.
+    Rebuild,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +77,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Risk(RiskCommand::Eval(args)) => eval(&args, assess::Focus::Risk),
         Command::Policy(PolicyCommand::Eval(args)) => eval(&args, assess::Focus::Policy),
+        Command::Migrate => state::run(state::migrate()),
+        Command::Projections(ProjectionsCommand::Rebuild) => {
+            state::run(state::rebuild_projections())
+        }
+        Command::Backfill(args) => state::run(state::backfill(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,71 +2,15 @@
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
 use converge_core::pipeline::Clock;
 use converge_core::{Event, EventType, Intent};
 use converge_store::{SqliteStore, Store};
 use serde_json::{Value, json};
 
-/// A clock that only moves when told to.
-#[derive(Clone)]
-pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
-
-impl ManualClock {
-    pub fn new() -> ManualClock {
-        let start = Utc
-            .timestamp_opt(1_800_000_000, 123_456_000)
-            .single()
-            .unwrap_or_default();
-        ManualClock(Arc::new(Mutex::new(start)))
-    }
-
-    pub fn advance(&self, by: Duration) {
-        if let Ok(mut now) = self.0.lock() {
-            *now += by;
-        }
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.lock().map(|t| *t).unwrap_or_default()
-    }
-}
-
-/// The superuser URL of the throwaway PostgreSQL that `scripts/test.sh` starts.
-pub fn pg_admin_url() -> String {
-    std::env::var("CONVERGE_TEST_PG_URL").unwrap_or_else(|_| {
-        panic!("CONVERGE_TEST_PG_URL is not set: run scripts/test.sh, which starts a throwaway PostgreSQL")
-    })
-}
-
-static DATABASES: AtomicU64 = AtomicU64::new(0);
-
-/// A new, empty PostgreSQL database; returns its URL.
-pub async fn fresh_pg_database() -> String {
-    let admin = pg_admin_url();
-    let name = format!(
-        "converge_test_{}_{}_{}",
-        std::process::id(),
-        DATABASES.fetch_add(1, Ordering::Relaxed),
-        Utc::now().timestamp_micros()
-    );
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL: {e}"));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
-    let base = admin
-        .rsplit_once('/')
-        .map_or(admin.as_str(), |(base, _)| base);
-    format!("{base}/{name}")
-}
+pub use converge_testkit::{ManualClock, fresh_pg_database};
 
 /// A migrated store on a fresh PostgreSQL database.
 pub async fn pg_store(clock: &ManualClock) -> Store {
