@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # Criterion benchmarks. Figures depend on the machine: report medians with the machine noted.
-#   scripts/bench.sh            all benchmarks
-#   scripts/bench.sh risk_eval  one benchmark target
+#   scripts/bench.sh                     all benchmarks
+#   scripts/bench.sh risk_eval           the risk engine only
+#   scripts/bench.sh store_throughput    PostgreSQL commits and leases (starts a throwaway cluster)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ $# -gt 0 ]; then
-  cargo bench -p converge-core --bench "$1" -- "${@:2}"
-else
-  cargo bench -p converge-core
+
+# shellcheck source=scripts/lib/postgres.sh
+. scripts/lib/postgres.sh
+trap pg_stop EXIT
+
+which=${1:-all}
+shift || true
+if [ "$which" = all ] || [ "$which" = risk_eval ]; then
+  cargo bench -p converge-core --bench risk_eval -- "$@"
+fi
+if [ "$which" = all ] || [ "$which" = store_throughput ]; then
+  pg_start
+  cargo bench -p converge-store --bench store_throughput -- "$@"
 fi
