@@ -35,8 +35,16 @@ fn intent_commit() -> Commit {
     };
     Commit {
         events: vec![
-            event(EventType::IntentCreated, "c", serde_json::to_value(&intent).unwrap_or_default()),
-            event(EventType::IntentValidated, "v", json!({"risk_level": "low"})),
+            event(
+                EventType::IntentCreated,
+                "c",
+                serde_json::to_value(&intent).unwrap_or_default(),
+            ),
+            event(
+                EventType::IntentValidated,
+                "v",
+                json!({"risk_level": "low"}),
+            ),
         ],
         ..Commit::default()
     }
@@ -52,44 +60,58 @@ fn bench(c: &mut Criterion) {
     let _context = runtime.enter();
     let url = runtime.block_on(converge_testkit::fresh_pg_database());
     let store = Store::Postgres(
-        converge_store::PgStore::connect_lazy(&url, 20, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}")),
+        converge_store::PgStore::connect_lazy(&url, 20, Arc::new(SystemClock))
+            .unwrap_or_else(|e| panic!("{e}")),
     );
-    runtime.block_on(store.migrate()).unwrap_or_else(|e| panic!("{e}"));
+    runtime
+        .block_on(store.migrate())
+        .unwrap_or_else(|e| panic!("{e}"));
     let store = Arc::new(store);
 
     let mut group = c.benchmark_group("postgres_commit");
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(8));
     for writers in [1u64, 4, 16] {
-        group.bench_with_input(BenchmarkId::new("writers", writers), &writers, |b, &writers| {
-            b.iter_custom(|iters| {
-                let store = Arc::clone(&store);
-                runtime.block_on(async move {
-                    let start = Instant::now();
-                    let mut tasks = Vec::new();
-                    for w in 0..writers {
-                        let store = Arc::clone(&store);
-                        let share = iters / writers + u64::from(w < iters % writers);
-                        tasks.push(tokio::spawn(async move {
-                            for _ in 0..share {
-                                store.commit(&intent_commit()).await.unwrap_or_else(|e| panic!("{e}"));
-                            }
-                        }));
-                    }
-                    for task in tasks {
-                        task.await.unwrap_or_else(|e| panic!("{e}"));
-                    }
-                    start.elapsed()
-                })
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("writers", writers),
+            &writers,
+            |b, &writers| {
+                b.iter_custom(|iters| {
+                    let store = Arc::clone(&store);
+                    runtime.block_on(async move {
+                        let start = Instant::now();
+                        let mut tasks = Vec::new();
+                        for w in 0..writers {
+                            let store = Arc::clone(&store);
+                            let share = iters / writers + u64::from(w < iters % writers);
+                            tasks.push(tokio::spawn(async move {
+                                for _ in 0..share {
+                                    store
+                                        .commit(&intent_commit())
+                                        .await
+                                        .unwrap_or_else(|e| panic!("{e}"));
+                                }
+                            }));
+                        }
+                        for task in tasks {
+                            task.await.unwrap_or_else(|e| panic!("{e}"));
+                        }
+                        start.elapsed()
+                    })
+                });
+            },
+        );
     }
     group.finish();
 
     let mut group = c.benchmark_group("postgres_lease");
     group.throughput(Throughput::Elements(1));
     group.bench_function("acquire_release", |b| {
-        let key = QueueKey { tenant: "bench".into(), repo: "acme/app".into(), target: "main".into() };
+        let key = QueueKey {
+            tenant: "bench".into(),
+            repo: "acme/app".into(),
+            target: "main".into(),
+        };
         b.iter(|| {
             runtime.block_on(async {
                 let lease = store
@@ -97,7 +119,10 @@ fn bench(c: &mut Criterion) {
                     .await
                     .unwrap_or_else(|e| panic!("{e}"))
                     .unwrap_or_else(|| panic!("lease busy"));
-                store.release_lease(&lease).await.unwrap_or_else(|e| panic!("{e}"));
+                store
+                    .release_lease(&lease)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
             })
         });
     });
