@@ -45,7 +45,10 @@ def main():
     if not pg.startswith(("postgres://", "postgresql://")):
         parser.error("the PostgreSQL side must be a postgres:// DSN")
 
-    source, target = (pg, sqlite_url(sqlite)) if args.reverse else (sqlite_url(sqlite), pg)
+    # The DSN reaches converge through the environment, not its command line (ps would show it).
+    env = dict(os.environ, CONVERGE_BACKFILL_PG_DSN=pg)
+    pg_ref = "env:CONVERGE_BACKFILL_PG_DSN"
+    source, target = (pg_ref, sqlite_url(sqlite)) if args.reverse else (sqlite_url(sqlite), pg_ref)
     binary = os.environ.get("CONVERGE_BIN") or shutil.which("converge")
     if not binary:
         sys.exit("error: the converge binary was not found (set CONVERGE_BIN or put converge on PATH)")
@@ -54,7 +57,7 @@ def main():
         command.append("--dry-run")
     if args.verify:
         command.append("--verify")
-    os.execv(binary, command)
+    os.execve(binary, command, env)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,17 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use converge_store::backfill::{BackfillOptions, backfill as copy_tables};
-use converge_store::{Backend, Store, StoreConfig, SystemClock};
+use converge_store::{Backend, Store, StoreConfig, StoreUrl, SystemClock};
 use serde_json::json;
 
 /// Options of `converge backfill`.
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct BackfillArgs {
-    /// Source store: `sqlite://PATH` or `postgres://…`.
+    /// Source store: `sqlite://PATH`, `postgres://…`, or `env:NAME` to read the URL from the
+    /// environment variable NAME (keeps a password off the command line).
     #[arg(long, value_name = "URL")]
     from: String,
-    /// Target store: `sqlite://PATH` or `postgres://…`.
+    /// Target store, in the same forms as --from.
     #[arg(long, value_name = "URL")]
     to: String,
     /// Count rows only; copy nothing.
@@ -26,6 +27,37 @@ pub struct BackfillArgs {
     /// After copying, compare row counts and content checksums per table; exit 1 on mismatch.
     #[arg(long)]
     verify: bool,
+}
+
+impl std::fmt::Debug for BackfillArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URLs may carry passwords.
+        f.debug_struct("BackfillArgs")
+            .field("dry_run", &self.dry_run)
+            .field("verify", &self.verify)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves `env:NAME` to the value of the environment variable NAME.
+fn resolve_url(flag: &str, given: &str) -> anyhow::Result<String> {
+    match given.strip_prefix("env:") {
+        Some(name) => std::env::var(name)
+            .map_err(|_| anyhow!("{flag} env:{name}: the environment variable {name} is not set")),
+        None => Ok(given.to_owned()),
+    }
+}
+
+/// Whether two URLs name the same SQLite file.
+fn same_sqlite_file(a: &str, b: &str) -> bool {
+    match (StoreUrl::parse(a), StoreUrl::parse(b)) {
+        (Ok(StoreUrl::Sqlite(a)), Ok(StoreUrl::Sqlite(b))) => {
+            let canonical =
+                |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            canonical(a) == canonical(b)
+        }
+        _ => false,
+    }
 }
 
 /// Runs an async command on a small runtime.
@@ -69,12 +101,15 @@ pub async fn rebuild_projections() -> anyhow::Result<serde_json::Value> {
 
 /// `converge backfill`.
 pub async fn backfill(args: BackfillArgs) -> anyhow::Result<serde_json::Value> {
-    let open = |url: &str| Store::from_url(url, Arc::new(SystemClock));
-    let source = open(&args.from).context("--from")?;
-    let target = open(&args.to).context("--to")?;
-    if source.backend() == target.backend() && args.from == args.to {
+    let (from, to) = (
+        resolve_url("--from", &args.from)?,
+        resolve_url("--to", &args.to)?,
+    );
+    if from == to || same_sqlite_file(&from, &to) {
         return Err(anyhow!("--from and --to are the same store"));
     }
+    let source = Store::open_existing(&from, Arc::new(SystemClock)).context("--from")?;
+    let target = Store::from_url(&to, Arc::new(SystemClock)).context("--to")?;
     let options = BackfillOptions {
         dry_run: args.dry_run,
         verify: args.verify,

@@ -183,7 +183,12 @@ async fn a_round_trip_through_postgres_is_identical_and_reruns_copy_nothing() {
     ));
     assert_eq!(dry["dry_run"], true);
     assert!(copied(&dry).iter().all(|&n| n == 0));
-    assert!(summaries_of(&pg).await.iter().all(|t| t.rows == 0));
+    let untouched =
+        Store::from_url(&pg, Arc::new(ManualClock::new())).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !untouched.is_migrated().await.unwrap_or(true),
+        "a dry run created the target's schema"
+    );
 
     let forward = json_of(&converge(
         &["backfill", "--from", &original, "--to", &pg, "--verify"],
@@ -326,4 +331,58 @@ async fn migrate_and_rebuild_use_the_configured_store() {
     let bad = converge(&["migrate"], &[("CONVERGE_DB_BACKEND", "postgres")]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("needs CONVERGE_PG_DSN"));
+}
+
+#[test]
+fn bad_urls_are_refused_without_echoing_them() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let target = sqlite_url(&dir.path().join("target.db"));
+    let missing = sqlite_url(&dir.path().join("missing.db"));
+
+    let output = converge(&["backfill", "--from", &missing, "--to", &target], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no SQLite database at"));
+    assert!(
+        !dir.path().join("missing.db").exists(),
+        "a missing source was created"
+    );
+
+    let output = converge(
+        &[
+            "backfill",
+            "--from",
+            "mysql://admin:hunter2@db/converge",
+            "--to",
+            &target,
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("must start with sqlite:// or postgres://"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password reached the error: {stderr}"
+    );
+
+    let output = converge(
+        &[
+            "backfill",
+            "--from",
+            "env:CONVERGE_TEST_UNSET_VARIABLE",
+            "--to",
+            &target,
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("CONVERGE_TEST_UNSET_VARIABLE is not set")
+    );
+
+    let output = converge(&["backfill", "--from", &target, "--to", &target], &[]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("the same store"));
 }

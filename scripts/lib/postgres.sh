@@ -5,6 +5,7 @@
 # As root, the server runs as the unprivileged `postgres` user (initdb refuses root).
 
 PG_ROOT=""
+PG_BIN=""
 
 pg_find_bin() {
   local dir
@@ -29,26 +30,35 @@ pg_install_if_missing() {
 
 pg_start() {
   pg_install_if_missing || return 1
-  local bin port run_as=()
-  bin=$(pg_find_bin)
+  local port attempt run_as=()
+  PG_BIN=$(pg_find_bin)
   PG_ROOT=$(mktemp -d /tmp/converge-pg.XXXXXX)
   if [ "$(id -u)" = 0 ]; then
     id -u postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
     chown postgres: "$PG_ROOT"
     run_as=(runuser -u postgres --)
   fi
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "${run_as[@]}" "$bin/initdb" -D "$PG_ROOT/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null || return 1
-  "${run_as[@]}" "$bin/pg_ctl" -D "$PG_ROOT/data" -l "$PG_ROOT/log" -w -t 30 start \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_ROOT -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
-    >/dev/null || { cat "$PG_ROOT/log" >&2; return 1; }
-  export CONVERGE_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
-  PG_BIN="$bin"
-  echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+  "${run_as[@]}" "$PG_BIN/initdb" -D "$PG_ROOT/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null || return 1
+  # The port is picked free, then bound by the server a moment later: retry if someone took it.
+  for attempt in 1 2 3; do
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    if "${run_as[@]}" "$PG_BIN/pg_ctl" -D "$PG_ROOT/data" -l "$PG_ROOT/log" -w -t 60 start \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_ROOT -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+      >/dev/null; then
+      export CONVERGE_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+      echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+      return 0
+    fi
+    echo "PostgreSQL did not start (attempt $attempt):" >&2
+    tail -5 "$PG_ROOT/log" >&2
+    "${run_as[@]}" "$PG_BIN/pg_ctl" -D "$PG_ROOT/data" -m immediate -w stop >/dev/null 2>&1 || true
+  done
+  return 1
 }
 
 pg_stop() {
   [ -n "$PG_ROOT" ] || return 0
+  # Stop the server before removing its files, even if it was still starting.
   local run_as=()
   [ "$(id -u)" = 0 ] && run_as=(runuser -u postgres --)
   "${run_as[@]}" "$PG_BIN/pg_ctl" -D "$PG_ROOT/data" -m immediate -w stop >/dev/null 2>&1 || true

@@ -24,6 +24,15 @@ pub enum ProjectionError {
         /// The refused move.
         source: TransitionError,
     },
+    /// The event changes an intent that does not exist (yet): refused, so the log never holds
+    /// a change the projection did not make.
+    #[error("event {event_type} for intent {intent_id}: no such intent")]
+    UnknownIntent {
+        /// The event.
+        event_type: EventType,
+        /// The intent.
+        intent_id: String,
+    },
     /// The event's payload lacks a field the projection needs, or holds a bad value.
     #[error("event {event_type} for intent {intent_id}: payload field '{field}' {problem}")]
     Payload {
@@ -59,8 +68,8 @@ pub fn changes_projection(event_type: EventType) -> bool {
 }
 
 /// Applies one event to the current state of its intent. Returns the new state, or `None`
-/// when the event does not concern the projection (or concerns an intent that does not exist
-/// and does not create it).
+/// when the event does not concern the projection. An event that would change an intent that
+/// does not exist is an error.
 pub fn apply(current: Option<&Intent>, event: &Event) -> Result<Option<Intent>, ProjectionError> {
     let Some(intent_id) = event.intent_id.as_deref() else {
         return Ok(None);
@@ -105,7 +114,10 @@ pub fn apply(current: Option<&Intent>, event: &Event) -> Result<Option<Intent>, 
     }
 
     let Some(existing) = current else {
-        return Ok(None);
+        return Err(ProjectionError::UnknownIntent {
+            event_type: event.event_type,
+            intent_id: intent_id.to_owned(),
+        });
     };
     let mut next = existing.clone();
     let retries_in_payload = || -> Result<Option<u32>, ProjectionError> {
@@ -257,9 +269,13 @@ mod tests {
     }
 
     #[test]
-    fn events_for_unknown_intents_change_nothing() {
-        assert_eq!(
+    fn events_for_unknown_intents_are_refused() {
+        assert!(matches!(
             apply(None, &event(EventType::IntentMerged, json!({}))),
+            Err(ProjectionError::UnknownIntent { .. })
+        ));
+        assert_eq!(
+            apply(None, &event(EventType::IntentBlocked, json!({}))),
             Ok(None)
         );
         assert!(matches!(

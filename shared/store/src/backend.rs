@@ -7,17 +7,41 @@
 //! empty on SQLite, whose transactions are already serialised), and how timestamps are encoded
 //! (`timestamptz` on PostgreSQL, fixed-width UTC text on SQLite).
 
+/// The column list of an intents insert, shared by its two conflict policies.
+macro_rules! insert_intent_sql {
+    () => {
+        "INSERT INTO intents (id, source, target, status, created_at, created_by, risk_level, priority, semantic, \
+         technical, checks_required, dependencies, retries, tenant_id, plan_id, origin_type, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
+    };
+}
+
 /// Expands the store operations for one backend. The invoking module provides `begin_write`,
 /// `ts`, `get_ts`, `get_opt_ts` and the pool type; `$lock` and `$skip_locked` are the SQL
-/// suffixes for row locks.
+/// suffixes for row locks; `$lock_projection` keeps other writers off the intents table during
+/// a rebuild.
 macro_rules! store_operations {
-    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal) => {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal) => {
         impl $store {
             /// Appends events, updates the intents projection from them, and records commit
             /// links and outbox rows, all in one transaction — after checking the guard lease.
             pub async fn commit(&self, commit: &$crate::Commit) -> Result<Vec<i64>, $crate::StoreError> {
-                let now = self.now();
                 let mut tx = begin_write(&self.pool).await?;
+                // Lock every intent row this commit changes, in id order (no deadlock between
+                // commits touching the same intents), before any event gets its sequence
+                // number: per intent, log order is then the order its row changed.
+                let touched: std::collections::BTreeSet<&str> = commit
+                    .events
+                    .iter()
+                    .filter(|e| converge_core::projection::changes_projection(e.event_type))
+                    .filter_map(|e| e.intent_id.as_deref())
+                    .collect();
+                for id in &touched {
+                    sqlx::query(concat!("SELECT id FROM intents WHERE id = $1", $lock))
+                        .bind(*id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                }
                 if let Some(lease) = &commit.guard {
                     let row = sqlx::query(concat!(
                         "SELECT holder, token, expires_at FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3",
@@ -28,6 +52,7 @@ macro_rules! store_operations {
                     .bind(&lease.key.target)
                     .fetch_optional(&mut *tx)
                     .await?;
+                    let now = self.now();
                     let current = match &row {
                         Some(row) => {
                             let holder: Option<String> = row.try_get("holder")?;
@@ -46,6 +71,11 @@ macro_rules! store_operations {
 
                 let mut seqs = Vec::with_capacity(commit.events.len());
                 for event in &commit.events {
+                    if let Some(intent_id) = event.intent_id.as_deref() {
+                        if converge_core::projection::changes_projection(event.event_type) {
+                            project(&mut tx, intent_id, event).await?;
+                        }
+                    }
                     let seq: i64 = sqlx::query_scalar(
                         "INSERT INTO events (id, trace_id, timestamp, event_type, intent_id, agent_id, tenant_id, payload, evidence) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
@@ -62,19 +92,6 @@ macro_rules! store_operations {
                     .fetch_one(&mut *tx)
                     .await?;
                     seqs.push(seq);
-
-                    let Some(intent_id) = event.intent_id.as_deref() else { continue };
-                    if !converge_core::projection::changes_projection(event.event_type) {
-                        continue;
-                    }
-                    let row = sqlx::query(concat!("SELECT * FROM intents WHERE id = $1", $lock))
-                        .bind(intent_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    let current = row.as_ref().map(intent_from_row).transpose()?;
-                    if let Some(next) = converge_core::projection::apply(current.as_ref(), event)? {
-                        upsert_intent(&mut tx, &next, event.timestamp).await?;
-                    }
                 }
                 for link in &commit.commit_links {
                     sqlx::query(
@@ -89,6 +106,7 @@ macro_rules! store_operations {
                     .execute(&mut *tx)
                     .await?;
                 }
+                let now = self.now();
                 for message in &commit.outbox {
                     sqlx::query("INSERT INTO outbox (topic, payload, created_at, attempts) VALUES ($1, $2, $3, 0)")
                         .bind(&message.topic)
@@ -192,6 +210,7 @@ macro_rules! store_operations {
             pub async fn rebuild_projections(&self) -> Result<usize, $crate::StoreError> {
                 const PAGE: i64 = 1_000;
                 let mut tx = begin_write(&self.pool).await?;
+                sqlx::query($lock_projection).execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM intents").execute(&mut *tx).await?;
                 let mut state: std::collections::BTreeMap<String, (converge_core::Intent, chrono::DateTime<chrono::Utc>)> =
                     std::collections::BTreeMap::new();
@@ -217,7 +236,7 @@ macro_rules! store_operations {
                     }
                 }
                 for (intent, updated_at) in state.values() {
-                    upsert_intent(&mut tx, intent, *updated_at).await?;
+                    write_intent(&mut tx, intent, *updated_at, true).await?;
                 }
                 tx.commit().await?;
                 Ok(state.len())
@@ -264,8 +283,7 @@ macro_rules! store_operations {
                 holder: &str,
                 ttl: std::time::Duration,
             ) -> Result<Option<$crate::Lease>, $crate::StoreError> {
-                let now = self.now();
-                let expires_at = now + chrono::Duration::from_std(ttl).map_err(|e| $crate::StoreError::Config(e.to_string()))?;
+                let ttl = chrono::Duration::from_std(ttl).map_err(|e| $crate::StoreError::Config(e.to_string()))?;
                 let mut tx = begin_write(&self.pool).await?;
                 sqlx::query(
                     "INSERT INTO queue_leases (tenant, repo, target, holder, token, acquired_at, expires_at) \
@@ -276,6 +294,9 @@ macro_rules! store_operations {
                 .bind(&key.target)
                 .execute(&mut *tx)
                 .await?;
+                // Read the time once the write lock is held (SQLite may have waited for it).
+                let now = self.now();
+                let expires_at = now + ttl;
                 let token: Option<i64> = sqlx::query_scalar(
                     "UPDATE queue_leases SET holder = $4, token = token + 1, acquired_at = $5, expires_at = $6 \
                      WHERE tenant = $1 AND repo = $2 AND target = $3 AND (holder IS NULL OR expires_at <= $5) \
@@ -563,22 +584,56 @@ macro_rules! store_operations {
             }
         }
 
-        async fn upsert_intent(
+        /// Applies one event to its intent's row (locked), inside the commit's transaction.
+        async fn project(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            intent_id: &str,
+            event: &converge_core::Event,
+        ) -> Result<(), $crate::StoreError> {
+            // Twice at most: if the row did not exist and a concurrent transaction creates it
+            // first, our insert waits for it, does nothing, and the event is applied to the
+            // row that transaction wrote.
+            for _ in 0..2 {
+                let row = sqlx::query(concat!("SELECT * FROM intents WHERE id = $1", $lock))
+                    .bind(intent_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let current = row.as_ref().map(intent_from_row).transpose()?;
+                let Some(next) = converge_core::projection::apply(current.as_ref(), event)? else {
+                    return Ok(());
+                };
+                if write_intent(tx, &next, event.timestamp, current.is_some()).await? {
+                    return Ok(());
+                }
+            }
+            Err($crate::error::corrupt(format!("intent {intent_id} changed under a held row lock")))
+        }
+
+        /// Writes an intent row: replacing the existing one (`overwrite`), or only if none
+        /// exists. Returns whether a row was written.
+        async fn write_intent(
             tx: &mut sqlx::Transaction<'static, $db>,
             intent: &converge_core::Intent,
             updated_at: chrono::DateTime<chrono::Utc>,
-        ) -> Result<(), $crate::StoreError> {
-            sqlx::query(
-                "INSERT INTO intents (id, source, target, status, created_at, created_by, risk_level, priority, semantic, \
-                 technical, checks_required, dependencies, retries, tenant_id, plan_id, origin_type, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-                 ON CONFLICT (id) DO UPDATE SET source = excluded.source, target = excluded.target, \
-                 status = excluded.status, created_at = excluded.created_at, created_by = excluded.created_by, \
-                 risk_level = excluded.risk_level, priority = excluded.priority, semantic = excluded.semantic, \
-                 technical = excluded.technical, checks_required = excluded.checks_required, \
-                 dependencies = excluded.dependencies, retries = excluded.retries, tenant_id = excluded.tenant_id, \
-                 plan_id = excluded.plan_id, origin_type = excluded.origin_type, updated_at = excluded.updated_at",
-            )
+            overwrite: bool,
+        ) -> Result<bool, $crate::StoreError> {
+            let sql = if overwrite {
+                concat!(
+                    insert_intent_sql!(),
+                    "ON CONFLICT (id) DO UPDATE SET source = excluded.source, target = excluded.target, ",
+                    "status = excluded.status, created_at = excluded.created_at, created_by = excluded.created_by, ",
+                    "risk_level = excluded.risk_level, priority = excluded.priority, semantic = excluded.semantic, ",
+                    "technical = excluded.technical, checks_required = excluded.checks_required, ",
+                    "dependencies = excluded.dependencies, retries = excluded.retries, tenant_id = excluded.tenant_id, ",
+                    "plan_id = excluded.plan_id, origin_type = excluded.origin_type, updated_at = excluded.updated_at"
+                )
+            } else {
+                concat!(
+                    insert_intent_sql!(),
+                    "ON CONFLICT (id) DO NOTHING"
+                )
+            };
+            let written = sqlx::query(sql)
             .bind(&intent.id)
             .bind(&intent.source)
             .bind(&intent.target)
@@ -597,8 +652,9 @@ macro_rules! store_operations {
             .bind(&intent.origin_type)
             .bind(ts(updated_at))
             .execute(&mut **tx)
-            .await?;
-            Ok(())
+            .await?
+            .rows_affected();
+            Ok(written == 1)
         }
 
         fn intent_from_row(row: &<$db as sqlx::Database>::Row) -> Result<converge_core::Intent, $crate::StoreError> {
@@ -665,4 +721,4 @@ macro_rules! store_operations {
     };
 }
 
-pub(crate) use store_operations;
+pub(crate) use {insert_intent_sql, store_operations};

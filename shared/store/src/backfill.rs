@@ -23,7 +23,7 @@ const PAGE: i64 = 500;
 /// What to do.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BackfillOptions {
-    /// Count rows only; write nothing (schemas are still created if missing).
+    /// Count rows only; write nothing at all (not even the target's schema).
     pub dry_run: bool,
     /// After copying, compare row counts and checksums of every table.
     pub verify: bool,
@@ -94,24 +94,34 @@ impl Cell {
             Cell::Text(v) => v.clone().map_or(Value::Null, Value::String),
             Cell::Int(v) => Value::from(*v),
             Cell::Ts(v) => v.map_or(Value::Null, |t| Value::String(crate::sqlite::ts(t))),
-            Cell::Json(v) => sorted(v),
+            Cell::Json(v) => canonical_json(v),
         }
     }
 }
 
-/// JSON with object keys sorted at every level (PostgreSQL's jsonb reorders keys).
-fn sorted(value: &Value) -> Value {
+/// Largest magnitude below which an integral float is written as an integer.
+const EXACT_INTEGERS: f64 = 9.0e15;
+
+/// JSON as both backends give it back alike: object keys sorted at every level (jsonb reorders
+/// them) and integral floats as integers (jsonb returns `1e17` as `100000000000000000`).
+fn canonical_json(value: &Value) -> Value {
     match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if n.is_f64() && x.fract() == 0.0 && x.abs() < EXACT_INTEGERS => {
+                Value::from(x as i64)
+            }
+            _ => value.clone(),
+        },
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
             let mut out = serde_json::Map::new();
             for key in keys {
-                out.insert(key.clone(), sorted(&map[key]));
+                out.insert(key.clone(), canonical_json(&map[key]));
             }
             Value::Object(out)
         }
-        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(canonical_json).collect()),
         other => other.clone(),
     }
 }
@@ -356,23 +366,45 @@ pub async fn summaries(store: &Store) -> Result<Vec<TableSummary>, StoreError> {
     Ok(out)
 }
 
+/// The columns a backfill copies per table (to compare with the live schema).
+pub fn table_columns() -> Vec<(&'static str, Vec<&'static str>)> {
+    TABLES
+        .iter()
+        .map(|t| (t.name, t.columns.iter().map(|(c, _)| *c).collect()))
+        .collect()
+}
+
 /// Names of the tables a backfill copies, in order.
 pub fn table_names() -> Vec<&'static str> {
     TABLES.iter().map(|t| t.name).collect()
 }
 
-/// Copies every table from `source` to `target`.
+/// Copies every table from `source` to `target`. The source must hold a Converge store; the
+/// target's schema is created if missing (except in a dry run, which writes nothing).
 pub async fn backfill(
     source: &Store,
     target: &Store,
     options: BackfillOptions,
 ) -> Result<BackfillReport, StoreError> {
-    source.migrate().await?;
-    target.migrate().await?;
+    if !source.is_migrated().await? {
+        return Err(StoreError::Config(
+            "the source holds no Converge tables".to_owned(),
+        ));
+    }
+    let target_ready = if options.dry_run {
+        target.is_migrated().await?
+    } else {
+        target.migrate().await?;
+        true
+    };
     let mut reports = Vec::with_capacity(TABLES.len());
     for table in TABLES {
         let source_rows = count(source, table).await?;
-        let target_rows_before = count(target, table).await?;
+        let target_rows_before = if target_ready {
+            count(target, table).await?
+        } else {
+            0
+        };
         let mut copied = 0;
         if !options.dry_run {
             let mut after: Option<Vec<Cell>> = None;
@@ -393,7 +425,7 @@ pub async fn backfill(
             source_checksum: None,
             target_checksum: None,
         };
-        if options.verify {
+        if options.verify && target_ready {
             let (from, to) = (
                 summarise(source, table).await?,
                 summarise(target, table).await?,

@@ -16,7 +16,8 @@
 //!   stay claimable until marked sent.
 //!
 //! Migrations are versioned per backend (`migrations/postgres`, `migrations/sqlite`), embedded
-//! in the binary and applied by [`Store::migrate`] (at start and by `converge migrate`).
+//! in the binary and applied by [`Store::migrate`] (by `converge migrate`, and at the start of
+//! the server and the functions once those exist).
 //! [`backfill`] copies every table between the two backends.
 
 mod backend;
@@ -97,6 +98,34 @@ mod migrations {
             "initial",
             include_str!("../migrations/sqlite/0001_initial.sql"),
         )])
+    }
+}
+
+/// A parsed store URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreUrl<'a> {
+    /// `sqlite://PATH`.
+    Sqlite(&'a std::path::Path),
+    /// `postgres://…` or `postgresql://…`, as given.
+    Postgres(&'a str),
+}
+
+impl<'a> StoreUrl<'a> {
+    /// Parses `sqlite://PATH`, `postgres://…` or `postgresql://…`; anything else is refused
+    /// (without repeating it: it may be a DSN with a password).
+    pub fn parse(url: &'a str) -> Result<StoreUrl<'a>, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreUrl::Postgres(url));
+        }
+        match url.strip_prefix("sqlite://") {
+            Some(path) if !path.is_empty() => Ok(StoreUrl::Sqlite(std::path::Path::new(path))),
+            Some(_) => Err(StoreError::Config(
+                "sqlite:// URL without a path".to_owned(),
+            )),
+            None => Err(StoreError::Config(
+                "a store URL must start with sqlite:// or postgres:// (postgresql://)".to_owned(),
+            )),
+        }
     }
 }
 
@@ -214,26 +243,61 @@ impl Store {
         }
     }
 
-    /// Opens a store from a URL: `sqlite://PATH` (or a bare path) or `postgres://…`.
+    /// Opens a store from a URL: `sqlite://PATH` or `postgres://…` (`postgresql://…`). A SQLite
+    /// file is created if missing. Errors never repeat the URL, which may hold a password.
     pub fn from_url(url: &str, clock: Arc<dyn Clock + Send + Sync>) -> Result<Store, StoreError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(PgStore::connect_lazy(
-                url,
+        match StoreUrl::parse(url)? {
+            StoreUrl::Postgres(dsn) => Ok(Store::Postgres(PgStore::connect_lazy(
+                dsn,
                 DEFAULT_POOL_SIZE,
                 clock,
-            )?))
-        } else {
-            let path = url.strip_prefix("sqlite://").unwrap_or(url);
-            if path.is_empty() {
-                return Err(StoreError::Config(
-                    "sqlite:// URL without a path".to_owned(),
-                ));
+            )?)),
+            StoreUrl::Sqlite(path) => Ok(Store::Sqlite(SqliteStore::open(
+                path,
+                DEFAULT_POOL_SIZE,
+                clock,
+            )?)),
+        }
+    }
+
+    /// Like [`Store::from_url`], but a SQLite file must already exist (a source to read from
+    /// is never created by mistake).
+    pub fn open_existing(
+        url: &str,
+        clock: Arc<dyn Clock + Send + Sync>,
+    ) -> Result<Store, StoreError> {
+        if let StoreUrl::Sqlite(path) = StoreUrl::parse(url)?
+            && !path.is_file()
+        {
+            return Err(StoreError::Config(format!(
+                "no SQLite database at {}",
+                path.display()
+            )));
+        }
+        Store::from_url(url, clock)
+    }
+
+    /// Whether the store's tables exist (its migrations ran).
+    pub async fn is_migrated(&self) -> Result<bool, StoreError> {
+        let probe = match self {
+            Store::Postgres(s) => sqlx::query("SELECT 1 FROM events LIMIT 1")
+                .execute(s.pool())
+                .await
+                .map(|_| ()),
+            Store::Sqlite(s) => sqlx::query("SELECT 1 FROM events LIMIT 1")
+                .execute(s.pool())
+                .await
+                .map(|_| ()),
+        };
+        match probe {
+            Ok(()) => Ok(true),
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("42P01")
+                    || e.message().contains("no such table") =>
+            {
+                Ok(false)
             }
-            Ok(Store::Sqlite(SqliteStore::open(
-                std::path::Path::new(path),
-                DEFAULT_POOL_SIZE,
-                clock,
-            )?))
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -264,7 +328,8 @@ macro_rules! forward {
 }
 
 forward! {
-    /// Applies the pending migrations.
+    /// Applies the pending migrations (on PostgreSQL, sqlx holds a session advisory lock while
+    /// migrating so that concurrent starts migrate once; nothing else uses session state).
     fn migrate(&self) -> ();
     /// Whether the database answers.
     fn ping(&self) -> ();

@@ -1,5 +1,6 @@
 //! The PostgreSQL store (production): `timestamptz` and `jsonb` columns, row locks taken with
-//! `SELECT … FOR UPDATE` inside short transactions, no session state (usable behind RDS Proxy).
+//! `SELECT … FOR UPDATE` inside short transactions and no session state outside migrations
+//! (whose advisory lock, sqlx's, lasts only while migrating): usable behind RDS Proxy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use crate::StoreError;
-use crate::backend::store_operations;
+use crate::backend::{insert_intent_sql, store_operations};
 
 /// How long to wait for a pooled connection before giving up.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,5 +91,6 @@ store_operations!(
     PgStore,
     sqlx::Postgres,
     lock = " FOR UPDATE",
-    skip_locked = " FOR UPDATE SKIP LOCKED"
+    skip_locked = " FOR UPDATE SKIP LOCKED",
+    lock_projection = "LOCK TABLE intents IN EXCLUSIVE MODE"
 );

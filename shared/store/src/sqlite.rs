@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 };
 
 use crate::StoreError;
-use crate::backend::store_operations;
+use crate::backend::{insert_intent_sql, store_operations};
 
 /// How long a writer waits for the write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -115,4 +115,10 @@ fn get_opt_ts(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, St
     text.as_deref().map(parse_ts).transpose()
 }
 
-store_operations!(SqliteStore, sqlx::Sqlite, lock = "", skip_locked = "");
+store_operations!(
+    SqliteStore,
+    sqlx::Sqlite,
+    lock = "",
+    skip_locked = "",
+    lock_projection = "SELECT 1"
+);

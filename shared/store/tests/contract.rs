@@ -60,6 +60,10 @@ on_both_backends!(
     rate_limit_windows_count_hits_per_tenant,
     policy_documents_are_versioned,
     migrations_are_idempotent_and_cover_every_table,
+    concurrent_creations_of_one_intent_keep_the_first_birth,
+    concurrent_commits_on_one_intent_apply_in_log_order,
+    a_rebuild_during_commits_loses_nothing,
+    the_schema_matches_what_backfill_copies,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -411,10 +415,8 @@ async fn eight_workers_take_turns_on_one_lease_with_growing_tokens(
         let (store, holding) = (Arc::clone(&store), Arc::clone(&holding));
         tasks.push(tokio::spawn(async move {
             let mut turns = 0;
-            for _ in 0..400 {
-                if turns == 3 {
-                    break;
-                }
+            let deadline = std::time::Instant::now() + StdDuration::from_secs(60);
+            while turns < 3 && std::time::Instant::now() < deadline {
                 let lease = store
                     .acquire_lease(
                         &key(),
@@ -423,7 +425,7 @@ async fn eight_workers_take_turns_on_one_lease_with_growing_tokens(
                     )
                     .await;
                 let Some(lease) = lease.unwrap_or_else(|e| panic!("acquire: {e}")) else {
-                    tokio::task::yield_now().await;
+                    tokio::time::sleep(StdDuration::from_millis(1)).await;
                     continue;
                 };
                 {
@@ -695,4 +697,183 @@ async fn migrations_are_idempotent_and_cover_every_table(store: Store, _clock: M
         .collect();
     assert_eq!(tables, converge_store::backfill::table_names());
     ok(store.ping().await);
+}
+
+async fn concurrent_creations_of_one_intent_keep_the_first_birth(store: Store, clock: ManualClock) {
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let (mut intent, _) = created(&clock, "acme/app:pr-9", 3);
+        intent.created_by = format!("creator-{n}");
+        let e = event(
+            &clock,
+            &intent.id,
+            EventType::IntentCreated,
+            serde_json::to_value(&intent).unwrap_or_default(),
+        );
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .commit(&Commit {
+                    events: vec![e],
+                    ..Commit::default()
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        ok(task.await.unwrap_or_else(|e| panic!("task: {e}")));
+    }
+    let events = ok(store
+        .events(&EventFilter {
+            intent_id: Some("acme/app:pr-9".into()),
+            ..EventFilter::default()
+        })
+        .await);
+    assert_eq!(events.len(), 8);
+    let first = events
+        .iter()
+        .min_by_key(|e| e.seq)
+        .map(|e| e.event.payload["created_by"].clone());
+    let row = ok(store.intent("acme/app:pr-9").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!(
+        Some(json!(row.created_by)),
+        first,
+        "a re-creation overwrote the intent's birth"
+    );
+    let before = ok(summaries(&store).await);
+    ok(store.rebuild_projections().await);
+    assert_eq!(ok(summaries(&store).await), before);
+}
+
+async fn concurrent_commits_on_one_intent_apply_in_log_order(store: Store, clock: ManualClock) {
+    let (intent, created_event) = created(&clock, "i-order", 3);
+    ok(store
+        .commit(&Commit {
+            events: vec![created_event],
+            ..Commit::default()
+        })
+        .await);
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for n in 1..=16u32 {
+        let e = event(
+            &clock,
+            &intent.id,
+            EventType::IntentRequeued,
+            json!({"reason": "x", "retries": n}),
+        );
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .commit(&Commit {
+                    events: vec![e],
+                    ..Commit::default()
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        ok(task.await.unwrap_or_else(|e| panic!("task: {e}")));
+    }
+    let events = ok(store
+        .events(&EventFilter {
+            event_type: Some(EventType::IntentRequeued),
+            ..EventFilter::default()
+        })
+        .await);
+    let last_in_log = events
+        .iter()
+        .max_by_key(|e| e.seq)
+        .map(|e| e.event.payload["retries"].clone());
+    let row = ok(store.intent(&intent.id).await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!(
+        Some(json!(row.retries)),
+        last_in_log,
+        "the row was changed in another order than the log says"
+    );
+    let before = ok(summaries(&store).await);
+    ok(store.rebuild_projections().await);
+    assert_eq!(ok(summaries(&store).await), before);
+}
+
+async fn a_rebuild_during_commits_loses_nothing(store: Store, clock: ManualClock) {
+    let ids: Vec<String> = (0..4).map(|n| format!("i-live-{n}")).collect();
+    let creations = ids.iter().map(|id| created(&clock, id, 3).1).collect();
+    ok(store
+        .commit(&Commit {
+            events: creations,
+            ..Commit::default()
+        })
+        .await);
+    let store = Arc::new(store);
+    let mut writers = Vec::new();
+    for id in ids.clone() {
+        let (store, clock) = (Arc::clone(&store), clock.clone());
+        writers.push(tokio::spawn(async move {
+            for n in 1..=25u32 {
+                let e = event(
+                    &clock,
+                    &id,
+                    EventType::IntentRequeued,
+                    json!({"reason": "x", "retries": n}),
+                );
+                store
+                    .commit(&Commit {
+                        events: vec![e],
+                        ..Commit::default()
+                    })
+                    .await?;
+            }
+            Ok::<(), StoreError>(())
+        }));
+    }
+    for _ in 0..5 {
+        ok(store.rebuild_projections().await);
+        tokio::time::sleep(StdDuration::from_millis(2)).await;
+    }
+    for writer in writers {
+        ok(writer.await.unwrap_or_else(|e| panic!("task: {e}")));
+    }
+    for id in &ids {
+        let row = ok(store.intent(id).await).unwrap_or_else(|| panic!("{id} lost its row"));
+        assert_eq!(row.retries, 25, "{id} lost a change made during a rebuild");
+    }
+    let before = ok(summaries(&store).await);
+    ok(store.rebuild_projections().await);
+    assert_eq!(ok(summaries(&store).await), before);
+}
+
+async fn the_schema_matches_what_backfill_copies(store: Store, _clock: ManualClock) {
+    let live: Vec<(String, String)> = match &store {
+        Store::Postgres(s) => sqlx::query_as(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations' ORDER BY table_name, ordinal_position",
+        )
+        .fetch_all(s.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{e}")),
+        Store::Sqlite(s) => sqlx::query_as(
+            "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND m.name NOT IN ('_sqlx_migrations', 'sqlite_sequence') ORDER BY m.name, p.cid",
+        )
+        .fetch_all(s.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{e}")),
+    };
+    let mut expected: Vec<(String, String)> = converge_store::backfill::table_columns()
+        .into_iter()
+        .flat_map(|(table, columns)| {
+            columns
+                .into_iter()
+                .map(move |c| (table.to_owned(), c.to_owned()))
+        })
+        .collect();
+    let mut live_sorted = live.clone();
+    live_sorted.sort();
+    expected.sort();
+    assert_eq!(
+        live_sorted, expected,
+        "a table or column is missing from the backfill's list, or the reverse"
+    );
 }
