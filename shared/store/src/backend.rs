@@ -27,21 +27,6 @@ macro_rules! store_operations {
             /// links and outbox rows, all in one transaction — after checking the guard lease.
             pub async fn commit(&self, commit: &$crate::Commit) -> Result<Vec<i64>, $crate::StoreError> {
                 let mut tx = begin_write(&self.pool).await?;
-                // Lock every intent row this commit changes, in id order (no deadlock between
-                // commits touching the same intents), before any event gets its sequence
-                // number: per intent, log order is then the order its row changed.
-                let touched: std::collections::BTreeSet<&str> = commit
-                    .events
-                    .iter()
-                    .filter(|e| converge_core::projection::changes_projection(e.event_type))
-                    .filter_map(|e| e.intent_id.as_deref())
-                    .collect();
-                for id in &touched {
-                    sqlx::query(concat!("SELECT id FROM intents WHERE id = $1", $lock))
-                        .bind(*id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                }
                 if let Some(lease) = &commit.guard {
                     let row = sqlx::query(concat!(
                         "SELECT holder, token, expires_at FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3",
@@ -66,6 +51,26 @@ macro_rules! store_operations {
                     };
                     if !current {
                         return Err($crate::StoreError::StaleLease { key: lease.key.clone(), token: lease.token.0 });
+                    }
+                }
+
+                // Lock the rows of the intents this commit changes, in id order, before any event
+                // takes its sequence number: per intent, log order is then the order its row
+                // changed, and commits touching several intents cannot deadlock on each other.
+                // (A single intent is locked by its first projection step, before its event is
+                // appended.) Locks are always taken lease first, then intents.
+                let touched: std::collections::BTreeSet<&str> = commit
+                    .events
+                    .iter()
+                    .filter(|e| converge_core::projection::changes_projection(e.event_type))
+                    .filter_map(|e| e.intent_id.as_deref())
+                    .collect();
+                if touched.len() > 1 {
+                    for id in &touched {
+                        sqlx::query(concat!("SELECT id FROM intents WHERE id = $1", $lock))
+                            .bind(*id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
                     }
                 }
 
