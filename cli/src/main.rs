@@ -1,11 +1,12 @@
 //! `converge`: the command-line entry point.
 //!
-//! Today it evaluates changes offline (`risk eval`, `policy eval`) and administers the store
-//! (`migrate`, `projections rebuild`, `backfill`). The local server (`serve`), the worker and
-//! the operator commands over the HTTPS API arrive with their issues; until then they are not
-//! listed rather than stubbed.
+//! Today it evaluates changes offline (`risk eval`, `policy eval`), administers the store
+//! (`migrate`, `projections rebuild`, `backfill`) and serves the HTTP API (`serve`). The
+//! worker and the operator commands over the HTTPS API arrive with their issues; until then
+//! they are not listed rather than stubbed.
 
 mod assess;
+mod serve;
 mod state;
 
 use std::io::Write;
@@ -38,6 +39,9 @@ enum Command {
     Projections(ProjectionsCommand),
     /// Copy every table between a SQLite file and a PostgreSQL database (either direction).
     Backfill(state::BackfillArgs),
+    /// Serve the HTTP API on this machine (the store from CONVERGE_DB_*; keys from
+    /// CONVERGE_API_KEYS). Stops cleanly on SIGTERM or Ctrl-C.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
             state::run(state::rebuild_projections())
         }
         Command::Backfill(args) => state::run(state::backfill(args)),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

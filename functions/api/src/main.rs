@@ -1,9 +1,12 @@
 //! The `api` Lambda function: `lambda_http` around the API router of `converge-http`.
 //!
-//! Status: not built yet (issue "The HTTP API"). Until then the binary refuses to start
-//! rather than pretend to serve.
+//! State is built once per process (outside the handler): the store's pool connects lazily on
+//! the first request, so a cold start does no network work.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("converge api function: not available yet (the HTTP API is not built)");
-    std::process::ExitCode::FAILURE
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let router = converge_http::boot::router_from_env().await?;
+    lambda_http::run(router)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -1,5 +1,225 @@
-//! HTTP: the axum routers served by the `api` and `webhook` functions and by `converge serve`,
-//! with the auth and rate-limit layers, the one error-to-HTTP mapping and the dashboard.
+//! HTTP: the axum [`Router`] of the Converge API, served by the `api` Lambda function
+//! (lambda_http) and by `converge serve` alike.
 //!
-//! Status: not built yet (issue "The HTTP API"); the crate exists so the workspace has its
-//! final shape. It exports nothing.
+//! - Business routes under `/v1`, mirrored under `/api` (the runbook's prefix); each checks
+//!   role, scope and tenant (see [`auth`]).
+//! - Operational routes without auth or rate limit: `/health`, `/health/live`, `/health/ready`
+//!   (503 when the database is down), `/metrics` (Prometheus text).
+//! - Every error is `{"error": {"code", "message"}}` ([`error`]), unknown routes and malformed
+//!   JSON included; bodies are limited to [`BODY_LIMIT_BYTES`].
+//!
+//! Handlers are thin: they parse, authorise, call the store and the domain, and shape JSON.
+
+pub mod auth;
+pub mod boot;
+pub mod error;
+mod extract;
+pub mod metrics;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use converge_core::PolicyConfig;
+use converge_core::pipeline::Clock;
+use converge_store::Store;
+use rand::Rng as _;
+use serde_json::json;
+
+pub use auth::{ApiKeySpec, Principal, Role, parse_api_keys, seed_api_keys};
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// Largest request body accepted (1 MiB).
+pub const BODY_LIMIT_BYTES: usize = 1 << 20;
+/// Default requests per minute per tenant.
+pub const DEFAULT_RATE_LIMIT_RPM: u32 = 120;
+
+/// API settings: `CONVERGE_AUTH_REQUIRED` (default 1), `CONVERGE_API_KEYS`,
+/// `CONVERGE_RATE_LIMIT_ENABLED` (default 1), `CONVERGE_RATE_LIMIT_RPM` (default 120).
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Whether requests need an API key.
+    pub auth_required: bool,
+    /// Requests per minute per tenant, or `None` when rate limiting is off.
+    pub rate_limit_rpm: Option<u32>,
+    /// Keys to seed into the store at start.
+    pub api_keys: Vec<ApiKeySpec>,
+}
+
+fn flag(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: bool,
+) -> Result<bool, String> {
+    match lookup(name).as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some("1" | "true" | "yes") => Ok(true),
+        Some("0" | "false" | "no") => Ok(false),
+        Some(other) => Err(format!("{name} must be 1 or 0, got '{other}'")),
+    }
+}
+
+impl ApiSettings {
+    /// Reads the settings through `lookup` (the environment in production).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ApiSettings, String> {
+        let auth_required = flag(&lookup, "CONVERGE_AUTH_REQUIRED", true)?;
+        let rate_limited = flag(&lookup, "CONVERGE_RATE_LIMIT_ENABLED", true)?;
+        let rpm = match lookup("CONVERGE_RATE_LIMIT_RPM").as_deref().map(str::trim) {
+            None | Some("") => DEFAULT_RATE_LIMIT_RPM,
+            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("CONVERGE_RATE_LIMIT_RPM must be a positive integer, got '{v}'")
+            })?,
+        };
+        let api_keys = parse_api_keys(&lookup("CONVERGE_API_KEYS").unwrap_or_default())?;
+        Ok(ApiSettings {
+            auth_required,
+            rate_limit_rpm: rate_limited.then_some(rpm),
+            api_keys,
+        })
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// Time.
+    pub clock: Arc<dyn Clock + Send + Sync>,
+    /// API settings.
+    pub settings: ApiSettings,
+    /// Policy (defaults for intents, risk gate).
+    pub policy: PolicyConfig,
+    /// Request metrics of this instance.
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// A new state.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock + Send + Sync>,
+        settings: ApiSettings,
+        policy: PolicyConfig,
+    ) -> AppState {
+        AppState {
+            store,
+            clock,
+            settings,
+            policy,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// A fresh 12-hex-character id.
+    pub fn new_id(&self) -> String {
+        let n: u64 = rand::rng().random();
+        format!("{:012x}", n & 0xffff_ffff_ffff)
+    }
+
+    /// 256 random bits, hex (for API keys).
+    pub fn new_secret(&self) -> String {
+        let bytes: [u8; 32] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    Json(json!({"status": "ok", "timestamp": state.clock.now()})).into_response()
+}
+
+async fn live() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({"status": "ok", "timestamp": state.clock.now()})).into_response(),
+        Err(e) => {
+            eprintln!("converge-http: readiness check failed: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "error": "the database is unreachable", "timestamp": state.clock.now()})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Headers every response carries.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "strict-origin-when-cross-origin"),
+        ("cache-control", "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn business_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/intents",
+            get(routes::list_intents).post(routes::create_intent),
+        )
+        .route("/intents/{id}", get(routes::get_intent))
+        .route("/intents/{id}/events", get(routes::intent_events))
+        .route("/queue/state", get(routes::queue_state))
+        .route("/queue/summary", get(routes::queue_summary))
+        .route("/queue/inspect", get(routes::queue_inspect))
+        .route("/queue/reset", post(routes::queue_reset))
+        .route("/merge/confirm", post(routes::merge_confirm))
+        .route("/events", get(routes::events))
+        .route("/audit/recent", get(routes::audit_recent))
+        .route("/auth/whoami", get(routes::whoami))
+        .route("/auth/keys/rotate", post(routes::rotate_key))
+        .route("/risk/recent", get(routes::risk_recent))
+        .route("/risk/gate/report", get(routes::risk_gate_report))
+        .route(
+            "/risk/policy",
+            get(routes::get_risk_policy).post(routes::set_risk_policy),
+        )
+        .route("/metrics/integration", get(routes::integration_metrics))
+        .route("/summary", get(routes::summary))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(state),
+            auth::authenticate,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(state),
+            metrics::track,
+        ))
+}
+
+/// The whole API.
+pub fn router(state: Arc<AppState>) -> Router {
+    let business = business_routes(&state);
+    let operational = Router::new()
+        .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics::scrape))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            metrics::track,
+        ));
+    Router::new()
+        .merge(operational)
+        .nest("/v1", business.clone())
+        .nest("/api", business)
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(|| async { error::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}

@@ -460,13 +460,18 @@ macro_rules! store_operations {
                     .await?)
             }
 
-            /// Stores (or replaces) an API key record.
+            /// Stores an API key record, or updates it. An expiry, once set, is never lifted
+            /// or extended by a later put (re-seeding a rotated key from the environment keeps
+            /// it expiring).
             pub async fn put_api_key(&self, key: &$crate::ApiKeyRecord) -> Result<(), $crate::StoreError> {
                 sqlx::query(
                     "INSERT INTO api_keys (key_hash, role, actor, tenant_id, scopes, created_at, expires_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7) \
                      ON CONFLICT (key_hash) DO UPDATE SET role = excluded.role, actor = excluded.actor, \
-                     tenant_id = excluded.tenant_id, scopes = excluded.scopes, expires_at = excluded.expires_at",
+                     tenant_id = excluded.tenant_id, scopes = excluded.scopes, \
+                     expires_at = CASE WHEN excluded.expires_at IS NOT NULL \
+                     AND (api_keys.expires_at IS NULL OR excluded.expires_at < api_keys.expires_at) \
+                     THEN excluded.expires_at ELSE api_keys.expires_at END",
                 )
                 .bind(&key.key_hash)
                 .bind(&key.role)

@@ -1,0 +1,362 @@
+//! Authentication, authorisation, tenancy and the tenant-wide rate limit.
+//!
+//! A request presents `x-api-key`; the store holds only SHA-256 hashes of keys, so every
+//! instance sees the same keys, rotations and expiries. The key resolves to a [`Principal`]
+//! (role, actor, tenant, scopes). Roles rank viewer < operator < admin. A key bound to a tenant
+//! sees only that tenant: another tenant's objects are 404 to it, writes into another tenant
+//! are 403.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use chrono::{DurationRound, TimeDelta};
+use converge_store::ApiKeyRecord;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// What a key may do, in increasing power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads.
+    Viewer,
+    /// Reads and queue operations.
+    Operator,
+    /// Everything, key rotation included.
+    Admin,
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role '{other}' (expected viewer, operator or admin)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    /// Role.
+    pub role: Role,
+    /// Actor name (recorded as `created_by`, in events).
+    pub actor: String,
+    /// The tenant the key is confined to, if any.
+    pub tenant: Option<String>,
+    /// Scopes granted; `None` means the role alone decides.
+    pub scopes: Option<Vec<String>>,
+    /// Hash of the key used (to rotate it); absent when authentication is off.
+    #[serde(skip)]
+    pub key_hash: Option<String>,
+}
+
+impl Principal {
+    /// The principal of every request when authentication is off.
+    pub fn anonymous() -> Principal {
+        Principal {
+            role: Role::Admin,
+            actor: "anonymous".to_owned(),
+            tenant: None,
+            scopes: None,
+            key_hash: None,
+        }
+    }
+
+    /// Checks the minimum role and, when the key declares scopes, the scope (exact, `*`, or
+    /// `resource.*`).
+    pub fn require(&self, role: Role, scope: &str) -> Result<(), ApiError> {
+        if self.role < role {
+            return Err(ApiError::Forbidden(format!(
+                "this needs the {role} role; the key has {}",
+                self.role
+            )));
+        }
+        if let Some(scopes) = &self.scopes {
+            let resource = scope.split('.').next().unwrap_or(scope);
+            let granted = scopes
+                .iter()
+                .any(|s| s == "*" || s == scope || *s == format!("{resource}.*"));
+            if !granted {
+                return Err(ApiError::Forbidden(format!("missing scope: {scope}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tenant a read is confined to: the key's own, or the one asked for by an untenanted
+    /// key (none = every tenant).
+    pub fn read_tenant(&self, requested: Option<String>) -> Option<String> {
+        self.tenant.clone().or(requested.filter(|t| !t.is_empty()))
+    }
+
+    /// Whether the key may see an object of `tenant`.
+    pub fn can_see(&self, tenant: Option<&str>) -> bool {
+        match &self.tenant {
+            None => true,
+            Some(own) => tenant == Some(own.as_str()),
+        }
+    }
+
+    /// The tenant a write goes to: the requested one, which must be the key's own if the key is
+    /// bound to a tenant; defaults to the key's tenant.
+    pub fn write_tenant(&self, requested: Option<String>) -> Result<Option<String>, ApiError> {
+        let requested = requested.filter(|t| !t.is_empty());
+        match (&self.tenant, requested) {
+            (Some(own), Some(asked)) if *own != asked => Err(ApiError::Forbidden(
+                "this key cannot write into another tenant".to_owned(),
+            )),
+            (Some(own), _) => Ok(Some(own.clone())),
+            (None, asked) => Ok(asked),
+        }
+    }
+}
+
+/// SHA-256 of a key, hex.
+pub fn hash_key(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One entry of `CONVERGE_API_KEYS`: `key:role:actor:tenant:scopes`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeySpec {
+    key: String,
+    /// Role.
+    pub role: Role,
+    /// Actor.
+    pub actor: String,
+    /// Tenant, if the key is confined to one.
+    pub tenant: Option<String>,
+    /// Scopes, if the key declares any.
+    pub scopes: Option<Vec<String>>,
+}
+
+impl fmt::Debug for ApiKeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeySpec")
+            .field("role", &self.role)
+            .field("actor", &self.actor)
+            .field("tenant", &self.tenant)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses `CONVERGE_API_KEYS`: entries separated by commas or newlines, each
+/// `key:role:actor[:tenant[:scopes]]`; several scopes in one entry are separated by `|` or
+/// spaces (`k1:operator:ci:acme:intents.read|queue.read`). An empty tenant means none; an
+/// absent or empty scopes field means the role alone decides. Errors name the entry by position
+/// and never repeat the key.
+pub fn parse_api_keys(text: &str) -> Result<Vec<ApiKeySpec>, String> {
+    let mut specs = Vec::new();
+    for (index, entry) in text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .enumerate()
+    {
+        let position = index + 1;
+        let parts: Vec<&str> = entry.splitn(5, ':').collect();
+        if parts.len() < 3 || parts[0].is_empty() || parts[2].is_empty() {
+            return Err(format!(
+                "CONVERGE_API_KEYS entry {position}: expected key:role:actor[:tenant[:scopes]]"
+            ));
+        }
+        let role = parts[1]
+            .parse()
+            .map_err(|e| format!("CONVERGE_API_KEYS entry {position}: {e}"))?;
+        let tenant = parts
+            .get(3)
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        let scopes: Option<Vec<String>> = parts.get(4).and_then(|s| {
+            let list: Vec<String> = s
+                .split(['|', ' '])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            (!list.is_empty()).then_some(list)
+        });
+        specs.push(ApiKeySpec {
+            key: parts[0].to_owned(),
+            role,
+            actor: parts[2].to_owned(),
+            tenant,
+            scopes,
+        });
+    }
+    Ok(specs)
+}
+
+/// Stores the configured keys' hashes (an expiry set by a rotation is kept).
+pub async fn seed_api_keys(state: &AppState, specs: &[ApiKeySpec]) -> Result<(), ApiError> {
+    for spec in specs {
+        let record = ApiKeyRecord {
+            key_hash: hash_key(&spec.key),
+            role: spec.role.to_string(),
+            actor: spec.actor.clone(),
+            tenant_id: spec.tenant.clone(),
+            scopes: spec.scopes.clone().unwrap_or_default(),
+            created_at: state.clock.now(),
+            expires_at: None,
+        };
+        state.store.put_api_key(&record).await?;
+    }
+    Ok(())
+}
+
+/// Scopes stored as an empty list mean "no scopes declared".
+pub(crate) fn principal_of(record: ApiKeyRecord) -> Result<Principal, ApiError> {
+    Ok(Principal {
+        role: record.role.parse().map_err(ApiError::Internal)?,
+        actor: record.actor,
+        tenant: record.tenant_id,
+        scopes: (!record.scopes.is_empty()).then_some(record.scopes),
+        key_hash: Some(record.key_hash),
+    })
+}
+
+/// Middleware for the business routes: resolves the principal (401 without a valid key), then
+/// counts the request against its tenant's per-minute budget (429 past it), and stores the
+/// principal in the request for the handlers.
+pub async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let principal = if state.settings.auth_required {
+        let key = request
+            .headers()
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .filter(|k| !k.is_empty())
+            .ok_or(ApiError::Unauthenticated)?;
+        let record = state
+            .store
+            .find_api_key(&hash_key(key))
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        principal_of(record)?
+    } else {
+        Principal::anonymous()
+    };
+
+    let mut remaining = None;
+    if let Some(limit) = state.settings.rate_limit_rpm {
+        let now = state.clock.now();
+        let window = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
+        let reset = (window + TimeDelta::minutes(1) - now).num_seconds().max(1) as u64;
+        let bucket = principal.tenant.clone().unwrap_or_default();
+        let hits = state.store.hit_rate_limit(&bucket, window).await?;
+        if hits > i64::from(limit) {
+            state.metrics.count_rate_limited(&bucket);
+            return Err(ApiError::RateLimited {
+                limit,
+                retry_after: reset,
+            });
+        }
+        remaining = Some((limit, i64::from(limit) - hits, reset));
+    }
+
+    request.extensions_mut().insert(principal);
+    let mut response = next.run(request).await;
+    if let Some((limit, left, reset)) = remaining {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("ratelimit-limit", limit.to_string()),
+            ("ratelimit-remaining", left.to_string()),
+            ("ratelimit-reset", reset.to_string()),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_with_several_scopes_and_no_tenant() {
+        let specs = parse_api_keys(
+            "k1:admin:ops::*, k2:operator:ci:acme:intents.read|queue.*\nk3:viewer:dash",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(specs.len(), 3);
+        assert_eq!(
+            (specs[0].tenant.clone(), specs[0].scopes.clone()),
+            (None, Some(vec!["*".to_owned()]))
+        );
+        assert_eq!(
+            specs[1].scopes.clone().unwrap_or_default(),
+            ["intents.read", "queue.*"]
+        );
+        assert_eq!(
+            (specs[2].role, specs[2].scopes.clone()),
+            (Role::Viewer, None)
+        );
+        let error = parse_api_keys("secret-value:boss:x")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            error.contains("entry 1") && !error.contains("secret-value"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn roles_scopes_and_tenants() {
+        let p = Principal {
+            role: Role::Operator,
+            actor: "ci".into(),
+            tenant: Some("acme".into()),
+            scopes: Some(vec!["queue.*".into(), "intents.read".into()]),
+            key_hash: None,
+        };
+        assert!(p.require(Role::Viewer, "intents.read").is_ok());
+        assert!(p.require(Role::Operator, "queue.write").is_ok());
+        assert!(matches!(
+            p.require(Role::Operator, "events.read"),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(
+            p.require(Role::Admin, "queue.read"),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert_eq!(p.read_tenant(Some("globex".into())), Some("acme".into()));
+        assert!(p.can_see(Some("acme")) && !p.can_see(Some("globex")) && !p.can_see(None));
+        assert!(p.write_tenant(Some("globex".into())).is_err());
+        assert_eq!(p.write_tenant(None).ok().flatten(), Some("acme".into()));
+    }
+}

@@ -1,0 +1,48 @@
+//! Building the API from the environment, shared by the `api` function and `converge serve`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use converge_core::PolicyConfig;
+use converge_store::{Store, StoreConfig, SystemClock};
+
+use crate::{ApiSettings, AppState, router, seed_api_keys};
+
+/// Why the API could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// A setting is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] converge_store::StoreError),
+    /// Seeding the keys failed.
+    #[error("cannot store the configured API keys: {0}")]
+    Keys(crate::ApiError),
+}
+
+/// The application state from the environment: the store (migrated), the API settings (keys
+/// seeded into the store) and the default policy.
+pub async fn state_from_env() -> Result<Arc<AppState>, BootError> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let store_config = StoreConfig::from_lookup(lookup)?;
+    let settings = ApiSettings::from_lookup(lookup).map_err(BootError::Config)?;
+    let store = Store::open(&store_config, Arc::new(SystemClock))?;
+    store.migrate().await?;
+    let state = Arc::new(AppState::new(
+        store,
+        Arc::new(SystemClock),
+        settings,
+        PolicyConfig::default(),
+    ));
+    seed_api_keys(&state, &state.settings.api_keys)
+        .await
+        .map_err(BootError::Keys)?;
+    Ok(state)
+}
+
+/// The API router from the environment.
+pub async fn router_from_env() -> Result<Router, BootError> {
+    Ok(router(state_from_env().await?))
+}

@@ -1,0 +1,201 @@
+//! `/metrics` in Prometheus text format: request counters and a latency histogram labelled by
+//! route template (never the raw path: ids would explode the label set), rate-limit rejections
+//! per tenant, and gauges read from the database at scrape time (intents by status, queue
+//! depth per key, lease holders).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use converge_core::queue::QueueKey;
+use converge_store::IntentFilter;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Upper bounds (seconds) of the latency histogram's buckets.
+const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: BTreeMap<(String, String, u16), u64>,
+    latency: BTreeMap<(String, String), Histogram>,
+    rate_limited: BTreeMap<String, u64>,
+}
+
+/// In-process request metrics (per instance; the database gauges are shared truth).
+#[derive(Default, Clone)]
+pub struct Metrics(Arc<Mutex<Counters>>);
+
+impl Metrics {
+    fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let Ok(mut c) = self.0.lock() else { return };
+        *c.requests
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default() += 1;
+        let h = c
+            .latency
+            .entry((method.to_owned(), route.to_owned()))
+            .or_default();
+        h.count += 1;
+        h.sum += seconds;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+    }
+
+    /// Counts a request refused by the rate limit.
+    pub fn count_rate_limited(&self, tenant: &str) {
+        if let Ok(mut c) = self.0.lock() {
+            *c.rate_limited.entry(tenant.to_owned()).or_default() += 1;
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let Ok(c) = self.0.lock() else { return };
+        out.push_str(
+            "# HELP converge_http_requests_total HTTP requests by route template and status.\n",
+        );
+        out.push_str("# TYPE converge_http_requests_total counter\n");
+        for ((method, route, status), n) in &c.requests {
+            let _ = writeln!(
+                out,
+                "converge_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
+                escape(route)
+            );
+        }
+        out.push_str("# HELP converge_http_request_duration_seconds HTTP request latency by route template.\n");
+        out.push_str("# TYPE converge_http_request_duration_seconds histogram\n");
+        for ((method, route), h) in &c.latency {
+            let labels = format!("method=\"{method}\",route=\"{}\"", escape(route));
+            for (bound, n) in BUCKETS.iter().zip(h.counts) {
+                let _ = writeln!(
+                    out,
+                    "converge_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "converge_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "converge_http_request_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "converge_http_request_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
+        }
+        out.push_str("# HELP converge_rate_limit_rejections_total Requests refused by the tenant rate limit.\n");
+        out.push_str("# TYPE converge_rate_limit_rejections_total counter\n");
+        for (tenant, n) in &c.rate_limited {
+            let _ = writeln!(
+                out,
+                "converge_rate_limit_rejections_total{{tenant=\"{}\"}} {n}",
+                escape(tenant)
+            );
+        }
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Middleware recording every response under its route template.
+pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state.metrics.record(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// `GET /metrics`.
+pub async fn scrape(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let mut out = String::new();
+    state.metrics.render(&mut out);
+
+    let intents = state
+        .store
+        .intents(&IntentFilter {
+            limit: 100_000,
+            ..IntentFilter::default()
+        })
+        .await?;
+    let mut by_status: BTreeMap<&str, u64> = converge_core::Status::ALL
+        .iter()
+        .map(|s| (s.as_str(), 0))
+        .collect();
+    let mut depth: BTreeMap<QueueKey, u64> = BTreeMap::new();
+    for intent in &intents {
+        *by_status.entry(intent.status.as_str()).or_default() += 1;
+        if intent.status.is_actionable() {
+            *depth.entry(QueueKey::for_intent(intent)).or_default() += 1;
+        }
+    }
+    out.push_str("# HELP converge_intents Intents by status.\n# TYPE converge_intents gauge\n");
+    for (status, n) in by_status {
+        let _ = writeln!(out, "converge_intents{{status=\"{status}\"}} {n}");
+    }
+    out.push_str("# HELP converge_queue_depth Actionable intents per queue key.\n# TYPE converge_queue_depth gauge\n");
+    for (key, n) in depth {
+        let _ = writeln!(
+            out,
+            "converge_queue_depth{{tenant=\"{}\",repo=\"{}\",target=\"{}\"}} {n}",
+            escape(&key.tenant),
+            escape(&key.repo),
+            escape(&key.target)
+        );
+    }
+    out.push_str("# HELP converge_queue_lease_held Whether a live lease holds the queue key (1) or not (0).\n# TYPE converge_queue_lease_held gauge\n");
+    let now = state.clock.now();
+    for lease in state.store.leases().await? {
+        let held = lease.holder.is_some() && lease.expires_at.is_some_and(|e| e > now);
+        let _ = writeln!(
+            out,
+            "converge_queue_lease_held{{tenant=\"{}\",repo=\"{}\",target=\"{}\",holder=\"{}\"}} {}",
+            escape(&lease.key.tenant),
+            escape(&lease.key.repo),
+            escape(&lease.key.target),
+            escape(lease.holder.as_deref().unwrap_or("")),
+            u8::from(held)
+        );
+    }
+    let mut response = out.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}
