@@ -1,0 +1,996 @@
+//! The HTTP API, black box: `converge serve` processes on SQLite and PostgreSQL, driven over
+//! real HTTP like any client would.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use converge_testkit::fresh_pg_database;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "key-admin";
+
+/// API keys of the test servers: an untenanted admin, and every role for two tenants and for
+/// no tenant.
+fn keys() -> String {
+    let mut entries = vec![format!("{ADMIN}:admin:root")];
+    for role in ["viewer", "operator", "admin"] {
+        entries.push(format!("key-{role}-acme:{role}:{role}-a:acme"));
+        entries.push(format!("key-{role}-globex:{role}:{role}-g:globex"));
+        entries.push(format!("key-{role}-none:{role}:{role}-n"));
+    }
+    entries.join(",")
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(database: &Database, extra_env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_converge"));
+        command
+            .args(["serve", "--port", "0"])
+            .current_dir(dir.path())
+            .env("CONVERGE_API_KEYS", keys())
+            .env("CONVERGE_RATE_LIMIT_ENABLED", "0")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        match database {
+            Database::Sqlite(path) => command
+                .env("CONVERGE_DB_BACKEND", "sqlite")
+                .env("CONVERGE_DB_PATH", path),
+            Database::Postgres(url) => command
+                .env("CONVERGE_DB_BACKEND", "postgres")
+                .env("CONVERGE_PG_DSN", url),
+        };
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start converge serve: {e}"));
+        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+        let mut lines = BufReader::new(stderr).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("serving the API on ") => {
+                    break line.rsplit(' ').next().unwrap_or_default().to_owned();
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("converge serve did not start: {other:?}"),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            base,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+enum Database {
+    Sqlite(String),
+    Postgres(String),
+}
+
+async fn databases() -> Vec<(Database, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let sqlite = Database::Sqlite(dir.path().join("state.db").display().to_string());
+    let pg_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    vec![
+        (sqlite, dir),
+        (Database::Postgres(fresh_pg_database().await), pg_dir),
+    ]
+}
+
+async fn call(
+    client: &reqwest::Client,
+    server: &Server,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = client.request(method, server.url(path));
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn encode(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_move_through_the_api_on_both_backends() {
+    let client = reqwest::Client::new();
+    for (database, _dir) in databases().await {
+        let server = Server::start(&database, &[]);
+        let admin = Some(ADMIN);
+        for n in 0..5 {
+            let body = json!({"id": format!("acme/app:pr-{n}"), "source": format!("feature/{n}"), "priority": 5 - n, "tenant_id": "acme", "technical": {"scope_hint": ["ü"]}});
+            let (status, created) = call(
+                &client,
+                &server,
+                Method::POST,
+                "/v1/intents",
+                admin,
+                Some(body),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{created}");
+        }
+        let (status, again) = call(
+            &client,
+            &server,
+            Method::POST,
+            "/v1/intents",
+            admin,
+            Some(json!({"id": "acme/app:pr-0", "source": "x"})),
+        )
+        .await;
+        assert_eq!(
+            (status, again["error"]["code"].clone()),
+            (StatusCode::CONFLICT, json!("conflict"))
+        );
+
+        // Cursor pagination in queue order (priority ascending).
+        let mut seen = Vec::new();
+        let mut path = "/v1/intents?limit=2".to_owned();
+        loop {
+            let (status, page) = call(&client, &server, Method::GET, &path, admin, None).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            seen.extend(
+                page["intents"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| i["id"].as_str().unwrap_or("").to_owned()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(cursor) => path = format!("/v1/intents?limit=2&cursor={cursor}"),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            (0..5)
+                .rev()
+                .map(|n| format!("acme/app:pr-{n}"))
+                .collect::<Vec<_>>()
+        );
+
+        let id = "acme/app:pr-3";
+        let (status, intent) = call(
+            &client,
+            &server,
+            Method::GET,
+            &format!("/api/intents/{}", encode(id)),
+            admin,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, intent["id"].as_str()),
+            (StatusCode::OK, Some(id)),
+            "{intent}"
+        );
+        assert_eq!(intent["commit_links"], json!([]));
+        assert_eq!(intent["technical"]["scope_hint"], json!(["ü"]));
+
+        let (status, merged) = call(
+            &client,
+            &server,
+            Method::POST,
+            "/v1/merge/confirm",
+            admin,
+            Some(json!({"intent_id": id})),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "a READY intent cannot be confirmed merged: {merged}"
+        );
+        let reset = json!({"intent_id": id, "set_status": "VALIDATED"});
+        let (status, body) = call(
+            &client,
+            &server,
+            Method::POST,
+            "/v1/queue/reset",
+            admin,
+            Some(reset),
+        )
+        .await;
+        assert_eq!(
+            (status, body["status"].clone(), body["retries"].clone()),
+            (StatusCode::OK, json!("VALIDATED"), json!(0))
+        );
+        let (status, merged) = call(
+            &client,
+            &server,
+            Method::POST,
+            "/v1/merge/confirm",
+            admin,
+            Some(json!({"intent_id": id, "merged_commit": "abc123"})),
+        )
+        .await;
+        assert_eq!(
+            (status, merged["status"].clone()),
+            (StatusCode::OK, json!("MERGED"))
+        );
+        let (status, _) = call(
+            &client,
+            &server,
+            Method::POST,
+            "/v1/queue/reset",
+            admin,
+            Some(json!({"intent_id": id, "set_status": "READY"})),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "a merged intent cannot go back"
+        );
+
+        let (_, events) = call(
+            &client,
+            &server,
+            Method::GET,
+            &format!("/v1/intents/{}/events", encode(id)),
+            admin,
+            None,
+        )
+        .await;
+        let types: Vec<&str> = events["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["event_type"].as_str())
+            .collect();
+        assert_eq!(types, ["intent.merged", "queue.reset", "intent.created"]);
+
+        let (_, state) = call(
+            &client,
+            &server,
+            Method::GET,
+            "/v1/queue/state",
+            admin,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (state["total"].clone(), state["by_status"]["MERGED"].clone()),
+            (json!(5), json!(1))
+        );
+        assert_eq!(state["pending"].as_array().map(Vec::len), Some(4));
+        let (_, inspect) = call(
+            &client,
+            &server,
+            Method::GET,
+            "/v1/queue/inspect?only_actionable=true",
+            admin,
+            None,
+        )
+        .await;
+        assert_eq!(inspect["intents"].as_array().map(Vec::len), Some(4));
+        let (_, events) = call(
+            &client,
+            &server,
+            Method::GET,
+            "/v1/events?type=intent.created&limit=2",
+            admin,
+            None,
+        )
+        .await;
+        assert_eq!(events["events"].as_array().map(Vec::len), Some(2));
+        assert!(events["next_before"].is_i64());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_uses_the_envelope() {
+    let client = reqwest::Client::new();
+    let (database, _dir) = databases().await.remove(0);
+    let server = Server::start(&database, &[]);
+    let admin = Some(ADMIN);
+    let cases: Vec<(Method, &str, Option<&str>, Option<Value>, StatusCode, &str)> = vec![
+        (
+            Method::GET,
+            "/v1/intents",
+            None,
+            None,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+        (
+            Method::GET,
+            "/v1/intents",
+            Some("not-a-key"),
+            None,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+        (
+            Method::GET,
+            "/v1/no-such-route",
+            admin,
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::DELETE,
+            "/v1/intents",
+            admin,
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::POST,
+            "/v1/intents",
+            admin,
+            Some(json!({"target": "main"})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/v1/intents",
+            admin,
+            Some(json!({"source": "a", "risk_level": "huge"})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/v1/intents",
+            admin,
+            Some(json!({"source": "a", "colour": "red"})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/v1/intents?limit=501",
+            admin,
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/v1/intents?status=LIMBO",
+            admin,
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/v1/intents?cursor=garbage",
+            admin,
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/v1/events?since=yesterday",
+            admin,
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/v1/intents/nope",
+            admin,
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/v1/risk/policy",
+            admin,
+            Some(json!({"tenant_id": "acme", "mode": "loud"})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/v1/risk/policy",
+            admin,
+            Some(json!({"mode": "shadow"})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/v1/auth/keys/rotate",
+            admin,
+            Some(json!({"grace_period_seconds": 100000})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+    ];
+    for (method, path, key, body, status, code) in cases {
+        let (got, value) = call(&client, &server, method.clone(), path, key, body).await;
+        assert_eq!(
+            (got, value["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path}: {value}"
+        );
+        assert!(
+            value["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let (status, value) = call(
+        &client,
+        &server,
+        Method::POST,
+        "/v1/intents",
+        admin,
+        Some(json!({"source": "a", "risk_level": "huge"})),
+    )
+    .await;
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("risk_level"),
+        "{status}: {value}"
+    );
+
+    let malformed = client
+        .post(server.url("/v1/intents"))
+        .header("x-api-key", ADMIN)
+        .header("content-type", "application/json")
+        .body("{\"source\": ")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let value: Value = malformed.json().await.unwrap_or_default();
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("JSON"),
+        "{value}"
+    );
+
+    let huge = json!({"source": "a", "semantic": {"blob": "x".repeat(2 << 20)}});
+    let (status, value) = call(
+        &client,
+        &server,
+        Method::POST,
+        "/v1/intents",
+        admin,
+        Some(huge),
+    )
+    .await;
+    assert_eq!(
+        (status, value["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
+}
+
+/// What a key may get from a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// 2xx, or 409 for a write that is authorised but conflicts with the state.
+    Allowed,
+    Forbidden,
+    Hidden,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_isolation_matrix() {
+    let client = reqwest::Client::new();
+    for (database, _dir) in databases().await {
+        let server = Server::start(&database, &[]);
+        for tenant in ["acme", "globex"] {
+            let body = json!({"id": format!("{tenant}-intent"), "source": "feature/x", "tenant_id": tenant});
+            let (status, _) = call(
+                &client,
+                &server,
+                Method::POST,
+                "/v1/intents",
+                Some(ADMIN),
+                Some(body),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED);
+        }
+        let acme_object = "acme-intent";
+        // (method, path, body, minimum role, how the route treats another tenant)
+        #[derive(Clone, Copy)]
+        enum Scope {
+            List,
+            Object,
+            TenantWrite,
+        }
+        let routes: Vec<(Method, String, Option<Value>, &str, Scope)> = vec![
+            (
+                Method::GET,
+                "/v1/intents".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::GET,
+                format!("/v1/intents/{acme_object}"),
+                None,
+                "viewer",
+                Scope::Object,
+            ),
+            (
+                Method::GET,
+                format!("/v1/intents/{acme_object}/events"),
+                None,
+                "viewer",
+                Scope::Object,
+            ),
+            (
+                Method::POST,
+                "/v1/intents".into(),
+                Some(json!({"source": "f", "tenant_id": "acme"})),
+                "operator",
+                Scope::TenantWrite,
+            ),
+            (
+                Method::GET,
+                "/v1/queue/state".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::GET,
+                "/v1/queue/summary".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::GET,
+                "/v1/queue/inspect".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::POST,
+                "/v1/queue/reset".into(),
+                Some(json!({"intent_id": acme_object})),
+                "operator",
+                Scope::Object,
+            ),
+            (
+                Method::POST,
+                "/v1/merge/confirm".into(),
+                Some(json!({"intent_id": acme_object})),
+                "operator",
+                Scope::Object,
+            ),
+            (
+                Method::GET,
+                "/v1/events".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::GET,
+                "/v1/audit/recent".into(),
+                None,
+                "operator",
+                Scope::List,
+            ),
+            (
+                Method::GET,
+                "/v1/auth/whoami".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::GET,
+                "/v1/risk/recent".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::GET,
+                "/v1/risk/gate/report".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::POST,
+                "/v1/risk/policy".into(),
+                Some(json!({"tenant_id": "acme", "mode": "shadow"})),
+                "operator",
+                Scope::TenantWrite,
+            ),
+            (
+                Method::GET,
+                "/v1/metrics/integration".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::GET,
+                "/v1/summary".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+        ];
+        let rank = |role: &str| {
+            ["viewer", "operator", "admin"]
+                .iter()
+                .position(|r| *r == role)
+                .unwrap_or(0)
+        };
+        let mut failures = Vec::new();
+        for (method, path, body, min_role, scope) in &routes {
+            for role in ["viewer", "operator", "admin"] {
+                for tenant in ["acme", "globex", "none"] {
+                    let expected = if rank(role) < rank(min_role) {
+                        Outcome::Forbidden
+                    } else {
+                        match (scope, tenant) {
+                            (Scope::Object, "globex") => Outcome::Hidden,
+                            (Scope::TenantWrite, "globex") => Outcome::Forbidden,
+                            _ => Outcome::Allowed,
+                        }
+                    };
+                    let key = format!("key-{role}-{tenant}");
+                    let (status, value) = call(
+                        &client,
+                        &server,
+                        method.clone(),
+                        path,
+                        Some(&key),
+                        body.clone(),
+                    )
+                    .await;
+                    let got = match status {
+                        s if s.is_success() || s == StatusCode::CONFLICT => Outcome::Allowed,
+                        StatusCode::FORBIDDEN => Outcome::Forbidden,
+                        StatusCode::NOT_FOUND => Outcome::Hidden,
+                        _ => {
+                            failures.push(format!(
+                                "{method} {path} as {key}: unexpected {status} {value}"
+                            ));
+                            continue;
+                        }
+                    };
+                    if got != expected {
+                        failures.push(format!(
+                            "{method} {path} as {key}: expected {expected:?}, got {status} {value}"
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} cells wrong:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+
+        // Lists show a tenant-bound key nothing of other tenants, whatever it asks for.
+        let (_, list) = call(
+            &client,
+            &server,
+            Method::GET,
+            "/v1/intents?tenant_id=acme",
+            Some("key-admin-globex"),
+            None,
+        )
+        .await;
+        let tenants: Vec<&str> = list["intents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["tenant_id"].as_str())
+            .collect();
+        assert!(
+            !tenants.is_empty() && tenants.iter().all(|t| *t == "globex"),
+            "{tenants:?}"
+        );
+        let (_, events) = call(
+            &client,
+            &server,
+            Method::GET,
+            "/v1/events?tenant_id=acme",
+            Some("key-viewer-globex"),
+            None,
+        )
+        .await;
+        assert!(
+            events["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|e| e["tenant_id"] == "globex")
+        );
+        let (_, all) = call(
+            &client,
+            &server,
+            Method::GET,
+            "/v1/intents?limit=500",
+            Some("key-viewer-none"),
+            None,
+        )
+        .await;
+        let mut tenants: Vec<&str> = all["intents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["tenant_id"].as_str())
+            .collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        assert_eq!(tenants, ["acme", "globex"]);
+    }
+}
+
+/// Waits until at least `needed` seconds remain in the current minute (rate-limit windows are
+/// calendar minutes), so a test's requests fall into one window.
+async fn wait_for_fresh_minute(needed: u32) {
+    use chrono::Timelike;
+    let second = chrono::Utc::now().second();
+    if second + needed >= 60 {
+        tokio::time::sleep(Duration::from_secs(u64::from(61 - second))).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_rate_limits_and_rotations() {
+    let client = reqwest::Client::new();
+    let database = Database::Postgres(fresh_pg_database().await);
+    let limits = [
+        ("CONVERGE_RATE_LIMIT_ENABLED", "1"),
+        ("CONVERGE_RATE_LIMIT_RPM", "5"),
+    ];
+    let (a, b) = (
+        Server::start(&database, &limits),
+        Server::start(&database, &limits),
+    );
+
+    wait_for_fresh_minute(15).await;
+    let mut successes = 0;
+    let mut last_refusal = None;
+    for n in 0..8 {
+        let server = if n % 2 == 0 { &a } else { &b };
+        let response = client
+            .get(server.url("/v1/intents"))
+            .header("x-api-key", "key-viewer-acme")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if response.status().is_success() {
+            successes += 1;
+            assert!(response.headers().contains_key("ratelimit-remaining"));
+        } else {
+            last_refusal = Some(response);
+        }
+    }
+    assert_eq!(
+        successes, 5,
+        "the tenant's budget is shared by both servers"
+    );
+    let refusal = last_refusal.unwrap_or_else(|| panic!("no request was refused"));
+    assert_eq!(refusal.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = refusal
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(
+        refusal
+            .headers()
+            .get("ratelimit-limit")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let other = client
+        .get(b.url("/v1/intents"))
+        .header("x-api-key", "key-viewer-globex")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        other.status().is_success(),
+        "another tenant is not throttled"
+    );
+    let metrics = client
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("converge_rate_limit_rejections_total{tenant=\"acme\"}"),
+        "{metrics}"
+    );
+
+    // A rotation through one server is honoured by the other, grace expiry included.
+    let (status, rotated) = call(
+        &client,
+        &a,
+        Method::POST,
+        "/v1/auth/keys/rotate",
+        Some("key-admin-globex"),
+        Some(json!({"grace_period_seconds": 2})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new_key = rotated["new_key"].as_str().unwrap_or_default().to_owned();
+    assert!(new_key.starts_with("cvg_") && new_key.len() > 40);
+    let (status, who) = call(
+        &client,
+        &b,
+        Method::GET,
+        "/v1/auth/whoami",
+        Some(&new_key),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, who["actor"].clone(), who["tenant"].clone()),
+        (StatusCode::OK, json!("admin-g"), json!("globex"))
+    );
+    let (status, _) = call(
+        &client,
+        &b,
+        Method::GET,
+        "/v1/auth/whoami",
+        Some("key-admin-globex"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the old key works during the grace period"
+    );
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (status, _) = call(
+        &client,
+        &b,
+        Method::GET,
+        "/v1/auth/whoami",
+        Some("key-admin-globex"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the old key stops after the grace period"
+    );
+    // A restart that re-reads CONVERGE_API_KEYS does not bring the rotated key back.
+    drop(a);
+    let c = Server::start(&database, &limits);
+    let (status, _) = call(
+        &client,
+        &c,
+        Method::GET,
+        "/v1/auth/whoami",
+        Some("key-admin-globex"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(
+        &client,
+        &c,
+        Method::GET,
+        "/v1/auth/whoami",
+        Some(&new_key),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database_and_sigterm_stops_cleanly() {
+    let client = reqwest::Client::new();
+    let url = fresh_pg_database().await;
+    let mut server = Server::start(&Database::Postgres(url.clone()), &[]);
+    let (status, ready) = call(&client, &server, Method::GET, "/health/ready", None, None).await;
+    assert_eq!(
+        (status, ready["status"].clone()),
+        (StatusCode::OK, json!("ok"))
+    );
+
+    let name = url.rsplit('/').next().unwrap_or_default().to_owned();
+    let mut admin =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&converge_testkit::pg_admin_url())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (status, ready) = call(&client, &server, Method::GET, "/health/ready", None, None).await;
+    assert_eq!(
+        (status, ready["status"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("unavailable")),
+        "{ready}"
+    );
+    assert!(
+        !ready.to_string().contains(&name),
+        "no internals in the body: {ready}"
+    );
+    let (status, _) = call(&client, &server, Method::GET, "/health/live", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(killed.success());
+    let exit = server.child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(exit.success(), "converge serve exited with {exit}");
+}
