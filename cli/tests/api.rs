@@ -332,7 +332,16 @@ async fn every_error_uses_the_envelope() {
     let (database, _dir) = databases().await.remove(0);
     let server = Server::start(&database, &[]);
     let admin = Some(ADMIN);
-    let cases: Vec<(Method, &str, Option<&str>, Option<Value>, StatusCode, &str)> = vec![
+    /// (method, path, key, body, expected status, expected error code)
+    type Case<'a> = (
+        Method,
+        &'a str,
+        Option<&'a str>,
+        Option<Value>,
+        StatusCode,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             Method::GET,
             "/v1/intents",
