@@ -3,6 +3,7 @@
 #   scripts/bench.sh                     all benchmarks
 #   scripts/bench.sh risk_eval           the risk engine only
 #   scripts/bench.sh store_throughput    PostgreSQL commits and leases (starts a throwaway cluster)
+#   scripts/bench.sh api                 the HTTP API under wrk, on SQLite and PostgreSQL
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,4 +19,8 @@ fi
 if [ "$which" = all ] || [ "$which" = store_throughput ]; then
   pg_start
   cargo bench -p converge-store --bench store_throughput -- "$@"
+  pg_stop
+fi
+if [ "$which" = all ] || [ "$which" = api ]; then
+  bash scripts/bench-api.sh
 fi

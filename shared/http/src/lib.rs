@@ -4,17 +4,20 @@
 //! - Business routes under `/v1`, mirrored under `/api` (the runbook's prefix); each checks
 //!   role, scope and tenant (see [`auth`]).
 //! - Operational routes without auth or rate limit: `/health`, `/health/live`, `/health/ready`
-//!   (503 when the database is down), `/metrics` (Prometheus text).
+//!   (503 when the database is down), `/metrics` (Prometheus text), `/v1/openapi.json`.
 //! - Every error is `{"error": {"code", "message"}}` ([`error`]), unknown routes and malformed
 //!   JSON included; bodies are limited to [`BODY_LIMIT_BYTES`].
 //!
 //! Handlers are thin: they parse, authorise, call the store and the domain, and shape JSON.
+//! The business routes are declared once, in [`openapi`], with their documentation; the
+//! router and `/v1/openapi.json` are both built from that table.
 
 pub mod auth;
 pub mod boot;
 pub mod error;
 mod extract;
 pub mod metrics;
+pub mod openapi;
 mod routes;
 
 use std::sync::Arc;
@@ -23,7 +26,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use converge_core::PolicyConfig;
 use converge_core::pipeline::Clock;
@@ -151,6 +154,10 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+async fn openapi_document() -> Response {
+    Json(openapi::document()).into_response()
+}
+
 /// Headers every response carries.
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
@@ -167,30 +174,11 @@ async fn security_headers(request: Request, next: Next) -> Response {
 }
 
 fn business_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
-    Router::new()
-        .route(
-            "/intents",
-            get(routes::list_intents).post(routes::create_intent),
-        )
-        .route("/intents/{id}", get(routes::get_intent))
-        .route("/intents/{id}/events", get(routes::intent_events))
-        .route("/queue/state", get(routes::queue_state))
-        .route("/queue/summary", get(routes::queue_summary))
-        .route("/queue/inspect", get(routes::queue_inspect))
-        .route("/queue/reset", post(routes::queue_reset))
-        .route("/merge/confirm", post(routes::merge_confirm))
-        .route("/events", get(routes::events))
-        .route("/audit/recent", get(routes::audit_recent))
-        .route("/auth/whoami", get(routes::whoami))
-        .route("/auth/keys/rotate", post(routes::rotate_key))
-        .route("/risk/recent", get(routes::risk_recent))
-        .route("/risk/gate/report", get(routes::risk_gate_report))
-        .route(
-            "/risk/policy",
-            get(routes::get_risk_policy).post(routes::set_risk_policy),
-        )
-        .route("/metrics/integration", get(routes::integration_metrics))
-        .route("/summary", get(routes::summary))
+    openapi::routes()
+        .into_iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path, route.handler)
+        })
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(state),
             auth::authenticate,
@@ -209,6 +197,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics::scrape))
+        .route("/v1/openapi.json", get(openapi_document))
+        .route("/api/openapi.json", get(openapi_document))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             metrics::track,

@@ -19,9 +19,11 @@ macro_rules! insert_intent_sql {
 /// Expands the store operations for one backend. The invoking module provides `begin_write`,
 /// `ts`, `get_ts`, `get_opt_ts` and the pool type; `$lock` and `$skip_locked` are the SQL
 /// suffixes for row locks; `$lock_projection` keeps other writers off the intents table during
-/// a rebuild.
+/// a rebuild; `$intents_as_json` aggregates a page of intents into one JSON array (one row
+/// crosses from the database instead of one per intent: on SQLite, sqlx hands each row across
+/// threads, which dominated the cost of listing).
 macro_rules! store_operations {
-    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal) => {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal) => {
         impl $store {
             /// Appends events, updates the intents projection from them, and records commit
             /// links and outbox rows, all in one transaction — after checking the guard lease.
@@ -135,7 +137,7 @@ macro_rules! store_operations {
 
             /// Intents in queue order (priority, creation, id), filtered and paged.
             pub async fn intents(&self, filter: &$crate::IntentFilter) -> Result<Vec<converge_core::Intent>, $crate::StoreError> {
-                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM intents WHERE 1 = 1");
+                let mut q = sqlx::QueryBuilder::<$db>::new(concat!($intents_as_json, " FROM (SELECT * FROM intents WHERE 1 = 1"));
                 if !filter.statuses.is_empty() {
                     q.push(" AND status IN (");
                     let mut list = q.separated(", ");
@@ -160,8 +162,9 @@ macro_rules! store_operations {
                 }
                 let limit = if filter.limit == 0 { 100 } else { filter.limit };
                 q.push(" ORDER BY priority, created_at, id LIMIT ").push_bind(i64::from(limit));
-                let rows = q.build().fetch_all(&self.pool).await?;
-                rows.iter().map(intent_from_row).collect()
+                q.push(") AS page");
+                let page: Option<String> = q.build_query_scalar().fetch_one(&self.pool).await?;
+                $crate::intent_json::decode_page(page.as_deref().unwrap_or("[]"), parse_json_ts)
             }
 
             /// Events, newest first, filtered and paged.

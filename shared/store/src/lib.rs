@@ -23,6 +23,7 @@
 mod backend;
 pub mod backfill;
 mod error;
+mod intent_json;
 mod model;
 pub mod pg;
 pub mod sqlite;
@@ -85,19 +86,33 @@ mod migrations {
     }
 
     pub fn postgres() -> Migrator {
-        migrator(&[(
-            1,
-            "initial",
-            include_str!("../migrations/postgres/0001_initial.sql"),
-        )])
+        migrator(&[
+            (
+                1,
+                "initial",
+                include_str!("../migrations/postgres/0001_initial.sql"),
+            ),
+            (
+                2,
+                "intents queue order",
+                include_str!("../migrations/postgres/0002_intents_queue_order.sql"),
+            ),
+        ])
     }
 
     pub fn sqlite() -> Migrator {
-        migrator(&[(
-            1,
-            "initial",
-            include_str!("../migrations/sqlite/0001_initial.sql"),
-        )])
+        migrator(&[
+            (
+                1,
+                "initial",
+                include_str!("../migrations/sqlite/0001_initial.sql"),
+            ),
+            (
+                2,
+                "intents queue order",
+                include_str!("../migrations/sqlite/0002_intents_queue_order.sql"),
+            ),
+        ])
     }
 }
 

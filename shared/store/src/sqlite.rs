@@ -98,11 +98,70 @@ pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.format(TS_FORMAT).to_string()
 }
 
-/// Decodes a timestamp written by [`ts`].
+/// Decodes a timestamp written by [`ts`]. The format is fixed, so the fields are read by
+/// position (a general-purpose parser costs more than the rest of a row's decoding).
 pub(crate) fn parse_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {
-    NaiveDateTime::parse_from_str(text, TS_FORMAT)
-        .map(|t| t.and_utc())
-        .map_err(|e| crate::error::corrupt(format!("timestamp '{text}': {e}")))
+    let corrupt = || {
+        crate::error::corrupt(format!(
+            "timestamp '{text}' is not YYYY-MM-DDTHH:MM:SS.ffffffZ"
+        ))
+    };
+    let b = text.as_bytes();
+    if b.len() != 27
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[26] != b'Z'
+    {
+        return Err(corrupt());
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b.get(range)?.iter().try_fold(0u32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(
+        number(0..4).ok_or_else(corrupt)? as i32,
+        number(5..7).ok_or_else(corrupt)?,
+        number(8..10).ok_or_else(corrupt)?,
+    )
+    .ok_or_else(corrupt)?;
+    let time = chrono::NaiveTime::from_hms_micro_opt(
+        number(11..13).ok_or_else(corrupt)?,
+        number(14..16).ok_or_else(corrupt)?,
+        number(17..19).ok_or_else(corrupt)?,
+        number(20..26).ok_or_else(corrupt)?,
+    )
+    .ok_or_else(corrupt)?;
+    Ok(NaiveDateTime::new(date, time).and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn timestamps_round_trip_and_garbage_is_refused() {
+        let t = Utc
+            .timestamp_opt(1_800_000_000, 123_456_000)
+            .single()
+            .unwrap_or_default();
+        assert_eq!(parse_ts(&ts(t)).ok(), Some(t));
+        assert_eq!(ts(t), "2027-01-15T08:00:00.123456Z");
+        for bad in [
+            "",
+            "2027-01-15T08:00:00Z",
+            "2027-13-15T08:00:00.123456Z",
+            "2027-01-15T08:00:00.12345xZ",
+            "2027-01-15 08:00:00.123456Z",
+        ] {
+            assert!(parse_ts(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 fn get_ts(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
@@ -120,5 +179,11 @@ store_operations!(
     sqlx::Sqlite,
     lock = "",
     skip_locked = "",
-    lock_projection = "SELECT 1"
+    lock_projection = "SELECT 1",
+    intents_as_json = "SELECT json_group_array(json_array(id, source, target, status, created_at, created_by, risk_level, priority, json(semantic), json(technical), json(checks_required), json(dependencies), retries, tenant_id, plan_id, origin_type) ORDER BY priority, created_at, id)"
 );
+
+/// Timestamps inside JSON built by SQLite are the stored text.
+fn parse_json_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    parse_ts(text)
+}

@@ -1,0 +1,66 @@
+//! The OpenAPI document: snapshot-tested, so any change to the API's surface shows up in
+//! review (`cargo insta review`, or `INSTA_UPDATE=always cargo test` to accept).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::Request;
+use converge_core::PolicyConfig;
+use converge_http::{ApiSettings, AppState, router};
+use converge_store::{Store, SystemClock};
+use tower::ServiceExt;
+
+#[test]
+fn the_openapi_document_is_stable() {
+    insta::assert_json_snapshot!("openapi", converge_http::openapi::document());
+}
+
+#[tokio::test]
+async fn the_document_is_served_without_a_key_and_documents_every_route() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}", dir.path().join("state.db").display());
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let settings = ApiSettings {
+        auth_required: true,
+        rate_limit_rpm: None,
+        api_keys: Vec::new(),
+    };
+    let app = router(Arc::new(AppState::new(
+        store,
+        Arc::new(SystemClock),
+        settings,
+        PolicyConfig::default(),
+    )));
+    let response = app
+        .oneshot(
+            Request::get("/api/openapi.json")
+                .body(Body::empty())
+                .unwrap_or_default(),
+        )
+        .await
+        .unwrap_or_else(|e| match e {});
+    assert_eq!(response.status(), 200);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let served: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    assert_eq!(served, converge_http::openapi::document());
+    assert_eq!(served["openapi"], "3.1.0");
+    for path in [
+        "/v1/intents",
+        "/api/intents/{id}",
+        "/v1/queue/reset",
+        "/v1/auth/keys/rotate",
+        "/health/ready",
+    ] {
+        assert!(
+            served["paths"].get(path).is_some(),
+            "{path} is not documented"
+        );
+    }
+    assert!(
+        served["paths"]["/v1/intents"].get("post").is_some()
+            && served["paths"]["/v1/intents"].get("get").is_some()
+    );
+}
