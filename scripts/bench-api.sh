@@ -2,7 +2,7 @@
 # Load benchmark of the HTTP API (called by scripts/bench.sh api): a release `converge serve`
 # on SQLite and on PostgreSQL, loaded with wrk over loopback on this machine.
 #   - start-up: process start to the first answered request (GET /health/live)
-#   - GET /v1/intents?limit=200 with 200 intents, 32 connections
+#   - GET /v1/intents with 200 intents (the default first page of 100), 32 connections
 #   - POST /v1/intents (unique ids), 32 connections
 #   - peak RSS of the server (VmHWM)
 # Rate limiting is off (the budget would cap the load); authentication is on.
@@ -23,12 +23,18 @@ trap 'cleanup; pg_stop' EXIT
 . scripts/lib/postgres.sh
 
 cat > "$WORK/post.lua" <<'LUA'
+-- Unique ids across wrk's threads: each thread numbers its own requests.
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
 counter = 0
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
 request = function()
   counter = counter + 1
-  local id = string.format("bench-%d-%d", math.random(1, 2^30), counter)
+  local id = string.format("bench-%d-%d-%d", tid, counter, os.time())
   return wrk.format(nil, nil, nil, '{"source":"feature/bench","id":"' .. id .. '"}')
 end
 LUA
@@ -69,8 +75,8 @@ run_backend() {
       -d "{\"source\":\"feature/$n\",\"id\":\"seed-$n\",\"priority\":$((n % 5))}" "$base/v1/intents"
   done
   echo "== $name: start-up to first answer: ${STARTUP_MS} ms"
-  echo "== $name: GET /v1/intents?limit=200 (200 intents, 32 connections, $DURATION)"
-  wrk -t2 -c32 -d"$DURATION" --latency -H 'x-api-key: bench-key' "$base/v1/intents?limit=200" \
+  echo "== $name: GET /v1/intents (200 intents, first page of 100, 32 connections, $DURATION)"
+  wrk -t2 -c32 -d"$DURATION" --latency -H 'x-api-key: bench-key' "$base/v1/intents" \
     | grep -E 'Requests/sec|Latency  |  50%|  99%|Non-2xx|Socket errors'
   echo "== $name: POST /v1/intents (32 connections, $DURATION)"
   wrk -t2 -c32 -d"$DURATION" --latency -H 'x-api-key: bench-key' -s "$WORK/post.lua" "$base/v1/intents" \

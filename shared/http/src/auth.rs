@@ -244,6 +244,61 @@ pub(crate) fn principal_of(record: ApiKeyRecord) -> Result<Principal, ApiError> 
     })
 }
 
+/// How long a resolved key is trusted without asking the database again. A key's own expiry
+/// is always honoured exactly; only a change made elsewhere (a rotation by another instance)
+/// can take up to this long to be seen here.
+const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most keys remembered at once (only keys that exist are remembered).
+const KEY_CACHE_CAPACITY: usize = 10_000;
+
+/// Recently resolved keys, so a request costs no database round trip for its key.
+#[derive(Default)]
+pub struct KeyCache(std::sync::Mutex<std::collections::HashMap<String, CachedKey>>);
+
+struct CachedKey {
+    principal: Principal,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    fetched: std::time::Instant,
+}
+
+impl KeyCache {
+    async fn principal(&self, state: &AppState, key_hash: &str) -> Result<Principal, ApiError> {
+        let now = state.clock.now();
+        if let Ok(cache) = self.0.lock()
+            && let Some(hit) = cache
+                .get(key_hash)
+                .filter(|c| c.fetched.elapsed() < KEY_CACHE_TTL)
+        {
+            return match hit.expires_at {
+                Some(expiry) if expiry <= now => Err(ApiError::Unauthenticated),
+                _ => Ok(hit.principal.clone()),
+            };
+        }
+        let record = state
+            .store
+            .find_api_key(key_hash)
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        let expires_at = record.expires_at;
+        let principal = principal_of(record)?;
+        if let Ok(mut cache) = self.0.lock() {
+            if cache.len() >= KEY_CACHE_CAPACITY {
+                cache.clear();
+            }
+            let fetched = std::time::Instant::now();
+            cache.insert(
+                key_hash.to_owned(),
+                CachedKey {
+                    principal: principal.clone(),
+                    expires_at,
+                    fetched,
+                },
+            );
+        }
+        Ok(principal)
+    }
+}
+
 /// Middleware for the business routes: resolves the principal (401 without a valid key), then
 /// counts the request against its tenant's per-minute budget (429 past it), and stores the
 /// principal in the request for the handlers.
@@ -259,12 +314,7 @@ pub async fn authenticate(
             .and_then(|v| v.to_str().ok())
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthenticated)?;
-        let record = state
-            .store
-            .find_api_key(&hash_key(key))
-            .await?
-            .ok_or(ApiError::Unauthenticated)?;
-        principal_of(record)?
+        state.key_cache.principal(&state, &hash_key(key)).await?
     } else {
         Principal::anonymous()
     };

@@ -100,6 +100,8 @@ pub struct AppState {
     pub policy: PolicyConfig,
     /// Request metrics of this instance.
     pub metrics: Metrics,
+    /// Recently resolved API keys.
+    pub key_cache: auth::KeyCache,
 }
 
 impl AppState {
@@ -116,6 +118,7 @@ impl AppState {
             settings,
             policy,
             metrics: Metrics::default(),
+            key_cache: auth::KeyCache::default(),
         }
     }
 
