@@ -48,7 +48,10 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 
 async fn stop_signal() {
     let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
+        // If Ctrl-C cannot be watched, wait for SIGTERM alone rather than stopping at once.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     };
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

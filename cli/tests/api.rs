@@ -511,7 +511,7 @@ async fn every_error_uses_the_envelope() {
         "{value}"
     );
 
-    let huge = json!({"source": "a", "semantic": {"blob": "x".repeat(2 << 20)}});
+    let huge = json!({"source": "a", "semantic": {"blob": "x".repeat((1 << 20) + 1024)}});
     let (status, value) = call(
         &client,
         &server,
@@ -758,7 +758,7 @@ async fn tenant_isolation_matrix() {
             !tenants.is_empty() && tenants.iter().all(|t| *t == "globex"),
             "{tenants:?}"
         );
-        let (_, events) = call(
+        let (status, events) = call(
             &client,
             &server,
             Method::GET,
@@ -767,12 +767,47 @@ async fn tenant_isolation_matrix() {
             None,
         )
         .await;
+        let events = events["events"].as_array().cloned().unwrap_or_default();
+        assert_eq!(status, StatusCode::OK);
         assert!(
-            events["events"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .all(|e| e["tenant_id"] == "globex")
+            !events.is_empty() && events.iter().all(|e| e["tenant_id"] == "globex"),
+            "{events:?}"
+        );
+        let (_, queue) = call(
+            &client,
+            &server,
+            Method::GET,
+            "/v1/queue/state?tenant_id=acme",
+            Some("key-viewer-globex"),
+            None,
+        )
+        .await;
+        assert!(queue["pending"].as_array().is_some_and(|p| !p.is_empty() && p.iter().all(|i| i["intent_id"] != "acme-intent")), "{queue}");
+
+        // Taking another tenant's intent id does not touch it.
+        let grab = json!({"id": "globex-intent", "source": "evil", "tenant_id": "acme"});
+        let (status, _) = call(
+            &client,
+            &server,
+            Method::POST,
+            "/v1/intents",
+            Some("key-operator-acme"),
+            Some(grab),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        let (_, intent) = call(
+            &client,
+            &server,
+            Method::GET,
+            "/v1/intents/globex-intent",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (intent["tenant_id"].clone(), intent["source"].clone()),
+            (json!("globex"), json!("feature/x"))
         );
         let (_, all) = call(
             &client,
@@ -885,7 +920,7 @@ async fn two_servers_share_rate_limits_and_rotations() {
         &a,
         Method::POST,
         "/v1/auth/keys/rotate",
-        Some("key-admin-globex"),
+        Some("key-admin-none"),
         Some(json!({"grace_period_seconds": 2})),
     )
     .await;
@@ -903,14 +938,14 @@ async fn two_servers_share_rate_limits_and_rotations() {
     .await;
     assert_eq!(
         (status, who["actor"].clone(), who["tenant"].clone()),
-        (StatusCode::OK, json!("admin-g"), json!("globex"))
+        (StatusCode::OK, json!("admin-n"), Value::Null)
     );
     let (status, _) = call(
         &client,
         &b,
         Method::GET,
         "/v1/auth/whoami",
-        Some("key-admin-globex"),
+        Some("key-admin-none"),
         None,
     )
     .await;
@@ -919,13 +954,28 @@ async fn two_servers_share_rate_limits_and_rotations() {
         StatusCode::OK,
         "the old key works during the grace period"
     );
+    let extend = json!({"grace_period_seconds": 86400});
+    let (status, _) = call(
+        &client,
+        &b,
+        Method::POST,
+        "/v1/auth/keys/rotate",
+        Some("key-admin-none"),
+        Some(extend),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a key being retired cannot rotate itself a new lease of life"
+    );
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let (status, _) = call(
         &client,
         &b,
         Method::GET,
         "/v1/auth/whoami",
-        Some("key-admin-globex"),
+        Some("key-admin-none"),
         None,
     )
     .await;
@@ -942,7 +992,7 @@ async fn two_servers_share_rate_limits_and_rotations() {
         &c,
         Method::GET,
         "/v1/auth/whoami",
-        Some("key-admin-globex"),
+        Some("key-admin-none"),
         None,
     )
     .await;
@@ -987,6 +1037,21 @@ async fn readiness_follows_the_database_and_sigterm_stops_cleanly() {
         (StatusCode::SERVICE_UNAVAILABLE, json!("unavailable")),
         "{ready}"
     );
+    assert_eq!(ready["error"]["code"], "unavailable");
+    let (status, body) = call(
+        &client,
+        &server,
+        Method::GET,
+        "/v1/intents",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("unavailable")),
+        "{body}"
+    );
     assert!(
         !ready.to_string().contains(&name),
         "no internals in the body: {ready}"
@@ -1002,4 +1067,38 @@ async fn readiness_follows_the_database_and_sigterm_stops_cleanly() {
     assert!(killed.success());
     let exit = server.child.wait().unwrap_or_else(|e| panic!("{e}"));
     assert!(exit.success(), "converge serve exited with {exit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_token_guards_metrics() {
+    let client = reqwest::Client::new();
+    let (database, _dir) = databases().await.remove(0);
+    let server = Server::start(&database, &[("CONVERGE_METRICS_TOKEN", "scrape-secret")]);
+    let denied = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+    let wrong = client
+        .get(server.url("/metrics"))
+        .bearer_auth("guess")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let allowed = client
+        .get(server.url("/metrics"))
+        .bearer_auth("scrape-secret")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(allowed.status(), StatusCode::OK);
+    assert!(
+        allowed
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("converge_intents{status=\"READY\"}")
+    );
 }

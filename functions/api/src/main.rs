@@ -1,7 +1,8 @@
 //! The `api` Lambda function: `lambda_http` around the API router of `converge-http`.
 //!
-//! State is built once per process (outside the handler): the store's pool connects lazily on
-//! the first request, so a cold start does no network work.
+//! State is built once per process (outside the handler): at cold start the store is
+//! migrated (a no-op after the first instance) and the configured keys' hashes are stored;
+//! requests then reuse the pool.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

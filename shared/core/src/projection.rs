@@ -107,6 +107,12 @@ pub fn apply(current: Option<&Intent>, event: &Event) -> Result<Option<Intent>, 
                     intent_id: intent_id.to_owned(),
                     source,
                 })?;
+            if created.tenant_id != existing.tenant_id {
+                return Err(payload_error(
+                    "tenant_id",
+                    "cannot change when an intent is created again".to_owned(),
+                ));
+            }
             created.created_at = existing.created_at;
             created.created_by = existing.created_by.clone();
         }
@@ -256,6 +262,34 @@ mod tests {
         assert_eq!(state.status, Status::Merged);
         assert_eq!(state.retries, 1);
         assert_eq!(state.risk_level, RiskLevel::High);
+    }
+
+    #[test]
+    fn a_re_creation_cannot_move_an_intent_to_another_tenant() {
+        let mut first = created();
+        first.tenant_id = Some("globex".into());
+        let mut second = created();
+        second.tenant_id = Some("acme".into());
+        let result = fold(&[
+            event(
+                EventType::IntentCreated,
+                serde_json::to_value(first).unwrap_or_default(),
+            ),
+            event(
+                EventType::IntentCreated,
+                serde_json::to_value(second).unwrap_or_default(),
+            ),
+        ]);
+        assert!(
+            matches!(
+                result,
+                Err(ProjectionError::Payload {
+                    field: "tenant_id",
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
     }
 
     #[test]

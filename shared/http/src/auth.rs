@@ -41,9 +41,8 @@ impl FromStr for Role {
             "viewer" => Ok(Role::Viewer),
             "operator" => Ok(Role::Operator),
             "admin" => Ok(Role::Admin),
-            other => Err(format!(
-                "unknown role '{other}' (expected viewer, operator or admin)"
-            )),
+            // The value is not repeated: in a misordered entry it may be part of a key.
+            _ => Err("unknown role (expected viewer, operator or admin)".to_owned()),
         }
     }
 }
@@ -72,6 +71,9 @@ pub struct Principal {
     /// Hash of the key used (to rotate it); absent when authentication is off.
     #[serde(skip)]
     pub key_hash: Option<String>,
+    /// When the key used stops working (it is in a rotation's grace period), if ever.
+    #[serde(skip)]
+    pub key_expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Principal {
@@ -83,6 +85,7 @@ impl Principal {
             tenant: None,
             scopes: None,
             key_hash: None,
+            key_expires_at: None,
         }
     }
 
@@ -241,6 +244,7 @@ pub(crate) fn principal_of(record: ApiKeyRecord) -> Result<Principal, ApiError> 
         tenant: record.tenant_id,
         scopes: (!record.scopes.is_empty()).then_some(record.scopes),
         key_hash: Some(record.key_hash),
+        key_expires_at: record.expires_at,
     })
 }
 
@@ -262,6 +266,13 @@ struct CachedKey {
 }
 
 impl KeyCache {
+    /// Forgets a key, so the next request re-reads it (after this instance changed it).
+    pub fn forget(&self, key_hash: &str) {
+        if let Ok(mut cache) = self.0.lock() {
+            cache.remove(key_hash);
+        }
+    }
+
     async fn principal(&self, state: &AppState, key_hash: &str) -> Result<Principal, ApiError> {
         let now = state.clock.now();
         if let Ok(cache) = self.0.lock()
@@ -324,8 +335,19 @@ pub async fn authenticate(
         let now = state.clock.now();
         let window = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
         let reset = (window + TimeDelta::minutes(1) - now).num_seconds().max(1) as u64;
-        let bucket = principal.tenant.clone().unwrap_or_default();
+        // A tenant's keys share its budget; an untenanted key has its own, per actor.
+        let bucket = match &principal.tenant {
+            Some(tenant) => tenant.clone(),
+            None => format!("actor:{}", principal.actor),
+        };
         let hits = state.store.hit_rate_limit(&bucket, window).await?;
+        if hits == 1 {
+            // First request of this bucket in a new minute: forget windows that cannot matter.
+            state
+                .store
+                .prune_rate_limits(window - TimeDelta::minutes(2))
+                .await?;
+        }
         if hits > i64::from(limit) {
             state.metrics.count_rate_limited(&bucket);
             return Err(ApiError::RateLimited {
@@ -393,6 +415,7 @@ mod tests {
             tenant: Some("acme".into()),
             scopes: Some(vec!["queue.*".into(), "intents.read".into()]),
             key_hash: None,
+            key_expires_at: None,
         };
         assert!(p.require(Role::Viewer, "intents.read").is_ok());
         assert!(p.require(Role::Operator, "queue.write").is_ok());

@@ -111,13 +111,18 @@ impl From<StoreError> for ApiError {
 }
 
 fn is_unreachable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
+    match error {
         sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-    )
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
+        // PostgreSQL: connection exceptions (08…), the database is gone (3D000), the server is
+        // shutting down or restarting (57P0…).
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            code.starts_with("08") || code == "3D000" || code.starts_with("57P0")
+        }),
+        _ => false,
+    }
 }
 
 impl From<JsonRejection> for ApiError {

@@ -44,8 +44,9 @@ pub const BODY_LIMIT_BYTES: usize = 1 << 20;
 pub const DEFAULT_RATE_LIMIT_RPM: u32 = 120;
 
 /// API settings: `CONVERGE_AUTH_REQUIRED` (default 1), `CONVERGE_API_KEYS`,
-/// `CONVERGE_RATE_LIMIT_ENABLED` (default 1), `CONVERGE_RATE_LIMIT_RPM` (default 120).
-#[derive(Debug, Clone)]
+/// `CONVERGE_RATE_LIMIT_ENABLED` (default 1), `CONVERGE_RATE_LIMIT_RPM` (default 120),
+/// `CONVERGE_METRICS_TOKEN` (optional).
+#[derive(Clone)]
 pub struct ApiSettings {
     /// Whether requests need an API key.
     pub auth_required: bool,
@@ -53,6 +54,10 @@ pub struct ApiSettings {
     pub rate_limit_rpm: Option<u32>,
     /// Keys to seed into the store at start.
     pub api_keys: Vec<ApiKeySpec>,
+    /// When set, `/metrics` answers only `Authorization: Bearer <token>` (its labels name
+    /// tenants, repositories and lease holders; set it wherever `/metrics` is reachable from
+    /// outside).
+    pub metrics_token: Option<String>,
 }
 
 fn flag(
@@ -68,6 +73,20 @@ fn flag(
     }
 }
 
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("auth_required", &self.auth_required)
+            .field("rate_limit_rpm", &self.rate_limit_rpm)
+            .field("api_keys", &self.api_keys)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
 impl ApiSettings {
     /// Reads the settings through `lookup` (the environment in production).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ApiSettings, String> {
@@ -80,10 +99,12 @@ impl ApiSettings {
             })?,
         };
         let api_keys = parse_api_keys(&lookup("CONVERGE_API_KEYS").unwrap_or_default())?;
+        let metrics_token = lookup("CONVERGE_METRICS_TOKEN").filter(|t| !t.trim().is_empty());
         Ok(ApiSettings {
             auth_required,
             rate_limit_rpm: rate_limited.then_some(rpm),
             api_keys,
+            metrics_token,
         })
     }
 }
@@ -122,10 +143,11 @@ impl AppState {
         }
     }
 
-    /// A fresh 12-hex-character id.
+    /// A fresh id: 96 random bits as 24 hex characters (unique for any number of events a
+    /// deployment will ever hold).
     pub fn new_id(&self) -> String {
-        let n: u64 = rand::rng().random();
-        format!("{:012x}", n & 0xffff_ffff_ffff)
+        let bytes: [u8; 12] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// 256 random bits, hex (for API keys).
@@ -150,7 +172,11 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
             eprintln!("converge-http: readiness check failed: {e}");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "error": "the database is unreachable", "timestamp": state.clock.now()})),
+                Json(json!({
+                    "status": "unavailable",
+                    "error": {"code": "unavailable", "message": "the database is unreachable"},
+                    "timestamp": state.clock.now()
+                })),
             )
                 .into_response()
         }

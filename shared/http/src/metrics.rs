@@ -142,7 +142,21 @@ pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: N
 }
 
 /// `GET /metrics`.
-pub async fn scrape(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+pub async fn scrape(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(token) = &state.settings.metrics_token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Compared as hashes: the time taken does not depend on how much of the token matched.
+        if crate::auth::hash_key(presented) != crate::auth::hash_key(token) {
+            return Err(ApiError::Unauthenticated);
+        }
+    }
     let mut out = String::new();
     state.metrics.render(&mut out);
 

@@ -44,6 +44,12 @@ const TENANT: Param = (
     "Tenant to read (ignored for tenant-bound keys, which always read their own).",
 );
 const LIMIT: Param = ("limit", In::Query, "integer", "Page size.");
+const TENANT_WRITE: Param = (
+    "tenant_id",
+    In::Query,
+    "string",
+    "Tenant written to; a tenant-bound key may only name its own (403 otherwise).",
+);
 const ID: Param = (
     "id",
     In::Path,
@@ -298,7 +304,7 @@ pub(crate) fn routes() -> Vec<Route> {
             summary: "Set the tenant's risk gate policy (the `risk` section of policy.json).",
             role: "operator",
             scope: "risk.write",
-            params: &[TENANT],
+            params: &[TENANT_WRITE],
             body: Some(
                 "{tenant_id?, max_risk_score?, max_damage_score?, max_propagation_score?, mode? (shadow|enforce), enforce_ratio?}",
             ),
@@ -360,7 +366,10 @@ pub fn document() -> Value {
                 "401": error_response("Missing, unknown or expired API key."),
                 "403": error_response("Role or scope too low, or a write into another tenant."),
                 "404": error_response("Not found, or not visible to this key's tenant."),
+                "409": error_response("The request conflicts with the intent's state (illegal move, id taken)."),
+                "413": error_response("Body larger than 1 MiB."),
                 "429": error_response("The tenant's requests per minute are used up; see Retry-After."),
+                "503": error_response("The database is unreachable."),
             },
         });
         if let Some(body) = route.body {

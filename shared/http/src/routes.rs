@@ -288,8 +288,11 @@ pub(crate) async fn create_intent(
         ));
     }
     let tenant = principal.write_tenant(body.tenant_id)?;
+    // The same answer whichever tenant holds the id (ids are one namespace).
     if state.store.intent(&id).await?.is_some() {
-        return Err(ApiError::Conflict(format!("intent '{id}' already exists")));
+        return Err(ApiError::Conflict(format!(
+            "intent id '{id}' is already taken"
+        )));
     }
     let mut intent = Intent::new(&id, source, target, state.clock.now());
     intent.created_by = principal.actor.clone();
@@ -660,12 +663,18 @@ pub(crate) struct Rotate {
 pub(crate) async fn rotate_key(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult {
     principal.require(Role::Admin, "admin")?;
+    let body = body.map_err(|_| ApiError::PayloadTooLarge(crate::BODY_LIMIT_BYTES))?;
     let old_hash = principal.key_hash.clone().ok_or_else(|| {
         ApiError::BadRequest("authentication is off: there is no key to rotate".to_owned())
     })?;
+    if principal.key_expires_at.is_some() {
+        return Err(ApiError::Forbidden(
+            "this key is already being retired; rotate with its replacement".to_owned(),
+        ));
+    }
     // The body is optional: no body means the default grace period.
     let request: Rotate = if body.iter().all(u8::is_ascii_whitespace) {
         Rotate::default()
@@ -700,6 +709,7 @@ pub(crate) async fn rotate_key(
         .store
         .expire_api_key(&old_hash, old_expires_at)
         .await?;
+    state.key_cache.forget(&old_hash);
     let payload = json!({"actor": principal.actor, "grace_period_seconds": grace, "old_key_expires_at": old_expires_at});
     let rotated = event(
         &state,

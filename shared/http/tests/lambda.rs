@@ -66,6 +66,7 @@ async fn app(store: Store) -> axum::Router {
         rate_limit_rpm: Some(1_000),
         api_keys: parse_api_keys("k-op:operator:lambda-op:acme, k-view:viewer:lambda-view:globex")
             .unwrap_or_default(),
+        metrics_token: None,
     };
     let state = Arc::new(AppState::new(
         store,

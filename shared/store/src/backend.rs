@@ -511,9 +511,14 @@ macro_rules! store_operations {
                     .transpose()
             }
 
-            /// Sets when a key stops working (rotation grace). False if no such key.
+            /// Sets when a key stops working (rotation grace), unless it already stops sooner.
+            /// False if no such key.
             pub async fn expire_api_key(&self, key_hash: &str, at: chrono::DateTime<chrono::Utc>) -> Result<bool, $crate::StoreError> {
-                let updated = sqlx::query("UPDATE api_keys SET expires_at = $2 WHERE key_hash = $1")
+                // Only ever brings the expiry closer: a key in its grace period cannot extend it.
+                let updated = sqlx::query(
+                    "UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NULL OR $2 < expires_at THEN $2 ELSE expires_at END \
+                     WHERE key_hash = $1",
+                )
                     .bind(key_hash)
                     .bind(ts(at))
                     .execute(&self.pool)
