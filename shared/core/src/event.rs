@@ -64,8 +64,10 @@ event_types! {
     IntentPreEvaluated => "intent.pre_evaluated",
     /// A merge simulation finished.
     SimulationCompleted => "simulation.completed",
-    /// One required check reported.
+    /// One required check was read during a validation.
     CheckCompleted => "check.completed",
+    /// CI reported a check's result for a commit of an intent.
+    CheckReported => "check.reported",
     /// The risk engine evaluated the change.
     RiskEvaluated => "risk.evaluated",
     /// The risk gate ran in shadow mode on request.

@@ -30,16 +30,41 @@ pub async fn state_from_env() -> Result<Arc<AppState>, BootError> {
     let settings = ApiSettings::from_lookup(lookup).map_err(BootError::Config)?;
     let store = Store::open(&store_config, Arc::new(SystemClock))?;
     store.migrate().await?;
-    let state = Arc::new(AppState::new(
+    let mut state = AppState::new(
         store,
         Arc::new(SystemClock),
         settings,
         PolicyConfig::default(),
-    ));
+    );
+    state.scm = local_repository(lookup("CONVERGE_REPO_PATH"));
+    let state = Arc::new(state);
     seed_api_keys(&state, &state.settings.api_keys)
         .await
         .map_err(BootError::Keys)?;
     Ok(state)
+}
+
+/// The git repository intents are validated against: `CONVERGE_REPO_PATH`, else the working
+/// directory when it is inside a git work tree (the local server started in its repository).
+fn local_repository(configured: Option<String>) -> Option<converge_runtime::local_git::GitScm> {
+    let path = match configured.filter(|p| !p.trim().is_empty()) {
+        Some(path) => std::path::PathBuf::from(path),
+        None => {
+            let cwd = std::env::current_dir().ok()?;
+            let inside = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&cwd)
+                .args(["rev-parse", "--is-inside-work-tree"])
+                .output()
+                .ok()
+                .is_some_and(|o| o.status.success());
+            if !inside {
+                return None;
+            }
+            cwd
+        }
+    };
+    Some(converge_runtime::local_git::GitScm::new(path))
 }
 
 /// The API router from the environment.

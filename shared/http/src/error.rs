@@ -43,6 +43,9 @@ pub enum ApiError {
     /// The database cannot be reached (503).
     #[error("the database is unavailable")]
     Unavailable,
+    /// A dependency other than the database failed or is not configured (503).
+    #[error("{0}")]
+    DependencyUnavailable(String),
     /// Anything else (500); the cause is logged, not shown.
     #[error("an internal error occurred")]
     Internal(String),
@@ -59,6 +62,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::DependencyUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "dependency_unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

@@ -123,6 +123,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Recently resolved API keys.
     pub key_cache: auth::KeyCache,
+    /// The repository intents are validated against (local git), if configured.
+    pub scm: Option<converge_runtime::local_git::GitScm>,
 }
 
 impl AppState {
@@ -140,6 +142,7 @@ impl AppState {
             policy,
             metrics: Metrics::default(),
             key_cache: auth::KeyCache::default(),
+            scm: None,
         }
     }
 

@@ -61,6 +61,28 @@ const ID: Param = (
 pub(crate) fn routes() -> Vec<Route> {
     vec![
         Route {
+            method: "post",
+            path: "/intents/{id}/validate",
+            summary: "Validate the intent against the repository now: merge simulation, required checks (as reported by CI), risk, policy gates, risk gate. Records the events; answers the decision.",
+            role: "operator",
+            scope: "intents.write",
+            params: &[ID],
+            body: Some("{skip_checks? (admin only)} — or no body"),
+            success: 200,
+            handler: post(routes::validate_intent),
+        },
+        Route {
+            method: "post",
+            path: "/intents/{id}/checks",
+            summary: "Report a check's result for a commit of the intent (what validation reads).",
+            role: "operator",
+            scope: "checks.write",
+            params: &[ID],
+            body: Some("{name, state (passed|failed|pending), head_sha, details?}"),
+            success: 201,
+            handler: post(routes::report_check),
+        },
+        Route {
             method: "get",
             path: "/intents",
             summary: "List intents in queue order (priority, age); `next_cursor` pages on.",

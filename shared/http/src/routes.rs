@@ -934,3 +934,162 @@ mod tests {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+/// The body of `POST /intents/{id}/checks`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckReport {
+    name: String,
+    state: ReportedState,
+    head_sha: String,
+    #[serde(default)]
+    details: String,
+}
+
+#[derive(Deserialize, serde::Serialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ReportedState {
+    Passed,
+    Failed,
+    Pending,
+}
+
+/// `POST /intents/{id}/checks`: CI reports a check's result for a commit of the intent.
+pub(crate) async fn report_check(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<CheckReport>,
+) -> ApiResult {
+    principal.require(Role::Operator, "checks.write")?;
+    let intent = visible_intent(&state, &principal, &id).await?;
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::BadRequest(
+            "name must be 1 to 100 characters".to_owned(),
+        ));
+    }
+    let sha = body.head_sha.trim().to_lowercase();
+    if !(7..=64).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::BadRequest(
+            "head_sha must be a commit sha (7 to 64 hex characters)".to_owned(),
+        ));
+    }
+    let details: String = body.details.chars().take(2_000).collect();
+    let payload = json!({"name": name, "state": body.state, "head_sha": sha, "details": details, "reported_by": principal.actor});
+    let reported = event(
+        &state,
+        &principal,
+        EventType::CheckReported,
+        Some(&intent.id),
+        intent.tenant_id.clone(),
+        payload,
+    );
+    state
+        .store
+        .commit(&Commit {
+            events: vec![reported],
+            ..Commit::default()
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({"ok": true, "intent_id": intent.id, "name": name, "state": body.state, "head_sha": sha}))).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ValidateRequest {
+    #[serde(default)]
+    skip_checks: bool,
+}
+
+struct StateClock<'a>(&'a AppState);
+
+impl converge_core::pipeline::Clock for StateClock<'_> {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.clock.now()
+    }
+}
+
+struct StateIds<'a>(&'a AppState);
+
+impl converge_core::pipeline::IdSource for StateIds<'_> {
+    fn new_id(&self) -> String {
+        self.0.new_id()
+    }
+}
+
+/// `POST /intents/{id}/validate`: runs the validation pipeline against the repository now and
+/// records its events; answers the decision (validated or blocked, with the evidence).
+pub(crate) async fn validate_intent(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult {
+    use converge_core::pipeline::{Outcome, PipelineError, Ports, ValidationOptions, validate};
+    principal.require(Role::Operator, "intents.write")?;
+    let body = body.map_err(|_| ApiError::PayloadTooLarge(crate::BODY_LIMIT_BYTES))?;
+    let request: ValidateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ValidateRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    if request.skip_checks {
+        principal.require(Role::Admin, "admin")?;
+    }
+    let intent = visible_intent(&state, &principal, &id).await?;
+    let scm = state.scm.as_ref().ok_or_else(|| {
+        ApiError::DependencyUnavailable(
+            "no repository is configured for validation (set CONVERGE_REPO_PATH)".to_owned(),
+        )
+    })?;
+    let checks = converge_runtime::reported_checks::ReportedChecks::new(state.store.clone());
+    let ports = Ports {
+        scm,
+        checks: &checks,
+        clock: &StateClock(&state),
+        ids: &StateIds(&state),
+    };
+    let options = ValidationOptions {
+        skip_checks: request.skip_checks,
+        ..ValidationOptions::default()
+    };
+    let decision = validate(&intent, ports, &state.policy, options)
+        .await
+        .map_err(|e| match e {
+            PipelineError::Terminal { .. } => ApiError::Conflict(e.to_string()),
+            PipelineError::Scm(_) | PipelineError::Checks(_) => {
+                ApiError::DependencyUnavailable(e.to_string())
+            }
+        })?;
+    state
+        .store
+        .commit(&Commit {
+            events: decision.events.clone(),
+            ..Commit::default()
+        })
+        .await?;
+    let (verdict, kind, reason) = match &decision.outcome {
+        Outcome::Validated => ("validated", None, None),
+        Outcome::Blocked { kind, reason } => ("blocked", Some(*kind), Some(reason.clone())),
+    };
+    let sim = &decision.merge.simulation;
+    ok(json!({
+        "decision": verdict,
+        "kind": kind,
+        "reason": reason,
+        "intent_id": decision.intent_id,
+        "trace_id": decision.trace_id,
+        "risk_level": decision.risk_level,
+        "simulation": {"mergeable": sim.mergeable, "conflicts": sim.conflicts, "files_changed": sim.files_changed,
+                        "head_sha": decision.merge.head_sha, "target_sha": decision.merge.target_sha},
+        "checks": decision.checks,
+        "risk": decision.risk,
+        "policy": decision.policy,
+        "risk_gate": decision.risk_gate,
+    }))
+}

@@ -1,6 +1,13 @@
-//! Runtime wiring: the one configuration struct (environment + Secrets Manager), the SQS
-//! client, OpenTelemetry export, and the assembly of application state for each function and
-//! for the local server.
+//! Runtime wiring and the local adapters of the domain's ports.
 //!
-//! Status: not built yet (issues "The worker" and "Serverless packaging"); the crate exists so
-//! the workspace has its final shape. It exports nothing.
+//! - [`local_git::GitScm`]: the `Scm` port over a git repository on this machine (the `git`
+//!   CLI): merge simulation with `git merge-tree`, files changed from the merge base, and
+//!   co-change history from `git log`.
+//! - [`reported_checks::ReportedChecks`]: the `Checks` port over check results that CI reported
+//!   to Converge (`POST /v1/intents/{id}/checks`, recorded as `check.reported` events).
+//!
+//! Still to come here (worker and packaging issues): the one configuration struct with Secrets
+//! Manager, SQS, and OpenTelemetry export.
+
+pub mod local_git;
+pub mod reported_checks;

@@ -1,0 +1,263 @@
+//! Validation over HTTP against a real git repository: `converge serve` with
+//! CONVERGE_REPO_PATH, CI reporting checks through the API, on SQLite and PostgreSQL.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use converge_testkit::fresh_pg_database;
+use serde_json::{Value, json};
+
+const KEY: &str = "validate-key";
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .output()
+        .unwrap_or_else(|e| panic!("git: {e}"));
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn commit_file(repo: &Path, path: &str, content: &str, message: &str) {
+    let file = repo.join(path);
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::fs::write(&file, content).unwrap_or_else(|e| panic!("{e}"));
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", message]);
+}
+
+/// main with a little code; feature/docs changes one doc; feature/clash edits what main edits.
+fn repository(dir: &Path) {
+    git(dir, &["init", "-q", "-b", "main"]);
+    commit_file(dir, "src/app/main.rs", "fn main() {}\n", "init");
+    commit_file(dir, "docs/guide.md", "# Guide\n", "docs");
+    git(dir, &["checkout", "-q", "-b", "feature/docs"]);
+    commit_file(dir, "docs/guide.md", "# Guide\n\nMore.\n", "more docs");
+    git(dir, &["checkout", "-q", "-b", "feature/clash", "main"]);
+    commit_file(dir, "src/app/main.rs", "fn main() { clash(); }\n", "clash");
+    git(dir, &["checkout", "-q", "main"]);
+    commit_file(
+        dir,
+        "src/app/main.rs",
+        "fn main() { run(); }\n",
+        "main moves",
+    );
+}
+
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(cwd: &Path, env: &[(&str, String)]) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_converge"));
+    command
+        .args(["serve", "--port", "0"])
+        .current_dir(cwd)
+        .env("CONVERGE_API_KEYS", format!("{KEY}:admin:ci"))
+        .env("CONVERGE_RATE_LIMIT_ENABLED", "0")
+        .env_remove("CONVERGE_REPO_PATH")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let mut lines =
+        BufReader::new(child.stderr.take().unwrap_or_else(|| panic!("no stderr"))).lines();
+    let base = loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("serving the API on ") => {
+                break line.rsplit(' ').next().unwrap_or_default().to_owned();
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("converge serve did not start: {other:?}"),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server(child, base)
+}
+
+async fn post(client: &reqwest::Client, server: &Server, path: &str, body: Value) -> (u16, Value) {
+    let response = client
+        .post(format!("{}{path}", server.1))
+        .header("x-api-key", KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_reads_the_repository_and_reported_checks() {
+    let client = reqwest::Client::new();
+    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    repository(repo.path());
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let backends = [
+        vec![
+            ("CONVERGE_DB_BACKEND", "sqlite".to_owned()),
+            (
+                "CONVERGE_DB_PATH",
+                state.path().join("s.db").display().to_string(),
+            ),
+        ],
+        vec![
+            ("CONVERGE_DB_BACKEND", "postgres".to_owned()),
+            ("CONVERGE_PG_DSN", fresh_pg_database().await),
+        ],
+    ];
+    for env in backends {
+        let mut env = env.clone();
+        env.push(("CONVERGE_REPO_PATH", repo.path().display().to_string()));
+        let server = serve(state.path(), &env);
+        for (id, source) in [
+            ("docs", "feature/docs"),
+            ("docs-again", "feature/docs"),
+            ("clash", "feature/clash"),
+            ("gone", "feature/deleted"),
+        ] {
+            let (status, _) = post(
+                &client,
+                &server,
+                "/v1/intents",
+                json!({"id": id, "source": source, "risk_level": "low"}),
+            )
+            .await;
+            assert_eq!(status, 201);
+        }
+
+        // No CI result yet: blocked as pending, not failed.
+        let (status, decision) =
+            post(&client, &server, "/v1/intents/docs/validate", json!({})).await;
+        assert_eq!(status, 200, "{decision}");
+        assert_eq!(
+            (decision["decision"].as_str(), decision["kind"].as_str()),
+            (Some("blocked"), Some("checks_pending")),
+            "{decision}"
+        );
+        assert_eq!(
+            decision["simulation"]["files_changed"],
+            json!(["docs/guide.md"]),
+            "counted from the merge base"
+        );
+        let head = decision["simulation"]["head_sha"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(head, git(repo.path(), &["rev-parse", "feature/docs"]));
+
+        // CI reports lint green for that commit: validated.
+        let report = json!({"name": "lint", "state": "passed", "head_sha": head});
+        let (status, body) = post(&client, &server, "/v1/intents/docs/checks", report).await;
+        assert_eq!(status, 201, "{body}");
+        let (_, decision) = post(&client, &server, "/v1/intents/docs/validate", json!({})).await;
+        assert_eq!(decision["decision"], "validated", "{decision}");
+        assert_eq!(
+            decision["simulation"]["target_sha"].as_str(),
+            Some(git(repo.path(), &["rev-parse", "main"]).as_str())
+        );
+        let intent: Value = client
+            .get(format!("{}/v1/intents/docs", server.1))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        assert_eq!(intent["status"], "VALIDATED");
+
+        // A result for another commit does not count.
+        let stale = json!({"name": "lint", "state": "passed", "head_sha": git(repo.path(), &["rev-parse", "main"])});
+        post(&client, &server, "/v1/intents/docs-again/checks", stale).await;
+        let (_, decision) = post(
+            &client,
+            &server,
+            "/v1/intents/docs-again/validate",
+            json!({}),
+        )
+        .await;
+        assert_eq!(decision["kind"], "checks_pending", "{decision}");
+        // A red check blocks and says which.
+        let red =
+            json!({"name": "lint", "state": "failed", "head_sha": head, "details": "3 warnings"});
+        post(&client, &server, "/v1/intents/docs-again/checks", red).await;
+        let (_, decision) = post(
+            &client,
+            &server,
+            "/v1/intents/docs-again/validate",
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            (decision["kind"].as_str(), decision["reason"].as_str()),
+            (Some("checks_failed"), Some("Checks failed: ['lint']"))
+        );
+
+        let (_, decision) = post(&client, &server, "/v1/intents/clash/validate", json!({})).await;
+        assert_eq!(
+            (decision["kind"].as_str(), decision["reason"].as_str()),
+            (Some("conflict"), Some("Merge conflicts: src/app/main.rs")),
+            "{decision}"
+        );
+
+        let (_, decision) = post(&client, &server, "/v1/intents/gone/validate", json!({})).await;
+        assert_eq!(
+            (decision["kind"].as_str(), decision["reason"].as_str()),
+            (Some("missing_ref"), Some("Unknown ref 'feature/deleted'"))
+        );
+
+        let (status, body) = post(
+            &client,
+            &server,
+            "/v1/intents/docs/checks",
+            json!({"name": "lint", "state": "green", "head_sha": head}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("bad_request"))
+        );
+    }
+
+    // Without a repository, validation says so instead of guessing.
+    let elsewhere = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let env = [(
+        "CONVERGE_DB_PATH",
+        elsewhere.path().join("s.db").display().to_string(),
+    )];
+    let server = serve(elsewhere.path(), &env);
+    post(
+        &client,
+        &server,
+        "/v1/intents",
+        json!({"id": "x", "source": "feature/docs"}),
+    )
+    .await;
+    let (status, body) = post(&client, &server, "/v1/intents/x/validate", json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("dependency_unavailable")),
+        "{body}"
+    );
+}
