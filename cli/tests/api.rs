@@ -1,11 +1,10 @@
 //! The HTTP API, black box: `converge serve` processes on SQLite and PostgreSQL, driven over
 //! real HTTP like any client would.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use converge_testkit::fresh_pg_database;
+use converge_testkit::{ServerProcess, fresh_pg_database};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -23,66 +22,24 @@ fn keys() -> String {
     entries.join(",")
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(database: &Database, extra_env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_converge"));
-        command
-            .args(["serve", "--port", "0"])
-            .current_dir(dir.path())
-            .env("CONVERGE_API_KEYS", keys())
-            .env("CONVERGE_RATE_LIMIT_ENABLED", "0")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null());
-        match database {
-            Database::Sqlite(path) => command
-                .env("CONVERGE_DB_BACKEND", "sqlite")
-                .env("CONVERGE_DB_PATH", path),
-            Database::Postgres(url) => command
-                .env("CONVERGE_DB_BACKEND", "postgres")
-                .env("CONVERGE_PG_DSN", url),
-        };
-        for (k, v) in extra_env {
-            command.env(k, v);
+fn start_server(database: &Database, extra_env: &[(&str, &str)]) -> ServerProcess {
+    let dir = std::env::temp_dir();
+    let mut env = vec![
+        ("CONVERGE_API_KEYS", keys()),
+        ("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()),
+    ];
+    match database {
+        Database::Sqlite(path) => {
+            env.push(("CONVERGE_DB_BACKEND", "sqlite".to_owned()));
+            env.push(("CONVERGE_DB_PATH", path.clone()));
         }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start converge serve: {e}"));
-        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
-        let mut lines = BufReader::new(stderr).lines();
-        let base = loop {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("serving the API on ") => {
-                    break line.rsplit(' ').next().unwrap_or_default().to_owned();
-                }
-                Some(Ok(_)) => continue,
-                other => panic!("converge serve did not start: {other:?}"),
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            base,
-            _dir: dir,
+        Database::Postgres(url) => {
+            env.push(("CONVERGE_DB_BACKEND", "postgres".to_owned()));
+            env.push(("CONVERGE_PG_DSN", url.clone()));
         }
     }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    env.extend(extra_env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    ServerProcess::start(env!("CARGO_BIN_EXE_converge"), &dir, &env)
 }
 
 enum Database {
@@ -102,7 +59,7 @@ async fn databases() -> Vec<(Database, tempfile::TempDir)> {
 
 async fn call(
     client: &reqwest::Client,
-    server: &Server,
+    server: &ServerProcess,
     method: Method,
     path: &str,
     key: Option<&str>,
@@ -142,7 +99,7 @@ fn encode(id: &str) -> String {
 async fn intents_move_through_the_api_on_both_backends() {
     let client = reqwest::Client::new();
     for (database, _dir) in databases().await {
-        let server = Server::start(&database, &[]);
+        let server = start_server(&database, &[]);
         let admin = Some(ADMIN);
         for n in 0..5 {
             let body = json!({"id": format!("acme/app:pr-{n}"), "source": format!("feature/{n}"), "priority": 5 - n, "tenant_id": "acme", "technical": {"scope_hint": ["ü"]}});
@@ -330,7 +287,7 @@ async fn intents_move_through_the_api_on_both_backends() {
 async fn every_error_uses_the_envelope() {
     let client = reqwest::Client::new();
     let (database, _dir) = databases().await.remove(0);
-    let server = Server::start(&database, &[]);
+    let server = start_server(&database, &[]);
     let admin = Some(ADMIN);
     /// (method, path, key, body, expected status, expected error code)
     type Case<'a> = (
@@ -540,7 +497,7 @@ enum Outcome {
 async fn tenant_isolation_matrix() {
     let client = reqwest::Client::new();
     for (database, _dir) in databases().await {
-        let server = Server::start(&database, &[]);
+        let server = start_server(&database, &[]);
         for tenant in ["acme", "globex"] {
             let body = json!({"id": format!("{tenant}-intent"), "source": "feature/x", "tenant_id": tenant});
             let (status, _) = call(
@@ -870,8 +827,8 @@ async fn two_servers_share_rate_limits_and_rotations() {
         ("CONVERGE_RATE_LIMIT_RPM", "5"),
     ];
     let (a, b) = (
-        Server::start(&database, &limits),
-        Server::start(&database, &limits),
+        start_server(&database, &limits),
+        start_server(&database, &limits),
     );
 
     wait_for_fresh_minute(15).await;
@@ -1007,7 +964,7 @@ async fn two_servers_share_rate_limits_and_rotations() {
     );
     // A restart that re-reads CONVERGE_API_KEYS does not bring the rotated key back.
     drop(a);
-    let c = Server::start(&database, &limits);
+    let c = start_server(&database, &limits);
     let (status, _) = call(
         &client,
         &c,
@@ -1034,7 +991,7 @@ async fn two_servers_share_rate_limits_and_rotations() {
 async fn readiness_follows_the_database_and_sigterm_stops_cleanly() {
     let client = reqwest::Client::new();
     let url = fresh_pg_database().await;
-    let mut server = Server::start(&Database::Postgres(url.clone()), &[]);
+    let mut server = start_server(&Database::Postgres(url.clone()), &[]);
     let (status, ready) = call(&client, &server, Method::GET, "/health/ready", None, None).await;
     assert_eq!(
         (status, ready["status"].clone()),
@@ -1080,13 +1037,13 @@ async fn readiness_follows_the_database_and_sigterm_stops_cleanly() {
     let (status, _) = call(&client, &server, Method::GET, "/health/live", None, None).await;
     assert_eq!(status, StatusCode::OK);
 
-    let pid = server.child.id().to_string();
+    let pid = server.pid().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(killed.success());
-    let exit = server.child.wait().unwrap_or_else(|e| panic!("{e}"));
+    let exit = server.wait().unwrap_or_else(|e| panic!("{e}"));
     assert!(exit.success(), "converge serve exited with {exit}");
 }
 
@@ -1094,7 +1051,7 @@ async fn readiness_follows_the_database_and_sigterm_stops_cleanly() {
 async fn a_metrics_token_guards_metrics() {
     let client = reqwest::Client::new();
     let (database, _dir) = databases().await.remove(0);
-    let server = Server::start(&database, &[("CONVERGE_METRICS_TOKEN", "scrape-secret")]);
+    let server = start_server(&database, &[("CONVERGE_METRICS_TOKEN", "scrape-secret")]);
     let denied = client
         .get(server.url("/metrics"))
         .send()

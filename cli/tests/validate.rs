@@ -1,11 +1,10 @@
 //! Validation over HTTP against a real git repository: `converge serve` with
 //! CONVERGE_REPO_PATH, CI reporting checks through the API, on SQLite and PostgreSQL.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use converge_testkit::fresh_pg_database;
+use converge_testkit::{ServerProcess, fresh_pg_database};
 use serde_json::{Value, json};
 
 const KEY: &str = "validate-key";
@@ -57,47 +56,21 @@ fn repository(dir: &Path) {
     );
 }
 
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn serve(cwd: &Path, env: &[(&str, String)]) -> ServerProcess {
+    let mut env = env.to_vec();
+    env.push(("CONVERGE_API_KEYS", format!("{KEY}:admin:ci")));
+    env.push(("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()));
+    ServerProcess::start(env!("CARGO_BIN_EXE_converge"), cwd, &env)
 }
 
-fn serve(cwd: &Path, env: &[(&str, String)]) -> Server {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_converge"));
-    command
-        .args(["serve", "--port", "0"])
-        .current_dir(cwd)
-        .env("CONVERGE_API_KEYS", format!("{KEY}:admin:ci"))
-        .env("CONVERGE_RATE_LIMIT_ENABLED", "0")
-        .env_remove("CONVERGE_REPO_PATH")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut lines =
-        BufReader::new(child.stderr.take().unwrap_or_else(|| panic!("no stderr"))).lines();
-    let base = loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("serving the API on ") => {
-                break line.rsplit(' ').next().unwrap_or_default().to_owned();
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("converge serve did not start: {other:?}"),
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server(child, base)
-}
-
-async fn post(client: &reqwest::Client, server: &Server, path: &str, body: Value) -> (u16, Value) {
+async fn post(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
     let response = client
-        .post(format!("{}{path}", server.1))
+        .post(server.url(path))
         .header("x-api-key", KEY)
         .json(&body)
         .send()
@@ -177,7 +150,7 @@ async fn validation_reads_the_repository_and_reported_checks() {
             Some(git(repo.path(), &["rev-parse", "main"]).as_str())
         );
         let intent: Value = client
-            .get(format!("{}/v1/intents/docs", server.1))
+            .get(server.url("/v1/intents/docs"))
             .header("x-api-key", KEY)
             .send()
             .await

@@ -72,3 +72,73 @@ pub async fn fresh_pg_database() -> String {
         .map_or(admin.as_str(), |(base, _)| base);
     format!("{base}/{name}")
 }
+
+/// A `converge serve` process on a free port, stopped when dropped.
+pub struct ServerProcess {
+    child: std::process::Child,
+    base_url: String,
+}
+
+impl ServerProcess {
+    /// Starts `binary serve --port 0` in `cwd` with `env` set (and the store/repository
+    /// variables of the calling environment removed first), and waits for its address.
+    pub fn start(binary: &str, cwd: &std::path::Path, env: &[(&str, String)]) -> ServerProcess {
+        use std::io::{BufRead, BufReader};
+        let mut command = std::process::Command::new(binary);
+        command
+            .args(["serve", "--port", "0"])
+            .current_dir(cwd)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        for inherited in [
+            "CONVERGE_DB_BACKEND",
+            "CONVERGE_DB_PATH",
+            "CONVERGE_PG_DSN",
+            "CONVERGE_REPO_PATH",
+        ] {
+            command.env_remove(inherited);
+        }
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start converge serve: {e}"));
+        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+        let mut lines = BufReader::new(stderr).lines();
+        let base_url = loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("serving the API on ") => {
+                    break line.rsplit(' ').next().unwrap_or_default().to_owned();
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("converge serve did not start: {other:?}"),
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        ServerProcess { child, base_url }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

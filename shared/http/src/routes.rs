@@ -60,6 +60,26 @@ fn event(
     }
 }
 
+/// Records one event (and whatever projection change it implies) in its own transaction.
+async fn record(
+    state: &AppState,
+    principal: &Principal,
+    event_type: EventType,
+    intent_id: Option<&str>,
+    tenant: Option<String>,
+    payload: Value,
+) -> Result<(), ApiError> {
+    let recorded = event(state, principal, event_type, intent_id, tenant, payload);
+    state
+        .store
+        .commit(&Commit {
+            events: vec![recorded],
+            ..Commit::default()
+        })
+        .await?;
+    Ok(())
+}
+
 fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
     match limit {
         None => Ok(default),
@@ -308,21 +328,15 @@ pub(crate) async fn create_intent(
     intent.plan_id = text(body.plan_id);
     intent.origin_type = text(body.origin_type).unwrap_or_else(|| "api".to_owned());
     let payload = serde_json::to_value(&intent).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let created = event(
+    record(
         &state,
         &principal,
         EventType::IntentCreated,
         Some(&id),
         tenant,
         payload,
-    );
-    state
-        .store
-        .commit(&Commit {
-            events: vec![created],
-            ..Commit::default()
-        })
-        .await?;
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"ok": true, "intent_id": id, "status": intent.status})),
@@ -494,21 +508,15 @@ pub(crate) async fn queue_reset(
         })
         .transpose()?;
     let payload = json!({"new_status": new_status, "retries_reset": true, "previous_retries": intent.retries});
-    let reset = event(
+    record(
         &state,
         &principal,
         EventType::QueueReset,
         Some(&intent.id),
         intent.tenant_id.clone(),
         payload,
-    );
-    state
-        .store
-        .commit(&Commit {
-            events: vec![reset],
-            ..Commit::default()
-        })
-        .await?;
+    )
+    .await?;
     if body.clear_lock {
         let key = QueueKey::for_intent(&intent);
         if state.store.force_clear_lease(&key).await? {
@@ -547,21 +555,15 @@ pub(crate) async fn merge_confirm(
         .filter(|c| !c.trim().is_empty())
         .unwrap_or_else(|| format!("confirmed-{prefix}"));
     let payload = json!({"merged_commit": merged_commit, "source": intent.source, "target": intent.target, "trigger": "merge_confirm"});
-    let merged = event(
+    record(
         &state,
         &principal,
         EventType::IntentMerged,
         Some(&intent.id),
         intent.tenant_id.clone(),
         payload,
-    );
-    state
-        .store
-        .commit(&Commit {
-            events: vec![merged],
-            ..Commit::default()
-        })
-        .await?;
+    )
+    .await?;
     ok(json!({"intent_id": intent.id, "status": Status::Merged, "merged_commit": merged_commit}))
 }
 
@@ -711,21 +713,15 @@ pub(crate) async fn rotate_key(
         .await?;
     state.key_cache.forget(&old_hash);
     let payload = json!({"actor": principal.actor, "grace_period_seconds": grace, "old_key_expires_at": old_expires_at});
-    let rotated = event(
+    record(
         &state,
         &principal,
         EventType::AccessKeyRotated,
         None,
         principal.tenant.clone(),
         payload,
-    );
-    state
-        .store
-        .commit(&Commit {
-            events: vec![rotated],
-            ..Commit::default()
-        })
-        .await?;
+    )
+    .await?;
     ok(json!({
         "new_key": new_key,
         "actor": principal.actor,
@@ -832,21 +828,15 @@ pub(crate) async fn set_risk_policy(
     PolicyConfig::from_json(&json!({"risk": data}))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let version = state.store.put_risk_policy(&tenant, &data).await?;
-    let updated = event(
+    record(
         &state,
         &principal,
         EventType::RiskPolicyUpdated,
         None,
         Some(tenant.clone()),
         json!({"policy": data, "version": version}),
-    );
-    state
-        .store
-        .commit(&Commit {
-            events: vec![updated],
-            ..Commit::default()
-        })
-        .await?;
+    )
+    .await?;
     ok(json!({"ok": true, "tenant_id": tenant, "version": version}))
 }
 
@@ -980,21 +970,15 @@ pub(crate) async fn report_check(
     }
     let details: String = body.details.chars().take(2_000).collect();
     let payload = json!({"name": name, "state": body.state, "head_sha": sha, "details": details, "reported_by": principal.actor});
-    let reported = event(
+    record(
         &state,
         &principal,
         EventType::CheckReported,
         Some(&intent.id),
         intent.tenant_id.clone(),
         payload,
-    );
-    state
-        .store
-        .commit(&Commit {
-            events: vec![reported],
-            ..Commit::default()
-        })
-        .await?;
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(json!({"ok": true, "intent_id": intent.id, "name": name, "state": body.state, "head_sha": sha}))).into_response())
 }
 
