@@ -584,6 +584,13 @@ async fn tenant_isolation_matrix() {
                 Scope::Object,
             ),
             (
+                Method::GET,
+                format!("/v1/risk/review?intent_id={acme_object}"),
+                None,
+                "viewer",
+                Scope::Object,
+            ),
+            (
                 Method::POST,
                 format!("/v1/intents/{acme_object}/validate"),
                 None,

@@ -194,6 +194,42 @@ async fn validation_reads_the_repository_and_reported_checks() {
             "{decision}"
         );
 
+        // The review explains the clash and keeps the history.
+        let review: Value = client
+            .get(server.url("/v1/risk/review?intent_id=clash"))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        let codes: Vec<&str> = review["diagnostics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["code"].as_str())
+            .collect();
+        assert_eq!(codes.first(), Some(&"diag.merge_conflict"), "{review}");
+        assert!(
+            review["decision_history"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|e| e["event_type"] == "intent.blocked"))
+        );
+        let review: Value = client
+            .get(server.url("/v1/risk/review?intent_id=docs"))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        assert!(
+            review["risk"]["risk_score"].is_f64() && review["policy"]["verdict"] == "ALLOW",
+            "{review}"
+        );
+
         let (_, decision) = post(&client, &server, "/v1/intents/gone/validate", json!({})).await;
         assert_eq!(
             (decision["kind"].as_str(), decision["reason"].as_str()),

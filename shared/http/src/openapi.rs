@@ -61,6 +61,17 @@ const ID: Param = (
 pub(crate) fn routes() -> Vec<Route> {
     vec![
         Route {
+            method: "get",
+            path: "/risk/review",
+            summary: "An intent's latest risk, simulation and policy evidence, the diagnostics they call for (most severe first), and its last 50 events.",
+            role: "viewer",
+            scope: "risk.read",
+            params: &[("intent_id", In::Query, "string", "The intent (required).")],
+            body: None,
+            success: 200,
+            handler: get(routes::risk_review),
+        },
+        Route {
             method: "post",
             path: "/intents/{id}/validate",
             summary: "Validate the intent against the repository now: merge simulation, required checks (as reported by CI), risk, policy gates, risk gate. Records the events; answers the decision.",

@@ -1077,3 +1077,72 @@ pub(crate) async fn validate_intent(
         "risk_gate": decision.risk_gate,
     }))
 }
+
+#[derive(Deserialize)]
+pub(crate) struct ReviewQuery {
+    intent_id: Option<String>,
+}
+
+/// `GET /risk/review?intent_id=`: the latest risk, simulation and policy evidence of an
+/// intent, the diagnostics they call for, and its recent decisions.
+pub(crate) async fn risk_review(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<ReviewQuery>,
+) -> ApiResult {
+    principal.require(Role::Viewer, "risk.read")?;
+    let id = q
+        .intent_id
+        .filter(|i| !i.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest("intent_id required".to_owned()))?;
+    let intent = visible_intent(&state, &principal, &id).await?;
+    let latest = |event_type: EventType| {
+        let filter = EventFilter {
+            intent_id: Some(id.clone()),
+            event_type: Some(event_type),
+            limit: 1,
+            ..EventFilter::default()
+        };
+        let store = state.store.clone();
+        async move {
+            store
+                .events(&filter)
+                .await
+                .map(|e| e.into_iter().next().map(|s| s.event.payload))
+        }
+    };
+    let risk_payload = latest(EventType::RiskEvaluated).await?;
+    let simulation_payload = latest(EventType::SimulationCompleted).await?;
+    let policy_payload = latest(EventType::PolicyEvaluated).await?;
+    let risk: Option<converge_core::RiskEval> = risk_payload
+        .clone()
+        .and_then(|p| serde_json::from_value(p).ok());
+    let simulation: Option<converge_core::Simulation> = simulation_payload
+        .clone()
+        .and_then(|p| serde_json::from_value(p).ok());
+    let diagnostics =
+        converge_core::risk::diagnostics::diagnose(risk.as_ref(), simulation.as_ref());
+    let history = state
+        .store
+        .events(&EventFilter {
+            intent_id: Some(id.clone()),
+            limit: 50,
+            ..EventFilter::default()
+        })
+        .await?;
+    let history: Vec<Value> = history
+        .iter()
+        .map(|e| json!({"event_type": e.event.event_type, "timestamp": e.event.timestamp, "payload": e.event.payload}))
+        .collect();
+    ok(json!({
+        "intent_id": id,
+        "intent": intent,
+        "risk": risk_payload,
+        "simulation": simulation_payload,
+        "policy": policy_payload,
+        "diagnostics": diagnostics,
+        "decision_history": history,
+        "tenant_id": intent.tenant_id,
+        "timestamp": state.clock.now(),
+    }))
+}

@@ -10,6 +10,7 @@
 //! order below is deliberate (see `numeric`). No function here performs I/O.
 
 mod cycles;
+pub mod diagnostics;
 pub mod graph;
 mod pagerank;
 mod path;
