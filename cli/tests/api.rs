@@ -518,6 +518,8 @@ async fn tenant_isolation_matrix() {
             List,
             Object,
             TenantWrite,
+            /// Affects every tenant: only untenanted keys.
+            Global,
         }
         let routes: Vec<(Method, String, Option<Value>, &str, Scope)> = vec![
             (
@@ -582,6 +584,14 @@ async fn tenant_isolation_matrix() {
                 Some(json!({"intent_id": acme_object})),
                 "operator",
                 Scope::Object,
+            ),
+            (Method::GET, "/v1/flags".into(), None, "viewer", Scope::List),
+            (
+                Method::POST,
+                "/v1/flags/risk_auto_classify".into(),
+                Some(json!({"enabled": true})),
+                "admin",
+                Scope::Global,
             ),
             (
                 Method::GET,
@@ -677,6 +687,7 @@ async fn tenant_isolation_matrix() {
                         match (scope, tenant) {
                             (Scope::Object, "globex") => Outcome::Hidden,
                             (Scope::TenantWrite, "globex") => Outcome::Forbidden,
+                            (Scope::Global, "acme" | "globex") => Outcome::Forbidden,
                             _ => Outcome::Allowed,
                         }
                     };
@@ -1086,4 +1097,79 @@ async fn a_metrics_token_guards_metrics() {
             .unwrap_or_default()
             .contains("converge_intents{status=\"READY\"}")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_are_listed_and_set_for_every_instance() {
+    let client = reqwest::Client::new();
+    let (database, _dir) = databases().await.remove(0);
+    let (a, b) = (start_server(&database, &[]), start_server(&database, &[]));
+    let (status, flags) = call(
+        &client,
+        &a,
+        Method::GET,
+        "/v1/flags",
+        Some("key-viewer-none"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(flags["flags"][0]["name"], "risk_auto_classify");
+    assert_eq!(
+        (
+            flags["flags"][0]["enabled"].clone(),
+            flags["flags"][0]["source"].clone()
+        ),
+        (json!(true), json!("default"))
+    );
+    let (status, _) = call(
+        &client,
+        &a,
+        Method::POST,
+        "/v1/flags/risk_auto_classify",
+        Some(ADMIN),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, flags) = call(
+        &client,
+        &b,
+        Method::GET,
+        "/v1/flags",
+        Some("key-viewer-none"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            flags["flags"][0]["enabled"].clone(),
+            flags["flags"][0]["source"].clone()
+        ),
+        (json!(false), json!("operator"))
+    );
+    assert_eq!(flags["flags"][0]["updated_by"], "root");
+    let (status, body) = call(
+        &client,
+        &a,
+        Method::POST,
+        "/v1/flags/no_such_flag",
+        Some(ADMIN),
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::NOT_FOUND, json!("not_found"))
+    );
+    let (status, _) = call(
+        &client,
+        &a,
+        Method::POST,
+        "/v1/flags/risk_auto_classify",
+        Some(ADMIN),
+        Some(json!({"enabled": "yes"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

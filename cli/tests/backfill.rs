@@ -130,6 +130,10 @@ async fn seed(store: &Store, clock: &ManualClock) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     store
+        .set_flag("risk_auto_classify", false, "ops")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
         .put_risk_policy("acme", &json!({"mode": "enforce"}))
         .await
         .unwrap_or_else(|e| panic!("{e}"));

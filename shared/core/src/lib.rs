@@ -17,6 +17,7 @@
 
 pub mod assessment;
 pub mod event;
+pub mod flags;
 pub mod intent;
 pub mod numeric;
 pub mod pipeline;

@@ -62,6 +62,33 @@ pub(crate) fn routes() -> Vec<Route> {
     vec![
         Route {
             method: "get",
+            path: "/flags",
+            summary: "Every known feature flag, its value and its source (default or operator).",
+            role: "viewer",
+            scope: "flags.read",
+            params: &[],
+            body: None,
+            success: 200,
+            handler: get(routes::list_flags),
+        },
+        Route {
+            method: "post",
+            path: "/flags/{name}",
+            summary: "Set a feature flag for every instance.",
+            role: "admin",
+            scope: "admin",
+            params: &[(
+                "name",
+                In::Path,
+                "string",
+                "Flag name, e.g. risk_auto_classify.",
+            )],
+            body: Some("{enabled}"),
+            success: 200,
+            handler: post(routes::set_flag),
+        },
+        Route {
+            method: "get",
             path: "/risk/review",
             summary: "An intent's latest risk, simulation and policy evidence, the diagnostics they call for (most severe first), and its last 50 events.",
             role: "viewer",

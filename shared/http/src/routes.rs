@@ -1040,7 +1040,7 @@ pub(crate) async fn validate_intent(
     };
     let options = ValidationOptions {
         skip_checks: request.skip_checks,
-        ..ValidationOptions::default()
+        auto_classify: flag_value(&state, converge_core::flags::RISK_AUTO_CLASSIFY).await?,
     };
     let decision = validate(&intent, ports, &state.policy, options)
         .await
@@ -1145,4 +1145,82 @@ pub(crate) async fn risk_review(
         "tenant_id": intent.tenant_id,
         "timestamp": state.clock.now(),
     }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flags
+
+/// The current value of a known flag: the operator's setting, else its default.
+pub(crate) async fn flag_value(
+    state: &AppState,
+    flag: converge_core::flags::Flag,
+) -> Result<bool, ApiError> {
+    let settings = state.store.flags().await?;
+    Ok(settings
+        .iter()
+        .find(|s| s.name == flag.name)
+        .map_or(flag.default, |s| s.enabled))
+}
+
+/// `GET /flags`: every known flag, its value and where the value comes from.
+pub(crate) async fn list_flags(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+) -> ApiResult {
+    principal.require(Role::Viewer, "flags.read")?;
+    let settings = state.store.flags().await?;
+    let flags: Vec<Value> = converge_core::flags::ALL
+        .iter()
+        .map(|flag| {
+            let set = settings.iter().find(|s| s.name == flag.name);
+            json!({
+                "name": flag.name,
+                "enabled": set.map_or(flag.default, |s| s.enabled),
+                "default": flag.default,
+                "description": flag.description,
+                "source": if set.is_some() { "operator" } else { "default" },
+                "updated_at": set.map(|s| s.updated_at),
+                "updated_by": set.map(|s| s.updated_by.clone()),
+            })
+        })
+        .collect();
+    ok(json!({"flags": flags}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FlagUpdate {
+    enabled: bool,
+}
+
+/// `POST /flags/{name}`: sets a known flag for every instance (admin).
+pub(crate) async fn set_flag(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<FlagUpdate>,
+) -> ApiResult {
+    principal.require(Role::Admin, "admin")?;
+    if principal.tenant.is_some() {
+        return Err(ApiError::Forbidden(
+            "flags apply to every tenant; a tenant-bound key cannot set them".to_owned(),
+        ));
+    }
+    let flag = converge_core::flags::find(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown flag '{name}'")))?;
+    state
+        .store
+        .set_flag(flag.name, body.enabled, &principal.actor)
+        .await?;
+    let payload = json!({"flag": flag.name, "enabled": body.enabled});
+    record(
+        &state,
+        &principal,
+        EventType::FeatureFlagChanged,
+        None,
+        principal.tenant.clone(),
+        payload,
+    )
+    .await?;
+    ok(json!({"name": flag.name, "enabled": body.enabled, "source": "operator"}))
 }

@@ -549,6 +549,37 @@ macro_rules! store_operations {
                     .rows_affected())
             }
 
+            /// Flags an operator has set: name, value, when, by whom.
+            pub async fn flags(&self) -> Result<Vec<$crate::FlagSetting>, $crate::StoreError> {
+                let rows = sqlx::query("SELECT * FROM feature_flags ORDER BY name").fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::FlagSetting {
+                            name: row.try_get("name")?,
+                            enabled: row.try_get("enabled")?,
+                            updated_at: get_ts(row, "updated_at")?,
+                            updated_by: row.try_get("updated_by")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            /// Sets a flag.
+            pub async fn set_flag(&self, name: &str, enabled: bool, by: &str) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "INSERT INTO feature_flags (name, enabled, updated_at, updated_by) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at, \
+                     updated_by = excluded.updated_by",
+                )
+                .bind(name)
+                .bind(enabled)
+                .bind(ts(self.now()))
+                .bind(by)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
             /// A tenant's risk policy (`""` for the global one).
             pub async fn risk_policy(&self, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
                 self.document("SELECT data, version, updated_at FROM risk_policies WHERE tenant = $1", tenant).await

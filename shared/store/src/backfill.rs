@@ -86,6 +86,7 @@ enum Cell {
     Int(i64),
     Ts(Option<DateTime<Utc>>),
     Json(Value),
+    Bool(bool),
 }
 
 impl Cell {
@@ -95,6 +96,7 @@ impl Cell {
             Cell::Int(v) => Value::from(*v),
             Cell::Ts(v) => v.map_or(Value::Null, |t| Value::String(crate::sqlite::ts(t))),
             Cell::Json(v) => canonical_json(v),
+            Cell::Bool(v) => Value::Bool(*v),
         }
     }
 }
@@ -175,6 +177,7 @@ macro_rules! table_io {
                     Kind::Int => Cell::Int(row.try_get(column)?),
                     Kind::Ts => Cell::Ts(Some($ts_get(row, column)?)),
                     Kind::OptTs => Cell::Ts($ts_get_opt(row, column)?),
+                    Kind::Bool => Cell::Bool(row.try_get(column)?),
                     Kind::Json => {
                         let v: sqlx::types::Json<Value> = row.try_get(column)?;
                         Cell::Json(v.0)
@@ -191,6 +194,7 @@ macro_rules! table_io {
                     Cell::Int(v) => query.bind(*v),
                     Cell::Ts(v) => query.bind(v.map($ts_bind)),
                     Cell::Json(v) => query.bind(sqlx::types::Json(v.clone())),
+                    Cell::Bool(v) => query.bind(*v),
                 }
             }
 

@@ -37,8 +37,9 @@ use converge_core::pipeline::Clock;
 
 pub use error::StoreError;
 pub use model::{
-    ApiKeyRecord, Commit, CommitLink, DeliveryOutcome, EventFilter, FencingToken, IntentCursor,
-    IntentFilter, Lease, LeaseState, OutboxEntry, OutboxMessage, StoredEvent, VersionedDocument,
+    ApiKeyRecord, Commit, CommitLink, DeliveryOutcome, EventFilter, FencingToken, FlagSetting,
+    IntentCursor, IntentFilter, Lease, LeaseState, OutboxEntry, OutboxMessage, StoredEvent,
+    VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -97,6 +98,11 @@ mod migrations {
                 "intents queue order",
                 include_str!("../migrations/postgres/0002_intents_queue_order.sql"),
             ),
+            (
+                3,
+                "feature flags",
+                include_str!("../migrations/postgres/0003_feature_flags.sql"),
+            ),
         ])
     }
 
@@ -111,6 +117,11 @@ mod migrations {
                 2,
                 "intents queue order",
                 include_str!("../migrations/sqlite/0002_intents_queue_order.sql"),
+            ),
+            (
+                3,
+                "feature flags",
+                include_str!("../migrations/sqlite/0003_feature_flags.sql"),
             ),
         ])
     }
@@ -390,6 +401,10 @@ forward! {
     fn hit_rate_limit(&self, tenant: &str, window_start: DateTime<Utc>) -> i64;
     /// Forgets old rate-limit windows.
     fn prune_rate_limits(&self, cutoff: DateTime<Utc>) -> u64;
+    /// Flags an operator has set.
+    fn flags(&self) -> Vec<FlagSetting>;
+    /// Sets a flag.
+    fn set_flag(&self, name: &str, enabled: bool, by: &str) -> ();
     /// A tenant's risk policy.
     fn risk_policy(&self, tenant: &str) -> Option<VersionedDocument>;
     /// Replaces a tenant's risk policy.

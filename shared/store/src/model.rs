@@ -200,6 +200,19 @@ pub struct StoredEvent {
     pub event: Event,
 }
 
+/// A feature flag an operator set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlagSetting {
+    /// Flag name.
+    pub name: String,
+    /// Value.
+    pub enabled: bool,
+    /// When it was set.
+    pub updated_at: DateTime<Utc>,
+    /// Who set it.
+    pub updated_by: String,
+}
+
 /// A per-tenant policy document with its version.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VersionedDocument {

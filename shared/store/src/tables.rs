@@ -17,6 +17,8 @@ pub(crate) enum Kind {
     OptTs,
     /// JSON document.
     Json,
+    /// Boolean.
+    Bool,
 }
 
 /// One table.
@@ -154,6 +156,17 @@ pub(crate) const TABLES: &[Table] = &[
             ("data", Json),
             ("version", Int),
             ("updated_at", Ts),
+        ],
+        serial: None,
+    },
+    Table {
+        name: "feature_flags",
+        key: &["name"],
+        columns: &[
+            ("name", Text),
+            ("enabled", Bool),
+            ("updated_at", Ts),
+            ("updated_by", Text),
         ],
         serial: None,
     },

@@ -64,6 +64,7 @@ on_both_backends!(
     concurrent_commits_on_one_intent_apply_in_log_order,
     a_rebuild_during_commits_loses_nothing,
     the_schema_matches_what_backfill_copies,
+    flags_are_set_and_listed,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -875,5 +876,22 @@ async fn the_schema_matches_what_backfill_copies(store: Store, _clock: ManualClo
     assert_eq!(
         live_sorted, expected,
         "a table or column is missing from the backfill's list, or the reverse"
+    );
+}
+
+async fn flags_are_set_and_listed(store: Store, clock: ManualClock) {
+    assert!(ok(store.flags().await).is_empty());
+    ok(store.set_flag("risk_auto_classify", false, "ops").await);
+    clock.advance(Duration::seconds(5));
+    ok(store.set_flag("risk_auto_classify", true, "oncall").await);
+    let flags = ok(store.flags().await);
+    assert_eq!(flags.len(), 1);
+    assert_eq!(
+        (
+            flags[0].enabled,
+            flags[0].updated_by.as_str(),
+            flags[0].updated_at
+        ),
+        (true, "oncall", clock.now())
     );
 }
