@@ -570,7 +570,7 @@ pub(crate) async fn merge_confirm(
 // ---------------------------------------------------------------------------------------------
 // Events
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub(crate) struct EventsQuery {
     #[serde(rename = "type")]
     event_type: Option<String>,
@@ -632,13 +632,9 @@ pub(crate) async fn audit_recent(
 ) -> ApiResult {
     principal.require(Role::Operator, "events.read")?;
     let query = EventsQuery {
-        event_type: None,
-        intent_id: None,
         tenant_id: q.tenant_id,
-        since: None,
-        until: None,
-        before: None,
         limit: q.limit,
+        ..EventsQuery::default()
     };
     ok(list_events(&state, &principal, query).await?)
 }
@@ -746,12 +742,9 @@ pub(crate) async fn risk_recent(
     principal.require(Role::Viewer, "risk.read")?;
     let query = EventsQuery {
         event_type: Some(EventType::RiskEvaluated.as_str().to_owned()),
-        intent_id: None,
         tenant_id: q.tenant_id,
-        since: None,
-        until: None,
-        before: None,
         limit: Some(q.limit.unwrap_or(50)),
+        ..EventsQuery::default()
     };
     ok(list_events(&state, &principal, query).await?)
 }
