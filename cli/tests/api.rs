@@ -259,6 +259,23 @@ async fn intents_move_through_the_api_on_both_backends() {
             (json!(5), json!(1))
         );
         assert_eq!(state["pending"].as_array().map(Vec::len), Some(4));
+        let (_, summary) = call(
+            &client,
+            &server,
+            Method::GET,
+            "/v1/queue/summary",
+            admin,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (
+                summary["total"].clone(),
+                summary["pending_count"].clone(),
+                summary["by_status"]["MERGED"].clone()
+            ),
+            (json!(5), json!(4), json!(1))
+        );
         let (_, inspect) = call(
             &client,
             &server,

@@ -13,7 +13,6 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use converge_core::queue::QueueKey;
-use converge_store::IntentFilter;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -160,22 +159,17 @@ pub async fn scrape(
     let mut out = String::new();
     state.metrics.render(&mut out);
 
-    let intents = state
-        .store
-        .intents(&IntentFilter {
-            limit: 100_000,
-            ..IntentFilter::default()
-        })
-        .await?;
-    let mut by_status: BTreeMap<&str, u64> = converge_core::Status::ALL
+    // Counted by the database: no intent row is loaded, however many there are.
+    let counts = state.store.intent_counts(None).await?;
+    let mut by_status: BTreeMap<&str, i64> = converge_core::Status::ALL
         .iter()
         .map(|s| (s.as_str(), 0))
         .collect();
-    let mut depth: BTreeMap<QueueKey, u64> = BTreeMap::new();
-    for intent in &intents {
-        *by_status.entry(intent.status.as_str()).or_default() += 1;
-        if intent.status.is_actionable() {
-            *depth.entry(QueueKey::for_intent(intent)).or_default() += 1;
+    let mut depth: BTreeMap<QueueKey, i64> = BTreeMap::new();
+    for count in &counts {
+        *by_status.entry(count.status.as_str()).or_default() += count.count;
+        if count.status.is_actionable() {
+            *depth.entry(count.key.clone()).or_default() += count.count;
         }
     }
     out.push_str("# HELP converge_intents Intents by status.\n# TYPE converge_intents gauge\n");

@@ -402,9 +402,19 @@ pub(crate) async fn queue_summary(
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult {
     principal.require(Role::Viewer, "queue.read")?;
-    let intents = tenant_intents(&state, principal.read_tenant(q.tenant_id)).await?;
-    let pending = intents.iter().filter(|i| i.status.is_actionable()).count();
-    ok(json!({"total": intents.len(), "by_status": by_status(&intents), "pending_count": pending}))
+    let tenant = principal.read_tenant(q.tenant_id);
+    let counts = state.store.intent_counts(tenant.as_deref()).await?;
+    let mut by_status: BTreeMap<&str, i64> = BTreeMap::new();
+    for count in &counts {
+        *by_status.entry(count.status.as_str()).or_default() += count.count;
+    }
+    let total: i64 = counts.iter().map(|c| c.count).sum();
+    let pending: i64 = counts
+        .iter()
+        .filter(|c| c.status.is_actionable())
+        .map(|c| c.count)
+        .sum();
+    ok(json!({"total": total, "by_status": by_status, "pending_count": pending}))
 }
 
 #[derive(Deserialize)]

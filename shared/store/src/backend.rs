@@ -23,7 +23,7 @@ macro_rules! insert_intent_sql {
 /// crosses from the database instead of one per intent: on SQLite, sqlx hands each row across
 /// threads, which dominated the cost of listing).
 macro_rules! store_operations {
-    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal) => {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal) => {
         impl $store {
             /// Appends events, updates the intents projection from them, and records commit
             /// links and outbox rows, all in one transaction — after checking the guard lease.
@@ -165,6 +165,33 @@ macro_rules! store_operations {
                 q.push(") AS page");
                 let page: Option<String> = q.build_query_scalar().fetch_one(&self.pool).await?;
                 $crate::intent_json::decode_page(page.as_deref().unwrap_or("[]"), parse_json_ts)
+            }
+
+            /// Intents counted by tenant, repository, target and status (for gauges and
+            /// summaries: no row is loaded). `tenant` confines the count to one tenant.
+            pub async fn intent_counts(&self, tenant: Option<&str>) -> Result<Vec<$crate::IntentCount>, $crate::StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT tenant_id, ", $repo_of_intent, " AS repo, target, status, COUNT(*) AS n FROM intents ",
+                    "WHERE ($1 IS NULL OR tenant_id = $1) GROUP BY tenant_id, ", $repo_of_intent, ", target, status ",
+                    "ORDER BY tenant_id, repo, target, status"
+                ))
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let status: String = row.try_get("status")?;
+                        Ok($crate::IntentCount {
+                            key: converge_core::queue::QueueKey {
+                                tenant: row.try_get::<Option<String>, _>("tenant_id")?.unwrap_or_default(),
+                                repo: row.try_get("repo")?,
+                                target: row.try_get("target")?,
+                            },
+                            status: status.parse().map_err($crate::error::corrupt)?,
+                            count: row.try_get("n")?,
+                        })
+                    })
+                    .collect()
             }
 
             /// Events, newest first, filtered and paged.

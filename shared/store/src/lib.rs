@@ -38,8 +38,8 @@ use converge_core::pipeline::Clock;
 pub use error::StoreError;
 pub use model::{
     ApiKeyRecord, Commit, CommitLink, DeliveryOutcome, EventFilter, FencingToken, FlagSetting,
-    IntentCursor, IntentFilter, Lease, LeaseState, OutboxEntry, OutboxMessage, StoredEvent,
-    VersionedDocument,
+    IntentCount, IntentCursor, IntentFilter, Lease, LeaseState, OutboxEntry, OutboxMessage,
+    StoredEvent, VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -365,6 +365,8 @@ forward! {
     fn intent(&self, id: &str) -> Option<converge_core::Intent>;
     /// Intents in queue order, filtered and paged.
     fn intents(&self, filter: &IntentFilter) -> Vec<converge_core::Intent>;
+    /// Intents counted by queue key and status.
+    fn intent_counts(&self, tenant: Option<&str>) -> Vec<IntentCount>;
     /// Events, newest first, filtered and paged.
     fn events(&self, filter: &EventFilter) -> Vec<StoredEvent>;
     /// Commits observed for an intent.

@@ -200,6 +200,17 @@ pub struct StoredEvent {
     pub event: Event,
 }
 
+/// How many intents of a queue key are in a status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IntentCount {
+    /// The queue key (tenant, repository, target).
+    pub key: QueueKey,
+    /// The status.
+    pub status: Status,
+    /// How many.
+    pub count: i64,
+}
+
 /// A feature flag an operator set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FlagSetting {

@@ -65,6 +65,7 @@ on_both_backends!(
     a_rebuild_during_commits_loses_nothing,
     the_schema_matches_what_backfill_copies,
     flags_are_set_and_listed,
+    intents_are_counted_by_key_and_status,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -894,4 +895,47 @@ async fn flags_are_set_and_listed(store: Store, clock: ManualClock) {
         ),
         (true, "oncall", clock.now())
     );
+}
+
+async fn intents_are_counted_by_key_and_status(store: Store, clock: ManualClock) {
+    // created() puts intents in tenant acme, repo acme/app, target main.
+    let mut events: Vec<_> = (0..3)
+        .map(|n| created(&clock, &format!("c-{n}"), 3).1)
+        .collect();
+    let (mut other, _) = created(&clock, "c-other", 3);
+    other.tenant_id = Some("globex".into());
+    other.technical.remove("repo");
+    other.target = "develop".into();
+    events.push(event(
+        &clock,
+        "c-other",
+        EventType::IntentCreated,
+        serde_json::to_value(&other).unwrap_or_default(),
+    ));
+    events.push(event(&clock, "c-0", EventType::IntentValidated, json!({})));
+    ok(store
+        .commit(&Commit {
+            events,
+            ..Commit::default()
+        })
+        .await);
+
+    let counts = ok(store.intent_counts(None).await);
+    let find = |tenant: &str, repo: &str, target: &str, status: Status| {
+        counts
+            .iter()
+            .find(|c| {
+                c.key.tenant == tenant
+                    && c.key.repo == repo
+                    && c.key.target == target
+                    && c.status == status
+            })
+            .map(|c| c.count)
+    };
+    assert_eq!(find("acme", "acme/app", "main", Status::Ready), Some(2));
+    assert_eq!(find("acme", "acme/app", "main", Status::Validated), Some(1));
+    assert_eq!(find("globex", "", "develop", Status::Ready), Some(1));
+    assert_eq!(counts.len(), 3);
+    let acme = ok(store.intent_counts(Some("acme")).await);
+    assert_eq!(acme.iter().map(|c| c.count).sum::<i64>(), 3);
 }
