@@ -63,6 +63,16 @@ fn serve(cwd: &Path, env: &[(&str, String)]) -> ServerProcess {
     ServerProcess::start(env!("CARGO_BIN_EXE_converge"), cwd, &env)
 }
 
+async fn get(client: &reqwest::Client, server: &ServerProcess, path: &str) -> Value {
+    let response = client
+        .get(server.url(path))
+        .header("x-api-key", KEY)
+        .send()
+        .await;
+    let response = response.unwrap_or_else(|e| panic!("{e}"));
+    response.json().await.unwrap_or_default()
+}
+
 async fn post(
     client: &reqwest::Client,
     server: &ServerProcess,
@@ -149,15 +159,7 @@ async fn validation_reads_the_repository_and_reported_checks() {
             decision["simulation"]["target_sha"].as_str(),
             Some(git(repo.path(), &["rev-parse", "main"]).as_str())
         );
-        let intent: Value = client
-            .get(server.url("/v1/intents/docs"))
-            .header("x-api-key", KEY)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_default();
+        let intent: Value = get(&client, &server, "/v1/intents/docs").await;
         assert_eq!(intent["status"], "VALIDATED");
 
         // A result for another commit does not count.
@@ -195,15 +197,7 @@ async fn validation_reads_the_repository_and_reported_checks() {
         );
 
         // The review explains the clash and keeps the history.
-        let review: Value = client
-            .get(server.url("/v1/risk/review?intent_id=clash"))
-            .header("x-api-key", KEY)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_default();
+        let review: Value = get(&client, &server, "/v1/risk/review?intent_id=clash").await;
         let codes: Vec<&str> = review["diagnostics"]
             .as_array()
             .into_iter()
@@ -216,15 +210,7 @@ async fn validation_reads_the_repository_and_reported_checks() {
                 .as_array()
                 .is_some_and(|h| h.iter().any(|e| e["event_type"] == "intent.blocked"))
         );
-        let review: Value = client
-            .get(server.url("/v1/risk/review?intent_id=docs"))
-            .header("x-api-key", KEY)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_default();
+        let review: Value = get(&client, &server, "/v1/risk/review?intent_id=docs").await;
         assert!(
             review["risk"]["risk_score"].is_f64() && review["policy"]["verdict"] == "ALLOW",
             "{review}"

@@ -2,6 +2,7 @@
 //!
 //! - [`intent`]: intents, their statuses and the legal moves between them;
 //! - [`event`]: the immutable event record and the one registry of event types;
+//! - [`flags`]: the feature flags the code reads, with their defaults;
 //! - [`risk`]: the dependency graph of a change, PageRank, four signals, composite scores,
 //!   findings and bombs — numerically identical to the reference implementation;
 //! - [`policy`]: profiles per risk level, origin overrides, the five gates and the risk gate;

@@ -49,6 +49,8 @@ pub async fn state_from_env() -> Result<Arc<AppState>, BootError> {
 fn local_repository(configured: Option<String>) -> Option<converge_runtime::local_git::GitScm> {
     let path = match configured.filter(|p| !p.trim().is_empty()) {
         Some(path) => std::path::PathBuf::from(path),
+        // A Lambda function has no repository: skip the probe (a process spawn at cold start).
+        None if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() => return None,
         None => {
             let cwd = std::env::current_dir().ok()?;
             let inside = std::process::Command::new("git")

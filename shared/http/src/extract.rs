@@ -57,3 +57,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
             .ok_or(ApiError::Unauthenticated)
     }
 }
+
+/// A JSON body that may be absent: no body (or only whitespace) means `T::default()`.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge(crate::BODY_LIMIT_BYTES))?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        serde_json::from_slice(&body)
+            .map(OptionalJson)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}

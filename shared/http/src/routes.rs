@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use crate::AppState;
 use crate::auth::{Principal, Role, hash_key};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -671,10 +671,9 @@ pub(crate) struct Rotate {
 pub(crate) async fn rotate_key(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    OptionalJson(request): OptionalJson<Rotate>,
 ) -> ApiResult {
     principal.require(Role::Admin, "admin")?;
-    let body = body.map_err(|_| ApiError::PayloadTooLarge(crate::BODY_LIMIT_BYTES))?;
     let old_hash = principal.key_hash.clone().ok_or_else(|| {
         ApiError::BadRequest("authentication is off: there is no key to rotate".to_owned())
     })?;
@@ -683,13 +682,6 @@ pub(crate) async fn rotate_key(
             "this key is already being retired; rotate with its replacement".to_owned(),
         ));
     }
-    // The body is optional: no body means the default grace period.
-    let request: Rotate = if body.iter().all(u8::is_ascii_whitespace) {
-        Rotate::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
-    };
     let grace = request
         .grace_period_seconds
         .unwrap_or(DEFAULT_GRACE_SECONDS);
@@ -987,7 +979,7 @@ pub(crate) async fn report_check(
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ValidateRequest {
+pub(crate) struct ValidateRequest {
     #[serde(default)]
     skip_checks: bool,
 }
@@ -1014,17 +1006,10 @@ pub(crate) async fn validate_intent(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    OptionalJson(request): OptionalJson<ValidateRequest>,
 ) -> ApiResult {
     use converge_core::pipeline::{Outcome, PipelineError, Ports, ValidationOptions, validate};
     principal.require(Role::Operator, "intents.write")?;
-    let body = body.map_err(|_| ApiError::PayloadTooLarge(crate::BODY_LIMIT_BYTES))?;
-    let request: ValidateRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ValidateRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
-    };
     if request.skip_checks {
         principal.require(Role::Admin, "admin")?;
     }
