@@ -2,41 +2,12 @@
 //! CONVERGE_REPO_PATH, CI reporting checks through the API, on SQLite and PostgreSQL.
 
 use std::path::Path;
-use std::process::Command;
 
+use converge_testkit::git::{commit_file, git};
 use converge_testkit::{ServerProcess, fresh_pg_database};
 use serde_json::{Value, json};
 
 const KEY: &str = "validate-key";
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
-        .output()
-        .unwrap_or_else(|e| panic!("git: {e}"));
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-fn commit_file(repo: &Path, path: &str, content: &str, message: &str) {
-    let file = repo.join(path);
-    if let Some(parent) = file.parent() {
-        std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
-    }
-    std::fs::write(&file, content).unwrap_or_else(|e| panic!("{e}"));
-    git(repo, &["add", "."]);
-    git(repo, &["commit", "-q", "-m", message]);
-}
 
 /// main with a little code; feature/docs changes one doc; feature/clash edits what main edits.
 fn repository(dir: &Path) {

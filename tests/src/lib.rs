@@ -142,3 +142,40 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Real git repositories for tests: commands with a fixed identity, failing loudly.
+pub mod git {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// Runs `git -C repo args…` and returns its trimmed standard output; panics on failure.
+    pub fn git(repo: &Path, args: &[&str]) -> String {
+        let output = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "Test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+            .env("GIT_COMMITTER_NAME", "Test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+            .output()
+            .unwrap_or_else(|e| panic!("git: {e}"));
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Writes `content` to `path` in the work tree and commits everything.
+    pub fn commit_file(repo: &Path, path: &str, content: &str, message: &str) {
+        let file = repo.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(&file, content).unwrap_or_else(|e| panic!("{e}"));
+        git(repo, &["add", "."]);
+        git(repo, &["commit", "-q", "-m", message]);
+    }
+}

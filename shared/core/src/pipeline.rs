@@ -53,8 +53,21 @@ pub enum ScmError {
     Unavailable(String),
 }
 
+/// The commits an intent's refs point at now.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Tips {
+    /// Commit of the source ref.
+    pub head_sha: String,
+    /// Commit of the target ref.
+    pub target_sha: String,
+}
+
 /// Source control: merge simulation and change history.
 pub trait Scm {
+    /// Where the intent's source and target point now: cheap, so the queue can tell whether
+    /// anything moved since the last decision before it runs a simulation.
+    fn tips(&self, intent: &Intent) -> impl Future<Output = Result<Tips, ScmError>> + Send;
+
     /// Simulates merging the intent's source into the current tip of its target; the changed
     /// files are counted from the merge base.
     fn simulate(
@@ -68,6 +81,71 @@ pub trait Scm {
         intent: &Intent,
         files: &[String],
     ) -> impl Future<Output = Result<Vec<CouplingPair>, ScmError>> + Send;
+}
+
+/// Why a merge of validated work did not land. Each kind is handled differently by the queue:
+/// a moved ref means the validation no longer describes what would merge (revalidate, no retry
+/// spent); the others count as a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// The target is no longer at the validated commit.
+    #[error("target moved: validated against {validated}, now at {current}")]
+    TargetMoved {
+        /// The commit the validation was made against.
+        validated: String,
+        /// Where the target is now.
+        current: String,
+    },
+    /// The source got a new head after validation: the validated head is not merged.
+    #[error("source moved: validated head {validated}, now at {current}")]
+    HeadMoved {
+        /// The validated head.
+        validated: String,
+        /// The new head.
+        current: String,
+    },
+    /// The merge no longer applies cleanly.
+    #[error("merge conflicts: {}", .0.join(", "))]
+    Conflict(Vec<String>),
+    /// The target refuses updates (branch protection, or checked out in a work tree).
+    #[error("target is protected: {0}")]
+    Protected(String),
+    /// Converge lacks the permission to write the target.
+    #[error("permission denied: {0}")]
+    Forbidden(String),
+    /// Source control could not be reached; nothing was merged.
+    #[error("source control unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl MergeError {
+    /// Whether the failure means the validation is stale rather than the change at fault.
+    pub fn needs_revalidation(&self) -> bool {
+        matches!(
+            self,
+            MergeError::TargetMoved { .. } | MergeError::HeadMoved { .. }
+        )
+    }
+}
+
+/// Lands validated work: the merge of exactly the validated head onto exactly the validated
+/// target commit, moving the target ref only if it still points at that commit.
+pub trait Merger {
+    /// Whether `head_sha` is already part of the intent's target (merged by an earlier attempt
+    /// whose record was lost, or by hand): such an intent is recorded MERGED, never merged
+    /// again.
+    fn landed(
+        &self,
+        intent: &Intent,
+        head_sha: &str,
+    ) -> impl Future<Output = Result<bool, MergeError>> + Send;
+
+    /// Merges and returns the new target commit.
+    fn merge(
+        &self,
+        intent: &Intent,
+        validated: &SimulatedMerge,
+    ) -> impl Future<Output = Result<String, MergeError>> + Send;
 }
 
 /// The state of one required check on a commit.
@@ -551,7 +629,8 @@ fn blocked<K: Clock, I: IdSource>(
 ) -> Decision {
     recorder.record(
         EventType::IntentBlocked,
-        json!({"reason": reason, "kind": kind, "trace_id": recorder.trace_id}),
+        json!({"reason": reason, "kind": kind, "trace_id": recorder.trace_id,
+               "head_sha": decision.merge.head_sha, "target_sha": decision.merge.target_sha}),
         json!({"reason": reason, "trace_id": recorder.trace_id}),
     );
     decision.outcome = Outcome::Blocked { kind, reason };

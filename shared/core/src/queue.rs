@@ -21,9 +21,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::event::EventType;
+use crate::event::{Event, EventType};
 use crate::intent::{Intent, Status};
-use crate::pipeline::{Decision, Outcome};
+use crate::pipeline::{Decision, Outcome, Tips};
 use crate::policy::QueueSettings;
 
 /// The unit of serialisation: one lease, one processing order, per (tenant, repo, target).
@@ -291,6 +291,132 @@ pub fn after_merge_failure(intent: &Intent, max_retries: u32, error: &str) -> St
     step
 }
 
+/// A merge attempt was refused because a ref moved after validation: the intent goes back to
+/// READY to be revalidated, and no retry is spent (the change is not at fault; invariant 2
+/// forbids merging it blind).
+pub fn after_merge_refused(intent: &Intent, error: &str) -> Step {
+    Step {
+        status: Status::Ready,
+        retries: intent.retries,
+        event: Some((
+            EventType::IntentRequeued,
+            json!({"reason": format!("revalidation needed: {error}"), "retries": intent.retries}),
+            json!({"retries": intent.retries, "revalidate": true}),
+        )),
+        action: NextAction::None,
+    }
+}
+
+/// The last decision the pipeline recorded for an intent: the commits it judged, when, and
+/// whether it has been waiting for checks on that head (since when).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastDecision {
+    /// The head that was judged.
+    pub head_sha: String,
+    /// The target commit it was judged against.
+    pub target_sha: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Whether it validated (else it blocked).
+    pub validated: bool,
+    /// Set when the decision was a checks-pending block: the time of the first such block in
+    /// the unbroken run of them on this head.
+    pub waiting_since: Option<DateTime<Utc>>,
+}
+
+impl LastDecision {
+    /// Reads the last decision from an intent's `intent.validated` and `intent.blocked` events,
+    /// newest first. `None` when there is none (never judged).
+    pub fn from_events(newest_first: &[Event]) -> Option<LastDecision> {
+        let sha = |event: &Event, field: &str| {
+            event
+                .payload
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let is_pending_block = |event: &Event| {
+            event.event_type == EventType::IntentBlocked
+                && event.payload.get("kind").and_then(Value::as_str) == Some("checks_pending")
+        };
+        let latest = newest_first.first()?;
+        let head_sha = sha(latest, "head_sha");
+        let waiting_since = if is_pending_block(latest) {
+            newest_first
+                .iter()
+                .take_while(|e| is_pending_block(e) && sha(e, "head_sha") == head_sha)
+                .last()
+                .map(|e| e.timestamp)
+        } else {
+            None
+        };
+        Some(LastDecision {
+            target_sha: sha(latest, "target_sha"),
+            head_sha,
+            at: latest.timestamp,
+            validated: latest.event_type == EventType::IntentValidated,
+            waiting_since,
+        })
+    }
+}
+
+/// What a processing round does with an admitted intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// Run the validation pipeline; `waiting_since` goes to [`after_validation`].
+    Validate {
+        /// When the intent started waiting for checks on this head, if it is waiting.
+        waiting_since: Option<DateTime<Utc>>,
+    },
+    /// Merge what the last decision validated (QUEUED, refs unmoved, auto-confirm on).
+    Merge {
+        /// The validated head.
+        head_sha: String,
+        /// The validated target commit.
+        target_sha: String,
+    },
+    /// Nothing changed since the last decision: running again would decide the same thing
+    /// and only add events.
+    Nothing,
+}
+
+/// Chooses the work for an admitted intent from its last decision and where its refs point
+/// now. Invariant 2: a QUEUED intent whose head or target moved is revalidated, never merged.
+/// A new check result, or a wait for checks that outlasted the limit, also calls for a run.
+pub fn plan_work(
+    intent: &Intent,
+    last: Option<&LastDecision>,
+    tips: &Tips,
+    checks_reported_since: bool,
+    now: DateTime<Utc>,
+    rules: &QueueRules,
+) -> Work {
+    let Some(last) = last else {
+        return Work::Validate {
+            waiting_since: None,
+        };
+    };
+    let same_head = last.head_sha == tips.head_sha;
+    let waiting_since = if same_head { last.waiting_since } else { None };
+    let moved = !same_head || needs_revalidation(Some(&last.target_sha), &tips.target_sha);
+    let wait_over = waiting_since.is_some_and(|since| now - since > rules.checks_wait_limit);
+    // VALIDATED moves on to QUEUED through a run; READY after a passing decision means a merge
+    // attempt failed or an operator requeued it, so it is judged again (the retry bound ends it).
+    let judged_again =
+        intent.status == Status::Validated || (intent.status == Status::Ready && last.validated);
+    if moved || checks_reported_since || wait_over || judged_again {
+        return Work::Validate { waiting_since };
+    }
+    if intent.status == Status::Queued && rules.auto_confirm {
+        return Work::Merge {
+            head_sha: last.head_sha.clone(),
+            target_sha: last.target_sha.clone(),
+        };
+    }
+    Work::Nothing
+}
+
 /// Whether a validation made against `validated_target_sha` still holds for the target's
 /// current tip. When the target moved, queued work must be revalidated (invariant 2).
 pub fn needs_revalidation(validated_target_sha: Option<&str>, current_target_sha: &str) -> bool {
@@ -385,5 +511,141 @@ mod tests {
         assert!(needs_revalidation(Some("aaa"), "bbb"));
         assert!(needs_revalidation(None, "bbb"));
         assert!(!needs_revalidation(Some("bbb"), "bbb"));
+    }
+
+    fn decision_event(kind: Option<&str>, head: &str, target: &str, minute: i64) -> Event {
+        let at = chrono::Utc
+            .timestamp_opt(1_700_000_000 + minute * 60, 0)
+            .single()
+            .unwrap_or_default();
+        let (event_type, payload) = match kind {
+            None => (
+                EventType::IntentValidated,
+                json!({"head_sha": head, "target_sha": target}),
+            ),
+            Some(kind) => (
+                EventType::IntentBlocked,
+                json!({"kind": kind, "head_sha": head, "target_sha": target}),
+            ),
+        };
+        Event {
+            id: format!("e-{minute}"),
+            trace_id: format!("t-{minute}"),
+            timestamp: at,
+            event_type,
+            intent_id: Some("a".into()),
+            agent_id: None,
+            tenant_id: None,
+            payload,
+            evidence: json!({}),
+        }
+    }
+
+    fn tips(head: &str, target: &str) -> Tips {
+        Tips {
+            head_sha: head.into(),
+            target_sha: target.into(),
+        }
+    }
+
+    #[test]
+    fn the_wait_for_checks_counts_from_the_first_pending_block_on_the_same_head() {
+        let newest_first = [
+            decision_event(Some("checks_pending"), "h2", "t2", 30),
+            decision_event(Some("checks_pending"), "h2", "t1", 20),
+            decision_event(Some("checks_pending"), "h1", "t1", 10),
+        ];
+        let last = LastDecision::from_events(&newest_first).expect("a decision");
+        assert_eq!(
+            (last.head_sha.as_str(), last.target_sha.as_str()),
+            ("h2", "t2")
+        );
+        assert_eq!(last.waiting_since, Some(newest_first[1].timestamp));
+        assert!(!last.validated);
+        let conflict = [decision_event(Some("conflict"), "h1", "t1", 5)];
+        let last = LastDecision::from_events(&conflict).expect("a decision");
+        assert_eq!(last.waiting_since, None);
+        assert!(LastDecision::from_events(&[]).is_none());
+    }
+
+    #[test]
+    fn work_is_planned_only_when_something_changed() {
+        let mut queued = intent("a", 3, 0);
+        queued.status = Status::Queued;
+        let validated = LastDecision::from_events(&[decision_event(None, "h", "t", 0)]);
+        let now = validated.as_ref().map(|l| l.at).unwrap_or_default();
+        let manual = rules();
+        let auto = QueueRules {
+            auto_confirm: true,
+            ..rules()
+        };
+        let plan = |i: &Intent, t: Tips, reported: bool, r: &QueueRules| {
+            plan_work(i, validated.as_ref(), &t, reported, now, r)
+        };
+        assert_eq!(plan(&queued, tips("h", "t"), false, &manual), Work::Nothing);
+        assert_eq!(
+            plan(&queued, tips("h", "t"), false, &auto),
+            Work::Merge {
+                head_sha: "h".into(),
+                target_sha: "t".into()
+            }
+        );
+        // Invariant 2: a moved target or head means a new validation, never a merge.
+        for moved in [tips("h", "t2"), tips("h2", "t")] {
+            assert!(matches!(
+                plan(&queued, moved, false, &auto),
+                Work::Validate { .. }
+            ));
+        }
+        assert!(matches!(
+            plan(&queued, tips("h", "t"), true, &auto),
+            Work::Validate { .. }
+        ));
+        assert!(matches!(
+            plan_work(
+                &intent("new", 3, 0),
+                None,
+                &tips("h", "t"),
+                false,
+                now,
+                &auto
+            ),
+            Work::Validate {
+                waiting_since: None
+            }
+        ));
+    }
+
+    #[test]
+    fn a_pending_wait_is_run_again_once_it_outlasts_the_limit() {
+        let ready = intent("a", 3, 0);
+        let blocked = [decision_event(Some("checks_pending"), "h", "t", 0)];
+        let last = LastDecision::from_events(&blocked);
+        let start = blocked[0].timestamp;
+        let r = rules();
+        let at = |minutes: i64| {
+            plan_work(
+                &ready,
+                last.as_ref(),
+                &tips("h", "t"),
+                false,
+                start + Duration::minutes(minutes),
+                &r,
+            )
+        };
+        assert_eq!(at(10), Work::Nothing);
+        assert_eq!(
+            at(r.checks_wait_limit.num_minutes() + 1),
+            Work::Validate {
+                waiting_since: Some(start)
+            }
+        );
+        // A new head starts a new wait.
+        assert_eq!(
+            plan_work(&ready, last.as_ref(), &tips("h2", "t"), false, start, &r),
+            Work::Validate {
+                waiting_since: None
+            }
+        );
     }
 }

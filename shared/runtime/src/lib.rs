@@ -10,4 +10,5 @@
 //! Manager, SQS, and OpenTelemetry export.
 
 pub mod local_git;
+pub mod queue_worker;
 pub mod reported_checks;

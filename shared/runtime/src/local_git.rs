@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use converge_core::Intent;
-use converge_core::pipeline::{Scm, ScmError, SimulatedMerge};
+use converge_core::pipeline::{MergeError, Merger, Scm, ScmError, SimulatedMerge, Tips};
 use converge_core::risk::CouplingPair;
 use converge_core::simulation::Simulation;
 
@@ -35,16 +35,52 @@ impl GitScm {
     }
 
     async fn git(&self, args: &[&str]) -> Result<(i32, String), ScmError> {
+        self.git_with(args, &[]).await
+    }
+
+    async fn git_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(i32, String), ScmError> {
         let output = tokio::process::Command::new("git")
             .arg("-C")
             .arg(&self.repo)
             .args(args)
             .env("GIT_TERMINAL_PROMPT", "0")
+            .envs(env.iter().copied())
             .output()
             .await
             .map_err(|e| ScmError::Unavailable(format!("cannot run git: {e}")))?;
         let code = output.status.code().unwrap_or(-1);
         Ok((code, String::from_utf8_lossy(&output.stdout).into_owned()))
+    }
+
+    /// The full name of a target branch (`main` → `refs/heads/main`).
+    fn branch_ref(target: &str) -> String {
+        if target.starts_with("refs/") {
+            target.to_owned()
+        } else {
+            format!("refs/heads/{target}")
+        }
+    }
+
+    /// The work tree that has `branch` checked out, if any: moving the ref under it would
+    /// leave that work tree showing the merge as reverted changes.
+    async fn checked_out_at(&self, branch: &str) -> Result<Option<String>, ScmError> {
+        let (code, out) = self.git(&["worktree", "list", "--porcelain"]).await?;
+        if code != 0 {
+            return Ok(None);
+        }
+        let mut path = None;
+        for line in out.lines() {
+            if let Some(p) = line.strip_prefix("worktree ") {
+                path = Some(p.to_owned());
+            } else if line.strip_prefix("branch ") == Some(branch) {
+                return Ok(path);
+            }
+        }
+        Ok(None)
     }
 
     async fn resolve(&self, reference: &str) -> Result<String, ScmError> {
@@ -75,6 +111,13 @@ fn lines(text: &str) -> Vec<String> {
 }
 
 impl Scm for GitScm {
+    async fn tips(&self, intent: &Intent) -> Result<Tips, ScmError> {
+        Ok(Tips {
+            head_sha: self.resolve(&intent.source).await?,
+            target_sha: self.resolve(&intent.target).await?,
+        })
+    }
+
     async fn simulate(&self, intent: &Intent) -> Result<SimulatedMerge, ScmError> {
         let head_sha = self.resolve(&intent.source).await?;
         let target_sha = self.resolve(&intent.target).await?;
@@ -167,5 +210,127 @@ impl Scm for GitScm {
                 source: "git-log".to_owned(),
             })
             .collect())
+    }
+}
+
+/// Who the merge commits Converge writes are by (the repository's own identity is not
+/// assumed to be configured).
+const MERGE_IDENTITY: [(&str, &str); 4] = [
+    ("GIT_AUTHOR_NAME", "Converge"),
+    ("GIT_AUTHOR_EMAIL", "converge@localhost"),
+    ("GIT_COMMITTER_NAME", "Converge"),
+    ("GIT_COMMITTER_EMAIL", "converge@localhost"),
+];
+
+impl Merger for GitScm {
+    async fn landed(&self, intent: &Intent, head_sha: &str) -> Result<bool, MergeError> {
+        let unavailable = |e: ScmError| MergeError::Unavailable(e.to_string());
+        let target = self.resolve(&intent.target).await.map_err(unavailable)?;
+        let (code, _) = self
+            .git(&["merge-base", "--is-ancestor", head_sha, &target])
+            .await
+            .map_err(unavailable)?;
+        Ok(code == 0)
+    }
+
+    /// Writes the merge commit of the validated head onto the validated target commit (no work
+    /// tree involved), then moves the target branch with `update-ref` from the validated commit
+    /// only: if anything moved the branch meanwhile, git refuses and nothing changes.
+    async fn merge(
+        &self,
+        intent: &Intent,
+        validated: &SimulatedMerge,
+    ) -> Result<String, MergeError> {
+        let unavailable = |e: ScmError| MergeError::Unavailable(e.to_string());
+        let branch = Self::branch_ref(&intent.target);
+        let current_target = self.resolve(&branch).await.map_err(unavailable)?;
+        if current_target != validated.target_sha {
+            return Err(MergeError::TargetMoved {
+                validated: validated.target_sha.clone(),
+                current: current_target,
+            });
+        }
+        let current_head = self.resolve(&intent.source).await.map_err(unavailable)?;
+        if current_head != validated.head_sha {
+            return Err(MergeError::HeadMoved {
+                validated: validated.head_sha.clone(),
+                current: current_head,
+            });
+        }
+        if let Some(path) = self.checked_out_at(&branch).await.map_err(unavailable)? {
+            return Err(MergeError::Protected(format!(
+                "{branch} is checked out in the work tree at {path}; Converge does not move a \
+                 checked-out branch (check out another branch there, or use a bare clone)"
+            )));
+        }
+        let (code, out) = self
+            .git(&[
+                "merge-tree",
+                "--write-tree",
+                "--no-messages",
+                &validated.target_sha,
+                &validated.head_sha,
+            ])
+            .await
+            .map_err(unavailable)?;
+        let tree = match code {
+            0 => out.trim().to_owned(),
+            1 => {
+                return Err(MergeError::Conflict(
+                    lines(&out).into_iter().skip(1).collect(),
+                ));
+            }
+            _ => {
+                return Err(MergeError::Unavailable(format!(
+                    "git merge-tree failed with status {code}"
+                )));
+            }
+        };
+        let message = format!(
+            "Merge {} into {} (Converge intent {})",
+            intent.source, intent.target, intent.id
+        );
+        let (code, out) = self
+            .git_with(
+                &[
+                    "commit-tree",
+                    &tree,
+                    "-p",
+                    &validated.target_sha,
+                    "-p",
+                    &validated.head_sha,
+                    "-m",
+                    &message,
+                ],
+                &MERGE_IDENTITY,
+            )
+            .await
+            .map_err(unavailable)?;
+        if code != 0 {
+            return Err(MergeError::Unavailable(format!(
+                "git commit-tree failed with status {code}"
+            )));
+        }
+        let merge_commit = out.trim().to_owned();
+        let (code, _) = self
+            .git(&[
+                "update-ref",
+                "-m",
+                &message,
+                &branch,
+                &merge_commit,
+                &validated.target_sha,
+            ])
+            .await
+            .map_err(unavailable)?;
+        if code != 0 {
+            // The only way a compare-and-swap on a ref fails here is that it moved.
+            let current = self.resolve(&branch).await.unwrap_or_default();
+            return Err(MergeError::TargetMoved {
+                validated: validated.target_sha.clone(),
+                current,
+            });
+        }
+        Ok(merge_commit)
     }
 }

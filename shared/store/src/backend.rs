@@ -167,6 +167,45 @@ macro_rules! store_operations {
                 $crate::intent_json::decode_page(page.as_deref().unwrap_or("[]"), parse_json_ts)
             }
 
+            /// The actionable intents (READY, VALIDATED, QUEUED) of one queue key, in queue
+            /// order, at most `limit`.
+            pub async fn queue_intents(&self, key: &converge_core::queue::QueueKey, limit: u32) -> Result<Vec<converge_core::Intent>, $crate::StoreError> {
+                let page: Option<String> = sqlx::query_scalar(concat!(
+                    $intents_as_json,
+                    " FROM (SELECT * FROM intents WHERE status IN ('READY', 'VALIDATED', 'QUEUED') ",
+                    "AND COALESCE(tenant_id, '') = $1 AND ", $repo_of_intent, " = $2 AND target = $3 ",
+                    "ORDER BY priority, created_at, id LIMIT $4) AS page"
+                ))
+                .bind(&key.tenant)
+                .bind(&key.repo)
+                .bind(&key.target)
+                .bind(i64::from(limit))
+                .fetch_one(&self.pool)
+                .await?;
+                $crate::intent_json::decode_page(page.as_deref().unwrap_or("[]"), parse_json_ts)
+            }
+
+            /// An intent's latest decisions (`intent.validated`, `intent.blocked`), newest
+            /// first, and the sequence number of its latest `check.reported` event.
+            pub async fn decision_trail(&self, intent_id: &str, limit: u32) -> Result<$crate::DecisionTrail, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT * FROM events WHERE intent_id = $1 AND event_type IN ('intent.validated', 'intent.blocked') \
+                     ORDER BY seq DESC LIMIT $2",
+                )
+                .bind(intent_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                let decisions = rows.iter().map(stored_event_from_row).collect::<Result<Vec<_>, _>>()?;
+                let last_check_report: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(seq) FROM events WHERE intent_id = $1 AND event_type = 'check.reported'",
+                )
+                .bind(intent_id)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok($crate::DecisionTrail { decisions, last_check_report })
+            }
+
             /// Intents counted by tenant, repository, target and status (for gauges and
             /// summaries: no row is loaded). `tenant` confines the count to one tenant.
             pub async fn intent_counts(&self, tenant: Option<&str>) -> Result<Vec<$crate::IntentCount>, $crate::StoreError> {
@@ -430,11 +469,12 @@ macro_rules! store_operations {
                 rows.iter().map(lease_from_row).collect()
             }
 
-            /// Claims up to `limit` unsent outbox rows for `claim_ttl` (oldest first). A claim that
+            /// Claims up to `limit` unsent outbox rows of `topic` for `claim_ttl` (oldest first). A claim that
             /// lapses without `mark_sent` makes the row claimable again: nothing is lost if the
             /// sender dies.
             pub async fn claim_outbox(
                 &self,
+                topic: &str,
                 claimer: &str,
                 limit: u32,
                 claim_ttl: std::time::Duration,
@@ -444,7 +484,7 @@ macro_rules! store_operations {
                 let mut tx = begin_write(&self.pool).await?;
                 let rows = sqlx::query(concat!(
                     "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 WHERE seq IN (",
-                    "SELECT seq FROM outbox WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $3) ",
+                    "SELECT seq FROM outbox WHERE topic = $5 AND sent_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $3) ",
                     "ORDER BY seq LIMIT $4",
                     $skip_locked,
                     ") RETURNING seq, topic, payload, attempts"
@@ -453,6 +493,7 @@ macro_rules! store_operations {
                 .bind(ts(until))
                 .bind(ts(now))
                 .bind(i64::from(limit))
+                .bind(topic)
                 .fetch_all(&mut *tx)
                 .await?;
                 tx.commit().await?;

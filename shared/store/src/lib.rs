@@ -37,9 +37,9 @@ use converge_core::pipeline::Clock;
 
 pub use error::StoreError;
 pub use model::{
-    ApiKeyRecord, Commit, CommitLink, DeliveryOutcome, EventFilter, FencingToken, FlagSetting,
-    IntentCount, IntentCursor, IntentFilter, Lease, LeaseState, OutboxEntry, OutboxMessage,
-    StoredEvent, VersionedDocument,
+    ApiKeyRecord, Commit, CommitLink, DecisionTrail, DeliveryOutcome, EventFilter, FencingToken,
+    FlagSetting, IntentCount, IntentCursor, IntentFilter, Lease, LeaseState, OutboxEntry,
+    OutboxMessage, StoredEvent, VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -365,6 +365,10 @@ forward! {
     fn intent(&self, id: &str) -> Option<converge_core::Intent>;
     /// Intents in queue order, filtered and paged.
     fn intents(&self, filter: &IntentFilter) -> Vec<converge_core::Intent>;
+    /// The actionable intents of one queue key, in queue order.
+    fn queue_intents(&self, key: &converge_core::queue::QueueKey, limit: u32) -> Vec<converge_core::Intent>;
+    /// An intent's latest decisions and latest reported check.
+    fn decision_trail(&self, intent_id: &str, limit: u32) -> DecisionTrail;
     /// Intents counted by queue key and status.
     fn intent_counts(&self, tenant: Option<&str>) -> Vec<IntentCount>;
     /// Events, newest first, filtered and paged.
@@ -388,7 +392,7 @@ forward! {
     /// Every lease row.
     fn leases(&self) -> Vec<LeaseState>;
     /// Claims unsent outbox rows.
-    fn claim_outbox(&self, claimer: &str, limit: u32, claim_ttl: std::time::Duration) -> Vec<OutboxEntry>;
+    fn claim_outbox(&self, topic: &str, claimer: &str, limit: u32, claim_ttl: std::time::Duration) -> Vec<OutboxEntry>;
     /// Marks an outbox row sent.
     fn mark_outbox_sent(&self, seq: i64) -> bool;
     /// Outbox rows not sent yet.

@@ -234,3 +234,24 @@ pub struct VersionedDocument {
     /// Last write.
     pub updated_at: DateTime<Utc>,
 }
+
+/// What the queue needs to know of an intent's past decisions.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DecisionTrail {
+    /// `intent.validated` and `intent.blocked` events, newest first.
+    pub decisions: Vec<StoredEvent>,
+    /// Sequence number of the latest `check.reported` event, if any.
+    pub last_check_report: Option<i64>,
+}
+
+impl DecisionTrail {
+    /// Whether a check result was reported after the latest decision.
+    pub fn checks_reported_since(&self) -> bool {
+        let decided = self.decisions.first().map(|d| d.seq);
+        match (self.last_check_report, decided) {
+            (Some(report), Some(decided)) => report > decided,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}

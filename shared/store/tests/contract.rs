@@ -66,6 +66,8 @@ on_both_backends!(
     the_schema_matches_what_backfill_copies,
     flags_are_set_and_listed,
     intents_are_counted_by_key_and_status,
+    a_queue_key_lists_its_actionable_intents_in_order,
+    the_decision_trail_tells_whether_checks_arrived_since,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -571,12 +573,17 @@ async fn outbox_rows_are_claimed_once_and_reclaimed_after_a_lapsed_claim(
     store: Store,
     clock: ManualClock,
 ) {
-    let outbox = (0..5)
+    let mut outbox: Vec<OutboxMessage> = (0..5)
         .map(|n| OutboxMessage {
             topic: "queue".into(),
             payload: json!({"n": n}),
         })
         .collect();
+    // Another topic is never handed to a claimer of "queue".
+    outbox.push(OutboxMessage {
+        topic: "publish".into(),
+        payload: json!({}),
+    });
     ok(store
         .commit(&Commit {
             outbox,
@@ -586,8 +593,8 @@ async fn outbox_rows_are_claimed_once_and_reclaimed_after_a_lapsed_claim(
 
     let store = Arc::new(store);
     let (a, b) = tokio::join!(
-        store.claim_outbox("sender-a", 3, StdDuration::from_secs(60)),
-        store.claim_outbox("sender-b", 3, StdDuration::from_secs(60)),
+        store.claim_outbox("queue", "sender-a", 3, StdDuration::from_secs(60)),
+        store.claim_outbox("queue", "sender-b", 3, StdDuration::from_secs(60)),
     );
     let (a, b) = (ok(a), ok(b));
     let seqs: BTreeSet<i64> = a.iter().chain(&b).map(|e| e.seq).collect();
@@ -601,20 +608,24 @@ async fn outbox_rows_are_claimed_once_and_reclaimed_after_a_lapsed_claim(
     // Sender b dies without marking: its rows come back once the claim lapses.
     assert!(
         ok(store
-            .claim_outbox("sender-c", 10, StdDuration::from_secs(60))
+            .claim_outbox("queue", "sender-c", 10, StdDuration::from_secs(60))
             .await)
         .is_empty()
     );
     clock.advance(Duration::seconds(61));
     let reclaimed = ok(store
-        .claim_outbox("sender-c", 10, StdDuration::from_secs(60))
+        .claim_outbox("queue", "sender-c", 10, StdDuration::from_secs(60))
         .await);
     assert_eq!(
         reclaimed.iter().map(|e| e.seq).collect::<Vec<_>>(),
         b.iter().map(|e| e.seq).collect::<Vec<_>>()
     );
     assert!(reclaimed.iter().all(|e| e.attempts == 2));
-    assert_eq!(ok(store.unsent_outbox_count().await), b.len() as i64);
+    assert_eq!(ok(store.unsent_outbox_count().await), b.len() as i64 + 1);
+    let other = ok(store
+        .claim_outbox("publish", "sender-d", 10, StdDuration::from_secs(60))
+        .await);
+    assert_eq!(other.len(), 1);
 }
 
 async fn api_keys_are_found_by_hash_until_they_expire(store: Store, clock: ManualClock) {
@@ -951,4 +962,91 @@ async fn intents_are_counted_by_key_and_status(store: Store, clock: ManualClock)
     assert_eq!(counts.len(), 3);
     let acme = ok(store.intent_counts(Some("acme")).await);
     assert_eq!(acme.iter().map(|c| c.count).sum::<i64>(), 3);
+}
+
+async fn a_queue_key_lists_its_actionable_intents_in_order(store: Store, clock: ManualClock) {
+    // created() puts intents in tenant acme, repo acme/app, target main.
+    let (_, late) = created(&clock, "q-late", 3);
+    clock.advance(Duration::seconds(1));
+    let (_, urgent) = created(&clock, "q-urgent", 1);
+    let (_, done) = created(&clock, "q-done", 1);
+    let (mut untenanted, _) = created(&clock, "q-none", 1);
+    untenanted.tenant_id = None;
+    let events = vec![
+        late,
+        urgent,
+        done,
+        event(&clock, "q-done", EventType::IntentRejected, json!({})),
+        event(
+            &clock,
+            "q-none",
+            EventType::IntentCreated,
+            serde_json::to_value(&untenanted).unwrap_or_default(),
+        ),
+    ];
+    ok(store
+        .commit(&Commit {
+            events,
+            ..Commit::default()
+        })
+        .await);
+    let key = |tenant: &str| QueueKey {
+        tenant: tenant.into(),
+        repo: "acme/app".into(),
+        target: "main".into(),
+    };
+    let ids = |intents: Vec<converge_core::Intent>| -> Vec<String> {
+        intents.into_iter().map(|i| i.id).collect()
+    };
+    assert_eq!(
+        ids(ok(store.queue_intents(&key("acme"), 10).await)),
+        ["q-urgent", "q-late"]
+    );
+    assert_eq!(
+        ids(ok(store.queue_intents(&key("acme"), 1).await)),
+        ["q-urgent"]
+    );
+    assert_eq!(ids(ok(store.queue_intents(&key(""), 10).await)), ["q-none"]);
+}
+
+async fn the_decision_trail_tells_whether_checks_arrived_since(store: Store, clock: ManualClock) {
+    let (_, birth) = created(&clock, "t-1", 3);
+    ok(store
+        .commit(&Commit {
+            events: vec![birth],
+            ..Commit::default()
+        })
+        .await);
+    let trail = ok(store.decision_trail("t-1", 5).await);
+    assert!(trail.decisions.is_empty() && !trail.checks_reported_since());
+
+    let append = |event_type: EventType, payload: serde_json::Value| {
+        let store = &store;
+        let event = event(&clock, "t-1", event_type, payload);
+        async move {
+            ok(store
+                .commit(&Commit {
+                    events: vec![event],
+                    ..Commit::default()
+                })
+                .await)
+        }
+    };
+    append(EventType::IntentBlocked, json!({"kind": "checks_pending"})).await;
+    append(EventType::CheckReported, json!({"check": "lint"})).await;
+    let trail = ok(store.decision_trail("t-1", 5).await);
+    assert_eq!(trail.decisions.len(), 1);
+    assert!(trail.checks_reported_since());
+
+    append(EventType::IntentValidated, json!({})).await;
+    let trail = ok(store.decision_trail("t-1", 5).await);
+    assert_eq!(
+        trail
+            .decisions
+            .iter()
+            .map(|d| d.event.event_type)
+            .collect::<Vec<_>>(),
+        [EventType::IntentValidated, EventType::IntentBlocked]
+    );
+    assert!(!trail.checks_reported_since());
 }

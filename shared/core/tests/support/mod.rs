@@ -14,7 +14,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use converge_core::Intent;
 use converge_core::pipeline::{
     CheckOutcome, CheckState, Checks, ChecksError, Clock, IdSource, Ports, Scm, ScmError,
-    SimulatedMerge,
+    SimulatedMerge, Tips,
 };
 use converge_core::risk::CouplingPair;
 use converge_core::simulation::Simulation;
@@ -63,6 +63,13 @@ impl FakeScm {
 }
 
 impl Scm for FakeScm {
+    async fn tips(&self, _intent: &Intent) -> Result<Tips, ScmError> {
+        self.result.clone().map(|m| Tips {
+            head_sha: m.head_sha,
+            target_sha: m.target_sha,
+        })
+    }
+
     async fn simulate(&self, _intent: &Intent) -> Result<SimulatedMerge, ScmError> {
         self.result.clone()
     }

@@ -1,0 +1,527 @@
+//! Queue processing: one round over a queue key, under its lease.
+//!
+//! The rules are the domain's ([`converge_core::queue`]); this module loads what they need,
+//! runs the validation pipeline and the merge through the ports, and commits each decision's
+//! events together with the step's event in one transaction guarded by the key's lease — a
+//! worker that lost its lease (fencing token superseded) cannot write a decision. Before a
+//! merge the lease is extended, which fails if it was lost, so a fenced-off worker never
+//! merges either.
+//!
+//! The database-backed queue is the outbox: the API appends a `queue` message naming the key
+//! in the same transaction as the change that calls for work, and [`QueueProcessor::poll`]
+//! claims those messages, adds every key that has actionable intents (the sweep, which also
+//! notices target branches that moved with no message at all), and processes each key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use converge_core::pipeline::{
+    Clock, IdSource, Merger, Ports, Scm, ScmError, SimulatedMerge, ValidationOptions, validate,
+};
+use converge_core::queue::{
+    self, Admission, LastDecision, NextAction, QueueKey, QueueRules, Step, Work,
+};
+use converge_core::{Event, Intent, PolicyConfig, Status};
+use converge_store::{Commit, Lease, Store, StoreError};
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::reported_checks::ReportedChecks;
+
+/// The outbox topic of queue messages (`{"tenant", "repo", "target"}`).
+pub const QUEUE_TOPIC: &str = "queue";
+
+/// Decisions read back to find the start of a wait for checks.
+const TRAIL_DEPTH: u32 = 50;
+
+/// The worker's settings (`CONVERGE_WORKER_*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerSettings {
+    /// Seconds between polls (`CONVERGE_WORKER_POLL_INTERVAL`, 5).
+    pub poll_interval: Duration,
+    /// Intents processed per key and round (`CONVERGE_WORKER_BATCH_SIZE`, 20).
+    pub batch_size: u32,
+    /// Failed attempts before rejection (`CONVERGE_WORKER_MAX_RETRIES`; the policy's
+    /// `queue.max_retries` when unset).
+    pub max_retries: Option<u32>,
+    /// Merge passing intents (`CONVERGE_WORKER_AUTO_CONFIRM`, 0).
+    pub auto_confirm: bool,
+    /// Treat required checks as passed (`CONVERGE_WORKER_SKIP_CHECKS`, 0; the reference
+    /// defaulted to 1, which let unchecked work through).
+    pub skip_checks: bool,
+    /// How long a key's lease lasts without renewal (`CONVERGE_WORKER_LEASE_TTL`, 60 s).
+    pub lease_ttl: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            poll_interval: Duration::from_secs(5),
+            batch_size: 20,
+            max_retries: None,
+            auto_confirm: false,
+            skip_checks: false,
+            lease_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// Reads the settings; an unusable value is an error naming the variable.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<WorkerSettings, String> {
+        let defaults = WorkerSettings::default();
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let number = |name: &str, min: u64, max: u64| -> Result<Option<u64>, String> {
+            get(name)
+                .map(|v| match v.parse::<u64>() {
+                    Ok(n) if (min..=max).contains(&n) => Ok(n),
+                    _ => Err(format!(
+                        "{name} must be a whole number from {min} to {max}, got '{v}'"
+                    )),
+                })
+                .transpose()
+        };
+        let flag = |name: &str, default: bool| -> Result<bool, String> {
+            match get(name).as_deref() {
+                None => Ok(default),
+                Some("1" | "true" | "yes") => Ok(true),
+                Some("0" | "false" | "no") => Ok(false),
+                Some(other) => Err(format!("{name} must be 1 or 0, got '{other}'")),
+            }
+        };
+        Ok(WorkerSettings {
+            poll_interval: number("CONVERGE_WORKER_POLL_INTERVAL", 1, 3_600)?
+                .map_or(defaults.poll_interval, Duration::from_secs),
+            batch_size: number("CONVERGE_WORKER_BATCH_SIZE", 1, 1_000)?
+                .map_or(defaults.batch_size, |n| n as u32),
+            max_retries: number("CONVERGE_WORKER_MAX_RETRIES", 1, 100)?.map(|n| n as u32),
+            auto_confirm: flag("CONVERGE_WORKER_AUTO_CONFIRM", defaults.auto_confirm)?,
+            skip_checks: flag("CONVERGE_WORKER_SKIP_CHECKS", defaults.skip_checks)?,
+            lease_ttl: number("CONVERGE_WORKER_LEASE_TTL", 5, 3_600)?
+                .map_or(defaults.lease_ttl, Duration::from_secs),
+        })
+    }
+}
+
+/// Why a round over a key stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The store failed or refused; a lost lease shows as [`StoreError::StaleLease`].
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What happened to one intent in a round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentReport {
+    /// The intent.
+    pub intent_id: String,
+    /// `validated`, `queued`, `blocked`, `waiting_for_checks`, `waiting_for_dependencies`,
+    /// `requeued`, `rejected`, `merged`, `unchanged` or `error`.
+    pub outcome: &'static str,
+    /// The reason or detail, for the log.
+    pub detail: String,
+}
+
+/// The result of one round over a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOutcome {
+    /// Another worker holds the key's lease.
+    Busy,
+    /// The round ran; one report per intent looked at.
+    Processed(Vec<IntentReport>),
+}
+
+/// Processes queue keys against one SCM (which also merges) and the reported checks.
+pub struct QueueProcessor<S> {
+    store: Store,
+    scm: S,
+    checks: ReportedChecks,
+    policy: PolicyConfig,
+    settings: WorkerSettings,
+    clock: Arc<dyn Clock + Send + Sync>,
+    holder: String,
+}
+
+struct RandomIds;
+
+/// The processor's clock as a sized port.
+struct SharedClock<'a>(&'a (dyn Clock + Send + Sync));
+
+impl Clock for SharedClock<'_> {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0.now()
+    }
+}
+
+impl IdSource for RandomIds {
+    fn new_id(&self) -> String {
+        let bytes: [u8; 12] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl<S: Scm + Merger + Sync> QueueProcessor<S> {
+    /// A processor that holds leases as `holder` (unique per worker process).
+    pub fn new(
+        store: Store,
+        scm: S,
+        policy: PolicyConfig,
+        settings: WorkerSettings,
+        clock: Arc<dyn Clock + Send + Sync>,
+        holder: impl Into<String>,
+    ) -> QueueProcessor<S> {
+        QueueProcessor {
+            checks: ReportedChecks::new(store.clone()),
+            store,
+            scm,
+            policy,
+            settings,
+            clock,
+            holder: holder.into(),
+        }
+    }
+
+    /// The lease holder name of this processor.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    fn rules(&self) -> QueueRules {
+        let mut rules = QueueRules::from_settings(&self.policy.queue, self.settings.auto_confirm);
+        if let Some(max) = self.settings.max_retries {
+            rules.max_retries = max;
+        }
+        rules
+    }
+
+    /// Every key that has READY, VALIDATED or QUEUED intents.
+    pub async fn actionable_keys(&self) -> Result<BTreeSet<QueueKey>, WorkerError> {
+        Ok(self
+            .store
+            .intent_counts(None)
+            .await?
+            .into_iter()
+            .filter(|c| c.status.is_actionable() && c.count > 0)
+            .map(|c| c.key)
+            .collect())
+    }
+
+    /// One poll of the database-backed queue: claims queue messages, adds every actionable key
+    /// (the sweep), processes each key once, and marks the messages of keys that were
+    /// processed as sent. A busy key's messages stay claimed until the claim lapses, then come
+    /// back (like an SQS visibility timeout). Returns the outcome per key.
+    pub async fn poll(&self) -> Result<BTreeMap<QueueKey, KeyOutcome>, WorkerError> {
+        let claim_ttl = self.settings.lease_ttl;
+        let messages = self
+            .store
+            .claim_outbox(QUEUE_TOPIC, &self.holder, 1_000, claim_ttl)
+            .await?;
+        let mut by_key: BTreeMap<QueueKey, Vec<i64>> = BTreeMap::new();
+        for message in &messages {
+            match serde_json::from_value::<QueueKey>(message.payload.clone()) {
+                Ok(key) => by_key.entry(key).or_default().push(message.seq),
+                Err(e) => {
+                    // Nothing can ever process it; the sweep still covers every real key.
+                    eprintln!(
+                        "converge: worker: dropping malformed queue message {}: {e}",
+                        message.seq
+                    );
+                    self.store.mark_outbox_sent(message.seq).await?;
+                }
+            }
+        }
+        for key in self.actionable_keys().await? {
+            by_key.entry(key).or_default();
+        }
+        let mut outcomes = BTreeMap::new();
+        for (key, seqs) in by_key {
+            let outcome = self.process_key(&key).await?;
+            if outcome != KeyOutcome::Busy {
+                for seq in seqs {
+                    self.store.mark_outbox_sent(seq).await?;
+                }
+            }
+            outcomes.insert(key, outcome);
+        }
+        Ok(outcomes)
+    }
+
+    /// One round over a key: takes its lease (or reports it busy), handles up to a batch of
+    /// its actionable intents in queue order, and gives the lease back — also when the round
+    /// fails.
+    pub async fn process_key(&self, key: &QueueKey) -> Result<KeyOutcome, WorkerError> {
+        let Some(lease) = self
+            .store
+            .acquire_lease(key, &self.holder, self.settings.lease_ttl)
+            .await?
+        else {
+            return Ok(KeyOutcome::Busy);
+        };
+        let result = self.round(lease.clone()).await;
+        // Releasing a lease that was lost (taken over after expiry) is a no-op.
+        let released = self.store.release_lease(&lease).await;
+        let reports = result?;
+        released?;
+        Ok(KeyOutcome::Processed(reports))
+    }
+
+    async fn round(&self, mut lease: Lease) -> Result<Vec<IntentReport>, WorkerError> {
+        let rules = self.rules();
+        let intents = self
+            .store
+            .queue_intents(lease.key(), self.settings.batch_size)
+            .await?;
+        let auto_classify = self.auto_classify().await?;
+        let mut reports = Vec::with_capacity(intents.len());
+        for intent in intents {
+            let report = self.handle(&intent, &rules, &lease, auto_classify).await?;
+            reports.push(report);
+            lease = self
+                .store
+                .extend_lease(&lease, self.settings.lease_ttl)
+                .await?;
+        }
+        Ok(reports)
+    }
+
+    async fn auto_classify(&self) -> Result<bool, StoreError> {
+        let flag = converge_core::flags::RISK_AUTO_CLASSIFY;
+        Ok(self
+            .store
+            .flags()
+            .await?
+            .iter()
+            .find(|s| s.name == flag.name)
+            .map_or(flag.default, |s| s.enabled))
+    }
+
+    async fn handle(
+        &self,
+        intent: &Intent,
+        rules: &QueueRules,
+        lease: &Lease,
+        auto_classify: bool,
+    ) -> Result<IntentReport, WorkerError> {
+        let report = |outcome: &'static str, detail: String| IntentReport {
+            intent_id: intent.id.clone(),
+            outcome,
+            detail,
+        };
+        let mut dependency_status = BTreeMap::new();
+        for dep in &intent.dependencies {
+            let status = self.store.intent(dep).await?.map(|d| d.status);
+            dependency_status.insert(dep.clone(), status);
+        }
+        let status_of = |id: &str| dependency_status.get(id).copied().flatten();
+        match queue::admit(intent, rules, status_of) {
+            Admission::Skip => return Ok(report("unchanged", "terminal".to_owned())),
+            Admission::WaitForDependencies { unmet } => {
+                return Ok(report("waiting_for_dependencies", unmet.join(", ")));
+            }
+            Admission::Reject(step) => {
+                self.commit_step(intent, lease, Vec::new(), &step, "")
+                    .await?;
+                return Ok(report("rejected", reason_of(&step)));
+            }
+            Admission::Process => {}
+        }
+
+        let trail = self.store.decision_trail(&intent.id, TRAIL_DEPTH).await?;
+        let history: Vec<Event> = trail.decisions.iter().map(|d| d.event.clone()).collect();
+        let last = LastDecision::from_events(&history);
+        let tips = match self.scm.tips(intent).await {
+            Ok(tips) => tips,
+            // A missing ref is the pipeline's to judge (a MissingRef block), once.
+            Err(ScmError::UnknownRef(name)) => {
+                if last.as_ref().is_some_and(|l| l.head_sha.is_empty()) {
+                    return Ok(report("unchanged", format!("unknown ref '{name}'")));
+                }
+                Default::default()
+            }
+            Err(e) => return Ok(report("error", e.to_string())),
+        };
+        let now = self.clock.now();
+        let work = queue::plan_work(
+            intent,
+            last.as_ref(),
+            &tips,
+            trail.checks_reported_since(),
+            now,
+            rules,
+        );
+        match work {
+            Work::Nothing => Ok(report("unchanged", String::new())),
+            Work::Merge {
+                head_sha,
+                target_sha,
+            } => {
+                let validated = SimulatedMerge {
+                    head_sha,
+                    target_sha,
+                    ..SimulatedMerge::default()
+                };
+                self.merge(intent, lease, &validated, "").await
+            }
+            Work::Validate { waiting_since } => {
+                // Only queued work can have been merged by a worker whose record was lost.
+                if intent.status == Status::Queued
+                    && !tips.head_sha.is_empty()
+                    && self
+                        .scm
+                        .landed(intent, &tips.head_sha)
+                        .await
+                        .unwrap_or(false)
+                {
+                    let step = queue::after_merge(intent, &tips.target_sha);
+                    self.commit_step(intent, lease, Vec::new(), &step, "")
+                        .await?;
+                    return Ok(report(
+                        "merged",
+                        format!("{} is already in {}", tips.head_sha, intent.target),
+                    ));
+                }
+                let ports = Ports {
+                    scm: &self.scm,
+                    checks: &self.checks,
+                    clock: &SharedClock(self.clock.as_ref()),
+                    ids: &RandomIds,
+                };
+                let options = ValidationOptions {
+                    auto_classify,
+                    skip_checks: self.settings.skip_checks,
+                };
+                let decision = match validate(intent, ports, &self.policy, options).await {
+                    Ok(decision) => decision,
+                    Err(e) => return Ok(report("error", e.to_string())),
+                };
+                let step = queue::after_validation(intent, &decision, rules, waiting_since);
+                let trace = decision.trace_id.clone();
+                self.commit_step(intent, lease, decision.events.clone(), &step, &trace)
+                    .await?;
+                match step.action {
+                    NextAction::Merge => self.merge(intent, lease, &decision.merge, &trace).await,
+                    NextAction::RetryLater => {
+                        Ok(report("waiting_for_checks", reason_of_decision(&decision)))
+                    }
+                    NextAction::None => Ok(report(outcome_of(&step), reason_of(&step))),
+                }
+            }
+        }
+    }
+
+    /// Merges exactly `validated` and records the result. The lease is renewed first: a
+    /// worker that lost it stops here, before touching the target.
+    async fn merge(
+        &self,
+        intent: &Intent,
+        lease: &Lease,
+        validated: &SimulatedMerge,
+        trace: &str,
+    ) -> Result<IntentReport, WorkerError> {
+        let lease = self
+            .store
+            .extend_lease(lease, self.settings.lease_ttl)
+            .await?;
+        let rules = self.rules();
+        let (step, outcome, detail) = match self.scm.merge(intent, validated).await {
+            Ok(commit) => (queue::after_merge(intent, &commit), "merged", commit),
+            Err(e) if e.needs_revalidation() => (
+                queue::after_merge_refused(intent, &e.to_string()),
+                "requeued",
+                e.to_string(),
+            ),
+            Err(e) => {
+                let step = queue::after_merge_failure(intent, rules.max_retries, &e.to_string());
+                let outcome = if step.status == Status::Rejected {
+                    "rejected"
+                } else {
+                    "requeued"
+                };
+                (step, outcome, e.to_string())
+            }
+        };
+        self.commit_step(intent, &lease, Vec::new(), &step, trace)
+            .await?;
+        Ok(IntentReport {
+            intent_id: intent.id.clone(),
+            outcome,
+            detail,
+        })
+    }
+
+    /// Commits a decision's events followed by the step's event, guarded by the lease.
+    async fn commit_step(
+        &self,
+        intent: &Intent,
+        lease: &Lease,
+        mut events: Vec<Event>,
+        step: &Step,
+        trace: &str,
+    ) -> Result<(), StoreError> {
+        if let Some((event_type, payload, evidence)) = &step.event {
+            let trace_id = if trace.is_empty() {
+                RandomIds.new_id()
+            } else {
+                trace.to_owned()
+            };
+            let mut evidence = evidence.clone();
+            if let Value::Object(map) = &mut evidence {
+                map.insert("worker".into(), json!(self.holder));
+                map.insert("fencing_token".into(), json!(lease.token().value()));
+            }
+            events.push(Event {
+                id: RandomIds.new_id(),
+                trace_id,
+                timestamp: self.clock.now(),
+                event_type: *event_type,
+                intent_id: Some(intent.id.clone()),
+                agent_id: None,
+                tenant_id: intent.tenant_id.clone(),
+                payload: payload.clone(),
+                evidence,
+            });
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .commit(&Commit {
+                events,
+                guard: Some(lease.clone()),
+                ..Commit::default()
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+fn reason_of(step: &Step) -> String {
+    step.event
+        .as_ref()
+        .and_then(|(_, payload, _)| payload.get("reason").and_then(Value::as_str))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn reason_of_decision(decision: &converge_core::pipeline::Decision) -> String {
+    match &decision.outcome {
+        converge_core::pipeline::Outcome::Blocked { reason, .. } => reason.clone(),
+        converge_core::pipeline::Outcome::Validated => String::new(),
+    }
+}
+
+fn outcome_of(step: &Step) -> &'static str {
+    match step.status {
+        Status::Queued => "queued",
+        Status::Rejected => "rejected",
+        Status::Merged => "merged",
+        Status::Validated => "validated",
+        Status::Ready => "blocked",
+    }
+}

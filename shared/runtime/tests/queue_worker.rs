@@ -1,0 +1,462 @@
+//! The queue processor against real git repositories and real stores (SQLite and PostgreSQL):
+//! what it merges, what it refuses, what it does not repeat, and how it shares a key.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use converge_core::pipeline::Clock;
+use converge_core::queue::QueueKey;
+use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
+use converge_runtime::local_git::GitScm;
+use converge_runtime::queue_worker::{KeyOutcome, QueueProcessor, WorkerSettings};
+use converge_store::{Commit, EventFilter, Store, StoreError};
+use converge_testkit::git::{commit_file, git};
+use converge_testkit::{ManualClock, fresh_pg_database};
+use serde_json::{Value, json};
+
+/// main, plus feature/docs (a clean change) and feature/clash (conflicts with main). HEAD is
+/// detached so that main is not checked out anywhere and can be merged into.
+fn repository(dir: &Path) {
+    git(dir, &["init", "-q", "-b", "main"]);
+    commit_file(dir, "src/app/main.rs", "fn main() {}\n", "init");
+    commit_file(dir, "docs/guide.md", "# Guide\n", "docs");
+    git(dir, &["checkout", "-q", "-b", "feature/docs"]);
+    commit_file(dir, "docs/guide.md", "# Guide\n\nMore.\n", "more docs");
+    git(dir, &["checkout", "-q", "-b", "feature/clash", "main"]);
+    commit_file(dir, "src/app/main.rs", "fn main() { clash(); }\n", "clash");
+    git(dir, &["checkout", "-q", "main"]);
+    commit_file(
+        dir,
+        "src/app/main.rs",
+        "fn main() { run(); }\n",
+        "main moves",
+    );
+    git(dir, &["checkout", "-q", "--detach"]);
+}
+
+/// Moves main by one commit without checking it out.
+fn move_main(dir: &Path, content: &str) {
+    git(dir, &["checkout", "-q", "main"]);
+    commit_file(dir, "NOTES.md", content, "main moves again");
+    git(dir, &["checkout", "-q", "--detach"]);
+}
+
+struct World {
+    store: Store,
+    clock: ManualClock,
+    repo: tempfile::TempDir,
+    _db: Option<tempfile::TempDir>,
+}
+
+async fn sqlite_world() -> World {
+    let clock = ManualClock::new();
+    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}", db.path().join("state.db").display());
+    let store = Store::from_url(&url, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}"));
+    world(store, clock, Some(db)).await
+}
+
+async fn pg_world() -> World {
+    let clock = ManualClock::new();
+    let url = fresh_pg_database().await;
+    let store = Store::from_url(&url, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}"));
+    world(store, clock, None).await
+}
+
+async fn world(store: Store, clock: ManualClock, db: Option<tempfile::TempDir>) -> World {
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|e| panic!("migrate: {e}"));
+    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    repository(repo.path());
+    World {
+        store,
+        clock,
+        repo,
+        _db: db,
+    }
+}
+
+fn settings(auto_confirm: bool, skip_checks: bool) -> WorkerSettings {
+    WorkerSettings {
+        auto_confirm,
+        skip_checks,
+        max_retries: Some(3),
+        ..WorkerSettings::default()
+    }
+}
+
+impl World {
+    fn processor(&self, holder: &str, settings: WorkerSettings) -> QueueProcessor<GitScm> {
+        QueueProcessor::new(
+            self.store.clone(),
+            GitScm::new(self.repo.path()),
+            PolicyConfig::default(),
+            settings,
+            Arc::new(self.clock.clone()),
+            holder,
+        )
+    }
+
+    fn event(&self, intent_id: &str, event_type: EventType, payload: Value) -> Event {
+        Event {
+            id: format!("{intent_id}-{}-{}", event_type.as_str(), rand_suffix()),
+            trace_id: "test".into(),
+            timestamp: self.clock.now(),
+            event_type,
+            intent_id: Some(intent_id.into()),
+            agent_id: None,
+            tenant_id: None,
+            payload,
+            evidence: json!({}),
+        }
+    }
+
+    async fn append(&self, events: Vec<Event>) {
+        self.store
+            .commit(&Commit {
+                events,
+                ..Commit::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("commit: {e}"));
+    }
+
+    async fn create(&self, id: &str, source: &str) {
+        let intent = Intent::new(id, source, "main", self.clock.now());
+        let payload = serde_json::to_value(&intent).unwrap_or_default();
+        self.append(vec![self.event(id, EventType::IntentCreated, payload)])
+            .await;
+    }
+
+    async fn report_check(&self, id: &str, head_sha: &str, state: &str) {
+        let payload = json!({"name": "lint", "head_sha": head_sha, "state": state});
+        self.append(vec![self.event(id, EventType::CheckReported, payload)])
+            .await;
+    }
+
+    async fn intent(&self, id: &str) -> Intent {
+        self.store
+            .intent(id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no intent {id}"))
+    }
+
+    async fn events_of(&self, id: &str) -> Vec<EventType> {
+        let filter = EventFilter {
+            intent_id: Some(id.into()),
+            limit: 500,
+            ..EventFilter::default()
+        };
+        let mut events: Vec<EventType> = self
+            .store
+            .events(&filter)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|e| e.event.event_type)
+            .collect();
+        events.reverse();
+        events
+    }
+
+    fn sha(&self, reference: &str) -> String {
+        git(self.repo.path(), &["rev-parse", reference])
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn main_key() -> QueueKey {
+    QueueKey {
+        tenant: String::new(),
+        repo: String::new(),
+        target: "main".into(),
+    }
+}
+
+async fn poll(processor: &QueueProcessor<GitScm>) -> Vec<(String, &'static str)> {
+    let outcomes = processor
+        .poll()
+        .await
+        .unwrap_or_else(|e| panic!("poll: {e}"));
+    outcomes
+        .into_values()
+        .flat_map(|outcome| match outcome {
+            KeyOutcome::Busy => Vec::new(),
+            KeyOutcome::Processed(reports) => reports
+                .into_iter()
+                .map(|r| (r.intent_id, r.outcome))
+                .collect(),
+        })
+        .collect()
+}
+
+async fn merges_exactly_the_validated_head_onto_the_validated_target(w: World) {
+    w.create("docs", "feature/docs").await;
+    let head = w.sha("feature/docs");
+    let target = w.sha("main");
+    let worker = w.processor("w1", settings(true, true));
+    assert_eq!(poll(&worker).await, [("docs".to_owned(), "merged")]);
+
+    let merged = w.intent("docs").await;
+    assert_eq!(merged.status, Status::Merged);
+    let new_main = w.sha("main");
+    assert_eq!(
+        w.sha("main^1"),
+        target,
+        "the merge sits on the validated target"
+    );
+    assert_eq!(w.sha("main^2"), head, "the merge brings the validated head");
+    let tree = git(w.repo.path(), &["show", "main:docs/guide.md"]);
+    assert_eq!(tree, "# Guide\n\nMore.");
+    assert_eq!(
+        w.events_of("docs").await,
+        [
+            EventType::IntentCreated,
+            EventType::SimulationCompleted,
+            EventType::CheckCompleted,
+            EventType::RiskEvaluated,
+            // A docs change scores low; the intent was declared medium.
+            EventType::RiskLevelReclassified,
+            EventType::PolicyEvaluated,
+            EventType::IntentValidated,
+            EventType::IntentQueued,
+            EventType::IntentMerged,
+        ]
+    );
+    // Nothing left to do: the next poll changes nothing and merges nothing.
+    assert!(poll(&worker).await.is_empty());
+    assert_eq!(w.sha("main"), new_main);
+}
+
+async fn a_conflict_is_blocked_once_per_change_and_rejected_at_the_bound(w: World) {
+    w.create("clash", "feature/clash").await;
+    let worker = w.processor("w1", settings(true, true));
+    assert_eq!(poll(&worker).await, [("clash".to_owned(), "blocked")]);
+    let after_first = w.events_of("clash").await.len();
+    assert_eq!(w.intent("clash").await.retries, 1);
+    // Nothing moved: polling again does not spend a retry nor write an event.
+    assert_eq!(poll(&worker).await, [("clash".to_owned(), "unchanged")]);
+    assert_eq!(w.events_of("clash").await.len(), after_first);
+    // Each move of the target is a new attempt; the third failed one rejects it.
+    move_main(w.repo.path(), "one\n");
+    assert_eq!(poll(&worker).await, [("clash".to_owned(), "blocked")]);
+    move_main(w.repo.path(), "two\n");
+    assert_eq!(poll(&worker).await, [("clash".to_owned(), "rejected")]);
+    let rejected = w.intent("clash").await;
+    assert_eq!((rejected.status, rejected.retries), (Status::Rejected, 3));
+}
+
+async fn queued_work_is_revalidated_when_the_target_moves(w: World) {
+    w.create("docs", "feature/docs").await;
+    let manual = w.processor("w1", settings(false, true));
+    assert_eq!(poll(&manual).await, [("docs".to_owned(), "queued")]);
+    assert_eq!(poll(&manual).await, [("docs".to_owned(), "unchanged")]);
+    let validations = |events: &[EventType]| {
+        events
+            .iter()
+            .filter(|e| **e == EventType::IntentValidated)
+            .count()
+    };
+    assert_eq!(validations(&w.events_of("docs").await), 1);
+
+    move_main(w.repo.path(), "moved\n");
+    let moved_to = w.sha("main");
+    let auto = w.processor("w1", settings(true, true));
+    assert_eq!(poll(&auto).await, [("docs".to_owned(), "merged")]);
+    assert_eq!(validations(&w.events_of("docs").await), 2);
+    assert_eq!(
+        w.sha("main^1"),
+        moved_to,
+        "merged onto the tip it was revalidated against"
+    );
+}
+
+async fn checks_are_awaited_without_spending_retries(w: World) {
+    w.create("docs", "feature/docs").await;
+    let head = w.sha("feature/docs");
+    let worker = w.processor("w1", settings(true, false));
+    assert_eq!(
+        poll(&worker).await,
+        [("docs".to_owned(), "waiting_for_checks")]
+    );
+    let waiting = w.events_of("docs").await.len();
+    assert_eq!(poll(&worker).await, [("docs".to_owned(), "unchanged")]);
+    assert_eq!(
+        w.events_of("docs").await.len(),
+        waiting,
+        "idle polls add no events"
+    );
+    assert_eq!(w.intent("docs").await.retries, 0);
+
+    w.report_check("docs", &head, "passed").await;
+    assert_eq!(poll(&worker).await, [("docs".to_owned(), "merged")]);
+}
+
+async fn a_wait_for_checks_that_outlasts_the_limit_counts_as_a_failed_attempt(w: World) {
+    w.create("docs", "feature/docs").await;
+    let worker = w.processor("w1", settings(true, false));
+    assert_eq!(
+        poll(&worker).await,
+        [("docs".to_owned(), "waiting_for_checks")]
+    );
+    w.clock.advance(Duration::minutes(121));
+    assert_eq!(poll(&worker).await, [("docs".to_owned(), "blocked")]);
+    let intent = w.intent("docs").await;
+    assert_eq!((intent.status, intent.retries), (Status::Ready, 1));
+}
+
+async fn a_busy_key_is_left_alone_and_a_fenced_worker_cannot_write(w: World) {
+    w.create("docs", "feature/docs").await;
+    let lease = w
+        .store
+        .acquire_lease(&main_key(), "elsewhere", StdDuration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("lease"));
+    let worker = w.processor("w1", settings(true, true));
+    let outcome = worker
+        .process_key(&main_key())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outcome, KeyOutcome::Busy);
+    assert_eq!(w.events_of("docs").await, [EventType::IntentCreated]);
+
+    // The holder's lease expires and another worker takes the key: the old holder is fenced.
+    w.clock.advance(Duration::seconds(61));
+    assert_eq!(poll(&worker).await, [("docs".to_owned(), "merged")]);
+    let late_write = w
+        .store
+        .commit(&Commit {
+            events: vec![w.event("docs", EventType::IntentRejected, json!({}))],
+            guard: Some(lease),
+            ..Commit::default()
+        })
+        .await;
+    assert!(matches!(late_write, Err(StoreError::StaleLease { .. })));
+    assert_eq!(w.intent("docs").await.status, Status::Merged);
+}
+
+async fn a_lost_merge_record_is_recovered_without_merging_twice(w: World) {
+    w.create("docs", "feature/docs").await;
+    let manual = w.processor("w1", settings(false, true));
+    assert_eq!(poll(&manual).await, [("docs".to_owned(), "queued")]);
+    // A worker merged and died before recording it: the head is in main, the intent QUEUED.
+    let head = w.sha("feature/docs");
+    git(w.repo.path(), &["checkout", "-q", "main"]);
+    git(
+        w.repo.path(),
+        &["merge", "-q", "--no-ff", "-m", "by hand", &head],
+    );
+    git(w.repo.path(), &["checkout", "-q", "--detach"]);
+    let main_after = w.sha("main");
+
+    let auto = w.processor("w2", settings(true, true));
+    assert_eq!(poll(&auto).await, [("docs".to_owned(), "merged")]);
+    assert_eq!(w.sha("main"), main_after, "no second merge");
+    assert_eq!(w.intent("docs").await.status, Status::Merged);
+}
+
+async fn a_checked_out_target_is_never_moved(w: World) {
+    git(w.repo.path(), &["checkout", "-q", "main"]);
+    let before = w.sha("main");
+    w.create("docs", "feature/docs").await;
+    let worker = w.processor("w1", settings(true, true));
+    assert_eq!(poll(&worker).await, [("docs".to_owned(), "requeued")]);
+    assert_eq!(w.sha("main"), before);
+    let status = git(w.repo.path(), &["status", "--porcelain"]);
+    assert_eq!(status, "", "the work tree is untouched");
+    let intent = w.intent("docs").await;
+    assert_eq!((intent.status, intent.retries), (Status::Ready, 1));
+}
+
+async fn dependencies_hold_an_intent_until_they_merge(w: World) {
+    let mut waiting = Intent::new("after", "feature/docs", "main", w.clock.now());
+    waiting.dependencies = vec!["first".into()];
+    let payload = serde_json::to_value(&waiting).unwrap_or_default();
+    w.append(vec![w.event("after", EventType::IntentCreated, payload)])
+        .await;
+    let worker = w.processor("w1", settings(true, true));
+    assert_eq!(
+        poll(&worker).await,
+        [("after".to_owned(), "waiting_for_dependencies")]
+    );
+    assert_eq!(w.events_of("after").await, [EventType::IntentCreated]);
+}
+
+async fn two_workers_racing_on_one_key_merge_once(w: World) {
+    for n in 0..3 {
+        let branch = format!("feature/n{n}");
+        git(w.repo.path(), &["branch", &branch, "feature/docs"]);
+        git(w.repo.path(), &["checkout", "-q", &branch]);
+        commit_file(w.repo.path(), &format!("docs/n{n}.md"), "x\n", "more");
+        git(w.repo.path(), &["checkout", "-q", "--detach"]);
+        w.create(&format!("n{n}"), &branch).await;
+    }
+    let a = w.processor("a", settings(true, true));
+    let b = w.processor("b", settings(true, true));
+    let (ra, rb) = tokio::join!(a.poll(), b.poll());
+    let (ra, rb) = (
+        ra.unwrap_or_else(|e| panic!("{e}")),
+        rb.unwrap_or_else(|e| panic!("{e}")),
+    );
+    // Drain: whatever one round left (a moved target revalidates) the next rounds finish.
+    for _ in 0..6 {
+        poll(&a).await;
+    }
+    let merges = git(w.repo.path(), &["rev-list", "--merges", "--count", "main"]);
+    assert_eq!(merges, "3", "one merge per intent: {ra:?} {rb:?}");
+    for n in 0..3 {
+        assert_eq!(w.intent(&format!("n{n}")).await.status, Status::Merged);
+        let merged_events = w
+            .events_of(&format!("n{n}"))
+            .await
+            .into_iter()
+            .filter(|e| *e == EventType::IntentMerged)
+            .count();
+        assert_eq!(merged_events, 1);
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::sqlite_world().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::pg_world().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    merges_exactly_the_validated_head_onto_the_validated_target,
+    a_conflict_is_blocked_once_per_change_and_rejected_at_the_bound,
+    queued_work_is_revalidated_when_the_target_moves,
+    checks_are_awaited_without_spending_retries,
+    a_wait_for_checks_that_outlasts_the_limit_counts_as_a_failed_attempt,
+    a_busy_key_is_left_alone_and_a_fenced_worker_cannot_write,
+    a_lost_merge_record_is_recovered_without_merging_twice,
+    a_checked_out_target_is_never_moved,
+    dependencies_hold_an_intent_until_they_merge,
+    two_workers_racing_on_one_key_merge_once,
+);
