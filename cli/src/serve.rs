@@ -1,8 +1,11 @@
-//! `converge serve`: the HTTP API on this machine, with a clean stop on SIGTERM or Ctrl-C
-//! (stop accepting, finish in-flight requests, exit 0).
+//! `converge serve`: all of Converge in one process — the HTTP API, and a queue worker over
+//! the database-backed queue and the local git repository. On SIGTERM or Ctrl-C it stops
+//! accepting, finishes in-flight requests and the worker's current round (releasing its
+//! leases), and exits 0.
 
 use anyhow::Context;
 use clap::Args;
+use converge_runtime::queue_worker::{QueueProcessor, WorkerSettings, run_until_stopped};
 
 /// Options of `converge serve`.
 #[derive(Debug, Args)]
@@ -13,6 +16,10 @@ pub struct ServeArgs {
     /// Port to listen on (0 picks a free one; the chosen address is printed).
     #[arg(long, default_value_t = 9876)]
     port: u16,
+    /// Serve the API only: no queue worker in this process (run `converge worker`, or
+    /// another server, to process the queue).
+    #[arg(long)]
+    no_worker: bool,
 }
 
 /// Runs the server until a stop signal.
@@ -33,15 +40,61 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
              (set CONVERGE_API_KEYS=key:role:actor, or CONVERGE_AUTH_REQUIRED=0 for a private machine)"
         );
     }
+    let worker_settings = WorkerSettings::from_lookup(|name| std::env::var(name).ok())
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let address = listener.local_addr()?;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = std::sync::Arc::new(stop);
+    let worker = match (&state.scm, args.no_worker) {
+        (_, true) => None,
+        (None, false) => {
+            eprintln!(
+                "converge: no git repository (set CONVERGE_REPO_PATH or start in one): the queue worker is off"
+            );
+            None
+        }
+        (Some(scm), false) => {
+            let holder = format!("serve-{}-{}", std::process::id(), state.new_id());
+            let processor = QueueProcessor::new(
+                state.store.clone(),
+                scm.clone(),
+                state.policy.clone(),
+                worker_settings,
+                state.clock.clone(),
+                holder,
+            );
+            eprintln!(
+                "converge: queue worker {} on {}",
+                processor.holder(),
+                scm.path().display()
+            );
+            let wakeup = state.queue_wakeup.clone();
+            Some(tokio::spawn(async move {
+                run_until_stopped(&processor, &wakeup, stopped).await;
+            }))
+        }
+    };
+
     eprintln!("converge: serving the API on http://{address}");
-    axum::serve(listener, converge_http::router(state))
-        .with_graceful_shutdown(stop_signal())
+    let stop_on_signal = stop.clone();
+    let served = axum::serve(listener, converge_http::router(state))
+        .with_graceful_shutdown(async move {
+            stop_signal().await;
+            // Tell the worker too; it finishes its round while requests drain.
+            let _ = stop_on_signal.send(true);
+        })
         .await
-        .context("server error")?;
+        .context("server error");
+    // Also when the server failed: the worker must not outlive it.
+    let _ = stop.send(true);
+    if let Some(worker) = worker {
+        worker.await.context("the queue worker panicked")?;
+    }
+    served?;
     eprintln!("converge: stopped");
     Ok(())
 }

@@ -31,7 +31,8 @@ fn serve(cwd: &Path, env: &[(&str, String)]) -> ServerProcess {
     let mut env = env.to_vec();
     env.push(("CONVERGE_API_KEYS", format!("{KEY}:admin:ci")));
     env.push(("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()));
-    ServerProcess::start(env!("CARGO_BIN_EXE_converge"), cwd, &env)
+    // Manual validation is under test: no worker moving intents meanwhile.
+    ServerProcess::start_with(env!("CARGO_BIN_EXE_converge"), cwd, &env, &["--no-worker"])
 }
 
 async fn get(client: &reqwest::Client, server: &ServerProcess, path: &str) -> Value {

@@ -83,10 +83,21 @@ impl ServerProcess {
     /// Starts `binary serve --port 0` in `cwd` with `env` set (and the store/repository
     /// variables of the calling environment removed first), and waits for its address.
     pub fn start(binary: &str, cwd: &std::path::Path, env: &[(&str, String)]) -> ServerProcess {
+        ServerProcess::start_with(binary, cwd, env, &[])
+    }
+
+    /// Like [`ServerProcess::start`], with more arguments after `serve --port 0`.
+    pub fn start_with(
+        binary: &str,
+        cwd: &std::path::Path,
+        env: &[(&str, String)],
+        args: &[&str],
+    ) -> ServerProcess {
         use std::io::{BufRead, BufReader};
         let mut command = std::process::Command::new(binary);
         command
             .args(["serve", "--port", "0"])
+            .args(args)
             .current_dir(cwd)
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null());

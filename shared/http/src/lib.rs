@@ -125,6 +125,10 @@ pub struct AppState {
     pub key_cache: auth::KeyCache,
     /// The repository intents are validated against (local git), if configured.
     pub scm: Option<converge_runtime::local_git::GitScm>,
+    /// Notified after a change that calls for queue work was committed, so that a worker in
+    /// this process starts at once instead of at its next poll (the outbox row is what
+    /// guarantees the work; this only shortens the wait).
+    pub queue_wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -143,6 +147,7 @@ impl AppState {
             metrics: Metrics::default(),
             key_cache: auth::KeyCache::default(),
             scm: None,
+            queue_wakeup: Arc::new(tokio::sync::Notify::new()),
         }
     }
 

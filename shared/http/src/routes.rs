@@ -80,6 +80,41 @@ async fn record(
     Ok(())
 }
 
+/// Records one event about an intent together with a queue message for the intent's key, in
+/// one transaction, then wakes a worker in this process: the queue takes the change up.
+async fn record_for_queue(
+    state: &AppState,
+    principal: &Principal,
+    event_type: EventType,
+    intent: &Intent,
+    payload: Value,
+) -> Result<(), ApiError> {
+    let recorded = event(
+        state,
+        principal,
+        event_type,
+        Some(&intent.id),
+        intent.tenant_id.clone(),
+        payload,
+    );
+    enqueue(state, vec![recorded], intent).await
+}
+
+/// Commits `events` with a queue message for `intent`'s key, then wakes the local worker.
+async fn enqueue(state: &AppState, events: Vec<Event>, intent: &Intent) -> Result<(), ApiError> {
+    let message = converge_runtime::queue_worker::queue_message(&QueueKey::for_intent(intent));
+    state
+        .store
+        .commit(&Commit {
+            events,
+            outbox: vec![message],
+            ..Commit::default()
+        })
+        .await?;
+    state.queue_wakeup.notify_one();
+    Ok(())
+}
+
 fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
     match limit {
         None => Ok(default),
@@ -328,12 +363,11 @@ pub(crate) async fn create_intent(
     intent.plan_id = text(body.plan_id);
     intent.origin_type = text(body.origin_type).unwrap_or_else(|| "api".to_owned());
     let payload = serde_json::to_value(&intent).map_err(|e| ApiError::Internal(e.to_string()))?;
-    record(
+    record_for_queue(
         &state,
         &principal,
         EventType::IntentCreated,
-        Some(&id),
-        tenant,
+        &intent,
         payload,
     )
     .await?;
@@ -518,15 +552,7 @@ pub(crate) async fn queue_reset(
         })
         .transpose()?;
     let payload = json!({"new_status": new_status, "retries_reset": true, "previous_retries": intent.retries});
-    record(
-        &state,
-        &principal,
-        EventType::QueueReset,
-        Some(&intent.id),
-        intent.tenant_id.clone(),
-        payload,
-    )
-    .await?;
+    record_for_queue(&state, &principal, EventType::QueueReset, &intent, payload).await?;
     if body.clear_lock {
         let key = QueueKey::for_intent(&intent);
         if state.store.force_clear_lease(&key).await? {
@@ -565,12 +591,12 @@ pub(crate) async fn merge_confirm(
         .filter(|c| !c.trim().is_empty())
         .unwrap_or_else(|| format!("confirmed-{prefix}"));
     let payload = json!({"merged_commit": merged_commit, "source": intent.source, "target": intent.target, "trigger": "merge_confirm"});
-    record(
+    // Queued with the key: intents that depended on this one may go on now.
+    record_for_queue(
         &state,
         &principal,
         EventType::IntentMerged,
-        Some(&intent.id),
-        intent.tenant_id.clone(),
+        &intent,
         payload,
     )
     .await?;
@@ -965,12 +991,11 @@ pub(crate) async fn report_check(
     }
     let details: String = body.details.chars().take(2_000).collect();
     let payload = json!({"name": name, "state": body.state, "head_sha": sha, "details": details, "reported_by": principal.actor});
-    record(
+    record_for_queue(
         &state,
         &principal,
         EventType::CheckReported,
-        Some(&intent.id),
-        intent.tenant_id.clone(),
+        &intent,
         payload,
     )
     .await?;
@@ -1038,13 +1063,7 @@ pub(crate) async fn validate_intent(
                 ApiError::DependencyUnavailable(e.to_string())
             }
         })?;
-    state
-        .store
-        .commit(&Commit {
-            events: decision.events.clone(),
-            ..Commit::default()
-        })
-        .await?;
+    enqueue(&state, decision.events.clone(), &intent).await?;
     let (verdict, kind, reason) = match &decision.outcome {
         Outcome::Validated => ("validated", None, None),
         Outcome::Blocked { kind, reason } => ("blocked", Some(*kind), Some(reason.clone())),

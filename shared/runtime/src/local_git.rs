@@ -34,6 +34,11 @@ impl GitScm {
         GitScm { repo: repo.into() }
     }
 
+    /// The repository's path, as given.
+    pub fn path(&self) -> &std::path::Path {
+        &self.repo
+    }
+
     async fn git(&self, args: &[&str]) -> Result<(i32, String), ScmError> {
         self.git_with(args, &[]).await
     }

@@ -23,7 +23,7 @@ use converge_core::queue::{
     self, Admission, LastDecision, NextAction, QueueKey, QueueRules, Step, Work,
 };
 use converge_core::{Event, Intent, PolicyConfig, Status};
-use converge_store::{Commit, Lease, Store, StoreError};
+use converge_store::{Commit, Lease, OutboxMessage, Store, StoreError};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -31,6 +31,14 @@ use crate::reported_checks::ReportedChecks;
 
 /// The outbox topic of queue messages (`{"tenant", "repo", "target"}`).
 pub const QUEUE_TOPIC: &str = "queue";
+
+/// The outbox message that asks for a round over `key`.
+pub fn queue_message(key: &QueueKey) -> OutboxMessage {
+    OutboxMessage {
+        topic: QUEUE_TOPIC.to_owned(),
+        payload: json!({"tenant": key.tenant, "repo": key.repo, "target": key.target}),
+    }
+}
 
 /// Decisions read back to find the start of a wait for checks.
 const TRAIL_DEPTH: u32 = 50;
@@ -523,5 +531,46 @@ fn outcome_of(step: &Step) -> &'static str {
         Status::Merged => "merged",
         Status::Validated => "validated",
         Status::Ready => "blocked",
+    }
+}
+
+/// Runs `processor` until `stop` turns true: a poll, then a wait of the poll interval cut
+/// short by `wakeup` (work just committed) or by the stop. A poll in progress is always
+/// finished — its leases released — before the loop looks at `stop`, which is what a graceful
+/// shutdown needs. Every decision is written to standard error, one line each.
+pub async fn run_until_stopped<S: Scm + Merger + Sync>(
+    processor: &QueueProcessor<S>,
+    wakeup: &tokio::sync::Notify,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let interval = processor.settings.poll_interval;
+    while !*stop.borrow() {
+        match processor.poll().await {
+            Ok(outcomes) => {
+                for (key, outcome) in outcomes {
+                    let KeyOutcome::Processed(reports) = outcome else {
+                        continue;
+                    };
+                    for report in reports.iter().filter(|r| r.outcome != "unchanged") {
+                        eprintln!(
+                            "converge: worker: {key} {} {}{}",
+                            report.intent_id,
+                            report.outcome,
+                            if report.detail.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", report.detail)
+                            }
+                        );
+                    }
+                }
+            }
+            Err(e) => eprintln!("converge: worker: poll failed: {e}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = wakeup.notified() => {}
+            _ = stop.changed() => {}
+        }
     }
 }

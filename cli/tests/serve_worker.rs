@@ -1,0 +1,154 @@
+//! `converge serve` runs all of Converge: an intent created over HTTP is validated and, with
+//! auto-confirm, merged into the local repository by the embedded worker, without anyone
+//! calling validate; SIGTERM then stops the process cleanly with its leases given back. On
+//! SQLite and PostgreSQL.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use converge_store::{Store, SystemClock};
+use converge_testkit::git::{commit_file, git};
+use converge_testkit::{ServerProcess, fresh_pg_database};
+use serde_json::{Value, json};
+
+const KEY: &str = "worker-key";
+
+/// main and feature/docs (a clean docs change); HEAD detached so main can be merged into.
+fn repository(dir: &Path) {
+    git(dir, &["init", "-q", "-b", "main"]);
+    commit_file(dir, "src/app/main.rs", "fn main() {}\n", "init");
+    git(dir, &["checkout", "-q", "-b", "feature/docs"]);
+    commit_file(dir, "docs/guide.md", "# Guide\n", "docs");
+    git(dir, &["checkout", "-q", "--detach", "main"]);
+}
+
+async fn call(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let request = match body {
+        Some(body) => client.post(server.url(path)).json(&body),
+        None => client.get(server.url(path)),
+    };
+    let response = request
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls the intent until it has `status`, for at most `within`.
+async fn wait_for_status(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    id: &str,
+    status: &str,
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, intent) = call(client, server, &format!("/v1/intents/{id}"), None).await;
+        if intent["status"] == status || Instant::now() > deadline {
+            return intent;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intent_created_over_http_is_validated_and_merged_by_the_embedded_worker() {
+    let client = reqwest::Client::new();
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let sqlite_url = format!("sqlite://{}", state.path().join("s.db").display());
+    let pg_url = fresh_pg_database().await;
+    let backends = [
+        (
+            sqlite_url.clone(),
+            vec![
+                ("CONVERGE_DB_BACKEND", "sqlite".to_owned()),
+                (
+                    "CONVERGE_DB_PATH",
+                    state.path().join("s.db").display().to_string(),
+                ),
+            ],
+        ),
+        (
+            pg_url.clone(),
+            vec![
+                ("CONVERGE_DB_BACKEND", "postgres".to_owned()),
+                ("CONVERGE_PG_DSN", pg_url.clone()),
+            ],
+        ),
+    ];
+    for (url, mut env) in backends {
+        let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        repository(repo.path());
+        let main_before = git(repo.path(), &["rev-parse", "main"]);
+        let head = git(repo.path(), &["rev-parse", "feature/docs"]);
+        env.extend([
+            ("CONVERGE_REPO_PATH", repo.path().display().to_string()),
+            ("CONVERGE_API_KEYS", format!("{KEY}:admin:ci")),
+            ("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()),
+            ("CONVERGE_WORKER_AUTO_CONFIRM", "1".to_owned()),
+            // A long poll: the merge below must come from the wake-up, not a timer.
+            ("CONVERGE_WORKER_POLL_INTERVAL", "600".to_owned()),
+        ]);
+        let mut server = ServerProcess::start(env!("CARGO_BIN_EXE_converge"), state.path(), &env);
+
+        let (status, body) = call(
+            &client,
+            &server,
+            "/v1/intents",
+            Some(json!({"id": "docs", "source": "feature/docs", "risk_level": "low"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        // The worker judges it at once; lint has not reported, so it waits (no retry spent).
+        let mut waiting = Value::Null;
+        for _ in 0..100 {
+            let (_, events) = call(&client, &server, "/v1/intents/docs/events", None).await;
+            if events.to_string().contains("checks_pending") {
+                waiting = events;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            waiting != Value::Null,
+            "the worker never judged the new intent"
+        );
+        let intent =
+            wait_for_status(&client, &server, "docs", "READY", Duration::from_secs(1)).await;
+        assert_eq!(intent["retries"], 0, "{intent}");
+
+        // CI reports lint green on the head: the worker validates and merges it.
+        let report = json!({"name": "lint", "state": "passed", "head_sha": head});
+        let (status, body) = call(&client, &server, "/v1/intents/docs/checks", Some(report)).await;
+        assert_eq!(status, 201, "{body}");
+        let intent =
+            wait_for_status(&client, &server, "docs", "MERGED", Duration::from_secs(20)).await;
+        assert_eq!(intent["status"], "MERGED", "{intent}");
+        assert_eq!(git(repo.path(), &["rev-parse", "main^1"]), main_before);
+        assert_eq!(git(repo.path(), &["rev-parse", "main^2"]), head);
+
+        let killed = Command::new("kill")
+            .args(["-TERM", &server.pid().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(killed.success());
+        let exit = server.wait().unwrap_or_else(|e| panic!("{e}"));
+        assert!(exit.success(), "converge serve exited with {exit}");
+
+        // Stopped cleanly: no lease left held.
+        let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
+        let leases = store.leases().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!leases.is_empty(), "the worker took the key's lease");
+        assert!(leases.iter().all(|l| l.holder.is_none()), "{leases:?}");
+    }
+}
