@@ -49,7 +49,7 @@ binary, env_pairs = sys.argv[1], sys.argv[2:]
 env = dict(os.environ, **dict(p.split("=", 1) for p in env_pairs))
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 start = time.perf_counter()
-proc = subprocess.Popen([binary, "serve", "--port", str(port)], env=env,
+proc = subprocess.Popen([binary, "serve", "--port", str(port), "--no-worker"], env=env,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 while True:
     try:
