@@ -54,6 +54,8 @@ event_types! {
     IntentMerged => "intent.merged",
     /// A merge attempt failed.
     IntentMergeFailed => "intent.merge_failed",
+    /// The intent's queue priority changed (`{priority, previous}`; a pull request's labels).
+    IntentPriorityChanged => "intent.priority_changed",
     /// The queue skipped the intent because of unmerged dependencies.
     IntentDependencyBlocked => "intent.dependency_blocked",
     /// A commit was linked to the intent.
@@ -128,6 +130,8 @@ event_types! {
     DatasetExported => "dataset.exported",
     /// A webhook delivery was accepted.
     WebhookReceived => "webhook.received",
+    /// A GitHub App installation, or its repositories, changed.
+    GithubInstallationChanged => "github.installation_changed",
     /// A decision was published to GitHub.
     GithubDecisionPublished => "github.decision_published",
     /// Publishing a decision to GitHub failed.

@@ -294,6 +294,12 @@ impl Intent {
             .and_then(Value::as_str)
     }
 
+    /// `technical.draft`: the change is a draft (a draft pull request) and waits outside the
+    /// queue until it is marked ready.
+    pub fn is_draft(&self) -> bool {
+        self.technical.get("draft").and_then(Value::as_bool) == Some(true)
+    }
+
     /// Moves the intent to `to` if the life cycle allows it.
     pub fn move_to(&mut self, to: Status) -> Result<(), TransitionError> {
         self.status = self.status.transition(to)?;

@@ -19,6 +19,7 @@
 pub mod assessment;
 pub mod event;
 pub mod flags;
+pub mod intake;
 pub mod intent;
 pub mod numeric;
 pub mod pipeline;

@@ -64,6 +64,7 @@ pub fn changes_projection(event_type: EventType) -> bool {
             | QueueReset
             | MergeGroupChecksRequested
             | MergeGroupDestroyed
+            | IntentPriorityChanged
     )
 }
 
@@ -98,15 +99,20 @@ pub fn apply(current: Option<&Intent>, event: &Event) -> Result<Option<Intent>, 
         }
         if let Some(existing) = current {
             // Re-creation (a pull request pushed or reopened): a fresh start that keeps the
-            // intent's identity and birth.
-            existing
-                .status
-                .transition(created.status)
-                .map_err(|source| ProjectionError::Transition {
-                    event_type: event.event_type,
-                    intent_id: intent_id.to_owned(),
-                    source,
-                })?;
+            // intent's identity and birth. A REJECTED intent may start again as READY (its
+            // pull request was reopened); that is the only way out of REJECTED, and MERGED
+            // has none.
+            let reopened = existing.status == Status::Rejected && created.status == Status::Ready;
+            if !reopened {
+                existing
+                    .status
+                    .transition(created.status)
+                    .map_err(|source| ProjectionError::Transition {
+                        event_type: event.event_type,
+                        intent_id: intent_id.to_owned(),
+                        source,
+                    })?;
+            }
             if created.tenant_id != existing.tenant_id {
                 return Err(payload_error(
                     "tenant_id",
@@ -171,6 +177,13 @@ pub fn apply(current: Option<&Intent>, event: &Event) -> Result<Option<Intent>, 
 
     match event.event_type {
         EventType::QueueReset => next.retries = 0,
+        EventType::IntentPriorityChanged => {
+            next.priority = event
+                .payload
+                .get("priority")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| payload_error("priority", "is not a whole number".to_owned()))?;
+        }
         EventType::RiskLevelReclassified => {
             let level = event
                 .payload

@@ -135,6 +135,11 @@ pub enum Admission {
     },
     /// It has used up its attempts: reject without further work.
     Reject(Step),
+    /// Left out of the queue until it changes (a draft). No retry is spent.
+    Held {
+        /// Why.
+        reason: String,
+    },
     /// Nothing to do (terminal status).
     Skip,
 }
@@ -160,6 +165,11 @@ pub fn admit(
             )),
             action: NextAction::None,
         });
+    }
+    if intent.is_draft() {
+        return Admission::Held {
+            reason: "draft: waits until it is marked ready for review".to_owned(),
+        };
     }
     let unmet = unmet_dependencies(intent, status_of);
     if !unmet.is_empty() {

@@ -130,7 +130,7 @@ pub struct IntentReport {
     /// The intent.
     pub intent_id: String,
     /// `validated`, `queued`, `blocked`, `waiting_for_checks`, `waiting_for_dependencies`,
-    /// `requeued`, `rejected`, `merged`, `unchanged` or `error`.
+    /// `held`, `requeued`, `rejected`, `merged`, `unchanged` or `error`.
     pub outcome: &'static str,
     /// The reason or detail, for the log.
     pub detail: String,
@@ -329,6 +329,7 @@ impl<S: Scm + Merger + Sync> QueueProcessor<S> {
         let status_of = |id: &str| dependency_status.get(id).copied().flatten();
         match queue::admit(intent, rules, status_of) {
             Admission::Skip => return Ok(report("unchanged", "terminal".to_owned())),
+            Admission::Held { reason } => return Ok(report("held", reason)),
             Admission::WaitForDependencies { unmet } => {
                 return Ok(report("waiting_for_dependencies", unmet.join(", ")));
             }

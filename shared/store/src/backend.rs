@@ -56,6 +56,31 @@ macro_rules! store_operations {
                     }
                 }
 
+                if let Some(delivery) = &commit.delivery {
+                    let inserted = sqlx::query(
+                        "INSERT INTO webhook_deliveries (delivery_id, event_name, body_sha256, received_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&delivery.id)
+                    .bind(&delivery.event_name)
+                    .bind(&delivery.body_sha256)
+                    .bind(ts(self.now()))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if inserted == 0 {
+                        let stored: Option<String> =
+                            sqlx::query_scalar("SELECT body_sha256 FROM webhook_deliveries WHERE delivery_id = $1")
+                                .bind(&delivery.id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        return Err($crate::StoreError::AlreadyDelivered {
+                            delivery_id: delivery.id.clone(),
+                            same_body: stored.as_deref() == Some(delivery.body_sha256.as_str()),
+                        });
+                    }
+                }
+
                 // Lock the rows of the intents this commit changes, in id order, before any event
                 // takes its sequence number: per intent, log order is then the order its row
                 // changed, and commits touching several intents cannot deadlock on each other.

@@ -20,6 +20,14 @@ pub enum StoreError {
         /// The token the caller held.
         token: i64,
     },
+    /// The commit's webhook delivery was already recorded; nothing was written.
+    #[error("delivery {delivery_id} was already handled{}", if *same_body { "" } else { " with a different body" })]
+    AlreadyDelivered {
+        /// The delivery id.
+        delivery_id: String,
+        /// Whether the recorded body has the same hash (a redelivery) or not (a reused id).
+        same_body: bool,
+    },
     /// An event would move an intent illegally; nothing was written.
     #[error(transparent)]
     Projection(#[from] ProjectionError),

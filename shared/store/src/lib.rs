@@ -37,7 +37,7 @@ use converge_core::pipeline::Clock;
 
 pub use error::StoreError;
 pub use model::{
-    ApiKeyRecord, Commit, CommitLink, DecisionTrail, DeliveryOutcome, EventFilter, FencingToken,
+    ApiKeyRecord, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome, EventFilter, FencingToken,
     FlagSetting, IntentCount, IntentCursor, IntentFilter, Lease, LeaseState, OutboxEntry,
     OutboxMessage, StoredEvent, VersionedDocument,
 };

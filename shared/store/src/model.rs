@@ -113,6 +113,10 @@ pub struct Commit {
     pub outbox: Vec<OutboxMessage>,
     /// The lease that must still be held.
     pub guard: Option<Lease>,
+    /// A webhook delivery this commit handles: recorded in the same transaction, and if the
+    /// delivery id is already recorded nothing is written ([`crate::StoreError::AlreadyDelivered`]),
+    /// so concurrent or repeated deliveries change state once.
+    pub delivery: Option<Delivery>,
 }
 
 /// The result of recording a webhook delivery.
@@ -254,4 +258,15 @@ impl DecisionTrail {
             _ => false,
         }
     }
+}
+
+/// A webhook delivery, identified by the sender's delivery id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// `X-GitHub-Delivery`.
+    pub id: String,
+    /// `X-GitHub-Event`.
+    pub event_name: String,
+    /// SHA-256 of the raw body, hex.
+    pub body_sha256: String,
 }

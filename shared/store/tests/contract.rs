@@ -14,7 +14,7 @@ use converge_core::queue::QueueKey;
 use converge_core::{EventType, Status};
 use converge_store::backfill::summaries;
 use converge_store::{
-    ApiKeyRecord, Commit, CommitLink, DeliveryOutcome, EventFilter, IntentCursor, IntentFilter,
+    ApiKeyRecord, Commit, CommitLink, Delivery, DeliveryOutcome, EventFilter, IntentCursor, IntentFilter,
     OutboxMessage, Store, StoreError,
 };
 use serde_json::json;
@@ -67,6 +67,7 @@ on_both_backends!(
     flags_are_set_and_listed,
     intents_are_counted_by_key_and_status,
     a_queue_key_lists_its_actionable_intents_in_order,
+    a_delivery_changes_state_once_however_often_it_arrives,
     the_decision_trail_tells_whether_checks_arrived_since,
 );
 
@@ -99,6 +100,7 @@ async fn a_commit_appends_events_and_moves_the_projection(store: Store, clock: M
                 payload: json!({"key": "acme/app@main"}),
             }],
             guard: None,
+            delivery: None,
         })
         .await);
     assert_eq!(seqs.len(), 2);
@@ -1049,4 +1051,49 @@ async fn the_decision_trail_tells_whether_checks_arrived_since(store: Store, clo
         [EventType::IntentValidated, EventType::IntentBlocked]
     );
     assert!(!trail.checks_reported_since());
+}
+
+async fn a_delivery_changes_state_once_however_often_it_arrives(store: Store, clock: ManualClock) {
+    let delivery = |body: &str| Delivery {
+        id: "d-1".into(),
+        event_name: "pull_request".into(),
+        body_sha256: body.into(),
+    };
+    let store = Arc::new(store);
+    let attempts = (0..20).map(|_| {
+        let store = store.clone();
+        let (_, birth) = created(&clock, "delivered", 3);
+        let commit = Commit {
+            events: vec![birth],
+            delivery: Some(delivery("aa")),
+            ..Commit::default()
+        };
+        tokio::spawn(async move { store.commit(&commit).await })
+    });
+    let mut applied = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap_or_else(|e| panic!("{e}")) {
+            Ok(_) => applied += 1,
+            Err(StoreError::AlreadyDelivered { same_body: true, .. }) => {}
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(applied, 1);
+    let events = ok(store
+        .events(&EventFilter {
+            intent_id: Some("delivered".into()),
+            ..EventFilter::default()
+        })
+        .await);
+    assert_eq!(events.len(), 1, "one delivery, one change");
+    let reused = store
+        .commit(&Commit {
+            delivery: Some(delivery("bb")),
+            ..Commit::default()
+        })
+        .await;
+    assert!(matches!(
+        reused,
+        Err(StoreError::AlreadyDelivered { same_body: false, .. })
+    ));
 }

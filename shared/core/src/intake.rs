@@ -1,0 +1,361 @@
+//! Intake: what a change reported by the code host (a pull request opened, pushed, labelled,
+//! closed; a merge group) means for its intent.
+//!
+//! The GitHub adapter turns a webhook payload into a [`Change`]; [`effect`] decides, from the
+//! intent as it stands, which events to append (or why nothing happens). The projection then
+//! applies them, so every rule here is also checked by the intent's life cycle.
+//!
+//! - A proposed change (opened, new head, reopened, draft or ready) creates the intent, or
+//!   re-creates it: a fresh start as READY with its retries at zero, keeping its birth. A new
+//!   head therefore always needs a new validation (invariant 2). A reopened pull request brings
+//!   a REJECTED intent back; a MERGED one never comes back.
+//! - A proposal that changes nothing the queue looks at (same refs, head, draft state and
+//!   priority) is ignored, so a redelivered or repeated notification writes nothing.
+//! - Closed: merged → MERGED with the merge commit; otherwise REJECTED.
+//! - Labels set the priority (see [`priority_from_labels`]) without resetting anything else.
+
+use serde_json::{Value, json};
+
+use crate::event::EventType;
+use crate::intent::{DEFAULT_PRIORITY, Intent};
+
+/// The prefix of priority labels: `converge/priority-0` (first) to `converge/priority-9`.
+pub const PRIORITY_LABEL_PREFIX: &str = "converge/priority-";
+
+/// The priority that a set of labels asks for: the lowest `converge/priority-N` (N from 0 to
+/// 9) among them, or [`DEFAULT_PRIORITY`] when there is none.
+pub fn priority_from_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> i64 {
+    labels
+        .into_iter()
+        .filter_map(|label| label.strip_prefix(PRIORITY_LABEL_PREFIX))
+        .filter_map(|n| match n.as_bytes() {
+            [digit @ b'0'..=b'9'] => Some(i64::from(digit - b'0')),
+            _ => None,
+        })
+        .min()
+        .unwrap_or(DEFAULT_PRIORITY)
+}
+
+/// A change reported by the code host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The change as it stands now: opened, pushed, reopened, converted to draft or marked
+    /// ready. `intent` is the intent it describes (id, refs, head, draft flag, priority).
+    Proposed {
+        /// The intent as the change describes it.
+        intent: Intent,
+        /// What happened (`opened`, `synchronize`, …), recorded in the event.
+        trigger: String,
+    },
+    /// A merge group asked for checks: a new intent for the group.
+    MergeGroupRequested {
+        /// The merge group's intent.
+        intent: Intent,
+    },
+    /// The change was closed.
+    Closed {
+        /// The intent.
+        intent_id: String,
+        /// Whether it was merged (by anyone).
+        merged: bool,
+        /// The merge commit, when merged.
+        merge_commit: Option<String>,
+        /// What happened, recorded in the event.
+        trigger: String,
+    },
+    /// A merge group was dropped by the host's merge queue.
+    MergeGroupDestroyed {
+        /// The merge group's intent.
+        intent_id: String,
+        /// The host's reason.
+        reason: String,
+    },
+    /// The change's labels now ask for this priority.
+    Prioritised {
+        /// The intent.
+        intent_id: String,
+        /// The priority the labels ask for.
+        priority: i64,
+    },
+}
+
+/// What a change does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Append these events (type and payload), in order, about the intent.
+    Events {
+        /// The intent concerned.
+        intent_id: String,
+        /// The events.
+        events: Vec<(EventType, Value)>,
+    },
+    /// Nothing to do, and why.
+    Ignored {
+        /// The intent concerned.
+        intent_id: String,
+        /// Why nothing happens.
+        reason: String,
+    },
+}
+
+/// Decides what `change` does to the intent as it stands (`current`, `None` when unknown).
+pub fn effect(current: Option<&Intent>, change: &Change) -> Effect {
+    let ignored = |intent_id: &str, reason: String| Effect::Ignored {
+        intent_id: intent_id.to_owned(),
+        reason,
+    };
+    let events = |intent_id: &str, events: Vec<(EventType, Value)>| Effect::Events {
+        intent_id: intent_id.to_owned(),
+        events,
+    };
+    match change {
+        Change::Proposed { intent, trigger } => {
+            let id = intent.id.as_str();
+            match current {
+                Some(existing) if existing.status == crate::Status::Merged => {
+                    ignored(id, "already merged".to_owned())
+                }
+                Some(existing)
+                    if existing.status.is_actionable() && same_proposal(existing, intent) =>
+                {
+                    ignored(id, "nothing the queue uses changed".to_owned())
+                }
+                _ => {
+                    let mut payload = serde_json::to_value(intent).unwrap_or(Value::Null);
+                    if let Value::Object(map) = &mut payload {
+                        map.insert("trigger".into(), json!(trigger));
+                    }
+                    events(id, vec![(EventType::IntentCreated, payload)])
+                }
+            }
+        }
+        Change::MergeGroupRequested { intent } => match current {
+            Some(existing) => ignored(
+                &intent.id,
+                format!("merge group already known ({})", existing.status),
+            ),
+            None => events(
+                &intent.id,
+                vec![(
+                    EventType::MergeGroupChecksRequested,
+                    serde_json::to_value(intent).unwrap_or(Value::Null),
+                )],
+            ),
+        },
+        Change::Closed {
+            intent_id,
+            merged,
+            merge_commit,
+            trigger,
+        } => match current {
+            None => ignored(intent_id, "unknown intent".to_owned()),
+            Some(existing) if existing.status.is_terminal() => {
+                ignored(intent_id, format!("already {}", existing.status))
+            }
+            Some(existing) if *merged => events(
+                intent_id,
+                vec![(
+                    EventType::IntentMerged,
+                    json!({"merged_commit": merge_commit, "source": existing.source,
+                           "target": existing.target, "trigger": trigger}),
+                )],
+            ),
+            Some(existing) => events(
+                intent_id,
+                vec![(
+                    EventType::IntentRejected,
+                    json!({"reason": "closed without merging", "source": existing.source,
+                           "target": existing.target, "trigger": trigger}),
+                )],
+            ),
+        },
+        Change::MergeGroupDestroyed { intent_id, reason } => match current {
+            None => ignored(intent_id, "unknown intent".to_owned()),
+            Some(existing) if existing.status.is_terminal() => {
+                ignored(intent_id, format!("already {}", existing.status))
+            }
+            Some(existing) => events(
+                intent_id,
+                vec![(
+                    EventType::MergeGroupDestroyed,
+                    json!({"source": existing.source, "target": existing.target,
+                           "reason": reason, "trigger": "merge_group"}),
+                )],
+            ),
+        },
+        Change::Prioritised {
+            intent_id,
+            priority,
+        } => match current {
+            None => ignored(intent_id, "unknown intent".to_owned()),
+            Some(existing) if existing.status.is_terminal() => {
+                ignored(intent_id, format!("already {}", existing.status))
+            }
+            Some(existing) if existing.priority == *priority => {
+                ignored(intent_id, "priority unchanged".to_owned())
+            }
+            Some(existing) => events(
+                intent_id,
+                vec![(
+                    EventType::IntentPriorityChanged,
+                    json!({"priority": priority, "previous": existing.priority}),
+                )],
+            ),
+        },
+    }
+}
+
+/// Whether a proposal describes what the intent already is, for everything the queue uses.
+fn same_proposal(existing: &Intent, proposed: &Intent) -> bool {
+    existing.source == proposed.source
+        && existing.target == proposed.target
+        && existing.head_sha() == proposed.head_sha()
+        && existing.is_draft() == proposed.is_draft()
+        && existing.priority == proposed.priority
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Status;
+    use crate::event::Event;
+    use crate::projection::apply;
+
+    fn pr(head: &str) -> Intent {
+        let mut intent = Intent::new(
+            "acme/app:pr-7",
+            "feature",
+            "main",
+            chrono::DateTime::default(),
+        );
+        intent
+            .technical
+            .insert("initial_base_commit".into(), json!(head));
+        intent
+    }
+
+    fn proposed(intent: &Intent) -> Change {
+        Change::Proposed {
+            intent: intent.clone(),
+            trigger: "synchronize".into(),
+        }
+    }
+
+    /// Applies an effect's events to `current` through the projection.
+    fn fold(current: Option<&Intent>, effect: &Effect) -> Option<Intent> {
+        let Effect::Events { intent_id, events } = effect else {
+            return current.cloned();
+        };
+        let mut row = current.cloned();
+        for (event_type, payload) in events {
+            let event = Event {
+                id: "e".into(),
+                trace_id: "t".into(),
+                timestamp: chrono::DateTime::default(),
+                event_type: *event_type,
+                intent_id: Some(intent_id.clone()),
+                agent_id: None,
+                tenant_id: None,
+                payload: payload.clone(),
+                evidence: json!({}),
+            };
+            match apply(row.as_ref(), &event) {
+                Ok(Some(next)) => row = Some(next),
+                Ok(None) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        row
+    }
+
+    #[test]
+    fn priority_labels_pick_the_most_urgent_and_ignore_others() {
+        assert_eq!(
+            priority_from_labels(["bug", "converge/priority-4", "converge/priority-1"]),
+            1
+        );
+        assert_eq!(
+            priority_from_labels(["converge/priority-10", "converge/priority-x"]),
+            DEFAULT_PRIORITY
+        );
+        assert_eq!(priority_from_labels([]), DEFAULT_PRIORITY);
+    }
+
+    #[test]
+    fn a_new_head_starts_the_intent_afresh_and_a_repeat_does_nothing() {
+        let mut queued = pr("aaa");
+        queued.status = Status::Queued;
+        queued.retries = 2;
+        let next = fold(Some(&queued), &effect(Some(&queued), &proposed(&pr("bbb"))));
+        let next = next.unwrap_or_else(|| panic!("an intent"));
+        assert_eq!(
+            (next.status, next.retries, next.head_sha()),
+            (Status::Ready, 0, Some("bbb"))
+        );
+        assert!(matches!(
+            effect(Some(&next), &proposed(&pr("bbb"))),
+            Effect::Ignored { .. }
+        ));
+    }
+
+    #[test]
+    fn reopening_revives_a_rejected_intent_but_never_a_merged_one() {
+        let mut rejected = pr("aaa");
+        rejected.status = Status::Rejected;
+        let revived = fold(
+            Some(&rejected),
+            &effect(Some(&rejected), &proposed(&pr("aaa"))),
+        );
+        assert_eq!(revived.map(|i| i.status), Some(Status::Ready));
+        let mut merged = pr("aaa");
+        merged.status = Status::Merged;
+        assert!(matches!(
+            effect(Some(&merged), &proposed(&pr("bbb"))),
+            Effect::Ignored { .. }
+        ));
+    }
+
+    #[test]
+    fn closing_merges_or_rejects_once() {
+        let open = pr("aaa");
+        let close = |merged: bool| Change::Closed {
+            intent_id: open.id.clone(),
+            merged,
+            merge_commit: merged.then(|| "m1".to_owned()),
+            trigger: "pr_closed".into(),
+        };
+        let merged = fold(Some(&open), &effect(Some(&open), &close(true)));
+        assert_eq!(merged.as_ref().map(|i| i.status), Some(Status::Merged));
+        assert!(matches!(
+            effect(merged.as_ref(), &close(true)),
+            Effect::Ignored { .. }
+        ));
+        let rejected = fold(Some(&open), &effect(Some(&open), &close(false)));
+        assert_eq!(rejected.map(|i| i.status), Some(Status::Rejected));
+        assert!(matches!(
+            effect(None, &close(false)),
+            Effect::Ignored { .. }
+        ));
+    }
+
+    #[test]
+    fn labels_move_only_the_priority() {
+        let mut queued = pr("aaa");
+        queued.status = Status::Queued;
+        queued.retries = 1;
+        let change = Change::Prioritised {
+            intent_id: queued.id.clone(),
+            priority: 0,
+        };
+        let next = fold(Some(&queued), &effect(Some(&queued), &change));
+        let next = next.unwrap_or_else(|| panic!("an intent"));
+        assert_eq!(
+            (next.priority, next.status, next.retries),
+            (0, Status::Queued, 1)
+        );
+        assert!(matches!(
+            effect(Some(&next), &change),
+            Effect::Ignored { .. }
+        ));
+    }
+}
