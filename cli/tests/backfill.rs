@@ -93,6 +93,7 @@ async fn seed(store: &Store, clock: &ManualClock) {
                 payload: json!({"intent": id}),
             }],
             guard: None,
+            delivery: None,
         };
         store
             .commit(&commit)

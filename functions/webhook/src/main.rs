@@ -1,9 +1,14 @@
-//! The `webhook` Lambda function: `lambda_http` around the GitHub webhook router.
+//! The `webhook` Lambda function: `lambda_http` around the router of `converge-http`, which
+//! serves `POST /integrations/github/webhook` (API Gateway routes only that path here).
 //!
-//! Status: not built yet (issue "The GitHub App"). Until then the binary refuses to start
-//! rather than pretend to accept deliveries.
+//! A delivery is verified, deduplicated and translated, and its events and queue messages
+//! are committed in one transaction before the 202; the queue messages wait in the outbox
+//! for the worker.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("converge webhook function: not available yet (the GitHub App is not built)");
-    std::process::ExitCode::FAILURE
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let router = converge_http::boot::router_from_env().await?;
+    lambda_http::run(router)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -20,6 +20,9 @@ pub enum ApiError {
     /// No API key, or an unknown or expired one (401).
     #[error("a valid x-api-key header is required")]
     Unauthenticated,
+    /// A webhook delivery whose signature does not verify.
+    #[error("{0}")]
+    BadSignature(String),
     /// The key's role or scopes do not allow this, or the target is another tenant's (403).
     #[error("{0}")]
     Forbidden(String),
@@ -56,6 +59,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -19,6 +19,7 @@ mod extract;
 pub mod metrics;
 pub mod openapi;
 mod routes;
+mod webhook;
 
 use std::sync::Arc;
 
@@ -58,7 +59,18 @@ pub struct ApiSettings {
     /// tenants, repositories and lease holders; set it wherever `/metrics` is reachable from
     /// outside).
     pub metrics_token: Option<String>,
+    /// Secrets that sign webhook deliveries (`CONVERGE_GITHUB_WEBHOOK_SECRET`, several
+    /// separated by commas during a rotation). None and auth required: every delivery is
+    /// refused.
+    pub webhook_secrets: Vec<converge_github::signature::WebhookSecret>,
+    /// Largest webhook body accepted (`CONVERGE_WEBHOOK_MAX_BODY_BYTES`, 1 MiB).
+    pub webhook_max_body_bytes: usize,
+    /// Tenant of intents created from GitHub (`CONVERGE_GITHUB_DEFAULT_TENANT`).
+    pub github_default_tenant: Option<String>,
 }
+
+/// Default of `CONVERGE_WEBHOOK_MAX_BODY_BYTES`.
+pub const WEBHOOK_MAX_BODY_BYTES: usize = 1_048_576;
 
 fn flag(
     lookup: &impl Fn(&str) -> Option<String>,
@@ -83,7 +95,26 @@ impl std::fmt::Debug for ApiSettings {
                 "metrics_token",
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("webhook_secrets", &self.webhook_secrets.len())
+            .field("webhook_max_body_bytes", &self.webhook_max_body_bytes)
+            .field("github_default_tenant", &self.github_default_tenant)
             .finish()
+    }
+}
+
+impl Default for ApiSettings {
+    /// What an empty environment gives: authentication and rate limiting on, no keys, no
+    /// webhook secret (deliveries refused).
+    fn default() -> Self {
+        ApiSettings {
+            auth_required: true,
+            rate_limit_rpm: Some(DEFAULT_RATE_LIMIT_RPM),
+            api_keys: Vec::new(),
+            metrics_token: None,
+            webhook_secrets: Vec::new(),
+            webhook_max_body_bytes: WEBHOOK_MAX_BODY_BYTES,
+            github_default_tenant: None,
+        }
     }
 }
 
@@ -100,11 +131,27 @@ impl ApiSettings {
         };
         let api_keys = parse_api_keys(&lookup("CONVERGE_API_KEYS").unwrap_or_default())?;
         let metrics_token = lookup("CONVERGE_METRICS_TOKEN").filter(|t| !t.trim().is_empty());
+        let webhook_max_body_bytes = match lookup("CONVERGE_WEBHOOK_MAX_BODY_BYTES")
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("") => WEBHOOK_MAX_BODY_BYTES,
+            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("CONVERGE_WEBHOOK_MAX_BODY_BYTES must be a positive integer, got '{v}'")
+            })?,
+        };
         Ok(ApiSettings {
             auth_required,
             rate_limit_rpm: rate_limited.then_some(rpm),
             api_keys,
             metrics_token,
+            webhook_secrets: converge_github::signature::parse_secrets(
+                &lookup("CONVERGE_GITHUB_WEBHOOK_SECRET").unwrap_or_default(),
+            ),
+            webhook_max_body_bytes,
+            github_default_tenant: lookup("CONVERGE_GITHUB_DEFAULT_TENANT")
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty()),
         })
     }
 }
@@ -234,6 +281,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics::scrape))
+        .route(
+            "/integrations/github/webhook",
+            axum::routing::post(webhook::github_webhook),
+        )
         .route("/v1/openapi.json", get(openapi_document))
         .route("/api/openapi.json", get(openapi_document))
         .route_layer(middleware::from_fn_with_state(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use converge_core::PolicyConfig;
+use converge_github::signature::{WebhookSecret, sign};
 use converge_http::{ApiSettings, AppState, parse_api_keys, router, seed_api_keys};
 use converge_store::{Store, SystemClock};
 use serde_json::{Value, json};
@@ -16,6 +17,37 @@ fn event(method: &str, path: &str, query: &str, key: Option<&str>, body: Option<
     if let Some(key) = key {
         headers["x-api-key"] = json!(key);
     }
+    gateway_event(method, path, query, headers, body.map(|b| b.to_string()))
+}
+
+/// A signed GitHub delivery as the webhook function receives it.
+fn delivery_event(event_name: &str, delivery: &str, payload: &Value) -> String {
+    let body = payload.to_string();
+    let signature = sign(&WebhookSecret::new(WEBHOOK_SECRET), body.as_bytes());
+    let headers = json!({
+        "content-type": "application/json",
+        "x-github-event": event_name,
+        "x-github-delivery": delivery,
+        "x-hub-signature-256": signature,
+    });
+    gateway_event(
+        "POST",
+        "/integrations/github/webhook",
+        "",
+        headers,
+        Some(body),
+    )
+}
+
+const WEBHOOK_SECRET: &str = "lambda-secret";
+
+fn gateway_event(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: Value,
+    body: Option<String>,
+) -> String {
     json!({
         "version": "2.0",
         "routeKey": "ANY /{proxy+}",
@@ -34,7 +66,7 @@ fn event(method: &str, path: &str, query: &str, key: Option<&str>, body: Option<
             "time": "27/Nov/2026:21:00:00 +0000",
             "timeEpoch": 1_795_900_000_000u64
         },
-        "body": body.map(|b| b.to_string()),
+        "body": body,
         "isBase64Encoded": false
     })
     .to_string()
@@ -66,7 +98,9 @@ async fn app(store: Store) -> axum::Router {
         rate_limit_rpm: Some(1_000),
         api_keys: parse_api_keys("k-op:operator:lambda-op:acme, k-view:viewer:lambda-view:globex")
             .unwrap_or_default(),
-        metrics_token: None,
+        webhook_secrets: vec![WebhookSecret::new(WEBHOOK_SECRET)],
+        github_default_tenant: Some("acme".into()),
+        ..ApiSettings::default()
     };
     let state = Arc::new(AppState::new(
         store,
@@ -134,6 +168,35 @@ async fn exercise(app: axum::Router) {
     );
     let (status, _) = send(&app, &event("GET", "/health/ready", "", None, None)).await;
     assert_eq!(status, 200);
+
+    // The webhook function's route: a signed pull_request delivery creates the intent.
+    let opened = json!({
+        "action": "opened",
+        "pull_request": {"number": 9, "head": {"ref": "fix", "sha": "abc"}, "base": {"ref": "main", "sha": "def"}},
+        "repository": {"full_name": "acme/app"}
+    });
+    let (status, body) = send(&app, &delivery_event("pull_request", "lambda-d1", &opened)).await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (202, Some("applied")),
+        "{body}"
+    );
+    let (status, body) = send(&app, &delivery_event("pull_request", "lambda-d1", &opened)).await;
+    assert_eq!(
+        (status, body["duplicate"].as_bool()),
+        (202, Some(true)),
+        "{body}"
+    );
+    let (status, body) = send(
+        &app,
+        &event("GET", "/v1/intents/acme%2Fapp:pr-9", "", Some("k-op"), None),
+    )
+    .await;
+    assert_eq!(
+        (status, body["source"].as_str()),
+        (200, Some("fix")),
+        "{body}"
+    );
 }
 
 #[tokio::test]

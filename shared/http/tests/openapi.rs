@@ -25,7 +25,7 @@ async fn the_document_is_served_without_a_key_and_documents_every_route() {
         auth_required: true,
         rate_limit_rpm: None,
         api_keys: Vec::new(),
-        metrics_token: None,
+        ..ApiSettings::default()
     };
     let app = router(Arc::new(AppState::new(
         store,

@@ -37,9 +37,9 @@ use converge_core::pipeline::Clock;
 
 pub use error::StoreError;
 pub use model::{
-    ApiKeyRecord, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome, EventFilter, FencingToken,
-    FlagSetting, IntentCount, IntentCursor, IntentFilter, Lease, LeaseState, OutboxEntry,
-    OutboxMessage, StoredEvent, VersionedDocument,
+    ApiKeyRecord, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome, EventFilter,
+    FencingToken, FlagSetting, IntentCount, IntentCursor, IntentFilter, Lease, LeaseState,
+    OutboxEntry, OutboxMessage, StoredEvent, VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;

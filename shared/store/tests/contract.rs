@@ -14,8 +14,8 @@ use converge_core::queue::QueueKey;
 use converge_core::{EventType, Status};
 use converge_store::backfill::summaries;
 use converge_store::{
-    ApiKeyRecord, Commit, CommitLink, Delivery, DeliveryOutcome, EventFilter, IntentCursor, IntentFilter,
-    OutboxMessage, Store, StoreError,
+    ApiKeyRecord, Commit, CommitLink, Delivery, DeliveryOutcome, EventFilter, IntentCursor,
+    IntentFilter, OutboxMessage, Store, StoreError,
 };
 use serde_json::json;
 use support::{ManualClock, created, event, pg_store, sqlite_store};
@@ -1074,7 +1074,9 @@ async fn a_delivery_changes_state_once_however_often_it_arrives(store: Store, cl
     for attempt in attempts {
         match attempt.await.unwrap_or_else(|e| panic!("{e}")) {
             Ok(_) => applied += 1,
-            Err(StoreError::AlreadyDelivered { same_body: true, .. }) => {}
+            Err(StoreError::AlreadyDelivered {
+                same_body: true, ..
+            }) => {}
             Err(e) => panic!("unexpected: {e}"),
         }
     }
@@ -1094,6 +1096,9 @@ async fn a_delivery_changes_state_once_however_often_it_arrives(store: Store, cl
         .await;
     assert!(matches!(
         reused,
-        Err(StoreError::AlreadyDelivered { same_body: false, .. })
+        Err(StoreError::AlreadyDelivered {
+            same_body: false,
+            ..
+        })
     ));
 }

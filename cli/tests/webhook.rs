@@ -1,0 +1,349 @@
+//! GitHub deliveries over real HTTP against `converge serve`, on SQLite and PostgreSQL: the
+//! signature rules, the size guard, dedupe (also under 100 concurrent copies), and what pull
+//! request events do to intents.
+
+use converge_github::signature::{WebhookSecret, sign};
+use converge_testkit::{ServerProcess, fresh_pg_database};
+use serde_json::{Value, json};
+
+const KEY: &str = "hook-key";
+const SECRET: &str = "current-secret";
+
+fn serve(
+    dir: &std::path::Path,
+    database: &[(&'static str, String)],
+    extra: &[(&'static str, &str)],
+) -> ServerProcess {
+    let mut env = database.to_vec();
+    env.push(("CONVERGE_API_KEYS", format!("{KEY}:admin:ops")));
+    env.push(("CONVERGE_RATE_LIMIT_ENABLED", "1".to_owned()));
+    if !extra
+        .iter()
+        .any(|(name, _)| *name == "CONVERGE_RATE_LIMIT_RPM")
+    {
+        env.push(("CONVERGE_RATE_LIMIT_RPM", "5".to_owned()));
+    }
+    for (name, value) in extra {
+        env.push((name, (*value).to_owned()));
+    }
+    ServerProcess::start_with(env!("CARGO_BIN_EXE_converge"), dir, &env, &["--no-worker"])
+}
+
+async fn databases(dir: &std::path::Path) -> Vec<Vec<(&'static str, String)>> {
+    vec![
+        vec![
+            ("CONVERGE_DB_BACKEND", "sqlite".to_owned()),
+            ("CONVERGE_DB_PATH", dir.join("s.db").display().to_string()),
+        ],
+        vec![
+            ("CONVERGE_DB_BACKEND", "postgres".to_owned()),
+            ("CONVERGE_PG_DSN", fresh_pg_database().await),
+        ],
+    ]
+}
+
+struct Hook<'a> {
+    client: &'a reqwest::Client,
+    server: &'a ServerProcess,
+}
+
+impl Hook<'_> {
+    /// Sends `body` as `event` with `delivery`, signed by `secret` (or with `signature` as
+    /// given when set).
+    async fn send_raw(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(self.server.url("/integrations/github/webhook"))
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("content-type", "application/json");
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn send(&self, event: &str, delivery: &str, payload: &Value) -> (u16, Value) {
+        let body = serde_json::to_vec(payload).unwrap_or_default();
+        let signature = sign(&WebhookSecret::new(SECRET), &body);
+        self.send_raw(event, delivery, body, Some(signature)).await
+    }
+
+    async fn api(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.server.url(path))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        response.json().await.unwrap_or(Value::Null)
+    }
+}
+
+fn pull_request(action: &str, head: &str, labels: &[&str], merged: bool) -> Value {
+    let labels: Vec<Value> = labels.iter().map(|l| json!({"name": l})).collect();
+    json!({
+        "action": action,
+        "number": 12,
+        "pull_request": {
+            "number": 12, "title": "Faster login", "draft": false, "merged": merged,
+            "merge_commit_sha": if merged { json!("feedface") } else { Value::Null },
+            "head": {"ref": "faster-login", "sha": head},
+            "base": {"ref": "main", "sha": "base0"},
+            "labels": labels,
+            "body": "x".repeat(20_000)
+        },
+        "repository": {"full_name": "acme/app"},
+        "installation": {"id": 77},
+        "sender": {"login": "octocat"}
+    })
+}
+
+fn event_count(events: &Value, event_type: &str) -> usize {
+    events["events"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter(|e| e["event_type"] == event_type)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_size_and_payloads_are_checked_before_anything_is_written() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for database in databases(dir.path()).await {
+        let secrets = format!("old-secret,{SECRET}");
+        let server = serve(
+            dir.path(),
+            &database,
+            &[("CONVERGE_GITHUB_WEBHOOK_SECRET", &secrets)],
+        );
+        let hook = Hook {
+            client: &client,
+            server: &server,
+        };
+        let payload = pull_request("opened", "aaa111", &[], false);
+        let body = serde_json::to_vec(&payload).unwrap_or_default();
+        let good = sign(&WebhookSecret::new(SECRET), &body);
+
+        let wrong = sign(&WebhookSecret::new("guess"), &body);
+        let truncated = good[..good.len() - 1].to_owned();
+        let sha1 = "sha1=2fd4e1c67a2d28fced849ee1bb76e7391b93eb12".to_owned();
+        for (signature, what) in [
+            (Some(wrong), "wrong secret"),
+            (Some(truncated), "truncated"),
+            (Some(sha1), "sha1"),
+            (None, "missing"),
+        ] {
+            let (status, answer) = hook
+                .send_raw("pull_request", "d-bad", body.clone(), signature)
+                .await;
+            assert_eq!(status, 401, "{what}: {answer}");
+            assert_eq!(answer["error"]["code"], "invalid_signature", "{what}");
+        }
+        let empty_signature = sign(&WebhookSecret::new(SECRET), b"");
+        let (status, answer) = hook
+            .send_raw("pull_request", "d-empty", Vec::new(), Some(empty_signature))
+            .await;
+        assert_eq!(status, 400, "{answer}");
+
+        let too_big = vec![b' '; 1_048_577];
+        let too_big_signature = sign(&WebhookSecret::new(SECRET), &too_big);
+        let (status, answer) = hook
+            .send_raw("pull_request", "d-big", too_big, Some(too_big_signature))
+            .await;
+        assert_eq!(
+            (status, answer["error"]["code"].clone()),
+            (413, json!("payload_too_large"))
+        );
+
+        // Signed, but not the shape a pull_request delivery has: a 400 naming the field.
+        let mut broken = payload.clone();
+        if let Some(head) = broken["pull_request"]["head"].as_object_mut() {
+            head.remove("sha");
+        }
+        let (status, answer) = hook.send("pull_request", "d-broken", &broken).await;
+        assert_eq!(status, 400, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("pull_request.head") && message.contains("sha"),
+            "{message}"
+        );
+
+        assert_eq!(
+            hook.api("/v1/intents").await["intents"],
+            json!([]),
+            "nothing was written"
+        );
+
+        // The old secret of a rotation still verifies.
+        let old = sign(&WebhookSecret::new("old-secret"), &body);
+        let (status, answer) = hook
+            .send_raw("pull_request", "d-old", body.clone(), Some(old))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        // Webhooks are not rate limited (the budget here is 5 per minute).
+        for n in 0..8 {
+            let (status, _) = hook
+                .send("ping", &format!("ping-{n}"), &json!({"zen": "x"}))
+                .await;
+            assert_eq!(status, 202);
+        }
+    }
+    // No secret configured: refused unless authentication is explicitly off.
+    let database = databases(dir.path()).await.remove(0);
+    let server = serve(dir.path(), &database, &[]);
+    let hook = Hook {
+        client: &client,
+        server: &server,
+    };
+    let body = serde_json::to_vec(&json!({"zen": "x"})).unwrap_or_default();
+    let (status, _) = hook.send_raw("ping", "p-1", body.clone(), None).await;
+    assert_eq!(status, 403);
+    drop(server);
+    let server = serve(dir.path(), &database, &[("CONVERGE_AUTH_REQUIRED", "0")]);
+    let hook = Hook {
+        client: &client,
+        server: &server,
+    };
+    let (status, answer) = hook.send_raw("ping", "p-2", body, None).await;
+    assert_eq!(status, 202, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_request_events_drive_the_intent_and_copies_change_it_once() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for database in databases(dir.path()).await {
+        let server = serve(
+            dir.path(),
+            &database,
+            &[
+                ("CONVERGE_GITHUB_WEBHOOK_SECRET", SECRET),
+                ("CONVERGE_GITHUB_DEFAULT_TENANT", "acme"),
+                ("CONVERGE_RATE_LIMIT_RPM", "10000"),
+            ],
+        );
+        let hook = Hook {
+            client: &client,
+            server: &server,
+        };
+        let id = "acme%2Fapp:pr-12";
+
+        // 100 concurrent copies of one delivery: one intent change.
+        let opened = pull_request("opened", "aaa111", &[], false);
+        let url = server.url("/integrations/github/webhook");
+        let answers = send_concurrently(&client, url, "delivery-open", &opened, 100).await;
+        assert!(
+            answers.iter().all(|(status, _)| *status == 202),
+            "{answers:?}"
+        );
+        let fresh = answers
+            .iter()
+            .filter(|(_, a)| a["duplicate"] != true)
+            .count();
+        assert_eq!(fresh, 1, "exactly one copy is handled");
+        let intent = hook.api(&format!("/v1/intents/{id}")).await;
+        assert_eq!(intent["status"], "READY", "{intent}");
+        assert_eq!(intent["tenant_id"], "acme");
+        assert_eq!(intent["technical"]["initial_base_commit"], "aaa111");
+        assert_eq!(intent["technical"]["installation_id"], 77);
+        let events = hook.api(&format!("/v1/intents/{id}/events")).await;
+        assert_eq!(event_count(&events, "intent.created"), 1, "{events}");
+
+        // A replay later is a duplicate too.
+        let (status, answer) = hook.send("pull_request", "delivery-open", &opened).await;
+        assert_eq!((status, answer["duplicate"].clone()), (202, json!(true)));
+
+        // A label raises the priority; a new head starts the intent afresh.
+        let labeled = pull_request("labeled", "aaa111", &["converge/priority-0"], false);
+        let (status, answer) = hook.send("pull_request", "delivery-label", &labeled).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(hook.api(&format!("/v1/intents/{id}")).await["priority"], 0);
+        let pushed = pull_request("synchronize", "bbb222", &["converge/priority-0"], false);
+        hook.send("pull_request", "delivery-sync", &pushed).await;
+        let intent = hook.api(&format!("/v1/intents/{id}")).await;
+        assert_eq!(intent["technical"]["initial_base_commit"], "bbb222");
+        assert_eq!(
+            (intent["status"].clone(), intent["retries"].clone()),
+            (json!("READY"), json!(0))
+        );
+        // The same head again changes nothing.
+        let (_, answer) = hook.send("pull_request", "delivery-sync-2", &pushed).await;
+        assert_eq!(answer["result"], "ignored", "{answer}");
+
+        // Closed with a merge: MERGED with the merge commit.
+        let closed = pull_request("closed", "bbb222", &[], true);
+        let (_, answer) = hook.send("pull_request", "delivery-close", &closed).await;
+        assert_eq!(answer["result"], "applied", "{answer}");
+        let intent = hook.api(&format!("/v1/intents/{id}")).await;
+        assert_eq!(intent["status"], "MERGED");
+        let events = hook.api(&format!("/v1/intents/{id}/events")).await;
+        let merged = events["events"]
+            .as_array()
+            .and_then(|l| l.iter().find(|e| e["event_type"] == "intent.merged"))
+            .cloned();
+        assert_eq!(
+            merged.map(|e| e["payload"]["merged_commit"].clone()),
+            Some(json!("feedface")),
+            "{events}"
+        );
+
+        // Events Converge does not act on are acknowledged.
+        let (status, answer) = hook
+            .send("star", "delivery-star", &json!({"action": "created"}))
+            .await;
+        assert_eq!((status, answer["ignored"].clone()), (202, json!("star")));
+    }
+}
+
+/// Sends the same signed delivery `copies` times at once; the answers.
+async fn send_concurrently(
+    client: &reqwest::Client,
+    url: String,
+    delivery: &str,
+    payload: &Value,
+    copies: usize,
+) -> Vec<(u16, Value)> {
+    let body = serde_json::to_vec(payload).unwrap_or_default();
+    let signature = sign(&WebhookSecret::new(SECRET), &body);
+    let tasks: Vec<_> = (0..copies)
+        .map(|_| {
+            let request = client
+                .post(&url)
+                .header("x-github-event", "pull_request")
+                .header("x-github-delivery", delivery)
+                .header("x-hub-signature-256", &signature)
+                .body(body.clone());
+            tokio::spawn(async move {
+                let response = request.send().await.unwrap_or_else(|e| panic!("{e}"));
+                let status = response.status().as_u16();
+                (
+                    status,
+                    response.json::<Value>().await.unwrap_or(Value::Null),
+                )
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(copies);
+    for task in tasks {
+        answers.push(task.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    answers
+}

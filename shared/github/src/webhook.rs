@@ -1,0 +1,494 @@
+//! Webhook payloads, typed (only the fields Converge uses; unknown fields are ignored), and
+//! their translation into what they mean for the queue.
+//!
+//! | event | action | meaning |
+//! |---|---|---|
+//! | `pull_request` | `opened`, `synchronize`, `reopened`, `ready_for_review`, `converted_to_draft`, `edited` | the change as it stands ([`Change::Proposed`]): created, or re-created on a new head |
+//! | `pull_request` | `closed` | merged → MERGED with the merge commit, else REJECTED |
+//! | `pull_request` | `labeled`, `unlabeled` | the priority its labels ask for (`converge/priority-N`) |
+//! | `push` | branch pushes | wake the repository's queues (a target moved, or a source got a head) |
+//! | `check_suite`, `check_run` | `completed` | wake the repository's queues (results to re-read) |
+//! | `merge_group` | `checks_requested`, `destroyed` | an intent for the group; or its rejection |
+//! | `installation`, `installation_repositories` | any | recorded as `github.installation_changed` |
+//! | `ping` | | acknowledged |
+//!
+//! Anything else is acknowledged as ignored.
+
+use chrono::{DateTime, Utc};
+use converge_core::intake::{Change, priority_from_labels};
+use converge_core::{EventType, Intent};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// What a delivery means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Translation {
+    /// A change to one intent (boxed: an intent is large beside the other variants).
+    Change(Box<Change>),
+    /// Work may be waiting in this repository's queues (a push, finished checks).
+    Wake {
+        /// `owner/name`.
+        repo: String,
+    },
+    /// A fact to record as an event, with no effect on intents.
+    Record {
+        /// The event type.
+        event_type: EventType,
+        /// Its payload.
+        payload: Value,
+    },
+    /// Acknowledged, nothing to do.
+    Ignored {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A delivery's payload does not have the shape its event promises.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{event} payload: {detail}")]
+pub struct PayloadError {
+    /// `X-GitHub-Event`.
+    pub event: String,
+    /// Where and what (`pull_request.head.sha: missing field`).
+    pub detail: String,
+}
+
+/// What the translation needs besides the payload.
+#[derive(Debug, Clone, Copy)]
+pub struct IntakeContext<'a> {
+    /// Tenant of the intents created from deliveries (`CONVERGE_GITHUB_DEFAULT_TENANT`).
+    pub tenant: Option<&'a str>,
+    /// Now (the birth of new intents).
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Repository {
+    full_name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Installation {
+    id: u64,
+    #[serde(default)]
+    account: Option<Account>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Account {
+    login: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct GitRef {
+    #[serde(rename = "ref")]
+    name: String,
+    sha: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Label {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequest {
+    number: u64,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    draft: bool,
+    #[serde(default)]
+    merged: bool,
+    #[serde(default)]
+    merge_commit_sha: Option<String>,
+    head: GitRef,
+    base: GitRef,
+    #[serde(default)]
+    labels: Vec<Label>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequestEvent {
+    action: String,
+    pull_request: PullRequest,
+    repository: Repository,
+    #[serde(default)]
+    installation: Option<Installation>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PushEvent {
+    #[serde(rename = "ref")]
+    name: String,
+    repository: Repository,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChecksEvent {
+    action: String,
+    repository: Repository,
+}
+
+#[derive(Debug, Deserialize)]
+struct MergeGroup {
+    head_sha: String,
+    head_ref: String,
+    base_ref: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct MergeGroupEvent {
+    action: String,
+    merge_group: MergeGroup,
+    repository: Repository,
+    #[serde(default)]
+    installation: Option<Installation>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InstallationEvent {
+    action: String,
+    installation: Installation,
+    #[serde(default)]
+    repositories: Vec<Repository>,
+    #[serde(default)]
+    repositories_added: Vec<Repository>,
+    #[serde(default)]
+    repositories_removed: Vec<Repository>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ActionOnly {
+    #[serde(default)]
+    action: Option<String>,
+}
+
+/// The `action` of a payload, if it has one (for the log and the response).
+pub fn action_of(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ActionOnly>(body)
+        .ok()
+        .and_then(|a| a.action)
+}
+
+fn parse<T: DeserializeOwned>(event: &str, body: &[u8]) -> Result<T, PayloadError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let detail = if path == "." || path.is_empty() {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        };
+        PayloadError {
+            event: event.to_owned(),
+            detail,
+        }
+    })
+}
+
+/// Translates a delivery of `event` with raw JSON `body`.
+pub fn translate(
+    event: &str,
+    body: &[u8],
+    context: IntakeContext<'_>,
+) -> Result<Translation, PayloadError> {
+    let ignored = |reason: String| Ok(Translation::Ignored { reason });
+    match event {
+        "pull_request" => {
+            let delivery: PullRequestEvent = parse(event, body)?;
+            pull_request(delivery, context)
+        }
+        "push" => {
+            let delivery: PushEvent = parse(event, body)?;
+            if delivery.name.strip_prefix("refs/heads/").is_none() {
+                return ignored(format!("not a branch push ({})", delivery.name));
+            }
+            Ok(Translation::Wake {
+                repo: delivery.repository.full_name,
+            })
+        }
+        "check_suite" | "check_run" => {
+            let delivery: ChecksEvent = parse(event, body)?;
+            if delivery.action != "completed" {
+                return ignored(format!("{event} {} is not a result", delivery.action));
+            }
+            Ok(Translation::Wake {
+                repo: delivery.repository.full_name,
+            })
+        }
+        "merge_group" => {
+            let delivery: MergeGroupEvent = parse(event, body)?;
+            merge_group(delivery, context)
+        }
+        "installation" | "installation_repositories" => {
+            let delivery: InstallationEvent = parse(event, body)?;
+            let names = |repos: &[Repository]| -> Vec<String> {
+                repos.iter().map(|r| r.full_name.clone()).collect()
+            };
+            Ok(Translation::Record {
+                event_type: EventType::GithubInstallationChanged,
+                payload: json!({
+                    "event": event,
+                    "action": delivery.action,
+                    "installation_id": delivery.installation.id,
+                    "account": delivery.installation.account.map(|a| a.login),
+                    "repositories": names(&delivery.repositories),
+                    "repositories_added": names(&delivery.repositories_added),
+                    "repositories_removed": names(&delivery.repositories_removed),
+                }),
+            })
+        }
+        "ping" => ignored("ping".to_owned()),
+        other => ignored(other.to_owned()),
+    }
+}
+
+/// A translation into a change of one intent.
+fn changed(change: Change) -> Result<Translation, PayloadError> {
+    Ok(Translation::Change(Box::new(change)))
+}
+
+fn pull_request(
+    delivery: PullRequestEvent,
+    context: IntakeContext<'_>,
+) -> Result<Translation, PayloadError> {
+    let pr = &delivery.pull_request;
+    let repo = delivery.repository.full_name.as_str();
+    let intent_id = format!("{repo}:pr-{}", pr.number);
+    let action = delivery.action.as_str();
+    match action {
+        "opened" | "synchronize" | "reopened" | "ready_for_review" | "converted_to_draft"
+        | "edited" => {
+            let mut intent = Intent::new(&intent_id, &pr.head.name, &pr.base.name, context.now);
+            intent.created_by = "github-webhook".to_owned();
+            intent.origin_type = "integration".to_owned();
+            intent.tenant_id = context.tenant.map(str::to_owned);
+            intent.priority = priority_from_labels(pr.labels.iter().map(|l| l.name.as_str()));
+            let title = pr.title.clone().unwrap_or_default();
+            intent
+                .semantic
+                .insert("problem_statement".into(), json!(title));
+            intent.semantic.insert("objective".into(), json!(title));
+            let technical = [
+                ("source_ref", json!(pr.head.name)),
+                ("target_ref", json!(pr.base.name)),
+                ("initial_base_commit", json!(pr.head.sha)),
+                ("base_sha", json!(pr.base.sha)),
+                ("repo", json!(repo)),
+                ("pr_number", json!(pr.number)),
+                (
+                    "installation_id",
+                    json!(delivery.installation.as_ref().map(|i| i.id)),
+                ),
+                ("draft", json!(pr.draft)),
+            ];
+            for (key, value) in technical {
+                intent.technical.insert(key.into(), value);
+            }
+            changed(Change::Proposed {
+                intent,
+                trigger: format!("pull_request.{action}"),
+            })
+        }
+        "closed" => changed(Change::Closed {
+            intent_id,
+            merged: pr.merged,
+            merge_commit: pr.merge_commit_sha.clone().filter(|_| pr.merged),
+            trigger: "pull_request.closed".to_owned(),
+        }),
+        "labeled" | "unlabeled" => changed(Change::Prioritised {
+            intent_id,
+            priority: priority_from_labels(pr.labels.iter().map(|l| l.name.as_str())),
+        }),
+        other => Ok(Translation::Ignored {
+            reason: format!("pull_request {other}"),
+        }),
+    }
+}
+
+fn merge_group(
+    delivery: MergeGroupEvent,
+    context: IntakeContext<'_>,
+) -> Result<Translation, PayloadError> {
+    let group = &delivery.merge_group;
+    let repo = delivery.repository.full_name.as_str();
+    let sha12: String = group.head_sha.chars().take(12).collect();
+    let intent_id = format!("{repo}:mg-{sha12}");
+    let branch = |r: &str| r.strip_prefix("refs/heads/").unwrap_or(r).to_owned();
+    match delivery.action.as_str() {
+        "checks_requested" => {
+            let mut intent = Intent::new(
+                &intent_id,
+                branch(&group.head_ref),
+                branch(&group.base_ref),
+                context.now,
+            );
+            intent.created_by = "github-merge-queue".to_owned();
+            intent.origin_type = "integration".to_owned();
+            intent.tenant_id = context.tenant.map(str::to_owned);
+            intent
+                .semantic
+                .insert("problem_statement".into(), json!("Merge queue candidate"));
+            intent.semantic.insert(
+                "objective".into(),
+                json!("Validate merge group before integration"),
+            );
+            let technical = [
+                ("source_ref", json!(branch(&group.head_ref))),
+                ("target_ref", json!(branch(&group.base_ref))),
+                ("initial_base_commit", json!(group.head_sha)),
+                ("repo", json!(repo)),
+                ("merge_group_head_ref", json!(group.head_ref)),
+                (
+                    "installation_id",
+                    json!(delivery.installation.as_ref().map(|i| i.id)),
+                ),
+                ("webhook_event", json!("merge_group")),
+            ];
+            for (key, value) in technical {
+                intent.technical.insert(key.into(), value);
+            }
+            changed(Change::MergeGroupRequested { intent })
+        }
+        "destroyed" => changed(Change::MergeGroupDestroyed {
+            intent_id,
+            reason: delivery.reason.unwrap_or_else(|| "destroyed".to_owned()),
+        }),
+        other => Ok(Translation::Ignored {
+            reason: format!("merge_group {other}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> IntakeContext<'static> {
+        IntakeContext {
+            tenant: Some("acme"),
+            now: DateTime::default(),
+        }
+    }
+
+    fn pr_body(action: &str, labels: &[&str]) -> Vec<u8> {
+        let labels: Vec<Value> = labels
+            .iter()
+            .map(|l| json!({"name": l, "color": "fff"}))
+            .collect();
+        serde_json::to_vec(&json!({
+            "action": action,
+            "number": 7,
+            "pull_request": {
+                "number": 7, "title": "Fix login", "draft": false, "merged": false,
+                "head": {"ref": "fix-login", "sha": "aaa", "label": "x"},
+                "base": {"ref": "main", "sha": "bbb"},
+                "labels": labels, "unknown_field": {"nested": true}
+            },
+            "repository": {"full_name": "acme/app", "id": 1},
+            "installation": {"id": 42}
+        }))
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn an_opened_pull_request_proposes_its_intent() {
+        let translated = translate(
+            "pull_request",
+            &pr_body("opened", &["converge/priority-1"]),
+            context(),
+        );
+        let Ok(Translation::Change(change)) = translated else {
+            panic!("{translated:?}");
+        };
+        let Change::Proposed { intent, trigger } = *change else {
+            panic!("not a proposal");
+        };
+        assert_eq!(intent.id, "acme/app:pr-7");
+        assert_eq!(
+            (intent.source.as_str(), intent.target.as_str()),
+            ("fix-login", "main")
+        );
+        assert_eq!(intent.head_sha(), Some("aaa"));
+        assert_eq!(intent.tenant_id.as_deref(), Some("acme"));
+        assert_eq!(intent.priority, 1);
+        assert_eq!(intent.technical["installation_id"], json!(42));
+        assert_eq!(trigger, "pull_request.opened");
+    }
+
+    #[test]
+    fn a_malformed_payload_names_the_field() {
+        let body = br#"{"action":"opened","pull_request":{"number":7,"head":{"ref":"x"},"base":{"ref":"main","sha":"b"}},"repository":{"full_name":"a/b"}}"#;
+        let error = translate("pull_request", body, context()).err();
+        let detail = error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            detail.contains("pull_request.head") && detail.contains("sha"),
+            "{detail}"
+        );
+        let not_json = translate("push", b"{", context()).err();
+        assert!(not_json.is_some());
+    }
+
+    #[test]
+    fn pushes_and_check_results_wake_the_repository() {
+        let push = br#"{"ref":"refs/heads/main","repository":{"full_name":"acme/app"}}"#;
+        assert_eq!(
+            translate("push", push, context()),
+            Ok(Translation::Wake {
+                repo: "acme/app".into()
+            })
+        );
+        let tag = br#"{"ref":"refs/tags/v1","repository":{"full_name":"acme/app"}}"#;
+        assert!(matches!(
+            translate("push", tag, context()),
+            Ok(Translation::Ignored { .. })
+        ));
+        let requested = br#"{"action":"requested","repository":{"full_name":"acme/app"}}"#;
+        assert!(matches!(
+            translate("check_suite", requested, context()),
+            Ok(Translation::Ignored { .. })
+        ));
+    }
+
+    #[test]
+    fn labels_and_unknown_events() {
+        let labeled = translate(
+            "pull_request",
+            &pr_body("labeled", &["converge/priority-0"]),
+            context(),
+        );
+        assert_eq!(
+            labeled,
+            changed(Change::Prioritised {
+                intent_id: "acme/app:pr-7".into(),
+                priority: 0
+            })
+        );
+        assert_eq!(
+            translate("star", b"{}", context()),
+            Ok(Translation::Ignored {
+                reason: "star".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_merge_group_becomes_its_own_intent() {
+        let body = br#"{"action":"checks_requested","merge_group":{"head_sha":"0123456789abcdef","head_ref":"refs/heads/gh-readonly-queue/main/pr-7-aaa","base_ref":"refs/heads/main"},"repository":{"full_name":"acme/app"}}"#;
+        let Ok(Translation::Change(change)) = translate("merge_group", body, context()) else {
+            panic!("not a change");
+        };
+        let Change::MergeGroupRequested { intent } = *change else {
+            panic!("not a merge group");
+        };
+        assert_eq!(intent.id, "acme/app:mg-0123456789ab");
+        assert_eq!(intent.target, "main");
+        assert_eq!(intent.source, "gh-readonly-queue/main/pr-7-aaa");
+    }
+}
