@@ -492,3 +492,57 @@ mod tests {
         assert_eq!(intent.source, "gh-readonly-queue/main/pr-7-aaa");
     }
 }
+
+#[cfg(test)]
+mod manifest {
+    use super::*;
+
+    /// Events `translate` acts on (everything else is acknowledged as ignored).
+    const HANDLED: [&str; 5] = [
+        "pull_request",
+        "push",
+        "check_suite",
+        "check_run",
+        "merge_group",
+    ];
+
+    #[test]
+    fn the_app_manifest_subscribes_to_exactly_the_events_handled() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/github-app.json");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let manifest: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let mut events: Vec<&str> = manifest["default_events"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        events.sort_unstable();
+        let mut handled = HANDLED.to_vec();
+        handled.sort_unstable();
+        assert_eq!(events, handled);
+        for event in HANDLED {
+            let translated = translate(
+                event,
+                b"{}",
+                IntakeContext {
+                    tenant: None,
+                    now: DateTime::default(),
+                },
+            );
+            assert!(
+                !matches!(&translated, Ok(Translation::Ignored { reason }) if reason == event),
+                "{event} is subscribed but not handled"
+            );
+        }
+        let permissions = &manifest["default_permissions"];
+        assert_eq!(
+            permissions["contents"], "write",
+            "merges move the target ref"
+        );
+        assert_eq!(permissions["checks"], "write");
+        assert_eq!(
+            permissions["pull_requests"], "read",
+            "Converge never writes pull requests"
+        );
+        assert_eq!(permissions.as_object().map(|p| p.len()), Some(6));
+    }
+}
