@@ -288,6 +288,23 @@ async fn pull_request_events_drive_the_intent_and_copies_change_it_once() {
         let (_, answer) = hook.send("pull_request", "delivery-sync-2", &pushed).await;
         assert_eq!(answer["result"], "ignored", "{answer}");
 
+        // CI finished on the current head: recorded on the intent, which is judged again.
+        let check = json!({"action": "completed", "repository": {"full_name": "acme/app"},
+                           "check_run": {"head_sha": "bbb222", "name": "ci/lint", "conclusion": "failure"}});
+        let (status, answer) = hook.send("check_run", "delivery-check", &check).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["intents"], json!(["acme/app:pr-12"]), "{answer}");
+        let events = hook.api(&format!("/v1/intents/{id}/events")).await;
+        assert_eq!(event_count(&events, "check.reported"), 1, "{events}");
+        let stale = json!({"action": "completed", "repository": {"full_name": "acme/app"},
+                           "check_run": {"head_sha": "aaa111", "name": "ci/lint", "conclusion": "success"}});
+        let (_, answer) = hook.send("check_run", "delivery-check-old", &stale).await;
+        assert_eq!(
+            answer["intents"],
+            json!([]),
+            "an old head's result concerns no intent"
+        );
+
         // Closed with a merge: MERGED with the merge commit.
         let closed = pull_request("closed", "bbb222", &[], true);
         let (_, answer) = hook.send("pull_request", "delivery-close", &closed).await;

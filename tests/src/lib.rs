@@ -1,6 +1,8 @@
 //! Support for the test suites: a throwaway PostgreSQL database per test (on the cluster that
 //! `scripts/test.sh` starts) and a clock that only moves when a test says so.
 
+pub mod github_fake;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 

@@ -174,6 +174,15 @@ pub fn effect(current: Option<&Intent>, change: &Change) -> Effect {
             Some(existing) if existing.status.is_terminal() => {
                 ignored(intent_id, format!("already {}", existing.status))
             }
+            // The host merged the group: its changes landed.
+            Some(existing) if reason == "merged" => events(
+                intent_id,
+                vec![(
+                    EventType::IntentMerged,
+                    json!({"merged_commit": existing.head_sha(), "source": existing.source,
+                           "target": existing.target, "trigger": "merge_group"}),
+                )],
+            ),
             Some(existing) => events(
                 intent_id,
                 vec![(

@@ -300,6 +300,13 @@ impl Intent {
         self.technical.get("draft").and_then(Value::as_bool) == Some(true)
     }
 
+    /// Whether the intent stands for a merge group of the code host's own merge queue
+    /// (`technical.webhook_event == "merge_group"`): Converge validates it and reports, and the
+    /// host merges it — Converge never does.
+    pub fn is_merge_group(&self) -> bool {
+        self.technical.get("webhook_event").and_then(Value::as_str) == Some("merge_group")
+    }
+
     /// Moves the intent to `to` if the life cycle allows it.
     pub fn move_to(&mut self, to: Status) -> Result<(), TransitionError> {
         self.status = self.status.transition(to)?;

@@ -241,7 +241,7 @@ pub fn after_validation(
                 json!({"head_sha": decision.merge.head_sha, "target_sha": decision.merge.target_sha}),
                 json!({"trace_id": decision.trace_id}),
             )),
-            action: if rules.auto_confirm {
+            action: if rules.auto_confirm && !intent.is_merge_group() {
                 NextAction::Merge
             } else {
                 NextAction::None
@@ -418,7 +418,7 @@ pub fn plan_work(
     if moved || checks_reported_since || wait_over || judged_again {
         return Work::Validate { waiting_since };
     }
-    if intent.status == Status::Queued && rules.auto_confirm {
+    if intent.status == Status::Queued && rules.auto_confirm && !intent.is_merge_group() {
         return Work::Merge {
             head_sha: last.head_sha.clone(),
             target_sha: last.target_sha.clone(),

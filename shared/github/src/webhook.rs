@@ -7,7 +7,7 @@
 //! | `pull_request` | `closed` | merged → MERGED with the merge commit, else REJECTED |
 //! | `pull_request` | `labeled`, `unlabeled` | the priority its labels ask for (`converge/priority-N`) |
 //! | `push` | branch pushes | wake the repository's queues (a target moved, or a source got a head) |
-//! | `check_suite`, `check_run` | `completed` | wake the repository's queues (results to re-read) |
+//! | `check_suite`, `check_run` | `completed` | recorded on the intents whose head it is, which are judged again |
 //! | `merge_group` | `checks_requested`, `destroyed` | an intent for the group; or its rejection |
 //! | `installation`, `installation_repositories` | any | recorded as `github.installation_changed` |
 //! | `ping` | | acknowledged |
@@ -30,6 +30,18 @@ pub enum Translation {
     Wake {
         /// `owner/name`.
         repo: String,
+    },
+    /// CI finished a check run or suite on a commit: the intents whose head it is are judged
+    /// again (and the result is recorded on them).
+    ChecksCompleted {
+        /// `owner/name`.
+        repo: String,
+        /// The commit.
+        head_sha: String,
+        /// The check run's name (the suite's app name for a suite).
+        name: String,
+        /// GitHub's conclusion (`success`, `failure`, …).
+        conclusion: String,
     },
     /// A fact to record as an event, with no effect on intents.
     Record {
@@ -127,9 +139,35 @@ struct PushEvent {
 }
 
 #[derive(Debug, Deserialize)]
-struct ChecksEvent {
+struct CheckRunEvent {
     action: String,
+    check_run: CheckResult,
     repository: Repository,
+}
+
+#[derive(Debug, Deserialize)]
+struct CheckSuiteEvent {
+    action: String,
+    check_suite: CheckResult,
+    repository: Repository,
+}
+
+/// The part of a check run or check suite that matters: the commit and the outcome.
+#[derive(Debug, Deserialize)]
+struct CheckResult {
+    head_sha: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    conclusion: Option<String>,
+    #[serde(default)]
+    app: Option<CheckApp>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CheckApp {
+    #[serde(default)]
+    name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,13 +251,26 @@ pub fn translate(
                 repo: delivery.repository.full_name,
             })
         }
-        "check_suite" | "check_run" => {
-            let delivery: ChecksEvent = parse(event, body)?;
-            if delivery.action != "completed" {
-                return ignored(format!("{event} {} is not a result", delivery.action));
+        "check_run" | "check_suite" => {
+            let (action, result, repository) = if event == "check_run" {
+                let d: CheckRunEvent = parse(event, body)?;
+                (d.action, d.check_run, d.repository)
+            } else {
+                let d: CheckSuiteEvent = parse(event, body)?;
+                (d.action, d.check_suite, d.repository)
+            };
+            if action != "completed" {
+                return ignored(format!("{event} {action} is not a result"));
             }
-            Ok(Translation::Wake {
-                repo: delivery.repository.full_name,
+            let name = result
+                .name
+                .or_else(|| result.app.and_then(|a| a.name))
+                .unwrap_or_else(|| event.to_owned());
+            Ok(Translation::ChecksCompleted {
+                repo: repository.full_name,
+                head_sha: result.head_sha,
+                name,
+                conclusion: result.conclusion.unwrap_or_default(),
             })
         }
         "merge_group" => {
@@ -449,11 +500,21 @@ mod tests {
             translate("push", tag, context()),
             Ok(Translation::Ignored { .. })
         ));
-        let requested = br#"{"action":"requested","repository":{"full_name":"acme/app"}}"#;
+        let requested = br#"{"action":"requested","check_suite":{"head_sha":"abc"},"repository":{"full_name":"acme/app"}}"#;
         assert!(matches!(
             translate("check_suite", requested, context()),
             Ok(Translation::Ignored { .. })
         ));
+        let completed = br#"{"action":"completed","check_run":{"head_sha":"abc","name":"ci/lint","conclusion":"success"},"repository":{"full_name":"acme/app"}}"#;
+        assert_eq!(
+            translate("check_run", completed, context()),
+            Ok(Translation::ChecksCompleted {
+                repo: "acme/app".into(),
+                head_sha: "abc".into(),
+                name: "ci/lint".into(),
+                conclusion: "success".into()
+            })
+        );
     }
 
     #[test]

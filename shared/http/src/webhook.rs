@@ -192,6 +192,39 @@ async fn plan(
             commit.outbox.extend(keys.iter().map(queue_message));
             json!({"result": "queued", "queues": keys.len()})
         }
+        Translation::ChecksCompleted {
+            repo,
+            head_sha,
+            name,
+            conclusion,
+        } => {
+            let state_name = match conclusion.as_str() {
+                "success" | "neutral" | "skipped" => "passed",
+                _ => "failed",
+            };
+            let mut judged = Vec::new();
+            for key in repository_queues(state, repo).await? {
+                let intents = state.store.queue_intents(&key, 1_000).await?;
+                let matching: Vec<&Intent> = intents
+                    .iter()
+                    .filter(|i| i.head_sha() == Some(head_sha.as_str()))
+                    .collect();
+                for intent in &matching {
+                    let payload = json!({"name": name, "state": state_name, "head_sha": head_sha,
+                                         "details": conclusion, "reported_by": "github"});
+                    commit.events.push(event(
+                        EventType::CheckReported,
+                        Some((&intent.id, intent.tenant_id.clone())),
+                        payload,
+                    ));
+                    judged.push(intent.id.clone());
+                }
+                if !matching.is_empty() {
+                    commit.outbox.push(queue_message(&key));
+                }
+            }
+            json!({"result": "recorded", "intents": judged})
+        }
         Translation::Record {
             event_type,
             payload,

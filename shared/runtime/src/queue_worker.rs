@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use converge_core::pipeline::{
-    Clock, IdSource, Merger, Ports, Scm, ScmError, SimulatedMerge, ValidationOptions, validate,
+    Checks, Clock, IdSource, Merger, Ports, Scm, ScmError, SimulatedMerge, ValidationOptions,
+    validate,
 };
 use converge_core::queue::{
     self, Admission, LastDecision, NextAction, QueueKey, QueueRules, Step, Work,
@@ -145,11 +146,11 @@ pub enum KeyOutcome {
     Processed(Vec<IntentReport>),
 }
 
-/// Processes queue keys against one SCM (which also merges) and the reported checks.
-pub struct QueueProcessor<S> {
+/// Processes queue keys against one SCM (which also merges) and one source of check results.
+pub struct QueueProcessor<S, C = ReportedChecks> {
     store: Store,
     scm: S,
-    checks: ReportedChecks,
+    checks: C,
     policy: PolicyConfig,
     settings: WorkerSettings,
     clock: Arc<dyn Clock + Send + Sync>,
@@ -174,8 +175,8 @@ impl IdSource for RandomIds {
     }
 }
 
-impl<S: Scm + Merger + Sync> QueueProcessor<S> {
-    /// A processor that holds leases as `holder` (unique per worker process).
+impl<S: Scm + Merger + Sync> QueueProcessor<S, ReportedChecks> {
+    /// A processor over a local repository: checks are those CI reported to Converge.
     pub fn new(
         store: Store,
         scm: S,
@@ -183,9 +184,26 @@ impl<S: Scm + Merger + Sync> QueueProcessor<S> {
         settings: WorkerSettings,
         clock: Arc<dyn Clock + Send + Sync>,
         holder: impl Into<String>,
-    ) -> QueueProcessor<S> {
+    ) -> QueueProcessor<S, ReportedChecks> {
+        let checks = ReportedChecks::new(store.clone());
+        QueueProcessor::with_checks(store, scm, checks, policy, settings, clock, holder)
+    }
+}
+
+impl<S: Scm + Merger + Sync, C: Checks + Sync> QueueProcessor<S, C> {
+    /// A processor that reads check results from `checks` and holds leases as `holder`
+    /// (unique per worker process).
+    pub fn with_checks(
+        store: Store,
+        scm: S,
+        checks: C,
+        policy: PolicyConfig,
+        settings: WorkerSettings,
+        clock: Arc<dyn Clock + Send + Sync>,
+        holder: impl Into<String>,
+    ) -> QueueProcessor<S, C> {
         QueueProcessor {
-            checks: ReportedChecks::new(store.clone()),
+            checks,
             store,
             scm,
             policy,
@@ -539,8 +557,8 @@ fn outcome_of(step: &Step) -> &'static str {
 /// short by `wakeup` (work just committed) or by the stop. A poll in progress is always
 /// finished — its leases released — before the loop looks at `stop`, which is what a graceful
 /// shutdown needs. Every decision is written to standard error, one line each.
-pub async fn run_until_stopped<S: Scm + Merger + Sync>(
-    processor: &QueueProcessor<S>,
+pub async fn run_until_stopped<S: Scm + Merger + Sync, C: Checks + Sync>(
+    processor: &QueueProcessor<S, C>,
     wakeup: &tokio::sync::Notify,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {

@@ -1,0 +1,506 @@
+//! The domain's ports over GitHub's REST API: [`GithubPorts`] is the `Scm`, `Checks` and
+//! `Merger` of intents that come from GitHub (`technical.repo`, `technical.installation_id`,
+//! `technical.pr_number`).
+//!
+//! - Simulation: a scratch branch `converge/sim/<hash>` is set to the target commit and the
+//!   head is merged into it with the merges API (201 clean, 204 already contained, 409
+//!   conflict); the scratch branch is deleted afterwards. Files changed come from the compare
+//!   API (target...head, so from the merge base). GitHub names no files on a conflict, so the
+//!   files changed on both sides since the merge base are reported as the conflict.
+//! - Merge, exactly what was validated: the target must still be at the validated commit and
+//!   the pull request at the validated head; the scratch branch is set to the validated target
+//!   commit, the validated head is merged into it (a commit whose parents are exactly those
+//!   two), and the target branch is moved to that commit without force — GitHub refuses if
+//!   the target moved meanwhile, which is reported as `TargetMoved`, never merged blind.
+//! - Checks: the check runs and commit statuses of the head commit, by the names CI reports
+//!   (`CONVERGE_GITHUB_CHECK_MAP` maps profile names to them).
+
+use std::sync::Arc;
+
+use converge_core::Intent;
+use converge_core::pipeline::{
+    CheckOutcome, CheckState, Checks, ChecksError, MergeError, Merger, Scm, ScmError,
+    SimulatedMerge, Tips,
+};
+use converge_core::risk::CouplingPair;
+use converge_core::simulation::Simulation;
+use octocrab::Octocrab;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::app::{GithubApp, GithubError, call, message_of};
+
+/// The ports over GitHub for intents that come from GitHub.
+#[derive(Debug, Clone)]
+pub struct GithubPorts {
+    app: Arc<GithubApp>,
+}
+
+/// Where an intent lives on GitHub.
+struct Target {
+    client: Octocrab,
+    repo: String,
+    pull: Option<u64>,
+}
+
+impl GithubPorts {
+    /// Ports over `app`.
+    pub fn new(app: Arc<GithubApp>) -> GithubPorts {
+        GithubPorts { app }
+    }
+
+    fn target(&self, intent: &Intent) -> Result<Target, GithubError> {
+        let repo = intent
+            .repo()
+            .filter(|r| r.contains('/'))
+            .ok_or_else(|| {
+                GithubError::Config(format!(
+                    "intent {} names no GitHub repository (technical.repo)",
+                    intent.id
+                ))
+            })?
+            .to_owned();
+        let installation = intent
+            .technical
+            .get("installation_id")
+            .and_then(Value::as_u64)
+            .or(self.app.settings().default_installation)
+            .ok_or_else(|| {
+                GithubError::Config(format!(
+                    "intent {} has no installation id and CONVERGE_GITHUB_INSTALLATION_ID is not set",
+                    intent.id
+                ))
+            })?;
+        Ok(Target {
+            client: self.app.installation(installation)?,
+            repo,
+            pull: intent.technical.get("pr_number").and_then(Value::as_u64),
+        })
+    }
+
+    /// The scratch branch of an intent (one per intent: its queue key's lease serialises use).
+    fn scratch_branch(intent: &Intent) -> String {
+        let digest = Sha256::digest(intent.id.as_bytes());
+        let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        format!("converge/sim/{hash}")
+    }
+
+    async fn branch_tip(&self, t: &Target, branch: &str) -> Result<Option<String>, GithubError> {
+        let (status, body) = call(
+            &t.client,
+            "GET",
+            &format!("/repos/{}/git/ref/heads/{branch}", t.repo),
+            None,
+        )
+        .await?;
+        match status {
+            200 => Ok(body["object"]["sha"].as_str().map(str::to_owned)),
+            404 => Ok(None),
+            _ => Err(GithubError::Api {
+                status,
+                message: message_of(&body),
+            }),
+        }
+    }
+
+    async fn tips_of(&self, t: &Target, intent: &Intent) -> Result<Tips, ScmError> {
+        let head_sha = match t.pull {
+            Some(number) => {
+                let (status, body) = call(
+                    &t.client,
+                    "GET",
+                    &format!("/repos/{}/pulls/{number}", t.repo),
+                    None,
+                )
+                .await
+                .map_err(unavailable)?;
+                match (status, body["head"]["sha"].as_str()) {
+                    (200, Some(sha)) => sha.to_owned(),
+                    (404, _) => {
+                        return Err(ScmError::UnknownRef(format!("pull request #{number}")));
+                    }
+                    _ => {
+                        return Err(ScmError::Unavailable(format!(
+                            "pull request #{number}: {}",
+                            message_of(&body)
+                        )));
+                    }
+                }
+            }
+            None => self
+                .branch_tip(t, &intent.source)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| ScmError::UnknownRef(intent.source.clone()))?,
+        };
+        let target_sha = self
+            .branch_tip(t, &intent.target)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| ScmError::UnknownRef(intent.target.clone()))?;
+        Ok(Tips {
+            head_sha,
+            target_sha,
+        })
+    }
+
+    /// Points the scratch branch at `sha` (creating it if needed).
+    async fn reset_scratch(&self, t: &Target, branch: &str, sha: &str) -> Result<(), GithubError> {
+        let body = json!({"ref": format!("refs/heads/{branch}"), "sha": sha});
+        let (status, answer) = call(
+            &t.client,
+            "POST",
+            &format!("/repos/{}/git/refs", t.repo),
+            Some(&body),
+        )
+        .await?;
+        if status == 201 {
+            return Ok(());
+        }
+        let body = json!({"sha": sha, "force": true});
+        let (status, answer2) = call(
+            &t.client,
+            "PATCH",
+            &format!("/repos/{}/git/refs/heads/{branch}", t.repo),
+            Some(&body),
+        )
+        .await?;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(GithubError::Api {
+                status,
+                message: format!(
+                    "scratch branch: {} / {}",
+                    message_of(&answer),
+                    message_of(&answer2)
+                ),
+            })
+        }
+    }
+
+    async fn delete_scratch(&self, t: &Target, branch: &str) {
+        // Best effort: a leftover scratch branch is reset before its next use.
+        let _ = call(
+            &t.client,
+            "DELETE",
+            &format!("/repos/{}/git/refs/heads/{branch}", t.repo),
+            None,
+        )
+        .await;
+    }
+
+    /// Merges `head` into the scratch branch: `Ok(Some(commit))` when a merge commit was made,
+    /// `Ok(None)` when the head is already contained, `Err(None)` on a conflict.
+    async fn scratch_merge(
+        &self,
+        t: &Target,
+        branch: &str,
+        head: &str,
+        message: &str,
+    ) -> Result<Result<Option<String>, ()>, GithubError> {
+        let body = json!({"base": branch, "head": head, "commit_message": message});
+        let (status, answer) = call(
+            &t.client,
+            "POST",
+            &format!("/repos/{}/merges", t.repo),
+            Some(&body),
+        )
+        .await?;
+        match status {
+            201 => Ok(Ok(answer["sha"].as_str().map(str::to_owned))),
+            204 => Ok(Ok(None)),
+            409 => Ok(Err(())),
+            _ => Err(GithubError::Api {
+                status,
+                message: message_of(&answer),
+            }),
+        }
+    }
+
+    /// Files changed between `base` and `head` since their merge base, and the merge base.
+    async fn compare(
+        &self,
+        t: &Target,
+        base: &str,
+        head: &str,
+    ) -> Result<(Vec<String>, String, String), GithubError> {
+        let (status, body) = call(
+            &t.client,
+            "GET",
+            &format!("/repos/{}/compare/{base}...{head}", t.repo),
+            None,
+        )
+        .await?;
+        if status != 200 {
+            return Err(GithubError::Api {
+                status,
+                message: message_of(&body),
+            });
+        }
+        let mut files: Vec<String> = body["files"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|f| f["filename"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files.dedup();
+        let merge_base = body["merge_base_commit"]["sha"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let state = body["status"].as_str().unwrap_or_default().to_owned();
+        Ok((files, merge_base, state))
+    }
+}
+
+fn unavailable(error: GithubError) -> ScmError {
+    ScmError::Unavailable(error.to_string())
+}
+
+impl Scm for GithubPorts {
+    async fn tips(&self, intent: &Intent) -> Result<Tips, ScmError> {
+        let t = self.target(intent).map_err(unavailable)?;
+        self.tips_of(&t, intent).await
+    }
+
+    async fn simulate(&self, intent: &Intent) -> Result<SimulatedMerge, ScmError> {
+        let t = self.target(intent).map_err(unavailable)?;
+        let tips = self.tips_of(&t, intent).await?;
+        let branch = Self::scratch_branch(intent);
+        self.reset_scratch(&t, &branch, &tips.target_sha)
+            .await
+            .map_err(unavailable)?;
+        let merged = self
+            .scratch_merge(
+                &t,
+                &branch,
+                &tips.head_sha,
+                &format!("Converge simulation of {}", intent.id),
+            )
+            .await;
+        self.delete_scratch(&t, &branch).await;
+        let merged = merged.map_err(unavailable)?;
+        let (files_changed, merge_base, _) = self
+            .compare(&t, &tips.target_sha, &tips.head_sha)
+            .await
+            .map_err(unavailable)?;
+        let conflicts = match merged {
+            Ok(_) => Vec::new(),
+            Err(()) => {
+                // GitHub names no files: report what both sides changed since the merge base.
+                let (target_side, _, _) = self
+                    .compare(&t, &merge_base, &tips.target_sha)
+                    .await
+                    .map_err(unavailable)?;
+                let both: Vec<String> = files_changed
+                    .iter()
+                    .filter(|f| target_side.contains(f))
+                    .cloned()
+                    .collect();
+                if both.is_empty() {
+                    files_changed.clone()
+                } else {
+                    both
+                }
+            }
+        };
+        Ok(SimulatedMerge {
+            simulation: Simulation {
+                mergeable: conflicts.is_empty(),
+                conflicts,
+                files_changed,
+            },
+            head_sha: tips.head_sha,
+            target_sha: tips.target_sha,
+        })
+    }
+
+    /// Co-change history is not read from GitHub (one API call per commit); the risk engine
+    /// then works from the change's own files.
+    async fn co_changes(
+        &self,
+        _intent: &Intent,
+        _files: &[String],
+    ) -> Result<Vec<CouplingPair>, ScmError> {
+        Ok(Vec::new())
+    }
+}
+
+impl Checks for GithubPorts {
+    async fn outcomes(
+        &self,
+        intent: &Intent,
+        head_sha: &str,
+        required: &[String],
+    ) -> Result<Vec<CheckOutcome>, ChecksError> {
+        let t = self
+            .target(intent)
+            .map_err(|e| ChecksError(e.to_string()))?;
+        let route = format!(
+            "/repos/{}/commits/{head_sha}/check-runs?per_page=100",
+            t.repo
+        );
+        let (status, runs) = call(&t.client, "GET", &route, None)
+            .await
+            .map_err(|e| ChecksError(e.to_string()))?;
+        if status != 200 {
+            return Err(ChecksError(format!(
+                "check runs: GitHub answered {status}: {}",
+                message_of(&runs)
+            )));
+        }
+        let route = format!("/repos/{}/commits/{head_sha}/status", t.repo);
+        let (status, statuses) = call(&t.client, "GET", &route, None)
+            .await
+            .map_err(|e| ChecksError(e.to_string()))?;
+        if status != 200 {
+            return Err(ChecksError(format!(
+                "statuses: GitHub answered {status}: {}",
+                message_of(&statuses)
+            )));
+        }
+        let empty = Vec::new();
+        let runs = runs["check_runs"].as_array().unwrap_or(&empty);
+        let statuses = statuses["statuses"].as_array().unwrap_or(&empty);
+        Ok(required
+            .iter()
+            .map(|name| {
+                let github_name = self.app.settings().check_map.get(name).unwrap_or(name);
+                let latest_run = runs
+                    .iter()
+                    .filter(|r| r["name"].as_str() == Some(github_name.as_str()))
+                    .max_by_key(|r| r["id"].as_u64().unwrap_or(0));
+                let (state, details) = if let Some(run) = latest_run {
+                    let conclusion = run["conclusion"].as_str().unwrap_or_default();
+                    let state = match (run["status"].as_str(), conclusion) {
+                        (Some("completed"), "success" | "neutral" | "skipped") => {
+                            CheckState::Passed
+                        }
+                        (Some("completed"), _) => CheckState::Failed,
+                        _ => CheckState::Pending,
+                    };
+                    (state, format!("check run {github_name}: {conclusion}"))
+                } else if let Some(status) = statuses
+                    .iter()
+                    .find(|s| s["context"].as_str() == Some(github_name.as_str()))
+                {
+                    let state = match status["state"].as_str() {
+                        Some("success") => CheckState::Passed,
+                        Some("pending") => CheckState::Pending,
+                        _ => CheckState::Failed,
+                    };
+                    (
+                        state,
+                        format!(
+                            "status {github_name}: {}",
+                            status["state"].as_str().unwrap_or_default()
+                        ),
+                    )
+                } else {
+                    (
+                        CheckState::Missing,
+                        format!("{github_name} not reported on {head_sha}"),
+                    )
+                };
+                CheckOutcome {
+                    name: name.clone(),
+                    state,
+                    details,
+                }
+            })
+            .collect())
+    }
+}
+
+fn merge_unavailable(error: GithubError) -> MergeError {
+    match error {
+        GithubError::Api {
+            status: 403 | 404,
+            message,
+        } => MergeError::Forbidden(message),
+        other => MergeError::Unavailable(other.to_string()),
+    }
+}
+
+impl Merger for GithubPorts {
+    async fn landed(&self, intent: &Intent, head_sha: &str) -> Result<bool, MergeError> {
+        let t = self.target(intent).map_err(merge_unavailable)?;
+        let (_, _, state) = self
+            .compare(&t, &intent.target, head_sha)
+            .await
+            .map_err(merge_unavailable)?;
+        Ok(state == "behind" || state == "identical")
+    }
+
+    async fn merge(
+        &self,
+        intent: &Intent,
+        validated: &SimulatedMerge,
+    ) -> Result<String, MergeError> {
+        let t = self.target(intent).map_err(merge_unavailable)?;
+        let tips = self
+            .tips_of(&t, intent)
+            .await
+            .map_err(|e| MergeError::Unavailable(e.to_string()))?;
+        if tips.target_sha != validated.target_sha {
+            return Err(MergeError::TargetMoved {
+                validated: validated.target_sha.clone(),
+                current: tips.target_sha,
+            });
+        }
+        if tips.head_sha != validated.head_sha {
+            return Err(MergeError::HeadMoved {
+                validated: validated.head_sha.clone(),
+                current: tips.head_sha,
+            });
+        }
+        let branch = Self::scratch_branch(intent);
+        self.reset_scratch(&t, &branch, &validated.target_sha)
+            .await
+            .map_err(merge_unavailable)?;
+        let message = format!(
+            "Merge {} into {} (Converge intent {})",
+            intent.source, intent.target, intent.id
+        );
+        let merged = self
+            .scratch_merge(&t, &branch, &validated.head_sha, &message)
+            .await;
+        self.delete_scratch(&t, &branch).await;
+        let commit = match merged.map_err(merge_unavailable)? {
+            Ok(Some(commit)) => commit,
+            // Already contained in the validated target: nothing to move.
+            Ok(None) => return Ok(validated.target_sha.clone()),
+            Err(()) => return Err(MergeError::Conflict(Vec::new())),
+        };
+        let body = json!({"sha": commit, "force": false});
+        let route = format!("/repos/{}/git/refs/heads/{}", t.repo, intent.target);
+        let (status, answer) = call(&t.client, "PATCH", &route, Some(&body))
+            .await
+            .map_err(merge_unavailable)?;
+        let text = message_of(&answer);
+        match status {
+            200 => Ok(commit),
+            422 if text.to_lowercase().contains("protected") => Err(MergeError::Protected(text)),
+            422 => {
+                let current = self
+                    .branch_tip(&t, &intent.target)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                Err(MergeError::TargetMoved {
+                    validated: validated.target_sha.clone(),
+                    current,
+                })
+            }
+            403 | 404 => Err(MergeError::Forbidden(text)),
+            _ => Err(MergeError::Unavailable(format!(
+                "GitHub answered {status}: {text}"
+            ))),
+        }
+    }
+}

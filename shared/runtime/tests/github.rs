@@ -1,0 +1,434 @@
+//! Queue processing against GitHub — the real octocrab client, as a GitHub App, talking to the
+//! git-backed GitHub fake: a pull request is validated and merged with exactly the validated
+//! commits; conflicts, moved heads and targets, failed checks, merge groups and rate limits.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use converge_core::intake::{Effect, effect};
+use converge_core::pipeline::{Clock, MergeError, Merger, SimulatedMerge};
+use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
+use converge_github::adapters::GithubPorts;
+use converge_github::app::{GithubApp, GithubSettings, parse_check_map};
+use converge_github::webhook::{IntakeContext, Translation, translate};
+use converge_runtime::queue_worker::{KeyOutcome, QueueProcessor, WorkerSettings};
+use converge_store::{Commit, EventFilter, Store, SystemClock};
+use converge_testkit::git::{commit_file, git};
+use converge_testkit::github_fake::{GithubFake, app_key_pair};
+use serde_json::{Value, json};
+
+const APP_ID: u64 = 4242;
+const INSTALLATION: u64 = 99;
+const REPO: &str = "acme/app";
+
+struct World {
+    fake: GithubFake,
+    repo: PathBuf,
+    store: Store,
+    ports: GithubPorts,
+    _db: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let (private_pem, public_pem) = app_key_pair();
+    let fake = GithubFake::start(APP_ID, &public_pem).await;
+    let repo = fake.create_repo(REPO);
+    commit_file(&repo, "src/app/main.rs", "fn main() {}\n", "init");
+    commit_file(&repo, "docs/guide.md", "# Guide\n", "docs");
+    git(&repo, &["checkout", "-q", "--detach"]);
+    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}", db.path().join("s.db").display());
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let settings = GithubSettings {
+        app_id: APP_ID,
+        private_key_pem: private_pem,
+        api_url: fake.url().to_owned(),
+        default_installation: None,
+        check_map: parse_check_map("lint=ci/lint").unwrap_or_else(|e| panic!("{e}")),
+        publish_status: false,
+    };
+    let app = GithubApp::new(settings).unwrap_or_else(|e| panic!("{e}"));
+    World {
+        fake,
+        repo,
+        store,
+        ports: GithubPorts::new(app),
+        _db: db,
+    }
+}
+
+/// Makes branch `name` from `from` with one commit writing `file`.
+fn branch(repo: &Path, name: &str, from: &str, file: &str, content: &str) -> String {
+    git(repo, &["checkout", "-q", "-b", name, from]);
+    commit_file(repo, file, content, &format!("change {file}"));
+    git(repo, &["checkout", "-q", "--detach"]);
+    git(repo, &["rev-parse", name])
+}
+
+/// One more commit on an existing branch.
+fn push(repo: &Path, name: &str, file: &str, content: &str) -> String {
+    git(repo, &["checkout", "-q", name]);
+    commit_file(repo, file, content, &format!("update {file}"));
+    git(repo, &["checkout", "-q", "--detach"]);
+    git(repo, &["rev-parse", name])
+}
+
+impl World {
+    fn processor(&self, auto_confirm: bool) -> QueueProcessor<GithubPorts, GithubPorts> {
+        let settings = WorkerSettings {
+            auto_confirm,
+            max_retries: Some(3),
+            ..WorkerSettings::default()
+        };
+        QueueProcessor::with_checks(
+            self.store.clone(),
+            self.ports.clone(),
+            self.ports.clone(),
+            PolicyConfig::default(),
+            settings,
+            Arc::new(SystemClock),
+            "gh-worker",
+        )
+    }
+
+    /// Delivers a payload the way the webhook does: translate, decide, commit.
+    async fn deliver(&self, event: &str, payload: Value) -> String {
+        let body = serde_json::to_vec(&payload).unwrap_or_default();
+        let context = IntakeContext {
+            tenant: None,
+            now: SystemClock.now(),
+        };
+        let Ok(Translation::Change(change)) = translate(event, &body, context) else {
+            panic!("not a change");
+        };
+        let id = match change.as_ref() {
+            converge_core::intake::Change::Proposed { intent, .. }
+            | converge_core::intake::Change::MergeGroupRequested { intent } => intent.id.clone(),
+            converge_core::intake::Change::Closed { intent_id, .. }
+            | converge_core::intake::Change::MergeGroupDestroyed { intent_id, .. }
+            | converge_core::intake::Change::Prioritised { intent_id, .. } => intent_id.clone(),
+        };
+        let current = self
+            .store
+            .intent(&id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Effect::Events { events, .. } = effect(current.as_ref(), &change) else {
+            panic!("ignored");
+        };
+        let events = events
+            .into_iter()
+            .enumerate()
+            .map(|(n, (event_type, payload))| Event {
+                id: format!("{id}-{}-{n}", SystemClock.now().timestamp_micros()),
+                trace_id: "webhook".into(),
+                timestamp: SystemClock.now(),
+                event_type,
+                intent_id: Some(id.clone()),
+                agent_id: None,
+                tenant_id: None,
+                payload,
+                evidence: json!({}),
+            })
+            .collect();
+        self.store
+            .commit(&Commit {
+                events,
+                ..Commit::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        id
+    }
+
+    async fn open_pull(&self, number: u64, head_ref: &str) -> String {
+        self.fake.open_pull(REPO, number, head_ref, "main");
+        let head = git(&self.repo, &["rev-parse", head_ref]);
+        let payload = json!({
+            "action": "opened",
+            "pull_request": {"number": number, "title": "change", "head": {"ref": head_ref, "sha": head},
+                             "base": {"ref": "main", "sha": git(&self.repo, &["rev-parse", "main"])}},
+            "repository": {"full_name": REPO},
+            "installation": {"id": INSTALLATION}
+        });
+        self.deliver("pull_request", payload).await
+    }
+
+    /// CI completes `ci/lint` on `sha`: the check run on the fake, and the `check.reported`
+    /// event the webhook records on the intent when GitHub delivers `check_run completed`.
+    async fn complete_check(&self, id: &str, sha: &str, conclusion: &str) {
+        self.fake.complete_check(REPO, sha, "ci/lint", conclusion);
+        let state = if conclusion == "success" {
+            "passed"
+        } else {
+            "failed"
+        };
+        let event = Event {
+            id: format!("check-{id}-{sha}-{}", SystemClock.now().timestamp_micros()),
+            trace_id: "webhook".into(),
+            timestamp: SystemClock.now(),
+            event_type: EventType::CheckReported,
+            intent_id: Some(id.to_owned()),
+            agent_id: None,
+            tenant_id: None,
+            payload: json!({"name": "ci/lint", "state": state, "head_sha": sha, "reported_by": "github"}),
+            evidence: json!({}),
+        };
+        self.store
+            .commit(&Commit {
+                events: vec![event],
+                ..Commit::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    async fn intent(&self, id: &str) -> Intent {
+        self.store
+            .intent(id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no intent {id}"))
+    }
+
+    async fn payloads(&self, id: &str, event_type: EventType) -> Vec<Value> {
+        let filter = EventFilter {
+            intent_id: Some(id.into()),
+            event_type: Some(event_type),
+            limit: 100,
+            ..EventFilter::default()
+        };
+        self.store
+            .events(&filter)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|e| e.event.payload)
+            .collect()
+    }
+
+    fn main_updates(&self) -> usize {
+        self.fake
+            .ref_updates()
+            .iter()
+            .filter(|u| u.reference == "heads/main")
+            .count()
+    }
+}
+
+async fn poll(
+    processor: &QueueProcessor<GithubPorts, GithubPorts>,
+) -> Vec<(String, &'static str, String)> {
+    processor
+        .poll()
+        .await
+        .unwrap_or_else(|e| panic!("poll: {e}"))
+        .into_values()
+        .flat_map(|outcome| match outcome {
+            KeyOutcome::Busy => Vec::new(),
+            KeyOutcome::Processed(reports) => reports
+                .into_iter()
+                .map(|r| (r.intent_id, r.outcome, r.detail))
+                .collect(),
+        })
+        .collect()
+}
+
+fn outcomes(reports: &[(String, &'static str, String)]) -> Vec<&'static str> {
+    reports.iter().map(|r| r.1).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_is_validated_then_merged_with_exactly_the_validated_commits() {
+    let w = world().await;
+    let head = branch(
+        &w.repo,
+        "feature",
+        "main",
+        "docs/guide.md",
+        "# Guide\n\nMore.\n",
+    );
+    let target = git(&w.repo, &["rev-parse", "main"]);
+    let id = w.open_pull(7, "feature").await;
+    assert_eq!(id, "acme/app:pr-7");
+    let worker = w.processor(true);
+
+    // CI has not reported yet: waiting, nothing merged.
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["waiting_for_checks"], "{reports:?}");
+    assert_eq!(w.main_updates(), 0);
+
+    w.complete_check(&id, &head, "success").await;
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["merged"], "{reports:?}");
+    let merged = w.intent(&id).await;
+    assert_eq!(merged.status, Status::Merged);
+    // Exactly one move of main, from the validated target to a merge of the validated head.
+    let updates = w.fake.ref_updates();
+    let main: Vec<_> = updates
+        .iter()
+        .filter(|u| u.reference == "heads/main")
+        .collect();
+    assert_eq!(main.len(), 1, "{updates:?}");
+    assert_eq!(main[0].from, target);
+    assert_eq!(git(&w.repo, &["rev-parse", "main^1"]), target);
+    assert_eq!(git(&w.repo, &["rev-parse", "main^2"]), head);
+    let expected_tree = git(&w.repo, &["merge-tree", "--write-tree", &target, &head]);
+    assert_eq!(git(&w.repo, &["rev-parse", "main^{tree}"]), expected_tree);
+    // The scratch branches are gone.
+    assert_eq!(git(&w.repo, &["for-each-ref", "refs/heads/converge"]), "");
+    // Every call carried an installation token the fake issued (no 401 anywhere).
+    assert!(
+        w.fake.calls().iter().all(|c| c.status != 401),
+        "{:?}",
+        w.fake.calls()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_pull_request_is_blocked_with_its_conflict_files() {
+    let w = world().await;
+    branch(
+        &w.repo,
+        "clash",
+        "main",
+        "src/app/main.rs",
+        "fn main() { clash(); }\n",
+    );
+    git(&w.repo, &["checkout", "-q", "main"]);
+    commit_file(
+        &w.repo,
+        "src/app/main.rs",
+        "fn main() { run(); }\n",
+        "main moves",
+    );
+    git(&w.repo, &["checkout", "-q", "--detach"]);
+    let id = w.open_pull(8, "clash").await;
+    let reports = poll(&w.processor(true)).await;
+    assert_eq!(outcomes(&reports), ["blocked"], "{reports:?}");
+    let simulation = w.payloads(&id, EventType::SimulationCompleted).await;
+    assert_eq!(simulation[0]["conflicts"], json!(["src/app/main.rs"]));
+    assert_eq!(simulation[0]["mergeable"], json!(false));
+    assert_eq!(w.intent(&id).await.retries, 1);
+    assert_eq!(w.main_updates(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_head_or_target_is_revalidated_never_merged_blind() {
+    let w = world().await;
+    let first_head = branch(&w.repo, "feature", "main", "docs/a.md", "a\n");
+    let id = w.open_pull(9, "feature").await;
+    w.complete_check(&id, &first_head, "success").await;
+    assert_eq!(outcomes(&poll(&w.processor(false)).await), ["queued"]);
+    let intent = w.intent(&id).await;
+    let validated = SimulatedMerge {
+        head_sha: first_head.clone(),
+        target_sha: git(&w.repo, &["rev-parse", "main"]),
+        ..SimulatedMerge::default()
+    };
+
+    // The pull request got a new head: the validated head is refused, nothing moves.
+    let second_head = push(&w.repo, "feature", "docs/b.md", "b\n");
+    let refused = w.ports.merge(&intent, &validated).await;
+    assert!(
+        matches!(refused, Err(MergeError::HeadMoved { .. })),
+        "{refused:?}"
+    );
+    // The target moved too.
+    git(&w.repo, &["checkout", "-q", "main"]);
+    commit_file(&w.repo, "NOTES.md", "moved\n", "main moves");
+    git(&w.repo, &["checkout", "-q", "--detach"]);
+    let moved_main = git(&w.repo, &["rev-parse", "main"]);
+    let validated_new_head = SimulatedMerge {
+        head_sha: second_head.clone(),
+        ..validated.clone()
+    };
+    let refused = w.ports.merge(&intent, &validated_new_head).await;
+    assert!(
+        matches!(refused, Err(MergeError::TargetMoved { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(w.main_updates(), 0);
+
+    // The queue revalidates against the new head and tip, then merges those.
+    w.complete_check(&id, &second_head, "success").await;
+    let reports = poll(&w.processor(true)).await;
+    assert_eq!(outcomes(&reports), ["merged"], "{reports:?}");
+    assert_eq!(git(&w.repo, &["rev-parse", "main^1"]), moved_main);
+    assert_eq!(git(&w.repo, &["rev-parse", "main^2"]), second_head);
+    assert_eq!(w.payloads(&id, EventType::IntentValidated).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_required_check_blocks() {
+    let w = world().await;
+    let head = branch(&w.repo, "feature", "main", "docs/guide.md", "changed\n");
+    let id = w.open_pull(10, "feature").await;
+    w.complete_check(&id, &head, "failure").await;
+    let reports = poll(&w.processor(true)).await;
+    assert_eq!(outcomes(&reports), ["blocked"], "{reports:?}");
+    let blocked = w.payloads(&id, EventType::IntentBlocked).await;
+    assert_eq!(blocked[0]["kind"], "checks_failed", "{blocked:?}");
+    assert_eq!(w.main_updates(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_group_is_validated_and_left_for_github_to_merge() {
+    let w = world().await;
+    let group_head = branch(
+        &w.repo,
+        "gh-readonly-queue/main/pr-7-abc",
+        "main",
+        "docs/q.md",
+        "q\n",
+    );
+    let payload = |action: &str, reason: Option<&str>| {
+        json!({"action": action, "reason": reason,
+               "merge_group": {"head_sha": group_head, "head_ref": "refs/heads/gh-readonly-queue/main/pr-7-abc",
+                               "base_ref": "refs/heads/main"},
+               "repository": {"full_name": REPO}, "installation": {"id": INSTALLATION}})
+    };
+    let id = w
+        .deliver("merge_group", payload("checks_requested", None))
+        .await;
+    w.complete_check(&id, &group_head, "success").await;
+    let reports = poll(&w.processor(true)).await;
+    assert_eq!(outcomes(&reports), ["queued"], "{reports:?}");
+    assert_eq!(outcomes(&poll(&w.processor(true)).await), ["unchanged"]);
+    assert_eq!(
+        w.main_updates(),
+        0,
+        "GitHub merges merge groups, not Converge"
+    );
+    w.deliver("merge_group", payload("destroyed", Some("merged")))
+        .await;
+    assert_eq!(w.intent(&id).await.status, Status::Merged);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_waited_out_and_the_work_goes_on() {
+    let w = world().await;
+    let head = branch(&w.repo, "feature", "main", "docs/guide.md", "rate\n");
+    let id = w.open_pull(11, "feature").await;
+    w.complete_check(&id, &head, "success").await;
+    w.fake.fail_next("/pulls/", 429, Some(1), 1);
+    w.fake.fail_next("/compare/", 403, Some(1), 1);
+    w.fake.fail_next("/merges", 502, None, 1);
+    let started = Instant::now();
+    let reports = poll(&w.processor(true)).await;
+    assert_eq!(outcomes(&reports), ["merged"], "{reports:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "each Retry-After was honoured"
+    );
+    let calls = w.fake.calls();
+    for status in [429, 403, 502] {
+        assert!(
+            calls.iter().any(|c| c.status == status),
+            "{status} was injected: {calls:?}"
+        );
+    }
+    assert_eq!(w.main_updates(), 1);
+}
