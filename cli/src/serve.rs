@@ -5,7 +5,13 @@
 
 use anyhow::Context;
 use clap::Args;
-use converge_runtime::queue_worker::{QueueProcessor, WorkerSettings, run_until_stopped};
+use converge_github::adapters::GithubPorts;
+use converge_github::app::{GithubApp, GithubSettings};
+use converge_runtime::queue_worker::{
+    QueueProcessor, WorkerPorts, WorkerSettings, run_until_stopped,
+};
+use converge_runtime::reported_checks::ReportedChecks;
+use converge_runtime::routed::RoutedPorts;
 
 /// Options of `converge serve`.
 #[derive(Debug, Args)]
@@ -49,29 +55,30 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop = std::sync::Arc::new(stop);
-    let worker = match (&state.scm, args.no_worker) {
-        (_, true) => None,
-        (None, false) => {
+    let worker = if args.no_worker {
+        None
+    } else {
+        let ports = worker_ports(&state)?;
+        if ports.is_empty() {
             eprintln!(
-                "converge: no git repository (set CONVERGE_REPO_PATH or start in one): the queue worker is off"
+                "converge: no git repository (CONVERGE_REPO_PATH, or start in one) and no GitHub App (CONVERGE_GITHUB_APP_ID): the queue worker is off"
             );
             None
-        }
-        (Some(scm), false) => {
+        } else {
             let holder = format!("serve-{}-{}", std::process::id(), state.new_id());
-            let processor = QueueProcessor::new(
+            let processor = QueueProcessor::with_ports(
                 state.store.clone(),
-                scm.clone(),
+                WorkerPorts {
+                    scm: ports.clone(),
+                    checks: ports.clone(),
+                    publisher: ports,
+                },
                 state.policy.clone(),
                 worker_settings,
                 state.clock.clone(),
                 holder,
             );
-            eprintln!(
-                "converge: queue worker {} on {}",
-                processor.holder(),
-                scm.path().display()
-            );
+            eprintln!("converge: queue worker {}", processor.holder());
             let wakeup = state.queue_wakeup.clone();
             Some(tokio::spawn(async move {
                 run_until_stopped(&processor, &wakeup, stopped).await;
@@ -118,4 +125,23 @@ async fn stop_signal() {
         () = interrupt => {},
         () = terminate => {},
     }
+}
+
+/// The worker's ports: the local repository (with the checks CI reports to Converge) when one
+/// is configured, and the GitHub App when `CONVERGE_GITHUB_APP_ID` is set.
+fn worker_ports(state: &converge_http::AppState) -> anyhow::Result<RoutedPorts> {
+    let local = state.scm.clone().map(|scm| {
+        eprintln!("converge: local repository {}", scm.path().display());
+        (scm, ReportedChecks::new(state.store.clone()))
+    });
+    let github = GithubSettings::from_lookup(|name| std::env::var(name).ok())?
+        .map(|settings| {
+            eprintln!(
+                "converge: GitHub App {} at {}",
+                settings.app_id, settings.api_url
+            );
+            GithubApp::new(settings).map(GithubPorts::new)
+        })
+        .transpose()?;
+    Ok(RoutedPorts::new(local, github))
 }

@@ -71,6 +71,15 @@ pub struct CheckRun {
     pub output: Value,
     /// How many times it was updated after creation.
     pub updates: u32,
+    /// Every `status`/`conclusion` it had, in order (`in_progress`, `completed/success`, …).
+    pub history: Vec<String>,
+}
+
+fn state_of(status: &str, conclusion: Option<&str>) -> String {
+    match conclusion {
+        Some(c) if status == "completed" => format!("completed/{c}"),
+        _ => status.to_owned(),
+    }
 }
 
 struct Failure {
@@ -213,6 +222,7 @@ impl GithubFake {
             external_id: None,
             output: json!({}),
             updates: 0,
+            history: vec![state_of("completed", Some(conclusion))],
         });
     }
 
@@ -878,12 +888,14 @@ async fn create_check_run(
     };
     let mut inner = lock(&shared);
     inner.next_id += 1;
+    let status = body.status.unwrap_or_else(|| "queued".to_owned());
     let run = CheckRun {
         id: inner.next_id,
         repo: format!("{owner}/{repo}"),
         name,
         head_sha,
-        status: body.status.unwrap_or_else(|| "queued".to_owned()),
+        history: vec![state_of(&status, body.conclusion.as_deref())],
+        status,
         conclusion: body.conclusion,
         external_id: body.external_id,
         output: body.output.unwrap_or(Value::Null),
@@ -922,6 +934,8 @@ async fn update_check_run(
         run.output = output;
     }
     run.updates += 1;
+    let state = state_of(&run.status, run.conclusion.as_deref());
+    run.history.push(state);
     Json(check_run_json(run)).into_response()
 }
 

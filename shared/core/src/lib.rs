@@ -25,6 +25,7 @@ pub mod numeric;
 pub mod pipeline;
 pub mod policy;
 pub mod projection;
+pub mod publication;
 pub mod queue;
 pub mod risk;
 pub mod simulation;

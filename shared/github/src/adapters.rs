@@ -14,6 +14,9 @@
 //!   the target moved meanwhile, which is reported as `TargetMoved`, never merged blind.
 //! - Checks: the check runs and commit statuses of the head commit, by the names CI reports
 //!   (`CONVERGE_GITHUB_CHECK_MAP` maps profile names to them).
+//! - Reports: one "Converge" check run per intent and head, created once then updated
+//!   (in progress while validating or waiting, success when validated or merged, failure when
+//!   blocked or rejected), optionally a commit status beside it.
 
 use std::sync::Arc;
 
@@ -22,6 +25,7 @@ use converge_core::pipeline::{
     CheckOutcome, CheckState, Checks, ChecksError, MergeError, Merger, Scm, ScmError,
     SimulatedMerge, Tips,
 };
+use converge_core::publication::{CHECK_NAME, PublishError, Publisher, Report, ReportState};
 use converge_core::risk::CouplingPair;
 use converge_core::simulation::Simulation;
 use octocrab::Octocrab;
@@ -502,5 +506,93 @@ impl Merger for GithubPorts {
                 "GitHub answered {status}: {text}"
             ))),
         }
+    }
+}
+
+impl Publisher for GithubPorts {
+    /// One "Converge" check run per intent and head commit: found by its external id (the
+    /// intent id) among the head's check runs and updated, or created the first time. With
+    /// `CONVERGE_GITHUB_PUBLISH_STATUS=1` a commit status `converge` is set too.
+    async fn publish(&self, intent: &Intent, report: &Report) -> Result<(), PublishError> {
+        let failed = |e: GithubError| PublishError(e.to_string());
+        let t = self.target(intent).map_err(failed)?;
+        let route = format!(
+            "/repos/{}/commits/{}/check-runs?check_name={CHECK_NAME}&per_page=100",
+            t.repo, report.head_sha
+        );
+        let (status, runs) = call(&t.client, "GET", &route, None).await.map_err(failed)?;
+        if status != 200 {
+            return Err(PublishError(format!(
+                "listing check runs: GitHub answered {status}: {}",
+                message_of(&runs)
+            )));
+        }
+        let existing = runs["check_runs"].as_array().and_then(|list| {
+            list.iter()
+                .filter(|r| {
+                    r["name"].as_str() == Some(CHECK_NAME)
+                        && r["external_id"].as_str() == Some(intent.id.as_str())
+                })
+                .filter_map(|r| r["id"].as_u64())
+                .min()
+        });
+        let (run_status, conclusion, state) = match report.state {
+            ReportState::InProgress => ("in_progress", None, "pending"),
+            ReportState::Success => ("completed", Some("success"), "success"),
+            ReportState::Failure => ("completed", Some("failure"), "failure"),
+        };
+        let title: String = report.title.chars().take(200).collect();
+        let mut body = json!({
+            "status": run_status,
+            "external_id": intent.id,
+            "output": {"title": title, "summary": report.summary},
+        });
+        if let Some(conclusion) = conclusion {
+            body["conclusion"] = json!(conclusion);
+        }
+        let (status, answer) = match existing {
+            Some(id) => {
+                call(
+                    &t.client,
+                    "PATCH",
+                    &format!("/repos/{}/check-runs/{id}", t.repo),
+                    Some(&body),
+                )
+                .await
+            }
+            None => {
+                body["name"] = json!(CHECK_NAME);
+                body["head_sha"] = json!(report.head_sha);
+                call(
+                    &t.client,
+                    "POST",
+                    &format!("/repos/{}/check-runs", t.repo),
+                    Some(&body),
+                )
+                .await
+            }
+        }
+        .map_err(failed)?;
+        if !(200..300).contains(&status) {
+            return Err(PublishError(format!(
+                "check run: GitHub answered {status}: {}",
+                message_of(&answer)
+            )));
+        }
+        if self.app.settings().publish_status {
+            let description: String = report.title.chars().take(140).collect();
+            let body = json!({"state": state, "context": "converge", "description": description});
+            let route = format!("/repos/{}/statuses/{}", t.repo, report.head_sha);
+            let (status, answer) = call(&t.client, "POST", &route, Some(&body))
+                .await
+                .map_err(failed)?;
+            if !(200..300).contains(&status) {
+                return Err(PublishError(format!(
+                    "commit status: GitHub answered {status}: {}",
+                    message_of(&answer)
+                )));
+            }
+        }
+        Ok(())
     }
 }

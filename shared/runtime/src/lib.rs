@@ -12,3 +12,4 @@
 pub mod local_git;
 pub mod queue_worker;
 pub mod reported_checks;
+pub mod routed;

@@ -20,6 +20,7 @@ use converge_core::pipeline::{
     Checks, Clock, IdSource, Merger, Ports, Scm, ScmError, SimulatedMerge, ValidationOptions,
     validate,
 };
+use converge_core::publication::{self, NoPublisher, Publisher};
 use converge_core::queue::{
     self, Admission, LastDecision, NextAction, QueueKey, QueueRules, Step, Work,
 };
@@ -146,11 +147,13 @@ pub enum KeyOutcome {
     Processed(Vec<IntentReport>),
 }
 
-/// Processes queue keys against one SCM (which also merges) and one source of check results.
-pub struct QueueProcessor<S, C = ReportedChecks> {
+/// Processes queue keys against one SCM (which also merges), one source of check results and
+/// one publisher of reports to the code host.
+pub struct QueueProcessor<S, C = ReportedChecks, P = NoPublisher> {
     store: Store,
     scm: S,
     checks: C,
+    publisher: P,
     policy: PolicyConfig,
     settings: WorkerSettings,
     clock: Arc<dyn Clock + Send + Sync>,
@@ -175,8 +178,9 @@ impl IdSource for RandomIds {
     }
 }
 
-impl<S: Scm + Merger + Sync> QueueProcessor<S, ReportedChecks> {
-    /// A processor over a local repository: checks are those CI reported to Converge.
+impl<S: Scm + Merger + Sync> QueueProcessor<S, ReportedChecks, NoPublisher> {
+    /// A processor over a local repository: checks are those CI reported to Converge, and
+    /// nobody is sent reports.
     pub fn new(
         store: Store,
         scm: S,
@@ -184,26 +188,45 @@ impl<S: Scm + Merger + Sync> QueueProcessor<S, ReportedChecks> {
         settings: WorkerSettings,
         clock: Arc<dyn Clock + Send + Sync>,
         holder: impl Into<String>,
-    ) -> QueueProcessor<S, ReportedChecks> {
+    ) -> QueueProcessor<S, ReportedChecks, NoPublisher> {
         let checks = ReportedChecks::new(store.clone());
-        QueueProcessor::with_checks(store, scm, checks, policy, settings, clock, holder)
+        let ports = WorkerPorts {
+            scm,
+            checks,
+            publisher: NoPublisher,
+        };
+        QueueProcessor::with_ports(store, ports, policy, settings, clock, holder)
     }
 }
 
-impl<S: Scm + Merger + Sync, C: Checks + Sync> QueueProcessor<S, C> {
-    /// A processor that reads check results from `checks` and holds leases as `holder`
-    /// (unique per worker process).
-    pub fn with_checks(
+/// The three ports a processor works through.
+pub struct WorkerPorts<S, C, P> {
+    /// Source control (simulation and merges).
+    pub scm: S,
+    /// Check results.
+    pub checks: C,
+    /// Reports to the code host.
+    pub publisher: P,
+}
+
+impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcessor<S, C, P> {
+    /// A processor over `ports` that holds leases as `holder` (unique per worker process).
+    pub fn with_ports(
         store: Store,
-        scm: S,
-        checks: C,
+        ports: WorkerPorts<S, C, P>,
         policy: PolicyConfig,
         settings: WorkerSettings,
         clock: Arc<dyn Clock + Send + Sync>,
         holder: impl Into<String>,
-    ) -> QueueProcessor<S, C> {
+    ) -> QueueProcessor<S, C, P> {
+        let WorkerPorts {
+            scm,
+            checks,
+            publisher,
+        } = ports;
         QueueProcessor {
             checks,
+            publisher,
             store,
             scm,
             policy,
@@ -305,9 +328,21 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync> QueueProcessor<S, C> {
             .await?;
         let auto_classify = self.auto_classify().await?;
         let mut reports = Vec::with_capacity(intents.len());
+        let queued: Vec<String> = intents
+            .iter()
+            .filter(|i| i.status == Status::Queued)
+            .map(|i| i.id.clone())
+            .collect();
         for intent in intents {
-            let report = self.handle(&intent, &rules, &lease, auto_classify).await?;
+            let position = queued
+                .iter()
+                .position(|id| *id == intent.id)
+                .map_or(queued.len() + 1, |p| p + 1);
+            let report = self
+                .handle(&intent, &rules, &lease, auto_classify, position)
+                .await?;
             reports.push(report);
+            self.send_reports(&lease).await?;
             lease = self
                 .store
                 .extend_lease(&lease, self.settings.lease_ttl)
@@ -333,6 +368,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync> QueueProcessor<S, C> {
         rules: &QueueRules,
         lease: &Lease,
         auto_classify: bool,
+        queue_position: usize,
     ) -> Result<IntentReport, WorkerError> {
         let report = |outcome: &'static str, detail: String| IntentReport {
             intent_id: intent.id.clone(),
@@ -352,7 +388,10 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync> QueueProcessor<S, C> {
                 return Ok(report("waiting_for_dependencies", unmet.join(", ")));
             }
             Admission::Reject(step) => {
-                self.commit_step(intent, lease, Vec::new(), &step, "")
+                let notice = intent
+                    .head_sha()
+                    .map(|head| publication::merge_result(intent, head, &step, "", ""));
+                self.commit_step(intent, lease, Vec::new(), &step, "", notice)
                     .await?;
                 return Ok(report("rejected", reason_of(&step)));
             }
@@ -406,12 +445,24 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync> QueueProcessor<S, C> {
                         .unwrap_or(false)
                 {
                     let step = queue::after_merge(intent, &tips.target_sha);
-                    self.commit_step(intent, lease, Vec::new(), &step, "")
+                    let notice = publication::merge_result(
+                        intent,
+                        &tips.head_sha,
+                        &step,
+                        &tips.target_sha,
+                        "",
+                    );
+                    self.commit_step(intent, lease, Vec::new(), &step, "", Some(notice))
                         .await?;
                     return Ok(report(
                         "merged",
                         format!("{} is already in {}", tips.head_sha, intent.target),
                     ));
+                }
+                if !tips.head_sha.is_empty() {
+                    let trace = RandomIds.new_id();
+                    let notice = publication::validating(intent, &tips.head_sha, &trace);
+                    self.enqueue_notice(intent, lease, notice).await?;
                 }
                 let ports = Ports {
                     scm: &self.scm,
@@ -429,8 +480,17 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync> QueueProcessor<S, C> {
                 };
                 let step = queue::after_validation(intent, &decision, rules, waiting_since);
                 let trace = decision.trace_id.clone();
-                self.commit_step(intent, lease, decision.events.clone(), &step, &trace)
-                    .await?;
+                let notice = (!decision.merge.head_sha.is_empty())
+                    .then(|| publication::decided(intent, &decision, &step, Some(queue_position)));
+                self.commit_step(
+                    intent,
+                    lease,
+                    decision.events.clone(),
+                    &step,
+                    &trace,
+                    notice,
+                )
+                .await?;
                 match step.action {
                     NextAction::Merge => self.merge(intent, lease, &decision.merge, &trace).await,
                     NextAction::RetryLater => {
@@ -473,7 +533,8 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync> QueueProcessor<S, C> {
                 (step, outcome, e.to_string())
             }
         };
-        self.commit_step(intent, &lease, Vec::new(), &step, trace)
+        let notice = publication::merge_result(intent, &validated.head_sha, &step, &detail, trace);
+        self.commit_step(intent, &lease, Vec::new(), &step, trace, Some(notice))
             .await?;
         Ok(IntentReport {
             intent_id: intent.id.clone(),
@@ -482,7 +543,8 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync> QueueProcessor<S, C> {
         })
     }
 
-    /// Commits a decision's events followed by the step's event, guarded by the lease.
+    /// Commits a decision's events followed by the step's event, and the report for the code
+    /// host (when there is one to tell), guarded by the lease.
     async fn commit_step(
         &self,
         intent: &Intent,
@@ -490,6 +552,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync> QueueProcessor<S, C> {
         mut events: Vec<Event>,
         step: &Step,
         trace: &str,
+        notice: Option<publication::Report>,
     ) -> Result<(), StoreError> {
         if let Some((event_type, payload, evidence)) = &step.event {
             let trace_id = if trace.is_empty() {
@@ -514,17 +577,103 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync> QueueProcessor<S, C> {
                 evidence,
             });
         }
-        if events.is_empty() {
+        let outbox: Vec<OutboxMessage> = notice
+            .filter(|_| self.publisher.enabled())
+            .map(|n| report_message(lease.key(), &n))
+            .into_iter()
+            .collect();
+        if events.is_empty() && outbox.is_empty() {
             return Ok(());
         }
         self.store
             .commit(&Commit {
                 events,
+                outbox,
                 guard: Some(lease.clone()),
                 ..Commit::default()
             })
             .await?;
         Ok(())
+    }
+
+    /// Queues a report alone (validation starting), guarded by the lease.
+    async fn enqueue_notice(
+        &self,
+        intent: &Intent,
+        lease: &Lease,
+        notice: publication::Report,
+    ) -> Result<(), StoreError> {
+        let no_step = Step {
+            status: intent.status,
+            retries: intent.retries,
+            event: None,
+            action: NextAction::None,
+        };
+        self.commit_step(intent, lease, Vec::new(), &no_step, "", Some(notice))
+            .await
+    }
+
+    /// Sends the key's pending reports, oldest first, while holding its lease: reports of one
+    /// key are only ever sent by one worker at a time, in order. When one cannot be sent, it
+    /// and the rest are given back for the next round (none overtakes an older one).
+    async fn send_reports(&self, lease: &Lease) -> Result<(), StoreError> {
+        if !self.publisher.enabled() {
+            return Ok(());
+        }
+        let topic = report_topic(lease.key());
+        let pending = self
+            .store
+            .claim_outbox(&topic, &self.holder, 100, self.settings.lease_ttl)
+            .await?;
+        let mut failed = false;
+        for entry in pending {
+            if !failed {
+                match serde_json::from_value::<publication::Report>(entry.payload.clone()) {
+                    Ok(notice) => match self.store.intent(&notice.intent_id).await? {
+                        Some(intent) => match self.publisher.publish(&intent, &notice).await {
+                            Ok(()) => {
+                                self.store.mark_outbox_sent(entry.seq).await?;
+                                continue;
+                            }
+                            Err(e) => {
+                                eprintln!(
+                                    "converge: worker: report for {} not sent, will retry: {e}",
+                                    notice.intent_id
+                                );
+                                failed = true;
+                            }
+                        },
+                        None => {
+                            self.store.mark_outbox_sent(entry.seq).await?;
+                            continue;
+                        }
+                    },
+                    Err(e) => {
+                        eprintln!(
+                            "converge: worker: dropping malformed report {}: {e}",
+                            entry.seq
+                        );
+                        self.store.mark_outbox_sent(entry.seq).await?;
+                        continue;
+                    }
+                }
+            }
+            self.store.release_outbox(entry.seq).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The outbox topic of a key's reports to the code host.
+pub fn report_topic(key: &QueueKey) -> String {
+    format!("report:{key}")
+}
+
+/// The outbox message carrying a report about an intent of `key`.
+pub fn report_message(key: &QueueKey, report: &publication::Report) -> OutboxMessage {
+    OutboxMessage {
+        topic: report_topic(key),
+        payload: serde_json::to_value(report).unwrap_or(Value::Null),
     }
 }
 
@@ -557,8 +706,8 @@ fn outcome_of(step: &Step) -> &'static str {
 /// short by `wakeup` (work just committed) or by the stop. A poll in progress is always
 /// finished — its leases released — before the loop looks at `stop`, which is what a graceful
 /// shutdown needs. Every decision is written to standard error, one line each.
-pub async fn run_until_stopped<S: Scm + Merger + Sync, C: Checks + Sync>(
-    processor: &QueueProcessor<S, C>,
+pub async fn run_until_stopped<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync>(
+    processor: &QueueProcessor<S, C, P>,
     wakeup: &tokio::sync::Notify,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {

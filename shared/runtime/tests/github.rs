@@ -12,10 +12,10 @@ use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
 use converge_github::adapters::GithubPorts;
 use converge_github::app::{GithubApp, GithubSettings, parse_check_map};
 use converge_github::webhook::{IntakeContext, Translation, translate};
-use converge_runtime::queue_worker::{KeyOutcome, QueueProcessor, WorkerSettings};
+use converge_runtime::queue_worker::{KeyOutcome, QueueProcessor, WorkerPorts, WorkerSettings};
 use converge_store::{Commit, EventFilter, Store, SystemClock};
 use converge_testkit::git::{commit_file, git};
-use converge_testkit::github_fake::{GithubFake, app_key_pair};
+use converge_testkit::github_fake::{CheckRun, GithubFake, app_key_pair};
 use serde_json::{Value, json};
 
 const APP_ID: u64 = 4242;
@@ -76,21 +76,34 @@ fn push(repo: &Path, name: &str, file: &str, content: &str) -> String {
 }
 
 impl World {
-    fn processor(&self, auto_confirm: bool) -> QueueProcessor<GithubPorts, GithubPorts> {
+    fn processor(&self, auto_confirm: bool) -> Worker {
         let settings = WorkerSettings {
             auto_confirm,
             max_retries: Some(3),
             ..WorkerSettings::default()
         };
-        QueueProcessor::with_checks(
+        let ports = WorkerPorts {
+            scm: self.ports.clone(),
+            checks: self.ports.clone(),
+            publisher: self.ports.clone(),
+        };
+        QueueProcessor::with_ports(
             self.store.clone(),
-            self.ports.clone(),
-            self.ports.clone(),
+            ports,
             PolicyConfig::default(),
             settings,
             Arc::new(SystemClock),
             "gh-worker",
         )
+    }
+
+    /// The "Converge" check runs of `sha`.
+    fn reports(&self, sha: &str) -> Vec<CheckRun> {
+        self.fake
+            .check_runs()
+            .into_iter()
+            .filter(|r| r.name == "Converge" && r.head_sha == sha)
+            .collect()
     }
 
     /// Delivers a payload the way the webhook does: translate, decide, commit.
@@ -218,9 +231,9 @@ impl World {
     }
 }
 
-async fn poll(
-    processor: &QueueProcessor<GithubPorts, GithubPorts>,
-) -> Vec<(String, &'static str, String)> {
+type Worker = QueueProcessor<GithubPorts, GithubPorts, GithubPorts>;
+
+async fn poll(processor: &Worker) -> Vec<(String, &'static str, String)> {
     processor
         .poll()
         .await
@@ -277,6 +290,25 @@ async fn a_pull_request_is_validated_then_merged_with_exactly_the_validated_comm
     assert_eq!(git(&w.repo, &["rev-parse", "main^2"]), head);
     let expected_tree = git(&w.repo, &["merge-tree", "--write-tree", &target, &head]);
     assert_eq!(git(&w.repo, &["rev-parse", "main^{tree}"]), expected_tree);
+    // One "Converge" check run for the intent and head: in progress, then success.
+    let runs = w.reports(&head);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].external_id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        runs[0].history.first().map(String::as_str),
+        Some("in_progress"),
+        "{runs:?}"
+    );
+    assert_eq!(
+        runs[0].history.last().map(String::as_str),
+        Some("completed/success"),
+        "{runs:?}"
+    );
+    let summary = runs[0].output["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("Merge commit") && summary.contains("Trace"),
+        "{summary}"
+    );
     // The scratch branches are gone.
     assert_eq!(git(&w.repo, &["for-each-ref", "refs/heads/converge"]), "");
     // Every call carried an installation token the fake issued (no 401 anywhere).
@@ -313,6 +345,19 @@ async fn a_conflicting_pull_request_is_blocked_with_its_conflict_files() {
     assert_eq!(simulation[0]["mergeable"], json!(false));
     assert_eq!(w.intent(&id).await.retries, 1);
     assert_eq!(w.main_updates(), 0);
+    let head = git(&w.repo, &["rev-parse", "clash"]);
+    let runs = w.reports(&head);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        runs[0].history.last().map(String::as_str),
+        Some("completed/failure")
+    );
+    assert!(
+        runs[0].output["title"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("src/app/main.rs")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -549,6 +549,17 @@ macro_rules! store_operations {
                 Ok(updated == 1)
             }
 
+            /// Gives a claimed, unsent outbox row back at once (its sender failed and later rows
+            /// must not overtake it). False if it was sent meanwhile.
+            pub async fn release_outbox(&self, seq: i64) -> Result<bool, $crate::StoreError> {
+                let updated = sqlx::query("UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE seq = $1 AND sent_at IS NULL")
+                    .bind(seq)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(updated == 1)
+            }
+
             /// Outbox rows not sent yet.
             pub async fn unsent_outbox_count(&self) -> Result<i64, $crate::StoreError> {
                 Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")

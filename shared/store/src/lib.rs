@@ -395,6 +395,8 @@ forward! {
     fn claim_outbox(&self, topic: &str, claimer: &str, limit: u32, claim_ttl: std::time::Duration) -> Vec<OutboxEntry>;
     /// Marks an outbox row sent.
     fn mark_outbox_sent(&self, seq: i64) -> bool;
+    /// Gives a claimed outbox row back.
+    fn release_outbox(&self, seq: i64) -> bool;
     /// Outbox rows not sent yet.
     fn unsent_outbox_count(&self) -> i64;
     /// Stores an API key record.

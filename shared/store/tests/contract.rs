@@ -628,6 +628,15 @@ async fn outbox_rows_are_claimed_once_and_reclaimed_after_a_lapsed_claim(
         .claim_outbox("publish", "sender-d", 10, StdDuration::from_secs(60))
         .await);
     assert_eq!(other.len(), 1);
+    // A released claim is claimable again at once.
+    assert!(ok(store.release_outbox(other[0].seq).await));
+    let again = ok(store
+        .claim_outbox("publish", "sender-e", 10, StdDuration::from_secs(60))
+        .await);
+    assert_eq!(
+        again.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [other[0].seq]
+    );
 }
 
 async fn api_keys_are_found_by_hash_until_they_expire(store: Store, clock: ManualClock) {

@@ -1,0 +1,124 @@
+//! `converge serve` as a GitHub App, end to end over real HTTP: the GitHub fake delivers a
+//! signed `pull_request opened`, CI's check run completes, and the embedded worker validates
+//! the pull request, reports a "Converge" check run and merges exactly the validated commits
+//! through the fake's REST API.
+
+use std::time::{Duration, Instant};
+
+use converge_testkit::git::{commit_file, git};
+use converge_testkit::github_fake::{GithubFake, app_key_pair};
+use converge_testkit::{ServerProcess, fresh_pg_database};
+use serde_json::{Value, json};
+
+const SECRET: &str = "hook-secret";
+const KEY: &str = "app-key";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_goes_from_webhook_to_merge_through_the_github_app() {
+    let (private_pem, public_pem) = app_key_pair();
+    let fake = GithubFake::start(7, &public_pem).await;
+    let repo = fake.create_repo("acme/app");
+    commit_file(&repo, "src/lib.rs", "pub fn f() {}\n", "init");
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    commit_file(&repo, "docs/guide.md", "# Guide\n", "docs");
+    git(&repo, &["checkout", "-q", "--detach"]);
+    let head = git(&repo, &["rev-parse", "feature"]);
+    let base = git(&repo, &["rev-parse", "main"]);
+    fake.open_pull("acme/app", 5, "feature", "main");
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key_path = dir.path().join("app.pem");
+    std::fs::write(&key_path, &private_pem).unwrap_or_else(|e| panic!("{e}"));
+    let env = vec![
+        ("CONVERGE_DB_BACKEND", "postgres".to_owned()),
+        ("CONVERGE_PG_DSN", fresh_pg_database().await),
+        ("CONVERGE_API_KEYS", format!("{KEY}:admin:ops")),
+        ("CONVERGE_GITHUB_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("CONVERGE_GITHUB_APP_ID", "7".to_owned()),
+        (
+            "CONVERGE_GITHUB_APP_PRIVATE_KEY_PATH",
+            key_path.display().to_string(),
+        ),
+        ("CONVERGE_GITHUB_API_URL", fake.url().to_owned()),
+        ("CONVERGE_GITHUB_CHECK_MAP", "lint=ci/lint".to_owned()),
+        ("CONVERGE_WORKER_AUTO_CONFIRM", "1".to_owned()),
+        ("CONVERGE_WORKER_POLL_INTERVAL", "600".to_owned()),
+    ];
+    // Started outside any git repository: GitHub intents only.
+    let server = ServerProcess::start(env!("CARGO_BIN_EXE_converge"), dir.path(), &env);
+    let hook = server.url("/integrations/github/webhook");
+
+    let opened = json!({
+        "action": "opened",
+        "pull_request": {"number": 5, "title": "Docs", "head": {"ref": "feature", "sha": head},
+                         "base": {"ref": "main", "sha": base}},
+        "repository": {"full_name": "acme/app"},
+        "installation": {"id": 31}
+    });
+    let (status, answer) = fake
+        .send_webhook(&hook, SECRET, "pull_request", "d-1", &opened)
+        .await;
+    assert_eq!(status, 202, "{answer}");
+
+    // CI has not reported: the worker reports the wait on GitHub, nothing is merged.
+    let waiting = wait_for(|| {
+        fake.check_runs()
+            .iter()
+            .any(|r| r.name == "Converge" && r.head_sha == head)
+    })
+    .await;
+    assert!(waiting, "no Converge check run appeared");
+    assert!(fake.ref_updates().is_empty());
+
+    // CI completes; GitHub tells Converge; the worker validates and merges.
+    fake.complete_check("acme/app", &head, "ci/lint", "success");
+    let check = json!({"action": "completed", "repository": {"full_name": "acme/app"},
+                       "check_run": {"head_sha": head, "name": "ci/lint", "conclusion": "success"}});
+    let (status, answer) = fake
+        .send_webhook(&hook, SECRET, "check_run", "d-2", &check)
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let merged = wait_for(|| !fake.ref_updates().is_empty()).await;
+    assert!(merged, "never merged; calls: {:?}", fake.calls());
+    let updates = fake.ref_updates();
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    assert_eq!(
+        (updates[0].reference.as_str(), updates[0].from.as_str()),
+        ("heads/main", base.as_str())
+    );
+    assert_eq!(git(&repo, &["rev-parse", "main^2"]), head);
+
+    let client = reqwest::Client::new();
+    let intent: Value = client
+        .get(server.url("/v1/intents/acme%2Fapp:pr-5"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(intent["status"], "MERGED", "{intent}");
+    let runs: Vec<_> = fake
+        .check_runs()
+        .into_iter()
+        .filter(|r| r.name == "Converge")
+        .collect();
+    assert_eq!(runs.len(), 1, "one check run per intent and head: {runs:?}");
+    assert_eq!(
+        runs[0].history.last().map(String::as_str),
+        Some("completed/success")
+    );
+}
+
+/// Polls `condition` for up to 20 s.
+async fn wait_for(condition: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    condition()
+}

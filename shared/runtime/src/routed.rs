@@ -1,0 +1,141 @@
+//! One set of ports for a worker that serves both kinds of intents: those of a GitHub
+//! repository (`technical.repo` set) go to the GitHub App's ports, the others to the local git
+//! repository and the checks CI reported to Converge. Either side may be absent; an intent
+//! whose side is absent gets an error naming what to configure, and waits.
+
+use converge_core::Intent;
+use converge_core::pipeline::{
+    CheckOutcome, Checks, ChecksError, MergeError, Merger, Scm, ScmError, SimulatedMerge, Tips,
+};
+use converge_core::publication::{PublishError, Publisher, Report};
+use converge_core::risk::CouplingPair;
+use converge_github::adapters::GithubPorts;
+
+use crate::local_git::GitScm;
+use crate::reported_checks::ReportedChecks;
+
+/// Ports chosen per intent.
+#[derive(Debug, Clone)]
+pub struct RoutedPorts {
+    local: Option<(GitScm, ReportedChecks)>,
+    github: Option<GithubPorts>,
+}
+
+const NO_GITHUB: &str = "this intent belongs to a GitHub repository and no GitHub App is configured (set CONVERGE_GITHUB_APP_ID and its private key)";
+const NO_LOCAL: &str = "this intent names no GitHub repository and no local repository is configured (set CONVERGE_REPO_PATH)";
+
+enum Side<'a> {
+    Local(&'a GitScm, &'a ReportedChecks),
+    Github(&'a GithubPorts),
+}
+
+impl RoutedPorts {
+    /// Ports over a local repository, GitHub, or both.
+    pub fn new(
+        local: Option<(GitScm, ReportedChecks)>,
+        github: Option<GithubPorts>,
+    ) -> RoutedPorts {
+        RoutedPorts { local, github }
+    }
+
+    /// Whether any side is configured.
+    pub fn is_empty(&self) -> bool {
+        self.local.is_none() && self.github.is_none()
+    }
+
+    fn side(&self, intent: &Intent) -> Result<Side<'_>, &'static str> {
+        if intent.repo().is_some_and(|r| r.contains('/')) {
+            self.github.as_ref().map(Side::Github).ok_or(NO_GITHUB)
+        } else {
+            self.local
+                .as_ref()
+                .map(|(scm, checks)| Side::Local(scm, checks))
+                .ok_or(NO_LOCAL)
+        }
+    }
+}
+
+fn scm_error(message: &str) -> ScmError {
+    ScmError::Unavailable(message.to_owned())
+}
+
+impl Scm for RoutedPorts {
+    async fn tips(&self, intent: &Intent) -> Result<Tips, ScmError> {
+        match self.side(intent).map_err(scm_error)? {
+            Side::Local(scm, _) => scm.tips(intent).await,
+            Side::Github(github) => github.tips(intent).await,
+        }
+    }
+
+    async fn simulate(&self, intent: &Intent) -> Result<SimulatedMerge, ScmError> {
+        match self.side(intent).map_err(scm_error)? {
+            Side::Local(scm, _) => scm.simulate(intent).await,
+            Side::Github(github) => github.simulate(intent).await,
+        }
+    }
+
+    async fn co_changes(
+        &self,
+        intent: &Intent,
+        files: &[String],
+    ) -> Result<Vec<CouplingPair>, ScmError> {
+        match self.side(intent).map_err(scm_error)? {
+            Side::Local(scm, _) => scm.co_changes(intent, files).await,
+            Side::Github(github) => github.co_changes(intent, files).await,
+        }
+    }
+}
+
+impl Checks for RoutedPorts {
+    async fn outcomes(
+        &self,
+        intent: &Intent,
+        head_sha: &str,
+        required: &[String],
+    ) -> Result<Vec<CheckOutcome>, ChecksError> {
+        match self.side(intent).map_err(|m| ChecksError(m.to_owned()))? {
+            Side::Local(_, checks) => checks.outcomes(intent, head_sha, required).await,
+            Side::Github(github) => github.outcomes(intent, head_sha, required).await,
+        }
+    }
+}
+
+impl Merger for RoutedPorts {
+    async fn landed(&self, intent: &Intent, head_sha: &str) -> Result<bool, MergeError> {
+        match self
+            .side(intent)
+            .map_err(|m| MergeError::Unavailable(m.to_owned()))?
+        {
+            Side::Local(scm, _) => scm.landed(intent, head_sha).await,
+            Side::Github(github) => github.landed(intent, head_sha).await,
+        }
+    }
+
+    async fn merge(
+        &self,
+        intent: &Intent,
+        validated: &SimulatedMerge,
+    ) -> Result<String, MergeError> {
+        match self
+            .side(intent)
+            .map_err(|m| MergeError::Unavailable(m.to_owned()))?
+        {
+            Side::Local(scm, _) => scm.merge(intent, validated).await,
+            Side::Github(github) => github.merge(intent, validated).await,
+        }
+    }
+}
+
+impl Publisher for RoutedPorts {
+    fn enabled(&self) -> bool {
+        self.github.is_some()
+    }
+
+    /// Reports go to GitHub; a local intent's reports are dropped (nobody to tell).
+    async fn publish(&self, intent: &Intent, report: &Report) -> Result<(), PublishError> {
+        match self.side(intent) {
+            Ok(Side::Github(github)) => github.publish(intent, report).await,
+            _ => Ok(()),
+        }
+    }
+}
