@@ -4,6 +4,7 @@
 #   scripts/bench.sh risk_eval           the risk engine only
 #   scripts/bench.sh store_throughput    PostgreSQL commits and leases (starts a throwaway cluster)
 #   scripts/bench.sh api                 the HTTP API under wrk, on SQLite and PostgreSQL
+#   scripts/bench.sh webhook             webhook deliveries: in-process (criterion) and over HTTP (wrk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +24,10 @@ if [ "$which" = all ] || [ "$which" = store_throughput ]; then
 fi
 if [ "$which" = all ] || [ "$which" = api ]; then
   bash scripts/bench-api.sh
+fi
+if [ "$which" = all ] || [ "$which" = webhook ]; then
+  pg_start
+  cargo bench -p converge-http --bench webhook -- "$@"
+  pg_stop
+  bash scripts/bench-webhook.sh
 fi

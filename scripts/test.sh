@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: everything CI checks, from a fresh clone, on one build profile (dev).
-# Starts what the suites need (an ephemeral PostgreSQL today; the AWS emulator and the GitHub
-# fake as their suites arrive) and tears it down on exit, failure included.
+# Starts what the suites need (an ephemeral PostgreSQL and the AWS emulator; the GitHub fake is
+# started by each test that uses it) and tears them down on exit, failure included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +13,10 @@ step() { printf '\n== %s\n' "$*"; }
 
 # shellcheck source=scripts/lib/postgres.sh
 . scripts/lib/postgres.sh
+# shellcheck source=scripts/lib/aws-emulator.sh
+. scripts/lib/aws-emulator.sh
 log=$(mktemp)
-cleanup() { pg_stop; rm -f "$log"; }
+cleanup() { pg_stop; aws_emulator_stop; rm -f "$log"; }
 trap cleanup EXIT
 
 step "format"
@@ -28,6 +30,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "services"
 pg_start
+aws_emulator_start
 
 step "tests"
 set +e

@@ -6,7 +6,6 @@
 use anyhow::Context;
 use clap::Args;
 use converge_github::adapters::GithubPorts;
-use converge_github::app::{GithubApp, GithubSettings};
 use converge_runtime::queue_worker::{
     QueueProcessor, WorkerPorts, WorkerSettings, run_until_stopped,
 };
@@ -58,7 +57,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let worker = if args.no_worker {
         None
     } else {
-        let ports = worker_ports(&state)?;
+        let ports = worker_ports(&state).await?;
         if ports.is_empty() {
             eprintln!(
                 "converge: no git repository (CONVERGE_REPO_PATH, or start in one) and no GitHub App (CONVERGE_GITHUB_APP_ID): the queue worker is off"
@@ -128,20 +127,23 @@ async fn stop_signal() {
 }
 
 /// The worker's ports: the local repository (with the checks CI reports to Converge) when one
-/// is configured, and the GitHub App when `CONVERGE_GITHUB_APP_ID` is set.
-fn worker_ports(state: &converge_http::AppState) -> anyhow::Result<RoutedPorts> {
+/// is configured, and the GitHub App when `CONVERGE_GITHUB_APP_ID` is set (its key from a
+/// file, the environment or Secrets Manager).
+async fn worker_ports(state: &converge_http::AppState) -> anyhow::Result<RoutedPorts> {
     let local = state.scm.clone().map(|scm| {
         eprintln!("converge: local repository {}", scm.path().display());
         (scm, ReportedChecks::new(state.store.clone()))
     });
-    let github = GithubSettings::from_lookup(|name| std::env::var(name).ok())?
-        .map(|settings| {
+    let github = converge_runtime::secrets::github_app_from_env()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map(|app| {
             eprintln!(
                 "converge: GitHub App {} at {}",
-                settings.app_id, settings.api_url
+                app.settings().app_id,
+                app.settings().api_url
             );
-            GithubApp::new(settings).map(GithubPorts::new)
-        })
-        .transpose()?;
+            GithubPorts::new(app)
+        });
     Ok(RoutedPorts::new(local, github))
 }

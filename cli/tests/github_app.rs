@@ -1,4 +1,5 @@
-//! `converge serve` as a GitHub App, end to end over real HTTP: the GitHub fake delivers a
+//! `converge serve` as a GitHub App, end to end over real HTTP (its private key read from
+//! Secrets Manager on the AWS emulator): the GitHub fake delivers a
 //! signed `pull_request opened`, CI's check run completes, and the embedded worker validates
 //! the pull request, reports a "Converge" check run and merges exactly the validated commits
 //! through the fake's REST API.
@@ -27,18 +28,27 @@ async fn a_pull_request_goes_from_webhook_to_merge_through_the_github_app() {
     fake.open_pull("acme/app", 5, "feature", "main");
 
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let key_path = dir.path().join("app.pem");
-    std::fs::write(&key_path, &private_pem).unwrap_or_else(|e| panic!("{e}"));
+    // The App's key lives in Secrets Manager (the AWS emulator scripts/test.sh starts).
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the AWS emulator"
+    );
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let secret = aws_sdk_secretsmanager::Client::new(&aws)
+        .create_secret()
+        .name(format!("converge/app-key/{}", std::process::id()))
+        .secret_string(&private_pem)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)));
+    let key_arn = secret.arn().unwrap_or_default().to_owned();
     let env = vec![
         ("CONVERGE_DB_BACKEND", "postgres".to_owned()),
         ("CONVERGE_PG_DSN", fresh_pg_database().await),
         ("CONVERGE_API_KEYS", format!("{KEY}:admin:ops")),
         ("CONVERGE_GITHUB_WEBHOOK_SECRET", SECRET.to_owned()),
         ("CONVERGE_GITHUB_APP_ID", "7".to_owned()),
-        (
-            "CONVERGE_GITHUB_APP_PRIVATE_KEY_PATH",
-            key_path.display().to_string(),
-        ),
+        ("CONVERGE_GITHUB_APP_PRIVATE_KEY_SECRET_ARN", key_arn),
         ("CONVERGE_GITHUB_API_URL", fake.url().to_owned()),
         ("CONVERGE_GITHUB_CHECK_MAP", "lint=ci/lint".to_owned()),
         ("CONVERGE_WORKER_AUTO_CONFIRM", "1".to_owned()),

@@ -47,8 +47,11 @@ pub struct GithubSettings {
     /// `CONVERGE_GITHUB_APP_ID`.
     pub app_id: u64,
     /// The App's private key, PEM (`CONVERGE_GITHUB_APP_PRIVATE_KEY_PATH` or
-    /// `CONVERGE_GITHUB_APP_PRIVATE_KEY`).
+    /// `CONVERGE_GITHUB_APP_PRIVATE_KEY`); empty until read from Secrets Manager when only
+    /// `private_key_secret_arn` is given.
     pub private_key_pem: String,
+    /// `CONVERGE_GITHUB_APP_PRIVATE_KEY_SECRET_ARN`: the key is read from Secrets Manager.
+    pub private_key_secret_arn: Option<String>,
     /// `CONVERGE_GITHUB_API_URL`.
     pub api_url: String,
     /// Installation used for intents that carry none (`CONVERGE_GITHUB_INSTALLATION_ID`).
@@ -65,6 +68,7 @@ impl std::fmt::Debug for GithubSettings {
         f.debug_struct("GithubSettings")
             .field("app_id", &self.app_id)
             .field("private_key_pem", &"<redacted>")
+            .field("private_key_secret_arn", &self.private_key_secret_arn)
             .field("api_url", &self.api_url)
             .field("default_installation", &self.default_installation)
             .field("check_map", &self.check_map)
@@ -92,6 +96,7 @@ impl GithubSettings {
                 "CONVERGE_GITHUB_APP_ID must be a number, got '{app_id}'"
             ))
         })?;
+        let private_key_secret_arn = get("CONVERGE_GITHUB_APP_PRIVATE_KEY_SECRET_ARN");
         let private_key_pem = match (
             get("CONVERGE_GITHUB_APP_PRIVATE_KEY_PATH"),
             lookup("CONVERGE_GITHUB_APP_PRIVATE_KEY"),
@@ -102,9 +107,10 @@ impl GithubSettings {
                 ))
             })?,
             (None, Some(pem)) if !pem.trim().is_empty() => pem,
+            _ if private_key_secret_arn.is_some() => String::new(),
             _ => {
                 return Err(GithubError::Config(
-                    "CONVERGE_GITHUB_APP_ID is set but no private key is: set CONVERGE_GITHUB_APP_PRIVATE_KEY_PATH or CONVERGE_GITHUB_APP_PRIVATE_KEY".to_owned(),
+                    "CONVERGE_GITHUB_APP_ID is set but no private key is: set CONVERGE_GITHUB_APP_PRIVATE_KEY_PATH, CONVERGE_GITHUB_APP_PRIVATE_KEY or CONVERGE_GITHUB_APP_PRIVATE_KEY_SECRET_ARN".to_owned(),
                 ));
             }
         };
@@ -130,6 +136,7 @@ impl GithubSettings {
         Ok(Some(GithubSettings {
             app_id,
             private_key_pem,
+            private_key_secret_arn,
             api_url: get("CONVERGE_GITHUB_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_owned()),
             default_installation,
             check_map,

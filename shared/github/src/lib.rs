@@ -2,7 +2,9 @@
 //! queue; the GitHub App (octocrab clients per installation, JWT and token handling); and the
 //! domain's ports over the REST API — merge simulation, check outcomes and exact merges.
 
+#[cfg(feature = "app")]
 pub mod adapters;
+#[cfg(feature = "app")]
 pub mod app;
 pub mod signature;
 pub mod webhook;

@@ -13,3 +13,4 @@ pub mod local_git;
 pub mod queue_worker;
 pub mod reported_checks;
 pub mod routed;
+pub mod secrets;

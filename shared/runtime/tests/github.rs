@@ -44,6 +44,7 @@ async fn world() -> World {
     let settings = GithubSettings {
         app_id: APP_ID,
         private_key_pem: private_pem,
+        private_key_secret_arn: None,
         api_url: fake.url().to_owned(),
         default_installation: None,
         check_map: parse_check_map("lint=ci/lint").unwrap_or_else(|e| panic!("{e}")),
