@@ -1,13 +1,14 @@
 //! `converge`: the command-line entry point.
 //!
 //! Today it evaluates changes offline (`risk eval`, `policy eval`), administers the store
-//! (`migrate`, `projections rebuild`, `backfill`) and serves the HTTP API (`serve`). The
-//! worker and the operator commands over the HTTPS API arrive with their issues; until then
-//! they are not listed rather than stubbed.
+//! (`migrate`, `projections rebuild`, `backfill`), serves the HTTP API with a queue worker
+//! (`serve`) and runs a worker alone (`worker`). The operator commands over the HTTPS API
+//! arrive with their issue; until then they are not listed rather than stubbed.
 
 mod assess;
 mod serve;
 mod state;
+mod worker;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,6 +43,9 @@ enum Command {
     /// Serve the HTTP API on this machine (the store from CONVERGE_DB_*; keys from
     /// CONVERGE_API_KEYS). Stops cleanly on SIGTERM or Ctrl-C.
     Serve(serve::ServeArgs),
+    /// Process the queue without serving the API: poll the database-backed queue every
+    /// CONVERGE_WORKER_POLL_INTERVAL seconds. Stops cleanly on SIGTERM or Ctrl-C.
+    Worker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         }
         Command::Backfill(args) => state::run(state::backfill(args)),
         Command::Serve(args) => serve::run(&args),
+        Command::Worker => worker::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -105,7 +105,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let interrupt = async {
         // If Ctrl-C cannot be watched, wait for SIGTERM alone rather than stopping at once.
         if tokio::signal::ctrl_c().await.is_err() {
@@ -129,7 +129,7 @@ async fn stop_signal() {
 /// The worker's ports: the local repository (with the checks CI reports to Converge) when one
 /// is configured, and the GitHub App when `CONVERGE_GITHUB_APP_ID` is set (its key from a
 /// file, the environment or Secrets Manager).
-async fn worker_ports(state: &converge_http::AppState) -> anyhow::Result<RoutedPorts> {
+pub(crate) async fn worker_ports(state: &converge_http::AppState) -> anyhow::Result<RoutedPorts> {
     let local = state.scm.clone().map(|scm| {
         eprintln!("converge: local repository {}", scm.path().display());
         (scm, ReportedChecks::new(state.store.clone()))

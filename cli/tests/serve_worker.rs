@@ -152,3 +152,57 @@ async fn an_intent_created_over_http_is_validated_and_merged_by_the_embedded_wor
         assert!(leases.iter().all(|l| l.holder.is_none()), "{leases:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_worker_process_processes_what_an_api_only_server_accepts() {
+    let client = reqwest::Client::new();
+    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    repository(repo.path());
+    let head = git(repo.path(), &["rev-parse", "feature/docs"]);
+    let env = vec![
+        ("CONVERGE_DB_BACKEND", "postgres".to_owned()),
+        ("CONVERGE_PG_DSN", fresh_pg_database().await),
+        ("CONVERGE_REPO_PATH", repo.path().display().to_string()),
+        ("CONVERGE_API_KEYS", format!("{KEY}:admin:ci")),
+        ("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()),
+        ("CONVERGE_WORKER_AUTO_CONFIRM", "1".to_owned()),
+        ("CONVERGE_WORKER_POLL_INTERVAL", "1".to_owned()),
+    ];
+    let server = ServerProcess::start_with(
+        env!("CARGO_BIN_EXE_converge"),
+        state.path(),
+        &env,
+        &["--no-worker"],
+    );
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_converge"))
+        .arg("worker")
+        .current_dir(state.path())
+        .env_remove("CONVERGE_DB_PATH")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start converge worker: {e}"));
+
+    let (status, body) = call(
+        &client,
+        &server,
+        "/v1/intents",
+        Some(json!({"id": "docs", "source": "feature/docs", "risk_level": "low"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let report = json!({"name": "lint", "state": "passed", "head_sha": head});
+    call(&client, &server, "/v1/intents/docs/checks", Some(report)).await;
+    let intent = wait_for_status(&client, &server, "docs", "MERGED", Duration::from_secs(20)).await;
+    assert_eq!(intent["status"], "MERGED", "{intent}");
+    assert_eq!(git(repo.path(), &["rev-parse", "main^2"]), head);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(killed.success());
+    let exit = worker.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(exit.success(), "converge worker exited with {exit}");
+}

@@ -1,0 +1,67 @@
+//! `converge worker`: processes the queue on its own, beside servers started with
+//! `--no-worker` or the `api` function. It polls the database-backed queue every
+//! `CONVERGE_WORKER_POLL_INTERVAL` seconds, works through the local repository and/or the
+//! GitHub App like `converge serve`, and on SIGTERM or Ctrl-C finishes its round, gives back
+//! the leases it holds, and exits 0.
+
+use anyhow::Context;
+use converge_runtime::queue_worker::{
+    QueueProcessor, WorkerPorts, WorkerSettings, run_until_stopped,
+};
+
+/// Runs the worker until a stop signal.
+pub fn run() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(work())
+}
+
+async fn work() -> anyhow::Result<()> {
+    if std::env::var("CONVERGE_QUEUE_URL").is_ok_and(|v| !v.trim().is_empty()) {
+        anyhow::bail!(
+            "CONVERGE_QUEUE_URL is set, but this worker polls the database-backed queue only \
+             (the SQS worker is the `worker` Lambda function); unset CONVERGE_QUEUE_URL"
+        );
+    }
+    let state = converge_http::boot::state_from_env().await?;
+    let settings = WorkerSettings::from_lookup(|name| std::env::var(name).ok())
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let ports = crate::serve::worker_ports(&state).await?;
+    if ports.is_empty() {
+        anyhow::bail!(
+            "nothing to work on: set CONVERGE_REPO_PATH (or start in a git repository) or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
+        );
+    }
+    let interval = settings.poll_interval;
+    let holder = format!("worker-{}-{}", std::process::id(), state.new_id());
+    let processor = QueueProcessor::with_ports(
+        state.store.clone(),
+        WorkerPorts {
+            scm: ports.clone(),
+            checks: ports.clone(),
+            publisher: ports,
+        },
+        state.policy.clone(),
+        settings,
+        state.clock.clone(),
+        holder,
+    );
+    eprintln!(
+        "converge: worker {} polling every {} s",
+        processor.holder(),
+        interval.as_secs()
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wakeup = state.queue_wakeup.clone();
+    let signal = tokio::spawn(async move {
+        crate::serve::stop_signal().await;
+        let _ = stop.send(true);
+    });
+    run_until_stopped(&processor, &wakeup, stopped).await;
+    signal.abort();
+    eprintln!("converge: worker stopped");
+    Ok(())
+}
