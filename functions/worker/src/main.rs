@@ -1,9 +1,55 @@
-//! The `worker` Lambda function: an SQS-triggered handler around the queue processor.
+//! The `worker` Lambda function: SQS batches of queue keys (partial batch failures reported,
+//! `ReportBatchItemFailures`), and the scheduled sweep (EventBridge) that relays the outbox to
+//! SQS, enqueues keys with actionable intents and clears expired leases.
 //!
-//! Status: not built yet (issue "The worker"). Until then the binary refuses to start rather
-//! than pretend to process batches.
+//! State is built once per process: the store (migrated), the GitHub App (its key from the
+//! environment or Secrets Manager), the worker settings and the SQS client.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("converge worker function: not available yet (the worker is not built)");
-    std::process::ExitCode::FAILURE
+use converge_runtime::queue_worker::{QueueProcessor, WorkerPorts, WorkerSettings};
+use converge_runtime::routed::RoutedPorts;
+use converge_runtime::sqs::handle_event;
+use converge_store::{Store, StoreConfig, SystemClock};
+use lambda_runtime::{LambdaEvent, service_fn};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let store = Store::open(&StoreConfig::from_lookup(lookup)?, Arc::new(SystemClock))?;
+    store.migrate().await?;
+    let settings = WorkerSettings::from_lookup(lookup)?;
+    let queue_url = lookup("CONVERGE_QUEUE_URL")
+        .filter(|u| !u.is_empty())
+        .ok_or("CONVERGE_QUEUE_URL is required")?;
+    let github = converge_runtime::secrets::github_app_from_env()
+        .await?
+        .map(converge_github::adapters::GithubPorts::new);
+    let ports = RoutedPorts::new(None, github);
+    let holder = format!(
+        "lambda-{}",
+        lookup("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|| std::process::id().to_string())
+    );
+    let processor = QueueProcessor::with_ports(
+        store.clone(),
+        WorkerPorts {
+            scm: ports.clone(),
+            checks: ports.clone(),
+            publisher: ports,
+        },
+        converge_core::PolicyConfig::default(),
+        settings,
+        Arc::new(SystemClock),
+        holder,
+    );
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let (processor, store, sqs, queue_url) = (&processor, &store, &sqs, queue_url.as_str());
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            handle_event(processor, store, sqs, queue_url, event.payload)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        },
+    ))
+    .await
 }

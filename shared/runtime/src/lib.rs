@@ -14,3 +14,4 @@ pub mod queue_worker;
 pub mod reported_checks;
 pub mod routed;
 pub mod secrets;
+pub mod sqs;

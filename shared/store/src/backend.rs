@@ -475,6 +475,20 @@ macro_rules! store_operations {
                 Ok(cleared == 1)
             }
 
+            /// Clears every lease whose holder let it expire (the sweep). Tokens stay, so a late
+            /// holder is still fenced; a lease taken over meanwhile is not touched. Returns how
+            /// many were cleared.
+            pub async fn clear_expired_leases(&self) -> Result<u64, $crate::StoreError> {
+                Ok(sqlx::query(
+                    "UPDATE queue_leases SET holder = NULL, acquired_at = NULL, expires_at = NULL \
+                     WHERE holder IS NOT NULL AND expires_at <= $1",
+                )
+                .bind(ts(self.now()))
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+            }
+
             /// The lease row of a key, if the key was ever leased.
             pub async fn inspect_lease(&self, key: &converge_core::queue::QueueKey) -> Result<Option<$crate::LeaseState>, $crate::StoreError> {
                 let row = sqlx::query("SELECT * FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3")

@@ -387,6 +387,8 @@ forward! {
     fn release_lease(&self, lease: &Lease) -> bool;
     /// Clears a key's holder whoever it is.
     fn force_clear_lease(&self, key: &converge_core::queue::QueueKey) -> bool;
+    /// Clears expired leases.
+    fn clear_expired_leases(&self) -> u64;
     /// A key's lease row.
     fn inspect_lease(&self, key: &converge_core::queue::QueueKey) -> Option<LeaseState>;
     /// Every lease row.

@@ -546,7 +546,7 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(
     );
 }
 
-async fn force_clearing_a_lease_fences_its_holder(store: Store, _clock: ManualClock) {
+async fn force_clearing_a_lease_fences_its_holder(store: Store, clock: ManualClock) {
     let held = ok(store
         .acquire_lease(&key(), "stuck", StdDuration::from_secs(300))
         .await)
@@ -569,6 +569,15 @@ async fn force_clearing_a_lease_fences_its_holder(store: Store, _clock: ManualCl
         .await;
     assert!(matches!(stale, Err(StoreError::StaleLease { .. })));
     assert_eq!(ok(store.leases().await).len(), 1);
+    // The sweep clears expired holders only.
+    assert_eq!(
+        ok(store.clear_expired_leases().await),
+        0,
+        "the live lease stays"
+    );
+    clock.advance(Duration::seconds(3_600));
+    assert_eq!(ok(store.clear_expired_leases().await), 1);
+    assert!(ok(store.leases().await).iter().all(|l| l.holder.is_none()));
 }
 
 async fn outbox_rows_are_claimed_once_and_reclaimed_after_a_lapsed_claim(

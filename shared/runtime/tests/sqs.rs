@@ -1,0 +1,318 @@
+//! The SQS side of the queue through the real AWS SDK against the emulator that
+//! `scripts/test.sh` starts: outbox relay, the worker function's batch handler (processing,
+//! a busy key and a malformed message reported as batch item failures, poison messages
+//! redriven to the DLQ) and the sweep.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use converge_core::pipeline::Clock;
+use converge_core::queue::QueueKey;
+use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
+use converge_runtime::local_git::GitScm;
+use converge_runtime::queue_worker::{QueueProcessor, WorkerSettings, queue_message};
+use converge_runtime::sqs::{handle_event, relay_outbox, sweep};
+use converge_store::{Commit, Store, SystemClock};
+use converge_testkit::git::{commit_file, git};
+use serde_json::{Value, json};
+
+struct Queues {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    dlq_url: String,
+}
+
+async fn queues(name: &str) -> Queues {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the AWS emulator"
+    );
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let name = format!("{name}-{}", std::process::id());
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)));
+    let dlq_url = dlq.queue_url().unwrap_or_default().to_owned();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)))
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string();
+    let queue = sqs
+        .create_queue()
+        .queue_name(&name)
+        .attributes(QueueAttributeName::RedrivePolicy, redrive)
+        .attributes(QueueAttributeName::VisibilityTimeout, "0")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)));
+    Queues {
+        sqs,
+        url: queue.queue_url().unwrap_or_default().to_owned(),
+        dlq_url,
+    }
+}
+
+/// Messages as the event source mapping hands them to the function.
+async fn receive(queues: &Queues, url: &str) -> Vec<Value> {
+    let answer = queues
+        .sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)));
+    answer
+        .messages()
+        .iter()
+        .map(|m| {
+            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
+                   "body": m.body(), "eventSource": "aws:sqs"})
+        })
+        .collect()
+}
+
+/// What the event source mapping does after the function returns: delete every message of
+/// the batch that was not reported as failed.
+async fn delete_succeeded(queues: &Queues, records: &[Value], answer: &Value) {
+    let failed: Vec<&str> = answer["batchItemFailures"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|f| f["itemIdentifier"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    for record in records {
+        let id = record["messageId"].as_str().unwrap_or_default();
+        let handle = record["receiptHandle"].as_str().unwrap_or_default();
+        if !failed.contains(&id) && handle != "r" {
+            queues
+                .sqs
+                .delete_message()
+                .queue_url(&queues.url)
+                .receipt_handle(handle)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)));
+        }
+    }
+}
+
+fn repository(dir: &Path) {
+    git(dir, &["init", "-q", "-b", "main"]);
+    commit_file(dir, "src/main.rs", "fn main() {}\n", "init");
+    git(dir, &["checkout", "-q", "-b", "feature"]);
+    commit_file(dir, "docs/guide.md", "# Guide\n", "docs");
+    git(dir, &["checkout", "-q", "--detach", "main"]);
+}
+
+fn created(id: &str, source: &str) -> Event {
+    let intent = Intent::new(id, source, "main", SystemClock.now());
+    Event {
+        id: format!("{id}-created"),
+        trace_id: "t".into(),
+        timestamp: SystemClock.now(),
+        event_type: EventType::IntentCreated,
+        intent_id: Some(id.into()),
+        agent_id: None,
+        tenant_id: None,
+        payload: serde_json::to_value(&intent).unwrap_or_default(),
+        evidence: json!({}),
+    }
+}
+
+fn main_key() -> QueueKey {
+    QueueKey {
+        tenant: String::new(),
+        repo: String::new(),
+        target: "main".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq() {
+    let queues = queues("converge-worker").await;
+    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    repository(repo.path());
+    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}", db.path().join("s.db").display());
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let settings = WorkerSettings {
+        auto_confirm: true,
+        skip_checks: true,
+        ..WorkerSettings::default()
+    };
+    let processor = QueueProcessor::new(
+        store.clone(),
+        GitScm::new(repo.path()),
+        PolicyConfig::default(),
+        settings,
+        Arc::new(SystemClock),
+        "lambda-test",
+    );
+
+    // The API's transaction: the intent and its queue message; the relay moves it to SQS.
+    store
+        .commit(&Commit {
+            events: vec![created("docs", "feature")],
+            outbox: vec![queue_message(&main_key())],
+            ..Commit::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let relayed = relay_outbox(&store, &queues.sqs, &queues.url, "relay").await;
+    assert_eq!(relayed.ok(), Some(1));
+    assert_eq!(store.unsent_outbox_count().await.ok(), Some(0));
+
+    // A busy key: its message is a batch item failure, nothing is processed.
+    let lease = store
+        .acquire_lease(&main_key(), "elsewhere", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("lease"));
+    let mut records = receive(&queues, &queues.url).await;
+    assert_eq!(records.len(), 1);
+    records.push(json!({"messageId": "not-a-key", "receiptHandle": "r", "body": "{\"oops\": 1}"}));
+    let answer = handle_event(
+        &processor,
+        &store,
+        &queues.sqs,
+        &queues.url,
+        json!({"Records": records.clone()}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let failed: Vec<&str> = answer["batchItemFailures"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|f| f["itemIdentifier"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let key_message = records[0]["messageId"].as_str().unwrap_or_default();
+    let mut expected = vec![key_message, "not-a-key"];
+    expected.sort_unstable();
+    let mut failed = failed;
+    failed.sort_unstable();
+    assert_eq!(failed, expected, "{answer}");
+    assert_eq!(
+        store.intent("docs").await.ok().flatten().map(|i| i.status),
+        Some(Status::Ready)
+    );
+
+    // The lease is free again: the redelivered message is processed and the intent merged.
+    store
+        .release_lease(&lease)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let answer = handle_event(
+        &processor,
+        &store,
+        &queues.sqs,
+        &queues.url,
+        json!({"Records": [records[0].clone()]}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    delete_succeeded(&queues, &records[..1], &answer).await;
+    assert_eq!(
+        store.intent("docs").await.ok().flatten().map(|i| i.status),
+        Some(Status::Merged)
+    );
+
+    // A poison message is left to the redrive policy: after 2 receives it is in the DLQ.
+    queues
+        .sqs
+        .send_message()
+        .queue_url(&queues.url)
+        .message_body("poison")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)));
+    let mut in_dlq = Vec::new();
+    for _ in 0..5 {
+        let batch = receive(&queues, &queues.url).await;
+        if !batch.is_empty() {
+            let answer = handle_event(
+                &processor,
+                &store,
+                &queues.sqs,
+                &queues.url,
+                json!({"Records": batch}),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                answer["batchItemFailures"].as_array().map(Vec::len),
+                Some(1)
+            );
+        }
+        in_dlq = receive(&queues, &queues.dlq_url).await;
+        if !in_dlq.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(in_dlq.len(), 1, "the poison message reached the DLQ");
+    assert_eq!(in_dlq[0]["body"], "poison");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_enqueues_waiting_keys_and_clears_expired_leases() {
+    let queues = queues("converge-sweep").await;
+    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}", db.path().join("s.db").display());
+    let clock = converge_testkit::ManualClock::new();
+    let store = Store::from_url(&url, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    // An intent whose queue message was lost, and a lease whose holder died.
+    store
+        .commit(&Commit {
+            events: vec![created("waiting", "feature")],
+            ..Commit::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .acquire_lease(&main_key(), "dead-worker", Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    clock.advance(chrono::Duration::seconds(31));
+
+    let report = sweep(&store, &queues.sqs, &queues.url, "sweeper")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.enqueued, report.reclaimed), (1, 1), "{report:?}");
+    let messages = receive(&queues, &queues.url).await;
+    let bodies: Vec<Value> = messages
+        .iter()
+        .filter_map(|m| {
+            m["body"]
+                .as_str()
+                .and_then(|b| serde_json::from_str(b).ok())
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        [json!({"tenant": "", "repo": "", "target": "main"})]
+    );
+    let leases = store.leases().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(leases.iter().all(|l| l.holder.is_none()), "{leases:?}");
+}
