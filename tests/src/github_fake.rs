@@ -192,6 +192,15 @@ impl GithubFake {
         path
     }
 
+    /// The path of repository `owner/name` (created by [`GithubFake::create_repo`]).
+    pub fn repo_path(&self, full_name: &str) -> PathBuf {
+        self.inner()
+            .repos
+            .get(full_name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no repository {full_name}"))
+    }
+
     /// Opens pull request `number` from `head` into `base` (branches of the repository).
     pub fn open_pull(&self, repo: &str, number: u64, head: &str, base: &str) {
         self.inner().pulls.insert(
