@@ -5,6 +5,7 @@
 #   scripts/bench.sh store_throughput    PostgreSQL commits and leases (starts a throwaway cluster)
 #   scripts/bench.sh api                 the HTTP API under wrk, on SQLite and PostgreSQL
 #   scripts/bench.sh webhook             webhook deliveries: in-process (criterion) and over HTTP (wrk)
+#   scripts/bench.sh queue               intents validated and decided per second, 1 and 4 workers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,11 @@ if [ "$which" = all ] || [ "$which" = store_throughput ]; then
 fi
 if [ "$which" = all ] || [ "$which" = api ]; then
   bash scripts/bench-api.sh
+fi
+if [ "$which" = all ] || [ "$which" = queue ]; then
+  pg_start
+  cargo bench -p converge-runtime --bench queue_throughput -- "$@"
+  pg_stop
 fi
 if [ "$which" = all ] || [ "$which" = webhook ]; then
   pg_start

@@ -204,7 +204,7 @@ async fn plan(
             };
             let mut judged = Vec::new();
             for key in repository_queues(state, repo).await? {
-                let intents = state.store.queue_intents(&key, 1_000).await?;
+                let intents = state.store.queue_intents(&key, None, 1_000).await?;
                 let matching: Vec<&Intent> = intents
                     .iter()
                     .filter(|i| i.head_sha() == Some(head_sha.as_str()))

@@ -25,7 +25,7 @@ use converge_core::queue::{
     self, Admission, LastDecision, NextAction, QueueKey, QueueRules, Step, Work,
 };
 use converge_core::{Event, Intent, PolicyConfig, Status};
-use converge_store::{Commit, Lease, OutboxMessage, Store, StoreError};
+use converge_store::{Commit, IntentCursor, Lease, OutboxMessage, Store, StoreError};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -320,33 +320,60 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         Ok(KeyOutcome::Processed(reports))
     }
 
+    /// Goes through the key's actionable intents in queue order, page by page, until
+    /// `batch_size` of them needed work (validation, merge, rejection): intents that need none
+    /// (queued and unmoved, waiting, held) do not use up the batch, so they cannot starve the
+    /// intents behind them. The lease is renewed once half its lifetime has passed.
     async fn round(&self, mut lease: Lease) -> Result<Vec<IntentReport>, WorkerError> {
+        const PAGE: u32 = 100;
         let rules = self.rules();
-        let intents = self
-            .store
-            .queue_intents(lease.key(), self.settings.batch_size)
-            .await?;
         let auto_classify = self.auto_classify().await?;
-        let mut reports = Vec::with_capacity(intents.len());
-        let queued: Vec<String> = intents
-            .iter()
-            .filter(|i| i.status == Status::Queued)
-            .map(|i| i.id.clone())
-            .collect();
-        for intent in intents {
-            let position = queued
-                .iter()
-                .position(|id| *id == intent.id)
-                .map_or(queued.len() + 1, |p| p + 1);
-            let report = self
-                .handle(&intent, &rules, &lease, auto_classify, position)
-                .await?;
-            reports.push(report);
-            self.send_reports(&lease).await?;
-            lease = self
+        let mut reports = Vec::new();
+        let mut worked = 0u32;
+        let mut queued_seen = 0usize;
+        let mut cursor: Option<IntentCursor> = None;
+        'pages: loop {
+            let page = self
                 .store
-                .extend_lease(&lease, self.settings.lease_ttl)
+                .queue_intents(lease.key(), cursor.as_ref(), PAGE)
                 .await?;
+            let full = page.len() == PAGE as usize;
+            cursor = page.last().map(|i| IntentCursor {
+                priority: i.priority,
+                created_at: i.created_at,
+                id: i.id.clone(),
+            });
+            for intent in page {
+                if intent.status == Status::Queued {
+                    queued_seen += 1;
+                }
+                let position = queued_seen + usize::from(intent.status != Status::Queued);
+                let report = self
+                    .handle(&intent, &rules, &lease, auto_classify, position)
+                    .await?;
+                let needed_work = !matches!(
+                    report.outcome,
+                    "unchanged" | "held" | "waiting_for_dependencies"
+                );
+                reports.push(report);
+                if needed_work {
+                    worked += 1;
+                    self.send_reports(&lease).await?;
+                }
+                let remaining = lease.expires_at() - self.clock.now();
+                if remaining.to_std().unwrap_or_default() < self.settings.lease_ttl / 2 {
+                    lease = self
+                        .store
+                        .extend_lease(&lease, self.settings.lease_ttl)
+                        .await?;
+                }
+                if worked >= self.settings.batch_size {
+                    break 'pages;
+                }
+            }
+            if !full {
+                break;
+            }
         }
         Ok(reports)
     }

@@ -427,6 +427,26 @@ async fn two_workers_racing_on_one_key_merge_once(w: World) {
     }
 }
 
+async fn queued_work_never_starves_the_intents_behind_it(w: World) {
+    w.create("first", "feature/docs").await;
+    w.clock.advance(Duration::seconds(1));
+    w.create("second", "feature/docs").await;
+    let one_at_a_time = WorkerSettings {
+        batch_size: 1,
+        ..settings(false, true)
+    };
+    let worker = w.processor("w1", one_at_a_time);
+    assert_eq!(poll(&worker).await, [("first".to_owned(), "queued")]);
+    // The queued intent needs nothing and does not use up the batch of one.
+    assert_eq!(
+        poll(&worker).await,
+        [
+            ("first".to_owned(), "unchanged"),
+            ("second".to_owned(), "queued")
+        ]
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -449,6 +469,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    queued_work_never_starves_the_intents_behind_it,
     merges_exactly_the_validated_head_onto_the_validated_target,
     a_conflict_is_blocked_once_per_change_and_rejected_at_the_bound,
     queued_work_is_revalidated_when_the_target_moves,

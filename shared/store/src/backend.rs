@@ -193,18 +193,32 @@ macro_rules! store_operations {
             }
 
             /// The actionable intents (READY, VALIDATED, QUEUED) of one queue key, in queue
-            /// order, at most `limit`.
-            pub async fn queue_intents(&self, key: &converge_core::queue::QueueKey, limit: u32) -> Result<Vec<converge_core::Intent>, $crate::StoreError> {
+            /// order, after `after` (from the start when `None`), at most `limit`.
+            pub async fn queue_intents(&self, key: &converge_core::queue::QueueKey, after: Option<&$crate::IntentCursor>, limit: u32) -> Result<Vec<converge_core::Intent>, $crate::StoreError> {
+                // Without a cursor, one that sorts before every row.
+                let (priority, created_at, id) = match after {
+                    Some(c) => (c.priority, c.created_at, c.id.clone()),
+                    None => (
+                        i64::MIN,
+                        // Year 1: before any intent, and within PostgreSQL's range.
+                        chrono::DateTime::<chrono::Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default(),
+                        String::new(),
+                    ),
+                };
                 let page: Option<String> = sqlx::query_scalar(concat!(
                     $intents_as_json,
                     " FROM (SELECT * FROM intents WHERE status IN ('READY', 'VALIDATED', 'QUEUED') ",
                     "AND COALESCE(tenant_id, '') = $1 AND ", $repo_of_intent, " = $2 AND target = $3 ",
+                    "AND (priority > $5 OR (priority = $5 AND (created_at > $6 OR (created_at = $6 AND id > $7)))) ",
                     "ORDER BY priority, created_at, id LIMIT $4) AS page"
                 ))
                 .bind(&key.tenant)
                 .bind(&key.repo)
                 .bind(&key.target)
                 .bind(i64::from(limit))
+                .bind(priority)
+                .bind(ts(created_at))
+                .bind(id)
                 .fetch_one(&self.pool)
                 .await?;
                 $crate::intent_json::decode_page(page.as_deref().unwrap_or("[]"), parse_json_ts)

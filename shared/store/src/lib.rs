@@ -366,7 +366,7 @@ forward! {
     /// Intents in queue order, filtered and paged.
     fn intents(&self, filter: &IntentFilter) -> Vec<converge_core::Intent>;
     /// The actionable intents of one queue key, in queue order.
-    fn queue_intents(&self, key: &converge_core::queue::QueueKey, limit: u32) -> Vec<converge_core::Intent>;
+    fn queue_intents(&self, key: &converge_core::queue::QueueKey, after: Option<&IntentCursor>, limit: u32) -> Vec<converge_core::Intent>;
     /// An intent's latest decisions and latest reported check.
     fn decision_trail(&self, intent_id: &str, limit: u32) -> DecisionTrail;
     /// Intents counted by queue key and status.

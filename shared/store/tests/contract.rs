@@ -1019,14 +1019,27 @@ async fn a_queue_key_lists_its_actionable_intents_in_order(store: Store, clock: 
         intents.into_iter().map(|i| i.id).collect()
     };
     assert_eq!(
-        ids(ok(store.queue_intents(&key("acme"), 10).await)),
+        ids(ok(store.queue_intents(&key("acme"), None, 10).await)),
         ["q-urgent", "q-late"]
     );
+    let first = ok(store.queue_intents(&key("acme"), None, 1).await);
+    assert_eq!(ids(first.clone()), ["q-urgent"]);
+    let cursor = first.first().map(|i| IntentCursor {
+        priority: i.priority,
+        created_at: i.created_at,
+        id: i.id.clone(),
+    });
     assert_eq!(
-        ids(ok(store.queue_intents(&key("acme"), 1).await)),
-        ["q-urgent"]
+        ids(ok(store
+            .queue_intents(&key("acme"), cursor.as_ref(), 10)
+            .await)),
+        ["q-late"],
+        "the next page starts after the cursor"
     );
-    assert_eq!(ids(ok(store.queue_intents(&key(""), 10).await)), ["q-none"]);
+    assert_eq!(
+        ids(ok(store.queue_intents(&key(""), None, 10).await)),
+        ["q-none"]
+    );
 }
 
 async fn the_decision_trail_tells_whether_checks_arrived_since(store: Store, clock: ManualClock) {
