@@ -57,31 +57,20 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let worker = if args.no_worker {
         None
     } else {
-        let ports = worker_ports(&state).await?;
-        if ports.is_empty() {
-            eprintln!(
-                "converge: no git repository (CONVERGE_REPO_PATH, or start in one) and no GitHub App (CONVERGE_GITHUB_APP_ID): the queue worker is off"
-            );
-            None
-        } else {
-            let holder = format!("serve-{}-{}", std::process::id(), state.new_id());
-            let processor = QueueProcessor::with_ports(
-                state.store.clone(),
-                WorkerPorts {
-                    scm: ports.clone(),
-                    checks: ports.clone(),
-                    publisher: ports,
-                },
-                state.policy.clone(),
-                worker_settings,
-                state.clock.clone(),
-                holder,
-            );
-            eprintln!("converge: queue worker {}", processor.holder());
-            let wakeup = state.queue_wakeup.clone();
-            Some(tokio::spawn(async move {
-                run_until_stopped(&processor, &wakeup, stopped).await;
-            }))
+        match queue_processor(&state, worker_settings, "serve").await? {
+            None => {
+                eprintln!(
+                    "converge: no git repository (CONVERGE_REPO_PATH, or start in one) and no GitHub App (CONVERGE_GITHUB_APP_ID): the queue worker is off"
+                );
+                None
+            }
+            Some(processor) => {
+                eprintln!("converge: queue worker {}", processor.holder());
+                let wakeup = state.queue_wakeup.clone();
+                Some(tokio::spawn(async move {
+                    run_until_stopped(&processor, &wakeup, stopped).await;
+                }))
+            }
         }
     };
 
@@ -126,10 +115,36 @@ pub(crate) async fn stop_signal() {
     }
 }
 
+/// The queue processor of this process (`None` when it has nothing to work on), holding
+/// leases as `<role>-<pid>-<random>`.
+pub(crate) async fn queue_processor(
+    state: &converge_http::AppState,
+    settings: WorkerSettings,
+    role: &str,
+) -> anyhow::Result<Option<QueueProcessor<RoutedPorts, RoutedPorts, RoutedPorts>>> {
+    let ports = worker_ports(state).await?;
+    if ports.is_empty() {
+        return Ok(None);
+    }
+    let holder = format!("{role}-{}-{}", std::process::id(), state.new_id());
+    Ok(Some(QueueProcessor::with_ports(
+        state.store.clone(),
+        WorkerPorts {
+            scm: ports.clone(),
+            checks: ports.clone(),
+            publisher: ports,
+        },
+        state.policy.clone(),
+        settings,
+        state.clock.clone(),
+        holder,
+    )))
+}
+
 /// The worker's ports: the local repository (with the checks CI reports to Converge) when one
 /// is configured, and the GitHub App when `CONVERGE_GITHUB_APP_ID` is set (its key from a
 /// file, the environment or Secrets Manager).
-pub(crate) async fn worker_ports(state: &converge_http::AppState) -> anyhow::Result<RoutedPorts> {
+async fn worker_ports(state: &converge_http::AppState) -> anyhow::Result<RoutedPorts> {
     let local = state.scm.clone().map(|scm| {
         eprintln!("converge: local repository {}", scm.path().display());
         (scm, ReportedChecks::new(state.store.clone()))

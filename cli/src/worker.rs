@@ -5,9 +5,7 @@
 //! the leases it holds, and exits 0.
 
 use anyhow::Context;
-use converge_runtime::queue_worker::{
-    QueueProcessor, WorkerPorts, WorkerSettings, run_until_stopped,
-};
+use converge_runtime::queue_worker::{WorkerSettings, run_until_stopped};
 
 /// Runs the worker until a stop signal.
 pub fn run() -> anyhow::Result<()> {
@@ -29,26 +27,12 @@ async fn work() -> anyhow::Result<()> {
     let state = converge_http::boot::state_from_env().await?;
     let settings = WorkerSettings::from_lookup(|name| std::env::var(name).ok())
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-    let ports = crate::serve::worker_ports(&state).await?;
-    if ports.is_empty() {
+    let interval = settings.poll_interval;
+    let Some(processor) = crate::serve::queue_processor(&state, settings, "worker").await? else {
         anyhow::bail!(
             "nothing to work on: set CONVERGE_REPO_PATH (or start in a git repository) or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
         );
-    }
-    let interval = settings.poll_interval;
-    let holder = format!("worker-{}-{}", std::process::id(), state.new_id());
-    let processor = QueueProcessor::with_ports(
-        state.store.clone(),
-        WorkerPorts {
-            scm: ports.clone(),
-            checks: ports.clone(),
-            publisher: ports,
-        },
-        state.policy.clone(),
-        settings,
-        state.clock.clone(),
-        holder,
-    );
+    };
     eprintln!(
         "converge: worker {} polling every {} s",
         processor.holder(),
