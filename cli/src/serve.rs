@@ -6,10 +6,10 @@
 use anyhow::Context;
 use clap::Args;
 use converge_github::adapters::GithubPorts;
+use converge_runtime::local_checks::LocalChecks;
 use converge_runtime::queue_worker::{
     QueueProcessor, WorkerPorts, WorkerSettings, run_until_stopped,
 };
-use converge_runtime::reported_checks::ReportedChecks;
 use converge_runtime::routed::RoutedPorts;
 
 /// Options of `converge serve`.
@@ -145,10 +145,19 @@ pub(crate) async fn queue_processor(
 /// is configured, and the GitHub App when `CONVERGE_GITHUB_APP_ID` is set (its key from a
 /// file, the environment or Secrets Manager).
 async fn worker_ports(state: &converge_http::AppState) -> anyhow::Result<RoutedPorts> {
-    let local = state.scm.clone().map(|scm| {
-        eprintln!("converge: local repository {}", scm.path().display());
-        (scm, ReportedChecks::new(state.store.clone()))
-    });
+    let local = match state.scm.clone() {
+        None => None,
+        Some(scm) => {
+            eprintln!("converge: local repository {}", scm.path().display());
+            let checks = LocalChecks::from_lookup(
+                |name| std::env::var(name).ok(),
+                scm.path(),
+                state.store.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+            Some((scm, checks))
+        }
+    };
     let github = converge_runtime::secrets::github_app_from_env()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?

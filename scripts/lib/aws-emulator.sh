@@ -8,12 +8,13 @@ MOTO_PID=""
 
 aws_emulator_start() {
   local port
-  if ! command -v moto_server >/dev/null 2>&1; then
+  if ! python3 -c 'import moto.server, flask' >/dev/null 2>&1; then
     echo "moto not found: installing moto[server]==$MOTO_VERSION from PyPI" >&2
     python3 -m pip install -q "moto[server]==$MOTO_VERSION" >&2 || return 1
   fi
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+  # As a module: no console script (and no pyenv shim) needed after a fresh install.
+  python3 -m moto.server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
   MOTO_PID=$!
   for _ in $(seq 1 100); do
     if curl -sf -o /dev/null "http://127.0.0.1:$port/moto-api/"; then

@@ -9,6 +9,7 @@
 //! Still to come here (worker and packaging issues): the one configuration struct with Secrets
 //! Manager, SQS, and OpenTelemetry export.
 
+pub mod local_checks;
 pub mod local_git;
 pub mod queue_worker;
 pub mod reported_checks;

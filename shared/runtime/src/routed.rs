@@ -1,6 +1,6 @@
 //! One set of ports for a worker that serves both kinds of intents: those of a GitHub
 //! repository (`technical.repo` set) go to the GitHub App's ports, the others to the local git
-//! repository and the checks CI reported to Converge. Either side may be absent; an intent
+//! repository and its checks (reported by CI, or run as commands). Either side may be absent; an intent
 //! whose side is absent gets an error naming what to configure, and waits.
 
 use converge_core::Intent;
@@ -11,13 +11,13 @@ use converge_core::publication::{PublishError, Publisher, Report};
 use converge_core::risk::CouplingPair;
 use converge_github::adapters::GithubPorts;
 
+use crate::local_checks::LocalChecks;
 use crate::local_git::GitScm;
-use crate::reported_checks::ReportedChecks;
 
 /// Ports chosen per intent.
 #[derive(Debug, Clone)]
 pub struct RoutedPorts {
-    local: Option<(GitScm, ReportedChecks)>,
+    local: Option<(GitScm, LocalChecks)>,
     github: Option<GithubPorts>,
 }
 
@@ -25,16 +25,13 @@ const NO_GITHUB: &str = "this intent belongs to a GitHub repository and no GitHu
 const NO_LOCAL: &str = "this intent names no GitHub repository and no local repository is configured (set CONVERGE_REPO_PATH)";
 
 enum Side<'a> {
-    Local(&'a GitScm, &'a ReportedChecks),
+    Local(&'a GitScm, &'a LocalChecks),
     Github(&'a GithubPorts),
 }
 
 impl RoutedPorts {
     /// Ports over a local repository, GitHub, or both.
-    pub fn new(
-        local: Option<(GitScm, ReportedChecks)>,
-        github: Option<GithubPorts>,
-    ) -> RoutedPorts {
+    pub fn new(local: Option<(GitScm, LocalChecks)>, github: Option<GithubPorts>) -> RoutedPorts {
         RoutedPorts { local, github }
     }
 

@@ -1,0 +1,220 @@
+//! Required checks run as commands on the local repository (`CONVERGE_LOCAL_CHECKS=commands`):
+//! each check name maps to a shell command (`CONVERGE_LOCAL_CHECK_COMMANDS`, by default the
+//! reference's `lint=make lint, unit_tests=make test, integration_tests=make
+//! test-integration, security_scan=make security-scan, contract_tests=make test-contract`),
+//! run in a detached work tree of the head commit (never the user's own work tree) with a
+//! timeout (`CONVERGE_CHECK_TIMEOUT`, 300 s). Exit 0 passes; anything else, a timeout included,
+//! fails. A name with no command is `Missing`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use converge_core::Intent;
+use converge_core::pipeline::{CheckOutcome, CheckState, Checks, ChecksError};
+
+/// The reference's commands per check name.
+pub const DEFAULT_COMMANDS: &str = "lint=make lint,unit_tests=make test,integration_tests=make test-integration,security_scan=make security-scan,contract_tests=make test-contract";
+
+/// Characters of a command's output kept as the check's details.
+const OUTPUT_LIMIT: usize = 2_000;
+
+/// Checks run as commands in a work tree of the head commit.
+#[derive(Debug, Clone)]
+pub struct CommandChecks {
+    repo: PathBuf,
+    commands: BTreeMap<String, String>,
+    timeout: Duration,
+}
+
+impl CommandChecks {
+    /// Commands from `name=command` pairs separated by commas.
+    pub fn new(
+        repo: impl Into<PathBuf>,
+        commands: &str,
+        timeout: Duration,
+    ) -> Result<CommandChecks, String> {
+        let commands = commands
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|entry| match entry.split_once('=') {
+                Some((name, command)) if !name.trim().is_empty() && !command.trim().is_empty() => {
+                    Ok((name.trim().to_owned(), command.trim().to_owned()))
+                }
+                _ => Err(format!(
+                    "CONVERGE_LOCAL_CHECK_COMMANDS entries are name=command, got '{entry}'"
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(CommandChecks {
+            repo: repo.into(),
+            commands,
+            timeout,
+        })
+    }
+
+    async fn git(&self, args: &[&str]) -> Result<(), ChecksError> {
+        let output = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| ChecksError(format!("cannot run git: {e}")))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(ChecksError(format!(
+                "git {}: {}",
+                args.first().copied().unwrap_or_default(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )))
+        }
+    }
+
+    async fn run(&self, command: &str, dir: &std::path::Path) -> (CheckState, String) {
+        let child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .current_dir(dir)
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(self.timeout, child).await {
+            Err(_) => (
+                CheckState::Failed,
+                format!("timed out after {} s", self.timeout.as_secs()),
+            ),
+            Ok(Err(e)) => (CheckState::Failed, format!("cannot run: {e}")),
+            Ok(Ok(output)) => {
+                let (state, text) = if output.status.success() {
+                    (CheckState::Passed, output.stdout)
+                } else {
+                    (CheckState::Failed, output.stderr)
+                };
+                (
+                    state,
+                    String::from_utf8_lossy(&text)
+                        .chars()
+                        .take(OUTPUT_LIMIT)
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
+impl Checks for CommandChecks {
+    async fn outcomes(
+        &self,
+        _intent: &Intent,
+        head_sha: &str,
+        required: &[String],
+    ) -> Result<Vec<CheckOutcome>, ChecksError> {
+        let runnable: Vec<&String> = required
+            .iter()
+            .filter(|n| self.commands.contains_key(*n))
+            .collect();
+        let mut results: BTreeMap<&String, (CheckState, String)> = BTreeMap::new();
+        if !runnable.is_empty() {
+            let scratch = tempfile::tempdir()
+                .map_err(|e| ChecksError(format!("no scratch directory: {e}")))?;
+            let tree = scratch.path().join("tree");
+            let tree_arg = tree.display().to_string();
+            self.git(&[
+                "worktree", "add", "--detach", "--quiet", &tree_arg, head_sha,
+            ])
+            .await?;
+            for name in runnable {
+                let command = self
+                    .commands
+                    .get(name)
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                results.insert(name, self.run(command, &tree).await);
+            }
+            // The work tree is temporary whatever the outcome.
+            let _ = self
+                .git(&["worktree", "remove", "--force", &tree_arg])
+                .await;
+        }
+        Ok(required
+            .iter()
+            .map(|name| {
+                let (state, details) = results.remove(name).unwrap_or((
+                    CheckState::Missing,
+                    format!("no command configured for '{name}'"),
+                ));
+                CheckOutcome {
+                    name: name.clone(),
+                    state,
+                    details,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The local repository's source of check results: what CI reported to Converge
+/// (`CONVERGE_LOCAL_CHECKS=reported`, the default), or commands run here (`commands`).
+#[derive(Debug, Clone)]
+pub enum LocalChecks {
+    /// Results CI reported through the API.
+    Reported(crate::reported_checks::ReportedChecks),
+    /// Commands run in a work tree of the head.
+    Commands(CommandChecks),
+}
+
+impl Checks for LocalChecks {
+    async fn outcomes(
+        &self,
+        intent: &Intent,
+        head_sha: &str,
+        required: &[String],
+    ) -> Result<Vec<CheckOutcome>, ChecksError> {
+        match self {
+            LocalChecks::Reported(checks) => checks.outcomes(intent, head_sha, required).await,
+            LocalChecks::Commands(checks) => checks.outcomes(intent, head_sha, required).await,
+        }
+    }
+}
+
+impl LocalChecks {
+    /// From `CONVERGE_LOCAL_CHECKS`, `CONVERGE_LOCAL_CHECK_COMMANDS` and
+    /// `CONVERGE_CHECK_TIMEOUT`, for the repository at `repo`.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+        repo: &std::path::Path,
+        store: converge_store::Store,
+    ) -> Result<LocalChecks, String> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        match get("CONVERGE_LOCAL_CHECKS").as_deref() {
+            None | Some("reported") => Ok(LocalChecks::Reported(
+                crate::reported_checks::ReportedChecks::new(store),
+            )),
+            Some("commands") => {
+                let timeout = match get("CONVERGE_CHECK_TIMEOUT") {
+                    None => Duration::from_secs(300),
+                    Some(v) => v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|s| *s > 0)
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| {
+                            format!("CONVERGE_CHECK_TIMEOUT must be a number of seconds, got '{v}'")
+                        })?,
+                };
+                let commands = get("CONVERGE_LOCAL_CHECK_COMMANDS")
+                    .unwrap_or_else(|| DEFAULT_COMMANDS.to_owned());
+                CommandChecks::new(repo, &commands, timeout).map(LocalChecks::Commands)
+            }
+            Some(other) => Err(format!(
+                "CONVERGE_LOCAL_CHECKS must be 'reported' or 'commands', got '{other}'"
+            )),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Checks run as commands in a work tree of the head commit: a Makefile target passes or
+//! fails per branch, a slow command times out, an unconfigured name is missing, and neither
+//! the repository's own work tree nor its list of work trees is left changed.
+
+use std::time::Duration;
+
+use converge_core::Intent;
+use converge_core::pipeline::{CheckState, Checks};
+use converge_runtime::local_checks::CommandChecks;
+use converge_testkit::git::{commit_file, git};
+
+#[tokio::test]
+async fn commands_judge_the_head_commit_in_a_work_tree_of_their_own() {
+    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = repo.path();
+    git(path, &["init", "-q", "-b", "main"]);
+    commit_file(
+        path,
+        "Makefile",
+        "lint:\n\ttest -f ok\nslow:\n\tsleep 5\n",
+        "init",
+    );
+    git(path, &["checkout", "-q", "-b", "good"]);
+    commit_file(path, "ok", "yes\n", "good");
+    git(path, &["checkout", "-q", "main"]);
+    let good = git(path, &["rev-parse", "good"]);
+    let bad = git(path, &["rev-parse", "main"]);
+    let checks = CommandChecks::new(
+        path,
+        "lint=make lint,slow=make slow",
+        Duration::from_secs(1),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let intent = Intent::new("i", "good", "main", chrono::DateTime::default());
+    let required = [
+        "lint".to_owned(),
+        "slow".to_owned(),
+        "unit_tests".to_owned(),
+    ];
+
+    let outcomes = checks
+        .outcomes(&intent, &good, &required)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let states: Vec<CheckState> = outcomes.iter().map(|o| o.state).collect();
+    assert_eq!(
+        states,
+        [CheckState::Passed, CheckState::Failed, CheckState::Missing]
+    );
+    assert!(
+        outcomes[1].details.contains("timed out"),
+        "{:?}",
+        outcomes[1]
+    );
+
+    let outcomes = checks
+        .outcomes(&intent, &bad, &required[..1])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outcomes[0].state, CheckState::Failed);
+
+    assert_eq!(
+        git(path, &["status", "--porcelain"]),
+        "",
+        "the work tree is untouched"
+    );
+    assert_eq!(
+        git(path, &["worktree", "list"]).lines().count(),
+        1,
+        "no work tree left behind"
+    );
+    assert!(CommandChecks::new(path, "lint", Duration::from_secs(1)).is_err());
+}
