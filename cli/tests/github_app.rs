@@ -98,6 +98,20 @@ async fn a_pull_request_goes_from_webhook_to_merge_through_the_github_app() {
     );
     assert_eq!(git(&repo, &["rev-parse", "main^2"]), head);
 
+    // The report of the merge is sent after the merge is recorded: once GitHub shows it, the
+    // intent is MERGED too.
+    let reported = wait_for(|| {
+        fake.check_runs().iter().any(|r| {
+            r.name == "Converge"
+                && r.history.last().map(String::as_str) == Some("completed/success")
+        })
+    })
+    .await;
+    assert!(
+        reported,
+        "the merge was never reported: {:?}",
+        fake.check_runs()
+    );
     let client = reqwest::Client::new();
     let intent: Value = client
         .get(server.url("/v1/intents/acme%2Fapp:pr-5"))
