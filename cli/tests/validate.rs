@@ -3,29 +3,11 @@
 
 use std::path::Path;
 
-use converge_testkit::git::{commit_file, git};
+use converge_testkit::git::{docs_and_clash, git};
 use converge_testkit::{ServerProcess, fresh_pg_database};
 use serde_json::{Value, json};
 
 const KEY: &str = "validate-key";
-
-/// main with a little code; feature/docs changes one doc; feature/clash edits what main edits.
-fn repository(dir: &Path) {
-    git(dir, &["init", "-q", "-b", "main"]);
-    commit_file(dir, "src/app/main.rs", "fn main() {}\n", "init");
-    commit_file(dir, "docs/guide.md", "# Guide\n", "docs");
-    git(dir, &["checkout", "-q", "-b", "feature/docs"]);
-    commit_file(dir, "docs/guide.md", "# Guide\n\nMore.\n", "more docs");
-    git(dir, &["checkout", "-q", "-b", "feature/clash", "main"]);
-    commit_file(dir, "src/app/main.rs", "fn main() { clash(); }\n", "clash");
-    git(dir, &["checkout", "-q", "main"]);
-    commit_file(
-        dir,
-        "src/app/main.rs",
-        "fn main() { run(); }\n",
-        "main moves",
-    );
-}
 
 fn serve(cwd: &Path, env: &[(&str, String)]) -> ServerProcess {
     let mut env = env.to_vec();
@@ -66,7 +48,7 @@ async fn post(
 async fn validation_reads_the_repository_and_reported_checks() {
     let client = reqwest::Client::new();
     let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    repository(repo.path());
+    docs_and_clash(repo.path());
     let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let backends = [
         vec![

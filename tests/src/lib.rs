@@ -181,6 +181,27 @@ pub mod git {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// A small repository in `dir`: `main` with a little code, `feature/docs` (a clean change
+    /// to one doc) and `feature/clash` (edits what `main` edits after it branched). HEAD is
+    /// detached, so `main` is checked out nowhere and can be merged into.
+    pub fn docs_and_clash(dir: &Path) {
+        git(dir, &["init", "-q", "-b", "main"]);
+        commit_file(dir, "src/app/main.rs", "fn main() {}\n", "init");
+        commit_file(dir, "docs/guide.md", "# Guide\n", "docs");
+        git(dir, &["checkout", "-q", "-b", "feature/docs"]);
+        commit_file(dir, "docs/guide.md", "# Guide\n\nMore.\n", "more docs");
+        git(dir, &["checkout", "-q", "-b", "feature/clash", "main"]);
+        commit_file(dir, "src/app/main.rs", "fn main() { clash(); }\n", "clash");
+        git(dir, &["checkout", "-q", "main"]);
+        commit_file(
+            dir,
+            "src/app/main.rs",
+            "fn main() { run(); }\n",
+            "main moves",
+        );
+        git(dir, &["checkout", "-q", "--detach"]);
+    }
+
     /// Writes `content` to `path` in the work tree and commits everything.
     pub fn commit_file(repo: &Path, path: &str, content: &str, message: &str) {
         let file = repo.join(path);

@@ -12,29 +12,9 @@ use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
 use converge_runtime::local_git::GitScm;
 use converge_runtime::queue_worker::{KeyOutcome, QueueProcessor, WorkerSettings};
 use converge_store::{Commit, EventFilter, Store, StoreError};
-use converge_testkit::git::{commit_file, git};
+use converge_testkit::git::{commit_file, docs_and_clash, git};
 use converge_testkit::{ManualClock, fresh_pg_database};
 use serde_json::{Value, json};
-
-/// main, plus feature/docs (a clean change) and feature/clash (conflicts with main). HEAD is
-/// detached so that main is not checked out anywhere and can be merged into.
-fn repository(dir: &Path) {
-    git(dir, &["init", "-q", "-b", "main"]);
-    commit_file(dir, "src/app/main.rs", "fn main() {}\n", "init");
-    commit_file(dir, "docs/guide.md", "# Guide\n", "docs");
-    git(dir, &["checkout", "-q", "-b", "feature/docs"]);
-    commit_file(dir, "docs/guide.md", "# Guide\n\nMore.\n", "more docs");
-    git(dir, &["checkout", "-q", "-b", "feature/clash", "main"]);
-    commit_file(dir, "src/app/main.rs", "fn main() { clash(); }\n", "clash");
-    git(dir, &["checkout", "-q", "main"]);
-    commit_file(
-        dir,
-        "src/app/main.rs",
-        "fn main() { run(); }\n",
-        "main moves",
-    );
-    git(dir, &["checkout", "-q", "--detach"]);
-}
 
 /// Moves main by one commit without checking it out.
 fn move_main(dir: &Path, content: &str) {
@@ -71,7 +51,7 @@ async fn world(store: Store, clock: ManualClock, db: Option<tempfile::TempDir>) 
         .await
         .unwrap_or_else(|e| panic!("migrate: {e}"));
     let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    repository(repo.path());
+    docs_and_clash(repo.path());
     World {
         store,
         clock,
