@@ -5,8 +5,6 @@
 
 use anyhow::Context;
 use clap::Args;
-use converge_github::adapters::GithubPorts;
-use converge_runtime::local_checks::LocalChecks;
 use converge_runtime::queue_worker::{
     QueueProcessor, WorkerPorts, WorkerSettings, run_until_stopped,
 };
@@ -122,7 +120,7 @@ pub(crate) async fn queue_processor(
     settings: WorkerSettings,
     role: &str,
 ) -> anyhow::Result<Option<QueueProcessor<RoutedPorts, RoutedPorts, RoutedPorts>>> {
-    let ports = worker_ports(state).await?;
+    let ports = state.ports.clone();
     if ports.is_empty() {
         return Ok(None);
     }
@@ -139,35 +137,4 @@ pub(crate) async fn queue_processor(
         state.clock.clone(),
         holder,
     )))
-}
-
-/// The worker's ports: the local repository (with the checks CI reports to Converge) when one
-/// is configured, and the GitHub App when `CONVERGE_GITHUB_APP_ID` is set (its key from a
-/// file, the environment or Secrets Manager).
-async fn worker_ports(state: &converge_http::AppState) -> anyhow::Result<RoutedPorts> {
-    let local = match state.scm.clone() {
-        None => None,
-        Some(scm) => {
-            eprintln!("converge: local repository {}", scm.path().display());
-            let checks = LocalChecks::from_lookup(
-                |name| std::env::var(name).ok(),
-                scm.path(),
-                state.store.clone(),
-            )
-            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-            Some((scm, checks))
-        }
-    };
-    let github = converge_runtime::secrets::github_app_from_env()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .map(|app| {
-            eprintln!(
-                "converge: GitHub App {} at {}",
-                app.settings().app_id,
-                app.settings().api_url
-            );
-            GithubPorts::new(app)
-        });
-    Ok(RoutedPorts::new(local, github))
 }

@@ -80,6 +80,31 @@ async fn a_pull_request_goes_from_webhook_to_merge_through_the_github_app() {
     assert!(waiting, "no Converge check run appeared");
     assert!(fake.ref_updates().is_empty());
 
+    // An operator's validation on demand goes through the App too.
+    let client = reqwest::Client::new();
+    let decision: Value = client
+        .post(server.url("/v1/intents/acme%2Fapp:pr-5/validate"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        (decision["decision"].as_str(), decision["kind"].as_str()),
+        (Some("blocked"), Some("checks_pending")),
+        "{decision}"
+    );
+    assert_eq!(
+        decision["simulation"]["files_changed"],
+        json!(["docs/guide.md"])
+    );
+    assert_eq!(
+        decision["simulation"]["head_sha"].as_str(),
+        Some(head.as_str())
+    );
+
     // CI completes; GitHub tells Converge; the worker validates and merges.
     fake.complete_check("acme/app", &head, "ci/lint", "success");
     let check = json!({"action": "completed", "repository": {"full_name": "acme/app"},

@@ -23,7 +23,10 @@ pub enum BootError {
 }
 
 /// The application state from the environment: the store (migrated), the API settings (keys
-/// seeded into the store) and the default policy.
+/// seeded into the store), the default policy, and the ports: the local repository
+/// (`CONVERGE_REPO_PATH`, or the working directory when it is a git work tree) with its checks,
+/// and the GitHub App (`CONVERGE_GITHUB_APP_ID`, its key from a file, the environment or
+/// Secrets Manager).
 pub async fn state_from_env() -> Result<Arc<AppState>, BootError> {
     let lookup = |name: &str| std::env::var(name).ok();
     let store_config = StoreConfig::from_lookup(lookup)?;
@@ -36,7 +39,23 @@ pub async fn state_from_env() -> Result<Arc<AppState>, BootError> {
         settings,
         PolicyConfig::default(),
     );
-    state.scm = local_repository(lookup("CONVERGE_REPO_PATH"));
+    let local = match local_repository(lookup("CONVERGE_REPO_PATH")) {
+        None => None,
+        Some(scm) => {
+            let checks = converge_runtime::local_checks::LocalChecks::from_lookup(
+                lookup,
+                scm.path(),
+                state.store.clone(),
+            )
+            .map_err(BootError::Config)?;
+            Some((scm, checks))
+        }
+    };
+    let github = converge_runtime::secrets::github_app_from_env()
+        .await
+        .map_err(BootError::Config)?
+        .map(converge_github::adapters::GithubPorts::new);
+    state.ports = converge_runtime::routed::RoutedPorts::new(local, github);
     let state = Arc::new(state);
     seed_api_keys(&state, &state.settings.api_keys)
         .await

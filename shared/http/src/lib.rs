@@ -170,8 +170,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Recently resolved API keys.
     pub key_cache: auth::KeyCache,
-    /// The repository intents are validated against (local git), if configured.
-    pub scm: Option<converge_runtime::local_git::GitScm>,
+    /// What intents are validated (and, by a worker in this process, merged) through: the
+    /// local repository and its checks, and the GitHub App, each when configured.
+    pub ports: converge_runtime::routed::RoutedPorts,
     /// Notified after a change that calls for queue work was committed, so that a worker in
     /// this process starts at once instead of at its next poll (the outbox row is what
     /// guarantees the work; this only shortens the wait).
@@ -193,7 +194,7 @@ impl AppState {
             policy,
             metrics: Metrics::default(),
             key_cache: auth::KeyCache::default(),
-            scm: None,
+            ports: converge_runtime::routed::RoutedPorts::new(None, None),
             queue_wakeup: Arc::new(tokio::sync::Notify::new()),
         }
     }

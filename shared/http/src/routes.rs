@@ -1039,15 +1039,15 @@ pub(crate) async fn validate_intent(
         principal.require(Role::Admin, "admin")?;
     }
     let intent = visible_intent(&state, &principal, &id).await?;
-    let scm = state.scm.as_ref().ok_or_else(|| {
-        ApiError::DependencyUnavailable(
-            "no repository is configured for validation (set CONVERGE_REPO_PATH)".to_owned(),
-        )
-    })?;
-    let checks = converge_runtime::reported_checks::ReportedChecks::new(state.store.clone());
+    if state.ports.is_empty() {
+        return Err(ApiError::DependencyUnavailable(
+            "nothing to validate against: set CONVERGE_REPO_PATH or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
+                .to_owned(),
+        ));
+    }
     let ports = Ports {
-        scm,
-        checks: &checks,
+        scm: &state.ports,
+        checks: &state.ports,
         clock: &StateClock(&state),
         ids: &StateIds(&state),
     };

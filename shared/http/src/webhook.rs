@@ -43,7 +43,12 @@ pub(crate) async fn github_webhook(
 ) -> Result<Response, ApiError> {
     let limit = state.settings.webhook_max_body_bytes;
     let declared = header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if let Some(declared) = declared.filter(|n| *n > limit) {
+        // Read a body up to twice the limit before refusing it, so the sender gets the 413
+        // instead of a connection closed under it; anything larger is cut off at once.
+        if declared <= limit.saturating_mul(2) {
+            let _ = axum::body::to_bytes(body, limit.saturating_mul(2)).await;
+        }
         return Err(ApiError::PayloadTooLarge(limit));
     }
     let body = axum::body::to_bytes(body, limit)
