@@ -55,7 +55,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let worker = if args.no_worker {
         None
     } else {
-        match queue_processor(&state, worker_settings, "serve").await? {
+        match queue_processor(&state, worker_settings, "serve") {
             None => {
                 eprintln!(
                     "converge: no git repository (CONVERGE_REPO_PATH, or start in one) and no GitHub App (CONVERGE_GITHUB_APP_ID): the queue worker is off"
@@ -115,17 +115,17 @@ pub(crate) async fn stop_signal() {
 
 /// The queue processor of this process (`None` when it has nothing to work on), holding
 /// leases as `<role>-<pid>-<random>`.
-pub(crate) async fn queue_processor(
+pub(crate) fn queue_processor(
     state: &converge_http::AppState,
     settings: WorkerSettings,
     role: &str,
-) -> anyhow::Result<Option<QueueProcessor<RoutedPorts, RoutedPorts, RoutedPorts>>> {
+) -> Option<QueueProcessor<RoutedPorts, RoutedPorts, RoutedPorts>> {
     let ports = state.ports.clone();
     if ports.is_empty() {
-        return Ok(None);
+        return None;
     }
     let holder = format!("{role}-{}-{}", std::process::id(), state.new_id());
-    Ok(Some(QueueProcessor::with_ports(
+    Some(QueueProcessor::with_ports(
         state.store.clone(),
         WorkerPorts {
             scm: ports.clone(),
@@ -136,5 +136,5 @@ pub(crate) async fn queue_processor(
         settings,
         state.clock.clone(),
         holder,
-    )))
+    ))
 }

@@ -28,7 +28,7 @@ async fn work() -> anyhow::Result<()> {
     let settings = WorkerSettings::from_lookup(|name| std::env::var(name).ok())
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     let interval = settings.poll_interval;
-    let Some(processor) = crate::serve::queue_processor(&state, settings, "worker").await? else {
+    let Some(processor) = crate::serve::queue_processor(&state, settings, "worker") else {
         anyhow::bail!(
             "nothing to work on: set CONVERGE_REPO_PATH (or start in a git repository) or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
         );

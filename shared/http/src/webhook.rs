@@ -261,14 +261,11 @@ fn change_subject(change: &Change) -> (&str, Option<&Intent>) {
 
 /// Every queue of `repo` (any tenant, any target) that holds actionable intents.
 async fn repository_queues(state: &AppState, repo: &str) -> Result<Vec<QueueKey>, ApiError> {
-    let mut keys: Vec<QueueKey> = state
-        .store
-        .intent_counts(None)
-        .await?
-        .into_iter()
-        .filter(|c| c.key.repo == repo && c.status.is_actionable() && c.count > 0)
-        .map(|c| c.key)
-        .collect();
-    keys.dedup();
-    Ok(keys)
+    Ok(
+        converge_runtime::queue_worker::actionable_keys(&state.store)
+            .await?
+            .into_iter()
+            .filter(|k| k.repo == repo)
+            .collect(),
+    )
 }

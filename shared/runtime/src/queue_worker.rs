@@ -42,6 +42,17 @@ pub fn queue_message(key: &QueueKey) -> OutboxMessage {
     }
 }
 
+/// Every queue key that has READY, VALIDATED or QUEUED intents (counted in the database).
+pub async fn actionable_keys(store: &Store) -> Result<BTreeSet<QueueKey>, StoreError> {
+    Ok(store
+        .intent_counts(None)
+        .await?
+        .into_iter()
+        .filter(|c| c.status.is_actionable() && c.count > 0)
+        .map(|c| c.key)
+        .collect())
+}
+
 /// Decisions read back to find the start of a wait for checks.
 const TRAIL_DEPTH: u32 = 50;
 
@@ -251,14 +262,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
 
     /// Every key that has READY, VALIDATED or QUEUED intents.
     pub async fn actionable_keys(&self) -> Result<BTreeSet<QueueKey>, WorkerError> {
-        Ok(self
-            .store
-            .intent_counts(None)
-            .await?
-            .into_iter()
-            .filter(|c| c.status.is_actionable() && c.count > 0)
-            .map(|c| c.key)
-            .collect())
+        Ok(actionable_keys(&self.store).await?)
     }
 
     /// One poll of the database-backed queue: claims queue messages, adds every actionable key

@@ -16,7 +16,9 @@ use converge_core::publication::Publisher;
 use converge_core::queue::QueueKey;
 use converge_store::Store;
 
-use crate::queue_worker::{KeyOutcome, QUEUE_TOPIC, QueueProcessor};
+use crate::queue_worker::{
+    KeyOutcome, QUEUE_TOPIC, QueueProcessor, actionable_keys, queue_message,
+};
 
 /// Handles one SQS batch (the event source mapping reports partial failures).
 pub async fn handle_batch<S, C, P>(
@@ -102,13 +104,34 @@ pub async fn relay_outbox(
             std::time::Duration::from_secs(60),
         )
         .await?;
+    let messages: Vec<(String, String)> = claimed
+        .iter()
+        .map(|entry| (entry.seq.to_string(), entry.payload.to_string()))
+        .collect();
     let mut sent = 0;
-    for chunk in claimed.chunks(10) {
+    for id in send_batches(sqs, queue_url, &messages).await? {
+        if let Ok(seq) = id.parse::<i64>() {
+            store.mark_outbox_sent(seq).await?;
+            sent += 1;
+        }
+    }
+    Ok(sent)
+}
+
+/// Sends `(id, body)` messages to SQS in batches of ten; returns the ids SQS accepted (the
+/// others are logged and left to the caller's next attempt).
+async fn send_batches(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    messages: &[(String, String)],
+) -> Result<Vec<String>, RelayError> {
+    let mut accepted = Vec::with_capacity(messages.len());
+    for chunk in messages.chunks(10) {
         let mut batch = sqs.send_message_batch().queue_url(queue_url);
-        for entry in chunk {
+        for (id, body) in chunk {
             let message = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                .id(entry.seq.to_string())
-                .message_body(entry.payload.to_string())
+                .id(id)
+                .message_body(body)
                 .build()
                 .map_err(|e| RelayError::Sqs(e.to_string()))?;
             batch = batch.entries(message);
@@ -117,12 +140,7 @@ pub async fn relay_outbox(
             .send()
             .await
             .map_err(|e| RelayError::Sqs(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
-        for ok in answer.successful() {
-            if let Ok(seq) = ok.id().parse::<i64>() {
-                store.mark_outbox_sent(seq).await?;
-                sent += 1;
-            }
-        }
+        accepted.extend(answer.successful().iter().map(|ok| ok.id().to_owned()));
         for failed in answer.failed() {
             eprintln!(
                 "converge: relay: message {} not accepted by SQS: {}",
@@ -131,7 +149,7 @@ pub async fn relay_outbox(
             );
         }
     }
-    Ok(sent)
+    Ok(accepted)
 }
 
 /// What one sweep did.
@@ -155,31 +173,13 @@ pub async fn sweep(
     claimer: &str,
 ) -> Result<SweepReport, RelayError> {
     let relayed = relay_outbox(store, sqs, queue_url, claimer).await?;
-    let mut keys: Vec<QueueKey> = store
-        .intent_counts(None)
-        .await?
-        .into_iter()
-        .filter(|c| c.status.is_actionable() && c.count > 0)
-        .map(|c| c.key)
+    let keys = actionable_keys(store).await?;
+    let messages: Vec<(String, String)> = keys
+        .iter()
+        .enumerate()
+        .map(|(n, key)| (format!("k{n}"), queue_message(key).payload.to_string()))
         .collect();
-    keys.dedup();
-    for chunk in keys.chunks(10) {
-        let mut batch = sqs.send_message_batch().queue_url(queue_url);
-        for (n, key) in chunk.iter().enumerate() {
-            let body =
-                serde_json::json!({"tenant": key.tenant, "repo": key.repo, "target": key.target});
-            let message = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                .id(format!("k{n}"))
-                .message_body(body.to_string())
-                .build()
-                .map_err(|e| RelayError::Sqs(e.to_string()))?;
-            batch = batch.entries(message);
-        }
-        batch
-            .send()
-            .await
-            .map_err(|e| RelayError::Sqs(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
-    }
+    send_batches(sqs, queue_url, &messages).await?;
     let reclaimed = usize::try_from(store.clear_expired_leases().await?).unwrap_or(usize::MAX);
     Ok(SweepReport {
         relayed,
