@@ -74,17 +74,14 @@ async fn workers_killed_at_random_lose_nothing_and_merge_nothing_twice() {
     for n in 0..INTENTS {
         let id = format!("crash-{n:02}");
         let intent = Intent::new(&id, format!("feature/{n}"), "main", SystemClock.now());
-        let event = Event {
-            id: format!("{id}-created"),
-            trace_id: "crash".into(),
-            timestamp: SystemClock.now(),
-            event_type: EventType::IntentCreated,
-            intent_id: Some(id.clone()),
-            agent_id: None,
-            tenant_id: None,
-            payload: serde_json::to_value(&intent).unwrap_or_default(),
-            evidence: json!({}),
-        };
+        let event = Event::about_intent(
+            format!("{id}-created"),
+            "crash",
+            SystemClock.now(),
+            EventType::IntentCreated,
+            id.clone(),
+            serde_json::to_value(&intent).unwrap_or_default(),
+        );
         let message = OutboxMessage {
             topic: "queue".into(),
             payload: json!({"tenant": key.tenant, "repo": key.repo, "target": key.target}),

@@ -248,6 +248,31 @@ pub struct Event {
     pub evidence: Value,
 }
 
+impl Event {
+    /// An event about one intent, with no agent, no tenant and empty evidence (what tools,
+    /// tests and benchmarks record).
+    pub fn about_intent(
+        id: impl Into<String>,
+        trace_id: impl Into<String>,
+        timestamp: DateTime<Utc>,
+        event_type: EventType,
+        intent_id: impl Into<String>,
+        payload: Value,
+    ) -> Event {
+        Event {
+            id: id.into(),
+            trace_id: trace_id.into(),
+            timestamp,
+            event_type,
+            intent_id: Some(intent_id.into()),
+            agent_id: None,
+            tenant_id: None,
+            payload,
+            evidence: Value::Object(serde_json::Map::new()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

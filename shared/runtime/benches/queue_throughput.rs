@@ -20,7 +20,6 @@ use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
 use converge_runtime::queue_worker::{QueueProcessor, WorkerPorts, WorkerSettings};
 use converge_store::{Commit, IntentFilter, Store, SystemClock};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
-use serde_json::json;
 
 const KEYS: u64 = 16;
 
@@ -106,17 +105,14 @@ async fn seed(store: &Store, count: u64) -> Vec<String> {
             SystemClock.now(),
         );
         intent.risk_level = converge_core::RiskLevel::Low;
-        events.push(Event {
-            id: format!("{id}-created"),
-            trace_id: "bench".into(),
-            timestamp: SystemClock.now(),
-            event_type: EventType::IntentCreated,
-            intent_id: Some(id.clone()),
-            agent_id: None,
-            tenant_id: None,
-            payload: serde_json::to_value(&intent).unwrap_or_default(),
-            evidence: json!({}),
-        });
+        events.push(Event::about_intent(
+            format!("{id}-created"),
+            "bench",
+            SystemClock.now(),
+            EventType::IntentCreated,
+            id.clone(),
+            serde_json::to_value(&intent).unwrap_or_default(),
+        ));
         ids.push(id);
     }
     for chunk in events.chunks(200) {

@@ -101,17 +101,14 @@ fn created(repo: &str, number: u64, head: &str, target: &str) -> Event {
     ] {
         intent.technical.insert(key.into(), value);
     }
-    Event {
-        id: format!("{id}-created"),
-        trace_id: "scenario".into(),
-        timestamp: SystemClock.now(),
-        event_type: EventType::IntentCreated,
-        intent_id: Some(id),
-        agent_id: None,
-        tenant_id: None,
-        payload: serde_json::to_value(&intent).unwrap_or_default(),
-        evidence: json!({}),
-    }
+    Event::about_intent(
+        format!("{id}-created"),
+        "scenario",
+        SystemClock.now(),
+        EventType::IntentCreated,
+        id,
+        serde_json::to_value(&intent).unwrap_or_default(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

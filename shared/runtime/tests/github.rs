@@ -135,16 +135,15 @@ impl World {
         let events = events
             .into_iter()
             .enumerate()
-            .map(|(n, (event_type, payload))| Event {
-                id: format!("{id}-{}-{n}", SystemClock.now().timestamp_micros()),
-                trace_id: "webhook".into(),
-                timestamp: SystemClock.now(),
-                event_type,
-                intent_id: Some(id.clone()),
-                agent_id: None,
-                tenant_id: None,
-                payload,
-                evidence: json!({}),
+            .map(|(n, (event_type, payload))| {
+                Event::about_intent(
+                    format!("{id}-{}-{n}", SystemClock.now().timestamp_micros()),
+                    "webhook",
+                    SystemClock.now(),
+                    event_type,
+                    id.clone(),
+                    payload,
+                )
             })
             .collect();
         self.store
@@ -179,17 +178,14 @@ impl World {
         } else {
             "failed"
         };
-        let event = Event {
-            id: format!("check-{id}-{sha}-{}", SystemClock.now().timestamp_micros()),
-            trace_id: "webhook".into(),
-            timestamp: SystemClock.now(),
-            event_type: EventType::CheckReported,
-            intent_id: Some(id.to_owned()),
-            agent_id: None,
-            tenant_id: None,
-            payload: json!({"name": "ci/lint", "state": state, "head_sha": sha, "reported_by": "github"}),
-            evidence: json!({}),
-        };
+        let event = Event::about_intent(
+            format!("check-{id}-{sha}-{}", SystemClock.now().timestamp_micros()),
+            "webhook",
+            SystemClock.now(),
+            EventType::CheckReported,
+            id.to_owned(),
+            json!({"name": "ci/lint", "state": state, "head_sha": sha, "reported_by": "github"}),
+        );
         self.store
             .commit(&Commit {
                 events: vec![event],

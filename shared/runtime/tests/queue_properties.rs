@@ -242,17 +242,14 @@ impl World {
 }
 
 fn event(intent_id: &str, event_type: EventType, payload: serde_json::Value, n: u64) -> Event {
-    Event {
-        id: format!("{intent_id}-{}-{n}", event_type.as_str()),
-        trace_id: "prop".into(),
-        timestamp: SystemClock.now(),
+    Event::about_intent(
+        format!("{intent_id}-{}-{n}", event_type.as_str()),
+        "prop",
+        SystemClock.now(),
         event_type,
-        intent_id: Some(intent_id.to_owned()),
-        agent_id: None,
-        tenant_id: None,
+        intent_id.to_owned(),
         payload,
-        evidence: json!({}),
-    }
+    )
 }
 
 proptest! {

@@ -82,17 +82,14 @@ impl World {
     }
 
     fn event(&self, intent_id: &str, event_type: EventType, payload: Value) -> Event {
-        Event {
-            id: format!("{intent_id}-{}-{}", event_type.as_str(), rand_suffix()),
-            trace_id: "test".into(),
-            timestamp: self.clock.now(),
+        Event::about_intent(
+            format!("{intent_id}-{}-{}", event_type.as_str(), rand_suffix()),
+            "test",
+            self.clock.now(),
             event_type,
-            intent_id: Some(intent_id.into()),
-            agent_id: None,
-            tenant_id: None,
+            intent_id,
             payload,
-            evidence: json!({}),
-        }
+        )
     }
 
     async fn append(&self, events: Vec<Event>) {

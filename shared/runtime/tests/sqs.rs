@@ -123,17 +123,14 @@ fn repository(dir: &Path) {
 
 fn created(id: &str, source: &str) -> Event {
     let intent = Intent::new(id, source, "main", SystemClock.now());
-    Event {
-        id: format!("{id}-created"),
-        trace_id: "t".into(),
-        timestamp: SystemClock.now(),
-        event_type: EventType::IntentCreated,
-        intent_id: Some(id.into()),
-        agent_id: None,
-        tenant_id: None,
-        payload: serde_json::to_value(&intent).unwrap_or_default(),
-        evidence: json!({}),
-    }
+    Event::about_intent(
+        format!("{id}-created"),
+        "t",
+        SystemClock.now(),
+        EventType::IntentCreated,
+        id,
+        serde_json::to_value(&intent).unwrap_or_default(),
+    )
 }
 
 fn main_key() -> QueueKey {

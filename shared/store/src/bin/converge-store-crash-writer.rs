@@ -26,16 +26,15 @@ async fn main() -> anyhow::Result<()> {
         let id = format!("crash-{pid}-{n}");
         let now = clock.now();
         let intent = Intent::new(&id, format!("feature/{n}"), "main", now);
-        let event = |event_type: EventType, suffix: &str, payload: serde_json::Value| Event {
-            id: format!("{id}-{suffix}"),
-            trace_id: format!("trace-{id}"),
-            timestamp: now,
-            event_type,
-            intent_id: Some(id.clone()),
-            agent_id: None,
-            tenant_id: None,
-            payload,
-            evidence: json!({}),
+        let event = |event_type: EventType, suffix: &str, payload: serde_json::Value| {
+            Event::about_intent(
+                format!("{id}-{suffix}"),
+                format!("trace-{id}"),
+                now,
+                event_type,
+                id.clone(),
+                payload,
+            )
         };
         let commit = Commit {
             events: vec![
