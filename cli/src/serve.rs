@@ -1,5 +1,6 @@
 //! `converge serve`: all of Converge in one process — the HTTP API, and a queue worker over
-//! the database-backed queue and the local git repository. On SIGTERM or Ctrl-C it stops
+//! the database-backed queue (or SQS, with `CONVERGE_QUEUE_URL`) and the local git repository
+//! and/or the GitHub App. On SIGTERM or Ctrl-C it stops
 //! accepting, finishes in-flight requests and the worker's current round (releasing its
 //! leases), and exits 0.
 
@@ -9,6 +10,7 @@ use converge_runtime::queue_worker::{
     QueueProcessor, WorkerPorts, WorkerSettings, run_until_stopped,
 };
 use converge_runtime::routed::RoutedPorts;
+use converge_runtime::sqs::run_sqs_worker;
 
 /// Options of `converge serve`.
 #[derive(Debug, Args)]
@@ -64,9 +66,9 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             }
             Some(processor) => {
                 eprintln!("converge: queue worker {}", processor.holder());
-                let wakeup = state.queue_wakeup.clone();
+                let state = state.clone();
                 Some(tokio::spawn(async move {
-                    run_until_stopped(&processor, &wakeup, stopped).await;
+                    run_worker(&state, &processor, stopped).await;
                 }))
             }
         }
@@ -110,6 +112,19 @@ pub(crate) async fn stop_signal() {
     tokio::select! {
         () = interrupt => {},
         () = terminate => {},
+    }
+}
+
+/// Runs `processor` until `stopped` turns true: on SQS when the state has a queue, else on
+/// the database-backed queue.
+pub(crate) async fn run_worker(
+    state: &converge_http::AppState,
+    processor: &QueueProcessor<RoutedPorts, RoutedPorts, RoutedPorts>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    match &state.sqs {
+        Some(queue) => run_sqs_worker(processor, &state.store, queue, stopped).await,
+        None => run_until_stopped(processor, &state.queue_wakeup, stopped).await,
     }
 }
 

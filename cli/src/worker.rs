@@ -1,11 +1,12 @@
 //! `converge worker`: processes the queue on its own, beside servers started with
-//! `--no-worker` or the `api` function. It polls the database-backed queue every
-//! `CONVERGE_WORKER_POLL_INTERVAL` seconds, works through the local repository and/or the
-//! GitHub App like `converge serve`, and on SIGTERM or Ctrl-C finishes its round, gives back
-//! the leases it holds, and exits 0.
+//! `--no-worker` or the `api` function. With `CONVERGE_QUEUE_URL` set it takes its work from
+//! SQS the way the worker function does (and sweeps on a timer); otherwise it polls the
+//! database-backed queue every `CONVERGE_WORKER_POLL_INTERVAL` seconds. It works through the
+//! local repository and/or the GitHub App like `converge serve`, and on SIGTERM or Ctrl-C
+//! finishes the batch in hand, gives back the leases it holds, and exits 0.
 
 use anyhow::Context;
-use converge_runtime::queue_worker::{WorkerSettings, run_until_stopped};
+use converge_runtime::queue_worker::WorkerSettings;
 
 /// Runs the worker until a stop signal.
 pub fn run() -> anyhow::Result<()> {
@@ -18,12 +19,6 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 async fn work() -> anyhow::Result<()> {
-    if std::env::var("CONVERGE_QUEUE_URL").is_ok_and(|v| !v.trim().is_empty()) {
-        anyhow::bail!(
-            "CONVERGE_QUEUE_URL is set, but this worker polls the database-backed queue only \
-             (the SQS worker is the `worker` Lambda function); unset CONVERGE_QUEUE_URL"
-        );
-    }
     let state = converge_http::boot::state_from_env().await?;
     let settings = WorkerSettings::from_lookup(|name| std::env::var(name).ok())
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
@@ -34,17 +29,20 @@ async fn work() -> anyhow::Result<()> {
         );
     };
     eprintln!(
-        "converge: worker {} polling every {} s",
+        "converge: worker {} polling {} every {} s",
         processor.holder(),
+        state
+            .sqs
+            .as_ref()
+            .map_or("the database-backed queue", |q| q.url()),
         interval.as_secs()
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let wakeup = state.queue_wakeup.clone();
     let signal = tokio::spawn(async move {
         crate::serve::stop_signal().await;
         let _ = stop.send(true);
     });
-    run_until_stopped(&processor, &wakeup, stopped).await;
+    crate::serve::run_worker(&state, &processor, stopped).await;
     signal.abort();
     eprintln!("converge: worker stopped");
     Ok(())

@@ -2,6 +2,7 @@
 //! `scripts/test.sh` starts) and a clock that only moves when a test says so.
 
 pub mod github_fake;
+pub mod sqs;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

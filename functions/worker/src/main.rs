@@ -7,7 +7,7 @@
 
 use converge_runtime::queue_worker::{QueueProcessor, WorkerPorts, WorkerSettings};
 use converge_runtime::routed::RoutedPorts;
-use converge_runtime::sqs::handle_event;
+use converge_runtime::sqs::{SqsQueue, handle_event};
 use converge_store::{Store, StoreConfig, SystemClock};
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
@@ -42,11 +42,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         holder,
     );
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let (processor, store, sqs, queue_url) = (&processor, &store, &sqs, queue_url.as_str());
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&config), queue_url);
+    let (processor, store, queue) = (&processor, &store, &queue);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            handle_event(processor, store, sqs, queue_url, event.payload)
+            handle_event(processor, store, queue, event.payload)
                 .await
                 .map_err(lambda_runtime::Error::from)
         },

@@ -26,7 +26,7 @@ pub enum BootError {
 /// seeded into the store), the default policy, and the ports: the local repository
 /// (`CONVERGE_REPO_PATH`, or the working directory when it is a git work tree) with its checks,
 /// and the GitHub App (`CONVERGE_GITHUB_APP_ID`, its key from a file, the environment or
-/// Secrets Manager).
+/// Secrets Manager); and the SQS queue when `CONVERGE_QUEUE_URL` is set.
 pub async fn state_from_env() -> Result<Arc<AppState>, BootError> {
     let lookup = |name: &str| std::env::var(name).ok();
     let store_config = StoreConfig::from_lookup(lookup)?;
@@ -56,6 +56,7 @@ pub async fn state_from_env() -> Result<Arc<AppState>, BootError> {
         .map_err(BootError::Config)?
         .map(converge_github::adapters::GithubPorts::new);
     state.ports = converge_runtime::routed::RoutedPorts::new(local, github);
+    state.sqs = converge_runtime::sqs::SqsQueue::from_env().await;
     let state = Arc::new(state);
     seed_api_keys(&state, &state.settings.api_keys)
         .await

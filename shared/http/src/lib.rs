@@ -177,6 +177,8 @@ pub struct AppState {
     /// this process starts at once instead of at its next poll (the outbox row is what
     /// guarantees the work; this only shortens the wait).
     pub queue_wakeup: Arc<tokio::sync::Notify>,
+    /// The SQS queue (`CONVERGE_QUEUE_URL`), when workers take their work from SQS.
+    pub sqs: Option<converge_runtime::sqs::SqsQueue>,
 }
 
 impl AppState {
@@ -196,6 +198,19 @@ impl AppState {
             key_cache: auth::KeyCache::default(),
             ports: converge_runtime::routed::RoutedPorts::new(None, None),
             queue_wakeup: Arc::new(tokio::sync::Notify::new()),
+            sqs: None,
+        }
+    }
+
+    /// Called after a commit that wrote queue messages: wakes this process's worker and, with
+    /// SQS configured, relays the outbox's queue messages there at once. A relay that fails is
+    /// only logged: the messages stay in the outbox for the next relay or the sweep.
+    pub async fn queue_work_committed(&self) {
+        self.queue_wakeup.notify_one();
+        if let Some(queue) = &self.sqs
+            && let Err(e) = queue.relay(&self.store, "api").await
+        {
+            eprintln!("converge: queue messages left for the sweep: {e}");
         }
     }
 

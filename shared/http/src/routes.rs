@@ -111,7 +111,7 @@ async fn enqueue(state: &AppState, events: Vec<Event>, intent: &Intent) -> Resul
             ..Commit::default()
         })
         .await?;
-    state.queue_wakeup.notify_one();
+    state.queue_work_committed().await;
     Ok(())
 }
 

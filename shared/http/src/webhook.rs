@@ -126,7 +126,7 @@ pub(crate) async fn github_webhook(
         }
     };
     if !commit.outbox.is_empty() {
-        state.queue_wakeup.notify_one();
+        state.queue_work_committed().await;
     }
     let mut response =
         json!({"ok": true, "delivery_id": delivery_id, "event": event_name, "action": action});

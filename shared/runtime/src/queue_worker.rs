@@ -3,9 +3,9 @@
 //! The rules are the domain's ([`converge_core::queue`]); this module loads what they need,
 //! runs the validation pipeline and the merge through the ports, and commits each decision's
 //! events together with the step's event in one transaction guarded by the key's lease — a
-//! worker that lost its lease (fencing token superseded) cannot write a decision. Before a
-//! merge the lease is extended, which fails if it was lost, so a fenced-off worker never
-//! merges either.
+//! worker that lost its lease (fencing token superseded) cannot write a decision. A merge
+//! follows either a decision just committed under the lease or a renewal of it, both of which
+//! fail if it was lost, so a fenced-off worker never merges either.
 //!
 //! The database-backed queue is the outbox: the API appends a `queue` message naming the key
 //! in the same transaction as the change that calls for work, and [`QueueProcessor::poll`]
@@ -73,6 +73,9 @@ pub struct WorkerSettings {
     pub skip_checks: bool,
     /// How long a key's lease lasts without renewal (`CONVERGE_WORKER_LEASE_TTL`, 60 s).
     pub lease_ttl: Duration,
+    /// How often `converge worker` on SQS runs the sweep (`CONVERGE_WORKER_SWEEP_INTERVAL`,
+    /// 60 s; the worker function is swept by its schedule instead).
+    pub sweep_interval: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -84,6 +87,7 @@ impl Default for WorkerSettings {
             auto_confirm: false,
             skip_checks: false,
             lease_ttl: Duration::from_secs(60),
+            sweep_interval: Duration::from_secs(60),
         }
     }
 }
@@ -125,6 +129,8 @@ impl WorkerSettings {
             skip_checks: flag("CONVERGE_WORKER_SKIP_CHECKS", defaults.skip_checks)?,
             lease_ttl: number("CONVERGE_WORKER_LEASE_TTL", 5, 3_600)?
                 .map_or(defaults.lease_ttl, Duration::from_secs),
+            sweep_interval: number("CONVERGE_WORKER_SWEEP_INTERVAL", 1, 86_400)?
+                .map_or(defaults.sweep_interval, Duration::from_secs),
         })
     }
 }
@@ -147,6 +153,17 @@ pub struct IntentReport {
     pub outcome: &'static str,
     /// The reason or detail, for the log.
     pub detail: String,
+}
+
+impl IntentReport {
+    /// Whether the intent needed work this round (a validation, a merge, a rejection), which
+    /// is what the batch size counts; waiting, held and unchanged intents do not.
+    pub fn needed_work(&self) -> bool {
+        !matches!(
+            self.outcome,
+            "unchanged" | "held" | "waiting_for_dependencies"
+        )
+    }
 }
 
 /// The result of one round over a key.
@@ -252,6 +269,18 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         &self.holder
     }
 
+    /// The worker settings.
+    pub fn settings(&self) -> &WorkerSettings {
+        &self.settings
+    }
+
+    /// Whether a round with these reports stopped at the batch size, so its key may have
+    /// work left.
+    pub fn filled_batch(&self, reports: &[IntentReport]) -> bool {
+        let worked = reports.iter().filter(|r| r.needed_work()).count();
+        worked >= self.settings.batch_size as usize
+    }
+
     fn rules(&self) -> QueueRules {
         let mut rules = QueueRules::from_settings(&self.policy.queue, self.settings.auto_confirm);
         if let Some(max) = self.settings.max_retries {
@@ -355,10 +384,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 let report = self
                     .handle(&intent, &rules, &lease, auto_classify, position)
                     .await?;
-                let needed_work = !matches!(
-                    report.outcome,
-                    "unchanged" | "held" | "waiting_for_dependencies"
-                );
+                let needed_work = report.needed_work();
                 reports.push(report);
                 if needed_work {
                     worked += 1;
@@ -463,7 +489,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     target_sha,
                     ..SimulatedMerge::default()
                 };
-                self.merge(intent, lease, &validated, "").await
+                self.merge(intent, lease, &validated, "", false).await
             }
             Work::Validate { waiting_since } => {
                 // Only queued work can have been merged by a worker whose record was lost.
@@ -523,7 +549,10 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 )
                 .await?;
                 match step.action {
-                    NextAction::Merge => self.merge(intent, lease, &decision.merge, &trace).await,
+                    NextAction::Merge => {
+                        self.merge(intent, lease, &decision.merge, &trace, true)
+                            .await
+                    }
                     NextAction::RetryLater => {
                         Ok(report("waiting_for_checks", reason_of_decision(&decision)))
                     }
@@ -533,19 +562,28 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         }
     }
 
-    /// Merges exactly `validated` and records the result. The lease is renewed first: a
-    /// worker that lost it stops here, before touching the target.
+    /// Merges exactly `validated` and records the result. The lease must be known to be held
+    /// first, so a worker that lost it stops before touching the target: either the decision
+    /// was just committed under it (`just_committed`, the guard checked it) and it still has
+    /// half its lifetime, or it is renewed here, which fails if it was lost.
     async fn merge(
         &self,
         intent: &Intent,
         lease: &Lease,
         validated: &SimulatedMerge,
         trace: &str,
+        just_committed: bool,
     ) -> Result<IntentReport, WorkerError> {
-        let lease = self
-            .store
-            .extend_lease(lease, self.settings.lease_ttl)
-            .await?;
+        let remaining = (lease.expires_at() - self.clock.now())
+            .to_std()
+            .unwrap_or_default();
+        let lease = if just_committed && remaining >= self.settings.lease_ttl / 2 {
+            lease.clone()
+        } else {
+            self.store
+                .extend_lease(lease, self.settings.lease_ttl)
+                .await?
+        };
         let rules = self.rules();
         let (step, outcome, detail) = match self.scm.merge(intent, validated).await {
             Ok(commit) => (queue::after_merge(intent, &commit), "merged", commit),

@@ -1,16 +1,21 @@
-//! The SQS side of the queue: the worker function's batch handler, the relay that moves queue
-//! messages from the outbox to SQS, and the scheduled sweep.
+//! The SQS side of the queue: the worker's batch handler, the relay that moves queue messages
+//! from the outbox to SQS, the scheduled sweep, and the polling loop `converge worker` runs
+//! when `CONVERGE_QUEUE_URL` is set.
 //!
 //! A message body names a queue key (`{"tenant", "repo", "target"}`). The handler groups a
 //! batch by key and runs one round per key; a key whose lease is held elsewhere, or whose round
 //! failed, has its messages reported as batch item failures so SQS delivers them again after
 //! the visibility timeout. A body that is not a key is logged with its message id and reported
 //! as a failure too, so the queue's redrive policy moves it to the DLQ after
-//! `maxReceiveCount` receives; the rest of the batch is unaffected.
+//! `maxReceiveCount` receives; the rest of the batch is unaffected. A round that stopped at
+//! the batch size with work left sends its key again, so a long queue keeps moving without
+//! waiting for the sweep.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::error::DisplayErrorContext;
 use converge_core::pipeline::{Checks, Merger, Scm};
 use converge_core::publication::Publisher;
 use converge_core::queue::QueueKey;
@@ -20,11 +25,222 @@ use crate::queue_worker::{
     KeyOutcome, QUEUE_TOPIC, QueueProcessor, actionable_keys, queue_message,
 };
 
-/// Handles one SQS batch (the event source mapping reports partial failures).
+/// Why the relay, the sweep or a receive stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] converge_store::StoreError),
+    /// SQS refused or could not be reached.
+    #[error("SQS: {0}")]
+    Sqs(String),
+}
+
+fn sqs_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    e: aws_sdk_sqs::error::SdkError<E, R>,
+) -> RelayError {
+    RelayError::Sqs(DisplayErrorContext(e).to_string())
+}
+
+/// The SQS queue of queue keys (`CONVERGE_QUEUE_URL`), reached through the AWS SDK.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsQueue {
+    /// The queue at `url` through `client`.
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> SqsQueue {
+        SqsQueue {
+            client,
+            url: url.into(),
+        }
+    }
+
+    /// The queue named by `CONVERGE_QUEUE_URL`, with the SDK's configuration from the
+    /// environment (`AWS_ENDPOINT_URL` points it at an emulator); `None` when it is unset.
+    pub async fn from_env() -> Option<SqsQueue> {
+        let url = std::env::var("CONVERGE_QUEUE_URL")
+            .ok()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())?;
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Some(SqsQueue::new(aws_sdk_sqs::Client::new(&config), url))
+    }
+
+    /// The queue's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends the outbox's unsent queue messages (in batches of ten) and marks each one sent
+    /// once SQS accepted it. A message SQS did not take stays unsent and goes with the next
+    /// relay. Returns how many were sent.
+    pub async fn relay(&self, store: &Store, claimer: &str) -> Result<usize, RelayError> {
+        let claimed = store
+            .claim_outbox(QUEUE_TOPIC, claimer, 100, Duration::from_secs(60))
+            .await?;
+        let messages: Vec<(String, String)> = claimed
+            .iter()
+            .map(|entry| (entry.seq.to_string(), entry.payload.to_string()))
+            .collect();
+        let mut sent = 0;
+        for id in self.send(&messages).await? {
+            if let Ok(seq) = id.parse::<i64>() {
+                store.mark_outbox_sent(seq).await?;
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Sends one message per key.
+    pub async fn send_keys(&self, keys: &BTreeSet<QueueKey>) -> Result<usize, RelayError> {
+        let messages: Vec<(String, String)> = keys
+            .iter()
+            .enumerate()
+            .map(|(n, key)| (format!("k{n}"), queue_message(key).payload.to_string()))
+            .collect();
+        Ok(self.send(&messages).await?.len())
+    }
+
+    /// Sends `(id, body)` messages in batches of ten; returns the ids SQS accepted (the
+    /// others are logged and left to the caller's next attempt).
+    async fn send(&self, messages: &[(String, String)]) -> Result<Vec<String>, RelayError> {
+        let mut accepted = Vec::with_capacity(messages.len());
+        for chunk in messages.chunks(10) {
+            let mut batch = self.client.send_message_batch().queue_url(&self.url);
+            for (id, body) in chunk {
+                let message = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(id)
+                    .message_body(body)
+                    .build()
+                    .map_err(|e| RelayError::Sqs(e.to_string()))?;
+                batch = batch.entries(message);
+            }
+            let answer = batch.send().await.map_err(sqs_error)?;
+            accepted.extend(answer.successful().iter().map(|ok| ok.id().to_owned()));
+            for failed in answer.failed() {
+                eprintln!(
+                    "converge: relay: message {} not accepted by SQS: {}",
+                    failed.id(),
+                    failed.message().unwrap_or("no reason")
+                );
+            }
+        }
+        Ok(accepted)
+    }
+
+    /// The scheduled sweep: relays unsent outbox messages, sends a message for every key that
+    /// has actionable intents (nothing may wait for an event that was lost), and clears leases
+    /// whose holder let them expire (their tokens stay, so a late holder is still fenced).
+    pub async fn sweep(&self, store: &Store, claimer: &str) -> Result<SweepReport, RelayError> {
+        let relayed = self.relay(store, claimer).await?;
+        let keys = actionable_keys(store).await?;
+        self.send_keys(&keys).await?;
+        let reclaimed = usize::try_from(store.clear_expired_leases().await?).unwrap_or(usize::MAX);
+        Ok(SweepReport {
+            relayed,
+            enqueued: keys.len(),
+            reclaimed,
+        })
+    }
+
+    /// Receives up to `max` messages (1–10), waiting up to `wait` (at most 20 s) for the
+    /// first, as the event source mapping would hand them to the function.
+    pub async fn receive(&self, max: i32, wait: Duration) -> Result<SqsEvent, RelayError> {
+        let answer = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10))
+            .wait_time_seconds(i32::try_from(wait.as_secs().min(20)).unwrap_or(20))
+            .send()
+            .await
+            .map_err(sqs_error)?;
+        let mut event = SqsEvent::default();
+        for received in answer.messages() {
+            let mut message = SqsMessage::default();
+            message.message_id = received.message_id().map(str::to_owned);
+            message.receipt_handle = received.receipt_handle().map(str::to_owned);
+            message.body = received.body().map(str::to_owned);
+            message.event_source = Some("aws:sqs".to_owned());
+            event.records.push(message);
+        }
+        Ok(event)
+    }
+
+    /// What the event source mapping does with the function's answer: deletes the messages
+    /// that were handled, and makes the failed ones visible again after `retry_after` (a busy
+    /// key comes back soon instead of after the full visibility timeout; each receive still
+    /// counts towards the redrive policy).
+    pub async fn settle(
+        &self,
+        event: &SqsEvent,
+        response: &SqsBatchResponse,
+        retry_after: Duration,
+    ) -> Result<(), RelayError> {
+        let failed: BTreeSet<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        let (mut done, mut retry) = (
+            self.client.delete_message_batch().queue_url(&self.url),
+            self.client
+                .change_message_visibility_batch()
+                .queue_url(&self.url),
+        );
+        let (mut any_done, mut any_retry) = (false, false);
+        for (n, message) in event.records.iter().enumerate() {
+            let (Some(id), Some(handle)) = (&message.message_id, &message.receipt_handle) else {
+                continue;
+            };
+            if failed.contains(id.as_str()) {
+                let entry = aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(format!("m{n}"))
+                    .receipt_handle(handle)
+                    .visibility_timeout(i32::try_from(retry_after.as_secs()).unwrap_or(i32::MAX))
+                    .build()
+                    .map_err(|e| RelayError::Sqs(e.to_string()))?;
+                retry = retry.entries(entry);
+                any_retry = true;
+            } else {
+                let entry = aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(format!("m{n}"))
+                    .receipt_handle(handle)
+                    .build()
+                    .map_err(|e| RelayError::Sqs(e.to_string()))?;
+                done = done.entries(entry);
+                any_done = true;
+            }
+        }
+        if any_done {
+            done.send().await.map_err(sqs_error)?;
+        }
+        if any_retry {
+            retry.send().await.map_err(sqs_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// What one batch did: the answer for SQS, and the keys whose round stopped at the batch size
+/// with work left.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Partial batch failures (`ReportBatchItemFailures`).
+    pub response: SqsBatchResponse,
+    /// Keys to send again.
+    pub unfinished: BTreeSet<QueueKey>,
+}
+
+/// Handles one SQS batch: one round per key in it.
 pub async fn handle_batch<S, C, P>(
     processor: &QueueProcessor<S, C, P>,
     event: SqsEvent,
-) -> SqsBatchResponse
+) -> BatchOutcome
 where
     S: Scm + Merger + Sync,
     C: Checks + Sync,
@@ -32,6 +248,7 @@ where
 {
     let mut failures: Vec<String> = Vec::new();
     let mut by_key: BTreeMap<QueueKey, Vec<String>> = BTreeMap::new();
+    let mut unfinished = BTreeSet::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         match record.body.as_deref().map(serde_json::from_str::<QueueKey>) {
@@ -57,6 +274,9 @@ where
                         report.intent_id, report.outcome, report.detail
                     );
                 }
+                if processor.filled_batch(&reports) {
+                    unfinished.insert(key);
+                }
             }
             Ok(KeyOutcome::Busy) => failures.extend(ids),
             Err(e) => {
@@ -73,83 +293,10 @@ where
         failure.item_identifier = id;
         response.batch_item_failures.push(failure);
     }
-    response
-}
-
-/// Why the relay or the sweep stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] converge_store::StoreError),
-    /// SQS refused or could not be reached.
-    #[error("SQS: {0}")]
-    Sqs(String),
-}
-
-/// Sends the outbox's unsent queue messages to SQS (in batches of ten) and marks each one
-/// sent once SQS accepted it. A message SQS did not take stays unsent and goes with the next
-/// relay. Returns how many were sent.
-pub async fn relay_outbox(
-    store: &Store,
-    sqs: &aws_sdk_sqs::Client,
-    queue_url: &str,
-    claimer: &str,
-) -> Result<usize, RelayError> {
-    let claimed = store
-        .claim_outbox(
-            QUEUE_TOPIC,
-            claimer,
-            100,
-            std::time::Duration::from_secs(60),
-        )
-        .await?;
-    let messages: Vec<(String, String)> = claimed
-        .iter()
-        .map(|entry| (entry.seq.to_string(), entry.payload.to_string()))
-        .collect();
-    let mut sent = 0;
-    for id in send_batches(sqs, queue_url, &messages).await? {
-        if let Ok(seq) = id.parse::<i64>() {
-            store.mark_outbox_sent(seq).await?;
-            sent += 1;
-        }
+    BatchOutcome {
+        response,
+        unfinished,
     }
-    Ok(sent)
-}
-
-/// Sends `(id, body)` messages to SQS in batches of ten; returns the ids SQS accepted (the
-/// others are logged and left to the caller's next attempt).
-async fn send_batches(
-    sqs: &aws_sdk_sqs::Client,
-    queue_url: &str,
-    messages: &[(String, String)],
-) -> Result<Vec<String>, RelayError> {
-    let mut accepted = Vec::with_capacity(messages.len());
-    for chunk in messages.chunks(10) {
-        let mut batch = sqs.send_message_batch().queue_url(queue_url);
-        for (id, body) in chunk {
-            let message = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                .id(id)
-                .message_body(body)
-                .build()
-                .map_err(|e| RelayError::Sqs(e.to_string()))?;
-            batch = batch.entries(message);
-        }
-        let answer = batch
-            .send()
-            .await
-            .map_err(|e| RelayError::Sqs(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
-        accepted.extend(answer.successful().iter().map(|ok| ok.id().to_owned()));
-        for failed in answer.failed() {
-            eprintln!(
-                "converge: relay: message {} not accepted by SQS: {}",
-                failed.id(),
-                failed.message().unwrap_or("no reason")
-            );
-        }
-    }
-    Ok(accepted)
 }
 
 /// What one sweep did.
@@ -163,38 +310,12 @@ pub struct SweepReport {
     pub reclaimed: usize,
 }
 
-/// The scheduled sweep: relays unsent outbox messages, sends a message for every key that has
-/// actionable intents (nothing may wait for an event that was lost), and clears leases whose
-/// holder let them expire (their tokens stay, so a late holder is still fenced).
-pub async fn sweep(
-    store: &Store,
-    sqs: &aws_sdk_sqs::Client,
-    queue_url: &str,
-    claimer: &str,
-) -> Result<SweepReport, RelayError> {
-    let relayed = relay_outbox(store, sqs, queue_url, claimer).await?;
-    let keys = actionable_keys(store).await?;
-    let messages: Vec<(String, String)> = keys
-        .iter()
-        .enumerate()
-        .map(|(n, key)| (format!("k{n}"), queue_message(key).payload.to_string()))
-        .collect();
-    send_batches(sqs, queue_url, &messages).await?;
-    let reclaimed = usize::try_from(store.clear_expired_leases().await?).unwrap_or(usize::MAX);
-    Ok(SweepReport {
-        relayed,
-        enqueued: keys.len(),
-        reclaimed,
-    })
-}
-
 /// The worker function's event, by shape: an SQS batch (`Records`) or the sweep's schedule
 /// (an EventBridge event, or `{"sweep": true}` from the local timer).
 pub async fn handle_event<S, C, P>(
     processor: &QueueProcessor<S, C, P>,
     store: &Store,
-    sqs: &aws_sdk_sqs::Client,
-    queue_url: &str,
+    queue: &SqsQueue,
     event: serde_json::Value,
 ) -> Result<serde_json::Value, RelayError>
 where
@@ -205,11 +326,79 @@ where
     if event.get("Records").is_some() {
         let batch: SqsEvent = serde_json::from_value(event)
             .map_err(|e| RelayError::Sqs(format!("not an SQS batch: {e}")))?;
-        let response = handle_batch(processor, batch).await;
-        return serde_json::to_value(response).map_err(|e| RelayError::Sqs(e.to_string()));
+        let outcome = handle_batch(processor, batch).await;
+        if let Err(e) = queue.send_keys(&outcome.unfinished).await {
+            // The sweep sends them later.
+            eprintln!("converge: worker: cannot send the unfinished keys again: {e}");
+        }
+        return serde_json::to_value(outcome.response).map_err(|e| RelayError::Sqs(e.to_string()));
     }
-    let report = sweep(store, sqs, queue_url, processor.holder()).await?;
+    let report = queue.sweep(store, processor.holder()).await?;
     Ok(
         serde_json::json!({"relayed": report.relayed, "enqueued": report.enqueued, "reclaimed": report.reclaimed}),
     )
+}
+
+/// `converge worker` on SQS: receives batches of up to `CONVERGE_WORKER_BATCH_SIZE` (at most
+/// ten) messages, waiting up to `CONVERGE_WORKER_POLL_INTERVAL` seconds (at most 20) for them,
+/// handles each like the worker function and settles it like the event source mapping; and
+/// sweeps every `CONVERGE_WORKER_SWEEP_INTERVAL`. When `stop` turns true, a batch in hand is
+/// finished and settled (its leases released) before the loop ends; a receive still waiting
+/// is abandoned (whatever it would have brought stays in the queue).
+pub async fn run_sqs_worker<S, C, P>(
+    processor: &QueueProcessor<S, C, P>,
+    store: &Store,
+    queue: &SqsQueue,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: Scm + Merger + Sync,
+    C: Checks + Sync,
+    P: Publisher + Sync,
+{
+    let settings = processor.settings().clone();
+    let max = i32::try_from(settings.batch_size.min(10)).unwrap_or(10);
+    let wait = settings.poll_interval.min(Duration::from_secs(20));
+    let retry_after = settings
+        .poll_interval
+        .clamp(Duration::from_secs(1), wait.max(Duration::from_secs(1)));
+    let mut next_sweep = Instant::now();
+    while !*stop.borrow() {
+        if Instant::now() >= next_sweep {
+            match queue.sweep(store, processor.holder()).await {
+                Ok(report) => {
+                    if report != SweepReport::default() {
+                        eprintln!("converge: worker: sweep {report:?}");
+                    }
+                }
+                Err(e) => eprintln!("converge: worker: sweep failed: {e}"),
+            }
+            next_sweep = Instant::now() + settings.sweep_interval;
+        }
+        let received = tokio::select! {
+            received = queue.receive(max, wait) => received,
+            _ = stop.changed() => break,
+        };
+        let event = match received {
+            Ok(event) => event,
+            Err(e) => {
+                eprintln!("converge: worker: receive failed: {e}");
+                tokio::select! {
+                    () = tokio::time::sleep(wait.max(Duration::from_secs(1))) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+        };
+        if event.records.is_empty() {
+            continue;
+        }
+        let outcome = handle_batch(processor, event.clone()).await;
+        if let Err(e) = queue.settle(&event, &outcome.response, retry_after).await {
+            // Unsettled messages come back after the visibility timeout: rounds are idempotent.
+            eprintln!("converge: worker: cannot settle a batch: {e}");
+        }
+        if let Err(e) = queue.send_keys(&outcome.unfinished).await {
+            eprintln!("converge: worker: cannot send the unfinished keys again: {e}");
+        }
+    }
 }

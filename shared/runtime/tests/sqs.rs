@@ -7,13 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use converge_core::pipeline::Clock;
 use converge_core::queue::QueueKey;
 use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
 use converge_runtime::local_git::GitScm;
 use converge_runtime::queue_worker::{QueueProcessor, WorkerSettings, queue_message};
-use converge_runtime::sqs::{handle_event, relay_outbox, sweep};
+use converge_runtime::sqs::{SqsQueue, handle_event};
 use converge_store::{Commit, Store, SystemClock};
 use converge_testkit::git::{commit_file, git};
 use serde_json::{Value, json};
@@ -22,46 +21,16 @@ struct Queues {
     sqs: aws_sdk_sqs::Client,
     url: String,
     dlq_url: String,
+    queue: SqsQueue,
 }
 
 async fn queues(name: &str) -> Queues {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the AWS emulator"
-    );
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let name = format!("{name}-{}", std::process::id());
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)));
-    let dlq_url = dlq.queue_url().unwrap_or_default().to_owned();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)))
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
-    let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string();
-    let queue = sqs
-        .create_queue()
-        .queue_name(&name)
-        .attributes(QueueAttributeName::RedrivePolicy, redrive)
-        .attributes(QueueAttributeName::VisibilityTimeout, "0")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)));
+    let created = converge_testkit::sqs::queue_with_dlq(name, 0, 2).await;
     Queues {
-        sqs,
-        url: queue.queue_url().unwrap_or_default().to_owned(),
-        dlq_url,
+        queue: SqsQueue::new(created.client.clone(), &created.url),
+        sqs: created.client,
+        url: created.url,
+        dlq_url: created.dlq_url,
     }
 }
 
@@ -173,7 +142,7 @@ async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq(
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let relayed = relay_outbox(&store, &queues.sqs, &queues.url, "relay").await;
+    let relayed = queues.queue.relay(&store, "relay").await;
     assert_eq!(relayed.ok(), Some(1));
     assert_eq!(store.unsent_outbox_count().await.ok(), Some(0));
 
@@ -189,8 +158,7 @@ async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq(
     let answer = handle_event(
         &processor,
         &store,
-        &queues.sqs,
-        &queues.url,
+        &queues.queue,
         json!({"Records": records.clone()}),
     )
     .await
@@ -222,8 +190,7 @@ async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq(
     let answer = handle_event(
         &processor,
         &store,
-        &queues.sqs,
-        &queues.url,
+        &queues.queue,
         json!({"Records": [records[0].clone()]}),
     )
     .await
@@ -248,15 +215,9 @@ async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq(
     for _ in 0..5 {
         let batch = receive(&queues, &queues.url).await;
         if !batch.is_empty() {
-            let answer = handle_event(
-                &processor,
-                &store,
-                &queues.sqs,
-                &queues.url,
-                json!({"Records": batch}),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            let answer = handle_event(&processor, &store, &queues.queue, json!({"Records": batch}))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(
                 answer["batchItemFailures"].as_array().map(Vec::len),
                 Some(1)
@@ -293,7 +254,9 @@ async fn the_sweep_enqueues_waiting_keys_and_clears_expired_leases() {
         .unwrap_or_else(|e| panic!("{e}"));
     clock.advance(chrono::Duration::seconds(31));
 
-    let report = sweep(&store, &queues.sqs, &queues.url, "sweeper")
+    let report = queues
+        .queue
+        .sweep(&store, "sweeper")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((report.enqueued, report.reclaimed), (1, 1), "{report:?}");
@@ -312,4 +275,61 @@ async fn the_sweep_enqueues_waiting_keys_and_clears_expired_leases() {
     );
     let leases = store.leases().await.unwrap_or_else(|e| panic!("{e}"));
     assert!(leases.iter().all(|l| l.holder.is_none()), "{leases:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_that_fills_its_batch_sends_its_key_again() {
+    let queues = queues("converge-continue").await;
+    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    repository(repo.path());
+    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}", db.path().join("s.db").display());
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let settings = WorkerSettings {
+        batch_size: 1,
+        skip_checks: true,
+        ..WorkerSettings::default()
+    };
+    let processor = QueueProcessor::new(
+        store.clone(),
+        GitScm::new(repo.path()),
+        PolicyConfig::default(),
+        settings,
+        Arc::new(SystemClock),
+        "batch-test",
+    );
+    store
+        .commit(&Commit {
+            events: vec![created("first", "feature"), created("second", "feature")],
+            ..Commit::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let record = json!({"messageId": "m1", "receiptHandle": "r",
+                        "body": queue_message(&main_key()).payload.to_string()});
+
+    // One intent per round: the first round leaves the second and says so through SQS.
+    let answer = handle_event(
+        &processor,
+        &store,
+        &queues.queue,
+        json!({"Records": [record]}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let status = |id: &'static str| {
+        let store = store.clone();
+        async move { store.intent(id).await.ok().flatten().map(|i| i.status) }
+    };
+    assert_eq!(status("first").await, Some(Status::Queued));
+    assert_eq!(status("second").await, Some(Status::Ready));
+    let again = receive(&queues, &queues.url).await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    let answer = handle_event(&processor, &store, &queues.queue, json!({"Records": again}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(status("second").await, Some(Status::Queued));
 }
