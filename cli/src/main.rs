@@ -1,37 +1,80 @@
 //! `converge`: the command-line entry point.
 //!
-//! Today it evaluates changes offline (`risk eval`, `policy eval`), administers the store
-//! (`migrate`, `projections rebuild`, `backfill`), serves the HTTP API with a queue worker
-//! (`serve`) and runs a worker alone (`worker`). The operator commands over the HTTPS API
-//! arrive with their issue; until then they are not listed rather than stubbed.
+//! Operator commands (`intent`, `simulate`, `validate`, `merge`, `queue`, `audit`,
+//! `risk review|gate`, `keys`, `flags`, `doctor`) talk to the HTTPS API (`--api-url`,
+//! `--api-key`), or with `--local` run the same API in process on the configured database.
+//! Offline evaluations (`risk eval`, `policy eval`) need neither. Store administration
+//! (`migrate`, `projections rebuild`, `backfill`) works on the database; `serve` and `worker`
+//! run Converge. Exit codes: 0 ok, 1 error, 2 usage, 3 a check failed.
 
 mod assess;
+mod client;
+mod doctor;
+mod ops;
+mod output;
+mod progress;
 mod serve;
 mod state;
 mod worker;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::client::CliError;
+use crate::output::Output;
 
 /// Merge coordination for GitHub: evidence-based queueing of pull requests.
 #[derive(Debug, Parser)]
 #[command(name = "converge", version, about)]
 struct Cli {
+    #[command(flatten)]
+    api: ops::ApiArgs,
+    /// Print the answer as JSON (for scripts) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Risk evaluation of a change.
+    /// Intents: create, list, show, set a status, read events.
+    #[command(subcommand)]
+    Intent(ops::IntentCommand),
+    /// Simulate an intent's merge into its target as they are now (exit 3 on conflicts).
+    Simulate(ops::IntentId),
+    /// Validate an intent now: simulation, checks, risk, policy (exit 3 when blocked).
+    Validate(ops::ValidateArgs),
+    /// Merges done outside Converge.
+    #[command(subcommand)]
+    Merge(ops::MergeCommand),
+    /// The queue: run a round, reset, inspect, state.
+    #[command(subcommand)]
+    Queue(ops::QueueCommand),
+    /// The event log.
+    #[command(subcommand)]
+    Audit(ops::AuditCommand),
+    /// Risk: evaluate a change offline, review an intent, the gate's report.
     #[command(subcommand)]
     Risk(RiskCommand),
     /// Policy gates for a change.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(ops::KeysCommand),
+    /// Feature flags.
+    #[command(subcommand)]
+    Flags(ops::FlagsCommand),
+    /// Check the deployment: API, database, leases, queue and DLQ, GitHub App, webhook secret
+    /// (exit 3 when a check fails).
+    Doctor,
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    Man,
     /// Apply the store's pending migrations (CONVERGE_DB_BACKEND, CONVERGE_DB_PATH,
     /// CONVERGE_PG_DSN choose the store).
     Migrate,
@@ -43,9 +86,16 @@ enum Command {
     /// Serve the HTTP API on this machine (the store from CONVERGE_DB_*; keys from
     /// CONVERGE_API_KEYS). Stops cleanly on SIGTERM or Ctrl-C.
     Serve(serve::ServeArgs),
-    /// Process the queue without serving the API: poll the database-backed queue every
-    /// CONVERGE_WORKER_POLL_INTERVAL seconds. Stops cleanly on SIGTERM or Ctrl-C.
+    /// Process the queue without serving the API: SQS with CONVERGE_QUEUE_URL, else the
+    /// database-backed queue every CONVERGE_WORKER_POLL_INTERVAL seconds. Stops cleanly on
+    /// SIGTERM or Ctrl-C.
     Worker,
+}
+
+#[derive(Debug, Args)]
+struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,8 +106,14 @@ enum ProjectionsCommand {
 
 #[derive(Debug, Subcommand)]
 enum RiskCommand {
-    /// Evaluate the risk of a change described in a file, with its classification and gates.
+    /// Evaluate the risk of a change described in a file, with its classification and gates
+    /// (offline).
     Eval(EvalArgs),
+    /// An intent's latest risk, simulation and policy evidence, and the diagnostics they call
+    /// for.
+    Review(ops::IntentId),
+    /// What the risk gate decided lately.
+    Gate(ops::TenantArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,43 +131,125 @@ struct EvalArgs {
     /// Policy configuration in the `policy.json` shape (default: the built-in profiles).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// Print the full evaluation as JSON instead of a summary.
-    #[arg(long)]
-    json: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let out = Output::new(cli.json);
     let result = match cli.command {
-        Command::Risk(RiskCommand::Eval(args)) => eval(&args, assess::Focus::Risk),
-        Command::Policy(PolicyCommand::Eval(args)) => eval(&args, assess::Focus::Policy),
-        Command::Migrate => state::run(state::migrate()),
+        Command::Risk(RiskCommand::Eval(args)) => eval(&args, out, assess::Focus::Risk),
+        Command::Policy(PolicyCommand::Eval(args)) => eval(&args, out, assess::Focus::Policy),
+        Command::Migrate => state::run(state::migrate()).map_err(CliError::from),
         Command::Projections(ProjectionsCommand::Rebuild) => {
-            state::run(state::rebuild_projections())
+            let spinner = progress::spinner("rebuilding the intents projection");
+            let done = state::run(state::rebuild_projections());
+            spinner.finish_and_clear();
+            done.map_err(CliError::from)
         }
-        Command::Backfill(args) => state::run(state::backfill(args)),
-        Command::Serve(args) => serve::run(&args),
-        Command::Worker => worker::run(),
+        Command::Backfill(args) => {
+            let spinner = progress::spinner("copying tables");
+            let done = state::run(state::backfill(args));
+            spinner.finish_and_clear();
+            done.map_err(CliError::from)
+        }
+        Command::Serve(args) => serve::run(&args).map_err(CliError::from),
+        Command::Worker => worker::run().map_err(CliError::from),
+        Command::Completions(args) => completions(args.shell),
+        Command::Man => man_page(),
+        operator => operate(&cli.api, out, operator),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(error.exit_code())
         }
     }
 }
 
-fn eval(args: &EvalArgs, focus: assess::Focus) -> anyhow::Result<()> {
+/// Runs an operator command against the API.
+fn operate(api: &ops::ApiArgs, out: Output, command: Command) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let client = ops::client(api).await?;
+        match command {
+            Command::Intent(c) => ops::intent(&client, out, c).await,
+            Command::Simulate(args) => ops::simulate(&client, out, args).await,
+            Command::Validate(args) => ops::validate(&client, out, args).await,
+            Command::Merge(c) => ops::merge(&client, out, c).await,
+            Command::Queue(c) => ops::queue(&client, out, c).await,
+            Command::Audit(c) => ops::audit(&client, out, c).await,
+            Command::Risk(RiskCommand::Review(args)) => ops::risk_review(&client, out, args).await,
+            Command::Risk(RiskCommand::Gate(args)) => ops::risk_gate(&client, out, args).await,
+            Command::Keys(c) => ops::keys(&client, out, c).await,
+            Command::Flags(c) => ops::flags(&client, out, c).await,
+            Command::Doctor => doctor::run(&client, out, api.local).await,
+            other => Err(CliError::Other(anyhow::anyhow!(
+                "not an operator command: {other:?}"
+            ))),
+        }
+    })
+}
+
+fn completions(shell: clap_complete::Shell) -> Result<(), CliError> {
+    use std::io::Write;
+    // Into a buffer first: the generator panics on a write error (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "converge", &mut script);
+    std::io::stdout()
+        .write_all(&script)
+        .map_err(|e| CliError::Other(e.into()))
+}
+
+fn man_page() -> Result<(), CliError> {
+    use std::io::Write;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut page)
+        .map_err(|e| CliError::Other(e.into()))?;
+    std::io::stdout()
+        .write_all(&page)
+        .map_err(|e| CliError::Other(e.into()))
+}
+
+fn eval(args: &EvalArgs, out: Output, focus: assess::Focus) -> Result<(), CliError> {
     let config = assess::load_policy(args.policy.as_deref())?;
     let input = assess::load_input(&args.input)?;
     let assessment = converge_core::assess(&input, &config);
-    let text = if args.json {
-        serde_json::to_string_pretty(&assessment)?
-    } else {
-        assess::summary(&assessment, focus)
-    };
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")?;
+    let value = serde_json::to_value(&assessment).map_err(anyhow::Error::from)?;
+    out.emit(&value, |_| assess::summary(&assessment, focus))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command and every option says what it is for, in `--help` and the man page.
+    #[test]
+    fn every_command_and_option_has_help_text() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() {
+                missing.push(path.clone());
+            }
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{path} --{}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        missing.retain(|m| m != " converge help" && !m.starts_with(" converge help "));
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        Cli::command().debug_assert();
+    }
 }

@@ -340,6 +340,47 @@ async fn four_sqs_workers_merge_exactly_what_the_scenario_allows() {
         .await
         .unwrap_or_else(|e| panic!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)));
     assert!(dead.messages().is_empty(), "{:?}", dead.messages());
+    // `converge doctor` from the same environment: the App's JWT is accepted, the queue and
+    // its DLQ are reachable (and the DLQ is empty), the database is migrated.
+    let mut doctor_env = env.clone();
+    doctor_env.push(("CONVERGE_DLQ_URL", queue.dlq_url.clone()));
+    doctor_env.push(("CONVERGE_API_URL", server.url("")));
+    let doctor = Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["--json", "doctor"])
+        .env_remove("CONVERGE_DB_PATH")
+        .envs(doctor_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report: Value = serde_json::from_slice(&doctor.stdout).unwrap_or_default();
+    let status_of = |name: &str| {
+        report["checks"]
+            .as_array()
+            .and_then(|checks| checks.iter().find(|c| c["check"] == name))
+            .map(|c| {
+                (
+                    c["status"].as_str().unwrap_or_default().to_owned(),
+                    c["detail"].clone(),
+                )
+            })
+    };
+    for check in [
+        "api",
+        "database",
+        "leases",
+        "queue",
+        "dlq",
+        "github_app",
+        "webhook_secret",
+    ] {
+        assert_eq!(
+            status_of(check).map(|s| s.0).as_deref(),
+            Some("pass"),
+            "{check}: {report}"
+        );
+    }
+    assert_eq!(report["overall"], "pass", "{report}");
+    assert!(doctor.status.success());
+
     let store = Store::from_url(&dsn, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
     let leases = store.leases().await.unwrap_or_else(|e| panic!("{e}"));
     assert!(!leases.is_empty(), "the workers took no lease at all");

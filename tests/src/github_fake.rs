@@ -322,6 +322,7 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
 
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/app", get(current_app))
         .route("/app/installations/{id}/access_tokens", post(access_token))
         .route("/repos/{owner}/{repo}/pulls/{number}", get(get_pull))
         .route("/repos/{owner}/{repo}/git/ref/{*reference}", get(get_ref))
@@ -483,34 +484,63 @@ struct Claims {
     exp: i64,
 }
 
-async fn access_token(
-    State(shared): State<Arc<Shared>>,
-    UrlPath(installation): UrlPath<u64>,
-    headers: HeaderMap,
-) -> Response {
+/// Checks the App's JWT the way GitHub does: signed with the App's key, issued by its id, and
+/// living at most ten minutes (plus clock drift). `None` when it is accepted, else the refusal.
+fn app_jwt_refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     use octocrab::jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
-    let Some(jwt) = bearer(&headers) else {
-        return message(
+    let Some(jwt) = bearer(headers) else {
+        return Some(message(
             StatusCode::UNAUTHORIZED,
             "A JSON web token could not be decoded",
-        );
+        ));
     };
     let Ok(key) = DecodingKey::from_rsa_pem(&shared.public_key_pem) else {
-        return message(StatusCode::INTERNAL_SERVER_ERROR, "fake: bad public key");
+        return Some(message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "fake: bad public key",
+        ));
     };
     let mut validation = Validation::new(Algorithm::RS256);
     // iss is the App id as a number, which the library checks only as a string: checked below.
     validation.set_required_spec_claims(&["exp"]);
     let claims = match decode::<Claims>(&jwt, &key, &validation) {
         Ok(data) => data.claims,
-        Err(e) => return message(StatusCode::UNAUTHORIZED, &format!("JWT refused: {e}")),
+        Err(e) => {
+            return Some(message(
+                StatusCode::UNAUTHORIZED,
+                &format!("JWT refused: {e}"),
+            ));
+        }
     };
     let issuer = claims
         .iss
         .as_u64()
         .or_else(|| claims.iss.as_str().and_then(|s| s.parse().ok()));
     if issuer != Some(shared.app_id) || claims.exp - claims.iat > 660 {
-        return message(StatusCode::UNAUTHORIZED, "JWT issuer or lifetime refused");
+        return Some(message(
+            StatusCode::UNAUTHORIZED,
+            "JWT issuer or lifetime refused",
+        ));
+    }
+    None
+}
+
+/// `GET /app`: the authenticated App.
+async fn current_app(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = app_jwt_refusal(&shared, &headers) {
+        return refused;
+    }
+    Json(json!({"id": shared.app_id, "slug": "converge-fake", "name": "Converge (fake)"}))
+        .into_response()
+}
+
+async fn access_token(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(installation): UrlPath<u64>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = app_jwt_refusal(&shared, &headers) {
+        return refused;
     }
     let token = format!("ghs_fake_{installation}_{}", lock(&shared).tokens.len());
     lock(&shared).tokens.insert(token.clone());

@@ -226,6 +226,18 @@ impl GithubApp {
         Ok(client)
     }
 
+    /// Authenticates as the App with its JWT (`GET /app`) and answers the App's slug: the
+    /// check of the App id and private key that needs no installation.
+    pub async fn check_app(&self) -> Result<String, GithubError> {
+        match call(&self.app, "GET", "/app", None).await? {
+            (200, body) => Ok(body["slug"].as_str().unwrap_or_default().to_owned()),
+            (status, body) => Err(GithubError::Transport(format!(
+                "GET /app answered {status}: {}",
+                message_of(&body)
+            ))),
+        }
+    }
+
     /// Exchanges the App JWT for a token of `installation` (what `converge doctor` checks).
     pub async fn check_credentials(&self, installation: u64) -> Result<(), GithubError> {
         self.installation(installation)?

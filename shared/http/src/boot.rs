@@ -28,9 +28,24 @@ pub enum BootError {
 /// and the GitHub App (`CONVERGE_GITHUB_APP_ID`, its key from a file, the environment or
 /// Secrets Manager); and the SQS queue when `CONVERGE_QUEUE_URL` is set.
 pub async fn state_from_env() -> Result<Arc<AppState>, BootError> {
+    build_state(false).await
+}
+
+/// The state `converge --local` runs the API on in process, for an operator at the database
+/// when the API is down: built like [`state_from_env`], with authentication off (whoever can
+/// read the database configuration already holds every key).
+pub async fn local_state_from_env() -> Result<Arc<AppState>, BootError> {
+    build_state(true).await
+}
+
+async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
     let lookup = |name: &str| std::env::var(name).ok();
     let store_config = StoreConfig::from_lookup(lookup)?;
-    let settings = ApiSettings::from_lookup(lookup).map_err(BootError::Config)?;
+    let mut settings = ApiSettings::from_lookup(lookup).map_err(BootError::Config)?;
+    if local {
+        settings.auth_required = false;
+        settings.rate_limit_rpm = None;
+    }
     let store = Store::open(&store_config, Arc::new(SystemClock))?;
     store.migrate().await?;
     let mut state = AppState::new(
@@ -57,6 +72,8 @@ pub async fn state_from_env() -> Result<Arc<AppState>, BootError> {
         .map(converge_github::adapters::GithubPorts::new);
     state.ports = converge_runtime::routed::RoutedPorts::new(local, github);
     state.sqs = converge_runtime::sqs::SqsQueue::from_env().await;
+    state.worker_settings = converge_runtime::queue_worker::WorkerSettings::from_lookup(lookup)
+        .map_err(BootError::Config)?;
     let state = Arc::new(state);
     seed_api_keys(&state, &state.settings.api_keys)
         .await

@@ -179,6 +179,8 @@ pub struct AppState {
     pub queue_wakeup: Arc<tokio::sync::Notify>,
     /// The SQS queue (`CONVERGE_QUEUE_URL`), when workers take their work from SQS.
     pub sqs: Option<converge_runtime::sqs::SqsQueue>,
+    /// The worker settings (`CONVERGE_WORKER_*`), for rounds run on request.
+    pub worker_settings: converge_runtime::queue_worker::WorkerSettings,
 }
 
 impl AppState {
@@ -199,6 +201,7 @@ impl AppState {
             ports: converge_runtime::routed::RoutedPorts::new(None, None),
             queue_wakeup: Arc::new(tokio::sync::Notify::new()),
             sqs: None,
+            worker_settings: converge_runtime::queue_worker::WorkerSettings::default(),
         }
     }
 

@@ -1231,3 +1231,127 @@ pub(crate) async fn set_flag(
     .await?;
     ok(json!({"name": flag.name, "enabled": body.enabled, "source": "operator"}))
 }
+
+/// `POST /intents/{id}/simulate`: the merge of the intent's head into its target as they are
+/// now, simulated in the repository. Nothing is recorded.
+pub(crate) async fn simulate_intent(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult {
+    use converge_core::pipeline::{Scm, ScmError};
+    principal.require(Role::Operator, "intents.write")?;
+    let intent = visible_intent(&state, &principal, &id).await?;
+    if state.ports.is_empty() {
+        return Err(ApiError::DependencyUnavailable(
+            "nothing to simulate against: set CONVERGE_REPO_PATH or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
+                .to_owned(),
+        ));
+    }
+    let merge = state.ports.simulate(&intent).await.map_err(|e| match e {
+        ScmError::UnknownRef(name) => ApiError::Conflict(format!(
+            "intent {}: unknown ref '{name}' (pushed and not deleted?)",
+            intent.id
+        )),
+        other => ApiError::DependencyUnavailable(other.to_string()),
+    })?;
+    ok(json!({
+        "intent_id": intent.id,
+        "source": intent.source,
+        "target": intent.target,
+        "mergeable": merge.simulation.mergeable,
+        "conflicts": merge.simulation.conflicts,
+        "files_changed": merge.simulation.files_changed,
+        "head_sha": merge.head_sha,
+        "target_sha": merge.target_sha,
+    }))
+}
+
+/// The body of `POST /queue/run`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueueRun {
+    target: Option<String>,
+    limit: Option<u32>,
+    auto_confirm: Option<bool>,
+    max_retries: Option<u32>,
+}
+
+/// `POST /queue/run`: one round now over every queue key with actionable intents that the
+/// caller may see (optionally one target), by this instance, with the worker's settings
+/// (`limit`, `auto_confirm`, `max_retries` override them for this run). A key another worker
+/// is processing is reported busy.
+pub(crate) async fn queue_run(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    OptionalJson(body): OptionalJson<QueueRun>,
+) -> ApiResult {
+    use converge_runtime::queue_worker::{KeyOutcome, QueueProcessor, WorkerPorts};
+    principal.require(Role::Operator, "queue.write")?;
+    if state.ports.is_empty() {
+        return Err(ApiError::DependencyUnavailable(
+            "nothing to work on: set CONVERGE_REPO_PATH or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
+                .to_owned(),
+        ));
+    }
+    let mut settings = state.worker_settings.clone();
+    if let Some(limit) = body.limit {
+        if !(1..=1_000).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and 1000, got {limit}"
+            )));
+        }
+        settings.batch_size = limit;
+    }
+    if let Some(max) = body.max_retries {
+        if !(1..=100).contains(&max) {
+            return Err(ApiError::BadRequest(format!(
+                "max_retries must be between 1 and 100, got {max}"
+            )));
+        }
+        settings.max_retries = Some(max);
+    }
+    if let Some(auto_confirm) = body.auto_confirm {
+        settings.auto_confirm = auto_confirm;
+    }
+    let processor = QueueProcessor::with_ports(
+        state.store.clone(),
+        WorkerPorts {
+            scm: state.ports.clone(),
+            checks: state.ports.clone(),
+            publisher: state.ports.clone(),
+        },
+        state.policy.clone(),
+        settings,
+        state.clock.clone(),
+        format!("api-run-{}", state.new_id()),
+    );
+    let keys = converge_runtime::queue_worker::actionable_keys(&state.store).await?;
+    let mut rounds = Vec::new();
+    for key in keys {
+        let visible = principal.tenant.as_deref().is_none_or(|t| t == key.tenant);
+        let wanted = body.target.as_deref().is_none_or(|t| t == key.target);
+        if !visible || !wanted {
+            continue;
+        }
+        let outcome = processor
+            .process_key(&key)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (busy, intents) = match outcome {
+            KeyOutcome::Busy => (true, Vec::new()),
+            KeyOutcome::Processed(reports) => (
+                false,
+                reports
+                    .iter()
+                    .map(|r| json!({"intent_id": r.intent_id, "outcome": r.outcome, "detail": r.detail}))
+                    .collect(),
+            ),
+        };
+        rounds.push(
+            json!({"tenant": key.tenant, "repo": key.repo, "target": key.target,
+                           "busy": busy, "intents": intents}),
+        );
+    }
+    ok(json!({"keys": rounds}))
+}

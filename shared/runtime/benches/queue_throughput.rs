@@ -1,10 +1,14 @@
 //! Queue throughput on PostgreSQL: intents validated and decided per second by 1 and by 4
 //! workers. With an in-process SCM (answers from memory: the engine's own ceiling — the
 //! pipeline, the queue rules, the store and the leases) and with the GitHub fake (octocrab
-//! over HTTP, real git behind it). Each measured batch creates fresh READY intents spread over
-//! 16 queue keys and times until every one is decided and merged (auto-confirm on; the
-//! in-process SCM's merges are instant, so the figure is the engine's own cost). Needs the throwaway PostgreSQL of `scripts/bench.sh`.
+//! over HTTP, real git behind it, reports published as check runs). Each measured batch creates
+//! fresh READY intents spread over the queue keys (16 in process, 4 target branches on the
+//! fake) and times until every one is decided and merged (auto-confirm on; the in-process
+//! SCM's merges are instant, so that figure is the engine's own cost). Needs the throwaway
+//! PostgreSQL of `scripts/bench.sh`.
 
+use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,12 +17,15 @@ use converge_core::pipeline::{
     CheckOutcome, CheckState, Checks, ChecksError, Clock, MergeError, Merger, Scm, ScmError,
     SimulatedMerge, Tips,
 };
-use converge_core::publication::NoPublisher;
+use converge_core::publication::{NoPublisher, Publisher};
 use converge_core::risk::CouplingPair;
 use converge_core::simulation::Simulation;
 use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
+use converge_github::adapters::GithubPorts;
+use converge_github::app::{GithubApp, GithubSettings, parse_check_map};
 use converge_runtime::queue_worker::{QueueProcessor, WorkerPorts, WorkerSettings};
 use converge_store::{Commit, IntentFilter, Store, SystemClock};
+use converge_testkit::github_fake::{GithubFake, app_key_pair};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
 
 const KEYS: u64 = 16;
@@ -127,17 +134,18 @@ async fn seed(store: &Store, count: u64) -> Vec<String> {
     ids
 }
 
-/// Runs `workers` processors until every intent of `ids` is merged.
-async fn drain(store: &Store, workers: usize, ids: &[String]) {
+/// Runs `workers` processors over `ports` until no intent is left to work on.
+async fn drain<S, C, P>(store: &Store, workers: usize, ports: impl Fn() -> WorkerPorts<S, C, P>)
+where
+    S: Scm + Merger + Sync + Send + 'static,
+    C: Checks + Sync + Send + 'static,
+    P: Publisher + Sync + Send + 'static,
+{
     let tasks: Vec<_> = (0..workers)
         .map(|n| {
             let processor = QueueProcessor::with_ports(
                 store.clone(),
-                WorkerPorts {
-                    scm: MemoryScm,
-                    checks: MemoryScm,
-                    publisher: NoPublisher,
-                },
+                ports(),
                 PolicyConfig::default(),
                 WorkerSettings {
                     batch_size: 200,
@@ -169,9 +177,127 @@ async fn drain(store: &Store, workers: usize, ids: &[String]) {
     for task in tasks {
         task.await.unwrap_or_else(|e| panic!("{e}"));
     }
-    let last = ids.last().map(String::as_str).unwrap_or_default();
-    let status = store.intent(last).await.ok().flatten().map(|i| i.status);
-    assert_eq!(status, Some(Status::Merged));
+}
+
+/// Checks, outside the timing, that the run merged every intent.
+async fn assert_merged(store: &Store, ids: &[String]) {
+    for id in ids {
+        let status = store.intent(id).await.ok().flatten().map(|i| i.status);
+        assert_eq!(status, Some(Status::Merged), "{id}");
+    }
+}
+
+const FAKE_REPO: &str = "acme/bench";
+const FAKE_TARGETS: u64 = 4;
+const INSTALLATION: u64 = 99;
+
+/// The GitHub fake with one repository whose targets `t0`…`t3` start at `main`, and the App's
+/// ports to it.
+async fn github_world() -> (GithubFake, GithubPorts) {
+    let (private_pem, public_pem) = app_key_pair();
+    let fake = GithubFake::start(7, &public_pem).await;
+    let repo = fake.create_repo(FAKE_REPO);
+    converge_testkit::git::commit_file(&repo, "src/lib.rs", "pub fn f() {}\n", "init");
+    for t in 0..FAKE_TARGETS {
+        converge_testkit::git::git(&repo, &["branch", &format!("t{t}"), "main"]);
+    }
+    converge_testkit::git::git(&repo, &["checkout", "-q", "--detach"]);
+    let settings = GithubSettings {
+        app_id: 7,
+        private_key_pem: private_pem,
+        private_key_secret_arn: None,
+        api_url: fake.url().to_owned(),
+        default_installation: None,
+        check_map: parse_check_map("lint=ci/lint").unwrap_or_else(|e| panic!("{e}")),
+        publish_status: false,
+    };
+    let app = GithubApp::new(settings).unwrap_or_else(|e| panic!("{e}"));
+    (fake, GithubPorts::new(app))
+}
+
+/// Makes `count` branches on the fake (one commit each off `main`, written by one
+/// `git fast-import`), marks CI green on each head, and creates their READY intents.
+async fn seed_github(store: &Store, fake: &GithubFake, count: u64) -> Vec<String> {
+    let repo = fake.repo_path(FAKE_REPO);
+    let main = converge_testkit::git::git(&repo, &["rev-parse", "main"]);
+    let numbers: Vec<u64> = (0..count)
+        .map(|_| NEXT.fetch_add(1, Ordering::Relaxed))
+        .collect();
+    let heads = fast_import_branches(&repo, &main, &numbers);
+    let mut ids = Vec::new();
+    let mut events = Vec::new();
+    for (n, head) in numbers.iter().zip(&heads) {
+        fake.complete_check(FAKE_REPO, head, "ci/lint", "success");
+        let id = format!("{FAKE_REPO}:bench-{n}");
+        let mut intent = Intent::new(
+            &id,
+            format!("bench/{n}"),
+            format!("t{}", n % FAKE_TARGETS),
+            SystemClock.now(),
+        );
+        intent.risk_level = converge_core::RiskLevel::Low;
+        intent.technical.insert("repo".into(), FAKE_REPO.into());
+        intent
+            .technical
+            .insert("installation_id".into(), INSTALLATION.into());
+        events.push(Event::about_intent(
+            format!("{id}-created"),
+            "bench",
+            SystemClock.now(),
+            EventType::IntentCreated,
+            id.clone(),
+            serde_json::to_value(&intent).unwrap_or_default(),
+        ));
+        ids.push(id);
+    }
+    store
+        .commit(&Commit {
+            events,
+            ..Commit::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    ids
+}
+
+/// Branches `bench/<n>` off `base`, each adding `docs/<n>.md`; returns their head shas.
+fn fast_import_branches(repo: &Path, base: &str, numbers: &[u64]) -> Vec<String> {
+    let marks = repo.join(".git/bench-marks");
+    let mut child = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["fast-import", "--quiet"])
+        .arg(format!("--export-marks={}", marks.display()))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("git fast-import: {e}"));
+    let mut stream = String::new();
+    for (mark, n) in numbers.iter().enumerate() {
+        let content = format!("change {n}\n");
+        stream.push_str(&format!(
+            "commit refs/heads/bench/{n}\nmark :{}\ncommitter Bench <bench@example.com> 1700000000 +0000\ndata 6\nbench\nfrom {base}\nM 100644 inline docs/{n}.md\ndata {}\n{content}\n",
+            mark + 1,
+            content.len()
+        ));
+    }
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(stream.as_bytes())
+            .unwrap_or_else(|e| panic!("git fast-import: {e}"));
+    }
+    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "git fast-import failed");
+    let marks = std::fs::read_to_string(&marks).unwrap_or_else(|e| panic!("{e}"));
+    let by_mark: std::collections::HashMap<usize, String> = marks
+        .lines()
+        .filter_map(|l| {
+            let (mark, sha) = l.split_once(' ')?;
+            Some((mark.trim_start_matches(':').parse().ok()?, sha.to_owned()))
+        })
+        .collect();
+    (1..=numbers.len())
+        .map(|mark| by_mark.get(&mark).cloned().unwrap_or_default())
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -203,8 +329,46 @@ fn bench(c: &mut Criterion) {
                     runtime.block_on(async {
                         let ids = seed(&store, iters.max(1)).await;
                         let start = Instant::now();
-                        drain(&store, workers, &ids).await;
-                        start.elapsed()
+                        drain(&store, workers, || WorkerPorts {
+                            scm: MemoryScm,
+                            checks: MemoryScm,
+                            publisher: NoPublisher,
+                        })
+                        .await;
+                        let elapsed = start.elapsed();
+                        assert_merged(&store, &ids).await;
+                        elapsed
+                    })
+                });
+            },
+        );
+    }
+    group.finish();
+
+    let (fake, ports) = runtime.block_on(github_world());
+    let mut group = c.benchmark_group("queue_github_fake");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(2));
+    group.measurement_time(Duration::from_secs(15));
+    for workers in [1usize, 4] {
+        group.bench_with_input(
+            BenchmarkId::new("workers", workers),
+            &workers,
+            |b, &workers| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(async {
+                        let ids = seed_github(&store, &fake, iters.max(1)).await;
+                        let start = Instant::now();
+                        drain(&store, workers, || WorkerPorts {
+                            scm: ports.clone(),
+                            checks: ports.clone(),
+                            publisher: ports.clone(),
+                        })
+                        .await;
+                        let elapsed = start.elapsed();
+                        assert_merged(&store, &ids).await;
+                        elapsed
                     })
                 });
             },

@@ -1,0 +1,317 @@
+//! `converge doctor`: checks a deployment from the operator's environment — the API, the
+//! database and its migrations, stale leases, the SQS queue and its DLQ, the GitHub App's
+//! credentials and the webhook secret. Each check passes, warns or fails with a one-line hint;
+//! any failure exits 3.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::client::{ApiClient, CliError};
+use crate::output::Output;
+
+/// One check's result.
+#[derive(Debug, Serialize)]
+struct Check {
+    check: &'static str,
+    status: &'static str,
+    detail: String,
+    hint: String,
+}
+
+impl Check {
+    fn pass(check: &'static str, detail: impl Into<String>) -> Check {
+        Check {
+            check,
+            status: "pass",
+            detail: detail.into(),
+            hint: String::new(),
+        }
+    }
+
+    fn warn(check: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+        Check {
+            check,
+            status: "warn",
+            detail: detail.into(),
+            hint: hint.into(),
+        }
+    }
+
+    fn fail(check: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+        Check {
+            check,
+            status: "fail",
+            detail: detail.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Runs every check and prints them.
+pub async fn run(api: &ApiClient, out: Output, local: bool) -> Result<(), CliError> {
+    let mut checks = vec![api_check(api, local).await];
+    checks.extend(database_checks().await);
+    checks.extend(queue_checks().await);
+    checks.push(github_check().await);
+    checks.push(webhook_secret_check());
+    let overall = if checks.iter().any(|c| c.status == "fail") {
+        "fail"
+    } else if checks.iter().any(|c| c.status == "warn") {
+        "warn"
+    } else {
+        "pass"
+    };
+    let report = json!({"overall": overall, "checks": checks});
+    out.emit(&report, |o| {
+        let rows: Vec<serde_json::Value> = report["checks"].as_array().cloned().unwrap_or_default();
+        let mut text = o.table(
+            &rows,
+            &[
+                ("check", "/check"),
+                ("status", "/status"),
+                ("detail", "/detail"),
+                ("hint", "/hint"),
+            ],
+        );
+        text.push_str(&format!("\n{} {overall}", o.bold("overall:")));
+        text
+    })?;
+    if overall == "fail" {
+        return Err(CliError::CheckFailed("a doctor check failed".to_owned()));
+    }
+    Ok(())
+}
+
+async fn api_check(api: &ApiClient, local: bool) -> Check {
+    if local {
+        return Check::pass("api", "--local: the API runs in this process");
+    }
+    match api.get_raw("/health/ready").await {
+        Ok(answer) => Check::pass(
+            "api",
+            format!(
+                "{} ready ({})",
+                api.base(),
+                answer["status"].as_str().unwrap_or("ok")
+            ),
+        ),
+        Err(e) => Check::fail(
+            "api",
+            e.to_string(),
+            "start it (converge serve) or fix --api-url / CONVERGE_API_URL",
+        ),
+    }
+}
+
+/// The database of this environment (CONVERGE_DB_*), when one is configured here.
+async fn database_checks() -> Vec<Check> {
+    let configured = ["CONVERGE_DB_BACKEND", "CONVERGE_PG_DSN", "CONVERGE_DB_PATH"]
+        .iter()
+        .any(|name| env(name).is_some());
+    if !configured {
+        return vec![Check::warn(
+            "database",
+            "no database configured here (CONVERGE_DB_BACKEND, CONVERGE_PG_DSN, CONVERGE_DB_PATH)",
+            "set them to check the database and its leases directly",
+        )];
+    }
+    let clock: Arc<dyn converge_core::pipeline::Clock + Send + Sync> =
+        Arc::new(converge_store::SystemClock);
+    // A SQLite file that is not there is reported, not created.
+    let opened = converge_store::StoreConfig::from_env().and_then(|config| {
+        if config.backend == converge_store::Backend::Sqlite && !config.sqlite_path.is_file() {
+            return Err(converge_store::StoreError::Config(format!(
+                "no SQLite database at {}",
+                config.sqlite_path.display()
+            )));
+        }
+        converge_store::Store::open(&config, clock)
+    });
+    let store = match opened {
+        Ok(store) => store,
+        Err(e) => {
+            return vec![Check::fail(
+                "database",
+                e.to_string(),
+                "check CONVERGE_DB_BACKEND and CONVERGE_PG_DSN / CONVERGE_DB_PATH",
+            )];
+        }
+    };
+    let backend = format!("{:?}", store.backend()).to_lowercase();
+    let database = match store.is_migrated().await {
+        Ok(true) => Check::pass("database", format!("{backend}: reachable, migrated")),
+        Ok(false) => {
+            return vec![Check::fail(
+                "database",
+                format!("{backend}: reachable, not migrated"),
+                "run converge migrate",
+            )];
+        }
+        Err(e) => {
+            return vec![Check::fail(
+                "database",
+                format!("{backend}: {e}"),
+                "is the database up and reachable from here (network, DSN, password)?",
+            )];
+        }
+    };
+    let leases = match store.leases().await {
+        Ok(leases) => {
+            let now = chrono::Utc::now();
+            let stale: Vec<String> = leases
+                .iter()
+                .filter(|l| l.holder.is_some() && l.expires_at.is_some_and(|e| e < now))
+                .map(|l| l.key.to_string())
+                .collect();
+            if stale.is_empty() {
+                Check::pass("leases", format!("{} queue keys, none stale", leases.len()))
+            } else {
+                Check::warn(
+                    "leases",
+                    format!("stale: {}", stale.join(", ")),
+                    "the next worker or sweep takes them over; at once: converge queue reset --intent-id any --clear-lock",
+                )
+            }
+        }
+        Err(e) => Check::fail("leases", e.to_string(), "cannot read queue_leases"),
+    };
+    vec![database, leases]
+}
+
+/// The SQS queue and its DLQ (CONVERGE_QUEUE_URL, CONVERGE_DLQ_URL), when configured.
+async fn queue_checks() -> Vec<Check> {
+    let Some(queue_url) = env("CONVERGE_QUEUE_URL") else {
+        return vec![Check::pass(
+            "queue",
+            "database-backed queue (CONVERGE_QUEUE_URL unset)",
+        )];
+    };
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let depth = |url: String| {
+        let sqs = sqs.clone();
+        async move {
+            sqs.get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                .send()
+                .await
+                .map(|answer| {
+                    answer
+                        .attributes()
+                        .and_then(|a| {
+                            a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                                .and_then(|n| n.parse::<u64>().ok())
+                        })
+                        .unwrap_or(0)
+                })
+                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+        }
+    };
+    let queue = match depth(queue_url.clone()).await {
+        Ok(n) => Check::pass("queue", format!("SQS reachable, {n} messages waiting")),
+        Err(e) => {
+            return vec![Check::fail(
+                "queue",
+                e,
+                "check CONVERGE_QUEUE_URL, AWS credentials and region (AWS_ENDPOINT_URL for an emulator)",
+            )];
+        }
+    };
+    let dlq = match env("CONVERGE_DLQ_URL") {
+        None => Check::warn(
+            "dlq",
+            "CONVERGE_DLQ_URL unset: the DLQ's depth is unknown",
+            "set it to the dead-letter queue's URL",
+        ),
+        Some(url) => match depth(url).await {
+            Ok(0) => Check::pass("dlq", "empty"),
+            Ok(n) => Check::warn(
+                "dlq",
+                format!("{n} messages dead-lettered"),
+                "read them, fix the cause, then redrive them (see the runbook)",
+            ),
+            Err(e) => Check::fail("dlq", e, "check CONVERGE_DLQ_URL"),
+        },
+    };
+    vec![queue, dlq]
+}
+
+async fn github_check() -> Check {
+    if env("CONVERGE_GITHUB_APP_ID").is_none() {
+        return Check::warn(
+            "github_app",
+            "no GitHub App configured (CONVERGE_GITHUB_APP_ID)",
+            "only local repositories can be worked on",
+        );
+    }
+    let app = match converge_runtime::secrets::github_app_from_env().await {
+        Ok(Some(app)) => app,
+        Ok(None) => {
+            return Check::warn(
+                "github_app",
+                "no GitHub App configured",
+                "set CONVERGE_GITHUB_APP_ID",
+            );
+        }
+        Err(e) => {
+            return Check::fail(
+                "github_app",
+                e,
+                "check CONVERGE_GITHUB_APP_PRIVATE_KEY(_PATH, _SECRET_ARN)",
+            );
+        }
+    };
+    let slug = match app.check_app().await {
+        Ok(slug) => slug,
+        Err(e) => {
+            return Check::fail(
+                "github_app",
+                format!("the App's JWT was refused: {e}"),
+                "the App id and private key must belong together (regenerate the key on GitHub if unsure)",
+            );
+        }
+    };
+    match app.settings().default_installation {
+        None => Check::pass("github_app", format!("authenticated as {slug}")),
+        Some(installation) => match app.check_credentials(installation).await {
+            Ok(()) => Check::pass(
+                "github_app",
+                format!("authenticated as {slug}; installation {installation} token issued"),
+            ),
+            Err(e) => Check::fail(
+                "github_app",
+                format!("installation {installation}: {e}"),
+                "is the App installed there (CONVERGE_GITHUB_INSTALLATION_ID)?",
+            ),
+        },
+    }
+}
+
+fn webhook_secret_check() -> Check {
+    match env("CONVERGE_GITHUB_WEBHOOK_SECRET") {
+        Some(secrets) => Check::pass(
+            "webhook_secret",
+            format!("{} secret(s) configured", secrets.split(',').count()),
+        ),
+        None if env("CONVERGE_GITHUB_APP_ID").is_some() => Check::fail(
+            "webhook_secret",
+            "CONVERGE_GITHUB_WEBHOOK_SECRET unset: every delivery is refused",
+            "set it to the App's webhook secret",
+        ),
+        None => Check::warn(
+            "webhook_secret",
+            "CONVERGE_GITHUB_WEBHOOK_SECRET unset",
+            "needed once GitHub sends webhooks",
+        ),
+    }
+}

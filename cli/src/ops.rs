@@ -1,0 +1,749 @@
+//! The operator commands: each is one call to the HTTPS API (`--api-url`, `--api-key`), or
+//! with `--local` the same API run in this process on the configured database (for the
+//! runbook's emergency operations while the API is down). What they print comes from the
+//! API's answer: tables for people, the answer itself with `--json`.
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::client::{ApiClient, CliError, encode};
+use crate::output::{Column, Output};
+
+/// Where operator commands send their requests.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// The API's base URL.
+    #[arg(
+        long,
+        env = "CONVERGE_API_URL",
+        default_value = "http://127.0.0.1:9876",
+        global = true
+    )]
+    pub api_url: String,
+    /// The API key (sent as x-api-key).
+    #[arg(long, env = "CONVERGE_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// Run the API in this process on the configured database (CONVERGE_DB_*) instead of
+    /// calling --api-url: for emergencies when the API is down. No key needed.
+    #[arg(long, global = true)]
+    pub local: bool,
+}
+
+/// `converge intent …`.
+#[derive(Debug, Subcommand)]
+pub enum IntentCommand {
+    /// Create an intent for a branch (or from a JSON file in the API's shape).
+    Create(IntentCreate),
+    /// List intents, newest first.
+    List(IntentList),
+    /// One intent, whole.
+    Show(IntentId),
+    /// Set an intent's status by hand (its retries are reset too).
+    Status(IntentStatus),
+    /// An intent's events, newest first.
+    Events(IntentEvents),
+}
+
+/// Options of `intent create`.
+#[derive(Debug, Args)]
+pub struct IntentCreate {
+    /// The branch to merge.
+    #[arg(long, required_unless_present = "file")]
+    source: Option<String>,
+    /// The branch to merge into.
+    #[arg(long, default_value = "main")]
+    target: String,
+    /// The intent's id (a new one when left out).
+    #[arg(long)]
+    intent_id: Option<String>,
+    /// low, medium, high or critical.
+    #[arg(long)]
+    risk_level: Option<String>,
+    /// 0 (first) to 9.
+    #[arg(long)]
+    priority: Option<i64>,
+    /// Tenant (admins only; a tenant's key implies its own).
+    #[arg(long)]
+    tenant_id: Option<String>,
+    /// human, agent or integration.
+    #[arg(long)]
+    origin_type: Option<String>,
+    /// Another intent that must merge first (repeatable).
+    #[arg(long = "depends-on", value_name = "INTENT_ID")]
+    depends_on: Vec<String>,
+    /// A JSON file with the whole request body (`POST /v1/intents`); flags override it.
+    #[arg(long, value_name = "FILE")]
+    file: Option<std::path::PathBuf>,
+}
+
+/// Options of `intent list`.
+#[derive(Debug, Args)]
+pub struct IntentList {
+    /// Only this status (READY, VALIDATED, QUEUED, MERGED, REJECTED).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only this target branch.
+    #[arg(long)]
+    target: Option<String>,
+    /// Only this tenant.
+    #[arg(long)]
+    tenant_id: Option<String>,
+    /// At most this many (1–500).
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+}
+
+/// An intent, by id.
+#[derive(Debug, Args)]
+pub struct IntentId {
+    /// The intent.
+    #[arg(long)]
+    intent_id: String,
+}
+
+/// Options of `intent status`.
+#[derive(Debug, Args)]
+pub struct IntentStatus {
+    /// The intent.
+    #[arg(long)]
+    intent_id: String,
+    /// The new status.
+    #[arg(long)]
+    status: String,
+}
+
+/// Options of `intent events`.
+#[derive(Debug, Args)]
+pub struct IntentEvents {
+    /// The intent.
+    #[arg(long)]
+    intent_id: String,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+}
+
+/// Options of `validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The intent.
+    #[arg(long)]
+    intent_id: String,
+    /// Treat required checks as passed (admins only).
+    #[arg(long)]
+    skip_checks: bool,
+}
+
+/// `converge merge …`.
+#[derive(Debug, Subcommand)]
+pub enum MergeCommand {
+    /// Record a merge done outside Converge (QUEUED or VALIDATED intents).
+    Confirm(MergeConfirm),
+}
+
+/// Options of `merge confirm`.
+#[derive(Debug, Args)]
+pub struct MergeConfirm {
+    /// The intent.
+    #[arg(long)]
+    intent_id: String,
+    /// The merge commit, when known.
+    #[arg(long)]
+    merged_commit: Option<String>,
+}
+
+/// `converge queue …`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Run one queue round now over every key with work (optionally one target).
+    Run(QueueRun),
+    /// Reset an intent's retries (optionally its status) and, with --clear-lock, its queue's
+    /// lease; `--intent-id any --clear-lock` clears every held lease.
+    Reset(QueueReset),
+    /// Intents in the queue with their retries and priority.
+    Inspect(QueueInspect),
+    /// Counts by status and the intents still pending.
+    State(TenantArgs),
+}
+
+/// Options of `queue run`.
+#[derive(Debug, Args)]
+pub struct QueueRun {
+    /// Only this target branch.
+    #[arg(long)]
+    target: Option<String>,
+    /// At most this many intents worked on per queue key.
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Merge what passes (otherwise the worker's CONVERGE_WORKER_AUTO_CONFIRM).
+    #[arg(long)]
+    auto_confirm: bool,
+    /// Failed attempts before rejection (otherwise the worker's setting).
+    #[arg(long)]
+    max_retries: Option<u32>,
+}
+
+/// Options of `queue reset`.
+#[derive(Debug, Args)]
+pub struct QueueReset {
+    /// The intent, or `any` (with --clear-lock) for every held lease.
+    #[arg(long)]
+    intent_id: String,
+    /// A new status for the intent.
+    #[arg(long)]
+    set_status: Option<String>,
+    /// Clear the lease of the intent's queue.
+    #[arg(long)]
+    clear_lock: bool,
+}
+
+/// Options of `queue inspect`.
+#[derive(Debug, Args)]
+pub struct QueueInspect {
+    /// Only this status.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only intents with at least this many retries.
+    #[arg(long)]
+    min_retries: Option<u32>,
+    /// Only READY, VALIDATED and QUEUED intents.
+    #[arg(long)]
+    only_actionable: bool,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+/// A tenant filter.
+#[derive(Debug, Args)]
+pub struct TenantArgs {
+    /// Only this tenant (admins; a tenant's key implies its own).
+    #[arg(long)]
+    tenant_id: Option<String>,
+}
+
+/// `converge audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// The event log, newest first.
+    Events(AuditEvents),
+}
+
+/// Options of `audit events`.
+#[derive(Debug, Args)]
+pub struct AuditEvents {
+    /// Only this event type (e.g. intent.merged).
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// Only this intent's.
+    #[arg(long)]
+    intent_id: Option<String>,
+    /// Only this tenant's.
+    #[arg(long)]
+    tenant_id: Option<String>,
+    /// Only from this time on (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+/// `converge keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Replace the calling key with a new one (printed once); the old one keeps working for
+    /// the grace period.
+    Rotate(KeysRotate),
+}
+
+/// Options of `keys rotate`.
+#[derive(Debug, Args)]
+pub struct KeysRotate {
+    /// Seconds the old key stays valid.
+    #[arg(long)]
+    grace_period_seconds: Option<i64>,
+}
+
+/// `converge flags …`.
+#[derive(Debug, Subcommand)]
+pub enum FlagsCommand {
+    /// Every feature flag, its value and where the value comes from.
+    List,
+    /// Turn a flag on or off for every instance (admins).
+    Set(FlagSet),
+}
+
+/// Options of `flags set`.
+#[derive(Debug, Args)]
+pub struct FlagSet {
+    /// The flag.
+    name: String,
+    /// true or false.
+    #[arg(long, action = clap::ArgAction::Set)]
+    enabled: bool,
+}
+
+/// The client of this invocation: over HTTPS, or in process with `--local`.
+pub async fn client(api: &ApiArgs) -> Result<ApiClient, CliError> {
+    if api.local {
+        let state = converge_http::boot::local_state_from_env()
+            .await
+            .map_err(|e| CliError::Other(anyhow::anyhow!("--local: {e}")))?;
+        return Ok(ApiClient::in_process(converge_http::router(state)));
+    }
+    ApiClient::new(&api.api_url, api.api_key.clone())
+}
+
+const INTENT_COLUMNS: &[Column<'static>] = &[
+    ("id", "/id"),
+    ("status", "/status"),
+    ("source", "/source"),
+    ("target", "/target"),
+    ("priority", "/priority"),
+    ("retries", "/retries"),
+    ("risk", "/risk_level"),
+];
+
+const INTENT_FIELDS: &[Column<'static>] = &[
+    ("id", "/id"),
+    ("status", "/status"),
+    ("source", "/source"),
+    ("target", "/target"),
+    ("priority", "/priority"),
+    ("retries", "/retries"),
+    ("risk level", "/risk_level"),
+    ("tenant", "/tenant_id"),
+    ("dependencies", "/dependencies"),
+    ("created", "/created_at"),
+];
+
+const EVENT_COLUMNS: &[Column<'static>] = &[
+    ("seq", "/seq"),
+    ("time", "/timestamp"),
+    ("type", "/event_type"),
+    ("intent", "/intent_id"),
+];
+
+/// Runs an `intent` command.
+pub async fn intent(api: &ApiClient, out: Output, command: IntentCommand) -> Result<(), CliError> {
+    match command {
+        IntentCommand::Create(args) => {
+            let mut body = match &args.file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        CliError::Other(anyhow::anyhow!("cannot read {}: {e}", path.display()))
+                    })?;
+                    serde_json::from_str::<Value>(&text).map_err(|e| {
+                        CliError::Other(anyhow::anyhow!("{} is not JSON: {e}", path.display()))
+                    })?
+                }
+                None => json!({}),
+            };
+            let Value::Object(map) = &mut body else {
+                return Err(CliError::Other(anyhow::anyhow!(
+                    "the file must hold a JSON object"
+                )));
+            };
+            let mut set = |key: &str, value: Option<Value>| {
+                if let Some(value) = value {
+                    map.insert(key.to_owned(), value);
+                }
+            };
+            set("source", args.source.map(Value::from));
+            if args.file.is_none() || args.target != "main" {
+                set("target", Some(Value::from(args.target)));
+            }
+            set("id", args.intent_id.map(Value::from));
+            set("risk_level", args.risk_level.map(Value::from));
+            set("priority", args.priority.map(Value::from));
+            set("tenant_id", args.tenant_id.map(Value::from));
+            set("origin_type", args.origin_type.map(Value::from));
+            if !args.depends_on.is_empty() {
+                set("dependencies", Some(json!(args.depends_on)));
+            }
+            let created = api.post("/intents", &body).await?;
+            out.emit(&created, |o| {
+                o.fields(&created, &[("intent", "/intent_id"), ("status", "/status")])
+            })?;
+        }
+        IntentCommand::List(args) => {
+            let page = api
+                .get(
+                    "/intents",
+                    &[
+                        ("status", args.status),
+                        ("target", args.target),
+                        ("tenant_id", args.tenant_id),
+                        ("limit", Some(args.limit.to_string())),
+                    ],
+                )
+                .await?;
+            out.emit(&page, |o| o.table(rows(&page, "intents"), INTENT_COLUMNS))?;
+        }
+        IntentCommand::Show(args) => {
+            let intent = api.get(&intent_path(&args.intent_id, ""), &[]).await?;
+            out.emit(&intent, |o| o.fields(&intent, INTENT_FIELDS))?;
+        }
+        IntentCommand::Status(args) => {
+            let body = json!({"intent_id": args.intent_id, "set_status": args.status});
+            let answer = api.post("/queue/reset", &body).await?;
+            out.emit(&answer, |o| {
+                o.fields(
+                    &answer,
+                    &[
+                        ("intent", "/intent_id"),
+                        ("status", "/status"),
+                        ("retries", "/retries"),
+                    ],
+                )
+            })?;
+        }
+        IntentCommand::Events(args) => {
+            let page = api
+                .get(
+                    &intent_path(&args.intent_id, "/events"),
+                    &[("limit", Some(args.limit.to_string()))],
+                )
+                .await?;
+            out.emit(&page, |o| o.table(rows(&page, "events"), EVENT_COLUMNS))?;
+        }
+    }
+    Ok(())
+}
+
+/// `simulate`: the merge of an intent as it would be now.
+pub async fn simulate(api: &ApiClient, out: Output, args: IntentId) -> Result<(), CliError> {
+    let answer = api
+        .post(&intent_path(&args.intent_id, "/simulate"), &json!({}))
+        .await?;
+    out.emit(&answer, |o| {
+        o.fields(
+            &answer,
+            &[
+                ("intent", "/intent_id"),
+                ("mergeable", "/mergeable"),
+                ("conflicts", "/conflicts"),
+                ("files changed", "/files_changed"),
+                ("head", "/head_sha"),
+                ("target", "/target_sha"),
+            ],
+        )
+    })?;
+    if answer["mergeable"] == Value::Bool(false) {
+        return Err(CliError::CheckFailed(format!(
+            "{} does not merge cleanly",
+            args.intent_id
+        )));
+    }
+    Ok(())
+}
+
+/// `validate`: the pipeline now; a blocked decision exits 3.
+pub async fn validate(api: &ApiClient, out: Output, args: ValidateArgs) -> Result<(), CliError> {
+    let body = if args.skip_checks {
+        json!({"skip_checks": true})
+    } else {
+        json!({})
+    };
+    let decision = api
+        .post(&intent_path(&args.intent_id, "/validate"), &body)
+        .await?;
+    out.emit(&decision, |o| {
+        o.fields(
+            &decision,
+            &[
+                ("intent", "/intent_id"),
+                ("decision", "/decision"),
+                ("kind", "/kind"),
+                ("reason", "/reason"),
+                ("risk level", "/risk_level"),
+                ("mergeable", "/simulation/mergeable"),
+                ("files changed", "/simulation/files_changed"),
+                ("head", "/simulation/head_sha"),
+                ("target", "/simulation/target_sha"),
+            ],
+        )
+    })?;
+    if decision["decision"] == "blocked" {
+        return Err(CliError::CheckFailed(format!(
+            "{} blocked: {}",
+            args.intent_id,
+            decision["reason"].as_str().unwrap_or("no reason")
+        )));
+    }
+    Ok(())
+}
+
+/// `merge confirm`.
+pub async fn merge(api: &ApiClient, out: Output, command: MergeCommand) -> Result<(), CliError> {
+    let MergeCommand::Confirm(args) = command;
+    let body = json!({"intent_id": args.intent_id, "merged_commit": args.merged_commit});
+    let answer = api.post("/merge/confirm", &body).await?;
+    out.emit(&answer, |o| {
+        o.fields(
+            &answer,
+            &[
+                ("intent", "/intent_id"),
+                ("status", "/status"),
+                ("merged commit", "/merged_commit"),
+            ],
+        )
+    })?;
+    Ok(())
+}
+
+/// Runs a `queue` command.
+pub async fn queue(api: &ApiClient, out: Output, command: QueueCommand) -> Result<(), CliError> {
+    match command {
+        QueueCommand::Run(args) => {
+            let mut body = json!({"target": args.target, "limit": args.limit, "max_retries": args.max_retries});
+            if args.auto_confirm {
+                body["auto_confirm"] = json!(true);
+            }
+            let spinner = crate::progress::spinner("running the queue");
+            let answer = api.post("/queue/run", &body).await;
+            spinner.finish_and_clear();
+            let answer = answer?;
+            let lines: Vec<Value> = answer["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|key| {
+                    // `[tenant] owner/repo@target`, or just the target for local intents.
+                    let queue = format!(
+                        "{}{}{}",
+                        key["tenant"].as_str().filter(|t| !t.is_empty()).map(|t| format!("[{t}] ")).unwrap_or_default(),
+                        key["repo"].as_str().filter(|r| !r.is_empty()).map(|r| format!("{r}@")).unwrap_or_default(),
+                        key["target"].as_str().unwrap_or_default()
+                    );
+                    if key["busy"] == true {
+                        return vec![json!({"queue": queue, "outcome": "busy"})];
+                    }
+                    key["intents"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|i| json!({"queue": queue, "intent_id": i["intent_id"], "outcome": i["outcome"], "detail": i["detail"]}))
+                        .collect()
+                })
+                .collect();
+            out.emit(&answer, |o| {
+                o.table(
+                    &lines,
+                    &[
+                        ("queue", "/queue"),
+                        ("intent", "/intent_id"),
+                        ("outcome", "/outcome"),
+                        ("detail", "/detail"),
+                    ],
+                )
+            })?;
+        }
+        QueueCommand::Reset(args) => {
+            let body = json!({"intent_id": args.intent_id, "set_status": args.set_status,
+                              "clear_lock": args.clear_lock});
+            let answer = api.post("/queue/reset", &body).await?;
+            out.emit(&answer, |o| {
+                o.fields(
+                    &answer,
+                    &[
+                        ("intent", "/intent_id"),
+                        ("status", "/status"),
+                        ("retries", "/retries"),
+                        ("cleared leases", "/cleared_leases"),
+                    ],
+                )
+            })?;
+        }
+        QueueCommand::Inspect(args) => {
+            let page = api
+                .get(
+                    "/queue/inspect",
+                    &[
+                        ("status", args.status),
+                        ("min_retries", args.min_retries.map(|n| n.to_string())),
+                        (
+                            "only_actionable",
+                            args.only_actionable.then(|| "true".to_owned()),
+                        ),
+                        ("limit", Some(args.limit.to_string())),
+                    ],
+                )
+                .await?;
+            out.emit(&page, |o| {
+                o.table(
+                    rows(&page, "intents"),
+                    &[
+                        ("intent", "/intent_id"),
+                        ("status", "/status"),
+                        ("retries", "/retries"),
+                        ("priority", "/priority"),
+                        ("source", "/source"),
+                        ("target", "/target"),
+                        ("risk", "/risk_level"),
+                    ],
+                )
+            })?;
+        }
+        QueueCommand::State(args) => {
+            let state = api
+                .get("/queue/state", &[("tenant_id", args.tenant_id)])
+                .await?;
+            out.emit(&state, |o| {
+                let mut text = o.bold("pending");
+                text.push('\n');
+                text.push_str(&o.table(
+                    rows(&state, "pending"),
+                    &[
+                        ("intent", "/intent_id"),
+                        ("status", "/status"),
+                        ("priority", "/priority"),
+                        ("retries", "/retries"),
+                    ],
+                ));
+                text
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs an `audit` command.
+pub async fn audit(api: &ApiClient, out: Output, command: AuditCommand) -> Result<(), CliError> {
+    let AuditCommand::Events(args) = command;
+    let page = api
+        .get(
+            "/events",
+            &[
+                ("type", args.event_type),
+                ("intent_id", args.intent_id),
+                ("tenant_id", args.tenant_id),
+                ("since", args.since),
+                ("limit", Some(args.limit.to_string())),
+            ],
+        )
+        .await?;
+    out.emit(&page, |o| o.table(rows(&page, "events"), EVENT_COLUMNS))?;
+    Ok(())
+}
+
+/// `risk review`: an intent's risk evidence and diagnostics.
+pub async fn risk_review(api: &ApiClient, out: Output, args: IntentId) -> Result<(), CliError> {
+    let review = api
+        .get("/risk/review", &[("intent_id", Some(args.intent_id))])
+        .await?;
+    out.emit(&review, |o| {
+        let mut text = o.fields(
+            &review,
+            &[
+                ("intent", "/intent_id"),
+                ("risk score", "/risk/risk_score"),
+                ("damage score", "/risk/damage_score"),
+                ("risk level", "/risk/risk_level"),
+                ("mergeable", "/simulation/mergeable"),
+            ],
+        );
+        text.push_str("\n\n");
+        text.push_str(&o.bold("diagnostics"));
+        text.push('\n');
+        text.push_str(&o.table(
+            rows(&review, "diagnostics"),
+            &[
+                ("severity", "/severity"),
+                ("code", "/code"),
+                ("message", "/message"),
+            ],
+        ));
+        text
+    })?;
+    Ok(())
+}
+
+/// `risk gate`: what the risk gate decided lately; exit 3 when it would block.
+pub async fn risk_gate(api: &ApiClient, out: Output, args: TenantArgs) -> Result<(), CliError> {
+    let report = api
+        .get("/risk/gate/report", &[("tenant_id", args.tenant_id)])
+        .await?;
+    out.emit(&report, |o| {
+        let fields: Vec<Column<'_>> = report
+            .as_object()
+            .map(|m| m.keys().map(|k| (k.as_str(), "")).collect())
+            .unwrap_or_default();
+        fields
+            .iter()
+            .map(|(k, _)| format!("{}  {}", o.bold(&format!("{k}:")), compact(&report[*k])))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    Ok(())
+}
+
+/// `keys rotate`.
+pub async fn keys(api: &ApiClient, out: Output, command: KeysCommand) -> Result<(), CliError> {
+    let KeysCommand::Rotate(args) = command;
+    let body = match args.grace_period_seconds {
+        Some(seconds) => json!({"grace_period_seconds": seconds}),
+        None => json!({}),
+    };
+    let answer = api.post("/auth/keys/rotate", &body).await?;
+    out.emit(&answer, |o| {
+        let pairs: Vec<String> = answer
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{}  {}", o.bold(&format!("{k}:")), compact(v)))
+            .collect();
+        pairs.join("\n")
+    })?;
+    Ok(())
+}
+
+/// Runs a `flags` command.
+pub async fn flags(api: &ApiClient, out: Output, command: FlagsCommand) -> Result<(), CliError> {
+    let answer = match command {
+        FlagsCommand::List => api.get("/flags", &[]).await?,
+        FlagsCommand::Set(args) => {
+            api.post(
+                &format!("/flags/{}", encode(&args.name)),
+                &json!({"enabled": args.enabled}),
+            )
+            .await?
+        }
+    };
+    out.emit(&answer, |o| {
+        let list: Vec<Value> = match &answer["flags"] {
+            Value::Array(items) => items.clone(),
+            _ => vec![answer.clone()],
+        };
+        o.table(
+            &list,
+            &[
+                ("name", "/name"),
+                ("enabled", "/enabled"),
+                ("source", "/source"),
+            ],
+        )
+    })?;
+    Ok(())
+}
+
+/// The rows of a page: the array under `key`, or the answer itself when it is an array.
+fn rows<'a>(page: &'a Value, key: &str) -> &'a [Value] {
+    page.get(key)
+        .and_then(Value::as_array)
+        .or_else(|| page.as_array())
+        .map_or(&[], Vec::as_slice)
+}
+
+/// A value on one line: strings bare, the rest as compact JSON.
+fn compact(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn intent_path(id: &str, rest: &str) -> String {
+    format!("/intents/{}{rest}", encode(id))
+}
