@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: everything CI checks, from a fresh clone, on one build profile (dev).
-# Starts what the suites need (an ephemeral PostgreSQL and the AWS emulator; the GitHub fake is
-# started by each test that uses it) and tears them down on exit, failure included.
+# Starts what the suites need (an ephemeral PostgreSQL and the AWS emulator; the GitHub fake and
+# headless Chromium, installed here when missing, are started by the tests that use them) and
+# tears them down on exit, failure included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,8 @@ step() { printf '\n== %s\n' "$*"; }
 . scripts/lib/postgres.sh
 # shellcheck source=scripts/lib/aws-emulator.sh
 . scripts/lib/aws-emulator.sh
+# shellcheck source=scripts/lib/browser.sh
+. scripts/lib/browser.sh
 log=$(mktemp)
 cleanup() { pg_stop; aws_emulator_stop; rm -f "$log"; }
 trap cleanup EXIT
@@ -31,6 +34,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "services"
 pg_start
 aws_emulator_start
+browser_install_if_missing
 
 step "tests"
 set +e

@@ -189,61 +189,39 @@ async fn database_checks() -> Vec<Check> {
 
 /// The SQS queue and its DLQ (CONVERGE_QUEUE_URL, CONVERGE_DLQ_URL), when configured.
 async fn queue_checks() -> Vec<Check> {
-    let Some(queue_url) = env("CONVERGE_QUEUE_URL") else {
+    let Some(queue) = converge_runtime::sqs::SqsQueue::from_env().await else {
         return vec![Check::pass(
             "queue",
             "database-backed queue (CONVERGE_QUEUE_URL unset)",
         )];
     };
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let depth = |url: String| {
-        let sqs = sqs.clone();
-        async move {
-            sqs.get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-                .send()
-                .await
-                .map(|answer| {
-                    answer
-                        .attributes()
-                        .and_then(|a| {
-                            a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-                                .and_then(|n| n.parse::<u64>().ok())
-                        })
-                        .unwrap_or(0)
-                })
-                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
-        }
-    };
-    let queue = match depth(queue_url.clone()).await {
+    let waiting = match queue.depth().await {
         Ok(n) => Check::pass("queue", format!("SQS reachable, {n} messages waiting")),
         Err(e) => {
             return vec![Check::fail(
                 "queue",
-                e,
+                e.to_string(),
                 "check CONVERGE_QUEUE_URL, AWS credentials and region (AWS_ENDPOINT_URL for an emulator)",
             )];
         }
     };
-    let dlq = match env("CONVERGE_DLQ_URL") {
+    let dlq = match queue.sibling_from_env("CONVERGE_DLQ_URL") {
         None => Check::warn(
             "dlq",
             "CONVERGE_DLQ_URL unset: the DLQ's depth is unknown",
             "set it to the dead-letter queue's URL",
         ),
-        Some(url) => match depth(url).await {
+        Some(dlq) => match dlq.depth().await {
             Ok(0) => Check::pass("dlq", "empty"),
             Ok(n) => Check::warn(
                 "dlq",
                 format!("{n} messages dead-lettered"),
                 "read them, fix the cause, then redrive them (see the runbook)",
             ),
-            Err(e) => Check::fail("dlq", e, "check CONVERGE_DLQ_URL"),
+            Err(e) => Check::fail("dlq", e.to_string(), "check CONVERGE_DLQ_URL"),
         },
     };
-    vec![queue, dlq]
+    vec![waiting, dlq]
 }
 
 async fn github_check() -> Check {

@@ -3,6 +3,7 @@
 
 pub mod github_fake;
 pub mod sqs;
+pub mod webdriver;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

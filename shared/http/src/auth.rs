@@ -273,7 +273,11 @@ impl KeyCache {
         }
     }
 
-    async fn principal(&self, state: &AppState, key_hash: &str) -> Result<Principal, ApiError> {
+    pub(crate) async fn principal(
+        &self,
+        state: &AppState,
+        key_hash: &str,
+    ) -> Result<Principal, ApiError> {
         let now = state.clock.now();
         if let Ok(cache) = self.0.lock()
             && let Some(hit) = cache

@@ -72,6 +72,10 @@ async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
         .map(converge_github::adapters::GithubPorts::new);
     state.ports = converge_runtime::routed::RoutedPorts::new(local, github);
     state.sqs = converge_runtime::sqs::SqsQueue::from_env().await;
+    state.dlq = state
+        .sqs
+        .as_ref()
+        .and_then(|queue| queue.sibling_from_env("CONVERGE_DLQ_URL"));
     state.worker_settings = converge_runtime::queue_worker::WorkerSettings::from_lookup(lookup)
         .map_err(BootError::Config)?;
     let state = Arc::new(state);

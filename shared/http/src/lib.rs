@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod boot;
+mod dashboard;
 pub mod error;
 mod extract;
 pub mod metrics;
@@ -179,6 +180,8 @@ pub struct AppState {
     pub queue_wakeup: Arc<tokio::sync::Notify>,
     /// The SQS queue (`CONVERGE_QUEUE_URL`), when workers take their work from SQS.
     pub sqs: Option<converge_runtime::sqs::SqsQueue>,
+    /// Its dead-letter queue (`CONVERGE_DLQ_URL`), whose depth the dashboard shows.
+    pub dlq: Option<converge_runtime::sqs::SqsQueue>,
     /// The worker settings (`CONVERGE_WORKER_*`), for rounds run on request.
     pub worker_settings: converge_runtime::queue_worker::WorkerSettings,
 }
@@ -201,6 +204,7 @@ impl AppState {
             ports: converge_runtime::routed::RoutedPorts::new(None, None),
             queue_wakeup: Arc::new(tokio::sync::Notify::new()),
             sqs: None,
+            dlq: None,
             worker_settings: converge_runtime::queue_worker::WorkerSettings::default(),
         }
     }
@@ -295,7 +299,7 @@ fn business_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
 /// The whole API.
 pub fn router(state: Arc<AppState>) -> Router {
     let business = business_routes(&state);
-    let operational = Router::new()
+    let operational = dashboard::routes()
         .route("/health", get(health))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))

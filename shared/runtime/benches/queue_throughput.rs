@@ -134,9 +134,15 @@ async fn seed(store: &Store, count: u64) -> Vec<String> {
     ids
 }
 
-/// Runs `workers` processors over `ports` until no intent is left to work on.
-async fn drain<S, C, P>(store: &Store, workers: usize, ports: impl Fn() -> WorkerPorts<S, C, P>)
-where
+/// Runs `workers` processors over `ports` until no intent is left to work on: with
+/// `auto_confirm`, until every intent is merged; without it, until every one is decided
+/// (QUEUED or rejected).
+async fn drain<S, C, P>(
+    store: &Store,
+    workers: usize,
+    auto_confirm: bool,
+    ports: impl Fn() -> WorkerPorts<S, C, P>,
+) where
     S: Scm + Merger + Sync + Send + 'static,
     C: Checks + Sync + Send + 'static,
     P: Publisher + Sync + Send + 'static,
@@ -149,7 +155,7 @@ where
                 PolicyConfig::default(),
                 WorkerSettings {
                     batch_size: 200,
-                    auto_confirm: true,
+                    auto_confirm,
                     ..WorkerSettings::default()
                 },
                 Arc::new(SystemClock),
@@ -161,7 +167,11 @@ where
                     processor.poll().await.unwrap_or_else(|e| panic!("{e}"));
                     let ready = store
                         .intents(&IntentFilter {
-                            statuses: vec![Status::Ready, Status::Validated, Status::Queued],
+                            statuses: if auto_confirm {
+                                vec![Status::Ready, Status::Validated, Status::Queued]
+                            } else {
+                                vec![Status::Ready, Status::Validated]
+                            },
                             limit: 1,
                             ..IntentFilter::default()
                         })
@@ -179,11 +189,38 @@ where
     }
 }
 
-/// Checks, outside the timing, that the run merged every intent.
-async fn assert_merged(store: &Store, ids: &[String]) {
+/// Checks, outside the timing, that the run left every intent in `expected`.
+async fn assert_status(store: &Store, ids: &[String], expected: Status) {
     for id in ids {
         let status = store.intent(id).await.ok().flatten().map(|i| i.status);
-        assert_eq!(status, Some(Status::Merged), "{id}");
+        assert_eq!(status, Some(expected), "{id}");
+    }
+}
+
+/// Takes decided intents out of the queue (as merged by hand), outside the timing, so the next
+/// batch does not pay for looking at them.
+async fn clear_queued(store: &Store, ids: &[String]) {
+    let events: Vec<Event> = ids
+        .iter()
+        .map(|id| {
+            Event::about_intent(
+                format!("{id}-confirmed"),
+                "bench",
+                SystemClock.now(),
+                EventType::IntentMerged,
+                id.clone(),
+                serde_json::json!({"merged_commit": "bench"}),
+            )
+        })
+        .collect();
+    for chunk in events.chunks(200) {
+        store
+            .commit(&Commit {
+                events: chunk.to_vec(),
+                ..Commit::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -316,34 +353,46 @@ fn bench(c: &mut Criterion) {
         .block_on(store.migrate())
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let mut group = c.benchmark_group("queue_in_process_scm");
-    group.throughput(Throughput::Elements(1));
-    group.sample_size(10);
-    group.measurement_time(Duration::from_secs(20));
-    for workers in [1usize, 4] {
-        group.bench_with_input(
-            BenchmarkId::new("workers", workers),
-            &workers,
-            |b, &workers| {
-                b.iter_custom(|iters| {
-                    runtime.block_on(async {
-                        let ids = seed(&store, iters.max(1)).await;
-                        let start = Instant::now();
-                        drain(&store, workers, || WorkerPorts {
-                            scm: MemoryScm,
-                            checks: MemoryScm,
-                            publisher: NoPublisher,
+    // Validated and decided (auto-confirm off: each intent ends QUEUED), then validated,
+    // decided and merged.
+    for (name, auto_confirm) in [
+        ("queue_in_process_decide", false),
+        ("queue_in_process_scm", true),
+    ] {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements(1));
+        group.sample_size(10);
+        group.measurement_time(Duration::from_secs(20));
+        for workers in [1usize, 4] {
+            group.bench_with_input(
+                BenchmarkId::new("workers", workers),
+                &workers,
+                |b, &workers| {
+                    b.iter_custom(|iters| {
+                        runtime.block_on(async {
+                            let ids = seed(&store, iters.max(1)).await;
+                            let start = Instant::now();
+                            drain(&store, workers, auto_confirm, || WorkerPorts {
+                                scm: MemoryScm,
+                                checks: MemoryScm,
+                                publisher: NoPublisher,
+                            })
+                            .await;
+                            let elapsed = start.elapsed();
+                            if auto_confirm {
+                                assert_status(&store, &ids, Status::Merged).await;
+                            } else {
+                                assert_status(&store, &ids, Status::Queued).await;
+                                clear_queued(&store, &ids).await;
+                            }
+                            elapsed
                         })
-                        .await;
-                        let elapsed = start.elapsed();
-                        assert_merged(&store, &ids).await;
-                        elapsed
-                    })
-                });
-            },
-        );
+                    });
+                },
+            );
+        }
+        group.finish();
     }
-    group.finish();
 
     let (fake, ports) = runtime.block_on(github_world());
     let mut group = c.benchmark_group("queue_github_fake");
@@ -360,14 +409,14 @@ fn bench(c: &mut Criterion) {
                     runtime.block_on(async {
                         let ids = seed_github(&store, &fake, iters.max(1)).await;
                         let start = Instant::now();
-                        drain(&store, workers, || WorkerPorts {
+                        drain(&store, workers, true, || WorkerPorts {
                             scm: ports.clone(),
                             checks: ports.clone(),
                             publisher: ports.clone(),
                         })
                         .await;
                         let elapsed = start.elapsed();
-                        assert_merged(&store, &ids).await;
+                        assert_status(&store, &ids, Status::Merged).await;
                         elapsed
                     })
                 });

@@ -74,6 +74,34 @@ impl SqsQueue {
         &self.url
     }
 
+    /// The queue named by `variable` (a URL), sharing `self`'s client: the DLQ beside the
+    /// queue. `None` when the variable is unset.
+    pub fn sibling_from_env(&self, variable: &str) -> Option<SqsQueue> {
+        let url = std::env::var(variable)
+            .ok()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())?;
+        Some(SqsQueue::new(self.client.clone(), url))
+    }
+
+    /// How many messages wait in the queue (SQS's approximate count).
+    pub async fn depth(&self) -> Result<u64, RelayError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let answer = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(sqs_error)?;
+        Ok(answer
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+
     /// Sends the outbox's unsent queue messages (in batches of ten) and marks each one sent
     /// once SQS accepted it. A message SQS did not take stays unsent and goes with the next
     /// relay. Returns how many were sent.

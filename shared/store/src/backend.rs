@@ -101,30 +101,34 @@ macro_rules! store_operations {
                     }
                 }
 
-                let mut seqs = Vec::with_capacity(commit.events.len());
+                // The projection: each touched intent's row is locked and read once, the
+                // commit's events are applied to it in order in memory, and it is written once.
+                let mut projected: Vec<Projected<'_>> = Vec::new();
                 for event in &commit.events {
-                    if let Some(intent_id) = event.intent_id.as_deref() {
-                        if converge_core::projection::changes_projection(event.event_type) {
-                            project(&mut tx, intent_id, event).await?;
-                        }
+                    let Some(intent_id) = event.intent_id.as_deref() else { continue };
+                    if !converge_core::projection::changes_projection(event.event_type) {
+                        continue;
                     }
-                    let seq: i64 = sqlx::query_scalar(
-                        "INSERT INTO events (id, trace_id, timestamp, event_type, intent_id, agent_id, tenant_id, payload, evidence) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
-                    )
-                    .bind(&event.id)
-                    .bind(&event.trace_id)
-                    .bind(ts(event.timestamp))
-                    .bind(event.event_type.as_str())
-                    .bind(&event.intent_id)
-                    .bind(&event.agent_id)
-                    .bind(&event.tenant_id)
-                    .bind(sqlx::types::Json(&event.payload))
-                    .bind(sqlx::types::Json(&event.evidence))
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    seqs.push(seq);
+                    let position = match projected.iter().position(|p| p.id == intent_id) {
+                        Some(position) => position,
+                        None => {
+                            let current = read_locked(&mut tx, intent_id).await?;
+                            projected.push(Projected { id: intent_id, existed: current.is_some(), current, events: Vec::new(), updated_at: None });
+                            projected.len() - 1
+                        }
+                    };
+                    let entry = &mut projected[position];
+                    entry.events.push(event);
+                    if let Some(next) = converge_core::projection::apply(entry.current.as_ref(), event)? {
+                        entry.current = Some(next);
+                        entry.updated_at = Some(event.timestamp);
+                    }
                 }
+                for entry in projected {
+                    write_projected(&mut tx, entry).await?;
+                }
+
+                let seqs = insert_events(&mut tx, &commit.events).await?;
                 for link in &commit.commit_links {
                     sqlx::query(
                         "INSERT INTO intent_commit_links (intent_id, repo, sha, role, observed_at) \
@@ -766,28 +770,91 @@ macro_rules! store_operations {
         }
 
         /// Applies one event to its intent's row (locked), inside the commit's transaction.
-        async fn project(
+        /// An intent's row while a commit applies its events: as read (under its row lock),
+        /// and as the events leave it.
+        struct Projected<'a> {
+            id: &'a str,
+            existed: bool,
+            current: Option<converge_core::Intent>,
+            events: Vec<&'a converge_core::Event>,
+            updated_at: Option<chrono::DateTime<chrono::Utc>>,
+        }
+
+        async fn read_locked(
             tx: &mut sqlx::Transaction<'static, $db>,
             intent_id: &str,
-            event: &converge_core::Event,
+        ) -> Result<Option<converge_core::Intent>, $crate::StoreError> {
+            let row = sqlx::query(concat!("SELECT * FROM intents WHERE id = $1", $lock))
+                .bind(intent_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            row.as_ref().map(intent_from_row).transpose()
+        }
+
+        /// Writes an intent as a commit's events left it. If the row did not exist and a
+        /// concurrent transaction created it first, our insert waited for it and did nothing:
+        /// the events are applied again to the row that transaction wrote.
+        async fn write_projected(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            entry: Projected<'_>,
         ) -> Result<(), $crate::StoreError> {
-            // Twice at most: if the row did not exist and a concurrent transaction creates it
-            // first, our insert waits for it, does nothing, and the event is applied to the
-            // row that transaction wrote.
-            for _ in 0..2 {
-                let row = sqlx::query(concat!("SELECT * FROM intents WHERE id = $1", $lock))
-                    .bind(intent_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                let current = row.as_ref().map(intent_from_row).transpose()?;
-                let Some(next) = converge_core::projection::apply(current.as_ref(), event)? else {
-                    return Ok(());
-                };
-                if write_intent(tx, &next, event.timestamp, current.is_some()).await? {
-                    return Ok(());
+            let (Some(intent), Some(updated_at)) = (&entry.current, entry.updated_at) else {
+                return Ok(());
+            };
+            if write_intent(tx, intent, updated_at, entry.existed).await? {
+                return Ok(());
+            }
+            let mut current = read_locked(tx, entry.id).await?;
+            let mut updated_at = None;
+            for event in &entry.events {
+                if let Some(next) = converge_core::projection::apply(current.as_ref(), event)? {
+                    current = Some(next);
+                    updated_at = Some(event.timestamp);
                 }
             }
-            Err($crate::error::corrupt(format!("intent {intent_id} changed under a held row lock")))
+            match (current, updated_at) {
+                (Some(intent), Some(at)) if write_intent(tx, &intent, at, true).await? => Ok(()),
+                (_, None) => Ok(()),
+                _ => Err($crate::error::corrupt(format!("intent {} changed under a held row lock", entry.id))),
+            }
+        }
+
+        /// Appends events in as few statements as possible; returns their sequence numbers in
+        /// the order given.
+        async fn insert_events(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            events: &[converge_core::Event],
+        ) -> Result<Vec<i64>, $crate::StoreError> {
+            // Nine parameters a row; SQLite allows 32,766 in a statement.
+            const ROWS_PER_STATEMENT: usize = 1_000;
+            let mut seqs = Vec::with_capacity(events.len());
+            for chunk in events.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO events (id, trace_id, timestamp, event_type, intent_id, agent_id, tenant_id, payload, evidence) ",
+                );
+                q.push_values(chunk, |mut row, event| {
+                    row.push_bind(event.id.clone())
+                        .push_bind(event.trace_id.clone())
+                        .push_bind(ts(event.timestamp))
+                        .push_bind(event.event_type.as_str())
+                        .push_bind(event.intent_id.clone())
+                        .push_bind(event.agent_id.clone())
+                        .push_bind(event.tenant_id.clone())
+                        .push_bind(sqlx::types::Json(event.payload.clone()))
+                        .push_bind(sqlx::types::Json(event.evidence.clone()));
+                });
+                // The order RETURNING lists rows in is not promised: match them by id.
+                q.push(" RETURNING id, seq");
+                let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
+                let by_id: std::collections::HashMap<String, i64> = rows.into_iter().collect();
+                for event in chunk {
+                    let seq = by_id.get(&event.id).copied().ok_or_else(|| {
+                        $crate::error::corrupt(format!("event {} was not appended", event.id))
+                    })?;
+                    seqs.push(seq);
+                }
+            }
+            Ok(seqs)
         }
 
         /// Writes an intent row: replacing the existing one (`overwrite`), or only if none

@@ -1,0 +1,290 @@
+//! The dashboard in a real browser: headless Chromium (Debian's, through chromedriver) against
+//! a live `converge serve` with seeded intents and decisions. Signing in with the keyboard,
+//! the queue with positions, an intent's page with its timeline and trace ids, an update
+//! appearing when a new decision lands, a tenant's key seeing only its tenant, a phone-sized
+//! window without sideways scrolling, and no console errors. Screenshots are kept under
+//! `target/tmp/dashboard/`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use converge_testkit::ServerProcess;
+use converge_testkit::git::{commit_file, docs_and_clash, git};
+use converge_testkit::webdriver::{Browser, ENTER, TAB};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-key";
+const ACME: &str = "acme-key";
+
+fn screenshots() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard")
+}
+
+async fn api(server: &ServerProcess, key: &str, method: &str, path: &str, body: Value) -> Value {
+    let client = reqwest::Client::new();
+    let request = match method {
+        "GET" => client.get(server.url(path)),
+        _ => client.post(server.url(path)).json(&body),
+    };
+    request
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
+    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    docs_and_clash(repo.path());
+    git(
+        repo.path(),
+        &["checkout", "-q", "-b", "feature/more", "main"],
+    );
+    commit_file(repo.path(), "docs/more.md", "# More\n", "more");
+    git(repo.path(), &["checkout", "-q", "--detach", "main"]);
+    let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let server = ServerProcess::start_with(
+        env!("CARGO_BIN_EXE_converge"),
+        repo.path(),
+        &[
+            (
+                "CONVERGE_DB_PATH",
+                data.path().join("s.db").display().to_string(),
+            ),
+            ("CONVERGE_REPO_PATH", repo.path().display().to_string()),
+            (
+                "CONVERGE_API_KEYS",
+                format!("{ADMIN}:admin:ops,{ACME}:viewer:acme-viewer:acme"),
+            ),
+        ],
+        &["--no-worker"],
+    );
+
+    // Seed: three intents; a round blocks them on checks CI has not reported (decisions with
+    // reasons), one belongs to another tenant.
+    for (id, source, tenant) in [
+        ("docs", "feature/docs", "acme"),
+        ("more", "feature/more", "acme"),
+        ("clash", "feature/clash", "globex"),
+    ] {
+        let created = api(
+            &server,
+            ADMIN,
+            "POST",
+            "/v1/intents",
+            json!({"id": id, "source": source, "tenant_id": tenant}),
+        )
+        .await;
+        assert_eq!(created["ok"], true, "{created}");
+    }
+    let round = api(&server, ADMIN, "POST", "/v1/queue/run", json!({})).await;
+    assert!(round["keys"].is_array(), "{round}");
+    // An admin validates `docs` without waiting for CI: its risk is evaluated.
+    let validated = api(
+        &server,
+        ADMIN,
+        "POST",
+        "/v1/intents/docs/validate",
+        json!({"skip_checks": true}),
+    )
+    .await;
+    assert_eq!(validated["decision"], "validated", "{validated}");
+
+    let browser = Browser::start(1280, 900).await;
+    browser.goto(&server.url("/dashboard")).await;
+    assert!(
+        browser.find("form.login").await.is_some(),
+        "no sign-in form"
+    );
+    assert_eq!(
+        browser
+            .eval("return document.querySelector('label[for=key]').textContent")
+            .await,
+        "API key",
+        "the key field has a label"
+    );
+    browser
+        .screenshot(&screenshots().join("1-sign-in.png"))
+        .await;
+
+    // A wrong key is refused with a message; the right one is entered with the keyboard.
+    browser.type_into("#key", &format!("wrong{ENTER}")).await;
+    assert!(
+        browser
+            .wait_for_text(".problem", "not accepted", Duration::from_secs(5))
+            .await
+    );
+    // The refusal is a 401, which the console reports; nothing else may be there.
+    expect_only_console_error(&browser, "/dashboard/login", "401").await;
+    browser.type_into("#key", &format!("{ADMIN}{ENTER}")).await;
+    assert!(
+        browser
+            .wait_for_text("main", "Queues", Duration::from_secs(5))
+            .await,
+        "{}",
+        browser.text("main").await
+    );
+
+    // The queue: every intent with its position and status; the blocked decisions.
+    let queues = browser.text("#main").await;
+    for id in ["docs", "more", "clash"] {
+        assert!(queues.contains(id), "{id} missing: {queues}");
+    }
+    let first_row = browser.text("table tbody tr").await;
+    assert!(first_row.starts_with("1 "), "positions: {first_row}");
+    assert!(
+        browser
+            .wait_for_text("#decision-table", "intent.blocked", Duration::from_secs(1))
+            .await
+    );
+    assert!(
+        browser
+            .text("#decision-table")
+            .await
+            .contains("Checks pending"),
+        "reasons shown"
+    );
+    browser.screenshot(&screenshots().join("2-queue.png")).await;
+
+    // An intent's page: its facts, risk and timeline with trace ids.
+    browser.click("a[href='/dashboard/intents/docs']").await;
+    assert!(
+        browser
+            .wait_for_text("#timeline-list", "intent.created", Duration::from_secs(5))
+            .await,
+        "{}",
+        browser.text("main").await
+    );
+    let timeline = browser.text("#timeline-list").await;
+    assert!(
+        timeline.contains("intent.blocked") && timeline.contains("trace"),
+        "{timeline}"
+    );
+    let risk = browser.text("#risk + dl").await;
+    assert!(risk.contains("Risk score"), "{risk}");
+    assert!(browser.text("#main").await.contains("Signals"));
+    browser
+        .screenshot(&screenshots().join("3-intent.png"))
+        .await;
+
+    // A new decision lands while the page is open: it appears without a reload.
+    browser.goto(&server.url("/dashboard")).await;
+    let before: Value = browser
+        .eval("return document.querySelectorAll('#decision-table tbody tr').length")
+        .await;
+    let decision = api(
+        &server,
+        ADMIN,
+        "POST",
+        "/v1/intents/more/validate",
+        json!({"skip_checks": true}),
+    )
+    .await;
+    assert_eq!(decision["decision"], "validated", "{decision}");
+    let landed = browser
+        .wait_until(
+            "return [...document.querySelectorAll('#decision-table tbody tr')]\
+             .some(r => r.textContent.includes('more') && r.textContent.includes('intent.validated'))",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(landed, "the new decision never appeared");
+    let after: Value = browser
+        .eval("return document.querySelectorAll('#decision-table tbody tr').length")
+        .await;
+    assert!(
+        after.as_u64() > before.as_u64(),
+        "{before} → {after}: {}",
+        browser.text("#decision-table").await
+    );
+    assert!(
+        browser.url().await.ends_with("/dashboard"),
+        "no navigation happened"
+    );
+    browser
+        .screenshot(&screenshots().join("4-updated.png"))
+        .await;
+
+    let errors: Vec<_> = browser
+        .console()
+        .await
+        .into_iter()
+        .filter(|(level, _)| level == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+
+    // Signing out forgets the key.
+    browser
+        .click("form[action='/dashboard/logout'] button")
+        .await;
+    assert!(
+        browser
+            .wait_for_text("main", "API key", Duration::from_secs(5))
+            .await
+    );
+    browser.close().await;
+
+    // A tenant's key sees its tenant only, and the page fits a phone.
+    let phone = Browser::start(390, 844).await;
+    phone.goto(&server.url("/dashboard")).await;
+    phone.type_into("#key", &format!("{ACME}{ENTER}")).await;
+    assert!(
+        phone
+            .wait_for_text("main", "Queues", Duration::from_secs(5))
+            .await
+    );
+    let seen = phone.text("#main").await;
+    assert!(seen.contains("docs") && !seen.contains("clash"), "{seen}");
+    phone.goto(&server.url("/dashboard/intents/clash")).await;
+    assert!(
+        phone.text("main").await.contains("No intent"),
+        "another tenant's intent"
+    );
+    expect_only_console_error(&phone, "/dashboard/intents/clash", "404").await;
+    phone.goto(&server.url("/dashboard")).await;
+    let overflow = phone
+        .eval("return document.documentElement.scrollWidth - window.innerWidth")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "sideways scroll on a phone: {overflow}"
+    );
+    phone.screenshot(&screenshots().join("5-phone.png")).await;
+    let errors: Vec<_> = phone
+        .console()
+        .await
+        .into_iter()
+        .filter(|(level, _)| level == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    phone.close().await;
+
+    // Keyboard: the first Tab reaches the skip link, which leads to the content.
+    let keyboard = Browser::start(1024, 768).await;
+    keyboard.goto(&server.url("/dashboard")).await;
+    keyboard.press(TAB).await;
+    let focused = keyboard
+        .eval("return document.activeElement.getAttribute('href')")
+        .await;
+    assert_eq!(focused, "#main", "the first Tab stop");
+    keyboard.close().await;
+}
+
+/// Reads the console (which empties it) and checks that its only error is the failed load of
+/// `path` with `status`: the answer a test provoked on purpose.
+async fn expect_only_console_error(browser: &Browser, path: &str, status: &str) {
+    let errors: Vec<_> = browser
+        .console()
+        .await
+        .into_iter()
+        .filter(|(level, _)| level == "SEVERE")
+        .collect();
+    assert!(
+        errors.len() == 1 && errors[0].1.contains(path) && errors[0].1.contains(status),
+        "{errors:?}"
+    );
+}
