@@ -1,10 +1,11 @@
-//! Queue throughput on PostgreSQL: intents validated and decided per second by 1 and by 4
-//! workers. With an in-process SCM (answers from memory: the engine's own ceiling — the
-//! pipeline, the queue rules, the store and the leases) and with the GitHub fake (octocrab
-//! over HTTP, real git behind it, reports published as check runs). Each measured batch creates
-//! fresh READY intents spread over the queue keys (16 in process, 4 target branches on the
-//! fake) and times until every one is decided and merged (auto-confirm on; the in-process
-//! SCM's merges are instant, so that figure is the engine's own cost). Needs the throwaway
+//! Queue throughput on PostgreSQL: intents per second by 1 and by 4 workers. With an
+//! in-process SCM (answers from memory: the engine's own ceiling — the pipeline, the queue
+//! rules, the store and the leases), validated and decided (`queue_in_process_decide`,
+//! auto-confirm off: each intent ends QUEUED) and validated, decided and merged
+//! (`queue_in_process_scm`); and with the GitHub fake (`queue_github_fake`: octocrab over
+//! HTTP, real git behind it, reports published as check runs, merged). Each measured batch
+//! creates fresh READY intents spread over the queue keys (16 in process, 4 target branches
+//! on the fake) and times until every one is decided or merged. Needs the throwaway
 //! PostgreSQL of `scripts/bench.sh`.
 
 use std::io::Write;

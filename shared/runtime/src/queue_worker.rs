@@ -365,6 +365,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         let mut worked = 0u32;
         let mut queued_seen = 0usize;
         let mut cursor: Option<IntentCursor> = None;
+        let mut pending = Pending::default();
         'pages: loop {
             let page = self
                 .store
@@ -382,12 +383,22 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 }
                 let position = queued_seen + usize::from(intent.status != Status::Queued);
                 let report = self
-                    .handle(&intent, &rules, &lease, auto_classify, position)
+                    .handle(
+                        &intent,
+                        &rules,
+                        &lease,
+                        auto_classify,
+                        position,
+                        &mut pending,
+                    )
                     .await?;
                 let needed_work = report.needed_work();
                 reports.push(report);
                 if needed_work {
                     worked += 1;
+                }
+                if pending.decisions >= FLUSH_EVERY {
+                    self.flush(&lease, &mut pending).await?;
                     self.send_reports(&lease).await?;
                 }
                 let remaining = lease.expires_at() - self.clock.now();
@@ -405,7 +416,26 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 break;
             }
         }
+        self.flush(&lease, &mut pending).await?;
+        self.send_reports(&lease).await?;
         Ok(reports)
+    }
+
+    /// Commits the round's deferred decisions in one transaction guarded by the lease.
+    async fn flush(&self, lease: &Lease, pending: &mut Pending) -> Result<(), StoreError> {
+        if pending.events.is_empty() && pending.outbox.is_empty() {
+            return Ok(());
+        }
+        let Pending { events, outbox, .. } = std::mem::take(pending);
+        self.store
+            .commit(&Commit {
+                events,
+                outbox,
+                guard: Some(lease.clone()),
+                ..Commit::default()
+            })
+            .await?;
+        Ok(())
     }
 
     async fn auto_classify(&self) -> Result<bool, StoreError> {
@@ -426,12 +456,17 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         lease: &Lease,
         auto_classify: bool,
         queue_position: usize,
+        pending: &mut Pending,
     ) -> Result<IntentReport, WorkerError> {
         let report = |outcome: &'static str, detail: String| IntentReport {
             intent_id: intent.id.clone(),
             outcome,
             detail,
         };
+        if !intent.dependencies.is_empty() {
+            // A dependency merged earlier in this round must be seen merged.
+            self.flush(lease, pending).await?;
+        }
         let mut dependency_status = BTreeMap::new();
         for dep in &intent.dependencies {
             let status = self.store.intent(dep).await?.map(|d| d.status);
@@ -448,8 +483,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 let notice = intent
                     .head_sha()
                     .map(|head| publication::merge_result(intent, head, &step, "", ""));
-                self.commit_step(intent, lease, Vec::new(), &step, "", notice)
-                    .await?;
+                self.commit_step(intent, lease, Vec::new(), &step, "", notice, pending);
                 return Ok(report("rejected", reason_of(&step)));
             }
             Admission::Process => {}
@@ -489,7 +523,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     target_sha,
                     ..SimulatedMerge::default()
                 };
-                self.merge(intent, lease, &validated, "", false).await
+                self.merge(intent, lease, &validated, "", pending).await
             }
             Work::Validate { waiting_since } => {
                 // Only queued work can have been merged by a worker whose record was lost.
@@ -509,8 +543,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                         &tips.target_sha,
                         "",
                     );
-                    self.commit_step(intent, lease, Vec::new(), &step, "", Some(notice))
-                        .await?;
+                    self.commit_step(intent, lease, Vec::new(), &step, "", Some(notice), pending);
                     return Ok(report(
                         "merged",
                         format!("{} is already in {}", tips.head_sha, intent.target),
@@ -519,7 +552,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 if !tips.head_sha.is_empty() {
                     let trace = RandomIds.new_id();
                     let notice = publication::validating(intent, &tips.head_sha, &trace);
-                    self.enqueue_notice(intent, lease, notice).await?;
+                    self.enqueue_notice(intent, lease, notice, pending);
                 }
                 let ports = Ports {
                     scm: &self.scm,
@@ -546,11 +579,11 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     &step,
                     &trace,
                     notice,
-                )
-                .await?;
+                    pending,
+                );
                 match step.action {
                     NextAction::Merge => {
-                        self.merge(intent, lease, &decision.merge, &trace, true)
+                        self.merge(intent, lease, &decision.merge, &trace, pending)
                             .await
                     }
                     NextAction::RetryLater => {
@@ -562,18 +595,21 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         }
     }
 
-    /// Merges exactly `validated` and records the result. The lease must be known to be held
-    /// first, so a worker that lost it stops before touching the target: either the decision
-    /// was just committed under it (`just_committed`, the guard checked it) and it still has
-    /// half its lifetime, or it is renewed here, which fails if it was lost.
+    /// Merges exactly `validated` and defers the record of the result. The decision to merge
+    /// is committed first (a merge is never made on an unrecorded validation), and the lease
+    /// must be known to be held, so a worker that lost it stops before touching the target:
+    /// either that commit, guarded by the lease, just went through and the lease still has
+    /// half its lifetime, or the lease is renewed here, which fails if it was lost.
     async fn merge(
         &self,
         intent: &Intent,
         lease: &Lease,
         validated: &SimulatedMerge,
         trace: &str,
-        just_committed: bool,
+        pending: &mut Pending,
     ) -> Result<IntentReport, WorkerError> {
+        let just_committed = !pending.is_empty();
+        self.flush(lease, pending).await?;
         let remaining = (lease.expires_at() - self.clock.now())
             .to_std()
             .unwrap_or_default();
@@ -603,8 +639,17 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             }
         };
         let notice = publication::merge_result(intent, &validated.head_sha, &step, &detail, trace);
-        self.commit_step(intent, &lease, Vec::new(), &step, trace, Some(notice))
-            .await?;
+        // Deferred: if this record is lost, the next round finds the head in the target and
+        // records the merge then.
+        self.commit_step(
+            intent,
+            &lease,
+            Vec::new(),
+            &step,
+            trace,
+            Some(notice),
+            pending,
+        );
         Ok(IntentReport {
             intent_id: intent.id.clone(),
             outcome,
@@ -612,9 +657,10 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         })
     }
 
-    /// Commits a decision's events followed by the step's event, and the report for the code
-    /// host (when there is one to tell), guarded by the lease.
-    async fn commit_step(
+    /// Adds a decision's events, followed by the step's event, and the report for the code
+    /// host (when there is one to tell) to the round's deferred commit.
+    #[allow(clippy::too_many_arguments)]
+    fn commit_step(
         &self,
         intent: &Intent,
         lease: &Lease,
@@ -622,7 +668,8 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         step: &Step,
         trace: &str,
         notice: Option<publication::Report>,
-    ) -> Result<(), StoreError> {
+        pending: &mut Pending,
+    ) {
         if let Some((event_type, payload, evidence)) = &step.event {
             let trace_id = if trace.is_empty() {
                 RandomIds.new_id()
@@ -646,40 +693,40 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 evidence,
             });
         }
-        let outbox: Vec<OutboxMessage> = notice
+        let reported = notice
             .filter(|_| self.publisher.enabled())
-            .map(|n| report_message(lease.key(), &n))
-            .into_iter()
-            .collect();
-        if events.is_empty() && outbox.is_empty() {
-            return Ok(());
+            .map(|n| report_message(lease.key(), &n));
+        if events.is_empty() && reported.is_none() {
+            return;
         }
-        self.store
-            .commit(&Commit {
-                events,
-                outbox,
-                guard: Some(lease.clone()),
-                ..Commit::default()
-            })
-            .await?;
-        Ok(())
+        pending.events.extend(events);
+        pending.outbox.extend(reported);
+        pending.decisions += 1;
     }
 
-    /// Queues a report alone (validation starting), guarded by the lease.
-    async fn enqueue_notice(
+    /// Adds a report alone (validation starting) to the round's deferred commit.
+    fn enqueue_notice(
         &self,
         intent: &Intent,
         lease: &Lease,
         notice: publication::Report,
-    ) -> Result<(), StoreError> {
+        pending: &mut Pending,
+    ) {
         let no_step = Step {
             status: intent.status,
             retries: intent.retries,
             event: None,
             action: NextAction::None,
         };
-        self.commit_step(intent, lease, Vec::new(), &no_step, "", Some(notice))
-            .await
+        self.commit_step(
+            intent,
+            lease,
+            Vec::new(),
+            &no_step,
+            "",
+            Some(notice),
+            pending,
+        );
     }
 
     /// Sends the key's pending reports, oldest first, while holding its lease: reports of one
@@ -732,6 +779,26 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         Ok(())
     }
 }
+
+/// Decisions held back so a round commits them together (one transaction guarded by the
+/// lease) instead of one by one; flushed before a merge, before reading the status of a
+/// dependency, every [`FLUSH_EVERY`] decisions, and at the end of the round. Losing them in a
+/// crash loses nothing but work: the next round decides again.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Event>,
+    outbox: Vec<OutboxMessage>,
+    decisions: usize,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.outbox.is_empty()
+    }
+}
+
+/// Deferred decisions committed at once, at most.
+const FLUSH_EVERY: usize = 32;
 
 /// The outbox topic of a key's reports to the code host.
 pub fn report_topic(key: &QueueKey) -> String {

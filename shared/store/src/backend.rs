@@ -81,29 +81,38 @@ macro_rules! store_operations {
                     }
                 }
 
-                // Lock the rows of the intents this commit changes, in id order, before any event
-                // takes its sequence number: per intent, log order is then the order its row
-                // changed, and commits touching several intents cannot deadlock on each other.
-                // (A single intent is locked by its first projection step, before its event is
-                // appended.) Locks are always taken lease first, then intents.
+                // Lock and read the rows of the intents this commit changes, in id order and in
+                // one statement, before any event takes its sequence number: per intent, log
+                // order is then the order its row changed, and commits touching several intents
+                // cannot deadlock on each other. (A single intent is locked by its first
+                // projection step, before its event is appended.) Locks are always taken lease
+                // first, then intents.
                 let touched: std::collections::BTreeSet<&str> = commit
                     .events
                     .iter()
                     .filter(|e| converge_core::projection::changes_projection(e.event_type))
                     .filter_map(|e| e.intent_id.as_deref())
                     .collect();
+                let mut projected: Vec<Projected<'_>> = Vec::new();
                 if touched.len() > 1 {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM intents WHERE id IN (");
+                    let mut ids = q.separated(", ");
                     for id in &touched {
-                        sqlx::query(concat!("SELECT id FROM intents WHERE id = $1", $lock))
-                            .bind(*id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
+                        ids.push_bind(*id);
+                    }
+                    q.push(") ORDER BY id");
+                    q.push($lock);
+                    let rows = q.build().fetch_all(&mut *tx).await?;
+                    let mut found = std::collections::HashMap::with_capacity(rows.len());
+                    for row in &rows {
+                        let intent = intent_from_row(row)?;
+                        found.insert(intent.id.clone(), intent);
+                    }
+                    for id in &touched {
+                        let current = found.remove(*id);
+                        projected.push(Projected { id, existed: current.is_some(), current, events: Vec::new(), updated_at: None });
                     }
                 }
-
-                // The projection: each touched intent's row is locked and read once, the
-                // commit's events are applied to it in order in memory, and it is written once.
-                let mut projected: Vec<Projected<'_>> = Vec::new();
                 for event in &commit.events {
                     let Some(intent_id) = event.intent_id.as_deref() else { continue };
                     if !converge_core::projection::changes_projection(event.event_type) {
@@ -231,21 +240,28 @@ macro_rules! store_operations {
             /// An intent's latest decisions (`intent.validated`, `intent.blocked`), newest
             /// first, and the sequence number of its latest `check.reported` event.
             pub async fn decision_trail(&self, intent_id: &str, limit: u32) -> Result<$crate::DecisionTrail, $crate::StoreError> {
+                // One round trip: the latest check report's seq joined to the decisions (one
+                // row of NULL event columns when there are none).
                 let rows = sqlx::query(
-                    "SELECT * FROM events WHERE intent_id = $1 AND event_type IN ('intent.validated', 'intent.blocked') \
-                     ORDER BY seq DESC LIMIT $2",
+                    "SELECT c.last_check_report, e.* FROM \
+                     (SELECT MAX(seq) AS last_check_report FROM events WHERE intent_id = $1 AND event_type = 'check.reported') AS c \
+                     LEFT JOIN (SELECT * FROM events WHERE intent_id = $1 AND event_type IN ('intent.validated', 'intent.blocked') \
+                     ORDER BY seq DESC LIMIT $2) AS e ON 1 = 1 ORDER BY e.seq DESC",
                 )
                 .bind(intent_id)
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-                let decisions = rows.iter().map(stored_event_from_row).collect::<Result<Vec<_>, _>>()?;
-                let last_check_report: Option<i64> = sqlx::query_scalar(
-                    "SELECT MAX(seq) FROM events WHERE intent_id = $1 AND event_type = 'check.reported'",
-                )
-                .bind(intent_id)
-                .fetch_one(&self.pool)
-                .await?;
+                let last_check_report: Option<i64> = match rows.first() {
+                    Some(row) => row.try_get("last_check_report")?,
+                    None => None,
+                };
+                let mut decisions = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    if row.try_get::<Option<i64>, _>("seq")?.is_some() {
+                        decisions.push(stored_event_from_row(row)?);
+                    }
+                }
                 Ok($crate::DecisionTrail { decisions, last_check_report })
             }
 
