@@ -52,7 +52,7 @@ def main():
     binary = os.environ.get("CONVERGE_BIN") or shutil.which("converge")
     if not binary:
         sys.exit("error: the converge binary was not found (set CONVERGE_BIN or put converge on PATH)")
-    command = [binary, "backfill", "--from", source, "--to", target]
+    command = [binary, "--json", "backfill", "--from", source, "--to", target]
     if args.dry_run:
         command.append("--dry-run")
     if args.verify:

@@ -139,16 +139,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Risk(RiskCommand::Eval(args)) => eval(&args, out, assess::Focus::Risk),
         Command::Policy(PolicyCommand::Eval(args)) => eval(&args, out, assess::Focus::Policy),
-        Command::Migrate => state::run(state::migrate()).map_err(CliError::from),
+        Command::Migrate => state::run(state::migrate(), out).map_err(CliError::from),
         Command::Projections(ProjectionsCommand::Rebuild) => {
             let spinner = progress::spinner("rebuilding the intents projection");
-            let done = state::run(state::rebuild_projections());
+            let done = state::run(state::rebuild_projections(), out);
             spinner.finish_and_clear();
             done.map_err(CliError::from)
         }
         Command::Backfill(args) => {
             let spinner = progress::spinner("copying tables");
-            let done = state::run(state::backfill(args));
+            let done = state::run(state::backfill(args), out);
             spinner.finish_and_clear();
             done.map_err(CliError::from)
         }

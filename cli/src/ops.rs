@@ -665,17 +665,7 @@ pub async fn risk_gate(api: &ApiClient, out: Output, args: TenantArgs) -> Result
     let report = api
         .get("/risk/gate/report", &[("tenant_id", args.tenant_id)])
         .await?;
-    out.emit(&report, |o| {
-        let fields: Vec<Column<'_>> = report
-            .as_object()
-            .map(|m| m.keys().map(|k| (k.as_str(), "")).collect())
-            .unwrap_or_default();
-        fields
-            .iter()
-            .map(|(k, _)| format!("{}  {}", o.bold(&format!("{k}:")), compact(&report[*k])))
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
+    out.emit(&report, |o| o.pairs(&report))?;
     Ok(())
 }
 
@@ -687,15 +677,7 @@ pub async fn keys(api: &ApiClient, out: Output, command: KeysCommand) -> Result<
         None => json!({}),
     };
     let answer = api.post("/auth/keys/rotate", &body).await?;
-    out.emit(&answer, |o| {
-        let pairs: Vec<String> = answer
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{}  {}", o.bold(&format!("{k}:")), compact(v)))
-            .collect();
-        pairs.join("\n")
-    })?;
+    out.emit(&answer, |o| o.pairs(&answer))?;
     Ok(())
 }
 
@@ -734,14 +716,6 @@ fn rows<'a>(page: &'a Value, key: &str) -> &'a [Value] {
         .and_then(Value::as_array)
         .or_else(|| page.as_array())
         .map_or(&[], Vec::as_slice)
-}
-
-/// A value on one line: strings bare, the rest as compact JSON.
-fn compact(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn intent_path(id: &str, rest: &str) -> String {

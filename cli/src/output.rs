@@ -102,6 +102,17 @@ impl Output {
             .join("\n")
     }
 
+    /// Every top-level field of an object as a `key: value` line, in the object's order.
+    pub fn pairs(&self, value: &Value) -> String {
+        value
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{}  {}", self.bold(&format!("{k}:")), cell(Some(v))))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// A heading line.
     pub fn bold(&self, text: &str) -> String {
         if self.color {

@@ -60,16 +60,41 @@ fn same_sqlite_file(a: &str, b: &str) -> bool {
     }
 }
 
-/// Runs an async command on a small runtime.
-pub fn run(command: impl Future<Output = anyhow::Result<serde_json::Value>>) -> anyhow::Result<()> {
+/// Runs an async command on a small runtime and prints its answer: as JSON with `--json`,
+/// else field by field, with a table of the copied tables for a backfill.
+pub fn run(
+    command: impl Future<Output = anyhow::Result<serde_json::Value>>,
+    out: crate::output::Output,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let output = runtime.block_on(command)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", serde_json::to_string_pretty(&output)?)?;
-    Ok(())
+    out.emit(&output, |o| {
+        match output.get("tables").and_then(|t| t.as_array()) {
+            Some(tables) => {
+                let mut rest = output.clone();
+                if let Some(map) = rest.as_object_mut() {
+                    map.remove("tables");
+                }
+                format!(
+                    "{}\n{}",
+                    o.pairs(&rest),
+                    o.table(
+                        tables,
+                        &[
+                            ("table", "/table"),
+                            ("source rows", "/source_rows"),
+                            ("copied", "/copied"),
+                            ("verified", "/verified"),
+                        ],
+                    )
+                )
+            }
+            None => o.pairs(&output),
+        }
+    })
 }
 
 fn configured_store() -> anyhow::Result<Store> {

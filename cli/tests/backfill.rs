@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 fn converge(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_converge"));
     command
+        .arg("--json")
         .args(args)
         .env_remove("CONVERGE_DB_BACKEND")
         .env_remove("CONVERGE_PG_DSN");

@@ -8,11 +8,33 @@
 //! (`timestamptz` on PostgreSQL, fixed-width UTC text on SQLite).
 
 /// The column list of an intents insert, shared by its two conflict policies.
-macro_rules! insert_intent_sql {
+macro_rules! insert_intents_prefix {
     () => {
         "INSERT INTO intents (id, source, target, status, created_at, created_by, risk_level, priority, semantic, \
-         technical, checks_required, dependencies, retries, tenant_id, plan_id, origin_type, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
+         technical, checks_required, dependencies, retries, tenant_id, plan_id, origin_type, updated_at) "
+    };
+}
+
+macro_rules! insert_intent_sql {
+    () => {
+        concat!(
+            insert_intents_prefix!(),
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
+        )
+    };
+}
+
+/// What an upsert of an intent row replaces.
+macro_rules! intent_overwrite_sql {
+    () => {
+        concat!(
+            "ON CONFLICT (id) DO UPDATE SET source = excluded.source, target = excluded.target, ",
+            "status = excluded.status, created_at = excluded.created_at, created_by = excluded.created_by, ",
+            "risk_level = excluded.risk_level, priority = excluded.priority, semantic = excluded.semantic, ",
+            "technical = excluded.technical, checks_required = excluded.checks_required, ",
+            "dependencies = excluded.dependencies, retries = excluded.retries, tenant_id = excluded.tenant_id, ",
+            "plan_id = excluded.plan_id, origin_type = excluded.origin_type, updated_at = excluded.updated_at"
+        )
     };
 }
 
@@ -133,7 +155,15 @@ macro_rules! store_operations {
                         entry.updated_at = Some(event.timestamp);
                     }
                 }
-                for entry in projected {
+                // Rows that existed are overwritten in one statement; new ones one by one (their
+                // insert may meet a row another transaction just created).
+                let (existing, new): (Vec<_>, Vec<_>) = projected.into_iter().partition(|p| p.existed);
+                let rewritten: Vec<(&converge_core::Intent, chrono::DateTime<chrono::Utc>)> = existing
+                    .iter()
+                    .filter_map(|p| Some((p.current.as_ref()?, p.updated_at?)))
+                    .collect();
+                overwrite_intents(&mut tx, &rewritten).await?;
+                for entry in new {
                     write_projected(&mut tx, entry).await?;
                 }
 
@@ -882,15 +912,7 @@ macro_rules! store_operations {
             overwrite: bool,
         ) -> Result<bool, $crate::StoreError> {
             let sql = if overwrite {
-                concat!(
-                    insert_intent_sql!(),
-                    "ON CONFLICT (id) DO UPDATE SET source = excluded.source, target = excluded.target, ",
-                    "status = excluded.status, created_at = excluded.created_at, created_by = excluded.created_by, ",
-                    "risk_level = excluded.risk_level, priority = excluded.priority, semantic = excluded.semantic, ",
-                    "technical = excluded.technical, checks_required = excluded.checks_required, ",
-                    "dependencies = excluded.dependencies, retries = excluded.retries, tenant_id = excluded.tenant_id, ",
-                    "plan_id = excluded.plan_id, origin_type = excluded.origin_type, updated_at = excluded.updated_at"
-                )
+                concat!(insert_intent_sql!(), intent_overwrite_sql!())
             } else {
                 concat!(
                     insert_intent_sql!(),
@@ -919,6 +941,40 @@ macro_rules! store_operations {
             .await?
             .rows_affected();
             Ok(written == 1)
+        }
+
+        /// Replaces existing intent rows, all in one statement.
+        async fn overwrite_intents(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            intents: &[(&converge_core::Intent, chrono::DateTime<chrono::Utc>)],
+        ) -> Result<(), $crate::StoreError> {
+            // Seventeen parameters a row; SQLite allows 32,766 in a statement.
+            const ROWS_PER_STATEMENT: usize = 500;
+            for chunk in intents.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(insert_intents_prefix!());
+                q.push_values(chunk, |mut row, (intent, updated_at)| {
+                    row.push_bind(intent.id.clone())
+                        .push_bind(intent.source.clone())
+                        .push_bind(intent.target.clone())
+                        .push_bind(intent.status.as_str())
+                        .push_bind(ts(intent.created_at))
+                        .push_bind(intent.created_by.clone())
+                        .push_bind(intent.risk_level.as_str())
+                        .push_bind(intent.priority)
+                        .push_bind(sqlx::types::Json(intent.semantic.clone()))
+                        .push_bind(sqlx::types::Json(intent.technical.clone()))
+                        .push_bind(sqlx::types::Json(intent.checks_required.clone()))
+                        .push_bind(sqlx::types::Json(intent.dependencies.clone()))
+                        .push_bind(i64::from(intent.retries))
+                        .push_bind(intent.tenant_id.clone())
+                        .push_bind(intent.plan_id.clone())
+                        .push_bind(intent.origin_type.clone())
+                        .push_bind(ts(*updated_at));
+                });
+                q.push(concat!(" ", intent_overwrite_sql!()));
+                q.build().execute(&mut **tx).await?;
+            }
+            Ok(())
         }
 
         fn intent_from_row(row: &<$db as sqlx::Database>::Row) -> Result<converge_core::Intent, $crate::StoreError> {
@@ -985,4 +1041,4 @@ macro_rules! store_operations {
     };
 }
 
-pub(crate) use {insert_intent_sql, store_operations};
+pub(crate) use {insert_intent_sql, insert_intents_prefix, intent_overwrite_sql, store_operations};

@@ -11,7 +11,9 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use crate::StoreError;
-use crate::backend::{insert_intent_sql, store_operations};
+use crate::backend::{
+    insert_intent_sql, insert_intents_prefix, intent_overwrite_sql, store_operations,
+};
 
 /// How long to wait for a pooled connection before giving up.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -18,7 +18,9 @@ use sqlx::sqlite::{
 };
 
 use crate::StoreError;
-use crate::backend::{insert_intent_sql, store_operations};
+use crate::backend::{
+    insert_intent_sql, insert_intents_prefix, intent_overwrite_sql, store_operations,
+};
 
 /// How long a writer waits for the write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
