@@ -18,6 +18,8 @@ step() { printf '\n== %s\n' "$*"; }
 . scripts/lib/aws-emulator.sh
 # shellcheck source=scripts/lib/browser.sh
 . scripts/lib/browser.sh
+# shellcheck source=scripts/lib/template-tools.sh
+. scripts/lib/template-tools.sh
 log=$(mktemp)
 cleanup() { pg_stop; aws_emulator_stop; rm -f "$log"; }
 trap cleanup EXIT
@@ -27,6 +29,10 @@ cargo fmt --all -- --check
 
 step "domain purity"
 bash scripts/check-core-purity.sh
+
+step "template.yaml (cfn-lint, SAM transform)"
+template_tools_install_if_missing
+python3 scripts/check-template.py template.yaml
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings

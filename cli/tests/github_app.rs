@@ -1,5 +1,5 @@
-//! `converge serve` as a GitHub App, end to end over real HTTP (its private key read from
-//! Secrets Manager on the AWS emulator): the GitHub fake delivers a
+//! `converge serve` as a GitHub App, end to end over real HTTP (its private key and its
+//! database's DSN read from Secrets Manager on the AWS emulator): the GitHub fake delivers a
 //! signed `pull_request opened`, CI's check run completes, and the embedded worker validates
 //! the pull request, reports a "Converge" check run and merges exactly the validated commits
 //! through the fake's REST API.
@@ -42,9 +42,20 @@ async fn a_pull_request_goes_from_webhook_to_merge_through_the_github_app() {
         .await
         .unwrap_or_else(|e| panic!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)));
     let key_arn = secret.arn().unwrap_or_default().to_owned();
+    // So is the database's DSN.
+    let dsn_secret = aws_sdk_secretsmanager::Client::new(&aws)
+        .create_secret()
+        .name(format!("converge/dsn/{}", std::process::id()))
+        .secret_string(fresh_pg_database().await)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)));
     let env = vec![
         ("CONVERGE_DB_BACKEND", "postgres".to_owned()),
-        ("CONVERGE_PG_DSN", fresh_pg_database().await),
+        (
+            "CONVERGE_PG_DSN_SECRET_ARN",
+            dsn_secret.arn().unwrap_or_default().to_owned(),
+        ),
         ("CONVERGE_API_KEYS", format!("{KEY}:admin:ops")),
         ("CONVERGE_GITHUB_WEBHOOK_SECRET", SECRET.to_owned()),
         ("CONVERGE_GITHUB_APP_ID", "7".to_owned()),

@@ -8,14 +8,17 @@
 use converge_runtime::queue_worker::{QueueProcessor, WorkerPorts, WorkerSettings};
 use converge_runtime::routed::RoutedPorts;
 use converge_runtime::sqs::{SqsQueue, handle_event};
-use converge_store::{Store, StoreConfig, SystemClock};
+use converge_store::{Store, SystemClock};
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let lookup = |name: &str| std::env::var(name).ok();
-    let store = Store::open(&StoreConfig::from_lookup(lookup)?, Arc::new(SystemClock))?;
+    let store = Store::open(
+        &converge_runtime::secrets::store_config_from_env().await?,
+        Arc::new(SystemClock),
+    )?;
     store.migrate().await?;
     let settings = WorkerSettings::from_lookup(lookup)?;
     let queue_url = lookup("CONVERGE_QUEUE_URL")

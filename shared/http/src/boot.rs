@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use converge_core::PolicyConfig;
-use converge_store::{Store, StoreConfig, SystemClock};
+use converge_store::{Store, SystemClock};
 
 use crate::{ApiSettings, AppState, router, seed_api_keys};
 
@@ -40,7 +40,9 @@ pub async fn local_state_from_env() -> Result<Arc<AppState>, BootError> {
 
 async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
     let lookup = |name: &str| std::env::var(name).ok();
-    let store_config = StoreConfig::from_lookup(lookup)?;
+    let store_config = converge_runtime::secrets::store_config_from_env()
+        .await
+        .map_err(BootError::Config)?;
     let mut settings = ApiSettings::from_lookup(lookup).map_err(BootError::Config)?;
     if local {
         settings.auth_required = false;
@@ -71,6 +73,11 @@ async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
         .map_err(BootError::Config)?
         .map(converge_github::adapters::GithubPorts::new);
     state.ports = converge_runtime::routed::RoutedPorts::new(local, github);
+    if state.settings.webhook_secret_arn.is_some() {
+        state.secrets = Some(Arc::new(
+            converge_runtime::secrets::Secrets::from_env().await,
+        ));
+    }
     state.sqs = converge_runtime::sqs::SqsQueue::from_env().await;
     state.dlq = state
         .sqs

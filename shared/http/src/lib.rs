@@ -64,6 +64,11 @@ pub struct ApiSettings {
     /// separated by commas during a rotation). None and auth required: every delivery is
     /// refused.
     pub webhook_secrets: Vec<converge_github::signature::WebhookSecret>,
+    /// A Secrets Manager secret holding the webhook secret(s) in the same form
+    /// (`CONVERGE_GITHUB_WEBHOOK_SECRET_ARN`): read through [`AppState::secrets`], so a
+    /// rotation is picked up within the cache's lifetime. It replaces
+    /// `CONVERGE_GITHUB_WEBHOOK_SECRET` when both are set.
+    pub webhook_secret_arn: Option<String>,
     /// Largest webhook body accepted (`CONVERGE_WEBHOOK_MAX_BODY_BYTES`, 1 MiB).
     pub webhook_max_body_bytes: usize,
     /// Tenant of intents created from GitHub (`CONVERGE_GITHUB_DEFAULT_TENANT`).
@@ -97,6 +102,7 @@ impl std::fmt::Debug for ApiSettings {
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
             )
             .field("webhook_secrets", &self.webhook_secrets.len())
+            .field("webhook_secret_arn", &self.webhook_secret_arn)
             .field("webhook_max_body_bytes", &self.webhook_max_body_bytes)
             .field("github_default_tenant", &self.github_default_tenant)
             .finish()
@@ -113,6 +119,7 @@ impl Default for ApiSettings {
             api_keys: Vec::new(),
             metrics_token: None,
             webhook_secrets: Vec::new(),
+            webhook_secret_arn: None,
             webhook_max_body_bytes: WEBHOOK_MAX_BODY_BYTES,
             github_default_tenant: None,
         }
@@ -149,6 +156,9 @@ impl ApiSettings {
             webhook_secrets: converge_github::signature::parse_secrets(
                 &lookup("CONVERGE_GITHUB_WEBHOOK_SECRET").unwrap_or_default(),
             ),
+            webhook_secret_arn: lookup("CONVERGE_GITHUB_WEBHOOK_SECRET_ARN")
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty()),
             webhook_max_body_bytes,
             github_default_tenant: lookup("CONVERGE_GITHUB_DEFAULT_TENANT")
                 .map(|t| t.trim().to_owned())
@@ -182,6 +192,9 @@ pub struct AppState {
     pub sqs: Option<converge_runtime::sqs::SqsQueue>,
     /// Its dead-letter queue (`CONVERGE_DLQ_URL`), whose depth the dashboard shows.
     pub dlq: Option<converge_runtime::sqs::SqsQueue>,
+    /// Secrets Manager with its cache (at most 5 minutes), for the secrets named by
+    /// `*_SECRET_ARN` settings; `None` when none is.
+    pub secrets: Option<Arc<converge_runtime::secrets::Secrets>>,
     /// The worker settings (`CONVERGE_WORKER_*`), for rounds run on request.
     pub worker_settings: converge_runtime::queue_worker::WorkerSettings,
 }
@@ -205,6 +218,7 @@ impl AppState {
             queue_wakeup: Arc::new(tokio::sync::Notify::new()),
             sqs: None,
             dlq: None,
+            secrets: None,
             worker_settings: converge_runtime::queue_worker::WorkerSettings::default(),
         }
     }

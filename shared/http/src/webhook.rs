@@ -55,14 +55,11 @@ pub(crate) async fn github_webhook(
         .await
         .map_err(|_| ApiError::PayloadTooLarge(limit))?;
 
-    let signed = !state.settings.webhook_secrets.is_empty();
+    let secrets = webhook_secrets(&state).await?;
+    let signed = !secrets.is_empty();
     if signed {
-        signature::verify(
-            &state.settings.webhook_secrets,
-            &body,
-            header(&headers, "x-hub-signature-256"),
-        )
-        .map_err(|e| ApiError::BadSignature(format!("webhook refused: {e}")))?;
+        signature::verify(&secrets, &body, header(&headers, "x-hub-signature-256"))
+            .map_err(|e| ApiError::BadSignature(format!("webhook refused: {e}")))?;
     } else if state.settings.auth_required {
         return Err(ApiError::Forbidden(
             "webhook signature verification is not configured: set CONVERGE_GITHUB_WEBHOOK_SECRET \
@@ -134,6 +131,26 @@ pub(crate) async fn github_webhook(
         map.extend(more);
     }
     Ok(accepted(response))
+}
+
+/// The secrets deliveries may be signed with: from Secrets Manager when an ARN is set (read
+/// again once the cache's lifetime has passed, so a rotation needs no redeploy), else from
+/// the environment. Secrets Manager failing is a 503: GitHub delivers again later.
+async fn webhook_secrets(
+    state: &AppState,
+) -> Result<std::borrow::Cow<'_, [signature::WebhookSecret]>, ApiError> {
+    match (&state.settings.webhook_secret_arn, &state.secrets) {
+        (Some(arn), Some(secrets)) => {
+            let value = secrets.get(arn).await.map_err(|e| {
+                eprintln!("converge: webhook: {e}");
+                ApiError::DependencyUnavailable(
+                    "the webhook secret cannot be read from Secrets Manager".to_owned(),
+                )
+            })?;
+            Ok(std::borrow::Cow::Owned(signature::parse_secrets(&value)))
+        }
+        _ => Ok(std::borrow::Cow::Borrowed(&state.settings.webhook_secrets)),
+    }
 }
 
 fn accepted(body: Value) -> Response {

@@ -36,10 +36,16 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// A client configured from the environment (region, credentials, endpoint).
+    /// A client configured from the environment (region, credentials, endpoint), caching for
+    /// `CONVERGE_SECRETS_TTL_SECONDS` (1–300, default 300).
     pub async fn from_env() -> Secrets {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Secrets::with_client(aws_sdk_secretsmanager::Client::new(&config), SECRET_TTL)
+        let ttl = std::env::var("CONVERGE_SECRETS_TTL_SECONDS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|n| (1..=SECRET_TTL.as_secs()).contains(n))
+            .map_or(SECRET_TTL, Duration::from_secs);
+        Secrets::with_client(aws_sdk_secretsmanager::Client::new(&config), ttl)
     }
 
     /// A client over `client`, caching values for `ttl` (at most [`SECRET_TTL`]).
@@ -111,4 +117,85 @@ pub async fn github_app_from_env()
     GithubApp::new(settings)
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// The store settings from the environment; on PostgreSQL without `CONVERGE_PG_DSN`, the DSN
+/// is read from the Secrets Manager secret `CONVERGE_PG_DSN_SECRET_ARN` (as RDS keeps it).
+/// Read once, when the process starts: a rotated password takes a new process.
+pub async fn store_config_from_env() -> Result<converge_store::StoreConfig, String> {
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let dsn = match (env("CONVERGE_PG_DSN"), env("CONVERGE_PG_DSN_SECRET_ARN")) {
+        (Some(dsn), _) => Some(dsn),
+        (None, Some(arn)) => Some(
+            Secrets::from_env()
+                .await
+                .get(&arn)
+                .await
+                .map(|value| dsn_of_secret(&value))
+                .map_err(|e| e.to_string())?,
+        ),
+        (None, None) => None,
+    };
+    converge_store::StoreConfig::from_lookup(|name| match name {
+        "CONVERGE_PG_DSN" => dsn.clone(),
+        other => std::env::var(other).ok(),
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// A DSN from a secret's value: the value itself, or an RDS-style JSON document (`username`,
+/// `password`, `host`, `port`, `dbname`).
+fn dsn_of_secret(value: &str) -> String {
+    let Ok(serde_json::Value::Object(doc)) = serde_json::from_str::<serde_json::Value>(value)
+    else {
+        return value.trim().to_owned();
+    };
+    let field = |name: &str| {
+        doc.get(name)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .unwrap_or_default()
+    };
+    let encode = |text: String| {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect::<String>()
+    };
+    let port = Some(field("port"))
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "5432".to_owned());
+    format!(
+        "postgres://{}:{}@{}:{port}/{}",
+        encode(field("username")),
+        encode(field("password")),
+        field("host"),
+        field("dbname")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dsn_of_secret;
+
+    #[test]
+    fn a_dsn_comes_from_a_plain_or_an_rds_secret() {
+        assert_eq!(
+            dsn_of_secret(" postgres://u:p@h/d \n"),
+            "postgres://u:p@h/d"
+        );
+        let rds = r#"{"username": "app", "password": "p@ss/word", "host": "db.internal", "port": 5433, "dbname": "converge"}"#;
+        assert_eq!(
+            dsn_of_secret(rds),
+            "postgres://app:p%40ss%2Fword@db.internal:5433/converge"
+        );
+    }
 }
