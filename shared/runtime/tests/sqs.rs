@@ -333,3 +333,60 @@ async fn a_round_that_fills_its_batch_sends_its_key_again() {
     assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
     assert_eq!(status("second").await, Some(Status::Queued));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_worker_events_are_handled() {
+    let queues = queues("converge-samples").await;
+    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    repository(repo.path());
+    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}", db.path().join("s.db").display());
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let processor = QueueProcessor::new(
+        store.clone(),
+        GitScm::new(repo.path()),
+        PolicyConfig::default(),
+        WorkerSettings {
+            skip_checks: true,
+            ..WorkerSettings::default()
+        },
+        Arc::new(SystemClock),
+        "samples",
+    );
+    store
+        .commit(&Commit {
+            events: vec![created("docs", "feature")],
+            ..Commit::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sample = |file: &str| -> Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../events")
+            .join(file);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
+    };
+
+    // The SQS batch names the `main` queue: its intent is decided.
+    let answer = handle_event(&processor, &store, &queues.queue, sample("sqs-batch.json"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(
+        store.intent("docs").await.ok().flatten().map(|i| i.status),
+        Some(Status::Queued)
+    );
+    // The schedule's event is a sweep.
+    let answer = handle_event(
+        &processor,
+        &store,
+        &queues.queue,
+        sample("schedule-sweep.json"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer["enqueued"], 1, "{answer}");
+}
