@@ -1,11 +1,13 @@
 //! The dashboard in a real browser: headless Chromium (Debian's, through chromedriver) against
 //! a live `converge serve` with seeded intents and decisions. Signing in with the keyboard,
 //! the queue with positions, an intent's page with its timeline and trace ids, an update
-//! appearing when a new decision lands, a tenant's key seeing only its tenant, a phone-sized
+//! appearing when a new decision lands, lease holders and the DLQ's depth (SQS on the AWS
+//! emulator), a tenant's key seeing only its tenant, a phone-sized
 //! window without sideways scrolling, and no console errors. Screenshots are kept under
 //! `target/tmp/dashboard/`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use converge_testkit::ServerProcess;
@@ -47,6 +49,16 @@ async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
     commit_file(repo.path(), "docs/more.md", "# More\n", "more");
     git(repo.path(), &["checkout", "-q", "--detach", "main"]);
     let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // A queue and its DLQ on the AWS emulator: the page shows the DLQ's depth.
+    let queue = converge_testkit::sqs::queue_with_dlq("converge-dashboard", 30, 3).await;
+    queue
+        .client
+        .send_message()
+        .queue_url(&queue.dlq_url)
+        .message_body("dead letter")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)));
     let server = ServerProcess::start_with(
         env!("CARGO_BIN_EXE_converge"),
         repo.path(),
@@ -60,6 +72,8 @@ async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
                 "CONVERGE_API_KEYS",
                 format!("{ADMIN}:admin:ops,{ACME}:viewer:acme-viewer:acme"),
             ),
+            ("CONVERGE_QUEUE_URL", queue.url.clone()),
+            ("CONVERGE_DLQ_URL", queue.dlq_url.clone()),
         ],
         &["--no-worker"],
     );
@@ -93,6 +107,23 @@ async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
     )
     .await;
     assert_eq!(validated["decision"], "validated", "{validated}");
+
+    // A worker elsewhere holds the `acme` queue's lease now.
+    let store = converge_store::Store::from_url(
+        &format!("sqlite://{}", data.path().join("s.db").display()),
+        Arc::new(converge_store::SystemClock),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let acme_main = converge_core::queue::QueueKey {
+        tenant: "acme".into(),
+        repo: String::new(),
+        target: "main".into(),
+    };
+    store
+        .acquire_lease(&acme_main, "worker-elsewhere", Duration::from_secs(600))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("the lease is free"));
 
     let browser = Browser::start(1280, 900).await;
     browser.goto(&server.url("/dashboard")).await;
@@ -148,6 +179,15 @@ async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
             .contains("Checks pending"),
         "reasons shown"
     );
+    let workers = browser
+        .eval("return document.querySelector('section[aria-labelledby=workers]').innerText")
+        .await;
+    let workers = workers.as_str().unwrap_or_default();
+    assert!(
+        workers.contains("worker-elsewhere") && workers.contains("[acme] main"),
+        "lease holders: {workers}"
+    );
+    assert_eq!(browser.text("#dlq").await, "1 message(s)", "{workers}");
     browser.screenshot(&screenshots().join("2-queue.png")).await;
 
     // An intent's page: its facts, risk and timeline with trace ids.
@@ -266,11 +306,24 @@ async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
     // Keyboard: the first Tab reaches the skip link, which leads to the content.
     let keyboard = Browser::start(1024, 768).await;
     keyboard.goto(&server.url("/dashboard")).await;
+    // Start where a person does: the page itself focused, nothing inside it.
+    keyboard
+        .eval(
+            "window.focus(); document.body.tabIndex = -1; document.body.focus(); \
+             document.body.removeAttribute('tabindex'); return true",
+        )
+        .await;
     keyboard.press(TAB).await;
     let focused = keyboard
         .eval("return document.activeElement.getAttribute('href')")
         .await;
     assert_eq!(focused, "#main", "the first Tab stop");
+    keyboard.press(ENTER).await;
+    let target = keyboard.eval("return document.activeElement.id").await;
+    assert_eq!(
+        target, "main",
+        "the skip link moves the focus to the content"
+    );
     keyboard.close().await;
 }
 
