@@ -3,6 +3,7 @@
 //! our own rather than a WebDriver crate because the tests also read the browser's console,
 //! which only chromedriver's own log endpoint gives.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,9 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium window of `width`×`height`.
     pub async fn start(width: u32, height: u32) -> Browser {
         let port = free_port();
+        // Its own process group, so the browsers it starts can be ended with it (see Drop).
         let driver = Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -238,7 +241,14 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Ends chromedriver and every browser process it started (a test that failed before
+    /// `close` leaves no Chromium behind).
     fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
