@@ -38,6 +38,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let telemetry = converge_runtime::telemetry::Telemetry::init("converge");
     let state = converge_http::boot::state_from_env().await?;
     if state.settings.auth_required && state.settings.api_keys.is_empty() {
         eprintln!(
@@ -89,6 +90,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(worker) = worker {
         worker.await.context("the queue worker panicked")?;
     }
+    telemetry.shutdown().await;
     served?;
     eprintln!("converge: stopped");
     Ok(())

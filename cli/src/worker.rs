@@ -19,6 +19,7 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 async fn work() -> anyhow::Result<()> {
+    let telemetry = converge_runtime::telemetry::Telemetry::init("converge-worker");
     let state = converge_http::boot::state_from_env().await?;
     let settings = WorkerSettings::from_lookup(|name| std::env::var(name).ok())
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
@@ -44,6 +45,7 @@ async fn work() -> anyhow::Result<()> {
     });
     crate::serve::run_worker(&state, &processor, stopped).await;
     signal.abort();
+    telemetry.shutdown().await;
     eprintln!("converge: worker stopped");
     Ok(())
 }

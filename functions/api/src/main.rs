@@ -6,7 +6,7 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let router = converge_http::boot::router_from_env().await?;
+    let router = converge_http::boot::lambda_router_from_env("converge-api").await?;
     lambda_http::run(router)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))

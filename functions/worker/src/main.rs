@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
+    let telemetry = converge_runtime::telemetry::Telemetry::init("converge-worker");
     let lookup = |name: &str| std::env::var(name).ok();
     let store = Store::open(
         &converge_runtime::secrets::store_config_from_env().await?,
@@ -46,12 +47,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     );
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&config), queue_url);
-    let (processor, store, queue) = (&processor, &store, &queue);
+    let (processor, store, queue, telemetry) = (&processor, &store, &queue, &telemetry);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            handle_event(processor, store, queue, event.payload)
-                .await
-                .map_err(lambda_runtime::Error::from)
+            let answer = handle_event(processor, store, queue, event.payload).await;
+            // Before the answer: the process may be frozen right after it.
+            telemetry.flush().await;
+            answer.map_err(lambda_runtime::Error::from)
         },
     ))
     .await

@@ -256,6 +256,23 @@ pub async fn call(
     route: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), GithubError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("github.call", method, route, status = tracing::field::Empty);
+    let answer = send(client, method, route, body)
+        .instrument(span.clone())
+        .await;
+    if let Ok((status, _)) = &answer {
+        span.record("status", status);
+    }
+    answer
+}
+
+async fn send(
+    client: &Octocrab,
+    method: &str,
+    route: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), GithubError> {
     let response = match method {
         "GET" => client._get(route).await,
         "POST" => client._post(route, body).await,

@@ -121,3 +121,21 @@ fn local_repository(configured: Option<String>) -> Option<converge_runtime::loca
 pub async fn router_from_env() -> Result<Router, BootError> {
     Ok(router(state_from_env().await?))
 }
+
+/// The router of an HTTP Lambda function (`service` names it in telemetry): telemetry
+/// installed, and the spans of each request flushed before its answer goes back, since the
+/// process may be frozen right after.
+pub async fn lambda_router_from_env(service: &'static str) -> Result<Router, BootError> {
+    let telemetry = converge_runtime::telemetry::Telemetry::init(service);
+    let router = router_from_env().await?;
+    Ok(router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let telemetry = telemetry.clone();
+            async move {
+                let response = next.run(request).await;
+                telemetry.flush().await;
+                response
+            }
+        },
+    )))
+}

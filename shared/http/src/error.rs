@@ -86,7 +86,7 @@ pub fn envelope(status: StatusCode, code: &str, message: &str) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(cause) = &self {
-            eprintln!("converge-http: internal error: {cause}");
+            tracing::error!("internal error: {cause}");
         }
         let (status, code) = self.status_and_code();
         let mut response = envelope(status, code, &self.to_string());

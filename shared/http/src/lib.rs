@@ -231,7 +231,7 @@ impl AppState {
         if let Some(queue) = &self.sqs
             && let Err(e) = queue.relay(&self.store, "api").await
         {
-            eprintln!("converge: queue messages left for the sweep: {e}");
+            tracing::warn!("queue messages left for the sweep: {e}");
         }
     }
 
@@ -261,7 +261,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     match state.store.ping().await {
         Ok(()) => Json(json!({"status": "ok", "timestamp": state.clock.now()})).into_response(),
         Err(e) => {
-            eprintln!("converge-http: readiness check failed: {e}");
+            tracing::warn!("readiness check failed: {e}");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({
@@ -277,6 +277,24 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 
 async fn openapi_document() -> Response {
     Json(openapi::document()).into_response()
+}
+
+/// One span per request (`http.request`: method, path, status, and the trace and span ids
+/// the log lines inside it carry). The query string is left out: it is not ours to log.
+async fn trace_request(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "http.request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        status = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    converge_runtime::telemetry::record_ids(&span);
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
+    response
 }
 
 /// Headers every response carries.
@@ -336,5 +354,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async { error::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(trace_request))
         .with_state(state)
 }

@@ -41,6 +41,24 @@ pub(crate) async fn github_webhook(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "webhook.delivery",
+        delivery_id = header(&headers, "x-github-delivery").unwrap_or(""),
+        event = header(&headers, "x-github-event").unwrap_or(""),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    converge_runtime::telemetry::record_ids(&span);
+    receive(state, headers, body).instrument(span).await
+}
+
+/// Verifies, deduplicates, translates and commits one delivery.
+async fn receive(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let limit = state.settings.webhook_max_body_bytes;
     let declared = header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok());
     if let Some(declared) = declared.filter(|n| *n > limit) {
@@ -142,7 +160,7 @@ async fn webhook_secrets(
     match (&state.settings.webhook_secret_arn, &state.secrets) {
         (Some(arn), Some(secrets)) => {
             let value = secrets.get(arn).await.map_err(|e| {
-                eprintln!("converge: webhook: {e}");
+                tracing::error!("webhook: {e}");
                 ApiError::DependencyUnavailable(
                     "the webhook secret cannot be read from Secrets Manager".to_owned(),
                 )

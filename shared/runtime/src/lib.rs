@@ -16,3 +16,4 @@ pub mod reported_checks;
 pub mod routed;
 pub mod secrets;
 pub mod sqs;
+pub mod telemetry;

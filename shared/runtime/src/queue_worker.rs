@@ -310,10 +310,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 Ok(key) => by_key.entry(key).or_default().push(message.seq),
                 Err(e) => {
                     // Nothing can ever process it; the sweep still covers every real key.
-                    eprintln!(
-                        "converge: worker: dropping malformed queue message {}: {e}",
-                        message.seq
-                    );
+                    tracing::warn!("dropping malformed queue message {}: {e}", message.seq);
                     self.store.mark_outbox_sent(message.seq).await?;
                 }
             }
@@ -338,6 +335,20 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     /// its actionable intents in queue order, and gives the lease back — also when the round
     /// fails.
     pub async fn process_key(&self, key: &QueueKey) -> Result<KeyOutcome, WorkerError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "queue.round",
+            key = %key,
+            holder = %self.holder,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        crate::telemetry::record_ids(&span);
+        // Boxed: the round is a deep future, and callers nest it further.
+        Box::pin(self.process_key_now(key)).instrument(span).await
+    }
+
+    async fn process_key_now(&self, key: &QueueKey) -> Result<KeyOutcome, WorkerError> {
         let Some(lease) = self
             .store
             .acquire_lease(key, &self.holder, self.settings.lease_ttl)
@@ -350,6 +361,22 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         let released = self.store.release_lease(&lease).await;
         let reports = result?;
         released?;
+        // One line per decision, inside the round's span (so with its trace id).
+        for report in reports.iter().filter(|r| r.outcome != "unchanged") {
+            tracing::info!(
+                intent = %report.intent_id,
+                outcome = report.outcome,
+                detail = %report.detail,
+                "{} {}{}",
+                report.intent_id,
+                report.outcome,
+                if report.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", report.detail)
+                }
+            );
+        }
         Ok(KeyOutcome::Processed(reports))
     }
 
@@ -752,8 +779,8 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                                 continue;
                             }
                             Err(e) => {
-                                eprintln!(
-                                    "converge: worker: report for {} not sent, will retry: {e}",
+                                tracing::warn!(
+                                    "report for {} not sent, will retry: {e}",
                                     notice.intent_id
                                 );
                                 failed = true;
@@ -765,10 +792,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                         }
                     },
                     Err(e) => {
-                        eprintln!(
-                            "converge: worker: dropping malformed report {}: {e}",
-                            entry.seq
-                        );
+                        tracing::warn!("dropping malformed report {}: {e}", entry.seq);
                         self.store.mark_outbox_sent(entry.seq).await?;
                         continue;
                     }
@@ -841,7 +865,7 @@ fn outcome_of(step: &Step) -> &'static str {
 /// Runs `processor` until `stop` turns true: a poll, then a wait of the poll interval cut
 /// short by `wakeup` (work just committed) or by the stop. A poll in progress is always
 /// finished — its leases released — before the loop looks at `stop`, which is what a graceful
-/// shutdown needs. Every decision is written to standard error, one line each.
+/// shutdown needs. Every decision is logged, one line each, by the round that made it.
 pub async fn run_until_stopped<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync>(
     processor: &QueueProcessor<S, C, P>,
     wakeup: &tokio::sync::Notify,
@@ -849,27 +873,8 @@ pub async fn run_until_stopped<S: Scm + Merger + Sync, C: Checks + Sync, P: Publ
 ) {
     let interval = processor.settings.poll_interval;
     while !*stop.borrow() {
-        match processor.poll().await {
-            Ok(outcomes) => {
-                for (key, outcome) in outcomes {
-                    let KeyOutcome::Processed(reports) = outcome else {
-                        continue;
-                    };
-                    for report in reports.iter().filter(|r| r.outcome != "unchanged") {
-                        eprintln!(
-                            "converge: worker: {key} {} {}{}",
-                            report.intent_id,
-                            report.outcome,
-                            if report.detail.is_empty() {
-                                String::new()
-                            } else {
-                                format!(": {}", report.detail)
-                            }
-                        );
-                    }
-                }
-            }
-            Err(e) => eprintln!("converge: worker: poll failed: {e}"),
+        if let Err(e) = processor.poll().await {
+            tracing::warn!("poll failed: {e}");
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

@@ -150,8 +150,8 @@ impl SqsQueue {
             let answer = batch.send().await.map_err(sqs_error)?;
             accepted.extend(answer.successful().iter().map(|ok| ok.id().to_owned()));
             for failed in answer.failed() {
-                eprintln!(
-                    "converge: relay: message {} not accepted by SQS: {}",
+                tracing::warn!(
+                    "relay: message {} not accepted by SQS: {}",
                     failed.id(),
                     failed.message().unwrap_or("no reason")
                 );
@@ -282,35 +282,34 @@ where
         match record.body.as_deref().map(serde_json::from_str::<QueueKey>) {
             Some(Ok(key)) => by_key.entry(key).or_default().push(id),
             Some(Err(e)) => {
-                eprintln!(
-                    "converge: worker: message {id} is not a queue key ({e}); left to the redrive policy"
-                );
+                tracing::warn!("message {id} is not a queue key ({e}); left to the redrive policy");
                 failures.push(id);
             }
             None => {
-                eprintln!("converge: worker: message {id} has no body; left to the redrive policy");
+                tracing::warn!("message {id} has no body; left to the redrive policy");
                 failures.push(id);
             }
         }
     }
     for (key, ids) in by_key {
-        match processor.process_key(&key).await {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "sqs.messages",
+            key = %key,
+            message_ids = ?ids,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        crate::telemetry::record_ids(&span);
+        match processor.process_key(&key).instrument(span).await {
             Ok(KeyOutcome::Processed(reports)) => {
-                for report in reports.iter().filter(|r| r.outcome != "unchanged") {
-                    eprintln!(
-                        "converge: worker: {key} {} {} {}",
-                        report.intent_id, report.outcome, report.detail
-                    );
-                }
                 if processor.filled_batch(&reports) {
                     unfinished.insert(key);
                 }
             }
             Ok(KeyOutcome::Busy) => failures.extend(ids),
             Err(e) => {
-                eprintln!(
-                    "converge: worker: round over {key} failed, messages will come back: {e}"
-                );
+                tracing::warn!("round over {key} failed, messages will come back: {e}");
                 failures.extend(ids);
             }
         }
@@ -357,7 +356,7 @@ where
         let outcome = handle_batch(processor, batch).await;
         if let Err(e) = queue.send_keys(&outcome.unfinished).await {
             // The sweep sends them later.
-            eprintln!("converge: worker: cannot send the unfinished keys again: {e}");
+            tracing::warn!("cannot send the unfinished keys again: {e}");
         }
         return serde_json::to_value(outcome.response).map_err(|e| RelayError::Sqs(e.to_string()));
     }
@@ -395,10 +394,10 @@ pub async fn run_sqs_worker<S, C, P>(
             match queue.sweep(store, processor.holder()).await {
                 Ok(report) => {
                     if report != SweepReport::default() {
-                        eprintln!("converge: worker: sweep {report:?}");
+                        tracing::info!("sweep {report:?}");
                     }
                 }
-                Err(e) => eprintln!("converge: worker: sweep failed: {e}"),
+                Err(e) => tracing::warn!("sweep failed: {e}"),
             }
             next_sweep = Instant::now() + settings.sweep_interval;
         }
@@ -409,7 +408,7 @@ pub async fn run_sqs_worker<S, C, P>(
         let event = match received {
             Ok(event) => event,
             Err(e) => {
-                eprintln!("converge: worker: receive failed: {e}");
+                tracing::warn!("receive failed: {e}");
                 tokio::select! {
                     () = tokio::time::sleep(wait.max(Duration::from_secs(1))) => {}
                     _ = stop.changed() => {}
@@ -423,10 +422,10 @@ pub async fn run_sqs_worker<S, C, P>(
         let outcome = handle_batch(processor, event.clone()).await;
         if let Err(e) = queue.settle(&event, &outcome.response, retry_after).await {
             // Unsettled messages come back after the visibility timeout: rounds are idempotent.
-            eprintln!("converge: worker: cannot settle a batch: {e}");
+            tracing::warn!("cannot settle a batch: {e}");
         }
         if let Err(e) = queue.send_keys(&outcome.unfinished).await {
-            eprintln!("converge: worker: cannot send the unfinished keys again: {e}");
+            tracing::warn!("cannot send the unfinished keys again: {e}");
         }
     }
 }

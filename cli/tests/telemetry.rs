@@ -1,0 +1,170 @@
+//! Telemetry end to end: `converge serve` exports its spans over OTLP (HTTP/JSON) to a
+//! receiver on loopback while a pull request goes from webhook to merge through the GitHub
+//! fake. The receiver gets the request, the delivery, the queue round and the GitHub calls,
+//! linked parent to child.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use converge_testkit::ServerProcess;
+use converge_testkit::git::{commit_file, git};
+use converge_testkit::github_fake::{GithubFake, app_key_pair};
+use serde_json::{Value, json};
+
+const SECRET: &str = "hook-secret";
+
+/// A span as the receiver got it.
+#[derive(Debug, Clone)]
+struct Span {
+    trace: String,
+    id: String,
+    parent: String,
+    name: String,
+}
+
+/// An OTLP/HTTP receiver that keeps every span it is sent.
+async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
+    let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+    let kept = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let export: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let mut received = Vec::new();
+                for resource in export["resourceSpans"].as_array().into_iter().flatten() {
+                    for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                        for span in scope["spans"].as_array().into_iter().flatten() {
+                            let text = |k: &str| span[k].as_str().unwrap_or_default().to_owned();
+                            received.push(Span {
+                                trace: text("traceId"),
+                                id: text("spanId"),
+                                parent: text("parentSpanId"),
+                                name: text("name"),
+                            });
+                        }
+                    }
+                }
+                if let Ok(mut all) = kept.lock() {
+                    all.extend(received);
+                }
+                axum::Json(json!({}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{address}"), spans)
+}
+
+fn spans_named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
+    spans.iter().filter(|s| s.name == name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
+    let (endpoint, spans) = receiver().await;
+    let (private_pem, public_pem) = app_key_pair();
+    let fake = GithubFake::start(7, &public_pem).await;
+    let repo = fake.create_repo("acme/app");
+    commit_file(&repo, "src/lib.rs", "pub fn f() {}\n", "init");
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    commit_file(&repo, "docs/guide.md", "# Guide\n", "docs");
+    git(&repo, &["checkout", "-q", "--detach"]);
+    let head = git(&repo, &["rev-parse", "feature"]);
+    let base = git(&repo, &["rev-parse", "main"]);
+    fake.open_pull("acme/app", 5, "feature", "main");
+    fake.complete_check("acme/app", &head, "ci/lint", "success");
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let env = vec![
+        (
+            "CONVERGE_DB_PATH",
+            dir.path().join("s.db").display().to_string(),
+        ),
+        ("CONVERGE_API_KEYS", "k:admin:ops".to_owned()),
+        ("CONVERGE_GITHUB_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("CONVERGE_GITHUB_APP_ID", "7".to_owned()),
+        ("CONVERGE_GITHUB_APP_PRIVATE_KEY", private_pem),
+        ("CONVERGE_GITHUB_API_URL", fake.url().to_owned()),
+        ("CONVERGE_GITHUB_CHECK_MAP", "lint=ci/lint".to_owned()),
+        ("CONVERGE_WORKER_AUTO_CONFIRM", "1".to_owned()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
+        // Export every 100 ms instead of every 5 s.
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+    ];
+    let server = ServerProcess::start(env!("CARGO_BIN_EXE_converge"), dir.path(), &env);
+    let opened = json!({
+        "action": "opened",
+        "pull_request": {"number": 5, "title": "Docs", "head": {"ref": "feature", "sha": head},
+                         "base": {"ref": "main", "sha": base}},
+        "repository": {"full_name": "acme/app"},
+        "installation": {"id": 31}
+    });
+    let (status, answer) = fake
+        .send_webhook(
+            &server.url("/integrations/github/webhook"),
+            SECRET,
+            "pull_request",
+            "d-1",
+            &opened,
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+
+    // The merge happens, and its spans arrive.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let complete = |all: &[Span]| {
+        !fake.ref_updates().is_empty()
+            && [
+                "http.request",
+                "webhook.delivery",
+                "queue.round",
+                "github.call",
+            ]
+            .iter()
+            .all(|name| !spans_named(all, name).is_empty())
+            && spans_named(all, "github.call").len() >= 3
+    };
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        seen = spans.lock().map(|s| s.clone()).unwrap_or_default();
+        if complete(&seen) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(complete(&seen), "spans received: {seen:?}");
+
+    // The delivery is a child of its request, in the same trace.
+    let delivery = spans_named(&seen, "webhook.delivery")[0];
+    let request = seen
+        .iter()
+        .find(|s| s.id == delivery.parent)
+        .unwrap_or_else(|| panic!("the delivery's parent was not exported: {seen:?}"));
+    assert_eq!(request.name, "http.request");
+    assert_eq!(request.trace, delivery.trace);
+    assert!(
+        request.parent.is_empty(),
+        "the request is a root: {request:?}"
+    );
+    // The merge's GitHub calls are children of the queue round that made them.
+    let rounds: Vec<&Span> = spans_named(&seen, "queue.round");
+    let calls_in_rounds = spans_named(&seen, "github.call")
+        .into_iter()
+        .filter(|call| {
+            rounds
+                .iter()
+                .any(|round| round.id == call.parent && round.trace == call.trace)
+        })
+        .count();
+    assert!(calls_in_rounds >= 3, "github calls under a round: {seen:?}");
+}
