@@ -164,6 +164,10 @@ pub enum QueueCommand {
     Inspect(QueueInspect),
     /// Counts by status and the intents still pending.
     State(TenantArgs),
+    /// Move every message of the dead-letter queue (CONVERGE_DLQ_URL) back to the queue
+    /// (CONVERGE_QUEUE_URL), once the cause of their failures is fixed. Talks to SQS, not to
+    /// the API.
+    Redrive,
 }
 
 /// Options of `queue run`.
@@ -585,6 +589,20 @@ pub async fn queue(api: &ApiClient, out: Output, command: QueueCommand) -> Resul
                     ],
                 )
             })?;
+        }
+        QueueCommand::Redrive => {
+            let queue = converge_runtime::sqs::SqsQueue::from_env()
+                .await
+                .ok_or_else(|| CliError::Other(anyhow::anyhow!("CONVERGE_QUEUE_URL is not set")))?;
+            let dlq = queue
+                .sibling_from_env("CONVERGE_DLQ_URL")
+                .ok_or_else(|| CliError::Other(anyhow::anyhow!("CONVERGE_DLQ_URL is not set")))?;
+            let moved = dlq
+                .move_all_to(&queue)
+                .await
+                .map_err(|e| CliError::Network(e.to_string()))?;
+            let answer = json!({"moved": moved, "from": dlq.url(), "to": queue.url()});
+            out.emit(&answer, |o| o.pairs(&answer))?;
         }
         QueueCommand::State(args) => {
             let state = api

@@ -477,3 +477,57 @@ fn help_completions_and_the_man_page_cover_every_command() {
     );
     assert!(man.stdout.contains("doctor"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_redrive_moves_dead_letters_back_to_the_queue() {
+    let queue = converge_testkit::sqs::queue_with_dlq("converge-redrive", 30, 3).await;
+    for n in 0..12 {
+        queue
+            .client
+            .send_message()
+            .queue_url(&queue.dlq_url)
+            .message_body(format!(
+                "{{\"tenant\":\"\",\"repo\":\"\",\"target\":\"t{n}\"}}"
+            ))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)));
+    }
+    let env = [
+        ("CONVERGE_QUEUE_URL", queue.url.clone()),
+        ("CONVERGE_DLQ_URL", queue.dlq_url.clone()),
+    ];
+    let run = converge(&["--json", "queue", "redrive"], &env);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["moved"], 12, "{}", run.stdout);
+    let depth = |url: String| {
+        let client = queue.client.clone();
+        async move {
+            client
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                )
+                .send()
+                .await
+                .ok()
+                .and_then(|a| {
+                    a.attributes().and_then(|m| {
+                        m.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                            .cloned()
+                    })
+                })
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(depth(queue.dlq_url.clone()).await, "0");
+    assert_eq!(depth(queue.url.clone()).await, "12");
+    let missing = converge(&["queue", "redrive"], &[]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("CONVERGE_QUEUE_URL is not set"),
+        "{}",
+        missing.stderr
+    );
+}

@@ -84,6 +84,42 @@ impl SqsQueue {
         Some(SqsQueue::new(self.client.clone(), url))
     }
 
+    /// Moves every message of this queue (a DLQ) to `target`, ten at a time: each is sent
+    /// there before it is deleted here, so a failure in between duplicates a message (rounds
+    /// are idempotent) rather than losing one. Returns how many moved.
+    pub async fn move_all_to(&self, target: &SqsQueue) -> Result<usize, RelayError> {
+        let mut moved = 0;
+        loop {
+            let batch = self.receive(10, Duration::from_secs(1)).await?;
+            if batch.records.is_empty() {
+                return Ok(moved);
+            }
+            let messages: Vec<(String, String)> = batch
+                .records
+                .iter()
+                .enumerate()
+                .map(|(n, m)| (format!("m{n}"), m.body.clone().unwrap_or_default()))
+                .collect();
+            let accepted = target.send(&messages).await?;
+            let mut settled = SqsBatchResponse::default();
+            for (n, message) in batch.records.iter().enumerate() {
+                if !accepted.contains(&format!("m{n}")) {
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = message.message_id.clone().unwrap_or_default();
+                    settled.batch_item_failures.push(failure);
+                }
+            }
+            // Deletes what was sent; what was not stays in the DLQ, visible again at once.
+            self.settle(&batch, &settled, Duration::ZERO).await?;
+            moved += accepted.len();
+            if accepted.is_empty() {
+                return Err(RelayError::Sqs(
+                    "the queue accepted none of the dead letters".to_owned(),
+                ));
+            }
+        }
+    }
+
     /// How many messages wait in the queue (SQS's approximate count).
     pub async fn depth(&self) -> Result<u64, RelayError> {
         use aws_sdk_sqs::types::QueueAttributeName;
