@@ -1,7 +1,8 @@
-//! Telemetry end to end: `converge serve` exports its spans over OTLP (HTTP/JSON) to a
-//! receiver on loopback while a pull request goes from webhook to merge through the GitHub
-//! fake. The receiver gets the request, the delivery, the queue round and the GitHub calls,
-//! linked parent to child.
+//! Telemetry end to end: an API-only `converge serve` and a `converge worker` on SQS (the AWS
+//! emulator) export their spans over OTLP (HTTP/JSON) to a receiver on loopback while a pull
+//! request goes from webhook to merge through the GitHub fake. The receiver gets the request,
+//! the delivery, the worker's messages and round, and the GitHub calls — one trace across both
+//! processes (the queue message carries it), linked parent to child.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -101,7 +102,24 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
         // Export every 100 ms instead of every 5 s.
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
     ];
-    let server = ServerProcess::start(env!("CARGO_BIN_EXE_converge"), dir.path(), &env);
+    let queue = converge_testkit::sqs::queue_with_dlq("converge-telemetry", 5, 5).await;
+    let mut env = env;
+    env.push(("CONVERGE_QUEUE_URL", queue.url.clone()));
+    env.push(("CONVERGE_WORKER_POLL_INTERVAL", "1".to_owned()));
+    let server = ServerProcess::start_with(
+        env!("CARGO_BIN_EXE_converge"),
+        dir.path(),
+        &env,
+        &["--no-worker"],
+    );
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .arg("worker")
+        .current_dir(dir.path())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start converge worker: {e}"));
     let opened = json!({
         "action": "opened",
         "pull_request": {"number": 5, "title": "Docs", "head": {"ref": "feature", "sha": head},
@@ -127,6 +145,7 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
             && [
                 "http.request",
                 "webhook.delivery",
+                "sqs.messages",
                 "queue.round",
                 "github.call",
             ]
@@ -167,4 +186,28 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
         })
         .count();
     assert!(calls_in_rounds >= 3, "github calls under a round: {seen:?}");
+    // The worker's messages continue the webhook's trace, under its delivery.
+    let continued = spans_named(&seen, "sqs.messages")
+        .into_iter()
+        .any(|messages| messages.trace == delivery.trace && messages.parent == delivery.id);
+    assert!(
+        continued,
+        "the round did not continue the delivery's trace: {seen:?}"
+    );
+    let round = rounds
+        .iter()
+        .find(|r| r.trace == delivery.trace)
+        .unwrap_or_else(|| panic!("no round in the delivery's trace: {seen:?}"));
+    assert!(
+        spans_named(&seen, "sqs.messages")
+            .iter()
+            .any(|m| m.id == round.parent),
+        "the round is a child of its messages: {round:?}"
+    );
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status();
+    let stopped = worker.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(stopped.success(), "{stopped:?}");
 }

@@ -36,9 +36,14 @@ pub const QUEUE_TOPIC: &str = "queue";
 
 /// The outbox message that asks for a round over `key`.
 pub fn queue_message(key: &QueueKey) -> OutboxMessage {
+    let mut payload = json!({"tenant": key.tenant, "repo": key.repo, "target": key.target});
+    // The trace of the change that calls for the round, so the round continues it.
+    if let Some(traceparent) = crate::telemetry::current_traceparent() {
+        payload["traceparent"] = json!(traceparent);
+    }
     OutboxMessage {
         topic: QUEUE_TOPIC.to_owned(),
-        payload: json!({"tenant": key.tenant, "repo": key.repo, "target": key.target}),
+        payload,
     }
 }
 

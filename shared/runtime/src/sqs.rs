@@ -312,11 +312,23 @@ where
 {
     let mut failures: Vec<String> = Vec::new();
     let mut by_key: BTreeMap<QueueKey, Vec<String>> = BTreeMap::new();
+    let mut traces: BTreeMap<QueueKey, String> = BTreeMap::new();
     let mut unfinished = BTreeSet::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         match record.body.as_deref().map(serde_json::from_str::<QueueKey>) {
-            Some(Ok(key)) => by_key.entry(key).or_default().push(id),
+            Some(Ok(key)) => {
+                // The first message's sender's trace is the one the round continues.
+                let traceparent = record
+                    .body
+                    .as_deref()
+                    .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+                    .and_then(|b| b["traceparent"].as_str().map(str::to_owned));
+                if let Some(traceparent) = traceparent {
+                    traces.entry(key.clone()).or_insert(traceparent);
+                }
+                by_key.entry(key).or_default().push(id);
+            }
             Some(Err(e)) => {
                 tracing::warn!("message {id} is not a queue key ({e}); left to the redrive policy");
                 failures.push(id);
@@ -336,6 +348,9 @@ where
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
+        if let Some(traceparent) = traces.get(&key) {
+            crate::telemetry::continue_trace(&span, traceparent);
+        }
         crate::telemetry::record_ids(&span);
         match processor.process_key(&key).instrument(span).await {
             Ok(KeyOutcome::Processed(reports)) => {

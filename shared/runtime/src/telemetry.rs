@@ -8,7 +8,11 @@
 //! A Lambda function calls [`Telemetry::flush`] before each invocation returns: the process
 //! may be frozen right after, with spans still in the batch.
 
+use std::collections::HashMap;
+
+use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
@@ -99,5 +103,27 @@ pub fn record_ids(span: &tracing::Span) {
     if ids.is_valid() {
         span.record("trace_id", ids.trace_id().to_string());
         span.record("span_id", ids.span_id().to_string());
+    }
+}
+
+/// The W3C `traceparent` of the current span, to carry a trace through the queue; `None`
+/// outside a span (or without telemetry).
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the span a `traceparent` names (a queue message's sender), before
+/// it is entered. A malformed value is ignored: the span stays a root.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let context = TraceContextPropagator::new().extract(&carrier);
+    if context.span().span_context().is_valid() {
+        let _ = span.set_parent(context);
     }
 }
