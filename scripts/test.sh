@@ -46,9 +46,17 @@ step "tests"
 set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+
+# After cargo's run, which holds the build directory: the stack builds and runs its functions.
+step "local stack (scripts/dev-stack.sh end to end)"
+bash scripts/test-local-stack.sh 2>&1 | tee -a "$log"
+stack_status=${PIPESTATUS[0]}
+[ "$status" = 0 ] && status=$stack_status
 set -e
 # One closing line for the whole run: cargo prints one per test binary, the last of which is
 # often a crate without tests.
-grep -E '^test result: ' "$log" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/' \
-  | awk '{ passed += $1; failed += $2 } END { printf "\ntests: %d passed, %d failed\n", passed, failed }'
+{
+  grep -E '^test result: ' "$log" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/'
+  grep -E '^local stack: [0-9]+ passed' "$log" | sed -E 's/.* ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/'
+} | awk '{ passed += $1; failed += $2 } END { printf "\ntests: %d passed, %d failed\n", passed, failed }'
 exit "$status"
