@@ -6,6 +6,7 @@
 #   scripts/bench.sh api                 the HTTP API under wrk, on SQLite and PostgreSQL
 #   scripts/bench.sh webhook             webhook deliveries: in-process (criterion) and over HTTP (wrk)
 #   scripts/bench.sh queue               intents validated and decided per second, 1 and 4 workers
+#   scripts/bench.sh cold-start          the functions' cold starts and zip sizes (scripts/cold-start.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,9 @@ if [ "$which" = all ] || [ "$which" = queue ]; then
   pg_start
   cargo bench -p converge-runtime --bench queue_throughput -- "$@"
   pg_stop
+fi
+if [ "$which" = all ] || [ "$which" = cold-start ]; then
+  bash scripts/cold-start.sh
 fi
 if [ "$which" = all ] || [ "$which" = webhook ]; then
   pg_start

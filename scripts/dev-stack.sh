@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole serverless stack on this machine, in one command:
 #   - PostgreSQL (a throwaway cluster);
-#   - the AWS emulator (moto server), reached only through the AWS SDK (AWS_ENDPOINT_URL),
+#   - the AWS emulator (moto server, or LocalStack with --emulator localstack), reached only
+#     through the AWS SDK (AWS_ENDPOINT_URL),
 #     with the queue, its DLQ and the secrets of infra/local-stack.json;
 #   - the three functions under `cargo lambda watch` (the Lambda runtime emulator);
 #   - a bridge feeding the queue to the worker function like the event source mapping, and
@@ -22,12 +23,10 @@ while [ $# -gt 0 ]; do
     *) echo "usage: scripts/dev-stack.sh [--port N] [--emulator moto|localstack]" >&2; exit 2 ;;
   esac
 done
-if [ "$EMULATOR" != moto ]; then
-  # LocalStack needs four workarounds on a host without Docker (see the stack notes); until
-  # they are scripted, moto is the emulator this stack runs on.
-  echo "--emulator $EMULATOR is not supported yet: use moto (the default)" >&2
-  exit 2
-fi
+case "$EMULATOR" in
+  moto | localstack) export AWS_EMULATOR=$EMULATOR ;;
+  *) echo "--emulator must be moto or localstack" >&2; exit 2 ;;
+esac
 
 # shellcheck source=scripts/lib/postgres.sh
 . scripts/lib/postgres.sh
@@ -109,7 +108,7 @@ Converge's local stack is up (logs in $WORK):
   webhook      $RUNTIME/lambda-url/webhook/integrations/github/webhook   (secret: $WEBHOOK_SECRET)
   worker       $RUNTIME/2015-03-31/functions/worker/invocations   (fed from $CONVERGE_QUEUE_URL)
   GitHub fake  $CONVERGE_GITHUB_API_URL   ($(fact repo), pull request #$(fact pull))
-  AWS          $AWS_ENDPOINT_URL (moto)
+  AWS          $AWS_ENDPOINT_URL ($EMULATOR)
 Ctrl-C stops everything.
 stack api=$RUNTIME/lambda-url/api webhook=$RUNTIME/lambda-url/webhook/integrations/github/webhook secret=$WEBHOOK_SECRET repo=$(fact repo) repo_path=$(fact repo_path) pull=$(fact pull) head=$(fact head_sha) base=$(fact base_sha) pids=${PIDS[*]}
 EOF

@@ -3,6 +3,7 @@
 # goes to the webhook function's URL under cargo-lambda; the intent is merged in the GitHub
 # fake by the worker function, fed from SQS by the bridge; Ctrl-C (SIGINT) stops the stack and
 # no process it started is left. Prints one closing line: `local stack: N passed, N failed`.
+# Arguments go to dev-stack.sh (`--emulator localstack`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,7 @@ fail() { echo "local stack: $*" >&2; failed=1; }
 # Job control: the stack gets a process group of its own and, unlike a plain background job,
 # does not ignore SIGINT — so the Ctrl-C below is the one a person would type.
 set -m
-bash scripts/dev-stack.sh --port "${LOCAL_STACK_PORT:-9071}" >"$out" 2>"$err" &
+bash scripts/dev-stack.sh --port "${LOCAL_STACK_PORT:-9071}" "$@" >"$out" 2>"$err" &
 stack=$!
 set +m
 for _ in $(seq 1 900); do grep -q '^stack ' "$out" && break; kill -0 "$stack" 2>/dev/null || break; sleep 1; done
