@@ -50,7 +50,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (processor, store, queue, telemetry) = (&processor, &store, &queue, &telemetry);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            let answer = handle_event(processor, store, queue, event.payload).await;
+            // Boxed: the handler is a deep future (a round inside a batch inside the runtime).
+            let answer = Box::pin(handle_event(processor, store, queue, event.payload)).await;
             // Before the answer: the process may be frozen right after it.
             telemetry.flush().await;
             answer.map_err(lambda_runtime::Error::from)
