@@ -40,6 +40,36 @@ def cfn_constructors():
     yaml.SafeLoader.add_multi_constructor("!", multi)
 
 
+# Settings of the runbook's table that a deployment does not set: the CLI's, the local
+# repository's, the local sweep's, and the plain forms of what the template keeps in Secrets
+# Manager.
+NOT_DEPLOYED = {
+    "CONVERGE_API_URL", "CONVERGE_API_KEY", "CONVERGE_DB_PATH", "CONVERGE_PG_DSN",
+    "CONVERGE_GITHUB_WEBHOOK_SECRET", "CONVERGE_GITHUB_APP_PRIVATE_KEY",
+    "CONVERGE_GITHUB_APP_PRIVATE_KEY_PATH", "CONVERGE_REPO_PATH", "CONVERGE_LOCAL_CHECKS",
+    "CONVERGE_LOCAL_CHECK_COMMANDS", "CONVERGE_CHECK_TIMEOUT", "CONVERGE_WORKER_SWEEP_INTERVAL",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+}
+
+
+def missing_settings(template):
+    """Every deployable setting of docs/RUNBOOK.md's environment table is set by the template."""
+    runbook = os.path.join(os.path.dirname(__file__), "..", "docs", "RUNBOOK.md")
+    with open(runbook, encoding="utf-8") as handle:
+        section = handle.read().split("## Environment", 1)[1].split("\n## ", 1)[0]
+    documented = {
+        line.split("`")[1] for line in section.splitlines() if line.startswith("| `")
+    }
+    variables = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    for resource in template["Resources"].values():
+        env = resource.get("Properties", {}).get("Environment", {}).get("Variables", {})
+        variables.update(env)
+    return [
+        f"{name} (docs/RUNBOOK.md) is not set by the template"
+        for name in sorted(documented - NOT_DEPLOYED - variables)
+    ]
+
+
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else "template.yaml"
     # cfn-lint's own entry point, through this interpreter (no console script needed).
@@ -83,6 +113,7 @@ def main():
             problems.append(f"a function is not a provided.al2023 bootstrap: {props.get('Runtime')}")
     if len(functions) != 3:
         problems.append(f"expected three functions, found {len(functions)}")
+    problems.extend(missing_settings(template))
     for problem in problems:
         print(f"template: {problem}", file=sys.stderr)
     if problems:
