@@ -322,6 +322,14 @@ const INTENT_FIELDS: &[Column<'static>] = &[
     ("created", "/created_at"),
 ];
 
+/// What `POST /queue/reset` answers (`intent status` and `queue reset`).
+const RESET_FIELDS: &[Column<'static>] = &[
+    ("intent", "/intent_id"),
+    ("status", "/status"),
+    ("retries", "/retries"),
+    ("cleared leases", "/cleared_leases"),
+];
+
 const EVENT_COLUMNS: &[Column<'static>] = &[
     ("seq", "/seq"),
     ("time", "/timestamp"),
@@ -392,16 +400,7 @@ pub async fn intent(api: &ApiClient, out: Output, command: IntentCommand) -> Res
         IntentCommand::Status(args) => {
             let body = json!({"intent_id": args.intent_id, "set_status": args.status});
             let answer = api.post("/queue/reset", &body).await?;
-            out.emit(&answer, |o| {
-                o.fields(
-                    &answer,
-                    &[
-                        ("intent", "/intent_id"),
-                        ("status", "/status"),
-                        ("retries", "/retries"),
-                    ],
-                )
-            })?;
+            out.emit(&answer, |o| o.fields(&answer, RESET_FIELDS))?;
         }
         IntentCommand::Events(args) => {
             let page = api
@@ -548,17 +547,7 @@ pub async fn queue(api: &ApiClient, out: Output, command: QueueCommand) -> Resul
             let body = json!({"intent_id": args.intent_id, "set_status": args.set_status,
                               "clear_lock": args.clear_lock});
             let answer = api.post("/queue/reset", &body).await?;
-            out.emit(&answer, |o| {
-                o.fields(
-                    &answer,
-                    &[
-                        ("intent", "/intent_id"),
-                        ("status", "/status"),
-                        ("retries", "/retries"),
-                        ("cleared leases", "/cleared_leases"),
-                    ],
-                )
-            })?;
+            out.emit(&answer, |o| o.fields(&answer, RESET_FIELDS))?;
         }
         QueueCommand::Inspect(args) => {
             let page = api

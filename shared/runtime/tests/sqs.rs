@@ -102,6 +102,34 @@ fn created(id: &str, source: &str) -> Event {
     )
 }
 
+/// A processor over a fresh SQLite store and the sample repository, holding leases as
+/// `holder`. The temporary directories live as long as the returned guards.
+async fn local_processor(
+    settings: WorkerSettings,
+    holder: &str,
+) -> (
+    Store,
+    QueueProcessor<GitScm>,
+    tempfile::TempDir,
+    tempfile::TempDir,
+) {
+    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    repository(repo.path());
+    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}", db.path().join("s.db").display());
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let processor = QueueProcessor::new(
+        store.clone(),
+        GitScm::new(repo.path()),
+        PolicyConfig::default(),
+        settings,
+        Arc::new(SystemClock),
+        holder,
+    );
+    (store, processor, repo, db)
+}
+
 fn main_key() -> QueueKey {
     QueueKey {
         tenant: String::new(),
@@ -113,25 +141,12 @@ fn main_key() -> QueueKey {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq() {
     let queues = queues("converge-worker").await;
-    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    repository(repo.path());
-    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let url = format!("sqlite://{}", db.path().join("s.db").display());
-    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
     let settings = WorkerSettings {
         auto_confirm: true,
         skip_checks: true,
         ..WorkerSettings::default()
     };
-    let processor = QueueProcessor::new(
-        store.clone(),
-        GitScm::new(repo.path()),
-        PolicyConfig::default(),
-        settings,
-        Arc::new(SystemClock),
-        "lambda-test",
-    );
+    let (store, processor, _repo, _db) = local_processor(settings, "lambda-test").await;
 
     // The API's transaction: the intent and its queue message; the relay moves it to SQS.
     store
@@ -280,25 +295,12 @@ async fn the_sweep_enqueues_waiting_keys_and_clears_expired_leases() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_that_fills_its_batch_sends_its_key_again() {
     let queues = queues("converge-continue").await;
-    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    repository(repo.path());
-    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let url = format!("sqlite://{}", db.path().join("s.db").display());
-    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
     let settings = WorkerSettings {
         batch_size: 1,
         skip_checks: true,
         ..WorkerSettings::default()
     };
-    let processor = QueueProcessor::new(
-        store.clone(),
-        GitScm::new(repo.path()),
-        PolicyConfig::default(),
-        settings,
-        Arc::new(SystemClock),
-        "batch-test",
-    );
+    let (store, processor, _repo, _db) = local_processor(settings, "batch-test").await;
     store
         .commit(&Commit {
             events: vec![created("first", "feature"), created("second", "feature")],
@@ -337,23 +339,14 @@ async fn a_round_that_fills_its_batch_sends_its_key_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sample_worker_events_are_handled() {
     let queues = queues("converge-samples").await;
-    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    repository(repo.path());
-    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let url = format!("sqlite://{}", db.path().join("s.db").display());
-    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
-    let processor = QueueProcessor::new(
-        store.clone(),
-        GitScm::new(repo.path()),
-        PolicyConfig::default(),
+    let (store, processor, _repo, _db) = local_processor(
         WorkerSettings {
             skip_checks: true,
             ..WorkerSettings::default()
         },
-        Arc::new(SystemClock),
         "samples",
-    );
+    )
+    .await;
     store
         .commit(&Commit {
             events: vec![created("docs", "feature")],
