@@ -69,14 +69,19 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The sign-in form.
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    key: String,
+}
+
 /// `POST /dashboard/login`: checks the key and keeps it for the browser session.
-async fn login(State(state): State<Arc<AppState>>, headers: HeaderMap, body: String) -> Response {
-    let key = body
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "key")
-        .map(|(_, v)| form_decode(v))
-        .unwrap_or_default();
+async fn login(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::Form(LoginForm { key }): axum::Form<LoginForm>,
+) -> Response {
     // A key goes into a cookie as it is: only characters a cookie value may hold.
     let cookie_safe = key
         .bytes()
@@ -602,31 +607,6 @@ fn path_segment(id: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
-}
-
-/// Decodes an `application/x-www-form-urlencoded` value.
-fn form_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn login_form(problem: Option<&str>) -> String {

@@ -436,9 +436,8 @@ pub async fn run_sqs_worker<S, C, P>(
     let settings = processor.settings().clone();
     let max = i32::try_from(settings.batch_size.min(10)).unwrap_or(10);
     let wait = settings.poll_interval.min(Duration::from_secs(20));
-    let retry_after = settings
-        .poll_interval
-        .clamp(Duration::from_secs(1), wait.max(Duration::from_secs(1)));
+    // A failed message comes back after one poll interval (at least a second).
+    let retry_after = wait.max(Duration::from_secs(1));
     let mut next_sweep = Instant::now();
     while !*stop.borrow() {
         if Instant::now() >= next_sweep {
