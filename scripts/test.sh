@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A run from a fresh clone gains nothing from incremental caches, which would double the size of
+# target/ (CI's disk is not large); set CARGO_INCREMENTAL=1 to keep them while iterating.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # The parity fixtures live beside the repository (../shared); CI lays them out the same way.
 export CONVERGE_FIXTURES_DIR="${CONVERGE_FIXTURES_DIR:-$(cd .. && pwd)/shared/fixtures/risk}"
 
@@ -23,6 +26,15 @@ step() { printf '\n== %s\n' "$*"; }
 log=$(mktemp)
 cleanup() { pg_stop; aws_emulator_stop; rm -f "$log"; }
 trap cleanup EXIT
+
+# Free space before and after: a full disk shows up as a linker crash, far from its cause.
+disk_report() {
+  local free target_size
+  free=$(df -h --output=avail . | tail -1 | tr -d ' ')
+  target_size=$(du -sh target 2>/dev/null | cut -f1)
+  echo "disk: $free free; target/ ${target_size:-absent}"
+}
+disk_report
 
 step "format"
 cargo fmt --all -- --check
@@ -59,4 +71,5 @@ set -e
   grep -E '^test result: ' "$log" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/'
   grep -E '^local stack: [0-9]+ passed' "$log" | sed -E 's/.* ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/'
 } | awk '{ passed += $1; failed += $2 } END { printf "\ntests: %d passed, %d failed\n", passed, failed }'
+disk_report
 exit "$status"

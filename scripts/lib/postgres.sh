@@ -28,6 +28,10 @@ pg_install_if_missing() {
   pg_find_bin >/dev/null || { echo "PostgreSQL 15+ (initdb, pg_ctl) is required and could not be installed" >&2; return 1; }
 }
 
+# Every test creates its own database, which PostgreSQL copies through the WAL: keep the WAL
+# small (no replicas here) so that a whole run does not hold a gigabyte of it.
+PG_SMALL_WAL="-c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=64MB -c min_wal_size=32MB"
+
 pg_start() {
   pg_install_if_missing || return 1
   local port attempt run_as=()
@@ -43,7 +47,7 @@ pg_start() {
   for attempt in 1 2 3; do
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     if "${run_as[@]}" "$PG_BIN/pg_ctl" -D "$PG_ROOT/data" -l "$PG_ROOT/log" -w -t 60 start \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_ROOT -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_ROOT -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 $PG_SMALL_WAL" \
       >/dev/null; then
       export CONVERGE_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
       echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"

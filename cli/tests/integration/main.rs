@@ -1,0 +1,20 @@
+//! End-to-end tests of Converge: the `converge` binary, its HTTP API, webhook, workers,
+//! dashboard and telemetry, against real PostgreSQL, git, the SQS emulator and the GitHub fake.
+//!
+//! One test binary per crate: every file here is a module of it, so a build links one
+//! executable instead of one per file (disk and link time on CI's 2 cores).
+
+mod api;
+mod backfill;
+mod dashboard;
+mod eval_input_errors;
+mod github_app;
+mod operator_cli;
+mod risk_parity;
+mod runbook;
+mod serve_worker;
+mod sqs_workers;
+mod telemetry;
+mod validate;
+mod webhook;
+mod worker_crash;

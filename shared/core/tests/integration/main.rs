@@ -1,0 +1,8 @@
+//! Tests of the domain: the pipeline end to end on in-memory doubles, and its properties.
+//!
+//! One test binary per crate: every file here is a module of it, so a build links one
+//! executable instead of one per file (disk and link time on CI's 2 cores).
+
+mod pipeline;
+mod properties;
+mod support;

@@ -1,0 +1,1135 @@
+//! The store contract, run against both backends: every operation, and the races that matter
+//! (one lease holder at a time with growing fencing tokens, exactly one new delivery among
+//! concurrent duplicates, a stale holder fenced off after takeover).
+
+use crate::support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use converge_core::pipeline::Clock;
+use converge_core::queue::QueueKey;
+use converge_core::{EventType, Status};
+use converge_store::backfill::summaries;
+use converge_store::{
+    ApiKeyRecord, Commit, CommitLink, Delivery, DeliveryOutcome, EventFilter, IntentCursor,
+    IntentFilter, OutboxMessage, Store, StoreError,
+};
+use serde_json::json;
+use support::{ManualClock, created, event, pg_store, sqlite_store};
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let clock = super::ManualClock::new();
+                    let (store, _dir) = super::sqlite_store(&clock).await;
+                    super::$name(store, clock).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let clock = super::ManualClock::new();
+                    let store = super::pg_store(&clock).await;
+                    super::$name(store, clock).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_commit_appends_events_and_moves_the_projection,
+    an_illegal_move_rolls_back_the_whole_commit,
+    intents_list_in_queue_order_with_filters_and_cursor,
+    events_list_newest_first_with_filters_and_cursor,
+    a_rebuild_reproduces_the_projection_exactly,
+    concurrent_identical_deliveries_yield_one_new,
+    eight_workers_take_turns_on_one_lease_with_growing_tokens,
+    an_expired_lease_is_taken_over_and_the_old_holder_is_fenced,
+    force_clearing_a_lease_fences_its_holder,
+    outbox_rows_are_claimed_once_and_reclaimed_after_a_lapsed_claim,
+    api_keys_are_found_by_hash_until_they_expire,
+    rate_limit_windows_count_hits_per_tenant,
+    policy_documents_are_versioned,
+    migrations_are_idempotent_and_cover_every_table,
+    concurrent_creations_of_one_intent_keep_the_first_birth,
+    concurrent_commits_on_one_intent_apply_in_log_order,
+    a_rebuild_during_commits_loses_nothing,
+    the_schema_matches_what_backfill_copies,
+    flags_are_set_and_listed,
+    intents_are_counted_by_key_and_status,
+    a_queue_key_lists_its_actionable_intents_in_order,
+    a_delivery_changes_state_once_however_often_it_arrives,
+    the_decision_trail_tells_whether_checks_arrived_since,
+);
+
+fn ok<T>(result: Result<T, StoreError>) -> T {
+    result.unwrap_or_else(|e| panic!("store error: {e}"))
+}
+
+async fn a_commit_appends_events_and_moves_the_projection(store: Store, clock: ManualClock) {
+    let (intent, created_event) = created(&clock, "acme/app:pr-1", 3);
+    clock.advance(Duration::seconds(1));
+    let validated = event(
+        &clock,
+        &intent.id,
+        EventType::IntentValidated,
+        json!({"risk_level": "high"}),
+    );
+    let link = CommitLink {
+        intent_id: intent.id.clone(),
+        repo: "acme/app".into(),
+        sha: "a".repeat(40),
+        role: "head".into(),
+        observed_at: clock.now(),
+    };
+    let seqs = ok(store
+        .commit(&Commit {
+            events: vec![created_event, validated],
+            commit_links: vec![link.clone(), link.clone()],
+            outbox: vec![OutboxMessage {
+                topic: "queue".into(),
+                payload: json!({"key": "acme/app@main"}),
+            }],
+            guard: None,
+            delivery: None,
+        })
+        .await);
+    assert_eq!(seqs.len(), 2);
+    assert!(seqs[0] < seqs[1]);
+
+    let row = ok(store.intent(&intent.id).await).unwrap_or_else(|| panic!("no projection row"));
+    assert_eq!(row.status, Status::Validated);
+    assert_eq!(
+        row.risk_level.as_str(),
+        "high",
+        "the reclassified level is persisted"
+    );
+    assert_eq!(row.technical, intent.technical, "non-ASCII JSON survives");
+    assert_eq!(row.created_at, intent.created_at);
+
+    let events = ok(store
+        .events(&EventFilter {
+            intent_id: Some(intent.id.clone()),
+            ..EventFilter::default()
+        })
+        .await);
+    let types: Vec<&str> = events.iter().map(|e| e.event.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        ["intent.validated", "intent.created"],
+        "newest first"
+    );
+    assert_eq!(
+        ok(store.commit_links(&intent.id).await),
+        vec![link],
+        "duplicate links are ignored"
+    );
+    assert_eq!(ok(store.unsent_outbox_count().await), 1);
+}
+
+async fn an_illegal_move_rolls_back_the_whole_commit(store: Store, clock: ManualClock) {
+    let (intent, created_event) = created(&clock, "i-illegal", 3);
+    ok(store
+        .commit(&Commit {
+            events: vec![created_event],
+            ..Commit::default()
+        })
+        .await);
+    let before = ok(summaries(&store).await);
+
+    let requeued = event(
+        &clock,
+        &intent.id,
+        EventType::IntentRequeued,
+        json!({"retries": 1}),
+    );
+    let queued_from_ready = event(&clock, &intent.id, EventType::IntentQueued, json!({}));
+    let result = store
+        .commit(&Commit {
+            events: vec![requeued, queued_from_ready],
+            outbox: vec![OutboxMessage {
+                topic: "queue".into(),
+                payload: json!({}),
+            }],
+            ..Commit::default()
+        })
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Projection(_))),
+        "got {result:?}"
+    );
+    assert_eq!(
+        ok(summaries(&store).await),
+        before,
+        "no event, row or outbox message was kept"
+    );
+}
+
+async fn intents_list_in_queue_order_with_filters_and_cursor(store: Store, clock: ManualClock) {
+    let mut events = Vec::new();
+    for (id, priority) in [("c", 1), ("a", 3), ("b", 3), ("d", 2)] {
+        clock.advance(Duration::seconds(1));
+        events.push(created(&clock, id, priority).1);
+    }
+    let (mut other_target, _) = created(&clock, "e", 0);
+    other_target.target = "develop".into();
+    events.push(event(
+        &clock,
+        "e",
+        EventType::IntentCreated,
+        serde_json::to_value(&other_target).unwrap_or_default(),
+    ));
+    events.push(event(&clock, "b", EventType::IntentValidated, json!({})));
+    ok(store
+        .commit(&Commit {
+            events,
+            ..Commit::default()
+        })
+        .await);
+
+    let ids =
+        |intents: Vec<converge_core::Intent>| intents.into_iter().map(|i| i.id).collect::<Vec<_>>();
+    let main = IntentFilter {
+        target: Some("main".into()),
+        ..IntentFilter::default()
+    };
+    assert_eq!(ids(ok(store.intents(&main).await)), ["c", "d", "a", "b"]);
+
+    let first_page = ok(store
+        .intents(&IntentFilter {
+            limit: 2,
+            ..main.clone()
+        })
+        .await);
+    let last = first_page
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("empty page"));
+    let cursor = IntentCursor {
+        priority: last.priority,
+        created_at: last.created_at,
+        id: last.id,
+    };
+    let second_page = ok(store
+        .intents(&IntentFilter {
+            limit: 2,
+            after: Some(cursor),
+            ..main.clone()
+        })
+        .await);
+    assert_eq!(
+        (ids(first_page), ids(second_page)),
+        (
+            vec!["c".to_owned(), "d".into()],
+            vec!["a".to_owned(), "b".into()]
+        )
+    );
+
+    let validated = IntentFilter {
+        statuses: vec![Status::Validated, Status::Queued],
+        ..IntentFilter::default()
+    };
+    assert_eq!(ids(ok(store.intents(&validated).await)), ["b"]);
+    let other_tenant = IntentFilter {
+        tenant_id: Some("globex".into()),
+        ..IntentFilter::default()
+    };
+    assert!(ok(store.intents(&other_tenant).await).is_empty());
+}
+
+async fn events_list_newest_first_with_filters_and_cursor(store: Store, clock: ManualClock) {
+    let (intent, first) = created(&clock, "i-ev", 3);
+    let start = clock.now();
+    let mut events = vec![first];
+    for n in 0..5 {
+        clock.advance(Duration::minutes(1));
+        events.push(event(
+            &clock,
+            &intent.id,
+            EventType::IntentBlocked,
+            json!({"reason": format!("r{n}")}),
+        ));
+    }
+    ok(store
+        .commit(&Commit {
+            events,
+            ..Commit::default()
+        })
+        .await);
+
+    let blocked = EventFilter {
+        event_type: Some(EventType::IntentBlocked),
+        limit: 2,
+        ..EventFilter::default()
+    };
+    let page = ok(store.events(&blocked).await);
+    let reasons: Vec<String> = page
+        .iter()
+        .map(|e| e.event.payload["reason"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(reasons, ["r4", "r3"]);
+    let before_seq = page.last().map(|e| e.seq);
+    let next = ok(store
+        .events(&EventFilter {
+            before_seq,
+            ..blocked.clone()
+        })
+        .await);
+    assert_eq!(
+        next.iter()
+            .map(|e| e.event.payload["reason"].clone())
+            .collect::<Vec<_>>(),
+        [json!("r2"), json!("r1")]
+    );
+
+    let window = EventFilter {
+        since: Some(start + Duration::minutes(2)),
+        until: Some(start + Duration::minutes(3)),
+        ..EventFilter::default()
+    };
+    assert_eq!(ok(store.events(&window).await).len(), 2);
+    let tenant = EventFilter {
+        tenant_id: Some("acme".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(ok(store.events(&tenant).await).len(), 6);
+}
+
+async fn a_rebuild_reproduces_the_projection_exactly(store: Store, clock: ManualClock) {
+    for n in 0..6 {
+        let (intent, created_event) = created(&clock, &format!("i-{n}"), n % 3);
+        clock.advance(Duration::seconds(1));
+        let mut events = vec![
+            created_event,
+            event(&clock, &intent.id, EventType::IntentValidated, json!({})),
+        ];
+        match n % 3 {
+            0 => events.push(event(
+                &clock,
+                &intent.id,
+                EventType::IntentQueued,
+                json!({}),
+            )),
+            1 => events.push(event(
+                &clock,
+                &intent.id,
+                EventType::IntentRequeued,
+                json!({"retries": 2}),
+            )),
+            _ => events.push(event(
+                &clock,
+                &intent.id,
+                EventType::RiskLevelReclassified,
+                json!({"old": "medium", "new": "critical"}),
+            )),
+        }
+        ok(store
+            .commit(&Commit {
+                events,
+                ..Commit::default()
+            })
+            .await);
+        clock.advance(Duration::seconds(1));
+        if n % 2 == 0 {
+            let merged = event(
+                &clock,
+                &intent.id,
+                EventType::IntentMerged,
+                json!({"merged_commit": "abc"}),
+            );
+            ok(store
+                .commit(&Commit {
+                    events: vec![merged],
+                    ..Commit::default()
+                })
+                .await);
+        }
+    }
+    let before = ok(summaries(&store).await);
+    assert_eq!(ok(store.rebuild_projections().await), 6);
+    assert_eq!(
+        ok(summaries(&store).await),
+        before,
+        "identical rows, updated_at included"
+    );
+}
+
+async fn concurrent_identical_deliveries_yield_one_new(store: Store, _clock: ManualClock) {
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .record_delivery("delivery-1", "pull_request", "hash-a")
+                .await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(ok(task.await.unwrap_or_else(|e| panic!("task: {e}"))));
+    }
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == DeliveryOutcome::New)
+            .count(),
+        1
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == DeliveryOutcome::Duplicate)
+            .count(),
+        49
+    );
+    assert_eq!(
+        ok(store
+            .record_delivery("delivery-1", "pull_request", "hash-b")
+            .await),
+        DeliveryOutcome::BodyMismatch
+    );
+}
+
+fn key() -> QueueKey {
+    QueueKey {
+        tenant: "acme".into(),
+        repo: "acme/app".into(),
+        target: "main".into(),
+    }
+}
+
+async fn eight_workers_take_turns_on_one_lease_with_growing_tokens(
+    store: Store,
+    _clock: ManualClock,
+) {
+    let store = Arc::new(store);
+    // Holding state shared by the workers: who holds the lease now, and every token handed out
+    // in the order the holders saw them.
+    let holding = Arc::new(std::sync::Mutex::new((None::<usize>, Vec::<i64>::new())));
+    let mut tasks = Vec::new();
+    for worker in 0..8usize {
+        let (store, holding) = (Arc::clone(&store), Arc::clone(&holding));
+        tasks.push(tokio::spawn(async move {
+            let mut turns = 0;
+            let deadline = std::time::Instant::now() + StdDuration::from_secs(60);
+            while turns < 3 && std::time::Instant::now() < deadline {
+                let lease = store
+                    .acquire_lease(
+                        &key(),
+                        &format!("worker-{worker}"),
+                        StdDuration::from_secs(60),
+                    )
+                    .await;
+                let Some(lease) = lease.unwrap_or_else(|e| panic!("acquire: {e}")) else {
+                    tokio::time::sleep(StdDuration::from_millis(1)).await;
+                    continue;
+                };
+                {
+                    let mut h = holding.lock().unwrap_or_else(|e| e.into_inner());
+                    assert_eq!(
+                        h.0, None,
+                        "worker {worker} got the lease while {:?} held it",
+                        h.0
+                    );
+                    h.0 = Some(worker);
+                    h.1.push(lease.token().value());
+                }
+                tokio::time::sleep(StdDuration::from_millis(2)).await;
+                holding.lock().unwrap_or_else(|e| e.into_inner()).0 = None;
+                assert!(
+                    store
+                        .release_lease(&lease)
+                        .await
+                        .unwrap_or_else(|e| panic!("release: {e}"))
+                );
+                turns += 1;
+            }
+            turns
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap_or_else(|e| panic!("task: {e}"));
+    }
+    let tokens = holding.lock().unwrap_or_else(|e| e.into_inner()).1.clone();
+    assert_eq!(total, 24, "every worker got its three turns");
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "tokens must strictly increase: {tokens:?}"
+    );
+}
+
+async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(
+    store: Store,
+    clock: ManualClock,
+) {
+    let (intent, created_event) = created(&clock, "i-fence", 3);
+    ok(store
+        .commit(&Commit {
+            events: vec![created_event],
+            ..Commit::default()
+        })
+        .await);
+
+    let old = ok(store
+        .acquire_lease(&key(), "slow-worker", StdDuration::from_secs(30))
+        .await)
+    .unwrap_or_else(|| panic!("free lease not granted"));
+    assert!(
+        ok(store
+            .acquire_lease(&key(), "other", StdDuration::from_secs(30))
+            .await)
+        .is_none(),
+        "held lease granted twice"
+    );
+
+    clock.advance(Duration::seconds(31));
+    let new = ok(store
+        .acquire_lease(&key(), "fresh-worker", StdDuration::from_secs(30))
+        .await)
+    .unwrap_or_else(|| panic!("expired lease not taken over"));
+    assert!(new.token() > old.token());
+
+    let validated = event(&clock, &intent.id, EventType::IntentValidated, json!({}));
+    let stale = store
+        .commit(&Commit {
+            events: vec![validated.clone()],
+            guard: Some(old.clone()),
+            ..Commit::default()
+        })
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::StaleLease { .. })),
+        "got {stale:?}"
+    );
+    assert_eq!(
+        ok(store.intent(&intent.id).await).map(|i| i.status),
+        Some(Status::Ready),
+        "nothing written"
+    );
+    assert!(matches!(
+        store.extend_lease(&old, StdDuration::from_secs(30)).await,
+        Err(StoreError::StaleLease { .. })
+    ));
+    assert!(
+        !ok(store.release_lease(&old).await),
+        "a stale holder cannot release the new holding"
+    );
+
+    ok(store
+        .commit(&Commit {
+            events: vec![validated],
+            guard: Some(new.clone()),
+            ..Commit::default()
+        })
+        .await);
+    assert_eq!(
+        ok(store.intent(&intent.id).await).map(|i| i.status),
+        Some(Status::Validated)
+    );
+    let extended = ok(store.extend_lease(&new, StdDuration::from_secs(120)).await);
+    assert!(extended.expires_at() > new.expires_at());
+    let state = ok(store.inspect_lease(&key()).await).unwrap_or_else(|| panic!("no lease row"));
+    assert_eq!(
+        (state.holder.as_deref(), state.token),
+        (Some("fresh-worker"), new.token().value())
+    );
+}
+
+async fn force_clearing_a_lease_fences_its_holder(store: Store, clock: ManualClock) {
+    let held = ok(store
+        .acquire_lease(&key(), "stuck", StdDuration::from_secs(300))
+        .await)
+    .unwrap_or_else(|| panic!("free lease not granted"));
+    assert!(ok(store.force_clear_lease(&key()).await));
+    assert!(
+        !ok(store.force_clear_lease(&key()).await),
+        "nothing left to clear"
+    );
+    let next = ok(store
+        .acquire_lease(&key(), "operator", StdDuration::from_secs(300))
+        .await)
+    .unwrap_or_else(|| panic!("cleared lease not granted"));
+    assert!(next.token() > held.token());
+    let stale = store
+        .commit(&Commit {
+            guard: Some(held),
+            ..Commit::default()
+        })
+        .await;
+    assert!(matches!(stale, Err(StoreError::StaleLease { .. })));
+    assert_eq!(ok(store.leases().await).len(), 1);
+    // The sweep clears expired holders only.
+    assert_eq!(
+        ok(store.clear_expired_leases().await),
+        0,
+        "the live lease stays"
+    );
+    clock.advance(Duration::seconds(3_600));
+    assert_eq!(ok(store.clear_expired_leases().await), 1);
+    assert!(ok(store.leases().await).iter().all(|l| l.holder.is_none()));
+}
+
+async fn outbox_rows_are_claimed_once_and_reclaimed_after_a_lapsed_claim(
+    store: Store,
+    clock: ManualClock,
+) {
+    let mut outbox: Vec<OutboxMessage> = (0..5)
+        .map(|n| OutboxMessage {
+            topic: "queue".into(),
+            payload: json!({"n": n}),
+        })
+        .collect();
+    // Another topic is never handed to a claimer of "queue".
+    outbox.push(OutboxMessage {
+        topic: "publish".into(),
+        payload: json!({}),
+    });
+    ok(store
+        .commit(&Commit {
+            outbox,
+            ..Commit::default()
+        })
+        .await);
+
+    let store = Arc::new(store);
+    let (a, b) = tokio::join!(
+        store.claim_outbox("queue", "sender-a", 3, StdDuration::from_secs(60)),
+        store.claim_outbox("queue", "sender-b", 3, StdDuration::from_secs(60)),
+    );
+    let (a, b) = (ok(a), ok(b));
+    let seqs: BTreeSet<i64> = a.iter().chain(&b).map(|e| e.seq).collect();
+    assert_eq!(seqs.len(), a.len() + b.len(), "a row was claimed twice");
+    assert_eq!(seqs.len(), 5);
+
+    for entry in &a {
+        assert!(ok(store.mark_outbox_sent(entry.seq).await));
+        assert!(!ok(store.mark_outbox_sent(entry.seq).await), "marked twice");
+    }
+    // Sender b dies without marking: its rows come back once the claim lapses.
+    assert!(
+        ok(store
+            .claim_outbox("queue", "sender-c", 10, StdDuration::from_secs(60))
+            .await)
+        .is_empty()
+    );
+    clock.advance(Duration::seconds(61));
+    let reclaimed = ok(store
+        .claim_outbox("queue", "sender-c", 10, StdDuration::from_secs(60))
+        .await);
+    assert_eq!(
+        reclaimed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        b.iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    assert!(reclaimed.iter().all(|e| e.attempts == 2));
+    assert_eq!(ok(store.unsent_outbox_count().await), b.len() as i64 + 1);
+    let other = ok(store
+        .claim_outbox("publish", "sender-d", 10, StdDuration::from_secs(60))
+        .await);
+    assert_eq!(other.len(), 1);
+    // A released claim is claimable again at once.
+    assert!(ok(store.release_outbox(other[0].seq).await));
+    let again = ok(store
+        .claim_outbox("publish", "sender-e", 10, StdDuration::from_secs(60))
+        .await);
+    assert_eq!(
+        again.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [other[0].seq]
+    );
+}
+
+async fn api_keys_are_found_by_hash_until_they_expire(store: Store, clock: ManualClock) {
+    let record = ApiKeyRecord {
+        key_hash: "ab".repeat(32),
+        role: "operator".into(),
+        actor: "ci-bot".into(),
+        tenant_id: Some("acme".into()),
+        scopes: vec!["intents:read".into(), "queue:write".into()],
+        created_at: clock.now(),
+        expires_at: None,
+    };
+    ok(store.put_api_key(&record).await);
+    assert_eq!(
+        ok(store.find_api_key(&record.key_hash).await),
+        Some(record.clone())
+    );
+    assert_eq!(ok(store.find_api_key(&"cd".repeat(32)).await), None);
+    assert!(ok(store
+        .expire_api_key(&record.key_hash, clock.now() + Duration::seconds(60))
+        .await));
+    assert!(
+        ok(store.find_api_key(&record.key_hash).await).is_some(),
+        "still valid during the grace period"
+    );
+    clock.advance(Duration::seconds(61));
+    assert_eq!(ok(store.find_api_key(&record.key_hash).await), None);
+}
+
+async fn rate_limit_windows_count_hits_per_tenant(store: Store, clock: ManualClock) {
+    let window = clock.now();
+    for expected in 1..=3 {
+        assert_eq!(ok(store.hit_rate_limit("acme", window).await), expected);
+    }
+    assert_eq!(ok(store.hit_rate_limit("globex", window).await), 1);
+    assert_eq!(
+        ok(store
+            .hit_rate_limit("acme", window + Duration::minutes(1))
+            .await),
+        1
+    );
+    assert_eq!(
+        ok(store.prune_rate_limits(window + Duration::seconds(1)).await),
+        2
+    );
+}
+
+async fn policy_documents_are_versioned(store: Store, _clock: ManualClock) {
+    assert_eq!(ok(store.risk_policy("acme").await), None);
+    assert_eq!(
+        ok(store
+            .put_risk_policy("acme", &json!({"mode": "shadow"}))
+            .await),
+        1
+    );
+    assert_eq!(
+        ok(store
+            .put_risk_policy("acme", &json!({"mode": "enforce", "enforce_ratio": 0.5}))
+            .await),
+        2
+    );
+    let policy = ok(store.risk_policy("acme").await).unwrap_or_else(|| panic!("no policy"));
+    assert_eq!(
+        (policy.version, policy.data),
+        (2, json!({"mode": "enforce", "enforce_ratio": 0.5}))
+    );
+    ok(store
+        .put_compliance_thresholds("", &json!({"min_mergeable_rate": 0.8}))
+        .await);
+    assert_eq!(
+        ok(store.compliance_thresholds("").await).map(|d| d.data),
+        Some(json!({"min_mergeable_rate": 0.8}))
+    );
+}
+
+async fn migrations_are_idempotent_and_cover_every_table(store: Store, _clock: ManualClock) {
+    ok(store.migrate().await);
+    ok(store.migrate().await);
+    // Each embedded migration is recorded once, however often migrate runs.
+    let applied: i64 = match &store {
+        Store::Postgres(s) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(s.pool())
+                .await
+        }
+        Store::Sqlite(s) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(s.pool())
+                .await
+        }
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .map(|d| d.count())
+        .unwrap_or_default();
+    assert_eq!(applied as usize, on_disk);
+    ok(store.ping().await);
+}
+
+async fn concurrent_creations_of_one_intent_keep_the_first_birth(store: Store, clock: ManualClock) {
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let (mut intent, _) = created(&clock, "acme/app:pr-9", 3);
+        intent.created_by = format!("creator-{n}");
+        let e = event(
+            &clock,
+            &intent.id,
+            EventType::IntentCreated,
+            serde_json::to_value(&intent).unwrap_or_default(),
+        );
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .commit(&Commit {
+                    events: vec![e],
+                    ..Commit::default()
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        ok(task.await.unwrap_or_else(|e| panic!("task: {e}")));
+    }
+    let events = ok(store
+        .events(&EventFilter {
+            intent_id: Some("acme/app:pr-9".into()),
+            ..EventFilter::default()
+        })
+        .await);
+    assert_eq!(events.len(), 8);
+    let first = events
+        .iter()
+        .min_by_key(|e| e.seq)
+        .map(|e| e.event.payload["created_by"].clone());
+    let row = ok(store.intent("acme/app:pr-9").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!(
+        Some(json!(row.created_by)),
+        first,
+        "a re-creation overwrote the intent's birth"
+    );
+    let before = ok(summaries(&store).await);
+    ok(store.rebuild_projections().await);
+    assert_eq!(ok(summaries(&store).await), before);
+}
+
+async fn concurrent_commits_on_one_intent_apply_in_log_order(store: Store, clock: ManualClock) {
+    let (intent, created_event) = created(&clock, "i-order", 3);
+    ok(store
+        .commit(&Commit {
+            events: vec![created_event],
+            ..Commit::default()
+        })
+        .await);
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for n in 1..=16u32 {
+        let e = event(
+            &clock,
+            &intent.id,
+            EventType::IntentRequeued,
+            json!({"reason": "x", "retries": n}),
+        );
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .commit(&Commit {
+                    events: vec![e],
+                    ..Commit::default()
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        ok(task.await.unwrap_or_else(|e| panic!("task: {e}")));
+    }
+    let events = ok(store
+        .events(&EventFilter {
+            event_type: Some(EventType::IntentRequeued),
+            ..EventFilter::default()
+        })
+        .await);
+    let last_in_log = events
+        .iter()
+        .max_by_key(|e| e.seq)
+        .map(|e| e.event.payload["retries"].clone());
+    let row = ok(store.intent(&intent.id).await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!(
+        Some(json!(row.retries)),
+        last_in_log,
+        "the row was changed in another order than the log says"
+    );
+    let before = ok(summaries(&store).await);
+    ok(store.rebuild_projections().await);
+    assert_eq!(ok(summaries(&store).await), before);
+}
+
+async fn a_rebuild_during_commits_loses_nothing(store: Store, clock: ManualClock) {
+    let ids: Vec<String> = (0..4).map(|n| format!("i-live-{n}")).collect();
+    let creations = ids.iter().map(|id| created(&clock, id, 3).1).collect();
+    ok(store
+        .commit(&Commit {
+            events: creations,
+            ..Commit::default()
+        })
+        .await);
+    let store = Arc::new(store);
+    let mut writers = Vec::new();
+    for id in ids.clone() {
+        let (store, clock) = (Arc::clone(&store), clock.clone());
+        writers.push(tokio::spawn(async move {
+            for n in 1..=25u32 {
+                let e = event(
+                    &clock,
+                    &id,
+                    EventType::IntentRequeued,
+                    json!({"reason": "x", "retries": n}),
+                );
+                store
+                    .commit(&Commit {
+                        events: vec![e],
+                        ..Commit::default()
+                    })
+                    .await?;
+            }
+            Ok::<(), StoreError>(())
+        }));
+    }
+    for _ in 0..5 {
+        ok(store.rebuild_projections().await);
+        tokio::time::sleep(StdDuration::from_millis(2)).await;
+    }
+    for writer in writers {
+        ok(writer.await.unwrap_or_else(|e| panic!("task: {e}")));
+    }
+    for id in &ids {
+        let row = ok(store.intent(id).await).unwrap_or_else(|| panic!("{id} lost its row"));
+        assert_eq!(row.retries, 25, "{id} lost a change made during a rebuild");
+    }
+    let before = ok(summaries(&store).await);
+    ok(store.rebuild_projections().await);
+    assert_eq!(ok(summaries(&store).await), before);
+}
+
+async fn the_schema_matches_what_backfill_copies(store: Store, _clock: ManualClock) {
+    let live: Vec<(String, String)> = match &store {
+        Store::Postgres(s) => sqlx::query_as(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations' ORDER BY table_name, ordinal_position",
+        )
+        .fetch_all(s.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{e}")),
+        Store::Sqlite(s) => sqlx::query_as(
+            "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND m.name NOT IN ('_sqlx_migrations', 'sqlite_sequence') ORDER BY m.name, p.cid",
+        )
+        .fetch_all(s.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{e}")),
+    };
+    let mut expected: Vec<(String, String)> = converge_store::backfill::table_columns()
+        .into_iter()
+        .flat_map(|(table, columns)| {
+            columns
+                .into_iter()
+                .map(move |c| (table.to_owned(), c.to_owned()))
+        })
+        .collect();
+    let mut live_sorted = live.clone();
+    live_sorted.sort();
+    expected.sort();
+    assert_eq!(
+        live_sorted, expected,
+        "a table or column is missing from the backfill's list, or the reverse"
+    );
+}
+
+async fn flags_are_set_and_listed(store: Store, clock: ManualClock) {
+    assert!(ok(store.flags().await).is_empty());
+    ok(store.set_flag("risk_auto_classify", false, "ops").await);
+    clock.advance(Duration::seconds(5));
+    ok(store.set_flag("risk_auto_classify", true, "oncall").await);
+    let flags = ok(store.flags().await);
+    assert_eq!(flags.len(), 1);
+    assert_eq!(
+        (
+            flags[0].enabled,
+            flags[0].updated_by.as_str(),
+            flags[0].updated_at
+        ),
+        (true, "oncall", clock.now())
+    );
+}
+
+async fn intents_are_counted_by_key_and_status(store: Store, clock: ManualClock) {
+    // created() puts intents in tenant acme, repo acme/app, target main.
+    let mut events: Vec<_> = (0..3)
+        .map(|n| created(&clock, &format!("c-{n}"), 3).1)
+        .collect();
+    let (mut other, _) = created(&clock, "c-other", 3);
+    other.tenant_id = Some("globex".into());
+    other.technical.remove("repo");
+    other.target = "develop".into();
+    events.push(event(
+        &clock,
+        "c-other",
+        EventType::IntentCreated,
+        serde_json::to_value(&other).unwrap_or_default(),
+    ));
+    events.push(event(&clock, "c-0", EventType::IntentValidated, json!({})));
+    ok(store
+        .commit(&Commit {
+            events,
+            ..Commit::default()
+        })
+        .await);
+
+    let counts = ok(store.intent_counts(None).await);
+    let find = |tenant: &str, repo: &str, target: &str, status: Status| {
+        counts
+            .iter()
+            .find(|c| {
+                c.key.tenant == tenant
+                    && c.key.repo == repo
+                    && c.key.target == target
+                    && c.status == status
+            })
+            .map(|c| c.count)
+    };
+    assert_eq!(find("acme", "acme/app", "main", Status::Ready), Some(2));
+    assert_eq!(find("acme", "acme/app", "main", Status::Validated), Some(1));
+    assert_eq!(find("globex", "", "develop", Status::Ready), Some(1));
+    assert_eq!(counts.len(), 3);
+    let acme = ok(store.intent_counts(Some("acme")).await);
+    assert_eq!(acme.iter().map(|c| c.count).sum::<i64>(), 3);
+}
+
+async fn a_queue_key_lists_its_actionable_intents_in_order(store: Store, clock: ManualClock) {
+    // created() puts intents in tenant acme, repo acme/app, target main.
+    let (_, late) = created(&clock, "q-late", 3);
+    clock.advance(Duration::seconds(1));
+    let (_, urgent) = created(&clock, "q-urgent", 1);
+    let (_, done) = created(&clock, "q-done", 1);
+    let (mut untenanted, _) = created(&clock, "q-none", 1);
+    untenanted.tenant_id = None;
+    let events = vec![
+        late,
+        urgent,
+        done,
+        event(&clock, "q-done", EventType::IntentRejected, json!({})),
+        event(
+            &clock,
+            "q-none",
+            EventType::IntentCreated,
+            serde_json::to_value(&untenanted).unwrap_or_default(),
+        ),
+    ];
+    ok(store
+        .commit(&Commit {
+            events,
+            ..Commit::default()
+        })
+        .await);
+    let key = |tenant: &str| QueueKey {
+        tenant: tenant.into(),
+        repo: "acme/app".into(),
+        target: "main".into(),
+    };
+    let ids = |intents: Vec<converge_core::Intent>| -> Vec<String> {
+        intents.into_iter().map(|i| i.id).collect()
+    };
+    assert_eq!(
+        ids(ok(store.queue_intents(&key("acme"), None, 10).await)),
+        ["q-urgent", "q-late"]
+    );
+    let first = ok(store.queue_intents(&key("acme"), None, 1).await);
+    assert_eq!(ids(first.clone()), ["q-urgent"]);
+    let cursor = first.first().map(|i| IntentCursor {
+        priority: i.priority,
+        created_at: i.created_at,
+        id: i.id.clone(),
+    });
+    assert_eq!(
+        ids(ok(store
+            .queue_intents(&key("acme"), cursor.as_ref(), 10)
+            .await)),
+        ["q-late"],
+        "the next page starts after the cursor"
+    );
+    assert_eq!(
+        ids(ok(store.queue_intents(&key(""), None, 10).await)),
+        ["q-none"]
+    );
+}
+
+async fn the_decision_trail_tells_whether_checks_arrived_since(store: Store, clock: ManualClock) {
+    let (_, birth) = created(&clock, "t-1", 3);
+    ok(store
+        .commit(&Commit {
+            events: vec![birth],
+            ..Commit::default()
+        })
+        .await);
+    let trail = ok(store.decision_trail("t-1", 5).await);
+    assert!(trail.decisions.is_empty() && !trail.checks_reported_since());
+
+    let append = |event_type: EventType, payload: serde_json::Value| {
+        let store = &store;
+        let event = event(&clock, "t-1", event_type, payload);
+        async move {
+            ok(store
+                .commit(&Commit {
+                    events: vec![event],
+                    ..Commit::default()
+                })
+                .await)
+        }
+    };
+    append(EventType::IntentBlocked, json!({"kind": "checks_pending"})).await;
+    append(EventType::CheckReported, json!({"check": "lint"})).await;
+    let trail = ok(store.decision_trail("t-1", 5).await);
+    assert_eq!(trail.decisions.len(), 1);
+    assert!(trail.checks_reported_since());
+
+    append(EventType::IntentValidated, json!({})).await;
+    let trail = ok(store.decision_trail("t-1", 5).await);
+    assert_eq!(
+        trail
+            .decisions
+            .iter()
+            .map(|d| d.event.event_type)
+            .collect::<Vec<_>>(),
+        [EventType::IntentValidated, EventType::IntentBlocked]
+    );
+    assert!(!trail.checks_reported_since());
+}
+
+async fn a_delivery_changes_state_once_however_often_it_arrives(store: Store, clock: ManualClock) {
+    let delivery = |body: &str| Delivery {
+        id: "d-1".into(),
+        event_name: "pull_request".into(),
+        body_sha256: body.into(),
+    };
+    let store = Arc::new(store);
+    let attempts = (0..20).map(|_| {
+        let store = store.clone();
+        let (_, birth) = created(&clock, "delivered", 3);
+        let commit = Commit {
+            events: vec![birth],
+            delivery: Some(delivery("aa")),
+            ..Commit::default()
+        };
+        tokio::spawn(async move { store.commit(&commit).await })
+    });
+    let mut applied = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap_or_else(|e| panic!("{e}")) {
+            Ok(_) => applied += 1,
+            Err(StoreError::AlreadyDelivered {
+                same_body: true, ..
+            }) => {}
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(applied, 1);
+    let events = ok(store
+        .events(&EventFilter {
+            intent_id: Some("delivered".into()),
+            ..EventFilter::default()
+        })
+        .await);
+    assert_eq!(events.len(), 1, "one delivery, one change");
+    let reused = store
+        .commit(&Commit {
+            delivery: Some(delivery("bb")),
+            ..Commit::default()
+        })
+        .await;
+    assert!(matches!(
+        reused,
+        Err(StoreError::AlreadyDelivered {
+            same_body: false,
+            ..
+        })
+    ));
+}
