@@ -232,7 +232,11 @@ async fn github_check() -> Check {
             "only local repositories can be worked on",
         );
     }
-    let app = match converge_runtime::secrets::github_app_from_env().await {
+    let app = match converge_runtime::secrets::github_app_from_env(
+        &mut converge_runtime::secrets::Rotation::default(),
+    )
+    .await
+    {
         Ok(Some(app)) => app,
         Ok(None) => {
             return Check::warn(

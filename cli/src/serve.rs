@@ -124,11 +124,28 @@ pub(crate) async fn run_worker(
     processor: &QueueProcessor<RoutedPorts, RoutedPorts, RoutedPorts>,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    match &state.sqs {
-        Some(queue) => run_sqs_worker(processor, &state.store, queue, stopped).await,
-        None => run_until_stopped(processor, &state.queue_wakeup, stopped).await,
+    let work = async {
+        match &state.sqs {
+            Some(queue) => run_sqs_worker(processor, &state.store, queue, stopped).await,
+            None => run_until_stopped(processor, &state.queue_wakeup, stopped).await,
+        }
+    };
+    // A worker that serves no requests still follows rotated secrets (DSN, App key, keys).
+    let follow_rotations = async {
+        loop {
+            tokio::time::sleep(SECRET_REFRESH_INTERVAL).await;
+            state.refresh_secrets().await;
+        }
+    };
+    tokio::select! {
+        () = work => {},
+        () = follow_rotations => {},
     }
 }
+
+/// How often a worker process checks its secrets for a rotation (each check reads Secrets
+/// Manager only when the cache's lifetime has passed).
+const SECRET_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The queue processor of this process (`None` when it has nothing to work on), holding
 /// leases as `<role>-<pid>-<random>`.

@@ -107,7 +107,8 @@ struct Inner {
 struct Shared {
     inner: Mutex<Inner>,
     app_id: u64,
-    public_key_pem: Vec<u8>,
+    /// The App's public key; tests rotate it.
+    public_key_pem: Mutex<Vec<u8>>,
     root: tempfile::TempDir,
 }
 
@@ -146,12 +147,23 @@ pub fn app_key_pair() -> (String, String) {
 }
 
 impl GithubFake {
+    /// Trusts only `public_key_pem` for the App's JWTs from now on: the App's key was rotated
+    /// on GitHub, and tokens signed with the old key are refused.
+    pub fn rotate_app_key(&self, public_key_pem: &str) {
+        *self
+            .shared
+            .public_key_pem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            public_key_pem.as_bytes().to_vec();
+    }
+
     /// Starts the fake for the App `app_id` whose public key is `public_key_pem`.
     pub async fn start(app_id: u64, public_key_pem: &str) -> GithubFake {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
             app_id,
-            public_key_pem: public_key_pem.as_bytes().to_vec(),
+            public_key_pem: Mutex::new(public_key_pem.as_bytes().to_vec()),
             root: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -494,7 +506,12 @@ fn app_jwt_refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
             "A JSON web token could not be decoded",
         ));
     };
-    let Ok(key) = DecodingKey::from_rsa_pem(&shared.public_key_pem) else {
+    let public_key = shared
+        .public_key_pem
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let Ok(key) = DecodingKey::from_rsa_pem(&public_key) else {
         return Some(message(
             StatusCode::INTERNAL_SERVER_ERROR,
             "fake: bad public key",

@@ -16,8 +16,9 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     let telemetry = converge_runtime::telemetry::Telemetry::init("converge-worker");
     let lookup = |name: &str| std::env::var(name).ok();
+    let mut rotation = converge_runtime::secrets::Rotation::default();
     let store = Store::open(
-        &converge_runtime::secrets::store_config_from_env().await?,
+        &converge_runtime::secrets::store_config_from_env(&mut rotation).await?,
         Arc::new(SystemClock),
     )?;
     store.migrate().await?;
@@ -25,7 +26,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let queue_url = lookup("CONVERGE_QUEUE_URL")
         .filter(|u| !u.is_empty())
         .ok_or("CONVERGE_QUEUE_URL is required")?;
-    let github = converge_runtime::secrets::github_app_from_env()
+    let github = converge_runtime::secrets::github_app_from_env(&mut rotation)
         .await?
         .map(converge_github::adapters::GithubPorts::new);
     let ports = RoutedPorts::new(None, github);
@@ -45,11 +46,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Arc::new(SystemClock),
         holder,
     );
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&config), queue_url);
-    let (processor, store, queue, telemetry) = (&processor, &store, &queue, &telemetry);
+    let queue = SqsQueue::new(
+        aws_sdk_sqs::Client::new(converge_runtime::aws::sdk_config().await),
+        queue_url,
+    );
+    let (processor, store, queue, telemetry, rotation) =
+        (&processor, &store, &queue, &telemetry, &rotation);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
+            // A rotated DSN or App key reaches this instance before the batch uses it.
+            rotation.refresh(store).await;
             // Boxed: the handler is a deep future (a round inside a batch inside the runtime).
             let answer = Box::pin(handle_event(processor, store, queue, event.payload)).await;
             // Before the answer: the process may be frozen right after it.

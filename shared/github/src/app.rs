@@ -163,7 +163,8 @@ pub fn parse_check_map(text: &str) -> Result<BTreeMap<String, String>, GithubErr
 
 /// The App, and one client per installation.
 pub struct GithubApp {
-    app: Octocrab,
+    /// The client that authenticates as the App; replaced when the private key rotates.
+    app: std::sync::RwLock<Octocrab>,
     installations: Mutex<HashMap<u64, Octocrab>>,
     settings: GithubSettings,
 }
@@ -179,29 +180,35 @@ impl std::fmt::Debug for GithubApp {
 impl GithubApp {
     /// Builds the App client. Must run inside a Tokio runtime.
     pub fn new(settings: GithubSettings) -> Result<Arc<GithubApp>, GithubError> {
-        let key =
-            octocrab::jsonwebtoken::EncodingKey::from_rsa_pem(settings.private_key_pem.as_bytes())
-                .map_err(|e| {
-                    GithubError::Config(format!("the App private key is not an RSA PEM key: {e}"))
-                })?;
-        let app = Octocrab::builder()
-            .base_uri(settings.api_url.as_str())
-            .map_err(|e| GithubError::Config(format!("CONVERGE_GITHUB_API_URL: {e}")))?
-            .add_retry_config(RetryConfig::HandleRateLimits {
-                metrics: Arc::new(NoOpRateLimitMetrics),
-                max_retries: MAX_RETRIES,
-                min_wait_seconds: 1,
-                // A 403 without rate-limit headers is a real refusal (missing permission).
-                retry_on_forbidden: false,
-            })
-            .app(AppId(settings.app_id), key)
-            .build()
-            .map_err(|e| GithubError::Config(e.to_string()))?;
+        let app = app_client(&settings, &settings.private_key_pem)?;
         Ok(Arc::new(GithubApp {
-            app,
+            app: std::sync::RwLock::new(app),
             installations: Mutex::new(HashMap::new()),
             settings,
         }))
+    }
+
+    /// Signs with `private_key_pem` from now on (a rotated key). The installation clients are
+    /// dropped with their tokens, so the next call of each mints a token with the new key.
+    /// A key that is not an RSA PEM key is refused and the current one kept.
+    pub fn replace_key(&self, private_key_pem: &str) -> Result<(), GithubError> {
+        let app = app_client(&self.settings, private_key_pem)?;
+        *self
+            .app
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = app;
+        self.installations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        Ok(())
+    }
+
+    fn app_client(&self) -> Octocrab {
+        self.app
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The settings.
@@ -219,7 +226,7 @@ impl GithubApp {
             return Ok(client.clone());
         }
         let client = self
-            .app
+            .app_client()
             .installation(InstallationId(id))
             .map_err(|e| GithubError::Config(e.to_string()))?;
         clients.insert(id, client.clone());
@@ -229,7 +236,7 @@ impl GithubApp {
     /// Authenticates as the App with its JWT (`GET /app`) and answers the App's slug: the
     /// check of the App id and private key that needs no installation.
     pub async fn check_app(&self) -> Result<String, GithubError> {
-        match call(&self.app, "GET", "/app", None).await? {
+        match call(&self.app_client(), "GET", "/app", None).await? {
             (200, body) => Ok(body["slug"].as_str().unwrap_or_default().to_owned()),
             (status, body) => Err(GithubError::Transport(format!(
                 "GET /app answered {status}: {}",
@@ -246,6 +253,27 @@ impl GithubApp {
             .map(|_| ())
             .map_err(api_error)
     }
+}
+
+/// The client that authenticates as the App with `private_key_pem`.
+fn app_client(settings: &GithubSettings, private_key_pem: &str) -> Result<Octocrab, GithubError> {
+    let key = octocrab::jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.as_bytes())
+        .map_err(|e| {
+            GithubError::Config(format!("the App private key is not an RSA PEM key: {e}"))
+        })?;
+    Octocrab::builder()
+        .base_uri(settings.api_url.as_str())
+        .map_err(|e| GithubError::Config(format!("CONVERGE_GITHUB_API_URL: {e}")))?
+        .add_retry_config(RetryConfig::HandleRateLimits {
+            metrics: Arc::new(NoOpRateLimitMetrics),
+            max_retries: MAX_RETRIES,
+            min_wait_seconds: 1,
+            // A 403 without rate-limit headers is a real refusal (missing permission).
+            retry_on_forbidden: false,
+        })
+        .app(AppId(settings.app_id), key)
+        .build()
+        .map_err(|e| GithubError::Config(e.to_string()))
 }
 
 /// One REST call through an installation client: the status and the JSON body (`Null` when

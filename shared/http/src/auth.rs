@@ -174,14 +174,14 @@ impl fmt::Debug for ApiKeySpec {
 /// Parses `CONVERGE_API_KEYS`: entries separated by commas or newlines, each
 /// `key:role:actor[:tenant[:scopes]]`; several scopes in one entry are separated by `|` or
 /// spaces (`k1:operator:ci:acme:intents.read|queue.read`). An empty tenant means none; an
-/// absent or empty scopes field means the role alone decides. Errors name the entry by position
-/// and never repeat the key.
+/// absent or empty scopes field means the role alone decides. An entry starting with `#` is a
+/// comment. Errors name the entry by position and never repeat the key.
 pub fn parse_api_keys(text: &str) -> Result<Vec<ApiKeySpec>, String> {
     let mut specs = Vec::new();
     for (index, entry) in text
         .split([',', '\n'])
         .map(str::trim)
-        .filter(|e| !e.is_empty())
+        .filter(|e| !e.is_empty() && !e.starts_with('#'))
         .enumerate()
     {
         let position = index + 1;
@@ -232,6 +232,37 @@ pub async fn seed_api_keys(state: &AppState, specs: &[ApiKeySpec]) -> Result<(),
             expires_at: None,
         };
         state.store.put_api_key(&record).await?;
+    }
+    Ok(())
+}
+
+/// Seeds the keys listed in the secret `arn` (its current value is `text`), then revokes the
+/// keys its previous version listed that the current one no longer does: removing a key from
+/// the secret is how it is withdrawn.
+pub async fn seed_api_keys_from_secret(
+    state: &AppState,
+    secrets: &converge_runtime::secrets::Secrets,
+    arn: &str,
+    text: &str,
+) -> Result<(), ApiError> {
+    let current = parse_api_keys(text)
+        .map_err(|e| ApiError::DependencyUnavailable(format!("secret {arn}: {e}")))?;
+    seed_api_keys(state, &current).await?;
+    let previous = secrets
+        .previous(arn)
+        .await
+        .map_err(|e| ApiError::DependencyUnavailable(e.to_string()))?;
+    // A previous version that no longer parses revokes nothing: its keys cannot be told apart.
+    let withdrawn = previous
+        .and_then(|text| parse_api_keys(&text).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|spec| hash_key(&spec.key))
+        .filter(|hash| !current.iter().any(|spec| hash_key(&spec.key) == *hash));
+    let now = state.clock.now();
+    for key_hash in withdrawn {
+        state.store.expire_api_key(&key_hash, now).await?;
+        state.key_cache.forget(&key_hash);
     }
     Ok(())
 }
@@ -402,6 +433,9 @@ mod tests {
             (specs[2].role, specs[2].scopes.clone()),
             (Role::Viewer, None)
         );
+        let commented = parse_api_keys("# one entry per line\nk4:viewer:dash")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(commented.len(), 1, "a line starting with # is a comment");
         let error = parse_api_keys("secret-value:boss:x")
             .err()
             .unwrap_or_default();

@@ -40,7 +40,8 @@ pub async fn local_state_from_env() -> Result<Arc<AppState>, BootError> {
 
 async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
     let lookup = |name: &str| std::env::var(name).ok();
-    let store_config = converge_runtime::secrets::store_config_from_env()
+    let mut rotation = converge_runtime::secrets::Rotation::default();
+    let store_config = converge_runtime::secrets::store_config_from_env(&mut rotation)
         .await
         .map_err(BootError::Config)?;
     let mut settings = ApiSettings::from_lookup(lookup).map_err(BootError::Config)?;
@@ -68,16 +69,20 @@ async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
             Some((scm, checks))
         }
     };
-    let github = converge_runtime::secrets::github_app_from_env()
+    let github = converge_runtime::secrets::github_app_from_env(&mut rotation)
         .await
         .map_err(BootError::Config)?
         .map(converge_github::adapters::GithubPorts::new);
     state.ports = converge_runtime::routed::RoutedPorts::new(local, github);
-    if state.settings.webhook_secret_arn.is_some() {
-        state.secrets = Some(Arc::new(
-            converge_runtime::secrets::Secrets::from_env().await,
-        ));
+    if state.settings.webhook_secret_arn.is_some() || state.settings.api_keys_secret_arn.is_some() {
+        state.secrets = Some(converge_runtime::secrets::Secrets::shared().await);
     }
+    state.api_keys_secret = state
+        .settings
+        .api_keys_secret_arn
+        .as_deref()
+        .map(converge_runtime::secrets::WatchedSecret::new);
+    state.rotation = rotation;
     state.sqs = converge_runtime::sqs::SqsQueue::from_env().await;
     state.dlq = state
         .sqs
@@ -89,6 +94,9 @@ async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
     seed_api_keys(&state, &state.settings.api_keys)
         .await
         .map_err(BootError::Keys)?;
+    // The keys' secret is read once now, so that a secret that cannot be read or parsed stops
+    // the start instead of every request.
+    state.refresh_api_keys().await.map_err(BootError::Keys)?;
     Ok(state)
 }
 

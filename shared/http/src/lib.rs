@@ -56,6 +56,10 @@ pub struct ApiSettings {
     pub rate_limit_rpm: Option<u32>,
     /// Keys to seed into the store at start.
     pub api_keys: Vec<ApiKeySpec>,
+    /// A Secrets Manager secret holding more keys in the form of `CONVERGE_API_KEYS`
+    /// (`CONVERGE_API_KEYS_SECRET_ARN`): seeded at start and again whenever its value changes
+    /// (checked once per cache lifetime); a key dropped from it is revoked.
+    pub api_keys_secret_arn: Option<String>,
     /// When set, `/metrics` answers only `Authorization: Bearer <token>` (its labels name
     /// tenants, repositories and lease holders; set it wherever `/metrics` is reachable from
     /// outside).
@@ -97,6 +101,7 @@ impl std::fmt::Debug for ApiSettings {
             .field("auth_required", &self.auth_required)
             .field("rate_limit_rpm", &self.rate_limit_rpm)
             .field("api_keys", &self.api_keys)
+            .field("api_keys_secret_arn", &self.api_keys_secret_arn)
             .field(
                 "metrics_token",
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
@@ -117,6 +122,7 @@ impl Default for ApiSettings {
             auth_required: true,
             rate_limit_rpm: Some(DEFAULT_RATE_LIMIT_RPM),
             api_keys: Vec::new(),
+            api_keys_secret_arn: None,
             metrics_token: None,
             webhook_secrets: Vec::new(),
             webhook_secret_arn: None,
@@ -152,6 +158,9 @@ impl ApiSettings {
             auth_required,
             rate_limit_rpm: rate_limited.then_some(rpm),
             api_keys,
+            api_keys_secret_arn: lookup("CONVERGE_API_KEYS_SECRET_ARN")
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty()),
             metrics_token,
             webhook_secrets: converge_github::signature::parse_secrets(
                 &lookup("CONVERGE_GITHUB_WEBHOOK_SECRET").unwrap_or_default(),
@@ -195,6 +204,11 @@ pub struct AppState {
     /// Secrets Manager with its cache (at most 5 minutes), for the secrets named by
     /// `*_SECRET_ARN` settings; `None` when none is.
     pub secrets: Option<Arc<converge_runtime::secrets::Secrets>>,
+    /// The secrets this process built objects from (the DSN, the App key), re-read before
+    /// each request.
+    pub rotation: converge_runtime::secrets::Rotation,
+    /// The API keys' secret (`CONVERGE_API_KEYS_SECRET_ARN`), re-seeded when it changes.
+    pub api_keys_secret: Option<converge_runtime::secrets::WatchedSecret>,
     /// The worker settings (`CONVERGE_WORKER_*`), for rounds run on request.
     pub worker_settings: converge_runtime::queue_worker::WorkerSettings,
 }
@@ -219,6 +233,8 @@ impl AppState {
             sqs: None,
             dlq: None,
             secrets: None,
+            rotation: converge_runtime::secrets::Rotation::default(),
+            api_keys_secret: None,
             worker_settings: converge_runtime::queue_worker::WorkerSettings::default(),
         }
     }
@@ -233,6 +249,37 @@ impl AppState {
         {
             tracing::warn!("queue messages left for the sweep: {e}");
         }
+    }
+
+    /// Brings this process up to date with rotated secrets: the DSN and the App key (see
+    /// [`converge_runtime::secrets::Rotation`]) and the API keys' secret. Each is read at most
+    /// once per cache lifetime; a failure is logged and the current credentials kept.
+    pub async fn refresh_secrets(&self) {
+        self.rotation.refresh(&self.store).await;
+        if let Err(e) = self.refresh_api_keys().await {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// Seeds the keys of the API keys' secret when its value changed since the last call
+    /// (the first call included), and revokes those its previous version held and the current
+    /// one dropped. On failure the value counts as unseen, so the next call tries again.
+    pub async fn refresh_api_keys(&self) -> Result<(), ApiError> {
+        let (Some(watched), Some(secrets)) = (&self.api_keys_secret, &self.secrets) else {
+            return Ok(());
+        };
+        let Some(text) = watched
+            .changed(secrets)
+            .await
+            .map_err(|e| ApiError::DependencyUnavailable(e.to_string()))?
+        else {
+            return Ok(());
+        };
+        let outcome = auth::seed_api_keys_from_secret(self, secrets, watched.arn(), &text).await;
+        if outcome.is_err() {
+            watched.forget();
+        }
+        outcome
     }
 
     /// A fresh id: 96 random bits as 24 hex characters (unique for any number of events a
@@ -297,6 +344,16 @@ async fn trace_request(request: Request, next: Next) -> Response {
     response
 }
 
+/// Before each request: rotated secrets are picked up (a cache hit nearly always).
+async fn refresh_secrets(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    state.refresh_secrets().await;
+    next.run(request).await
+}
+
 /// Headers every response carries.
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
@@ -353,6 +410,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(|| async { error::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            refresh_secrets,
+        ))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)

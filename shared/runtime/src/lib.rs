@@ -6,9 +6,11 @@
 //! - [`reported_checks::ReportedChecks`]: the `Checks` port over check results that CI reported
 //!   to Converge (`POST /v1/intents/{id}/checks`, recorded as `check.reported` events).
 //!
-//! Still to come here (worker and packaging issues): the one configuration struct with Secrets
-//! Manager, SQS, and OpenTelemetry export.
+//! - [`secrets`]: Secrets Manager, with a short cache, and the secrets that rotate under a
+//!   running process (the database DSN, the GitHub App key).
+//! - [`sqs`], [`queue_worker`]: the queue and the worker rounds; [`telemetry`]: OTLP export.
 
+pub mod aws;
 pub mod local_checks;
 pub mod local_git;
 pub mod queue_worker;

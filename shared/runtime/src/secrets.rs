@@ -4,7 +4,9 @@
 //! contains the secret.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
 /// Longest time a secret value is reused before it is read again.
@@ -39,13 +41,24 @@ impl Secrets {
     /// A client configured from the environment (region, credentials, endpoint), caching for
     /// `CONVERGE_SECRETS_TTL_SECONDS` (1–300, default 300).
     pub async fn from_env() -> Secrets {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let ttl = std::env::var("CONVERGE_SECRETS_TTL_SECONDS")
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|n| (1..=SECRET_TTL.as_secs()).contains(n))
             .map_or(SECRET_TTL, Duration::from_secs);
-        Secrets::with_client(aws_sdk_secretsmanager::Client::new(&config), ttl)
+        Secrets::with_client(
+            aws_sdk_secretsmanager::Client::new(crate::aws::sdk_config().await),
+            ttl,
+        )
+    }
+
+    /// The process's client (one cache for every secret the process reads).
+    pub async fn shared() -> Arc<Secrets> {
+        static SHARED: tokio::sync::OnceCell<Arc<Secrets>> = tokio::sync::OnceCell::const_new();
+        SHARED
+            .get_or_init(|| async { Arc::new(Secrets::from_env().await) })
+            .await
+            .clone()
     }
 
     /// A client over `client`, caching values for `ttl` (at most [`SECRET_TTL`]).
@@ -64,25 +77,54 @@ impl Secrets {
         {
             return Ok(value);
         }
-        let answer = self
-            .client
-            .get_secret_value()
-            .secret_id(arn)
-            .send()
-            .await
-            .map_err(|e| SecretError {
-                arn: arn.to_owned(),
-                reason: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
-            })?;
-        let value = answer.secret_string().ok_or_else(|| SecretError {
+        let value = self.read(arn, None).await?.ok_or_else(|| SecretError {
             arn: arn.to_owned(),
-            reason: "it holds no string value".to_owned(),
+            reason: "it has no current version".to_owned(),
         })?;
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(arn.to_owned(), (Instant::now(), value.to_owned()));
-        Ok(value.to_owned())
+            .insert(arn.to_owned(), (Instant::now(), value.clone()));
+        Ok(value)
+    }
+
+    /// The value the secret had before its last change (its `AWSPREVIOUS` version), read
+    /// uncached; `None` when it has never changed.
+    pub async fn previous(&self, arn: &str) -> Result<Option<String>, SecretError> {
+        self.read(arn, Some("AWSPREVIOUS")).await
+    }
+
+    async fn read(&self, arn: &str, stage: Option<&str>) -> Result<Option<String>, SecretError> {
+        let failed = |reason: String| SecretError {
+            arn: arn.to_owned(),
+            reason,
+        };
+        let answer = match self
+            .client
+            .get_secret_value()
+            .secret_id(arn)
+            .set_version_stage(stage.map(str::to_owned))
+            .send()
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e)
+                if stage.is_some()
+                    && e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(failed(
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+                ));
+            }
+        };
+        answer
+            .secret_string()
+            .map(|value| Some(value.to_owned()))
+            .ok_or_else(|| failed("it holds no string value".to_owned()))
     }
 
     fn cached(&self, arn: &str) -> Option<(Instant, String)> {
@@ -94,35 +136,187 @@ impl Secrets {
     }
 }
 
+/// A secret whose consumer must act when its value changes (new connections, a new signing
+/// key, re-seeded API keys). It remembers a digest of the value last handed out, never the
+/// value.
+#[derive(Debug)]
+pub struct WatchedSecret {
+    arn: String,
+    seen: Mutex<Option<[u8; 32]>>,
+}
+
+impl WatchedSecret {
+    /// Watches `arn`; nothing is seen yet, so the first [`WatchedSecret::changed`] answers the
+    /// value.
+    pub fn new(arn: impl Into<String>) -> WatchedSecret {
+        WatchedSecret {
+            arn: arn.into(),
+            seen: Mutex::new(None),
+        }
+    }
+
+    /// The secret's ARN.
+    pub fn arn(&self) -> &str {
+        &self.arn
+    }
+
+    /// The value when it differs from the one last answered (through `secrets`' cache, so at
+    /// most one read per cache lifetime); `None` when unchanged.
+    pub async fn changed(&self, secrets: &Secrets) -> Result<Option<String>, SecretError> {
+        let value = secrets.get(&self.arn).await?;
+        let digest: [u8; 32] = Sha256::digest(value.as_bytes()).into();
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *seen == Some(digest) {
+            return Ok(None);
+        }
+        *seen = Some(digest);
+        Ok(Some(value))
+    }
+
+    /// Forgets the value last answered, so that the next call answers it again (its consumer
+    /// could not use it and should retry).
+    pub fn forget(&self) {
+        *self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
+/// The secrets a running process has built objects from, re-read so that a rotation reaches
+/// them without a restart: the database DSN (new connections use it) and the GitHub App's
+/// private key (new tokens are signed with it). [`Rotation::refresh`] runs before each
+/// request and each batch; it costs a Secrets Manager call only once per cache lifetime.
+#[derive(Debug, Default)]
+pub struct Rotation {
+    secrets: Option<Arc<Secrets>>,
+    dsn: Option<WatchedSecret>,
+    app_key: Option<(WatchedSecret, Arc<converge_github::app::GithubApp>)>,
+}
+
+impl Rotation {
+    /// Watches secrets through `secrets` (the process's own client otherwise).
+    pub fn with_secrets(secrets: Arc<Secrets>) -> Rotation {
+        Rotation {
+            secrets: Some(secrets),
+            ..Rotation::default()
+        }
+    }
+
+    /// Reads the DSN kept in `arn` (a plain DSN or RDS's JSON document) and watches it.
+    pub async fn watch_dsn(&mut self, arn: &str) -> Result<String, String> {
+        let (watched, value) = self.first_read(arn).await?;
+        self.dsn = Some(watched);
+        Ok(dsn_of_secret(&value))
+    }
+
+    /// Builds the App with the private key kept in `arn` and watches it.
+    pub async fn watch_app_key(
+        &mut self,
+        arn: &str,
+        mut settings: converge_github::app::GithubSettings,
+    ) -> Result<Arc<converge_github::app::GithubApp>, String> {
+        let (watched, pem) = self.first_read(arn).await?;
+        settings.private_key_pem = pem;
+        let app = converge_github::app::GithubApp::new(settings).map_err(|e| e.to_string())?;
+        self.app_key = Some((watched, app.clone()));
+        Ok(app)
+    }
+
+    /// The Secrets Manager client of the process, once some secret is configured.
+    pub fn secrets(&self) -> Option<&Arc<Secrets>> {
+        self.secrets.as_ref()
+    }
+
+    async fn client(&mut self) -> Arc<Secrets> {
+        match &self.secrets {
+            Some(secrets) => secrets.clone(),
+            None => {
+                let secrets = Secrets::shared().await;
+                self.secrets = Some(secrets.clone());
+                secrets
+            }
+        }
+    }
+
+    /// Reads `arn` now and watches it from here on; answers its value.
+    async fn first_read(&mut self, arn: &str) -> Result<(WatchedSecret, String), String> {
+        let secrets = self.client().await;
+        let watched = WatchedSecret::new(arn);
+        let value = watched
+            .changed(&secrets)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        Ok((watched, value))
+    }
+
+    /// Hands each watched secret that changed to its consumer. A failure is logged (without
+    /// the value) and retried at the next refresh; the process keeps its current credentials.
+    pub async fn refresh(&self, store: &converge_store::Store) {
+        let Some(secrets) = &self.secrets else {
+            return;
+        };
+        if let Some(watched) = &self.dsn {
+            match watched.changed(secrets).await {
+                Ok(None) => {}
+                Ok(Some(value)) => match store.use_pg_dsn(&dsn_of_secret(&value)) {
+                    Ok(()) => tracing::info!(secret = watched.arn(), "database DSN rotated"),
+                    Err(e) => {
+                        watched.forget();
+                        tracing::warn!(secret = watched.arn(), "rotated DSN refused: {e}");
+                    }
+                },
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        if let Some((watched, app)) = &self.app_key {
+            match watched.changed(secrets).await {
+                Ok(None) => {}
+                Ok(Some(pem)) => match app.replace_key(&pem) {
+                    Ok(()) => tracing::info!(secret = watched.arn(), "GitHub App key rotated"),
+                    Err(e) => {
+                        watched.forget();
+                        tracing::warn!(secret = watched.arn(), "rotated App key refused: {e}");
+                    }
+                },
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
+}
+
 /// The GitHub App from the environment (`CONVERGE_GITHUB_*`), its private key read from
-/// Secrets Manager when only `CONVERGE_GITHUB_APP_PRIVATE_KEY_SECRET_ARN` names it. `None`
-/// when no App is configured.
-pub async fn github_app_from_env()
--> Result<Option<std::sync::Arc<converge_github::app::GithubApp>>, String> {
+/// Secrets Manager when only `CONVERGE_GITHUB_APP_PRIVATE_KEY_SECRET_ARN` names it (then
+/// watched by `rotation`). `None` when no App is configured.
+pub async fn github_app_from_env(
+    rotation: &mut Rotation,
+) -> Result<Option<Arc<converge_github::app::GithubApp>>, String> {
     use converge_github::app::{GithubApp, GithubSettings};
-    let Some(mut settings) =
+    let Some(settings) =
         GithubSettings::from_lookup(|name| std::env::var(name).ok()).map_err(|e| e.to_string())?
     else {
         return Ok(None);
     };
-    if settings.private_key_pem.is_empty()
-        && let Some(arn) = settings.private_key_secret_arn.clone()
-    {
-        settings.private_key_pem = Secrets::from_env()
-            .await
-            .get(&arn)
-            .await
-            .map_err(|e| e.to_string())?;
+    match settings.private_key_secret_arn.clone() {
+        Some(arn) if settings.private_key_pem.is_empty() => {
+            rotation.watch_app_key(&arn, settings).await.map(Some)
+        }
+        _ => GithubApp::new(settings)
+            .map(Some)
+            .map_err(|e| e.to_string()),
     }
-    GithubApp::new(settings)
-        .map(Some)
-        .map_err(|e| e.to_string())
 }
 
 /// The store settings from the environment; on PostgreSQL without `CONVERGE_PG_DSN`, the DSN
-/// is read from the Secrets Manager secret `CONVERGE_PG_DSN_SECRET_ARN` (as RDS keeps it).
-/// Read once, when the process starts: a rotated password takes a new process.
-pub async fn store_config_from_env() -> Result<converge_store::StoreConfig, String> {
+/// is read from the Secrets Manager secret `CONVERGE_PG_DSN_SECRET_ARN` (as RDS keeps it) and
+/// watched by `rotation`, so new connections follow a rotated password.
+pub async fn store_config_from_env(
+    rotation: &mut Rotation,
+) -> Result<converge_store::StoreConfig, String> {
     let env = |name: &str| {
         std::env::var(name)
             .ok()
@@ -131,14 +325,7 @@ pub async fn store_config_from_env() -> Result<converge_store::StoreConfig, Stri
     };
     let dsn = match (env("CONVERGE_PG_DSN"), env("CONVERGE_PG_DSN_SECRET_ARN")) {
         (Some(dsn), _) => Some(dsn),
-        (None, Some(arn)) => Some(
-            Secrets::from_env()
-                .await
-                .get(&arn)
-                .await
-                .map(|value| dsn_of_secret(&value))
-                .map_err(|e| e.to_string())?,
-        ),
+        (None, Some(arn)) => Some(rotation.watch_dsn(&arn).await?),
         (None, None) => None,
     };
     converge_store::StoreConfig::from_lookup(|name| match name {

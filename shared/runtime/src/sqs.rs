@@ -65,8 +65,10 @@ impl SqsQueue {
             .ok()
             .map(|u| u.trim().to_owned())
             .filter(|u| !u.is_empty())?;
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Some(SqsQueue::new(aws_sdk_sqs::Client::new(&config), url))
+        Some(SqsQueue::new(
+            aws_sdk_sqs::Client::new(crate::aws::sdk_config().await),
+            url,
+        ))
     }
 
     /// The queue's URL.

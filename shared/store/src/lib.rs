@@ -269,6 +269,17 @@ impl Store {
         }
     }
 
+    /// On PostgreSQL, makes new connections with `dsn` (see [`PgStore::use_dsn`]); a SQLite
+    /// store has no DSN and refuses.
+    pub fn use_pg_dsn(&self, dsn: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pg) => pg.use_dsn(dsn),
+            Store::Sqlite(_) => Err(StoreError::Config(
+                "a PostgreSQL DSN was rotated, but the store is SQLite".to_owned(),
+            )),
+        }
+    }
+
     /// Opens a store from a URL: `sqlite://PATH` or `postgres://…` (`postgresql://…`). A SQLite
     /// file is created if missing. Errors never repeat the URL, which may hold a password.
     pub fn from_url(url: &str, clock: Arc<dyn Clock + Send + Sync>) -> Result<Store, StoreError> {

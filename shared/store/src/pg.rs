@@ -49,6 +49,17 @@ impl PgStore {
         Ok(PgStore { pool, clock })
     }
 
+    /// Points the connections made from now on at `dsn` (a rotated password). Open
+    /// connections are kept until the pool retires them: PostgreSQL does not ask a connected
+    /// session for its password again.
+    pub fn use_dsn(&self, dsn: &str) -> Result<(), StoreError> {
+        let options: PgConnectOptions = dsn.parse().map_err(|_| {
+            StoreError::Config("the rotated DSN is not a valid postgres:// URL".to_owned())
+        })?;
+        self.pool.set_connect_options(options);
+        Ok(())
+    }
+
     /// Applies the pending migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         crate::migrations::postgres().run(&self.pool).await?;

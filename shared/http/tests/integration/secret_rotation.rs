@@ -1,6 +1,7 @@
 //! The webhook secret kept in Secrets Manager (the AWS emulator `scripts/test.sh` starts,
 //! through the real AWS SDK) is rotated: deliveries signed with the new secret are accepted
 //! once the cache's lifetime has passed, with no restart, and the old secret stops working.
+//! The API keys kept there rotate the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use axum::body::Body;
 use converge_core::PolicyConfig;
 use converge_github::signature::{WebhookSecret, sign};
 use converge_http::{ApiSettings, AppState, router};
-use converge_runtime::secrets::Secrets;
+use converge_runtime::secrets::{Secrets, WatchedSecret};
 use converge_store::{Store, SystemClock};
 use tower::ServiceExt;
 
@@ -89,4 +90,105 @@ async fn a_rotated_webhook_secret_is_used_after_the_cache_lifetime() {
     tokio::time::sleep(TTL + Duration::from_millis(200)).await;
     assert_eq!(deliver(&app, "second-secret", "d-4").await, 202);
     assert_eq!(deliver(&app, "first-secret", "d-5").await, 401);
+}
+
+async fn list_intents(app: &axum::Router, key: &str) -> u16 {
+    let request = axum::http::Request::get("/v1/intents")
+        .header("x-api-key", key)
+        .body(Body::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    app.clone()
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .status()
+        .as_u16()
+}
+
+/// The API keys kept in Secrets Manager (`CONVERGE_API_KEYS_SECRET_ARN`) are rotated: the
+/// secret gains a new key and drops the old one. After the cache's lifetime the new key is
+/// accepted and the dropped one refused, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_rotated_in_secrets_manager_are_seeded_and_dropped_keys_revoked() {
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let manager = aws_sdk_secretsmanager::Client::new(&aws);
+    let put = |value: &'static str, arn: String| {
+        let manager = manager.clone();
+        async move {
+            manager
+                .put_secret_value()
+                .secret_id(arn)
+                .secret_string(value)
+                .send()
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e))
+                });
+        }
+    };
+    let created = manager
+        .create_secret()
+        .name(format!("converge/api-keys/{}", std::process::id()))
+        .secret_string("old-key:operator:ops")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)));
+    let arn = created.arn().unwrap_or_default().to_owned();
+
+    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::from_url(
+        &format!("sqlite://{}", db.path().join("s.db").display()),
+        Arc::new(SystemClock),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let settings = ApiSettings {
+        api_keys_secret_arn: Some(arn.clone()),
+        // Rate limiting is not what this test is about.
+        rate_limit_rpm: None,
+        ..ApiSettings::default()
+    };
+    let mut state = AppState::new(
+        store,
+        Arc::new(SystemClock),
+        settings,
+        PolicyConfig::default(),
+    );
+    state.secrets = Some(Arc::new(Secrets::with_client(manager.clone(), TTL)));
+    state.api_keys_secret = Some(WatchedSecret::new(&arn));
+    let state = Arc::new(state);
+    // What the start does: the secret's keys are seeded before the first request.
+    state
+        .refresh_api_keys()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let app = router(state);
+
+    assert_eq!(list_intents(&app, "old-key").await, 200);
+    assert_eq!(list_intents(&app, "new-key").await, 401);
+
+    // A rotation in two steps, as an operator does it: add the new key, then drop the old.
+    put("old-key:operator:ops\nnew-key:operator:ops", arn.clone()).await;
+    assert_eq!(
+        list_intents(&app, "new-key").await,
+        401,
+        "within the cache's lifetime the secret is not read again"
+    );
+    tokio::time::sleep(TTL + Duration::from_millis(200)).await;
+    assert_eq!(list_intents(&app, "new-key").await, 200);
+    assert_eq!(list_intents(&app, "old-key").await, 200);
+
+    put("new-key:operator:ops", arn.clone()).await;
+    tokio::time::sleep(TTL + Duration::from_millis(200)).await;
+    assert_eq!(list_intents(&app, "new-key").await, 200);
+    assert_eq!(
+        list_intents(&app, "old-key").await,
+        401,
+        "a key dropped from the secret is revoked"
+    );
+
+    // A value that does not parse changes nothing, and is reported without its keys.
+    put("not-a-key-entry", arn.clone()).await;
+    tokio::time::sleep(TTL + Duration::from_millis(200)).await;
+    assert_eq!(list_intents(&app, "new-key").await, 200);
 }

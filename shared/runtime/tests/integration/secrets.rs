@@ -1,10 +1,12 @@
 //! Secrets Manager through the real AWS SDK against the emulator that `scripts/test.sh`
 //! starts (AWS_ENDPOINT_URL): values are read, cached within the TTL, re-read after it, and
-//! errors name the secret without its value.
+//! errors name the secret without its value; a rotated database DSN and GitHub App key reach
+//! the objects built from them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use converge_runtime::secrets::Secrets;
+use converge_runtime::secrets::{Rotation, Secrets};
 
 async fn client() -> aws_sdk_secretsmanager::Client {
     assert!(
@@ -49,4 +51,167 @@ async fn a_secret_is_cached_within_its_ttl_and_rotations_are_seen_after_it() {
     let error = missing.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(error.contains("converge/test/absent"), "{error}");
     assert!(!error.contains("rotated-value"));
+}
+
+const ROTATION_TTL: Duration = Duration::from_secs(2);
+
+async fn create_secret(client: &aws_sdk_secretsmanager::Client, what: &str, value: &str) -> String {
+    let name = format!("converge/test/{what}/{}", std::process::id());
+    let created = client
+        .create_secret()
+        .name(&name)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)));
+    created.arn().unwrap_or(&name).to_owned()
+}
+
+async fn put_secret(client: &aws_sdk_secretsmanager::Client, arn: &str, value: &str) {
+    client
+        .put_secret_value()
+        .secret_id(arn)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)));
+}
+
+/// RDS's form of a database secret.
+fn rds_secret(username: &str, database_url: &str) -> String {
+    let (server, dbname) = database_url
+        .trim_start_matches("postgres://")
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .unwrap_or_else(|| panic!("unexpected test database URL"));
+    let (host, port) = server.split_once(':').unwrap_or((server, "5432"));
+    serde_json::json!({
+        "username": username, "password": "unused-with-trust-auth",
+        "host": host, "port": port.parse::<u16>().unwrap_or(5432), "dbname": dbname,
+    })
+    .to_string()
+}
+
+async fn current_user(store: &converge_store::Store) -> String {
+    let converge_store::Store::Postgres(pg) = store else {
+        panic!("a PostgreSQL store was expected");
+    };
+    sqlx::query_scalar::<_, String>("SELECT current_user::text")
+        .fetch_one(pg.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// RDS's alternating-users rotation: the secret moves from one database user to another. The
+/// test cluster trusts every password, so the user a new connection logs in as is what shows
+/// which DSN it was made with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_database_connections_follow_a_rotated_dsn_after_the_ttl() {
+    use sqlx::Connection;
+    let client = client().await;
+    let database = converge_testkit::fresh_pg_database().await;
+    let (first, second) = (
+        format!("converge_first_{}", std::process::id()),
+        format!("converge_second_{}", std::process::id()),
+    );
+    let mut admin = sqlx::PgConnection::connect(&converge_testkit::pg_admin_url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for role in [&first, &second] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN")))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let arn = create_secret(&client, "dsn", &rds_secret(&first, &database)).await;
+
+    let secrets = Arc::new(Secrets::with_client(client.clone(), ROTATION_TTL));
+    let mut rotation = Rotation::with_secrets(secrets);
+    let dsn = rotation
+        .watch_dsn(&arn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = converge_store::Store::from_url(&dsn, Arc::new(converge_store::SystemClock))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(current_user(&store).await, first);
+
+    put_secret(&client, &arn, &rds_secret(&second, &database)).await;
+    let drop_connections = |role: String| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        )))
+    };
+    rotation.refresh(&store).await;
+    drop_connections(first.clone())
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        current_user(&store).await,
+        first,
+        "within the cache's lifetime, new connections still use the DSN read at start"
+    );
+
+    tokio::time::sleep(ROTATION_TTL + Duration::from_millis(300)).await;
+    rotation.refresh(&store).await;
+    drop_connections(first.clone())
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        current_user(&store).await,
+        second,
+        "after the cache's lifetime, new connections use the rotated DSN"
+    );
+}
+
+/// The App's private key is rotated on GitHub and in Secrets Manager: the running App signs
+/// with the new key once the cache's lifetime has passed, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_github_app_signs_with_a_rotated_private_key_after_the_ttl() {
+    use converge_testkit::github_fake::{GithubFake, app_key_pair};
+    const APP_ID: u64 = 4242;
+    let client = client().await;
+    let (first_private, first_public) = app_key_pair();
+    let (second_private, second_public) = app_key_pair();
+    let fake = GithubFake::start(APP_ID, &first_public).await;
+    let arn = create_secret(&client, "app-key", &first_private).await;
+    let settings = converge_github::app::GithubSettings::from_lookup(|name| match name {
+        "CONVERGE_GITHUB_APP_ID" => Some(APP_ID.to_string()),
+        "CONVERGE_GITHUB_API_URL" => Some(fake.url().to_owned()),
+        "CONVERGE_GITHUB_APP_PRIVATE_KEY_SECRET_ARN" => Some(arn.clone()),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|| panic!("the App is configured"));
+
+    let secrets = Arc::new(Secrets::with_client(client.clone(), ROTATION_TTL));
+    let mut rotation = Rotation::with_secrets(secrets);
+    let app = rotation
+        .watch_app_key(&arn, settings)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(app.check_app().await.is_ok(), "the first key is accepted");
+
+    fake.rotate_app_key(&second_public);
+    put_secret(&client, &arn, &second_private).await;
+    // The store is not involved in an App key rotation; any store will do.
+    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = converge_store::Store::from_url(
+        &format!("sqlite://{}", db.path().join("s.db").display()),
+        Arc::new(converge_store::SystemClock),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rotation.refresh(&store).await;
+    assert!(
+        app.check_app().await.is_err(),
+        "within the cache's lifetime the old key is still used, and GitHub refuses it"
+    );
+
+    tokio::time::sleep(ROTATION_TTL + Duration::from_millis(300)).await;
+    rotation.refresh(&store).await;
+    assert!(
+        app.check_app().await.is_ok(),
+        "after the cache's lifetime the rotated key signs the App's tokens"
+    );
 }
