@@ -102,7 +102,7 @@ impl SqsQueue {
                 .enumerate()
                 .map(|(n, m)| (format!("m{n}"), m.body.clone().unwrap_or_default()))
                 .collect();
-            let accepted = target.send(&messages).await?;
+            let accepted = target.send(&messages, None).await?;
             let mut settled = SqsBatchResponse::default();
             for (n, message) in batch.records.iter().enumerate() {
                 if !accepted.contains(&format!("m{n}")) {
@@ -152,7 +152,7 @@ impl SqsQueue {
             .map(|entry| (entry.seq.to_string(), entry.payload.to_string()))
             .collect();
         let mut sent = 0;
-        for id in self.send(&messages).await? {
+        for id in self.send(&messages, None).await? {
             if let Ok(seq) = id.parse::<i64>() {
                 store.mark_outbox_sent(seq).await?;
                 sent += 1;
@@ -168,12 +168,49 @@ impl SqsQueue {
             .enumerate()
             .map(|(n, key)| (format!("k{n}"), queue_message(key).payload.to_string()))
             .collect();
-        Ok(self.send(&messages).await?.len())
+        Ok(self.send(&messages, None).await?.len())
+    }
+
+    /// Sends the busy keys of `outcome` again, visible after `delay` (at most SQS's 15
+    /// minutes). The messages of a key whose successor SQS accepted count as handled; the
+    /// others become batch item failures and come back as before.
+    pub async fn requeue_busy(&self, outcome: &mut BatchOutcome, delay: Duration) {
+        if outcome.busy.is_empty() {
+            return;
+        }
+        let busy = std::mem::take(&mut outcome.busy);
+        let messages: Vec<(String, String)> = busy
+            .keys()
+            .enumerate()
+            .map(|(n, key)| (format!("k{n}"), queue_message(key).payload.to_string()))
+            .collect();
+        let delay = delay.min(Duration::from_secs(900));
+        let accepted = match self.send(&messages, Some(delay)).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("cannot send busy keys again, their messages will come back: {e}");
+                Vec::new()
+            }
+        };
+        for ((id, _), ids) in messages.iter().zip(busy.into_values()) {
+            if !accepted.contains(id) {
+                for item_identifier in ids {
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = item_identifier;
+                    outcome.response.batch_item_failures.push(failure);
+                }
+            }
+        }
     }
 
     /// Sends `(id, body)` messages in batches of ten; returns the ids SQS accepted (the
     /// others are logged and left to the caller's next attempt).
-    async fn send(&self, messages: &[(String, String)]) -> Result<Vec<String>, RelayError> {
+    async fn send(
+        &self,
+        messages: &[(String, String)],
+        delay: Option<Duration>,
+    ) -> Result<Vec<String>, RelayError> {
+        let delay_seconds = delay.map(|d| i32::try_from(d.as_secs()).unwrap_or(900));
         let mut accepted = Vec::with_capacity(messages.len());
         for chunk in messages.chunks(10) {
             let mut batch = self.client.send_message_batch().queue_url(&self.url);
@@ -181,6 +218,7 @@ impl SqsQueue {
                 let message = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
                     .id(id)
                     .message_body(body)
+                    .set_delay_seconds(delay_seconds)
                     .build()
                     .map_err(|e| RelayError::Sqs(e.to_string()))?;
                 batch = batch.entries(message);
@@ -238,8 +276,8 @@ impl SqsQueue {
     }
 
     /// What the event source mapping does with the function's answer: deletes the messages
-    /// that were handled, and makes the failed ones visible again after `retry_after` (a busy
-    /// key comes back soon instead of after the full visibility timeout; each receive still
+    /// that were handled, and makes the failed ones visible again after `retry_after` (a failed
+    /// round comes back soon instead of after the full visibility timeout; each receive still
     /// counts towards the redrive policy).
     pub async fn settle(
         &self,
@@ -300,6 +338,10 @@ pub struct BatchOutcome {
     pub response: SqsBatchResponse,
     /// Keys to send again.
     pub unfinished: BTreeSet<QueueKey>,
+    /// Keys whose lease another worker held, with their messages' ids. They are sent again
+    /// after a delay and their messages count as handled ([`SqsQueue::requeue_busy`]): waiting
+    /// for a lease must not use up the redrive policy's receives and dead-letter live work.
+    pub busy: BTreeMap<QueueKey, Vec<String>>,
 }
 
 /// Handles one SQS batch: one round per key in it.
@@ -316,6 +358,7 @@ where
     let mut by_key: BTreeMap<QueueKey, Vec<String>> = BTreeMap::new();
     let mut traces: BTreeMap<QueueKey, String> = BTreeMap::new();
     let mut unfinished = BTreeSet::new();
+    let mut busy = BTreeMap::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         match record.body.as_deref().map(serde_json::from_str::<QueueKey>) {
@@ -360,7 +403,9 @@ where
                     unfinished.insert(key);
                 }
             }
-            Ok(KeyOutcome::Busy) => failures.extend(ids),
+            Ok(KeyOutcome::Busy) => {
+                busy.insert(key, ids);
+            }
             Err(e) => {
                 tracing::warn!("round over {key} failed, messages will come back: {e}");
                 failures.extend(ids);
@@ -376,6 +421,7 @@ where
     BatchOutcome {
         response,
         unfinished,
+        busy,
     }
 }
 
@@ -406,7 +452,12 @@ where
     if event.get("Records").is_some() {
         let batch: SqsEvent = serde_json::from_value(event)
             .map_err(|e| RelayError::Sqs(format!("not an SQS batch: {e}")))?;
-        let outcome = handle_batch(processor, batch).await;
+        let mut outcome = handle_batch(processor, batch).await;
+        let delay = processor
+            .settings()
+            .poll_interval
+            .max(Duration::from_secs(1));
+        queue.requeue_busy(&mut outcome, delay).await;
         if let Err(e) = queue.send_keys(&outcome.unfinished).await {
             // The sweep sends them later.
             tracing::warn!("cannot send the unfinished keys again: {e}");
@@ -471,7 +522,9 @@ pub async fn run_sqs_worker<S, C, P>(
         if event.records.is_empty() {
             continue;
         }
-        let outcome = handle_batch(processor, event.clone()).await;
+        let mut outcome = handle_batch(processor, event.clone()).await;
+        // Before settling: a busy key's message is deleted only once its successor is queued.
+        queue.requeue_busy(&mut outcome, retry_after).await;
         if let Err(e) = queue.settle(&event, &outcome.response, retry_after).await {
             // Unsettled messages come back after the visibility timeout: rounds are idempotent.
             tracing::warn!("cannot settle a batch: {e}");
