@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 /// Longest time a secret value is reused before it is read again.
 pub const SECRET_TTL: Duration = Duration::from_secs(300);
 
+/// When Secrets Manager cannot be reached, how long the value in hand is used before the next
+/// attempt: requests are not held up by a failing read each.
+pub const RETRY_AFTER_FAILED_READ: Duration = Duration::from_secs(30);
+
 /// Why a secret could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("secret {arn}: {reason}")]
@@ -25,6 +29,7 @@ pub struct SecretError {
 /// A Secrets Manager client with a cache.
 pub struct Secrets {
     client: aws_sdk_secretsmanager::Client,
+    /// Each secret's value and the moment it should be read again.
     cache: Mutex<HashMap<String, (Instant, String)>>,
     ttl: Duration,
 }
@@ -71,20 +76,34 @@ impl Secrets {
     }
 
     /// The current value of the secret `arn` (its string value), from the cache when fresh.
+    /// When the read fails but a value was read before, that value is answered (and the read
+    /// tried again after [`RETRY_AFTER_FAILED_READ`]): an outage of Secrets Manager keeps the
+    /// credentials in hand working. Only a secret never read yet fails.
     pub async fn get(&self, arn: &str) -> Result<String, SecretError> {
-        if let Some((read_at, value)) = self.cached(arn)
-            && read_at.elapsed() < self.ttl
+        let cached = self.cached(arn);
+        if let Some((read_again_at, value)) = &cached
+            && Instant::now() < *read_again_at
         {
-            return Ok(value);
+            return Ok(value.clone());
         }
-        let value = self.read(arn, None).await?.ok_or_else(|| SecretError {
-            arn: arn.to_owned(),
-            reason: "it has no current version".to_owned(),
-        })?;
+        let read = self.read(arn, None).await.and_then(|value| {
+            value.ok_or_else(|| SecretError {
+                arn: arn.to_owned(),
+                reason: "it has no current version".to_owned(),
+            })
+        });
+        let (value, fresh_for) = match (read, cached) {
+            (Ok(value), _) => (value, self.ttl),
+            (Err(e), Some((_, stale))) => {
+                tracing::warn!("{e}; the value read before stays in use");
+                (stale, self.ttl.min(RETRY_AFTER_FAILED_READ))
+            }
+            (Err(e), None) => return Err(e),
+        };
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(arn.to_owned(), (Instant::now(), value.clone()));
+            .insert(arn.to_owned(), (Instant::now() + fresh_for, value.clone()));
         Ok(value)
     }
 

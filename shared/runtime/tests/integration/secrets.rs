@@ -215,3 +215,24 @@ async fn the_github_app_signs_with_a_rotated_private_key_after_the_ttl() {
         "after the cache's lifetime the rotated key signs the App's tokens"
     );
 }
+
+/// Secrets Manager fails (here: the secret is gone): the value read before stays in use, so
+/// the credentials in hand keep working; a secret never read before is an error.
+#[tokio::test]
+async fn a_value_read_before_stays_in_use_when_secrets_manager_fails() {
+    let client = client().await;
+    let arn = create_secret(&client, "outage", "kept-value").await;
+    // No caching: every call reads Secrets Manager.
+    let secrets = Secrets::with_client(client.clone(), Duration::ZERO);
+    assert_eq!(secrets.get(&arn).await, Ok("kept-value".to_owned()));
+    client
+        .delete_secret()
+        .secret_id(&arn)
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)));
+    assert_eq!(secrets.get(&arn).await, Ok("kept-value".to_owned()));
+    let never_read = format!("{arn}-other");
+    assert!(secrets.get(&never_read).await.is_err());
+}
