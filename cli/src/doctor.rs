@@ -187,9 +187,22 @@ async fn database_checks() -> Vec<Check> {
     vec![database, leases]
 }
 
+/// The GitHub App as the environment configures it (its key from Secrets Manager too).
+async fn github_app_from_env()
+-> Result<Option<std::sync::Arc<converge_github::app::GithubApp>>, String> {
+    let settings =
+        converge_github::app::GithubSettings::from_lookup(|name| std::env::var(name).ok())
+            .map_err(|e| e.to_string())?;
+    converge_runtime::secrets::github_app(
+        settings,
+        &mut converge_runtime::secrets::Rotation::default(),
+    )
+    .await
+}
+
 /// The SQS queue and its DLQ (CONVERGE_QUEUE_URL, CONVERGE_DLQ_URL), when configured.
 async fn queue_checks() -> Vec<Check> {
-    let Some(queue) = converge_runtime::sqs::SqsQueue::from_env().await else {
+    let Some((queue, dlq)) = converge_runtime::sqs::SqsQueue::from_env().await else {
         return vec![Check::pass(
             "queue",
             "database-backed queue (CONVERGE_QUEUE_URL unset)",
@@ -205,7 +218,7 @@ async fn queue_checks() -> Vec<Check> {
             )];
         }
     };
-    let dlq = match queue.sibling_from_env("CONVERGE_DLQ_URL") {
+    let dlq = match dlq {
         None => Check::warn(
             "dlq",
             "CONVERGE_DLQ_URL unset: the DLQ's depth is unknown",
@@ -232,11 +245,7 @@ async fn github_check() -> Check {
             "only local repositories can be worked on",
         );
     }
-    let app = match converge_runtime::secrets::github_app_from_env(
-        &mut converge_runtime::secrets::Rotation::default(),
-    )
-    .await
-    {
+    let app = match github_app_from_env().await {
         Ok(Some(app)) => app,
         Ok(None) => {
             return Check::warn(

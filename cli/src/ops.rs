@@ -580,12 +580,11 @@ pub async fn queue(api: &ApiClient, out: Output, command: QueueCommand) -> Resul
             })?;
         }
         QueueCommand::Redrive => {
-            let queue = converge_runtime::sqs::SqsQueue::from_env()
+            let (queue, dlq) = converge_runtime::sqs::SqsQueue::from_env()
                 .await
                 .ok_or_else(|| CliError::Other(anyhow::anyhow!("CONVERGE_QUEUE_URL is not set")))?;
-            let dlq = queue
-                .sibling_from_env("CONVERGE_DLQ_URL")
-                .ok_or_else(|| CliError::Other(anyhow::anyhow!("CONVERGE_DLQ_URL is not set")))?;
+            let dlq =
+                dlq.ok_or_else(|| CliError::Other(anyhow::anyhow!("CONVERGE_DLQ_URL is not set")))?;
             let moved = dlq
                 .move_all_to(&queue)
                 .await

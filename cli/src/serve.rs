@@ -46,8 +46,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
              (set CONVERGE_API_KEYS=key:role:actor, or CONVERGE_AUTH_REQUIRED=0 for a private machine)"
         );
     }
-    let worker_settings = WorkerSettings::from_lookup(|name| std::env::var(name).ok())
-        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let worker_settings = state.worker_settings.clone();
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;

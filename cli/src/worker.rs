@@ -6,7 +6,6 @@
 //! finishes the batch in hand, gives back the leases it holds, and exits 0.
 
 use anyhow::Context;
-use converge_runtime::queue_worker::WorkerSettings;
 
 /// Runs the worker until a stop signal.
 pub fn run() -> anyhow::Result<()> {
@@ -21,8 +20,7 @@ pub fn run() -> anyhow::Result<()> {
 async fn work() -> anyhow::Result<()> {
     let telemetry = converge_runtime::telemetry::Telemetry::init("converge-worker");
     let state = converge_http::boot::state_from_env().await?;
-    let settings = WorkerSettings::from_lookup(|name| std::env::var(name).ok())
-        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let settings = state.worker_settings.clone();
     let interval = settings.poll_interval;
     let Some(processor) = crate::serve::queue_processor(&state, settings, "worker") else {
         anyhow::bail!(

@@ -39,6 +39,74 @@ fn quoted_names(text: &str) -> BTreeSet<String> {
     names
 }
 
+/// The rows of the runbook's environment table: (variable, default cell).
+fn environment_rows(runbook: &str) -> Vec<(String, String)> {
+    runbook
+        .split("## Environment")
+        .nth(1)
+        .and_then(|section| section.split("\n## ").next())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| {
+            let mut cells = rest.split(" | ");
+            let variable = cells.next()?.trim_end_matches('`').to_owned();
+            Some((variable, cells.next()?.trim().to_owned()))
+        })
+        .collect()
+}
+
+fn runbook() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::read_to_string(root.join("docs/RUNBOOK.md"))
+        .unwrap_or_else(|e| panic!("docs/RUNBOOK.md: {e}"))
+}
+
+/// Every default the table lists as one plain value is the one the configuration uses:
+/// setting the variable to it changes nothing. The base environment turns the optional
+/// sections on (a GitHub App, command checks), so that their defaults are used too.
+#[test]
+fn the_configuration_uses_the_defaults_the_runbook_lists() {
+    use converge_runtime::config::Config;
+    let base = [
+        ("CONVERGE_GITHUB_APP_ID", "1"),
+        ("CONVERGE_GITHUB_APP_PRIVATE_KEY", "not read here"),
+        ("CONVERGE_LOCAL_CHECKS", "commands"),
+    ];
+    let config = |variable: &str, value: Option<&str>| {
+        let found = Config::from_lookup(|name| {
+            if name == variable {
+                return value.map(str::to_owned);
+            }
+            base.iter()
+                .find(|(base_name, _)| *base_name == name)
+                .map(|(_, v)| (*v).to_owned())
+        });
+        format!(
+            "{:?}",
+            found.unwrap_or_else(|e| panic!("{variable}={value:?}: {e}"))
+        )
+    };
+    let mut checked = Vec::new();
+    for (variable, default) in environment_rows(&runbook()) {
+        // One value in backticks and nothing else: `5`, `sqlite`, `https://api.github.com`.
+        let Some(value) = default
+            .strip_prefix('`')
+            .and_then(|rest| rest.strip_suffix('`'))
+            .filter(|value| !value.contains(['`', '…']))
+        else {
+            continue;
+        };
+        assert_eq!(
+            config(&variable, Some(value)),
+            config(&variable, None),
+            "the runbook says {variable} defaults to {value}, but setting it changes the configuration"
+        );
+        checked.push(variable);
+    }
+    assert!(checked.len() >= 15, "too few defaults checked: {checked:?}");
+}
+
 #[test]
 fn the_runbook_lists_every_setting_the_code_reads() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -2,10 +2,11 @@
 //! `ReportBatchItemFailures`), and the scheduled sweep (EventBridge) that relays the outbox to
 //! SQS, enqueues keys with actionable intents and clears expired leases.
 //!
-//! State is built once per process: the store (migrated), the GitHub App (its key from the
-//! environment or Secrets Manager), the worker settings and the SQS client.
+//! State is built once per process from the one typed configuration (`Config`): the store
+//! (migrated), the GitHub App (its key from the environment or Secrets Manager), the worker
+//! settings and the SQS client.
 
-use converge_runtime::queue_worker::{QueueProcessor, WorkerPorts, WorkerSettings};
+use converge_runtime::queue_worker::{QueueProcessor, WorkerPorts};
 use converge_runtime::routed::RoutedPorts;
 use converge_runtime::sqs::{SqsQueue, handle_event};
 use converge_store::{Store, SystemClock};
@@ -15,24 +16,24 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let telemetry = converge_runtime::telemetry::Telemetry::init("converge-worker");
-    let lookup = |name: &str| std::env::var(name).ok();
+    let config = converge_runtime::config::Config::from_env()?;
     let mut rotation = converge_runtime::secrets::Rotation::default();
     let store = Store::open(
-        &converge_runtime::secrets::store_config_from_env(&mut rotation).await?,
+        &converge_runtime::secrets::store_config(&config, &mut rotation).await?,
         Arc::new(SystemClock),
     )?;
     store.migrate().await?;
-    let settings = WorkerSettings::from_lookup(lookup)?;
-    let queue_url = lookup("CONVERGE_QUEUE_URL")
-        .filter(|u| !u.is_empty())
+    let (queue, _dlq) = SqsQueue::from_settings(&config.queue)
+        .await
         .ok_or("CONVERGE_QUEUE_URL is required")?;
-    let github = converge_runtime::secrets::github_app_from_env(&mut rotation)
+    let github = converge_runtime::secrets::github_app(config.github.clone(), &mut rotation)
         .await?
         .map(converge_github::adapters::GithubPorts::new);
     let ports = RoutedPorts::new(None, github);
     let holder = format!(
         "lambda-{}",
-        lookup("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|| std::process::id().to_string())
+        std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
+            .unwrap_or_else(|_| std::process::id().to_string())
     );
     let processor = QueueProcessor::with_ports(
         store.clone(),
@@ -42,13 +43,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             publisher: ports,
         },
         converge_core::PolicyConfig::default(),
-        settings,
+        config.worker.clone(),
         Arc::new(SystemClock),
         holder,
-    );
-    let queue = SqsQueue::new(
-        aws_sdk_sqs::Client::new(converge_runtime::aws::sdk_config().await),
-        queue_url,
     );
     let (processor, store, queue, telemetry, rotation) =
         (&processor, &store, &queue, &telemetry, &rotation);

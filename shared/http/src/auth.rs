@@ -6,8 +6,6 @@
 //! sees only that tenant: another tenant's objects are 404 to it, writes into another tenant
 //! are 403.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -17,45 +15,10 @@ use axum::response::Response;
 use chrono::{DurationRound, TimeDelta};
 use converge_store::ApiKeyRecord;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::AppState;
 use crate::error::ApiError;
-
-/// What a key may do, in increasing power.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads.
-    Viewer,
-    /// Reads and queue operations.
-    Operator,
-    /// Everything, key rotation included.
-    Admin,
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "viewer" => Ok(Role::Viewer),
-            "operator" => Ok(Role::Operator),
-            "admin" => Ok(Role::Admin),
-            // The value is not repeated: in a misordered entry it may be part of a key.
-            _ => Err("unknown role (expected viewer, operator or admin)".to_owned()),
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        })
-    }
-}
+pub use converge_runtime::config::{ApiKeySpec, Role, hash_key, parse_api_keys};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -138,92 +101,11 @@ impl Principal {
     }
 }
 
-/// SHA-256 of a key, hex.
-pub fn hash_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// One entry of `CONVERGE_API_KEYS`: `key:role:actor:tenant:scopes`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKeySpec {
-    key: String,
-    /// Role.
-    pub role: Role,
-    /// Actor.
-    pub actor: String,
-    /// Tenant, if the key is confined to one.
-    pub tenant: Option<String>,
-    /// Scopes, if the key declares any.
-    pub scopes: Option<Vec<String>>,
-}
-
-impl fmt::Debug for ApiKeySpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKeySpec")
-            .field("role", &self.role)
-            .field("actor", &self.actor)
-            .field("tenant", &self.tenant)
-            .field("scopes", &self.scopes)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Parses `CONVERGE_API_KEYS`: entries separated by commas or newlines, each
-/// `key:role:actor[:tenant[:scopes]]`; several scopes in one entry are separated by `|` or
-/// spaces (`k1:operator:ci:acme:intents.read|queue.read`). An empty tenant means none; an
-/// absent or empty scopes field means the role alone decides. An entry starting with `#` is a
-/// comment. Errors name the entry by position and never repeat the key.
-pub fn parse_api_keys(text: &str) -> Result<Vec<ApiKeySpec>, String> {
-    let mut specs = Vec::new();
-    for (index, entry) in text
-        .split([',', '\n'])
-        .map(str::trim)
-        .filter(|e| !e.is_empty() && !e.starts_with('#'))
-        .enumerate()
-    {
-        let position = index + 1;
-        let parts: Vec<&str> = entry.splitn(5, ':').collect();
-        if parts.len() < 3 || parts[0].is_empty() || parts[2].is_empty() {
-            return Err(format!(
-                "CONVERGE_API_KEYS entry {position}: expected key:role:actor[:tenant[:scopes]]"
-            ));
-        }
-        let role = parts[1]
-            .parse()
-            .map_err(|e| format!("CONVERGE_API_KEYS entry {position}: {e}"))?;
-        let tenant = parts
-            .get(3)
-            .map(|t| t.trim())
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned);
-        let scopes: Option<Vec<String>> = parts.get(4).and_then(|s| {
-            let list: Vec<String> = s
-                .split(['|', ' '])
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
-            (!list.is_empty()).then_some(list)
-        });
-        specs.push(ApiKeySpec {
-            key: parts[0].to_owned(),
-            role,
-            actor: parts[2].to_owned(),
-            tenant,
-            scopes,
-        });
-    }
-    Ok(specs)
-}
-
 /// Stores the configured keys' hashes (an expiry set by a rotation is kept).
 pub async fn seed_api_keys(state: &AppState, specs: &[ApiKeySpec]) -> Result<(), ApiError> {
     for spec in specs {
         let record = ApiKeyRecord {
-            key_hash: hash_key(&spec.key),
+            key_hash: spec.key_hash(),
             role: spec.role.to_string(),
             actor: spec.actor.clone(),
             tenant_id: spec.tenant.clone(),
@@ -257,8 +139,8 @@ pub async fn seed_api_keys_from_secret(
         .and_then(|text| parse_api_keys(&text).ok())
         .unwrap_or_default()
         .into_iter()
-        .map(|spec| hash_key(&spec.key))
-        .filter(|hash| !current.iter().any(|spec| hash_key(&spec.key) == *hash));
+        .map(|spec| spec.key_hash())
+        .filter(|hash| !current.iter().any(|spec| spec.key_hash() == *hash));
     let now = state.clock.now();
     for key_hash in withdrawn {
         state.store.expire_api_key(&key_hash, now).await?;
@@ -413,37 +295,6 @@ pub async fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_parse_with_several_scopes_and_no_tenant() {
-        let specs = parse_api_keys(
-            "k1:admin:ops::*, k2:operator:ci:acme:intents.read|queue.*\nk3:viewer:dash",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(specs.len(), 3);
-        assert_eq!(
-            (specs[0].tenant.clone(), specs[0].scopes.clone()),
-            (None, Some(vec!["*".to_owned()]))
-        );
-        assert_eq!(
-            specs[1].scopes.clone().unwrap_or_default(),
-            ["intents.read", "queue.*"]
-        );
-        assert_eq!(
-            (specs[2].role, specs[2].scopes.clone()),
-            (Role::Viewer, None)
-        );
-        let commented = parse_api_keys("# one entry per line\nk4:viewer:dash")
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(commented.len(), 1, "a line starting with # is a comment");
-        let error = parse_api_keys("secret-value:boss:x")
-            .err()
-            .unwrap_or_default();
-        assert!(
-            error.contains("entry 1") && !error.contains("secret-value"),
-            "{error}"
-        );
-    }
 
     #[test]
     fn roles_scopes_and_tenants() {

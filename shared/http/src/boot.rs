@@ -6,7 +6,7 @@ use axum::Router;
 use converge_core::PolicyConfig;
 use converge_store::{Store, SystemClock};
 
-use crate::{ApiSettings, AppState, router, seed_api_keys};
+use crate::{AppState, router, seed_api_keys};
 
 /// Why the API could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -39,12 +39,13 @@ pub async fn local_state_from_env() -> Result<Arc<AppState>, BootError> {
 }
 
 async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
-    let lookup = |name: &str| std::env::var(name).ok();
+    let config = converge_runtime::config::Config::from_env()
+        .map_err(|e| BootError::Config(e.to_string()))?;
     let mut rotation = converge_runtime::secrets::Rotation::default();
-    let store_config = converge_runtime::secrets::store_config_from_env(&mut rotation)
+    let store_config = converge_runtime::secrets::store_config(&config, &mut rotation)
         .await
         .map_err(BootError::Config)?;
-    let mut settings = ApiSettings::from_lookup(lookup).map_err(BootError::Config)?;
+    let mut settings = config.api.clone();
     if local {
         settings.auth_required = false;
         settings.rate_limit_rpm = None;
@@ -57,11 +58,11 @@ async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
         settings,
         PolicyConfig::default(),
     );
-    let local = match local_repository(lookup("CONVERGE_REPO_PATH")) {
+    let local = match local_repository(config.local.repo_path.clone()) {
         None => None,
         Some(scm) => {
-            let checks = converge_runtime::local_checks::LocalChecks::from_lookup(
-                lookup,
+            let checks = converge_runtime::local_checks::LocalChecks::new(
+                &config.local.checks,
                 scm.path(),
                 state.store.clone(),
             )
@@ -69,7 +70,7 @@ async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
             Some((scm, checks))
         }
     };
-    let github = converge_runtime::secrets::github_app_from_env(&mut rotation)
+    let github = converge_runtime::secrets::github_app(config.github.clone(), &mut rotation)
         .await
         .map_err(BootError::Config)?
         .map(converge_github::adapters::GithubPorts::new);
@@ -83,13 +84,12 @@ async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
         .as_deref()
         .map(converge_runtime::secrets::WatchedSecret::new);
     state.rotation = rotation;
-    state.sqs = converge_runtime::sqs::SqsQueue::from_env().await;
-    state.dlq = state
-        .sqs
-        .as_ref()
-        .and_then(|queue| queue.sibling_from_env("CONVERGE_DLQ_URL"));
-    state.worker_settings = converge_runtime::queue_worker::WorkerSettings::from_lookup(lookup)
-        .map_err(BootError::Config)?;
+    if let Some((queue, dlq)) = converge_runtime::sqs::SqsQueue::from_settings(&config.queue).await
+    {
+        state.sqs = Some(queue);
+        state.dlq = dlq;
+    }
+    state.worker_settings = config.worker.clone();
     let state = Arc::new(state);
     seed_api_keys(&state, &state.settings.api_keys)
         .await
@@ -102,9 +102,11 @@ async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
 
 /// The git repository intents are validated against: `CONVERGE_REPO_PATH`, else the working
 /// directory when it is inside a git work tree (the local server started in its repository).
-fn local_repository(configured: Option<String>) -> Option<converge_runtime::local_git::GitScm> {
-    let path = match configured.filter(|p| !p.trim().is_empty()) {
-        Some(path) => std::path::PathBuf::from(path),
+fn local_repository(
+    configured: Option<std::path::PathBuf>,
+) -> Option<converge_runtime::local_git::GitScm> {
+    let path = match configured {
+        Some(path) => path,
         // A Lambda function has no repository: skip the probe (a process spawn at cold start).
         None if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() => return None,
         None => {

@@ -36,146 +36,15 @@ use converge_store::Store;
 use rand::Rng as _;
 use serde_json::json;
 
-pub use auth::{ApiKeySpec, Principal, Role, parse_api_keys, seed_api_keys};
+pub use auth::{Principal, seed_api_keys};
+pub use converge_runtime::config::{
+    ApiKeySpec, ApiSettings, DEFAULT_RATE_LIMIT_RPM, Role, WEBHOOK_MAX_BODY_BYTES, parse_api_keys,
+};
 pub use error::ApiError;
 pub use metrics::Metrics;
 
 /// Largest request body accepted (1 MiB).
 pub const BODY_LIMIT_BYTES: usize = 1 << 20;
-/// Default requests per minute per tenant.
-pub const DEFAULT_RATE_LIMIT_RPM: u32 = 120;
-
-/// API settings: `CONVERGE_AUTH_REQUIRED` (default 1), `CONVERGE_API_KEYS`,
-/// `CONVERGE_RATE_LIMIT_ENABLED` (default 1), `CONVERGE_RATE_LIMIT_RPM` (default 120),
-/// `CONVERGE_METRICS_TOKEN` (optional).
-#[derive(Clone)]
-pub struct ApiSettings {
-    /// Whether requests need an API key.
-    pub auth_required: bool,
-    /// Requests per minute per tenant, or `None` when rate limiting is off.
-    pub rate_limit_rpm: Option<u32>,
-    /// Keys to seed into the store at start.
-    pub api_keys: Vec<ApiKeySpec>,
-    /// A Secrets Manager secret holding more keys in the form of `CONVERGE_API_KEYS`
-    /// (`CONVERGE_API_KEYS_SECRET_ARN`): seeded at start and again whenever its value changes
-    /// (checked once per cache lifetime); a key dropped from it is revoked.
-    pub api_keys_secret_arn: Option<String>,
-    /// When set, `/metrics` answers only `Authorization: Bearer <token>` (its labels name
-    /// tenants, repositories and lease holders; set it wherever `/metrics` is reachable from
-    /// outside).
-    pub metrics_token: Option<String>,
-    /// Secrets that sign webhook deliveries (`CONVERGE_GITHUB_WEBHOOK_SECRET`, several
-    /// separated by commas during a rotation). None and auth required: every delivery is
-    /// refused.
-    pub webhook_secrets: Vec<converge_github::signature::WebhookSecret>,
-    /// A Secrets Manager secret holding the webhook secret(s) in the same form
-    /// (`CONVERGE_GITHUB_WEBHOOK_SECRET_ARN`): read through [`AppState::secrets`], so a
-    /// rotation is picked up within the cache's lifetime. It replaces
-    /// `CONVERGE_GITHUB_WEBHOOK_SECRET` when both are set.
-    pub webhook_secret_arn: Option<String>,
-    /// Largest webhook body accepted (`CONVERGE_WEBHOOK_MAX_BODY_BYTES`, 1 MiB).
-    pub webhook_max_body_bytes: usize,
-    /// Tenant of intents created from GitHub (`CONVERGE_GITHUB_DEFAULT_TENANT`).
-    pub github_default_tenant: Option<String>,
-}
-
-/// Default of `CONVERGE_WEBHOOK_MAX_BODY_BYTES`.
-pub const WEBHOOK_MAX_BODY_BYTES: usize = 1_048_576;
-
-fn flag(
-    lookup: &impl Fn(&str) -> Option<String>,
-    name: &str,
-    default: bool,
-) -> Result<bool, String> {
-    match lookup(name).as_deref().map(str::trim) {
-        None | Some("") => Ok(default),
-        Some("1" | "true" | "yes") => Ok(true),
-        Some("0" | "false" | "no") => Ok(false),
-        Some(other) => Err(format!("{name} must be 1 or 0, got '{other}'")),
-    }
-}
-
-impl std::fmt::Debug for ApiSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiSettings")
-            .field("auth_required", &self.auth_required)
-            .field("rate_limit_rpm", &self.rate_limit_rpm)
-            .field("api_keys", &self.api_keys)
-            .field("api_keys_secret_arn", &self.api_keys_secret_arn)
-            .field(
-                "metrics_token",
-                &self.metrics_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("webhook_secrets", &self.webhook_secrets.len())
-            .field("webhook_secret_arn", &self.webhook_secret_arn)
-            .field("webhook_max_body_bytes", &self.webhook_max_body_bytes)
-            .field("github_default_tenant", &self.github_default_tenant)
-            .finish()
-    }
-}
-
-impl Default for ApiSettings {
-    /// What an empty environment gives: authentication and rate limiting on, no keys, no
-    /// webhook secret (deliveries refused).
-    fn default() -> Self {
-        ApiSettings {
-            auth_required: true,
-            rate_limit_rpm: Some(DEFAULT_RATE_LIMIT_RPM),
-            api_keys: Vec::new(),
-            api_keys_secret_arn: None,
-            metrics_token: None,
-            webhook_secrets: Vec::new(),
-            webhook_secret_arn: None,
-            webhook_max_body_bytes: WEBHOOK_MAX_BODY_BYTES,
-            github_default_tenant: None,
-        }
-    }
-}
-
-impl ApiSettings {
-    /// Reads the settings through `lookup` (the environment in production).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ApiSettings, String> {
-        let auth_required = flag(&lookup, "CONVERGE_AUTH_REQUIRED", true)?;
-        let rate_limited = flag(&lookup, "CONVERGE_RATE_LIMIT_ENABLED", true)?;
-        let rpm = match lookup("CONVERGE_RATE_LIMIT_RPM").as_deref().map(str::trim) {
-            None | Some("") => DEFAULT_RATE_LIMIT_RPM,
-            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                format!("CONVERGE_RATE_LIMIT_RPM must be a positive integer, got '{v}'")
-            })?,
-        };
-        let api_keys = parse_api_keys(&lookup("CONVERGE_API_KEYS").unwrap_or_default())?;
-        let metrics_token = lookup("CONVERGE_METRICS_TOKEN").filter(|t| !t.trim().is_empty());
-        let webhook_max_body_bytes = match lookup("CONVERGE_WEBHOOK_MAX_BODY_BYTES")
-            .as_deref()
-            .map(str::trim)
-        {
-            None | Some("") => WEBHOOK_MAX_BODY_BYTES,
-            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                format!("CONVERGE_WEBHOOK_MAX_BODY_BYTES must be a positive integer, got '{v}'")
-            })?,
-        };
-        Ok(ApiSettings {
-            auth_required,
-            rate_limit_rpm: rate_limited.then_some(rpm),
-            api_keys,
-            api_keys_secret_arn: lookup("CONVERGE_API_KEYS_SECRET_ARN")
-                .map(|a| a.trim().to_owned())
-                .filter(|a| !a.is_empty()),
-            metrics_token,
-            webhook_secrets: converge_github::signature::parse_secrets(
-                &lookup("CONVERGE_GITHUB_WEBHOOK_SECRET").unwrap_or_default(),
-            ),
-            webhook_secret_arn: lookup("CONVERGE_GITHUB_WEBHOOK_SECRET_ARN")
-                .map(|a| a.trim().to_owned())
-                .filter(|a| !a.is_empty()),
-            webhook_max_body_bytes,
-            github_default_tenant: lookup("CONVERGE_GITHUB_DEFAULT_TENANT")
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty()),
-        })
-    }
-}
-
 /// What every handler shares.
 pub struct AppState {
     /// The store.

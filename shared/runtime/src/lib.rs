@@ -11,6 +11,7 @@
 //! - [`sqs`], [`queue_worker`]: the queue and the worker rounds; [`telemetry`]: OTLP export.
 
 pub mod aws;
+pub mod config;
 pub mod local_checks;
 pub mod local_git;
 pub mod queue_worker;

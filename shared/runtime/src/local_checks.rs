@@ -180,41 +180,19 @@ impl Checks for LocalChecks {
 }
 
 impl LocalChecks {
-    /// From `CONVERGE_LOCAL_CHECKS`, `CONVERGE_LOCAL_CHECK_COMMANDS` and
-    /// `CONVERGE_CHECK_TIMEOUT`, for the repository at `repo`.
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
+    /// The checks `settings` describe, for the repository at `repo`.
+    pub fn new(
+        settings: &crate::config::LocalChecksSettings,
         repo: &std::path::Path,
         store: converge_store::Store,
     ) -> Result<LocalChecks, String> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        match get("CONVERGE_LOCAL_CHECKS").as_deref() {
-            None | Some("reported") => Ok(LocalChecks::Reported(
+        match settings {
+            crate::config::LocalChecksSettings::Reported => Ok(LocalChecks::Reported(
                 crate::reported_checks::ReportedChecks::new(store),
             )),
-            Some("commands") => {
-                let timeout = match get("CONVERGE_CHECK_TIMEOUT") {
-                    None => Duration::from_secs(300),
-                    Some(v) => v
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|s| *s > 0)
-                        .map(Duration::from_secs)
-                        .ok_or_else(|| {
-                            format!("CONVERGE_CHECK_TIMEOUT must be a number of seconds, got '{v}'")
-                        })?,
-                };
-                let commands = get("CONVERGE_LOCAL_CHECK_COMMANDS")
-                    .unwrap_or_else(|| DEFAULT_COMMANDS.to_owned());
-                CommandChecks::new(repo, &commands, timeout).map(LocalChecks::Commands)
+            crate::config::LocalChecksSettings::Commands { commands, timeout } => {
+                CommandChecks::new(repo, commands, *timeout).map(LocalChecks::Commands)
             }
-            Some(other) => Err(format!(
-                "CONVERGE_LOCAL_CHECKS must be 'reported' or 'commands', got '{other}'"
-            )),
         }
     }
 }

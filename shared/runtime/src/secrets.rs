@@ -46,11 +46,9 @@ impl Secrets {
     /// A client configured from the environment (region, credentials, endpoint), caching for
     /// `CONVERGE_SECRETS_TTL_SECONDS` (1–300, default 300).
     pub async fn from_env() -> Secrets {
-        let ttl = std::env::var("CONVERGE_SECRETS_TTL_SECONDS")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|n| (1..=SECRET_TTL.as_secs()).contains(n))
-            .map_or(SECRET_TTL, Duration::from_secs);
+        // An unusable value stops the start in `Config::from_env`; none is used here.
+        let ttl = crate::config::secrets_ttl(&|name: &str| std::env::var(name).ok())
+            .unwrap_or(SECRET_TTL);
         Secrets::with_client(
             aws_sdk_secretsmanager::Client::new(crate::aws::sdk_config().await),
             ttl,
@@ -308,50 +306,41 @@ impl Rotation {
     }
 }
 
-/// The GitHub App from the environment (`CONVERGE_GITHUB_*`), its private key read from
-/// Secrets Manager when only `CONVERGE_GITHUB_APP_PRIVATE_KEY_SECRET_ARN` names it (then
-/// watched by `rotation`). `None` when no App is configured.
-pub async fn github_app_from_env(
+/// The GitHub App of `settings` (`None`: no App), its private key read from Secrets Manager
+/// when only `CONVERGE_GITHUB_APP_PRIVATE_KEY_SECRET_ARN` names it (then watched by
+/// `rotation`).
+pub async fn github_app(
+    settings: Option<converge_github::app::GithubSettings>,
     rotation: &mut Rotation,
 ) -> Result<Option<Arc<converge_github::app::GithubApp>>, String> {
-    use converge_github::app::{GithubApp, GithubSettings};
-    let Some(settings) =
-        GithubSettings::from_lookup(|name| std::env::var(name).ok()).map_err(|e| e.to_string())?
-    else {
+    let Some(settings) = settings else {
         return Ok(None);
     };
     match settings.private_key_secret_arn.clone() {
         Some(arn) if settings.private_key_pem.is_empty() => {
             rotation.watch_app_key(&arn, settings).await.map(Some)
         }
-        _ => GithubApp::new(settings)
+        _ => converge_github::app::GithubApp::new(settings)
             .map(Some)
             .map_err(|e| e.to_string()),
     }
 }
 
-/// The store settings from the environment; on PostgreSQL without `CONVERGE_PG_DSN`, the DSN
-/// is read from the Secrets Manager secret `CONVERGE_PG_DSN_SECRET_ARN` (as RDS keeps it) and
-/// watched by `rotation`, so new connections follow a rotated password.
-pub async fn store_config_from_env(
+/// The store settings of `config`; on PostgreSQL without `CONVERGE_PG_DSN`, the DSN is read
+/// from the Secrets Manager secret `CONVERGE_PG_DSN_SECRET_ARN` (as RDS keeps it) and watched
+/// by `rotation`, so that new connections follow a rotated password.
+pub async fn store_config(
+    config: &crate::config::Config,
     rotation: &mut Rotation,
 ) -> Result<converge_store::StoreConfig, String> {
-    let env = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    let dsn = match (env("CONVERGE_PG_DSN"), env("CONVERGE_PG_DSN_SECRET_ARN")) {
-        (Some(dsn), _) => Some(dsn),
-        (None, Some(arn)) => Some(rotation.watch_dsn(&arn).await?),
-        (None, None) => None,
-    };
-    converge_store::StoreConfig::from_lookup(|name| match name {
-        "CONVERGE_PG_DSN" => dsn.clone(),
-        other => std::env::var(other).ok(),
-    })
-    .map_err(|e| e.to_string())
+    let mut store = config.store.clone();
+    if store.pg_dsn.is_none()
+        && store.backend == converge_store::Backend::Postgres
+        && let Some(arn) = &config.pg_dsn_secret_arn
+    {
+        store.pg_dsn = Some(rotation.watch_dsn(arn).await?);
+    }
+    Ok(store)
 }
 
 /// A DSN from a secret's value: the value itself, or an RDS-style JSON document (`username`,

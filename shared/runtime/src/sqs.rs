@@ -58,32 +58,34 @@ impl SqsQueue {
         }
     }
 
-    /// The queue named by `CONVERGE_QUEUE_URL`, with the SDK's configuration from the
-    /// environment (`AWS_ENDPOINT_URL` points it at an emulator); `None` when it is unset.
-    pub async fn from_env() -> Option<SqsQueue> {
-        let url = std::env::var("CONVERGE_QUEUE_URL")
-            .ok()
-            .map(|u| u.trim().to_owned())
-            .filter(|u| !u.is_empty())?;
-        Some(SqsQueue::new(
+    /// The queue of `settings` and its dead-letter queue (sharing one client), with the
+    /// SDK's configuration from the environment (`AWS_ENDPOINT_URL` points it at an emulator);
+    /// `None` when no queue is configured.
+    pub async fn from_settings(
+        settings: &crate::config::QueueSettings,
+    ) -> Option<(SqsQueue, Option<SqsQueue>)> {
+        let url = settings.queue_url.clone()?;
+        let queue = SqsQueue::new(
             aws_sdk_sqs::Client::new(crate::aws::sdk_config().await),
             url,
-        ))
+        );
+        let dlq = settings
+            .dlq_url
+            .clone()
+            .map(|url| SqsQueue::new(queue.client.clone(), url));
+        Some((queue, dlq))
+    }
+
+    /// Like [`SqsQueue::from_settings`], with the settings read from the environment (for the
+    /// CLI's commands that need only the queues).
+    pub async fn from_env() -> Option<(SqsQueue, Option<SqsQueue>)> {
+        let env = |name: &str| std::env::var(name).ok();
+        SqsQueue::from_settings(&crate::config::QueueSettings::from_lookup(&env)).await
     }
 
     /// The queue's URL.
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    /// The queue named by `variable` (a URL), sharing `self`'s client: the DLQ beside the
-    /// queue. `None` when the variable is unset.
-    pub fn sibling_from_env(&self, variable: &str) -> Option<SqsQueue> {
-        let url = std::env::var(variable)
-            .ok()
-            .map(|u| u.trim().to_owned())
-            .filter(|u| !u.is_empty())?;
-        Some(SqsQueue::new(self.client.clone(), url))
     }
 
     /// Moves every message of this queue (a DLQ) to `target`, ten at a time: each is sent

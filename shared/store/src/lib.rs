@@ -203,9 +203,13 @@ impl StoreConfig {
             }
         };
         let pg_dsn = lookup("CONVERGE_PG_DSN").filter(|s| !s.trim().is_empty());
-        if backend == Backend::Postgres && pg_dsn.is_none() {
+        // A DSN kept in Secrets Manager is read later, by the runtime, into `pg_dsn`.
+        let dsn_in_secret =
+            lookup("CONVERGE_PG_DSN_SECRET_ARN").is_some_and(|s| !s.trim().is_empty());
+        if backend == Backend::Postgres && pg_dsn.is_none() && !dsn_in_secret {
             return Err(StoreError::Config(
-                "CONVERGE_DB_BACKEND=postgres needs CONVERGE_PG_DSN".to_owned(),
+                "CONVERGE_DB_BACKEND=postgres needs CONVERGE_PG_DSN or CONVERGE_PG_DSN_SECRET_ARN"
+                    .to_owned(),
             ));
         }
         let pool_size = match lookup("CONVERGE_DB_POOL_SIZE") {

@@ -1,0 +1,514 @@
+//! The one typed configuration of Converge: every variable of the runbook's environment table
+//! (docs/RUNBOOK.md) that a server process reads, parsed and checked here, with the defaults the
+//! table lists. [`Config::from_env`] reads them all at start and reports every unusable one at
+//! once, so a deployment with two mistakes needs one fix, not two restarts.
+//!
+//! Each section keeps its own parser beside the code that uses it (the store's
+//! `StoreConfig`, the worker's `WorkerSettings`, the App's `GithubSettings`); the API, queue,
+//! local repository and secrets settings live here. Secrets named by `*_SECRET_ARN` are not
+//! read here: [`crate::secrets`] reads them, after the configuration is known. Telemetry
+//! (`CONVERGE_LOG`, `OTEL_*`) is the one exception: it starts before the configuration is read,
+//! so that a configuration error is itself logged.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use converge_github::app::GithubSettings;
+use converge_store::StoreConfig;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::queue_worker::WorkerSettings;
+
+/// Every setting of a server process (the API and webhook functions, the worker function,
+/// `converge serve` and `converge worker`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The store: `CONVERGE_DB_BACKEND`, `CONVERGE_DB_PATH`, `CONVERGE_PG_DSN`,
+    /// `CONVERGE_DB_POOL_SIZE`.
+    pub store: StoreConfig,
+    /// `CONVERGE_PG_DSN_SECRET_ARN`: the DSN kept in Secrets Manager, used when
+    /// `CONVERGE_PG_DSN` is unset.
+    pub pg_dsn_secret_arn: Option<String>,
+    /// The HTTP API and the webhook.
+    pub api: ApiSettings,
+    /// The queue worker (`CONVERGE_WORKER_*`).
+    pub worker: WorkerSettings,
+    /// The GitHub App (`CONVERGE_GITHUB_APP_*` and friends); `None` when no App is set up.
+    pub github: Option<GithubSettings>,
+    /// The SQS queues.
+    pub queue: QueueSettings,
+    /// The local repository and its checks.
+    pub local: LocalSettings,
+    /// How long a secret read from Secrets Manager is reused (`CONVERGE_SECRETS_TTL_SECONDS`,
+    /// 1–300, default 300).
+    pub secrets_ttl: Duration,
+}
+
+/// The settings that could not be used, each naming its variable (never a secret's value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Reads every setting from the process's environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads every setting through `lookup`; the error lists every unusable one.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let store = keep(
+            &mut problems,
+            StoreConfig::from_lookup(&lookup).map_err(|e| e.to_string()),
+        );
+        let api = keep(&mut problems, ApiSettings::from_lookup(&lookup));
+        let worker = keep(&mut problems, WorkerSettings::from_lookup(&lookup));
+        let github = keep(
+            &mut problems,
+            GithubSettings::from_lookup(&lookup).map_err(|e| e.to_string()),
+        );
+        let local = keep(&mut problems, LocalSettings::from_lookup(&lookup));
+        let secrets_ttl = keep(&mut problems, secrets_ttl(&lookup));
+        match (store, api, worker, github, local, secrets_ttl) {
+            (
+                Some(store),
+                Some(api),
+                Some(worker),
+                Some(github),
+                Some(local),
+                Some(secrets_ttl),
+            ) => Ok(Config {
+                store,
+                pg_dsn_secret_arn: non_empty(&lookup, "CONVERGE_PG_DSN_SECRET_ARN"),
+                api,
+                worker,
+                github,
+                queue: QueueSettings::from_lookup(&lookup),
+                local,
+                secrets_ttl,
+            }),
+            _ => Err(ConfigError(problems)),
+        }
+    }
+}
+
+/// The value of a section that parsed; the problem noted otherwise.
+fn keep<T>(problems: &mut Vec<String>, result: Result<T, String>) -> Option<T> {
+    result.map_err(|problem| problems.push(problem)).ok()
+}
+
+/// A variable's value, trimmed; `None` when unset or blank.
+fn non_empty(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    lookup(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// `CONVERGE_SECRETS_TTL_SECONDS`: 1 to 300 seconds, default 300.
+pub fn secrets_ttl(lookup: &impl Fn(&str) -> Option<String>) -> Result<Duration, String> {
+    match non_empty(lookup, "CONVERGE_SECRETS_TTL_SECONDS") {
+        None => Ok(crate::secrets::SECRET_TTL),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=crate::secrets::SECRET_TTL.as_secs()).contains(n))
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("CONVERGE_SECRETS_TTL_SECONDS must be 1 to 300, got '{v}'")),
+    }
+}
+
+/// The SQS queues: `CONVERGE_QUEUE_URL` (workers take their work from it, the API and
+/// webhook relay to it) and `CONVERGE_DLQ_URL` (its dead-letter queue).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// The queue, when work goes through SQS.
+    pub queue_url: Option<String>,
+    /// Its dead-letter queue.
+    pub dlq_url: Option<String>,
+}
+
+impl QueueSettings {
+    /// Reads the queue URLs through `lookup`.
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> QueueSettings {
+        QueueSettings {
+            queue_url: non_empty(lookup, "CONVERGE_QUEUE_URL"),
+            dlq_url: non_empty(lookup, "CONVERGE_DLQ_URL"),
+        }
+    }
+}
+
+/// The local repository (`CONVERGE_REPO_PATH`) and how its checks are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSettings {
+    /// The repository; `None` means the working directory when it is a git work tree.
+    pub repo_path: Option<PathBuf>,
+    /// Its checks.
+    pub checks: LocalChecksSettings,
+}
+
+/// Default of `CONVERGE_CHECK_TIMEOUT`.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How the checks of the local repository are found (`CONVERGE_LOCAL_CHECKS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalChecksSettings {
+    /// `reported` (the default): CI reports results to `POST /v1/intents/{id}/checks`.
+    Reported,
+    /// `commands`: each check is a shell command run in a work tree of the head.
+    Commands {
+        /// `name=command` pairs, comma-separated (`CONVERGE_LOCAL_CHECK_COMMANDS`).
+        commands: String,
+        /// How long one command may run (`CONVERGE_CHECK_TIMEOUT`, seconds, default 300).
+        timeout: Duration,
+    },
+}
+
+impl LocalSettings {
+    /// Reads the local settings through `lookup`.
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<LocalSettings, String> {
+        let checks = match non_empty(lookup, "CONVERGE_LOCAL_CHECKS").as_deref() {
+            None | Some("reported") => LocalChecksSettings::Reported,
+            Some("commands") => LocalChecksSettings::Commands {
+                commands: non_empty(lookup, "CONVERGE_LOCAL_CHECK_COMMANDS")
+                    .unwrap_or_else(|| crate::local_checks::DEFAULT_COMMANDS.to_owned()),
+                timeout: match non_empty(lookup, "CONVERGE_CHECK_TIMEOUT") {
+                    None => DEFAULT_CHECK_TIMEOUT,
+                    Some(v) => v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|s| *s > 0)
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| {
+                            format!("CONVERGE_CHECK_TIMEOUT must be a number of seconds, got '{v}'")
+                        })?,
+                },
+            },
+            Some(other) => {
+                return Err(format!(
+                    "CONVERGE_LOCAL_CHECKS must be 'reported' or 'commands', got '{other}'"
+                ));
+            }
+        };
+        Ok(LocalSettings {
+            repo_path: non_empty(lookup, "CONVERGE_REPO_PATH").map(PathBuf::from),
+            checks,
+        })
+    }
+}
+
+/// Default requests per minute per tenant.
+pub const DEFAULT_RATE_LIMIT_RPM: u32 = 120;
+
+/// API settings: `CONVERGE_AUTH_REQUIRED` (default 1), `CONVERGE_API_KEYS`,
+/// `CONVERGE_RATE_LIMIT_ENABLED` (default 1), `CONVERGE_RATE_LIMIT_RPM` (default 120),
+/// `CONVERGE_METRICS_TOKEN` (optional).
+#[derive(Clone)]
+pub struct ApiSettings {
+    /// Whether requests need an API key.
+    pub auth_required: bool,
+    /// Requests per minute per tenant, or `None` when rate limiting is off.
+    pub rate_limit_rpm: Option<u32>,
+    /// Keys to seed into the store at start.
+    pub api_keys: Vec<ApiKeySpec>,
+    /// A Secrets Manager secret holding more keys in the form of `CONVERGE_API_KEYS`
+    /// (`CONVERGE_API_KEYS_SECRET_ARN`): seeded at start and again whenever its value changes
+    /// (checked once per cache lifetime); a key dropped from it is revoked.
+    pub api_keys_secret_arn: Option<String>,
+    /// When set, `/metrics` answers only `Authorization: Bearer <token>` (its labels name
+    /// tenants, repositories and lease holders; set it wherever `/metrics` is reachable from
+    /// outside).
+    pub metrics_token: Option<String>,
+    /// Secrets that sign webhook deliveries (`CONVERGE_GITHUB_WEBHOOK_SECRET`, several
+    /// separated by commas during a rotation). None and auth required: every delivery is
+    /// refused.
+    pub webhook_secrets: Vec<converge_github::signature::WebhookSecret>,
+    /// A Secrets Manager secret holding the webhook secret(s) in the same form
+    /// (`CONVERGE_GITHUB_WEBHOOK_SECRET_ARN`): read through [`AppState::secrets`], so a
+    /// rotation is picked up within the cache's lifetime. It replaces
+    /// `CONVERGE_GITHUB_WEBHOOK_SECRET` when both are set.
+    pub webhook_secret_arn: Option<String>,
+    /// Largest webhook body accepted (`CONVERGE_WEBHOOK_MAX_BODY_BYTES`, 1 MiB).
+    pub webhook_max_body_bytes: usize,
+    /// Tenant of intents created from GitHub (`CONVERGE_GITHUB_DEFAULT_TENANT`).
+    pub github_default_tenant: Option<String>,
+}
+
+/// Default of `CONVERGE_WEBHOOK_MAX_BODY_BYTES`.
+pub const WEBHOOK_MAX_BODY_BYTES: usize = 1_048_576;
+
+fn flag(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: bool,
+) -> Result<bool, String> {
+    match lookup(name).as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some("1" | "true" | "yes") => Ok(true),
+        Some("0" | "false" | "no") => Ok(false),
+        Some(other) => Err(format!("{name} must be 1 or 0, got '{other}'")),
+    }
+}
+
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("auth_required", &self.auth_required)
+            .field("rate_limit_rpm", &self.rate_limit_rpm)
+            .field("api_keys", &self.api_keys)
+            .field("api_keys_secret_arn", &self.api_keys_secret_arn)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("webhook_secrets", &self.webhook_secrets.len())
+            .field("webhook_secret_arn", &self.webhook_secret_arn)
+            .field("webhook_max_body_bytes", &self.webhook_max_body_bytes)
+            .field("github_default_tenant", &self.github_default_tenant)
+            .finish()
+    }
+}
+
+impl Default for ApiSettings {
+    /// What an empty environment gives: authentication and rate limiting on, no keys, no
+    /// webhook secret (deliveries refused).
+    fn default() -> Self {
+        ApiSettings {
+            auth_required: true,
+            rate_limit_rpm: Some(DEFAULT_RATE_LIMIT_RPM),
+            api_keys: Vec::new(),
+            api_keys_secret_arn: None,
+            metrics_token: None,
+            webhook_secrets: Vec::new(),
+            webhook_secret_arn: None,
+            webhook_max_body_bytes: WEBHOOK_MAX_BODY_BYTES,
+            github_default_tenant: None,
+        }
+    }
+}
+
+impl ApiSettings {
+    /// Reads the settings through `lookup` (the environment in production).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ApiSettings, String> {
+        let auth_required = flag(&lookup, "CONVERGE_AUTH_REQUIRED", true)?;
+        let rate_limited = flag(&lookup, "CONVERGE_RATE_LIMIT_ENABLED", true)?;
+        let rpm = match lookup("CONVERGE_RATE_LIMIT_RPM").as_deref().map(str::trim) {
+            None | Some("") => DEFAULT_RATE_LIMIT_RPM,
+            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("CONVERGE_RATE_LIMIT_RPM must be a positive integer, got '{v}'")
+            })?,
+        };
+        let api_keys = parse_api_keys(&lookup("CONVERGE_API_KEYS").unwrap_or_default())?;
+        let metrics_token = lookup("CONVERGE_METRICS_TOKEN").filter(|t| !t.trim().is_empty());
+        let webhook_max_body_bytes = match lookup("CONVERGE_WEBHOOK_MAX_BODY_BYTES")
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("") => WEBHOOK_MAX_BODY_BYTES,
+            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("CONVERGE_WEBHOOK_MAX_BODY_BYTES must be a positive integer, got '{v}'")
+            })?,
+        };
+        Ok(ApiSettings {
+            auth_required,
+            rate_limit_rpm: rate_limited.then_some(rpm),
+            api_keys,
+            api_keys_secret_arn: lookup("CONVERGE_API_KEYS_SECRET_ARN")
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty()),
+            metrics_token,
+            webhook_secrets: converge_github::signature::parse_secrets(
+                &lookup("CONVERGE_GITHUB_WEBHOOK_SECRET").unwrap_or_default(),
+            ),
+            webhook_secret_arn: lookup("CONVERGE_GITHUB_WEBHOOK_SECRET_ARN")
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty()),
+            webhook_max_body_bytes,
+            github_default_tenant: lookup("CONVERGE_GITHUB_DEFAULT_TENANT")
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty()),
+        })
+    }
+}
+
+/// What a key may do, in increasing power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads.
+    Viewer,
+    /// Reads and queue operations.
+    Operator,
+    /// Everything, key rotation included.
+    Admin,
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            // The value is not repeated: in a misordered entry it may be part of a key.
+            _ => Err("unknown role (expected viewer, operator or admin)".to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// SHA-256 of a key, hex: all the store ever holds of a key.
+pub fn hash_key(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One entry of `CONVERGE_API_KEYS`: `key:role:actor:tenant:scopes`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeySpec {
+    key: String,
+    /// Role.
+    pub role: Role,
+    /// Actor.
+    pub actor: String,
+    /// Tenant, if the key is confined to one.
+    pub tenant: Option<String>,
+    /// Scopes, if the key declares any.
+    pub scopes: Option<Vec<String>>,
+}
+
+impl ApiKeySpec {
+    /// The hash of the key, as the store keeps it.
+    pub fn key_hash(&self) -> String {
+        hash_key(&self.key)
+    }
+}
+
+impl fmt::Debug for ApiKeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeySpec")
+            .field("role", &self.role)
+            .field("actor", &self.actor)
+            .field("tenant", &self.tenant)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses `CONVERGE_API_KEYS`: entries separated by commas or newlines, each
+/// `key:role:actor[:tenant[:scopes]]`; several scopes in one entry are separated by `|` or
+/// spaces (`k1:operator:ci:acme:intents.read|queue.read`). An empty tenant means none; an
+/// absent or empty scopes field means the role alone decides. An entry starting with `#` is a
+/// comment. Errors name the entry by position and never repeat the key.
+pub fn parse_api_keys(text: &str) -> Result<Vec<ApiKeySpec>, String> {
+    let mut specs = Vec::new();
+    for (index, entry) in text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.starts_with('#'))
+        .enumerate()
+    {
+        let position = index + 1;
+        let parts: Vec<&str> = entry.splitn(5, ':').collect();
+        if parts.len() < 3 || parts[0].is_empty() || parts[2].is_empty() {
+            return Err(format!(
+                "CONVERGE_API_KEYS entry {position}: expected key:role:actor[:tenant[:scopes]]"
+            ));
+        }
+        let role = parts[1]
+            .parse()
+            .map_err(|e| format!("CONVERGE_API_KEYS entry {position}: {e}"))?;
+        let tenant = parts
+            .get(3)
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        let scopes: Option<Vec<String>> = parts.get(4).and_then(|s| {
+            let list: Vec<String> = s
+                .split(['|', ' '])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            (!list.is_empty()).then_some(list)
+        });
+        specs.push(ApiKeySpec {
+            key: parts[0].to_owned(),
+            role,
+            actor: parts[2].to_owned(),
+            tenant,
+            scopes,
+        });
+    }
+    Ok(specs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_with_several_scopes_and_no_tenant() {
+        let specs = parse_api_keys(
+            "k1:admin:ops::*, k2:operator:ci:acme:intents.read|queue.*\nk3:viewer:dash",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(specs.len(), 3);
+        assert_eq!(
+            (specs[0].tenant.clone(), specs[0].scopes.clone()),
+            (None, Some(vec!["*".to_owned()]))
+        );
+        assert_eq!(
+            specs[1].scopes.clone().unwrap_or_default(),
+            ["intents.read", "queue.*"]
+        );
+        assert_eq!(
+            (specs[2].role, specs[2].scopes.clone()),
+            (Role::Viewer, None)
+        );
+        let commented = parse_api_keys("# one entry per line\nk4:viewer:dash")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(commented.len(), 1, "a line starting with # is a comment");
+        let error = parse_api_keys("secret-value:boss:x")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            error.contains("entry 1") && !error.contains("secret-value"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn every_unusable_setting_is_reported_at_once() {
+        let error = Config::from_lookup(|name| match name {
+            "CONVERGE_RATE_LIMIT_RPM" => Some("lots".to_owned()),
+            "CONVERGE_WORKER_BATCH_SIZE" => Some("-1".to_owned()),
+            "CONVERGE_SECRETS_TTL_SECONDS" => Some("3600".to_owned()),
+            _ => None,
+        })
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        for variable in [
+            "CONVERGE_RATE_LIMIT_RPM",
+            "CONVERGE_WORKER_BATCH_SIZE",
+            "CONVERGE_SECRETS_TTL_SECONDS",
+        ] {
+            assert!(error.contains(variable), "{variable} missing from: {error}");
+        }
+    }
+}
