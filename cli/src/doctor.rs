@@ -114,9 +114,14 @@ async fn api_check(api: &ApiClient, local: bool) -> Check {
 
 /// The database of this environment (CONVERGE_DB_*), when one is configured here.
 async fn database_checks() -> Vec<Check> {
-    let configured = ["CONVERGE_DB_BACKEND", "CONVERGE_PG_DSN", "CONVERGE_DB_PATH"]
-        .iter()
-        .any(|name| env(name).is_some());
+    let configured = [
+        "CONVERGE_DB_BACKEND",
+        "CONVERGE_PG_DSN",
+        "CONVERGE_PG_DSN_SECRET_ARN",
+        "CONVERGE_DB_PATH",
+    ]
+    .iter()
+    .any(|name| env(name).is_some());
     if !configured {
         return vec![Check::warn(
             "database",
@@ -126,16 +131,27 @@ async fn database_checks() -> Vec<Check> {
     }
     let clock: Arc<dyn converge_core::pipeline::Clock + Send + Sync> =
         Arc::new(converge_store::SystemClock);
-    // A SQLite file that is not there is reported, not created.
-    let opened = converge_store::StoreConfig::from_env().and_then(|config| {
-        if config.backend == converge_store::Backend::Sqlite && !config.sqlite_path.is_file() {
-            return Err(converge_store::StoreError::Config(format!(
-                "no SQLite database at {}",
-                config.sqlite_path.display()
-            )));
-        }
-        converge_store::Store::open(&config, clock)
-    });
+    let opened = match converge_store::StoreConfig::from_env() {
+        Err(e) => Err(e.to_string()),
+        // The DSN may be kept in Secrets Manager, as the functions read it.
+        Ok(config) => match rotation_from_env() {
+            Err(e) => Err(e),
+            Ok(mut rotation) => converge_runtime::secrets::store_config(&config, &mut rotation)
+                .await
+                .and_then(|config| {
+                    // A SQLite file that is not there is reported, not created.
+                    if config.backend == converge_store::Backend::Sqlite
+                        && !config.sqlite_path.is_file()
+                    {
+                        return Err(format!(
+                            "no SQLite database at {}",
+                            config.sqlite_path.display()
+                        ));
+                    }
+                    converge_store::Store::open(&config, clock).map_err(|e| e.to_string())
+                }),
+        },
+    };
     let store = match opened {
         Ok(store) => store,
         Err(e) => {
@@ -193,11 +209,13 @@ async fn github_app_from_env()
     let settings =
         converge_github::app::GithubSettings::from_lookup(|name| std::env::var(name).ok())
             .map_err(|e| e.to_string())?;
-    converge_runtime::secrets::github_app(
-        settings,
-        &mut converge_runtime::secrets::Rotation::default(),
-    )
-    .await
+    converge_runtime::secrets::github_app(settings, &mut rotation_from_env()?).await
+}
+
+/// A rotation for this command's reads of Secrets Manager (each secret read once).
+fn rotation_from_env() -> Result<converge_runtime::secrets::Rotation, String> {
+    let ttl = converge_runtime::config::secrets_ttl(&|name: &str| std::env::var(name).ok())?;
+    Ok(converge_runtime::secrets::Rotation::new(ttl))
 }
 
 /// The SQS queue and its DLQ (CONVERGE_QUEUE_URL, CONVERGE_DLQ_URL), when configured.

@@ -97,8 +97,16 @@ pub fn run(
     })
 }
 
-fn configured_store() -> anyhow::Result<Store> {
-    let config = StoreConfig::from_env()?;
+/// The store the environment configures, its DSN read from Secrets Manager when only
+/// `CONVERGE_PG_DSN_SECRET_ARN` names it (as the functions read it).
+async fn configured_store() -> anyhow::Result<Store> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut rotation = converge_runtime::secrets::Rotation::new(
+        converge_runtime::config::secrets_ttl(&env).map_err(anyhow::Error::msg)?,
+    );
+    let config = converge_runtime::secrets::store_config(&StoreConfig::from_env()?, &mut rotation)
+        .await
+        .map_err(anyhow::Error::msg)?;
     Ok(Store::open(&config, Arc::new(SystemClock))?)
 }
 
@@ -111,14 +119,14 @@ fn backend_name(store: &Store) -> &'static str {
 
 /// `converge migrate`.
 pub async fn migrate() -> anyhow::Result<serde_json::Value> {
-    let store = configured_store()?;
+    let store = configured_store().await?;
     store.migrate().await?;
     Ok(json!({"backend": backend_name(&store), "migrated": true}))
 }
 
 /// `converge projections rebuild`.
 pub async fn rebuild_projections() -> anyhow::Result<serde_json::Value> {
-    let store = configured_store()?;
+    let store = configured_store().await?;
     store.migrate().await?;
     let intents = store.rebuild_projections().await?;
     Ok(json!({"backend": backend_name(&store), "intents": intents}))

@@ -124,6 +124,7 @@ async fn seed(store: &Store, clock: &ManualClock) {
             scopes: vec!["*".into()],
             created_at: clock.now(),
             expires_at: None,
+            origin: Some("secret:arn:aws:secretsmanager:eu-west-1:1:secret:keys".into()),
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));

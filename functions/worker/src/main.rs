@@ -17,9 +17,9 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     let telemetry = converge_runtime::telemetry::Telemetry::init("converge-worker");
     let config = converge_runtime::config::Config::from_env()?;
-    let mut rotation = converge_runtime::secrets::Rotation::default();
+    let mut rotation = converge_runtime::secrets::Rotation::new(config.secrets_ttl);
     let store = Store::open(
-        &converge_runtime::secrets::store_config(&config, &mut rotation).await?,
+        &converge_runtime::secrets::store_config(&config.store, &mut rotation).await?,
         Arc::new(SystemClock),
     )?;
     store.migrate().await?;

@@ -103,6 +103,15 @@ impl Principal {
 
 /// Stores the configured keys' hashes (an expiry set by a rotation is kept).
 pub async fn seed_api_keys(state: &AppState, specs: &[ApiKeySpec]) -> Result<(), ApiError> {
+    seed_api_keys_as(state, specs, None).await
+}
+
+/// Stores the keys' hashes, recording where they were configured.
+async fn seed_api_keys_as(
+    state: &AppState,
+    specs: &[ApiKeySpec],
+    origin: Option<&str>,
+) -> Result<(), ApiError> {
     for spec in specs {
         let record = ApiKeyRecord {
             key_hash: spec.key_hash(),
@@ -112,39 +121,34 @@ pub async fn seed_api_keys(state: &AppState, specs: &[ApiKeySpec]) -> Result<(),
             scopes: spec.scopes.clone().unwrap_or_default(),
             created_at: state.clock.now(),
             expires_at: None,
+            origin: origin.map(str::to_owned),
         };
         state.store.put_api_key(&record).await?;
     }
     Ok(())
 }
 
-/// Seeds the keys listed in the secret `arn` (its current value is `text`), then revokes the
-/// keys its previous version listed that the current one no longer does: removing a key from
-/// the secret is how it is withdrawn.
+/// Seeds the keys listed in the secret `arn` (its current value is `text`), each recorded as
+/// coming from it, then revokes the live keys that came from it and that it no longer lists:
+/// removing a key from the secret is how it is withdrawn. A revoked key stays revoked if it is
+/// listed again (an expiry is never lifted); a withdrawn key is replaced by a new one.
 pub async fn seed_api_keys_from_secret(
     state: &AppState,
-    secrets: &converge_runtime::secrets::Secrets,
     arn: &str,
     text: &str,
 ) -> Result<(), ApiError> {
     let current = parse_api_keys(text)
         .map_err(|e| ApiError::DependencyUnavailable(format!("secret {arn}: {e}")))?;
-    seed_api_keys(state, &current).await?;
-    let previous = secrets
-        .previous(arn)
-        .await
-        .map_err(|e| ApiError::DependencyUnavailable(e.to_string()))?;
-    // A previous version that no longer parses revokes nothing: its keys cannot be told apart.
-    let withdrawn = previous
-        .and_then(|text| parse_api_keys(&text).ok())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|spec| spec.key_hash())
-        .filter(|hash| !current.iter().any(|spec| spec.key_hash() == *hash));
+    let origin = format!("secret:{arn}");
+    seed_api_keys_as(state, &current, Some(&origin)).await?;
+    let listed: std::collections::BTreeSet<String> =
+        current.iter().map(ApiKeySpec::key_hash).collect();
     let now = state.clock.now();
-    for key_hash in withdrawn {
-        state.store.expire_api_key(&key_hash, now).await?;
-        state.key_cache.forget(&key_hash);
+    for key_hash in state.store.api_keys_from(&origin).await? {
+        if !listed.contains(&key_hash) {
+            state.store.expire_api_key(&key_hash, now).await?;
+            state.key_cache.forget(&key_hash);
+        }
     }
     Ok(())
 }

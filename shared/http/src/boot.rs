@@ -41,8 +41,8 @@ pub async fn local_state_from_env() -> Result<Arc<AppState>, BootError> {
 async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
     let config = converge_runtime::config::Config::from_env()
         .map_err(|e| BootError::Config(e.to_string()))?;
-    let mut rotation = converge_runtime::secrets::Rotation::default();
-    let store_config = converge_runtime::secrets::store_config(&config, &mut rotation)
+    let mut rotation = converge_runtime::secrets::Rotation::new(config.secrets_ttl);
+    let store_config = converge_runtime::secrets::store_config(&config.store, &mut rotation)
         .await
         .map_err(BootError::Config)?;
     let mut settings = config.api.clone();
@@ -76,7 +76,7 @@ async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
         .map(converge_github::adapters::GithubPorts::new);
     state.ports = converge_runtime::routed::RoutedPorts::new(local, github);
     if state.settings.webhook_secret_arn.is_some() || state.settings.api_keys_secret_arn.is_some() {
-        state.secrets = Some(converge_runtime::secrets::Secrets::shared().await);
+        state.secrets = Some(converge_runtime::secrets::Secrets::shared(config.secrets_ttl).await);
     }
     state.api_keys_secret = state
         .settings
@@ -94,9 +94,12 @@ async fn build_state(local: bool) -> Result<Arc<AppState>, BootError> {
     seed_api_keys(&state, &state.settings.api_keys)
         .await
         .map_err(BootError::Keys)?;
-    // The keys' secret is read once now, so that a secret that cannot be read or parsed stops
-    // the start instead of every request.
-    state.refresh_api_keys().await.map_err(BootError::Keys)?;
+    // The keys' secret is read now, so that its keys work from the first request. A failure
+    // does not stop the start: the keys seeded before are in the database, and the next
+    // request tries again (after a pause).
+    if let Err(e) = state.refresh_api_keys().await {
+        tracing::warn!("API keys' secret not seeded: {e}");
+    }
     Ok(state)
 }
 

@@ -102,7 +102,9 @@ impl AppState {
             sqs: None,
             dlq: None,
             secrets: None,
-            rotation: converge_runtime::secrets::Rotation::default(),
+            rotation: converge_runtime::secrets::Rotation::new(
+                converge_runtime::secrets::SECRET_TTL,
+            ),
             api_keys_secret: None,
             worker_settings: converge_runtime::queue_worker::WorkerSettings::default(),
         }
@@ -144,9 +146,9 @@ impl AppState {
         else {
             return Ok(());
         };
-        let outcome = auth::seed_api_keys_from_secret(self, secrets, watched.arn(), &text).await;
+        let outcome = auth::seed_api_keys_from_secret(self, watched.arn(), &text).await;
         if outcome.is_err() {
-            watched.forget();
+            watched.failed();
         }
         outcome
     }

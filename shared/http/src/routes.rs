@@ -728,6 +728,8 @@ pub(crate) async fn rotate_key(
             scopes: principal.scopes.clone().unwrap_or_default(),
             created_at: now,
             expires_at: None,
+            // Made through the API: no secret lists it, so none revokes it.
+            origin: None,
         })
         .await?;
     let old_expires_at = now + TimeDelta::seconds(grace);

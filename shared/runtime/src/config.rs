@@ -26,12 +26,9 @@ use crate::queue_worker::WorkerSettings;
 /// `converge serve` and `converge worker`).
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The store: `CONVERGE_DB_BACKEND`, `CONVERGE_DB_PATH`, `CONVERGE_PG_DSN`,
-    /// `CONVERGE_DB_POOL_SIZE`.
+    /// The store: `CONVERGE_DB_BACKEND`, `CONVERGE_DB_PATH`, `CONVERGE_PG_DSN` (or
+    /// `CONVERGE_PG_DSN_SECRET_ARN`), `CONVERGE_DB_POOL_SIZE`.
     pub store: StoreConfig,
-    /// `CONVERGE_PG_DSN_SECRET_ARN`: the DSN kept in Secrets Manager, used when
-    /// `CONVERGE_PG_DSN` is unset.
-    pub pg_dsn_secret_arn: Option<String>,
     /// The HTTP API and the webhook.
     pub api: ApiSettings,
     /// The queue worker (`CONVERGE_WORKER_*`).
@@ -83,7 +80,6 @@ impl Config {
                 Some(secrets_ttl),
             ) => Ok(Config {
                 store,
-                pg_dsn_secret_arn: non_empty(&lookup, "CONVERGE_PG_DSN_SECRET_ARN"),
                 api,
                 worker,
                 github,
@@ -227,7 +223,7 @@ pub struct ApiSettings {
     /// refused.
     pub webhook_secrets: Vec<converge_github::signature::WebhookSecret>,
     /// A Secrets Manager secret holding the webhook secret(s) in the same form
-    /// (`CONVERGE_GITHUB_WEBHOOK_SECRET_ARN`): read through [`AppState::secrets`], so a
+    /// (`CONVERGE_GITHUB_WEBHOOK_SECRET_ARN`): read through the API's Secrets Manager client, so a
     /// rotation is picked up within the cache's lifetime. It replaces
     /// `CONVERGE_GITHUB_WEBHOOK_SECRET` when both are set.
     pub webhook_secret_arn: Option<String>,
@@ -412,14 +408,17 @@ impl fmt::Debug for ApiKeySpec {
 /// Parses `CONVERGE_API_KEYS`: entries separated by commas or newlines, each
 /// `key:role:actor[:tenant[:scopes]]`; several scopes in one entry are separated by `|` or
 /// spaces (`k1:operator:ci:acme:intents.read|queue.read`). An empty tenant means none; an
-/// absent or empty scopes field means the role alone decides. An entry starting with `#` is a
+/// absent or empty scopes field means the role alone decides. A line starting with `#` is a
 /// comment. Errors name the entry by position and never repeat the key.
 pub fn parse_api_keys(text: &str) -> Result<Vec<ApiKeySpec>, String> {
     let mut specs = Vec::new();
+    // Comments are whole lines, so that a comment may hold commas.
     for (index, entry) in text
-        .split([',', '\n'])
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .flat_map(|line| line.split(','))
         .map(str::trim)
-        .filter(|e| !e.is_empty() && !e.starts_with('#'))
+        .filter(|e| !e.is_empty())
         .enumerate()
     {
         let position = index + 1;
@@ -480,9 +479,13 @@ mod tests {
             (specs[2].role, specs[2].scopes.clone()),
             (Role::Viewer, None)
         );
-        let commented = parse_api_keys("# one entry per line\nk4:viewer:dash")
+        let commented = parse_api_keys("# entries, one per line\nk4:viewer:dash, k5:viewer:dash")
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(commented.len(), 1, "a line starting with # is a comment");
+        assert_eq!(
+            commented.len(),
+            2,
+            "a line starting with # is a comment, commas and all"
+        );
         let error = parse_api_keys("secret-value:boss:x")
             .err()
             .unwrap_or_default();
@@ -490,6 +493,24 @@ mod tests {
             error.contains("entry 1") && !error.contains("secret-value"),
             "{error}"
         );
+    }
+
+    /// The template creates the keys' secret with a placeholder value: it must parse (to no
+    /// key), or every API function would fail to seed its keys.
+    #[test]
+    fn the_templates_placeholder_for_the_keys_secret_parses() {
+        let template = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml"),
+        )
+        .unwrap_or_else(|e| panic!("template.yaml: {e}"));
+        let placeholder = template
+            .split("ApiKeysSecret:")
+            .nth(1)
+            .and_then(|resource| resource.split("SecretString:").nth(1))
+            .and_then(|rest| rest.lines().next())
+            .map(|value| value.trim().trim_matches('"'))
+            .unwrap_or_else(|| panic!("no SecretString for ApiKeysSecret in template.yaml"));
+        assert_eq!(parse_api_keys(placeholder).map(|keys| keys.len()), Ok(0));
     }
 
     #[test]

@@ -2,19 +2,23 @@
 //! so the local stack and the tests use an emulator). A value is cached for at most
 //! [`SECRET_TTL`], so a rotated secret is picked up without a redeploy; an error never
 //! contains the secret.
+//!
+//! Secrets turned into long-lived objects (the database DSN into the connection pool, the
+//! GitHub App's key into its client) are watched by a [`Rotation`], which hands a changed value
+//! to its object.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use std::time::{Duration, Instant};
 
 /// Longest time a secret value is reused before it is read again.
 pub const SECRET_TTL: Duration = Duration::from_secs(300);
 
-/// When Secrets Manager cannot be reached, how long the value in hand is used before the next
-/// attempt: requests are not held up by a failing read each.
-pub const RETRY_AFTER_FAILED_READ: Duration = Duration::from_secs(30);
+/// After a failed read or a value that could not be used, how long before the next attempt:
+/// the value in hand stays in use meanwhile, and requests are not held up by a failure each.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 /// Why a secret could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,23 +47,16 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// A client configured from the environment (region, credentials, endpoint), caching for
-    /// `CONVERGE_SECRETS_TTL_SECONDS` (1–300, default 300).
-    pub async fn from_env() -> Secrets {
-        // An unusable value stops the start in `Config::from_env`; none is used here.
-        let ttl = crate::config::secrets_ttl(&|name: &str| std::env::var(name).ok())
-            .unwrap_or(SECRET_TTL);
-        Secrets::with_client(
-            aws_sdk_secretsmanager::Client::new(crate::aws::sdk_config().await),
-            ttl,
-        )
-    }
-
-    /// The process's client (one cache for every secret the process reads).
-    pub async fn shared() -> Arc<Secrets> {
+    /// The process's client (one cache for every secret the process reads), made on first use
+    /// with the SDK's configuration from the environment and values kept for `ttl` (the
+    /// configuration's `CONVERGE_SECRETS_TTL_SECONDS`; the first caller's value holds).
+    pub async fn shared(ttl: Duration) -> Arc<Secrets> {
         static SHARED: tokio::sync::OnceCell<Arc<Secrets>> = tokio::sync::OnceCell::const_new();
         SHARED
-            .get_or_init(|| async { Arc::new(Secrets::from_env().await) })
+            .get_or_init(|| async {
+                let client = aws_sdk_secretsmanager::Client::new(crate::aws::sdk_config().await);
+                Arc::new(Secrets::with_client(client, ttl))
+            })
             .await
             .clone()
     }
@@ -75,7 +72,7 @@ impl Secrets {
 
     /// The current value of the secret `arn` (its string value), from the cache when fresh.
     /// When the read fails but a value was read before, that value is answered (and the read
-    /// tried again after [`RETRY_AFTER_FAILED_READ`]): an outage of Secrets Manager keeps the
+    /// tried again after [`RETRY_AFTER_FAILURE`]): an outage of Secrets Manager keeps the
     /// credentials in hand working. Only a secret never read yet fails.
     pub async fn get(&self, arn: &str) -> Result<String, SecretError> {
         let cached = self.cached(arn);
@@ -84,17 +81,11 @@ impl Secrets {
         {
             return Ok(value.clone());
         }
-        let read = self.read(arn, None).await.and_then(|value| {
-            value.ok_or_else(|| SecretError {
-                arn: arn.to_owned(),
-                reason: "it has no current version".to_owned(),
-            })
-        });
-        let (value, fresh_for) = match (read, cached) {
+        let (value, fresh_for) = match (self.read(arn).await, cached) {
             (Ok(value), _) => (value, self.ttl),
             (Err(e), Some((_, stale))) => {
                 tracing::warn!("{e}; the value read before stays in use");
-                (stale, self.ttl.min(RETRY_AFTER_FAILED_READ))
+                (stale, self.ttl.min(RETRY_AFTER_FAILURE))
             }
             (Err(e), None) => return Err(e),
         };
@@ -105,42 +96,23 @@ impl Secrets {
         Ok(value)
     }
 
-    /// The value the secret had before its last change (its `AWSPREVIOUS` version), read
-    /// uncached; `None` when it has never changed.
-    pub async fn previous(&self, arn: &str) -> Result<Option<String>, SecretError> {
-        self.read(arn, Some("AWSPREVIOUS")).await
-    }
-
-    async fn read(&self, arn: &str, stage: Option<&str>) -> Result<Option<String>, SecretError> {
+    async fn read(&self, arn: &str) -> Result<String, SecretError> {
         let failed = |reason: String| SecretError {
             arn: arn.to_owned(),
             reason,
         };
-        let answer = match self
+        let answer = self
             .client
             .get_secret_value()
             .secret_id(arn)
-            .set_version_stage(stage.map(str::to_owned))
             .send()
             .await
-        {
-            Ok(answer) => answer,
-            Err(e)
-                if stage.is_some()
-                    && e.as_service_error()
-                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => {
-                return Err(failed(
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
-                ));
-            }
-        };
+            .map_err(|e| {
+                failed(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())
+            })?;
         answer
             .secret_string()
-            .map(|value| Some(value.to_owned()))
+            .map(str::to_owned)
             .ok_or_else(|| failed("it holds no string value".to_owned()))
     }
 
@@ -154,12 +126,20 @@ impl Secrets {
 }
 
 /// A secret whose consumer must act when its value changes (new connections, a new signing
-/// key, re-seeded API keys). It remembers a digest of the value last handed out, never the
+/// key, re-seeded API keys). It remembers a digest of the value last handed over, never the
 /// value.
 #[derive(Debug)]
 pub struct WatchedSecret {
     arn: String,
-    seen: Mutex<Option<[u8; 32]>>,
+    state: Mutex<Watch>,
+}
+
+#[derive(Debug, Default)]
+struct Watch {
+    /// Digest of the value last handed over.
+    seen: Option<[u8; 32]>,
+    /// After a failure: no value is handed over before then.
+    retry_at: Option<Instant>,
 }
 
 impl WatchedSecret {
@@ -168,7 +148,7 @@ impl WatchedSecret {
     pub fn new(arn: impl Into<String>) -> WatchedSecret {
         WatchedSecret {
             arn: arn.into(),
-            seen: Mutex::new(None),
+            state: Mutex::new(Watch::default()),
         }
     }
 
@@ -177,29 +157,36 @@ impl WatchedSecret {
         &self.arn
     }
 
-    /// The value when it differs from the one last answered (through `secrets`' cache, so at
-    /// most one read per cache lifetime); `None` when unchanged.
+    /// The value when it differs from the one last handed over (through `secrets`' cache, so
+    /// at most one read per cache lifetime); `None` when unchanged, or while a failure's
+    /// [`RETRY_AFTER_FAILURE`] lasts.
     pub async fn changed(&self, secrets: &Secrets) -> Result<Option<String>, SecretError> {
         let value = secrets.get(&self.arn).await?;
         let digest: [u8; 32] = Sha256::digest(value.as_bytes()).into();
-        let mut seen = self
-            .seen
+        let mut state = self
+            .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *seen == Some(digest) {
+        if state.seen == Some(digest) || state.retry_at.is_some_and(|at| Instant::now() < at) {
             return Ok(None);
         }
-        *seen = Some(digest);
+        *state = Watch {
+            seen: Some(digest),
+            retry_at: None,
+        };
         Ok(Some(value))
     }
 
-    /// Forgets the value last answered, so that the next call answers it again (its consumer
-    /// could not use it and should retry).
-    pub fn forget(&self) {
+    /// The value last handed over could not be used: it is handed over again, after
+    /// [`RETRY_AFTER_FAILURE`].
+    pub fn failed(&self) {
         *self
-            .seen
+            .state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Watch {
+            seen: None,
+            retry_at: Some(Instant::now() + RETRY_AFTER_FAILURE),
+        };
     }
 }
 
@@ -207,19 +194,30 @@ impl WatchedSecret {
 /// them without a restart: the database DSN (new connections use it) and the GitHub App's
 /// private key (new tokens are signed with it). [`Rotation::refresh`] runs before each
 /// request and each batch; it costs a Secrets Manager call only once per cache lifetime.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Rotation {
+    ttl: Duration,
     secrets: Option<Arc<Secrets>>,
     dsn: Option<WatchedSecret>,
     app_key: Option<(WatchedSecret, Arc<converge_github::app::GithubApp>)>,
 }
 
 impl Rotation {
-    /// Watches secrets through `secrets` (the process's own client otherwise).
+    /// Watches nothing yet; secrets are read through the process's client, kept for `ttl`.
+    pub fn new(ttl: Duration) -> Rotation {
+        Rotation {
+            ttl,
+            secrets: None,
+            dsn: None,
+            app_key: None,
+        }
+    }
+
+    /// Watches secrets through `secrets`.
     pub fn with_secrets(secrets: Arc<Secrets>) -> Rotation {
         Rotation {
             secrets: Some(secrets),
-            ..Rotation::default()
+            ..Rotation::new(SECRET_TTL)
         }
     }
 
@@ -243,25 +241,16 @@ impl Rotation {
         Ok(app)
     }
 
-    /// The Secrets Manager client of the process, once some secret is configured.
-    pub fn secrets(&self) -> Option<&Arc<Secrets>> {
-        self.secrets.as_ref()
-    }
-
-    async fn client(&mut self) -> Arc<Secrets> {
-        match &self.secrets {
+    /// Reads `arn` now and watches it from here on; answers its value.
+    async fn first_read(&mut self, arn: &str) -> Result<(WatchedSecret, String), String> {
+        let secrets = match &self.secrets {
             Some(secrets) => secrets.clone(),
             None => {
-                let secrets = Secrets::shared().await;
+                let secrets = Secrets::shared(self.ttl).await;
                 self.secrets = Some(secrets.clone());
                 secrets
             }
-        }
-    }
-
-    /// Reads `arn` now and watches it from here on; answers its value.
-    async fn first_read(&mut self, arn: &str) -> Result<(WatchedSecret, String), String> {
-        let secrets = self.client().await;
+        };
         let watched = WatchedSecret::new(arn);
         let value = watched
             .changed(&secrets)
@@ -272,7 +261,8 @@ impl Rotation {
     }
 
     /// Hands each watched secret that changed to its consumer. A failure is logged (without
-    /// the value) and retried at the next refresh; the process keeps its current credentials.
+    /// the value) and retried after [`RETRY_AFTER_FAILURE`]; the process keeps its current
+    /// credentials meanwhile.
     pub async fn refresh(&self, store: &converge_store::Store) {
         let Some(secrets) = &self.secrets else {
             return;
@@ -283,7 +273,7 @@ impl Rotation {
                 Ok(Some(value)) => match store.use_pg_dsn(&dsn_of_secret(&value)) {
                     Ok(()) => tracing::info!(secret = watched.arn(), "database DSN rotated"),
                     Err(e) => {
-                        watched.forget();
+                        watched.failed();
                         tracing::warn!(secret = watched.arn(), "rotated DSN refused: {e}");
                     }
                 },
@@ -296,7 +286,7 @@ impl Rotation {
                 Ok(Some(pem)) => match app.replace_key(&pem) {
                     Ok(()) => tracing::info!(secret = watched.arn(), "GitHub App key rotated"),
                     Err(e) => {
-                        watched.forget();
+                        watched.failed();
                         tracing::warn!(secret = watched.arn(), "rotated App key refused: {e}");
                     }
                 },
@@ -326,19 +316,19 @@ pub async fn github_app(
     }
 }
 
-/// The store settings of `config`; on PostgreSQL without `CONVERGE_PG_DSN`, the DSN is read
-/// from the Secrets Manager secret `CONVERGE_PG_DSN_SECRET_ARN` (as RDS keeps it) and watched
-/// by `rotation`, so that new connections follow a rotated password.
+/// `store` with its DSN: on PostgreSQL without `CONVERGE_PG_DSN`, the DSN is read from the
+/// Secrets Manager secret `CONVERGE_PG_DSN_SECRET_ARN` (as RDS keeps it) and watched by
+/// `rotation`, so that new connections follow a rotated password.
 pub async fn store_config(
-    config: &crate::config::Config,
+    store: &converge_store::StoreConfig,
     rotation: &mut Rotation,
 ) -> Result<converge_store::StoreConfig, String> {
-    let mut store = config.store.clone();
+    let mut store = store.clone();
     if store.pg_dsn.is_none()
         && store.backend == converge_store::Backend::Postgres
-        && let Some(arn) = &config.pg_dsn_secret_arn
+        && let Some(arn) = store.pg_dsn_secret_arn.clone()
     {
-        store.pg_dsn = Some(rotation.watch_dsn(arn).await?);
+        store.pg_dsn = Some(rotation.watch_dsn(&arn).await?);
     }
     Ok(store)
 }

@@ -650,10 +650,10 @@ macro_rules! store_operations {
             /// it expiring).
             pub async fn put_api_key(&self, key: &$crate::ApiKeyRecord) -> Result<(), $crate::StoreError> {
                 sqlx::query(
-                    "INSERT INTO api_keys (key_hash, role, actor, tenant_id, scopes, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                    "INSERT INTO api_keys (key_hash, role, actor, tenant_id, scopes, created_at, expires_at, origin) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (key_hash) DO UPDATE SET role = excluded.role, actor = excluded.actor, \
-                     tenant_id = excluded.tenant_id, scopes = excluded.scopes, \
+                     tenant_id = excluded.tenant_id, scopes = excluded.scopes, origin = excluded.origin, \
                      expires_at = CASE WHEN excluded.expires_at IS NOT NULL \
                      AND (api_keys.expires_at IS NULL OR excluded.expires_at < api_keys.expires_at) \
                      THEN excluded.expires_at ELSE api_keys.expires_at END",
@@ -665,9 +665,22 @@ macro_rules! store_operations {
                 .bind(sqlx::types::Json(&key.scopes))
                 .bind(ts(key.created_at))
                 .bind(key.expires_at.map(ts))
+                .bind(&key.origin)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            /// The hashes of the live keys configured from `origin` (see `ApiKeyRecord::origin`).
+            pub async fn api_keys_from(&self, origin: &str) -> Result<Vec<String>, $crate::StoreError> {
+                Ok(sqlx::query_scalar(
+                    "SELECT key_hash FROM api_keys WHERE origin = $1 \
+                     AND (expires_at IS NULL OR expires_at > $2) ORDER BY key_hash",
+                )
+                .bind(origin)
+                .bind(ts(self.now()))
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             /// The key with this hash, if it exists and has not expired.
@@ -688,6 +701,7 @@ macro_rules! store_operations {
                             scopes: scopes.0,
                             created_at: get_ts(row, "created_at")?,
                             expires_at: get_opt_ts(row, "expires_at")?,
+                            origin: row.try_get("origin")?,
                         })
                     })
                     .transpose()

@@ -103,6 +103,11 @@ mod migrations {
                 "feature flags",
                 include_str!("../migrations/postgres/0003_feature_flags.sql"),
             ),
+            (
+                4,
+                "api key origin",
+                include_str!("../migrations/postgres/0004_api_key_origin.sql"),
+            ),
         ])
     }
 
@@ -122,6 +127,11 @@ mod migrations {
                 3,
                 "feature flags",
                 include_str!("../migrations/sqlite/0003_feature_flags.sql"),
+            ),
+            (
+                4,
+                "api key origin",
+                include_str!("../migrations/sqlite/0004_api_key_origin.sql"),
             ),
         ])
     }
@@ -175,6 +185,9 @@ pub struct StoreConfig {
     pub sqlite_path: PathBuf,
     /// The PostgreSQL DSN (secret: never printed).
     pub pg_dsn: Option<String>,
+    /// A Secrets Manager secret holding the DSN (`CONVERGE_PG_DSN_SECRET_ARN`), used when
+    /// `pg_dsn` is unset: the runtime reads it into `pg_dsn` before the store is opened.
+    pub pg_dsn_secret_arn: Option<String>,
     /// Connections per pool.
     pub pool_size: u32,
 }
@@ -185,6 +198,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("backend", &self.backend)
             .field("sqlite_path", &self.sqlite_path)
             .field("pg_dsn", &self.pg_dsn.as_ref().map(|_| "<redacted>"))
+            .field("pg_dsn_secret_arn", &self.pg_dsn_secret_arn)
             .field("pool_size", &self.pool_size)
             .finish()
     }
@@ -203,10 +217,10 @@ impl StoreConfig {
             }
         };
         let pg_dsn = lookup("CONVERGE_PG_DSN").filter(|s| !s.trim().is_empty());
-        // A DSN kept in Secrets Manager is read later, by the runtime, into `pg_dsn`.
-        let dsn_in_secret =
-            lookup("CONVERGE_PG_DSN_SECRET_ARN").is_some_and(|s| !s.trim().is_empty());
-        if backend == Backend::Postgres && pg_dsn.is_none() && !dsn_in_secret {
+        let pg_dsn_secret_arn = lookup("CONVERGE_PG_DSN_SECRET_ARN")
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        if backend == Backend::Postgres && pg_dsn.is_none() && pg_dsn_secret_arn.is_none() {
             return Err(StoreError::Config(
                 "CONVERGE_DB_BACKEND=postgres needs CONVERGE_PG_DSN or CONVERGE_PG_DSN_SECRET_ARN"
                     .to_owned(),
@@ -231,6 +245,7 @@ impl StoreConfig {
                 .filter(|s| !s.trim().is_empty())
                 .map_or_else(|| PathBuf::from(DEFAULT_SQLITE_PATH), PathBuf::from),
             pg_dsn,
+            pg_dsn_secret_arn,
             pool_size,
         })
     }
@@ -263,7 +278,13 @@ impl Store {
                 clock,
             )?)),
             Backend::Postgres => {
-                let dsn = config.pg_dsn.as_deref().unwrap_or_default();
+                let dsn = config.pg_dsn.as_deref().ok_or_else(|| {
+                    StoreError::Config(
+                        "the PostgreSQL DSN was not read from CONVERGE_PG_DSN_SECRET_ARN; \
+                         set CONVERGE_PG_DSN for this command"
+                            .to_owned(),
+                    )
+                })?;
                 Ok(Store::Postgres(PgStore::connect_lazy(
                     dsn,
                     config.pool_size,
@@ -420,6 +441,8 @@ forward! {
     fn put_api_key(&self, key: &ApiKeyRecord) -> ();
     /// Finds a live API key by hash.
     fn find_api_key(&self, key_hash: &str) -> Option<ApiKeyRecord>;
+    /// The live keys configured from one origin.
+    fn api_keys_from(&self, origin: &str) -> Vec<String>;
     /// Sets a key's expiry.
     fn expire_api_key(&self, key_hash: &str, at: DateTime<Utc>) -> bool;
     /// Counts a request in a tenant's rate-limit window.

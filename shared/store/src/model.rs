@@ -148,6 +148,10 @@ pub struct ApiKeyRecord {
     pub created_at: DateTime<Utc>,
     /// When it stops working (rotation grace), if ever.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Where it was configured: `None` for keys made through the API or `CONVERGE_API_KEYS`,
+    /// `secret:<arn>` for keys seeded from a Secrets Manager secret (which revokes the keys it
+    /// no longer lists).
+    pub origin: Option<String>,
 }
 
 /// Where a page of intents starts (exclusive), in queue order.

@@ -139,6 +139,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("scopes", Json),
             ("created_at", Ts),
             ("expires_at", OptTs),
+            ("origin", OptText),
         ],
         serial: None,
     },

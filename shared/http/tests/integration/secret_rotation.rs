@@ -107,7 +107,7 @@ async fn list_intents(app: &axum::Router, key: &str) -> u16 {
 
 /// The API keys kept in Secrets Manager (`CONVERGE_API_KEYS_SECRET_ARN`) are rotated: the
 /// secret gains a new key and drops the old one. After the cache's lifetime the new key is
-/// accepted and the dropped one refused, with no restart.
+/// accepted and the dropped one refused, with no restart, however many edits came between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_rotated_in_secrets_manager_are_seeded_and_dropped_keys_revoked() {
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -187,8 +187,16 @@ async fn api_keys_rotated_in_secrets_manager_are_seeded_and_dropped_keys_revoked
         "a key dropped from the secret is revoked"
     );
 
+    // Two edits within one cache lifetime (a key added, then the one before it dropped): the
+    // instance sees only the last value, and still revokes what that value no longer lists.
+    put("new-key:operator:ops\nthird-key:operator:ops", arn.clone()).await;
+    put("third-key:operator:ops", arn.clone()).await;
+    tokio::time::sleep(TTL + Duration::from_millis(200)).await;
+    assert_eq!(list_intents(&app, "third-key").await, 200);
+    assert_eq!(list_intents(&app, "new-key").await, 401);
+
     // A value that does not parse changes nothing, and is reported without its keys.
     put("not-a-key-entry", arn.clone()).await;
     tokio::time::sleep(TTL + Duration::from_millis(200)).await;
-    assert_eq!(list_intents(&app, "new-key").await, 200);
+    assert_eq!(list_intents(&app, "third-key").await, 200);
 }

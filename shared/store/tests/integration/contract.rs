@@ -657,11 +657,23 @@ async fn api_keys_are_found_by_hash_until_they_expire(store: Store, clock: Manua
         scopes: vec!["intents:read".into(), "queue:write".into()],
         created_at: clock.now(),
         expires_at: None,
+        origin: Some("secret:keys".into()),
     };
     ok(store.put_api_key(&record).await);
     assert_eq!(
         ok(store.find_api_key(&record.key_hash).await),
         Some(record.clone())
+    );
+    let unsourced = ApiKeyRecord {
+        key_hash: "ef".repeat(32),
+        origin: None,
+        ..record.clone()
+    };
+    ok(store.put_api_key(&unsourced).await);
+    assert_eq!(
+        ok(store.api_keys_from("secret:keys").await),
+        vec![record.key_hash.clone()],
+        "only the live keys of that origin"
     );
     assert_eq!(ok(store.find_api_key(&"cd".repeat(32)).await), None);
     assert!(ok(store
@@ -673,6 +685,7 @@ async fn api_keys_are_found_by_hash_until_they_expire(store: Store, clock: Manua
     );
     clock.advance(Duration::seconds(61));
     assert_eq!(ok(store.find_api_key(&record.key_hash).await), None);
+    assert!(ok(store.api_keys_from("secret:keys").await).is_empty());
 }
 
 async fn rate_limit_windows_count_hits_per_tenant(store: Store, clock: ManualClock) {
