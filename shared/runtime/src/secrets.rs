@@ -35,6 +35,9 @@ pub struct Secrets {
     client: aws_sdk_secretsmanager::Client,
     /// Each secret's value and the moment it should be read again.
     cache: Mutex<HashMap<String, (Instant, String)>>,
+    /// Held while a value is read: when the cache's lifetime ends, one request reads Secrets
+    /// Manager and the others wait for its answer instead of each asking too.
+    reading: tokio::sync::Mutex<()>,
     ttl: Duration,
 }
 
@@ -66,6 +69,7 @@ impl Secrets {
         Secrets {
             client,
             cache: Mutex::new(HashMap::new()),
+            reading: tokio::sync::Mutex::new(()),
             ttl: ttl.min(SECRET_TTL),
         }
     }
@@ -75,12 +79,15 @@ impl Secrets {
     /// tried again after [`RETRY_AFTER_FAILURE`]): an outage of Secrets Manager keeps the
     /// credentials in hand working. Only a secret never read yet fails.
     pub async fn get(&self, arn: &str) -> Result<String, SecretError> {
-        let cached = self.cached(arn);
-        if let Some((read_again_at, value)) = &cached
-            && Instant::now() < *read_again_at
-        {
-            return Ok(value.clone());
+        if let Some(value) = self.fresh(arn) {
+            return Ok(value);
         }
+        let _reading = self.reading.lock().await;
+        // Another request may have read it while this one waited.
+        if let Some(value) = self.fresh(arn) {
+            return Ok(value);
+        }
+        let cached = self.cached(arn);
         let (value, fresh_for) = match (self.read(arn).await, cached) {
             (Ok(value), _) => (value, self.ttl),
             (Err(e), Some((_, stale))) => {
@@ -114,6 +121,12 @@ impl Secrets {
             .secret_string()
             .map(str::to_owned)
             .ok_or_else(|| failed("it holds no string value".to_owned()))
+    }
+
+    fn fresh(&self, arn: &str) -> Option<String> {
+        self.cached(arn)
+            .filter(|(read_again_at, _)| Instant::now() < *read_again_at)
+            .map(|(_, value)| value)
     }
 
     fn cached(&self, arn: &str) -> Option<(Instant, String)> {
