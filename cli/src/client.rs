@@ -238,16 +238,4 @@ async fn in_process(router: &axum::Router, call: Call) -> Result<(u16, String), 
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
-/// Percent-encodes a path segment or a query value (ids like `acme/app:pr-7` hold a slash;
-/// the colon is left as it is, legal in both places).
-pub fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
+pub use converge_http::encode_component as encode;

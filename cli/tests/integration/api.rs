@@ -84,16 +84,7 @@ async fn call(
     )
 }
 
-fn encode(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+use converge_http::encode_component as encode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intents_move_through_the_api_on_both_backends() {

@@ -207,7 +207,7 @@ async fn overview_html(state: &AppState, principal: &Principal) -> Result<String
                 "<tr><td>{}</td><td><a href=\"/dashboard/intents/{}\">{}</a></td><td><span class=\"status {}\">{}</span></td>\
                  <td>{}</td><td>{}</td><td>{}</td></tr>",
                 position + 1,
-                esc(&path_segment(&intent.id)),
+                esc(&crate::encode_component(&intent.id)),
                 esc(&intent.id),
                 intent.status.as_str().to_lowercase(),
                 intent.status.as_str(),
@@ -264,7 +264,7 @@ async fn overview_html(state: &AppState, principal: &Principal) -> Result<String
                  <td>{}</td><td>{}</td><td>{}</td></tr>",
                 event.timestamp.to_rfc3339(),
                 event.timestamp.format("%H:%M:%S"),
-                esc(&path_segment(&intent_id)),
+                esc(&crate::encode_component(&intent_id)),
                 esc(&intent_id),
                 esc(event.event_type.as_str()),
                 esc(reason),
@@ -346,7 +346,7 @@ async fn intent_html(state: &AppState, intent: &Intent) -> Result<String, ApiErr
             .map(|d| {
                 format!(
                     "<a href=\"/dashboard/intents/{}\">{}</a>",
-                    esc(&path_segment(d)),
+                    esc(&crate::encode_component(d)),
                     esc(d)
                 )
             })
@@ -595,18 +595,6 @@ fn esc(text: &str) -> String {
         }
     }
     out
-}
-
-/// Percent-encodes an id for a path segment (`acme/app:pr-7`).
-fn path_segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 fn login_form(problem: Option<&str>) -> String {

@@ -43,6 +43,21 @@ pub use converge_runtime::config::{
 pub use error::ApiError;
 pub use metrics::Metrics;
 
+/// What [`encode_component`] leaves as it is: RFC 3986's unreserved characters and `:`, which
+/// is legal in a path segment and a query value alike.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b':');
+
+/// Percent-encodes a path segment or a query value: intent ids like `acme/app:pr-7` hold a
+/// slash. Shared by the dashboard's links and the CLI's requests.
+pub fn encode_component(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, COMPONENT).to_string()
+}
+
 /// Largest request body accepted (1 MiB).
 pub const BODY_LIMIT_BYTES: usize = 1 << 20;
 /// What every handler shares.

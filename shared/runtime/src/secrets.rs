@@ -358,16 +358,13 @@ fn dsn_of_secret(value: &str) -> String {
             .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
             .unwrap_or_default()
     };
-    let encode = |text: String| {
-        text.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                other => format!("%{other:02X}"),
-            })
-            .collect::<String>()
-    };
+    // Only RFC 3986's unreserved characters stay as they are in a URL's user and password.
+    const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let encode = |text: String| percent_encoding::utf8_percent_encode(&text, USERINFO).to_string();
     let port = Some(field("port"))
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "5432".to_owned());
