@@ -77,6 +77,21 @@ pub async fn fresh_pg_database() -> String {
     format!("{base}/{name}")
 }
 
+/// Drops a database [`fresh_pg_database`] made, closing whatever sessions are left: a test
+/// run makes many, each about 7.5 MB, and CI's disk is not large.
+pub async fn drop_pg_database(url: &str) {
+    let name = url.rsplit_once('/').map_or(url, |(_, name)| name);
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&pg_admin_url())
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("cannot drop database {name}: {e}"));
+}
+
 /// A `converge serve` process on a free port, stopped when dropped.
 pub struct ServerProcess {
     child: std::process::Child,

@@ -28,6 +28,8 @@ struct World {
     clock: ManualClock,
     repo: tempfile::TempDir,
     _db: Option<tempfile::TempDir>,
+    /// The PostgreSQL database, dropped when the test is done.
+    pg_url: Option<String>,
 }
 
 async fn sqlite_world() -> World {
@@ -35,17 +37,22 @@ async fn sqlite_world() -> World {
     let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let url = format!("sqlite://{}", db.path().join("state.db").display());
     let store = Store::from_url(&url, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}"));
-    world(store, clock, Some(db)).await
+    world(store, clock, Some(db), None).await
 }
 
 async fn pg_world() -> World {
     let clock = ManualClock::new();
     let url = fresh_pg_database().await;
     let store = Store::from_url(&url, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}"));
-    world(store, clock, None).await
+    world(store, clock, None, Some(url)).await
 }
 
-async fn world(store: Store, clock: ManualClock, db: Option<tempfile::TempDir>) -> World {
+async fn world(
+    store: Store,
+    clock: ManualClock,
+    db: Option<tempfile::TempDir>,
+    pg_url: Option<String>,
+) -> World {
     store
         .migrate()
         .await
@@ -57,6 +64,7 @@ async fn world(store: Store, clock: ManualClock, db: Option<tempfile::TempDir>) 
         clock,
         repo,
         _db: db,
+        pg_url,
     }
 }
 
@@ -438,7 +446,10 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::pg_world().await).await;
+                    let world = super::pg_world().await;
+                    let url = world.pg_url.clone().unwrap_or_default();
+                    super::$name(world).await;
+                    converge_testkit::drop_pg_database(&url).await;
                 }
             )*
         }

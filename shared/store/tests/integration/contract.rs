@@ -18,7 +18,7 @@ use converge_store::{
     IntentFilter, OutboxMessage, Store, StoreError,
 };
 use serde_json::json;
-use support::{ManualClock, created, event, pg_store, sqlite_store};
+use support::{ManualClock, created, event, pg_store_at, sqlite_store};
 
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -37,8 +37,10 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     let clock = super::ManualClock::new();
-                    let store = super::pg_store(&clock).await;
+                    let url = converge_testkit::fresh_pg_database().await;
+                    let store = super::pg_store_at(&url, &clock).await;
                     super::$name(store, clock).await;
+                    converge_testkit::drop_pg_database(&url).await;
                 }
             )*
         }

@@ -14,8 +14,12 @@ pub use converge_testkit::{ManualClock, fresh_pg_database};
 
 /// A migrated store on a fresh PostgreSQL database.
 pub async fn pg_store(clock: &ManualClock) -> Store {
-    let url = fresh_pg_database().await;
-    let store = Store::from_url(&url, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}"));
+    pg_store_at(&fresh_pg_database().await, clock).await
+}
+
+/// A migrated store on the PostgreSQL database at `url`.
+pub async fn pg_store_at(url: &str, clock: &ManualClock) -> Store {
+    let store = Store::from_url(url, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}"));
     store
         .migrate()
         .await
