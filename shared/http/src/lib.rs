@@ -148,8 +148,10 @@ impl AppState {
     }
 
     /// Seeds the keys of the API keys' secret when its value changed since the last call
-    /// (the first call included), and revokes those its previous version held and the current
-    /// one dropped. On failure the value counts as unseen, so the next call tries again.
+    /// (the first call included), and revokes the keys it gave before and no longer lists. A
+    /// value that cannot be used is handed over again after
+    /// [`converge_runtime::secrets::RETRY_AFTER_FAILURE`]; a failed read is retried after the
+    /// same pause by the secrets' cache.
     pub async fn refresh_api_keys(&self) -> Result<(), ApiError> {
         let (Some(watched), Some(secrets)) = (&self.api_keys_secret, &self.secrets) else {
             return Ok(());

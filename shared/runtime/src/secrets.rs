@@ -33,12 +33,19 @@ pub struct SecretError {
 /// A Secrets Manager client with a cache.
 pub struct Secrets {
     client: aws_sdk_secretsmanager::Client,
-    /// Each secret's value and the moment it should be read again.
-    cache: Mutex<HashMap<String, (Instant, String)>>,
-    /// Held while a value is read: when the cache's lifetime ends, one request reads Secrets
-    /// Manager and the others wait for its answer instead of each asking too.
-    reading: tokio::sync::Mutex<()>,
+    /// Each secret's last answer (a value, or why there is none) and the moment it should be
+    /// read again.
+    cache: Mutex<HashMap<String, Cached>>,
+    /// One lock per secret, held while it is read: when a value's lifetime ends, one request
+    /// reads Secrets Manager and the others wait for its answer instead of each asking too.
+    reading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     ttl: Duration,
+}
+
+#[derive(Clone)]
+struct Cached {
+    read_again_at: Instant,
+    answer: Result<String, SecretError>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -69,7 +76,7 @@ impl Secrets {
         Secrets {
             client,
             cache: Mutex::new(HashMap::new()),
-            reading: tokio::sync::Mutex::new(()),
+            reading: Mutex::new(HashMap::new()),
             ttl: ttl.min(SECRET_TTL),
         }
     }
@@ -77,30 +84,44 @@ impl Secrets {
     /// The current value of the secret `arn` (its string value), from the cache when fresh.
     /// When the read fails but a value was read before, that value is answered (and the read
     /// tried again after [`RETRY_AFTER_FAILURE`]): an outage of Secrets Manager keeps the
-    /// credentials in hand working. Only a secret never read yet fails.
+    /// credentials in hand working. A secret never read yet fails, and its failure too is
+    /// kept for [`RETRY_AFTER_FAILURE`], so that requests are not held up by one read each.
     pub async fn get(&self, arn: &str) -> Result<String, SecretError> {
-        if let Some(value) = self.fresh(arn) {
-            return Ok(value);
+        if let Some(answer) = self.fresh(arn) {
+            return answer;
         }
-        let _reading = self.reading.lock().await;
+        let lock = self
+            .reading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(arn.to_owned())
+            .or_default()
+            .clone();
+        let _reading = lock.lock().await;
         // Another request may have read it while this one waited.
-        if let Some(value) = self.fresh(arn) {
-            return Ok(value);
+        if let Some(answer) = self.fresh(arn) {
+            return answer;
         }
-        let cached = self.cached(arn);
-        let (value, fresh_for) = match (self.read(arn).await, cached) {
-            (Ok(value), _) => (value, self.ttl),
-            (Err(e), Some((_, stale))) => {
+        let before = self.cached(arn).and_then(|cached| cached.answer.ok());
+        let (answer, fresh_for) = match (self.read(arn).await, before) {
+            (Ok(value), _) => (Ok(value), self.ttl),
+            (Err(e), Some(stale)) => {
                 tracing::warn!("{e}; the value read before stays in use");
-                (stale, self.ttl.min(RETRY_AFTER_FAILURE))
+                (Ok(stale), self.ttl.min(RETRY_AFTER_FAILURE))
             }
-            (Err(e), None) => return Err(e),
+            (Err(e), None) => (Err(e), self.ttl.min(RETRY_AFTER_FAILURE)),
         };
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(arn.to_owned(), (Instant::now() + fresh_for, value.clone()));
-        Ok(value)
+            .insert(
+                arn.to_owned(),
+                Cached {
+                    read_again_at: Instant::now() + fresh_for,
+                    answer: answer.clone(),
+                },
+            );
+        answer
     }
 
     async fn read(&self, arn: &str) -> Result<String, SecretError> {
@@ -123,13 +144,13 @@ impl Secrets {
             .ok_or_else(|| failed("it holds no string value".to_owned()))
     }
 
-    fn fresh(&self, arn: &str) -> Option<String> {
+    fn fresh(&self, arn: &str) -> Option<Result<String, SecretError>> {
         self.cached(arn)
-            .filter(|(read_again_at, _)| Instant::now() < *read_again_at)
-            .map(|(_, value)| value)
+            .filter(|cached| Instant::now() < cached.read_again_at)
+            .map(|cached| cached.answer)
     }
 
-    fn cached(&self, arn: &str) -> Option<(Instant, String)> {
+    fn cached(&self, arn: &str) -> Option<Cached> {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

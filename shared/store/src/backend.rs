@@ -647,13 +647,15 @@ macro_rules! store_operations {
 
             /// Stores an API key record, or updates it. An expiry, once set, is never lifted
             /// or extended by a later put (re-seeding a rotated key from the environment keeps
-            /// it expiring).
+            /// it expiring), and an origin is never cleared: a key a secret gave stays the
+            /// secret's to revoke, even if `CONVERGE_API_KEYS` lists it too.
             pub async fn put_api_key(&self, key: &$crate::ApiKeyRecord) -> Result<(), $crate::StoreError> {
                 sqlx::query(
                     "INSERT INTO api_keys (key_hash, role, actor, tenant_id, scopes, created_at, expires_at, origin) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (key_hash) DO UPDATE SET role = excluded.role, actor = excluded.actor, \
-                     tenant_id = excluded.tenant_id, scopes = excluded.scopes, origin = excluded.origin, \
+                     tenant_id = excluded.tenant_id, scopes = excluded.scopes, \
+                     origin = COALESCE(excluded.origin, api_keys.origin), \
                      expires_at = CASE WHEN excluded.expires_at IS NOT NULL \
                      AND (api_keys.expires_at IS NULL OR excluded.expires_at < api_keys.expires_at) \
                      THEN excluded.expires_at ELSE api_keys.expires_at END",

@@ -236,3 +236,24 @@ async fn a_value_read_before_stays_in_use_when_secrets_manager_fails() {
     let never_read = format!("{arn}-other");
     assert!(secrets.get(&never_read).await.is_err());
 }
+
+/// A secret that cannot be read is not asked for again at every call: its failure is kept for
+/// the retry pause (each request would otherwise wait for Secrets Manager's answer).
+#[tokio::test]
+async fn a_failed_first_read_is_not_repeated_before_the_retry_pause() {
+    let client = client().await;
+    let name = format!("converge/test/late/{}", std::process::id());
+    let secrets = Secrets::with_client(client.clone(), Duration::from_secs(300));
+    assert!(
+        secrets.get(&name).await.is_err(),
+        "the secret does not exist yet"
+    );
+    // Named as `name` (create_secret's naming).
+    create_secret(&client, "late", "now-here").await;
+    assert!(
+        secrets.get(&name).await.is_err(),
+        "within the retry pause the failure is answered without a new read"
+    );
+    let fresh_client = Secrets::with_client(client.clone(), Duration::from_secs(300));
+    assert_eq!(fresh_client.get(&name).await, Ok("now-here".to_owned()));
+}

@@ -677,6 +677,18 @@ async fn api_keys_are_found_by_hash_until_they_expire(store: Store, clock: Manua
         vec![record.key_hash.clone()],
         "only the live keys of that origin"
     );
+    // Seeded again without an origin (CONVERGE_API_KEYS lists it too): still the secret's.
+    ok(store
+        .put_api_key(&ApiKeyRecord {
+            origin: None,
+            ..record.clone()
+        })
+        .await);
+    assert_eq!(
+        ok(store.api_keys_from("secret:keys").await),
+        vec![record.key_hash.clone()],
+        "an origin is never cleared"
+    );
     assert_eq!(ok(store.find_api_key(&"cd".repeat(32)).await), None);
     assert!(ok(store
         .expire_api_key(&record.key_hash, clock.now() + Duration::seconds(60))
