@@ -16,6 +16,63 @@ use tower::ServiceExt;
 
 const TTL: Duration = Duration::from_secs(3);
 
+fn sdk_error(e: impl std::error::Error + 'static) -> String {
+    aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()
+}
+
+/// The emulator's Secrets Manager and a new secret `converge/<what>/<pid>` holding `value`;
+/// answers the client and the secret's ARN.
+async fn secret(what: &str, value: &str) -> (aws_sdk_secretsmanager::Client, String) {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the AWS emulator"
+    );
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let manager = aws_sdk_secretsmanager::Client::new(&aws);
+    let created = manager
+        .create_secret()
+        .name(format!("converge/{what}/{}", std::process::id()))
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", sdk_error(e)));
+    let arn = created.arn().unwrap_or_default().to_owned();
+    (manager, arn)
+}
+
+async fn put(manager: &aws_sdk_secretsmanager::Client, arn: &str, value: &str) {
+    manager
+        .put_secret_value()
+        .secret_id(arn)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", sdk_error(e)));
+}
+
+/// The API's state on a fresh SQLite store (kept while the returned directory lives), with
+/// `settings` and Secrets Manager read through `manager` with the test's short TTL.
+async fn state(
+    settings: ApiSettings,
+    manager: &aws_sdk_secretsmanager::Client,
+) -> (AppState, tempfile::TempDir) {
+    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::from_url(
+        &format!("sqlite://{}", db.path().join("s.db").display()),
+        Arc::new(SystemClock),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut state = AppState::new(
+        store,
+        Arc::new(SystemClock),
+        settings,
+        PolicyConfig::default(),
+    );
+    state.secrets = Some(Arc::new(Secrets::with_client(manager.clone(), TTL)));
+    (state, db)
+}
+
 async fn deliver(app: &axum::Router, secret: &str, delivery: &str) -> u16 {
     let body = br#"{"zen": "Keep it logically awesome.", "hook_id": 1}"#;
     let request = axum::http::Request::post("/integrations/github/webhook")
@@ -38,53 +95,20 @@ async fn deliver(app: &axum::Router, secret: &str, delivery: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_webhook_secret_is_used_after_the_cache_lifetime() {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the AWS emulator"
-    );
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let manager = aws_sdk_secretsmanager::Client::new(&aws);
-    let created = manager
-        .create_secret()
-        .name(format!("converge/webhook/{}", std::process::id()))
-        .secret_string("first-secret")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)));
-    let arn = created.arn().unwrap_or_default().to_owned();
-
-    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let store = Store::from_url(
-        &format!("sqlite://{}", db.path().join("s.db").display()),
-        Arc::new(SystemClock),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let (manager, arn) = secret("webhook", "first-secret").await;
     let settings = ApiSettings {
         // The environment's secret is ignored once an ARN names one.
         webhook_secrets: vec![WebhookSecret::new("environment-secret")],
         webhook_secret_arn: Some(arn.clone()),
         ..ApiSettings::default()
     };
-    let mut state = AppState::new(
-        store,
-        Arc::new(SystemClock),
-        settings,
-        PolicyConfig::default(),
-    );
-    state.secrets = Some(Arc::new(Secrets::with_client(manager.clone(), TTL)));
+    let (state, _db) = state(settings, &manager).await;
     let app = router(Arc::new(state));
 
     assert_eq!(deliver(&app, "first-secret", "d-1").await, 202);
     assert_eq!(deliver(&app, "environment-secret", "d-2").await, 401);
 
-    manager
-        .put_secret_value()
-        .secret_id(&arn)
-        .secret_string("second-secret")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)));
+    put(&manager, &arn, "second-secret").await;
     // Within the cache's lifetime the old value still holds.
     assert_eq!(deliver(&app, "first-secret", "d-3").await, 202);
     tokio::time::sleep(TTL + Duration::from_millis(200)).await;
@@ -110,51 +134,14 @@ async fn list_intents(app: &axum::Router, key: &str) -> u16 {
 /// accepted and the dropped one refused, with no restart, however many edits came between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_rotated_in_secrets_manager_are_seeded_and_dropped_keys_revoked() {
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let manager = aws_sdk_secretsmanager::Client::new(&aws);
-    let put = |value: &'static str, arn: String| {
-        let manager = manager.clone();
-        async move {
-            manager
-                .put_secret_value()
-                .secret_id(arn)
-                .secret_string(value)
-                .send()
-                .await
-                .unwrap_or_else(|e| {
-                    panic!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e))
-                });
-        }
-    };
-    let created = manager
-        .create_secret()
-        .name(format!("converge/api-keys/{}", std::process::id()))
-        .secret_string("old-key:operator:ops")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)));
-    let arn = created.arn().unwrap_or_default().to_owned();
-
-    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let store = Store::from_url(
-        &format!("sqlite://{}", db.path().join("s.db").display()),
-        Arc::new(SystemClock),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let (manager, arn) = secret("api-keys", "old-key:operator:ops").await;
     let settings = ApiSettings {
         api_keys_secret_arn: Some(arn.clone()),
         // Rate limiting is not what this test is about.
         rate_limit_rpm: None,
         ..ApiSettings::default()
     };
-    let mut state = AppState::new(
-        store,
-        Arc::new(SystemClock),
-        settings,
-        PolicyConfig::default(),
-    );
-    state.secrets = Some(Arc::new(Secrets::with_client(manager.clone(), TTL)));
+    let (mut state, _db) = state(settings, &manager).await;
     state.api_keys_secret = Some(WatchedSecret::new(&arn));
     let state = Arc::new(state);
     // What the start does: the secret's keys are seeded before the first request.
@@ -168,7 +155,7 @@ async fn api_keys_rotated_in_secrets_manager_are_seeded_and_dropped_keys_revoked
     assert_eq!(list_intents(&app, "new-key").await, 401);
 
     // A rotation in two steps, as an operator does it: add the new key, then drop the old.
-    put("old-key:operator:ops\nnew-key:operator:ops", arn.clone()).await;
+    put(&manager, &arn, "old-key:operator:ops\nnew-key:operator:ops").await;
     assert_eq!(
         list_intents(&app, "new-key").await,
         401,
@@ -178,7 +165,7 @@ async fn api_keys_rotated_in_secrets_manager_are_seeded_and_dropped_keys_revoked
     assert_eq!(list_intents(&app, "new-key").await, 200);
     assert_eq!(list_intents(&app, "old-key").await, 200);
 
-    put("new-key:operator:ops", arn.clone()).await;
+    put(&manager, &arn, "new-key:operator:ops").await;
     tokio::time::sleep(TTL + Duration::from_millis(200)).await;
     assert_eq!(list_intents(&app, "new-key").await, 200);
     assert_eq!(
@@ -189,14 +176,19 @@ async fn api_keys_rotated_in_secrets_manager_are_seeded_and_dropped_keys_revoked
 
     // Two edits within one cache lifetime (a key added, then the one before it dropped): the
     // instance sees only the last value, and still revokes what that value no longer lists.
-    put("new-key:operator:ops\nthird-key:operator:ops", arn.clone()).await;
-    put("third-key:operator:ops", arn.clone()).await;
+    put(
+        &manager,
+        &arn,
+        "new-key:operator:ops\nthird-key:operator:ops",
+    )
+    .await;
+    put(&manager, &arn, "third-key:operator:ops").await;
     tokio::time::sleep(TTL + Duration::from_millis(200)).await;
     assert_eq!(list_intents(&app, "third-key").await, 200);
     assert_eq!(list_intents(&app, "new-key").await, 401);
 
     // A value that does not parse changes nothing, and is reported without its keys.
-    put("not-a-key-entry", arn.clone()).await;
+    put(&manager, &arn, "not-a-key-entry").await;
     tokio::time::sleep(TTL + Duration::from_millis(200)).await;
     assert_eq!(list_intents(&app, "third-key").await, 200);
 }
