@@ -134,7 +134,7 @@ async fn database_checks() -> Vec<Check> {
     let opened = match converge_store::StoreConfig::from_env() {
         Err(e) => Err(e.to_string()),
         // The DSN may be kept in Secrets Manager, as the functions read it.
-        Ok(config) => match rotation_from_env() {
+        Ok(config) => match converge_runtime::secrets::Rotation::from_env() {
             Err(e) => Err(e),
             Ok(mut rotation) => converge_runtime::secrets::store_config(&config, &mut rotation)
                 .await
@@ -209,13 +209,11 @@ async fn github_app_from_env()
     let settings =
         converge_github::app::GithubSettings::from_lookup(|name| std::env::var(name).ok())
             .map_err(|e| e.to_string())?;
-    converge_runtime::secrets::github_app(settings, &mut rotation_from_env()?).await
-}
-
-/// A rotation for this command's reads of Secrets Manager (each secret read once).
-fn rotation_from_env() -> Result<converge_runtime::secrets::Rotation, String> {
-    let ttl = converge_runtime::config::secrets_ttl(&|name: &str| std::env::var(name).ok())?;
-    Ok(converge_runtime::secrets::Rotation::new(ttl))
+    converge_runtime::secrets::github_app(
+        settings,
+        &mut converge_runtime::secrets::Rotation::from_env()?,
+    )
+    .await
 }
 
 /// The SQS queue and its DLQ (CONVERGE_QUEUE_URL, CONVERGE_DLQ_URL), when configured.

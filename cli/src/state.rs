@@ -100,10 +100,8 @@ pub fn run(
 /// The store the environment configures, its DSN read from Secrets Manager when only
 /// `CONVERGE_PG_DSN_SECRET_ARN` names it (as the functions read it).
 async fn configured_store() -> anyhow::Result<Store> {
-    let env = |name: &str| std::env::var(name).ok();
-    let mut rotation = converge_runtime::secrets::Rotation::new(
-        converge_runtime::config::secrets_ttl(&env).map_err(anyhow::Error::msg)?,
-    );
+    let mut rotation =
+        converge_runtime::secrets::Rotation::from_env().map_err(anyhow::Error::msg)?;
     let config = converge_runtime::secrets::store_config(&StoreConfig::from_env()?, &mut rotation)
         .await
         .map_err(anyhow::Error::msg)?;

@@ -247,6 +247,12 @@ impl Rotation {
         }
     }
 
+    /// Watches nothing yet, with the cache lifetime `CONVERGE_SECRETS_TTL_SECONDS` gives: for a
+    /// CLI command, which reads the one setting it needs rather than the whole configuration.
+    pub fn from_env() -> Result<Rotation, String> {
+        crate::config::secrets_ttl(&|name: &str| std::env::var(name).ok()).map(Rotation::new)
+    }
+
     /// Watches secrets through `secrets`.
     pub fn with_secrets(secrets: Arc<Secrets>) -> Rotation {
         Rotation {

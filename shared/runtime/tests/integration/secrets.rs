@@ -136,16 +136,18 @@ async fn new_database_connections_follow_a_rotated_dsn_after_the_ttl() {
     assert_eq!(current_user(&store).await, first);
 
     put_secret(&client, &arn, &rds_secret(&second, &database)).await;
-    let drop_connections = |role: String| {
+    // What the process does before a request, then what happens to a session sooner or later:
+    // it closes, and the pool opens a new connection with whatever DSN it now has.
+    let refresh_and_reconnect = async |admin: &mut sqlx::PgConnection| {
+        rotation.refresh(&store).await;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{first}'"
         )))
-    };
-    rotation.refresh(&store).await;
-    drop_connections(first.clone())
-        .execute(&mut admin)
+        .execute(admin)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    };
+    refresh_and_reconnect(&mut admin).await;
     assert_eq!(
         current_user(&store).await,
         first,
@@ -153,11 +155,7 @@ async fn new_database_connections_follow_a_rotated_dsn_after_the_ttl() {
     );
 
     tokio::time::sleep(ROTATION_TTL + Duration::from_millis(300)).await;
-    rotation.refresh(&store).await;
-    drop_connections(first.clone())
-        .execute(&mut admin)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    refresh_and_reconnect(&mut admin).await;
     assert_eq!(
         current_user(&store).await,
         second,
