@@ -42,6 +42,9 @@ cargo fmt --all -- --check
 step "domain purity"
 bash scripts/check-core-purity.sh
 
+step "crate seams"
+bash scripts/check-architecture.sh
+
 step "template.yaml (cfn-lint, SAM transform)"
 template_tools_install_if_missing
 python3 scripts/check-template.py template.yaml

@@ -3,8 +3,6 @@
 //! credentials and the webhook secret. Each check passes, warns or fails with a one-line hint;
 //! any failure exits 3.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 use serde_json::json;
 
@@ -129,29 +127,11 @@ async fn database_checks() -> Vec<Check> {
             "set them to check the database and its leases directly",
         )];
     }
-    let clock: Arc<dyn converge_core::pipeline::Clock + Send + Sync> =
-        Arc::new(converge_store::SystemClock);
-    let opened = match converge_store::StoreConfig::from_env() {
-        Err(e) => Err(e.to_string()),
-        // The DSN may be kept in Secrets Manager, as the functions read it.
-        Ok(config) => match converge_runtime::secrets::Rotation::from_env() {
-            Err(e) => Err(e),
-            Ok(mut rotation) => converge_runtime::secrets::store_config(&config, &mut rotation)
-                .await
-                .and_then(|config| {
-                    // A SQLite file that is not there is reported, not created.
-                    if config.backend == converge_store::Backend::Sqlite
-                        && !config.sqlite_path.is_file()
-                    {
-                        return Err(format!(
-                            "no SQLite database at {}",
-                            config.sqlite_path.display()
-                        ));
-                    }
-                    converge_store::Store::open(&config, clock).map_err(|e| e.to_string())
-                }),
-        },
-    };
+    // The DSN may be kept in Secrets Manager, as the functions read it; a SQLite file that is
+    // not there is reported, not created.
+    let opened = converge_runtime::services::store_from_env(true)
+        .await
+        .map_err(|e| e.detail());
     let store = match opened {
         Ok(store) => store,
         Err(e) => {
@@ -203,19 +183,6 @@ async fn database_checks() -> Vec<Check> {
     vec![database, leases]
 }
 
-/// The GitHub App as the environment configures it (its key from Secrets Manager too).
-async fn github_app_from_env()
--> Result<Option<std::sync::Arc<converge_github::app::GithubApp>>, String> {
-    let settings =
-        converge_github::app::GithubSettings::from_lookup(|name| std::env::var(name).ok())
-            .map_err(|e| e.to_string())?;
-    converge_runtime::secrets::github_app(
-        settings,
-        &mut converge_runtime::secrets::Rotation::from_env()?,
-    )
-    .await
-}
-
 /// The SQS queue and its DLQ (CONVERGE_QUEUE_URL, CONVERGE_DLQ_URL), when configured.
 async fn queue_checks() -> Vec<Check> {
     let Some((queue, dlq)) = converge_runtime::sqs::SqsQueue::from_env().await else {
@@ -261,7 +228,7 @@ async fn github_check() -> Check {
             "only local repositories can be worked on",
         );
     }
-    let app = match github_app_from_env().await {
+    let app = match converge_runtime::services::github_app_from_env().await {
         Ok(Some(app)) => app,
         Ok(None) => {
             return Check::warn(
@@ -273,7 +240,7 @@ async fn github_check() -> Check {
         Err(e) => {
             return Check::fail(
                 "github_app",
-                e,
+                e.detail(),
                 "check CONVERGE_GITHUB_APP_PRIVATE_KEY(_PATH, _SECRET_ARN)",
             );
         }

@@ -6,10 +6,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use converge_runtime::queue_worker::{
-    QueueProcessor, WorkerPorts, WorkerSettings, run_until_stopped,
-};
-use converge_runtime::routed::RoutedPorts;
+use converge_runtime::queue_worker::run_until_stopped;
+use converge_runtime::services::Processor;
 use converge_runtime::sqs::run_sqs_worker;
 
 /// Options of `converge serve`.
@@ -40,13 +38,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let telemetry = converge_runtime::telemetry::Telemetry::init("converge");
     let state = converge_http::boot::state_from_env().await?;
-    if state.settings.auth_required && state.settings.api_keys.is_empty() {
+    if state.services.api.auth_required && state.services.api.api_keys.is_empty() {
         eprintln!(
             "converge: warning: authentication is on and CONVERGE_API_KEYS is empty; only keys already in the database work \
              (set CONVERGE_API_KEYS=key:role:actor, or CONVERGE_AUTH_REQUIRED=0 for a private machine)"
         );
     }
-    let worker_settings = state.worker_settings.clone();
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
@@ -57,7 +54,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let worker = if args.no_worker {
         None
     } else {
-        match queue_processor(&state, worker_settings, "serve") {
+        match state.services.processor("serve") {
             None => {
                 eprintln!(
                     "converge: no git repository (CONVERGE_REPO_PATH, or start in one) and no GitHub App (CONVERGE_GITHUB_APP_ID): the queue worker is off"
@@ -120,13 +117,14 @@ pub(crate) async fn stop_signal() {
 /// the database-backed queue.
 pub(crate) async fn run_worker(
     state: &converge_http::AppState,
-    processor: &QueueProcessor<RoutedPorts, RoutedPorts, RoutedPorts>,
+    processor: &Processor,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) {
+    let services = &state.services;
     let work = async {
-        match &state.sqs {
-            Some(queue) => run_sqs_worker(processor, &state.store, queue, stopped).await,
-            None => run_until_stopped(processor, &state.queue_wakeup, stopped).await,
+        match &services.queue {
+            Some(queue) => run_sqs_worker(processor, &services.store, queue, stopped).await,
+            None => run_until_stopped(processor, &services.queue_wakeup, stopped).await,
         }
     };
     // A worker that serves no requests still follows rotated secrets (DSN, App key, keys).
@@ -145,29 +143,3 @@ pub(crate) async fn run_worker(
 /// How often a worker process checks its secrets for a rotation (each check reads Secrets
 /// Manager only when the cache's lifetime has passed).
 const SECRET_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// The queue processor of this process (`None` when it has nothing to work on), holding
-/// leases as `<role>-<pid>-<random>`.
-pub(crate) fn queue_processor(
-    state: &converge_http::AppState,
-    settings: WorkerSettings,
-    role: &str,
-) -> Option<QueueProcessor<RoutedPorts, RoutedPorts, RoutedPorts>> {
-    let ports = state.ports.clone();
-    if ports.is_empty() {
-        return None;
-    }
-    let holder = format!("{role}-{}-{}", std::process::id(), state.new_id());
-    Some(QueueProcessor::with_ports(
-        state.store.clone(),
-        WorkerPorts {
-            scm: ports.clone(),
-            checks: ports.clone(),
-            publisher: ports,
-        },
-        state.policy.clone(),
-        settings,
-        state.clock.clone(),
-        holder,
-    ))
-}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use converge_store::backfill::{BackfillOptions, backfill as copy_tables};
-use converge_store::{Backend, Store, StoreConfig, StoreUrl, SystemClock};
+use converge_store::{Backend, Store, StoreUrl, SystemClock};
 use serde_json::json;
 
 /// Options of `converge backfill`.
@@ -100,12 +100,7 @@ pub fn run(
 /// The store the environment configures, its DSN read from Secrets Manager when only
 /// `CONVERGE_PG_DSN_SECRET_ARN` names it (as the functions read it).
 async fn configured_store() -> anyhow::Result<Store> {
-    let mut rotation =
-        converge_runtime::secrets::Rotation::from_env().map_err(anyhow::Error::msg)?;
-    let config = converge_runtime::secrets::store_config(&StoreConfig::from_env()?, &mut rotation)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    Ok(Store::open(&config, Arc::new(SystemClock))?)
+    Ok(converge_runtime::services::store_from_env(false).await?)
 }
 
 fn backend_name(store: &Store) -> &'static str {

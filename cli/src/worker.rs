@@ -20,9 +20,8 @@ pub fn run() -> anyhow::Result<()> {
 async fn work() -> anyhow::Result<()> {
     let telemetry = converge_runtime::telemetry::Telemetry::init("converge-worker");
     let state = converge_http::boot::state_from_env().await?;
-    let settings = state.worker_settings.clone();
-    let interval = settings.poll_interval;
-    let Some(processor) = crate::serve::queue_processor(&state, settings, "worker") else {
+    let interval = state.services.worker.poll_interval;
+    let Some(processor) = state.services.processor("worker") else {
         anyhow::bail!(
             "nothing to work on: set CONVERGE_REPO_PATH (or start in a git repository) or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
         );
@@ -31,7 +30,8 @@ async fn work() -> anyhow::Result<()> {
         "converge: worker {} polling {} every {} s",
         processor.holder(),
         state
-            .sqs
+            .services
+            .queue
             .as_ref()
             .map_or("the database-backed queue", |q| q.url()),
         interval.as_secs()

@@ -6,7 +6,11 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let router = converge_http::boot::lambda_router_from_env("converge-api").await?;
+    let router = converge_http::boot::lambda_router_from_env(
+        "converge-api",
+        converge_http::boot::Function::Api,
+    )
+    .await?;
     lambda_http::run(router)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))

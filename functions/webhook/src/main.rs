@@ -7,7 +7,11 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let router = converge_http::boot::lambda_router_from_env("converge-webhook").await?;
+    let router = converge_http::boot::lambda_router_from_env(
+        "converge-webhook",
+        converge_http::boot::Function::Webhook,
+    )
+    .await?;
     lambda_http::run(router)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::intent::UnknownName;
+use crate::pipeline::{Clock, IdSource};
 
 macro_rules! event_types {
     ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
@@ -269,6 +270,57 @@ impl Event {
             tenant_id: None,
             payload,
             evidence: Value::Object(serde_json::Map::new()),
+        }
+    }
+}
+
+/// The one place events are made: every event of one operation (a validation run, a
+/// webhook delivery, an API write, a queue step) shares its trace id, and takes its id and
+/// time from the operation's id source and clock.
+pub struct EventFactory<'a> {
+    clock: &'a (dyn Clock + Sync),
+    ids: &'a (dyn IdSource + Sync),
+    trace_id: String,
+}
+
+impl<'a> EventFactory<'a> {
+    /// A factory whose events carry `trace_id`.
+    pub fn new(
+        clock: &'a (dyn Clock + Sync),
+        ids: &'a (dyn IdSource + Sync),
+        trace_id: impl Into<String>,
+    ) -> Self {
+        EventFactory {
+            clock,
+            ids,
+            trace_id: trace_id.into(),
+        }
+    }
+
+    /// The trace id every event of this factory carries.
+    pub fn trace_id(&self) -> &str {
+        &self.trace_id
+    }
+
+    /// A new event of `event_type`, about `intent_id` (if any) in `tenant_id` (if any).
+    pub fn event(
+        &self,
+        event_type: EventType,
+        intent_id: Option<&str>,
+        tenant_id: Option<&str>,
+        payload: Value,
+        evidence: Value,
+    ) -> Event {
+        Event {
+            id: self.ids.new_id(),
+            trace_id: self.trace_id.clone(),
+            timestamp: self.clock.now(),
+            event_type,
+            intent_id: intent_id.map(str::to_owned),
+            agent_id: None,
+            tenant_id: tenant_id.map(str::to_owned),
+            payload,
+            evidence,
         }
     }
 }

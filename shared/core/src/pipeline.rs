@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventFactory, EventType};
 use crate::intent::{Intent, RiskLevel};
 use crate::policy::{
     PolicyConfig, PolicyEvaluation, PolicyInput, RiskGateResult, Verdict, evaluate_policy,
@@ -128,6 +128,35 @@ impl MergeError {
     }
 }
 
+/// Proof, at the moment of a merge, that the caller holds the lease of the intent's queue
+/// key: the fencing token of that holding. A merge cannot be called without one.
+///
+/// Only the store's lease code issues permits (`Store::merge_permit`, after checking that the
+/// lease is still held); Rust's privacy is per crate, so [`MergePermit::issue`] is public, and
+/// `scripts/check-architecture.sh` fails CI if any other crate calls it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergePermit {
+    key: crate::queue::QueueKey,
+    fencing_token: i64,
+}
+
+impl MergePermit {
+    /// A permit for `key` under `fencing_token` (the store's lease code only).
+    pub fn issue(key: crate::queue::QueueKey, fencing_token: i64) -> MergePermit {
+        MergePermit { key, fencing_token }
+    }
+
+    /// The queue key whose lease the permit proves.
+    pub fn key(&self) -> &crate::queue::QueueKey {
+        &self.key
+    }
+
+    /// The fencing token of the holding.
+    pub fn fencing_token(&self) -> i64 {
+        self.fencing_token
+    }
+}
+
 /// Lands validated work: the merge of exactly the validated head onto exactly the validated
 /// target commit, moving the target ref only if it still points at that commit.
 pub trait Merger {
@@ -140,11 +169,13 @@ pub trait Merger {
         head_sha: &str,
     ) -> impl Future<Output = Result<bool, MergeError>> + Send;
 
-    /// Merges and returns the new target commit.
+    /// Merges and returns the new target commit; `permit` proves the caller holds the lease
+    /// of the intent's queue key.
     fn merge(
         &self,
         intent: &Intent,
         validated: &SimulatedMerge,
+        permit: &MergePermit,
     ) -> impl Future<Output = Result<String, MergeError>> + Send;
 }
 
@@ -326,39 +357,38 @@ pub enum PipelineError {
     Checks(#[from] ChecksError),
 }
 
-/// Builds the events of one run.
-struct Recorder<'a, K, I> {
-    clock: &'a K,
-    ids: &'a I,
-    trace_id: String,
+/// Builds the events of one run about one intent, all with the run's trace id.
+struct Recorder<'a> {
+    factory: EventFactory<'a>,
     intent: &'a Intent,
     events: Vec<Event>,
 }
 
-impl<K: Clock, I: IdSource> Recorder<'_, K, I> {
+impl Recorder<'_> {
+    fn trace_id(&self) -> &str {
+        self.factory.trace_id()
+    }
+
     fn record(&mut self, event_type: EventType, payload: Value, evidence: Value) {
-        self.events.push(Event {
-            id: self.ids.new_id(),
-            trace_id: self.trace_id.clone(),
-            timestamp: self.clock.now(),
+        let event = self.factory.event(
             event_type,
-            intent_id: Some(self.intent.id.clone()),
-            agent_id: None,
-            tenant_id: self.intent.tenant_id.clone(),
+            Some(&self.intent.id),
+            self.intent.tenant_id.as_deref(),
             payload,
             evidence,
-        });
+        );
+        self.events.push(event);
     }
 }
 
 /// Reads the outcomes of `names` (or assumes them passed when skipping), records one
 /// `check.completed` per check, and returns the block they cause, if any.
-async fn read_checks<C: Checks, K: Clock, I: IdSource>(
+async fn read_checks<C: Checks>(
     checks: &C,
     names: &[String],
     head_sha: &str,
     skip: bool,
-    recorder: &mut Recorder<'_, K, I>,
+    recorder: &mut Recorder<'_>,
     read: &mut Vec<CheckOutcome>,
 ) -> Result<Option<(BlockKind, String)>, ChecksError> {
     if names.is_empty() {
@@ -432,13 +462,15 @@ pub async fn validate<S, C, K, I>(
 where
     S: Scm,
     C: Checks,
-    K: Clock,
-    I: IdSource,
+    K: Clock + Sync,
+    I: IdSource + Sync,
 {
     let mut recorder = Recorder {
-        clock: ports.clock,
-        ids: ports.ids,
-        trace_id: format!("trace-{}", ports.ids.new_id()),
+        factory: EventFactory::new(
+            ports.clock,
+            ports.ids,
+            format!("trace-{}", ports.ids.new_id()),
+        ),
         intent,
         events: Vec::new(),
     };
@@ -455,7 +487,7 @@ where
     let merge = match ports.scm.simulate(intent).await {
         Ok(merge) => merge,
         Err(ScmError::UnknownRef(name)) => {
-            let decision = fresh_decision(intent, &recorder.trace_id, SimulatedMerge::default());
+            let decision = fresh_decision(intent, recorder.trace_id(), SimulatedMerge::default());
             return Ok(blocked(
                 decision,
                 recorder,
@@ -475,7 +507,7 @@ where
         }),
         json!({"source": intent.source, "target": intent.target, "conflict_count": sim.conflicts.len()}),
     );
-    let mut decision = fresh_decision(intent, &recorder.trace_id, merge.clone());
+    let mut decision = fresh_decision(intent, recorder.trace_id(), merge.clone());
     if !sim.mergeable {
         return Ok(blocked(
             decision,
@@ -524,7 +556,7 @@ where
         serde_json::to_value(&risk).unwrap_or(Value::Null),
         json!({
             "risk_score": risk.risk_score, "damage_score": risk.damage_score, "signals": risk.signals,
-            "bombs": risk.bombs.iter().map(|b| b.kind()).collect::<Vec<_>>(), "trace_id": recorder.trace_id,
+            "bombs": risk.bombs.iter().map(|b| b.kind()).collect::<Vec<_>>(), "trace_id": recorder.trace_id(),
         }),
     );
     let mut level = intent.risk_level;
@@ -533,7 +565,7 @@ where
         recorder.record(
             EventType::RiskLevelReclassified,
             json!({"old": level, "new": new_level, "risk_score": risk.risk_score}),
-            json!({"trace_id": recorder.trace_id}),
+            json!({"trace_id": recorder.trace_id()}),
         );
         level = new_level;
         decision.risk_level = level;
@@ -572,8 +604,8 @@ where
     );
     recorder.record(
         EventType::PolicyEvaluated,
-        json!({"verdict": policy.verdict, "gates": policy.gates, "profile_used": policy.profile_used, "trace_id": recorder.trace_id}),
-        json!({"verdict": policy.verdict, "trace_id": recorder.trace_id}),
+        json!({"verdict": policy.verdict, "gates": policy.gates, "profile_used": policy.profile_used, "trace_id": recorder.trace_id()}),
+        json!({"verdict": policy.verdict, "trace_id": recorder.trace_id()}),
     );
     if policy.verdict == Verdict::Block {
         let reason = policy.block_reason();
@@ -597,9 +629,9 @@ where
     // Step 6: validated.
     recorder.record(
         EventType::IntentValidated,
-        json!({"source": intent.source, "target": intent.target, "trace_id": recorder.trace_id,
+        json!({"source": intent.source, "target": intent.target, "trace_id": recorder.trace_id(),
                "head_sha": merge.head_sha, "target_sha": merge.target_sha, "risk_level": level}),
-        json!({"risk_score": risk_score, "policy_verdict": "ALLOW", "trace_id": recorder.trace_id}),
+        json!({"risk_score": risk_score, "policy_verdict": "ALLOW", "trace_id": recorder.trace_id()}),
     );
     decision.events = recorder.events;
     Ok(decision)
@@ -621,17 +653,17 @@ fn fresh_decision(intent: &Intent, trace_id: &str, merge: SimulatedMerge) -> Dec
     }
 }
 
-fn blocked<K: Clock, I: IdSource>(
+fn blocked(
     mut decision: Decision,
-    mut recorder: Recorder<'_, K, I>,
+    mut recorder: Recorder<'_>,
     kind: BlockKind,
     reason: String,
 ) -> Decision {
     recorder.record(
         EventType::IntentBlocked,
-        json!({"reason": reason, "kind": kind, "trace_id": recorder.trace_id,
+        json!({"reason": reason, "kind": kind, "trace_id": recorder.trace_id(),
                "head_sha": decision.merge.head_sha, "target_sha": decision.merge.target_sha}),
-        json!({"reason": reason, "trace_id": recorder.trace_id}),
+        json!({"reason": reason, "trace_id": recorder.trace_id()}),
     );
     decision.outcome = Outcome::Blocked { kind, reason };
     decision.events = recorder.events;

@@ -202,6 +202,80 @@ pub struct Step {
     pub action: NextAction,
 }
 
+/// What a queue round did with one intent: what the dashboard, the CLI and the log lines
+/// show, under the stable names of [`RoundOutcome::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoundOutcome {
+    /// Validated, not queued (auto-confirm off leaves it there only when queueing is off).
+    Validated,
+    /// Validated and queued for a merge.
+    Queued,
+    /// Validation blocked it (conflict, checks, policy, risk gate).
+    Blocked,
+    /// Required checks are still running; tried again later without spending a retry.
+    WaitingForChecks,
+    /// An intent it depends on has not merged yet.
+    WaitingForDependencies,
+    /// Held out of the queue (a draft).
+    Held,
+    /// Sent back to READY (a refused or failed merge).
+    Requeued,
+    /// Rejected: at the retry bound, or a merge failed for the last time.
+    Rejected,
+    /// Merged (or found already in its target).
+    Merged,
+    /// Nothing to do this round.
+    Unchanged,
+    /// The round could not judge it (source control or checks unreachable); tried again later.
+    Error,
+}
+
+impl RoundOutcome {
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoundOutcome::Validated => "validated",
+            RoundOutcome::Queued => "queued",
+            RoundOutcome::Blocked => "blocked",
+            RoundOutcome::WaitingForChecks => "waiting_for_checks",
+            RoundOutcome::WaitingForDependencies => "waiting_for_dependencies",
+            RoundOutcome::Held => "held",
+            RoundOutcome::Requeued => "requeued",
+            RoundOutcome::Rejected => "rejected",
+            RoundOutcome::Merged => "merged",
+            RoundOutcome::Unchanged => "unchanged",
+            RoundOutcome::Error => "error",
+        }
+    }
+
+    /// Whether the intent needed work (a validation, a merge, a rejection), which is what a
+    /// round's batch size counts; waiting, held and unchanged intents do not.
+    pub fn needed_work(self) -> bool {
+        !matches!(
+            self,
+            RoundOutcome::Unchanged | RoundOutcome::Held | RoundOutcome::WaitingForDependencies
+        )
+    }
+
+    /// The outcome a step leads to, by the status it sets.
+    pub fn of_step(step: &Step) -> RoundOutcome {
+        match step.status {
+            Status::Queued => RoundOutcome::Queued,
+            Status::Rejected => RoundOutcome::Rejected,
+            Status::Merged => RoundOutcome::Merged,
+            Status::Validated => RoundOutcome::Validated,
+            Status::Ready => RoundOutcome::Blocked,
+        }
+    }
+}
+
+impl std::fmt::Display for RoundOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Applies a failed attempt: one more retry, then READY or, at the bound, REJECTED.
 pub fn failed_attempt(intent: &Intent, max_retries: u32, reason: &str) -> Step {
     let retries = intent.retries + 1;

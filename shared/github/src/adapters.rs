@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use converge_core::Intent;
 use converge_core::pipeline::{
-    CheckOutcome, CheckState, Checks, ChecksError, MergeError, Merger, Scm, ScmError,
+    CheckOutcome, CheckState, Checks, ChecksError, MergeError, MergePermit, Merger, Scm, ScmError,
     SimulatedMerge, Tips,
 };
 use converge_core::publication::{CHECK_NAME, PublishError, Publisher, Report, ReportState};
@@ -444,7 +444,16 @@ impl Merger for GithubPorts {
         &self,
         intent: &Intent,
         validated: &SimulatedMerge,
+        permit: &MergePermit,
     ) -> Result<String, MergeError> {
+        tracing::info!(
+            intent = %intent.id,
+            key = %permit.key(),
+            fencing_token = permit.fencing_token(),
+            "merging {} onto {}",
+            validated.head_sha,
+            validated.target_sha
+        );
         let t = self.target(intent).map_err(merge_unavailable)?;
         let tips = self
             .tips_of(&t, intent)

@@ -103,53 +103,13 @@ impl Principal {
 
 /// Stores the configured keys' hashes (an expiry set by a rotation is kept).
 pub async fn seed_api_keys(state: &AppState, specs: &[ApiKeySpec]) -> Result<(), ApiError> {
-    seed_api_keys_as(state, specs, None).await
-}
-
-/// Stores the keys' hashes, recording where they were configured.
-async fn seed_api_keys_as(
-    state: &AppState,
-    specs: &[ApiKeySpec],
-    origin: Option<&str>,
-) -> Result<(), ApiError> {
-    for spec in specs {
-        let record = ApiKeyRecord {
-            key_hash: spec.key_hash(),
-            role: spec.role.to_string(),
-            actor: spec.actor.clone(),
-            tenant_id: spec.tenant.clone(),
-            scopes: spec.scopes.clone().unwrap_or_default(),
-            created_at: state.clock.now(),
-            expires_at: None,
-            origin: origin.map(str::to_owned),
-        };
-        state.store.put_api_key(&record).await?;
-    }
-    Ok(())
-}
-
-/// Seeds the keys listed in the secret `arn` (its current value is `text`), each recorded as
-/// coming from it, then revokes the live keys that came from it and that it no longer lists:
-/// removing a key from the secret is how it is withdrawn. A revoked key stays revoked if it is
-/// listed again (an expiry is never lifted); a withdrawn key is replaced by a new one.
-pub async fn seed_api_keys_from_secret(
-    state: &AppState,
-    arn: &str,
-    text: &str,
-) -> Result<(), ApiError> {
-    let current = parse_api_keys(text)
-        .map_err(|e| ApiError::DependencyUnavailable(format!("secret {arn}: {e}")))?;
-    let origin = format!("secret:{arn}");
-    seed_api_keys_as(state, &current, Some(&origin)).await?;
-    let listed: std::collections::BTreeSet<String> =
-        current.iter().map(ApiKeySpec::key_hash).collect();
-    let now = state.clock.now();
-    for key_hash in state.store.api_keys_from(&origin).await? {
-        if !listed.contains(&key_hash) {
-            state.store.expire_api_key(&key_hash, now).await?;
-            state.key_cache.forget(&key_hash);
-        }
-    }
+    converge_runtime::api_keys::seed(
+        &state.services.store,
+        state.services.clock.now(),
+        specs,
+        None,
+    )
+    .await?;
     Ok(())
 }
 
@@ -195,7 +155,7 @@ impl KeyCache {
         state: &AppState,
         key_hash: &str,
     ) -> Result<Principal, ApiError> {
-        let now = state.clock.now();
+        let now = state.services.clock.now();
         if let Ok(cache) = self.0.lock()
             && let Some(hit) = cache
                 .get(key_hash)
@@ -207,6 +167,7 @@ impl KeyCache {
             };
         }
         let record = state
+            .services
             .store
             .find_api_key(key_hash)
             .await?
@@ -239,7 +200,7 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let principal = if state.settings.auth_required {
+    let principal = if state.services.api.auth_required {
         let key = request
             .headers()
             .get("x-api-key")
@@ -252,8 +213,8 @@ pub async fn authenticate(
     };
 
     let mut remaining = None;
-    if let Some(limit) = state.settings.rate_limit_rpm {
-        let now = state.clock.now();
+    if let Some(limit) = state.services.api.rate_limit_rpm {
+        let now = state.services.clock.now();
         let window = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
         let reset = (window + TimeDelta::minutes(1) - now).num_seconds().max(1) as u64;
         // A tenant's keys share its budget; an untenanted key has its own, per actor.
@@ -261,10 +222,11 @@ pub async fn authenticate(
             Some(tenant) => tenant.clone(),
             None => format!("actor:{}", principal.actor),
         };
-        let hits = state.store.hit_rate_limit(&bucket, window).await?;
+        let hits = state.services.store.hit_rate_limit(&bucket, window).await?;
         if hits == 1 {
             // First request of this bucket in a new minute: forget windows that cannot matter.
             state
+                .services
                 .store
                 .prune_rate_limits(window - TimeDelta::minutes(2))
                 .await?;

@@ -44,7 +44,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 
 /// Who is looking: from the session cookie (or anyone, with authentication off).
 async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
-    if !state.settings.auth_required {
+    if !state.services.api.auth_required {
         return Ok(Some(Principal::anonymous()));
     }
     let Some(key) = cookie(headers, COOKIE) else {
@@ -141,7 +141,7 @@ async fn intent_page(
         Ok(None) => return page(StatusCode::OK, "Sign in", &login_form(None), false),
         Err(e) => return e.into_response(),
     };
-    let intent = match state.store.intent(&id).await {
+    let intent = match state.services.store.intent(&id).await {
         Ok(Some(intent)) if principal.can_see(intent.tenant_id.as_deref()) => intent,
         Ok(_) => {
             let body = format!(
@@ -167,6 +167,7 @@ async fn overview_html(state: &AppState, principal: &Principal) -> Result<String
     let mut html = String::new();
     let tenant = principal.tenant.clone();
     let actionable = state
+        .services
         .store
         .intents(&IntentFilter {
             statuses: vec![Status::Ready, Status::Validated, Status::Queued],
@@ -278,6 +279,7 @@ async fn overview_html(state: &AppState, principal: &Principal) -> Result<String
     // Leases and the dead-letter queue.
     html.push_str("<section aria-labelledby=\"workers\"><h2 id=\"workers\">Workers</h2>");
     let leases: Vec<_> = state
+        .services
         .store
         .leases()
         .await?
@@ -306,7 +308,7 @@ async fn overview_html(state: &AppState, principal: &Principal) -> Result<String
         }
         html.push_str("</tbody></table></div>");
     }
-    let dlq = match &state.dlq {
+    let dlq = match &state.services.dlq {
         None => "not configured (CONVERGE_DLQ_URL)".to_owned(),
         Some(queue) => match queue.depth().await {
             Ok(depth) => format!("{depth} message(s)"),
@@ -398,6 +400,7 @@ async fn intent_html(state: &AppState, intent: &Intent) -> Result<String, ApiErr
     html.push_str("</section>");
 
     let events = state
+        .services
         .store
         .events(&EventFilter {
             intent_id: Some(intent.id.clone()),
@@ -434,6 +437,7 @@ async fn recent(
     limit: u32,
 ) -> Result<Vec<StoredEvent>, ApiError> {
     Ok(state
+        .services
         .store
         .events(&EventFilter {
             event_type: Some(event_type),
@@ -450,6 +454,7 @@ async fn latest_payload(
     event_type: EventType,
 ) -> Result<Option<Value>, ApiError> {
     Ok(state
+        .services
         .store
         .events(&EventFilter {
             intent_id: Some(intent_id.to_owned()),

@@ -112,26 +112,12 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::Projection(e) => ApiError::Conflict(e.to_string()),
             StoreError::StaleLease { .. } => ApiError::Conflict(error.to_string()),
-            StoreError::Database(sqlx_error) if is_unreachable(&sqlx_error) => {
+            StoreError::Unavailable(cause) => {
+                tracing::warn!("{cause}");
                 ApiError::Unavailable
             }
             other => ApiError::Internal(other.to_string()),
         }
-    }
-}
-
-fn is_unreachable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Tls(_) => true,
-        // PostgreSQL: connection exceptions (08…), the database is gone (3D000), the server is
-        // shutting down or restarting (57P0…).
-        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
-            code.starts_with("08") || code == "3D000" || code.starts_with("57P0")
-        }),
-        _ => false,
     }
 }
 

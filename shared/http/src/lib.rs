@@ -1,17 +1,22 @@
 //! HTTP: the axum [`Router`] of the Converge API, served by the `api` Lambda function
 //! (lambda_http) and by `converge serve` alike.
 //!
-//! - Business routes under `/v1`, mirrored under `/api` (the runbook's prefix); each checks
-//!   role, scope and tenant (see [`auth`]).
+//! - Business routes under `/v1`, mirrored under `/api` (the runbook's prefix); the route
+//!   table's role and scope are checked before the handler runs, then the tenant (see
+//!   [`auth`]).
 //! - Operational routes without auth or rate limit: `/health`, `/health/live`, `/health/ready`
 //!   (503 when the database is down), `/metrics` (Prometheus text), `/v1/openapi.json`.
 //! - Every error is `{"error": {"code", "message"}}` ([`error`]), unknown routes and malformed
 //!   JSON included; bodies are limited to [`BODY_LIMIT_BYTES`].
 //!
-//! Handlers are thin: they parse, authorise, call the store and the domain, and shape JSON.
-//! The business routes are declared once, in [`openapi`], with their documentation; the
-//! router and `/v1/openapi.json` are both built from that table.
+//! Handlers are thin: they parse, call the store, the domain and the runtime's commands, and
+//! shape JSON. The business routes are declared once, in the route table (`routes`, one
+//! module per resource), with their documentation, role and scope; the router, the access
+//! check and `/v1/openapi.json` are all built from that table. [`AppState`] holds the
+//! process's [`Services`] (built by `converge_runtime`, the composition root) and what only
+//! HTTP needs: request metrics and the cache of resolved keys.
 
+pub mod api;
 pub mod auth;
 pub mod boot;
 mod dashboard;
@@ -32,6 +37,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use converge_core::PolicyConfig;
 use converge_core::pipeline::Clock;
+use converge_runtime::services::Services;
 use converge_store::Store;
 use rand::Rng as _;
 use serde_json::json;
@@ -60,121 +66,47 @@ pub fn encode_component(value: &str) -> String {
 
 /// Largest request body accepted (1 MiB).
 pub const BODY_LIMIT_BYTES: usize = 1 << 20;
-/// What every handler shares.
+
+/// What every handler shares: the process's services and what only HTTP needs.
 pub struct AppState {
-    /// The store.
-    pub store: Store,
-    /// Time.
-    pub clock: Arc<dyn Clock + Send + Sync>,
-    /// API settings.
-    pub settings: ApiSettings,
-    /// Policy (defaults for intents, risk gate).
-    pub policy: PolicyConfig,
+    /// The store, ports, queues, secrets, clock and settings of this process, built by the
+    /// composition root ([`Services::from_config`]).
+    pub services: Services,
     /// Request metrics of this instance.
     pub metrics: Metrics,
     /// Recently resolved API keys.
     pub key_cache: auth::KeyCache,
-    /// What intents are validated (and, by a worker in this process, merged) through: the
-    /// local repository and its checks, and the GitHub App, each when configured.
-    pub ports: converge_runtime::routed::RoutedPorts,
-    /// Notified after a change that calls for queue work was committed, so that a worker in
-    /// this process starts at once instead of at its next poll (the outbox row is what
-    /// guarantees the work; this only shortens the wait).
-    pub queue_wakeup: Arc<tokio::sync::Notify>,
-    /// The SQS queue (`CONVERGE_QUEUE_URL`), when workers take their work from SQS.
-    pub sqs: Option<converge_runtime::sqs::SqsQueue>,
-    /// Its dead-letter queue (`CONVERGE_DLQ_URL`), whose depth the dashboard shows.
-    pub dlq: Option<converge_runtime::sqs::SqsQueue>,
-    /// Secrets Manager with its cache (at most 5 minutes), for the secrets named by
-    /// `*_SECRET_ARN` settings; `None` when none is.
-    pub secrets: Option<Arc<converge_runtime::secrets::Secrets>>,
-    /// The secrets this process built objects from (the DSN, the App key), re-read before
-    /// each request.
-    pub rotation: converge_runtime::secrets::Rotation,
-    /// The API keys' secret (`CONVERGE_API_KEYS_SECRET_ARN`), re-seeded when it changes.
-    pub api_keys_secret: Option<converge_runtime::secrets::WatchedSecret>,
-    /// The worker settings (`CONVERGE_WORKER_*`), for rounds run on request.
-    pub worker_settings: converge_runtime::queue_worker::WorkerSettings,
 }
 
 impl AppState {
-    /// A new state.
+    /// A state over `store` with `settings` and `policy`, and no ports, queues or secrets
+    /// (tests and benchmarks; a server builds its state with [`boot::state_from_env`]).
     pub fn new(
         store: Store,
         clock: Arc<dyn Clock + Send + Sync>,
         settings: ApiSettings,
         policy: PolicyConfig,
     ) -> AppState {
+        let mut services = Services::new(store, clock, settings);
+        services.policy = policy;
+        AppState::with_services(services)
+    }
+
+    /// The state of a server over `services`.
+    pub fn with_services(services: Services) -> AppState {
         AppState {
-            store,
-            clock,
-            settings,
-            policy,
+            services,
             metrics: Metrics::default(),
             key_cache: auth::KeyCache::default(),
-            ports: converge_runtime::routed::RoutedPorts::new(None, None),
-            queue_wakeup: Arc::new(tokio::sync::Notify::new()),
-            sqs: None,
-            dlq: None,
-            secrets: None,
-            rotation: converge_runtime::secrets::Rotation::new(
-                converge_runtime::secrets::SECRET_TTL,
-            ),
-            api_keys_secret: None,
-            worker_settings: converge_runtime::queue_worker::WorkerSettings::default(),
         }
     }
 
-    /// Called after a commit that wrote queue messages: wakes this process's worker and, with
-    /// SQS configured, relays the outbox's queue messages there at once. A relay that fails is
-    /// only logged: the messages stay in the outbox for the next relay or the sweep.
-    pub async fn queue_work_committed(&self) {
-        self.queue_wakeup.notify_one();
-        if let Some(queue) = &self.sqs
-            && let Err(e) = queue.relay(&self.store, "api").await
-        {
-            tracing::warn!("queue messages left for the sweep: {e}");
-        }
-    }
-
-    /// Brings this process up to date with rotated secrets: the DSN and the App key (see
-    /// [`converge_runtime::secrets::Rotation`]) and the API keys' secret. Each is read at most
-    /// once per cache lifetime; a failure is logged and the current credentials kept.
+    /// Brings this process up to date with rotated secrets (see
+    /// [`Services::refresh_secrets`]); the keys a secret withdrew are forgotten at once.
     pub async fn refresh_secrets(&self) {
-        self.rotation.refresh(&self.store).await;
-        if let Err(e) = self.refresh_api_keys().await {
-            tracing::warn!("{e}");
+        for key_hash in self.services.refresh_secrets().await {
+            self.key_cache.forget(&key_hash);
         }
-    }
-
-    /// Seeds the keys of the API keys' secret when its value changed since the last call
-    /// (the first call included), and revokes the keys it gave before and no longer lists. A
-    /// value that cannot be used is handed over again after
-    /// [`converge_runtime::secrets::RETRY_AFTER_FAILURE`]; a failed read is retried after the
-    /// same pause by the secrets' cache.
-    pub async fn refresh_api_keys(&self) -> Result<(), ApiError> {
-        let (Some(watched), Some(secrets)) = (&self.api_keys_secret, &self.secrets) else {
-            return Ok(());
-        };
-        let Some(text) = watched
-            .changed(secrets)
-            .await
-            .map_err(|e| ApiError::DependencyUnavailable(e.to_string()))?
-        else {
-            return Ok(());
-        };
-        let outcome = auth::seed_api_keys_from_secret(self, watched.arn(), &text).await;
-        if outcome.is_err() {
-            watched.failed();
-        }
-        outcome
-    }
-
-    /// A fresh id: 96 random bits as 24 hex characters (unique for any number of events a
-    /// deployment will ever hold).
-    pub fn new_id(&self) -> String {
-        let bytes: [u8; 12] = rand::rng().random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// 256 random bits, hex (for API keys).
@@ -185,7 +117,7 @@ impl AppState {
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
-    Json(json!({"status": "ok", "timestamp": state.clock.now()})).into_response()
+    Json(json!({"status": "ok", "timestamp": state.services.clock.now()})).into_response()
 }
 
 async fn live() -> Response {
@@ -193,8 +125,10 @@ async fn live() -> Response {
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => Json(json!({"status": "ok", "timestamp": state.clock.now()})).into_response(),
+    match state.services.store.ping().await {
+        Ok(()) => {
+            Json(json!({"status": "ok", "timestamp": state.services.clock.now()})).into_response()
+        }
         Err(e) => {
             tracing::warn!("readiness check failed: {e}");
             (
@@ -202,7 +136,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
                 Json(json!({
                     "status": "unavailable",
                     "error": {"code": "unavailable", "message": "the database is unreachable"},
-                    "timestamp": state.clock.now()
+                    "timestamp": state.services.clock.now()
                 })),
             )
                 .into_response()
@@ -258,11 +192,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
 }
 
 fn business_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
-    openapi::routes()
-        .into_iter()
-        .fold(Router::new(), |router, route| {
-            router.route(route.path, route.handler)
-        })
+    routes::router()
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(state),
             auth::authenticate,
@@ -273,13 +203,49 @@ fn business_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
         ))
 }
 
+/// The operational routes every deployment answers: health, liveness, readiness.
+fn health_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+}
+
+/// The layers every router carries: the error envelope for unknown routes and methods, the
+/// body limit, rotated secrets, security headers and the request span.
+fn finish(router: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    router
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(|| async { error::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            refresh_secrets,
+        ))
+        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(trace_request))
+        .with_state(state)
+}
+
+/// The webhook function's router: the GitHub webhook and the health routes, nothing else.
+pub fn webhook_router(state: Arc<AppState>) -> Router {
+    let routes = health_routes()
+        .route(
+            "/integrations/github/webhook",
+            axum::routing::post(webhook::github_webhook),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            metrics::track,
+        ));
+    finish(routes, state)
+}
+
 /// The whole API.
 pub fn router(state: Arc<AppState>) -> Router {
     let business = business_routes(&state);
     let operational = dashboard::routes()
-        .route("/health", get(health))
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
+        .merge(health_routes())
         .route("/metrics", get(metrics::scrape))
         .route(
             "/integrations/github/webhook",
@@ -291,18 +257,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             metrics::track,
         ));
-    Router::new()
+    let routes = Router::new()
         .merge(operational)
         .nest("/v1", business.clone())
-        .nest("/api", business)
-        .fallback(error::not_found)
-        .method_not_allowed_fallback(|| async { error::method_not_allowed() })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            refresh_secrets,
-        ))
-        .layer(middleware::from_fn(security_headers))
-        .layer(middleware::from_fn(trace_request))
-        .with_state(state)
+        .nest("/api", business);
+    finish(routes, state)
 }

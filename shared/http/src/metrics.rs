@@ -145,7 +145,7 @@ pub async fn scrape(
     State(state): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(token) = &state.settings.metrics_token {
+    if let Some(token) = &state.services.api.metrics_token {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -160,7 +160,7 @@ pub async fn scrape(
     state.metrics.render(&mut out);
 
     // Counted by the database: no intent row is loaded, however many there are.
-    let counts = state.store.intent_counts(None).await?;
+    let counts = state.services.store.intent_counts(None).await?;
     let mut by_status: BTreeMap<&str, i64> = converge_core::Status::ALL
         .iter()
         .map(|s| (s.as_str(), 0))
@@ -187,8 +187,8 @@ pub async fn scrape(
         );
     }
     out.push_str("# HELP converge_queue_lease_held Whether a live lease holds the queue key (1) or not (0).\n# TYPE converge_queue_lease_held gauge\n");
-    let now = state.clock.now();
-    for lease in state.store.leases().await? {
+    let now = state.services.clock.now();
+    for lease in state.services.store.leases().await? {
         let held = lease.holder.is_some() && lease.expires_at.is_some_and(|e| e > now);
         let _ = writeln!(
             out,

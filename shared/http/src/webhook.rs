@@ -1,8 +1,8 @@
 //! `POST /integrations/github/webhook`: GitHub deliveries in.
 //!
-//! Only fast work happens here: size guard, signature, parse, translate, one transaction
-//! (the delivery record, `webhook.received`, the intent's events and projection, queue
-//! messages), then 202. The queue worker does the rest. A delivery id already handled writes
+//! Only fast work happens here: size guard, signature, parse, translate, then the runtime's
+//! `commands::record_delivery` (one transaction: the delivery record, `webhook.received`, the
+//! intent's events and projection, queue messages), then 202. The queue worker does the rest. A delivery id already handled writes
 //! nothing and is acknowledged as a duplicate, also when copies arrive concurrently (the
 //! delivery row is inserted inside the same transaction).
 
@@ -13,19 +13,13 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use converge_core::intake::{Change, Effect, effect};
-use converge_core::queue::QueueKey;
-use converge_core::{Event, EventType, Intent};
 use converge_github::signature;
-use converge_github::webhook::{IntakeContext, Translation, action_of, translate};
-use converge_runtime::queue_worker::queue_message;
-use converge_store::{Commit, Delivery, StoreError};
+use converge_github::webhook::{IntakeContext, action_of, translate};
+use converge_runtime::commands::{self, DeliveryResult};
+use converge_store::Delivery;
 use serde_json::{Value, json};
 
 use crate::{ApiError, AppState};
-
-/// Attempts when a concurrent change to the same intent made the first decision stale.
-const ATTEMPTS: usize = 3;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -59,7 +53,7 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let limit = state.settings.webhook_max_body_bytes;
+    let limit = state.services.api.webhook_max_body_bytes;
     let declared = header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok());
     if let Some(declared) = declared.filter(|n| *n > limit) {
         // Read a body up to twice the limit before refusing it, so the sender gets the 413
@@ -78,7 +72,7 @@ async fn receive(
     if signed {
         signature::verify(&secrets, &body, header(&headers, "x-hub-signature-256"))
             .map_err(|e| ApiError::BadSignature(format!("webhook refused: {e}")))?;
-    } else if state.settings.auth_required {
+    } else if state.services.api.auth_required {
         return Err(ApiError::Forbidden(
             "webhook signature verification is not configured: set CONVERGE_GITHUB_WEBHOOK_SECRET \
              (or CONVERGE_AUTH_REQUIRED=0 on a private machine)"
@@ -102,8 +96,8 @@ async fn receive(
         ));
     }
     let context = IntakeContext {
-        tenant: state.settings.github_default_tenant.as_deref(),
-        now: state.clock.now(),
+        tenant: state.services.api.github_default_tenant.as_deref(),
+        now: state.services.clock.now(),
     };
     let translation =
         translate(&event_name, &body, context).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -116,33 +110,20 @@ async fn receive(
     let received = json!({"github_event": event_name, "delivery_id": delivery_id,
                           "action": action, "signed": signed});
 
-    let mut attempt = 0;
-    let (outcome, commit) = loop {
-        attempt += 1;
-        let (outcome, commit) = plan(&state, &translation, &received, &delivery).await?;
-        match state.store.commit(&commit).await {
-            Ok(_) => break (outcome, commit),
-            Err(StoreError::AlreadyDelivered {
-                same_body: true, ..
-            }) => {
-                return Ok(accepted(json!({"ok": true, "delivery_id": delivery_id,
-                                          "event": event_name, "duplicate": true})));
-            }
-            Err(StoreError::AlreadyDelivered {
-                same_body: false, ..
-            }) => {
-                return Err(ApiError::Conflict(format!(
-                    "delivery {delivery_id} was already received with a different body"
-                )));
-            }
-            // Another change to the intent landed between reading and writing: decide again.
-            Err(StoreError::Projection(_)) if attempt < ATTEMPTS => continue,
-            Err(e) => return Err(e.into()),
+    let recorded =
+        commands::record_delivery(&state.services, &translation, &received, &delivery).await?;
+    let outcome = match recorded {
+        DeliveryResult::Recorded(outcome) => outcome,
+        DeliveryResult::Duplicate => {
+            return Ok(accepted(json!({"ok": true, "delivery_id": delivery_id,
+                                      "event": event_name, "duplicate": true})));
+        }
+        DeliveryResult::ReusedId => {
+            return Err(ApiError::Conflict(format!(
+                "delivery {delivery_id} was already received with a different body"
+            )));
         }
     };
-    if !commit.outbox.is_empty() {
-        state.queue_work_committed().await;
-    }
     let mut response =
         json!({"ok": true, "delivery_id": delivery_id, "event": event_name, "action": action});
     if let (Value::Object(map), Value::Object(more)) = (&mut response, outcome) {
@@ -157,7 +138,10 @@ async fn receive(
 async fn webhook_secrets(
     state: &AppState,
 ) -> Result<std::borrow::Cow<'_, [signature::WebhookSecret]>, ApiError> {
-    match (&state.settings.webhook_secret_arn, &state.secrets) {
+    match (
+        &state.services.api.webhook_secret_arn,
+        &state.services.secrets,
+    ) {
         (Some(arn), Some(secrets)) => {
             let value = secrets.get(arn).await.map_err(|e| {
                 tracing::error!("webhook: {e}");
@@ -167,140 +151,12 @@ async fn webhook_secrets(
             })?;
             Ok(std::borrow::Cow::Owned(signature::parse_secrets(&value)))
         }
-        _ => Ok(std::borrow::Cow::Borrowed(&state.settings.webhook_secrets)),
+        _ => Ok(std::borrow::Cow::Borrowed(
+            &state.services.api.webhook_secrets,
+        )),
     }
 }
 
 fn accepted(body: Value) -> Response {
     (StatusCode::ACCEPTED, Json(body)).into_response()
-}
-
-/// The transaction a delivery calls for, and what to answer about it.
-async fn plan(
-    state: &AppState,
-    translation: &Translation,
-    received: &Value,
-    delivery: &Delivery,
-) -> Result<(Value, Commit), ApiError> {
-    let trace_id = format!("trace-{}", state.new_id());
-    let event =
-        |event_type: EventType, intent: Option<(&str, Option<String>)>, payload: Value| Event {
-            id: state.new_id(),
-            trace_id: trace_id.clone(),
-            timestamp: state.clock.now(),
-            event_type,
-            intent_id: intent.as_ref().map(|(id, _)| (*id).to_owned()),
-            agent_id: None,
-            tenant_id: intent.and_then(|(_, tenant)| tenant),
-            payload,
-            evidence: json!({"delivery_id": delivery.id}),
-        };
-    let mut commit = Commit {
-        delivery: Some(delivery.clone()),
-        ..Commit::default()
-    };
-    let outcome = match translation {
-        Translation::Change(change) => {
-            let (intent_id, proposed) = change_subject(change);
-            let current = state.store.intent(intent_id).await?;
-            match effect(current.as_ref(), change.as_ref()) {
-                Effect::Ignored { intent_id, reason } => {
-                    json!({"intent_id": intent_id, "result": "ignored", "reason": reason})
-                }
-                Effect::Events { intent_id, events } => {
-                    // The queue the intent is in after the change (a new target moves it).
-                    let subject = proposed.or(current.as_ref());
-                    let tenant = subject.and_then(|i| i.tenant_id.clone());
-                    for (event_type, payload) in events {
-                        commit.events.push(event(
-                            event_type,
-                            Some((&intent_id, tenant.clone())),
-                            payload,
-                        ));
-                    }
-                    if let Some(subject) = subject {
-                        commit
-                            .outbox
-                            .push(queue_message(&QueueKey::for_intent(subject)));
-                    }
-                    json!({"intent_id": intent_id, "result": "applied"})
-                }
-            }
-        }
-        Translation::Wake { repo } => {
-            let keys = repository_queues(state, repo).await?;
-            commit.outbox.extend(keys.iter().map(queue_message));
-            json!({"result": "queued", "queues": keys.len()})
-        }
-        Translation::ChecksCompleted {
-            repo,
-            head_sha,
-            name,
-            conclusion,
-        } => {
-            let state_name = match conclusion.as_str() {
-                "success" | "neutral" | "skipped" => "passed",
-                _ => "failed",
-            };
-            let mut judged = Vec::new();
-            for key in repository_queues(state, repo).await? {
-                let intents = state.store.queue_intents(&key, None, 1_000).await?;
-                let matching: Vec<&Intent> = intents
-                    .iter()
-                    .filter(|i| i.head_sha() == Some(head_sha.as_str()))
-                    .collect();
-                for intent in &matching {
-                    let payload = json!({"name": name, "state": state_name, "head_sha": head_sha,
-                                         "details": conclusion, "reported_by": "github"});
-                    commit.events.push(event(
-                        EventType::CheckReported,
-                        Some((&intent.id, intent.tenant_id.clone())),
-                        payload,
-                    ));
-                    judged.push(intent.id.clone());
-                }
-                if !matching.is_empty() {
-                    commit.outbox.push(queue_message(&key));
-                }
-            }
-            json!({"result": "recorded", "intents": judged})
-        }
-        Translation::Record {
-            event_type,
-            payload,
-        } => {
-            commit
-                .events
-                .push(event(*event_type, None, payload.clone()));
-            json!({"result": "recorded"})
-        }
-        Translation::Ignored { reason } => json!({"result": "ignored", "ignored": reason}),
-    };
-    commit
-        .events
-        .insert(0, event(EventType::WebhookReceived, None, received.clone()));
-    Ok((outcome, commit))
-}
-
-/// The intent a change is about, and the intent it proposes (if it proposes one).
-fn change_subject(change: &Change) -> (&str, Option<&Intent>) {
-    match change {
-        Change::Proposed { intent, .. } | Change::MergeGroupRequested { intent } => {
-            (&intent.id, Some(intent))
-        }
-        Change::Closed { intent_id, .. }
-        | Change::MergeGroupDestroyed { intent_id, .. }
-        | Change::Prioritised { intent_id, .. } => (intent_id, None),
-    }
-}
-
-/// Every queue of `repo` (any tenant, any target) that holds actionable intents.
-async fn repository_queues(state: &AppState, repo: &str) -> Result<Vec<QueueKey>, ApiError> {
-    Ok(
-        converge_runtime::queue_worker::actionable_keys(&state.store)
-            .await?
-            .into_iter()
-            .filter(|k| k.repo == repo)
-            .collect(),
-    )
 }

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use converge_core::pipeline::{
-    CheckOutcome, CheckState, Checks, ChecksError, Clock, MergeError, Merger, Scm, ScmError,
-    SimulatedMerge, Tips,
+    CheckOutcome, CheckState, Checks, ChecksError, Clock, MergeError, MergePermit, Merger, Scm,
+    ScmError, SimulatedMerge, Tips,
 };
 use converge_core::publication::{NoPublisher, Publisher};
 use converge_core::risk::CouplingPair;
@@ -76,6 +76,7 @@ impl Merger for MemoryScm {
         &self,
         _intent: &Intent,
         validated: &SimulatedMerge,
+        _permit: &MergePermit,
     ) -> Result<String, MergeError> {
         Ok(format!("merge-of-{}", validated.head_sha))
     }

@@ -1,5 +1,10 @@
 //! Runtime wiring and the local adapters of the domain's ports.
 //!
+//! - [`services::Services`]: the composition root. Every process (the three functions,
+//!   `converge serve`, `converge worker`, the CLI's in-process API) builds its store, ports,
+//!   queues and secrets here, once, from the typed [`config::Config`].
+//! - [`commands`]: the write paths the API and the webhook call (record, enqueue, record a
+//!   webhook delivery, run a queue round now); [`api_keys`]: seeding the configured keys.
 //! - [`local_git::GitScm`]: the `Scm` port over a git repository on this machine (the `git`
 //!   CLI): merge simulation with `git merge-tree`, files changed from the merge base, and
 //!   co-change history from `git log`.
@@ -10,7 +15,9 @@
 //!   running process (the database DSN, the GitHub App key).
 //! - [`sqs`], [`queue_worker`]: the queue and the worker rounds; [`telemetry`]: OTLP export.
 
+pub mod api_keys;
 pub mod aws;
+pub mod commands;
 pub mod config;
 pub mod local_checks;
 pub mod local_git;
@@ -18,5 +25,6 @@ pub mod queue_worker;
 pub mod reported_checks;
 pub mod routed;
 pub mod secrets;
+pub mod services;
 pub mod sqs;
 pub mod telemetry;

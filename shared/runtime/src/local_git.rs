@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use converge_core::Intent;
-use converge_core::pipeline::{MergeError, Merger, Scm, ScmError, SimulatedMerge, Tips};
+use converge_core::pipeline::{
+    MergeError, MergePermit, Merger, Scm, ScmError, SimulatedMerge, Tips,
+};
 use converge_core::risk::CouplingPair;
 use converge_core::simulation::Simulation;
 
@@ -245,7 +247,16 @@ impl Merger for GitScm {
         &self,
         intent: &Intent,
         validated: &SimulatedMerge,
+        permit: &MergePermit,
     ) -> Result<String, MergeError> {
+        tracing::info!(
+            intent = %intent.id,
+            key = %permit.key(),
+            fencing_token = permit.fencing_token(),
+            "merging {} onto {}",
+            validated.head_sha,
+            validated.target_sha
+        );
         let unavailable = |e: ScmError| MergeError::Unavailable(e.to_string());
         let branch = Self::branch_ref(&intent.target);
         let current_target = self.resolve(&branch).await.map_err(unavailable)?;

@@ -16,20 +16,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use converge_core::event::EventFactory;
 use converge_core::pipeline::{
     Checks, Clock, IdSource, Merger, Ports, Scm, ScmError, SimulatedMerge, ValidationOptions,
     validate,
 };
 use converge_core::publication::{self, NoPublisher, Publisher};
 use converge_core::queue::{
-    self, Admission, LastDecision, NextAction, QueueKey, QueueRules, Step, Work,
+    self, Admission, LastDecision, NextAction, QueueKey, QueueRules, RoundOutcome, Step, Work,
 };
 use converge_core::{Event, Intent, PolicyConfig, Status};
 use converge_store::{Commit, IntentCursor, Lease, OutboxMessage, Store, StoreError};
-use rand::Rng;
 use serde_json::{Value, json};
 
 use crate::reported_checks::ReportedChecks;
+use crate::services::RandomIds;
 
 /// The outbox topic of queue messages (`{"tenant", "repo", "target"}`).
 pub const QUEUE_TOPIC: &str = "queue";
@@ -153,21 +154,16 @@ pub enum WorkerError {
 pub struct IntentReport {
     /// The intent.
     pub intent_id: String,
-    /// `validated`, `queued`, `blocked`, `waiting_for_checks`, `waiting_for_dependencies`,
-    /// `held`, `requeued`, `rejected`, `merged`, `unchanged` or `error`.
-    pub outcome: &'static str,
+    /// What the round did with it.
+    pub outcome: RoundOutcome,
     /// The reason or detail, for the log.
     pub detail: String,
 }
 
 impl IntentReport {
-    /// Whether the intent needed work this round (a validation, a merge, a rejection), which
-    /// is what the batch size counts; waiting, held and unchanged intents do not.
+    /// Whether the intent needed work this round (see [`RoundOutcome::needed_work`]).
     pub fn needed_work(&self) -> bool {
-        !matches!(
-            self.outcome,
-            "unchanged" | "held" | "waiting_for_dependencies"
-        )
+        self.outcome.needed_work()
     }
 }
 
@@ -193,21 +189,12 @@ pub struct QueueProcessor<S, C = ReportedChecks, P = NoPublisher> {
     holder: String,
 }
 
-struct RandomIds;
-
 /// The processor's clock as a sized port.
 struct SharedClock<'a>(&'a (dyn Clock + Send + Sync));
 
 impl Clock for SharedClock<'_> {
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.0.now()
-    }
-}
-
-impl IdSource for RandomIds {
-    fn new_id(&self) -> String {
-        let bytes: [u8; 12] = rand::rng().random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -367,10 +354,13 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         let reports = result?;
         released?;
         // One line per decision, inside the round's span (so with its trace id).
-        for report in reports.iter().filter(|r| r.outcome != "unchanged") {
+        for report in reports
+            .iter()
+            .filter(|r| r.outcome != RoundOutcome::Unchanged)
+        {
             tracing::info!(
                 intent = %report.intent_id,
-                outcome = report.outcome,
+                outcome = %report.outcome,
                 detail = %report.detail,
                 "{} {}{}",
                 report.intent_id,
@@ -490,7 +480,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         queue_position: usize,
         pending: &mut Pending,
     ) -> Result<IntentReport, WorkerError> {
-        let report = |outcome: &'static str, detail: String| IntentReport {
+        let report = |outcome: RoundOutcome, detail: String| IntentReport {
             intent_id: intent.id.clone(),
             outcome,
             detail,
@@ -506,17 +496,20 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         }
         let status_of = |id: &str| dependency_status.get(id).copied().flatten();
         match queue::admit(intent, rules, status_of) {
-            Admission::Skip => return Ok(report("unchanged", "terminal".to_owned())),
-            Admission::Held { reason } => return Ok(report("held", reason)),
+            Admission::Skip => return Ok(report(RoundOutcome::Unchanged, "terminal".to_owned())),
+            Admission::Held { reason } => return Ok(report(RoundOutcome::Held, reason)),
             Admission::WaitForDependencies { unmet } => {
-                return Ok(report("waiting_for_dependencies", unmet.join(", ")));
+                return Ok(report(
+                    RoundOutcome::WaitingForDependencies,
+                    unmet.join(", "),
+                ));
             }
             Admission::Reject(step) => {
                 let notice = intent
                     .head_sha()
                     .map(|head| publication::merge_result(intent, head, &step, "", ""));
                 self.commit_step(intent, lease, Vec::new(), &step, "", notice, pending);
-                return Ok(report("rejected", reason_of(&step)));
+                return Ok(report(RoundOutcome::Rejected, reason_of(&step)));
             }
             Admission::Process => {}
         }
@@ -529,11 +522,14 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             // A missing ref is the pipeline's to judge (a MissingRef block), once.
             Err(ScmError::UnknownRef(name)) => {
                 if last.as_ref().is_some_and(|l| l.head_sha.is_empty()) {
-                    return Ok(report("unchanged", format!("unknown ref '{name}'")));
+                    return Ok(report(
+                        RoundOutcome::Unchanged,
+                        format!("unknown ref '{name}'"),
+                    ));
                 }
                 Default::default()
             }
-            Err(e) => return Ok(report("error", e.to_string())),
+            Err(e) => return Ok(report(RoundOutcome::Error, e.to_string())),
         };
         let now = self.clock.now();
         let work = queue::plan_work(
@@ -545,7 +541,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             rules,
         );
         match work {
-            Work::Nothing => Ok(report("unchanged", String::new())),
+            Work::Nothing => Ok(report(RoundOutcome::Unchanged, String::new())),
             Work::Merge {
                 head_sha,
                 target_sha,
@@ -577,7 +573,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     );
                     self.commit_step(intent, lease, Vec::new(), &step, "", Some(notice), pending);
                     return Ok(report(
-                        "merged",
+                        RoundOutcome::Merged,
                         format!("{} is already in {}", tips.head_sha, intent.target),
                     ));
                 }
@@ -598,7 +594,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 };
                 let decision = match validate(intent, ports, &self.policy, options).await {
                     Ok(decision) => decision,
-                    Err(e) => return Ok(report("error", e.to_string())),
+                    Err(e) => return Ok(report(RoundOutcome::Error, e.to_string())),
                 };
                 let step = queue::after_validation(intent, &decision, rules, waiting_since);
                 let trace = decision.trace_id.clone();
@@ -618,10 +614,11 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                         self.merge(intent, lease, &decision.merge, &trace, pending)
                             .await
                     }
-                    NextAction::RetryLater => {
-                        Ok(report("waiting_for_checks", reason_of_decision(&decision)))
-                    }
-                    NextAction::None => Ok(report(outcome_of(&step), reason_of(&step))),
+                    NextAction::RetryLater => Ok(report(
+                        RoundOutcome::WaitingForChecks,
+                        reason_of_decision(&decision),
+                    )),
+                    NextAction::None => Ok(report(RoundOutcome::of_step(&step), reason_of(&step))),
                 }
             }
         }
@@ -642,30 +639,33 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     ) -> Result<IntentReport, WorkerError> {
         let just_committed = !pending.is_empty();
         self.flush(lease, pending).await?;
-        let remaining = (lease.expires_at() - self.clock.now())
-            .to_std()
-            .unwrap_or_default();
-        let lease = if just_committed && remaining >= self.settings.lease_ttl / 2 {
-            lease.clone()
-        } else {
-            self.store
-                .extend_lease(lease, self.settings.lease_ttl)
-                .await?
-        };
+        let (lease, permit) = self
+            .store
+            .merge_permit(
+                lease,
+                self.settings.lease_ttl,
+                just_committed,
+                self.clock.now(),
+            )
+            .await?;
         let rules = self.rules();
-        let (step, outcome, detail) = match self.scm.merge(intent, validated).await {
-            Ok(commit) => (queue::after_merge(intent, &commit), "merged", commit),
+        let (step, outcome, detail) = match self.scm.merge(intent, validated, &permit).await {
+            Ok(commit) => (
+                queue::after_merge(intent, &commit),
+                RoundOutcome::Merged,
+                commit,
+            ),
             Err(e) if e.needs_revalidation() => (
                 queue::after_merge_refused(intent, &e.to_string()),
-                "requeued",
+                RoundOutcome::Requeued,
                 e.to_string(),
             ),
             Err(e) => {
                 let step = queue::after_merge_failure(intent, rules.max_retries, &e.to_string());
                 let outcome = if step.status == Status::Rejected {
-                    "rejected"
+                    RoundOutcome::Rejected
                 } else {
-                    "requeued"
+                    RoundOutcome::Requeued
                 };
                 (step, outcome, e.to_string())
             }
@@ -713,17 +713,15 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 map.insert("worker".into(), json!(self.holder));
                 map.insert("fencing_token".into(), json!(lease.token().value()));
             }
-            events.push(Event {
-                id: RandomIds.new_id(),
-                trace_id,
-                timestamp: self.clock.now(),
-                event_type: *event_type,
-                intent_id: Some(intent.id.clone()),
-                agent_id: None,
-                tenant_id: intent.tenant_id.clone(),
-                payload: payload.clone(),
+            let clock = SharedClock(self.clock.as_ref());
+            let factory = EventFactory::new(&clock, &RandomIds, trace_id);
+            events.push(factory.event(
+                *event_type,
+                Some(&intent.id),
+                intent.tenant_id.as_deref(),
+                payload.clone(),
                 evidence,
-            });
+            ));
         }
         let reported = notice
             .filter(|_| self.publisher.enabled())
@@ -854,16 +852,6 @@ fn reason_of_decision(decision: &converge_core::pipeline::Decision) -> String {
     match &decision.outcome {
         converge_core::pipeline::Outcome::Blocked { reason, .. } => reason.clone(),
         converge_core::pipeline::Outcome::Validated => String::new(),
-    }
-}
-
-fn outcome_of(step: &Step) -> &'static str {
-    match step.status {
-        Status::Queued => "queued",
-        Status::Rejected => "rejected",
-        Status::Merged => "merged",
-        Status::Validated => "validated",
-        Status::Ready => "blocked",
     }
 }
 

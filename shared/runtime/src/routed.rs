@@ -5,7 +5,8 @@
 
 use converge_core::Intent;
 use converge_core::pipeline::{
-    CheckOutcome, Checks, ChecksError, MergeError, Merger, Scm, ScmError, SimulatedMerge, Tips,
+    CheckOutcome, Checks, ChecksError, MergeError, MergePermit, Merger, Scm, ScmError,
+    SimulatedMerge, Tips,
 };
 use converge_core::publication::{PublishError, Publisher, Report};
 use converge_core::risk::CouplingPair;
@@ -112,13 +113,14 @@ impl Merger for RoutedPorts {
         &self,
         intent: &Intent,
         validated: &SimulatedMerge,
+        permit: &MergePermit,
     ) -> Result<String, MergeError> {
         match self
             .side(intent)
             .map_err(|m| MergeError::Unavailable(m.to_owned()))?
         {
-            Side::Local(scm, _) => scm.merge(intent, validated).await,
-            Side::Github(github) => github.merge(intent, validated).await,
+            Side::Local(scm, _) => scm.merge(intent, validated, permit).await,
+            Side::Github(github) => github.merge(intent, validated, permit).await,
         }
     }
 }

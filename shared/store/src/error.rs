@@ -6,9 +6,13 @@ use converge_core::queue::QueueKey;
 /// Why a store operation failed. The transaction it ran in, if any, was rolled back.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database refused or could not be reached.
+    /// The database cannot be reached now (connection refused or lost, pool exhausted or
+    /// closed, the server shutting down): the operation may succeed when tried again later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused the operation.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// A migration could not be applied.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -41,4 +45,31 @@ pub enum StoreError {
 
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// Sorts a driver error into what a caller acts on: unreachable (try again later) or
+    /// refused.
+    fn from(error: sqlx::Error) -> Self {
+        if is_unreachable(&error) {
+            StoreError::Unavailable(error.to_string())
+        } else {
+            StoreError::Database(error)
+        }
+    }
+}
+
+fn is_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
+        // PostgreSQL: connection exceptions (08…), the database is gone (3D000), the server is
+        // shutting down or restarting (57P0…).
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            code.starts_with("08") || code == "3D000" || code.starts_with("57P0")
+        }),
+        _ => false,
+    }
 }

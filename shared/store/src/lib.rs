@@ -363,6 +363,29 @@ impl Store {
         }
     }
 
+    /// The permit a merge under `lease` needs: the proof that the lease is held now. When a
+    /// commit guarded by the lease (`just_committed`) has just gone through and the lease has
+    /// at least half of `ttl` left at `now`, that commit is the proof; otherwise the lease is
+    /// renewed here, which fails with [`StoreError::StaleLease`] if it was lost (so a fenced
+    /// worker stops before touching the target). Returns the lease as it now stands.
+    pub async fn merge_permit(
+        &self,
+        lease: &Lease,
+        ttl: std::time::Duration,
+        just_committed: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(Lease, converge_core::pipeline::MergePermit), StoreError> {
+        let remaining = (lease.expires_at() - now).to_std().unwrap_or_default();
+        let lease = if just_committed && remaining >= ttl / 2 {
+            lease.clone()
+        } else {
+            self.extend_lease(lease, ttl).await?
+        };
+        let permit =
+            converge_core::pipeline::MergePermit::issue(lease.key().clone(), lease.token().value());
+        Ok((lease, permit))
+    }
+
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         match self {

@@ -108,7 +108,7 @@ async fn app(store: Store) -> axum::Router {
         settings,
         PolicyConfig::default(),
     ));
-    seed_api_keys(&state, &state.settings.api_keys)
+    seed_api_keys(&state, &state.services.api.api_keys)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     router(state)

@@ -3,6 +3,7 @@
 //! One test binary per crate: every file here is a module of it, so a build links one
 //! executable instead of one per file (disk and link time on CI's 2 cores).
 
+mod access;
 mod lambda;
 mod openapi;
 mod sample_events;

@@ -69,7 +69,7 @@ async fn state(
         settings,
         PolicyConfig::default(),
     );
-    state.secrets = Some(Arc::new(Secrets::with_client(manager.clone(), TTL)));
+    state.services.secrets = Some(Arc::new(Secrets::with_client(manager.clone(), TTL)));
     (state, db)
 }
 
@@ -142,10 +142,11 @@ async fn api_keys_rotated_in_secrets_manager_are_seeded_and_dropped_keys_revoked
         ..ApiSettings::default()
     };
     let (mut state, _db) = state(settings, &manager).await;
-    state.api_keys_secret = Some(WatchedSecret::new(&arn));
+    state.services.api_keys_secret = Some(WatchedSecret::new(&arn));
     let state = Arc::new(state);
     // What the start does: the secret's keys are seeded before the first request.
     state
+        .services
         .refresh_api_keys()
         .await
         .unwrap_or_else(|e| panic!("{e}"));

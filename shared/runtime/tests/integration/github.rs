@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use converge_core::intake::{Effect, effect};
 use converge_core::pipeline::{Clock, MergeError, Merger, SimulatedMerge};
+use converge_core::queue::QueueKey;
 use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
 use converge_github::adapters::GithubPorts;
 use converge_github::app::{GithubApp, GithubSettings, parse_check_map};
@@ -240,7 +241,7 @@ async fn poll(processor: &Worker) -> Vec<(String, &'static str, String)> {
             KeyOutcome::Busy => Vec::new(),
             KeyOutcome::Processed(reports) => reports
                 .into_iter()
-                .map(|r| (r.intent_id, r.outcome, r.detail))
+                .map(|r| (r.intent_id, r.outcome.as_str(), r.detail))
                 .collect(),
         })
         .collect()
@@ -371,9 +372,23 @@ async fn a_moved_head_or_target_is_revalidated_never_merged_blind() {
         ..SimulatedMerge::default()
     };
 
+    // A merge needs the lease of the intent's queue key.
+    let key = QueueKey::for_intent(&intent);
+    let lease = w
+        .store
+        .acquire_lease(&key, "test", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("the key is free"));
+    let (lease, permit) = w
+        .store
+        .merge_permit(&lease, Duration::from_secs(60), false, SystemClock.now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
     // The pull request got a new head: the validated head is refused, nothing moves.
     let second_head = push(&w.repo, "feature", "docs/b.md", "b\n");
-    let refused = w.ports.merge(&intent, &validated).await;
+    let refused = w.ports.merge(&intent, &validated, &permit).await;
     assert!(
         matches!(refused, Err(MergeError::HeadMoved { .. })),
         "{refused:?}"
@@ -387,12 +402,16 @@ async fn a_moved_head_or_target_is_revalidated_never_merged_blind() {
         head_sha: second_head.clone(),
         ..validated.clone()
     };
-    let refused = w.ports.merge(&intent, &validated_new_head).await;
+    let refused = w.ports.merge(&intent, &validated_new_head, &permit).await;
     assert!(
         matches!(refused, Err(MergeError::TargetMoved { .. })),
         "{refused:?}"
     );
     assert_eq!(w.main_updates(), 0);
+    w.store
+        .release_lease(&lease)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // The queue revalidates against the new head and tip, then merges those.
     w.complete_check(&id, &second_head, "success").await;

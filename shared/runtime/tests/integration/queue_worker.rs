@@ -179,7 +179,7 @@ async fn poll(processor: &QueueProcessor<GitScm>) -> Vec<(String, &'static str)>
             KeyOutcome::Busy => Vec::new(),
             KeyOutcome::Processed(reports) => reports
                 .into_iter()
-                .map(|r| (r.intent_id, r.outcome))
+                .map(|r| (r.intent_id, r.outcome.as_str()))
                 .collect(),
         })
         .collect()

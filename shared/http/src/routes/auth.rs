@@ -1,0 +1,134 @@
+//! The caller's key: who it is (`/auth/whoami`) and its rotation (`/auth/keys/rotate`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use chrono::TimeDelta;
+use converge_core::EventType;
+use converge_store::ApiKeyRecord;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::*;
+use crate::AppState;
+use crate::auth::{Principal, Role, hash_key};
+use crate::error::ApiError;
+use crate::extract::OptionalJson;
+
+/// Longest grace period of a rotated key (a day).
+pub(super) const MAX_GRACE_SECONDS: i64 = 86_400;
+
+/// Grace period of a rotated key when none is given (an hour).
+pub(super) const DEFAULT_GRACE_SECONDS: i64 = 3_600;
+
+// Auth
+/// `GET /auth/whoami`.
+pub(super) async fn whoami(principal: Principal) -> ApiResult {
+    ok(
+        json!({"role": principal.role, "actor": principal.actor, "tenant": principal.tenant, "scopes": principal.scopes}),
+    )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Rotate {
+    grace_period_seconds: Option<i64>,
+}
+
+/// `POST /auth/keys/rotate`: a new key for the caller, valid at once on every instance; the
+/// presented key keeps working for the grace period, then stops.
+pub(super) async fn rotate_key(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    OptionalJson(request): OptionalJson<Rotate>,
+) -> ApiResult {
+    let old_hash = principal.key_hash.clone().ok_or_else(|| {
+        ApiError::BadRequest("authentication is off: there is no key to rotate".to_owned())
+    })?;
+    if principal.key_expires_at.is_some() {
+        return Err(ApiError::Forbidden(
+            "this key is already being retired; rotate with its replacement".to_owned(),
+        ));
+    }
+    let grace = request
+        .grace_period_seconds
+        .unwrap_or(DEFAULT_GRACE_SECONDS);
+    if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
+        return Err(ApiError::BadRequest(format!(
+            "grace_period_seconds must be between 0 and {MAX_GRACE_SECONDS}, got {grace}"
+        )));
+    }
+    let new_key = format!("cvg_{}", state.new_secret());
+    let now = state.services.clock.now();
+    state
+        .services
+        .store
+        .put_api_key(&ApiKeyRecord {
+            key_hash: hash_key(&new_key),
+            role: principal.role.to_string(),
+            actor: principal.actor.clone(),
+            tenant_id: principal.tenant.clone(),
+            scopes: principal.scopes.clone().unwrap_or_default(),
+            created_at: now,
+            expires_at: None,
+            // Made through the API: no secret lists it, so none revokes it.
+            origin: None,
+        })
+        .await?;
+    let old_expires_at = now + TimeDelta::seconds(grace);
+    state
+        .services
+        .store
+        .expire_api_key(&old_hash, old_expires_at)
+        .await?;
+    state.key_cache.forget(&old_hash);
+    let payload = json!({"actor": principal.actor, "grace_period_seconds": grace, "old_key_expires_at": old_expires_at});
+    record(
+        &state,
+        &principal,
+        EventType::AccessKeyRotated,
+        None,
+        principal.tenant.clone(),
+        payload,
+    )
+    .await?;
+    ok(json!({
+        "new_key": new_key,
+        "actor": principal.actor,
+        "role": principal.role,
+        "tenant": principal.tenant,
+        "scopes": principal.scopes,
+        "grace_period_seconds": grace,
+        "old_key_expires_at": old_expires_at,
+        "note": "The new key works now on every instance. The old key stops working at old_key_expires_at; replace it wherever it is configured."
+    }))
+}
+
+/// The routes of this resource, for the table.
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            method: "get",
+            path: "/auth/whoami",
+            summary: "The caller's role, actor, tenant and scopes.",
+            role: Role::Viewer,
+            scope: "intents.read",
+            params: &[],
+            body: None,
+            success: 200,
+            handler: get(whoami),
+        },
+        Route {
+            method: "post",
+            path: "/auth/keys/rotate",
+            summary: "A new key for the caller, valid at once everywhere; the old key works for the grace period.",
+            role: Role::Admin,
+            scope: "admin",
+            params: &[],
+            body: Some("{grace_period_seconds? (0-86400, default 3600)}"),
+            success: 200,
+            handler: post(rotate_key),
+        },
+    ]
+}

@@ -1,0 +1,135 @@
+//! The event log: filtered pages (`/events`) and the operators' audit view (`/audit/recent`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use converge_core::EventType;
+use converge_store::EventFilter;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::AppState;
+use crate::auth::{Principal, Role};
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
+
+// Events
+#[derive(Deserialize, Default)]
+pub(super) struct EventsQuery {
+    #[serde(rename = "type")]
+    pub(super) event_type: Option<String>,
+    pub(super) intent_id: Option<String>,
+    pub(super) tenant_id: Option<String>,
+    pub(super) since: Option<String>,
+    pub(super) until: Option<String>,
+    pub(super) before: Option<i64>,
+    pub(super) limit: Option<u32>,
+}
+
+pub(super) async fn list_events(
+    state: &AppState,
+    principal: &Principal,
+    q: EventsQuery,
+) -> Result<Value, ApiError> {
+    let event_type = q
+        .event_type
+        .map(|t| {
+            t.parse::<EventType>()
+                .map_err(|e| ApiError::BadRequest(format!("type: {e}")))
+        })
+        .transpose()?;
+    let filter = EventFilter {
+        intent_id: q.intent_id,
+        event_type,
+        tenant_id: principal.read_tenant(q.tenant_id),
+        since: parse_time("since", q.since)?,
+        until: parse_time("until", q.until)?,
+        before_seq: q.before,
+        limit: page_limit(q.limit, EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX)?,
+    };
+    let events = state.services.store.events(&filter).await?;
+    let next = if events.len() == filter.limit as usize {
+        events.last().map(|e| e.seq)
+    } else {
+        None
+    };
+    Ok(
+        json!({"events": events.iter().map(stored_event_json).collect::<Vec<_>>(), "next_before": next}),
+    )
+}
+
+/// `GET /events`.
+pub(super) async fn events(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult {
+    ok(list_events(&state, &principal, q).await?)
+}
+
+/// `GET /audit/recent`: every event, newest first (operators).
+pub(super) async fn audit_recent(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> ApiResult {
+    let query = EventsQuery {
+        tenant_id: q.tenant_id,
+        limit: q.limit,
+        ..EventsQuery::default()
+    };
+    ok(list_events(&state, &principal, query).await?)
+}
+
+/// The routes of this resource, for the table.
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            method: "get",
+            path: "/events",
+            summary: "Events, newest first; `next_before` pages on.",
+            role: Role::Viewer,
+            scope: "events.read",
+            params: &[
+                (
+                    "type",
+                    In::Query,
+                    "string",
+                    "Event type, e.g. intent.validated.",
+                ),
+                ("intent_id", In::Query, "string", "Intent."),
+                TENANT,
+                ("since", In::Query, "string", "RFC 3339 time (inclusive)."),
+                ("until", In::Query, "string", "RFC 3339 time (inclusive)."),
+                (
+                    "before",
+                    In::Query,
+                    "integer",
+                    "Only events before this sequence number.",
+                ),
+                (
+                    "limit",
+                    In::Query,
+                    "integer",
+                    "Page size, 1-1000 (default 100).",
+                ),
+            ],
+            body: None,
+            success: 200,
+            handler: get(events),
+        },
+        Route {
+            method: "get",
+            path: "/audit/recent",
+            summary: "Every event, newest first.",
+            role: Role::Operator,
+            scope: "events.read",
+            params: &[LIMIT, TENANT],
+            body: None,
+            success: 200,
+            handler: get(audit_recent),
+        },
+    ]
+}

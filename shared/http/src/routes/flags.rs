@@ -1,0 +1,123 @@
+//! Feature flags: every known flag with its value and source, and setting one (`/flags…`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use converge_core::EventType;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::AppState;
+use crate::auth::{Principal, Role};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath};
+
+// Flags
+/// The current value of a known flag: the operator's setting, else its default.
+pub(super) async fn flag_value(
+    state: &AppState,
+    flag: converge_core::flags::Flag,
+) -> Result<bool, ApiError> {
+    let settings = state.services.store.flags().await?;
+    Ok(settings
+        .iter()
+        .find(|s| s.name == flag.name)
+        .map_or(flag.default, |s| s.enabled))
+}
+
+/// `GET /flags`: every known flag, its value and where the value comes from.
+pub(super) async fn list_flags(
+    State(state): State<Arc<AppState>>,
+    _principal: Principal,
+) -> ApiResult {
+    let settings = state.services.store.flags().await?;
+    let flags: Vec<Value> = converge_core::flags::ALL
+        .iter()
+        .map(|flag| {
+            let set = settings.iter().find(|s| s.name == flag.name);
+            json!({
+                "name": flag.name,
+                "enabled": set.map_or(flag.default, |s| s.enabled),
+                "default": flag.default,
+                "description": flag.description,
+                "source": if set.is_some() { "operator" } else { "default" },
+                "updated_at": set.map(|s| s.updated_at),
+                "updated_by": set.map(|s| s.updated_by.clone()),
+            })
+        })
+        .collect();
+    ok(json!({"flags": flags}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FlagUpdate {
+    enabled: bool,
+}
+
+/// `POST /flags/{name}`: sets a known flag for every instance (admin).
+pub(super) async fn set_flag(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<FlagUpdate>,
+) -> ApiResult {
+    if principal.tenant.is_some() {
+        return Err(ApiError::Forbidden(
+            "flags apply to every tenant; a tenant-bound key cannot set them".to_owned(),
+        ));
+    }
+    let flag = converge_core::flags::find(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown flag '{name}'")))?;
+    state
+        .services
+        .store
+        .set_flag(flag.name, body.enabled, &principal.actor)
+        .await?;
+    let payload = json!({"flag": flag.name, "enabled": body.enabled});
+    record(
+        &state,
+        &principal,
+        EventType::FeatureFlagChanged,
+        None,
+        principal.tenant.clone(),
+        payload,
+    )
+    .await?;
+    ok(json!({"name": flag.name, "enabled": body.enabled, "source": "operator"}))
+}
+
+/// The routes of this resource, for the table.
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            method: "get",
+            path: "/flags",
+            summary: "Every known feature flag, its value and its source (default or operator).",
+            role: Role::Viewer,
+            scope: "flags.read",
+            params: &[],
+            body: None,
+            success: 200,
+            handler: get(list_flags),
+        },
+        Route {
+            method: "post",
+            path: "/flags/{name}",
+            summary: "Set a feature flag for every instance.",
+            role: Role::Admin,
+            scope: "admin",
+            params: &[(
+                "name",
+                In::Path,
+                "string",
+                "Flag name, e.g. risk_auto_classify.",
+            )],
+            body: Some("{enabled}"),
+            success: 200,
+            handler: post(set_flag),
+        },
+    ]
+}

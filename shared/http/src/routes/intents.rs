@@ -1,0 +1,522 @@
+//! Intents: list, read, create, report checks, validate and simulate (`/intents…`).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use converge_core::{EventType, Intent, RiskLevel};
+use converge_store::{EventFilter, IntentCursor, IntentFilter};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::flags::flag_value;
+use super::*;
+use crate::AppState;
+use crate::auth::{Principal, Role};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
+
+// Intents
+#[derive(Deserialize)]
+pub(super) struct IntentListQuery {
+    status: Option<String>,
+    tenant_id: Option<String>,
+    target: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// A page of intents.
+#[derive(serde::Serialize)]
+pub(super) struct IntentPage<'a> {
+    intents: &'a [Intent],
+    next_cursor: Option<String>,
+}
+
+pub(super) fn encode_cursor(intent: &Intent) -> String {
+    let id_hex: String = intent.id.bytes().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}.{}.{id_hex}",
+        intent.priority,
+        intent.created_at.timestamp_micros()
+    )
+}
+
+pub(super) fn decode_cursor(cursor: &str) -> Result<IntentCursor, ApiError> {
+    let bad = || ApiError::BadRequest("cursor is not one this API returned".to_owned());
+    let mut parts = cursor.splitn(3, '.');
+    let priority = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let micros: i64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let hex = parts.next().ok_or_else(bad)?;
+    if hex.len() % 2 != 0 {
+        return Err(bad());
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    let id = String::from_utf8(bytes.ok_or_else(bad)?).map_err(|_| bad())?;
+    let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+    Ok(IntentCursor {
+        priority,
+        created_at,
+        id,
+    })
+}
+
+/// `GET /intents`: queue order, filters, cursor pagination.
+pub(super) async fn list_intents(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<IntentListQuery>,
+) -> ApiResult {
+    let limit = page_limit(q.limit, INTENTS_PAGE_DEFAULT, INTENTS_PAGE_MAX)?;
+    let filter = IntentFilter {
+        statuses: parse_statuses(q.status)?,
+        tenant_id: principal.read_tenant(q.tenant_id),
+        target: q.target,
+        after: q.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit: limit + 1,
+    };
+    let mut intents = state.services.store.intents(&filter).await?;
+    let next_cursor = if intents.len() > limit as usize {
+        intents.truncate(limit as usize);
+        intents.last().map(encode_cursor)
+    } else {
+        None
+    };
+    // Serialised straight from the intents (no intermediate JSON tree): this is the hot path.
+    Ok(Json(IntentPage {
+        intents: &intents,
+        next_cursor,
+    })
+    .into_response())
+}
+
+/// `GET /intents/{id}`: the intent and its commit links.
+pub(super) async fn get_intent(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult {
+    let intent = visible_intent(&state, &principal, &id).await?;
+    let links = state.services.store.commit_links(&id).await?;
+    let mut value = serde_json::to_value(&intent).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Value::Object(map) = &mut value {
+        map.insert("commit_links".to_owned(), json!(links));
+    }
+    ok(value)
+}
+
+/// `GET /intents/{id}/events`: newest first.
+pub(super) async fn intent_events(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> ApiResult {
+    visible_intent(&state, &principal, &id).await?;
+    let limit = page_limit(q.limit, EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX)?;
+    let events = state
+        .services
+        .store
+        .events(&EventFilter {
+            intent_id: Some(id),
+            limit,
+            ..EventFilter::default()
+        })
+        .await?;
+    ok(json!({"events": events.iter().map(stored_event_json).collect::<Vec<_>>()}))
+}
+
+/// The body of `POST /intents`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IntentCreate {
+    id: Option<String>,
+    intent_id: Option<String>,
+    source: Option<String>,
+    target: Option<String>,
+    risk_level: Option<RiskLevel>,
+    priority: Option<i64>,
+    #[serde(default)]
+    semantic: Map<String, Value>,
+    #[serde(default)]
+    technical: Map<String, Value>,
+    #[serde(default)]
+    checks_required: Vec<String>,
+    #[serde(default)]
+    dependencies: Vec<String>,
+    tenant_id: Option<String>,
+    plan_id: Option<String>,
+    origin_type: Option<String>,
+}
+
+/// `POST /intents`: creates a READY intent (201); an existing id is a conflict.
+pub(super) async fn create_intent(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiJson(body): ApiJson<IntentCreate>,
+) -> ApiResult {
+    let text = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let technical_ref = |key: &str| {
+        body.technical
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let source = text(body.source.clone())
+        .or_else(|| text(technical_ref("source_ref")))
+        .ok_or_else(|| ApiError::BadRequest("source is required".to_owned()))?;
+    let target = text(body.target.clone())
+        .or_else(|| text(technical_ref("target_ref")))
+        .unwrap_or_else(|| state.services.policy.queue.default_target.clone());
+    let id = text(body.id.or(body.intent_id))
+        .unwrap_or_else(|| format!("api-{}", state.services.new_id()));
+    if id.chars().count() > 512 {
+        return Err(ApiError::BadRequest(
+            "id must be at most 512 characters".to_owned(),
+        ));
+    }
+    let tenant = principal.write_tenant(body.tenant_id)?;
+    // The same answer whichever tenant holds the id (ids are one namespace).
+    if state.services.store.intent(&id).await?.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "intent id '{id}' is already taken"
+        )));
+    }
+    let mut intent = Intent::new(&id, source, target, state.services.clock.now());
+    intent.created_by = principal.actor.clone();
+    intent.risk_level = body.risk_level.unwrap_or(RiskLevel::Medium);
+    intent.priority = body
+        .priority
+        .unwrap_or(converge_core::intent::DEFAULT_PRIORITY);
+    intent.semantic = body.semantic;
+    intent.technical = body.technical;
+    intent.checks_required = body.checks_required;
+    intent.dependencies = body.dependencies;
+    intent.tenant_id = tenant.clone();
+    intent.plan_id = text(body.plan_id);
+    intent.origin_type = text(body.origin_type).unwrap_or_else(|| "api".to_owned());
+    let payload = serde_json::to_value(&intent).map_err(|e| ApiError::Internal(e.to_string()))?;
+    record_for_queue(
+        &state,
+        &principal,
+        EventType::IntentCreated,
+        &intent,
+        payload,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"ok": true, "intent_id": id, "status": intent.status})),
+    )
+        .into_response())
+}
+
+// Validation
+/// The body of `POST /intents/{id}/checks`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CheckReport {
+    name: String,
+    state: ReportedState,
+    head_sha: String,
+    #[serde(default)]
+    details: String,
+}
+
+#[derive(Deserialize, serde::Serialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ReportedState {
+    Passed,
+    Failed,
+    Pending,
+}
+
+/// `POST /intents/{id}/checks`: CI reports a check's result for a commit of the intent.
+pub(super) async fn report_check(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<CheckReport>,
+) -> ApiResult {
+    let intent = visible_intent(&state, &principal, &id).await?;
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::BadRequest(
+            "name must be 1 to 100 characters".to_owned(),
+        ));
+    }
+    let sha = body.head_sha.trim().to_lowercase();
+    if !(7..=64).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::BadRequest(
+            "head_sha must be a commit sha (7 to 64 hex characters)".to_owned(),
+        ));
+    }
+    let details: String = body.details.chars().take(2_000).collect();
+    let payload = json!({"name": name, "state": body.state, "head_sha": sha, "details": details, "reported_by": principal.actor});
+    record_for_queue(
+        &state,
+        &principal,
+        EventType::CheckReported,
+        &intent,
+        payload,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!({"ok": true, "intent_id": intent.id, "name": name, "state": body.state, "head_sha": sha}))).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ValidateRequest {
+    #[serde(default)]
+    skip_checks: bool,
+}
+
+pub(super) struct StateClock<'a>(&'a AppState);
+
+impl converge_core::pipeline::Clock for StateClock<'_> {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.services.clock.now()
+    }
+}
+
+/// `POST /intents/{id}/validate`: runs the validation pipeline against the repository now and
+/// records its events; answers the decision (validated or blocked, with the evidence).
+pub(super) async fn validate_intent(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+    OptionalJson(request): OptionalJson<ValidateRequest>,
+) -> ApiResult {
+    use converge_core::pipeline::{Outcome, PipelineError, Ports, ValidationOptions, validate};
+    if request.skip_checks {
+        SKIP_CHECKS.check(&principal)?;
+    }
+    let intent = visible_intent(&state, &principal, &id).await?;
+    if state.services.ports.is_empty() {
+        return Err(ApiError::DependencyUnavailable(
+            "nothing to validate against: set CONVERGE_REPO_PATH or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
+                .to_owned(),
+        ));
+    }
+    let ports = Ports {
+        scm: &state.services.ports,
+        checks: &state.services.ports,
+        clock: &StateClock(&state),
+        ids: &converge_runtime::services::RandomIds,
+    };
+    let options = ValidationOptions {
+        skip_checks: request.skip_checks,
+        auto_classify: flag_value(&state, converge_core::flags::RISK_AUTO_CLASSIFY).await?,
+    };
+    let decision = validate(&intent, ports, &state.services.policy, options)
+        .await
+        .map_err(|e| match e {
+            PipelineError::Terminal { .. } => ApiError::Conflict(e.to_string()),
+            PipelineError::Scm(_) | PipelineError::Checks(_) => {
+                ApiError::DependencyUnavailable(e.to_string())
+            }
+        })?;
+    converge_runtime::commands::enqueue(&state.services, decision.events.clone(), &intent).await?;
+    let (verdict, kind, reason) = match &decision.outcome {
+        Outcome::Validated => ("validated", None, None),
+        Outcome::Blocked { kind, reason } => ("blocked", Some(*kind), Some(reason.clone())),
+    };
+    let sim = &decision.merge.simulation;
+    ok(json!({
+        "decision": verdict,
+        "kind": kind,
+        "reason": reason,
+        "intent_id": decision.intent_id,
+        "trace_id": decision.trace_id,
+        "risk_level": decision.risk_level,
+        "simulation": {"mergeable": sim.mergeable, "conflicts": sim.conflicts, "files_changed": sim.files_changed,
+                        "head_sha": decision.merge.head_sha, "target_sha": decision.merge.target_sha},
+        "checks": decision.checks,
+        "risk": decision.risk,
+        "policy": decision.policy,
+        "risk_gate": decision.risk_gate,
+    }))
+}
+
+/// `POST /intents/{id}/simulate`: the merge of the intent's head into its target as they are
+/// now, simulated in the repository. Nothing is recorded.
+pub(super) async fn simulate_intent(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult {
+    use converge_core::pipeline::{Scm, ScmError};
+    let intent = visible_intent(&state, &principal, &id).await?;
+    if state.services.ports.is_empty() {
+        return Err(ApiError::DependencyUnavailable(
+            "nothing to simulate against: set CONVERGE_REPO_PATH or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
+                .to_owned(),
+        ));
+    }
+    let merge = state
+        .services
+        .ports
+        .simulate(&intent)
+        .await
+        .map_err(|e| match e {
+            ScmError::UnknownRef(name) => ApiError::Conflict(format!(
+                "intent {}: unknown ref '{name}' (pushed and not deleted?)",
+                intent.id
+            )),
+            other => ApiError::DependencyUnavailable(other.to_string()),
+        })?;
+    ok(json!({
+        "intent_id": intent.id,
+        "source": intent.source,
+        "target": intent.target,
+        "mergeable": merge.simulation.mergeable,
+        "conflicts": merge.simulation.conflicts,
+        "files_changed": merge.simulation.files_changed,
+        "head_sha": merge.head_sha,
+        "target_sha": merge.target_sha,
+    }))
+}
+
+
+/// What `skip_checks` on a validation needs beyond the route's own access: declared here,
+/// beside the route, because only the body says whether it applies.
+const SKIP_CHECKS: Access = Access {
+    role: Role::Admin,
+    scope: "admin",
+};
+
+/// The routes of this resource, for the table.
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            method: "post",
+            path: "/intents/{id}/validate",
+            summary: "Validate the intent against the repository now: merge simulation, required checks (as reported by CI), risk, policy gates, risk gate. Records the events; answers the decision.",
+            role: Role::Operator,
+            scope: "intents.write",
+            params: &[ID],
+            body: Some("{skip_checks? (admin only)} — or no body"),
+            success: 200,
+            handler: post(validate_intent),
+        },
+        Route {
+            method: "post",
+            path: "/intents/{id}/simulate",
+            summary: "Simulate the merge of the intent's head into its target as they are now. Nothing is recorded.",
+            role: Role::Operator,
+            scope: "intents.write",
+            params: &[ID],
+            body: None,
+            success: 200,
+            handler: post(simulate_intent),
+        },
+        Route {
+            method: "post",
+            path: "/intents/{id}/checks",
+            summary: "Report a check's result for a commit of the intent (what validation reads).",
+            role: Role::Operator,
+            scope: "checks.write",
+            params: &[ID],
+            body: Some("{name, state (passed|failed|pending), head_sha, details?}"),
+            success: 201,
+            handler: post(report_check),
+        },
+        Route {
+            method: "get",
+            path: "/intents",
+            summary: "List intents in queue order (priority, age); `next_cursor` pages on.",
+            role: Role::Viewer,
+            scope: "intents.read",
+            params: &[
+                (
+                    "status",
+                    In::Query,
+                    "string",
+                    "Comma-separated statuses (READY,VALIDATED,QUEUED,MERGED,REJECTED).",
+                ),
+                TENANT,
+                ("target", In::Query, "string", "Target branch."),
+                (
+                    "limit",
+                    In::Query,
+                    "integer",
+                    "Page size, 1-500 (default 100).",
+                ),
+                (
+                    "cursor",
+                    In::Query,
+                    "string",
+                    "`next_cursor` of the previous page.",
+                ),
+            ],
+            body: None,
+            success: 200,
+            handler: get(list_intents),
+        },
+        Route {
+            method: "post",
+            path: "/intents",
+            summary: "Create a READY intent; an existing id is a conflict.",
+            role: Role::Operator,
+            scope: "intents.write",
+            params: &[],
+            body: Some(
+                "{source (required), id?, target? (default main), risk_level?, priority?, semantic?, technical?, checks_required?, dependencies?, tenant_id? (a tenant-bound key may only use its own), plan_id?, origin_type?}",
+            ),
+            success: 201,
+            handler: post(create_intent),
+        },
+        Route {
+            method: "get",
+            path: "/intents/{id}",
+            summary: "One intent with its commit links.",
+            role: Role::Viewer,
+            scope: "intents.read",
+            params: &[ID],
+            body: None,
+            success: 200,
+            handler: get(get_intent),
+        },
+        Route {
+            method: "get",
+            path: "/intents/{id}/events",
+            summary: "Events of one intent, newest first.",
+            role: Role::Viewer,
+            scope: "intents.read",
+            params: &[ID, LIMIT],
+            body: None,
+            success: 200,
+            handler: get(intent_events),
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let mut intent = Intent::new("acme/app:pr-1 ü", "s", "main", Utc::now());
+        intent.priority = -2;
+        let cursor = decode_cursor(&encode_cursor(&intent)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (cursor.priority, cursor.id.as_str()),
+            (-2, "acme/app:pr-1 ü")
+        );
+        assert_eq!(
+            cursor.created_at.timestamp_micros(),
+            intent.created_at.timestamp_micros()
+        );
+        for bad in ["", "1", "1.2", "x.2.61", "1.2.6", "1.2.zz"] {
+            assert!(decode_cursor(bad).is_err(), "{bad}");
+        }
+    }
+}

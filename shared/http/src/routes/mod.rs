@@ -1,0 +1,270 @@
+//! The business routes, mounted under `/v1` and mirrored under `/api`: one module per resource,
+//! each declaring its routes in the one route table ([`table`]) with their documentation, role
+//! and scope. The router, the access check and `/v1/openapi.json` are all built from that
+//! table, so a route can neither exist undocumented nor skip its check.
+//!
+//! [`authorize`] checks the route's role and scope before the handler runs (and so before its
+//! body is parsed); handlers then confine what they read or write to the caller's tenant:
+//! another tenant's single objects are 404, writes into another tenant 403.
+
+mod auth;
+mod events;
+mod flags;
+mod intents;
+mod queue;
+mod risk;
+mod summary;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use chrono::{DateTime, Utc};
+use converge_core::{EventType, Intent, Status};
+use converge_runtime::commands;
+use converge_store::StoredEvent;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::{Principal, Role};
+use crate::error::ApiError;
+
+/// Where a parameter goes.
+#[derive(Clone, Copy)]
+pub(crate) enum In {
+    Query,
+    Path,
+}
+
+/// One documented parameter: name, location, JSON type, description.
+pub(crate) type Param = (&'static str, In, &'static str, &'static str);
+
+/// One business route.
+pub(crate) struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// The least role that may call it.
+    pub role: Role,
+    /// The scope it needs when the key declares scopes.
+    pub scope: &'static str,
+    pub params: &'static [Param],
+    /// Description of the JSON body, if the route takes one.
+    pub body: Option<&'static str>,
+    /// Success status.
+    pub success: u16,
+    pub handler: MethodRouter<Arc<AppState>>,
+}
+
+/// What a route needs of its caller: a role and, when the key declares scopes, a scope.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Access {
+    pub role: Role,
+    pub scope: &'static str,
+}
+
+impl Access {
+    /// Whether `principal` has this access (403 naming what is missing otherwise).
+    pub fn check(self, principal: &Principal) -> Result<(), ApiError> {
+        principal.require(self.role, self.scope)
+    }
+}
+
+const TENANT: Param = (
+    "tenant_id",
+    In::Query,
+    "string",
+    "Tenant to read (ignored for tenant-bound keys, which always read their own).",
+);
+const LIMIT: Param = ("limit", In::Query, "integer", "Page size.");
+const TENANT_WRITE: Param = (
+    "tenant_id",
+    In::Query,
+    "string",
+    "Tenant written to; a tenant-bound key may only name its own (403 otherwise).",
+);
+const ID: Param = (
+    "id",
+    In::Path,
+    "string",
+    "Intent id, percent-encoded (`acme%2Fapp:pr-7`).",
+);
+
+/// The business routes (mounted under `/v1` and `/api`), every resource's.
+pub(crate) fn table() -> Vec<Route> {
+    [
+        intents::routes(),
+        queue::routes(),
+        events::routes(),
+        auth::routes(),
+        risk::routes(),
+        flags::routes(),
+        summary::routes(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The business routes as a router, each behind the check of its role and scope.
+pub(crate) fn router() -> axum::Router<Arc<AppState>> {
+    table()
+        .into_iter()
+        .fold(axum::Router::new(), |router, route| {
+            let access = Access {
+                role: route.role,
+                scope: route.scope,
+            };
+            router.route(
+                route.path,
+                route
+                    .handler
+                    .route_layer(axum::middleware::from_fn_with_state(access, authorize)),
+            )
+        })
+}
+
+/// The access check of every business route: the caller's principal (set by
+/// [`crate::auth::authenticate`]) must have the route's role and scope. It runs before the
+/// handler's extractors, so a caller without the role gets 403 whatever its body holds.
+pub(crate) async fn authorize(
+    State(access): State<Access>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let principal = request
+        .extensions()
+        .get::<Principal>()
+        .ok_or(ApiError::Unauthenticated)?;
+    access.check(principal)?;
+    Ok(next.run(request).await)
+}
+
+/// Records one event written by the caller (and whatever projection change it implies).
+async fn record(
+    state: &AppState,
+    principal: &Principal,
+    event_type: EventType,
+    intent_id: Option<&str>,
+    tenant: Option<String>,
+    payload: Value,
+) -> Result<(), ApiError> {
+    let event = commands::api_event(
+        &state.services,
+        &principal.actor,
+        event_type,
+        intent_id,
+        tenant.as_deref(),
+        payload,
+    );
+    commands::record(&state.services, vec![event]).await?;
+    Ok(())
+}
+
+/// Records one event about an intent together with a queue message for the intent's key: the
+/// queue takes the change up.
+async fn record_for_queue(
+    state: &AppState,
+    principal: &Principal,
+    event_type: EventType,
+    intent: &Intent,
+    payload: Value,
+) -> Result<(), ApiError> {
+    let event = commands::api_event(
+        &state.services,
+        &principal.actor,
+        event_type,
+        Some(&intent.id),
+        intent.tenant_id.as_deref(),
+        payload,
+    );
+    commands::enqueue(&state.services, vec![event], intent).await?;
+    Ok(())
+}
+
+pub(super) type ApiResult = Result<Response, ApiError>;
+
+/// Default and largest page of intents.
+pub(super) const INTENTS_PAGE_DEFAULT: u32 = 100;
+pub(super) const INTENTS_PAGE_MAX: u32 = 500;
+
+/// Default and largest page of events.
+pub(super) const EVENTS_PAGE_DEFAULT: u32 = 100;
+pub(super) const EVENTS_PAGE_MAX: u32 = 1_000;
+
+pub(super) fn ok(value: Value) -> ApiResult {
+    Ok(Json(value).into_response())
+}
+
+pub(super) fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {max}, got {n}"
+        ))),
+    }
+}
+
+pub(super) fn parse_time(
+    field: &str,
+    value: Option<String>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(&v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::BadRequest(format!("{field} must be an RFC 3339 time, got '{v}'"))
+                })
+        })
+        .transpose()
+}
+
+/// An intent the caller may see, or 404.
+pub(super) async fn visible_intent(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Intent, ApiError> {
+    match state.services.store.intent(id).await? {
+        Some(intent) if principal.can_see(intent.tenant_id.as_deref()) => Ok(intent),
+        _ => Err(ApiError::NotFound(format!("intent '{id}' not found"))),
+    }
+}
+
+pub(super) fn stored_event_json(stored: &StoredEvent) -> Value {
+    let mut value = serde_json::to_value(&stored.event).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert("seq".to_owned(), json!(stored.seq));
+    }
+    value
+}
+
+pub(super) fn parse_statuses(list: Option<String>) -> Result<Vec<Status>, ApiError> {
+    list.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.to_uppercase()
+                .parse::<Status>()
+                .map_err(|e| ApiError::BadRequest(format!("status: {e}")))
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+pub(super) struct LimitQuery {
+    pub(super) limit: Option<u32>,
+    pub(super) tenant_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct TenantQuery {
+    pub(super) tenant_id: Option<String>,
+}

@@ -1,0 +1,418 @@
+//! The queue: its state, summary and inspection, resets, merge confirmations and rounds run
+//! on request (`/queue/…`, `/merge/confirm`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use converge_core::queue::QueueKey;
+use converge_core::{EventType, Intent, Status};
+use converge_store::IntentFilter;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::AppState;
+use crate::api;
+use crate::auth::{Principal, Role};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery, OptionalJson};
+
+// Queue
+pub(super) async fn tenant_intents(
+    state: &AppState,
+    tenant: Option<String>,
+) -> Result<Vec<Intent>, ApiError> {
+    Ok(state
+        .services
+        .store
+        .intents(&IntentFilter {
+            tenant_id: tenant,
+            limit: 100_000,
+            ..IntentFilter::default()
+        })
+        .await?)
+}
+
+pub(super) fn by_status(intents: &[Intent]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for intent in intents {
+        *counts.entry(intent.status.as_str()).or_default() += 1;
+    }
+    counts
+}
+
+pub(super) fn queue_state_json(intents: &[Intent]) -> Value {
+    let mut pending: Vec<&Intent> = intents
+        .iter()
+        .filter(|i| i.status.is_actionable())
+        .collect();
+    pending.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.id.cmp(&b.id)));
+    json!({
+        "pending": pending.iter().map(|i| json!({"intent_id": i.id, "status": i.status, "priority": i.priority, "retries": i.retries})).collect::<Vec<_>>(),
+        "total": intents.len(),
+        "by_status": by_status(intents),
+    })
+}
+
+/// `GET /queue/state`.
+pub(super) async fn queue_state(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult {
+    let intents = tenant_intents(&state, principal.read_tenant(q.tenant_id)).await?;
+    ok(queue_state_json(&intents))
+}
+
+/// `GET /queue/summary`.
+pub(super) async fn queue_summary(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult {
+    let tenant = principal.read_tenant(q.tenant_id);
+    let counts = state
+        .services
+        .store
+        .intent_counts(tenant.as_deref())
+        .await?;
+    let mut by_status: BTreeMap<&str, i64> = BTreeMap::new();
+    for count in &counts {
+        *by_status.entry(count.status.as_str()).or_default() += count.count;
+    }
+    let total: i64 = counts.iter().map(|c| c.count).sum();
+    let pending: i64 = counts
+        .iter()
+        .filter(|c| c.status.is_actionable())
+        .map(|c| c.count)
+        .sum();
+    ok(json!({"total": total, "by_status": by_status, "pending_count": pending}))
+}
+
+#[derive(Deserialize)]
+pub(super) struct InspectQuery {
+    status: Option<String>,
+    min_retries: Option<u32>,
+    #[serde(default)]
+    only_actionable: bool,
+    limit: Option<u32>,
+    tenant_id: Option<String>,
+}
+
+/// `GET /queue/inspect`.
+pub(super) async fn queue_inspect(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<InspectQuery>,
+) -> ApiResult {
+    let limit = page_limit(q.limit, INTENTS_PAGE_DEFAULT, INTENTS_PAGE_MAX)? as usize;
+    let statuses = if q.only_actionable {
+        vec![Status::Ready, Status::Validated, Status::Queued]
+    } else {
+        parse_statuses(q.status)?
+    };
+    let intents = state
+        .services
+        .store
+        .intents(&IntentFilter {
+            statuses: statuses.clone(),
+            tenant_id: principal.read_tenant(q.tenant_id),
+            limit: 100_000,
+            ..IntentFilter::default()
+        })
+        .await?;
+    let mut rows: Vec<&Intent> = intents
+        .iter()
+        .filter(|i| i.retries >= q.min_retries.unwrap_or(0))
+        .collect();
+    // Actionable intents are listed READY first, then VALIDATED, then QUEUED.
+    rows.sort_by_key(|i| {
+        statuses
+            .iter()
+            .position(|s| *s == i.status)
+            .unwrap_or(usize::MAX)
+    });
+    rows.truncate(limit);
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|i| json!({"intent_id": i.id, "status": i.status, "retries": i.retries, "priority": i.priority, "source": i.source, "target": i.target, "risk_level": i.risk_level}))
+        .collect();
+    ok(json!({"intents": rows}))
+}
+
+/// The body of `POST /queue/reset`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct QueueReset {
+    intent_id: String,
+    set_status: Option<String>,
+    #[serde(default)]
+    clear_lock: bool,
+}
+
+/// `POST /queue/reset`: retries back to 0 (optionally a new status) and, with `clear_lock`,
+/// the queue key's lease cleared. `intent_id: "any"` with `clear_lock` clears every lease the
+/// caller's tenant may touch (the runbook's stale-lock recovery).
+pub(super) async fn queue_reset(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiJson(body): ApiJson<QueueReset>,
+) -> ApiResult {
+    let mut cleared = Vec::new();
+    if body.intent_id == "any" {
+        if !body.clear_lock {
+            return Err(ApiError::BadRequest(
+                "intent_id \"any\" only makes sense with clear_lock: true".to_owned(),
+            ));
+        }
+        for lease in state.services.store.leases().await? {
+            let visible = principal
+                .tenant
+                .as_deref()
+                .is_none_or(|t| t == lease.key.tenant);
+            if visible
+                && lease.holder.is_some()
+                && state.services.store.force_clear_lease(&lease.key).await?
+            {
+                cleared.push(lease.key.to_string());
+            }
+        }
+        return ok(json!({"intent_id": "any", "cleared_leases": cleared}));
+    }
+    let intent = visible_intent(&state, &principal, &body.intent_id).await?;
+    let new_status = body
+        .set_status
+        .map(|s| {
+            s.to_uppercase()
+                .parse::<Status>()
+                .map_err(|e| ApiError::BadRequest(format!("set_status: {e}")))
+        })
+        .transpose()?;
+    let payload = json!({"new_status": new_status, "retries_reset": true, "previous_retries": intent.retries});
+    record_for_queue(&state, &principal, EventType::QueueReset, &intent, payload).await?;
+    if body.clear_lock {
+        let key = QueueKey::for_intent(&intent);
+        if state.services.store.force_clear_lease(&key).await? {
+            cleared.push(key.to_string());
+        }
+    }
+    let status = new_status.unwrap_or(intent.status);
+    ok(json!({"intent_id": intent.id, "status": status, "retries": 0, "cleared_leases": cleared}))
+}
+
+/// The body of `POST /merge/confirm`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MergeConfirm {
+    intent_id: String,
+    merged_commit: Option<String>,
+}
+
+/// `POST /merge/confirm`: records a merge done outside Converge (QUEUED or VALIDATED only).
+pub(super) async fn merge_confirm(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiJson(body): ApiJson<MergeConfirm>,
+) -> ApiResult {
+    let intent = visible_intent(&state, &principal, &body.intent_id).await?;
+    if !matches!(intent.status, Status::Queued | Status::Validated) {
+        return Err(ApiError::Conflict(format!(
+            "intent {} is {}, expected QUEUED or VALIDATED",
+            intent.id, intent.status
+        )));
+    }
+    let prefix: String = intent.id.chars().take(8).collect();
+    let merged_commit = body
+        .merged_commit
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| format!("confirmed-{prefix}"));
+    let payload = json!({"merged_commit": merged_commit, "source": intent.source, "target": intent.target, "trigger": "merge_confirm"});
+    // Queued with the key: intents that depended on this one may go on now.
+    record_for_queue(
+        &state,
+        &principal,
+        EventType::IntentMerged,
+        &intent,
+        payload,
+    )
+    .await?;
+    ok(json!({"intent_id": intent.id, "status": Status::Merged, "merged_commit": merged_commit}))
+}
+
+/// The body of `POST /queue/run`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct QueueRun {
+    target: Option<String>,
+    limit: Option<u32>,
+    auto_confirm: Option<bool>,
+    max_retries: Option<u32>,
+}
+
+/// `POST /queue/run`: one round now over every queue key with actionable intents that the
+/// caller may see (optionally one target), by this instance, with the worker's settings
+/// (`limit`, `auto_confirm`, `max_retries` override them for this run). A key another worker
+/// is processing is reported busy.
+pub(super) async fn queue_run(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    OptionalJson(body): OptionalJson<QueueRun>,
+) -> ApiResult {
+    use converge_runtime::commands::{self, QueueRunError};
+    use converge_runtime::queue_worker::KeyOutcome;
+    if state.services.ports.is_empty() {
+        return Err(ApiError::DependencyUnavailable(
+            "nothing to work on: set CONVERGE_REPO_PATH or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
+                .to_owned(),
+        ));
+    }
+    let mut settings = state.services.worker.clone();
+    if let Some(limit) = body.limit {
+        if !(1..=1_000).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and 1000, got {limit}"
+            )));
+        }
+        settings.batch_size = limit;
+    }
+    if let Some(max) = body.max_retries {
+        if !(1..=100).contains(&max) {
+            return Err(ApiError::BadRequest(format!(
+                "max_retries must be between 1 and 100, got {max}"
+            )));
+        }
+        settings.max_retries = Some(max);
+    }
+    if let Some(auto_confirm) = body.auto_confirm {
+        settings.auto_confirm = auto_confirm;
+    }
+    let rounds = commands::run_queue_now(&state.services, settings, |key| {
+        let visible = principal.tenant.as_deref().is_none_or(|t| t == key.tenant);
+        let wanted = body.target.as_deref().is_none_or(|t| t == key.target);
+        visible && wanted
+    })
+    .await
+    .map_err(|e| match e {
+        QueueRunError::NoPorts => ApiError::DependencyUnavailable(e.to_string()),
+        other => ApiError::Internal(other.to_string()),
+    })?;
+    let keys = rounds
+        .into_iter()
+        .map(|(key, outcome)| {
+            let (busy, intents) = match outcome {
+                KeyOutcome::Busy => (true, Vec::new()),
+                KeyOutcome::Processed(reports) => (
+                    false,
+                    reports
+                        .into_iter()
+                        .map(|r| api::IntentRound {
+                            detail: r.detail,
+                            intent_id: r.intent_id,
+                            outcome: r.outcome,
+                        })
+                        .collect(),
+                ),
+            };
+            api::KeyRound {
+                busy,
+                intents,
+                repo: key.repo,
+                target: key.target,
+                tenant: key.tenant,
+            }
+        })
+        .collect();
+    Ok(Json(api::QueueRunAnswer { keys }).into_response())
+}
+
+/// The routes of this resource, for the table.
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            method: "post",
+            path: "/queue/run",
+            summary: "One queue round now over every key with actionable intents (optionally one target), with the worker's settings; limit, auto_confirm and max_retries override them for this run.",
+            role: Role::Operator,
+            scope: "queue.write",
+            params: &[],
+            body: Some("{target?, limit?, auto_confirm?, max_retries?} — or no body"),
+            success: 200,
+            handler: post(queue_run),
+        },
+        Route {
+            method: "get",
+            path: "/queue/state",
+            summary: "Actionable intents and counts by status.",
+            role: Role::Viewer,
+            scope: "queue.read",
+            params: &[TENANT],
+            body: None,
+            success: 200,
+            handler: get(queue_state),
+        },
+        Route {
+            method: "get",
+            path: "/queue/summary",
+            summary: "Counts by status and pending count.",
+            role: Role::Viewer,
+            scope: "queue.read",
+            params: &[TENANT],
+            body: None,
+            success: 200,
+            handler: get(queue_summary),
+        },
+        Route {
+            method: "get",
+            path: "/queue/inspect",
+            summary: "Queue rows for operators.",
+            role: Role::Viewer,
+            scope: "queue.read",
+            params: &[
+                ("status", In::Query, "string", "Comma-separated statuses."),
+                (
+                    "min_retries",
+                    In::Query,
+                    "integer",
+                    "Only intents with at least this many retries.",
+                ),
+                (
+                    "only_actionable",
+                    In::Query,
+                    "boolean",
+                    "READY, then VALIDATED, then QUEUED.",
+                ),
+                LIMIT,
+                TENANT,
+            ],
+            body: None,
+            success: 200,
+            handler: get(queue_inspect),
+        },
+        Route {
+            method: "post",
+            path: "/queue/reset",
+            summary: "Reset an intent's retries (optionally its status); clear_lock clears its queue lease. intent_id \"any\" with clear_lock clears every visible lease.",
+            role: Role::Operator,
+            scope: "queue.write",
+            params: &[],
+            body: Some("{intent_id, set_status?, clear_lock?}"),
+            success: 200,
+            handler: post(queue_reset),
+        },
+        Route {
+            method: "post",
+            path: "/merge/confirm",
+            summary: "Record a merge done outside Converge (QUEUED or VALIDATED intents).",
+            role: Role::Operator,
+            scope: "queue.write",
+            params: &[],
+            body: Some("{intent_id, merged_commit?}"),
+            success: 200,
+            handler: post(merge_confirm),
+        },
+    ]
+}

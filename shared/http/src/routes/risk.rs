@@ -1,0 +1,251 @@
+//! Risk: an intent's evidence and diagnostics, recent evaluations, the gate's report, and the
+//! tenant's risk policy (`/risk/…`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use converge_core::{EventType, PolicyConfig};
+use converge_store::{EventFilter, StoredEvent};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::events::{EventsQuery, list_events};
+use super::*;
+use crate::AppState;
+use crate::auth::{Principal, Role};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+
+#[derive(Deserialize)]
+pub(super) struct ReviewQuery {
+    intent_id: Option<String>,
+}
+
+/// `GET /risk/review?intent_id=`: the latest risk, simulation and policy evidence of an
+/// intent, the diagnostics they call for, and its recent decisions.
+pub(super) async fn risk_review(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<ReviewQuery>,
+) -> ApiResult {
+    let id = q
+        .intent_id
+        .filter(|i| !i.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest("intent_id required".to_owned()))?;
+    let intent = visible_intent(&state, &principal, &id).await?;
+    let latest = |event_type: EventType| {
+        let filter = EventFilter {
+            intent_id: Some(id.clone()),
+            event_type: Some(event_type),
+            limit: 1,
+            ..EventFilter::default()
+        };
+        let store = state.services.store.clone();
+        async move {
+            store
+                .events(&filter)
+                .await
+                .map(|e| e.into_iter().next().map(|s| s.event.payload))
+        }
+    };
+    let risk_payload = latest(EventType::RiskEvaluated).await?;
+    let simulation_payload = latest(EventType::SimulationCompleted).await?;
+    let policy_payload = latest(EventType::PolicyEvaluated).await?;
+    let risk: Option<converge_core::RiskEval> = risk_payload
+        .clone()
+        .and_then(|p| serde_json::from_value(p).ok());
+    let simulation: Option<converge_core::Simulation> = simulation_payload
+        .clone()
+        .and_then(|p| serde_json::from_value(p).ok());
+    let diagnostics =
+        converge_core::risk::diagnostics::diagnose(risk.as_ref(), simulation.as_ref());
+    let history = state
+        .services
+        .store
+        .events(&EventFilter {
+            intent_id: Some(id.clone()),
+            limit: 50,
+            ..EventFilter::default()
+        })
+        .await?;
+    let history: Vec<Value> = history
+        .iter()
+        .map(|e| json!({"event_type": e.event.event_type, "timestamp": e.event.timestamp, "payload": e.event.payload}))
+        .collect();
+    ok(json!({
+        "intent_id": id,
+        "intent": intent,
+        "risk": risk_payload,
+        "simulation": simulation_payload,
+        "policy": policy_payload,
+        "diagnostics": diagnostics,
+        "decision_history": history,
+        "tenant_id": intent.tenant_id,
+        "timestamp": state.services.clock.now(),
+    }))
+}
+
+// Risk
+/// `GET /risk/recent`: latest risk evaluations.
+pub(super) async fn risk_recent(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> ApiResult {
+    let query = EventsQuery {
+        event_type: Some(EventType::RiskEvaluated.as_str().to_owned()),
+        tenant_id: q.tenant_id,
+        limit: Some(q.limit.unwrap_or(50)),
+        ..EventsQuery::default()
+    };
+    ok(list_events(&state, &principal, query).await?)
+}
+
+/// `GET /risk/gate/report`: how often policy blocked, and the latest blocks.
+pub(super) async fn risk_gate_report(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult {
+    let filter = EventFilter {
+        event_type: Some(EventType::PolicyEvaluated),
+        tenant_id: principal.read_tenant(q.tenant_id),
+        limit: 10_000,
+        ..EventFilter::default()
+    };
+    let evaluations = state.services.store.events(&filter).await?;
+    let blocked: Vec<&StoredEvent> = evaluations
+        .iter()
+        .filter(|e| e.event.payload["verdict"] == "BLOCK")
+        .collect();
+    let rate = if evaluations.is_empty() {
+        0.0
+    } else {
+        blocked.len() as f64 / evaluations.len() as f64
+    };
+    ok(json!({
+        "total_evaluations": evaluations.len(),
+        "total_blocked": blocked.len(),
+        "block_rate": converge_core::numeric::py_round(rate, 3),
+        "recent_blocks": blocked.iter().take(20).map(|e| stored_event_json(e)).collect::<Vec<_>>(),
+    }))
+}
+
+pub(super) fn policy_tenant(
+    principal: &Principal,
+    requested: Option<String>,
+) -> Result<String, ApiError> {
+    principal
+        .write_tenant(requested)?
+        .ok_or_else(|| ApiError::BadRequest("tenant_id required".to_owned()))
+}
+
+/// `GET /risk/policy`: the tenant's risk gate policy.
+pub(super) async fn get_risk_policy(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult {
+    let tenant = principal.read_tenant(q.tenant_id).unwrap_or_default();
+    let policy = state
+        .services
+        .store
+        .risk_policy(&tenant)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no risk policy for tenant '{tenant}'")))?;
+    ok(
+        json!({"tenant_id": tenant, "version": policy.version, "policy": policy.data, "updated_at": policy.updated_at}),
+    )
+}
+
+/// `POST /risk/policy`: sets the tenant's risk gate policy (validated like `policy.json`'s
+/// `risk` section).
+pub(super) async fn set_risk_policy(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+    ApiJson(mut body): ApiJson<Map<String, Value>>,
+) -> ApiResult {
+    let body_tenant = body
+        .remove("tenant_id")
+        .and_then(|v| v.as_str().map(str::to_owned));
+    let tenant = policy_tenant(&principal, body_tenant.or(q.tenant_id))?;
+    let data = Value::Object(body);
+    PolicyConfig::from_json(&json!({"risk": data}))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let version = state.services.store.put_risk_policy(&tenant, &data).await?;
+    record(
+        &state,
+        &principal,
+        EventType::RiskPolicyUpdated,
+        None,
+        Some(tenant.clone()),
+        json!({"policy": data, "version": version}),
+    )
+    .await?;
+    ok(json!({"ok": true, "tenant_id": tenant, "version": version}))
+}
+
+/// The routes of this resource, for the table.
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            method: "get",
+            path: "/risk/review",
+            summary: "An intent's latest risk, simulation and policy evidence, the diagnostics they call for (most severe first), and its last 50 events.",
+            role: Role::Viewer,
+            scope: "risk.read",
+            params: &[("intent_id", In::Query, "string", "The intent (required).")],
+            body: None,
+            success: 200,
+            handler: get(risk_review),
+        },
+        Route {
+            method: "get",
+            path: "/risk/recent",
+            summary: "Latest risk evaluations.",
+            role: Role::Viewer,
+            scope: "risk.read",
+            params: &[LIMIT, TENANT],
+            body: None,
+            success: 200,
+            handler: get(risk_recent),
+        },
+        Route {
+            method: "get",
+            path: "/risk/gate/report",
+            summary: "How often policy blocked, and the latest blocks.",
+            role: Role::Viewer,
+            scope: "risk.read",
+            params: &[TENANT],
+            body: None,
+            success: 200,
+            handler: get(risk_gate_report),
+        },
+        Route {
+            method: "get",
+            path: "/risk/policy",
+            summary: "The tenant's risk gate policy.",
+            role: Role::Viewer,
+            scope: "risk.read",
+            params: &[TENANT],
+            body: None,
+            success: 200,
+            handler: get(get_risk_policy),
+        },
+        Route {
+            method: "post",
+            path: "/risk/policy",
+            summary: "Set the tenant's risk gate policy (the `risk` section of policy.json).",
+            role: Role::Operator,
+            scope: "risk.write",
+            params: &[TENANT_WRITE],
+            body: Some(
+                "{tenant_id?, max_risk_score?, max_damage_score?, max_propagation_score?, mode? (shadow|enforce), enforce_ratio?}",
+            ),
+            success: 200,
+            handler: post(set_risk_policy),
+        },
+    ]
+}

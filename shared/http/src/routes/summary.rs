@@ -1,0 +1,102 @@
+//! Summaries: decision counts from the event log (`/metrics/integration`) and the queue at a
+//! glance (`/summary`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use converge_core::EventType;
+use converge_store::EventFilter;
+use serde_json::json;
+
+use super::queue::{queue_state_json, tenant_intents};
+use super::*;
+use crate::AppState;
+use crate::auth::{Principal, Role};
+use crate::extract::ApiQuery;
+
+// Summaries
+/// `GET /metrics/integration`: decision counts from the event log.
+pub(super) async fn integration_metrics(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult {
+    let tenant = principal.read_tenant(q.tenant_id);
+    let count = |event_type: EventType| {
+        let filter = EventFilter {
+            event_type: Some(event_type),
+            tenant_id: tenant.clone(),
+            limit: 100_000,
+            ..EventFilter::default()
+        };
+        let store = state.services.store.clone();
+        async move { store.events(&filter).await }
+    };
+    let simulations = count(EventType::SimulationCompleted).await?;
+    let mergeable = simulations
+        .iter()
+        .filter(|e| e.event.payload["mergeable"] == true)
+        .count();
+    let validated = count(EventType::IntentValidated).await?.len();
+    let blocked = count(EventType::IntentBlocked).await?.len();
+    let merged = count(EventType::IntentMerged).await?.len();
+    let rejected = count(EventType::IntentRejected).await?.len();
+    let rate = if simulations.is_empty() {
+        0.0
+    } else {
+        mergeable as f64 / simulations.len() as f64
+    };
+    ok(json!({
+        "total_simulations": simulations.len(),
+        "mergeable": mergeable,
+        "mergeable_rate": converge_core::numeric::py_round(rate, 3),
+        "total_merged": merged,
+        "total_rejected": rejected,
+        "total_blocked": blocked,
+        "decision_distribution": {"validated": validated, "blocked": blocked, "merged": merged, "rejected": rejected},
+        "tenant_id": tenant,
+        "timestamp": state.services.clock.now(),
+    }))
+}
+
+/// `GET /summary`: the queue at a glance.
+pub(super) async fn summary(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult {
+    let tenant = principal.read_tenant(q.tenant_id);
+    let intents = tenant_intents(&state, tenant.clone()).await?;
+    ok(
+        json!({"tenant_id": tenant, "queue": queue_state_json(&intents), "timestamp": state.services.clock.now()}),
+    )
+}
+
+/// The routes of this resource, for the table.
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            method: "get",
+            path: "/metrics/integration",
+            summary: "Decision counts from the event log.",
+            role: Role::Viewer,
+            scope: "events.read",
+            params: &[TENANT],
+            body: None,
+            success: 200,
+            handler: get(integration_metrics),
+        },
+        Route {
+            method: "get",
+            path: "/summary",
+            summary: "The queue at a glance.",
+            role: Role::Viewer,
+            scope: "intents.read",
+            params: &[TENANT],
+            body: None,
+            success: 200,
+            handler: get(summary),
+        },
+    ]
+}

@@ -1,0 +1,280 @@
+//! The write paths, below any transport: what the API and the webhook call to change state.
+//! Each records its events (made by the one [`EventFactory`]) in one transaction, with the
+//! queue messages the change calls for, and wakes the queue.
+
+use converge_core::event::EventFactory;
+use converge_core::intake::{Change, Effect, effect};
+use converge_core::queue::QueueKey;
+use converge_core::{Event, EventType, Intent};
+use converge_github::webhook::Translation;
+use converge_store::{Commit, Delivery, StoreError};
+use serde_json::{Value, json};
+
+use crate::queue_worker::{KeyOutcome, WorkerError, WorkerSettings, queue_message};
+use crate::services::{RandomIds, Services};
+
+/// Attempts when a concurrent change to the same intent made the first decision stale.
+const DELIVERY_ATTEMPTS: usize = 3;
+
+/// The factory of one operation's events, under a fresh trace id.
+pub fn events(services: &Services) -> EventFactory<'_> {
+    EventFactory::new(
+        services.clock.as_ref(),
+        &RandomIds,
+        format!("trace-{}", services.new_id()),
+    )
+}
+
+/// An event written by an API caller: its evidence names the actor.
+pub fn api_event(
+    services: &Services,
+    actor: &str,
+    event_type: EventType,
+    intent_id: Option<&str>,
+    tenant: Option<&str>,
+    payload: Value,
+) -> Event {
+    events(services).event(
+        event_type,
+        intent_id,
+        tenant,
+        payload,
+        json!({"actor": actor}),
+    )
+}
+
+/// Records events (and whatever projection change they imply) in one transaction.
+pub async fn record(services: &Services, events: Vec<Event>) -> Result<(), StoreError> {
+    services
+        .store
+        .commit(&Commit {
+            events,
+            ..Commit::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// Records `events` with a queue message for `intent`'s key in one transaction, then wakes
+/// the queue: the change is taken up by a worker.
+pub async fn enqueue(
+    services: &Services,
+    events: Vec<Event>,
+    intent: &Intent,
+) -> Result<(), StoreError> {
+    let message = queue_message(&QueueKey::for_intent(intent));
+    services
+        .store
+        .commit(&Commit {
+            events,
+            outbox: vec![message],
+            ..Commit::default()
+        })
+        .await?;
+    services.queue_work_committed().await;
+    Ok(())
+}
+
+/// What became of a webhook delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryResult {
+    /// Recorded; what it did (`result`, and the intent or queues concerned).
+    Recorded(Value),
+    /// The same delivery (id and body) was recorded before: nothing was written.
+    Duplicate,
+    /// The delivery id was recorded before with another body: nothing was written.
+    ReusedId,
+}
+
+/// Records one translated delivery: the delivery row, `webhook.received`, the change's events
+/// and the queue messages, in one transaction. A projection conflict (another change to the
+/// intent landed between reading and writing) is decided again, a few times.
+pub async fn record_delivery(
+    services: &Services,
+    translation: &Translation,
+    received: &Value,
+    delivery: &Delivery,
+) -> Result<DeliveryResult, StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (outcome, commit) = plan_delivery(services, translation, received, delivery).await?;
+        match services.store.commit(&commit).await {
+            Ok(_) => {
+                if !commit.outbox.is_empty() {
+                    services.queue_work_committed().await;
+                }
+                return Ok(DeliveryResult::Recorded(outcome));
+            }
+            Err(StoreError::AlreadyDelivered {
+                same_body: true, ..
+            }) => return Ok(DeliveryResult::Duplicate),
+            Err(StoreError::AlreadyDelivered {
+                same_body: false, ..
+            }) => return Ok(DeliveryResult::ReusedId),
+            Err(StoreError::Projection(_)) if attempt < DELIVERY_ATTEMPTS => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The transaction a delivery calls for, and what to answer about it.
+async fn plan_delivery(
+    services: &Services,
+    translation: &Translation,
+    received: &Value,
+    delivery: &Delivery,
+) -> Result<(Value, Commit), StoreError> {
+    let factory = events(services);
+    let evidence = json!({"delivery_id": delivery.id});
+    let event = |event_type: EventType, intent: Option<(&str, Option<&str>)>, payload: Value| {
+        factory.event(
+            event_type,
+            intent.map(|(id, _)| id),
+            intent.and_then(|(_, tenant)| tenant),
+            payload,
+            evidence.clone(),
+        )
+    };
+    let mut commit = Commit {
+        delivery: Some(delivery.clone()),
+        ..Commit::default()
+    };
+    let outcome = match translation {
+        Translation::Change(change) => {
+            let (intent_id, proposed) = change_subject(change);
+            let current = services.store.intent(intent_id).await?;
+            match effect(current.as_ref(), change.as_ref()) {
+                Effect::Ignored { intent_id, reason } => {
+                    json!({"intent_id": intent_id, "result": "ignored", "reason": reason})
+                }
+                Effect::Events { intent_id, events } => {
+                    // The queue the intent is in after the change (a new target moves it).
+                    let subject = proposed.or(current.as_ref());
+                    let tenant = subject.and_then(|i| i.tenant_id.as_deref());
+                    for (event_type, payload) in events {
+                        commit
+                            .events
+                            .push(event(event_type, Some((&intent_id, tenant)), payload));
+                    }
+                    if let Some(subject) = subject {
+                        commit
+                            .outbox
+                            .push(queue_message(&QueueKey::for_intent(subject)));
+                    }
+                    json!({"intent_id": intent_id, "result": "applied"})
+                }
+            }
+        }
+        Translation::Wake { repo } => {
+            let keys = repository_queues(services, repo).await?;
+            commit.outbox.extend(keys.iter().map(queue_message));
+            json!({"result": "queued", "queues": keys.len()})
+        }
+        Translation::ChecksCompleted {
+            repo,
+            head_sha,
+            name,
+            conclusion,
+        } => {
+            let state_name = match conclusion.as_str() {
+                "success" | "neutral" | "skipped" => "passed",
+                _ => "failed",
+            };
+            let mut judged = Vec::new();
+            for key in repository_queues(services, repo).await? {
+                let intents = services.store.queue_intents(&key, None, 1_000).await?;
+                let matching: Vec<&Intent> = intents
+                    .iter()
+                    .filter(|i| i.head_sha() == Some(head_sha.as_str()))
+                    .collect();
+                for intent in &matching {
+                    let payload = json!({"name": name, "state": state_name, "head_sha": head_sha,
+                                         "details": conclusion, "reported_by": "github"});
+                    commit.events.push(event(
+                        EventType::CheckReported,
+                        Some((&intent.id, intent.tenant_id.as_deref())),
+                        payload,
+                    ));
+                    judged.push(intent.id.clone());
+                }
+                if !matching.is_empty() {
+                    commit.outbox.push(queue_message(&key));
+                }
+            }
+            json!({"result": "recorded", "intents": judged})
+        }
+        Translation::Record {
+            event_type,
+            payload,
+        } => {
+            commit
+                .events
+                .push(event(*event_type, None, payload.clone()));
+            json!({"result": "recorded"})
+        }
+        Translation::Ignored { reason } => json!({"result": "ignored", "ignored": reason}),
+    };
+    commit
+        .events
+        .insert(0, event(EventType::WebhookReceived, None, received.clone()));
+    Ok((outcome, commit))
+}
+
+/// The intent a change is about, and the intent it proposes (if it proposes one).
+fn change_subject(change: &Change) -> (&str, Option<&Intent>) {
+    match change {
+        Change::Proposed { intent, .. } | Change::MergeGroupRequested { intent } => {
+            (&intent.id, Some(intent))
+        }
+        Change::Closed { intent_id, .. }
+        | Change::MergeGroupDestroyed { intent_id, .. }
+        | Change::Prioritised { intent_id, .. } => (intent_id, None),
+    }
+}
+
+/// Every queue of `repo` (any tenant, any target) that holds actionable intents.
+async fn repository_queues(services: &Services, repo: &str) -> Result<Vec<QueueKey>, StoreError> {
+    Ok(crate::queue_worker::actionable_keys(&services.store)
+        .await?
+        .into_iter()
+        .filter(|k| k.repo == repo)
+        .collect())
+}
+
+/// Why a queue run on request could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueRunError {
+    /// No local repository and no GitHub App: nothing to work through.
+    #[error(
+        "nothing to work on: set CONVERGE_REPO_PATH or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
+    )]
+    NoPorts,
+    /// A round failed.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One round now, by this process, over every queue key with actionable intents that `wanted`
+/// accepts, with `settings` (the worker's, with a caller's overrides). A key another worker is
+/// processing is reported busy.
+pub async fn run_queue_now(
+    services: &Services,
+    settings: WorkerSettings,
+    wanted: impl Fn(&QueueKey) -> bool,
+) -> Result<Vec<(QueueKey, KeyOutcome)>, QueueRunError> {
+    if services.ports.is_empty() {
+        return Err(QueueRunError::NoPorts);
+    }
+    let processor = services.processor_with(settings, format!("api-run-{}", services.new_id()));
+    let keys = crate::queue_worker::actionable_keys(&services.store).await?;
+    let mut rounds = Vec::new();
+    for key in keys.into_iter().filter(|k| wanted(k)) {
+        let outcome = processor.process_key(&key).await?;
+        rounds.push((key, outcome));
+    }
+    Ok(rounds)
+}
