@@ -384,7 +384,6 @@ pub(super) async fn simulate_intent(
     }))
 }
 
-
 /// What `skip_checks` on a validation needs beyond the route's own access: declared here,
 /// beside the route, because only the body says whether it applies.
 const SKIP_CHECKS: Access = Access {
