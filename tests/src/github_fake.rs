@@ -127,7 +127,7 @@ impl Drop for GithubFake {
 
 /// An RSA key pair for a test App: (private PEM, public PEM), made with `openssl`.
 pub fn app_key_pair() -> (String, String) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let private = dir.path().join("app.pem");
     let public = dir.path().join("app.pub.pem");
     let run = |args: &[&str]| {
@@ -142,7 +142,7 @@ pub fn app_key_pair() -> (String, String) {
     let public_path = public.display().to_string();
     run(&["genrsa", "-out", &private_path, "2048"]);
     run(&["rsa", "-in", &private_path, "-pubout", "-out", &public_path]);
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{e}"));
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
     (read(&private), read(&public))
 }
 
@@ -164,15 +164,10 @@ impl GithubFake {
             inner: Mutex::new(Inner::default()),
             app_id,
             public_key_pem: Mutex::new(public_key_pem.as_bytes().to_vec()),
-            root: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
+            root: tempfile::tempdir().unwrap(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let url = format!(
-            "http://{}",
-            listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
-        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
         let app = router(shared.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -196,7 +191,7 @@ impl GithubFake {
     /// Creates the repository `owner/name` (empty, branch `main` unborn) and returns its path.
     pub fn create_repo(&self, full_name: &str) -> PathBuf {
         let path = self.shared.root.path().join(full_name.replace('/', "__"));
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(&path).unwrap();
         crate::git::git(&path, &["init", "-q", "-b", "main"]);
         self.inner()
             .repos
@@ -301,8 +296,7 @@ impl GithubFake {
     ) -> (u16, Value) {
         use hmac::{KeyInit, Mac};
         let body = serde_json::to_vec(payload).unwrap_or_default();
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(&body);
         let signature: String = mac
             .finalize()
@@ -319,7 +313,7 @@ impl GithubFake {
             .body(body)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }

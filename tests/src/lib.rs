@@ -1,6 +1,8 @@
 //! Support for the test suites: a throwaway PostgreSQL database per test (on the cluster that
 //! `scripts/test.sh` starts) and a clock that only moves when a test says so.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test support: a panic fails the test using it.
+
 pub mod github_fake;
 pub mod sqs;
 pub mod webdriver;
@@ -223,9 +225,9 @@ pub mod git {
     pub fn commit_file(repo: &Path, path: &str, content: &str, message: &str) {
         let file = repo.join(path);
         if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::create_dir_all(parent).unwrap();
         }
-        std::fs::write(&file, content).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&file, content).unwrap();
         git(repo, &["add", "."]);
         git(repo, &["commit", "-q", "-m", message]);
     }

@@ -208,9 +208,9 @@ impl Browser {
             .decode(encoded.as_str().unwrap_or_default())
             .unwrap_or_else(|e| panic!("screenshot: {e}"));
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::create_dir_all(dir).unwrap();
         }
-        std::fs::write(path, png).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(path, png).unwrap();
     }
 
     /// The browser console's entries since the last call, as `(level, message)`.

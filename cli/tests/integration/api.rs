@@ -48,9 +48,9 @@ enum Database {
 }
 
 async fn databases() -> Vec<(Database, tempfile::TempDir)> {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let sqlite = Database::Sqlite(dir.path().join("state.db").display().to_string());
-    let pg_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pg_dir = tempfile::tempdir().unwrap();
     vec![
         (sqlite, dir),
         (Database::Postgres(fresh_pg_database().await), pg_dir),
@@ -465,7 +465,7 @@ async fn every_error_uses_the_envelope() {
         .body("{\"source\": ")
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
     let value: Value = malformed.json().await.unwrap_or_default();
     assert!(
@@ -867,7 +867,7 @@ async fn two_servers_share_rate_limits_and_rotations() {
             .header("x-api-key", "key-viewer-acme")
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         if response.status().is_success() {
             successes += 1;
             assert!(response.headers().contains_key("ratelimit-remaining"));
@@ -900,7 +900,7 @@ async fn two_servers_share_rate_limits_and_rotations() {
         .header("x-api-key", "key-viewer-globex")
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(
         other.status().is_success(),
         "another tenant is not throttled"
@@ -909,7 +909,7 @@ async fn two_servers_share_rate_limits_and_rotations() {
         .get(b.url("/metrics"))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .text()
         .await
         .unwrap_or_default();
@@ -1028,13 +1028,13 @@ async fn readiness_follows_the_database_and_sigterm_stops_cleanly() {
     let mut admin =
         <sqlx::PgConnection as sqlx::Connection>::connect(&converge_testkit::pg_admin_url())
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE {name} WITH (FORCE)"
     )))
     .execute(&mut admin)
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let (status, ready) = call(&client, &server, Method::GET, "/health/ready", None, None).await;
     assert_eq!(
         (status, ready["status"].clone()),
@@ -1064,12 +1064,9 @@ async fn readiness_follows_the_database_and_sigterm_stops_cleanly() {
     assert_eq!(status, StatusCode::OK);
 
     let pid = server.pid().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    let exit = server.wait().unwrap_or_else(|e| panic!("{e}"));
+    let exit = server.wait().unwrap();
     assert!(exit.success(), "converge serve exited with {exit}");
 }
 
@@ -1078,25 +1075,21 @@ async fn a_metrics_token_guards_metrics() {
     let client = reqwest::Client::new();
     let (database, _dir) = databases().await.remove(0);
     let server = start_server(&database, &[("CONVERGE_METRICS_TOKEN", "scrape-secret")]);
-    let denied = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let denied = client.get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
     let wrong = client
         .get(server.url("/metrics"))
         .bearer_auth("guess")
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     let allowed = client
         .get(server.url("/metrics"))
         .bearer_auth("scrape-secret")
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(allowed.status(), StatusCode::OK);
     assert!(
         allowed

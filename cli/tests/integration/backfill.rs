@@ -47,7 +47,7 @@ fn json_of(output: &Output) -> Value {
 
 /// Puts at least one row in every table.
 async fn seed(store: &Store, clock: &ManualClock) {
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap();
     for n in 0..4 {
         let id = format!("acme/app:pr-{n}");
         let mut intent = Intent::new(&id, format!("feature/{n}"), "main", clock.now());
@@ -96,10 +96,7 @@ async fn seed(store: &Store, clock: &ManualClock) {
             guard: None,
             delivery: None,
         };
-        store
-            .commit(&commit)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        store.commit(&commit).await.unwrap();
         clock.advance(chrono::Duration::milliseconds(1_250));
     }
     let key = QueueKey {
@@ -110,11 +107,11 @@ async fn seed(store: &Store, clock: &ManualClock) {
     store
         .acquire_lease(&key, "worker-1", Duration::from_secs(60))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     store
         .record_delivery("d-1", "pull_request", "abc")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     store
         .put_api_key(&ApiKeyRecord {
             key_hash: "ab".repeat(32),
@@ -127,29 +124,25 @@ async fn seed(store: &Store, clock: &ManualClock) {
             origin: Some("secret:arn:aws:secretsmanager:eu-west-1:1:secret:keys".into()),
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .hit_rate_limit("acme", clock.now())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+    store.hit_rate_limit("acme", clock.now()).await.unwrap();
     store
         .set_flag("risk_auto_classify", false, "ops")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     store
         .put_risk_policy("acme", &json!({"mode": "enforce"}))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     store
         .put_compliance_thresholds("", &json!({"min_mergeable_rate": 0.8}))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
 }
 
 async fn summaries_of(url: &str) -> Vec<TableSummary> {
-    let store =
-        Store::from_url(url, Arc::new(ManualClock::new())).unwrap_or_else(|e| panic!("{e}"));
-    summaries(&store).await.unwrap_or_else(|e| panic!("{e}"))
+    let store = Store::from_url(url, Arc::new(ManualClock::new())).unwrap();
+    summaries(&store).await.unwrap()
 }
 
 fn copied(report: &Value) -> Vec<u64> {
@@ -167,13 +160,13 @@ fn sqlite_url(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_trip_through_postgres_is_identical_and_reruns_copy_nothing() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let original = sqlite_url(&dir.path().join("original.db"));
     let returned = dir.path().join("returned.db");
     let pg = fresh_pg_database().await;
     let clock = ManualClock::new();
     seed(
-        &Store::from_url(&original, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}")),
+        &Store::from_url(&original, Arc::new(clock.clone())).unwrap(),
         &clock,
     )
     .await;
@@ -190,8 +183,7 @@ async fn a_round_trip_through_postgres_is_identical_and_reruns_copy_nothing() {
     ));
     assert_eq!(dry["dry_run"], true);
     assert!(copied(&dry).iter().all(|&n| n == 0));
-    let untouched =
-        Store::from_url(&pg, Arc::new(ManualClock::new())).unwrap_or_else(|e| panic!("{e}"));
+    let untouched = Store::from_url(&pg, Arc::new(ManualClock::new())).unwrap();
     assert!(
         !untouched.is_migrated().await.unwrap_or(true),
         "a dry run created the target's schema"
@@ -239,7 +231,7 @@ async fn a_round_trip_through_postgres_is_identical_and_reruns_copy_nothing() {
     );
 
     // New rows appended after the copy get fresh sequence numbers in PostgreSQL.
-    let pg_store = Store::from_url(&pg, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}"));
+    let pg_store = Store::from_url(&pg, Arc::new(clock.clone())).unwrap();
     let more = Commit {
         outbox: vec![OutboxMessage {
             topic: "queue".into(),
@@ -255,12 +247,12 @@ async fn a_round_trip_through_postgres_is_identical_and_reruns_copy_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_catches_an_altered_row() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let original = sqlite_url(&dir.path().join("original.db"));
     let pg = fresh_pg_database().await;
     let clock = ManualClock::new();
     seed(
-        &Store::from_url(&original, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}")),
+        &Store::from_url(&original, Arc::new(clock.clone())).unwrap(),
         &clock,
     )
     .await;
@@ -271,11 +263,11 @@ async fn verify_catches_an_altered_row() {
 
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&pg)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     sqlx::query("UPDATE intents SET priority = priority + 1 WHERE id = 'acme/app:pr-2'")
         .execute(&mut conn)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
 
     let output = converge(
         &["backfill", "--from", &original, "--to", &pg, "--verify"],
@@ -299,7 +291,7 @@ async fn verify_catches_an_altered_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_and_rebuild_use_the_configured_store() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/state.db");
     let path_str = path.display().to_string();
     let env = [
@@ -313,8 +305,7 @@ async fn migrate_and_rebuild_use_the_configured_store() {
 
     let clock = ManualClock::new();
     seed(
-        &Store::from_url(&sqlite_url(&path), Arc::new(clock.clone()))
-            .unwrap_or_else(|e| panic!("{e}")),
+        &Store::from_url(&sqlite_url(&path), Arc::new(clock.clone())).unwrap(),
         &clock,
     )
     .await;
@@ -342,7 +333,7 @@ async fn migrate_and_rebuild_use_the_configured_store() {
 
 #[test]
 fn bad_urls_are_refused_without_echoing_them() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let target = sqlite_url(&dir.path().join("target.db"));
     let missing = sqlite_url(&dir.path().join("missing.db"));
 

@@ -32,7 +32,7 @@ async fn api(server: &ServerProcess, key: &str, method: &str, path: &str, body: 
         .header("x-api-key", key)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .json()
         .await
         .unwrap_or_default()
@@ -40,7 +40,7 @@ async fn api(server: &ServerProcess, key: &str, method: &str, path: &str, body: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
-    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let repo = tempfile::tempdir().unwrap();
     docs_and_clash(repo.path());
     git(
         repo.path(),
@@ -48,7 +48,7 @@ async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
     );
     commit_file(repo.path(), "docs/more.md", "# More\n", "more");
     git(repo.path(), &["checkout", "-q", "--detach", "main"]);
-    let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = tempfile::tempdir().unwrap();
     // A queue and its DLQ on the AWS emulator: the page shows the DLQ's depth.
     let queue = converge_testkit::sqs::queue_with_dlq("converge-dashboard", 30, 3).await;
     queue
@@ -113,7 +113,7 @@ async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
         &format!("sqlite://{}", data.path().join("s.db").display()),
         Arc::new(converge_store::SystemClock),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let acme_main = converge_core::queue::QueueKey {
         tenant: "acme".into(),
         repo: String::new(),
@@ -122,7 +122,7 @@ async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
     store
         .acquire_lease(&acme_main, "worker-elsewhere", Duration::from_secs(600))
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .unwrap_or_else(|| panic!("the lease is free"));
 
     let browser = Browser::start(1280, 900).await;

@@ -27,7 +27,7 @@ async fn a_pull_request_goes_from_webhook_to_merge_through_the_github_app() {
     let base = git(&repo, &["rev-parse", "main"]);
     fake.open_pull("acme/app", 5, "feature", "main");
 
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     // The App's key lives in Secrets Manager (the AWS emulator scripts/test.sh starts).
     assert!(
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
@@ -98,7 +98,7 @@ async fn a_pull_request_goes_from_webhook_to_merge_through_the_github_app() {
         .header("x-api-key", KEY)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .json()
         .await
         .unwrap_or_default();
@@ -154,7 +154,7 @@ async fn a_pull_request_goes_from_webhook_to_merge_through_the_github_app() {
         .header("x-api-key", KEY)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .json()
         .await
         .unwrap_or_default();

@@ -106,7 +106,7 @@ fn server(repo: &Path, db: &Path) -> ServerProcess {
 
 #[test]
 fn every_operator_command_works_against_a_live_server() {
-    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let repo = tempfile::tempdir().unwrap();
     docs_and_clash(repo.path());
     git(
         repo.path(),
@@ -114,7 +114,7 @@ fn every_operator_command_works_against_a_live_server() {
     );
     commit_file(repo.path(), "docs/more.md", "# More\n", "more");
     git(repo.path(), &["checkout", "-q", "--detach", "main"]);
-    let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = tempfile::tempdir().unwrap();
     let db = data.path().join("state.db");
     let server = server(repo.path(), &db);
     let env = [

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        let path = entry.unwrap().path();
         if path.is_dir() {
             // Tests and benches set variables; they do not define settings.
             if !matches!(

@@ -34,11 +34,7 @@ async fn call(
         Some(body) => client.post(server.url(path)).json(&body),
         None => client.get(server.url(path)),
     };
-    let response = request
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let response = request.header("x-api-key", KEY).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -64,7 +60,7 @@ async fn wait_for_status(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_intent_created_over_http_is_validated_and_merged_by_the_embedded_worker() {
     let client = reqwest::Client::new();
-    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let state = tempfile::tempdir().unwrap();
     let sqlite_url = format!("sqlite://{}", state.path().join("s.db").display());
     let pg_url = fresh_pg_database().await;
     let backends = [
@@ -87,7 +83,7 @@ async fn an_intent_created_over_http_is_validated_and_merged_by_the_embedded_wor
         ),
     ];
     for (url, mut env) in backends {
-        let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let repo = tempfile::tempdir().unwrap();
         repository(repo.path());
         let main_before = git(repo.path(), &["rev-parse", "main"]);
         let head = git(repo.path(), &["rev-parse", "feature/docs"]);
@@ -140,14 +136,14 @@ async fn an_intent_created_over_http_is_validated_and_merged_by_the_embedded_wor
         let killed = Command::new("kill")
             .args(["-TERM", &server.pid().to_string()])
             .status()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert!(killed.success());
-        let exit = server.wait().unwrap_or_else(|e| panic!("{e}"));
+        let exit = server.wait().unwrap();
         assert!(exit.success(), "converge serve exited with {exit}");
 
         // Stopped cleanly: no lease left held.
-        let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
-        let leases = store.leases().await.unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap();
+        let leases = store.leases().await.unwrap();
         assert!(!leases.is_empty(), "the worker took the key's lease");
         assert!(leases.iter().all(|l| l.holder.is_none()), "{leases:?}");
     }
@@ -156,8 +152,8 @@ async fn an_intent_created_over_http_is_validated_and_merged_by_the_embedded_wor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_separate_worker_process_processes_what_an_api_only_server_accepts() {
     let client = reqwest::Client::new();
-    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let state = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
     repository(repo.path());
     let head = git(repo.path(), &["rev-parse", "feature/docs"]);
     let env = vec![
@@ -201,8 +197,8 @@ async fn a_separate_worker_process_processes_what_an_api_only_server_accepts() {
     let killed = Command::new("kill")
         .args(["-TERM", &worker.id().to_string()])
         .status()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(killed.success());
-    let exit = worker.wait().unwrap_or_else(|e| panic!("{e}"));
+    let exit = worker.wait().unwrap();
     assert!(exit.success(), "converge worker exited with {exit}");
 }

@@ -121,7 +121,7 @@ fn pulls_for(
 }
 
 fn start_worker(env: &[(&str, String)], cwd: &Path, log: &Path) -> Child {
-    let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("{e}"));
+    let log = std::fs::File::create(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_converge"))
         .arg("worker")
         .current_dir(cwd)
@@ -140,7 +140,7 @@ async fn statuses(server: &ServerProcess) -> BTreeMap<String, String> {
         .header("x-api-key", KEY)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .json()
         .await
         .unwrap_or_default();
@@ -211,7 +211,7 @@ async fn four_sqs_workers_merge_exactly_what_the_scenario_allows() {
         ("CONVERGE_WORKER_BATCH_SIZE", "3".to_owned()),
         ("CONVERGE_QUEUE_URL", queue.url.clone()),
     ];
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start_with(
         env!("CARGO_BIN_EXE_converge"),
         dir.path(),
@@ -324,11 +324,11 @@ async fn four_sqs_workers_merge_exactly_what_the_scenario_allows() {
         let killed = Command::new("kill")
             .args(["-TERM", &worker.id().to_string()])
             .status()
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert!(killed.success());
     }
     for worker in &mut workers {
-        let status = worker.wait().unwrap_or_else(|e| panic!("{e}"));
+        let status = worker.wait().unwrap();
         assert!(status.success(), "{status:?}; logs:\n{}", logs());
     }
     // Nothing was poisoned on the way.
@@ -350,7 +350,7 @@ async fn four_sqs_workers_merge_exactly_what_the_scenario_allows() {
         .env_remove("CONVERGE_DB_PATH")
         .envs(doctor_env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let report: Value = serde_json::from_slice(&doctor.stdout).unwrap_or_default();
     let status_of = |name: &str| {
         report["checks"]
@@ -381,8 +381,8 @@ async fn four_sqs_workers_merge_exactly_what_the_scenario_allows() {
     assert_eq!(report["overall"], "pass", "{report}");
     assert!(doctor.status.success());
 
-    let store = Store::from_url(&dsn, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
-    let leases = store.leases().await.unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::from_url(&dsn, Arc::new(SystemClock)).unwrap();
+    let leases = store.leases().await.unwrap();
     assert!(!leases.is_empty(), "the workers took no lease at all");
     assert!(
         leases.iter().all(|l| l.holder.is_none()),

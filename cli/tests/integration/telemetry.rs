@@ -55,10 +55,8 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -84,7 +82,7 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
     fake.open_pull("acme/app", 5, "feature", "main");
     fake.complete_check("acme/app", &head, "ci/lint", "success");
 
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let env = vec![
         (
             "CONVERGE_DB_PATH",
@@ -208,6 +206,6 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &worker.id().to_string()])
         .status();
-    let stopped = worker.wait().unwrap_or_else(|e| panic!("{e}"));
+    let stopped = worker.wait().unwrap();
     assert!(stopped.success(), "{stopped:?}");
 }

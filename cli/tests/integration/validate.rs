@@ -23,7 +23,7 @@ async fn get(client: &reqwest::Client, server: &ServerProcess, path: &str) -> Va
         .header("x-api-key", KEY)
         .send()
         .await;
-    let response = response.unwrap_or_else(|e| panic!("{e}"));
+    let response = response.unwrap();
     response.json().await.unwrap_or_default()
 }
 
@@ -39,7 +39,7 @@ async fn post(
         .json(&body)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -47,9 +47,9 @@ async fn post(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validation_reads_the_repository_and_reported_checks() {
     let client = reqwest::Client::new();
-    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let repo = tempfile::tempdir().unwrap();
     docs_and_clash(repo.path());
-    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let state = tempfile::tempdir().unwrap();
     let backends = [
         vec![
             ("CONVERGE_DB_BACKEND", "sqlite".to_owned()),
@@ -190,7 +190,7 @@ async fn validation_reads_the_repository_and_reported_checks() {
     }
 
     // Without a repository, validation says so instead of guessing.
-    let elsewhere = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let elsewhere = tempfile::tempdir().unwrap();
     let env = [(
         "CONVERGE_DB_PATH",
         elsewhere.path().join("s.db").display().to_string(),

@@ -66,11 +66,7 @@ impl Hook<'_> {
         if let Some(signature) = signature {
             request = request.header("x-hub-signature-256", signature);
         }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let response = request.body(body).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -88,7 +84,7 @@ impl Hook<'_> {
             .header("x-api-key", KEY)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         response.json().await.unwrap_or(Value::Null)
     }
 }
@@ -126,7 +122,7 @@ fn event_count(events: &Value, event_type: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signatures_size_and_payloads_are_checked_before_anything_is_written() {
     let client = reqwest::Client::new();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     for database in databases(dir.path()).await {
         let secrets = format!("old-secret,{SECRET}");
         let server = serve(
@@ -229,7 +225,7 @@ async fn signatures_size_and_payloads_are_checked_before_anything_is_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_request_events_drive_the_intent_and_copies_change_it_once() {
     let client = reqwest::Client::new();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     for database in databases(dir.path()).await {
         let server = serve(
             dir.path(),
@@ -349,7 +345,7 @@ async fn send_concurrently(
                 .header("x-hub-signature-256", &signature)
                 .body(body.clone());
             tokio::spawn(async move {
-                let response = request.send().await.unwrap_or_else(|e| panic!("{e}"));
+                let response = request.send().await.unwrap();
                 let status = response.status().as_u16();
                 (
                     status,
@@ -360,7 +356,7 @@ async fn send_concurrently(
         .collect();
     let mut answers = Vec::with_capacity(copies);
     for task in tasks {
-        answers.push(task.await.unwrap_or_else(|e| panic!("{e}")));
+        answers.push(task.await.unwrap());
     }
     answers
 }

@@ -61,11 +61,11 @@ fn next_delay(state: &mut u64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_killed_at_random_lose_nothing_and_merge_nothing_twice() {
-    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let repo = tempfile::tempdir().unwrap();
     let heads = repository(repo.path());
     let dsn = fresh_pg_database().await;
-    let store = Store::from_url(&dsn, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::from_url(&dsn, Arc::new(SystemClock)).unwrap();
+    store.migrate().await.unwrap();
     let key = QueueKey {
         tenant: String::new(),
         repo: String::new(),
@@ -93,10 +93,10 @@ async fn workers_killed_at_random_lose_nothing_and_merge_nothing_twice() {
                 ..Commit::default()
             })
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
 
-    let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let state = tempfile::tempdir().unwrap();
     let env = vec![
         ("CONVERGE_DB_BACKEND", "postgres".to_owned()),
         ("CONVERGE_PG_DSN", dsn.clone()),
@@ -120,7 +120,7 @@ async fn workers_killed_at_random_lose_nothing_and_merge_nothing_twice() {
         limit: 500,
         ..IntentFilter::default()
     };
-    let before = store.intents(&all).await.unwrap_or_else(|e| panic!("{e}"));
+    let before = store.intents(&all).await.unwrap();
     let merged_before = before.iter().filter(|i| i.status == Status::Merged).count();
     eprintln!("merged by the {KILLS} killed workers: {merged_before} of {INTENTS}");
     assert!(
@@ -132,7 +132,7 @@ async fn workers_killed_at_random_lose_nothing_and_merge_nothing_twice() {
     let mut last = start_worker(&env, state.path());
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let intents = store.intents(&all).await.unwrap_or_else(|e| panic!("{e}"));
+        let intents = store.intents(&all).await.unwrap();
         if intents.iter().all(|i| i.status == Status::Merged) || Instant::now() > deadline {
             break;
         }
@@ -142,10 +142,10 @@ async fn workers_killed_at_random_lose_nothing_and_merge_nothing_twice() {
         .args(["-TERM", &last.id().to_string()])
         .status();
     assert!(killed.is_ok_and(|s| s.success()));
-    let exit = last.wait().unwrap_or_else(|e| panic!("{e}"));
+    let exit = last.wait().unwrap();
     assert!(exit.success(), "the last worker exited with {exit}");
 
-    let intents = store.intents(&all).await.unwrap_or_else(|e| panic!("{e}"));
+    let intents = store.intents(&all).await.unwrap();
     assert_eq!(intents.len(), INTENTS, "no intent lost");
     let unmerged: Vec<_> = intents
         .iter()
@@ -163,7 +163,7 @@ async fn workers_killed_at_random_lose_nothing_and_merge_nothing_twice() {
     let distinct: BTreeSet<&str> = merged_heads.iter().copied().collect();
     let expected: BTreeSet<&str> = heads.iter().map(String::as_str).collect();
     assert_eq!(distinct, expected, "each head merged once");
-    let leases = store.leases().await.unwrap_or_else(|e| panic!("{e}"));
+    let leases = store.leases().await.unwrap();
     assert!(
         leases.iter().all(|l| l.holder.is_none()),
         "a lease is still held: {leases:?}"

@@ -3,6 +3,8 @@
 //! Targets on the project's 2-core machine: 0.1 ms, 0.5 ms and 5 ms (the reference takes
 //! 14.6, 57.6 and 730 ms there). Run with `scripts/bench.sh`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is how a test fails.
+
 use std::hint::black_box;
 
 use converge_core::RiskLevel;

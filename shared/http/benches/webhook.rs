@@ -5,6 +5,8 @@
 //! change nothing). Criterion reports the median; the p50 and p99 of a separate sample of 2,000
 //! deliveries are printed. Needs the throwaway PostgreSQL of `scripts/bench.sh`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is how a test fails.
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -53,7 +55,7 @@ async fn send(app: &axum::Router, body: &[u8], signature: &str) {
         .header("x-hub-signature-256", signature)
         .header("content-type", "application/json")
         .body(Body::from(body.to_vec()))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let response = app
         .clone()
         .oneshot(request)
@@ -71,12 +73,9 @@ fn bench(c: &mut Criterion) {
     let _context = runtime.enter();
     let url = runtime.block_on(converge_testkit::fresh_pg_database());
     let store = Store::Postgres(
-        converge_store::PgStore::connect_lazy(&url, 8, Arc::new(SystemClock))
-            .unwrap_or_else(|e| panic!("{e}")),
+        converge_store::PgStore::connect_lazy(&url, 8, Arc::new(SystemClock)).unwrap(),
     );
-    runtime
-        .block_on(store.migrate())
-        .unwrap_or_else(|e| panic!("{e}"));
+    runtime.block_on(store.migrate()).unwrap();
     let settings = ApiSettings {
         webhook_secrets: vec![WebhookSecret::new(SECRET)],
         ..ApiSettings::default()

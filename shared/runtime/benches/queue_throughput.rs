@@ -8,6 +8,8 @@
 //! on the fake) and times until every one is decided or merged. Needs the throwaway
 //! PostgreSQL of `scripts/bench.sh`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is how a test fails.
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -131,7 +133,7 @@ async fn seed(store: &Store, count: u64) -> Vec<String> {
                 ..Commit::default()
             })
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
     ids
 }
@@ -166,7 +168,7 @@ async fn drain<S, C, P>(
             let store = store.clone();
             tokio::spawn(async move {
                 loop {
-                    processor.poll().await.unwrap_or_else(|e| panic!("{e}"));
+                    processor.poll().await.unwrap();
                     let ready = store
                         .intents(&IntentFilter {
                             statuses: if auto_confirm {
@@ -178,7 +180,7 @@ async fn drain<S, C, P>(
                             ..IntentFilter::default()
                         })
                         .await
-                        .unwrap_or_else(|e| panic!("{e}"));
+                        .unwrap();
                     if ready.is_empty() {
                         break;
                     }
@@ -187,7 +189,7 @@ async fn drain<S, C, P>(
         })
         .collect();
     for task in tasks {
-        task.await.unwrap_or_else(|e| panic!("{e}"));
+        task.await.unwrap();
     }
 }
 
@@ -222,7 +224,7 @@ async fn clear_queued(store: &Store, ids: &[String]) {
                 ..Commit::default()
             })
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
 }
 
@@ -247,10 +249,10 @@ async fn github_world() -> (GithubFake, GithubPorts) {
         private_key_secret_arn: None,
         api_url: fake.url().to_owned(),
         default_installation: None,
-        check_map: parse_check_map("lint=ci/lint").unwrap_or_else(|e| panic!("{e}")),
+        check_map: parse_check_map("lint=ci/lint").unwrap(),
         publish_status: false,
     };
-    let app = GithubApp::new(settings).unwrap_or_else(|e| panic!("{e}"));
+    let app = GithubApp::new(settings).unwrap();
     (fake, GithubPorts::new(app))
 }
 
@@ -295,7 +297,7 @@ async fn seed_github(store: &Store, fake: &GithubFake, count: u64) -> Vec<String
             ..Commit::default()
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     ids
 }
 
@@ -324,9 +326,9 @@ fn fast_import_branches(repo: &Path, base: &str, numbers: &[u64]) -> Vec<String>
             .write_all(stream.as_bytes())
             .unwrap_or_else(|e| panic!("git fast-import: {e}"));
     }
-    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    let status = child.wait().unwrap();
     assert!(status.success(), "git fast-import failed");
-    let marks = std::fs::read_to_string(&marks).unwrap_or_else(|e| panic!("{e}"));
+    let marks = std::fs::read_to_string(&marks).unwrap();
     let by_mark: std::collections::HashMap<usize, String> = marks
         .lines()
         .filter_map(|l| {
@@ -348,12 +350,9 @@ fn bench(c: &mut Criterion) {
     let _context = runtime.enter();
     let url = runtime.block_on(converge_testkit::fresh_pg_database());
     let store = Store::Postgres(
-        converge_store::PgStore::connect_lazy(&url, 16, Arc::new(SystemClock))
-            .unwrap_or_else(|e| panic!("{e}")),
+        converge_store::PgStore::connect_lazy(&url, 16, Arc::new(SystemClock)).unwrap(),
     );
-    runtime
-        .block_on(store.migrate())
-        .unwrap_or_else(|e| panic!("{e}"));
+    runtime.block_on(store.migrate()).unwrap();
 
     // Validated and decided (auto-confirm off: each intent ends QUEUED), then validated,
     // decided and merged.

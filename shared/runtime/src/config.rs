@@ -465,7 +465,7 @@ mod tests {
         let specs = parse_api_keys(
             "k1:admin:ops::*, k2:operator:ci:acme:intents.read|queue.*\nk3:viewer:dash",
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         assert_eq!(specs.len(), 3);
         assert_eq!(
             (specs[0].tenant.clone(), specs[0].scopes.clone()),
@@ -479,8 +479,8 @@ mod tests {
             (specs[2].role, specs[2].scopes.clone()),
             (Role::Viewer, None)
         );
-        let commented = parse_api_keys("# entries, one per line\nk4:viewer:dash, k5:viewer:dash")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let commented =
+            parse_api_keys("# entries, one per line\nk4:viewer:dash, k5:viewer:dash").unwrap();
         assert_eq!(
             commented.len(),
             2,

@@ -3,6 +3,8 @@
 //! acquire + release cycles per second. Needs the throwaway PostgreSQL that `scripts/bench.sh`
 //! starts (CONVERGE_TEST_PG_URL).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is how a test fails.
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -60,12 +62,9 @@ fn bench(c: &mut Criterion) {
     let _context = runtime.enter();
     let url = runtime.block_on(converge_testkit::fresh_pg_database());
     let store = Store::Postgres(
-        converge_store::PgStore::connect_lazy(&url, 20, Arc::new(SystemClock))
-            .unwrap_or_else(|e| panic!("{e}")),
+        converge_store::PgStore::connect_lazy(&url, 20, Arc::new(SystemClock)).unwrap(),
     );
-    runtime
-        .block_on(store.migrate())
-        .unwrap_or_else(|e| panic!("{e}"));
+    runtime.block_on(store.migrate()).unwrap();
     let store = Arc::new(store);
 
     let mut group = c.benchmark_group("postgres_commit");
@@ -86,15 +85,12 @@ fn bench(c: &mut Criterion) {
                             let share = iters / writers + u64::from(w < iters % writers);
                             tasks.push(tokio::spawn(async move {
                                 for _ in 0..share {
-                                    store
-                                        .commit(&intent_commit())
-                                        .await
-                                        .unwrap_or_else(|e| panic!("{e}"));
+                                    store.commit(&intent_commit()).await.unwrap();
                                 }
                             }));
                         }
                         for task in tasks {
-                            task.await.unwrap_or_else(|e| panic!("{e}"));
+                            task.await.unwrap();
                         }
                         start.elapsed()
                     })
@@ -117,12 +113,9 @@ fn bench(c: &mut Criterion) {
                 let lease = store
                     .acquire_lease(&key, "bench", Duration::from_secs(60))
                     .await
-                    .unwrap_or_else(|e| panic!("{e}"))
+                    .unwrap()
                     .unwrap_or_else(|| panic!("lease busy"));
-                store
-                    .release_lease(&lease)
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
+                store.release_lease(&lease).await.unwrap();
             })
         });
     });

@@ -240,7 +240,7 @@ fn an_enforced_risk_gate_blocks_inside_its_rollout_group() {
         "high": {"entropy_budget": 100, "containment_min": 0},
         "critical": {"entropy_budget": 100, "containment_min": 0}},
       "risk": {"max_risk_score": 1, "mode": "enforce", "enforce_ratio": 1.0}}"#;
-    let config = PolicyConfig::from_json_str(permissive).unwrap_or_else(|e| panic!("{e}"));
+    let config = PolicyConfig::from_json_str(permissive).unwrap();
     let world = World::new(
         FakeScm::clean(&["src/a.rs"]),
         FakeChecks::with(&[("lint", CheckState::Passed)]),
@@ -257,8 +257,7 @@ fn an_enforced_risk_gate_blocks_inside_its_rollout_group() {
     assert!(decision.risk_gate.as_ref().is_some_and(|g| g.enforced));
 
     // Shadow mode reports the same breach and lets the intent through.
-    let shadow = PolicyConfig::from_json_str(&permissive.replace("enforce\"", "shadow\""))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let shadow = PolicyConfig::from_json_str(&permissive.replace("enforce\"", "shadow\"")).unwrap();
     let decision = run(&world, &intent("i-7"), &shadow);
     assert_eq!(decision.outcome, Outcome::Validated);
     assert!(
@@ -311,7 +310,7 @@ fn skipping_checks_is_recorded_as_such() {
         &PolicyConfig::default(),
         options,
     ))
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(decision.outcome, Outcome::Validated);
     let check = decision
         .events
@@ -354,7 +353,7 @@ fn origin_overrides_decide_which_checks_are_required() {
     let config = PolicyConfig::from_json_str(
         r#"{"origin_overrides": {"agent": {"_default": {"checks": ["lint", "agent_review"]}}}}"#,
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let mut from_agent = intent("i-11");
     from_agent.risk_level = RiskLevel::Low;
     from_agent.origin_type = "agent".into();

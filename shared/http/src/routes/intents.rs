@@ -505,7 +505,7 @@ mod tests {
     fn cursors_round_trip_and_reject_garbage() {
         let mut intent = Intent::new("acme/app:pr-1 ü", "s", "main", Utc::now());
         intent.priority = -2;
-        let cursor = decode_cursor(&encode_cursor(&intent)).unwrap_or_else(|e| panic!("{e}"));
+        let cursor = decode_cursor(&encode_cursor(&intent)).unwrap();
         assert_eq!(
             (cursor.priority, cursor.id.as_str()),
             (-2, "acme/app:pr-1 ü")

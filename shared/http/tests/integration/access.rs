@@ -17,14 +17,14 @@ const KEYS: &str = "viewer-key:viewer:eve,operator-key:operator:olga,admin-key:a
                     scoped-key:admin:sam::nothing.relevant";
 
 async fn app() -> (axum::Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("state.db").display());
-    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap();
+    store.migrate().await.unwrap();
     let settings = ApiSettings {
         auth_required: true,
         rate_limit_rpm: None,
-        api_keys: parse_api_keys(KEYS).unwrap_or_else(|e| panic!("{e}")),
+        api_keys: parse_api_keys(KEYS).unwrap(),
         ..ApiSettings::default()
     };
     let state = Arc::new(AppState::new(
@@ -35,7 +35,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
     ));
     seed_api_keys(&state, &state.services.api.api_keys)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     (router(state), dir)
 }
 
@@ -83,7 +83,7 @@ async fn call(app: &axum::Router, method: &str, path: &str, key: &str) -> (Statu
     };
     let response = app
         .clone()
-        .oneshot(request.body(body).unwrap_or_else(|e| panic!("{e}")))
+        .oneshot(request.body(body).unwrap())
         .await
         .unwrap_or_else(|e| match e {});
     let status = response.status();

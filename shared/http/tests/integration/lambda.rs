@@ -92,7 +92,7 @@ async fn send(app: &axum::Router, event_json: &str) -> (u16, Value) {
 }
 
 async fn app(store: Store) -> axum::Router {
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    store.migrate().await.unwrap();
     let settings = ApiSettings {
         auth_required: true,
         rate_limit_rpm: Some(1_000),
@@ -110,7 +110,7 @@ async fn app(store: Store) -> axum::Router {
     ));
     seed_api_keys(&state, &state.services.api.api_keys)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     router(state)
 }
 
@@ -201,19 +201,13 @@ async fn exercise(app: axum::Router) {
 
 #[tokio::test]
 async fn the_router_answers_api_gateway_events_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("state.db").display());
-    exercise(
-        app(Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"))).await,
-    )
-    .await;
+    exercise(app(Store::from_url(&url, Arc::new(SystemClock)).unwrap()).await).await;
 }
 
 #[tokio::test]
 async fn the_router_answers_api_gateway_events_on_postgres() {
     let url = converge_testkit::fresh_pg_database().await;
-    exercise(
-        app(Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"))).await,
-    )
-    .await;
+    exercise(app(Store::from_url(&url, Arc::new(SystemClock)).unwrap()).await).await;
 }

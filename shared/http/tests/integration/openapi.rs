@@ -17,10 +17,10 @@ fn the_openapi_document_is_stable() {
 
 #[tokio::test]
 async fn the_document_is_served_without_a_key_and_documents_every_route() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("state.db").display());
-    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap();
+    store.migrate().await.unwrap();
     let settings = ApiSettings {
         auth_required: true,
         rate_limit_rpm: None,

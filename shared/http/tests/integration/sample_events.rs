@@ -13,13 +13,13 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 async fn app() -> (axum::Router, tempfile::TempDir) {
-    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = tempfile::tempdir().unwrap();
     let store = Store::from_url(
         &format!("sqlite://{}", db.path().join("s.db").display()),
         Arc::new(SystemClock),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
+    store.migrate().await.unwrap();
     let settings = ApiSettings {
         api_keys: parse_api_keys("dev-key:admin:me").unwrap_or_default(),
         webhook_secrets: vec![WebhookSecret::new("dev-webhook-secret")],
@@ -33,7 +33,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
     ));
     seed_api_keys(&state, &state.services.api.api_keys)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     (router(state), db)
 }
 

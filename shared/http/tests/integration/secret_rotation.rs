@@ -56,13 +56,13 @@ async fn state(
     settings: ApiSettings,
     manager: &aws_sdk_secretsmanager::Client,
 ) -> (AppState, tempfile::TempDir) {
-    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = tempfile::tempdir().unwrap();
     let store = Store::from_url(
         &format!("sqlite://{}", db.path().join("s.db").display()),
         Arc::new(SystemClock),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
+    store.migrate().await.unwrap();
     let mut state = AppState::new(
         store,
         Arc::new(SystemClock),
@@ -84,11 +84,11 @@ async fn deliver(app: &axum::Router, secret: &str, delivery: &str) -> u16 {
             sign(&WebhookSecret::new(secret), body),
         )
         .body(Body::from(body.to_vec()))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     app.clone()
         .oneshot(request)
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .status()
         .as_u16()
 }
@@ -120,11 +120,11 @@ async fn list_intents(app: &axum::Router, key: &str) -> u16 {
     let request = axum::http::Request::get("/v1/intents")
         .header("x-api-key", key)
         .body(Body::empty())
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     app.clone()
         .oneshot(request)
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .status()
         .as_u16()
 }
@@ -145,11 +145,7 @@ async fn api_keys_rotated_in_secrets_manager_are_seeded_and_dropped_keys_revoked
     state.services.api_keys_secret = Some(WatchedSecret::new(&arn));
     let state = Arc::new(state);
     // What the start does: the secret's keys are seeded before the first request.
-    state
-        .services
-        .refresh_api_keys()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    state.services.refresh_api_keys().await.unwrap();
     let app = router(state);
 
     assert_eq!(list_intents(&app, "old-key").await, 200);

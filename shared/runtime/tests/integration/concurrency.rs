@@ -124,9 +124,8 @@ async fn four_workers_merge_each_passing_pull_request_exactly_once() {
             );
         }
     }
-    let store = Store::from_url(&fresh_pg_database().await, Arc::new(SystemClock))
-        .unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::from_url(&fresh_pg_database().await, Arc::new(SystemClock)).unwrap();
+    store.migrate().await.unwrap();
     let events: Vec<Event> = expected
         .iter()
         .map(|(id, (repo, head, target, _))| {
@@ -144,7 +143,7 @@ async fn four_workers_merge_each_passing_pull_request_exactly_once() {
             ..Commit::default()
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
 
     let settings = GithubSettings {
         app_id: 11,
@@ -152,10 +151,10 @@ async fn four_workers_merge_each_passing_pull_request_exactly_once() {
         private_key_secret_arn: None,
         api_url: fake.url().to_owned(),
         default_installation: None,
-        check_map: parse_check_map("lint=ci/lint").unwrap_or_else(|e| panic!("{e}")),
+        check_map: parse_check_map("lint=ci/lint").unwrap(),
         publish_status: false,
     };
-    let app = GithubApp::new(settings).unwrap_or_else(|e| panic!("{e}"));
+    let app = GithubApp::new(settings).unwrap();
     let ports = GithubPorts::new(app);
     let workers: Vec<_> = (0..4)
         .map(|n| {
@@ -179,11 +178,11 @@ async fn four_workers_merge_each_passing_pull_request_exactly_once() {
             tokio::spawn(async move {
                 let deadline = Instant::now() + Duration::from_secs(120);
                 while Instant::now() < deadline {
-                    processor.poll().await.unwrap_or_else(|e| panic!("{e}"));
+                    processor.poll().await.unwrap();
                     let open = store
                         .intent_counts(None)
                         .await
-                        .unwrap_or_else(|e| panic!("{e}"))
+                        .unwrap()
                         .iter()
                         .filter(|c| c.status.is_actionable())
                         .map(|c| c.count)
@@ -197,7 +196,7 @@ async fn four_workers_merge_each_passing_pull_request_exactly_once() {
         })
         .collect();
     for worker in workers {
-        worker.await.unwrap_or_else(|e| panic!("{e}"));
+        worker.await.unwrap();
     }
 
     for (id, (_, _, _, fate)) in &expected {

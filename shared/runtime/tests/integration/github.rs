@@ -38,20 +38,20 @@ async fn world() -> World {
     commit_file(&repo, "src/app/main.rs", "fn main() {}\n", "init");
     commit_file(&repo, "docs/guide.md", "# Guide\n", "docs");
     git(&repo, &["checkout", "-q", "--detach"]);
-    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", db.path().join("s.db").display());
-    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap();
+    store.migrate().await.unwrap();
     let settings = GithubSettings {
         app_id: APP_ID,
         private_key_pem: private_pem,
         private_key_secret_arn: None,
         api_url: fake.url().to_owned(),
         default_installation: None,
-        check_map: parse_check_map("lint=ci/lint").unwrap_or_else(|e| panic!("{e}")),
+        check_map: parse_check_map("lint=ci/lint").unwrap(),
         publish_status: false,
     };
-    let app = GithubApp::new(settings).unwrap_or_else(|e| panic!("{e}"));
+    let app = GithubApp::new(settings).unwrap();
     World {
         fake,
         repo,
@@ -125,11 +125,7 @@ impl World {
             | converge_core::intake::Change::MergeGroupDestroyed { intent_id, .. }
             | converge_core::intake::Change::Prioritised { intent_id, .. } => intent_id.clone(),
         };
-        let current = self
-            .store
-            .intent(&id)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let current = self.store.intent(&id).await.unwrap();
         let Effect::Events { events, .. } = effect(current.as_ref(), &change) else {
             panic!("ignored");
         };
@@ -153,7 +149,7 @@ impl World {
                 ..Commit::default()
             })
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         id
     }
 
@@ -193,14 +189,14 @@ impl World {
                 ..Commit::default()
             })
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
 
     async fn intent(&self, id: &str) -> Intent {
         self.store
             .intent(id)
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .unwrap_or_else(|| panic!("no intent {id}"))
     }
 
@@ -214,7 +210,7 @@ impl World {
         self.store
             .events(&filter)
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .into_iter()
             .map(|e| e.event.payload)
             .collect()
@@ -378,13 +374,13 @@ async fn a_moved_head_or_target_is_revalidated_never_merged_blind() {
         .store
         .acquire_lease(&key, "test", Duration::from_secs(60))
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .unwrap_or_else(|| panic!("the key is free"));
     let (lease, permit) = w
         .store
         .merge_permit(&lease, Duration::from_secs(60), false, SystemClock.now())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
 
     // The pull request got a new head: the validated head is refused, nothing moves.
     let second_head = push(&w.repo, "feature", "docs/b.md", "b\n");
@@ -408,10 +404,7 @@ async fn a_moved_head_or_target_is_revalidated_never_merged_blind() {
         "{refused:?}"
     );
     assert_eq!(w.main_updates(), 0);
-    w.store
-        .release_lease(&lease)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    w.store.release_lease(&lease).await.unwrap();
 
     // The queue revalidates against the new head and tip, then merges those.
     w.complete_check(&id, &second_head, "success").await;

@@ -11,7 +11,7 @@ use converge_testkit::git::{commit_file, git};
 
 #[tokio::test]
 async fn commands_judge_the_head_commit_in_a_work_tree_of_their_own() {
-    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let repo = tempfile::tempdir().unwrap();
     let path = repo.path();
     git(path, &["init", "-q", "-b", "main"]);
     commit_file(
@@ -30,7 +30,7 @@ async fn commands_judge_the_head_commit_in_a_work_tree_of_their_own() {
         "lint=make lint,slow=make slow",
         Duration::from_secs(1),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let intent = Intent::new("i", "good", "main", chrono::DateTime::default());
     let required = [
         "lint".to_owned(),
@@ -38,10 +38,7 @@ async fn commands_judge_the_head_commit_in_a_work_tree_of_their_own() {
         "unit_tests".to_owned(),
     ];
 
-    let outcomes = checks
-        .outcomes(&intent, &good, &required)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let outcomes = checks.outcomes(&intent, &good, &required).await.unwrap();
     let states: Vec<CheckState> = outcomes.iter().map(|o| o.state).collect();
     assert_eq!(
         states,
@@ -56,7 +53,7 @@ async fn commands_judge_the_head_commit_in_a_work_tree_of_their_own() {
     let outcomes = checks
         .outcomes(&intent, &bad, &required[..1])
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(outcomes[0].state, CheckState::Failed);
 
     assert_eq!(

@@ -61,7 +61,7 @@ struct World {
 
 impl World {
     async fn new() -> World {
-        let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let repo = tempfile::tempdir().unwrap();
         let path = repo.path();
         git(path, &["init", "-q", "-b", "main"]);
         commit_file(path, "shared.txt", "base\n", "init");
@@ -75,10 +75,10 @@ impl World {
             );
         }
         git(path, &["checkout", "-q", "--detach", "main"]);
-        let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", db.path().join("s.db").display());
-        let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
-        store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap();
+        store.migrate().await.unwrap();
         let events = (0..BRANCHES)
             .map(|b| {
                 let intent = Intent::new(
@@ -101,7 +101,7 @@ impl World {
                 ..Commit::default()
             })
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         World {
             repo,
             store,
@@ -166,13 +166,10 @@ impl World {
                         ..Commit::default()
                     })
                     .await
-                    .unwrap_or_else(|e| panic!("{e}"));
+                    .unwrap();
             }
             Step::Work => {
-                self.processor()
-                    .poll()
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
+                self.processor().poll().await.unwrap();
             }
         }
     }

@@ -34,16 +34,16 @@ struct World {
 
 async fn sqlite_world() -> World {
     let clock = ManualClock::new();
-    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", db.path().join("state.db").display());
-    let store = Store::from_url(&url, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::from_url(&url, Arc::new(clock.clone())).unwrap();
     world(store, clock, Some(db), None).await
 }
 
 async fn pg_world() -> World {
     let clock = ManualClock::new();
     let url = fresh_pg_database().await;
-    let store = Store::from_url(&url, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::from_url(&url, Arc::new(clock.clone())).unwrap();
     world(store, clock, None, Some(url)).await
 }
 
@@ -57,7 +57,7 @@ async fn world(
         .migrate()
         .await
         .unwrap_or_else(|e| panic!("migrate: {e}"));
-    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let repo = tempfile::tempdir().unwrap();
     docs_and_clash(repo.path());
     World {
         store,
@@ -127,7 +127,7 @@ impl World {
         self.store
             .intent(id)
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .unwrap_or_else(|| panic!("no intent {id}"))
     }
 
@@ -141,7 +141,7 @@ impl World {
             .store
             .events(&filter)
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .into_iter()
             .map(|e| e.event.event_type)
             .collect();
@@ -306,13 +306,10 @@ async fn a_busy_key_is_left_alone_and_a_fenced_worker_cannot_write(w: World) {
         .store
         .acquire_lease(&main_key(), "elsewhere", StdDuration::from_secs(60))
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .unwrap_or_else(|| panic!("lease"));
     let worker = w.processor("w1", settings(true, true));
-    let outcome = worker
-        .process_key(&main_key())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let outcome = worker.process_key(&main_key()).await.unwrap();
     assert_eq!(outcome, KeyOutcome::Busy);
     assert_eq!(w.events_of("docs").await, [EventType::IntentCreated]);
 
@@ -390,10 +387,7 @@ async fn two_workers_racing_on_one_key_merge_once(w: World) {
     let a = w.processor("a", settings(true, true));
     let b = w.processor("b", settings(true, true));
     let (ra, rb) = tokio::join!(a.poll(), b.poll());
-    let (ra, rb) = (
-        ra.unwrap_or_else(|e| panic!("{e}")),
-        rb.unwrap_or_else(|e| panic!("{e}")),
-    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
     // Drain: whatever one round left (a moved target revalidates) the next rounds finish.
     for _ in 0..6 {
         poll(&a).await;

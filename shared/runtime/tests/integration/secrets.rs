@@ -99,7 +99,7 @@ async fn current_user(store: &converge_store::Store) -> String {
     sqlx::query_scalar::<_, String>("SELECT current_user::text")
         .fetch_one(pg.pool())
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 /// RDS's alternating-users rotation: the secret moves from one database user to another. The
@@ -116,23 +116,20 @@ async fn new_database_connections_follow_a_rotated_dsn_after_the_ttl() {
     );
     let mut admin = sqlx::PgConnection::connect(&converge_testkit::pg_admin_url())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     for role in [&first, &second] {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN")))
             .execute(&mut admin)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
     let arn = create_secret(&client, "dsn", &rds_secret(&first, &database)).await;
 
     let secrets = Arc::new(Secrets::with_client(client.clone(), ROTATION_TTL));
     let mut rotation = Rotation::with_secrets(secrets);
-    let dsn = rotation
-        .watch_dsn(&arn)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let store = converge_store::Store::from_url(&dsn, Arc::new(converge_store::SystemClock))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let dsn = rotation.watch_dsn(&arn).await.unwrap();
+    let store =
+        converge_store::Store::from_url(&dsn, Arc::new(converge_store::SystemClock)).unwrap();
     assert_eq!(current_user(&store).await, first);
 
     put_secret(&client, &arn, &rds_secret(&second, &database)).await;
@@ -145,7 +142,7 @@ async fn new_database_connections_follow_a_rotated_dsn_after_the_ttl() {
         )))
         .execute(admin)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     };
     refresh_and_reconnect(&mut admin).await;
     assert_eq!(
@@ -180,26 +177,23 @@ async fn the_github_app_signs_with_a_rotated_private_key_after_the_ttl() {
         "CONVERGE_GITHUB_APP_PRIVATE_KEY_SECRET_ARN" => Some(arn.clone()),
         _ => None,
     })
-    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap()
     .unwrap_or_else(|| panic!("the App is configured"));
 
     let secrets = Arc::new(Secrets::with_client(client.clone(), ROTATION_TTL));
     let mut rotation = Rotation::with_secrets(secrets);
-    let app = rotation
-        .watch_app_key(&arn, settings)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let app = rotation.watch_app_key(&arn, settings).await.unwrap();
     assert!(app.check_app().await.is_ok(), "the first key is accepted");
 
     fake.rotate_app_key(&second_public);
     put_secret(&client, &arn, &second_private).await;
     // The store is not involved in an App key rotation; any store will do.
-    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = tempfile::tempdir().unwrap();
     let store = converge_store::Store::from_url(
         &format!("sqlite://{}", db.path().join("s.db").display()),
         Arc::new(converge_store::SystemClock),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     rotation.refresh(&store).await;
     assert!(
         app.check_app().await.is_err(),

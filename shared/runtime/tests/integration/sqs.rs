@@ -113,12 +113,12 @@ async fn local_processor(
     tempfile::TempDir,
     tempfile::TempDir,
 ) {
-    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let repo = tempfile::tempdir().unwrap();
     repository(repo.path());
-    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", db.path().join("s.db").display());
-    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap();
+    store.migrate().await.unwrap();
     let processor = QueueProcessor::new(
         store.clone(),
         GitScm::new(repo.path()),
@@ -158,7 +158,7 @@ async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq(
             ..Commit::default()
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let relayed = queues.queue.relay(&store, "relay").await;
     assert_eq!(relayed.ok(), Some(1));
     assert_eq!(store.unsent_outbox_count().await.ok(), Some(0));
@@ -169,7 +169,7 @@ async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq(
     let lease = store
         .acquire_lease(&main_key(), "elsewhere", Duration::from_secs(60))
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .unwrap_or_else(|| panic!("lease"));
     let mut records = receive(&queues, &queues.url).await;
     assert_eq!(records.len(), 1);
@@ -181,7 +181,7 @@ async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq(
         json!({"Records": records.clone()}),
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(
         answer["batchItemFailures"],
         json!([{"itemIdentifier": "not-a-key"}]),
@@ -195,10 +195,7 @@ async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq(
 
     // The lease is free again: the successor, received after its delay, is processed and the
     // intent merged.
-    store
-        .release_lease(&lease)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    store.release_lease(&lease).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let successor = receive(&queues, &queues.url).await;
     assert_eq!(successor.len(), 1, "the busy key was queued again");
@@ -211,7 +208,7 @@ async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq(
         json!({"Records": [records[0].clone()]}),
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
     delete_succeeded(&queues, &records[..1], &answer).await;
     assert_eq!(
@@ -234,7 +231,7 @@ async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq(
         if !batch.is_empty() {
             let answer = handle_event(&processor, &store, &queues.queue, json!({"Records": batch}))
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
             assert_eq!(
                 answer["batchItemFailures"].as_array().map(Vec::len),
                 Some(1)
@@ -252,11 +249,11 @@ async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_enqueues_waiting_keys_and_clears_expired_leases() {
     let queues = queues("converge-sweep").await;
-    let db = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", db.path().join("s.db").display());
     let clock = converge_testkit::ManualClock::new();
-    let store = Store::from_url(&url, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}"));
-    store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::from_url(&url, Arc::new(clock.clone())).unwrap();
+    store.migrate().await.unwrap();
     // An intent whose queue message was lost, and a lease whose holder died.
     store
         .commit(&Commit {
@@ -264,18 +261,14 @@ async fn the_sweep_enqueues_waiting_keys_and_clears_expired_leases() {
             ..Commit::default()
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     store
         .acquire_lease(&main_key(), "dead-worker", Duration::from_secs(30))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     clock.advance(chrono::Duration::seconds(31));
 
-    let report = queues
-        .queue
-        .sweep(&store, "sweeper")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let report = queues.queue.sweep(&store, "sweeper").await.unwrap();
     assert_eq!((report.enqueued, report.reclaimed), (1, 1), "{report:?}");
     let messages = receive(&queues, &queues.url).await;
     let bodies: Vec<Value> = messages
@@ -290,7 +283,7 @@ async fn the_sweep_enqueues_waiting_keys_and_clears_expired_leases() {
         bodies,
         [json!({"tenant": "", "repo": "", "target": "main"})]
     );
-    let leases = store.leases().await.unwrap_or_else(|e| panic!("{e}"));
+    let leases = store.leases().await.unwrap();
     assert!(leases.iter().all(|l| l.holder.is_none()), "{leases:?}");
 }
 
@@ -309,7 +302,7 @@ async fn a_round_that_fills_its_batch_sends_its_key_again() {
             ..Commit::default()
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let record = json!({"messageId": "m1", "receiptHandle": "r",
                         "body": queue_message(&main_key()).payload.to_string()});
 
@@ -321,7 +314,7 @@ async fn a_round_that_fills_its_batch_sends_its_key_again() {
         json!({"Records": [record]}),
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
     let status = |id: &'static str| {
         let store = store.clone();
@@ -333,7 +326,7 @@ async fn a_round_that_fills_its_batch_sends_its_key_again() {
     assert_eq!(again.len(), 1, "{again:?}");
     let answer = handle_event(&processor, &store, &queues.queue, json!({"Records": again}))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
     assert_eq!(status("second").await, Some(Status::Queued));
 }
@@ -355,7 +348,7 @@ async fn the_sample_worker_events_are_handled() {
             ..Commit::default()
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let sample = |file: &str| -> Value {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../events")
@@ -368,7 +361,7 @@ async fn the_sample_worker_events_are_handled() {
     // The SQS batch names the `main` queue: its intent is decided.
     let answer = handle_event(&processor, &store, &queues.queue, sample("sqs-batch.json"))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
     assert_eq!(
         store.intent("docs").await.ok().flatten().map(|i| i.status),
@@ -382,6 +375,6 @@ async fn the_sample_worker_events_are_handled() {
         sample("schedule-sweep.json"),
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(answer["enqueued"], 1, "{answer}");
 }

@@ -764,7 +764,7 @@ async fn migrations_are_idempotent_and_cover_every_table(store: Store, _clock: M
                 .await
         }
     }
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
         .map(|d| d.count())
         .unwrap_or_default();
@@ -925,14 +925,14 @@ async fn the_schema_matches_what_backfill_copies(store: Store, _clock: ManualClo
         )
         .fetch_all(s.pool())
         .await
-        .unwrap_or_else(|e| panic!("{e}")),
+        .unwrap(),
         Store::Sqlite(s) => sqlx::query_as(
             "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
              WHERE m.type = 'table' AND m.name NOT IN ('_sqlx_migrations', 'sqlite_sequence') ORDER BY m.name, p.cid",
         )
         .fetch_all(s.pool())
         .await
-        .unwrap_or_else(|e| panic!("{e}")),
+        .unwrap(),
     };
     let mut expected: Vec<(String, String)> = converge_store::backfill::table_columns()
         .into_iter()
@@ -1130,7 +1130,7 @@ async fn a_delivery_changes_state_once_however_often_it_arrives(store: Store, cl
     });
     let mut applied = 0;
     for attempt in attempts {
-        match attempt.await.unwrap_or_else(|e| panic!("{e}")) {
+        match attempt.await.unwrap() {
             Ok(_) => applied += 1,
             Err(StoreError::AlreadyDelivered {
                 same_body: true, ..

@@ -19,7 +19,7 @@ pub async fn pg_store(clock: &ManualClock) -> Store {
 
 /// A migrated store on the PostgreSQL database at `url`.
 pub async fn pg_store_at(url: &str, clock: &ManualClock) -> Store {
-    let store = Store::from_url(url, Arc::new(clock.clone())).unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::from_url(url, Arc::new(clock.clone())).unwrap();
     store
         .migrate()
         .await
@@ -30,8 +30,8 @@ pub async fn pg_store_at(url: &str, clock: &ManualClock) -> Store {
 /// A migrated store on a fresh SQLite file (kept alive by the returned guard).
 pub async fn sqlite_store(clock: &ManualClock) -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let store = SqliteStore::open(&dir.path().join("state.db"), 8, Arc::new(clock.clone()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store =
+        SqliteStore::open(&dir.path().join("state.db"), 8, Arc::new(clock.clone())).unwrap();
     let store = Store::Sqlite(store);
     store
         .migrate()

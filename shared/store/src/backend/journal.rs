@@ -1,50 +1,8 @@
-//! The store contract's operations, written once for both backends.
-//!
-//! sqlx checks types per database, so the operations are a macro expanded once in `pg.rs` and
-//! once in `sqlite.rs`. The SQL text is shared (both accept `$n` placeholders, `RETURNING` and
-//! `ON CONFLICT`); each backend supplies what differs: how a write transaction starts (SQLite
-//! takes the write lock up front with `BEGIN IMMEDIATE`), the row-lock clause (`FOR UPDATE`,
-//! empty on SQLite, whose transactions are already serialised), and how timestamps are encoded
-//! (`timestamptz` on PostgreSQL, fixed-width UTC text on SQLite).
+//! The log and its projection: commits (events, intents rows, commit links, outbox rows in
+//! one transaction), reads of intents and events, the rebuild, webhook deliveries.
 
-/// The column list of an intents insert, shared by its two conflict policies.
-macro_rules! insert_intents_prefix {
-    () => {
-        "INSERT INTO intents (id, source, target, status, created_at, created_by, risk_level, priority, semantic, \
-         technical, checks_required, dependencies, retries, tenant_id, plan_id, origin_type, updated_at) "
-    };
-}
-
-macro_rules! insert_intent_sql {
-    () => {
-        concat!(
-            insert_intents_prefix!(),
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
-        )
-    };
-}
-
-/// What an upsert of an intent row replaces.
-macro_rules! intent_overwrite_sql {
-    () => {
-        concat!(
-            "ON CONFLICT (id) DO UPDATE SET source = excluded.source, target = excluded.target, ",
-            "status = excluded.status, created_at = excluded.created_at, created_by = excluded.created_by, ",
-            "risk_level = excluded.risk_level, priority = excluded.priority, semantic = excluded.semantic, ",
-            "technical = excluded.technical, checks_required = excluded.checks_required, ",
-            "dependencies = excluded.dependencies, retries = excluded.retries, tenant_id = excluded.tenant_id, ",
-            "plan_id = excluded.plan_id, origin_type = excluded.origin_type, updated_at = excluded.updated_at"
-        )
-    };
-}
-
-/// Expands the store operations for one backend. The invoking module provides `begin_write`,
-/// `ts`, `get_ts`, `get_opt_ts` and the pool type; `$lock` and `$skip_locked` are the SQL
-/// suffixes for row locks; `$lock_projection` keeps other writers off the intents table during
-/// a rebuild; `$intents_as_json` aggregates a page of intents into one JSON array (one row
-/// crosses from the database instead of one per intent: on SQLite, sqlx hands each row across
-/// threads, which dominated the cost of listing).
-macro_rules! store_operations {
+/// Expands these operations for one backend (see `store_operations!`).
+macro_rules! journal_operations {
     ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal) => {
         impl $store {
             /// Appends events, updates the intents projection from them, and records commit
@@ -250,7 +208,7 @@ macro_rules! store_operations {
                 };
                 let page: Option<String> = sqlx::query_scalar(concat!(
                     $intents_as_json,
-                    " FROM (SELECT * FROM intents WHERE status IN ('READY', 'VALIDATED', 'QUEUED') ",
+                    " FROM (SELECT * FROM intents WHERE status IN ($8, $9, $10) ",
                     "AND COALESCE(tenant_id, '') = $1 AND ", $repo_of_intent, " = $2 AND target = $3 ",
                     "AND (priority > $5 OR (priority = $5 AND (created_at > $6 OR (created_at = $6 AND id > $7)))) ",
                     "ORDER BY priority, created_at, id LIMIT $4) AS page"
@@ -262,6 +220,9 @@ macro_rules! store_operations {
                 .bind(priority)
                 .bind(ts(created_at))
                 .bind(id)
+                .bind(converge_core::Status::Ready.as_str())
+                .bind(converge_core::Status::Validated.as_str())
+                .bind(converge_core::Status::Queued.as_str())
                 .fetch_one(&self.pool)
                 .await?;
                 $crate::intent_json::decode_page(page.as_deref().unwrap_or("[]"), parse_json_ts)
@@ -274,12 +235,15 @@ macro_rules! store_operations {
                 // row of NULL event columns when there are none).
                 let rows = sqlx::query(
                     "SELECT c.last_check_report, e.* FROM \
-                     (SELECT MAX(seq) AS last_check_report FROM events WHERE intent_id = $1 AND event_type = 'check.reported') AS c \
-                     LEFT JOIN (SELECT * FROM events WHERE intent_id = $1 AND event_type IN ('intent.validated', 'intent.blocked') \
+                     (SELECT MAX(seq) AS last_check_report FROM events WHERE intent_id = $1 AND event_type = $3) AS c \
+                     LEFT JOIN (SELECT * FROM events WHERE intent_id = $1 AND event_type IN ($4, $5) \
                      ORDER BY seq DESC LIMIT $2) AS e ON 1 = 1 ORDER BY e.seq DESC",
                 )
                 .bind(intent_id)
                 .bind(i64::from(limit))
+                .bind(converge_core::EventType::CheckReported.as_str())
+                .bind(converge_core::EventType::IntentValidated.as_str())
+                .bind(converge_core::EventType::IntentBlocked.as_str())
                 .fetch_all(&self.pool)
                 .await?;
                 let last_check_report: Option<i64> = match rows.first() {
@@ -436,398 +400,6 @@ macro_rules! store_operations {
                 } else {
                     $crate::DeliveryOutcome::BodyMismatch
                 })
-            }
-
-            /// Takes the lease of a queue key if nobody holds it or the holding expired.
-            /// The new fencing token is one more than any token handed out for the key.
-            pub async fn acquire_lease(
-                &self,
-                key: &converge_core::queue::QueueKey,
-                holder: &str,
-                ttl: std::time::Duration,
-            ) -> Result<Option<$crate::Lease>, $crate::StoreError> {
-                let ttl = chrono::Duration::from_std(ttl).map_err(|e| $crate::StoreError::Config(e.to_string()))?;
-                let mut tx = begin_write(&self.pool).await?;
-                sqlx::query(
-                    "INSERT INTO queue_leases (tenant, repo, target, holder, token, acquired_at, expires_at) \
-                     VALUES ($1, $2, $3, NULL, 0, NULL, NULL) ON CONFLICT DO NOTHING",
-                )
-                .bind(&key.tenant)
-                .bind(&key.repo)
-                .bind(&key.target)
-                .execute(&mut *tx)
-                .await?;
-                // Read the time once the write lock is held (SQLite may have waited for it).
-                let now = self.now();
-                let expires_at = now + ttl;
-                let token: Option<i64> = sqlx::query_scalar(
-                    "UPDATE queue_leases SET holder = $4, token = token + 1, acquired_at = $5, expires_at = $6 \
-                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND (holder IS NULL OR expires_at <= $5) \
-                     RETURNING token",
-                )
-                .bind(&key.tenant)
-                .bind(&key.repo)
-                .bind(&key.target)
-                .bind(holder)
-                .bind(ts(now))
-                .bind(ts(expires_at))
-                .fetch_optional(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(token.map(|token| $crate::Lease {
-                    key: key.clone(),
-                    holder: holder.to_owned(),
-                    token: $crate::FencingToken(token),
-                    expires_at,
-                }))
-            }
-
-            /// Pushes a held lease's expiry to now + `ttl`. Fails if it was lost meanwhile.
-            pub async fn extend_lease(&self, lease: &$crate::Lease, ttl: std::time::Duration) -> Result<$crate::Lease, $crate::StoreError> {
-                let now = self.now();
-                let expires_at = now + chrono::Duration::from_std(ttl).map_err(|e| $crate::StoreError::Config(e.to_string()))?;
-                let updated = sqlx::query(
-                    "UPDATE queue_leases SET expires_at = $6 \
-                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5 AND expires_at > $7",
-                )
-                .bind(&lease.key.tenant)
-                .bind(&lease.key.repo)
-                .bind(&lease.key.target)
-                .bind(&lease.holder)
-                .bind(lease.token.0)
-                .bind(ts(expires_at))
-                .bind(ts(now))
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                if updated == 0 {
-                    return Err($crate::StoreError::StaleLease { key: lease.key.clone(), token: lease.token.0 });
-                }
-                Ok($crate::Lease { expires_at, ..lease.clone() })
-            }
-
-            /// Gives a lease back. False if it had already been lost.
-            pub async fn release_lease(&self, lease: &$crate::Lease) -> Result<bool, $crate::StoreError> {
-                let released = sqlx::query(
-                    "UPDATE queue_leases SET holder = NULL, acquired_at = NULL, expires_at = NULL \
-                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5",
-                )
-                .bind(&lease.key.tenant)
-                .bind(&lease.key.repo)
-                .bind(&lease.key.target)
-                .bind(&lease.holder)
-                .bind(lease.token.0)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                Ok(released == 1)
-            }
-
-            /// Clears whoever holds a key (operator action, `queue reset --clear-lock`). The
-            /// token is kept, so the next holder's is higher and the old holder stays fenced.
-            pub async fn force_clear_lease(&self, key: &converge_core::queue::QueueKey) -> Result<bool, $crate::StoreError> {
-                let cleared = sqlx::query(
-                    "UPDATE queue_leases SET holder = NULL, acquired_at = NULL, expires_at = NULL \
-                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder IS NOT NULL",
-                )
-                .bind(&key.tenant)
-                .bind(&key.repo)
-                .bind(&key.target)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                Ok(cleared == 1)
-            }
-
-            /// Clears every lease whose holder let it expire (the sweep). Tokens stay, so a late
-            /// holder is still fenced; a lease taken over meanwhile is not touched. Returns how
-            /// many were cleared.
-            pub async fn clear_expired_leases(&self) -> Result<u64, $crate::StoreError> {
-                Ok(sqlx::query(
-                    "UPDATE queue_leases SET holder = NULL, acquired_at = NULL, expires_at = NULL \
-                     WHERE holder IS NOT NULL AND expires_at <= $1",
-                )
-                .bind(ts(self.now()))
-                .execute(&self.pool)
-                .await?
-                .rows_affected())
-            }
-
-            /// The lease row of a key, if the key was ever leased.
-            pub async fn inspect_lease(&self, key: &converge_core::queue::QueueKey) -> Result<Option<$crate::LeaseState>, $crate::StoreError> {
-                let row = sqlx::query("SELECT * FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3")
-                    .bind(&key.tenant)
-                    .bind(&key.repo)
-                    .bind(&key.target)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                row.as_ref().map(lease_from_row).transpose()
-            }
-
-            /// Every lease row, by key.
-            pub async fn leases(&self) -> Result<Vec<$crate::LeaseState>, $crate::StoreError> {
-                let rows = sqlx::query("SELECT * FROM queue_leases ORDER BY tenant, repo, target")
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter().map(lease_from_row).collect()
-            }
-
-            /// Claims up to `limit` unsent outbox rows of `topic` for `claim_ttl` (oldest first). A claim that
-            /// lapses without `mark_sent` makes the row claimable again: nothing is lost if the
-            /// sender dies.
-            pub async fn claim_outbox(
-                &self,
-                topic: &str,
-                claimer: &str,
-                limit: u32,
-                claim_ttl: std::time::Duration,
-            ) -> Result<Vec<$crate::OutboxEntry>, $crate::StoreError> {
-                let now = self.now();
-                let until = now + chrono::Duration::from_std(claim_ttl).map_err(|e| $crate::StoreError::Config(e.to_string()))?;
-                let mut tx = begin_write(&self.pool).await?;
-                let rows = sqlx::query(concat!(
-                    "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 WHERE seq IN (",
-                    "SELECT seq FROM outbox WHERE topic = $5 AND sent_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $3) ",
-                    "ORDER BY seq LIMIT $4",
-                    $skip_locked,
-                    ") RETURNING seq, topic, payload, attempts"
-                ))
-                .bind(claimer)
-                .bind(ts(until))
-                .bind(ts(now))
-                .bind(i64::from(limit))
-                .bind(topic)
-                .fetch_all(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                let mut entries = rows
-                    .iter()
-                    .map(|row| {
-                        let payload: sqlx::types::Json<serde_json::Value> = row.try_get("payload")?;
-                        Ok($crate::OutboxEntry {
-                            seq: row.try_get("seq")?,
-                            topic: row.try_get("topic")?,
-                            payload: payload.0,
-                            attempts: row.try_get("attempts")?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, $crate::StoreError>>()?;
-                entries.sort_by_key(|e| e.seq);
-                Ok(entries)
-            }
-
-            /// Marks an outbox row sent. False if it was already marked.
-            pub async fn mark_outbox_sent(&self, seq: i64) -> Result<bool, $crate::StoreError> {
-                let updated = sqlx::query("UPDATE outbox SET sent_at = $2 WHERE seq = $1 AND sent_at IS NULL")
-                    .bind(seq)
-                    .bind(ts(self.now()))
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
-                Ok(updated == 1)
-            }
-
-            /// Gives a claimed, unsent outbox row back at once (its sender failed and later rows
-            /// must not overtake it). False if it was sent meanwhile.
-            pub async fn release_outbox(&self, seq: i64) -> Result<bool, $crate::StoreError> {
-                let updated = sqlx::query("UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE seq = $1 AND sent_at IS NULL")
-                    .bind(seq)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
-                Ok(updated == 1)
-            }
-
-            /// Outbox rows not sent yet.
-            pub async fn unsent_outbox_count(&self) -> Result<i64, $crate::StoreError> {
-                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
-                    .fetch_one(&self.pool)
-                    .await?)
-            }
-
-            /// Stores an API key record, or updates it. An expiry, once set, is never lifted
-            /// or extended by a later put (re-seeding a rotated key from the environment keeps
-            /// it expiring), and an origin is never cleared: a key a secret gave stays the
-            /// secret's to revoke, even if `CONVERGE_API_KEYS` lists it too.
-            pub async fn put_api_key(&self, key: &$crate::ApiKeyRecord) -> Result<(), $crate::StoreError> {
-                sqlx::query(
-                    "INSERT INTO api_keys (key_hash, role, actor, tenant_id, scopes, created_at, expires_at, origin) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                     ON CONFLICT (key_hash) DO UPDATE SET role = excluded.role, actor = excluded.actor, \
-                     tenant_id = excluded.tenant_id, scopes = excluded.scopes, \
-                     origin = COALESCE(excluded.origin, api_keys.origin), \
-                     expires_at = CASE WHEN excluded.expires_at IS NOT NULL \
-                     AND (api_keys.expires_at IS NULL OR excluded.expires_at < api_keys.expires_at) \
-                     THEN excluded.expires_at ELSE api_keys.expires_at END",
-                )
-                .bind(&key.key_hash)
-                .bind(&key.role)
-                .bind(&key.actor)
-                .bind(&key.tenant_id)
-                .bind(sqlx::types::Json(&key.scopes))
-                .bind(ts(key.created_at))
-                .bind(key.expires_at.map(ts))
-                .bind(&key.origin)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            /// The hashes of the live keys configured from `origin` (see `ApiKeyRecord::origin`).
-            pub async fn api_keys_from(&self, origin: &str) -> Result<Vec<String>, $crate::StoreError> {
-                Ok(sqlx::query_scalar(
-                    "SELECT key_hash FROM api_keys WHERE origin = $1 \
-                     AND (expires_at IS NULL OR expires_at > $2) ORDER BY key_hash",
-                )
-                .bind(origin)
-                .bind(ts(self.now()))
-                .fetch_all(&self.pool)
-                .await?)
-            }
-
-            /// The key with this hash, if it exists and has not expired.
-            pub async fn find_api_key(&self, key_hash: &str) -> Result<Option<$crate::ApiKeyRecord>, $crate::StoreError> {
-                let row = sqlx::query("SELECT * FROM api_keys WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > $2)")
-                    .bind(key_hash)
-                    .bind(ts(self.now()))
-                    .fetch_optional(&self.pool)
-                    .await?;
-                row.as_ref()
-                    .map(|row| {
-                        let scopes: sqlx::types::Json<Vec<String>> = row.try_get("scopes")?;
-                        Ok($crate::ApiKeyRecord {
-                            key_hash: row.try_get("key_hash")?,
-                            role: row.try_get("role")?,
-                            actor: row.try_get("actor")?,
-                            tenant_id: row.try_get("tenant_id")?,
-                            scopes: scopes.0,
-                            created_at: get_ts(row, "created_at")?,
-                            expires_at: get_opt_ts(row, "expires_at")?,
-                            origin: row.try_get("origin")?,
-                        })
-                    })
-                    .transpose()
-            }
-
-            /// Sets when a key stops working (rotation grace), unless it already stops sooner.
-            /// False if no such key.
-            pub async fn expire_api_key(&self, key_hash: &str, at: chrono::DateTime<chrono::Utc>) -> Result<bool, $crate::StoreError> {
-                // Only ever brings the expiry closer: a key in its grace period cannot extend it.
-                let updated = sqlx::query(
-                    "UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NULL OR $2 < expires_at THEN $2 ELSE expires_at END \
-                     WHERE key_hash = $1",
-                )
-                    .bind(key_hash)
-                    .bind(ts(at))
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
-                Ok(updated == 1)
-            }
-
-            /// Counts one request of `tenant` in the window starting at `window_start` and returns
-            /// the window's count so far (shared by every instance).
-            pub async fn hit_rate_limit(&self, tenant: &str, window_start: chrono::DateTime<chrono::Utc>) -> Result<i64, $crate::StoreError> {
-                Ok(sqlx::query_scalar(
-                    "INSERT INTO rate_limit_counters (tenant, window_start, hits) VALUES ($1, $2, 1) \
-                     ON CONFLICT (tenant, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1 RETURNING hits",
-                )
-                .bind(tenant)
-                .bind(ts(window_start))
-                .fetch_one(&self.pool)
-                .await?)
-            }
-
-            /// Forgets rate-limit windows that started before `cutoff`.
-            pub async fn prune_rate_limits(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, $crate::StoreError> {
-                Ok(sqlx::query("DELETE FROM rate_limit_counters WHERE window_start < $1")
-                    .bind(ts(cutoff))
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected())
-            }
-
-            /// Flags an operator has set: name, value, when, by whom.
-            pub async fn flags(&self) -> Result<Vec<$crate::FlagSetting>, $crate::StoreError> {
-                let rows = sqlx::query("SELECT * FROM feature_flags ORDER BY name").fetch_all(&self.pool).await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok($crate::FlagSetting {
-                            name: row.try_get("name")?,
-                            enabled: row.try_get("enabled")?,
-                            updated_at: get_ts(row, "updated_at")?,
-                            updated_by: row.try_get("updated_by")?,
-                        })
-                    })
-                    .collect()
-            }
-
-            /// Sets a flag.
-            pub async fn set_flag(&self, name: &str, enabled: bool, by: &str) -> Result<(), $crate::StoreError> {
-                sqlx::query(
-                    "INSERT INTO feature_flags (name, enabled, updated_at, updated_by) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at, \
-                     updated_by = excluded.updated_by",
-                )
-                .bind(name)
-                .bind(enabled)
-                .bind(ts(self.now()))
-                .bind(by)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            /// A tenant's risk policy (`""` for the global one).
-            pub async fn risk_policy(&self, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
-                self.document("SELECT data, version, updated_at FROM risk_policies WHERE tenant = $1", tenant).await
-            }
-
-            /// Replaces a tenant's risk policy; returns the new version.
-            pub async fn put_risk_policy(&self, tenant: &str, data: &serde_json::Value) -> Result<i64, $crate::StoreError> {
-                Ok(sqlx::query_scalar(
-                    "INSERT INTO risk_policies (tenant, data, version, updated_at) VALUES ($1, $2, 1, $3) \
-                     ON CONFLICT (tenant) DO UPDATE SET data = excluded.data, version = risk_policies.version + 1, \
-                     updated_at = excluded.updated_at RETURNING version",
-                )
-                .bind(tenant)
-                .bind(sqlx::types::Json(data))
-                .bind(ts(self.now()))
-                .fetch_one(&self.pool)
-                .await?)
-            }
-
-            /// A tenant's compliance thresholds (`""` for the global ones); version is always 1.
-            pub async fn compliance_thresholds(&self, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
-                self.document("SELECT data, CAST(1 AS BIGINT) AS version, updated_at FROM compliance_thresholds WHERE tenant = $1", tenant).await
-            }
-
-            /// Replaces a tenant's compliance thresholds.
-            pub async fn put_compliance_thresholds(&self, tenant: &str, data: &serde_json::Value) -> Result<(), $crate::StoreError> {
-                sqlx::query(
-                    "INSERT INTO compliance_thresholds (tenant, data, updated_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
-                )
-                .bind(tenant)
-                .bind(sqlx::types::Json(data))
-                .bind(ts(self.now()))
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            async fn document(&self, sql: &'static str, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
-                let row = sqlx::query(sql).bind(tenant).fetch_optional(&self.pool).await?;
-                row.as_ref()
-                    .map(|row| {
-                        let data: sqlx::types::Json<serde_json::Value> = row.try_get("data")?;
-                        Ok($crate::VersionedDocument {
-                            data: data.0,
-                            version: row.try_get("version")?,
-                            updated_at: get_ts(row, "updated_at")?,
-                        })
-                    })
-                    .transpose()
             }
         }
 
@@ -1057,4 +629,4 @@ macro_rules! store_operations {
     };
 }
 
-pub(crate) use {insert_intent_sql, insert_intents_prefix, intent_overwrite_sql, store_operations};
+pub(crate) use journal_operations;

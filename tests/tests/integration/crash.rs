@@ -1,8 +1,6 @@
 //! A writer killed with SIGKILL in the middle of its transactions leaves no intent without its
 //! events and no event without its projection change, on both backends.
 
-use crate::support;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -48,14 +46,14 @@ async fn check_nothing_half_written(store: &Store) {
             ..IntentFilter::default()
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let events = store
         .events(&EventFilter {
             limit: 100_000,
             ..EventFilter::default()
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let mut per_intent: BTreeMap<String, usize> = BTreeMap::new();
     for stored in &events {
         *per_intent
@@ -94,7 +92,7 @@ async fn check_nothing_half_written(store: &Store) {
             1
         );
     }
-    let tables = summaries(store).await.unwrap_or_else(|e| panic!("{e}"));
+    let tables = summaries(store).await.unwrap();
     let outbox = tables
         .iter()
         .find(|t| t.table == "outbox")
@@ -110,13 +108,10 @@ async fn check_nothing_half_written(store: &Store) {
         .into_iter()
         .filter(|t| t.table == "intents")
         .collect();
-    store
-        .rebuild_projections()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    store.rebuild_projections().await.unwrap();
     let after: Vec<_> = summaries(store)
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .into_iter()
         .filter(|t| t.table == "intents")
         .collect();
@@ -125,23 +120,23 @@ async fn check_nothing_half_written(store: &Store) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_survives_kills_mid_transaction() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("state.db").display());
     let writer_url = url.clone();
     tokio::task::spawn_blocking(move || kill_writer_repeatedly(&writer_url))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap();
     check_nothing_half_written(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_survives_kills_mid_transaction() {
-    let url = support::fresh_pg_database().await;
+    let url = converge_testkit::fresh_pg_database().await;
     let writer_url = url.clone();
     tokio::task::spawn_blocking(move || kill_writer_repeatedly(&writer_url))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap();
     check_nothing_half_written(&store).await;
 }

@@ -1,4 +1,4 @@
-//! Test support for the crash test (`tests/integration/crash.rs`): commits intents to the
+//! Test support for the crash test (`tests/tests/integration/crash.rs` of this package): commits intents to the
 //! store at the URL given as the only argument, as fast as it can, forever, printing
 //! `committed N` after each commit. The test kills it with SIGKILL at random moments and checks what survived.
 //! Each commit writes three events (created, validated, queued), one projection row, one

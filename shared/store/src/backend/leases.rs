@@ -1,0 +1,144 @@
+//! Leases on queue keys, with fencing tokens: acquire, extend, release, clear, inspect.
+
+/// Expands these operations for one backend (see `store_operations!`).
+macro_rules! lease_operations {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal) => {
+        impl $store {
+            /// Takes the lease of a queue key if nobody holds it or the holding expired.
+            /// The new fencing token is one more than any token handed out for the key.
+            pub async fn acquire_lease(
+                &self,
+                key: &converge_core::queue::QueueKey,
+                holder: &str,
+                ttl: std::time::Duration,
+            ) -> Result<Option<$crate::Lease>, $crate::StoreError> {
+                let ttl = chrono::Duration::from_std(ttl).map_err(|e| $crate::StoreError::Config(e.to_string()))?;
+                let mut tx = begin_write(&self.pool).await?;
+                sqlx::query(
+                    "INSERT INTO queue_leases (tenant, repo, target, holder, token, acquired_at, expires_at) \
+                     VALUES ($1, $2, $3, NULL, 0, NULL, NULL) ON CONFLICT DO NOTHING",
+                )
+                .bind(&key.tenant)
+                .bind(&key.repo)
+                .bind(&key.target)
+                .execute(&mut *tx)
+                .await?;
+                // Read the time once the write lock is held (SQLite may have waited for it).
+                let now = self.now();
+                let expires_at = now + ttl;
+                let token: Option<i64> = sqlx::query_scalar(
+                    "UPDATE queue_leases SET holder = $4, token = token + 1, acquired_at = $5, expires_at = $6 \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND (holder IS NULL OR expires_at <= $5) \
+                     RETURNING token",
+                )
+                .bind(&key.tenant)
+                .bind(&key.repo)
+                .bind(&key.target)
+                .bind(holder)
+                .bind(ts(now))
+                .bind(ts(expires_at))
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(token.map(|token| $crate::Lease {
+                    key: key.clone(),
+                    holder: holder.to_owned(),
+                    token: $crate::FencingToken(token),
+                    expires_at,
+                }))
+            }
+
+            /// Pushes a held lease's expiry to now + `ttl`. Fails if it was lost meanwhile.
+            pub async fn extend_lease(&self, lease: &$crate::Lease, ttl: std::time::Duration) -> Result<$crate::Lease, $crate::StoreError> {
+                let now = self.now();
+                let expires_at = now + chrono::Duration::from_std(ttl).map_err(|e| $crate::StoreError::Config(e.to_string()))?;
+                let updated = sqlx::query(
+                    "UPDATE queue_leases SET expires_at = $6 \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5 AND expires_at > $7",
+                )
+                .bind(&lease.key.tenant)
+                .bind(&lease.key.repo)
+                .bind(&lease.key.target)
+                .bind(&lease.holder)
+                .bind(lease.token.0)
+                .bind(ts(expires_at))
+                .bind(ts(now))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    return Err($crate::StoreError::StaleLease { key: lease.key.clone(), token: lease.token.0 });
+                }
+                Ok($crate::Lease { expires_at, ..lease.clone() })
+            }
+
+            /// Gives a lease back. False if it had already been lost.
+            pub async fn release_lease(&self, lease: &$crate::Lease) -> Result<bool, $crate::StoreError> {
+                let released = sqlx::query(
+                    "UPDATE queue_leases SET holder = NULL, acquired_at = NULL, expires_at = NULL \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5",
+                )
+                .bind(&lease.key.tenant)
+                .bind(&lease.key.repo)
+                .bind(&lease.key.target)
+                .bind(&lease.holder)
+                .bind(lease.token.0)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(released == 1)
+            }
+
+            /// Clears whoever holds a key (operator action, `queue reset --clear-lock`). The
+            /// token is kept, so the next holder's is higher and the old holder stays fenced.
+            pub async fn force_clear_lease(&self, key: &converge_core::queue::QueueKey) -> Result<bool, $crate::StoreError> {
+                let cleared = sqlx::query(
+                    "UPDATE queue_leases SET holder = NULL, acquired_at = NULL, expires_at = NULL \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder IS NOT NULL",
+                )
+                .bind(&key.tenant)
+                .bind(&key.repo)
+                .bind(&key.target)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(cleared == 1)
+            }
+
+            /// Clears every lease whose holder let it expire (the sweep). Tokens stay, so a late
+            /// holder is still fenced; a lease taken over meanwhile is not touched. Returns how
+            /// many were cleared.
+            pub async fn clear_expired_leases(&self) -> Result<u64, $crate::StoreError> {
+                Ok(sqlx::query(
+                    "UPDATE queue_leases SET holder = NULL, acquired_at = NULL, expires_at = NULL \
+                     WHERE holder IS NOT NULL AND expires_at <= $1",
+                )
+                .bind(ts(self.now()))
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+            }
+
+            /// The lease row of a key, if the key was ever leased.
+            pub async fn inspect_lease(&self, key: &converge_core::queue::QueueKey) -> Result<Option<$crate::LeaseState>, $crate::StoreError> {
+                let row = sqlx::query("SELECT * FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3")
+                    .bind(&key.tenant)
+                    .bind(&key.repo)
+                    .bind(&key.target)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(lease_from_row).transpose()
+            }
+
+            /// Every lease row, by key.
+            pub async fn leases(&self) -> Result<Vec<$crate::LeaseState>, $crate::StoreError> {
+                let rows = sqlx::query("SELECT * FROM queue_leases ORDER BY tenant, repo, target")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(lease_from_row).collect()
+            }
+        }
+    };
+}
+
+pub(crate) use lease_operations;

@@ -1,0 +1,106 @@
+//! The store contract's operations, written once for both backends.
+//!
+//! sqlx checks types per database, so the operations are a macro expanded once in `pg.rs` and
+//! once in `sqlite.rs`. The SQL text is shared (both accept `$n` placeholders, `RETURNING` and
+//! `ON CONFLICT`); each backend supplies what differs: how a write transaction starts (SQLite
+//! takes the write lock up front with `BEGIN IMMEDIATE`), the row-lock clause (`FOR UPDATE`,
+//! empty on SQLite, whose transactions are already serialised), and how timestamps are encoded
+//! (`timestamptz` on PostgreSQL, fixed-width UTC text on SQLite).
+//!
+//! The operations are grouped by area, one macro per file (the log and its projection, leases,
+//! the outbox, keys and rate limits, settings); `store_operations!` expands them all.
+
+pub(crate) mod access;
+pub(crate) mod journal;
+pub(crate) mod leases;
+pub(crate) mod outbox;
+pub(crate) mod settings;
+
+/// The column list of an intents insert, shared by its two conflict policies.
+macro_rules! insert_intents_prefix {
+    () => {
+        "INSERT INTO intents (id, source, target, status, created_at, created_by, risk_level, priority, semantic, \
+         technical, checks_required, dependencies, retries, tenant_id, plan_id, origin_type, updated_at) "
+    };
+}
+
+macro_rules! insert_intent_sql {
+    () => {
+        concat!(
+            insert_intents_prefix!(),
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
+        )
+    };
+}
+
+/// What an upsert of an intent row replaces.
+macro_rules! intent_overwrite_sql {
+    () => {
+        concat!(
+            "ON CONFLICT (id) DO UPDATE SET source = excluded.source, target = excluded.target, ",
+            "status = excluded.status, created_at = excluded.created_at, created_by = excluded.created_by, ",
+            "risk_level = excluded.risk_level, priority = excluded.priority, semantic = excluded.semantic, ",
+            "technical = excluded.technical, checks_required = excluded.checks_required, ",
+            "dependencies = excluded.dependencies, retries = excluded.retries, tenant_id = excluded.tenant_id, ",
+            "plan_id = excluded.plan_id, origin_type = excluded.origin_type, updated_at = excluded.updated_at"
+        )
+    };
+}
+
+/// Expands the store operations for one backend. The invoking module provides `begin_write`,
+/// `ts`, `get_ts`, `get_opt_ts` and the pool type; `$lock` and `$skip_locked` are the SQL
+/// suffixes for row locks; `$lock_projection` keeps other writers off the intents table during
+/// a rebuild; `$intents_as_json` aggregates a page of intents into one JSON array (one row
+/// crosses from the database instead of one per intent: on SQLite, sqlx hands each row across
+/// threads, which dominated the cost of listing).
+macro_rules! store_operations {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal) => {
+        $crate::backend::journal::journal_operations!(
+            $store,
+            $db,
+            lock = $lock,
+            skip_locked = $skip_locked,
+            lock_projection = $lock_projection,
+            intents_as_json = $intents_as_json,
+            repo_of_intent = $repo_of_intent
+        );
+        $crate::backend::leases::lease_operations!(
+            $store,
+            $db,
+            lock = $lock,
+            skip_locked = $skip_locked,
+            lock_projection = $lock_projection,
+            intents_as_json = $intents_as_json,
+            repo_of_intent = $repo_of_intent
+        );
+        $crate::backend::outbox::outbox_operations!(
+            $store,
+            $db,
+            lock = $lock,
+            skip_locked = $skip_locked,
+            lock_projection = $lock_projection,
+            intents_as_json = $intents_as_json,
+            repo_of_intent = $repo_of_intent
+        );
+        $crate::backend::access::access_operations!(
+            $store,
+            $db,
+            lock = $lock,
+            skip_locked = $skip_locked,
+            lock_projection = $lock_projection,
+            intents_as_json = $intents_as_json,
+            repo_of_intent = $repo_of_intent
+        );
+        $crate::backend::settings::settings_operations!(
+            $store,
+            $db,
+            lock = $lock,
+            skip_locked = $skip_locked,
+            lock_projection = $lock_projection,
+            intents_as_json = $intents_as_json,
+            repo_of_intent = $repo_of_intent
+        );
+    };
+}
+
+pub(crate) use {insert_intent_sql, insert_intents_prefix, intent_overwrite_sql, store_operations};

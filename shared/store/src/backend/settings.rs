@@ -1,0 +1,93 @@
+//! Operators' settings: feature flags and the per-tenant policy documents.
+
+/// Expands these operations for one backend (see `store_operations!`).
+macro_rules! settings_operations {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal) => {
+        impl $store {
+            /// Flags an operator has set: name, value, when, by whom.
+            pub async fn flags(&self) -> Result<Vec<$crate::FlagSetting>, $crate::StoreError> {
+                let rows = sqlx::query("SELECT * FROM feature_flags ORDER BY name").fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::FlagSetting {
+                            name: row.try_get("name")?,
+                            enabled: row.try_get("enabled")?,
+                            updated_at: get_ts(row, "updated_at")?,
+                            updated_by: row.try_get("updated_by")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            /// Sets a flag.
+            pub async fn set_flag(&self, name: &str, enabled: bool, by: &str) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "INSERT INTO feature_flags (name, enabled, updated_at, updated_by) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at, \
+                     updated_by = excluded.updated_by",
+                )
+                .bind(name)
+                .bind(enabled)
+                .bind(ts(self.now()))
+                .bind(by)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            /// A tenant's risk policy (`""` for the global one).
+            pub async fn risk_policy(&self, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
+                self.document("SELECT data, version, updated_at FROM risk_policies WHERE tenant = $1", tenant).await
+            }
+
+            /// Replaces a tenant's risk policy; returns the new version.
+            pub async fn put_risk_policy(&self, tenant: &str, data: &serde_json::Value) -> Result<i64, $crate::StoreError> {
+                Ok(sqlx::query_scalar(
+                    "INSERT INTO risk_policies (tenant, data, version, updated_at) VALUES ($1, $2, 1, $3) \
+                     ON CONFLICT (tenant) DO UPDATE SET data = excluded.data, version = risk_policies.version + 1, \
+                     updated_at = excluded.updated_at RETURNING version",
+                )
+                .bind(tenant)
+                .bind(sqlx::types::Json(data))
+                .bind(ts(self.now()))
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            /// A tenant's compliance thresholds (`""` for the global ones); version is always 1.
+            pub async fn compliance_thresholds(&self, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
+                self.document("SELECT data, CAST(1 AS BIGINT) AS version, updated_at FROM compliance_thresholds WHERE tenant = $1", tenant).await
+            }
+
+            /// Replaces a tenant's compliance thresholds.
+            pub async fn put_compliance_thresholds(&self, tenant: &str, data: &serde_json::Value) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "INSERT INTO compliance_thresholds (tenant, data, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+                )
+                .bind(tenant)
+                .bind(sqlx::types::Json(data))
+                .bind(ts(self.now()))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn document(&self, sql: &'static str, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
+                let row = sqlx::query(sql).bind(tenant).fetch_optional(&self.pool).await?;
+                row.as_ref()
+                    .map(|row| {
+                        let data: sqlx::types::Json<serde_json::Value> = row.try_get("data")?;
+                        Ok($crate::VersionedDocument {
+                            data: data.0,
+                            version: row.try_get("version")?,
+                            updated_at: get_ts(row, "updated_at")?,
+                        })
+                    })
+                    .transpose()
+            }
+        }
+    };
+}
+
+pub(crate) use settings_operations;
