@@ -1,5 +1,9 @@
 //! The dashboard: server-rendered HTML over the same store, auth and tenancy as the API.
 //!
+//! Each page reads what it shows first, with a fixed number of queries (never one per row),
+//! into a view, then renders it with maud templates, which are checked at compile time and
+//! escape every value they are given. The time shown is the services' clock, not the system's.
+//!
 //! The API key is entered once in a form and kept in a session cookie (`HttpOnly`,
 //! `SameSite=Strict`, no expiry: gone when the browser session ends; `Secure` when the
 //! request came over HTTPS). Every page resolves it to a principal exactly like `x-api-key`
@@ -8,7 +12,6 @@
 //! use the page). Nothing here writes to the store.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::Router;
@@ -16,10 +19,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use converge_core::queue::QueueKey;
 use converge_core::{EventType, Intent, Status};
-use converge_store::{EventFilter, IntentFilter, StoredEvent};
+use converge_store::{EventFilter, IntentFilter, LeaseState, StoredEvent};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde_json::Value;
 
 use crate::auth::{Principal, hash_key};
@@ -97,7 +101,7 @@ async fn login(
         return page(
             StatusCode::UNAUTHORIZED,
             "Sign in",
-            &login_form(Some("That key was not accepted.")),
+            login_form(Some("That key was not accepted.")),
             false,
         );
     }
@@ -121,11 +125,11 @@ async fn logout() -> Response {
 /// `GET /dashboard`: the queues, recent decisions, leases and the DLQ.
 async fn overview(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match viewer(&state, &headers).await {
-        Ok(Some(principal)) => match overview_html(&state, &principal).await {
-            Ok(html) => page(StatusCode::OK, "Queue", &html, true),
+        Ok(Some(principal)) => match overview_view(&state, &principal).await {
+            Ok(view) => page(StatusCode::OK, "Queue", overview_html(&view), true),
             Err(e) => e.into_response(),
         },
-        Ok(None) => page(StatusCode::OK, "Sign in", &login_form(None), false),
+        Ok(None) => page(StatusCode::OK, "Sign in", login_form(None), false),
         Err(e) => e.into_response(),
     }
 }
@@ -138,37 +142,47 @@ async fn intent_page(
 ) -> Response {
     let principal = match viewer(&state, &headers).await {
         Ok(Some(principal)) => principal,
-        Ok(None) => return page(StatusCode::OK, "Sign in", &login_form(None), false),
+        Ok(None) => return page(StatusCode::OK, "Sign in", login_form(None), false),
         Err(e) => return e.into_response(),
     };
     let intent = match state.services.store.intent(&id).await {
         Ok(Some(intent)) if principal.can_see(intent.tenant_id.as_deref()) => intent,
         Ok(_) => {
-            let body = format!(
-                "<p>No intent <code>{}</code> here.</p><p><a href=\"/dashboard\">Back to the queue</a></p>",
-                esc(&id)
-            );
-            return page(StatusCode::NOT_FOUND, "Not found", &body, false);
+            let body = html! {
+                p { "No intent " code { (id) } " here." }
+                p { a href="/dashboard" { "Back to the queue" } }
+            };
+            return page(StatusCode::NOT_FOUND, "Not found", body, false);
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    match intent_html(&state, &intent).await {
-        Ok(html) => page(
+    match intent_view(&state, intent).await {
+        Ok(view) => page(
             StatusCode::OK,
-            &format!("Intent {}", intent.id),
-            &html,
+            &format!("Intent {}", view.intent.id),
+            intent_html(&view),
             true,
         ),
         Err(e) => e.into_response(),
     }
 }
 
-async fn overview_html(state: &AppState, principal: &Principal) -> Result<String, ApiError> {
-    let mut html = String::new();
+/// What the overview shows, read with a fixed number of queries (none per row).
+struct OverviewView {
+    now: DateTime<Utc>,
+    queues: BTreeMap<QueueKey, Vec<Intent>>,
+    /// Latest risk score per listed intent.
+    risk_scores: BTreeMap<String, f64>,
+    decisions: Vec<StoredEvent>,
+    policies: Vec<StoredEvent>,
+    leases: Vec<LeaseState>,
+    dlq: String,
+}
+
+async fn overview_view(state: &AppState, principal: &Principal) -> Result<OverviewView, ApiError> {
+    let store = &state.services.store;
     let tenant = principal.tenant.clone();
-    let actionable = state
-        .services
-        .store
+    let actionable = store
         .intents(&IntentFilter {
             statuses: vec![Status::Ready, Status::Validated, Status::Queued],
             tenant_id: tenant.clone(),
@@ -183,43 +197,17 @@ async fn overview_html(state: &AppState, principal: &Principal) -> Result<String
             .or_default()
             .push(intent);
     }
-    html.push_str("<section aria-labelledby=\"queues\"><h2 id=\"queues\">Queues</h2>");
-    if queues.is_empty() {
-        html.push_str("<p>Nothing is waiting.</p>");
-    }
-    let now = Utc::now();
-    for (key, intents) in &queues {
-        let label = queue_label(key);
-        let _ = write!(
-            html,
-            "<div class=\"scroll\"><table><caption>{} <span class=\"muted\">({} waiting)</span></caption>\
-             <thead><tr><th scope=\"col\">#</th><th scope=\"col\">Intent</th><th scope=\"col\">Status</th>\
-             <th scope=\"col\">Retries</th><th scope=\"col\">Risk score</th><th scope=\"col\">Age</th></tr></thead><tbody>",
-            esc(&label),
-            intents.len()
-        );
-        for (position, intent) in intents.iter().take(QUEUE_ROWS as usize).enumerate() {
-            let risk = latest_payload(state, &intent.id, EventType::RiskEvaluated)
-                .await?
-                .and_then(|r| r["risk_score"].as_f64())
-                .map_or("–".to_owned(), |s| format!("{s:.1}"));
-            let _ = write!(
-                html,
-                "<tr><td>{}</td><td><a href=\"/dashboard/intents/{}\">{}</a></td><td><span class=\"status {}\">{}</span></td>\
-                 <td>{}</td><td>{}</td><td>{}</td></tr>",
-                position + 1,
-                esc(&crate::encode_component(&intent.id)),
-                esc(&intent.id),
-                intent.status.as_str().to_lowercase(),
-                intent.status.as_str(),
-                intent.retries,
-                risk,
-                age(now - intent.created_at)
-            );
-        }
-        html.push_str("</tbody></table></div>");
-    }
-    html.push_str("</section>");
+    let listed: Vec<String> = queues
+        .values()
+        .flat_map(|intents| intents.iter().take(QUEUE_ROWS as usize))
+        .map(|intent| intent.id.clone())
+        .collect();
+    let risk_scores = store
+        .latest_events(EventType::RiskEvaluated, &listed)
+        .await?
+        .into_iter()
+        .filter_map(|e| Some((e.event.intent_id?, e.event.payload["risk_score"].as_f64()?)))
+        .collect();
 
     // Recent decisions, newest first, with the gates of the same trace.
     let mut decisions: Vec<StoredEvent> = Vec::new();
@@ -234,200 +222,260 @@ async fn overview_html(state: &AppState, principal: &Principal) -> Result<String
     decisions.sort_by_key(|d| std::cmp::Reverse(d.seq));
     decisions.truncate(DECISION_ROWS);
     let policies = recent(state, EventType::PolicyEvaluated, tenant.clone(), 200).await?;
-    html.push_str(
-        "<section aria-labelledby=\"decisions\"><h2 id=\"decisions\">Recent decisions</h2>",
-    );
-    if decisions.is_empty() {
-        html.push_str("<p>No decision yet.</p>");
-    } else {
-        html.push_str(
-            "<div class=\"scroll\"><table id=\"decision-table\"><caption class=\"sr-only\">Recent decisions</caption><thead><tr><th scope=\"col\">When</th><th scope=\"col\">Intent</th>\
-             <th scope=\"col\">Decision</th><th scope=\"col\">Reason</th><th scope=\"col\">Gates</th></tr></thead><tbody>",
-        );
-        for stored in &decisions {
-            let event = &stored.event;
-            let trace = event.payload["trace_id"]
-                .as_str()
-                .unwrap_or(event.trace_id.as_str());
-            let gates = policies
-                .iter()
-                .find(|p| p.event.trace_id == trace || p.event.payload["trace_id"] == trace)
-                .map(|p| gates_html(&p.event.payload["gates"]))
-                .unwrap_or_default();
-            let reason = event.payload["reason"]
-                .as_str()
-                .or(event.payload["error"].as_str())
-                .unwrap_or("");
-            let intent_id = event.intent_id.clone().unwrap_or_default();
-            let _ = write!(
-                html,
-                "<tr><td><time datetime=\"{}\">{}</time></td><td><a href=\"/dashboard/intents/{}\">{}</a></td>\
-                 <td>{}</td><td>{}</td><td>{}</td></tr>",
-                event.timestamp.to_rfc3339(),
-                event.timestamp.format("%H:%M:%S"),
-                esc(&crate::encode_component(&intent_id)),
-                esc(&intent_id),
-                esc(event.event_type.as_str()),
-                esc(reason),
-                gates
-            );
-        }
-        html.push_str("</tbody></table></div>");
-    }
-    html.push_str("</section>");
 
-    // Leases and the dead-letter queue.
-    html.push_str("<section aria-labelledby=\"workers\"><h2 id=\"workers\">Workers</h2>");
-    let leases: Vec<_> = state
-        .services
-        .store
+    let leases = store
         .leases()
         .await?
         .into_iter()
         .filter(|l| principal.can_see(Some(l.key.tenant.as_str()).filter(|t| !t.is_empty())))
         .filter(|l| l.holder.is_some())
         .collect();
-    if leases.is_empty() {
-        html.push_str("<p>No lease is held.</p>");
-    } else {
-        html.push_str("<div class=\"scroll\"><table><caption>Lease holders</caption><thead><tr><th scope=\"col\">Queue</th><th scope=\"col\">Holder</th><th scope=\"col\">Token</th><th scope=\"col\">Expires</th></tr></thead><tbody>");
-        for lease in &leases {
-            let expired = lease.expires_at.is_some_and(|e| e < now);
-            let _ = write!(
-                html,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
-                esc(&queue_label(&lease.key)),
-                esc(lease.holder.as_deref().unwrap_or("")),
-                lease.token,
-                lease
-                    .expires_at
-                    .map(|e| e.format("%H:%M:%S").to_string())
-                    .unwrap_or_default(),
-                if expired { " (stale)" } else { "" }
-            );
-        }
-        html.push_str("</tbody></table></div>");
-    }
     let dlq = match &state.services.dlq {
         None => "not configured (CONVERGE_DLQ_URL)".to_owned(),
         Some(queue) => match queue.depth().await {
             Ok(depth) => format!("{depth} message(s)"),
-            Err(e) => format!("unknown ({})", esc(&e.to_string())),
+            Err(e) => format!("unknown ({e})"),
         },
     };
-    let _ = write!(
-        html,
-        "<p>Dead-letter queue: <strong id=\"dlq\">{dlq}</strong></p></section>"
-    );
-    Ok(html)
+    Ok(OverviewView {
+        now: state.services.clock.now(),
+        queues,
+        risk_scores,
+        decisions,
+        policies,
+        leases,
+        dlq,
+    })
 }
 
-async fn intent_html(state: &AppState, intent: &Intent) -> Result<String, ApiError> {
-    let mut html = String::new();
-    html.push_str("<p><a href=\"/dashboard\">← Back to the queue</a></p>");
-    let _ = write!(
-        html,
-        "<dl class=\"facts\"><dt>Status</dt><dd><span class=\"status {}\">{}</span></dd>\
-         <dt>Source → target</dt><dd><code>{}</code> → <code>{}</code></dd>\
-         <dt>Priority</dt><dd>{}</dd><dt>Retries</dt><dd>{}</dd><dt>Risk level</dt><dd>{}</dd>",
-        intent.status.as_str().to_lowercase(),
-        intent.status.as_str(),
-        esc(&intent.source),
-        esc(&intent.target),
-        intent.priority,
-        intent.retries,
-        esc(intent.risk_level.as_str()),
-    );
-    if let Some(tenant) = &intent.tenant_id {
-        let _ = write!(html, "<dt>Tenant</dt><dd>{}</dd>", esc(tenant));
-    }
-    if !intent.dependencies.is_empty() {
-        let links: Vec<String> = intent
-            .dependencies
-            .iter()
-            .map(|d| {
-                format!(
-                    "<a href=\"/dashboard/intents/{}\">{}</a>",
-                    esc(&crate::encode_component(d)),
-                    esc(d)
-                )
-            })
-            .collect();
-        let _ = write!(html, "<dt>Depends on</dt><dd>{}</dd>", links.join(", "));
-    }
-    if let Some(link) = check_run_link(intent) {
-        let _ = write!(
-            html,
-            "<dt>Checks</dt><dd><a href=\"{}\" rel=\"noopener\">The pull request's checks on GitHub</a></dd>",
-            esc(&link)
-        );
-    }
-    html.push_str("</dl>");
-
-    html.push_str("<section aria-labelledby=\"risk\"><h2 id=\"risk\">Risk</h2>");
-    match latest_payload(state, &intent.id, EventType::RiskEvaluated).await? {
-        None => html.push_str("<p>Not evaluated yet.</p>"),
-        Some(risk) => {
-            html.push_str("<dl class=\"facts\">");
-            for (label, field) in [
-                ("Risk score", "risk_score"),
-                ("Damage", "damage_score"),
-                ("Entropy", "entropy_score"),
-                ("Propagation", "propagation_score"),
-                ("Containment", "containment_score"),
-            ] {
-                let value = risk[field]
-                    .as_f64()
-                    .map_or("–".to_owned(), |v| format!("{v:.1}"));
-                let _ = write!(html, "<dt>{label}</dt><dd>{value}</dd>");
+fn overview_html(view: &OverviewView) -> Markup {
+    html! {
+        section aria-labelledby="queues" {
+            h2 #queues { "Queues" }
+            @if view.queues.is_empty() {
+                p { "Nothing is waiting." }
             }
-            html.push_str("</dl><h3>Signals</h3>");
-            html.push_str(&object_table(&risk["signals"], "Signals"));
-            html.push_str("<h3>Findings</h3>");
-            html.push_str(&list_table(
-                &risk["findings"],
-                &["severity", "code", "message"],
-                "Findings",
-            ));
-            html.push_str("<h3>Bombs</h3>");
-            html.push_str(&list_table(
-                &risk["bombs"],
-                &["kind", "severity", "message"],
-                "Bombs",
-            ));
+            @for (key, intents) in &view.queues {
+                div.scroll {
+                    table {
+                        caption { (queue_label(key)) " " span.muted { "(" (intents.len()) " waiting)" } }
+                        thead { tr {
+                            th scope="col" { "#" } th scope="col" { "Intent" } th scope="col" { "Status" }
+                            th scope="col" { "Retries" } th scope="col" { "Risk score" } th scope="col" { "Age" }
+                        } }
+                        tbody {
+                            @for (position, intent) in intents.iter().take(QUEUE_ROWS as usize).enumerate() {
+                                tr {
+                                    td { (position + 1) }
+                                    td { (intent_link(&intent.id)) }
+                                    td { (status_badge(intent.status)) }
+                                    td { (intent.retries) }
+                                    td {
+                                        @match view.risk_scores.get(&intent.id) {
+                                            Some(score) => (format!("{score:.1}")),
+                                            None => "–",
+                                        }
+                                    }
+                                    td { (age(view.now - intent.created_at)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="decisions" {
+            h2 #decisions { "Recent decisions" }
+            @if view.decisions.is_empty() {
+                p { "No decision yet." }
+            } @else {
+                div.scroll {
+                    table #decision-table {
+                        caption.sr-only { "Recent decisions" }
+                        thead { tr {
+                            th scope="col" { "When" } th scope="col" { "Intent" } th scope="col" { "Decision" }
+                            th scope="col" { "Reason" } th scope="col" { "Gates" }
+                        } }
+                        tbody {
+                            @for stored in &view.decisions {
+                                (decision_row(stored, &view.policies))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="workers" {
+            h2 #workers { "Workers" }
+            @if view.leases.is_empty() {
+                p { "No lease is held." }
+            } @else {
+                div.scroll {
+                    table {
+                        caption { "Lease holders" }
+                        thead { tr {
+                            th scope="col" { "Queue" } th scope="col" { "Holder" } th scope="col" { "Token" } th scope="col" { "Expires" }
+                        } }
+                        tbody {
+                            @for lease in &view.leases {
+                                tr {
+                                    td { (queue_label(&lease.key)) }
+                                    td { (lease.holder.as_deref().unwrap_or("")) }
+                                    td { (lease.token) }
+                                    td {
+                                        @if let Some(expires) = lease.expires_at {
+                                            (expires.format("%H:%M:%S"))
+                                            @if expires < view.now { " (stale)" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            p { "Dead-letter queue: " strong #dlq { (view.dlq) } }
         }
     }
-    html.push_str("</section>");
+}
 
-    let events = state
-        .services
-        .store
+fn decision_row(stored: &StoredEvent, policies: &[StoredEvent]) -> Markup {
+    let event = &stored.event;
+    let trace = event.payload["trace_id"]
+        .as_str()
+        .unwrap_or(event.trace_id.as_str());
+    let gates = policies
+        .iter()
+        .find(|p| p.event.trace_id == trace || p.event.payload["trace_id"] == trace)
+        .map(|p| gates_html(&p.event.payload["gates"]));
+    let reason = event.payload["reason"]
+        .as_str()
+        .or(event.payload["error"].as_str())
+        .unwrap_or("");
+    let intent_id = event.intent_id.clone().unwrap_or_default();
+    html! {
+        tr {
+            td { time datetime=(event.timestamp.to_rfc3339()) { (event.timestamp.format("%H:%M:%S")) } }
+            td { (intent_link(&intent_id)) }
+            td { (event.event_type.as_str()) }
+            td { (reason) }
+            td { @if let Some(gates) = gates { (gates) } }
+        }
+    }
+}
+
+/// What the intent page shows.
+struct IntentView {
+    intent: Intent,
+    risk: Option<Value>,
+    events: Vec<StoredEvent>,
+}
+
+async fn intent_view(state: &AppState, intent: Intent) -> Result<IntentView, ApiError> {
+    let store = &state.services.store;
+    let risk = store
+        .latest_events(EventType::RiskEvaluated, std::slice::from_ref(&intent.id))
+        .await?
+        .into_iter()
+        .next()
+        .map(|s| s.event.payload);
+    let events = store
         .events(&EventFilter {
             intent_id: Some(intent.id.clone()),
             limit: 200,
             ..EventFilter::default()
         })
         .await?;
-    html.push_str("<section aria-labelledby=\"timeline\"><h2 id=\"timeline\">Timeline</h2><ol class=\"timeline\" id=\"timeline-list\" reversed>");
-    for stored in &events {
-        let event = &stored.event;
-        let detail = event.payload["reason"]
-            .as_str()
-            .or(event.payload["error"].as_str())
-            .or(event.payload["merged_commit"].as_str())
-            .unwrap_or("");
-        let _ = write!(
-            html,
-            "<li><time datetime=\"{}\">{}</time> <strong>{}</strong> {} <span class=\"muted\">trace <code>{}</code></span></li>",
-            event.timestamp.to_rfc3339(),
-            event.timestamp.format("%Y-%m-%d %H:%M:%S"),
-            esc(event.event_type.as_str()),
-            esc(detail),
-            esc(&event.trace_id)
-        );
+    Ok(IntentView {
+        intent,
+        risk,
+        events,
+    })
+}
+
+fn intent_html(view: &IntentView) -> Markup {
+    let intent = &view.intent;
+    html! {
+        p { a href="/dashboard" { "← Back to the queue" } }
+        dl.facts {
+            dt { "Status" } dd { (status_badge(intent.status)) }
+            dt { "Source → target" } dd { code { (intent.source) } " → " code { (intent.target) } }
+            dt { "Priority" } dd { (intent.priority) }
+            dt { "Retries" } dd { (intent.retries) }
+            dt { "Risk level" } dd { (intent.risk_level.as_str()) }
+            @if let Some(tenant) = &intent.tenant_id {
+                dt { "Tenant" } dd { (tenant) }
+            }
+            @if !intent.dependencies.is_empty() {
+                dt { "Depends on" }
+                dd {
+                    @for (n, dependency) in intent.dependencies.iter().enumerate() {
+                        @if n > 0 { ", " }
+                        (intent_link(dependency))
+                    }
+                }
+            }
+            @if let Some(link) = check_run_link(intent) {
+                dt { "Checks" }
+                dd { a href=(link) rel="noopener" { "The pull request's checks on GitHub" } }
+            }
+        }
+        section aria-labelledby="risk" {
+            h2 #risk { "Risk" }
+            @match &view.risk {
+                None => p { "Not evaluated yet." },
+                Some(risk) => {
+                    dl.facts {
+                        @for (label, field) in [
+                            ("Risk score", "risk_score"),
+                            ("Damage", "damage_score"),
+                            ("Entropy", "entropy_score"),
+                            ("Propagation", "propagation_score"),
+                            ("Containment", "containment_score"),
+                        ] {
+                            dt { (label) }
+                            dd {
+                                @match risk[field].as_f64() {
+                                    Some(value) => (format!("{value:.1}")),
+                                    None => "–",
+                                }
+                            }
+                        }
+                    }
+                    h3 { "Signals" }
+                    (object_table(&risk["signals"], "Signals"))
+                    h3 { "Findings" }
+                    (list_table(&risk["findings"], &["severity", "code", "message"], "Findings"))
+                    h3 { "Bombs" }
+                    (list_table(&risk["bombs"], &["kind", "severity", "message"], "Bombs"))
+                }
+            }
+        }
+        section aria-labelledby="timeline" {
+            h2 #timeline { "Timeline" }
+            ol.timeline #timeline-list reversed {
+                @for stored in &view.events {
+                    (timeline_item(stored))
+                }
+            }
+        }
     }
-    html.push_str("</ol></section>");
-    Ok(html)
+}
+
+fn timeline_item(stored: &StoredEvent) -> Markup {
+    let event = &stored.event;
+    let detail = event.payload["reason"]
+        .as_str()
+        .or(event.payload["error"].as_str())
+        .or(event.payload["merged_commit"].as_str())
+        .unwrap_or("");
+    html! {
+        li {
+            time datetime=(event.timestamp.to_rfc3339()) { (event.timestamp.format("%Y-%m-%d %H:%M:%S")) }
+            " " strong { (event.event_type.as_str()) } " " (detail) " "
+            span.muted { "trace " code { (event.trace_id) } }
+        }
+    }
 }
 
 async fn recent(
@@ -448,26 +496,6 @@ async fn recent(
         .await?)
 }
 
-async fn latest_payload(
-    state: &AppState,
-    intent_id: &str,
-    event_type: EventType,
-) -> Result<Option<Value>, ApiError> {
-    Ok(state
-        .services
-        .store
-        .events(&EventFilter {
-            intent_id: Some(intent_id.to_owned()),
-            event_type: Some(event_type),
-            limit: 1,
-            ..EventFilter::default()
-        })
-        .await?
-        .into_iter()
-        .next()
-        .map(|s| s.event.payload))
-}
-
 /// GitHub's page of the pull request's checks, when the intent is a pull request.
 fn check_run_link(intent: &Intent) -> Option<String> {
     let repo = intent.repo()?;
@@ -475,93 +503,95 @@ fn check_run_link(intent: &Intent) -> Option<String> {
     Some(format!("https://github.com/{repo}/pull/{number}/checks"))
 }
 
+fn intent_link(id: &str) -> Markup {
+    html! { a href={ "/dashboard/intents/" (crate::encode_component(id)) } { (id) } }
+}
+
+fn status_badge(status: Status) -> Markup {
+    html! { span class={ "status " (status.as_str().to_lowercase()) } { (status.as_str()) } }
+}
+
 fn queue_label(key: &QueueKey) -> String {
     let mut label = String::new();
     if !key.tenant.is_empty() {
-        let _ = write!(label, "[{}] ", key.tenant);
+        label.push_str(&format!("[{}] ", key.tenant));
     }
     if !key.repo.is_empty() {
-        let _ = write!(label, "{}@", key.repo);
+        label.push_str(&format!("{}@", key.repo));
     }
     label.push_str(&key.target);
     label
 }
 
-fn gates_html(gates: &Value) -> String {
-    gates
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|g| {
-            let passed = g["passed"].as_bool().unwrap_or(false);
-            format!(
-                "<span class=\"gate {}\">{} {}</span>",
-                if passed { "pass" } else { "fail" },
-                if passed { "✓" } else { "✗" },
-                esc(g["gate"].as_str().unwrap_or("?"))
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn object_table(value: &Value, caption: &str) -> String {
-    let Some(map) = value.as_object().filter(|m| !m.is_empty()) else {
-        return "<p>None.</p>".to_owned();
-    };
-    let mut html = format!(
-        "<div class=\"scroll\"><table><caption class=\"sr-only\">{}</caption><tbody>",
-        esc(caption)
-    );
-    for (k, v) in map {
-        let _ = write!(
-            html,
-            "<tr><th scope=\"row\">{}</th><td>{}</td></tr>",
-            esc(k),
-            esc(&compact(v))
-        );
-    }
-    html.push_str("</tbody></table></div>");
-    html
-}
-
-fn list_table(value: &Value, columns: &[&str], caption: &str) -> String {
-    let Some(items) = value.as_array().filter(|l| !l.is_empty()) else {
-        return "<p>None.</p>".to_owned();
-    };
-    let mut html = format!(
-        "<div class=\"scroll\"><table><caption class=\"sr-only\">{}</caption><thead><tr>",
-        esc(caption)
-    );
-    for column in columns {
-        let _ = write!(html, "<th scope=\"col\">{}</th>", esc(column));
-    }
-    html.push_str("</tr></thead><tbody>");
-    for item in items {
-        // A bomb is `{"<kind>": {...}}`; a finding is flat.
-        let (kind, fields) = match item.as_object() {
-            Some(map) if map.len() == 1 && map.values().all(Value::is_object) => {
-                let (k, v) = map
-                    .iter()
-                    .next()
-                    .map_or(("", &Value::Null), |(k, v)| (k.as_str(), v));
-                (k.to_owned(), v)
+fn gates_html(gates: &Value) -> Markup {
+    html! {
+        @for (n, gate) in gates.as_array().into_iter().flatten().enumerate() {
+            @let passed = gate["passed"].as_bool().unwrap_or(false);
+            @if n > 0 { " " }
+            span class={ "gate " (if passed { "pass" } else { "fail" }) } {
+                (if passed { "✓" } else { "✗" }) " " (gate["gate"].as_str().unwrap_or("?"))
             }
-            _ => (String::new(), item),
-        };
-        html.push_str("<tr>");
-        for column in columns {
-            let cell = if *column == "kind" && !kind.is_empty() {
-                kind.clone()
-            } else {
-                compact(&fields[*column])
-            };
-            let _ = write!(html, "<td>{}</td>", esc(&cell));
         }
-        html.push_str("</tr>");
     }
-    html.push_str("</tbody></table></div>");
-    html
+}
+
+fn object_table(value: &Value, caption: &str) -> Markup {
+    let Some(map) = value.as_object().filter(|m| !m.is_empty()) else {
+        return html! { p { "None." } };
+    };
+    html! {
+        div.scroll {
+            table {
+                caption.sr-only { (caption) }
+                tbody {
+                    @for (k, v) in map {
+                        tr { th scope="row" { (k) } td { (compact(v)) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn list_table(value: &Value, columns: &[&str], caption: &str) -> Markup {
+    let Some(items) = value.as_array().filter(|l| !l.is_empty()) else {
+        return html! { p { "None." } };
+    };
+    html! {
+        div.scroll {
+            table {
+                caption.sr-only { (caption) }
+                thead { tr { @for column in columns { th scope="col" { (column) } } } }
+                tbody {
+                    @for item in items {
+                        @let (kind, fields) = bomb_or_finding(item);
+                        tr {
+                            @for column in columns {
+                                td {
+                                    @if *column == "kind" && !kind.is_empty() {
+                                        (kind)
+                                    } @else {
+                                        (compact(&fields[*column]))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A bomb is `{"<kind>": {...}}`; a finding is flat.
+fn bomb_or_finding(item: &Value) -> (&str, &Value) {
+    match item.as_object() {
+        Some(map) if map.len() == 1 && map.values().all(Value::is_object) => map
+            .iter()
+            .next()
+            .map_or(("", &Value::Null), |(k, v)| (k.as_str(), v)),
+        _ => ("", item),
+    }
 }
 
 fn compact(value: &Value) -> String {
@@ -586,59 +616,50 @@ fn age(elapsed: chrono::Duration) -> String {
     }
 }
 
-/// Escapes text for HTML (content and quoted attributes).
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+fn login_form(problem: Option<&str>) -> Markup {
+    html! {
+        @if let Some(problem) = problem {
+            p.problem role="alert" { (problem) }
+        }
+        form method="post" action="/dashboard/login" class="login" {
+            label for="key" { "API key" }
+            input #key name="key" type="password" autocomplete="current-password" required;
+            button type="submit" { "Sign in" }
+            p.muted { "The key is kept for this browser session only." }
         }
     }
-    out
-}
-
-fn login_form(problem: Option<&str>) -> String {
-    let problem = problem
-        .map(|p| format!("<p class=\"problem\" role=\"alert\">{}</p>", esc(p)))
-        .unwrap_or_default();
-    format!(
-        "{problem}<form method=\"post\" action=\"/dashboard/login\" class=\"login\">\
-         <label for=\"key\">API key</label>\
-         <input id=\"key\" name=\"key\" type=\"password\" autocomplete=\"current-password\" required>\
-         <button type=\"submit\">Sign in</button>\
-         <p class=\"muted\">The key is kept for this browser session only.</p></form>"
-    )
 }
 
 /// A whole page. `live` pages carry the sign-out button and refresh themselves.
-fn page(status: StatusCode, title: &str, main: &str, live: bool) -> Response {
-    let controls = if live {
-        format!(
-            "<div class=\"controls\"><button type=\"button\" id=\"pause\" aria-pressed=\"false\">Pause updates</button>\
-             <a href=\"\" id=\"refresh-now\">Refresh</a>\
-             <span id=\"updated\" class=\"muted\" aria-live=\"polite\"></span>\
-             <form method=\"post\" action=\"/dashboard/logout\"><button type=\"submit\">Sign out</button></form></div>\
-             <script>{}</script>",
-            SCRIPT.replace("REFRESH_MS", &(REFRESH_SECONDS * 1_000).to_string())
-        )
-    } else {
-        String::new()
+fn page(status: StatusCode, title: &str, main: Markup, live: bool) -> Response {
+    let script = SCRIPT.replace("REFRESH_MS", &(REFRESH_SECONDS * 1_000).to_string());
+    let document = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Converge" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header {
+                    h1 { a href="/dashboard" { "Converge" } " " span.muted { (title) } }
+                    @if live {
+                        div.controls {
+                            button type="button" #pause aria-pressed="false" { "Pause updates" }
+                            a href="" #refresh-now { "Refresh" }
+                            span #updated .muted aria-live="polite" {}
+                            form method="post" action="/dashboard/logout" { button type="submit" { "Sign out" } }
+                        }
+                        script { (PreEscaped(script)) }
+                    }
+                }
+                main #main tabindex="-1" { (main) }
+            }
+        }
     };
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · Converge</title><style>{STYLE}</style></head><body>\
-         <a class=\"skip\" href=\"#main\">Skip to content</a>\
-         <header><h1><a href=\"/dashboard\">Converge</a> <span class=\"muted\">{}</span></h1>{controls}</header>\
-         <main id=\"main\" tabindex=\"-1\">{main}</main></body></html>",
-        esc(title),
-        esc(title)
-    );
     (
         status,
         [
@@ -648,7 +669,7 @@ fn page(status: StatusCode, title: &str, main: &str, live: bool) -> Response {
                 "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
             ),
         ],
-        html,
+        document.into_string(),
     )
         .into_response()
 }

@@ -432,6 +432,8 @@ forward! {
     fn intent_counts(&self, tenant: Option<&str>) -> Vec<IntentCount>;
     /// Events, newest first, filtered and paged.
     fn events(&self, filter: &EventFilter) -> Vec<StoredEvent>;
+    /// The latest event of a type for each of several intents, in one query.
+    fn latest_events(&self, event_type: converge_core::EventType, intent_ids: &[String]) -> Vec<StoredEvent>;
     /// Commits observed for an intent.
     fn commit_links(&self, intent_id: &str) -> Vec<CommitLink>;
     /// Replays the event log into an empty intents projection.

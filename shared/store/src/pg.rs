@@ -107,7 +107,8 @@ store_operations!(
     skip_locked = " FOR UPDATE SKIP LOCKED",
     lock_projection = "LOCK TABLE intents IN EXCLUSIVE MODE",
     intents_as_json = "SELECT json_agg(json_build_array(id, source, target, status, created_at, created_by, risk_level, priority, semantic, technical, checks_required, dependencies, retries, tenant_id, plan_id, origin_type) ORDER BY priority, created_at, id)::text",
-    repo_of_intent = "COALESCE(technical->>'repo', '')"
+    repo_of_intent = "COALESCE(technical->>'repo', '')",
+    id_list = "SELECT jsonb_array_elements_text(CAST($2 AS jsonb))"
 );
 
 /// Timestamps inside JSON built by PostgreSQL (`2026-11-27T21:00:00.123456+00:00`).

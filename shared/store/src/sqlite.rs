@@ -183,7 +183,8 @@ store_operations!(
     skip_locked = "",
     lock_projection = "SELECT 1",
     intents_as_json = "SELECT json_group_array(json_array(id, source, target, status, created_at, created_by, risk_level, priority, json(semantic), json(technical), json(checks_required), json(dependencies), retries, tenant_id, plan_id, origin_type) ORDER BY priority, created_at, id)",
-    repo_of_intent = "COALESCE(json_extract(technical, '$.repo'), '')"
+    repo_of_intent = "COALESCE(json_extract(technical, '$.repo'), '')",
+    id_list = "SELECT value FROM json_each($2)"
 );
 
 /// Timestamps inside JSON built by SQLite are the stored text.

@@ -3,7 +3,7 @@
 
 /// Expands these operations for one backend (see `store_operations!`).
 macro_rules! journal_operations {
-    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal) => {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal, id_list = $id_list:literal) => {
         impl $store {
             /// Appends events, updates the intents projection from them, and records commit
             /// links and outbox rows, all in one transaction — after checking the guard lease.
@@ -284,6 +284,25 @@ macro_rules! journal_operations {
                         })
                     })
                     .collect()
+            }
+
+            /// The latest event of `event_type` of each of `intent_ids` (those that have one),
+            /// in one query: what a page listing many intents shows beside each.
+            pub async fn latest_events(&self, event_type: converge_core::EventType, intent_ids: &[String]) -> Result<Vec<$crate::StoredEvent>, $crate::StoreError> {
+                if intent_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let ids = serde_json::to_string(intent_ids).map_err($crate::error::corrupt)?;
+                let rows = sqlx::query(concat!(
+                    "SELECT e.* FROM events AS e JOIN (SELECT MAX(seq) AS seq FROM events ",
+                    "WHERE event_type = $1 AND intent_id IN (", $id_list, ") GROUP BY intent_id) AS latest ",
+                    "ON e.seq = latest.seq ORDER BY e.seq DESC"
+                ))
+                .bind(event_type.as_str())
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(stored_event_from_row).collect()
             }
 
             /// Events, newest first, filtered and paged.

@@ -2,7 +2,7 @@
 
 /// Expands these operations for one backend (see `store_operations!`).
 macro_rules! lease_operations {
-    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal) => {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal, id_list = $id_list:literal) => {
         impl $store {
             /// Takes the lease of a queue key if nobody holds it or the holding expired.
             /// The new fencing token is one more than any token handed out for the key.

@@ -2,7 +2,7 @@
 
 /// Expands these operations for one backend (see `store_operations!`).
 macro_rules! settings_operations {
-    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal) => {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal, id_list = $id_list:literal) => {
         impl $store {
             /// Flags an operator has set: name, value, when, by whom.
             pub async fn flags(&self) -> Result<Vec<$crate::FlagSetting>, $crate::StoreError> {

@@ -17,7 +17,7 @@ use converge_store::{
     ApiKeyRecord, Commit, CommitLink, Delivery, DeliveryOutcome, EventFilter, IntentCursor,
     IntentFilter, OutboxMessage, Store, StoreError,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{ManualClock, created, event, pg_store_at, sqlite_store};
 
 macro_rules! on_both_backends {
@@ -71,6 +71,7 @@ on_both_backends!(
     a_queue_key_lists_its_actionable_intents_in_order,
     a_delivery_changes_state_once_however_often_it_arrives,
     the_decision_trail_tells_whether_checks_arrived_since,
+    the_latest_event_of_many_intents_comes_in_one_query,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -304,6 +305,56 @@ async fn events_list_newest_first_with_filters_and_cursor(store: Store, clock: M
         ..EventFilter::default()
     };
     assert_eq!(ok(store.events(&tenant).await).len(), 6);
+}
+
+async fn the_latest_event_of_many_intents_comes_in_one_query(store: Store, clock: ManualClock) {
+    let mut events = Vec::new();
+    for (id, scores) in [
+        ("a/b:pr-1", vec![10.0, 20.0]),
+        ("c\"d", vec![5.0]),
+        ("e", vec![]),
+    ] {
+        let (_, create) = created(&clock, id, 0);
+        events.push(create);
+        for score in scores {
+            clock.advance(Duration::seconds(1));
+            events.push(event(
+                &clock,
+                id,
+                EventType::RiskEvaluated,
+                json!({"risk_score": score}),
+            ));
+        }
+    }
+    ok(store
+        .commit(&Commit {
+            events,
+            ..Commit::default()
+        })
+        .await);
+    let ids: Vec<String> = ["a/b:pr-1", "c\"d", "e", "missing"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let latest = ok(store.latest_events(EventType::RiskEvaluated, &ids).await);
+    let scores: Vec<(String, Value)> = latest
+        .iter()
+        .map(|e| {
+            (
+                e.event.intent_id.clone().unwrap_or_default(),
+                e.event.payload["risk_score"].clone(),
+            )
+        })
+        .collect();
+    // Newest first; only the latest per intent; intents without one are left out.
+    assert_eq!(
+        scores,
+        [
+            ("c\"d".to_owned(), json!(5.0)),
+            ("a/b:pr-1".to_owned(), json!(20.0))
+        ]
+    );
+    assert!(ok(store.latest_events(EventType::RiskEvaluated, &[]).await).is_empty());
 }
 
 async fn a_rebuild_reproduces_the_projection_exactly(store: Store, clock: ManualClock) {
