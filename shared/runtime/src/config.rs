@@ -3,10 +3,12 @@
 //! table lists. [`Config::from_env`] reads them all at start and reports every unusable one at
 //! once, so a deployment with two mistakes needs one fix, not two restarts.
 //!
-//! Each section keeps its own parser beside the code that uses it (the store's
-//! `StoreConfig`, the worker's `WorkerSettings`, the App's `GithubSettings`); the API, queue,
-//! local repository and secrets settings live here. Secrets named by `*_SECRET_ARN` are not
-//! read here: [`crate::secrets`] reads them, after the configuration is known. Telemetry
+//! Every default of this crate's settings is defined here, once (the worker's, the secrets'
+//! cache lifetime, the local check commands); the modules that use them import them from here,
+//! never the other way round. The store's `StoreConfig` and the App's `GithubSettings` keep
+//! their parsers in their own crates, which this one depends on. Secrets named by
+//! `*_SECRET_ARN` are not read here: [`crate::secrets`] reads them, after the configuration is
+//! known. Telemetry
 //! (`CONVERGE_LOG`, `OTEL_*`) is the one exception: it starts before the configuration is read,
 //! so that a configuration error is itself logged.
 
@@ -19,8 +21,6 @@ use converge_github::app::GithubSettings;
 use converge_store::StoreConfig;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-
-use crate::queue_worker::WorkerSettings;
 
 /// Every setting of a server process (the API and webhook functions, the worker function,
 /// `converge serve` and `converge worker`).
@@ -104,14 +104,18 @@ fn non_empty(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<Str
         .filter(|v| !v.is_empty())
 }
 
+/// The longest and default time a secret read from Secrets Manager is reused
+/// (`CONVERGE_SECRETS_TTL_SECONDS`).
+pub const SECRET_TTL: Duration = Duration::from_secs(300);
+
 /// `CONVERGE_SECRETS_TTL_SECONDS`: 1 to 300 seconds, default 300.
 pub fn secrets_ttl(lookup: &impl Fn(&str) -> Option<String>) -> Result<Duration, String> {
     match non_empty(lookup, "CONVERGE_SECRETS_TTL_SECONDS") {
-        None => Ok(crate::secrets::SECRET_TTL),
+        None => Ok(SECRET_TTL),
         Some(v) => v
             .parse::<u64>()
             .ok()
-            .filter(|n| (1..=crate::secrets::SECRET_TTL.as_secs()).contains(n))
+            .filter(|n| (1..=SECRET_TTL.as_secs()).contains(n))
             .map(Duration::from_secs)
             .ok_or_else(|| format!("CONVERGE_SECRETS_TTL_SECONDS must be 1 to 300, got '{v}'")),
     }
@@ -146,6 +150,9 @@ pub struct LocalSettings {
     pub checks: LocalChecksSettings,
 }
 
+/// Default of `CONVERGE_LOCAL_CHECK_COMMANDS`: the reference's check commands.
+pub const DEFAULT_LOCAL_CHECK_COMMANDS: &str = "lint=make lint,unit_tests=make test,integration_tests=make test-integration,security_scan=make security-scan,contract_tests=make test-contract";
+
 /// Default of `CONVERGE_CHECK_TIMEOUT`.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -170,7 +177,7 @@ impl LocalSettings {
             None | Some("reported") => LocalChecksSettings::Reported,
             Some("commands") => LocalChecksSettings::Commands {
                 commands: non_empty(lookup, "CONVERGE_LOCAL_CHECK_COMMANDS")
-                    .unwrap_or_else(|| crate::local_checks::DEFAULT_COMMANDS.to_owned()),
+                    .unwrap_or_else(|| DEFAULT_LOCAL_CHECK_COMMANDS.to_owned()),
                 timeout: match non_empty(lookup, "CONVERGE_CHECK_TIMEOUT") {
                     None => DEFAULT_CHECK_TIMEOUT,
                     Some(v) => v
@@ -531,5 +538,84 @@ mod tests {
         ] {
             assert!(error.contains(variable), "{variable} missing from: {error}");
         }
+    }
+}
+
+/// The worker's settings (`CONVERGE_WORKER_*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerSettings {
+    /// Seconds between polls (`CONVERGE_WORKER_POLL_INTERVAL`, 5).
+    pub poll_interval: Duration,
+    /// Intents processed per key and round (`CONVERGE_WORKER_BATCH_SIZE`, 20).
+    pub batch_size: u32,
+    /// Failed attempts before rejection (`CONVERGE_WORKER_MAX_RETRIES`; the policy's
+    /// `queue.max_retries` when unset).
+    pub max_retries: Option<u32>,
+    /// Merge passing intents (`CONVERGE_WORKER_AUTO_CONFIRM`, 0).
+    pub auto_confirm: bool,
+    /// Treat required checks as passed (`CONVERGE_WORKER_SKIP_CHECKS`, 0; the reference
+    /// defaulted to 1, which let unchecked work through).
+    pub skip_checks: bool,
+    /// How long a key's lease lasts without renewal (`CONVERGE_WORKER_LEASE_TTL`, 60 s).
+    pub lease_ttl: Duration,
+    /// How often `converge worker` on SQS runs the sweep (`CONVERGE_WORKER_SWEEP_INTERVAL`,
+    /// 60 s; the worker function is swept by its schedule instead).
+    pub sweep_interval: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            poll_interval: Duration::from_secs(5),
+            batch_size: 20,
+            max_retries: None,
+            auto_confirm: false,
+            skip_checks: false,
+            lease_ttl: Duration::from_secs(60),
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// Reads the settings; an unusable value is an error naming the variable.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<WorkerSettings, String> {
+        let defaults = WorkerSettings::default();
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let number = |name: &str, min: u64, max: u64| -> Result<Option<u64>, String> {
+            get(name)
+                .map(|v| match v.parse::<u64>() {
+                    Ok(n) if (min..=max).contains(&n) => Ok(n),
+                    _ => Err(format!(
+                        "{name} must be a whole number from {min} to {max}, got '{v}'"
+                    )),
+                })
+                .transpose()
+        };
+        let flag = |name: &str, default: bool| -> Result<bool, String> {
+            match get(name).as_deref() {
+                None => Ok(default),
+                Some("1" | "true" | "yes") => Ok(true),
+                Some("0" | "false" | "no") => Ok(false),
+                Some(other) => Err(format!("{name} must be 1 or 0, got '{other}'")),
+            }
+        };
+        Ok(WorkerSettings {
+            poll_interval: number("CONVERGE_WORKER_POLL_INTERVAL", 1, 3_600)?
+                .map_or(defaults.poll_interval, Duration::from_secs),
+            batch_size: number("CONVERGE_WORKER_BATCH_SIZE", 1, 1_000)?
+                .map_or(defaults.batch_size, |n| n as u32),
+            max_retries: number("CONVERGE_WORKER_MAX_RETRIES", 1, 100)?.map(|n| n as u32),
+            auto_confirm: flag("CONVERGE_WORKER_AUTO_CONFIRM", defaults.auto_confirm)?,
+            skip_checks: flag("CONVERGE_WORKER_SKIP_CHECKS", defaults.skip_checks)?,
+            lease_ttl: number("CONVERGE_WORKER_LEASE_TTL", 5, 3_600)?
+                .map_or(defaults.lease_ttl, Duration::from_secs),
+            sweep_interval: number("CONVERGE_WORKER_SWEEP_INTERVAL", 1, 86_400)?
+                .map_or(defaults.sweep_interval, Duration::from_secs),
+        })
     }
 }

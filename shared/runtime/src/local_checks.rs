@@ -13,8 +13,8 @@ use std::time::Duration;
 use converge_core::Intent;
 use converge_core::pipeline::{CheckOutcome, CheckState, Checks, ChecksError};
 
-/// The reference's commands per check name.
-pub const DEFAULT_COMMANDS: &str = "lint=make lint,unit_tests=make test,integration_tests=make test-integration,security_scan=make security-scan,contract_tests=make test-contract";
+/// The default check commands (defined with the configuration).
+pub use crate::config::DEFAULT_LOCAL_CHECK_COMMANDS as DEFAULT_COMMANDS;
 
 /// Characters of a command's output kept as the check's details.
 const OUTPUT_LIMIT: usize = 2_000;

@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use converge_core::event::EventFactory;
 use converge_core::pipeline::{
@@ -29,6 +28,7 @@ use converge_core::{Event, Intent, PolicyConfig, Status};
 use converge_store::{Commit, IntentCursor, Lease, OutboxMessage, Store, StoreError};
 use serde_json::{Value, json};
 
+pub use crate::config::WorkerSettings;
 use crate::reported_checks::ReportedChecks;
 use crate::services::RandomIds;
 
@@ -61,85 +61,6 @@ pub async fn actionable_keys(store: &Store) -> Result<BTreeSet<QueueKey>, StoreE
 
 /// Decisions read back to find the start of a wait for checks.
 const TRAIL_DEPTH: u32 = 50;
-
-/// The worker's settings (`CONVERGE_WORKER_*`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkerSettings {
-    /// Seconds between polls (`CONVERGE_WORKER_POLL_INTERVAL`, 5).
-    pub poll_interval: Duration,
-    /// Intents processed per key and round (`CONVERGE_WORKER_BATCH_SIZE`, 20).
-    pub batch_size: u32,
-    /// Failed attempts before rejection (`CONVERGE_WORKER_MAX_RETRIES`; the policy's
-    /// `queue.max_retries` when unset).
-    pub max_retries: Option<u32>,
-    /// Merge passing intents (`CONVERGE_WORKER_AUTO_CONFIRM`, 0).
-    pub auto_confirm: bool,
-    /// Treat required checks as passed (`CONVERGE_WORKER_SKIP_CHECKS`, 0; the reference
-    /// defaulted to 1, which let unchecked work through).
-    pub skip_checks: bool,
-    /// How long a key's lease lasts without renewal (`CONVERGE_WORKER_LEASE_TTL`, 60 s).
-    pub lease_ttl: Duration,
-    /// How often `converge worker` on SQS runs the sweep (`CONVERGE_WORKER_SWEEP_INTERVAL`,
-    /// 60 s; the worker function is swept by its schedule instead).
-    pub sweep_interval: Duration,
-}
-
-impl Default for WorkerSettings {
-    fn default() -> Self {
-        WorkerSettings {
-            poll_interval: Duration::from_secs(5),
-            batch_size: 20,
-            max_retries: None,
-            auto_confirm: false,
-            skip_checks: false,
-            lease_ttl: Duration::from_secs(60),
-            sweep_interval: Duration::from_secs(60),
-        }
-    }
-}
-
-impl WorkerSettings {
-    /// Reads the settings; an unusable value is an error naming the variable.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<WorkerSettings, String> {
-        let defaults = WorkerSettings::default();
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let number = |name: &str, min: u64, max: u64| -> Result<Option<u64>, String> {
-            get(name)
-                .map(|v| match v.parse::<u64>() {
-                    Ok(n) if (min..=max).contains(&n) => Ok(n),
-                    _ => Err(format!(
-                        "{name} must be a whole number from {min} to {max}, got '{v}'"
-                    )),
-                })
-                .transpose()
-        };
-        let flag = |name: &str, default: bool| -> Result<bool, String> {
-            match get(name).as_deref() {
-                None => Ok(default),
-                Some("1" | "true" | "yes") => Ok(true),
-                Some("0" | "false" | "no") => Ok(false),
-                Some(other) => Err(format!("{name} must be 1 or 0, got '{other}'")),
-            }
-        };
-        Ok(WorkerSettings {
-            poll_interval: number("CONVERGE_WORKER_POLL_INTERVAL", 1, 3_600)?
-                .map_or(defaults.poll_interval, Duration::from_secs),
-            batch_size: number("CONVERGE_WORKER_BATCH_SIZE", 1, 1_000)?
-                .map_or(defaults.batch_size, |n| n as u32),
-            max_retries: number("CONVERGE_WORKER_MAX_RETRIES", 1, 100)?.map(|n| n as u32),
-            auto_confirm: flag("CONVERGE_WORKER_AUTO_CONFIRM", defaults.auto_confirm)?,
-            skip_checks: flag("CONVERGE_WORKER_SKIP_CHECKS", defaults.skip_checks)?,
-            lease_ttl: number("CONVERGE_WORKER_LEASE_TTL", 5, 3_600)?
-                .map_or(defaults.lease_ttl, Duration::from_secs),
-            sweep_interval: number("CONVERGE_WORKER_SWEEP_INTERVAL", 1, 86_400)?
-                .map_or(defaults.sweep_interval, Duration::from_secs),
-        })
-    }
-}
 
 /// Why a round over a key stopped early.
 #[derive(Debug, thiserror::Error)]

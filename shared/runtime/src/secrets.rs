@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// Longest time a secret value is reused before it is read again.
-pub const SECRET_TTL: Duration = Duration::from_secs(300);
+/// The longest and default cache lifetime of a secret (defined with the configuration).
+pub use crate::config::SECRET_TTL;
 
 /// After a failed read or a value that could not be used, how long before the next attempt:
 /// the value in hand stays in use meanwhile, and requests are not held up by a failure each.

@@ -3,13 +3,15 @@
 //! when `CONVERGE_QUEUE_URL` is set.
 //!
 //! A message body names a queue key (`{"tenant", "repo", "target"}`). The handler groups a
-//! batch by key and runs one round per key; a key whose lease is held elsewhere, or whose round
-//! failed, has its messages reported as batch item failures so SQS delivers them again after
-//! the visibility timeout. A body that is not a key is logged with its message id and reported
-//! as a failure too, so the queue's redrive policy moves it to the DLQ after
-//! `maxReceiveCount` receives; the rest of the batch is unaffected. A round that stopped at
-//! the batch size with work left sends its key again, so a long queue keeps moving without
-//! waiting for the sweep.
+//! batch by key and runs one round per key; a key whose round failed has its messages reported
+//! as batch item failures, so SQS delivers them again after the visibility timeout. A body that
+//! is not a key is logged with its message id and reported as a failure too, so the queue's
+//! redrive policy moves it to the DLQ after `maxReceiveCount` receives; the rest of the batch
+//! is unaffected. A key whose lease is held elsewhere is not a failure: it is sent again with a
+//! delay ([`SqsQueue::requeue_busy`]) and its messages count as handled once SQS accepted that
+//! message; only if the send fails are they reported as failures. A round that stopped at the
+//! batch size with work left sends its key again, so a long queue keeps moving without waiting
+//! for the sweep.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
