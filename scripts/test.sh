@@ -52,6 +52,9 @@ python3 scripts/check-template.py template.yaml
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "docs (cargo doc, warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
 step "services"
 pg_start
 aws_emulator_start

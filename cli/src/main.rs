@@ -1,8 +1,10 @@
 //! `converge`: the command-line entry point.
 //!
 //! Operator commands (`intent`, `simulate`, `validate`, `merge`, `queue`, `audit`,
-//! `risk review|gate`, `keys`, `flags`, `doctor`) talk to the HTTPS API (`--api-url`,
-//! `--api-key`), or with `--local` run the same API in process on the configured database.
+//! `risk review|gate`, `keys`, `flags`) talk to the HTTPS API (`--api-url`, `--api-key`), or
+//! with `--local` run the same API in process on the configured database; `queue redrive`
+//! talks to SQS instead. `doctor` checks the API that way and also reaches the database, SQS
+//! and the GitHub App directly.
 //! Offline evaluations (`risk eval`, `policy eval`) need neither. Store administration
 //! (`migrate`, `projections rebuild`, `backfill`) works on the database; `serve` and `worker`
 //! run Converge. Exit codes: 0 ok, 1 error, 2 usage, 3 a check failed.

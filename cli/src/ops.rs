@@ -1,7 +1,9 @@
 //! The operator commands: each is one call to the HTTPS API (`--api-url`, `--api-key`), or
 //! with `--local` the same API run in this process on the configured database (for the
 //! runbook's emergency operations while the API is down). What they print comes from the
-//! API's answer: tables for people, the answer itself with `--json`.
+//! API's answer: tables for people, the answer itself with `--json`. The exception is
+//! `queue redrive`, which talks to SQS itself (`CONVERGE_QUEUE_URL`, `CONVERGE_DLQ_URL`) and
+//! prints how many messages it moved.
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};

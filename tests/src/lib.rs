@@ -1,5 +1,12 @@
 //! Support for the test suites: a throwaway PostgreSQL database per test (on the cluster that
-//! `scripts/test.sh` starts) and a clock that only moves when a test says so.
+//! `scripts/test.sh` starts), a clock that only moves when a test says so ([`ManualClock`]),
+//! `converge serve` processes ([`ServerProcess`]), commands on real git repositories
+//! ([`git`]), the git-backed GitHub fake ([`github_fake`], also run as a process by the
+//! `github-fake` binary), SQS queues on the AWS emulator ([`sqs`]) and a small WebDriver client
+//! for headless Chromium ([`webdriver`]).
+//!
+//! The package also owns the `converge-store-crash-writer` binary, which its crash test
+//! (`tests/integration/crash.rs`) kills in the middle of transactions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test support: a panic fails the test using it.
 

@@ -1,11 +1,14 @@
-//! HTTP: the axum [`Router`] of the Converge API, served by the `api` Lambda function
-//! (lambda_http) and by `converge serve` alike.
+//! HTTP: the axum [`Router`]s of the Converge API. [`router`] is the whole API, served by the
+//! `api` Lambda function (lambda_http) and by `converge serve` alike; [`webhook_router`] is the
+//! `webhook` function's: the GitHub webhook and the health routes, nothing else.
 //!
 //! - Business routes under `/v1`, mirrored under `/api` (the runbook's prefix); the route
 //!   table's role and scope are checked before the handler runs, then the tenant (see
 //!   [`auth`]).
-//! - Operational routes without auth or rate limit: `/health`, `/health/live`, `/health/ready`
-//!   (503 when the database is down), `/metrics` (Prometheus text), `/v1/openapi.json`.
+//! - Operational routes without an API key or rate limit: `/health`, `/health/live`,
+//!   `/health/ready` (503 when the database is down), `/metrics` (Prometheus text; with
+//!   `CONVERGE_METRICS_TOKEN` set it asks for `Authorization: Bearer <token>`),
+//!   `/v1/openapi.json`.
 //! - Every error is `{"error": {"code", "message"}}` ([`error`]), unknown routes and malformed
 //!   JSON included; bodies are limited to [`BODY_LIMIT_BYTES`].
 //!

@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 document of the business API, generated from the route table
-//! ([`crate::routes`]): every route with its summary, role, scope, parameters and body.
+//! (`routes`): every route with its summary, role, scope, parameters and body.
 
 use serde_json::{Map, Value, json};
 

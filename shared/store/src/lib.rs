@@ -16,8 +16,9 @@
 //!   stay claimable until marked sent.
 //!
 //! Migrations are versioned per backend (`migrations/postgres`, `migrations/sqlite`), embedded
-//! in the binary and applied by [`Store::migrate`] (by `converge migrate`, and at the start of
-//! the server and the functions once those exist).
+//! in the binary and applied by [`Store::migrate`]: by `converge migrate`, and at the start of
+//! every process the runtime builds (`converge_runtime::services::Services::from_config`: the
+//! functions, `converge serve`, `converge worker`).
 //! [`backfill`] copies every table between the two backends.
 
 mod backend;

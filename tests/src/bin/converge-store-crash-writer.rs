@@ -1,6 +1,7 @@
-//! Test support for the crash test (`tests/tests/integration/crash.rs` of this package): commits intents to the
-//! store at the URL given as the only argument, as fast as it can, forever, printing
-//! `committed N` after each commit. The test kills it with SIGKILL at random moments and checks what survived.
+//! Test support for the crash test (`tests/tests/integration/crash.rs` of this package):
+//! commits intents to the store at the URL given as the only argument, as fast as it can,
+//! forever, printing `committed N` after each commit. The test kills it with SIGKILL at random
+//! moments and checks what survived.
 //! Each commit writes three events (created, validated, queued), one projection row, one
 //! commit link and one outbox message: all of them or none must survive a kill.
 
