@@ -23,6 +23,8 @@ step() { printf '\n== %s\n' "$*"; }
 . scripts/lib/browser.sh
 # shellcheck source=scripts/lib/template-tools.sh
 . scripts/lib/template-tools.sh
+# shellcheck source=scripts/lib/cargo-deny.sh
+. scripts/lib/cargo-deny.sh
 log=$(mktemp)
 cleanup() { pg_stop; aws_emulator_stop; rm -f "$log"; }
 trap cleanup EXIT
@@ -48,6 +50,10 @@ bash scripts/check-architecture.sh
 step "template.yaml (cfn-lint, SAM transform)"
 template_tools_install_if_missing
 python3 scripts/check-template.py template.yaml
+
+step "dependencies (cargo deny: licenses, bans, sources)"
+cargo_deny_install_if_missing
+cargo_deny_check
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
