@@ -510,26 +510,31 @@ pub async fn queue(api: &ApiClient, out: Output, command: QueueCommand) -> Resul
             let answer = api.post("/queue/run", &body).await;
             spinner.finish_and_clear();
             let answer = answer?;
-            let lines: Vec<Value> = answer["keys"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            // The API's typed answer: a change to its shape fails here, not in a table.
+            let run: converge_http::api::QueueRunAnswer = serde_json::from_value(answer.clone())
+                .map_err(|e| {
+                    CliError::Network(format!("/queue/run did not answer like the API: {e}"))
+                })?;
+            let lines: Vec<Value> = run
+                .keys
+                .iter()
                 .flat_map(|key| {
                     // `[tenant] owner/repo@target`, or just the target for local intents.
-                    let queue = format!(
-                        "{}{}{}",
-                        key["tenant"].as_str().filter(|t| !t.is_empty()).map(|t| format!("[{t}] ")).unwrap_or_default(),
-                        key["repo"].as_str().filter(|r| !r.is_empty()).map(|r| format!("{r}@")).unwrap_or_default(),
-                        key["target"].as_str().unwrap_or_default()
-                    );
-                    if key["busy"] == true {
+                    let tenant = Some(&key.tenant)
+                        .filter(|t| !t.is_empty())
+                        .map(|t| format!("[{t}] "))
+                        .unwrap_or_default();
+                    let repo = Some(&key.repo)
+                        .filter(|r| !r.is_empty())
+                        .map(|r| format!("{r}@"))
+                        .unwrap_or_default();
+                    let queue = format!("{tenant}{repo}{}", key.target);
+                    if key.busy {
                         return vec![json!({"queue": queue, "outcome": "busy"})];
                     }
-                    key["intents"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|i| json!({"queue": queue, "intent_id": i["intent_id"], "outcome": i["outcome"], "detail": i["detail"]}))
+                    key.intents
+                        .iter()
+                        .map(|i| json!({"queue": queue, "intent_id": i.intent_id, "outcome": i.outcome, "detail": i.detail}))
                         .collect()
                 })
                 .collect();

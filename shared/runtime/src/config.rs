@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use converge_github::app::GithubSettings;
 use converge_store::StoreConfig;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Every setting of a server process (the API and webhook functions, the worker function,
@@ -338,7 +338,7 @@ impl ApiSettings {
 }
 
 /// What a key may do, in increasing power.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads.

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::*;
 use crate::AppState;
+use crate::api;
 use crate::auth::{Principal, Role, hash_key};
 use crate::error::ApiError;
 use crate::extract::OptionalJson;
@@ -22,12 +23,14 @@ pub(super) const MAX_GRACE_SECONDS: i64 = 86_400;
 /// Grace period of a rotated key when none is given (an hour).
 pub(super) const DEFAULT_GRACE_SECONDS: i64 = 3_600;
 
-// Auth
 /// `GET /auth/whoami`.
 pub(super) async fn whoami(principal: Principal) -> ApiResult {
-    ok(
-        json!({"role": principal.role, "actor": principal.actor, "tenant": principal.tenant, "scopes": principal.scopes}),
-    )
+    typed(api::WhoAmI {
+        actor: principal.actor,
+        role: principal.role,
+        scopes: principal.scopes,
+        tenant: principal.tenant,
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -93,16 +96,16 @@ pub(super) async fn rotate_key(
         payload,
     )
     .await?;
-    ok(json!({
-        "new_key": new_key,
-        "actor": principal.actor,
-        "role": principal.role,
-        "tenant": principal.tenant,
-        "scopes": principal.scopes,
-        "grace_period_seconds": grace,
-        "old_key_expires_at": old_expires_at,
-        "note": "The new key works now on every instance. The old key stops working at old_key_expires_at; replace it wherever it is configured."
-    }))
+    typed(api::KeyRotated {
+        actor: principal.actor,
+        grace_period_seconds: grace,
+        new_key,
+        note: "The new key works now on every instance. The old key stops working at old_key_expires_at; replace it wherever it is configured.".to_owned(),
+        old_key_expires_at: old_expires_at,
+        role: principal.role,
+        scopes: principal.scopes,
+        tenant: principal.tenant,
+    })
 }
 
 /// The routes of this resource, for the table.

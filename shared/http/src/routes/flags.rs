@@ -6,10 +6,11 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use converge_core::EventType;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::*;
 use crate::AppState;
+use crate::api;
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
@@ -28,27 +29,24 @@ pub(super) async fn flag_value(
 }
 
 /// `GET /flags`: every known flag, its value and where the value comes from.
-pub(super) async fn list_flags(
-    State(state): State<Arc<AppState>>,
-    _principal: Principal,
-) -> ApiResult {
+pub(super) async fn list_flags(State(state): State<Arc<AppState>>) -> ApiResult {
     let settings = state.services.store.flags().await?;
-    let flags: Vec<Value> = converge_core::flags::ALL
+    let flags = converge_core::flags::ALL
         .iter()
         .map(|flag| {
             let set = settings.iter().find(|s| s.name == flag.name);
-            json!({
-                "name": flag.name,
-                "enabled": set.map_or(flag.default, |s| s.enabled),
-                "default": flag.default,
-                "description": flag.description,
-                "source": if set.is_some() { "operator" } else { "default" },
-                "updated_at": set.map(|s| s.updated_at),
-                "updated_by": set.map(|s| s.updated_by.clone()),
-            })
+            api::FlagState {
+                default: flag.default,
+                description: flag.description.to_owned(),
+                enabled: set.map_or(flag.default, |s| s.enabled),
+                name: flag.name.to_owned(),
+                source: if set.is_some() { "operator" } else { "default" }.to_owned(),
+                updated_at: set.map(|s| s.updated_at),
+                updated_by: set.map(|s| s.updated_by.clone()),
+            }
         })
         .collect();
-    ok(json!({"flags": flags}))
+    typed(api::FlagList { flags })
 }
 
 #[derive(Deserialize)]
@@ -86,7 +84,11 @@ pub(super) async fn set_flag(
         payload,
     )
     .await?;
-    ok(json!({"name": flag.name, "enabled": body.enabled, "source": "operator"}))
+    typed(api::FlagSet {
+        enabled: body.enabled,
+        name: flag.name.to_owned(),
+        source: "operator".to_owned(),
+    })
 }
 
 /// The routes of this resource, for the table.

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use super::flags::flag_value;
 use super::*;
 use crate::AppState;
+use crate::api;
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
@@ -213,7 +214,11 @@ pub(super) async fn create_intent(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"ok": true, "intent_id": id, "status": intent.status})),
+        Json(api::IntentCreated {
+            intent_id: id,
+            ok: true,
+            status: intent.status,
+        }),
     )
         .into_response())
 }
@@ -224,18 +229,10 @@ pub(super) async fn create_intent(
 #[serde(deny_unknown_fields)]
 pub(super) struct CheckReport {
     name: String,
-    state: ReportedState,
+    state: api::ReportedState,
     head_sha: String,
     #[serde(default)]
     details: String,
-}
-
-#[derive(Deserialize, serde::Serialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-pub(super) enum ReportedState {
-    Passed,
-    Failed,
-    Pending,
 }
 
 /// `POST /intents/{id}/checks`: CI reports a check's result for a commit of the intent.
@@ -268,7 +265,17 @@ pub(super) async fn report_check(
         payload,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(json!({"ok": true, "intent_id": intent.id, "name": name, "state": body.state, "head_sha": sha}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(api::CheckRecorded {
+            head_sha: sha,
+            intent_id: intent.id,
+            name: name.to_owned(),
+            ok: true,
+            state: body.state,
+        }),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -372,16 +379,16 @@ pub(super) async fn simulate_intent(
             )),
             other => ApiError::DependencyUnavailable(other.to_string()),
         })?;
-    ok(json!({
-        "intent_id": intent.id,
-        "source": intent.source,
-        "target": intent.target,
-        "mergeable": merge.simulation.mergeable,
-        "conflicts": merge.simulation.conflicts,
-        "files_changed": merge.simulation.files_changed,
-        "head_sha": merge.head_sha,
-        "target_sha": merge.target_sha,
-    }))
+    typed(api::Simulated {
+        conflicts: merge.simulation.conflicts,
+        files_changed: merge.simulation.files_changed,
+        head_sha: merge.head_sha,
+        intent_id: intent.id,
+        mergeable: merge.simulation.mergeable,
+        source: intent.source,
+        target: intent.target,
+        target_sha: merge.target_sha,
+    })
 }
 
 /// What `skip_checks` on a validation needs beyond the route's own access: declared here,

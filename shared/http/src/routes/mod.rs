@@ -200,6 +200,11 @@ pub(super) fn ok(value: Value) -> ApiResult {
     Ok(Json(value).into_response())
 }
 
+/// A typed answer (`crate::api`), 200.
+pub(super) fn typed(answer: impl serde::Serialize) -> ApiResult {
+    Ok(Json(answer).into_response())
+}
+
 pub(super) fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
     match limit {
         None => Ok(default),

@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use converge_core::queue::QueueKey;
 use converge_core::{EventType, Intent, Status};
@@ -80,9 +78,11 @@ pub(super) async fn queue_summary(
         .store
         .intent_counts(tenant.as_deref())
         .await?;
-    let mut by_status: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut by_status: BTreeMap<String, i64> = BTreeMap::new();
     for count in &counts {
-        *by_status.entry(count.status.as_str()).or_default() += count.count;
+        *by_status
+            .entry(count.status.as_str().to_owned())
+            .or_default() += count.count;
     }
     let total: i64 = counts.iter().map(|c| c.count).sum();
     let pending: i64 = counts
@@ -90,7 +90,11 @@ pub(super) async fn queue_summary(
         .filter(|c| c.status.is_actionable())
         .map(|c| c.count)
         .sum();
-    ok(json!({"total": total, "by_status": by_status, "pending_count": pending}))
+    typed(api::QueueSummary {
+        by_status,
+        pending_count: pending,
+        total,
+    })
 }
 
 #[derive(Deserialize)]
@@ -181,7 +185,12 @@ pub(super) async fn queue_reset(
                 cleared.push(lease.key.to_string());
             }
         }
-        return ok(json!({"intent_id": "any", "cleared_leases": cleared}));
+        return typed(api::QueueReset {
+            cleared_leases: cleared,
+            intent_id: "any".to_owned(),
+            retries: None,
+            status: None,
+        });
     }
     let intent = visible_intent(&state, &principal, &body.intent_id).await?;
     let new_status = body
@@ -201,7 +210,12 @@ pub(super) async fn queue_reset(
         }
     }
     let status = new_status.unwrap_or(intent.status);
-    ok(json!({"intent_id": intent.id, "status": status, "retries": 0, "cleared_leases": cleared}))
+    typed(api::QueueReset {
+        cleared_leases: cleared,
+        intent_id: intent.id,
+        retries: Some(0),
+        status: Some(status),
+    })
 }
 
 /// The body of `POST /merge/confirm`.
@@ -240,7 +254,11 @@ pub(super) async fn merge_confirm(
         payload,
     )
     .await?;
-    ok(json!({"intent_id": intent.id, "status": Status::Merged, "merged_commit": merged_commit}))
+    typed(api::MergeConfirmed {
+        intent_id: intent.id,
+        merged_commit,
+        status: Status::Merged,
+    })
 }
 
 /// The body of `POST /queue/run`.
@@ -326,7 +344,7 @@ pub(super) async fn queue_run(
             }
         })
         .collect();
-    Ok(Json(api::QueueRunAnswer { keys }).into_response())
+    typed(api::QueueRunAnswer { keys })
 }
 
 /// The routes of this resource, for the table.
