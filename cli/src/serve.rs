@@ -7,7 +7,7 @@
 use anyhow::Context;
 use clap::Args;
 use converge_runtime::queue_worker::run_until_stopped;
-use converge_runtime::services::Processor;
+use converge_runtime::services::{Processor, Services};
 use converge_runtime::sqs::run_sqs_worker;
 
 /// Options of `converge serve`.
@@ -65,7 +65,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
                 eprintln!("converge: queue worker {}", processor.holder());
                 let state = state.clone();
                 Some(tokio::spawn(async move {
-                    run_worker(&state, &processor, stopped).await;
+                    run_worker(&state.services, &processor, stopped).await;
                 }))
             }
         }
@@ -113,14 +113,13 @@ pub(crate) async fn stop_signal() {
     }
 }
 
-/// Runs `processor` until `stopped` turns true: on SQS when the state has a queue, else on
+/// Runs `processor` until `stopped` turns true: on SQS when the services have a queue, else on
 /// the database-backed queue.
 pub(crate) async fn run_worker(
-    state: &converge_http::AppState,
+    services: &Services,
     processor: &Processor,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    let services = &state.services;
     let work = async {
         match &services.queue {
             Some(queue) => run_sqs_worker(processor, &services.store, queue, stopped).await,
@@ -131,7 +130,7 @@ pub(crate) async fn run_worker(
     let follow_rotations = async {
         loop {
             tokio::time::sleep(SECRET_REFRESH_INTERVAL).await;
-            state.refresh_secrets().await;
+            services.refresh_secrets().await;
         }
     };
     tokio::select! {

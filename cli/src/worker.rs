@@ -19,9 +19,9 @@ pub fn run() -> anyhow::Result<()> {
 
 async fn work() -> anyhow::Result<()> {
     let telemetry = converge_runtime::telemetry::Telemetry::init("converge-worker");
-    let state = converge_http::boot::state_from_env().await?;
-    let interval = state.services.worker.poll_interval;
-    let Some(processor) = state.services.processor("worker") else {
+    let services = converge_runtime::services::Services::from_env().await?;
+    let interval = services.worker.poll_interval;
+    let Some(processor) = services.processor("worker") else {
         anyhow::bail!(
             "nothing to work on: set CONVERGE_REPO_PATH (or start in a git repository) or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
         );
@@ -29,8 +29,7 @@ async fn work() -> anyhow::Result<()> {
     eprintln!(
         "converge: worker {} polling {} every {} s",
         processor.holder(),
-        state
-            .services
+        services
             .queue
             .as_ref()
             .map_or("the database-backed queue", |q| q.url()),
@@ -41,7 +40,7 @@ async fn work() -> anyhow::Result<()> {
         crate::serve::stop_signal().await;
         let _ = stop.send(true);
     });
-    crate::serve::run_worker(&state, &processor, stopped).await;
+    crate::serve::run_worker(&services, &processor, stopped).await;
     signal.abort();
     telemetry.shutdown().await;
     eprintln!("converge: worker stopped");
