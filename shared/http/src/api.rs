@@ -1,14 +1,19 @@
 //! Typed bodies of the API's answers, shared with the CLI, which reads them with the same
-//! types. Fields are declared in alphabetical order: the order the JSON objects of the
-//! original answers had, so a typed answer is byte for byte what it replaced.
+//! types. Fields are declared in alphabetical order, the order the JSON objects of the untyped
+//! answers had (events and intents, flattened, keep their own order).
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use converge_core::Status;
+use converge_core::pipeline::{BlockKind, CheckOutcome};
+use converge_core::policy::{PolicyEvaluation, RiskGateResult};
 use converge_core::queue::RoundOutcome;
+use converge_core::risk::diagnostics::Diagnostic;
+use converge_core::{Event, EventType, Intent, RiskEval, RiskLevel, Status};
 use converge_runtime::config::Role;
+use converge_store::{CommitLink, StoredEvent};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// `POST /queue/run`: one entry per queue key a round was run (or tried) on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,4 +213,259 @@ pub struct Simulated {
     pub target: String,
     /// The target commit simulated onto.
     pub target_sha: String,
+}
+
+/// An event as the API lists it: the event and its place in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+    /// Its sequence number (append order).
+    pub seq: i64,
+}
+
+impl From<&StoredEvent> for EventRecord {
+    fn from(stored: &StoredEvent) -> Self {
+        EventRecord {
+            event: stored.event.clone(),
+            seq: stored.seq,
+        }
+    }
+}
+
+/// `GET /events`, `/audit/recent`, `/risk/recent`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventPage {
+    /// The events.
+    pub events: Vec<EventRecord>,
+    /// `before` for the next page, when this one was full.
+    pub next_before: Option<i64>,
+}
+
+/// `GET /intents/{id}/events`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntentEvents {
+    /// The events.
+    pub events: Vec<EventRecord>,
+}
+
+/// `GET /intents/{id}`: the intent and the commits seen for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntentDetail {
+    /// The intent's fields.
+    #[serde(flatten)]
+    pub intent: Intent,
+    /// Head, base and merge commits seen.
+    pub commit_links: Vec<CommitLink>,
+}
+
+/// `POST /intents/{id}/validate`: the decision and its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidateAnswer {
+    /// Check outcomes read, in order.
+    pub checks: Vec<CheckOutcome>,
+    /// `validated` or `blocked`.
+    pub decision: String,
+    /// The intent.
+    pub intent_id: String,
+    /// Why it was blocked (the kind of block), if it was.
+    pub kind: Option<BlockKind>,
+    /// Policy evaluation, if the run got that far.
+    pub policy: Option<PolicyEvaluation>,
+    /// Why it was blocked, if it was.
+    pub reason: Option<String>,
+    /// Risk evaluation, if the run got that far.
+    pub risk: Option<RiskEval>,
+    /// Risk gate, if the run got that far.
+    pub risk_gate: Option<RiskGateResult>,
+    /// The level it was judged at.
+    pub risk_level: RiskLevel,
+    /// The merge simulation, pinned to its commits.
+    pub simulation: SimulationPinned,
+    /// The trace id every event of the run carries.
+    pub trace_id: String,
+}
+
+/// A merge simulation with the commits it was made on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimulationPinned {
+    /// Files both sides changed, when it conflicts.
+    pub conflicts: Vec<String>,
+    /// Files the intent changes.
+    pub files_changed: Vec<String>,
+    /// The head simulated.
+    pub head_sha: String,
+    /// Whether it merges cleanly.
+    pub mergeable: bool,
+    /// The target commit simulated onto.
+    pub target_sha: String,
+}
+
+/// `GET /queue/state` (and the `queue` of `GET /summary`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueState {
+    /// Count per status name.
+    pub by_status: BTreeMap<String, usize>,
+    /// READY, VALIDATED and QUEUED intents, by priority then id.
+    pub pending: Vec<PendingIntent>,
+    /// Every intent counted.
+    pub total: usize,
+}
+
+/// One actionable intent of [`QueueState`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingIntent {
+    /// The intent.
+    pub intent_id: String,
+    /// Its priority (lower first).
+    pub priority: i64,
+    /// Its failed attempts.
+    pub retries: u32,
+    /// Its status.
+    pub status: Status,
+}
+
+/// `GET /queue/inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueInspection {
+    /// The intents, READY first, then VALIDATED, then QUEUED.
+    pub intents: Vec<InspectedIntent>,
+}
+
+/// One intent of [`QueueInspection`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InspectedIntent {
+    /// The intent.
+    pub intent_id: String,
+    /// Its priority.
+    pub priority: i64,
+    /// Its failed attempts.
+    pub retries: u32,
+    /// Its declared risk level.
+    pub risk_level: RiskLevel,
+    /// Its source ref.
+    pub source: String,
+    /// Its status.
+    pub status: Status,
+    /// Its target branch.
+    pub target: String,
+}
+
+/// `GET /risk/review`: an intent's latest evidence and what it calls for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RiskReview {
+    /// Its last 50 events, newest first.
+    pub decision_history: Vec<HistoryEntry>,
+    /// What the evidence calls for, most severe first.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The intent.
+    pub intent: Intent,
+    /// Its id.
+    pub intent_id: String,
+    /// The latest `policy.evaluated` payload.
+    pub policy: Option<Value>,
+    /// The latest `risk.evaluated` payload.
+    pub risk: Option<Value>,
+    /// The latest `simulation.completed` payload.
+    pub simulation: Option<Value>,
+    /// Its tenant.
+    pub tenant_id: Option<String>,
+    /// When this was read.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// One event of [`RiskReview::decision_history`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// What happened.
+    pub event_type: EventType,
+    /// The event's payload.
+    pub payload: Value,
+    /// When.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// `GET /risk/gate/report`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateReport {
+    /// Blocked evaluations over all, rounded to 3 places.
+    pub block_rate: f64,
+    /// The latest 20 blocks.
+    pub recent_blocks: Vec<EventRecord>,
+    /// Evaluations that blocked.
+    pub total_blocked: usize,
+    /// Evaluations read (the latest 10,000 at most).
+    pub total_evaluations: usize,
+}
+
+/// `GET /risk/policy`: the tenant's risk gate policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RiskPolicy {
+    /// The policy document.
+    pub policy: Value,
+    /// The tenant.
+    pub tenant_id: String,
+    /// When it was last set.
+    pub updated_at: DateTime<Utc>,
+    /// Its version (one more per change).
+    pub version: i64,
+}
+
+/// `POST /risk/policy`: the policy was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskPolicySet {
+    /// Always true.
+    pub ok: bool,
+    /// The tenant.
+    pub tenant_id: String,
+    /// Its new version.
+    pub version: i64,
+}
+
+/// `GET /metrics/integration`: decision counts from the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegrationMetrics {
+    /// Decisions by kind.
+    pub decision_distribution: DecisionCounts,
+    /// Simulations that merged cleanly.
+    pub mergeable: usize,
+    /// `mergeable` over `total_simulations`, rounded to 3 places.
+    pub mergeable_rate: f64,
+    /// The tenant counted (none: every tenant).
+    pub tenant_id: Option<String>,
+    /// When this was read.
+    pub timestamp: DateTime<Utc>,
+    /// `intent.blocked` events.
+    pub total_blocked: usize,
+    /// `intent.merged` events.
+    pub total_merged: usize,
+    /// `intent.rejected` events.
+    pub total_rejected: usize,
+    /// `simulation.completed` events.
+    pub total_simulations: usize,
+}
+
+/// Decisions by kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionCounts {
+    /// Blocked.
+    pub blocked: usize,
+    /// Merged.
+    pub merged: usize,
+    /// Rejected.
+    pub rejected: usize,
+    /// Validated.
+    pub validated: usize,
+}
+
+/// `GET /summary`: the queue at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The queue.
+    pub queue: QueueState,
+    /// The tenant (none: every tenant).
+    pub tenant_id: Option<String>,
+    /// When this was read.
+    pub timestamp: DateTime<Utc>,
 }

@@ -7,10 +7,10 @@ use axum::routing::get;
 use converge_core::EventType;
 use converge_store::EventFilter;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::*;
 use crate::AppState;
+use crate::api;
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
@@ -32,7 +32,7 @@ pub(super) async fn list_events(
     state: &AppState,
     principal: &Principal,
     q: EventsQuery,
-) -> Result<Value, ApiError> {
+) -> Result<api::EventPage, ApiError> {
     let event_type = q
         .event_type
         .map(|t| {
@@ -55,9 +55,10 @@ pub(super) async fn list_events(
     } else {
         None
     };
-    Ok(
-        json!({"events": events.iter().map(stored_event_json).collect::<Vec<_>>(), "next_before": next}),
-    )
+    Ok(api::EventPage {
+        events: events.iter().map(api::EventRecord::from).collect(),
+        next_before: next,
+    })
 }
 
 /// `GET /events`.
@@ -66,7 +67,7 @@ pub(super) async fn events(
     principal: Principal,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult {
-    ok(list_events(&state, &principal, q).await?)
+    typed(list_events(&state, &principal, q).await?)
 }
 
 /// `GET /audit/recent`: every event, newest first (operators).
@@ -80,7 +81,7 @@ pub(super) async fn audit_recent(
         limit: q.limit,
         ..EventsQuery::default()
     };
-    ok(list_events(&state, &principal, query).await?)
+    typed(list_events(&state, &principal, query).await?)
 }
 
 /// The routes of this resource, for the table.

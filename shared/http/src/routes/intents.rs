@@ -105,12 +105,11 @@ pub(super) async fn get_intent(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult {
     let intent = visible_intent(&state, &principal, &id).await?;
-    let links = state.services.store.commit_links(&id).await?;
-    let mut value = serde_json::to_value(&intent).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Value::Object(map) = &mut value {
-        map.insert("commit_links".to_owned(), json!(links));
-    }
-    ok(value)
+    let commit_links = state.services.store.commit_links(&id).await?;
+    typed(api::IntentDetail {
+        intent,
+        commit_links,
+    })
 }
 
 /// `GET /intents/{id}/events`: newest first.
@@ -131,7 +130,9 @@ pub(super) async fn intent_events(
             ..EventFilter::default()
         })
         .await?;
-    ok(json!({"events": events.iter().map(stored_event_json).collect::<Vec<_>>()}))
+    typed(api::IntentEvents {
+        events: events.iter().map(api::EventRecord::from).collect(),
+    })
 }
 
 /// The body of `POST /intents`.
@@ -335,21 +336,26 @@ pub(super) async fn validate_intent(
         Outcome::Validated => ("validated", None, None),
         Outcome::Blocked { kind, reason } => ("blocked", Some(*kind), Some(reason.clone())),
     };
-    let sim = &decision.merge.simulation;
-    ok(json!({
-        "decision": verdict,
-        "kind": kind,
-        "reason": reason,
-        "intent_id": decision.intent_id,
-        "trace_id": decision.trace_id,
-        "risk_level": decision.risk_level,
-        "simulation": {"mergeable": sim.mergeable, "conflicts": sim.conflicts, "files_changed": sim.files_changed,
-                        "head_sha": decision.merge.head_sha, "target_sha": decision.merge.target_sha},
-        "checks": decision.checks,
-        "risk": decision.risk,
-        "policy": decision.policy,
-        "risk_gate": decision.risk_gate,
-    }))
+    let merge = decision.merge;
+    typed(api::ValidateAnswer {
+        checks: decision.checks,
+        decision: verdict.to_owned(),
+        intent_id: decision.intent_id,
+        kind,
+        policy: decision.policy,
+        reason,
+        risk: decision.risk,
+        risk_gate: decision.risk_gate,
+        risk_level: decision.risk_level,
+        simulation: api::SimulationPinned {
+            conflicts: merge.simulation.conflicts,
+            files_changed: merge.simulation.files_changed,
+            head_sha: merge.head_sha,
+            mergeable: merge.simulation.mergeable,
+            target_sha: merge.target_sha,
+        },
+        trace_id: decision.trace_id,
+    })
 }
 
 /// `POST /intents/{id}/simulate`: the merge of the intent's head into its target as they are

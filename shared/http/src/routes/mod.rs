@@ -25,9 +25,8 @@ use axum::routing::MethodRouter;
 use chrono::{DateTime, Utc};
 use converge_core::{EventType, Intent, Status};
 use converge_runtime::commands;
-use converge_store::StoredEvent;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::AppState;
 use crate::auth::{Principal, Role};
@@ -196,11 +195,7 @@ pub(super) const INTENTS_PAGE_MAX: u32 = 500;
 pub(super) const EVENTS_PAGE_DEFAULT: u32 = 100;
 pub(super) const EVENTS_PAGE_MAX: u32 = 1_000;
 
-pub(super) fn ok(value: Value) -> ApiResult {
-    Ok(Json(value).into_response())
-}
-
-/// A typed answer (`crate::api`), 200.
+/// A typed answer (`crate::api`), 200: every answer of the business routes is one.
 pub(super) fn typed(answer: impl serde::Serialize) -> ApiResult {
     Ok(Json(answer).into_response())
 }
@@ -240,14 +235,6 @@ pub(super) async fn visible_intent(
         Some(intent) if principal.can_see(intent.tenant_id.as_deref()) => Ok(intent),
         _ => Err(ApiError::NotFound(format!("intent '{id}' not found"))),
     }
-}
-
-pub(super) fn stored_event_json(stored: &StoredEvent) -> Value {
-    let mut value = serde_json::to_value(&stored.event).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut value {
-        map.insert("seq".to_owned(), json!(stored.seq));
-    }
-    value
 }
 
 pub(super) fn parse_statuses(list: Option<String>) -> Result<Vec<Status>, ApiError> {

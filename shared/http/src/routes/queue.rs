@@ -10,7 +10,7 @@ use converge_core::queue::QueueKey;
 use converge_core::{EventType, Intent, Status};
 use converge_store::IntentFilter;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::*;
 use crate::AppState;
@@ -43,17 +43,28 @@ pub(super) fn by_status(intents: &[Intent]) -> BTreeMap<&'static str, usize> {
     counts
 }
 
-pub(super) fn queue_state_json(intents: &[Intent]) -> Value {
+pub(super) fn queue_state_of(intents: &[Intent]) -> api::QueueState {
     let mut pending: Vec<&Intent> = intents
         .iter()
         .filter(|i| i.status.is_actionable())
         .collect();
     pending.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.id.cmp(&b.id)));
-    json!({
-        "pending": pending.iter().map(|i| json!({"intent_id": i.id, "status": i.status, "priority": i.priority, "retries": i.retries})).collect::<Vec<_>>(),
-        "total": intents.len(),
-        "by_status": by_status(intents),
-    })
+    api::QueueState {
+        by_status: by_status(intents)
+            .into_iter()
+            .map(|(status, count)| (status.to_owned(), count))
+            .collect(),
+        pending: pending
+            .iter()
+            .map(|i| api::PendingIntent {
+                intent_id: i.id.clone(),
+                priority: i.priority,
+                retries: i.retries,
+                status: i.status,
+            })
+            .collect(),
+        total: intents.len(),
+    }
 }
 
 /// `GET /queue/state`.
@@ -63,7 +74,7 @@ pub(super) async fn queue_state(
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult {
     let intents = tenant_intents(&state, principal.read_tenant(q.tenant_id)).await?;
-    ok(queue_state_json(&intents))
+    typed(queue_state_of(&intents))
 }
 
 /// `GET /queue/summary`.
@@ -141,11 +152,19 @@ pub(super) async fn queue_inspect(
             .unwrap_or(usize::MAX)
     });
     rows.truncate(limit);
-    let rows: Vec<Value> = rows
+    let rows: Vec<api::InspectedIntent> = rows
         .iter()
-        .map(|i| json!({"intent_id": i.id, "status": i.status, "retries": i.retries, "priority": i.priority, "source": i.source, "target": i.target, "risk_level": i.risk_level}))
+        .map(|i| api::InspectedIntent {
+            intent_id: i.id.clone(),
+            priority: i.priority,
+            retries: i.retries,
+            risk_level: i.risk_level,
+            source: i.source.clone(),
+            status: i.status,
+            target: i.target.clone(),
+        })
         .collect();
-    ok(json!({"intents": rows}))
+    typed(api::QueueInspection { intents: rows })
 }
 
 /// The body of `POST /queue/reset`.

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use super::events::{EventsQuery, list_events};
 use super::*;
 use crate::AppState;
+use crate::api;
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
@@ -69,21 +70,25 @@ pub(super) async fn risk_review(
             ..EventFilter::default()
         })
         .await?;
-    let history: Vec<Value> = history
-        .iter()
-        .map(|e| json!({"event_type": e.event.event_type, "timestamp": e.event.timestamp, "payload": e.event.payload}))
+    let decision_history = history
+        .into_iter()
+        .map(|e| api::HistoryEntry {
+            event_type: e.event.event_type,
+            payload: e.event.payload,
+            timestamp: e.event.timestamp,
+        })
         .collect();
-    ok(json!({
-        "intent_id": id,
-        "intent": intent,
-        "risk": risk_payload,
-        "simulation": simulation_payload,
-        "policy": policy_payload,
-        "diagnostics": diagnostics,
-        "decision_history": history,
-        "tenant_id": intent.tenant_id,
-        "timestamp": state.services.clock.now(),
-    }))
+    typed(api::RiskReview {
+        decision_history,
+        diagnostics,
+        tenant_id: intent.tenant_id.clone(),
+        intent,
+        intent_id: id,
+        policy: policy_payload,
+        risk: risk_payload,
+        simulation: simulation_payload,
+        timestamp: state.services.clock.now(),
+    })
 }
 
 // Risk
@@ -99,7 +104,7 @@ pub(super) async fn risk_recent(
         limit: Some(q.limit.unwrap_or(50)),
         ..EventsQuery::default()
     };
-    ok(list_events(&state, &principal, query).await?)
+    typed(list_events(&state, &principal, query).await?)
 }
 
 /// `GET /risk/gate/report`: how often policy blocked, and the latest blocks.
@@ -124,12 +129,16 @@ pub(super) async fn risk_gate_report(
     } else {
         blocked.len() as f64 / evaluations.len() as f64
     };
-    ok(json!({
-        "total_evaluations": evaluations.len(),
-        "total_blocked": blocked.len(),
-        "block_rate": converge_core::numeric::py_round(rate, 3),
-        "recent_blocks": blocked.iter().take(20).map(|e| stored_event_json(e)).collect::<Vec<_>>(),
-    }))
+    typed(api::GateReport {
+        block_rate: converge_core::numeric::py_round(rate, 3),
+        recent_blocks: blocked
+            .iter()
+            .take(20)
+            .map(|e| api::EventRecord::from(*e))
+            .collect(),
+        total_blocked: blocked.len(),
+        total_evaluations: evaluations.len(),
+    })
 }
 
 pub(super) fn policy_tenant(
@@ -154,9 +163,12 @@ pub(super) async fn get_risk_policy(
         .risk_policy(&tenant)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no risk policy for tenant '{tenant}'")))?;
-    ok(
-        json!({"tenant_id": tenant, "version": policy.version, "policy": policy.data, "updated_at": policy.updated_at}),
-    )
+    typed(api::RiskPolicy {
+        policy: policy.data,
+        tenant_id: tenant,
+        updated_at: policy.updated_at,
+        version: policy.version,
+    })
 }
 
 /// `POST /risk/policy`: sets the tenant's risk gate policy (validated like `policy.json`'s
@@ -184,7 +196,11 @@ pub(super) async fn set_risk_policy(
         json!({"policy": data, "version": version}),
     )
     .await?;
-    ok(json!({"ok": true, "tenant_id": tenant, "version": version}))
+    typed(api::RiskPolicySet {
+        ok: true,
+        tenant_id: tenant,
+        version,
+    })
 }
 
 /// The routes of this resource, for the table.

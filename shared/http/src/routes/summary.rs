@@ -7,11 +7,11 @@ use axum::extract::State;
 use axum::routing::get;
 use converge_core::EventType;
 use converge_store::EventFilter;
-use serde_json::json;
 
-use super::queue::{queue_state_json, tenant_intents};
+use super::queue::{queue_state_of, tenant_intents};
 use super::*;
 use crate::AppState;
+use crate::api;
 use crate::auth::{Principal, Role};
 use crate::extract::ApiQuery;
 
@@ -47,17 +47,22 @@ pub(super) async fn integration_metrics(
     } else {
         mergeable as f64 / simulations.len() as f64
     };
-    ok(json!({
-        "total_simulations": simulations.len(),
-        "mergeable": mergeable,
-        "mergeable_rate": converge_core::numeric::py_round(rate, 3),
-        "total_merged": merged,
-        "total_rejected": rejected,
-        "total_blocked": blocked,
-        "decision_distribution": {"validated": validated, "blocked": blocked, "merged": merged, "rejected": rejected},
-        "tenant_id": tenant,
-        "timestamp": state.services.clock.now(),
-    }))
+    typed(api::IntegrationMetrics {
+        decision_distribution: api::DecisionCounts {
+            blocked,
+            merged,
+            rejected,
+            validated,
+        },
+        mergeable,
+        mergeable_rate: converge_core::numeric::py_round(rate, 3),
+        tenant_id: tenant,
+        timestamp: state.services.clock.now(),
+        total_blocked: blocked,
+        total_merged: merged,
+        total_rejected: rejected,
+        total_simulations: simulations.len(),
+    })
 }
 
 /// `GET /summary`: the queue at a glance.
@@ -68,9 +73,11 @@ pub(super) async fn summary(
 ) -> ApiResult {
     let tenant = principal.read_tenant(q.tenant_id);
     let intents = tenant_intents(&state, tenant.clone()).await?;
-    ok(
-        json!({"tenant_id": tenant, "queue": queue_state_json(&intents), "timestamp": state.services.clock.now()}),
-    )
+    typed(api::Summary {
+        queue: queue_state_of(&intents),
+        tenant_id: tenant,
+        timestamp: state.services.clock.now(),
+    })
 }
 
 /// The routes of this resource, for the table.
