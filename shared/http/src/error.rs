@@ -112,6 +112,11 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::Projection(e) => ApiError::Conflict(e.to_string()),
             StoreError::StaleLease { .. } => ApiError::Conflict(error.to_string()),
+            // The constraint's message stays in the log: it names tables and columns.
+            StoreError::Conflict(cause) => {
+                tracing::info!("store conflict: {cause}");
+                ApiError::Conflict("the write conflicts with the current state".to_owned())
+            }
             StoreError::Unavailable(cause) => {
                 tracing::warn!("{cause}");
                 ApiError::Unavailable

@@ -278,3 +278,72 @@ pub async fn run_queue_now(
     }
     Ok(rounds)
 }
+
+/// The current value of a known flag: the operator's setting, else its default.
+pub async fn flag_value(
+    store: &converge_store::Store,
+    flag: converge_core::flags::Flag,
+) -> Result<bool, StoreError> {
+    Ok(store
+        .flags()
+        .await?
+        .iter()
+        .find(|s| s.name == flag.name)
+        .map_or(flag.default, |s| s.enabled))
+}
+
+/// Why a validation on request could not reach a decision. Nothing was recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    /// No local repository and no GitHub App: nothing to validate against.
+    #[error(
+        "nothing to validate against: set CONVERGE_REPO_PATH or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
+    )]
+    NoPorts,
+    /// The pipeline stopped (a terminal intent, source control or checks unreachable).
+    #[error(transparent)]
+    Pipeline(#[from] converge_core::pipeline::PipelineError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Validates `intent` against its repository now — merge simulation, required checks, risk,
+/// policy gates, risk gate — and records the decision's events with a queue message for its
+/// key, so the queue takes the decision up.
+pub async fn validate_now(
+    services: &Services,
+    intent: &Intent,
+    skip_checks: bool,
+) -> Result<converge_core::Decision, ValidateError> {
+    use converge_core::pipeline::{Ports, ValidationOptions, validate};
+    if services.ports.is_empty() {
+        return Err(ValidateError::NoPorts);
+    }
+    let options = ValidationOptions {
+        skip_checks,
+        auto_classify: flag_value(&services.store, converge_core::flags::RISK_AUTO_CLASSIFY)
+            .await?,
+    };
+    let clock = SharedClock(services.clock.as_ref());
+    let ports = Ports {
+        scm: &services.ports,
+        checks: &services.ports,
+        clock: &clock,
+        ids: &RandomIds,
+    };
+    let decision = validate(intent, ports, &services.policy, options).await?;
+    enqueue(services, decision.events.clone(), intent).await?;
+    Ok(decision)
+}
+
+/// A shared clock as a sized port (the pipeline's ports are generic).
+pub(crate) struct SharedClock<'a>(
+    pub(crate) &'a (dyn converge_core::pipeline::Clock + Send + Sync),
+);
+
+impl converge_core::pipeline::Clock for SharedClock<'_> {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0.now()
+    }
+}

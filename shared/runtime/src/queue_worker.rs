@@ -28,6 +28,7 @@ use converge_core::{Event, Intent, PolicyConfig, Status};
 use converge_store::{Commit, IntentCursor, Lease, OutboxMessage, Store, StoreError};
 use serde_json::{Value, json};
 
+use crate::commands::SharedClock;
 pub use crate::config::WorkerSettings;
 use crate::reported_checks::ReportedChecks;
 use crate::services::RandomIds;
@@ -108,15 +109,6 @@ pub struct QueueProcessor<S, C = ReportedChecks, P = NoPublisher> {
     settings: WorkerSettings,
     clock: Arc<dyn Clock + Send + Sync>,
     holder: String,
-}
-
-/// The processor's clock as a sized port.
-struct SharedClock<'a>(&'a (dyn Clock + Send + Sync));
-
-impl Clock for SharedClock<'_> {
-    fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        self.0.now()
-    }
 }
 
 impl<S: Scm + Merger + Sync> QueueProcessor<S, ReportedChecks, NoPublisher> {
@@ -382,14 +374,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     }
 
     async fn auto_classify(&self) -> Result<bool, StoreError> {
-        let flag = converge_core::flags::RISK_AUTO_CLASSIFY;
-        Ok(self
-            .store
-            .flags()
-            .await?
-            .iter()
-            .find(|s| s.name == flag.name)
-            .map_or(flag.default, |s| s.enabled))
+        crate::commands::flag_value(&self.store, converge_core::flags::RISK_AUTO_CLASSIFY).await
     }
 
     async fn handle(

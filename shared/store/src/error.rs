@@ -10,6 +10,9 @@ pub enum StoreError {
     /// closed, the server shutting down): the operation may succeed when tried again later.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The write collides with a row already there (a unique key); nothing was written.
+    #[error("the write conflicts with an existing row: {0}")]
+    Conflict(String),
     /// The database refused the operation.
     #[error("database error: {0}")]
     Database(sqlx::Error),
@@ -48,13 +51,17 @@ pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
 }
 
 impl From<sqlx::Error> for StoreError {
-    /// Sorts a driver error into what a caller acts on: unreachable (try again later) or
-    /// refused.
+    /// Sorts a driver error into what a caller acts on: unreachable (try again later), a
+    /// conflict with an existing row, or refused.
     fn from(error: sqlx::Error) -> Self {
         if is_unreachable(&error) {
-            StoreError::Unavailable(error.to_string())
-        } else {
-            StoreError::Database(error)
+            return StoreError::Unavailable(error.to_string());
+        }
+        match &error {
+            sqlx::Error::Database(e) if e.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+                StoreError::Conflict(e.message().to_owned())
+            }
+            _ => StoreError::Database(error),
         }
     }
 }

@@ -16,18 +16,6 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 
 // Flags
-/// The current value of a known flag: the operator's setting, else its default.
-pub(super) async fn flag_value(
-    state: &AppState,
-    flag: converge_core::flags::Flag,
-) -> Result<bool, ApiError> {
-    let settings = state.services.store.flags().await?;
-    Ok(settings
-        .iter()
-        .find(|s| s.name == flag.name)
-        .map_or(flag.default, |s| s.enabled))
-}
-
 /// `GET /flags`: every known flag, its value and where the value comes from.
 pub(super) async fn list_flags(State(state): State<Arc<AppState>>) -> ApiResult {
     let settings = state.services.store.flags().await?;

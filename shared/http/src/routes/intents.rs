@@ -7,13 +7,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use converge_core::{EventType, Intent, RiskLevel};
 use converge_store::{EventFilter, IntentCursor, IntentFilter};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::flags::flag_value;
 use super::*;
 use crate::AppState;
 use crate::api;
@@ -286,14 +285,6 @@ pub(super) struct ValidateRequest {
     skip_checks: bool,
 }
 
-pub(super) struct StateClock<'a>(&'a AppState);
-
-impl converge_core::pipeline::Clock for StateClock<'_> {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.services.clock.now()
-    }
-}
-
 /// `POST /intents/{id}/validate`: runs the validation pipeline against the repository now and
 /// records its events; answers the decision (validated or blocked, with the evidence).
 pub(super) async fn validate_intent(
@@ -302,36 +293,24 @@ pub(super) async fn validate_intent(
     ApiPath(id): ApiPath<String>,
     OptionalJson(request): OptionalJson<ValidateRequest>,
 ) -> ApiResult {
-    use converge_core::pipeline::{Outcome, PipelineError, Ports, ValidationOptions, validate};
+    use converge_core::pipeline::{Outcome, PipelineError};
+    use converge_runtime::commands::{ValidateError, validate_now};
     if request.skip_checks {
         SKIP_CHECKS.check(&principal)?;
     }
     let intent = visible_intent(&state, &principal, &id).await?;
-    if state.services.ports.is_empty() {
-        return Err(ApiError::DependencyUnavailable(
-            "nothing to validate against: set CONVERGE_REPO_PATH or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
-                .to_owned(),
-        ));
-    }
-    let ports = Ports {
-        scm: &state.services.ports,
-        checks: &state.services.ports,
-        clock: &StateClock(&state),
-        ids: &converge_runtime::services::RandomIds,
-    };
-    let options = ValidationOptions {
-        skip_checks: request.skip_checks,
-        auto_classify: flag_value(&state, converge_core::flags::RISK_AUTO_CLASSIFY).await?,
-    };
-    let decision = validate(&intent, ports, &state.services.policy, options)
+    let decision = validate_now(&state.services, &intent, request.skip_checks)
         .await
         .map_err(|e| match e {
-            PipelineError::Terminal { .. } => ApiError::Conflict(e.to_string()),
-            PipelineError::Scm(_) | PipelineError::Checks(_) => {
+            ValidateError::NoPorts => ApiError::DependencyUnavailable(e.to_string()),
+            ValidateError::Pipeline(PipelineError::Terminal { .. }) => {
+                ApiError::Conflict(e.to_string())
+            }
+            ValidateError::Pipeline(PipelineError::Scm(_) | PipelineError::Checks(_)) => {
                 ApiError::DependencyUnavailable(e.to_string())
             }
+            ValidateError::Store(e) => e.into(),
         })?;
-    converge_runtime::commands::enqueue(&state.services, decision.events.clone(), &intent).await?;
     let (verdict, kind, reason) = match &decision.outcome {
         Outcome::Validated => ("validated", None, None),
         Outcome::Blocked { kind, reason } => ("blocked", Some(*kind), Some(reason.clone())),
@@ -516,7 +495,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let mut intent = Intent::new("acme/app:pr-1 ü", "s", "main", Utc::now());
+        let mut intent = Intent::new("acme/app:pr-1 ü", "s", "main", chrono::Utc::now());
         intent.priority = -2;
         let cursor = decode_cursor(&encode_cursor(&intent)).unwrap();
         assert_eq!(

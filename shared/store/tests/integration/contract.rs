@@ -15,7 +15,7 @@ use converge_core::{EventType, Status};
 use converge_store::backfill::summaries;
 use converge_store::{
     ApiKeyRecord, Commit, CommitLink, Delivery, DeliveryOutcome, EventFilter, IntentCursor,
-    IntentFilter, OutboxMessage, Store, StoreError,
+    IntentFilter, OutboxMessage, Store, StoreError, SystemClock,
 };
 use serde_json::{Value, json};
 use support::{ManualClock, created, event, pg_store_at, sqlite_store};
@@ -72,6 +72,7 @@ on_both_backends!(
     a_delivery_changes_state_once_however_often_it_arrives,
     the_decision_trail_tells_whether_checks_arrived_since,
     the_latest_event_of_many_intents_comes_in_one_query,
+    driver_errors_are_classified_for_callers,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -355,6 +356,35 @@ async fn the_latest_event_of_many_intents_comes_in_one_query(store: Store, clock
         ]
     );
     assert!(ok(store.latest_events(EventType::RiskEvaluated, &[]).await).is_empty());
+}
+
+/// Callers act on the class of a failure, never on the driver's error: a duplicate key is a
+/// conflict (HTTP answers 409), a database that cannot be reached is unavailable (503).
+async fn driver_errors_are_classified_for_callers(store: Store, _clock: ManualClock) {
+    let insert = "INSERT INTO feature_flags (name, enabled, updated_at, updated_by) \
+                  VALUES ('twice', true, CURRENT_TIMESTAMP, 'test')";
+    let duplicate = match &store {
+        Store::Postgres(pg) => {
+            sqlx::query(insert).execute(pg.pool()).await.unwrap();
+            sqlx::query(insert).execute(pg.pool()).await.map(|_| ())
+        }
+        Store::Sqlite(lite) => {
+            sqlx::query(insert).execute(lite.pool()).await.unwrap();
+            sqlx::query(insert).execute(lite.pool()).await.map(|_| ())
+        }
+    };
+    let error = StoreError::from(duplicate.expect_err("a duplicate key is refused"));
+    assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+
+    // Nothing listens on port 9 of the loopback: the pool's connect fails at once.
+    let gone = Store::from_url(
+        "postgres://nobody:secret@127.0.0.1:9/converge?connect_timeout=2",
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let error = gone.ping().await.expect_err("nothing is there");
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(!error.to_string().contains("secret"), "{error}");
 }
 
 async fn a_rebuild_reproduces_the_projection_exactly(store: Store, clock: ManualClock) {
