@@ -444,16 +444,9 @@ impl Merger for GithubPorts {
         &self,
         intent: &Intent,
         validated: &SimulatedMerge,
-        permit: &MergePermit,
+        // Proof that the caller holds the key's lease: required, not read (see `MergePermit`).
+        _permit: &MergePermit,
     ) -> Result<String, MergeError> {
-        tracing::info!(
-            intent = %intent.id,
-            key = %permit.key(),
-            fencing_token = permit.fencing_token(),
-            "merging {} onto {}",
-            validated.head_sha,
-            validated.target_sha
-        );
         let t = self.target(intent).map_err(merge_unavailable)?;
         let tips = self
             .tips_of(&t, intent)

@@ -247,16 +247,9 @@ impl Merger for GitScm {
         &self,
         intent: &Intent,
         validated: &SimulatedMerge,
-        permit: &MergePermit,
+        // Proof that the caller holds the key's lease: required, not read (see `MergePermit`).
+        _permit: &MergePermit,
     ) -> Result<String, MergeError> {
-        tracing::info!(
-            intent = %intent.id,
-            key = %permit.key(),
-            fencing_token = permit.fencing_token(),
-            "merging {} onto {}",
-            validated.head_sha,
-            validated.target_sha
-        );
         let unavailable = |e: ScmError| MergeError::Unavailable(e.to_string());
         let branch = Self::branch_ref(&intent.target);
         let current_target = self.resolve(&branch).await.map_err(unavailable)?;

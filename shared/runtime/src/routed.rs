@@ -115,6 +115,14 @@ impl Merger for RoutedPorts {
         validated: &SimulatedMerge,
         permit: &MergePermit,
     ) -> Result<String, MergeError> {
+        tracing::info!(
+            intent = %intent.id,
+            key = %permit.key(),
+            fencing_token = permit.fencing_token(),
+            "merging {} onto {}",
+            validated.head_sha,
+            validated.target_sha
+        );
         match self
             .side(intent)
             .map_err(|m| MergeError::Unavailable(m.to_owned()))?

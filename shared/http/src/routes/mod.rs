@@ -164,8 +164,8 @@ async fn record(
     Ok(())
 }
 
-/// Records one event about an intent together with a queue message for the intent's key: the
-/// queue takes the change up.
+/// Records one event about an intent, written by the caller, together with a queue message
+/// for the intent's key: the queue takes the change up.
 async fn record_for_queue(
     state: &AppState,
     principal: &Principal,

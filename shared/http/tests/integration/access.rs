@@ -3,40 +3,26 @@
 //! A key below a route's role, or without its scope, gets 403 whatever its body holds — a
 //! malformed body included — and a key with the role and scope gets past the check.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use converge_core::PolicyConfig;
-use converge_http::{ApiSettings, AppState, parse_api_keys, router, seed_api_keys};
-use converge_store::{Store, SystemClock};
+use converge_http::{ApiSettings, parse_api_keys};
 use serde_json::Value;
 use tower::ServiceExt;
+
+use crate::support;
 
 const KEYS: &str = "viewer-key:viewer:eve,operator-key:operator:olga,admin-key:admin:ada,\
                     scoped-key:admin:sam::nothing.relevant";
 
 async fn app() -> (axum::Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("state.db").display());
-    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap();
-    store.migrate().await.unwrap();
+    let (store, dir) = support::sqlite_store().await;
     let settings = ApiSettings {
         auth_required: true,
         rate_limit_rpm: None,
         api_keys: parse_api_keys(KEYS).unwrap(),
         ..ApiSettings::default()
     };
-    let state = Arc::new(AppState::new(
-        store,
-        Arc::new(SystemClock),
-        settings,
-        PolicyConfig::default(),
-    ));
-    seed_api_keys(&state, &state.services.api.api_keys)
-        .await
-        .unwrap();
-    (router(state), dir)
+    (support::router_over(store, settings).await, dir)
 }
 
 /// Every business operation of the document: method, a concrete path, the role it needs.

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use converge_core::PolicyConfig;
 use converge_github::signature::{WebhookSecret, sign};
-use converge_http::{ApiSettings, AppState, parse_api_keys, router, seed_api_keys};
+use converge_http::{ApiSettings, parse_api_keys};
 use converge_store::{Store, SystemClock};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+use crate::support;
 
 /// An API Gateway HTTP API (v2) event, as Lambda delivers it.
 fn event(method: &str, path: &str, query: &str, key: Option<&str>, body: Option<Value>) -> String {
@@ -92,7 +93,6 @@ async fn send(app: &axum::Router, event_json: &str) -> (u16, Value) {
 }
 
 async fn app(store: Store) -> axum::Router {
-    store.migrate().await.unwrap();
     let settings = ApiSettings {
         auth_required: true,
         rate_limit_rpm: Some(1_000),
@@ -102,16 +102,7 @@ async fn app(store: Store) -> axum::Router {
         github_default_tenant: Some("acme".into()),
         ..ApiSettings::default()
     };
-    let state = Arc::new(AppState::new(
-        store,
-        Arc::new(SystemClock),
-        settings,
-        PolicyConfig::default(),
-    ));
-    seed_api_keys(&state, &state.services.api.api_keys)
-        .await
-        .unwrap();
-    router(state)
+    support::router_over(store, settings).await
 }
 
 async fn exercise(app: axum::Router) {

@@ -10,3 +10,4 @@ mod lambda;
 mod openapi;
 mod sample_events;
 mod secret_rotation;
+mod support;

@@ -1,14 +1,12 @@
 //! The OpenAPI document: snapshot-tested, so any change to the API's surface shows up in
 //! review (`cargo insta review`, or `INSTA_UPDATE=always cargo test` to accept).
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::Request;
-use converge_core::PolicyConfig;
-use converge_http::{ApiSettings, AppState, router};
-use converge_store::{Store, SystemClock};
+use converge_http::ApiSettings;
 use tower::ServiceExt;
+
+use crate::support;
 
 #[test]
 fn the_openapi_document_is_stable() {
@@ -17,22 +15,14 @@ fn the_openapi_document_is_stable() {
 
 #[tokio::test]
 async fn the_document_is_served_without_a_key_and_documents_every_route() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("state.db").display());
-    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap();
-    store.migrate().await.unwrap();
+    let (store, _dir) = support::sqlite_store().await;
     let settings = ApiSettings {
         auth_required: true,
         rate_limit_rpm: None,
         api_keys: Vec::new(),
         ..ApiSettings::default()
     };
-    let app = router(Arc::new(AppState::new(
-        store,
-        Arc::new(SystemClock),
-        settings,
-        PolicyConfig::default(),
-    )));
+    let app = support::router_over(store, settings).await;
     let response = app
         .oneshot(
             Request::get("/api/openapi.json")

@@ -2,39 +2,22 @@
 //! the API router as the `api` and `webhook` functions receive them, so they stay valid: the
 //! API call is answered, and the webhook's signature matches the documented secret.
 
-use std::sync::Arc;
-
 use axum::body::Body;
-use converge_core::PolicyConfig;
 use converge_github::signature::WebhookSecret;
-use converge_http::{ApiSettings, AppState, parse_api_keys, router, seed_api_keys};
-use converge_store::{Store, SystemClock};
+use converge_http::{ApiSettings, parse_api_keys};
 use serde_json::Value;
 use tower::ServiceExt;
 
+use crate::support;
+
 async fn app() -> (axum::Router, tempfile::TempDir) {
-    let db = tempfile::tempdir().unwrap();
-    let store = Store::from_url(
-        &format!("sqlite://{}", db.path().join("s.db").display()),
-        Arc::new(SystemClock),
-    )
-    .unwrap();
-    store.migrate().await.unwrap();
+    let (store, db) = support::sqlite_store().await;
     let settings = ApiSettings {
         api_keys: parse_api_keys("dev-key:admin:me").unwrap_or_default(),
         webhook_secrets: vec![WebhookSecret::new("dev-webhook-secret")],
         ..ApiSettings::default()
     };
-    let state = Arc::new(AppState::new(
-        store,
-        Arc::new(SystemClock),
-        settings,
-        PolicyConfig::default(),
-    ));
-    seed_api_keys(&state, &state.services.api.api_keys)
-        .await
-        .unwrap();
-    (router(state), db)
+    (support::router_over(store, settings).await, db)
 }
 
 async fn invoke(app: &axum::Router, file: &str) -> (u16, Value) {

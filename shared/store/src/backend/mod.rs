@@ -52,60 +52,17 @@ macro_rules! intent_overwrite_sql {
 /// suffixes for row locks; `$lock_projection` keeps other writers off the intents table during
 /// a rebuild; `$intents_as_json` aggregates a page of intents into one JSON array (one row
 /// crosses from the database instead of one per intent: on SQLite, sqlx hands each row across
-/// threads, which dominated the cost of listing); `$id_list` selects the ids of a JSON array bound as
-/// `$2`.
+/// threads, which dominated the cost of listing); `$id_list` selects the ids of a JSON array
+/// bound as `$2`.
 macro_rules! store_operations {
-    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal, id_list = $id_list:literal) => {
-        $crate::backend::journal::journal_operations!(
-            $store,
-            $db,
-            lock = $lock,
-            skip_locked = $skip_locked,
-            lock_projection = $lock_projection,
-            intents_as_json = $intents_as_json,
-            repo_of_intent = $repo_of_intent,
-            id_list = $id_list
-        );
-        $crate::backend::leases::lease_operations!(
-            $store,
-            $db,
-            lock = $lock,
-            skip_locked = $skip_locked,
-            lock_projection = $lock_projection,
-            intents_as_json = $intents_as_json,
-            repo_of_intent = $repo_of_intent,
-            id_list = $id_list
-        );
-        $crate::backend::outbox::outbox_operations!(
-            $store,
-            $db,
-            lock = $lock,
-            skip_locked = $skip_locked,
-            lock_projection = $lock_projection,
-            intents_as_json = $intents_as_json,
-            repo_of_intent = $repo_of_intent,
-            id_list = $id_list
-        );
-        $crate::backend::access::access_operations!(
-            $store,
-            $db,
-            lock = $lock,
-            skip_locked = $skip_locked,
-            lock_projection = $lock_projection,
-            intents_as_json = $intents_as_json,
-            repo_of_intent = $repo_of_intent,
-            id_list = $id_list
-        );
-        $crate::backend::settings::settings_operations!(
-            $store,
-            $db,
-            lock = $lock,
-            skip_locked = $skip_locked,
-            lock_projection = $lock_projection,
-            intents_as_json = $intents_as_json,
-            repo_of_intent = $repo_of_intent,
-            id_list = $id_list
-        );
+    // Every area takes the same settings (each uses the ones it needs), so they are passed on
+    // as they came.
+    ($($settings:tt)*) => {
+        $crate::backend::journal::journal_operations!($($settings)*);
+        $crate::backend::leases::lease_operations!($($settings)*);
+        $crate::backend::outbox::outbox_operations!($($settings)*);
+        $crate::backend::access::access_operations!($($settings)*);
+        $crate::backend::settings::settings_operations!($($settings)*);
     };
 }
 
