@@ -265,8 +265,8 @@ pub struct IntentDetail {
 pub struct ValidateAnswer {
     /// Check outcomes read, in order.
     pub checks: Vec<CheckOutcome>,
-    /// `validated` or `blocked`.
-    pub decision: String,
+    /// Whether the intent may advance.
+    pub decision: Verdict,
     /// The intent.
     pub intent_id: String,
     /// Why it was blocked (the kind of block), if it was.
@@ -285,6 +285,16 @@ pub struct ValidateAnswer {
     pub simulation: SimulationPinned,
     /// The trace id every event of the run carries.
     pub trace_id: String,
+}
+
+/// A validation's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Every gate passed: the intent may advance.
+    Validated,
+    /// A gate stopped it (`kind` and `reason` say which and why).
+    Blocked,
 }
 
 /// A merge simulation with the commits it was made on.

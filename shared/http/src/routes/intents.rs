@@ -312,13 +312,15 @@ pub(super) async fn validate_intent(
             ValidateError::Store(e) => e.into(),
         })?;
     let (verdict, kind, reason) = match &decision.outcome {
-        Outcome::Validated => ("validated", None, None),
-        Outcome::Blocked { kind, reason } => ("blocked", Some(*kind), Some(reason.clone())),
+        Outcome::Validated => (api::Verdict::Validated, None, None),
+        Outcome::Blocked { kind, reason } => {
+            (api::Verdict::Blocked, Some(*kind), Some(reason.clone()))
+        }
     };
     let merge = decision.merge;
     typed(api::ValidateAnswer {
         checks: decision.checks,
-        decision: verdict.to_owned(),
+        decision: verdict,
         intent_id: decision.intent_id,
         kind,
         policy: decision.policy,
