@@ -6,11 +6,14 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
-use converge_core::pipeline::Clock;
+use converge_core::pipeline::{
+    Clock, MergeError, MergePermit, Merger, Scm, ScmError, SimulatedMerge, Tips,
+};
 use converge_core::queue::QueueKey;
+use converge_core::risk::CouplingPair;
 use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
 use converge_runtime::local_git::GitScm;
-use converge_runtime::queue_worker::{KeyOutcome, QueueProcessor, WorkerSettings};
+use converge_runtime::queue_worker::{KeyOutcome, QueueProcessor, WorkerError, WorkerSettings};
 use converge_store::{Commit, EventFilter, Store, StoreError};
 use converge_testkit::git::{commit_file, docs_and_clash, git};
 use converge_testkit::{ManualClock, fresh_pg_database};
@@ -426,6 +429,96 @@ async fn queued_work_never_starves_the_intents_behind_it(w: World) {
     );
 }
 
+/// Source control that loses the worker its lease in the middle of a validation: the
+/// simulation takes long enough for the lease to lapse (the clock jumps past its lifetime)
+/// and another worker takes the key over, as after a pause or a partition.
+struct LeaseLostDuringValidation {
+    git: GitScm,
+    store: Store,
+    clock: ManualClock,
+    ttl: StdDuration,
+}
+
+impl Scm for LeaseLostDuringValidation {
+    async fn tips(&self, intent: &Intent) -> Result<Tips, ScmError> {
+        self.git.tips(intent).await
+    }
+
+    async fn simulate(&self, intent: &Intent) -> Result<SimulatedMerge, ScmError> {
+        let merge = self.git.simulate(intent).await?;
+        self.clock
+            .advance(Duration::seconds(self.ttl.as_secs() as i64 + 1));
+        let taken = self
+            .store
+            .acquire_lease(&main_key(), "w2", self.ttl)
+            .await
+            .unwrap();
+        assert!(taken.is_some(), "the lapsed lease is taken over");
+        Ok(merge)
+    }
+
+    async fn co_changes(
+        &self,
+        intent: &Intent,
+        files: &[String],
+    ) -> Result<Vec<CouplingPair>, ScmError> {
+        self.git.co_changes(intent, files).await
+    }
+}
+
+impl Merger for LeaseLostDuringValidation {
+    async fn landed(&self, intent: &Intent, head_sha: &str) -> Result<bool, MergeError> {
+        self.git.landed(intent, head_sha).await
+    }
+
+    async fn merge(
+        &self,
+        intent: &Intent,
+        validated: &SimulatedMerge,
+        permit: &MergePermit,
+    ) -> Result<String, MergeError> {
+        self.git.merge(intent, validated, permit).await
+    }
+}
+
+/// A worker that lost its lease between validating and merging does not merge: the merge
+/// needs a permit, which only a lease still held can give (the decision's commit, guarded by
+/// the lease, is refused first).
+async fn a_worker_that_lost_its_lease_before_merging_does_not_merge(w: World) {
+    w.create("docs", "feature/docs").await;
+    let main_before = w.sha("main");
+    let ttl = WorkerSettings::default().lease_ttl;
+    let worker = QueueProcessor::new(
+        w.store.clone(),
+        LeaseLostDuringValidation {
+            git: GitScm::new(w.repo.path()),
+            store: w.store.clone(),
+            clock: w.clock.clone(),
+            ttl,
+        },
+        PolicyConfig::default(),
+        settings(true, true),
+        Arc::new(w.clock.clone()),
+        "w1",
+    );
+    let outcome = worker.process_key(&main_key()).await;
+    assert!(
+        matches!(
+            outcome,
+            Err(WorkerError::Store(StoreError::StaleLease { .. }))
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(w.sha("main"), main_before, "nothing merged");
+    assert_eq!(w.intent("docs").await.status, Status::Ready);
+    let lease = w.store.inspect_lease(&main_key()).await.unwrap();
+    assert_eq!(
+        lease.and_then(|l| l.holder).as_deref(),
+        Some("w2"),
+        "the new holder keeps the key"
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -462,4 +555,5 @@ on_both_backends!(
     a_checked_out_target_is_never_moved,
     dependencies_hold_an_intent_until_they_merge,
     two_workers_racing_on_one_key_merge_once,
+    a_worker_that_lost_its_lease_before_merging_does_not_merge,
 );
