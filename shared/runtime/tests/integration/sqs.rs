@@ -1,18 +1,20 @@
 //! The SQS side of the queue through the real AWS SDK against the emulator that
 //! `scripts/test.sh` starts: outbox relay, the worker function's batch handler (processing,
-//! a busy key queued again with a delay, a malformed message reported as a batch item failure,
+//! a busy key queued again with a delay, a malformed message and a failed round reported as
+//! batch item failures,
 //! poison messages redriven to the DLQ) and the sweep.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_lambda_events::event::sqs::SqsEvent;
 use converge_core::pipeline::Clock;
 use converge_core::queue::QueueKey;
 use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
 use converge_runtime::local_git::GitScm;
 use converge_runtime::queue_worker::{QueueProcessor, WorkerSettings, queue_message};
-use converge_runtime::sqs::{SqsQueue, handle_event};
+use converge_runtime::sqs::{SqsQueue, handle_batch, handle_event};
 use converge_store::{Commit, Store, SystemClock};
 use converge_testkit::git::{commit_file, git};
 use serde_json::{Value, json};
@@ -377,4 +379,40 @@ async fn the_sample_worker_events_are_handled() {
     .await
     .unwrap();
     assert_eq!(answer["enqueued"], 1, "{answer}");
+}
+
+/// A round that fails — here the store refuses: its tables were never created — has every
+/// message of its key reported as a batch item failure, so SQS delivers them again and, past
+/// the redrive policy's bound, moves them to the DLQ. Nothing is counted as handled or busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_round_reports_its_messages_as_batch_item_failures() {
+    let repo = tempfile::tempdir().unwrap();
+    repository(repo.path());
+    let db = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", db.path().join("unmigrated.db").display());
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap();
+    let processor = QueueProcessor::new(
+        store,
+        GitScm::new(repo.path()),
+        PolicyConfig::default(),
+        WorkerSettings::default(),
+        Arc::new(SystemClock),
+        "failing-worker",
+    );
+    let key = serde_json::to_string(&main_key()).unwrap();
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [
+        {"messageId": "m-1", "body": key},
+        {"messageId": "m-2", "body": key},
+    ]}))
+    .unwrap();
+    let outcome = handle_batch(&processor, event).await;
+    let failed: Vec<&str> = outcome
+        .response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["m-1", "m-2"]);
+    assert!(outcome.busy.is_empty(), "{:?}", outcome.busy);
+    assert!(outcome.unfinished.is_empty(), "{:?}", outcome.unfinished);
 }
