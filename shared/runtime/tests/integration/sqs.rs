@@ -1,8 +1,7 @@
 //! The SQS side of the queue through the real AWS SDK against the emulator that
 //! `scripts/test.sh` starts: outbox relay, the worker function's batch handler (processing,
 //! a busy key queued again with a delay, a malformed message and a failed round reported as
-//! batch item failures,
-//! poison messages redriven to the DLQ) and the sweep.
+//! batch item failures, poison messages redriven to the DLQ) and the sweep.
 
 use std::path::Path;
 use std::sync::Arc;
