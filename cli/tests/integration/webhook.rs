@@ -267,6 +267,26 @@ async fn pull_request_events_drive_the_intent_and_copies_change_it_once() {
         let (status, answer) = hook.send("pull_request", "delivery-open", &opened).await;
         assert_eq!((status, answer["duplicate"].clone()), (202, json!(true)));
 
+        // The same delivery id with another body is a conflict, and changes nothing.
+        let relabeled = pull_request("labeled", "aaa111", &["converge/priority-0"], false);
+        let (status, answer) = hook.send("pull_request", "delivery-open", &relabeled).await;
+        assert_eq!(
+            (status, answer["error"]["code"].clone()),
+            (409, json!("conflict")),
+            "{answer}"
+        );
+        let intent = hook.api(&format!("/v1/intents/{id}")).await;
+        assert_ne!(
+            intent["priority"], 0,
+            "the conflicting body was not applied: {intent}"
+        );
+        let events = hook.api(&format!("/v1/intents/{id}/events")).await;
+        assert_eq!(
+            events["events"].as_array().map(Vec::len),
+            Some(1),
+            "only intent.created: {events}"
+        );
+
         // A label raises the priority; a new head starts the intent afresh.
         let labeled = pull_request("labeled", "aaa111", &["converge/priority-0"], false);
         let (status, answer) = hook.send("pull_request", "delivery-label", &labeled).await;
