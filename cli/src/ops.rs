@@ -511,10 +511,11 @@ pub async fn queue(api: &ApiClient, out: Output, command: QueueCommand) -> Resul
             spinner.finish_and_clear();
             let answer = answer?;
             // The API's typed answer: a change to its shape fails here, not in a table.
-            let run: converge_http::api::QueueRunAnswer = serde_json::from_value(answer.clone())
-                .map_err(|e| {
-                    CliError::Network(format!("/queue/run did not answer like the API: {e}"))
-                })?;
+            let run =
+                <converge_http::api::QueueRunAnswer as serde::Deserialize>::deserialize(&answer)
+                    .map_err(|e| {
+                        CliError::Network(format!("/queue/run did not answer like the API: {e}"))
+                    })?;
             let lines: Vec<Value> = run
                 .keys
                 .iter()

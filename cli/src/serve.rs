@@ -65,7 +65,10 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
                 eprintln!("converge: queue worker {}", processor.holder());
                 let state = state.clone();
                 Some(tokio::spawn(async move {
-                    run_worker(&state.services, &processor, stopped).await;
+                    // The HTTP state's refresh: keys a rotation withdrew leave the key cache
+                    // at once, whichever of the worker and a request saw the rotation first.
+                    let refresh = || state.refresh_secrets();
+                    run_worker(&state.services, &processor, stopped, refresh).await;
                 }))
             }
         }
@@ -114,12 +117,16 @@ pub(crate) async fn stop_signal() {
 }
 
 /// Runs `processor` until `stopped` turns true: on SQS when the services have a queue, else on
-/// the database-backed queue.
-pub(crate) async fn run_worker(
+/// the database-backed queue; `refresh_secrets` follows rotated secrets meanwhile.
+pub(crate) async fn run_worker<F, R>(
     services: &Services,
     processor: &Processor,
     stopped: tokio::sync::watch::Receiver<bool>,
-) {
+    refresh_secrets: F,
+) where
+    F: Fn() -> R,
+    R: std::future::Future<Output = ()>,
+{
     let work = async {
         match &services.queue {
             Some(queue) => run_sqs_worker(processor, &services.store, queue, stopped).await,
@@ -130,7 +137,7 @@ pub(crate) async fn run_worker(
     let follow_rotations = async {
         loop {
             tokio::time::sleep(SECRET_REFRESH_INTERVAL).await;
-            services.refresh_secrets().await;
+            refresh_secrets().await;
         }
     };
     tokio::select! {

@@ -40,7 +40,10 @@ async fn work() -> anyhow::Result<()> {
         crate::serve::stop_signal().await;
         let _ = stop.send(true);
     });
-    crate::serve::run_worker(&services, &processor, stopped).await;
+    let refresh = || async {
+        services.refresh_secrets().await;
+    };
+    crate::serve::run_worker(&services, &processor, stopped, refresh).await;
     signal.abort();
     telemetry.shutdown().await;
     eprintln!("converge: worker stopped");

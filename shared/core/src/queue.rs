@@ -207,7 +207,7 @@ pub struct Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RoundOutcome {
-    /// Validated, not queued (auto-confirm off leaves it there only when queueing is off).
+    /// The step left the intent VALIDATED.
     Validated,
     /// Validated and queued for a merge.
     Queued,

@@ -76,10 +76,12 @@ pub async fn lambda_router_from_env(
     function: Function,
 ) -> Result<Router, BootError> {
     let telemetry = converge_runtime::telemetry::Telemetry::init(service);
-    let state = state_from_env().await?;
     let router = match function {
-        Function::Api => router(state),
-        Function::Webhook => webhook_router(state),
+        Function::Api => router(state_from_env().await?),
+        // The webhook authenticates no caller by key: its cold start seeds none.
+        Function::Webhook => webhook_router(Arc::new(AppState::with_services(
+            Services::from_env().await?,
+        ))),
     };
     Ok(router.layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {

@@ -270,12 +270,7 @@ fn overview_html(view: &OverviewView) -> Markup {
                                     td { (intent_link(&intent.id)) }
                                     td { (status_badge(intent.status)) }
                                     td { (intent.retries) }
-                                    td {
-                                        @match view.risk_scores.get(&intent.id) {
-                                            Some(score) => (format!("{score:.1}")),
-                                            None => "–",
-                                        }
-                                    }
+                                    td { (one_decimal(view.risk_scores.get(&intent.id).copied())) }
                                     td { (age(view.now - intent.created_at)) }
                                 }
                             }
@@ -434,12 +429,7 @@ fn intent_html(view: &IntentView) -> Markup {
                             ("Containment", "containment_score"),
                         ] {
                             dt { (label) }
-                            dd {
-                                @match risk[field].as_f64() {
-                                    Some(value) => (format!("{value:.1}")),
-                                    None => "–",
-                                }
-                            }
+                            dd { (one_decimal(risk[field].as_f64())) }
                         }
                     }
                     h3 { "Signals" }
@@ -592,6 +582,11 @@ fn bomb_or_finding(item: &Value) -> (&str, &Value) {
             .map_or(("", &Value::Null), |(k, v)| (k.as_str(), v)),
         _ => ("", item),
     }
+}
+
+/// A score with one decimal, or a dash when there is none.
+fn one_decimal(value: Option<f64>) -> String {
+    value.map_or("–".to_owned(), |v| format!("{v:.1}"))
 }
 
 fn compact(value: &Value) -> String {

@@ -66,6 +66,16 @@ pub(crate) struct Access {
     pub scope: &'static str,
 }
 
+impl Route {
+    /// What the route needs of its caller.
+    fn access(&self) -> Access {
+        Access {
+            role: self.role,
+            scope: self.scope,
+        }
+    }
+}
+
 impl Access {
     /// Whether `principal` has this access (403 naming what is missing otherwise).
     pub fn check(self, principal: &Principal) -> Result<(), ApiError> {
@@ -114,10 +124,7 @@ pub(crate) fn router() -> axum::Router<Arc<AppState>> {
     table()
         .into_iter()
         .fold(axum::Router::new(), |router, route| {
-            let access = Access {
-                role: route.role,
-                scope: route.scope,
-            };
+            let access = route.access();
             router.route(
                 route.path,
                 route

@@ -301,10 +301,10 @@ pub(super) async fn queue_run(
 ) -> ApiResult {
     use converge_runtime::commands::{self, QueueRunError};
     use converge_runtime::queue_worker::KeyOutcome;
+    // Checked before the body's values, as it always was: 503 whatever the body.
     if state.services.ports.is_empty() {
         return Err(ApiError::DependencyUnavailable(
-            "nothing to work on: set CONVERGE_REPO_PATH or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
-                .to_owned(),
+            QueueRunError::NoPorts.to_string(),
         ));
     }
     let mut settings = state.services.worker.clone();
@@ -335,7 +335,9 @@ pub(super) async fn queue_run(
     .await
     .map_err(|e| match e {
         QueueRunError::NoPorts => ApiError::DependencyUnavailable(e.to_string()),
-        other => ApiError::Internal(other.to_string()),
+        // An unreachable database stays a 503, as everywhere.
+        QueueRunError::Store(e) => e.into(),
+        QueueRunError::Worker(e) => ApiError::Internal(e.to_string()),
     })?;
     let keys = rounds
         .into_iter()
