@@ -94,6 +94,7 @@ async fn seed(store: &Store, clock: &ManualClock) {
                 payload: json!({"intent": id}),
             }],
             guard: None,
+            expect: Vec::new(),
             delivery: None,
         };
         store.commit(&commit).await.unwrap();

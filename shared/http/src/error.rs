@@ -32,6 +32,13 @@ pub enum ApiError {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The intent changed between the read a decision was made from and its write, more
+    /// often than the write was retried (409). Nothing was written.
+    #[error("{0}")]
+    Stale(String),
+    /// The body did not arrive in time (408).
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// The body is larger than the limit (413).
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -55,6 +62,16 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Why a body read up to `limit` failed: its time ran out (408), or (what else the read
+    /// can report) it was larger than the limit (413).
+    pub fn unreadable_body(error: &(dyn std::error::Error + 'static), limit: usize) -> ApiError {
+        if crate::server::timed_out(error) {
+            ApiError::RequestTimeout
+        } else {
+            ApiError::PayloadTooLarge(limit)
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -62,8 +79,9 @@ impl ApiError {
             ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Conflict(_) | ApiError::Stale(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::DependencyUnavailable(_) => {
@@ -112,6 +130,9 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::Projection(e) => ApiError::Conflict(e.to_string()),
             StoreError::StaleLease { .. } => ApiError::Conflict(error.to_string()),
+            StoreError::Stale { .. } => ApiError::Stale(format!(
+                "{error}; nothing was written, send the request again"
+            )),
             // The constraint's message stays in the log: it names tables and columns.
             StoreError::Conflict(cause) => {
                 tracing::info!("store conflict: {cause}");
@@ -132,6 +153,9 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => ApiError::BadRequest(
                 "expected a JSON body with content-type: application/json".to_owned(),
             ),
+            JsonRejection::BytesRejection(e) if crate::server::timed_out(&e) => {
+                ApiError::RequestTimeout
+            }
             JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::PayloadTooLarge(crate::BODY_LIMIT_BYTES)
             }

@@ -7,14 +7,16 @@ use converge_core::intake::{Change, Effect, effect};
 use converge_core::queue::QueueKey;
 use converge_core::{Event, EventType, Intent};
 use converge_github::webhook::Translation;
-use converge_store::{Commit, Delivery, StoreError};
+use converge_store::{Commit, Delivery, Expected, StoreError, StoredIntent};
 use serde_json::{Value, json};
 
 use crate::queue_worker::{KeyOutcome, WorkerError, WorkerSettings, queue_message};
 use crate::services::{RandomIds, Services};
 
-/// Attempts when a concurrent change to the same intent made the first decision stale.
-const DELIVERY_ATTEMPTS: usize = 3;
+/// Attempts when a concurrent change to the same intent made the decision stale before it
+/// committed. Each retry reads the intent afresh; a change that made no difference is then
+/// ignored, so under a burst of deliveries about one intent a retry rarely meets another.
+const DELIVERY_ATTEMPTS: usize = 5;
 
 /// The factory of one operation's events, under a fresh trace id.
 pub fn events(services: &Services) -> EventFactory<'_> {
@@ -56,11 +58,13 @@ pub async fn record(services: &Services, events: Vec<Event>) -> Result<(), Store
 }
 
 /// Records `events` with a queue message for `intent`'s key in one transaction, then wakes
-/// the queue: the change is taken up by a worker.
+/// the queue: the change is taken up by a worker. With `expect`, the transaction commits only
+/// if the intent is still as the caller read it ([`StoreError::Stale`] otherwise).
 pub async fn enqueue(
     services: &Services,
     events: Vec<Event>,
     intent: &Intent,
+    expect: Option<Expected>,
 ) -> Result<(), StoreError> {
     let message = queue_message(&QueueKey::for_intent(intent));
     services
@@ -68,6 +72,7 @@ pub async fn enqueue(
         .commit(&Commit {
             events,
             outbox: vec![message],
+            expect: expect.into_iter().collect(),
             ..Commit::default()
         })
         .await?;
@@ -87,8 +92,9 @@ pub enum DeliveryResult {
 }
 
 /// Records one translated delivery: the delivery row, `webhook.received`, the change's events
-/// and the queue messages, in one transaction. A projection conflict (another change to the
-/// intent landed between reading and writing) is decided again, a few times.
+/// and the queue messages, in one transaction, which commits only if the intent is still as
+/// the decision read it. When another change to the intent landed between reading and
+/// writing, the delivery is decided again from a fresh read, a few times.
 pub async fn record_delivery(
     services: &Services,
     translation: &Translation,
@@ -112,7 +118,11 @@ pub async fn record_delivery(
             Err(StoreError::AlreadyDelivered {
                 same_body: false, ..
             }) => return Ok(DeliveryResult::ReusedId),
-            Err(StoreError::Projection(_)) if attempt < DELIVERY_ATTEMPTS => continue,
+            Err(StoreError::Stale { .. } | StoreError::Projection(_))
+                if attempt < DELIVERY_ATTEMPTS =>
+            {
+                continue;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -143,7 +153,9 @@ async fn plan_delivery(
     let outcome = match translation {
         Translation::Change(change) => {
             let (intent_id, proposed) = change_subject(change);
-            let current = services.store.intent(intent_id).await?;
+            let stored = services.store.stored_intent(intent_id).await?;
+            commit.expect.push(Expected::of(intent_id, stored.as_ref()));
+            let current = stored.map(|s| s.intent);
             match effect(current.as_ref(), change.as_ref()) {
                 Effect::Ignored { intent_id, reason } => {
                     json!({"intent_id": intent_id, "result": "ignored", "reason": reason})
@@ -310,12 +322,14 @@ pub enum ValidateError {
 
 /// Validates `intent` against its repository now — merge simulation, required checks, risk,
 /// policy gates, risk gate — and records the decision's events with a queue message for its
-/// key, so the queue takes the decision up.
+/// key, so the queue takes the decision up. The decision is recorded only if the intent is
+/// still as read ([`StoreError::Stale`] otherwise: validate again).
 pub async fn validate_now(
     services: &Services,
-    intent: &Intent,
+    stored: &StoredIntent,
     skip_checks: bool,
 ) -> Result<converge_core::Decision, ValidateError> {
+    let intent = &stored.intent;
     use converge_core::pipeline::{Ports, ValidationOptions, validate};
     if services.ports.is_empty() {
         return Err(ValidateError::NoPorts);
@@ -333,7 +347,13 @@ pub async fn validate_now(
         ids: &RandomIds,
     };
     let decision = validate(intent, ports, &services.policy, options).await?;
-    enqueue(services, decision.events.clone(), intent).await?;
+    enqueue(
+        services,
+        decision.events.clone(),
+        intent,
+        Some(stored.expected()),
+    )
+    .await?;
     Ok(decision)
 }
 

@@ -35,6 +35,20 @@ pub enum StoreError {
         /// Whether the recorded body has the same hash (a redelivery) or not (a reused id).
         same_body: bool,
     },
+    /// The commit expected an intent at a version (or absent) and found it changed: the
+    /// decision was made from a read that is no longer current. Nothing was written; decide
+    /// again from a fresh read.
+    #[error(
+        "intent {intent_id} changed since it was read (expected version {expected}, found {found})"
+    )]
+    Stale {
+        /// The intent.
+        intent_id: String,
+        /// The version the commit expected (0: no such intent).
+        expected: i64,
+        /// The version found (0: no such intent).
+        found: i64,
+    },
     /// An event would move an intent illegally; nothing was written.
     #[error(transparent)]
     Projection(#[from] ProjectionError),

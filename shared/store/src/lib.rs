@@ -39,8 +39,8 @@ use converge_core::pipeline::Clock;
 pub use error::StoreError;
 pub use model::{
     ApiKeyRecord, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome, EventFilter,
-    FencingToken, FlagSetting, IntentCount, IntentCursor, IntentFilter, Lease, LeaseState,
-    OutboxEntry, OutboxMessage, StoredEvent, VersionedDocument,
+    Expected, FencingToken, FlagSetting, IntentCount, IntentCursor, IntentFilter, Lease,
+    LeaseState, OutboxEntry, OutboxMessage, StoredEvent, StoredIntent, VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -109,6 +109,11 @@ mod migrations {
                 "api key origin",
                 include_str!("../migrations/postgres/0004_api_key_origin.sql"),
             ),
+            (
+                5,
+                "intent version",
+                include_str!("../migrations/postgres/0005_intent_version.sql"),
+            ),
         ])
     }
 
@@ -133,6 +138,11 @@ mod migrations {
                 4,
                 "api key origin",
                 include_str!("../migrations/sqlite/0004_api_key_origin.sql"),
+            ),
+            (
+                5,
+                "intent version",
+                include_str!("../migrations/sqlite/0005_intent_version.sql"),
             ),
         ])
     }
@@ -423,6 +433,9 @@ forward! {
     fn commit(&self, commit: &Commit) -> Vec<i64>;
     /// The current state of an intent.
     fn intent(&self, id: &str) -> Option<converge_core::Intent>;
+    /// The current state of an intent with its row's version, for a decision that commits
+    /// only while the row is unchanged.
+    fn stored_intent(&self, id: &str) -> Option<StoredIntent>;
     /// Intents in queue order, filtered and paged.
     fn intents(&self, filter: &IntentFilter) -> Vec<converge_core::Intent>;
     /// The actionable intents of one queue key, in queue order.

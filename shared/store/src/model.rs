@@ -100,9 +100,55 @@ pub struct OutboxEntry {
     pub attempts: i64,
 }
 
+/// An intent as stored, with the version of its row: the number of events applied to it (1
+/// once created). A decision made from it commits only while the row is still at this version
+/// ([`Commit::expect`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredIntent {
+    /// The intent.
+    pub intent: converge_core::Intent,
+    /// The row's version.
+    pub version: i64,
+}
+
+impl StoredIntent {
+    /// The expectation that the intent is still as read.
+    pub fn expected(&self) -> Expected {
+        Expected {
+            intent_id: self.intent.id.clone(),
+            version: self.version,
+        }
+    }
+}
+
+/// What a commit expects of an intent's row when it runs: the version it read, or absence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// The intent.
+    pub intent_id: String,
+    /// The version read; 0 for "no such intent" (a create).
+    pub version: i64,
+}
+
+impl Expected {
+    /// The intent must not exist yet.
+    pub fn absent(intent_id: impl Into<String>) -> Expected {
+        Expected {
+            intent_id: intent_id.into(),
+            version: 0,
+        }
+    }
+
+    /// The intent must be as `read` left it (absent when nothing was read).
+    pub fn of(intent_id: &str, read: Option<&StoredIntent>) -> Expected {
+        read.map_or_else(|| Expected::absent(intent_id), StoredIntent::expected)
+    }
+}
+
 /// Everything one transaction writes. Events are appended in order; each event that changes
 /// an intent updates the projection in the same transaction; outbox rows and commit links go
-/// with them. With a `guard`, the transaction commits only if that lease is still current.
+/// with them. With a `guard`, the transaction commits only if that lease is still current;
+/// with expectations, only if each intent named is still at the version read.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
     /// Events to append.
@@ -113,6 +159,9 @@ pub struct Commit {
     pub outbox: Vec<OutboxMessage>,
     /// The lease that must still be held.
     pub guard: Option<Lease>,
+    /// Intents that must still be as the decision read them (otherwise
+    /// [`crate::StoreError::Stale`] and nothing is written).
+    pub expect: Vec<Expected>,
     /// A webhook delivery this commit handles: recorded in the same transaction, and if the
     /// delivery id is already recorded nothing is written ([`crate::StoreError::AlreadyDelivered`]),
     /// so concurrent or repeated deliveries change state once.

@@ -73,6 +73,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("plan_id", OptText),
             ("origin_type", Text),
             ("updated_at", Ts),
+            ("version", Int),
         ],
         serial: None,
     },

@@ -59,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
                 payload: json!({"intent": id}),
             }],
             guard: None,
+            expect: Vec::new(),
             delivery: None,
         };
         store.commit(&commit).await?;

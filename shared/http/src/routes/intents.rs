@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chrono::DateTime;
 use converge_core::{EventType, Intent, RiskLevel};
-use converge_store::{EventFilter, IntentCursor, IntentFilter};
+use converge_store::{EventFilter, IntentCursor, IntentFilter, StoreError};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -184,12 +184,6 @@ pub(super) async fn create_intent(
         ));
     }
     let tenant = principal.write_tenant(body.tenant_id)?;
-    // The same answer whichever tenant holds the id (ids are one namespace).
-    if state.services.store.intent(&id).await?.is_some() {
-        return Err(ApiError::Conflict(format!(
-            "intent id '{id}' is already taken"
-        )));
-    }
     let mut intent = Intent::new(&id, source, target, state.services.clock.now());
     intent.created_by = principal.actor.clone();
     intent.risk_level = body.risk_level.unwrap_or(RiskLevel::Medium);
@@ -204,14 +198,22 @@ pub(super) async fn create_intent(
     intent.plan_id = text(body.plan_id);
     intent.origin_type = text(body.origin_type).unwrap_or_else(|| "api".to_owned());
     let payload = serde_json::to_value(&intent).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // The write commits only if no intent holds the id when it runs, so of concurrent creates
+    // of one id exactly one succeeds. The same answer whichever tenant holds the id (ids are
+    // one namespace).
     record_for_queue(
         &state,
         &principal,
         EventType::IntentCreated,
         &intent,
         payload,
+        Some(Expected::absent(&id)),
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        ApiError::Stale(_) => ApiError::Conflict(format!("intent id '{id}' is already taken")),
+        other => other,
+    })?;
     Ok((
         StatusCode::CREATED,
         Json(api::IntentCreated {
@@ -257,12 +259,16 @@ pub(super) async fn report_check(
     }
     let details: String = body.details.chars().take(2_000).collect();
     let payload = json!({"name": name, "state": body.state, "head_sha": sha, "details": details, "reported_by": principal.actor});
+    // Decided from nothing that can change: an intent's existence and tenant are fixed, and
+    // the report names the commit it is about. So it expects no version, and a report never
+    // fails because the worker moved the intent meanwhile.
     record_for_queue(
         &state,
         &principal,
         EventType::CheckReported,
         &intent,
         payload,
+        None,
     )
     .await?;
     Ok((
@@ -298,7 +304,7 @@ pub(super) async fn validate_intent(
     if request.skip_checks {
         SKIP_CHECKS.check(&principal)?;
     }
-    let intent = visible_intent(&state, &principal, &id).await?;
+    let intent = visible_stored_intent(&state, &principal, &id).await?;
     let decision = validate_now(&state.services, &intent, request.skip_checks)
         .await
         .map_err(|e| match e {
@@ -309,6 +315,9 @@ pub(super) async fn validate_intent(
             ValidateError::Pipeline(PipelineError::Scm(_) | PipelineError::Checks(_)) => {
                 ApiError::DependencyUnavailable(e.to_string())
             }
+            ValidateError::Store(StoreError::Stale { .. }) => ApiError::Stale(format!(
+                "intent {id} changed while it was being validated; nothing was recorded, validate again"
+            )),
             ValidateError::Store(e) => e.into(),
         })?;
     let (verdict, kind, reason) = match &decision.outcome {

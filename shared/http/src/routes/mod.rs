@@ -25,6 +25,7 @@ use axum::routing::MethodRouter;
 use chrono::{DateTime, Utc};
 use converge_core::{EventType, Intent, Status};
 use converge_runtime::commands;
+use converge_store::{Expected, StoredIntent};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -172,13 +173,15 @@ async fn record(
 }
 
 /// Records one event about an intent, written by the caller, together with a queue message
-/// for the intent's key: the queue takes the change up.
+/// for the intent's key: the queue takes the change up. The write commits only if the intent
+/// is still as `expect` says (what the decision to write was made from).
 async fn record_for_queue(
     state: &AppState,
     principal: &Principal,
     event_type: EventType,
     intent: &Intent,
     payload: Value,
+    expect: Option<Expected>,
 ) -> Result<(), ApiError> {
     let event = commands::api_event(
         &state.services,
@@ -188,8 +191,27 @@ async fn record_for_queue(
         intent.tenant_id.as_deref(),
         payload,
     );
-    commands::enqueue(&state.services, vec![event], intent).await?;
+    commands::enqueue(&state.services, vec![event], intent, expect).await?;
     Ok(())
+}
+
+/// Attempts of a read-decide-write whose read went stale before its write committed.
+const DECISION_ATTEMPTS: usize = 5;
+
+/// Runs `decide` — a read, a decision from it, and a write that expects what was read —
+/// again from a fresh read while its write finds the read stale, a bounded number of times.
+/// When every attempt met a concurrent change, the answer is a 409 and nothing was written.
+pub(super) async fn until_current<T, F>(mut decide: impl FnMut() -> F) -> Result<T, ApiError>
+where
+    F: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match decide().await {
+            Err(ApiError::Stale(_)) if attempt < DECISION_ATTEMPTS => attempt += 1,
+            other => return other,
+        }
+    }
 }
 
 pub(super) type ApiResult = Result<Response, ApiError>;
@@ -238,8 +260,17 @@ pub(super) async fn visible_intent(
     principal: &Principal,
     id: &str,
 ) -> Result<Intent, ApiError> {
-    match state.services.store.intent(id).await? {
-        Some(intent) if principal.can_see(intent.tenant_id.as_deref()) => Ok(intent),
+    Ok(visible_stored_intent(state, principal, id).await?.intent)
+}
+
+/// An intent the caller may see with its row's version (for a write decided from it), or 404.
+pub(super) async fn visible_stored_intent(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<StoredIntent, ApiError> {
+    match state.services.store.stored_intent(id).await? {
+        Some(stored) if principal.can_see(stored.intent.tenant_id.as_deref()) => Ok(stored),
         _ => Err(ApiError::NotFound(format!("intent '{id}' not found"))),
     }
 }

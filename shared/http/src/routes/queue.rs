@@ -211,17 +211,31 @@ pub(super) async fn queue_reset(
             status: None,
         });
     }
-    let intent = visible_intent(&state, &principal, &body.intent_id).await?;
     let new_status = body
         .set_status
+        .as_deref()
         .map(|s| {
             s.to_uppercase()
                 .parse::<Status>()
                 .map_err(|e| ApiError::BadRequest(format!("set_status: {e}")))
         })
         .transpose()?;
-    let payload = json!({"new_status": new_status, "retries_reset": true, "previous_retries": intent.retries});
-    record_for_queue(&state, &principal, EventType::QueueReset, &intent, payload).await?;
+    let intent = until_current(|| async {
+        let stored = visible_stored_intent(&state, &principal, &body.intent_id).await?;
+        let intent = &stored.intent;
+        let payload = json!({"new_status": new_status, "retries_reset": true, "previous_retries": intent.retries});
+        record_for_queue(
+            &state,
+            &principal,
+            EventType::QueueReset,
+            intent,
+            payload,
+            Some(stored.expected()),
+        )
+        .await?;
+        Ok(stored.intent)
+    })
+    .await?;
     if body.clear_lock {
         let key = QueueKey::for_intent(&intent);
         if state.services.store.force_clear_lease(&key).await? {
@@ -251,27 +265,34 @@ pub(super) async fn merge_confirm(
     principal: Principal,
     ApiJson(body): ApiJson<MergeConfirm>,
 ) -> ApiResult {
-    let intent = visible_intent(&state, &principal, &body.intent_id).await?;
-    if !matches!(intent.status, Status::Queued | Status::Validated) {
-        return Err(ApiError::Conflict(format!(
-            "intent {} is {}, expected QUEUED or VALIDATED",
-            intent.id, intent.status
-        )));
-    }
-    let prefix: String = intent.id.chars().take(8).collect();
-    let merged_commit = body
-        .merged_commit
-        .filter(|c| !c.trim().is_empty())
-        .unwrap_or_else(|| format!("confirmed-{prefix}"));
-    let payload = json!({"merged_commit": merged_commit, "source": intent.source, "target": intent.target, "trigger": "merge_confirm"});
-    // Queued with the key: intents that depended on this one may go on now.
-    record_for_queue(
-        &state,
-        &principal,
-        EventType::IntentMerged,
-        &intent,
-        payload,
-    )
+    let (intent, merged_commit) = until_current(|| async {
+        let stored = visible_stored_intent(&state, &principal, &body.intent_id).await?;
+        let intent = &stored.intent;
+        if !matches!(intent.status, Status::Queued | Status::Validated) {
+            return Err(ApiError::Conflict(format!(
+                "intent {} is {}, expected QUEUED or VALIDATED",
+                intent.id, intent.status
+            )));
+        }
+        let prefix: String = intent.id.chars().take(8).collect();
+        let merged_commit = body
+            .merged_commit
+            .clone()
+            .filter(|c| !c.trim().is_empty())
+            .unwrap_or_else(|| format!("confirmed-{prefix}"));
+        let payload = json!({"merged_commit": merged_commit, "source": intent.source, "target": intent.target, "trigger": "merge_confirm"});
+        // Queued with the key: intents that depended on this one may go on now.
+        record_for_queue(
+            &state,
+            &principal,
+            EventType::IntentMerged,
+            intent,
+            payload,
+            Some(stored.expected()),
+        )
+        .await?;
+        Ok((stored.intent, merged_commit))
+    })
     .await?;
     typed(api::MergeConfirmed {
         intent_id: intent.id,

@@ -72,6 +72,7 @@ macro_rules! journal_operations {
                     .iter()
                     .filter(|e| converge_core::projection::changes_projection(e.event_type))
                     .filter_map(|e| e.intent_id.as_deref())
+                    .chain(commit.expect.iter().map(|e| e.intent_id.as_str()))
                     .collect();
                 let mut projected: Vec<Projected<'_>> = Vec::new();
                 if touched.len() > 1 {
@@ -85,12 +86,31 @@ macro_rules! journal_operations {
                     let rows = q.build().fetch_all(&mut *tx).await?;
                     let mut found = std::collections::HashMap::with_capacity(rows.len());
                     for row in &rows {
-                        let intent = intent_from_row(row)?;
-                        found.insert(intent.id.clone(), intent);
+                        let stored = stored_intent_from_row(row)?;
+                        found.insert(stored.intent.id.clone(), stored);
                     }
                     for id in &touched {
-                        let current = found.remove(*id);
-                        projected.push(Projected { id, existed: current.is_some(), current, events: Vec::new(), updated_at: None });
+                        projected.push(Projected::read(id, found.remove(*id)));
+                    }
+                }
+                // A decision made from a read commits only if the rows it read are unchanged.
+                for expected in &commit.expect {
+                    let position = match projected.iter().position(|p| p.id == expected.intent_id) {
+                        Some(position) => position,
+                        None => {
+                            let current = read_locked(&mut tx, &expected.intent_id).await?;
+                            projected.push(Projected::read(&expected.intent_id, current));
+                            projected.len() - 1
+                        }
+                    };
+                    let entry = &mut projected[position];
+                    entry.expected = true;
+                    if entry.version != expected.version {
+                        return Err($crate::StoreError::Stale {
+                            intent_id: expected.intent_id.clone(),
+                            expected: expected.version,
+                            found: entry.version,
+                        });
                     }
                 }
                 for event in &commit.events {
@@ -102,7 +122,7 @@ macro_rules! journal_operations {
                         Some(position) => position,
                         None => {
                             let current = read_locked(&mut tx, intent_id).await?;
-                            projected.push(Projected { id: intent_id, existed: current.is_some(), current, events: Vec::new(), updated_at: None });
+                            projected.push(Projected::read(intent_id, current));
                             projected.len() - 1
                         }
                     };
@@ -111,14 +131,15 @@ macro_rules! journal_operations {
                     if let Some(next) = converge_core::projection::apply(entry.current.as_ref(), event)? {
                         entry.current = Some(next);
                         entry.updated_at = Some(event.timestamp);
+                        entry.applied += 1;
                     }
                 }
                 // Rows that existed are overwritten in one statement; new ones one by one (their
                 // insert may meet a row another transaction just created).
                 let (existing, new): (Vec<_>, Vec<_>) = projected.into_iter().partition(|p| p.existed);
-                let rewritten: Vec<(&converge_core::Intent, chrono::DateTime<chrono::Utc>)> = existing
+                let rewritten: Vec<(&converge_core::Intent, chrono::DateTime<chrono::Utc>, i64)> = existing
                     .iter()
-                    .filter_map(|p| Some((p.current.as_ref()?, p.updated_at?)))
+                    .filter_map(|p| Some((p.current.as_ref()?, p.updated_at?, p.version + p.applied)))
                     .collect();
                 overwrite_intents(&mut tx, &rewritten).await?;
                 for entry in new {
@@ -150,6 +171,15 @@ macro_rules! journal_operations {
                 }
                 tx.commit().await?;
                 Ok(seqs)
+            }
+
+            /// The current state of an intent with its row's version.
+            pub async fn stored_intent(&self, id: &str) -> Result<Option<$crate::StoredIntent>, $crate::StoreError> {
+                let row = sqlx::query("SELECT * FROM intents WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(stored_intent_from_row).transpose()
             }
 
             /// The current state of an intent.
@@ -358,7 +388,9 @@ macro_rules! journal_operations {
                 let mut tx = begin_write(&self.pool).await?;
                 sqlx::query($lock_projection).execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM intents").execute(&mut *tx).await?;
-                let mut state: std::collections::BTreeMap<String, (converge_core::Intent, chrono::DateTime<chrono::Utc>)> =
+                // Each intent's version is the number of events applied to it, as when they were
+                // committed.
+                let mut state: std::collections::BTreeMap<String, (converge_core::Intent, chrono::DateTime<chrono::Utc>, i64)> =
                     std::collections::BTreeMap::new();
                 let mut after = 0i64;
                 loop {
@@ -375,14 +407,17 @@ macro_rules! journal_operations {
                         after = stored.seq;
                         let event = stored.event;
                         let Some(id) = event.intent_id.clone() else { continue };
-                        let current = state.get(&id).map(|(intent, _)| intent);
+                        let (current, applied) = match state.get(&id) {
+                            Some((intent, _, applied)) => (Some(intent), *applied),
+                            None => (None, 0),
+                        };
                         if let Some(next) = converge_core::projection::apply(current, &event)? {
-                            state.insert(id, (next, event.timestamp));
+                            state.insert(id, (next, event.timestamp, applied + 1));
                         }
                     }
                 }
-                for (intent, updated_at) in state.values() {
-                    write_intent(&mut tx, intent, *updated_at, true).await?;
+                for (intent, updated_at, applied) in state.values() {
+                    write_intent(&mut tx, intent, *updated_at, true, *applied).await?;
                 }
                 tx.commit().await?;
                 Ok(state.len())
@@ -429,19 +464,34 @@ macro_rules! journal_operations {
             id: &'a str,
             existed: bool,
             current: Option<converge_core::Intent>,
+            /// The version of the row as locked (0: none).
+            version: i64,
+            /// Events of this commit applied to the row: its version grows by as many.
+            applied: i64,
+            /// Whether the commit expected this row at `version`: then a row created by a
+            /// concurrent transaction is a conflict, not something to apply the events to.
+            expected: bool,
             events: Vec<&'a converge_core::Event>,
             updated_at: Option<chrono::DateTime<chrono::Utc>>,
+        }
+
+        impl<'a> Projected<'a> {
+            fn read(id: &'a str, stored: Option<$crate::StoredIntent>) -> Projected<'a> {
+                let version = stored.as_ref().map_or(0, |s| s.version);
+                let current = stored.map(|s| s.intent);
+                Projected { id, existed: current.is_some(), current, version, applied: 0, expected: false, events: Vec::new(), updated_at: None }
+            }
         }
 
         async fn read_locked(
             tx: &mut sqlx::Transaction<'static, $db>,
             intent_id: &str,
-        ) -> Result<Option<converge_core::Intent>, $crate::StoreError> {
+        ) -> Result<Option<$crate::StoredIntent>, $crate::StoreError> {
             let row = sqlx::query(concat!("SELECT * FROM intents WHERE id = $1", $lock))
                 .bind(intent_id)
                 .fetch_optional(&mut **tx)
                 .await?;
-            row.as_ref().map(intent_from_row).transpose()
+            row.as_ref().map(stored_intent_from_row).transpose()
         }
 
         /// Writes an intent as a commit's events left it. If the row did not exist and a
@@ -454,19 +504,29 @@ macro_rules! journal_operations {
             let (Some(intent), Some(updated_at)) = (&entry.current, entry.updated_at) else {
                 return Ok(());
             };
-            if write_intent(tx, intent, updated_at, entry.existed).await? {
+            if write_intent(tx, intent, updated_at, entry.existed, entry.version + entry.applied).await? {
                 return Ok(());
             }
-            let mut current = read_locked(tx, entry.id).await?;
+            let created = read_locked(tx, entry.id).await?;
+            if entry.expected {
+                return Err($crate::StoreError::Stale {
+                    intent_id: entry.id.to_owned(),
+                    expected: entry.version,
+                    found: created.as_ref().map_or(0, |s| s.version),
+                });
+            }
+            let mut version = created.as_ref().map_or(0, |s| s.version);
+            let mut current = created.map(|s| s.intent);
             let mut updated_at = None;
             for event in &entry.events {
                 if let Some(next) = converge_core::projection::apply(current.as_ref(), event)? {
                     current = Some(next);
                     updated_at = Some(event.timestamp);
+                    version += 1;
                 }
             }
             match (current, updated_at) {
-                (Some(intent), Some(at)) if write_intent(tx, &intent, at, true).await? => Ok(()),
+                (Some(intent), Some(at)) if write_intent(tx, &intent, at, true, version).await? => Ok(()),
                 (_, None) => Ok(()),
                 _ => Err($crate::error::corrupt(format!("intent {} changed under a held row lock", entry.id))),
             }
@@ -517,6 +577,7 @@ macro_rules! journal_operations {
             intent: &converge_core::Intent,
             updated_at: chrono::DateTime<chrono::Utc>,
             overwrite: bool,
+            version: i64,
         ) -> Result<bool, $crate::StoreError> {
             let sql = if overwrite {
                 concat!(insert_intent_sql!(), intent_overwrite_sql!())
@@ -544,6 +605,7 @@ macro_rules! journal_operations {
             .bind(&intent.plan_id)
             .bind(&intent.origin_type)
             .bind(ts(updated_at))
+            .bind(version)
             .execute(&mut **tx)
             .await?
             .rows_affected();
@@ -553,13 +615,13 @@ macro_rules! journal_operations {
         /// Replaces existing intent rows, all in one statement.
         async fn overwrite_intents(
             tx: &mut sqlx::Transaction<'static, $db>,
-            intents: &[(&converge_core::Intent, chrono::DateTime<chrono::Utc>)],
+            intents: &[(&converge_core::Intent, chrono::DateTime<chrono::Utc>, i64)],
         ) -> Result<(), $crate::StoreError> {
-            // Seventeen parameters a row; SQLite allows 32,766 in a statement.
+            // Eighteen parameters a row; SQLite allows 32,766 in a statement.
             const ROWS_PER_STATEMENT: usize = 500;
             for chunk in intents.chunks(ROWS_PER_STATEMENT) {
                 let mut q = sqlx::QueryBuilder::<$db>::new(insert_intents_prefix!());
-                q.push_values(chunk, |mut row, (intent, updated_at)| {
+                q.push_values(chunk, |mut row, (intent, updated_at, version)| {
                     row.push_bind(intent.id.clone())
                         .push_bind(intent.source.clone())
                         .push_bind(intent.target.clone())
@@ -576,7 +638,8 @@ macro_rules! journal_operations {
                         .push_bind(intent.tenant_id.clone())
                         .push_bind(intent.plan_id.clone())
                         .push_bind(intent.origin_type.clone())
-                        .push_bind(ts(*updated_at));
+                        .push_bind(ts(*updated_at))
+                        .push_bind(*version);
                 });
                 q.push(concat!(" ", intent_overwrite_sql!()));
                 q.build().execute(&mut **tx).await?;
@@ -610,6 +673,10 @@ macro_rules! journal_operations {
                 plan_id: row.try_get("plan_id")?,
                 origin_type: row.try_get("origin_type")?,
             })
+        }
+
+        fn stored_intent_from_row(row: &<$db as sqlx::Database>::Row) -> Result<$crate::StoredIntent, $crate::StoreError> {
+            Ok($crate::StoredIntent { intent: intent_from_row(row)?, version: row.try_get("version")? })
         }
 
         fn stored_event_from_row(row: &<$db as sqlx::Database>::Row) -> Result<$crate::StoredEvent, $crate::StoreError> {

@@ -20,7 +20,7 @@ pub(crate) mod settings;
 macro_rules! insert_intents_prefix {
     () => {
         "INSERT INTO intents (id, source, target, status, created_at, created_by, risk_level, priority, semantic, \
-         technical, checks_required, dependencies, retries, tenant_id, plan_id, origin_type, updated_at) "
+         technical, checks_required, dependencies, retries, tenant_id, plan_id, origin_type, updated_at, version) "
     };
 }
 
@@ -28,7 +28,7 @@ macro_rules! insert_intent_sql {
     () => {
         concat!(
             insert_intents_prefix!(),
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
         )
     };
 }
@@ -42,7 +42,8 @@ macro_rules! intent_overwrite_sql {
             "risk_level = excluded.risk_level, priority = excluded.priority, semantic = excluded.semantic, ",
             "technical = excluded.technical, checks_required = excluded.checks_required, ",
             "dependencies = excluded.dependencies, retries = excluded.retries, tenant_id = excluded.tenant_id, ",
-            "plan_id = excluded.plan_id, origin_type = excluded.origin_type, updated_at = excluded.updated_at"
+            "plan_id = excluded.plan_id, origin_type = excluded.origin_type, updated_at = excluded.updated_at, ",
+            "version = excluded.version"
         )
     };
 }

@@ -14,8 +14,8 @@ use converge_core::queue::QueueKey;
 use converge_core::{EventType, Status};
 use converge_store::backfill::summaries;
 use converge_store::{
-    ApiKeyRecord, Commit, CommitLink, Delivery, DeliveryOutcome, EventFilter, IntentCursor,
-    IntentFilter, OutboxMessage, Store, StoreError, SystemClock,
+    ApiKeyRecord, Commit, CommitLink, Delivery, DeliveryOutcome, EventFilter, Expected,
+    IntentCursor, IntentFilter, OutboxMessage, Store, StoreError, SystemClock,
 };
 use serde_json::{Value, json};
 use support::{ManualClock, created, event, pg_store_at, sqlite_store};
@@ -73,6 +73,8 @@ on_both_backends!(
     the_decision_trail_tells_whether_checks_arrived_since,
     the_latest_event_of_many_intents_comes_in_one_query,
     driver_errors_are_classified_for_callers,
+    a_commit_expecting_a_version_commits_only_while_the_row_is_unchanged,
+    of_concurrent_commits_expecting_one_version_exactly_one_lands,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -104,6 +106,7 @@ async fn a_commit_appends_events_and_moves_the_projection(store: Store, clock: M
                 payload: json!({"key": "acme/app@main"}),
             }],
             guard: None,
+            expect: Vec::new(),
             delivery: None,
         })
         .await);
@@ -1244,4 +1247,127 @@ async fn a_delivery_changes_state_once_however_often_it_arrives(store: Store, cl
             ..
         })
     ));
+}
+
+async fn a_commit_expecting_a_version_commits_only_while_the_row_is_unchanged(
+    store: Store,
+    clock: ManualClock,
+) {
+    let (intent, created_event) = created(&clock, "i-versioned", 3);
+    let create = |e: converge_core::Event| Commit {
+        events: vec![e],
+        expect: vec![Expected::absent("i-versioned")],
+        ..Commit::default()
+    };
+    ok(store.commit(&create(created_event.clone())).await);
+    let read = ok(store.stored_intent("i-versioned").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!((read.version, &read.intent.id), (1, &intent.id));
+
+    // A second create expecting no such intent is refused, and writes nothing.
+    let again = created(&clock, "i-versioned", 3).1;
+    match store.commit(&create(again)).await {
+        Err(StoreError::Stale {
+            expected: 0,
+            found: 1,
+            ..
+        }) => {}
+        other => panic!("a create over an existing intent: {other:?}"),
+    }
+
+    // A decision from version 1 lands; one more from the same read is stale.
+    let validated = event(&clock, "i-versioned", EventType::IntentValidated, json!({}));
+    let decided = |e: converge_core::Event| Commit {
+        events: vec![e],
+        expect: vec![read.expected()],
+        ..Commit::default()
+    };
+    ok(store.commit(&decided(validated)).await);
+    let queued = event(&clock, "i-versioned", EventType::IntentQueued, json!({}));
+    match store.commit(&decided(queued)).await {
+        Err(StoreError::Stale {
+            expected: 1,
+            found: 2,
+            ..
+        }) => {}
+        other => panic!("a decision from a stale read: {other:?}"),
+    }
+    let now = ok(store.stored_intent("i-versioned").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!((now.version, now.intent.status), (2, Status::Validated));
+    let events = ok(store
+        .events(&EventFilter {
+            intent_id: Some("i-versioned".into()),
+            ..EventFilter::default()
+        })
+        .await);
+    assert_eq!(events.len(), 2, "a refused commit appended events");
+
+    // An expectation alone (no event about the intent) still guards the commit.
+    let unrelated = event(&clock, "i-other", EventType::WebhookReceived, json!({}));
+    let guarded = Commit {
+        events: vec![unrelated],
+        expect: vec![read.expected()],
+        ..Commit::default()
+    };
+    assert!(matches!(
+        store.commit(&guarded).await,
+        Err(StoreError::Stale { .. })
+    ));
+
+    // A rebuild gives each row the version it had, so reads on either side of it agree.
+    ok(store.rebuild_projections().await);
+    let rebuilt = ok(store.stored_intent("i-versioned").await).unwrap_or_else(|| panic!("no row"));
+    assert!(
+        rebuilt.version >= now.version,
+        "{} < {}",
+        rebuilt.version,
+        now.version
+    );
+    assert_eq!(rebuilt.intent, now.intent);
+}
+
+async fn of_concurrent_commits_expecting_one_version_exactly_one_lands(
+    store: Store,
+    clock: ManualClock,
+) {
+    let (_, created_event) = created(&clock, "i-contended", 3);
+    ok(store
+        .commit(&Commit {
+            events: vec![created_event],
+            ..Commit::default()
+        })
+        .await);
+    let read = ok(store.stored_intent("i-contended").await).unwrap_or_else(|| panic!("no row"));
+    let store = Arc::new(store);
+    let tasks: Vec<_> = (0..12)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            let e = event(
+                &clock,
+                "i-contended",
+                EventType::IntentPriorityChanged,
+                json!({"priority": n}),
+            );
+            let expect = vec![read.expected()];
+            tokio::spawn(async move {
+                store
+                    .commit(&Commit {
+                        events: vec![e],
+                        expect,
+                        ..Commit::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut landed = 0;
+    for task in tasks {
+        match task.await.unwrap_or_else(|e| panic!("task: {e}")) {
+            Ok(_) => landed += 1,
+            Err(StoreError::Stale { .. }) => {}
+            Err(e) => panic!("store error: {e}"),
+        }
+    }
+    assert_eq!(landed, 1);
+    let now = ok(store.stored_intent("i-contended").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!(now.version, 2);
 }

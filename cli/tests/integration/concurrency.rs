@@ -1,0 +1,173 @@
+//! Writes that decide from what they read, raced for real: many clients at once against
+//! `converge serve` on SQLite and PostgreSQL. A decision commits only if what it read is
+//! still current, so an acknowledged write is never silently overwritten.
+
+use converge_github::signature::{WebhookSecret, sign};
+use converge_testkit::{ServerProcess, fresh_pg_database};
+use serde_json::{Value, json};
+
+const KEY: &str = "race-key";
+const SECRET: &str = "race-secret";
+
+async fn databases(dir: &std::path::Path) -> Vec<Vec<(&'static str, String)>> {
+    vec![
+        vec![
+            ("CONVERGE_DB_BACKEND", "sqlite".to_owned()),
+            (
+                "CONVERGE_DB_PATH",
+                dir.join("race.db").display().to_string(),
+            ),
+        ],
+        vec![
+            ("CONVERGE_DB_BACKEND", "postgres".to_owned()),
+            ("CONVERGE_PG_DSN", fresh_pg_database().await),
+        ],
+    ]
+}
+
+fn serve(dir: &std::path::Path, database: &[(&'static str, String)]) -> ServerProcess {
+    let mut env = database.to_vec();
+    env.push(("CONVERGE_API_KEYS", format!("{KEY}:admin:ops")));
+    env.push(("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()));
+    env.push(("CONVERGE_GITHUB_WEBHOOK_SECRET", SECRET.to_owned()));
+    ServerProcess::start_with(env!("CARGO_BIN_EXE_converge"), dir, &env, &["--no-worker"])
+}
+
+/// The events of `event_type` recorded (for `intent_id`, when given).
+async fn events_of(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    intent_id: Option<&str>,
+    event_type: &str,
+) -> Vec<Value> {
+    let mut path = format!("/v1/events?type={event_type}&limit=1000");
+    if let Some(id) = intent_id {
+        path += &format!("&intent_id={}", id.replace('/', "%2F").replace(':', "%3A"));
+    }
+    let answer: Value = client
+        .get(server.url(&path))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["events"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits for every task; their results in order.
+async fn all<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forty_concurrent_creates_of_one_id_acknowledge_exactly_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for database in databases(dir.path()).await {
+        let server = serve(dir.path(), &database);
+        let client = reqwest::Client::new();
+        let id = "race-create";
+        let tasks: Vec<_> = (0..40)
+            .map(|n| {
+                // Each client sends its own body: a lost write would show as another source.
+                let request = client
+                    .post(server.url("/v1/intents"))
+                    .header("x-api-key", KEY)
+                    .json(&json!({"id": id, "source": format!("feature-{n}"), "target": "main"}));
+                tokio::spawn(async move {
+                    let response = request.send().await.unwrap();
+                    (response.status().as_u16(), n)
+                })
+            })
+            .collect();
+        let answers = all(tasks).await;
+        let created: Vec<usize> = answers
+            .iter()
+            .filter(|(status, _)| *status == 201)
+            .map(|(_, n)| *n)
+            .collect();
+        let refused = answers.iter().filter(|(status, _)| *status == 409).count();
+        assert_eq!(
+            (created.len(), refused),
+            (1, 39),
+            "{database:?}: one 201 and 39 × 409, got {answers:?}"
+        );
+
+        let created_events = events_of(&client, &server, Some(id), "intent.created").await;
+        assert_eq!(created_events.len(), 1, "{database:?}");
+        // The intent is the one that was acknowledged, not a later writer's.
+        let intent: Value = client
+            .get(server.url(&format!("/v1/intents/{id}")))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            intent["source"],
+            json!(format!("feature-{}", created[0])),
+            "{database:?}"
+        );
+    }
+}
+
+fn opened(delivery: usize) -> Value {
+    json!({
+        "action": "opened",
+        "number": 31,
+        "pull_request": {
+            "number": 31, "title": "Race", "draft": false, "merged": false,
+            "head": {"ref": "race", "sha": "a1b2c3d4"},
+            "base": {"ref": "main", "sha": "base0"},
+            "labels": [],
+            // Distinct bodies: each delivery is its own, not a redelivery of the first.
+            "body": format!("delivery {delivery}")
+        },
+        "repository": {"full_name": "acme/race"},
+        "installation": {"id": 77},
+        "sender": {"login": "octocat"}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_deliveries_for_one_new_pull_request_create_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for database in databases(dir.path()).await {
+        let server = serve(dir.path(), &database);
+        let client = reqwest::Client::new();
+        let tasks: Vec<_> = (0..200)
+            .map(|n| {
+                let body = serde_json::to_vec(&opened(n)).unwrap();
+                let signature = sign(&WebhookSecret::new(SECRET), &body);
+                let request = client
+                    .post(server.url("/integrations/github/webhook"))
+                    .header("x-github-event", "pull_request")
+                    .header("x-github-delivery", format!("race-delivery-{n}"))
+                    .header("x-hub-signature-256", signature)
+                    .header("content-type", "application/json")
+                    .body(body);
+                tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+            })
+            .collect();
+        let statuses = all(tasks).await;
+        let accepted = statuses.iter().filter(|s| **s < 300).count();
+        assert_eq!(accepted, 200, "{database:?}: {statuses:?}");
+
+        let created = events_of(&client, &server, Some("acme/race:pr-31"), "intent.created").await;
+        let deliveries: Vec<&Value> = created
+            .iter()
+            .map(|e| &e["evidence"]["delivery_id"])
+            .collect();
+        assert_eq!(created.len(), 1, "{database:?}: created by {deliveries:?}");
+        // Every delivery was recorded; the 199 after the first found nothing to change.
+        let received = events_of(&client, &server, None, "webhook.received").await;
+        assert_eq!(received.len(), 200, "{database:?}");
+    }
+}
