@@ -41,14 +41,17 @@ def cfn_constructors():
 
 
 # Settings of the runbook's table that a deployment does not set: the CLI's, the local
-# repository's, the local sweep's, and the plain forms of what the template keeps in Secrets
-# Manager.
+# repository's, the local sweep's, `converge serve`'s HTTP server's (API Gateway and Lambda
+# set those limits on AWS), and the plain forms of what the template keeps in Secrets Manager.
 NOT_DEPLOYED = {
     "CONVERGE_API_URL", "CONVERGE_API_KEY", "CONVERGE_DB_PATH", "CONVERGE_PG_DSN",
     "CONVERGE_GITHUB_WEBHOOK_SECRET", "CONVERGE_GITHUB_APP_PRIVATE_KEY",
     "CONVERGE_GITHUB_APP_PRIVATE_KEY_PATH", "CONVERGE_REPO_PATH", "CONVERGE_LOCAL_CHECKS",
     "CONVERGE_LOCAL_CHECK_COMMANDS", "CONVERGE_CHECK_TIMEOUT", "CONVERGE_WORKER_SWEEP_INTERVAL",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "CONVERGE_HTTP_HEADER_TIMEOUT_SECONDS", "CONVERGE_HTTP_BODY_TIMEOUT_SECONDS",
+    "CONVERGE_HTTP_IDLE_TIMEOUT_SECONDS", "CONVERGE_HTTP_MAX_CONNECTIONS",
+    "CONVERGE_HTTP_SHUTDOWN_SECONDS",
 }
 
 

@@ -1,8 +1,8 @@
 //! `converge serve`: all of Converge in one process — the HTTP API, and a queue worker over
 //! the database-backed queue (or SQS, with `CONVERGE_QUEUE_URL`) and the local git repository
-//! and/or the GitHub App. On SIGTERM or Ctrl-C it stops
-//! accepting, finishes in-flight requests and the worker's current round (releasing its
-//! leases), and exits 0.
+//! and/or the GitHub App. On SIGTERM or Ctrl-C it stops accepting, gives in-flight requests
+//! and the worker's current round `CONVERGE_HTTP_SHUTDOWN_SECONDS` to finish (releasing its
+//! leases), and exits 0. The server's limits are `converge_http::server`'s.
 
 use anyhow::Context;
 use clap::Args;
@@ -37,6 +37,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let telemetry = converge_runtime::telemetry::Telemetry::init("converge");
+    // Checked again (with every other setting) by the state below; read here for the server.
+    let limits =
+        converge_runtime::config::ServerSettings::from_lookup(|name| std::env::var(name).ok())
+            .map_err(anyhow::Error::msg)?;
     let state = converge_http::boot::state_from_env().await?;
     if state.services.api.auth_required && state.services.api.api_keys.is_empty() {
         eprintln!(
@@ -76,21 +80,25 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 
     eprintln!("converge: serving the API on http://{address}");
     let stop_on_signal = stop.clone();
-    let served = axum::serve(listener, converge_http::router(state))
-        .with_graceful_shutdown(async move {
-            stop_signal().await;
-            // Tell the worker too; it finishes its round while requests drain.
-            let _ = stop_on_signal.send(true);
-        })
-        .await
-        .context("server error");
-    // Also when the server failed: the worker must not outlive it.
+    let grace = limits.shutdown_grace;
+    converge_http::server::serve(listener, converge_http::router(state), limits, async move {
+        stop_signal().await;
+        // Tell the worker too; it finishes its round while requests drain.
+        let _ = stop_on_signal.send(true);
+    })
+    .await;
     let _ = stop.send(true);
     if let Some(worker) = worker {
-        worker.await.context("the queue worker panicked")?;
+        // The worker's round gets the same grace as requests: a round stopped mid-way loses
+        // nothing (its lease lapses and the next worker takes the key up).
+        match tokio::time::timeout(grace, worker).await {
+            Ok(joined) => joined.context("the queue worker panicked")?,
+            Err(_) => {
+                eprintln!("converge: the queue worker's round outlasted {grace:?}: stopping it")
+            }
+        }
     }
     telemetry.shutdown().await;
-    served?;
     eprintln!("converge: stopped");
     Ok(())
 }

@@ -121,11 +121,37 @@ impl ServerProcess {
         env: &[(&str, String)],
         args: &[&str],
     ) -> ServerProcess {
-        use std::io::{BufRead, BufReader};
         let mut command = std::process::Command::new(binary);
+        command.args(["serve", "--port", "0"]).args(args);
+        ServerProcess::launch(command, cwd, env)
+    }
+
+    /// Like [`ServerProcess::start_with`], in a process that may open at most `open_files`
+    /// files (sockets included).
+    pub fn start_with_open_files(
+        binary: &str,
+        cwd: &std::path::Path,
+        env: &[(&str, String)],
+        args: &[&str],
+        open_files: u32,
+    ) -> ServerProcess {
+        let mut command = std::process::Command::new("sh");
         command
+            .arg("-c")
+            .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+            .arg(binary)
             .args(["serve", "--port", "0"])
-            .args(args)
+            .args(args);
+        ServerProcess::launch(command, cwd, env)
+    }
+
+    fn launch(
+        mut command: std::process::Command,
+        cwd: &std::path::Path,
+        env: &[(&str, String)],
+    ) -> ServerProcess {
+        use std::io::{BufRead, BufReader};
+        command
             .current_dir(cwd)
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null());

@@ -8,6 +8,7 @@
 
 mod api;
 mod backfill;
+mod concurrency;
 mod dashboard;
 mod eval_input_errors;
 mod github_app;
@@ -15,6 +16,7 @@ mod operator_cli;
 mod risk_parity;
 mod runbook;
 mod serve_worker;
+mod server_limits;
 mod sqs_workers;
 mod telemetry;
 mod validate;

@@ -67,7 +67,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let body = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|_| ApiError::PayloadTooLarge(crate::BODY_LIMIT_BYTES))?;
+            .map_err(|e| ApiError::unreadable_body(&e, crate::BODY_LIMIT_BYTES))?;
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }

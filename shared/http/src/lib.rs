@@ -28,6 +28,7 @@ mod extract;
 pub mod metrics;
 pub mod openapi;
 mod routes;
+pub mod server;
 mod webhook;
 
 use std::sync::Arc;

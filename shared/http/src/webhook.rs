@@ -65,7 +65,7 @@ async fn receive(
     }
     let body = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
+        .map_err(|e| ApiError::unreadable_body(&e, limit))?;
 
     let secrets = webhook_secrets(&state).await?;
     let signed = !secrets.is_empty();

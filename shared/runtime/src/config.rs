@@ -42,6 +42,8 @@ pub struct Config {
     /// How long a secret read from Secrets Manager is reused (`CONVERGE_SECRETS_TTL_SECONDS`,
     /// 1–300, default 300).
     pub secrets_ttl: Duration,
+    /// The limits of `converge serve`'s HTTP server (`CONVERGE_HTTP_*`).
+    pub server: ServerSettings,
 }
 
 /// The settings that could not be used, each naming its variable (never a secret's value).
@@ -70,7 +72,8 @@ impl Config {
         );
         let local = keep(&mut problems, LocalSettings::from_lookup(&lookup));
         let secrets_ttl = keep(&mut problems, secrets_ttl(&lookup));
-        match (store, api, worker, github, local, secrets_ttl) {
+        let server = keep(&mut problems, ServerSettings::from_lookup(&lookup));
+        match (store, api, worker, github, local, secrets_ttl, server) {
             (
                 Some(store),
                 Some(api),
@@ -78,6 +81,7 @@ impl Config {
                 Some(github),
                 Some(local),
                 Some(secrets_ttl),
+                Some(server),
             ) => Ok(Config {
                 store,
                 api,
@@ -86,6 +90,7 @@ impl Config {
                 queue: QueueSettings::from_lookup(&lookup),
                 local,
                 secrets_ttl,
+                server,
             }),
             _ => Err(ConfigError(problems)),
         }
@@ -118,6 +123,79 @@ pub fn secrets_ttl(lookup: &impl Fn(&str) -> Option<String>) -> Result<Duration,
             .filter(|n| (1..=SECRET_TTL.as_secs()).contains(n))
             .map(Duration::from_secs)
             .ok_or_else(|| format!("CONVERGE_SECRETS_TTL_SECONDS must be 1 to 300, got '{v}'")),
+    }
+}
+
+/// The limits of the HTTP server `converge serve` runs (shared/http's `server`). The functions
+/// behind API Gateway have API Gateway's and Lambda's limits instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// A request's headers must arrive within this of the connection opening, or of the first
+    /// byte of a later request on a kept-alive connection
+    /// (`CONVERGE_HTTP_HEADER_TIMEOUT_SECONDS`, default 10).
+    pub header_timeout: Duration,
+    /// A request's body must arrive whole within this of its headers; later, the answer is a
+    /// 408 (`CONVERGE_HTTP_BODY_TIMEOUT_SECONDS`, default 30).
+    pub body_timeout: Duration,
+    /// A kept-alive connection with no request closes after this
+    /// (`CONVERGE_HTTP_IDLE_TIMEOUT_SECONDS`, default 75: longer than the 60 s of the usual load
+    /// balancers in front, so they close first).
+    pub idle_timeout: Duration,
+    /// Open connections at most; at the cap, the one waiting longest without a request is
+    /// closed for a newcomer, or the newcomer gets a 503 when all are busy
+    /// (`CONVERGE_HTTP_MAX_CONNECTIONS`, default 512; keep it well below the open-files limit).
+    pub max_connections: usize,
+    /// After SIGTERM, requests in progress get at most this long before the process exits
+    /// (`CONVERGE_HTTP_SHUTDOWN_SECONDS`, default 10).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 512,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerSettings {
+    /// Reads the `CONVERGE_HTTP_*` settings; each must be a whole number in its range.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ServerSettings, String> {
+        let defaults = ServerSettings::default();
+        let number = |name: &str, default: u64, max: u64| -> Result<u64, String> {
+            match non_empty(&lookup, name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        format!("{name} must be a whole number from 1 to {max}, got '{v}'")
+                    }),
+            }
+        };
+        let seconds = |name: &str, default: Duration| {
+            number(name, default.as_secs(), 3_600).map(Duration::from_secs)
+        };
+        let max_connections = number(
+            "CONVERGE_HTTP_MAX_CONNECTIONS",
+            defaults.max_connections as u64,
+            1_000_000,
+        )?;
+        Ok(ServerSettings {
+            header_timeout: seconds(
+                "CONVERGE_HTTP_HEADER_TIMEOUT_SECONDS",
+                defaults.header_timeout,
+            )?,
+            body_timeout: seconds("CONVERGE_HTTP_BODY_TIMEOUT_SECONDS", defaults.body_timeout)?,
+            idle_timeout: seconds("CONVERGE_HTTP_IDLE_TIMEOUT_SECONDS", defaults.idle_timeout)?,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            shutdown_grace: seconds("CONVERGE_HTTP_SHUTDOWN_SECONDS", defaults.shutdown_grace)?,
+        })
     }
 }
 
