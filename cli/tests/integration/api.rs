@@ -710,11 +710,11 @@ async fn tenant_isolation_matrix() {
                     )
                     .await;
                     let got = match status {
-                        // Authorised: done, or refused by the state (409) or by a dependency the
-                        // test server lacks (503: no repository to validate against).
+                        // Authorised: done, or refused by the state (409) or by what the test
+                        // server lacks (422: no repository to validate against).
                         s if s.is_success()
                             || s == StatusCode::CONFLICT
-                            || s == StatusCode::SERVICE_UNAVAILABLE =>
+                            || s == StatusCode::UNPROCESSABLE_ENTITY =>
                         {
                             Outcome::Allowed
                         }

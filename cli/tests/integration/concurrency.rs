@@ -171,3 +171,117 @@ async fn two_hundred_concurrent_deliveries_for_one_new_pull_request_create_it_on
         assert_eq!(received.len(), 200, "{database:?}");
     }
 }
+
+/// Posts `body` to `/v1/intents` as `key`, with an Idempotency-Key; status, replay header, body.
+async fn post_idempotent(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    api_key: &str,
+    idempotency_key: &str,
+    body: &Value,
+) -> (u16, bool, Value) {
+    let response = client
+        .post(server.url("/v1/intents"))
+        .header("x-api-key", api_key)
+        .header("idempotency-key", idempotency_key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    (
+        status,
+        replayed,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_post_with_an_idempotency_key_gets_the_first_answer_and_does_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    for database in databases(dir.path()).await {
+        let mut env = database.clone();
+        env.push((
+            "CONVERGE_API_KEYS",
+            format!("{KEY}:admin:ops,other-key:admin:someone-else"),
+        ));
+        env.push(("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()));
+        let server = ServerProcess::start_with(
+            env!("CARGO_BIN_EXE_converge"),
+            dir.path(),
+            &env,
+            &["--no-worker"],
+        );
+        let client = reqwest::Client::new();
+        // No id in the body: the server makes one, so a second run would be a second intent.
+        let body = json!({"source": "feature/retry", "target": "main"});
+        let (status, replayed, first) = post_idempotent(&client, &server, KEY, "k-1", &body).await;
+        assert_eq!((status, replayed), (201, false), "{database:?}: {first}");
+        let (status, replayed, again) = post_idempotent(&client, &server, KEY, "k-1", &body).await;
+        assert_eq!((status, replayed), (201, true), "{database:?}");
+        assert_eq!(again, first, "{database:?}");
+
+        // The same key with another request is refused, and does nothing.
+        let other_body = json!({"source": "feature/other"});
+        let (status, _, refused) = post_idempotent(&client, &server, KEY, "k-1", &other_body).await;
+        assert_eq!(status, 422, "{database:?}: {refused}");
+
+        // Another caller's key of the same name is its own.
+        let (status, replayed, theirs) =
+            post_idempotent(&client, &server, "other-key", "k-1", &body).await;
+        assert_eq!((status, replayed), (201, false), "{database:?}");
+        assert_ne!(theirs["intent_id"], first["intent_id"]);
+
+        // Ten concurrent copies of one new request: one runs, the rest replay or wait.
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let client = client.clone();
+                let url = server.url("/v1/intents");
+                tokio::spawn(async move {
+                    let response = client
+                        .post(url)
+                        .header("x-api-key", KEY)
+                        .header("idempotency-key", "k-burst")
+                        .json(&json!({"source": "feature/burst"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status().as_u16();
+                    (
+                        status,
+                        response.json::<Value>().await.unwrap_or(Value::Null),
+                    )
+                })
+            })
+            .collect();
+        let answers = all(tasks).await;
+        let created: std::collections::BTreeSet<String> = answers
+            .iter()
+            .filter(|(status, _)| *status == 201)
+            .map(|(_, body)| body["intent_id"].to_string())
+            .collect();
+        assert_eq!(created.len(), 1, "{database:?}: {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|(status, _)| *status == 201 || *status == 409),
+            "{answers:?}"
+        );
+
+        let listed: Value = client
+            .get(server.url("/v1/intents?limit=100"))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            listed["intents"].as_array().map(Vec::len),
+            Some(3),
+            "{database:?}: one intent per request that ran: {listed}"
+        );
+    }
+}

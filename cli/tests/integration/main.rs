@@ -8,11 +8,13 @@
 
 mod api;
 mod backfill;
+mod bad_input;
 mod concurrency;
 mod dashboard;
 mod eval_input_errors;
 mod github_app;
 mod operator_cli;
+mod readiness;
 mod risk_parity;
 mod runbook;
 mod serve_worker;

@@ -192,6 +192,10 @@ async fn at_the_cap_with_every_connection_busy_a_newcomer_gets_503() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, _) = probe(&address).await;
     assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+    let shed = reqwest::get(server.url("/health/live")).await.unwrap();
+    assert_eq!(shed.status().as_u16(), 503);
+    let body: serde_json::Value = shed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
 
     // A connection with no request in progress makes room instead: the newcomer is served.
     drop(busy.pop());

@@ -206,7 +206,18 @@ async fn validation_reads_the_repository_and_reported_checks() {
     let (status, body) = post(&client, &server, "/v1/intents/x/validate", json!({})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (503, Some("dependency_unavailable")),
+        (422, Some("not_configured")),
         "{body}"
     );
+    // Simulating and running the queue name what to set the same way: a permanent gap in
+    // the configuration is the caller's to fix, not an outage to retry (4xx, not 503).
+    for path in ["/v1/intents/x/simulate", "/v1/queue/run"] {
+        let (status, body) = post(&client, &server, path, json!({})).await;
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 422, "{path}: {body}");
+        assert!(
+            message.contains("CONVERGE_REPO_PATH") && message.contains("CONVERGE_GITHUB_APP_ID"),
+            "{path}: {body}"
+        );
+    }
 }

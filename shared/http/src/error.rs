@@ -36,6 +36,16 @@ pub enum ApiError {
     /// often than the write was retried (409). Nothing was written.
     #[error("{0}")]
     Stale(String),
+    /// The request is well-formed but cannot be done as asked (422).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The request needs something this deployment has not configured (422): the message
+    /// names the setting.
+    #[error("{0}")]
+    NotConfigured(String),
+    /// The body's `Content-Encoding` is not one Converge reads (415).
+    #[error("{0}")]
+    UnsupportedEncoding(String),
     /// The body did not arrive in time (408).
     #[error("the request body did not arrive in time")]
     RequestTimeout,
@@ -82,6 +92,11 @@ impl ApiError {
             ApiError::Conflict(_) | ApiError::Stale(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::NotConfigured(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_configured"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::UnsupportedEncoding(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::DependencyUnavailable(_) => {

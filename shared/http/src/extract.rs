@@ -4,6 +4,7 @@
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -15,9 +16,91 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::Bytes::from_request(Request::new(body), state)
+            .await
+            .map_err(|e| ApiError::unreadable_body(&e, crate::BODY_LIMIT_BYTES))?;
+        refuse_nul(&bytes)?;
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
         let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
         Ok(ApiJson(value))
     }
+}
+
+/// Refuses a JSON body holding a NUL character (`\u0000`), naming where: no store column can
+/// hold one, and PostgreSQL refuses it outright.
+fn refuse_nul(body: &[u8]) -> Result<(), ApiError> {
+    if !holds_nul_escape(body) {
+        return Ok(());
+    }
+    // The escape may be text (an escaped backslash before "u0000"), and a body that does
+    // not parse is the JSON extractor's to refuse.
+    match serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|value| nul_path(&value, String::new()))
+    {
+        Some(field) => Err(ApiError::BadRequest(format!(
+            "{field} holds a NUL character, which cannot be stored"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Whether JSON text may hold a NUL character: only as the escape `\u0000` (a raw NUL byte is
+/// not valid JSON, and the parser refuses it).
+pub(crate) fn holds_nul_escape(body: &[u8]) -> bool {
+    body.windows(6)
+        .any(|w| w[0] == b'\\' && w[1].eq_ignore_ascii_case(&b'u') && &w[2..] == b"0000")
+}
+
+/// The path (`semantic.title`, `checks_required[2]`) of the first string or key holding a NUL.
+pub(crate) fn nul_path(value: &Value, at: String) -> Option<String> {
+    let join = |key: &str| {
+        if at.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) if s.contains('\0') => Some(if at.is_empty() {
+            "(body)".to_owned()
+        } else {
+            at
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(join(&key.replace('\0', "\\u0000")))
+            } else {
+                nul_path(item, join(key))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Refuses a NUL character in the path or the query string (percent-encoded as `%00`), naming
+/// the query parameter that holds it.
+fn refuse_nul_in_uri(parts: &Parts) -> Result<(), ApiError> {
+    let encoded_nul = |s: &str| s.to_ascii_lowercase().contains("%00");
+    if encoded_nul(parts.uri.path()) {
+        return Err(ApiError::BadRequest(
+            "the path holds a NUL character".to_owned(),
+        ));
+    }
+    if let Some(query) = parts.uri.query()
+        && let Some(pair) = query.split('&').find(|pair| encoded_nul(pair))
+    {
+        let name = pair.split('=').next().unwrap_or_default();
+        return Err(ApiError::BadRequest(format!(
+            "query parameter '{name}' holds a NUL character"
+        )));
+    }
+    Ok(())
 }
 
 /// A query string.
@@ -27,6 +110,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        refuse_nul_in_uri(parts)?;
         let axum::extract::Query(value) =
             axum::extract::Query::<T>::from_request_parts(parts, state).await?;
         Ok(ApiQuery(value))
@@ -40,6 +124,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        refuse_nul_in_uri(parts)?;
         let axum::extract::Path(value) =
             axum::extract::Path::<T>::from_request_parts(parts, state).await?;
         Ok(ApiPath(value))
@@ -71,6 +156,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
+        refuse_nul(&body)?;
         serde_json::from_slice(&body)
             .map(OptionalJson)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))

@@ -25,6 +25,7 @@ pub mod boot;
 mod dashboard;
 pub mod error;
 mod extract;
+pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
 mod routes;
@@ -128,8 +129,19 @@ async fn live() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
+/// How long readiness waits for the database: a load balancer's probe wants an answer
+/// quickly, not after the pool's acquire timeout.
+const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    match state.services.store.ping().await {
+    let probed = tokio::time::timeout(READY_PROBE_TIMEOUT, state.services.store.ping())
+        .await
+        .unwrap_or_else(|_| {
+            Err(converge_store::StoreError::Unavailable(format!(
+                "no answer within {READY_PROBE_TIMEOUT:?}"
+            )))
+        });
+    match probed {
         Ok(()) => {
             Json(json!({"status": "ok", "timestamp": state.services.clock.now()})).into_response()
         }
@@ -180,6 +192,45 @@ async fn refresh_secrets(
     next.run(request).await
 }
 
+/// Refuses, before any of the body is read, a declared `Content-Length` over the route's
+/// limit (413) and a `Content-Encoding` Converge does not decode (415).
+async fn body_preconditions(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let limit = if request.uri().path() == "/integrations/github/webhook" {
+        state.services.api.webhook_max_body_bytes
+    } else {
+        BODY_LIMIT_BYTES
+    };
+    check_body_headers(request.headers(), limit)?;
+    Ok(next.run(request).await)
+}
+
+fn check_body_headers(headers: &axum::http::HeaderMap, limit: usize) -> Result<(), ApiError> {
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("?"));
+    if let Some(declared) = header("content-length") {
+        match declared.trim().parse::<u64>() {
+            Ok(n) if n > limit as u64 => return Err(ApiError::PayloadTooLarge(limit)),
+            Ok(_) => {}
+            Err(_) => {
+                return Err(ApiError::BadRequest(
+                    "content-length is not a number".to_owned(),
+                ));
+            }
+        }
+    }
+    if let Some(encoding) = header("content-encoding")
+        && !encoding.trim().eq_ignore_ascii_case("identity")
+    {
+        return Err(ApiError::UnsupportedEncoding(format!(
+            "content-encoding '{encoding}' is not supported: send the body uncompressed"
+        )));
+    }
+    Ok(())
+}
+
 /// Headers every response carries.
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
@@ -197,6 +248,10 @@ async fn security_headers(request: Request, next: Next) -> Response {
 
 fn business_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     routes::router()
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(state),
+            idempotency::idempotent,
+        ))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(state),
             auth::authenticate,
@@ -222,6 +277,10 @@ fn finish(router: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(|| async { error::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            body_preconditions,
+        ))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             refresh_secrets,

@@ -104,11 +104,36 @@ pub async fn serve(
 
 /// Answers a connection over the cap (every open one busy) with a 503, and closes it.
 fn shed(stream: TcpStream) {
-    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-retry-after: 1\r\nconnection: close\r\ncontent-length: 85\r\n\r\n\
-{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections: try again shortly\"}}";
-    // One non-blocking write: a client that cannot take 200 bytes gets a closed socket instead.
-    let _ = stream.try_write(BUSY);
+    const BODY: &str =
+        r#"{"error":{"code":"unavailable","message":"too many connections: try again shortly"}}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    // The answer follows the request's head (a client does not expect one before it has
+    // asked), and the rest is drained briefly before closing: closing a socket with unread
+    // input resets it, and the client would lose the answer. Half a second at most in all.
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16_384 {
+                let read = stream.read(&mut chunk).await?;
+                if read == 0 {
+                    break;
+                }
+                head.extend_from_slice(&chunk[..read]);
+            }
+            stream.write_all(answer.as_bytes()).await?;
+            stream.shutdown().await?;
+            while stream.read(&mut chunk).await? > 0 {}
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+    });
 }
 
 async fn serve_connection(

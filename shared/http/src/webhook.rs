@@ -99,16 +99,22 @@ async fn receive(
         tenant: state.services.api.github_default_tenant.as_deref(),
         now: state.services.clock.now(),
     };
-    let translation =
-        translate(&event_name, &body, context).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let action = action_of(&body);
+    // A NUL in what GitHub sent (a pull request's title, a branch name) cannot be stored: it
+    // is replaced, and the event says where, rather than losing the delivery.
+    let (payload, replaced) = replace_nul(&body);
+    let translation = translate(&event_name, &payload, context)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let action = action_of(&payload);
     let delivery = Delivery {
         id: delivery_id.clone(),
         event_name: event_name.clone(),
         body_sha256: signature::body_sha256(&body),
     };
-    let received = json!({"github_event": event_name, "delivery_id": delivery_id,
+    let mut received = json!({"github_event": event_name, "delivery_id": delivery_id,
                           "action": action, "signed": signed});
+    if !replaced.is_empty() {
+        received["nul_replaced"] = json!(replaced);
+    }
 
     let recorded =
         commands::record_delivery(&state.services, &translation, &received, &delivery).await?;
@@ -159,4 +165,51 @@ async fn webhook_secrets(
 
 fn accepted(body: Value) -> Response {
     (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// The body with every NUL character replaced by U+FFFD, and the paths where one was (none:
+/// the body as it came).
+fn replace_nul(body: &[u8]) -> (std::borrow::Cow<'_, [u8]>, Vec<String>) {
+    if !crate::extract::holds_nul_escape(body) {
+        return (std::borrow::Cow::Borrowed(body), Vec::new());
+    }
+    let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+        return (std::borrow::Cow::Borrowed(body), Vec::new());
+    };
+    let mut replaced = Vec::new();
+    while let Some(path) = crate::extract::nul_path(&value, String::new()) {
+        replace_first_nul(&mut value);
+        replaced.push(path);
+    }
+    let rewritten = serde_json::to_vec(&value).unwrap_or_else(|_| body.to_vec());
+    (std::borrow::Cow::Owned(rewritten), replaced)
+}
+
+/// Replaces the NUL characters of the first string or key holding any, in the order
+/// `nul_path` finds them; whether one did.
+fn replace_first_nul(value: &mut Value) -> bool {
+    const REPLACEMENT: &str = "\u{fffd}";
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            *s = s.replace('\0', REPLACEMENT);
+            true
+        }
+        Value::Array(items) => items.iter_mut().any(replace_first_nul),
+        Value::Object(map) => {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for key in keys {
+                if key.contains('\0') {
+                    if let Some(item) = map.remove(&key) {
+                        map.insert(key.replace('\0', REPLACEMENT), item);
+                    }
+                    return true;
+                }
+                if map.get_mut(&key).is_some_and(replace_first_nul) {
+                    return true;
+                }
+            }
+            false
+        }
+        _ => false,
+    }
 }

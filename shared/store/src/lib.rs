@@ -39,8 +39,8 @@ use converge_core::pipeline::Clock;
 pub use error::StoreError;
 pub use model::{
     ApiKeyRecord, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome, EventFilter,
-    Expected, FencingToken, FlagSetting, IntentCount, IntentCursor, IntentFilter, Lease,
-    LeaseState, OutboxEntry, OutboxMessage, StoredEvent, StoredIntent, VersionedDocument,
+    Expected, FencingToken, FlagSetting, IdempotencyClaim, IntentCount, IntentCursor, IntentFilter,
+    Lease, LeaseState, OutboxEntry, OutboxMessage, StoredEvent, StoredIntent, VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -114,6 +114,11 @@ mod migrations {
                 "intent version",
                 include_str!("../migrations/postgres/0005_intent_version.sql"),
             ),
+            (
+                6,
+                "idempotency keys",
+                include_str!("../migrations/postgres/0006_idempotency_keys.sql"),
+            ),
         ])
     }
 
@@ -143,6 +148,11 @@ mod migrations {
                 5,
                 "intent version",
                 include_str!("../migrations/sqlite/0005_intent_version.sql"),
+            ),
+            (
+                6,
+                "idempotency keys",
+                include_str!("../migrations/sqlite/0006_idempotency_keys.sql"),
             ),
         ])
     }
@@ -488,6 +498,12 @@ forward! {
     fn hit_rate_limit(&self, tenant: &str, window_start: DateTime<Utc>) -> i64;
     /// Forgets old rate-limit windows.
     fn prune_rate_limits(&self, cutoff: DateTime<Utc>) -> u64;
+    /// Claims an idempotency key for a request (or finds its first answer).
+    fn claim_idempotency_key(&self, scope: &str, key: &str, request_sha256: &str, ttl: chrono::Duration, in_progress_ttl: chrono::Duration) -> IdempotencyClaim;
+    /// Records the answer to the request that claimed a key.
+    fn complete_idempotency_key(&self, scope: &str, key: &str, status: u16, body: &str) -> ();
+    /// Gives a key back (its request failed on our side: a retry runs again).
+    fn release_idempotency_key(&self, scope: &str, key: &str) -> ();
     /// Flags an operator has set.
     fn flags(&self) -> Vec<FlagSetting>;
     /// Sets a flag.

@@ -323,3 +323,21 @@ pub struct Delivery {
     /// SHA-256 of the raw body, hex.
     pub body_sha256: String,
 }
+
+/// What became of a claim on an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// The key is this request's now: handle it, then complete or release the key.
+    New,
+    /// The same request was answered before: this is its answer.
+    Answered {
+        /// HTTP status.
+        status: u16,
+        /// The body.
+        body: String,
+    },
+    /// The same request is being handled now (by another connection or instance).
+    InProgress,
+    /// The key was used for a different request.
+    Mismatch,
+}

@@ -173,6 +173,19 @@ pub(crate) const TABLES: &[Table] = &[
         serial: None,
     },
     Table {
+        name: "idempotency_keys",
+        key: &["scope", "key"],
+        columns: &[
+            ("scope", Text),
+            ("key", Text),
+            ("request_sha256", Text),
+            ("status", Int),
+            ("body", Text),
+            ("created_at", Ts),
+        ],
+        serial: None,
+    },
+    Table {
         name: "compliance_thresholds",
         key: &["tenant"],
         columns: &[("tenant", Text), ("data", Json), ("updated_at", Ts)],

@@ -308,7 +308,7 @@ pub(super) async fn validate_intent(
     let decision = validate_now(&state.services, &intent, request.skip_checks)
         .await
         .map_err(|e| match e {
-            ValidateError::NoPorts => ApiError::DependencyUnavailable(e.to_string()),
+            ValidateError::NoPorts => ApiError::NotConfigured(e.to_string()),
             ValidateError::Pipeline(PipelineError::Terminal { .. }) => {
                 ApiError::Conflict(e.to_string())
             }
@@ -358,7 +358,7 @@ pub(super) async fn simulate_intent(
     use converge_core::pipeline::{Scm, ScmError};
     let intent = visible_intent(&state, &principal, &id).await?;
     if state.services.ports.is_empty() {
-        return Err(ApiError::DependencyUnavailable(
+        return Err(ApiError::NotConfigured(
             "nothing to simulate against: set CONVERGE_REPO_PATH or configure the GitHub App (CONVERGE_GITHUB_APP_ID)"
                 .to_owned(),
         ));

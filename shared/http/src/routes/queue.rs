@@ -322,11 +322,10 @@ pub(super) async fn queue_run(
 ) -> ApiResult {
     use converge_runtime::commands::{self, QueueRunError};
     use converge_runtime::queue_worker::KeyOutcome;
-    // Checked before the body's values, as it always was: 503 whatever the body.
+    // Checked before the body's values: a deployment without a repository cannot run the
+    // queue, whatever the body asks (a permanent gap, not an outage: 422 naming the setting).
     if state.services.ports.is_empty() {
-        return Err(ApiError::DependencyUnavailable(
-            QueueRunError::NoPorts.to_string(),
-        ));
+        return Err(ApiError::NotConfigured(QueueRunError::NoPorts.to_string()));
     }
     let mut settings = state.services.worker.clone();
     if let Some(limit) = body.limit {
@@ -355,7 +354,7 @@ pub(super) async fn queue_run(
     })
     .await
     .map_err(|e| match e {
-        QueueRunError::NoPorts => ApiError::DependencyUnavailable(e.to_string()),
+        QueueRunError::NoPorts => ApiError::NotConfigured(e.to_string()),
         // An unreachable database stays a 503, as everywhere.
         QueueRunError::Store(e) => e.into(),
         QueueRunError::Worker(e) => ApiError::Internal(e.to_string()),

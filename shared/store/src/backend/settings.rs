@@ -4,6 +4,95 @@
 macro_rules! settings_operations {
     ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal, id_list = $id_list:literal) => {
         impl $store {
+            /// Claims `key` for a request of `scope` (the caller) whose method, path and body
+            /// hash to `request_sha256`. A key is kept for `ttl`; a claim whose request never
+            /// completed (its process died) is taken over after `in_progress_ttl`.
+            pub async fn claim_idempotency_key(
+                &self,
+                scope: &str,
+                key: &str,
+                request_sha256: &str,
+                ttl: chrono::Duration,
+                in_progress_ttl: chrono::Duration,
+            ) -> Result<$crate::IdempotencyClaim, $crate::StoreError> {
+                let now = self.now();
+                let mut tx = begin_write(&self.pool).await?;
+                // Lapsed keys (anyone's: the table holds a day of requests at most), and this
+                // key's claim if a crash abandoned it, are free again.
+                sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+                    .bind(ts(now - ttl))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "DELETE FROM idempotency_keys \
+                     WHERE scope = $1 AND key = $2 AND status = 0 AND created_at < $3",
+                )
+                .bind(scope)
+                .bind(key)
+                .bind(ts(now - in_progress_ttl))
+                .execute(&mut *tx)
+                .await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO idempotency_keys (scope, key, request_sha256, status, body, created_at) \
+                     VALUES ($1, $2, $3, 0, '', $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(scope)
+                .bind(key)
+                .bind(request_sha256)
+                .bind(ts(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                let claim = if inserted == 1 {
+                    $crate::IdempotencyClaim::New
+                } else {
+                    let row = sqlx::query(concat!(
+                        "SELECT request_sha256, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+                        $lock
+                    ))
+                    .bind(scope)
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let stored: String = row.try_get("request_sha256")?;
+                    let status: i64 = row.try_get("status")?;
+                    if stored != request_sha256 {
+                        $crate::IdempotencyClaim::Mismatch
+                    } else if status == 0 {
+                        $crate::IdempotencyClaim::InProgress
+                    } else {
+                        $crate::IdempotencyClaim::Answered {
+                            status: u16::try_from(status).map_err($crate::error::corrupt)?,
+                            body: row.try_get("body")?,
+                        }
+                    }
+                };
+                tx.commit().await?;
+                Ok(claim)
+            }
+
+            /// Records the answer of the request holding `key`.
+            pub async fn complete_idempotency_key(&self, scope: &str, key: &str, status: u16, body: &str) -> Result<(), $crate::StoreError> {
+                sqlx::query("UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2 AND status = 0")
+                    .bind(scope)
+                    .bind(key)
+                    .bind(i64::from(status))
+                    .bind(body)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            /// Frees `key` (its request failed on the server's side: a retry runs again).
+            pub async fn release_idempotency_key(&self, scope: &str, key: &str) -> Result<(), $crate::StoreError> {
+                sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status = 0")
+                    .bind(scope)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             /// Flags an operator has set: name, value, when, by whom.
             pub async fn flags(&self) -> Result<Vec<$crate::FlagSetting>, $crate::StoreError> {
                 let rows = sqlx::query("SELECT * FROM feature_flags ORDER BY name").fetch_all(&self.pool).await?;

@@ -15,7 +15,7 @@ use converge_core::{EventType, Status};
 use converge_store::backfill::summaries;
 use converge_store::{
     ApiKeyRecord, Commit, CommitLink, Delivery, DeliveryOutcome, EventFilter, Expected,
-    IntentCursor, IntentFilter, OutboxMessage, Store, StoreError, SystemClock,
+    IdempotencyClaim, IntentCursor, IntentFilter, OutboxMessage, Store, StoreError, SystemClock,
 };
 use serde_json::{Value, json};
 use support::{ManualClock, created, event, pg_store_at, sqlite_store};
@@ -75,6 +75,7 @@ on_both_backends!(
     driver_errors_are_classified_for_callers,
     a_commit_expecting_a_version_commits_only_while_the_row_is_unchanged,
     of_concurrent_commits_expecting_one_version_exactly_one_lands,
+    idempotency_keys_replay_for_a_day_and_free_an_abandoned_claim,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -1370,4 +1371,49 @@ async fn of_concurrent_commits_expecting_one_version_exactly_one_lands(
     assert_eq!(landed, 1);
     let now = ok(store.stored_intent("i-contended").await).unwrap_or_else(|| panic!("no row"));
     assert_eq!(now.version, 2);
+}
+
+async fn idempotency_keys_replay_for_a_day_and_free_an_abandoned_claim(
+    store: Store,
+    clock: ManualClock,
+) {
+    let day = Duration::hours(24);
+    let abandoned = Duration::minutes(5);
+    let claim = |scope: &'static str, key: &'static str, sha: &'static str| {
+        let store = store.clone();
+        async move {
+            ok(store
+                .claim_idempotency_key(scope, key, sha, day, abandoned)
+                .await)
+        }
+    };
+    assert_eq!(claim("a", "k", "r1").await, IdempotencyClaim::New);
+    assert_eq!(claim("a", "k", "r1").await, IdempotencyClaim::InProgress);
+    assert_eq!(claim("a", "k", "r2").await, IdempotencyClaim::Mismatch);
+    assert_eq!(
+        claim("b", "k", "r2").await,
+        IdempotencyClaim::New,
+        "scopes are apart"
+    );
+    ok(store.complete_idempotency_key("a", "k", 201, "{}").await);
+    let answered = IdempotencyClaim::Answered {
+        status: 201,
+        body: "{}".to_owned(),
+    };
+    clock.advance(Duration::hours(23));
+    assert_eq!(claim("a", "k", "r1").await, answered);
+    clock.advance(Duration::hours(2));
+    assert_eq!(
+        claim("a", "k", "r1").await,
+        IdempotencyClaim::New,
+        "a day later"
+    );
+
+    // A claim whose request never completed (its process died) is free after a while.
+    assert_eq!(claim("c", "k", "r1").await, IdempotencyClaim::New);
+    clock.advance(Duration::minutes(6));
+    assert_eq!(claim("c", "k", "r1").await, IdempotencyClaim::New);
+    // A released claim is free at once.
+    ok(store.release_idempotency_key("c", "k").await);
+    assert_eq!(claim("c", "k", "r2").await, IdempotencyClaim::New);
 }
