@@ -139,6 +139,16 @@ async fn seed(store: &Store, clock: &ManualClock) {
         .put_compliance_thresholds("", &json!({"min_mergeable_rate": 0.8}))
         .await
         .unwrap();
+    store.probe_write().await.unwrap();
+    let day = chrono::Duration::hours(24);
+    store
+        .claim_idempotency_key("acme\u{1f}ops", "retry-1", "feed", day, day)
+        .await
+        .unwrap();
+    store
+        .complete_idempotency_key("acme\u{1f}ops", "retry-1", 201, r#"{"ok":true}"#)
+        .await
+        .unwrap();
 }
 
 async fn summaries_of(url: &str) -> Vec<TableSummary> {

@@ -12,6 +12,7 @@ mod bad_input;
 mod concurrency;
 mod dashboard;
 mod eval_input_errors;
+mod full_disk;
 mod github_app;
 mod operator_cli;
 mod readiness;

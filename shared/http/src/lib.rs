@@ -133,25 +133,41 @@ async fn live() -> Response {
 /// quickly, not after the pool's acquire timeout.
 const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Ready when the database answers and takes a write (a full disk or a read-only file system
+/// shows only in a write), within [`READY_PROBE_TIMEOUT`].
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let probed = tokio::time::timeout(READY_PROBE_TIMEOUT, state.services.store.ping())
+    let store = &state.services.store;
+    let probe = async {
+        store
+            .ping()
+            .await
+            .map_err(|e| ("the database is unreachable", e))?;
+        store
+            .probe_write()
+            .await
+            .map_err(|e| ("the database cannot be written to", e))
+    };
+    let probed = tokio::time::timeout(READY_PROBE_TIMEOUT, probe)
         .await
         .unwrap_or_else(|_| {
-            Err(converge_store::StoreError::Unavailable(format!(
-                "no answer within {READY_PROBE_TIMEOUT:?}"
-            )))
+            Err((
+                "the database is unreachable",
+                converge_store::StoreError::Unavailable(format!(
+                    "no answer within {READY_PROBE_TIMEOUT:?}"
+                )),
+            ))
         });
     match probed {
         Ok(()) => {
             Json(json!({"status": "ok", "timestamp": state.services.clock.now()})).into_response()
         }
-        Err(e) => {
-            tracing::warn!("readiness check failed: {e}");
+        Err((message, e)) => {
+            tracing::warn!("readiness check failed: {message}: {e}");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({
                     "status": "unavailable",
-                    "error": {"code": "unavailable", "message": "the database is unreachable"},
+                    "error": {"code": "unavailable", "message": message},
                     "timestamp": state.services.clock.now()
                 })),
             )

@@ -86,10 +86,18 @@ fn is_unreachable(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Tls(_) => true,
-        // PostgreSQL: connection exceptions (08…), the database is gone (3D000), the server is
-        // shutting down or restarting (57P0…).
-        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
-            code.starts_with("08") || code == "3D000" || code.starts_with("57P0")
+        // PostgreSQL: connection exceptions (08…), the database is gone (3D000), insufficient
+        // resources such as a full disk (53…), the server is shutting down or restarting
+        // (57P0…). SQLite (numeric result codes): a full disk (13) or an I/O error (10, with
+        // its extended codes): space or the device may come back.
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| match code.parse::<u32>() {
+            Ok(sqlite_code) if code.len() < 5 => matches!(sqlite_code & 0xff, 10 | 13),
+            _ => {
+                code.starts_with("08")
+                    || code == "3D000"
+                    || code.starts_with("53")
+                    || code.starts_with("57P0")
+            }
         }),
         _ => false,
     }

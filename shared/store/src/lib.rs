@@ -56,6 +56,18 @@ pub fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)
 }
 
+/// Whether a pooled connection may serve again. One still inside a transaction is not: its
+/// COMMIT failed (a full disk) and SQLite rolled back by itself, so the ROLLBACK sqlx sent
+/// afterwards failed too, and sqlx still counts the transaction open — every later `BEGIN` on
+/// it would be refused. Such a connection is closed, and the pool opens a fresh one.
+pub(crate) fn reusable(conn: &mut impl sqlx::Connection) -> bool {
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::warn!("a database connection was left inside a failed transaction: closing it");
+    }
+    clean
+}
+
 /// The system clock, to the microsecond.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
@@ -119,6 +131,11 @@ mod migrations {
                 "idempotency keys",
                 include_str!("../migrations/postgres/0006_idempotency_keys.sql"),
             ),
+            (
+                7,
+                "store probe",
+                include_str!("../migrations/postgres/0007_store_probe.sql"),
+            ),
         ])
     }
 
@@ -153,6 +170,11 @@ mod migrations {
                 6,
                 "idempotency keys",
                 include_str!("../migrations/sqlite/0006_idempotency_keys.sql"),
+            ),
+            (
+                7,
+                "store probe",
+                include_str!("../migrations/sqlite/0007_store_probe.sql"),
             ),
         ])
     }
@@ -439,6 +461,8 @@ forward! {
     fn migrate(&self) -> ();
     /// Whether the database answers.
     fn ping(&self) -> ();
+    /// Whether the database takes a write (readiness: a full disk shows here, not in a ping).
+    fn probe_write(&self) -> ();
     /// Appends events with their projection changes, commit links and outbox rows atomically.
     fn commit(&self, commit: &Commit) -> Vec<i64>;
     /// The current state of an intent.

@@ -45,6 +45,7 @@ impl PgStore {
             .max_connections(max_connections.max(1))
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(crate::reusable(conn)) }))
             .connect_lazy_with(options);
         Ok(PgStore { pool, clock })
     }

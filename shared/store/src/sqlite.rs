@@ -63,6 +63,7 @@ impl SqliteStore {
             .max_connections(max_connections.max(1))
             .min_connections(0)
             .acquire_timeout(BUSY_TIMEOUT)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(crate::reusable(conn)) }))
             .connect_lazy_with(options);
         Ok(SqliteStore { pool, clock })
     }

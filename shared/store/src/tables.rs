@@ -186,6 +186,12 @@ pub(crate) const TABLES: &[Table] = &[
         serial: None,
     },
     Table {
+        name: "store_probe",
+        key: &["id"],
+        columns: &[("id", Int), ("probed_at", Ts)],
+        serial: None,
+    },
+    Table {
         name: "compliance_thresholds",
         key: &["tenant"],
         columns: &[("tenant", Text), ("data", Json), ("updated_at", Ts)],

@@ -93,6 +93,20 @@ macro_rules! settings_operations {
                 Ok(())
             }
 
+            /// Writes the probe row, in a transaction of its own.
+            pub async fn probe_write(&self) -> Result<(), $crate::StoreError> {
+                let mut tx = begin_write(&self.pool).await?;
+                sqlx::query(
+                    "INSERT INTO store_probe (id, probed_at) VALUES (1, $1) \
+                     ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+                )
+                .bind(ts(self.now()))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             /// Flags an operator has set: name, value, when, by whom.
             pub async fn flags(&self) -> Result<Vec<$crate::FlagSetting>, $crate::StoreError> {
                 let rows = sqlx::query("SELECT * FROM feature_flags ORDER BY name").fetch_all(&self.pool).await?;
