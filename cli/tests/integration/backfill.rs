@@ -140,6 +140,14 @@ async fn seed(store: &Store, clock: &ManualClock) {
         .await
         .unwrap();
     store.probe_write().await.unwrap();
+    store
+        .create_session(
+            "session-sha",
+            "key-sha",
+            clock.now() + chrono::Duration::hours(12),
+        )
+        .await
+        .unwrap();
     let day = chrono::Duration::hours(24);
     store
         .claim_idempotency_key("acme\u{1f}ops", "retry-1", "feed", day, day)

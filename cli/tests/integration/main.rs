@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is how a test fails.
 
+mod abuse;
 mod api;
 mod backfill;
 mod bad_input;

@@ -125,6 +125,105 @@ pub(crate) fn principal_of(record: ApiKeyRecord) -> Result<Principal, ApiError> 
     })
 }
 
+/// The address a request came from, when the transport knows it (the TCP peer of `converge
+/// serve`, API Gateway's source IP in the API function).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub std::net::IpAddr);
+
+/// Failed authentications allowed per client address or key prefix before backing off.
+const FREE_FAILURES: u32 = 10;
+/// A client with no failure for this long starts afresh.
+const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
+/// The longest back-off.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(900);
+/// Most clients remembered at once.
+const THROTTLE_CAPACITY: usize = 100_000;
+
+/// Failed authentications per client address and per key prefix, in this process. Past
+/// [`FREE_FAILURES`], each further failure doubles the wait (1 s, 2 s, 4 s, … up to
+/// [`MAX_BACKOFF`]) before that client or prefix is heard again: a 429 with `Retry-After`,
+/// without a database lookup. A success clears the key prefix's count, never the address's
+/// (a valid key must not launder a guessing client).
+#[derive(Default)]
+pub struct AuthThrottle(std::sync::Mutex<std::collections::HashMap<String, Failures>>);
+
+struct Failures {
+    count: u32,
+    last: std::time::Instant,
+    blocked_until: Option<std::time::Instant>,
+}
+
+impl AuthThrottle {
+    /// The throttled subjects of a request: its client's address and its key's first
+    /// characters (enough to tell keys apart, too few to help a guesser).
+    pub fn subjects(address: Option<ClientAddress>, key: Option<&str>) -> Vec<String> {
+        let mut subjects = Vec::with_capacity(2);
+        if let Some(ClientAddress(ip)) = address {
+            subjects.push(format!("addr:{ip}"));
+        }
+        if let Some(key) = key {
+            let prefix: String = key.chars().take(6).collect();
+            subjects.push(format!("key:{prefix}"));
+        }
+        subjects
+    }
+
+    /// Refuses a subject that is backing off.
+    pub fn check(&self, subjects: &[String]) -> Result<(), ApiError> {
+        let now = std::time::Instant::now();
+        let failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let wait = subjects
+            .iter()
+            .filter_map(|s| failures.get(s)?.blocked_until)
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+            .max();
+        match wait {
+            Some(wait) => Err(ApiError::AuthThrottled {
+                retry_after: wait.as_secs().max(1),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication against every subject.
+    pub fn failed(&self, subjects: &[String]) {
+        let now = std::time::Instant::now();
+        let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() >= THROTTLE_CAPACITY {
+            failures.retain(|_, f| now - f.last < FAILURE_MEMORY);
+            if failures.len() >= THROTTLE_CAPACITY {
+                failures.clear();
+            }
+        }
+        for subject in subjects {
+            let entry = failures.entry(subject.clone()).or_insert(Failures {
+                count: 0,
+                last: now,
+                blocked_until: None,
+            });
+            if now - entry.last >= FAILURE_MEMORY {
+                entry.count = 0;
+            }
+            entry.count += 1;
+            entry.last = now;
+            if entry.count > FREE_FAILURES {
+                let doublings = (entry.count - FREE_FAILURES - 1).min(20);
+                let backoff = std::time::Duration::from_secs(1u64 << doublings).min(MAX_BACKOFF);
+                entry.blocked_until = Some(now + backoff);
+            }
+        }
+    }
+
+    /// A key authenticated: its prefix starts afresh.
+    pub fn succeeded(&self, subjects: &[String]) {
+        let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for subject in subjects.iter().filter(|s| s.starts_with("key:")) {
+            failures.remove(subject);
+        }
+    }
+}
+
 /// How long a resolved key is trusted without asking the database again. A key's own expiry
 /// is always honoured exactly; only a change made elsewhere (a rotation by another instance)
 /// can take up to this long to be seen here.
@@ -137,7 +236,9 @@ const KEY_CACHE_CAPACITY: usize = 10_000;
 pub struct KeyCache(std::sync::Mutex<std::collections::HashMap<String, CachedKey>>);
 
 struct CachedKey {
-    principal: Principal,
+    /// `None`: no such key (remembered as briefly as a found one, so a client repeating an
+    /// unknown key costs the database one lookup per [`KEY_CACHE_TTL`], not one per request).
+    principal: Option<Principal>,
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
     fetched: std::time::Instant,
 }
@@ -161,19 +262,15 @@ impl KeyCache {
                 .get(key_hash)
                 .filter(|c| c.fetched.elapsed() < KEY_CACHE_TTL)
         {
-            return match hit.expires_at {
-                Some(expiry) if expiry <= now => Err(ApiError::Unauthenticated),
-                _ => Ok(hit.principal.clone()),
+            return match (&hit.principal, hit.expires_at) {
+                (None, _) => Err(ApiError::Unauthenticated),
+                (Some(_), Some(expiry)) if expiry <= now => Err(ApiError::Unauthenticated),
+                (Some(principal), _) => Ok(principal.clone()),
             };
         }
-        let record = state
-            .services
-            .store
-            .find_api_key(key_hash)
-            .await?
-            .ok_or(ApiError::Unauthenticated)?;
-        let expires_at = record.expires_at;
-        let principal = principal_of(record)?;
+        let found = state.services.store.find_api_key(key_hash).await?;
+        let expires_at = found.as_ref().and_then(|r| r.expires_at);
+        let principal = found.map(principal_of).transpose()?;
         if let Ok(mut cache) = self.0.lock() {
             if cache.len() >= KEY_CACHE_CAPACITY {
                 cache.clear();
@@ -188,8 +285,28 @@ impl KeyCache {
                 },
             );
         }
-        Ok(principal)
+        principal.ok_or(ApiError::Unauthenticated)
     }
+}
+
+/// Resolves a presented key (none: 401), through the throttle of failed attempts.
+pub(crate) async fn authenticate_key(
+    state: &AppState,
+    address: Option<ClientAddress>,
+    key: Option<&str>,
+) -> Result<Principal, ApiError> {
+    let subjects = AuthThrottle::subjects(address, key);
+    state.auth_throttle.check(&subjects)?;
+    let resolved = match key {
+        Some(key) => state.key_cache.principal(state, &hash_key(key)).await,
+        None => Err(ApiError::Unauthenticated),
+    };
+    match &resolved {
+        Ok(_) => state.auth_throttle.succeeded(&subjects),
+        Err(ApiError::Unauthenticated) => state.auth_throttle.failed(&subjects),
+        Err(_) => {}
+    }
+    resolved
 }
 
 /// Middleware for the business routes: resolves the principal (401 without a valid key), then
@@ -205,57 +322,83 @@ pub async fn authenticate(
             .headers()
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
-            .filter(|k| !k.is_empty())
-            .ok_or(ApiError::Unauthenticated)?;
-        state.key_cache.principal(&state, &hash_key(key)).await?
+            .filter(|k| !k.is_empty());
+        let address = request.extensions().get::<ClientAddress>().copied();
+        authenticate_key(&state, address, key).await?
     } else {
         Principal::anonymous()
     };
 
-    let mut remaining = None;
-    if let Some(limit) = state.services.api.rate_limit_rpm {
-        let now = state.services.clock.now();
-        let window = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
-        let reset = (window + TimeDelta::minutes(1) - now).num_seconds().max(1) as u64;
-        // A tenant's keys share its budget; an untenanted key has its own, per actor.
-        let bucket = match &principal.tenant {
-            Some(tenant) => tenant.clone(),
-            None => format!("actor:{}", principal.actor),
-        };
-        let hits = state.services.store.hit_rate_limit(&bucket, window).await?;
-        if hits == 1 {
-            // First request of this bucket in a new minute: forget windows that cannot matter.
-            state
-                .services
-                .store
-                .prune_rate_limits(window - TimeDelta::minutes(2))
-                .await?;
-        }
-        if hits > i64::from(limit) {
-            state.metrics.count_rate_limited(&bucket);
-            return Err(ApiError::RateLimited {
-                limit,
-                retry_after: reset,
-            });
-        }
-        remaining = Some((limit, i64::from(limit) - hits, reset));
-    }
-
+    let budget = count_request(&state, &principal).await?;
     request.extensions_mut().insert(principal);
     let mut response = next.run(request).await;
-    if let Some((limit, left, reset)) = remaining {
+    if let Some(budget) = budget {
+        budget.annotate(&mut response);
+    }
+    Ok(response)
+}
+
+/// What is left of a caller's per-minute budget.
+pub(crate) struct Budget {
+    limit: u32,
+    left: i64,
+    reset: u64,
+}
+
+impl Budget {
+    /// The `RateLimit-*` headers.
+    pub(crate) fn annotate(&self, response: &mut Response) {
         let headers = response.headers_mut();
         for (name, value) in [
-            ("ratelimit-limit", limit.to_string()),
-            ("ratelimit-remaining", left.to_string()),
-            ("ratelimit-reset", reset.to_string()),
+            ("ratelimit-limit", self.limit.to_string()),
+            ("ratelimit-remaining", self.left.to_string()),
+            ("ratelimit-reset", self.reset.to_string()),
         ] {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 headers.insert(name, value);
             }
         }
     }
-    Ok(response)
+}
+
+/// Counts a request against its caller's per-minute budget (the API's and the dashboard's
+/// pages alike): 429 past it; `None` when rate limiting is off.
+pub(crate) async fn count_request(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<Option<Budget>, ApiError> {
+    let Some(limit) = state.services.api.rate_limit_rpm else {
+        return Ok(None);
+    };
+    let now = state.services.clock.now();
+    let window = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
+    let reset = (window + TimeDelta::minutes(1) - now).num_seconds().max(1) as u64;
+    // A tenant's keys share its budget; an untenanted key has its own, per actor.
+    let bucket = match &principal.tenant {
+        Some(tenant) => tenant.clone(),
+        None => format!("actor:{}", principal.actor),
+    };
+    let hits = state.services.store.hit_rate_limit(&bucket, window).await?;
+    if hits == 1 {
+        // First request of this bucket in a new minute: forget windows that cannot matter.
+        state
+            .services
+            .store
+            .prune_rate_limits(window - TimeDelta::minutes(2))
+            .await?;
+    }
+    if hits > i64::from(limit) {
+        state.metrics.count_rate_limited(&bucket);
+        return Err(ApiError::RateLimited {
+            limit,
+            retry_after: reset,
+        });
+    }
+    Ok(Some(Budget {
+        limit,
+        left: i64::from(limit) - hits,
+        reset,
+    }))
 }
 
 #[cfg(test)]

@@ -4,12 +4,16 @@
 //! into a view, then renders it with maud templates, which are checked at compile time and
 //! escape every value they are given. The time shown is the services' clock, not the system's.
 //!
-//! The API key is entered once in a form and kept in a session cookie (`HttpOnly`,
-//! `SameSite=Strict`, no expiry: gone when the browser session ends; `Secure` when the
-//! request came over HTTPS). Every page resolves it to a principal exactly like `x-api-key`
-//! does, so a tenant's key sees only its tenant. Pages are plain HTML with inline CSS; a small
-//! script refreshes the main region every few seconds (paused on request, and not needed to
-//! use the page). Nothing here writes to the store.
+//! Signing in: the API key is entered once in a form; the server keeps a session for it
+//! ([`SESSION_TTL`], in the store, so every instance knows it) and the browser holds only an
+//! opaque session id in a cookie (`HttpOnly`, `SameSite=Strict`, `Secure` when the request came
+//! over HTTPS). Signing out ends the session; revoking or expiring the key ends it too, since
+//! every page resolves the session's key exactly like `x-api-key`, so a tenant's key sees only
+//! its tenant. A sign-in posted from another origin is refused. Pages count against the
+//! caller's per-minute budget like API requests. Pages are plain HTML with the stylesheet and a
+//! small script served from `/dashboard/assets/` (the Content-Security-Policy allows nothing
+//! inline); the script refreshes the main region every few seconds (paused on request, and not
+//! needed to use the page). Nothing here writes to the store but the sessions.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,13 +27,15 @@ use chrono::{DateTime, Utc};
 use converge_core::queue::QueueKey;
 use converge_core::{EventType, Intent, Status};
 use converge_store::{EventFilter, IntentFilter, LeaseState, StoredEvent};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
 use crate::auth::{Principal, hash_key};
 use crate::{ApiError, AppState};
 
-const COOKIE: &str = "converge_key";
+const COOKIE: &str = "converge_session";
+/// How long a dashboard session lasts.
+const SESSION_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(12);
 /// How often the script refreshes the page's main region.
 const REFRESH_SECONDS: u32 = 5;
 /// Intents listed per queue key.
@@ -44,21 +50,35 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/dashboard/intents/{id}", get(intent_page))
         .route("/dashboard/login", post(login))
         .route("/dashboard/logout", post(logout))
+        .route("/dashboard/assets/style.css", get(stylesheet))
+        .route("/dashboard/assets/live.js", get(live_script))
 }
 
-/// Who is looking: from the session cookie (or anyone, with authentication off).
+/// Who is looking: from the session cookie (or anyone, with authentication off). A page
+/// counts against the caller's per-minute budget.
 async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
-    if !state.services.api.auth_required {
-        return Ok(Some(Principal::anonymous()));
-    }
-    let Some(key) = cookie(headers, COOKIE) else {
-        return Ok(None);
+    let principal = if state.services.api.auth_required {
+        let Some(session) = cookie(headers, COOKIE) else {
+            return Ok(None);
+        };
+        let Some(key_hash) = state
+            .services
+            .store
+            .session_key(&hash_key(&session))
+            .await?
+        else {
+            return Ok(None);
+        };
+        match state.key_cache.principal(state, &key_hash).await {
+            Ok(principal) => principal,
+            Err(ApiError::Unauthenticated) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    } else {
+        Principal::anonymous()
     };
-    match state.key_cache.principal(state, &hash_key(&key)).await {
-        Ok(principal) => Ok(Some(principal)),
-        Err(ApiError::Unauthenticated) => Ok(None),
-        Err(e) => Err(e),
-    }
+    crate::auth::count_request(state, &principal).await?;
+    Ok(Some(principal))
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -73,6 +93,33 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// Whether a form post comes from a page of this site: the browser's `Sec-Fetch-Site`, else its
+/// `Origin` against the host asked for. A client that sends neither is not a browser, and a
+/// cross-site forgery needs one.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return matches!(site, "same-origin" | "none");
+    }
+    let Some(origin) = text("origin") else {
+        return true;
+    };
+    let origin_host = origin.split_once("://").map_or(origin, |(_, host)| host);
+    [text("x-forwarded-host"), text("host")]
+        .into_iter()
+        .flatten()
+        .any(|host| host.eq_ignore_ascii_case(origin_host))
+}
+
+/// Whether the request came over HTTPS (directly, or through API Gateway or a proxy).
+fn over_https(uri: &axum::http::Uri, headers: &HeaderMap) -> bool {
+    uri.scheme_str() == Some("https")
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
 /// The sign-in form.
 #[derive(serde::Deserialize)]
 struct LoginForm {
@@ -80,46 +127,83 @@ struct LoginForm {
     key: String,
 }
 
-/// `POST /dashboard/login`: checks the key and keeps it for the browser session.
+/// `POST /dashboard/login`: checks the key (throttled like the API's) and starts a session.
 async fn login(
     State(state): State<Arc<AppState>>,
+    address: Option<axum::Extension<crate::auth::ClientAddress>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     axum::Form(LoginForm { key }): axum::Form<LoginForm>,
 ) -> Response {
-    // A key goes into a cookie as it is: only characters a cookie value may hold.
-    let cookie_safe = key
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && !b";,\"\\".contains(&b));
-    let known = !key.is_empty()
-        && cookie_safe
-        && state
-            .key_cache
-            .principal(&state, &hash_key(&key))
-            .await
-            .is_ok();
-    if !known {
-        return page(
-            StatusCode::UNAUTHORIZED,
-            "Sign in",
-            login_form(Some("That key was not accepted.")),
-            false,
-        );
+    if !same_origin(&headers) {
+        let body = html! { p.problem { "Sign in from this site's own page." } };
+        return page(StatusCode::FORBIDDEN, "Sign in", body, false);
     }
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p == "https");
+    let address = address.map(|axum::Extension(a)| a);
+    let presented = Some(key.as_str()).filter(|k| !k.is_empty());
+    let principal = match crate::auth::authenticate_key(&state, address, presented).await {
+        Ok(principal) => principal,
+        Err(ApiError::Unauthenticated) => {
+            return page(
+                StatusCode::UNAUTHORIZED,
+                "Sign in",
+                login_form(Some("That key was not accepted.")),
+                false,
+            );
+        }
+        Err(e) => return e.into_response(),
+    };
+    let Some(key_hash) = principal.key_hash else {
+        // Authentication is off: there is nothing to keep.
+        return Redirect::to("/dashboard").into_response();
+    };
+    let session = state.new_secret();
+    let expires_at = state.services.clock.now() + SESSION_TTL;
+    if let Err(e) = state
+        .services
+        .store
+        .create_session(&hash_key(&session), &key_hash, expires_at)
+        .await
+    {
+        return ApiError::from(e).into_response();
+    }
     let cookie = format!(
-        "{COOKIE}={key}; Path=/dashboard; HttpOnly; SameSite=Strict{}",
-        if secure { "; Secure" } else { "" }
+        "{COOKIE}={session}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL.num_seconds(),
+        if over_https(&uri, &headers) {
+            "; Secure"
+        } else {
+            ""
+        }
     );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/dashboard")).into_response()
 }
 
-/// `POST /dashboard/logout`: forgets the key.
-async fn logout() -> Response {
+/// `POST /dashboard/logout`: ends the session.
+async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(session) = cookie(&headers, COOKIE)
+        && let Err(e) = state
+            .services
+            .store
+            .delete_session(&hash_key(&session))
+            .await
+    {
+        return ApiError::from(e).into_response();
+    }
     let cookie = format!("{COOKIE}=; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=0");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/dashboard")).into_response()
+}
+
+async fn stylesheet() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+}
+
+async fn live_script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
 }
 
 /// `GET /dashboard`: the queues, recent decisions, leases and the DLQ.
@@ -627,7 +711,6 @@ fn login_form(problem: Option<&str>) -> Markup {
 
 /// A whole page. `live` pages carry the sign-out button and refresh themselves.
 fn page(status: StatusCode, title: &str, main: Markup, live: bool) -> Response {
-    let script = SCRIPT.replace("REFRESH_MS", &(REFRESH_SECONDS * 1_000).to_string());
     let document = html! {
         (DOCTYPE)
         html lang="en" {
@@ -635,7 +718,7 @@ fn page(status: StatusCode, title: &str, main: Markup, live: bool) -> Response {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Converge" }
-                style { (PreEscaped(STYLE)) }
+                link rel="stylesheet" href="/dashboard/assets/style.css";
             }
             body {
                 a.skip href="#main" { "Skip to content" }
@@ -648,7 +731,7 @@ fn page(status: StatusCode, title: &str, main: Markup, live: bool) -> Response {
                             span #updated .muted aria-live="polite" {}
                             form method="post" action="/dashboard/logout" { button type="submit" { "Sign out" } }
                         }
-                        script { (PreEscaped(script)) }
+                        script src="/dashboard/assets/live.js" data-refresh-ms=(REFRESH_SECONDS * 1_000) defer {}
                     }
                 }
                 main #main tabindex="-1" { (main) }
@@ -661,7 +744,7 @@ fn page(status: StatusCode, title: &str, main: Markup, live: bool) -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
+                "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
             ),
         ],
         document.into_string(),
@@ -671,6 +754,7 @@ fn page(status: StatusCode, title: &str, main: Markup, live: bool) -> Response {
 
 /// Refreshes `<main>` in place (scroll and focus stay) unless paused or the tab is hidden.
 const SCRIPT: &str = r#"(function () {
+  var every = Number(document.currentScript.dataset.refreshMs) || 5000;
   var paused = false;
   var pause = document.getElementById('pause');
   var stamp = document.getElementById('updated');
@@ -692,7 +776,7 @@ const SCRIPT: &str = r#"(function () {
       })
       .catch(function () { stamp.textContent = 'Update failed; retrying'; });
   }
-  setInterval(refresh, REFRESH_MS);
+  setInterval(refresh, every);
 })();"#;
 
 const STYLE: &str = "\

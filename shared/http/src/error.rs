@@ -60,6 +60,13 @@ pub enum ApiError {
         /// Seconds until the window resets.
         retry_after: u64,
     },
+    /// Too many failed authentications from this client or with this key prefix: wait
+    /// `retry_after` seconds (429).
+    #[error("too many failed attempts to authenticate; try again in {retry_after} s")]
+    AuthThrottled {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// The database cannot be reached (503).
     #[error("the database is unavailable")]
     Unavailable,
@@ -98,6 +105,9 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded"),
+            ApiError::AuthThrottled { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_failed_attempts")
+            }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::DependencyUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "dependency_unavailable")
@@ -123,6 +133,11 @@ impl IntoResponse for ApiError {
         }
         let (status, code) = self.status_and_code();
         let mut response = envelope(status, code, &self.to_string());
+        if let ApiError::AuthThrottled { retry_after } = self
+            && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
+        {
+            response.headers_mut().insert("retry-after", value);
+        }
         if let ApiError::RateLimited { limit, retry_after } = self {
             let headers = response.headers_mut();
             for (name, value) in [

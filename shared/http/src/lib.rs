@@ -81,6 +81,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Recently resolved API keys.
     pub key_cache: auth::KeyCache,
+    /// Failed authentications, per client and key prefix.
+    pub auth_throttle: auth::AuthThrottle,
 }
 
 impl AppState {
@@ -103,6 +105,7 @@ impl AppState {
             services,
             metrics: Metrics::default(),
             key_cache: auth::KeyCache::default(),
+            auth_throttle: auth::AuthThrottle::default(),
         }
     }
 

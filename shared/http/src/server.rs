@@ -145,6 +145,7 @@ async fn serve_connection(
     mut drain: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let io = TokioIo::new(Watched {
         inner: stream,
         connection: Arc::clone(&connection),
@@ -155,7 +156,10 @@ async fn serve_connection(
         let router = router.clone();
         let in_request = InRequest::begin(Arc::clone(&watched));
         async move {
-            let request = request.map(|body| Body::new(Deadline::new(body, body_timeout)));
+            let mut request = request.map(|body| Body::new(Deadline::new(body, body_timeout)));
+            if let Some(address) = client_address(peer, request.headers()) {
+                request.extensions_mut().insert(address);
+            }
             let response = router.oneshot(request).await;
             drop(in_request);
             response
@@ -447,4 +451,25 @@ pub fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
         cause = error.source();
     }
     false
+}
+
+/// The client a request is from: the TCP peer; behind a proxy on this machine (a loopback
+/// peer), the last address that proxy appended to `X-Forwarded-For`; a local client without a
+/// proxy (the operator's own tools) is no one to throttle.
+fn client_address(
+    peer: Option<std::net::IpAddr>,
+    headers: &axum::http::HeaderMap,
+) -> Option<crate::auth::ClientAddress> {
+    let peer = peer?;
+    if !peer.is_loopback() {
+        return Some(crate::auth::ClientAddress(peer));
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .next_back()
+        .map(crate::auth::ClientAddress)
 }

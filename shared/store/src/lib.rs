@@ -136,6 +136,11 @@ mod migrations {
                 "store probe",
                 include_str!("../migrations/postgres/0007_store_probe.sql"),
             ),
+            (
+                8,
+                "dashboard sessions",
+                include_str!("../migrations/postgres/0008_dashboard_sessions.sql"),
+            ),
         ])
     }
 
@@ -175,6 +180,11 @@ mod migrations {
                 7,
                 "store probe",
                 include_str!("../migrations/sqlite/0007_store_probe.sql"),
+            ),
+            (
+                8,
+                "dashboard sessions",
+                include_str!("../migrations/sqlite/0008_dashboard_sessions.sql"),
             ),
         ])
     }
@@ -528,6 +538,12 @@ forward! {
     fn complete_idempotency_key(&self, scope: &str, key: &str, status: u16, body: &str) -> ();
     /// Gives a key back (its request failed on our side: a retry runs again).
     fn release_idempotency_key(&self, scope: &str, key: &str) -> ();
+    /// Starts a dashboard session (and forgets expired ones).
+    fn create_session(&self, id_sha256: &str, key_hash: &str, expires_at: DateTime<Utc>) -> ();
+    /// The key hash a live dashboard session stands for.
+    fn session_key(&self, id_sha256: &str) -> Option<String>;
+    /// Ends a dashboard session.
+    fn delete_session(&self, id_sha256: &str) -> ();
     /// Flags an operator has set.
     fn flags(&self) -> Vec<FlagSetting>;
     /// Sets a flag.

@@ -192,6 +192,17 @@ pub(crate) const TABLES: &[Table] = &[
         serial: None,
     },
     Table {
+        name: "dashboard_sessions",
+        key: &["id_sha256"],
+        columns: &[
+            ("id_sha256", Text),
+            ("key_hash", Text),
+            ("created_at", Ts),
+            ("expires_at", Ts),
+        ],
+        serial: None,
+    },
+    Table {
         name: "compliance_thresholds",
         key: &["tenant"],
         columns: &[("tenant", Text), ("data", Json), ("updated_at", Ts)],

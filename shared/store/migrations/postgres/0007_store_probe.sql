@@ -1,6 +1,6 @@
 -- Readiness writes here (one row, overwritten): a store that can be read but not written to
 -- (a full disk, a read-only file system) is not ready.
 CREATE TABLE store_probe (
-    id          INTEGER PRIMARY KEY,
+    id          BIGINT PRIMARY KEY,
     probed_at   TIMESTAMPTZ NOT NULL
 );

@@ -105,6 +105,44 @@ macro_rules! access_operations {
                     .await?
                     .rows_affected())
             }
+
+            /// Starts a dashboard session standing for `key_hash` until `expires_at`, and
+            /// forgets the sessions that have expired.
+            pub async fn create_session(&self, id_sha256: &str, key_hash: &str, expires_at: chrono::DateTime<chrono::Utc>) -> Result<(), $crate::StoreError> {
+                let now = self.now();
+                let mut tx = begin_write(&self.pool).await?;
+                sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= $1")
+                    .bind(ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO dashboard_sessions (id_sha256, key_hash, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                    .bind(id_sha256)
+                    .bind(key_hash)
+                    .bind(ts(now))
+                    .bind(ts(expires_at))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// The key hash a live session stands for (`None`: unknown or expired).
+            pub async fn session_key(&self, id_sha256: &str) -> Result<Option<String>, $crate::StoreError> {
+                Ok(sqlx::query_scalar("SELECT key_hash FROM dashboard_sessions WHERE id_sha256 = $1 AND expires_at > $2")
+                    .bind(id_sha256)
+                    .bind(ts(self.now()))
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            /// Ends a session.
+            pub async fn delete_session(&self, id_sha256: &str) -> Result<(), $crate::StoreError> {
+                sqlx::query("DELETE FROM dashboard_sessions WHERE id_sha256 = $1")
+                    .bind(id_sha256)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
         }
     };
 }
