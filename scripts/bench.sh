@@ -5,6 +5,7 @@
 #   scripts/bench.sh store_throughput    PostgreSQL commits and leases (starts a throwaway cluster)
 #   scripts/bench.sh api                 the HTTP API under wrk, on SQLite and PostgreSQL
 #   scripts/bench.sh webhook             webhook deliveries: in-process (criterion) and over HTTP (wrk)
+#   scripts/bench.sh reads               queue/state, summary and the dashboard at 25,000 intents
 #   scripts/bench.sh queue               intents validated and decided per second, 1 and 4 workers
 #   scripts/bench.sh cold-start          the functions' cold starts and zip sizes (scripts/cold-start.sh)
 set -euo pipefail
@@ -34,6 +35,11 @@ if [ "$which" = all ] || [ "$which" = queue ]; then
 fi
 if [ "$which" = all ] || [ "$which" = cold-start ]; then
   bash scripts/cold-start.sh
+fi
+if [ "$which" = all ] || [ "$which" = reads ]; then
+  pg_start
+  cargo bench -p converge-http --bench reads_at_scale -- "$@"
+  pg_stop
 fi
 if [ "$which" = all ] || [ "$which" = webhook ]; then
   pg_start

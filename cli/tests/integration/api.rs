@@ -852,9 +852,15 @@ async fn two_servers_share_rate_limits_and_rotations() {
         ("CONVERGE_RATE_LIMIT_ENABLED", "1"),
         ("CONVERGE_RATE_LIMIT_RPM", "5"),
     ];
+    // b names tenants in /metrics; a, by default, does not.
+    let labelled = [
+        ("CONVERGE_RATE_LIMIT_ENABLED", "1"),
+        ("CONVERGE_RATE_LIMIT_RPM", "5"),
+        ("CONVERGE_METRICS_TENANT_LABELS", "1"),
+    ];
     let (a, b) = (
         start_server(&database, &limits),
-        start_server(&database, &limits),
+        start_server(&database, &labelled),
     );
 
     wait_for_fresh_minute(15).await;
@@ -916,6 +922,20 @@ async fn two_servers_share_rate_limits_and_rotations() {
     assert!(
         metrics.contains("converge_rate_limit_rejections_total{tenant=\"acme\"}"),
         "{metrics}"
+    );
+    let unlabelled = client
+        .get(a.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        unlabelled.contains("converge_rate_limit_rejections_total ")
+            && !unlabelled.contains("acme")
+            && !unlabelled.contains("globex"),
+        "no tenant is named without CONVERGE_METRICS_TENANT_LABELS: {unlabelled}"
     );
 
     // A rotation through one server is honoured by the other, grace expiry included.

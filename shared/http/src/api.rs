@@ -317,8 +317,11 @@ pub struct SimulationPinned {
 pub struct QueueState {
     /// Count per status name.
     pub by_status: BTreeMap<String, usize>,
-    /// READY, VALIDATED and QUEUED intents, by priority then id.
+    /// READY, VALIDATED and QUEUED intents, by priority then id: the first
+    /// `PENDING_LISTED` (500) of the queue, so the answer stays small however long it is.
     pub pending: Vec<PendingIntent>,
+    /// How many intents are READY, VALIDATED or QUEUED (`pending` lists up to 500 of them).
+    pub pending_total: usize,
     /// Every intent counted.
     pub total: usize,
 }

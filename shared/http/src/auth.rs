@@ -140,8 +140,8 @@ const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(900);
 const THROTTLE_CAPACITY: usize = 100_000;
 
 /// Failed authentications per client address and per key prefix, in this process. Past
-/// [`FREE_FAILURES`], each further failure doubles the wait (1 s, 2 s, 4 s, … up to
-/// [`MAX_BACKOFF`]) before that client or prefix is heard again: a 429 with `Retry-After`,
+/// `FREE_FAILURES`, each further failure doubles the wait (1 s, 2 s, 4 s, … up to
+/// `MAX_BACKOFF`) before that client or prefix is heard again: a 429 with `Retry-After`,
 /// without a database lookup. A success clears the key prefix's count, never the address's
 /// (a valid key must not launder a guessing client).
 #[derive(Default)]

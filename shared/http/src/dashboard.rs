@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use converge_core::queue::QueueKey;
 use converge_core::{EventType, Intent, Status};
-use converge_store::{EventFilter, IntentFilter, LeaseState, StoredEvent};
+use converge_store::{EventFilter, LeaseState, StoredEvent};
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
@@ -40,6 +40,8 @@ const SESSION_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(12);
 const REFRESH_SECONDS: u32 = 5;
 /// Intents listed per queue key.
 const QUEUE_ROWS: u32 = 50;
+/// Queue keys listed at most (those beyond are counted, not listed).
+const QUEUES_LISTED: usize = 20;
 /// Recent decisions listed.
 const DECISION_ROWS: usize = 20;
 
@@ -254,7 +256,10 @@ async fn intent_page(
 /// What the overview shows, read with a fixed number of queries (none per row).
 struct OverviewView {
     now: DateTime<Utc>,
-    queues: BTreeMap<QueueKey, Vec<Intent>>,
+    /// Per listed key: how many intents wait, and the first [`QUEUE_ROWS`] of them.
+    queues: BTreeMap<QueueKey, (i64, Vec<Intent>)>,
+    /// Keys with waiting intents that are not listed.
+    queues_not_listed: usize,
     /// Latest risk score per listed intent.
     risk_scores: BTreeMap<String, f64>,
     decisions: Vec<StoredEvent>,
@@ -266,24 +271,20 @@ struct OverviewView {
 async fn overview_view(state: &AppState, principal: &Principal) -> Result<OverviewView, ApiError> {
     let store = &state.services.store;
     let tenant = principal.tenant.clone();
-    let actionable = store
-        .intents(&IntentFilter {
-            statuses: vec![Status::Ready, Status::Validated, Status::Queued],
-            tenant_id: tenant.clone(),
-            limit: 10_000,
-            ..IntentFilter::default()
-        })
-        .await?;
-    let mut queues: BTreeMap<QueueKey, Vec<Intent>> = BTreeMap::new();
-    for intent in actionable {
-        queues
-            .entry(QueueKey::for_intent(&intent))
-            .or_default()
-            .push(intent);
+    // Counted by the database; each listed key's first rows read by one bounded query.
+    let mut waiting: BTreeMap<QueueKey, i64> = BTreeMap::new();
+    for count in store.actionable_counts(tenant.as_deref()).await? {
+        *waiting.entry(count.key).or_default() += count.count;
+    }
+    let queues_not_listed = waiting.len().saturating_sub(QUEUES_LISTED);
+    let mut queues: BTreeMap<QueueKey, (i64, Vec<Intent>)> = BTreeMap::new();
+    for (key, count) in waiting.into_iter().take(QUEUES_LISTED) {
+        let first = store.queue_intents(&key, None, QUEUE_ROWS).await?;
+        queues.insert(key, (count, first));
     }
     let listed: Vec<String> = queues
         .values()
-        .flat_map(|intents| intents.iter().take(QUEUE_ROWS as usize))
+        .flat_map(|(_, intents)| intents.iter())
         .map(|intent| intent.id.clone())
         .collect();
     let risk_scores = store
@@ -324,6 +325,7 @@ async fn overview_view(state: &AppState, principal: &Principal) -> Result<Overvi
     Ok(OverviewView {
         now: state.services.clock.now(),
         queues,
+        queues_not_listed,
         risk_scores,
         decisions,
         policies,
@@ -339,16 +341,16 @@ fn overview_html(view: &OverviewView) -> Markup {
             @if view.queues.is_empty() {
                 p { "Nothing is waiting." }
             }
-            @for (key, intents) in &view.queues {
+            @for (key, (waiting, intents)) in &view.queues {
                 div.scroll {
                     table {
-                        caption { (queue_label(key)) " " span.muted { "(" (intents.len()) " waiting)" } }
+                        caption { (queue_label(key)) " " span.muted { "(" (waiting) " waiting)" } }
                         thead { tr {
                             th scope="col" { "#" } th scope="col" { "Intent" } th scope="col" { "Status" }
                             th scope="col" { "Retries" } th scope="col" { "Risk score" } th scope="col" { "Age" }
                         } }
                         tbody {
-                            @for (position, intent) in intents.iter().take(QUEUE_ROWS as usize).enumerate() {
+                            @for (position, intent) in intents.iter().enumerate() {
                                 tr {
                                     td { (position + 1) }
                                     td { (intent_link(&intent.id)) }
@@ -361,6 +363,12 @@ fn overview_html(view: &OverviewView) -> Markup {
                         }
                     }
                 }
+                @if (*waiting as usize) > intents.len() {
+                    p.muted { "And " ((*waiting as usize) - intents.len()) " more in this queue." }
+                }
+            }
+            @if view.queues_not_listed > 0 {
+                p.muted { (view.queues_not_listed) " more queues with waiting intents are not listed." }
             }
         }
         section aria-labelledby="decisions" {

@@ -64,7 +64,7 @@ impl Metrics {
         }
     }
 
-    fn render(&self, out: &mut String) {
+    fn render(&self, out: &mut String, tenant_labels: bool) {
         let Ok(c) = self.0.lock() else { return };
         out.push_str(
             "# HELP converge_http_requests_total HTTP requests by route template and status.\n",
@@ -105,12 +105,17 @@ impl Metrics {
         }
         out.push_str("# HELP converge_rate_limit_rejections_total Requests refused by the tenant rate limit.\n");
         out.push_str("# TYPE converge_rate_limit_rejections_total counter\n");
-        for (tenant, n) in &c.rate_limited {
-            let _ = writeln!(
-                out,
-                "converge_rate_limit_rejections_total{{tenant=\"{}\"}} {n}",
-                escape(tenant)
-            );
+        if tenant_labels {
+            for (tenant, n) in &c.rate_limited {
+                let _ = writeln!(
+                    out,
+                    "converge_rate_limit_rejections_total{{tenant=\"{}\"}} {n}",
+                    escape(tenant)
+                );
+            }
+        } else {
+            let total: u64 = c.rate_limited.values().sum();
+            let _ = writeln!(out, "converge_rate_limit_rejections_total {total}");
         }
     }
 }
@@ -157,47 +162,66 @@ pub async fn scrape(
         }
     }
     let mut out = String::new();
-    state.metrics.render(&mut out);
+    let tenant_labels = state.services.api.metrics_tenant_labels;
+    state.metrics.render(&mut out, tenant_labels);
 
     // Counted by the database: no intent row is loaded, however many there are.
-    let counts = state.services.store.intent_counts(None).await?;
+    let store = &state.services.store;
     let mut by_status: BTreeMap<&str, i64> = converge_core::Status::ALL
         .iter()
         .map(|s| (s.as_str(), 0))
         .collect();
+    // Without tenant labels, a key's series is summed over tenants.
+    let labelled = |key: &QueueKey| QueueKey {
+        tenant: if tenant_labels {
+            key.tenant.clone()
+        } else {
+            String::new()
+        },
+        repo: key.repo.clone(),
+        target: key.target.clone(),
+    };
+    for (status, n) in store.status_counts(None).await? {
+        *by_status.entry(status.as_str()).or_default() += n;
+    }
     let mut depth: BTreeMap<QueueKey, i64> = BTreeMap::new();
-    for count in &counts {
-        *by_status.entry(count.status.as_str()).or_default() += count.count;
-        if count.status.is_actionable() {
-            *depth.entry(count.key.clone()).or_default() += count.count;
-        }
+    for count in store.actionable_counts(None).await? {
+        *depth.entry(labelled(&count.key)).or_default() += count.count;
     }
     out.push_str("# HELP converge_intents Intents by status.\n# TYPE converge_intents gauge\n");
     for (status, n) in by_status {
         let _ = writeln!(out, "converge_intents{{status=\"{status}\"}} {n}");
     }
     out.push_str("# HELP converge_queue_depth Actionable intents per queue key.\n# TYPE converge_queue_depth gauge\n");
-    for (key, n) in depth {
-        let _ = writeln!(
-            out,
-            "converge_queue_depth{{tenant=\"{}\",repo=\"{}\",target=\"{}\"}} {n}",
-            escape(&key.tenant),
+    let key_labels = |key: &QueueKey| {
+        let place = format!(
+            "repo=\"{}\",target=\"{}\"",
             escape(&key.repo),
             escape(&key.target)
         );
+        if tenant_labels {
+            format!("tenant=\"{}\",{place}", escape(&key.tenant))
+        } else {
+            place
+        }
+    };
+    for (key, n) in depth {
+        let _ = writeln!(out, "converge_queue_depth{{{}}} {n}", key_labels(&key));
     }
-    out.push_str("# HELP converge_queue_lease_held Whether a live lease holds the queue key (1) or not (0).\n# TYPE converge_queue_lease_held gauge\n");
+    out.push_str("# HELP converge_queue_lease_held Live leases holding the queue key.\n# TYPE converge_queue_lease_held gauge\n");
     let now = state.services.clock.now();
+    let mut held: BTreeMap<(QueueKey, String), u32> = BTreeMap::new();
     for lease in state.services.store.leases().await? {
-        let held = lease.holder.is_some() && lease.expires_at.is_some_and(|e| e > now);
+        let live = lease.holder.is_some() && lease.expires_at.is_some_and(|e| e > now);
+        let holder = lease.holder.clone().unwrap_or_default();
+        *held.entry((labelled(&lease.key), holder)).or_default() += u32::from(live);
+    }
+    for ((key, holder), n) in held {
         let _ = writeln!(
             out,
-            "converge_queue_lease_held{{tenant=\"{}\",repo=\"{}\",target=\"{}\",holder=\"{}\"}} {}",
-            escape(&lease.key.tenant),
-            escape(&lease.key.repo),
-            escape(&lease.key.target),
-            escape(lease.holder.as_deref().unwrap_or("")),
-            u8::from(held)
+            "converge_queue_lease_held{{{},holder=\"{}\"}} {n}",
+            key_labels(&key),
+            escape(&holder)
         );
     }
     let mut response = out.into_response();

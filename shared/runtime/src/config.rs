@@ -303,6 +303,10 @@ pub struct ApiSettings {
     /// tenants, repositories and lease holders; set it wherever `/metrics` is reachable from
     /// outside).
     pub metrics_token: Option<String>,
+    /// Whether `/metrics` names tenants (and the actors of untenanted keys) in its labels
+    /// (`CONVERGE_METRICS_TENANT_LABELS`, default 0: series are summed over tenants, so a
+    /// scrape reveals no customer names).
+    pub metrics_tenant_labels: bool,
     /// Secrets that sign webhook deliveries (`CONVERGE_GITHUB_WEBHOOK_SECRET`, several
     /// separated by commas during a rotation). None and auth required: every delivery is
     /// refused.
@@ -363,6 +367,7 @@ impl Default for ApiSettings {
             api_keys: Vec::new(),
             api_keys_secret_arn: None,
             metrics_token: None,
+            metrics_tenant_labels: false,
             webhook_secrets: Vec::new(),
             webhook_secret_arn: None,
             webhook_max_body_bytes: WEBHOOK_MAX_BODY_BYTES,
@@ -401,6 +406,7 @@ impl ApiSettings {
                 .map(|a| a.trim().to_owned())
                 .filter(|a| !a.is_empty()),
             metrics_token,
+            metrics_tenant_labels: flag(&lookup, "CONVERGE_METRICS_TENANT_LABELS", false)?,
             webhook_secrets: converge_github::signature::parse_secrets(
                 &lookup("CONVERGE_GITHUB_WEBHOOK_SECRET").unwrap_or_default(),
             ),

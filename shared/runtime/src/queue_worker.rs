@@ -52,10 +52,10 @@ pub fn queue_message(key: &QueueKey) -> OutboxMessage {
 /// Every queue key that has READY, VALIDATED or QUEUED intents (counted in the database).
 pub async fn actionable_keys(store: &Store) -> Result<BTreeSet<QueueKey>, StoreError> {
     Ok(store
-        .intent_counts(None)
+        .actionable_counts(None)
         .await?
         .into_iter()
-        .filter(|c| c.status.is_actionable() && c.count > 0)
+        .filter(|c| c.count > 0)
         .map(|c| c.key)
         .collect())
 }

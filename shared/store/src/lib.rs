@@ -488,6 +488,10 @@ forward! {
     fn decision_trail(&self, intent_id: &str, limit: u32) -> DecisionTrail;
     /// Intents counted by queue key and status.
     fn intent_counts(&self, tenant: Option<&str>) -> Vec<IntentCount>;
+    /// The same, of the actionable statuses only.
+    fn actionable_counts(&self, tenant: Option<&str>) -> Vec<IntentCount>;
+    /// Intents per status, counted from the status index.
+    fn status_counts(&self, tenant: Option<&str>) -> Vec<(converge_core::Status, i64)>;
     /// Events, newest first, filtered and paged.
     fn events(&self, filter: &EventFilter) -> Vec<StoredEvent>;
     /// The latest event of a type for each of several intents, in one query.

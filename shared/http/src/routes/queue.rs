@@ -20,40 +20,38 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, OptionalJson};
 
 // Queue
-pub(super) async fn tenant_intents(
+/// Actionable intents listed by `/queue/state` and `/summary` at most.
+pub(super) const PENDING_LISTED: u32 = 500;
+
+/// The queue of a tenant (every tenant: `None`) at a glance: counts by status from the
+/// database (no intent row loaded for them), and the first [`PENDING_LISTED`] actionable
+/// intents in queue order.
+pub(super) async fn queue_state_of(
     state: &AppState,
     tenant: Option<String>,
-) -> Result<Vec<Intent>, ApiError> {
-    Ok(state
-        .services
-        .store
+) -> Result<api::QueueState, ApiError> {
+    let store = &state.services.store;
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    let mut pending_total = 0;
+    for (status, count) in store.status_counts(tenant.as_deref()).await? {
+        let n = usize::try_from(count).unwrap_or(0);
+        *by_status.entry(status.as_str().to_owned()).or_default() += n;
+        if status.is_actionable() {
+            pending_total += n;
+        }
+    }
+    let mut pending = store
         .intents(&IntentFilter {
+            statuses: vec![Status::Ready, Status::Validated, Status::Queued],
             tenant_id: tenant,
-            limit: 100_000,
+            limit: PENDING_LISTED,
             ..IntentFilter::default()
         })
-        .await?)
-}
-
-pub(super) fn by_status(intents: &[Intent]) -> BTreeMap<&'static str, usize> {
-    let mut counts = BTreeMap::new();
-    for intent in intents {
-        *counts.entry(intent.status.as_str()).or_default() += 1;
-    }
-    counts
-}
-
-pub(super) fn queue_state_of(intents: &[Intent]) -> api::QueueState {
-    let mut pending: Vec<&Intent> = intents
-        .iter()
-        .filter(|i| i.status.is_actionable())
-        .collect();
+        .await?;
     pending.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.id.cmp(&b.id)));
-    api::QueueState {
-        by_status: by_status(intents)
-            .into_iter()
-            .map(|(status, count)| (status.to_owned(), count))
-            .collect(),
+    Ok(api::QueueState {
+        total: by_status.values().sum(),
+        by_status,
         pending: pending
             .iter()
             .map(|i| api::PendingIntent {
@@ -63,8 +61,8 @@ pub(super) fn queue_state_of(intents: &[Intent]) -> api::QueueState {
                 status: i.status,
             })
             .collect(),
-        total: intents.len(),
-    }
+        pending_total,
+    })
 }
 
 /// `GET /queue/state`.
@@ -73,8 +71,7 @@ pub(super) async fn queue_state(
     principal: Principal,
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult {
-    let intents = tenant_intents(&state, principal.read_tenant(q.tenant_id)).await?;
-    typed(queue_state_of(&intents))
+    typed(queue_state_of(&state, principal.read_tenant(q.tenant_id)).await?)
 }
 
 /// `GET /queue/summary`.

@@ -8,7 +8,7 @@ use axum::routing::get;
 use converge_core::EventType;
 use converge_store::EventFilter;
 
-use super::queue::{queue_state_of, tenant_intents};
+use super::queue::queue_state_of;
 use super::*;
 use crate::AppState;
 use crate::api;
@@ -72,9 +72,8 @@ pub(super) async fn summary(
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult {
     let tenant = principal.read_tenant(q.tenant_id);
-    let intents = tenant_intents(&state, tenant.clone()).await?;
     typed(api::Summary {
-        queue: queue_state_of(&intents),
+        queue: queue_state_of(&state, tenant.clone()).await?,
         tenant_id: tenant,
         timestamp: state.services.clock.now(),
     })

@@ -292,14 +292,55 @@ macro_rules! journal_operations {
             /// Intents counted by tenant, repository, target and status (for gauges and
             /// summaries: no row is loaded). `tenant` confines the count to one tenant.
             pub async fn intent_counts(&self, tenant: Option<&str>) -> Result<Vec<$crate::IntentCount>, $crate::StoreError> {
-                let rows = sqlx::query(concat!(
-                    "SELECT tenant_id, ", $repo_of_intent, " AS repo, target, status, COUNT(*) AS n FROM intents ",
-                    "WHERE ($1 IS NULL OR tenant_id = $1) GROUP BY tenant_id, ", $repo_of_intent, ", target, status ",
+                self.counts_by_key(tenant, &converge_core::Status::ALL).await
+            }
+
+            /// [`Self::intent_counts`] of the actionable statuses only (READY, VALIDATED,
+            /// QUEUED): the queues, without reading the rows of finished intents.
+            pub async fn actionable_counts(&self, tenant: Option<&str>) -> Result<Vec<$crate::IntentCount>, $crate::StoreError> {
+                let actionable: Vec<converge_core::Status> = converge_core::Status::ALL
+                    .into_iter()
+                    .filter(|s| s.is_actionable())
+                    .collect();
+                self.counts_by_key(tenant, &actionable).await
+            }
+
+            /// Intents per status (of one tenant, or all), counted by the database from the
+            /// status index: no row is read.
+            pub async fn status_counts(&self, tenant: Option<&str>) -> Result<Vec<(converge_core::Status, i64)>, $crate::StoreError> {
+                let rows: Vec<(String, i64)> = match tenant {
+                    None => sqlx::query_as("SELECT status, COUNT(*) FROM intents GROUP BY status ORDER BY status")
+                        .fetch_all(&self.pool)
+                        .await?,
+                    Some(tenant) => sqlx::query_as(
+                        "SELECT status, COUNT(*) FROM intents WHERE tenant_id = $1 GROUP BY status ORDER BY status",
+                    )
+                    .bind(tenant)
+                    .fetch_all(&self.pool)
+                    .await?,
+                };
+                rows.into_iter()
+                    .map(|(status, n)| Ok((status.parse().map_err($crate::error::corrupt)?, n)))
+                    .collect()
+            }
+
+            async fn counts_by_key(&self, tenant: Option<&str>, statuses: &[converge_core::Status]) -> Result<Vec<$crate::IntentCount>, $crate::StoreError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT tenant_id, ", $repo_of_intent, " AS repo, target, status, COUNT(*) AS n FROM intents WHERE status IN ("
+                ));
+                let mut names = q.separated(", ");
+                for status in statuses {
+                    names.push_bind(status.as_str());
+                }
+                q.push(")");
+                if let Some(tenant) = tenant {
+                    q.push(" AND tenant_id = ").push_bind(tenant.to_owned());
+                }
+                q.push(concat!(
+                    " GROUP BY tenant_id, ", $repo_of_intent, ", target, status ",
                     "ORDER BY tenant_id, repo, target, status"
-                ))
-                .bind(tenant)
-                .fetch_all(&self.pool)
-                .await?;
+                ));
+                let rows = q.build().fetch_all(&self.pool).await?;
                 rows.iter()
                     .map(|row| {
                         let status: String = row.try_get("status")?;

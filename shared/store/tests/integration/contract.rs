@@ -1098,6 +1098,16 @@ async fn intents_are_counted_by_key_and_status(store: Store, clock: ManualClock)
     assert_eq!(counts.len(), 3);
     let acme = ok(store.intent_counts(Some("acme")).await);
     assert_eq!(acme.iter().map(|c| c.count).sum::<i64>(), 3);
+    // Every status here is actionable: the queues' counts are the same rows.
+    assert_eq!(ok(store.actionable_counts(None).await), counts);
+    assert_eq!(
+        ok(store.status_counts(None).await),
+        vec![(Status::Ready, 3), (Status::Validated, 1)]
+    );
+    assert_eq!(
+        ok(store.status_counts(Some("globex")).await),
+        vec![(Status::Ready, 1)]
+    );
 }
 
 async fn a_queue_key_lists_its_actionable_intents_in_order(store: Store, clock: ManualClock) {
