@@ -168,7 +168,7 @@ pub struct IntentCreated {
 }
 
 /// A check's result as CI reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportedState {
     /// Finished successfully.

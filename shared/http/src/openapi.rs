@@ -42,7 +42,7 @@ pub fn document() -> Value {
             },
         });
         if let Some(body) = route.body {
-            operation["requestBody"] = json!({"required": true, "description": body, "content": {"application/json": {"schema": {"type": "object"}}}});
+            operation["requestBody"] = json!({"required": body.required, "description": body.description, "content": {"application/json": {"schema": (body.schema)()}}});
         }
         for prefix in ["/v1", "/api"] {
             let entry = paths

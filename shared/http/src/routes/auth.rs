@@ -33,9 +33,12 @@ pub(super) async fn whoami(principal: Principal) -> ApiResult {
     })
 }
 
-#[derive(Deserialize, Default)]
+/// The body of `POST /auth/keys/rotate`.
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Rotate {
+    /// How long the presented key keeps working: 0 to 86,400 seconds (default 3,600).
+    #[schemars(range(min = 0, max = 86_400))]
     grace_period_seconds: Option<i64>,
 }
 
@@ -129,7 +132,9 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Admin,
             scope: "admin",
             params: &[],
-            body: Some("{grace_period_seconds? (0-86400, default 3600)}"),
+            body: Some(BodySpec::optional::<Rotate>(
+                "How long the presented key keeps working; or no body.",
+            )),
             success: 200,
             handler: post(rotate_key),
         },

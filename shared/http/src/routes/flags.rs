@@ -37,9 +37,11 @@ pub(super) async fn list_flags(State(state): State<Arc<AppState>>) -> ApiResult 
     typed(api::FlagList { flags })
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /flags/{name}`.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FlagUpdate {
+    /// The flag's new value.
     enabled: bool,
 }
 
@@ -105,7 +107,7 @@ pub(super) fn routes() -> Vec<Route> {
                 "string",
                 "Flag name, e.g. risk_auto_classify.",
             )],
-            body: Some("{enabled}"),
+            body: Some(BodySpec::of::<FlagUpdate>("The flag's new value.")),
             success: 200,
             handler: post(set_flag),
         },

@@ -135,26 +135,53 @@ pub(super) async fn intent_events(
 }
 
 /// The body of `POST /intents`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct IntentCreate {
+    /// The intent's id (made up when left out); at most 512 characters.
+    #[schemars(length(max = 512))]
     id: Option<String>,
+    /// Another name for `id`.
+    #[schemars(length(max = 512))]
     intent_id: Option<String>,
+    /// The branch to merge (or `technical.source_ref`).
     source: Option<String>,
+    /// The branch to merge into (default: the policy's default target).
     target: Option<String>,
+    /// Declared risk level (default medium).
+    #[serde(default)]
+    #[schemars(schema_with = "risk_level_schema")]
     risk_level: Option<RiskLevel>,
+    /// Queue priority, lower first (default 3).
     priority: Option<i64>,
+    /// Free-form description.
     #[serde(default)]
     semantic: Map<String, Value>,
+    /// Free-form technical data (`repo`, `source_ref`, `target_ref`, `scope_hint`, …).
     #[serde(default)]
     technical: Map<String, Value>,
+    /// Checks named at creation (informational).
     #[serde(default)]
     checks_required: Vec<String>,
+    /// Intents that must be merged first.
     #[serde(default)]
     dependencies: Vec<String>,
+    /// The tenant (a tenant's key may name only its own).
     tenant_id: Option<String>,
+    /// A plan grouping related intents.
     plan_id: Option<String>,
+    /// `human`, `agent`, `integration`, `api` (default).
     origin_type: Option<String>,
+}
+
+/// A risk level by name, or null.
+fn risk_level_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<Value> = RiskLevel::ALL
+        .iter()
+        .map(|l| Value::from(l.as_str()))
+        .chain([Value::Null])
+        .collect();
+    schemars::json_schema!({"enum": names})
 }
 
 /// `POST /intents`: creates a READY intent (201); an existing id is a conflict.
@@ -227,12 +254,18 @@ pub(super) async fn create_intent(
 
 // Validation
 /// The body of `POST /intents/{id}/checks`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CheckReport {
+    /// The check's name: 1 to 100 characters, not all blank.
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
     name: String,
+    /// Its result.
     state: api::ReportedState,
+    /// The commit it ran on: 7 to 64 hexadecimal digits.
+    #[schemars(regex(pattern = r"^\s*[0-9a-fA-F]{7,64}\s*$"))]
     head_sha: String,
+    /// Free text (kept to 2,000 characters).
     #[serde(default)]
     details: String,
 }
@@ -284,9 +317,11 @@ pub(super) async fn report_check(
         .into_response())
 }
 
-#[derive(Deserialize, Default)]
+/// The body of `POST /intents/{id}/validate`.
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ValidateRequest {
+    /// Treat required checks as passed (admin only).
     #[serde(default)]
     skip_checks: bool,
 }
@@ -404,7 +439,9 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "intents.write",
             params: &[ID],
-            body: Some("{skip_checks? (admin only)} — or no body"),
+            body: Some(BodySpec::optional::<ValidateRequest>(
+                "`skip_checks` (admin only); or no body.",
+            )),
             success: 200,
             handler: post(validate_intent),
         },
@@ -426,7 +463,9 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "checks.write",
             params: &[ID],
-            body: Some("{name, state (passed|failed|pending), head_sha, details?}"),
+            body: Some(BodySpec::of::<CheckReport>(
+                "A check's result for a commit of the intent.",
+            )),
             success: 201,
             handler: post(report_check),
         },
@@ -469,9 +508,9 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "intents.write",
             params: &[],
-            body: Some(
-                "{source (required), id?, target? (default main), risk_level?, priority?, semantic?, technical?, checks_required?, dependencies?, tenant_id? (a tenant-bound key may only use its own), plan_id?, origin_type?}",
-            ),
+            body: Some(BodySpec::of::<IntentCreate>(
+                "The intent: `source` (or `technical.source_ref`) is required; a tenant-bound key may name only its own tenant.",
+            )),
             success: 201,
             handler: post(create_intent),
         },

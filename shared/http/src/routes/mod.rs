@@ -53,11 +53,55 @@ pub(crate) struct Route {
     /// The scope it needs when the key declares scopes.
     pub scope: &'static str,
     pub params: &'static [Param],
-    /// Description of the JSON body, if the route takes one.
-    pub body: Option<&'static str>,
+    /// The JSON body, if the route takes one.
+    pub body: Option<BodySpec>,
     /// Success status.
     pub success: u16,
     pub handler: MethodRouter<Arc<AppState>>,
+}
+
+/// A route's JSON body: what it holds, whether it may be left out, and its JSON Schema,
+/// generated from the type the handler parses (so the document cannot drift from the code).
+#[derive(Clone, Copy)]
+pub(crate) struct BodySpec {
+    pub description: &'static str,
+    pub required: bool,
+    pub schema: fn() -> Value,
+}
+
+impl BodySpec {
+    /// A body of type `T`.
+    pub(crate) fn of<T: schemars::JsonSchema>(description: &'static str) -> BodySpec {
+        BodySpec {
+            description,
+            required: true,
+            schema: schema_of::<T>,
+        }
+    }
+
+    /// A body of type `T` that may be left out (its fields' defaults then apply).
+    pub(crate) fn optional<T: schemars::JsonSchema>(description: &'static str) -> BodySpec {
+        BodySpec {
+            required: false,
+            ..BodySpec::of::<T>(description)
+        }
+    }
+}
+
+/// The JSON Schema (2020-12, as OpenAPI 3.1 uses) of `T`, self-contained.
+pub(crate) fn schema_of<T: schemars::JsonSchema>() -> Value {
+    let mut schema = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|settings| {
+            settings.inline_subschemas = true;
+            settings.meta_schema = None;
+        })
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value();
+    if let Value::Object(map) = &mut schema {
+        map.remove("title");
+    }
+    schema
 }
 
 /// What a route needs of its caller: a role and, when the key declares scopes, a scope.

@@ -165,11 +165,15 @@ pub(super) async fn queue_inspect(
 }
 
 /// The body of `POST /queue/reset`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct QueueReset {
+    /// The intent, or `any` with `clear_lock` for every lease the caller may touch.
     intent_id: String,
+    /// A status to set (any case), besides retries back to 0.
+    #[schemars(regex(pattern = "(?i)^(ready|validated|queued|merged|rejected)$"))]
     set_status: Option<String>,
+    /// Also clear the queue key's lease (fencing its holder).
     #[serde(default)]
     clear_lock: bool,
 }
@@ -249,10 +253,12 @@ pub(super) async fn queue_reset(
 }
 
 /// The body of `POST /merge/confirm`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MergeConfirm {
+    /// The intent (QUEUED or VALIDATED).
     intent_id: String,
+    /// The commit it was merged as (default `confirmed-<id prefix>`).
     merged_commit: Option<String>,
 }
 
@@ -299,12 +305,16 @@ pub(super) async fn merge_confirm(
 }
 
 /// The body of `POST /queue/run`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct QueueRun {
+    /// Only this target branch's queues.
     target: Option<String>,
+    /// Intents worked on per key (default: the worker's batch size).
     limit: Option<u32>,
+    /// Merge what passes (default: the worker's setting).
     auto_confirm: Option<bool>,
+    /// Failed attempts before rejection (default: the worker's setting).
     max_retries: Option<u32>,
 }
 
@@ -395,7 +405,9 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "queue.write",
             params: &[],
-            body: Some("{target?, limit?, auto_confirm?, max_retries?} — or no body"),
+            body: Some(BodySpec::optional::<QueueRun>(
+                "Overrides of the worker's settings for this run; or no body.",
+            )),
             success: 200,
             handler: post(queue_run),
         },
@@ -455,7 +467,9 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "queue.write",
             params: &[],
-            body: Some("{intent_id, set_status?, clear_lock?}"),
+            body: Some(BodySpec::of::<QueueReset>(
+                "The intent to reset, and what else to do.",
+            )),
             success: 200,
             handler: post(queue_reset),
         },
@@ -466,7 +480,9 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "queue.write",
             params: &[],
-            body: Some("{intent_id, merged_commit?}"),
+            body: Some(BodySpec::of::<MergeConfirm>(
+                "The intent merged outside Converge.",
+            )),
             success: 200,
             handler: post(merge_confirm),
         },

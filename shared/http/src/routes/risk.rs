@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use converge_core::{EventType, PolicyConfig};
 use converge_store::{EventFilter, StoredEvent};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::events::{EventsQuery, list_events};
 use super::*;
@@ -171,19 +171,49 @@ pub(super) async fn get_risk_policy(
     })
 }
 
+/// The body of `POST /risk/policy`: the `risk` section of `policy.json`, and the tenant.
+#[derive(serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RiskPolicyUpdate {
+    /// The tenant (a tenant's key may name only its own).
+    #[serde(skip_serializing)]
+    tenant_id: Option<String>,
+    /// Highest risk score allowed, 0 to 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    max_risk_score: Option<f64>,
+    /// Highest damage score allowed, 0 to 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    max_damage_score: Option<f64>,
+    /// Highest propagation score allowed, 0 to 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    max_propagation_score: Option<f64>,
+    /// `shadow` (record what would be blocked) or `enforce`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "gate_mode_schema")]
+    mode: Option<String>,
+    /// Share of the gate's blocks enforced, 0 to 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    enforce_ratio: Option<f64>,
+}
+
+fn gate_mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"enum": ["shadow", "enforce", null]})
+}
+
 /// `POST /risk/policy`: sets the tenant's risk gate policy (validated like `policy.json`'s
 /// `risk` section).
 pub(super) async fn set_risk_policy(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     ApiQuery(q): ApiQuery<TenantQuery>,
-    ApiJson(mut body): ApiJson<Map<String, Value>>,
+    ApiJson(body): ApiJson<RiskPolicyUpdate>,
 ) -> ApiResult {
-    let body_tenant = body
-        .remove("tenant_id")
-        .and_then(|v| v.as_str().map(str::to_owned));
-    let tenant = policy_tenant(&principal, body_tenant.or(q.tenant_id))?;
-    let data = Value::Object(body);
+    let tenant = policy_tenant(&principal, body.tenant_id.clone().or(q.tenant_id))?;
+    let data = serde_json::to_value(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
     PolicyConfig::from_json(&json!({"risk": data}))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let version = state.services.store.put_risk_policy(&tenant, &data).await?;
@@ -257,9 +287,9 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "risk.write",
             params: &[TENANT_WRITE],
-            body: Some(
-                "{tenant_id?, max_risk_score?, max_damage_score?, max_propagation_score?, mode? (shadow|enforce), enforce_ratio?}",
-            ),
+            body: Some(BodySpec::of::<RiskPolicyUpdate>(
+                "The risk gate's thresholds and mode (the `risk` section of policy.json).",
+            )),
             success: 200,
             handler: post(set_risk_policy),
         },

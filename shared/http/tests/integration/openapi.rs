@@ -55,3 +55,49 @@ async fn the_document_is_served_without_a_key_and_documents_every_route() {
             && served["paths"]["/v1/intents"].get("get").is_some()
     );
 }
+
+/// Every request body is described field by field from the type its handler parses: no
+/// body is a bare object, unknown fields are refused (as the handlers refuse them), and the
+/// bounds the handlers check are in the schema.
+#[test]
+fn every_request_body_has_the_schema_of_its_type() {
+    let document = converge_http::openapi::document();
+    let mut bodies = 0;
+    for (path, operations) in document["paths"].as_object().into_iter().flatten() {
+        for (method, operation) in operations.as_object().into_iter().flatten() {
+            let Some(body) = operation.get("requestBody") else {
+                continue;
+            };
+            bodies += 1;
+            let schema = &body["content"]["application/json"]["schema"];
+            let fields = schema["properties"].as_object().map_or(0, |p| p.len());
+            assert!(fields > 0, "{method} {path}: {schema}");
+            assert_eq!(
+                schema["additionalProperties"],
+                serde_json::json!(false),
+                "{method} {path}"
+            );
+        }
+    }
+    assert_eq!(bodies, 18, "nine body routes, under /v1 and /api");
+    let body = |path: &str| {
+        document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            .clone()
+    };
+    let checks = body("/v1/intents/{id}/checks");
+    assert_eq!(
+        checks["required"],
+        serde_json::json!(["name", "state", "head_sha"])
+    );
+    assert_eq!(checks["properties"]["name"]["maxLength"], 100);
+    let rotate = body("/v1/auth/keys/rotate");
+    assert_eq!(
+        rotate["properties"]["grace_period_seconds"]["maximum"],
+        86_400
+    );
+    assert_eq!(
+        document["paths"]["/v1/auth/keys/rotate"]["post"]["requestBody"]["required"], false,
+        "rotation works without a body"
+    );
+    assert_eq!(body("/v1/intents")["properties"]["id"]["maxLength"], 512);
+}
