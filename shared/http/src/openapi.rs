@@ -13,7 +13,7 @@ fn error_response(description: &str) -> Value {
 pub fn document() -> Value {
     let mut paths: Map<String, Value> = Map::new();
     for route in table() {
-        let parameters: Vec<Value> = route
+        let mut parameters: Vec<Value> = route
             .params
             .iter()
             .map(|(name, location, kind, description)| {
@@ -24,6 +24,13 @@ pub fn document() -> Value {
                 json!({"name": name, "in": place, "required": required, "description": description, "schema": {"type": kind}})
             })
             .collect();
+        if route.method == "post" {
+            parameters.push(json!({
+                "name": "Idempotency-Key", "in": "header", "required": false,
+                "description": "Retries with the same key and request within 24 h get the first answer (see `http::idempotency`).",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}
+            }));
+        }
         let mut operation = json!({
             "summary": route.summary,
             "description": format!("Needs the {} role (and the `{}` scope when the key declares scopes).", route.role, route.scope),
@@ -35,10 +42,13 @@ pub fn document() -> Value {
                 "401": error_response("Missing, unknown or expired API key."),
                 "403": error_response("Role or scope too low, or a write into another tenant."),
                 "404": error_response("Not found, or not visible to this key's tenant."),
-                "409": error_response("The request conflicts with the intent's state (illegal move, id taken)."),
+                "409": error_response("The request conflicts with the intent's state (illegal move, id taken, changed meanwhile), or its Idempotency-Key's first request is still running."),
+                "408": error_response("The body did not arrive in time (`converge serve`)."),
                 "413": error_response("Body larger than 1 MiB."),
-                "429": error_response("The tenant's requests per minute are used up; see Retry-After."),
-                "503": error_response("The database is unreachable."),
+                "415": error_response("A Content-Encoding other than identity."),
+                "422": error_response("Cannot be done as asked: a setting this needs is missing (the message names it), or an Idempotency-Key reused with another request."),
+                "429": error_response("The tenant's requests per minute are used up, or too many failed authentications; see Retry-After."),
+                "503": error_response("The database is unreachable or full, or too many connections."),
             },
         });
         if let Some(body) = route.body {
