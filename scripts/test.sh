@@ -11,7 +11,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # target/ (CI's disk is not large); set CARGO_INCREMENTAL=1 to keep them while iterating.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # The parity fixtures live beside the repository (../shared); CI lays them out the same way.
-export CONVERGE_FIXTURES_DIR="${CONVERGE_FIXTURES_DIR:-$(cd .. && pwd)/shared/fixtures/risk}"
+# Pinned, like the snapshot settings: a variable left in a developer's shell must not point the
+# run elsewhere, accept changed snapshots, or pass failing ones.
+export CONVERGE_FIXTURES_DIR="$(cd .. && pwd)/shared/fixtures/risk"
+export INSTA_UPDATE=no INSTA_FORCE_PASS=0
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -70,6 +73,15 @@ step "tests"
 set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# A test binary that aborts (a crash, an abort in a test) prints no closing line, and one that
+# does not build never runs: count those as failures too, so the closing line below can never
+# say "0 failed" of a failing run.
+started=$(grep -cE '^ +(Running|Doc-tests) ' "$log" || true)
+finished=$(grep -cE '^test result: ' "$log" || true)
+unfinished=$((started > finished ? started - finished : 0))
+if [ "$status" != 0 ] && [ "$unfinished" = 0 ] && ! grep -qE '^test result: .* [1-9][0-9]* failed' "$log"; then
+  unfinished=1 # cargo failed before or outside the binaries (a build error)
+fi
 
 # After cargo's run, which holds the build directory: the stack builds and runs its functions.
 step "local stack (scripts/dev-stack.sh end to end)"
@@ -82,6 +94,7 @@ set -e
 {
   grep -E '^test result: ' "$log" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/'
   grep -E '^local stack: [0-9]+ passed' "$log" | sed -E 's/.* ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/'
+  echo "0 $unfinished"
 } | awk '{ passed += $1; failed += $2 } END { printf "\ntests: %d passed, %d failed\n", passed, failed }'
 disk_report
 exit "$status"
