@@ -101,6 +101,24 @@ pub async fn drop_pg_database(url: &str) {
     .unwrap_or_else(|e| panic!("cannot drop database {name}: {e}"));
 }
 
+/// The store settings of a `converge serve` on each backend: a SQLite file `file` in `dir`, and
+/// a fresh PostgreSQL database. Tests that must hold on both run once per entry.
+pub async fn server_databases(
+    dir: &std::path::Path,
+    file: &str,
+) -> Vec<Vec<(&'static str, String)>> {
+    vec![
+        vec![
+            ("CONVERGE_DB_BACKEND", "sqlite".to_owned()),
+            ("CONVERGE_DB_PATH", dir.join(file).display().to_string()),
+        ],
+        vec![
+            ("CONVERGE_DB_BACKEND", "postgres".to_owned()),
+            ("CONVERGE_PG_DSN", fresh_pg_database().await),
+        ],
+    ]
+}
+
 /// A `converge serve` process on a free port, stopped when dropped.
 pub struct ServerProcess {
     child: std::process::Child,

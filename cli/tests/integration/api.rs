@@ -57,6 +57,18 @@ async fn databases() -> Vec<(Database, tempfile::TempDir)> {
     ]
 }
 
+/// `/metrics` as text.
+async fn metrics_text(client: &reqwest::Client, server: &ServerProcess) -> String {
+    client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
 async fn call(
     client: &reqwest::Client,
     server: &ServerProcess,
@@ -911,26 +923,12 @@ async fn two_servers_share_rate_limits_and_rotations() {
         other.status().is_success(),
         "another tenant is not throttled"
     );
-    let metrics = client
-        .get(b.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = metrics_text(&client, &b).await;
     assert!(
         metrics.contains("converge_rate_limit_rejections_total{tenant=\"acme\"}"),
         "{metrics}"
     );
-    let unlabelled = client
-        .get(a.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap_or_default();
+    let unlabelled = metrics_text(&client, &a).await;
     assert!(
         unlabelled.contains("converge_rate_limit_rejections_total ")
             && !unlabelled.contains("acme")

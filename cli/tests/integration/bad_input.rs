@@ -3,7 +3,7 @@
 //! nothing written.
 
 use converge_github::signature::{WebhookSecret, sign};
-use converge_testkit::{ServerProcess, fresh_pg_database};
+use converge_testkit::ServerProcess;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -11,19 +11,7 @@ const KEY: &str = "input-key";
 const SECRET: &str = "input-secret";
 
 async fn databases(dir: &std::path::Path) -> Vec<Vec<(&'static str, String)>> {
-    vec![
-        vec![
-            ("CONVERGE_DB_BACKEND", "sqlite".to_owned()),
-            (
-                "CONVERGE_DB_PATH",
-                dir.join("input.db").display().to_string(),
-            ),
-        ],
-        vec![
-            ("CONVERGE_DB_BACKEND", "postgres".to_owned()),
-            ("CONVERGE_PG_DSN", fresh_pg_database().await),
-        ],
-    ]
+    converge_testkit::server_databases(dir, "input.db").await
 }
 
 fn serve(dir: &std::path::Path, database: &[(&'static str, String)]) -> ServerProcess {

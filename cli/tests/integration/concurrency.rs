@@ -3,26 +3,14 @@
 //! still current, so an acknowledged write is never silently overwritten.
 
 use converge_github::signature::{WebhookSecret, sign};
-use converge_testkit::{ServerProcess, fresh_pg_database};
+use converge_testkit::ServerProcess;
 use serde_json::{Value, json};
 
 const KEY: &str = "race-key";
 const SECRET: &str = "race-secret";
 
 async fn databases(dir: &std::path::Path) -> Vec<Vec<(&'static str, String)>> {
-    vec![
-        vec![
-            ("CONVERGE_DB_BACKEND", "sqlite".to_owned()),
-            (
-                "CONVERGE_DB_PATH",
-                dir.join("race.db").display().to_string(),
-            ),
-        ],
-        vec![
-            ("CONVERGE_DB_BACKEND", "postgres".to_owned()),
-            ("CONVERGE_PG_DSN", fresh_pg_database().await),
-        ],
-    ]
+    converge_testkit::server_databases(dir, "race.db").await
 }
 
 fn serve(dir: &std::path::Path, database: &[(&'static str, String)]) -> ServerProcess {

@@ -3,7 +3,7 @@
 //! request events do to intents.
 
 use converge_github::signature::{WebhookSecret, sign};
-use converge_testkit::{ServerProcess, fresh_pg_database};
+use converge_testkit::ServerProcess;
 use serde_json::{Value, json};
 
 const KEY: &str = "hook-key";
@@ -30,16 +30,7 @@ fn serve(
 }
 
 async fn databases(dir: &std::path::Path) -> Vec<Vec<(&'static str, String)>> {
-    vec![
-        vec![
-            ("CONVERGE_DB_BACKEND", "sqlite".to_owned()),
-            ("CONVERGE_DB_PATH", dir.join("s.db").display().to_string()),
-        ],
-        vec![
-            ("CONVERGE_DB_BACKEND", "postgres".to_owned()),
-            ("CONVERGE_PG_DSN", fresh_pg_database().await),
-        ],
-    ]
+    converge_testkit::server_databases(dir, "s.db").await
 }
 
 struct Hook<'a> {
