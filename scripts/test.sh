@@ -88,12 +88,17 @@ step "local stack (scripts/dev-stack.sh end to end)"
 bash scripts/test-local-stack.sh 2>&1 | tee -a "$log"
 stack_status=${PIPESTATUS[0]}
 [ "$status" = 0 ] && status=$stack_status
+
+step "API fuzzing (schemathesis against converge serve, both backends)"
+bash scripts/api-fuzz.sh 2>&1 | tee -a "$log"
+fuzz_status=${PIPESTATUS[0]}
+[ "$status" = 0 ] && status=$fuzz_status
 set -e
 # One closing line for the whole run: cargo prints one per test binary, the last of which is
 # often a crate without tests.
 {
   grep -E '^test result: ' "$log" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/'
-  grep -E '^local stack: [0-9]+ passed' "$log" | sed -E 's/.* ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/'
+  grep -E '^(local stack|api fuzz): [0-9]+ passed' "$log" | sed -E 's/.* ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/'
   echo "0 $unfinished"
 } | awk '{ passed += $1; failed += $2 } END { printf "\ntests: %d passed, %d failed\n", passed, failed }'
 disk_report

@@ -304,6 +304,51 @@ async fn intents_move_through_the_api_on_both_backends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_of_no_tenant_sets_and_reads_the_policy_of_intents_without_one() {
+    let client = reqwest::Client::new();
+    for (database, _dir) in databases().await {
+        let server = start_server(&database, &[]);
+        let policy = |mode: &str| json!({"mode": mode, "max_risk_score": 70.0});
+        let (status, set) = call(
+            &client,
+            &server,
+            Method::POST,
+            "/v1/risk/policy",
+            Some(ADMIN),
+            Some(policy("enforce")),
+        )
+        .await;
+        assert_eq!(
+            (status, &set["tenant_id"]),
+            (StatusCode::OK, &json!("")),
+            "{set}"
+        );
+        let (status, read) = call(
+            &client,
+            &server,
+            Method::GET,
+            "/v1/risk/policy",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{read}");
+        assert_eq!(read["policy"], policy("enforce"));
+        // A named tenant's policy is its own.
+        let (status, _) = call(
+            &client,
+            &server,
+            Method::GET,
+            "/v1/risk/policy?tenant_id=acme",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_uses_the_envelope() {
     let client = reqwest::Client::new();
     let (database, _dir) = databases().await.remove(0);
@@ -427,7 +472,7 @@ async fn every_error_uses_the_envelope() {
             Method::POST,
             "/v1/risk/policy",
             admin,
-            Some(json!({"mode": "shadow"})),
+            Some(json!({"tenant_id": "acme", "enforce_ratio": 1.5})),
             StatusCode::BAD_REQUEST,
             "bad_request",
         ),

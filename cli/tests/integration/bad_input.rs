@@ -50,6 +50,43 @@ fn message(answer: &Value) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_answers_404_for_an_intent_id_holding_a_nul() {
+    let dir = tempfile::tempdir().unwrap();
+    for database in databases(dir.path()).await {
+        let server = serve(dir.path(), &database);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let signed_in = client
+            .post(server.url("/dashboard/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("key={KEY}"))
+            .send()
+            .await
+            .unwrap();
+        let cookie = signed_in
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("converge_session="))
+            .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+            .expect("a session cookie");
+        for path in ["/dashboard/intents/%00", "/dashboard/intents/a%00b"] {
+            let page = client
+                .get(server.url(path))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(page.status().as_u16(), 404, "{path}");
+            assert!(page.text().await.unwrap().contains("No intent"), "{path}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nul_character_is_a_400_naming_the_field_and_writes_nothing() {
     use reqwest::Method;
     let dir = tempfile::tempdir().unwrap();

@@ -15,6 +15,7 @@ mod dashboard;
 mod eval_input_errors;
 mod full_disk;
 mod github_app;
+mod lease_reset;
 mod operator_cli;
 mod readiness;
 mod risk_parity;

@@ -130,8 +130,6 @@ pub(crate) fn principal_of(record: ApiKeyRecord) -> Result<Principal, ApiError> 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub std::net::IpAddr);
 
-/// Failed authentications allowed per client address or key prefix before backing off.
-const FREE_FAILURES: u32 = 10;
 /// A client with no failure for this long starts afresh.
 const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
 /// The longest back-off.
@@ -139,8 +137,8 @@ const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(900);
 /// Most clients remembered at once.
 const THROTTLE_CAPACITY: usize = 100_000;
 
-/// Failed authentications per client address and per key prefix, in this process. Past
-/// `FREE_FAILURES`, each further failure doubles the wait (1 s, 2 s, 4 s, … up to
+/// Failed authentications per client address and per key prefix, in this process. Past the
+/// free ones (`CONVERGE_AUTH_FREE_FAILURES`), each further failure doubles the wait (1 s, 2 s, 4 s, … up to
 /// `MAX_BACKOFF`) before that client or prefix is heard again: a 429 with `Retry-After`,
 /// without a database lookup. A success clears the key prefix's count, never the address's
 /// (a valid key must not launder a guessing client).
@@ -186,8 +184,9 @@ impl AuthThrottle {
         }
     }
 
-    /// Counts a failed authentication against every subject.
-    pub fn failed(&self, subjects: &[String]) {
+    /// Counts a failed authentication against every subject; past `free_failures`, the
+    /// subject waits.
+    pub fn failed(&self, subjects: &[String], free_failures: u32) {
         let now = std::time::Instant::now();
         let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= THROTTLE_CAPACITY {
@@ -207,8 +206,8 @@ impl AuthThrottle {
             }
             entry.count += 1;
             entry.last = now;
-            if entry.count > FREE_FAILURES {
-                let doublings = (entry.count - FREE_FAILURES - 1).min(20);
+            if entry.count > free_failures {
+                let doublings = (entry.count - free_failures - 1).min(20);
                 let backoff = std::time::Duration::from_secs(1u64 << doublings).min(MAX_BACKOFF);
                 entry.blocked_until = Some(now + backoff);
             }
@@ -303,7 +302,9 @@ pub(crate) async fn authenticate_key(
     };
     match &resolved {
         Ok(_) => state.auth_throttle.succeeded(&subjects),
-        Err(ApiError::Unauthenticated) => state.auth_throttle.failed(&subjects),
+        Err(ApiError::Unauthenticated) => state
+            .auth_throttle
+            .failed(&subjects, state.services.api.auth_free_failures),
         Err(_) => {}
     }
     resolved

@@ -231,11 +231,18 @@ async fn intent_page(
         Ok(None) => return page(StatusCode::OK, "Sign in", login_form(None), false),
         Err(e) => return e.into_response(),
     };
-    let intent = match state.services.store.intent(&id).await {
+    // No intent id holds a NUL (the API refuses them), and PostgreSQL cannot even be asked.
+    let found = if id.contains('\0') {
+        Ok(None)
+    } else {
+        state.services.store.intent(&id).await
+    };
+    let intent = match found {
         Ok(Some(intent)) if principal.can_see(intent.tenant_id.as_deref()) => intent,
         Ok(_) => {
+            let shown = id.replace('\0', "\u{fffd}");
             let body = html! {
-                p { "No intent " code { (id) } " here." }
+                p { "No intent " code { (shown) } " here." }
                 p { a href="/dashboard" { "Back to the queue" } }
             };
             return page(StatusCode::NOT_FOUND, "Not found", body, false);

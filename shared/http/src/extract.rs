@@ -162,3 +162,69 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
     }
 }
+
+/// The largest magnitude below which every integer is a float (2^53).
+const EXACT_FLOAT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+
+/// Deserializes an optional integer field, taking an integral number written with a fraction
+/// (`3.0`) as the integer it is: JSON Schema's `integer` includes it, so a request the
+/// document calls valid is not refused for it. Anything else not integral, or out of the
+/// field's range, is an error naming the value.
+pub(crate) fn integral<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    use serde::Deserialize;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| number.as_u64().map(i128::from))
+        .or_else(|| {
+            // Only where a float holds every integer exactly: past 2^53 the written digits
+            // are already lost (an out-of-range -9223372036854775809 reads as i64::MIN).
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= EXACT_FLOAT_INTEGERS)
+                .map(|f| f as i128)
+        });
+    whole
+        .and_then(|n| T::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("expected an integer in range, got {number}"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Priority {
+        #[serde(default, deserialize_with = "integral")]
+        value: Option<i64>,
+    }
+
+    fn priority(json: &str) -> Result<Option<i64>, String> {
+        serde_json::from_str::<Priority>(json)
+            .map(|p| p.value)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_integer_field_takes_what_json_schema_calls_an_integer_and_nothing_else() {
+        assert_eq!(priority(r#"{"value": 3}"#), Ok(Some(3)));
+        assert_eq!(priority(r#"{"value": 356.0}"#), Ok(Some(356)));
+        assert_eq!(priority(r#"{"value": -2e3}"#), Ok(Some(-2000)));
+        assert_eq!(priority(r#"{"value": null}"#), Ok(None));
+        assert_eq!(priority("{}"), Ok(None));
+        for refused in ["3.5", "\"3\"", "-9223372036854775809", "1e300", "true"] {
+            let json = format!(r#"{{"value": {refused}}}"#);
+            assert!(priority(&json).is_err(), "{refused} was taken");
+        }
+    }
+}

@@ -3,10 +3,44 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::routes::{In, table};
+use crate::routes::{NO_NUL, json_without_nul, table};
 
 fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+/// The query parameters of a query string whose JSON Schema is `schema` (an object): one per
+/// property, required as the type requires it. A query parameter is present or absent, never
+/// null, so `null` is dropped from its types.
+fn query_parameters(schema: &Value) -> Vec<Value> {
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|names| names.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let Some(properties) = schema["properties"].as_object() else {
+        return Vec::new();
+    };
+    properties
+        .iter()
+        .map(|(name, property)| {
+            let mut property = property.clone();
+            let description = property
+                .as_object_mut()
+                .and_then(|p| p.remove("description"))
+                .unwrap_or_default();
+            if let Some(Value::Array(types)) = property.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    property["type"] = types[0].clone();
+                }
+            }
+            if let Some(Value::Array(values)) = property.get_mut("enum") {
+                values.retain(|v| !v.is_null());
+            }
+            json!({"name": name, "in": "query", "required": required.contains(&name.as_str()),
+                   "description": description, "schema": property})
+        })
+        .collect()
 }
 
 /// The OpenAPI 3.1 document of the API.
@@ -16,14 +50,14 @@ pub fn document() -> Value {
         let mut parameters: Vec<Value> = route
             .params
             .iter()
-            .map(|(name, location, kind, description)| {
-                let (place, required) = match location {
-                    In::Query => ("query", false),
-                    In::Path => ("path", true),
-                };
-                json!({"name": name, "in": place, "required": required, "description": description, "schema": {"type": kind}})
+            .map(|(name, description)| {
+                json!({"name": name, "in": "path", "required": true, "description": description,
+                       "schema": {"type": "string", "minLength": 1, "pattern": NO_NUL}})
             })
             .collect();
+        if let Some(query) = route.query {
+            parameters.extend(query_parameters(&query()));
+        }
         if route.method == "post" {
             parameters.push(json!({
                 "name": "Idempotency-Key", "in": "header", "required": false,
@@ -82,7 +116,7 @@ pub fn document() -> Value {
         "info": {"title": "Converge API", "version": env!("CARGO_PKG_VERSION"), "description": "Merge coordination: intents, queue, events and policy. Every error is {\"error\": {\"code\", \"message\"}}."},
         "components": {
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
-            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}},
+            "schemas": {"JsonWithoutNul": json_without_nul(), "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}},
         },
         "paths": paths,
     })

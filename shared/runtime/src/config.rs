@@ -284,13 +284,19 @@ impl LocalSettings {
 /// Default requests per minute per tenant.
 pub const DEFAULT_RATE_LIMIT_RPM: u32 = 120;
 
+/// Default of `CONVERGE_AUTH_FREE_FAILURES`.
+pub const DEFAULT_AUTH_FREE_FAILURES: u32 = 10;
+
 /// API settings: `CONVERGE_AUTH_REQUIRED` (default 1), `CONVERGE_API_KEYS`,
 /// `CONVERGE_RATE_LIMIT_ENABLED` (default 1), `CONVERGE_RATE_LIMIT_RPM` (default 120),
-/// `CONVERGE_METRICS_TOKEN` (optional).
+/// `CONVERGE_METRICS_TOKEN` (optional), `CONVERGE_AUTH_FREE_FAILURES` (default 10).
 #[derive(Clone)]
 pub struct ApiSettings {
     /// Whether requests need an API key.
     pub auth_required: bool,
+    /// Failed authentications a client address or key prefix may make before each further
+    /// one makes it wait (`CONVERGE_AUTH_FREE_FAILURES`, default 10).
+    pub auth_free_failures: u32,
     /// Requests per minute per tenant, or `None` when rate limiting is off.
     pub rate_limit_rpm: Option<u32>,
     /// Keys to seed into the store at start.
@@ -342,6 +348,7 @@ impl std::fmt::Debug for ApiSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiSettings")
             .field("auth_required", &self.auth_required)
+            .field("auth_free_failures", &self.auth_free_failures)
             .field("rate_limit_rpm", &self.rate_limit_rpm)
             .field("api_keys", &self.api_keys)
             .field("api_keys_secret_arn", &self.api_keys_secret_arn)
@@ -363,6 +370,7 @@ impl Default for ApiSettings {
     fn default() -> Self {
         ApiSettings {
             auth_required: true,
+            auth_free_failures: DEFAULT_AUTH_FREE_FAILURES,
             rate_limit_rpm: Some(DEFAULT_RATE_LIMIT_RPM),
             api_keys: Vec::new(),
             api_keys_secret_arn: None,
@@ -387,6 +395,15 @@ impl ApiSettings {
                 format!("CONVERGE_RATE_LIMIT_RPM must be a positive integer, got '{v}'")
             })?,
         };
+        let auth_free_failures = match lookup("CONVERGE_AUTH_FREE_FAILURES")
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("") => DEFAULT_AUTH_FREE_FAILURES,
+            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("CONVERGE_AUTH_FREE_FAILURES must be a positive integer, got '{v}'")
+            })?,
+        };
         let api_keys = parse_api_keys(&lookup("CONVERGE_API_KEYS").unwrap_or_default())?;
         let metrics_token = lookup("CONVERGE_METRICS_TOKEN").filter(|t| !t.trim().is_empty());
         let webhook_max_body_bytes = match lookup("CONVERGE_WEBHOOK_MAX_BODY_BYTES")
@@ -400,6 +417,7 @@ impl ApiSettings {
         };
         Ok(ApiSettings {
             auth_required,
+            auth_free_failures,
             rate_limit_rpm: rate_limited.then_some(rpm),
             api_keys,
             api_keys_secret_arn: lookup("CONVERGE_API_KEYS_SECRET_ARN")
@@ -610,6 +628,7 @@ mod tests {
             "CONVERGE_RATE_LIMIT_RPM" => Some("lots".to_owned()),
             "CONVERGE_WORKER_BATCH_SIZE" => Some("-1".to_owned()),
             "CONVERGE_SECRETS_TTL_SECONDS" => Some("3600".to_owned()),
+            "CONVERGE_AUTH_FREE_FAILURES" => Some("0".to_owned()),
             _ => None,
         })
         .err()
@@ -619,6 +638,7 @@ mod tests {
             "CONVERGE_RATE_LIMIT_RPM",
             "CONVERGE_WORKER_BATCH_SIZE",
             "CONVERGE_SECRETS_TTL_SECONDS",
+            "CONVERGE_AUTH_FREE_FAILURES",
         ] {
             assert!(error.contains(variable), "{variable} missing from: {error}");
         }

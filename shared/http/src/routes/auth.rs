@@ -39,6 +39,7 @@ pub(super) async fn whoami(principal: Principal) -> ApiResult {
 pub(super) struct Rotate {
     /// How long the presented key keeps working: 0 to 86,400 seconds (default 3,600).
     #[schemars(range(min = 0, max = 86_400))]
+    #[serde(default, deserialize_with = "crate::extract::integral")]
     grace_period_seconds: Option<i64>,
 }
 
@@ -121,6 +122,7 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Viewer,
             scope: "intents.read",
             params: &[],
+            query: None,
             body: None,
             success: 200,
             handler: get(whoami),
@@ -132,6 +134,7 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Admin,
             scope: "admin",
             params: &[],
+            query: None,
             body: Some(BodySpec::optional::<Rotate>(
                 "How long the presented key keeps working; or no body.",
             )),

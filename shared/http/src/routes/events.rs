@@ -16,16 +16,34 @@ use crate::error::ApiError;
 use crate::extract::ApiQuery;
 
 // Events
-#[derive(Deserialize, Default)]
+/// `GET /events`'s filters.
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 pub(super) struct EventsQuery {
-    #[serde(rename = "type")]
+    /// Event type, e.g. `intent.validated`.
+    #[serde(rename = "type", default)]
+    #[schemars(schema_with = "event_type_schema")]
     pub(super) event_type: Option<String>,
+    /// Only this intent's events.
     pub(super) intent_id: Option<String>,
+    /// Tenant to read (ignored for tenant-bound keys, which always read their own).
     pub(super) tenant_id: Option<String>,
+    /// From this time on (RFC 3339, inclusive).
+    #[schemars(extend("format" = "date-time"))]
     pub(super) since: Option<String>,
+    /// Up to this time (RFC 3339, inclusive).
+    #[schemars(extend("format" = "date-time"))]
     pub(super) until: Option<String>,
+    /// Only events before this sequence number (`next_before` of the previous page).
     pub(super) before: Option<i64>,
+    /// Page size, 1 to 1,000 (default 100).
+    #[schemars(range(min = 1, max = 1000))]
     pub(super) limit: Option<u32>,
+}
+
+/// An event type by its dotted name.
+fn event_type_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+    schemars::json_schema!({"type": "string", "enum": names})
 }
 
 pub(super) async fn list_events(
@@ -93,30 +111,8 @@ pub(super) fn routes() -> Vec<Route> {
             summary: "Events, newest first; `next_before` pages on.",
             role: Role::Viewer,
             scope: "events.read",
-            params: &[
-                (
-                    "type",
-                    In::Query,
-                    "string",
-                    "Event type, e.g. intent.validated.",
-                ),
-                ("intent_id", In::Query, "string", "Intent."),
-                TENANT,
-                ("since", In::Query, "string", "RFC 3339 time (inclusive)."),
-                ("until", In::Query, "string", "RFC 3339 time (inclusive)."),
-                (
-                    "before",
-                    In::Query,
-                    "integer",
-                    "Only events before this sequence number.",
-                ),
-                (
-                    "limit",
-                    In::Query,
-                    "integer",
-                    "Page size, 1-1000 (default 100).",
-                ),
-            ],
+            params: &[],
+            query: Some(schema_of::<EventsQuery>),
             body: None,
             success: 200,
             handler: get(events),
@@ -127,7 +123,8 @@ pub(super) fn routes() -> Vec<Route> {
             summary: "Every event, newest first.",
             role: Role::Operator,
             scope: "events.read",
-            params: &[LIMIT, TENANT],
+            params: &[],
+            query: Some(schema_of::<LimitQuery>),
             body: None,
             success: 200,
             handler: get(audit_recent),

@@ -21,13 +21,32 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 
 // Intents
-#[derive(Deserialize)]
+/// `GET /intents`'s filters and page.
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct IntentListQuery {
+    #[serde(default)]
+    #[schemars(schema_with = "status_list_schema")]
     status: Option<String>,
+    /// Tenant to read (ignored for tenant-bound keys, which always read their own).
     tenant_id: Option<String>,
+    /// Only intents into this target branch.
     target: Option<String>,
+    /// Page size, 1 to 500 (default 100).
+    #[schemars(range(min = 1, max = 500))]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[schemars(regex(
+        pattern = r"^-?[0-9]{1,18}\.-?[0-9]{1,16}\.(?:0[1-9a-fA-F]|[1-9a-fA-F][0-9a-fA-F])*$"
+    ))]
     cursor: Option<String>,
+}
+
+/// `?limit=`: a page of one intent's events.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(super) struct PageQuery {
+    /// Page size, 1 to 1,000 (default 100).
+    #[schemars(range(min = 1, max = 1000))]
+    limit: Option<u32>,
 }
 
 /// A page of intents.
@@ -46,20 +65,31 @@ pub(super) fn encode_cursor(intent: &Intent) -> String {
     )
 }
 
+/// The position a cursor names. Every string of the documented form (priority, microseconds,
+/// the id's bytes in hex without a NUL) is a position, even one no intent holds; the id's bytes
+/// need not be UTF-8 (they are read leniently), so no well-formed cursor is refused.
 pub(super) fn decode_cursor(cursor: &str) -> Result<IntentCursor, ApiError> {
     let bad = || ApiError::BadRequest("cursor is not one this API returned".to_owned());
+    let digits = |part: &str, most: usize| {
+        let unsigned = part.strip_prefix('-').unwrap_or(part);
+        (1..=most).contains(&unsigned.len()) && unsigned.bytes().all(|b| b.is_ascii_digit())
+    };
     let mut parts = cursor.splitn(3, '.');
-    let priority = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    let micros: i64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    let hex = parts.next().ok_or_else(bad)?;
-    if hex.len() % 2 != 0 {
+    let (Some(priority), Some(micros), Some(hex)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    if !digits(priority, 18) || !digits(micros, 16) || hex.len() % 2 != 0 {
         return Err(bad());
     }
+    let priority = priority.parse().map_err(|_| bad())?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
     let bytes: Option<Vec<u8>> = (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
         .collect();
-    let id = String::from_utf8(bytes.ok_or_else(bad)?).map_err(|_| bad())?;
+    let bytes = bytes.filter(|b| !b.contains(&0)).ok_or_else(bad)?;
+    let id = String::from_utf8_lossy(&bytes).into_owned();
     let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
     Ok(IntentCursor {
         priority,
@@ -116,7 +146,7 @@ pub(super) async fn intent_events(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<LimitQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult {
     visible_intent(&state, &principal, &id).await?;
     let limit = page_limit(q.limit, EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX)?;
@@ -134,9 +164,15 @@ pub(super) async fn intent_events(
     })
 }
 
-/// The body of `POST /intents`.
+/// The body of `POST /intents`: `source`, or else `technical.source_ref`, names the branch.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [
+    {"required": ["source"], "properties": {"source": {"type": "string", "pattern": NOT_BLANK}}},
+    {"required": ["technical"], "properties": {"technical": {
+        "type": "object", "required": ["source_ref"],
+        "properties": {"source_ref": {"type": "string", "pattern": NOT_BLANK}}}}},
+]))]
 pub(super) struct IntentCreate {
     /// The intent's id (made up when left out); at most 512 characters.
     #[schemars(length(max = 512))]
@@ -153,6 +189,7 @@ pub(super) struct IntentCreate {
     #[schemars(schema_with = "risk_level_schema")]
     risk_level: Option<RiskLevel>,
     /// Queue priority, lower first (default 3).
+    #[serde(default, deserialize_with = "crate::extract::integral")]
     priority: Option<i64>,
     /// Free-form description.
     #[serde(default)]
@@ -203,13 +240,13 @@ pub(super) async fn create_intent(
     let target = text(body.target.clone())
         .or_else(|| text(technical_ref("target_ref")))
         .unwrap_or_else(|| state.services.policy.queue.default_target.clone());
-    let id = text(body.id.or(body.intent_id))
-        .unwrap_or_else(|| format!("api-{}", state.services.new_id()));
-    if id.chars().count() > 512 {
+    let id = body.id.or(body.intent_id);
+    if id.as_ref().is_some_and(|id| id.chars().count() > 512) {
         return Err(ApiError::BadRequest(
             "id must be at most 512 characters".to_owned(),
         ));
     }
+    let id = text(id).unwrap_or_else(|| format!("api-{}", state.services.new_id()));
     let tenant = principal.write_tenant(body.tenant_id)?;
     let mut intent = Intent::new(&id, source, target, state.services.clock.now());
     intent.created_by = principal.actor.clone();
@@ -258,17 +295,26 @@ pub(super) async fn create_intent(
 #[serde(deny_unknown_fields)]
 pub(super) struct CheckReport {
     /// The check's name: 1 to 100 characters, not all blank.
-    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
+    #[schemars(length(min = 1, max = 100), extend("pattern" = NOT_BLANK))]
     name: String,
     /// Its result.
     state: api::ReportedState,
     /// The commit it ran on: 7 to 64 hexadecimal digits.
-    #[schemars(regex(pattern = r"^\s*[0-9a-fA-F]{7,64}\s*$"))]
+    #[schemars(extend("pattern" = SHA_PATTERN))]
     head_sha: String,
     /// Free text (kept to 2,000 characters).
     #[serde(default)]
     details: String,
 }
+
+/// A commit sha as `report_check` reads it: 7 to 64 hex digits, surrounding blanks trimmed.
+const SHA_PATTERN: &str = concat!(
+    "^[",
+    whitespace_class!(),
+    "]*[0-9a-fA-F]{7,64}[",
+    whitespace_class!(),
+    "]*$"
+);
 
 /// `POST /intents/{id}/checks`: CI reports a check's result for a commit of the intent.
 pub(super) async fn report_check(
@@ -279,7 +325,7 @@ pub(super) async fn report_check(
 ) -> ApiResult {
     let intent = visible_intent(&state, &principal, &id).await?;
     let name = body.name.trim();
-    if name.is_empty() || name.len() > 100 {
+    if name.is_empty() || body.name.chars().count() > 100 {
         return Err(ApiError::BadRequest(
             "name must be 1 to 100 characters".to_owned(),
         ));
@@ -439,6 +485,7 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "intents.write",
             params: &[ID],
+            query: None,
             body: Some(BodySpec::optional::<ValidateRequest>(
                 "`skip_checks` (admin only); or no body.",
             )),
@@ -452,6 +499,7 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "intents.write",
             params: &[ID],
+            query: None,
             body: None,
             success: 200,
             handler: post(simulate_intent),
@@ -463,6 +511,7 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "checks.write",
             params: &[ID],
+            query: None,
             body: Some(BodySpec::of::<CheckReport>(
                 "A check's result for a commit of the intent.",
             )),
@@ -475,28 +524,8 @@ pub(super) fn routes() -> Vec<Route> {
             summary: "List intents in queue order (priority, age); `next_cursor` pages on.",
             role: Role::Viewer,
             scope: "intents.read",
-            params: &[
-                (
-                    "status",
-                    In::Query,
-                    "string",
-                    "Comma-separated statuses (READY,VALIDATED,QUEUED,MERGED,REJECTED).",
-                ),
-                TENANT,
-                ("target", In::Query, "string", "Target branch."),
-                (
-                    "limit",
-                    In::Query,
-                    "integer",
-                    "Page size, 1-500 (default 100).",
-                ),
-                (
-                    "cursor",
-                    In::Query,
-                    "string",
-                    "`next_cursor` of the previous page.",
-                ),
-            ],
+            params: &[],
+            query: Some(schema_of::<IntentListQuery>),
             body: None,
             success: 200,
             handler: get(list_intents),
@@ -508,6 +537,7 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "intents.write",
             params: &[],
+            query: None,
             body: Some(BodySpec::of::<IntentCreate>(
                 "The intent: `source` (or `technical.source_ref`) is required; a tenant-bound key may name only its own tenant.",
             )),
@@ -521,6 +551,7 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Viewer,
             scope: "intents.read",
             params: &[ID],
+            query: None,
             body: None,
             success: 200,
             handler: get(get_intent),
@@ -531,7 +562,8 @@ pub(super) fn routes() -> Vec<Route> {
             summary: "Events of one intent, newest first.",
             role: Role::Viewer,
             scope: "intents.read",
-            params: &[ID, LIMIT],
+            params: &[ID],
+            query: Some(schema_of::<PageQuery>),
             body: None,
             success: 200,
             handler: get(intent_events),
@@ -556,8 +588,27 @@ mod tests {
             cursor.created_at.timestamp_micros(),
             intent.created_at.timestamp_micros()
         );
-        for bad in ["", "1", "1.2", "x.2.61", "1.2.6", "1.2.zz"] {
+        for bad in [
+            "", "1", "1.2", "x.2.61", "1.2.6", "1.2.zz", "1.2.6100", "+1.2.61",
+        ] {
             assert!(decode_cursor(bad).is_err(), "{bad}");
+        }
+        // Any cursor of the documented form is a position, even one no intent holds.
+        let odd = decode_cursor("-7.0.ff41").unwrap();
+        assert_eq!((odd.priority, odd.id.as_str()), (-7, "\u{fffd}A"));
+        let pattern = regex::Regex::new(
+            schema_of::<IntentListQuery>()["properties"]["cursor"]["pattern"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        for cursor in [
+            "-7.0.ff41",
+            "3.1700000000000000.61",
+            &encode_cursor(&intent),
+        ] {
+            assert!(pattern.is_match(cursor), "{cursor}");
+            assert!(decode_cursor(cursor).is_ok(), "{cursor}");
         }
     }
 }

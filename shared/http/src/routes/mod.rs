@@ -33,15 +33,8 @@ use crate::AppState;
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 
-/// Where a parameter goes.
-#[derive(Clone, Copy)]
-pub(crate) enum In {
-    Query,
-    Path,
-}
-
-/// One documented parameter: name, location, JSON type, description.
-pub(crate) type Param = (&'static str, In, &'static str, &'static str);
+/// One path parameter: name and description (its schema: a non-empty string).
+pub(crate) type PathParam = (&'static str, &'static str);
 
 /// One business route.
 pub(crate) struct Route {
@@ -52,7 +45,11 @@ pub(crate) struct Route {
     pub role: Role,
     /// The scope it needs when the key declares scopes.
     pub scope: &'static str,
-    pub params: &'static [Param],
+    /// Its path parameters (`{id}`).
+    pub params: &'static [PathParam],
+    /// The JSON Schema of its query string: the type the handler parses, whose properties
+    /// become the documented query parameters.
+    pub query: Option<fn() -> Value>,
     /// The JSON body, if the route takes one.
     pub body: Option<BodySpec>,
     /// Success status.
@@ -88,7 +85,8 @@ impl BodySpec {
     }
 }
 
-/// The JSON Schema (2020-12, as OpenAPI 3.1 uses) of `T`, self-contained.
+/// The JSON Schema (2020-12, as OpenAPI 3.1 uses) of `T`, self-contained but for references
+/// to `#/components/schemas/JsonWithoutNul` (see [`forbid_nul`]).
 pub(crate) fn schema_of<T: schemars::JsonSchema>() -> Value {
     let mut schema = schemars::generate::SchemaSettings::draft2020_12()
         .with(|settings| {
@@ -101,7 +99,76 @@ pub(crate) fn schema_of<T: schemars::JsonSchema>() -> Value {
     if let Value::Object(map) = &mut schema {
         map.remove("title");
     }
+    forbid_nul(&mut schema);
     schema
+}
+
+/// The regular expression of a string without NUL characters, which every string of a request
+/// must be (no store column can hold one; the extractors refuse them, see `crate::extract`).
+pub(crate) const NO_NUL: &str = r"^[^\x00]*$";
+
+/// Rust's whitespace (`char::is_whitespace`, what `str::trim` removes) as the inside of a
+/// regular expression's character class, spelt out: `\s` differs between regex dialects.
+macro_rules! whitespace_class {
+    () => {
+        r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    };
+}
+pub(crate) use whitespace_class;
+
+/// The regular expression of a string that is not blank once trimmed, without NUL.
+pub(crate) const NOT_BLANK: &str = concat!(r"^[^\x00]*[^\x00", whitespace_class!(), r"][^\x00]*$");
+
+/// Says in `schema` what the extractors enforce: no string and no object key holds a NUL.
+/// Strings without a pattern, format or enum get [`NO_NUL`] (a hand-written pattern must
+/// exclude NUL itself); objects get it for their keys; free-form values become
+/// `JsonWithoutNul`, any JSON without a NUL anywhere.
+pub(crate) fn forbid_nul(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            let allows = |kind: &str, map: &serde_json::Map<String, Value>| match map.get("type") {
+                Some(Value::String(t)) => t == kind,
+                Some(Value::Array(types)) => types.iter().any(|t| t == kind),
+                _ => false,
+            };
+            let constrained = ["pattern", "format", "enum", "const"]
+                .iter()
+                .any(|k| map.contains_key(*k));
+            if allows("string", map) && !constrained {
+                map.insert("pattern".to_owned(), Value::from(NO_NUL));
+            }
+            if allows("object", map) {
+                map.entry("propertyNames")
+                    .or_insert_with(|| serde_json::json!({"pattern": NO_NUL}));
+                if matches!(map.get("additionalProperties"), Some(Value::Bool(true))) {
+                    map.insert("additionalProperties".to_owned(), json_without_nul_ref());
+                }
+            }
+            for (key, value) in map.iter_mut() {
+                if !matches!(key.as_str(), "enum" | "const" | "default" | "examples") {
+                    forbid_nul(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(forbid_nul),
+        _ => {}
+    }
+}
+
+fn json_without_nul_ref() -> Value {
+    serde_json::json!({"$ref": "#/components/schemas/JsonWithoutNul"})
+}
+
+/// Any JSON value without a NUL character in a string or key (free-form fields).
+pub(crate) fn json_without_nul() -> Value {
+    serde_json::json!({
+        "anyOf": [
+            {"type": ["null", "boolean", "number"]},
+            {"type": "string", "pattern": NO_NUL},
+            {"type": "array", "items": json_without_nul_ref()},
+            {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": json_without_nul_ref()},
+        ]
+    })
 }
 
 /// What a route needs of its caller: a role and, when the key declares scopes, a scope.
@@ -128,25 +195,7 @@ impl Access {
     }
 }
 
-const TENANT: Param = (
-    "tenant_id",
-    In::Query,
-    "string",
-    "Tenant to read (ignored for tenant-bound keys, which always read their own).",
-);
-const LIMIT: Param = ("limit", In::Query, "integer", "Page size.");
-const TENANT_WRITE: Param = (
-    "tenant_id",
-    In::Query,
-    "string",
-    "Tenant written to; a tenant-bound key may only name its own (403 otherwise).",
-);
-const ID: Param = (
-    "id",
-    In::Path,
-    "string",
-    "Intent id, percent-encoded (`acme%2Fapp:pr-7`).",
-);
+const ID: PathParam = ("id", "Intent id, percent-encoded (`acme%2Fapp:pr-7`).");
 
 /// The business routes (mounted under `/v1` and `/api`), every resource's.
 pub(crate) fn table() -> Vec<Route> {
@@ -319,26 +368,128 @@ pub(super) async fn visible_stored_intent(
     }
 }
 
+/// Parses a `status` filter: statuses by name (upper or lower case), comma-separated, no
+/// blanks (exactly what [`status_list_schema`] documents); empty means every status.
 pub(super) fn parse_statuses(list: Option<String>) -> Result<Vec<Status>, ApiError> {
-    list.unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.to_uppercase()
-                .parse::<Status>()
-                .map_err(|e| ApiError::BadRequest(format!("status: {e}")))
+    let list = list.unwrap_or_default();
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    list.split(',')
+        .map(|name| {
+            Status::ALL
+                .into_iter()
+                .find(|s| name == s.as_str() || name == s.as_str().to_lowercase())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "status: unknown status '{name}' (one of {})",
+                        Status::ALL.map(Status::as_str).join(", ")
+                    ))
+                })
         })
         .collect()
 }
 
-#[derive(Deserialize)]
+/// The schema of a `status` filter (see [`parse_statuses`]).
+pub(super) fn status_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<String> = Status::ALL
+        .into_iter()
+        .flat_map(|s| [s.as_str().to_owned(), s.as_str().to_lowercase()])
+        .collect();
+    let one = format!("(?:{})", names.join("|"));
+    schemars::json_schema!({
+        "type": "string",
+        "pattern": format!("^(?:{one}(?:,{one})*)?$"),
+        "description": "Comma-separated statuses (READY, VALIDATED, QUEUED, MERGED, REJECTED, upper or lower case); empty or left out: all.",
+    })
+}
+
+/// `?limit=&tenant_id=`: a page of events.
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct LimitQuery {
+    /// Page size, 1 to 1,000 (default 100; 50 for risk evaluations).
+    #[schemars(range(min = 1, max = 1000))]
     pub(super) limit: Option<u32>,
+    /// Tenant to read (ignored for tenant-bound keys, which always read their own).
     pub(super) tenant_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `?tenant_id=`: what to read.
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct TenantQuery {
+    /// Tenant to read (ignored for tenant-bound keys, which always read their own).
     pub(super) tenant_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_filter_is_read_exactly_as_documented() {
+        let pattern = status_list_schema(&mut schemars::SchemaGenerator::default());
+        let pattern =
+            regex::Regex::new(pattern.get("pattern").and_then(Value::as_str).unwrap()).unwrap();
+        for taken in ["", "READY", "ready,QUEUED", "MERGED,merged,REJECTED"] {
+            assert!(pattern.is_match(taken), "{taken}");
+            assert!(parse_statuses(Some(taken.to_owned())).is_ok(), "{taken}");
+        }
+        for refused in ["Ready", "READY, QUEUED", "READY,", ",", "LIMBO"] {
+            assert!(!pattern.is_match(refused), "{refused}");
+            assert!(
+                parse_statuses(Some(refused.to_owned())).is_err(),
+                "{refused}"
+            );
+        }
+        assert_eq!(
+            parse_statuses(Some("queued,READY".to_owned())).unwrap(),
+            vec![Status::Queued, Status::Ready]
+        );
+    }
+
+    #[test]
+    fn not_blank_means_what_trim_means() {
+        let pattern = regex::Regex::new(NOT_BLANK).unwrap();
+        for text in ["a", " a ", "\u{3000}x", "\u{1c}", "a\u{85}"] {
+            assert!(pattern.is_match(text), "{text:?}");
+            assert!(!text.trim().is_empty(), "{text:?}");
+        }
+        for text in [
+            "",
+            " ",
+            "\t\n",
+            "\u{3000}\u{a0}\u{2028}",
+            "\u{85}",
+            "a\u{0}",
+        ] {
+            assert!(!pattern.is_match(text), "{text:?}");
+        }
+        // Every whitespace character trim removes is in the class.
+        for c in (0..=0x10ffff)
+            .filter_map(char::from_u32)
+            .filter(|c| c.is_whitespace())
+        {
+            assert!(
+                !pattern.is_match(&c.to_string()),
+                "{c:?} counts as not blank"
+            );
+        }
+    }
+
+    #[test]
+    fn every_string_of_a_schema_refuses_nul() {
+        let mut schema = serde_json::json!({
+            "type": "object",
+            "additionalProperties": true,
+            "properties": {"name": {"type": ["string", "null"]}, "tags": {"type": "array", "items": {"type": "string"}}},
+        });
+        forbid_nul(&mut schema);
+        assert_eq!(schema["properties"]["name"]["pattern"], NO_NUL);
+        assert_eq!(schema["properties"]["tags"]["items"]["pattern"], NO_NUL);
+        assert_eq!(schema["propertyNames"]["pattern"], NO_NUL);
+        assert_eq!(
+            schema["additionalProperties"]["$ref"],
+            "#/components/schemas/JsonWithoutNul"
+        );
+    }
 }

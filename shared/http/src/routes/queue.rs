@@ -105,13 +105,22 @@ pub(super) async fn queue_summary(
     })
 }
 
-#[derive(Deserialize)]
+/// `GET /queue/inspect`'s filters.
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct InspectQuery {
+    #[serde(default)]
+    #[schemars(schema_with = "status_list_schema")]
     status: Option<String>,
+    /// Only intents with at least this many retries.
+    #[schemars(range(max = 4_294_967_295u32))]
     min_retries: Option<u32>,
+    /// Only READY, VALIDATED and QUEUED intents, in that order (`status` is then ignored).
     #[serde(default)]
     only_actionable: bool,
+    /// Page size, 1 to 500 (default 100).
+    #[schemars(range(min = 1, max = 500))]
     limit: Option<u32>,
+    /// Tenant to read (ignored for tenant-bound keys, which always read their own).
     tenant_id: Option<String>,
 }
 
@@ -122,10 +131,12 @@ pub(super) async fn queue_inspect(
     ApiQuery(q): ApiQuery<InspectQuery>,
 ) -> ApiResult {
     let limit = page_limit(q.limit, INTENTS_PAGE_DEFAULT, INTENTS_PAGE_MAX)? as usize;
+    // A malformed `status` is refused even where `only_actionable` overrides it.
+    let requested = parse_statuses(q.status)?;
     let statuses = if q.only_actionable {
         vec![Status::Ready, Status::Validated, Status::Queued]
     } else {
-        parse_statuses(q.status)?
+        requested
     };
     let intents = state
         .services
@@ -310,11 +321,15 @@ pub(super) async fn merge_confirm(
 pub(super) struct QueueRun {
     /// Only this target branch's queues.
     target: Option<String>,
-    /// Intents worked on per key (default: the worker's batch size).
+    /// Intents worked on per key, 1 to 1,000 (default: the worker's batch size).
+    #[schemars(range(min = 1, max = 1000))]
+    #[serde(default, deserialize_with = "crate::extract::integral")]
     limit: Option<u32>,
     /// Merge what passes (default: the worker's setting).
     auto_confirm: Option<bool>,
-    /// Failed attempts before rejection (default: the worker's setting).
+    /// Failed attempts before rejection, 1 to 100 (default: the worker's setting).
+    #[schemars(range(min = 1, max = 100))]
+    #[serde(default, deserialize_with = "crate::extract::integral")]
     max_retries: Option<u32>,
 }
 
@@ -405,6 +420,7 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "queue.write",
             params: &[],
+            query: None,
             body: Some(BodySpec::optional::<QueueRun>(
                 "Overrides of the worker's settings for this run; or no body.",
             )),
@@ -417,7 +433,8 @@ pub(super) fn routes() -> Vec<Route> {
             summary: "Actionable intents and counts by status.",
             role: Role::Viewer,
             scope: "queue.read",
-            params: &[TENANT],
+            params: &[],
+            query: Some(schema_of::<TenantQuery>),
             body: None,
             success: 200,
             handler: get(queue_state),
@@ -428,7 +445,8 @@ pub(super) fn routes() -> Vec<Route> {
             summary: "Counts by status and pending count.",
             role: Role::Viewer,
             scope: "queue.read",
-            params: &[TENANT],
+            params: &[],
+            query: Some(schema_of::<TenantQuery>),
             body: None,
             success: 200,
             handler: get(queue_summary),
@@ -439,23 +457,8 @@ pub(super) fn routes() -> Vec<Route> {
             summary: "Queue rows for operators.",
             role: Role::Viewer,
             scope: "queue.read",
-            params: &[
-                ("status", In::Query, "string", "Comma-separated statuses."),
-                (
-                    "min_retries",
-                    In::Query,
-                    "integer",
-                    "Only intents with at least this many retries.",
-                ),
-                (
-                    "only_actionable",
-                    In::Query,
-                    "boolean",
-                    "READY, then VALIDATED, then QUEUED.",
-                ),
-                LIMIT,
-                TENANT,
-            ],
+            params: &[],
+            query: Some(schema_of::<InspectQuery>),
             body: None,
             success: 200,
             handler: get(queue_inspect),
@@ -467,6 +470,7 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "queue.write",
             params: &[],
+            query: None,
             body: Some(BodySpec::of::<QueueReset>(
                 "The intent to reset, and what else to do.",
             )),
@@ -480,6 +484,7 @@ pub(super) fn routes() -> Vec<Route> {
             role: Role::Operator,
             scope: "queue.write",
             params: &[],
+            query: None,
             body: Some(BodySpec::of::<MergeConfirm>(
                 "The intent merged outside Converge.",
             )),

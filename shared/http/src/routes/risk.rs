@@ -18,9 +18,19 @@ use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 
-#[derive(Deserialize)]
+/// `GET /risk/review`'s intent.
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct ReviewQuery {
-    intent_id: Option<String>,
+    /// The intent.
+    intent_id: String,
+}
+
+/// `?tenant_id=` of a policy write.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(super) struct TenantWriteQuery {
+    /// Tenant written to (also accepted in the body); a tenant-bound key may only name its
+    /// own (403 otherwise). Left out by a key of no tenant: the policy of intents without one.
+    tenant_id: Option<String>,
 }
 
 /// `GET /risk/review?intent_id=`: the latest risk, simulation and policy evidence of an
@@ -30,10 +40,7 @@ pub(super) async fn risk_review(
     principal: Principal,
     ApiQuery(q): ApiQuery<ReviewQuery>,
 ) -> ApiResult {
-    let id = q
-        .intent_id
-        .filter(|i| !i.trim().is_empty())
-        .ok_or_else(|| ApiError::BadRequest("intent_id required".to_owned()))?;
+    let id = q.intent_id;
     let intent = visible_intent(&state, &principal, &id).await?;
     let latest = |event_type: EventType| {
         let filter = EventFilter {
@@ -141,13 +148,14 @@ pub(super) async fn risk_gate_report(
     })
 }
 
+/// The tenant whose policy a write sets: the key's own, or the one named; none named by a key
+/// of no tenant is the policy of intents without a tenant (`""`, what a read without a tenant
+/// returns).
 pub(super) fn policy_tenant(
     principal: &Principal,
     requested: Option<String>,
 ) -> Result<String, ApiError> {
-    principal
-        .write_tenant(requested)?
-        .ok_or_else(|| ApiError::BadRequest("tenant_id required".to_owned()))
+    Ok(principal.write_tenant(requested)?.unwrap_or_default())
 }
 
 /// `GET /risk/policy`: the tenant's risk gate policy.
@@ -209,7 +217,7 @@ fn gate_mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub(super) async fn set_risk_policy(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    ApiQuery(q): ApiQuery<TenantQuery>,
+    ApiQuery(q): ApiQuery<TenantWriteQuery>,
     ApiJson(body): ApiJson<RiskPolicyUpdate>,
 ) -> ApiResult {
     let tenant = policy_tenant(&principal, body.tenant_id.clone().or(q.tenant_id))?;
@@ -242,7 +250,8 @@ pub(super) fn routes() -> Vec<Route> {
             summary: "An intent's latest risk, simulation and policy evidence, the diagnostics they call for (most severe first), and its last 50 events.",
             role: Role::Viewer,
             scope: "risk.read",
-            params: &[("intent_id", In::Query, "string", "The intent (required).")],
+            params: &[],
+            query: Some(schema_of::<ReviewQuery>),
             body: None,
             success: 200,
             handler: get(risk_review),
@@ -253,7 +262,8 @@ pub(super) fn routes() -> Vec<Route> {
             summary: "Latest risk evaluations.",
             role: Role::Viewer,
             scope: "risk.read",
-            params: &[LIMIT, TENANT],
+            params: &[],
+            query: Some(schema_of::<LimitQuery>),
             body: None,
             success: 200,
             handler: get(risk_recent),
@@ -264,7 +274,8 @@ pub(super) fn routes() -> Vec<Route> {
             summary: "How often policy blocked, and the latest blocks.",
             role: Role::Viewer,
             scope: "risk.read",
-            params: &[TENANT],
+            params: &[],
+            query: Some(schema_of::<TenantQuery>),
             body: None,
             success: 200,
             handler: get(risk_gate_report),
@@ -275,7 +286,8 @@ pub(super) fn routes() -> Vec<Route> {
             summary: "The tenant's risk gate policy.",
             role: Role::Viewer,
             scope: "risk.read",
-            params: &[TENANT],
+            params: &[],
+            query: Some(schema_of::<TenantQuery>),
             body: None,
             success: 200,
             handler: get(get_risk_policy),
@@ -286,7 +298,8 @@ pub(super) fn routes() -> Vec<Route> {
             summary: "Set the tenant's risk gate policy (the `risk` section of policy.json).",
             role: Role::Operator,
             scope: "risk.write",
-            params: &[TENANT_WRITE],
+            params: &[],
+            query: Some(schema_of::<TenantWriteQuery>),
             body: Some(BodySpec::of::<RiskPolicyUpdate>(
                 "The risk gate's thresholds and mode (the `risk` section of policy.json).",
             )),

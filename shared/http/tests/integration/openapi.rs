@@ -101,3 +101,95 @@ fn every_request_body_has_the_schema_of_its_type() {
     );
     assert_eq!(body("/v1/intents")["properties"]["id"]["maxLength"], 512);
 }
+
+/// The strings of `schema` that allow any text, as paths (`name`, `tags.items`).
+fn unconstrained_strings(schema: &serde_json::Value, at: &str, found: &mut Vec<String>) {
+    use serde_json::Value;
+    match schema {
+        Value::Object(map) => {
+            let allows_string = match map.get("type") {
+                Some(Value::String(t)) => t == "string",
+                Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
+                _ => false,
+            };
+            let constrained = ["pattern", "enum", "format", "const"]
+                .iter()
+                .any(|k| map.contains_key(*k));
+            if allows_string && !constrained {
+                found.push(at.to_owned());
+            }
+            if map.get("additionalProperties") == Some(&Value::Bool(true)) {
+                found.push(format!("{at}.additionalProperties"));
+            }
+            for (key, value) in map {
+                if !matches!(key.as_str(), "enum" | "const" | "default" | "examples") {
+                    unconstrained_strings(value, &format!("{at}.{key}"), found);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                unconstrained_strings(item, &format!("{at}[{i}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What the document calls a valid request is what the handlers accept: no request string
+/// may hold a NUL undocumented (the extractors refuse them), query parameters come from the
+/// handlers' query types with their bounds, and path parameters are non-empty.
+#[test]
+fn every_parameter_and_body_string_is_documented_as_the_handlers_read_it() {
+    let document = converge_http::openapi::document();
+    let mut loose = Vec::new();
+    let mut query_parameters = 0;
+    for (path, operations) in document["paths"].as_object().into_iter().flatten() {
+        for (method, operation) in operations.as_object().into_iter().flatten() {
+            let here = format!("{method} {path}");
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap_or_default();
+                let schema = &parameter["schema"];
+                unconstrained_strings(schema, &format!("{here} {name}"), &mut loose);
+                assert!(
+                    !schema["type"].is_array(),
+                    "{here} {name}: a parameter is present or absent, never null: {schema}"
+                );
+                if parameter["in"] == "query" {
+                    query_parameters += 1;
+                    assert!(
+                        parameter["description"]
+                            .as_str()
+                            .is_some_and(|d| !d.is_empty()),
+                        "{here} {name} is undescribed"
+                    );
+                }
+                if parameter["in"] == "path" {
+                    assert_eq!(schema["minLength"], 1, "{here} {name}");
+                }
+            }
+            if let Some(body) = operation.get("requestBody") {
+                let schema = &body["content"]["application/json"]["schema"];
+                unconstrained_strings(schema, &format!("{here} body"), &mut loose);
+            }
+        }
+    }
+    assert!(loose.is_empty(), "strings that may hold a NUL: {loose:#?}");
+    assert!(query_parameters > 40, "{query_parameters} query parameters");
+    let intents = &document["paths"]["/v1/intents"]["get"]["parameters"];
+    let limit = intents
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "limit"))
+        .map(|p| p["schema"].clone())
+        .unwrap_or_default();
+    assert_eq!(
+        (limit["minimum"].clone(), limit["maximum"].clone()),
+        (1.into(), 500.into())
+    );
+    let create = &document["paths"]["/v1/intents"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert_eq!(
+        create["anyOf"][0]["required"],
+        serde_json::json!(["source"])
+    );
+}
