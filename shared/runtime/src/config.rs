@@ -386,34 +386,78 @@ impl Default for ApiSettings {
 
 impl ApiSettings {
     /// Reads the settings through `lookup` (the environment in production).
+    /// Every unusable setting is named in the error, not only the first.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ApiSettings, String> {
-        let auth_required = flag(&lookup, "CONVERGE_AUTH_REQUIRED", true)?;
-        let rate_limited = flag(&lookup, "CONVERGE_RATE_LIMIT_ENABLED", true)?;
-        let rpm = match lookup("CONVERGE_RATE_LIMIT_RPM").as_deref().map(str::trim) {
-            None | Some("") => DEFAULT_RATE_LIMIT_RPM,
-            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                format!("CONVERGE_RATE_LIMIT_RPM must be a positive integer, got '{v}'")
-            })?,
+        let mut problems = Vec::new();
+        let positive = |name: &str, default: u64| match lookup(name).as_deref().map(str::trim) {
+            None | Some("") => Ok(default),
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{name} must be a positive integer, got '{v}'")),
         };
-        let auth_free_failures = match lookup("CONVERGE_AUTH_FREE_FAILURES")
-            .as_deref()
-            .map(str::trim)
-        {
-            None | Some("") => DEFAULT_AUTH_FREE_FAILURES,
-            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                format!("CONVERGE_AUTH_FREE_FAILURES must be a positive integer, got '{v}'")
-            })?,
-        };
-        let api_keys = parse_api_keys(&lookup("CONVERGE_API_KEYS").unwrap_or_default())?;
+        let auth_required = keep(&mut problems, flag(&lookup, "CONVERGE_AUTH_REQUIRED", true));
+        let rate_limited = keep(
+            &mut problems,
+            flag(&lookup, "CONVERGE_RATE_LIMIT_ENABLED", true),
+        );
+        let rpm = keep(
+            &mut problems,
+            positive("CONVERGE_RATE_LIMIT_RPM", DEFAULT_RATE_LIMIT_RPM.into()).and_then(|n| {
+                u32::try_from(n).map_err(|_| format!("CONVERGE_RATE_LIMIT_RPM is too large: {n}"))
+            }),
+        );
+        let auth_free_failures = keep(
+            &mut problems,
+            positive(
+                "CONVERGE_AUTH_FREE_FAILURES",
+                DEFAULT_AUTH_FREE_FAILURES.into(),
+            )
+            .and_then(|n| {
+                u32::try_from(n)
+                    .map_err(|_| format!("CONVERGE_AUTH_FREE_FAILURES is too large: {n}"))
+            }),
+        );
+        let api_keys = keep(
+            &mut problems,
+            parse_api_keys(&lookup("CONVERGE_API_KEYS").unwrap_or_default()),
+        );
+        let metrics_tenant_labels = keep(
+            &mut problems,
+            flag(&lookup, "CONVERGE_METRICS_TENANT_LABELS", false),
+        );
+        let webhook_max_body_bytes = keep(
+            &mut problems,
+            positive(
+                "CONVERGE_WEBHOOK_MAX_BODY_BYTES",
+                WEBHOOK_MAX_BODY_BYTES as u64,
+            )
+            .and_then(|n| {
+                usize::try_from(n)
+                    .map_err(|_| format!("CONVERGE_WEBHOOK_MAX_BODY_BYTES is too large: {n}"))
+            }),
+        );
         let metrics_token = lookup("CONVERGE_METRICS_TOKEN").filter(|t| !t.trim().is_empty());
-        let webhook_max_body_bytes = match lookup("CONVERGE_WEBHOOK_MAX_BODY_BYTES")
-            .as_deref()
-            .map(str::trim)
-        {
-            None | Some("") => WEBHOOK_MAX_BODY_BYTES,
-            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                format!("CONVERGE_WEBHOOK_MAX_BODY_BYTES must be a positive integer, got '{v}'")
-            })?,
+        let (
+            Some(auth_required),
+            Some(rate_limited),
+            Some(rpm),
+            Some(auth_free_failures),
+            Some(api_keys),
+            Some(metrics_tenant_labels),
+            Some(webhook_max_body_bytes),
+        ) = (
+            auth_required,
+            rate_limited,
+            rpm,
+            auth_free_failures,
+            api_keys,
+            metrics_tenant_labels,
+            webhook_max_body_bytes,
+        )
+        else {
+            return Err(problems.join("; "));
         };
         Ok(ApiSettings {
             auth_required,
@@ -424,7 +468,7 @@ impl ApiSettings {
                 .map(|a| a.trim().to_owned())
                 .filter(|a| !a.is_empty()),
             metrics_token,
-            metrics_tenant_labels: flag(&lookup, "CONVERGE_METRICS_TENANT_LABELS", false)?,
+            metrics_tenant_labels,
             webhook_secrets: converge_github::signature::parse_secrets(
                 &lookup("CONVERGE_GITHUB_WEBHOOK_SECRET").unwrap_or_default(),
             ),
