@@ -401,5 +401,6 @@ fn bad_urls_are_refused_without_echoing_them() {
     );
 
     let output = converge(&["backfill", "--from", &target, "--to", &target], &[]);
+    assert_eq!(output.status.code(), Some(1), "a refused backfill exits 1");
     assert!(String::from_utf8_lossy(&output.stderr).contains("the same store"));
 }

@@ -161,3 +161,64 @@ async fn a_lease_reset_clears_and_fences_the_callers_stuck_holder_and_nothing_el
         assert!(matches!(fenced, Err(StoreError::StaleLease { .. })));
     }
 }
+
+/// `converge doctor` names a lease whose holder let it expire, with the reset that frees it,
+/// and passes once the sweep has cleared it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_a_stale_lease_and_the_command_that_clears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("doctor.db");
+    let store =
+        Store::from_url(&format!("sqlite://{}", db.display()), Arc::new(SystemClock)).unwrap();
+    store.migrate().await.unwrap();
+    store
+        .acquire_lease(&key("acme"), "worker-gone", Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("the lease is free");
+    let doctor = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+            .args(["--json", "doctor"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CONVERGE_DB_PATH", db.display().to_string())
+            .env("CONVERGE_API_URL", "http://127.0.0.1:9")
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        report["checks"]
+            .as_array()
+            .and_then(|checks| checks.iter().find(|c| c["check"] == "leases").cloned())
+            .unwrap_or_else(|| panic!("no leases check: {report}"))
+    };
+    let live = doctor();
+    assert_eq!(live["status"], "pass", "a live lease is not stale: {live}");
+
+    // Once its second is up (waited for, not slept through).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let stale = loop {
+        let check = doctor();
+        if check["status"] != "pass" || std::time::Instant::now() > deadline {
+            break check;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stale["status"], "warn", "{stale}");
+    assert!(
+        stale["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&key("acme").to_string()),
+        "{stale}"
+    );
+    assert!(
+        stale["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("queue reset --intent-id any --clear-lock"),
+        "{stale}"
+    );
+
+    assert_eq!(store.clear_expired_leases().await.unwrap(), 1);
+    assert_eq!(doctor()["status"], "pass");
+}

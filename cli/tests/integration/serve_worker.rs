@@ -121,7 +121,11 @@ async fn an_intent_created_over_http_is_validated_and_merged_by_the_embedded_wor
         );
         let intent =
             wait_for_status(&client, &server, "docs", "READY", Duration::from_secs(1)).await;
-        assert_eq!(intent["retries"], 0, "{intent}");
+        assert_eq!(
+            (&intent["status"], &intent["retries"]),
+            (&serde_json::json!("READY"), &serde_json::json!(0)),
+            "waiting for a check spends no retry and leaves the intent READY: {intent}"
+        );
 
         // CI reports lint green on the head: the worker validates and merges it.
         let report = json!({"name": "lint", "state": "passed", "head_sha": head});
