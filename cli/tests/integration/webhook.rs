@@ -178,6 +178,23 @@ async fn signatures_size_and_payloads_are_checked_before_anything_is_written() {
             json!([]),
             "nothing was written"
         );
+        assert_eq!(
+            hook.api("/v1/events").await["events"],
+            json!([]),
+            "no event was recorded for a refused delivery"
+        );
+        // Nor was its delivery id spent: signed properly, the same delivery is handled.
+        let (status, answer) = hook
+            .send_raw("pull_request", "d-bad", body.clone(), Some(good.clone()))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(
+            hook.api("/v1/intents").await["intents"]
+                .as_array()
+                .map(Vec::len),
+            Some(1),
+            "the delivery refused before was not taken for a duplicate"
+        );
 
         // The old secret of a rotation still verifies.
         let old = sign(&WebhookSecret::new("old-secret"), &body);
