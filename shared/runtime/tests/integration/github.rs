@@ -486,3 +486,45 @@ async fn rate_limits_are_waited_out_and_the_work_goes_on() {
     }
     assert_eq!(w.main_updates(), 1);
 }
+
+/// GitHub's two refusals of the final ref update. "Not a fast forward" (the target moved under
+/// the merge) sends the intent back to be revalidated without spending a retry; branch
+/// protection is a failed attempt with its reason. Neither moves the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_fast_forward_or_a_protected_target_moves_nothing() {
+    let w = world().await;
+    let head = branch(&w.repo, "feature", "main", "docs/guide.md", "guarded\n");
+    let target = git(&w.repo, &["rev-parse", "main"]);
+    let id = w.open_pull(12, "feature").await;
+    w.complete_check(&id, &head, "success").await;
+    let worker = w.processor(true);
+
+    w.fake.fail_next("/git/refs/heads/main", 422, None, 1);
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["requeued"], "{reports:?}");
+    assert!(
+        w.fake.calls().iter().any(|c| c.method == "PATCH"
+            && c.path.ends_with("/git/refs/heads/main")
+            && c.status == 422),
+        "the refusal was the ref update's: {:?}",
+        w.fake.calls()
+    );
+    let intent = w.intent(&id).await;
+    assert_eq!((intent.status, intent.retries), (Status::Ready, 0));
+    assert!(reports[0].2.contains("moved"), "{reports:?}");
+
+    w.fake.protect("acme/app", "main");
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["requeued"], "{reports:?}");
+    assert!(reports[0].2.contains("protected"), "{reports:?}");
+    let intent = w.intent(&id).await;
+    assert_eq!(intent.retries, 1, "a protected target costs an attempt");
+    assert_eq!(
+        w.payloads(&id, EventType::IntentMergeFailed).await.len(),
+        1,
+        "the failed attempt is recorded with its reason"
+    );
+
+    assert_eq!(w.main_updates(), 0);
+    assert_eq!(git(&w.repo, &["rev-parse", "main"]), target);
+}
