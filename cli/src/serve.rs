@@ -37,11 +37,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let telemetry = converge_runtime::telemetry::Telemetry::init("converge");
-    // Checked again (with every other setting) by the state below; read here for the server.
-    let limits =
-        converge_runtime::config::ServerSettings::from_lookup(|name| std::env::var(name).ok())
-            .map_err(anyhow::Error::msg)?;
-    let state = converge_http::boot::state_from_env().await?;
+    let config = converge_runtime::config::Config::from_env()?;
+    let limits = config.server.clone();
+    let state = converge_http::boot::state_from_config(config).await?;
     if state.services.api.auth_required && state.services.api.api_keys.is_empty() {
         eprintln!(
             "converge: warning: authentication is on and CONVERGE_API_KEYS is empty; only keys already in the database work \

@@ -283,3 +283,37 @@ pub mod git {
         git(repo, &["commit", "-q", "-m", message]);
     }
 }
+
+/// A monotonic clock a test moves by hand, for what ages by `Instant` (the secrets' cache):
+/// "not yet" and "after" are then decided by the test, not by how busy the machine is.
+#[derive(Clone)]
+pub struct MovableClock(std::sync::Arc<std::sync::Mutex<std::time::Instant>>);
+
+impl Default for MovableClock {
+    fn default() -> Self {
+        MovableClock(std::sync::Arc::new(std::sync::Mutex::new(
+            std::time::Instant::now(),
+        )))
+    }
+}
+
+impl MovableClock {
+    /// Moves the clock on by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        let mut now = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *now += by;
+    }
+
+    /// The clock as a function, for `Secrets::with_clock`.
+    pub fn now_fn(&self) -> std::sync::Arc<dyn Fn() -> std::time::Instant + Send + Sync> {
+        let clock = self.0.clone();
+        std::sync::Arc::new(move || {
+            *clock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
+    }
+}

@@ -38,7 +38,9 @@ pub async fn local_state_from_env() -> Result<Arc<AppState>, BootError> {
     state_from_config(config).await
 }
 
-async fn state_from_config(config: Config) -> Result<Arc<AppState>, BootError> {
+/// The application state from read settings (as [`state_from_env`] does with the
+/// environment's).
+pub async fn state_from_config(config: Config) -> Result<Arc<AppState>, BootError> {
     let state = Arc::new(AppState::with_services(
         Services::from_config(config).await?,
     ));

@@ -110,7 +110,8 @@ impl AppState {
     }
 
     /// Brings this process up to date with rotated secrets (see
-    /// [`Services::refresh_secrets`]); the keys a secret withdrew are forgotten at once.
+    /// [`Services::refresh_secrets`]); the keys a secret added or withdrew are forgotten by the
+    /// key cache at once, so both changes take effect on the next request.
     pub async fn refresh_secrets(&self) {
         for key_hash in self.services.refresh_secrets().await {
             self.key_cache.forget(&key_hash);

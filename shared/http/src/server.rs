@@ -50,7 +50,7 @@ pub async fn serve(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let connections = Arc::new(Connections::default());
+    let connections = Arc::new(Connections::new());
     let (draining, drain) = watch::channel(false);
     let reaper = tokio::spawn(reap(Arc::clone(&connections), settings.clone()));
     let mut tasks = tokio::task::JoinSet::new();
@@ -192,17 +192,24 @@ async fn serve_connection(
 }
 
 /// Every open connection, for the cap and the reaper.
-#[derive(Default)]
 struct Connections {
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Connection>>>,
-    epoch: std::sync::OnceLock<Instant>,
+    /// When the server started: connections keep their times as milliseconds since then.
+    epoch: Instant,
 }
 
 impl Connections {
+    fn new() -> Connections {
+        Connections {
+            next_id: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+        }
+    }
+
     fn now_ms(&self) -> u64 {
-        let epoch = self.epoch.get_or_init(Instant::now);
-        u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Registers a new connection, making room at the cap by closing the one waiting longest
@@ -219,7 +226,7 @@ impl Connections {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let connection = Arc::new(Connection {
             id,
-            epoch: *self.epoch.get_or_init(Instant::now),
+            epoch: self.epoch,
             waiting_since_ms: AtomicU64::new(now),
             idle: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),

@@ -49,7 +49,8 @@ pub async fn seed(
 /// coming from it, then revokes the live keys that came from it and that it no longer lists:
 /// removing a key from the secret is how it is withdrawn. A revoked key stays revoked if it is
 /// listed again (an expiry is never lifted); a withdrawn key is replaced by a new one. Answers
-/// the revoked keys' hashes.
+/// the hashes of every key it touched, listed or revoked, for caches to forget (so a key just
+/// added works at once, and one just withdrawn stops at once).
 pub async fn seed_from_secret(
     store: &Store,
     now: DateTime<Utc>,
@@ -61,12 +62,12 @@ pub async fn seed_from_secret(
     let origin = format!("secret:{arn}");
     seed(store, now, &current, Some(&origin)).await?;
     let listed: BTreeSet<String> = current.iter().map(ApiKeySpec::key_hash).collect();
-    let mut revoked = Vec::new();
+    let mut touched: Vec<String> = listed.iter().cloned().collect();
     for key_hash in store.api_keys_from(&origin).await? {
         if !listed.contains(&key_hash) {
             store.expire_api_key(&key_hash, now).await?;
-            revoked.push(key_hash);
+            touched.push(key_hash);
         }
     }
-    Ok(revoked)
+    Ok(touched)
 }

@@ -13,10 +13,30 @@ use serde_json::{Value, json};
 use crate::queue_worker::{KeyOutcome, WorkerError, WorkerSettings, queue_message};
 use crate::services::{RandomIds, Services};
 
-/// Attempts when a concurrent change to the same intent made the decision stale before it
-/// committed. Each retry reads the intent afresh; a change that made no difference is then
-/// ignored, so under a burst of deliveries about one intent a retry rarely meets another.
-const DELIVERY_ATTEMPTS: usize = 5;
+/// Attempts of a read-decide-write when a concurrent change to the same intent made the
+/// decision stale before it committed. Each retry reads the intent afresh; a change that made
+/// no difference is then ignored, so under a burst of writes about one intent a retry rarely
+/// meets another.
+pub const DECISION_ATTEMPTS: usize = 5;
+
+/// Runs `decide` — a read, a decision from it, and a write that expects what was read —
+/// again from a fresh read while its error `is_stale`, at most [`DECISION_ATTEMPTS`] times;
+/// then its last answer stands (the caller says what a stale decision means to its client).
+pub async fn until_current<T, E, F>(
+    is_stale: impl Fn(&E) -> bool,
+    mut decide: impl FnMut() -> F,
+) -> Result<T, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 1;
+    loop {
+        match decide().await {
+            Err(e) if is_stale(&e) && attempt < DECISION_ATTEMPTS => attempt += 1,
+            other => return other,
+        }
+    }
+}
 
 /// The factory of one operation's events, under a fresh trace id.
 pub fn events(services: &Services) -> EventFactory<'_> {
@@ -101,31 +121,26 @@ pub async fn record_delivery(
     received: &Value,
     delivery: &Delivery,
 ) -> Result<DeliveryResult, StoreError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    let stale = |e: &StoreError| matches!(e, StoreError::Stale { .. } | StoreError::Projection(_));
+    until_current(stale, || async {
         let (outcome, commit) = plan_delivery(services, translation, received, delivery).await?;
         match services.store.commit(&commit).await {
             Ok(_) => {
                 if !commit.outbox.is_empty() {
                     services.queue_work_committed().await;
                 }
-                return Ok(DeliveryResult::Recorded(outcome));
+                Ok(DeliveryResult::Recorded(outcome))
             }
             Err(StoreError::AlreadyDelivered {
                 same_body: true, ..
-            }) => return Ok(DeliveryResult::Duplicate),
+            }) => Ok(DeliveryResult::Duplicate),
             Err(StoreError::AlreadyDelivered {
                 same_body: false, ..
-            }) => return Ok(DeliveryResult::ReusedId),
-            Err(StoreError::Stale { .. } | StoreError::Projection(_))
-                if attempt < DELIVERY_ATTEMPTS =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e),
+            }) => Ok(DeliveryResult::ReusedId),
+            Err(e) => Err(e),
         }
-    }
+    })
+    .await
 }
 
 /// The transaction a delivery calls for, and what to answer about it.

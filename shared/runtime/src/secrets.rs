@@ -30,6 +30,9 @@ pub struct SecretError {
     pub reason: String,
 }
 
+/// The time as the cache sees it: `Instant::now` in a process; tests pass a clock they move.
+pub type MonotonicClock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 /// A Secrets Manager client with a cache.
 pub struct Secrets {
     client: aws_sdk_secretsmanager::Client,
@@ -40,6 +43,7 @@ pub struct Secrets {
     /// reads Secrets Manager and the others wait for its answer instead of each asking too.
     reading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     ttl: Duration,
+    clock: MonotonicClock,
 }
 
 #[derive(Clone)]
@@ -73,11 +77,21 @@ impl Secrets {
 
     /// A client over `client`, caching values for `ttl` (at most [`SECRET_TTL`]).
     pub fn with_client(client: aws_sdk_secretsmanager::Client, ttl: Duration) -> Secrets {
+        Secrets::with_clock(client, ttl, Arc::new(Instant::now))
+    }
+
+    /// [`Secrets::with_client`] whose values age by `clock`.
+    pub fn with_clock(
+        client: aws_sdk_secretsmanager::Client,
+        ttl: Duration,
+        clock: MonotonicClock,
+    ) -> Secrets {
         Secrets {
             client,
             cache: Mutex::new(HashMap::new()),
             reading: Mutex::new(HashMap::new()),
             ttl: ttl.min(SECRET_TTL),
+            clock,
         }
     }
 
@@ -117,7 +131,7 @@ impl Secrets {
             .insert(
                 arn.to_owned(),
                 Cached {
-                    read_again_at: Instant::now() + fresh_for,
+                    read_again_at: (self.clock)() + fresh_for,
                     answer: answer.clone(),
                 },
             );
@@ -146,7 +160,7 @@ impl Secrets {
 
     fn fresh(&self, arn: &str) -> Option<Result<String, SecretError>> {
         self.cached(arn)
-            .filter(|cached| Instant::now() < cached.read_again_at)
+            .filter(|cached| (self.clock)() < cached.read_again_at)
             .map(|cached| cached.answer)
     }
 

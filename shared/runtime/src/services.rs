@@ -209,11 +209,11 @@ impl Services {
     /// Brings this process up to date with rotated secrets: the DSN and the App key (see
     /// [`Rotation`]) and the API keys' secret. Each is read at most once per cache lifetime;
     /// a failure is logged and the current credentials kept. Answers the hashes of the keys
-    /// the secret no longer lists (now revoked), for caches to forget.
+    /// the secret's new value listed or withdrew, for caches to forget.
     pub async fn refresh_secrets(&self) -> Vec<String> {
         self.rotation.refresh(&self.store).await;
         match self.refresh_api_keys().await {
-            Ok(revoked) => revoked,
+            Ok(touched) => touched,
             Err(e) => {
                 tracing::warn!("{e}");
                 Vec::new()
@@ -223,7 +223,7 @@ impl Services {
 
     /// Seeds the keys of the API keys' secret when its value changed since the last call (the
     /// first call included), and revokes the keys it gave before and no longer lists; answers
-    /// the revoked keys' hashes. A value that cannot be used is handed over again after
+    /// the hashes of both. A value that cannot be used is handed over again after
     /// [`crate::secrets::RETRY_AFTER_FAILURE`]; a failed read is retried after the same pause
     /// by the secrets' cache.
     pub async fn refresh_api_keys(&self) -> Result<Vec<String>, crate::api_keys::SeedError> {

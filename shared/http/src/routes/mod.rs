@@ -288,23 +288,14 @@ async fn record_for_queue(
     Ok(())
 }
 
-/// Attempts of a read-decide-write whose read went stale before its write committed.
-const DECISION_ATTEMPTS: usize = 5;
-
-/// Runs `decide` — a read, a decision from it, and a write that expects what was read —
-/// again from a fresh read while its write finds the read stale, a bounded number of times.
-/// When every attempt met a concurrent change, the answer is a 409 and nothing was written.
-pub(super) async fn until_current<T, F>(mut decide: impl FnMut() -> F) -> Result<T, ApiError>
+/// [`commands::until_current`] for a route: a decision whose read went stale is made again,
+/// a bounded number of times; when every attempt met a concurrent change, the answer is a
+/// 409 and nothing was written.
+pub(super) async fn until_current<T, F>(decide: impl FnMut() -> F) -> Result<T, ApiError>
 where
     F: std::future::Future<Output = Result<T, ApiError>>,
 {
-    let mut attempt = 1;
-    loop {
-        match decide().await {
-            Err(ApiError::Stale(_)) if attempt < DECISION_ATTEMPTS => attempt += 1,
-            other => return other,
-        }
-    }
+    commands::until_current(|e| matches!(e, ApiError::Stale(_)), decide).await
 }
 
 pub(super) type ApiResult = Result<Response, ApiError>;

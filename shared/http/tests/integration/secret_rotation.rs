@@ -51,10 +51,11 @@ async fn put(manager: &aws_sdk_secretsmanager::Client, arn: &str, value: &str) {
 }
 
 /// The API's state on a fresh SQLite store (kept while the returned directory lives), with
-/// `settings` and Secrets Manager read through `manager` with the test's short TTL.
+/// `settings` and Secrets Manager read through `manager` with the test's TTL, aging by `clock`.
 async fn state(
     settings: ApiSettings,
     manager: &aws_sdk_secretsmanager::Client,
+    clock: &converge_testkit::MovableClock,
 ) -> (AppState, tempfile::TempDir) {
     let db = tempfile::tempdir().unwrap();
     let store = Store::from_url(
@@ -69,7 +70,11 @@ async fn state(
         settings,
         PolicyConfig::default(),
     );
-    state.services.secrets = Some(Arc::new(Secrets::with_client(manager.clone(), TTL)));
+    state.services.secrets = Some(Arc::new(Secrets::with_clock(
+        manager.clone(),
+        TTL,
+        clock.now_fn(),
+    )));
     (state, db)
 }
 
@@ -102,7 +107,8 @@ async fn a_rotated_webhook_secret_is_used_after_the_cache_lifetime() {
         webhook_secret_arn: Some(arn.clone()),
         ..ApiSettings::default()
     };
-    let (state, _db) = state(settings, &manager).await;
+    let clock = converge_testkit::MovableClock::default();
+    let (state, _db) = state(settings, &manager, &clock).await;
     let app = router(Arc::new(state));
 
     assert_eq!(deliver(&app, "first-secret", "d-1").await, 202);
@@ -111,7 +117,7 @@ async fn a_rotated_webhook_secret_is_used_after_the_cache_lifetime() {
     put(&manager, &arn, "second-secret").await;
     // Within the cache's lifetime the old value still holds.
     assert_eq!(deliver(&app, "first-secret", "d-3").await, 202);
-    tokio::time::sleep(TTL + Duration::from_millis(200)).await;
+    clock.advance(TTL);
     assert_eq!(deliver(&app, "second-secret", "d-4").await, 202);
     assert_eq!(deliver(&app, "first-secret", "d-5").await, 401);
 }
@@ -141,7 +147,8 @@ async fn api_keys_rotated_in_secrets_manager_are_seeded_and_dropped_keys_revoked
         rate_limit_rpm: None,
         ..ApiSettings::default()
     };
-    let (mut state, _db) = state(settings, &manager).await;
+    let clock = converge_testkit::MovableClock::default();
+    let (mut state, _db) = state(settings, &manager, &clock).await;
     state.services.api_keys_secret = Some(WatchedSecret::new(&arn));
     let state = Arc::new(state);
     // What the start does: the secret's keys are seeded before the first request.
@@ -158,12 +165,12 @@ async fn api_keys_rotated_in_secrets_manager_are_seeded_and_dropped_keys_revoked
         401,
         "within the cache's lifetime the secret is not read again"
     );
-    tokio::time::sleep(TTL + Duration::from_millis(200)).await;
+    clock.advance(TTL);
     assert_eq!(list_intents(&app, "new-key").await, 200);
     assert_eq!(list_intents(&app, "old-key").await, 200);
 
     put(&manager, &arn, "new-key:operator:ops").await;
-    tokio::time::sleep(TTL + Duration::from_millis(200)).await;
+    clock.advance(TTL);
     assert_eq!(list_intents(&app, "new-key").await, 200);
     assert_eq!(
         list_intents(&app, "old-key").await,
@@ -180,12 +187,12 @@ async fn api_keys_rotated_in_secrets_manager_are_seeded_and_dropped_keys_revoked
     )
     .await;
     put(&manager, &arn, "third-key:operator:ops").await;
-    tokio::time::sleep(TTL + Duration::from_millis(200)).await;
+    clock.advance(TTL);
     assert_eq!(list_intents(&app, "third-key").await, 200);
     assert_eq!(list_intents(&app, "new-key").await, 401);
 
     // A value that does not parse changes nothing, and is reported without its keys.
     put(&manager, &arn, "not-a-key-entry").await;
-    tokio::time::sleep(TTL + Duration::from_millis(200)).await;
+    clock.advance(TTL);
     assert_eq!(list_intents(&app, "third-key").await, 200);
 }

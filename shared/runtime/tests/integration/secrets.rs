@@ -125,7 +125,12 @@ async fn new_database_connections_follow_a_rotated_dsn_after_the_ttl() {
     }
     let arn = create_secret(&client, "dsn", &rds_secret(&first, &database)).await;
 
-    let secrets = Arc::new(Secrets::with_client(client.clone(), ROTATION_TTL));
+    let clock = converge_testkit::MovableClock::default();
+    let secrets = Arc::new(Secrets::with_clock(
+        client.clone(),
+        ROTATION_TTL,
+        clock.now_fn(),
+    ));
     let mut rotation = Rotation::with_secrets(secrets);
     let dsn = rotation.watch_dsn(&arn).await.unwrap();
     let store =
@@ -151,7 +156,7 @@ async fn new_database_connections_follow_a_rotated_dsn_after_the_ttl() {
         "within the cache's lifetime, new connections still use the DSN read at start"
     );
 
-    tokio::time::sleep(ROTATION_TTL + Duration::from_millis(300)).await;
+    clock.advance(ROTATION_TTL);
     refresh_and_reconnect(&mut admin).await;
     assert_eq!(
         current_user(&store).await,
@@ -180,7 +185,12 @@ async fn the_github_app_signs_with_a_rotated_private_key_after_the_ttl() {
     .unwrap()
     .unwrap_or_else(|| panic!("the App is configured"));
 
-    let secrets = Arc::new(Secrets::with_client(client.clone(), ROTATION_TTL));
+    let clock = converge_testkit::MovableClock::default();
+    let secrets = Arc::new(Secrets::with_clock(
+        client.clone(),
+        ROTATION_TTL,
+        clock.now_fn(),
+    ));
     let mut rotation = Rotation::with_secrets(secrets);
     let app = rotation.watch_app_key(&arn, settings).await.unwrap();
     assert!(app.check_app().await.is_ok(), "the first key is accepted");
@@ -200,7 +210,7 @@ async fn the_github_app_signs_with_a_rotated_private_key_after_the_ttl() {
         "within the cache's lifetime the old key is still used, and GitHub refuses it"
     );
 
-    tokio::time::sleep(ROTATION_TTL + Duration::from_millis(300)).await;
+    clock.advance(ROTATION_TTL);
     rotation.refresh(&store).await;
     assert!(
         app.check_app().await.is_ok(),

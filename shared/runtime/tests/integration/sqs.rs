@@ -197,8 +197,15 @@ async fn queue_messages_go_through_sqs_to_the_worker_and_poison_reaches_the_dlq(
     // The lease is free again: the successor, received after its delay, is processed and the
     // intent merged.
     store.release_lease(&lease).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let successor = receive(&queues, &queues.url).await;
+    // Waited for (each receive long-polls a second), not slept through: a busy machine may
+    // deliver it late.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let successor = loop {
+        let received = receive(&queues, &queues.url).await;
+        if !received.is_empty() || std::time::Instant::now() > deadline {
+            break received;
+        }
+    };
     assert_eq!(successor.len(), 1, "the busy key was queued again");
     assert_ne!(successor[0]["messageId"], records[0]["messageId"]);
     let records = successor;
