@@ -86,6 +86,45 @@ async fn the_dashboard_answers_404_for_an_intent_id_holding_a_nul() {
     }
 }
 
+/// serde reads a struct from an array of its fields in order: `[]` would be a body of
+/// defaults. Every body of the API is a JSON object, and anything else is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_a_json_object_is_a_400() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    for database in databases(dir.path()).await {
+        let server = serve(dir.path(), &database);
+        let client = reqwest::Client::new();
+        let cases = [
+            ("/v1/intents", r#"["array-id", "feature"]"#),
+            ("/v1/intents", "\"feature\""),
+            ("/v1/intents/any/validate", "[]"),
+            ("/v1/queue/run", " [1]"),
+            ("/v1/auth/keys/rotate", "[60]"),
+        ];
+        for (path, body) in cases {
+            let (status, answer) = send(&client, &server, Method::POST, path, Some(body)).await;
+            assert_eq!(status, 400, "{path} {body}: {answer}");
+            assert!(
+                message(&answer).contains("must be a JSON object"),
+                "{path} {body}: {answer}"
+            );
+        }
+        let (_, intents) = send(&client, &server, Method::GET, "/v1/intents", None).await;
+        assert_eq!(intents["intents"], json!([]), "nothing was written");
+        // A rotation with no body at all still works (its body is optional).
+        let (status, answer) = send(
+            &client,
+            &server,
+            Method::POST,
+            "/v1/auth/keys/rotate",
+            Some(""),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nul_character_is_a_400_naming_the_field_and_writes_nothing() {
     use reqwest::Method;

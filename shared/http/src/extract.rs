@@ -20,10 +20,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let bytes = axum::body::Bytes::from_request(Request::new(body), state)
             .await
             .map_err(|e| ApiError::unreadable_body(&e, crate::BODY_LIMIT_BYTES))?;
+        refuse_non_object(&bytes)?;
         refuse_nul(&bytes)?;
         let request = Request::from_parts(parts, axum::body::Body::from(bytes));
         let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
         Ok(ApiJson(value))
+    }
+}
+
+/// Refuses a body that is not a JSON object: every body of the API is one, and serde would
+/// otherwise read a struct from an array of its fields in order (`[]` as all defaults).
+fn refuse_non_object(body: &[u8]) -> Result<(), ApiError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(ApiError::BadRequest(
+            "the body must be a JSON object".to_owned(),
+        )),
     }
 }
 
@@ -156,6 +168,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
+        refuse_non_object(&body)?;
         refuse_nul(&body)?;
         serde_json::from_slice(&body)
             .map(OptionalJson)
