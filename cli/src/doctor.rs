@@ -55,12 +55,16 @@ fn env(name: &str) -> Option<String> {
 }
 
 /// Runs every check and prints them.
-pub async fn run(api: &ApiClient, out: Output, local: bool) -> Result<(), CliError> {
+pub async fn run(
+    api: Result<ApiClient, CliError>,
+    out: Output,
+    local: bool,
+) -> Result<(), CliError> {
     let mut checks = vec![api_check(api, local).await];
     checks.extend(database_checks().await);
     checks.extend(queue_checks().await);
     checks.push(github_check().await);
-    checks.push(webhook_secret_check());
+    checks.push(webhook_secret_check().await);
     let overall = if checks.iter().any(|c| c.status == "fail") {
         "fail"
     } else if checks.iter().any(|c| c.status == "warn") {
@@ -89,7 +93,24 @@ pub async fn run(api: &ApiClient, out: Output, local: bool) -> Result<(), CliErr
     Ok(())
 }
 
-async fn api_check(api: &ApiClient, local: bool) -> Check {
+async fn api_check(api: Result<ApiClient, CliError>, local: bool) -> Check {
+    let api = match api {
+        Ok(api) => api,
+        Err(e) if local => {
+            return Check::fail(
+                "api",
+                format!("the API cannot start in this process: {e}"),
+                "see the database check below",
+            );
+        }
+        Err(e) => {
+            return Check::fail(
+                "api",
+                e.to_string(),
+                "fix --api-url / CONVERGE_API_URL and CONVERGE_API_KEY",
+            );
+        }
+    };
     if local {
         return Check::pass("api", "--local: the API runs in this process");
     }
@@ -245,15 +266,16 @@ async fn github_check() -> Check {
             );
         }
     };
+    if let Some(problem) = app.key_problem() {
+        return Check::fail(
+            "github_app",
+            problem,
+            "put the App's private key (PEM) into its secret: aws secretsmanager put-secret-value --secret-id \"$CONVERGE_GITHUB_APP_PRIVATE_KEY_SECRET_ARN\" --secret-string file://app.pem",
+        );
+    }
     let slug = match app.check_app().await {
         Ok(slug) => slug,
-        Err(e) => {
-            return Check::fail(
-                "github_app",
-                format!("the App's JWT was refused: {e}"),
-                "the App id and private key must belong together (regenerate the key on GitHub if unsure)",
-            );
-        }
+        Err(e) => return github_failure(&app.settings().api_url, e),
     };
     match app.settings().default_installation {
         None => Check::pass("github_app", format!("authenticated as {slug}")),
@@ -271,21 +293,82 @@ async fn github_check() -> Check {
     }
 }
 
-fn webhook_secret_check() -> Check {
-    match env("CONVERGE_GITHUB_WEBHOOK_SECRET") {
-        Some(secrets) => Check::pass(
-            "webhook_secret",
-            format!("{} secret(s) configured", secrets.split(',').count()),
+/// A failed call to GitHub, blamed on what failed: the network, GitHub itself, or the
+/// App's credentials (only a 401 means the id and key do not belong together).
+fn github_failure(api_url: &str, error: converge_github::app::GithubError) -> Check {
+    use converge_github::app::GithubError;
+    match error {
+        GithubError::Api {
+            status: 401,
+            message,
+        } => Check::fail(
+            "github_app",
+            format!("the App's JWT was refused: {message}"),
+            "the App id and private key must belong together (regenerate the key on GitHub if unsure)",
         ),
-        None if env("CONVERGE_GITHUB_APP_ID").is_some() => Check::fail(
-            "webhook_secret",
-            "CONVERGE_GITHUB_WEBHOOK_SECRET unset: every delivery is refused",
-            "set it to the App's webhook secret",
+        GithubError::Api { status, message } if status >= 500 => Check::fail(
+            "github_app",
+            format!("GitHub answered {status} at {api_url}: {message}"),
+            "GitHub is failing: check its status page, then run doctor again",
         ),
-        None => Check::warn(
-            "webhook_secret",
-            "CONVERGE_GITHUB_WEBHOOK_SECRET unset",
-            "needed once GitHub sends webhooks",
+        GithubError::Transport(reason) => Check::fail(
+            "github_app",
+            format!("GitHub unreachable at {api_url}: {reason}"),
+            "check the network path (a NAT gateway from a VPC) and CONVERGE_GITHUB_API_URL",
+        ),
+        other => Check::fail(
+            "github_app",
+            other.to_string(),
+            "check CONVERGE_GITHUB_APP_ID and the App's settings on GitHub",
         ),
     }
+}
+
+/// The webhook secret, given in the environment or by its Secrets Manager ARN (as the
+/// functions read it).
+async fn webhook_secret_check() -> Check {
+    let count = |value: &str| value.split(',').filter(|s| !s.trim().is_empty()).count();
+    if let Some(secrets) = env("CONVERGE_GITHUB_WEBHOOK_SECRET") {
+        return Check::pass(
+            "webhook_secret",
+            format!("{} secret(s) configured", count(&secrets)),
+        );
+    }
+    if let Some(arn) = env("CONVERGE_GITHUB_WEBHOOK_SECRET_ARN") {
+        let ttl = match converge_runtime::config::secrets_ttl(&|name: &str| {
+            std::env::var(name).ok()
+        }) {
+            Ok(ttl) => ttl,
+            Err(e) => return Check::fail("webhook_secret", e, "fix CONVERGE_SECRETS_TTL_SECONDS"),
+        };
+        let secrets = converge_runtime::secrets::Secrets::shared(ttl).await;
+        return match secrets.get(&arn).await {
+            Ok(value) if count(&value) > 0 => Check::pass(
+                "webhook_secret",
+                format!("{} secret(s) in {arn}", count(&value)),
+            ),
+            Ok(_) => Check::fail(
+                "webhook_secret",
+                format!("{arn} is empty: every delivery is refused"),
+                "put the App's webhook secret into it",
+            ),
+            Err(e) => Check::fail(
+                "webhook_secret",
+                e.to_string(),
+                "check CONVERGE_GITHUB_WEBHOOK_SECRET_ARN and this role's secretsmanager:GetSecretValue",
+            ),
+        };
+    }
+    if env("CONVERGE_GITHUB_APP_ID").is_some() {
+        return Check::fail(
+            "webhook_secret",
+            "CONVERGE_GITHUB_WEBHOOK_SECRET and CONVERGE_GITHUB_WEBHOOK_SECRET_ARN unset: every delivery is refused",
+            "set one to the App's webhook secret",
+        );
+    }
+    Check::warn(
+        "webhook_secret",
+        "CONVERGE_GITHUB_WEBHOOK_SECRET unset",
+        "needed once GitHub sends webhooks",
+    )
 }

@@ -176,6 +176,11 @@ fn operate(api: &ops::ApiArgs, out: Output, command: Command) -> Result<(), CliE
         .build()
         .map_err(|e| CliError::Other(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
+        if let Command::Doctor = command {
+            // The doctor reports an API that cannot start (a database down under --local)
+            // as its first failed check, beside the others, rather than stopping there.
+            return doctor::run(ops::client(api).await, out, api.local).await;
+        }
         let client = ops::client(api).await?;
         match command {
             Command::Intent(c) => ops::intent(&client, out, c).await,
@@ -188,7 +193,6 @@ fn operate(api: &ops::ApiArgs, out: Output, command: Command) -> Result<(), CliE
             Command::Risk(RiskCommand::Gate(args)) => ops::risk_gate(&client, out, args).await,
             Command::Keys(c) => ops::keys(&client, out, c).await,
             Command::Flags(c) => ops::flags(&client, out, c).await,
-            Command::Doctor => doctor::run(&client, out, api.local).await,
             other => Err(CliError::Other(anyhow::anyhow!(
                 "not an operator command: {other:?}"
             ))),

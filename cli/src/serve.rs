@@ -40,11 +40,15 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = converge_runtime::config::Config::from_env()?;
     let limits = config.server.clone();
     let state = converge_http::boot::state_from_config(config).await?;
-    if state.services.api.auth_required && state.services.api.api_keys.is_empty() {
+    let api = &state.services.api;
+    if api.auth_required && api.api_keys.is_empty() && api.api_keys_secret_arn.is_none() {
         eprintln!(
-            "converge: warning: authentication is on and CONVERGE_API_KEYS is empty; only keys already in the database work \
+            "converge: warning: authentication is on and neither CONVERGE_API_KEYS nor CONVERGE_API_KEYS_SECRET_ARN gives keys; only keys already in the database work \
              (set CONVERGE_API_KEYS=key:role:actor, or CONVERGE_AUTH_REQUIRED=0 for a private machine)"
         );
+    }
+    for (part, problem) in state.services.degraded() {
+        eprintln!("converge: warning: {part}: {problem}");
     }
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await

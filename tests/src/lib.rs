@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test support: a panic fails the test using it.
 
 pub mod github_fake;
+pub mod lambda_runtime;
 pub mod sqs;
 pub mod webdriver;
 

@@ -12,6 +12,7 @@ mod backfill;
 mod bad_input;
 mod concurrency;
 mod dashboard;
+mod doctor;
 mod eval_input_errors;
 mod full_disk;
 mod github_app;

@@ -13,21 +13,21 @@ use serde_json::Value;
 
 const KEY: &str = "ops-key";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
     }
 }
 
 /// Runs `converge args…` with `env` (and none of the caller's Converge settings).
-fn converge(args: &[&str], env: &[(&str, String)]) -> Run {
+pub(crate) fn converge(args: &[&str], env: &[(&str, String)]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_converge"));
     command.args(args);
     for (name, _) in std::env::vars() {

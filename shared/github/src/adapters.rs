@@ -53,6 +53,11 @@ impl GithubPorts {
         GithubPorts { app }
     }
 
+    /// The App these ports call GitHub as.
+    pub fn app(&self) -> &Arc<GithubApp> {
+        &self.app
+    }
+
     fn target(&self, intent: &Intent) -> Result<Target, GithubError> {
         let repo = intent
             .repo()

@@ -39,6 +39,10 @@ pub enum GithubError {
     /// GitHub could not be reached (or the answer could not be read).
     #[error("GitHub unreachable: {0}")]
     Transport(String),
+    /// The App's private key has not been put into its secret yet (or cannot be used): no
+    /// call can be signed until it is.
+    #[error("App key not set: {0}")]
+    KeyNotSet(String),
 }
 
 /// The App's settings. The private key never appears in `Debug` output.
@@ -163,8 +167,9 @@ pub fn parse_check_map(text: &str) -> Result<BTreeMap<String, String>, GithubErr
 
 /// The App, and one client per installation.
 pub struct GithubApp {
-    /// The client that authenticates as the App; replaced when the private key rotates.
-    app: std::sync::RwLock<Octocrab>,
+    /// The client that authenticates as the App, replaced when the private key rotates; or
+    /// why there is none yet (the key's secret is empty or unreadable, or not a key).
+    app: std::sync::RwLock<Result<Octocrab, String>>,
     installations: Mutex<HashMap<u64, Octocrab>>,
     settings: GithubSettings,
 }
@@ -182,10 +187,31 @@ impl GithubApp {
     pub fn new(settings: GithubSettings) -> Result<Arc<GithubApp>, GithubError> {
         let app = app_client(&settings, &settings.private_key_pem)?;
         Ok(Arc::new(GithubApp {
-            app: std::sync::RwLock::new(app),
+            app: std::sync::RwLock::new(Ok(app)),
             installations: Mutex::new(HashMap::new()),
             settings,
         }))
+    }
+
+    /// The App before its key can be used (`why`: the secret is empty, unreadable, or holds
+    /// no RSA key): every call fails with [`GithubError::KeyNotSet`] until
+    /// [`GithubApp::replace_key`] hands it a key. The process stays up meanwhile.
+    pub fn awaiting_key(settings: GithubSettings, why: String) -> Arc<GithubApp> {
+        Arc::new(GithubApp {
+            app: std::sync::RwLock::new(Err(why)),
+            installations: Mutex::new(HashMap::new()),
+            settings,
+        })
+    }
+
+    /// Why the App cannot sign calls yet (`None`: its key is in use).
+    pub fn key_problem(&self) -> Option<String> {
+        self.app
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .err()
+            .map(|why| GithubError::KeyNotSet(why.clone()).to_string())
     }
 
     /// Signs with `private_key_pem` from now on (a rotated key). The installation clients are
@@ -196,7 +222,7 @@ impl GithubApp {
         *self
             .app
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = app;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Ok(app);
         self.installations
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -204,11 +230,12 @@ impl GithubApp {
         Ok(())
     }
 
-    fn app_client(&self) -> Octocrab {
+    fn app_client(&self) -> Result<Octocrab, GithubError> {
         self.app
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+            .map_err(GithubError::KeyNotSet)
     }
 
     /// The settings.
@@ -226,7 +253,7 @@ impl GithubApp {
             return Ok(client.clone());
         }
         let client = self
-            .app_client()
+            .app_client()?
             .installation(InstallationId(id))
             .map_err(|e| GithubError::Config(e.to_string()))?;
         clients.insert(id, client.clone());
@@ -236,12 +263,12 @@ impl GithubApp {
     /// Authenticates as the App with its JWT (`GET /app`) and answers the App's slug: the
     /// check of the App id and private key that needs no installation.
     pub async fn check_app(&self) -> Result<String, GithubError> {
-        match call(&self.app_client(), "GET", "/app", None).await? {
+        match call(&self.app_client()?, "GET", "/app", None).await? {
             (200, body) => Ok(body["slug"].as_str().unwrap_or_default().to_owned()),
-            (status, body) => Err(GithubError::Transport(format!(
-                "GET /app answered {status}: {}",
-                message_of(&body)
-            ))),
+            (status, body) => Err(GithubError::Api {
+                status,
+                message: message_of(&body),
+            }),
         }
     }
 

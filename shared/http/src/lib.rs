@@ -138,7 +138,9 @@ async fn live() -> Response {
 const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Ready when the database answers and takes a write (a full disk or a read-only file system
-/// shows only in a write), within [`READY_PROBE_TIMEOUT`].
+/// shows only in a write), within [`READY_PROBE_TIMEOUT`]. A part that works only in part
+/// (the GitHub App still waiting for its key) makes the answer `degraded`, still 200: the API
+/// and the dashboard serve, and `details` says what waits.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let store = &state.services.store;
     let probe = async {
@@ -163,7 +165,19 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
         });
     match probed {
         Ok(()) => {
-            Json(json!({"status": "ok", "timestamp": state.services.clock.now()})).into_response()
+            let degraded = state.services.degraded();
+            let mut details = serde_json::Map::new();
+            details.insert("database".to_owned(), json!("ok"));
+            for (part, problem) in &degraded {
+                details.insert((*part).to_owned(), json!(problem));
+            }
+            let status = if degraded.is_empty() {
+                "ok"
+            } else {
+                "degraded"
+            };
+            Json(json!({"status": status, "details": details, "timestamp": state.services.clock.now()}))
+                .into_response()
         }
         Err((message, e)) => {
             tracing::warn!("readiness check failed: {message}: {e}");

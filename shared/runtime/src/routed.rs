@@ -3,6 +3,8 @@
 //! repository and its checks (reported by CI, or run as commands). Either side may be absent; an intent
 //! whose side is absent gets an error naming what to configure, and waits.
 
+use std::sync::Arc;
+
 use converge_core::Intent;
 use converge_core::pipeline::{
     CheckOutcome, Checks, ChecksError, MergeError, MergePermit, Merger, Scm, ScmError,
@@ -34,6 +36,11 @@ impl RoutedPorts {
     /// Ports over a local repository, GitHub, or both.
     pub fn new(local: Option<(GitScm, LocalChecks)>, github: Option<GithubPorts>) -> RoutedPorts {
         RoutedPorts { local, github }
+    }
+
+    /// The GitHub App, when one is configured.
+    pub fn github_app(&self) -> Option<&Arc<converge_github::app::GithubApp>> {
+        self.github.as_ref().map(GithubPorts::app)
     }
 
     /// Whether any side is configured.

@@ -149,9 +149,7 @@ impl Secrets {
             .secret_id(arn)
             .send()
             .await
-            .map_err(|e| {
-                failed(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())
-            })?;
+            .map_err(|e| failed(read_failure(e)))?;
         answer
             .secret_string()
             .map(str::to_owned)
@@ -173,6 +171,29 @@ impl Secrets {
     }
 }
 
+/// Why a read failed, in one line: Secrets Manager's error code and message when it answered
+/// (`ResourceNotFoundException`: a secret created with no value yet), the whole chain of
+/// causes when it could not be reached.
+fn read_failure(
+    error: aws_sdk_secretsmanager::error::SdkError<
+        aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError,
+    >,
+) -> String {
+    use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+    match error.as_service_error() {
+        Some(answer) if answer.is_resource_not_found_exception() => format!(
+            "it holds no value yet ({})",
+            answer.message().unwrap_or("ResourceNotFoundException")
+        ),
+        Some(answer) => format!(
+            "{}: {}",
+            answer.code().unwrap_or("error"),
+            answer.message().unwrap_or("no message")
+        ),
+        None => aws_sdk_secretsmanager::error::DisplayErrorContext(error).to_string(),
+    }
+}
+
 /// A secret whose consumer must act when its value changes (new connections, a new signing
 /// key, re-seeded API keys). It remembers a digest of the value last handed over, never the
 /// value.
@@ -186,8 +207,9 @@ pub struct WatchedSecret {
 struct Watch {
     /// Digest of the value last handed over.
     seen: Option<[u8; 32]>,
-    /// After a failure: no value is handed over before then.
-    retry_at: Option<Instant>,
+    /// A value its consumer refused, and until when it is not handed over again (another
+    /// value is handed over at once).
+    refused: Option<([u8; 32], Instant)>,
 }
 
 impl WatchedSecret {
@@ -206,8 +228,8 @@ impl WatchedSecret {
     }
 
     /// The value when it differs from the one last handed over (through `secrets`' cache, so
-    /// at most one read per cache lifetime); `None` when unchanged, or while a failure's
-    /// [`RETRY_AFTER_FAILURE`] lasts.
+    /// at most one read per cache lifetime); `None` when unchanged, or when it is the value
+    /// last refused and [`RETRY_AFTER_FAILURE`] has not passed.
     pub async fn changed(&self, secrets: &Secrets) -> Result<Option<String>, SecretError> {
         let value = secrets.get(&self.arn).await?;
         let digest: [u8; 32] = Sha256::digest(value.as_bytes()).into();
@@ -215,25 +237,31 @@ impl WatchedSecret {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if state.seen == Some(digest) || state.retry_at.is_some_and(|at| Instant::now() < at) {
+        let refused_still = state
+            .refused
+            .is_some_and(|(refused, until)| refused == digest && Instant::now() < until);
+        if state.seen == Some(digest) || refused_still {
             return Ok(None);
         }
         *state = Watch {
             seen: Some(digest),
-            retry_at: None,
+            refused: None,
         };
         Ok(Some(value))
     }
 
-    /// The value last handed over could not be used: it is handed over again, after
-    /// [`RETRY_AFTER_FAILURE`].
+    /// The value last handed over could not be used: it is handed over again after
+    /// [`RETRY_AFTER_FAILURE`], and a different value as soon as it is read.
     pub fn failed(&self) {
-        *self
+        let mut state = self
             .state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Watch {
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *state = Watch {
             seen: None,
-            retry_at: Some(Instant::now() + RETRY_AFTER_FAILURE),
+            refused: state
+                .seen
+                .map(|digest| (digest, Instant::now() + RETRY_AFTER_FAILURE)),
         };
     }
 }
@@ -247,6 +275,8 @@ pub struct Rotation {
     ttl: Duration,
     secrets: Option<Arc<Secrets>>,
     dsn: Option<WatchedSecret>,
+    /// Where the database is when the DSN's secret does not say (see [`dsn_of_secret`]).
+    pg_location: converge_store::PgLocation,
     app_key: Option<(WatchedSecret, Arc<converge_github::app::GithubApp>)>,
 }
 
@@ -257,6 +287,7 @@ impl Rotation {
             ttl,
             secrets: None,
             dsn: None,
+            pg_location: converge_store::PgLocation::default(),
             app_key: None,
         }
     }
@@ -275,28 +306,47 @@ impl Rotation {
         }
     }
 
-    /// Reads the DSN kept in `arn` (a plain DSN or RDS's JSON document) and watches it.
+    /// Reads the secret `arn` that holds the database's DSN or credentials, and watches it.
     pub async fn watch_dsn(&mut self, arn: &str) -> Result<String, String> {
-        let (watched, value) = self.first_read(arn).await?;
+        let (watched, value) = self.first_read(arn).await;
+        let value = value?;
         self.dsn = Some(watched);
-        Ok(dsn_of_secret(&value))
+        Ok(value)
     }
 
-    /// Builds the App with the private key kept in `arn` and watches it.
+    /// Builds the App with the private key kept in `arn` and watches it. A secret that cannot
+    /// be read yet (created empty by the template) or holds no usable key leaves the App
+    /// waiting for its key: the process starts, GitHub work fails with "App key not set", and
+    /// the key is picked up by [`Rotation::refresh`] once it is put.
     pub async fn watch_app_key(
         &mut self,
         arn: &str,
         mut settings: converge_github::app::GithubSettings,
-    ) -> Result<Arc<converge_github::app::GithubApp>, String> {
-        let (watched, pem) = self.first_read(arn).await?;
-        settings.private_key_pem = pem;
-        let app = converge_github::app::GithubApp::new(settings).map_err(|e| e.to_string())?;
+    ) -> Arc<converge_github::app::GithubApp> {
+        use converge_github::app::GithubApp;
+        let (watched, read) = self.first_read(arn).await;
+        let app = match read {
+            Ok(pem) => {
+                settings.private_key_pem = pem;
+                GithubApp::new(settings.clone()).unwrap_or_else(|e| {
+                    watched.failed();
+                    GithubApp::awaiting_key(settings, format!("secret {arn}: {e}"))
+                })
+            }
+            Err(e) => GithubApp::awaiting_key(settings, e),
+        };
+        if let Some(problem) = app.key_problem() {
+            tracing::warn!(
+                secret = arn,
+                "{problem}; GitHub work waits until the key is put into the secret"
+            );
+        }
         self.app_key = Some((watched, app.clone()));
-        Ok(app)
+        app
     }
 
-    /// Reads `arn` now and watches it from here on; answers its value.
-    async fn first_read(&mut self, arn: &str) -> Result<(WatchedSecret, String), String> {
+    /// Starts watching `arn` and reads it now: its value, or why it could not be read.
+    async fn first_read(&mut self, arn: &str) -> (WatchedSecret, Result<String, String>) {
         let secrets = match &self.secrets {
             Some(secrets) => secrets.clone(),
             None => {
@@ -309,9 +359,9 @@ impl Rotation {
         let value = watched
             .changed(&secrets)
             .await
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default();
-        Ok((watched, value))
+            .map(Option::unwrap_or_default)
+            .map_err(|e| e.to_string());
+        (watched, value)
     }
 
     /// Hands each watched secret that changed to its consumer. A failure is logged (without
@@ -324,7 +374,9 @@ impl Rotation {
         if let Some(watched) = &self.dsn {
             match watched.changed(secrets).await {
                 Ok(None) => {}
-                Ok(Some(value)) => match store.use_pg_dsn(&dsn_of_secret(&value)) {
+                Ok(Some(value)) => match dsn_of_secret(&value, &self.pg_location)
+                    .and_then(|dsn| store.use_pg_dsn(&dsn).map_err(|e| e.to_string()))
+                {
                     Ok(()) => tracing::info!(secret = watched.arn(), "database DSN rotated"),
                     Err(e) => {
                         watched.failed();
@@ -338,7 +390,7 @@ impl Rotation {
             match watched.changed(secrets).await {
                 Ok(None) => {}
                 Ok(Some(pem)) => match app.replace_key(&pem) {
-                    Ok(()) => tracing::info!(secret = watched.arn(), "GitHub App key rotated"),
+                    Ok(()) => tracing::info!(secret = watched.arn(), "GitHub App key in use"),
                     Err(e) => {
                         watched.failed();
                         tracing::warn!(secret = watched.arn(), "rotated App key refused: {e}");
@@ -362,7 +414,7 @@ pub async fn github_app(
     };
     match settings.private_key_secret_arn.clone() {
         Some(arn) if settings.private_key_pem.is_empty() => {
-            rotation.watch_app_key(&arn, settings).await.map(Some)
+            Ok(Some(rotation.watch_app_key(&arn, settings).await))
         }
         _ => converge_github::app::GithubApp::new(settings)
             .map(Some)
@@ -371,8 +423,8 @@ pub async fn github_app(
 }
 
 /// `store` with its DSN: on PostgreSQL without `CONVERGE_PG_DSN`, the DSN is read from the
-/// Secrets Manager secret `CONVERGE_PG_DSN_SECRET_ARN` (as RDS keeps it) and watched by
-/// `rotation`, so that new connections follow a rotated password.
+/// Secrets Manager secret `CONVERGE_PG_DSN_SECRET_ARN` (see [`dsn_of_secret`] for the shapes
+/// it may hold) and watched by `rotation`, so that new connections follow a rotated password.
 pub async fn store_config(
     store: &converge_store::StoreConfig,
     rotation: &mut Rotation,
@@ -382,56 +434,145 @@ pub async fn store_config(
         && store.backend == converge_store::Backend::Postgres
         && let Some(arn) = store.pg_dsn_secret_arn.clone()
     {
-        store.pg_dsn = Some(rotation.watch_dsn(&arn).await?);
+        let value = rotation
+            .watch_dsn(&arn)
+            .await
+            .map_err(|e| format!("CONVERGE_PG_DSN_SECRET_ARN: {e}"))?;
+        store.pg_dsn = Some(
+            dsn_of_secret(&value, &store.pg_location)
+                .map_err(|e| format!("the secret of CONVERGE_PG_DSN_SECRET_ARN ({arn}) {e}"))?,
+        );
+        store.pg_dsn_origin =
+            format!("the DSN in the secret of CONVERGE_PG_DSN_SECRET_ARN ({arn})");
+        rotation.pg_location = store.pg_location.clone();
     }
     Ok(store)
 }
 
-/// A DSN from a secret's value: the value itself, or an RDS-style JSON document (`username`,
-/// `password`, `host`, `port`, `dbname`).
-fn dsn_of_secret(value: &str) -> String {
+/// A DSN from a secret's value, in any of the three shapes a deployment keeps it: a plain
+/// `postgres://` DSN; RDS's rotation document (`username`, `password`, `host`, `port`,
+/// `dbname`); or RDS's managed master-user secret (`username`, `password` only), the database's
+/// place then given by `location`. A setting of `location` wins over the document's field (an
+/// RDS Proxy endpoint in front of the instance the document names). The error says what is
+/// missing and which setting gives it; it never holds the value.
+pub fn dsn_of_secret(value: &str, location: &converge_store::PgLocation) -> Result<String, String> {
     let Ok(serde_json::Value::Object(doc)) = serde_json::from_str::<serde_json::Value>(value)
     else {
-        return value.trim().to_owned();
+        let dsn = value.trim();
+        if !(dsn.starts_with("postgres://") || dsn.starts_with("postgresql://")) {
+            return Err(
+                "holds neither a postgres:// DSN nor a JSON document with username and password"
+                    .to_owned(),
+            );
+        }
+        return Ok(dsn.to_owned());
     };
     let field = |name: &str| {
         doc.get(name)
+            .filter(|v| !v.is_null())
             .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-            .unwrap_or_default()
+            .filter(|v| !v.trim().is_empty())
     };
-    // Only RFC 3986's unreserved characters stay as they are in a URL's user and password.
-    const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    let required = |name: &str| field(name).ok_or_else(|| format!("has no '{name}' field"));
+    let (username, password) = (required("username")?, required("password")?);
+    let host =
+        location.host.clone().or_else(|| field("host")).ok_or(
+            "has no 'host': set CONVERGE_PG_HOST (the instance's or RDS Proxy's endpoint)",
+        )?;
+    let database = location
+        .database
+        .clone()
+        .or_else(|| field("dbname"))
+        .ok_or("has no 'dbname': set CONVERGE_PG_DATABASE")?;
+    let port = match (location.port, field("port")) {
+        (Some(port), _) => port,
+        (None, Some(port)) => port
+            .parse::<u16>()
+            .map_err(|_| format!("has a 'port' that is not a port number: '{port}'"))?,
+        (None, None) => 5432,
+    };
+    // Only RFC 3986's unreserved characters stay as they are in a URL's parts.
+    const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'_')
         .remove(b'.')
         .remove(b'~');
-    let encode = |text: String| percent_encoding::utf8_percent_encode(&text, USERINFO).to_string();
-    let port = Some(field("port"))
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "5432".to_owned());
-    format!(
-        "postgres://{}:{}@{}:{port}/{}",
-        encode(field("username")),
-        encode(field("password")),
-        field("host"),
-        field("dbname")
-    )
+    let encode = |text: &str| percent_encoding::utf8_percent_encode(text, UNRESERVED).to_string();
+    Ok(format!(
+        "postgres://{}:{}@{host}:{port}/{}",
+        encode(&username),
+        encode(&password),
+        encode(&database)
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::dsn_of_secret;
+    use converge_store::PgLocation;
 
     #[test]
-    fn a_dsn_comes_from_a_plain_or_an_rds_secret() {
+    fn a_dsn_comes_from_a_plain_dsn_or_an_rds_rotation_document() {
+        let nowhere = PgLocation::default();
         assert_eq!(
-            dsn_of_secret(" postgres://u:p@h/d \n"),
+            dsn_of_secret(" postgres://u:p@h/d \n", &nowhere).unwrap(),
             "postgres://u:p@h/d"
         );
-        let rds = r#"{"username": "app", "password": "p@ss/word", "host": "db.internal", "port": 5433, "dbname": "converge"}"#;
+        let rds = r#"{"engine": "postgres", "username": "app", "password": "p@ss/word", "host": "db.internal", "port": 5433, "dbname": "converge"}"#;
         assert_eq!(
-            dsn_of_secret(rds),
+            dsn_of_secret(rds, &nowhere).unwrap(),
             "postgres://app:p%40ss%2Fword@db.internal:5433/converge"
         );
+    }
+
+    #[test]
+    fn a_managed_master_user_secret_takes_the_place_of_the_database_from_settings() {
+        let managed = r#"{"username": "postgres", "password": "s3cr:et"}"#;
+        let proxy = PgLocation {
+            host: Some("converge.proxy-abc.eu-west-1.rds.amazonaws.com".to_owned()),
+            port: None,
+            database: Some("converge".to_owned()),
+        };
+        assert_eq!(
+            dsn_of_secret(managed, &proxy).unwrap(),
+            "postgres://postgres:s3cr%3Aet@converge.proxy-abc.eu-west-1.rds.amazonaws.com:5432/converge"
+        );
+        // The settings win over the rotation document's own place (a proxy in front of it).
+        let rds = r#"{"username": "app", "password": "pw", "host": "instance", "port": "5432", "dbname": "other"}"#;
+        assert_eq!(
+            dsn_of_secret(
+                rds,
+                &PgLocation {
+                    port: Some(6432),
+                    ..proxy.clone()
+                }
+            )
+            .unwrap(),
+            "postgres://app:pw@converge.proxy-abc.eu-west-1.rds.amazonaws.com:6432/converge"
+        );
+    }
+
+    #[test]
+    fn what_is_missing_is_named_with_the_setting_that_gives_it_and_never_the_password() {
+        let nowhere = PgLocation::default();
+        let managed = r#"{"username": "postgres", "password": "hunter2"}"#;
+        let no_host = dsn_of_secret(managed, &nowhere).unwrap_err();
+        assert!(no_host.contains("CONVERGE_PG_HOST"), "{no_host}");
+        let with_host = PgLocation {
+            host: Some("db".to_owned()),
+            ..nowhere.clone()
+        };
+        let no_db = dsn_of_secret(managed, &with_host).unwrap_err();
+        assert!(no_db.contains("CONVERGE_PG_DATABASE"), "{no_db}");
+        let no_password = dsn_of_secret(r#"{"username": "u"}"#, &with_host).unwrap_err();
+        assert!(no_password.contains("'password'"), "{no_password}");
+        let garbage = dsn_of_secret("hunter2", &nowhere).unwrap_err();
+        assert!(
+            !garbage.contains("hunter2") && garbage.contains("postgres://"),
+            "{garbage}"
+        );
+        for error in [no_host, no_db] {
+            assert!(!error.contains("hunter2"), "{error}");
+        }
     }
 }

@@ -160,6 +160,16 @@ impl Services {
         })
     }
 
+    /// What works only in part, by part (`github_app`: "App key not set: …"): the process
+    /// serves meanwhile, and readiness and `converge doctor` show these.
+    pub fn degraded(&self) -> std::collections::BTreeMap<&'static str, String> {
+        let mut parts = std::collections::BTreeMap::new();
+        if let Some(problem) = self.ports.github_app().and_then(|app| app.key_problem()) {
+            parts.insert("github_app", problem);
+        }
+        parts
+    }
+
     /// A fresh id: 96 random bits as 24 hex characters (unique for any number of events a
     /// deployment will ever hold).
     pub fn new_id(&self) -> String {

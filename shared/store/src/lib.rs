@@ -228,8 +228,9 @@ pub enum Backend {
 }
 
 /// Store settings: `CONVERGE_DB_BACKEND` (`sqlite` | `postgres`, default `sqlite`),
-/// `CONVERGE_DB_PATH` (default `.converge/state.db`), `CONVERGE_PG_DSN`,
-/// `CONVERGE_DB_POOL_SIZE` (default 4).
+/// `CONVERGE_DB_PATH` (default `.converge/state.db`), `CONVERGE_PG_DSN` (or
+/// `CONVERGE_PG_DSN_SECRET_ARN` with `CONVERGE_PG_HOST`, `CONVERGE_PG_PORT`,
+/// `CONVERGE_PG_DATABASE`), `CONVERGE_DB_POOL_SIZE` (default 4).
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// Which backend.
@@ -241,8 +242,25 @@ pub struct StoreConfig {
     /// A Secrets Manager secret holding the DSN (`CONVERGE_PG_DSN_SECRET_ARN`), used when
     /// `pg_dsn` is unset: the runtime reads it into `pg_dsn` before the store is opened.
     pub pg_dsn_secret_arn: Option<String>,
+    /// Where the database is when the secret does not say, or where to reach it instead
+    /// (an RDS Proxy endpoint): `CONVERGE_PG_HOST`, `CONVERGE_PG_PORT`, `CONVERGE_PG_DATABASE`.
+    pub pg_location: PgLocation,
+    /// What `pg_dsn` came from, for errors: `CONVERGE_PG_DSN`, or the secret it was read from.
+    pub pg_dsn_origin: String,
     /// Connections per pool.
     pub pool_size: u32,
+}
+
+/// Where the PostgreSQL database is, as settings give it beside a secret that holds only the
+/// credentials (RDS's managed master-user secret); each one set wins over the secret's field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PgLocation {
+    /// `CONVERGE_PG_HOST`: the instance's or an RDS Proxy's endpoint.
+    pub host: Option<String>,
+    /// `CONVERGE_PG_PORT`.
+    pub port: Option<u16>,
+    /// `CONVERGE_PG_DATABASE`.
+    pub database: Option<String>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -252,6 +270,8 @@ impl std::fmt::Debug for StoreConfig {
             .field("sqlite_path", &self.sqlite_path)
             .field("pg_dsn", &self.pg_dsn.as_ref().map(|_| "<redacted>"))
             .field("pg_dsn_secret_arn", &self.pg_dsn_secret_arn)
+            .field("pg_location", &self.pg_location)
+            .field("pg_dsn_origin", &self.pg_dsn_origin)
             .field("pool_size", &self.pool_size)
             .finish()
     }
@@ -279,6 +299,24 @@ impl StoreConfig {
                     .to_owned(),
             ));
         }
+        let setting = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let pg_location = PgLocation {
+            host: setting("CONVERGE_PG_HOST"),
+            port: setting("CONVERGE_PG_PORT")
+                .map(|v| {
+                    v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        StoreError::Config(format!(
+                            "CONVERGE_PG_PORT must be a port number in [1, 65535], got '{v}'"
+                        ))
+                    })
+                })
+                .transpose()?,
+            database: setting("CONVERGE_PG_DATABASE"),
+        };
         let pool_size = match lookup("CONVERGE_DB_POOL_SIZE") {
             None => DEFAULT_POOL_SIZE,
             Some(v) => v
@@ -299,6 +337,8 @@ impl StoreConfig {
                 .map_or_else(|| PathBuf::from(DEFAULT_SQLITE_PATH), PathBuf::from),
             pg_dsn,
             pg_dsn_secret_arn,
+            pg_location,
+            pg_dsn_origin: "CONVERGE_PG_DSN".to_owned(),
             pool_size,
         })
     }
@@ -338,11 +378,13 @@ impl Store {
                             .to_owned(),
                     )
                 })?;
-                Ok(Store::Postgres(PgStore::connect_lazy(
-                    dsn,
-                    config.pool_size,
-                    clock,
-                )?))
+                let store = PgStore::connect_lazy(dsn, config.pool_size, clock).map_err(|_| {
+                    StoreError::Config(format!(
+                        "{} is not a valid postgres:// URL",
+                        config.pg_dsn_origin
+                    ))
+                })?;
+                Ok(Store::Postgres(store))
             }
         }
     }

@@ -192,7 +192,7 @@ async fn the_github_app_signs_with_a_rotated_private_key_after_the_ttl() {
         clock.now_fn(),
     ));
     let mut rotation = Rotation::with_secrets(secrets);
-    let app = rotation.watch_app_key(&arn, settings).await.unwrap();
+    let app = rotation.watch_app_key(&arn, settings).await;
     assert!(app.check_app().await.is_ok(), "the first key is accepted");
 
     fake.rotate_app_key(&second_public);
