@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Checks template.yaml offline: cfn-lint, then the SAM translator's transform (what AWS runs at
-deploy time), and that the worker's event source mapping is what the runbook promises.
+deploy time), that the worker's event source mapping is what the runbook promises, that every
+stack output docs/RUNBOOK.md names exists, and that its `cargo lambda deploy` steps name every
+variable the template sets.
 
 Usage: python3 scripts/check-template.py [template.yaml]. Needs cfn-lint and aws-sam-translator
 (scripts/test.sh installs them into a virtual environment when missing)."""
 
 import copy
 import os
+import re
 import subprocess
 import sys
 
@@ -55,13 +58,90 @@ NOT_DEPLOYED = {
 }
 
 
+def runbook():
+    path = os.path.join(os.path.dirname(__file__), "..", "docs", "RUNBOOK.md")
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def section(text, heading):
+    """The text under `heading` (a `## ` or `### ` line) up to the next heading of any level;
+    empty when there is no such heading."""
+    start = text.find(f"\n{heading}\n")
+    if start < 0:
+        return ""
+    rest = text[start + len(heading) + 2 :]
+    return re.split(r"\n#{2,3} ", rest, maxsplit=1)[0]
+
+
+def template_variables(template):
+    """Every variable the template sets, and per function the ones only it gets."""
+    shared = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    own = {
+        name: set(resource["Properties"].get("Environment", {}).get("Variables", {}))
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+    return shared, own
+
+
+# How docs/RUNBOOK.md names a stack output: `"$(output NAME)"` (its helper), or a raw
+# `OutputKey=='NAME'` query.
+OUTPUT_CITED = re.compile(r"\$\(output (\w+)\)|OutputKey==['\"]?(\w+)")
+
+
+def cited_outputs(text):
+    return {a or b for a, b in OUTPUT_CITED.findall(text)}
+
+
+def missing_outputs(template, text):
+    """Every output the runbook names is one of the template's; its stop and start section
+    names the mapping and the three functions, so that its commands can be run as written."""
+    outputs = set(template.get("Outputs", {}))
+    problems = [
+        f"docs/RUNBOOK.md names the output {name}, which template.yaml does not have"
+        for name in sorted(cited_outputs(text) - outputs)
+    ]
+    stop = cited_outputs(section(text, "## Stopping and starting"))
+    needed = {"WorkerEventSourceMappingId", "ApiFunctionName", "WebhookFunctionName", "WorkerFunctionName"}
+    problems.extend(
+        f"docs/RUNBOOK.md's \"Stopping and starting\" does not use the output {name}"
+        for name in sorted(needed - stop)
+    )
+    return problems
+
+
+def undocumented_deploy_settings(template, text):
+    """The runbook's `cargo lambda deploy` steps name every variable the template sets."""
+    steps = section(text, "### Deploy with cargo lambda")
+    if not steps:
+        return ["docs/RUNBOOK.md has no \"### Deploy with cargo lambda\" section"]
+    shared, own = template_variables(template)
+    names = shared.union(*own.values())
+    return [
+        f"{name} (template.yaml) is not in docs/RUNBOOK.md's cargo lambda deploy steps"
+        for name in sorted(names)
+        if not re.search(rf"\b{name}\b", steps)
+    ]
+
+
+def missing_vpc_policy(output):
+    """With VpcConfig (even an `!If` that may be AWS::NoValue) SAM gives each function's role
+    the managed policy a function in a VPC needs for its network interfaces."""
+    return [
+        f"{name} lacks AWSLambdaVPCAccessExecutionRole"
+        for name, resource in output["Resources"].items()
+        if resource["Type"] == "AWS::IAM::Role"
+        and name.endswith("FunctionRole")
+        and "AWSLambdaVPCAccessExecutionRole" not in str(resource["Properties"].get("ManagedPolicyArns"))
+    ]
+
+
 def missing_settings(template):
     """Every deployable setting of docs/RUNBOOK.md's environment table is set by the template."""
-    runbook = os.path.join(os.path.dirname(__file__), "..", "docs", "RUNBOOK.md")
-    with open(runbook, encoding="utf-8") as handle:
-        section = handle.read().split("## Environment", 1)[1].split("\n## ", 1)[0]
+    table = runbook().split("## Environment", 1)[1].split("\n## ", 1)[0]
     documented = {
-        line.split("`")[1] for line in section.splitlines() if line.startswith("| `")
+        line.split("`")[1] for line in table.splitlines() if line.startswith("| `")
     }
     variables = set(template["Globals"]["Function"]["Environment"]["Variables"])
     for resource in template["Resources"].values():
@@ -117,11 +197,18 @@ def main():
     if len(functions) != 3:
         problems.append(f"expected three functions, found {len(functions)}")
     problems.extend(missing_settings(template))
+    problems.extend(missing_vpc_policy(output))
+    text = runbook()
+    problems.extend(missing_outputs(template, text))
+    problems.extend(undocumented_deploy_settings(template, text))
     for problem in problems:
         print(f"template: {problem}", file=sys.stderr)
     if problems:
         return 1
-    print(f"{path}: cfn-lint clean; the SAM transform gives {len(output['Resources'])} resources")
+    print(
+        f"{path}: cfn-lint clean; the SAM transform gives {len(output['Resources'])} resources; "
+        f"the {len(cited_outputs(text))} outputs docs/RUNBOOK.md reads exist"
+    )
     return 0
 
 

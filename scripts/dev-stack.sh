@@ -3,7 +3,8 @@
 #   - PostgreSQL (a throwaway cluster);
 #   - the AWS emulator (moto server, or LocalStack with --emulator localstack), reached only
 #     through the AWS SDK (AWS_ENDPOINT_URL),
-#     with the queue, its DLQ and the secrets of infra/local-stack.json;
+#     with the queue, its DLQ and the secrets of infra/local-stack.json (the queues' settings
+#     come from template.yaml's MergeQueue and MergeDeadLetterQueue);
 #   - the three functions under `cargo lambda watch` (the Lambda runtime emulator);
 #   - a bridge feeding the queue to the worker function like the event source mapping, and
 #     the sweep's schedule;

@@ -206,3 +206,82 @@ async fn a_separate_worker_process_processes_what_an_api_only_server_accepts() {
     let exit = worker.wait().unwrap();
     assert!(exit.success(), "converge worker exited with {exit}");
 }
+
+/// An operator requeues a REJECTED intent (`converge queue reset`): it is READY with no
+/// retries spent, recorded as an operator event with the actor, and the worker then takes it
+/// through validation to a merge like any other. Only READY is allowed from REJECTED (nothing
+/// skips validation), and a MERGED intent stays merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_requeues_a_rejected_intent_and_the_worker_merges_it() {
+    let client = reqwest::Client::new();
+    let state = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    repository(repo.path());
+    let head = git(repo.path(), &["rev-parse", "feature/docs"]);
+    let env = [
+        (
+            "CONVERGE_DB_PATH",
+            state.path().join("s.db").display().to_string(),
+        ),
+        ("CONVERGE_REPO_PATH", repo.path().display().to_string()),
+        ("CONVERGE_API_KEYS", format!("{KEY}:admin:ops-alice")),
+        ("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()),
+        ("CONVERGE_WORKER_AUTO_CONFIRM", "1".to_owned()),
+    ];
+    let server = ServerProcess::start(env!("CARGO_BIN_EXE_converge"), state.path(), &env);
+    let (status, body) = call(
+        &client,
+        &server,
+        "/v1/intents",
+        Some(json!({"id": "docs", "source": "feature/docs", "risk_level": "low"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let reset = |body: Value| call(&client, &server, "/v1/queue/reset", Some(body));
+    let (status, body) = reset(json!({"intent_id": "docs", "set_status": "REJECTED"})).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("REJECTED")),
+        "{body}"
+    );
+
+    // Straight back into the queue past validation: refused, and nothing changes.
+    let (status, body) = reset(json!({"intent_id": "docs", "set_status": "VALIDATED"})).await;
+    assert_eq!(status, 409, "{body}");
+    let (_, intent) = call(&client, &server, "/v1/intents/docs", None).await;
+    assert_eq!(intent["status"], "REJECTED", "{intent}");
+
+    let (status, body) = reset(json!({"intent_id": "docs"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["status"], &body["retries"]),
+        (&json!("READY"), &json!(0)),
+        "{body}"
+    );
+    let (_, events) = call(&client, &server, "/v1/intents/docs/events", None).await;
+    let requeues: Vec<&Value> = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["event_type"] == "queue.reset" && e["payload"]["requeued"] == true)
+        .collect();
+    assert_eq!(requeues.len(), 1, "{events}");
+    let requeue = requeues[0];
+    assert_eq!(
+        requeue["payload"]["previous_status"], "REJECTED",
+        "{requeue}"
+    );
+    assert_eq!(requeue["payload"]["new_status"], "READY", "{requeue}");
+    assert_eq!(requeue["evidence"]["actor"], "ops-alice", "{requeue}");
+
+    // It goes through validation again: green checks, then the merge.
+    let report = json!({"name": "lint", "state": "passed", "head_sha": head});
+    let (status, body) = call(&client, &server, "/v1/intents/docs/checks", Some(report)).await;
+    assert_eq!(status, 201, "{body}");
+    let intent = wait_for_status(&client, &server, "docs", "MERGED", Duration::from_secs(20)).await;
+    assert_eq!(intent["status"], "MERGED", "{intent}");
+    assert_eq!(git(repo.path(), &["rev-parse", "main^2"]), head);
+
+    let (status, body) = reset(json!({"intent_id": "docs", "set_status": "READY"})).await;
+    assert_eq!(status, 409, "a merged intent stays merged: {body}");
+}

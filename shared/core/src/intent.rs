@@ -89,6 +89,17 @@ impl Status {
             Err(TransitionError { from: self, to })
         }
     }
+
+    /// Where an operator's queue reset takes an intent (`requested`: the status asked for;
+    /// `None` keeps it). REJECTED is final only for the pipeline: an operator may requeue a
+    /// rejected intent, as READY (it must pass validation again; nothing skips it). MERGED
+    /// stays final. Other moves follow [`Status::transition`].
+    pub fn reset_to(self, requested: Option<Status>) -> Result<Status, TransitionError> {
+        match (self, requested) {
+            (Status::Rejected, None | Some(Status::Ready)) => Ok(Status::Ready),
+            (from, to) => from.transition(to.unwrap_or(from)),
+        }
+    }
 }
 
 impl fmt::Display for Status {
@@ -327,6 +338,36 @@ fn string_list(value: Option<&Value>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operator_requeues_a_rejected_intent_only_as_ready_and_never_a_merged_one() {
+        assert_eq!(Status::Rejected.reset_to(None), Ok(Status::Ready));
+        assert_eq!(
+            Status::Rejected.reset_to(Some(Status::Ready)),
+            Ok(Status::Ready)
+        );
+        for skipping in [
+            Status::Validated,
+            Status::Queued,
+            Status::Merged,
+            Status::Rejected,
+        ] {
+            assert!(
+                Status::Rejected.reset_to(Some(skipping)).is_err(),
+                "{skipping}"
+            );
+        }
+        for to in [None, Some(Status::Ready), Some(Status::Rejected)] {
+            assert!(Status::Merged.reset_to(to).is_err(), "{to:?}");
+        }
+        // Other statuses move as the life cycle allows.
+        assert_eq!(Status::Queued.reset_to(None), Ok(Status::Queued));
+        assert_eq!(
+            Status::Queued.reset_to(Some(Status::Ready)),
+            Ok(Status::Ready)
+        );
+        assert!(Status::Ready.reset_to(Some(Status::Queued)).is_err());
+    }
 
     #[test]
     fn terminal_statuses_refuse_every_move() {

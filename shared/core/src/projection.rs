@@ -166,14 +166,16 @@ pub fn apply(current: Option<&Intent>, event: &Event) -> Result<Option<Intent>, 
         },
         _ => existing.status,
     };
-    next.status = existing
-        .status
-        .transition(to)
-        .map_err(|source| ProjectionError::Transition {
-            event_type: event.event_type,
-            intent_id: intent_id.to_owned(),
-            source,
-        })?;
+    let moved = if event.event_type == EventType::QueueReset {
+        existing.status.reset_to(Some(to))
+    } else {
+        existing.status.transition(to)
+    };
+    next.status = moved.map_err(|source| ProjectionError::Transition {
+        event_type: event.event_type,
+        intent_id: intent_id.to_owned(),
+        source,
+    })?;
 
     match event.event_type {
         EventType::QueueReset => next.retries = 0,

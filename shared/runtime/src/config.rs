@@ -709,6 +709,9 @@ pub struct WorkerSettings {
     /// How often `converge worker` on SQS runs the sweep (`CONVERGE_WORKER_SWEEP_INTERVAL`,
     /// 60 s; the worker function is swept by its schedule instead).
     pub sweep_interval: Duration,
+    /// The only target branch this worker processes (`CONVERGE_WORKER_TARGET`; unset: every
+    /// target).
+    pub target: Option<String>,
 }
 
 impl Default for WorkerSettings {
@@ -721,6 +724,7 @@ impl Default for WorkerSettings {
             skip_checks: false,
             lease_ttl: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(60),
+            target: None,
         }
     }
 }
@@ -764,6 +768,15 @@ impl WorkerSettings {
                 .map_or(defaults.lease_ttl, Duration::from_secs),
             sweep_interval: number("CONVERGE_WORKER_SWEEP_INTERVAL", 1, 86_400)?
                 .map_or(defaults.sweep_interval, Duration::from_secs),
+            target: get("CONVERGE_WORKER_TARGET"),
         })
+    }
+
+    /// Whether this worker processes `key` (every key unless `CONVERGE_WORKER_TARGET` names
+    /// one target branch).
+    pub fn takes(&self, key: &converge_core::queue::QueueKey) -> bool {
+        self.target
+            .as_deref()
+            .is_none_or(|target| target == key.target)
     }
 }

@@ -202,7 +202,8 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     /// One poll of the database-backed queue: claims queue messages, adds every actionable key
     /// (the sweep), processes each key once, and marks the messages of keys that were
     /// processed as sent. A busy key's messages stay claimed until the claim lapses, then come
-    /// back (like an SQS visibility timeout). Returns the outcome per key.
+    /// back (like an SQS visibility timeout). With `CONVERGE_WORKER_TARGET`, only that target's
+    /// keys are processed. Returns the outcome per key.
     pub async fn poll(&self) -> Result<BTreeMap<QueueKey, KeyOutcome>, WorkerError> {
         let claim_ttl = self.settings.lease_ttl;
         let messages = self
@@ -223,6 +224,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         for key in self.actionable_keys().await? {
             by_key.entry(key).or_default();
         }
+        // Another target's keys are left to its worker: their messages stay unsent, and come
+        // back to be claimed when this claim lapses.
+        by_key.retain(|key, _| self.settings.takes(key));
         let mut outcomes = BTreeMap::new();
         for (key, seqs) in by_key {
             let outcome = self.process_key(&key).await?;

@@ -390,6 +390,16 @@ where
     }
     for (key, ids) in by_key {
         use tracing::Instrument;
+        if !processor.settings().takes(&key) {
+            // Not this worker's target (CONVERGE_WORKER_TARGET): acknowledged, not retried
+            // into the DLQ; the sweep sends the key again while it has work.
+            tracing::info!(
+                key = %key,
+                "not this worker's target ({}): message acknowledged",
+                processor.settings().target.as_deref().unwrap_or_default()
+            );
+            continue;
+        }
         let span = tracing::info_span!(
             "sqs.messages",
             key = %key,

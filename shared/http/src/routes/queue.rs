@@ -189,8 +189,8 @@ pub(super) struct QueueReset {
     clear_lock: bool,
 }
 
-/// `POST /queue/reset`: retries back to 0 (optionally a new status) and, with `clear_lock`,
-/// the queue key's lease cleared. `intent_id: "any"` with `clear_lock` clears every lease the
+/// `POST /queue/reset`: retries back to 0 (optionally a new status; a REJECTED intent is
+/// requeued as READY) and, with `clear_lock`, the queue key's lease cleared. `intent_id: "any"` with `clear_lock` clears every lease the
 /// caller's tenant may touch (the runbook's stale-lock recovery).
 pub(super) async fn queue_reset(
     State(state): State<Arc<AppState>>,
@@ -232,10 +232,16 @@ pub(super) async fn queue_reset(
                 .map_err(|e| ApiError::BadRequest(format!("set_status: {e}")))
         })
         .transpose()?;
-    let intent = until_current(|| async {
+    let (intent, status) = until_current(|| async {
         let stored = visible_stored_intent(&state, &principal, &body.intent_id).await?;
         let intent = &stored.intent;
-        let payload = json!({"new_status": new_status, "retries_reset": true, "previous_retries": intent.retries});
+        let status = intent
+            .status
+            .reset_to(new_status)
+            .map_err(|e| ApiError::Conflict(format!("intent {}: {e}", intent.id)))?;
+        // A rejected intent requeued by an operator: recorded as such, with the actor.
+        let requeued = intent.status == Status::Rejected;
+        let payload = json!({"new_status": status, "retries_reset": true, "previous_retries": intent.retries, "previous_status": intent.status, "requeued": requeued});
         record_for_queue(
             &state,
             &principal,
@@ -245,7 +251,7 @@ pub(super) async fn queue_reset(
             Some(stored.expected()),
         )
         .await?;
-        Ok(stored.intent)
+        Ok((stored.intent, status))
     })
     .await?;
     if body.clear_lock {
@@ -254,7 +260,6 @@ pub(super) async fn queue_reset(
             cleared.push(key.to_string());
         }
     }
-    let status = new_status.unwrap_or(intent.status);
     typed(api::QueueReset {
         cleared_leases: cleared,
         intent_id: intent.id,

@@ -557,3 +557,53 @@ on_both_backends!(
     two_workers_racing_on_one_key_merge_once,
     a_worker_that_lost_its_lease_before_merging_does_not_merge,
 );
+
+/// The database-backed queue's poll with `CONVERGE_WORKER_TARGET=release`: the release
+/// intent gets its round; the main intent is not looked at (no decision, no lease), and stays
+/// for a worker of every target, which takes it.
+#[tokio::test]
+async fn a_poll_with_a_target_processes_only_that_targets_keys() {
+    let w = sqlite_world().await;
+    git(w.repo.path(), &["branch", "release", "main"]);
+    w.create("for-main", "feature/docs").await;
+    let intent = Intent::new("for-release", "feature/docs", "release", w.clock.now());
+    let payload = serde_json::to_value(&intent).unwrap_or_default();
+    w.append(vec![w.event(
+        "for-release",
+        EventType::IntentCreated,
+        payload,
+    )])
+    .await;
+    let release_only = WorkerSettings {
+        target: Some("release".to_owned()),
+        ..settings(false, true)
+    };
+    let outcomes = w
+        .processor("release-worker", release_only)
+        .poll()
+        .await
+        .unwrap();
+    let targets: Vec<&str> = outcomes.keys().map(|k| k.target.as_str()).collect();
+    assert_eq!(targets, ["release"]);
+    assert!(
+        w.events_of("for-release").await.len() > 1,
+        "the release intent was not judged"
+    );
+    assert_eq!(w.events_of("for-main").await, [EventType::IntentCreated]);
+    let leases = w.store.leases().await.unwrap();
+    assert!(
+        leases.iter().all(|l| l.key.target == "release"),
+        "{leases:?}"
+    );
+
+    let outcomes = w
+        .processor("any-worker", settings(false, true))
+        .poll()
+        .await
+        .unwrap();
+    assert!(outcomes.keys().any(|k| k.target == "main"), "{outcomes:?}");
+    assert!(
+        w.events_of("for-main").await.len() > 1,
+        "the main intent was never judged"
+    );
+}

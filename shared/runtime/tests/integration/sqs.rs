@@ -422,3 +422,81 @@ async fn a_failed_round_reports_its_messages_as_batch_item_failures() {
     assert!(outcome.busy.is_empty(), "{:?}", outcome.busy);
     assert!(outcome.unfinished.is_empty(), "{:?}", outcome.unfinished);
 }
+
+/// A worker given `CONVERGE_WORKER_TARGET=release` runs rounds only for that target: a batch
+/// with a `main` key and a `release` key judges the release intent, leaves the main intent
+/// untouched (no round, no lease), and acknowledges the main message instead of failing it
+/// into the DLQ. Without the setting, both are processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_given_a_target_processes_only_that_targets_keys() {
+    let settings = WorkerSettings {
+        target: Some("release".to_owned()),
+        ..WorkerSettings::default()
+    };
+    let (store, processor, repo, _db) = local_processor(settings, "release-worker").await;
+    git(repo.path(), &["branch", "release", "main"]);
+    let mut for_release = created("for-release", "feature");
+    for_release.payload["target"] = json!("release");
+    store
+        .commit(&Commit {
+            events: vec![created("for-main", "feature"), for_release],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    let release_key = QueueKey {
+        target: "release".into(),
+        ..main_key()
+    };
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [
+        {"messageId": "m-main", "body": serde_json::to_string(&main_key()).unwrap()},
+        {"messageId": "m-release", "body": serde_json::to_string(&release_key).unwrap()},
+    ]}))
+    .unwrap();
+    let outcome = handle_batch(&processor, event).await;
+    assert!(
+        outcome.response.batch_item_failures.is_empty(),
+        "another target's message is acknowledged, not failed: {:?}",
+        outcome.response.batch_item_failures
+    );
+    let judged = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            !store
+                .decision_trail(id, 10)
+                .await
+                .unwrap()
+                .decisions
+                .is_empty()
+        }
+    };
+    assert!(
+        judged("for-release").await,
+        "the release intent was not judged"
+    );
+    assert!(
+        !judged("for-main").await,
+        "the main intent was judged by the release worker"
+    );
+    let leases = store.leases().await.unwrap();
+    assert!(
+        leases.iter().all(|l| l.key.target == "release"),
+        "a lease was taken outside the worker's target: {leases:?}"
+    );
+
+    // The same batch on a worker of every target judges the main intent too.
+    let every = QueueProcessor::new(
+        store.clone(),
+        GitScm::new(repo.path()),
+        PolicyConfig::default(),
+        WorkerSettings::default(),
+        Arc::new(SystemClock),
+        "any-worker",
+    );
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [
+        {"messageId": "m-main-2", "body": serde_json::to_string(&main_key()).unwrap()},
+    ]}))
+    .unwrap();
+    handle_batch(&every, event).await;
+    assert!(judged("for-main").await, "the main intent was never judged");
+}
