@@ -201,7 +201,35 @@ async fn database_checks() -> Vec<Check> {
         }
         Err(e) => Check::fail("leases", e.to_string(), "cannot read queue_leases"),
     };
-    vec![database, leases]
+    let paused = match store.leases().await {
+        Ok(leases) => {
+            let paused: Vec<String> = leases
+                .iter()
+                .filter_map(|l| {
+                    let hold = l.hold.as_ref()?;
+                    Some(format!(
+                        "{} since {} ({} failures; next try {}): {}",
+                        l.key,
+                        hold.since.format("%Y-%m-%d %H:%M:%SZ"),
+                        hold.failures,
+                        hold.until.format("%H:%M:%SZ"),
+                        hold.reason
+                    ))
+                })
+                .collect();
+            if paused.is_empty() {
+                Check::pass("paused_queues", "none")
+            } else {
+                Check::warn(
+                    "paused_queues",
+                    paused.join("; "),
+                    "fix what failed (the queue resumes by itself at its next try; no retry is spent meanwhile)",
+                )
+            }
+        }
+        Err(e) => Check::fail("paused_queues", e.to_string(), "cannot read queue_leases"),
+    };
+    vec![database, leases, paused]
 }
 
 /// The SQS queue and its DLQ (CONVERGE_QUEUE_URL, CONVERGE_DLQ_URL), when configured.

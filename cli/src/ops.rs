@@ -573,7 +573,7 @@ pub async fn queue(api: &ApiClient, out: Output, command: QueueCommand) -> Resul
                 )
                 .await?;
             out.emit(&page, |o| {
-                o.table(
+                let mut text = o.table(
                     rows(&page, "intents"),
                     &[
                         ("intent", "/intent_id"),
@@ -584,7 +584,26 @@ pub async fn queue(api: &ApiClient, out: Output, command: QueueCommand) -> Resul
                         ("target", "/target"),
                         ("risk", "/risk_level"),
                     ],
-                )
+                );
+                let paused = rows(&page, "paused_keys");
+                if !paused.is_empty() {
+                    text.push_str(&format!(
+                        "\n{} (their environment failed; no retry spent)\n",
+                        o.bold("paused queues")
+                    ));
+                    text.push_str(&o.table(
+                        paused,
+                        &[
+                            ("repo", "/repo"),
+                            ("target", "/target"),
+                            ("reason", "/reason"),
+                            ("since", "/since"),
+                            ("next try", "/until"),
+                            ("failures", "/failures"),
+                        ],
+                    ));
+                }
+                text
             })?;
         }
         QueueCommand::Redrive => {

@@ -285,3 +285,105 @@ async fn an_operator_requeues_a_rejected_intent_and_the_worker_merges_it() {
     let (status, body) = reset(json!({"intent_id": "docs", "set_status": "READY"})).await;
     assert_eq!(status, 409, "a merged intent stays merged: {body}");
 }
+
+/// A failure of the environment does not use up an intent's retries: with auto-confirm in a
+/// normal clone (the target checked out, which Converge will not move), the merge is refused,
+/// the queue key is paused with the reason (queue inspect, doctor) and the intent stays
+/// QUEUED with no retry spent, even with a retry bound of 1. Once the work tree lets go of
+/// the target, the next try after the backoff merges it and the pause ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_failure_pauses_the_queue_without_spending_retries_and_resumes_when_fixed() {
+    let client = reqwest::Client::new();
+    let state = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    repository(repo.path());
+    git(repo.path(), &["checkout", "-q", "main"]);
+    let head = git(repo.path(), &["rev-parse", "feature/docs"]);
+    let db = state.path().join("s.db").display().to_string();
+    let env = [
+        ("CONVERGE_DB_PATH", db.clone()),
+        ("CONVERGE_REPO_PATH", repo.path().display().to_string()),
+        ("CONVERGE_API_KEYS", format!("{KEY}:admin:ci")),
+        ("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()),
+        ("CONVERGE_WORKER_AUTO_CONFIRM", "1".to_owned()),
+        ("CONVERGE_WORKER_MAX_RETRIES", "1".to_owned()),
+        ("CONVERGE_WORKER_POLL_INTERVAL", "1".to_owned()),
+    ];
+    let server = ServerProcess::start(env!("CARGO_BIN_EXE_converge"), state.path(), &env);
+    let (status, body) = call(
+        &client,
+        &server,
+        "/v1/intents",
+        Some(json!({"id": "docs", "source": "feature/docs", "risk_level": "low"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let report = json!({"name": "lint", "state": "passed", "head_sha": head});
+    let (status, body) = call(&client, &server, "/v1/intents/docs/checks", Some(report)).await;
+    assert_eq!(status, 201, "{body}");
+
+    let mut inspection = Value::Null;
+    for _ in 0..200 {
+        let (_, answer) = call(&client, &server, "/v1/queue/inspect", None).await;
+        if answer["paused_keys"]
+            .as_array()
+            .is_some_and(|k| !k.is_empty())
+        {
+            inspection = answer;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let paused = &inspection["paused_keys"][0];
+    if paused.is_null() {
+        let (_, events) = call(&client, &server, "/v1/intents/docs/events", None).await;
+        panic!("the queue was never paused: {events}");
+    }
+    assert_eq!(paused["target"], "main", "{inspection}");
+    assert!(
+        paused["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("checked out"),
+        "{inspection}"
+    );
+    // Several tries may fail meanwhile: none spends a retry, and the bound of 1 is not hit.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, intent) = call(&client, &server, "/v1/intents/docs", None).await;
+    assert_eq!(
+        (&intent["status"], &intent["retries"]),
+        (&json!("QUEUED"), &json!(0)),
+        "{intent}"
+    );
+    let (_, events) = call(&client, &server, "/v1/intents/docs/events", None).await;
+    assert!(events.to_string().contains("queue.paused"), "{events}");
+
+    let doctor = crate::operator_cli::converge(
+        &["--local", "--json", "doctor"],
+        &[
+            ("CONVERGE_DB_PATH", db.clone()),
+            ("CONVERGE_AUTH_REQUIRED", "0".to_owned()),
+        ],
+    );
+    let report = doctor.json();
+    let check = report["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["check"] == "paused_queues").cloned())
+        .unwrap_or_default();
+    assert_eq!(check["status"], "warn", "{report}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("checked out"),
+        "{check}"
+    );
+
+    // The operator lets go of main: the next try merges, and the queue is no longer paused.
+    git(repo.path(), &["checkout", "-q", "--detach"]);
+    let intent = wait_for_status(&client, &server, "docs", "MERGED", Duration::from_secs(30)).await;
+    assert_eq!(intent["status"], "MERGED", "{intent}");
+    assert_eq!(git(repo.path(), &["rev-parse", "main^2"]), head);
+    let (_, inspection) = call(&client, &server, "/v1/queue/inspect", None).await;
+    assert_eq!(inspection["paused_keys"], json!([]), "{inspection}");
+}

@@ -85,6 +85,9 @@ event_types! {
     QueueProcessed => "queue.processed",
     /// An operator reset an intent's retries.
     QueueReset => "queue.reset",
+    /// The intent's queue key was paused: its environment failed (not the change), so no
+    /// retry was spent; rounds resume after a backoff.
+    QueuePaused => "queue.paused",
     /// A repository health snapshot was taken.
     HealthSnapshot => "health.snapshot",
     /// A change health snapshot was taken.

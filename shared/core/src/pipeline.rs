@@ -119,6 +119,16 @@ pub enum MergeError {
 }
 
 impl MergeError {
+    /// Whether the environment failed rather than the change: the target refuses Converge's
+    /// update (checked out in a work tree, branch protection), Converge lacks a permission, or
+    /// source control cannot be reached. Such failures pause the queue key and spend no retry.
+    pub fn is_environmental(&self) -> bool {
+        matches!(
+            self,
+            MergeError::Protected(_) | MergeError::Forbidden(_) | MergeError::Unavailable(_)
+        )
+    }
+
     /// Whether the failure means the validation is stale rather than the change at fault.
     pub fn needs_revalidation(&self) -> bool {
         matches!(
@@ -355,6 +365,17 @@ pub enum PipelineError {
     /// The checks port failed.
     #[error(transparent)]
     Checks(#[from] ChecksError),
+}
+
+impl PipelineError {
+    /// Whether the environment failed (source control or the checks could not be reached)
+    /// rather than anything about the intent: its queue key is paused, no retry is spent.
+    pub fn is_environmental(&self) -> bool {
+        matches!(
+            self,
+            PipelineError::Scm(ScmError::Unavailable(_)) | PipelineError::Checks(_)
+        )
+    }
 }
 
 /// Builds the events of one run about one intent, all with the run's trace id.

@@ -227,8 +227,12 @@ pub enum RoundOutcome {
     Merged,
     /// Nothing to do this round.
     Unchanged,
-    /// The round could not judge it (source control or checks unreachable); tried again later.
+    /// The round could not judge it (a ref it names is gone); tried again later.
     Error,
+    /// The environment failed (target checked out or protected, permission denied, source
+    /// control or checks unreachable): the key is paused with the reason and tried again
+    /// after a backoff; no retry is spent.
+    Paused,
 }
 
 impl RoundOutcome {
@@ -246,6 +250,7 @@ impl RoundOutcome {
             RoundOutcome::Merged => "merged",
             RoundOutcome::Unchanged => "unchanged",
             RoundOutcome::Error => "error",
+            RoundOutcome::Paused => "paused",
         }
     }
 
@@ -273,6 +278,35 @@ impl RoundOutcome {
 impl std::fmt::Display for RoundOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The first pause of a queue key whose environment failed.
+pub const ENVIRONMENT_BACKOFF_FIRST: chrono::Duration = chrono::Duration::seconds(5);
+/// The longest pause: a key is tried at least this often until its environment is fixed.
+pub const ENVIRONMENT_BACKOFF_MAX: chrono::Duration = chrono::Duration::minutes(15);
+
+/// How long a queue key is paused after `failures` environment failures in a row: 5 s,
+/// doubling with each, at most 15 minutes.
+pub fn environment_backoff(failures: u32) -> chrono::Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    let pause = ENVIRONMENT_BACKOFF_FIRST * (1i32 << doublings);
+    pause.min(ENVIRONMENT_BACKOFF_MAX)
+}
+
+/// The step after the environment failed while working on an intent (a merge refused by a
+/// checked-out or protected target, no permission, source control or checks unreachable): the
+/// intent keeps its status and its retries, and the event says why its key is paused.
+pub fn after_environment_failure(intent: &Intent, reason: &str) -> Step {
+    Step {
+        status: intent.status,
+        retries: intent.retries,
+        event: Some((
+            EventType::QueuePaused,
+            json!({"reason": reason, "retries": intent.retries, "target": intent.target}),
+            json!({"retries_spent": false}),
+        )),
+        action: NextAction::None,
     }
 }
 
@@ -510,6 +544,19 @@ pub fn needs_revalidation(validated_target_sha: Option<&str>, current_target_sha
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_environment_failure_backs_off_from_five_seconds_doubling_to_fifteen_minutes() {
+        let seconds = |failures| environment_backoff(failures).num_seconds();
+        assert_eq!(
+            [seconds(1), seconds(2), seconds(3), seconds(4)],
+            [5, 10, 20, 40]
+        );
+        assert_eq!(seconds(8), 640);
+        assert_eq!(seconds(9), 900);
+        assert_eq!(seconds(u32::MAX), 900);
+        assert_eq!(seconds(0), 5);
+    }
     use chrono::TimeZone;
 
     fn rules() -> QueueRules {

@@ -344,6 +344,30 @@ pub struct PendingIntent {
 pub struct QueueInspection {
     /// The intents, READY first, then VALIDATED, then QUEUED.
     pub intents: Vec<InspectedIntent>,
+    /// The queue keys paused because their environment failed (target checked out or
+    /// protected, permission denied, GitHub unreachable, App key not set): nothing of theirs
+    /// merges until a round after `until` gets through.
+    #[serde(default)]
+    pub paused_keys: Vec<PausedKey>,
+}
+
+/// One paused queue key of [`QueueInspection`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PausedKey {
+    /// The tenant (empty for none).
+    pub tenant: String,
+    /// The repository (empty for the local one).
+    pub repo: String,
+    /// The target branch.
+    pub target: String,
+    /// What failed.
+    pub reason: String,
+    /// Since when (the first failure in a row).
+    pub since: DateTime<Utc>,
+    /// The next round, not before.
+    pub until: DateTime<Utc>,
+    /// Failures in a row.
+    pub failures: u32,
 }
 
 /// One intent of [`QueueInspection`].

@@ -272,6 +272,8 @@ struct OverviewView {
     decisions: Vec<StoredEvent>,
     policies: Vec<StoredEvent>,
     leases: Vec<LeaseState>,
+    /// Keys paused because their environment failed.
+    paused: Vec<LeaseState>,
     dlq: String,
 }
 
@@ -315,12 +317,16 @@ async fn overview_view(state: &AppState, principal: &Principal) -> Result<Overvi
     decisions.truncate(DECISION_ROWS);
     let policies = recent(state, EventType::PolicyEvaluated, tenant.clone(), 200).await?;
 
-    let leases = store
+    let (paused, leases): (Vec<LeaseState>, Vec<LeaseState>) = store
         .leases()
         .await?
         .into_iter()
         .filter(|l| principal.can_see(Some(l.key.tenant.as_str()).filter(|t| !t.is_empty())))
-        .filter(|l| l.holder.is_some())
+        .filter(|l| l.holder.is_some() || l.hold.is_some())
+        .partition(|l| l.hold.is_some());
+    let leases = leases
+        .into_iter()
+        .chain(paused.iter().filter(|l| l.holder.is_some()).cloned())
         .collect();
     let dlq = match &state.services.dlq {
         None => "not configured (CONVERGE_DLQ_URL)".to_owned(),
@@ -337,12 +343,29 @@ async fn overview_view(state: &AppState, principal: &Principal) -> Result<Overvi
         decisions,
         policies,
         leases,
+        paused,
         dlq,
     })
 }
 
 fn overview_html(view: &OverviewView) -> Markup {
     html! {
+        @if !view.paused.is_empty() {
+            section.problem role="alert" aria-labelledby="paused" {
+                h2 #paused { "Paused queues" }
+                p { "Their environment failed, not their changes: nothing merges and no retry is spent until a try gets through." }
+                ul {
+                    @for lease in &view.paused {
+                        @if let Some(hold) = &lease.hold {
+                            li {
+                                strong { (queue_label(&lease.key)) } ": " (hold.reason)
+                                span.muted { " (since " (hold.since.format("%H:%M:%S")) ", " (hold.failures) " failures, next try " (hold.until.format("%H:%M:%S")) ")" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         section aria-labelledby="queues" {
             h2 #queues { "Queues" }
             @if view.queues.is_empty() {

@@ -265,7 +265,20 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         else {
             return Ok(KeyOutcome::Busy);
         };
-        let result = self.round(lease.clone()).await;
+        let hold = match self.store.inspect_lease(key).await {
+            Ok(state) => state.and_then(|s| s.hold),
+            Err(e) => {
+                self.store.release_lease(&lease).await?;
+                return Err(e.into());
+            }
+        };
+        if let Some(hold) = hold.as_ref().filter(|h| self.clock.now() < h.until) {
+            // Paused by a failure of its environment: no round before the backoff ends.
+            tracing::debug!(key = %key, until = %hold.until, "queue key paused: {}", hold.reason);
+            self.store.release_lease(&lease).await?;
+            return Ok(KeyOutcome::Processed(Vec::new()));
+        }
+        let result = self.round(lease.clone(), hold.is_some()).await;
         // Releasing a lease that was lost (taken over after expiry) is a no-op.
         let released = self.store.release_lease(&lease).await;
         let reports = result?;
@@ -296,7 +309,11 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     /// `batch_size` of them needed work (validation, merge, rejection): intents that need none
     /// (queued and unmoved, waiting, held) do not use up the batch, so they cannot starve the
     /// intents behind them. The lease is renewed once half its lifetime has passed.
-    async fn round(&self, mut lease: Lease) -> Result<Vec<IntentReport>, WorkerError> {
+    ///
+    /// When the environment fails on an intent (see [`RoundOutcome::Paused`]) the round stops
+    /// there and the key is paused with the reason; a round over a paused key (`held`) that
+    /// gets through ends the pause.
+    async fn round(&self, mut lease: Lease, held: bool) -> Result<Vec<IntentReport>, WorkerError> {
         const PAGE: u32 = 100;
         let rules = self.rules();
         let auto_classify = self.auto_classify().await?;
@@ -332,7 +349,21 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     )
                     .await?;
                 let needed_work = report.needed_work();
+                let paused =
+                    (report.outcome == RoundOutcome::Paused).then(|| report.detail.clone());
                 reports.push(report);
+                if let Some(reason) = paused {
+                    self.flush(&lease, &mut pending).await?;
+                    self.send_reports(&lease).await?;
+                    let hold = self.store.hold_key(&lease, &reason).await?;
+                    tracing::warn!(
+                        key = %lease.key(),
+                        until = %hold.until,
+                        failures = hold.failures,
+                        "queue key paused, no retry spent: {reason}"
+                    );
+                    return Ok(reports);
+                }
                 if needed_work {
                     worked += 1;
                 }
@@ -357,6 +388,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         }
         self.flush(&lease, &mut pending).await?;
         self.send_reports(&lease).await?;
+        if held && self.store.release_key_hold(&lease).await? {
+            tracing::info!(key = %lease.key(), "queue key resumed: its environment works again");
+        }
         Ok(reports)
     }
 
@@ -439,7 +473,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 }
                 Default::default()
             }
-            Err(e) => return Ok(report(RoundOutcome::Error, e.to_string())),
+            Err(e) => return Ok(self.environment_failed(intent, lease, &e.to_string(), pending)),
         };
         let now = self.clock.now();
         let work = queue::plan_work(
@@ -504,6 +538,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 };
                 let decision = match validate(intent, ports, &self.policy, options).await {
                     Ok(decision) => decision,
+                    Err(e) if e.is_environmental() => {
+                        return Ok(self.environment_failed(intent, lease, &e.to_string(), pending));
+                    }
                     Err(e) => return Ok(report(RoundOutcome::Error, e.to_string())),
                 };
                 let step = queue::after_validation(intent, &decision, rules, waiting_since);
@@ -565,6 +602,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 RoundOutcome::Merged,
                 commit,
             ),
+            Err(e) if e.is_environmental() => {
+                return Ok(self.environment_failed(intent, &lease, &e.to_string(), pending));
+            }
             Err(e) if e.needs_revalidation() => (
                 queue::after_merge_refused(intent, &e.to_string()),
                 RoundOutcome::Requeued,
@@ -597,6 +637,25 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             outcome,
             detail,
         })
+    }
+
+    /// The environment failed while working on `intent`: the intent keeps its status and
+    /// retries, the pause is recorded with `reason`, and the round reports it paused (the
+    /// round then pauses the key).
+    fn environment_failed(
+        &self,
+        intent: &Intent,
+        lease: &Lease,
+        reason: &str,
+        pending: &mut Pending,
+    ) -> IntentReport {
+        let step = queue::after_environment_failure(intent, reason);
+        self.commit_step(intent, lease, Vec::new(), &step, "", None, pending);
+        IntentReport {
+            intent_id: intent.id.clone(),
+            outcome: RoundOutcome::Paused,
+            detail: reason.to_owned(),
+        }
     }
 
     /// Adds a decision's events, followed by the step's event, and the report for the code

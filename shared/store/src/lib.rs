@@ -40,7 +40,8 @@ pub use error::StoreError;
 pub use model::{
     ApiKeyRecord, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome, EventFilter,
     Expected, FencingToken, FlagSetting, IdempotencyClaim, IntentCount, IntentCursor, IntentFilter,
-    Lease, LeaseState, OutboxEntry, OutboxMessage, StoredEvent, StoredIntent, VersionedDocument,
+    KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage, StoredEvent, StoredIntent,
+    VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -141,6 +142,11 @@ mod migrations {
                 "dashboard sessions",
                 include_str!("../migrations/postgres/0008_dashboard_sessions.sql"),
             ),
+            (
+                9,
+                "queue key holds",
+                include_str!("../migrations/postgres/0009_queue_key_holds.sql"),
+            ),
         ])
     }
 
@@ -185,6 +191,11 @@ mod migrations {
                 8,
                 "dashboard sessions",
                 include_str!("../migrations/sqlite/0008_dashboard_sessions.sql"),
+            ),
+            (
+                9,
+                "queue key holds",
+                include_str!("../migrations/sqlite/0009_queue_key_holds.sql"),
             ),
         ])
     }
@@ -558,6 +569,10 @@ forward! {
     fn inspect_lease(&self, key: &converge_core::queue::QueueKey) -> Option<LeaseState>;
     /// Every lease row.
     fn leases(&self) -> Vec<LeaseState>;
+    /// Pauses a held key after a failure of its environment (backoff by failures in a row).
+    fn hold_key(&self, lease: &Lease, reason: &str) -> KeyHold;
+    /// Ends a held key's pause.
+    fn release_key_hold(&self, lease: &Lease) -> bool;
     /// Claims unsent outbox rows.
     fn claim_outbox(&self, topic: &str, claimer: &str, limit: u32, claim_ttl: std::time::Duration) -> Vec<OutboxEntry>;
     /// Marks an outbox row sent.

@@ -61,6 +61,22 @@ pub struct LeaseState {
     pub acquired_at: Option<DateTime<Utc>>,
     /// When the current holding lapses.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Set while the key is paused by a failure of its environment.
+    pub hold: Option<KeyHold>,
+}
+
+/// A queue key paused because its environment failed (not its changes): no round runs before
+/// `until`; the next round that gets through clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyHold {
+    /// What failed, as the port said it.
+    pub reason: String,
+    /// The first failure of this run of them.
+    pub since: DateTime<Utc>,
+    /// No round before then (the backoff).
+    pub until: DateTime<Utc>,
+    /// Failures in a row.
+    pub failures: u32,
 }
 
 /// A commit observed for an intent (head, base or merge).

@@ -172,7 +172,30 @@ pub(super) async fn queue_inspect(
             target: i.target.clone(),
         })
         .collect();
-    typed(api::QueueInspection { intents: rows })
+    let paused_keys = state
+        .services
+        .store
+        .leases()
+        .await?
+        .into_iter()
+        .filter(|l| principal.can_see(Some(l.key.tenant.as_str()).filter(|t| !t.is_empty())))
+        .filter_map(|l| {
+            let hold = l.hold?;
+            Some(api::PausedKey {
+                tenant: l.key.tenant,
+                repo: l.key.repo,
+                target: l.key.target,
+                reason: hold.reason,
+                since: hold.since,
+                until: hold.until,
+                failures: hold.failures,
+            })
+        })
+        .collect();
+    typed(api::QueueInspection {
+        intents: rows,
+        paused_keys,
+    })
 }
 
 /// The body of `POST /queue/reset`.

@@ -489,7 +489,8 @@ async fn rate_limits_are_waited_out_and_the_work_goes_on() {
 
 /// GitHub's two refusals of the final ref update. "Not a fast forward" (the target moved under
 /// the merge) sends the intent back to be revalidated without spending a retry; branch
-/// protection is a failed attempt with its reason. Neither moves the target.
+/// protection pauses the queue key with its reason, also without spending one. Neither moves
+/// the target.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_fast_forward_or_a_protected_target_moves_nothing() {
     let w = world().await;
@@ -515,14 +516,26 @@ async fn a_refused_fast_forward_or_a_protected_target_moves_nothing() {
 
     w.fake.protect("acme/app", "main");
     let reports = poll(&worker).await;
-    assert_eq!(outcomes(&reports), ["requeued"], "{reports:?}");
+    assert_eq!(outcomes(&reports), ["paused"], "{reports:?}");
     assert!(reports[0].2.contains("protected"), "{reports:?}");
     let intent = w.intent(&id).await;
-    assert_eq!(intent.retries, 1, "a protected target costs an attempt");
     assert_eq!(
-        w.payloads(&id, EventType::IntentMergeFailed).await.len(),
-        1,
-        "the failed attempt is recorded with its reason"
+        (intent.status, intent.retries),
+        (Status::Queued, 0),
+        "branch protection is the repository's setting, not the change's fault: no attempt spent"
+    );
+    let paused = w.payloads(&id, EventType::QueuePaused).await;
+    assert_eq!(paused.len(), 1, "the pause is recorded with its reason");
+    assert!(
+        paused[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("protected")
+    );
+    assert!(
+        w.payloads(&id, EventType::IntentMergeFailed)
+            .await
+            .is_empty()
     );
 
     assert_eq!(w.main_updates(), 0);

@@ -356,12 +356,28 @@ async fn a_checked_out_target_is_never_moved(w: World) {
     let before = w.sha("main");
     w.create("docs", "feature/docs").await;
     let worker = w.processor("w1", settings(true, true));
-    assert_eq!(poll(&worker).await, [("docs".to_owned(), "requeued")]);
+    assert_eq!(poll(&worker).await, [("docs".to_owned(), "paused")]);
     assert_eq!(w.sha("main"), before);
     let status = git(w.repo.path(), &["status", "--porcelain"]);
     assert_eq!(status, "", "the work tree is untouched");
+    // The environment's failure, not the change's: no retry spent, the key paused.
     let intent = w.intent("docs").await;
-    assert_eq!((intent.status, intent.retries), (Status::Ready, 1));
+    assert_eq!((intent.status, intent.retries), (Status::Queued, 0));
+    assert_eq!(
+        w.events_of("docs").await.last(),
+        Some(&EventType::QueuePaused)
+    );
+    let hold = w
+        .store
+        .inspect_lease(&main_key())
+        .await
+        .unwrap()
+        .and_then(|l| l.hold);
+    assert!(hold.is_some_and(|h| h.reason.contains("checked out")));
+    // Within the backoff no round runs; after it, the next one tries again.
+    assert_eq!(poll(&worker).await, []);
+    w.clock.advance(Duration::seconds(6));
+    assert_eq!(poll(&worker).await, [("docs".to_owned(), "paused")]);
 }
 
 async fn dependencies_hold_an_intent_until_they_merge(w: World) {

@@ -132,7 +132,8 @@ async fn new_database_connections_follow_a_rotated_dsn_after_the_ttl() {
         clock.now_fn(),
     ));
     let mut rotation = Rotation::with_secrets(secrets);
-    let dsn = rotation.watch_dsn(&arn).await.unwrap();
+    let value = rotation.watch_dsn(&arn).await.unwrap();
+    let dsn = converge_runtime::secrets::dsn_of_secret(&value, &Default::default()).unwrap();
     let store =
         converge_store::Store::from_url(&dsn, Arc::new(converge_store::SystemClock)).unwrap();
     assert_eq!(current_user(&store).await, first);

@@ -751,7 +751,24 @@ macro_rules! journal_operations {
                 token: row.try_get("token")?,
                 acquired_at: get_opt_ts(row, "acquired_at")?,
                 expires_at: get_opt_ts(row, "expires_at")?,
+                hold: key_hold_from_row(row)?,
             })
+        }
+
+        fn key_hold_from_row(row: &<$db as sqlx::Database>::Row) -> Result<Option<$crate::KeyHold>, $crate::StoreError> {
+            let reason: Option<String> = row.try_get("hold_reason")?;
+            let (Some(reason), Some(since), Some(until)) =
+                (reason, get_opt_ts(row, "hold_since")?, get_opt_ts(row, "hold_until")?)
+            else {
+                return Ok(None);
+            };
+            let failures: i64 = row.try_get("hold_failures")?;
+            Ok(Some($crate::KeyHold {
+                reason,
+                since,
+                until,
+                failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            }))
         }
     };
 }

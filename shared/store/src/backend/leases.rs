@@ -131,6 +131,64 @@ macro_rules! lease_operations {
             }
 
             /// Every lease row, by key.
+            /// Pauses the key of `lease` (still held: its holder and token must match) because
+            /// its environment failed with `reason`: one more failure in a row, and no round
+            /// before the backoff of that many failures has passed.
+            pub async fn hold_key(&self, lease: &$crate::Lease, reason: &str) -> Result<$crate::KeyHold, $crate::StoreError> {
+                let mut tx = begin_write(&self.pool).await?;
+                let failures: Option<i64> = sqlx::query_scalar(
+                    "UPDATE queue_leases SET hold_failures = hold_failures + 1 \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5 \
+                     RETURNING hold_failures",
+                )
+                .bind(&lease.key.tenant)
+                .bind(&lease.key.repo)
+                .bind(&lease.key.target)
+                .bind(&lease.holder)
+                .bind(lease.token.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(failures) = failures else {
+                    return Err($crate::StoreError::StaleLease { key: lease.key.clone(), token: lease.token.0 });
+                };
+                let failures = u32::try_from(failures).unwrap_or(u32::MAX);
+                let now = self.now();
+                let until = now + converge_core::queue::environment_backoff(failures);
+                let row = sqlx::query(
+                    "UPDATE queue_leases SET hold_reason = $4, hold_since = COALESCE(hold_since, $5), hold_until = $6 \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 RETURNING *",
+                )
+                .bind(&lease.key.tenant)
+                .bind(&lease.key.repo)
+                .bind(&lease.key.target)
+                .bind(reason)
+                .bind(ts(now))
+                .bind(ts(until))
+                .fetch_one(&mut *tx)
+                .await?;
+                let hold = key_hold_from_row(&row)?;
+                tx.commit().await?;
+                hold.ok_or_else(|| $crate::StoreError::Config("the hold just written is not there".to_owned()))
+            }
+
+            /// Ends the pause of the key of `lease` (still held). True if it was paused.
+            pub async fn release_key_hold(&self, lease: &$crate::Lease) -> Result<bool, $crate::StoreError> {
+                let cleared = sqlx::query(
+                    "UPDATE queue_leases SET hold_reason = NULL, hold_since = NULL, hold_until = NULL, hold_failures = 0 \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5 AND hold_reason IS NOT NULL",
+                )
+                .bind(&lease.key.tenant)
+                .bind(&lease.key.repo)
+                .bind(&lease.key.target)
+                .bind(&lease.holder)
+                .bind(lease.token.0)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(cleared > 0)
+            }
+
+            /// Every lease row, with the key's pause if it is paused.
             pub async fn leases(&self) -> Result<Vec<$crate::LeaseState>, $crate::StoreError> {
                 let rows = sqlx::query("SELECT * FROM queue_leases ORDER BY tenant, repo, target")
                     .fetch_all(&self.pool)

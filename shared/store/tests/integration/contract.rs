@@ -57,6 +57,7 @@ on_both_backends!(
     eight_workers_take_turns_on_one_lease_with_growing_tokens,
     an_expired_lease_is_taken_over_and_the_old_holder_is_fenced,
     force_clearing_a_lease_fences_its_holder,
+    a_paused_key_backs_off_by_its_failures_and_only_its_holder_pauses_or_resumes_it,
     outbox_rows_are_claimed_once_and_reclaimed_after_a_lapsed_claim,
     api_keys_are_found_by_hash_until_they_expire,
     rate_limit_windows_count_hits_per_tenant,
@@ -669,6 +670,51 @@ async fn force_clearing_a_lease_fences_its_holder(store: Store, clock: ManualClo
     clock.advance(Duration::seconds(3_600));
     assert_eq!(ok(store.clear_expired_leases().await), 1);
     assert!(ok(store.leases().await).iter().all(|l| l.holder.is_none()));
+}
+
+async fn a_paused_key_backs_off_by_its_failures_and_only_its_holder_pauses_or_resumes_it(
+    store: Store,
+    clock: ManualClock,
+) {
+    let ttl = StdDuration::from_secs(30);
+    let lease = ok(store.acquire_lease(&key(), "w1", ttl).await)
+        .unwrap_or_else(|| panic!("free lease not granted"));
+    let first = ok(store.hold_key(&lease, "target is protected").await);
+    assert_eq!(
+        (first.failures, first.reason.as_str()),
+        (1, "target is protected")
+    );
+    assert_eq!(first.until - first.since, Duration::seconds(5));
+    clock.advance(Duration::seconds(6));
+    let second = ok(store.hold_key(&lease, "GitHub unreachable").await);
+    assert_eq!(second.failures, 2);
+    assert_eq!(
+        second.since, first.since,
+        "the pause started with the first failure"
+    );
+    assert_eq!(second.until - clock.now(), Duration::seconds(10));
+    let state = ok(store.inspect_lease(&key()).await).unwrap_or_else(|| panic!("no lease row"));
+    assert_eq!(state.hold.as_ref(), Some(&second));
+
+    // A holder that lost the lease can neither pause nor resume the key.
+    ok(store.release_lease(&lease).await);
+    let next = ok(store.acquire_lease(&key(), "w2", ttl).await)
+        .unwrap_or_else(|| panic!("released lease not granted"));
+    assert!(matches!(
+        store.hold_key(&lease, "late").await,
+        Err(StoreError::StaleLease { .. })
+    ));
+    assert!(!ok(store.release_key_hold(&lease).await));
+    assert!(ok(store.release_key_hold(&next).await));
+    assert!(
+        !ok(store.release_key_hold(&next).await),
+        "nothing left to resume"
+    );
+    let state = ok(store.inspect_lease(&key()).await).unwrap_or_else(|| panic!("no lease row"));
+    assert_eq!(state.hold, None);
+    // After a resume the backoff starts over.
+    let again = ok(store.hold_key(&next, "again").await);
+    assert_eq!(again.failures, 1);
 }
 
 async fn outbox_rows_are_claimed_once_and_reclaimed_after_a_lapsed_claim(
