@@ -209,3 +209,58 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
     let stopped = worker.wait().unwrap();
     assert!(stopped.success(), "{stopped:?}");
 }
+
+/// A request that carries a W3C `traceparent` continues the caller's trace: the server's
+/// `http.request` span has the caller's trace id and the caller's span as its parent. One
+/// without it starts a trace of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_traceparent_is_continued() {
+    let (endpoint, spans) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("CONVERGE_DB_PATH", dir.path().join("t.db").display().to_string()),
+        ("CONVERGE_AUTH_REQUIRED", "0".to_owned()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+    ];
+    let server = ServerProcess::start_with(
+        env!("CARGO_BIN_EXE_converge"),
+        dir.path(),
+        &env,
+        &["--no-worker"],
+    );
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let client = reqwest::Client::new();
+    let traced = client
+        .get(server.url("/v1/intents"))
+        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.status(), 200);
+    let untraced = client.get(server.url("/v1/events")).send().await.unwrap();
+    assert_eq!(untraced.status(), 200);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let requests = loop {
+        let requests: Vec<Span> = spans_named(&spans.lock().unwrap(), "http.request")
+            .into_iter()
+            .cloned()
+            .collect();
+        if requests.len() >= 2 || Instant::now() > deadline {
+            break requests;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let continued: Vec<&Span> = requests.iter().filter(|s| s.trace == caller_trace).collect();
+    assert_eq!(continued.len(), 1, "{requests:?}");
+    assert_eq!(continued[0].parent, caller_span, "{requests:?}");
+    assert!(
+        requests
+            .iter()
+            .any(|s| s.trace != caller_trace && s.parent.is_empty()),
+        "a request without traceparent starts its own trace: {requests:?}"
+    );
+}

@@ -199,7 +199,8 @@ async fn openapi_document() -> Response {
 }
 
 /// One span per request (`http.request`: method, path, status, and the trace and span ids
-/// the log lines inside it carry). The query string is left out: it is not ours to log.
+/// the log lines inside it carry), continuing the caller's trace when the request carries a
+/// `traceparent`. The query string is left out: it is not ours to log.
 async fn trace_request(request: Request, next: Next) -> Response {
     use tracing::Instrument;
     let span = tracing::info_span!(
@@ -210,6 +211,14 @@ async fn trace_request(request: Request, next: Next) -> Response {
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
     );
+    // A caller that traces (W3C `traceparent`) gets this request as a child of its span.
+    if let Some(traceparent) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        converge_runtime::telemetry::continue_trace(&span, traceparent);
+    }
     converge_runtime::telemetry::record_ids(&span);
     let response = next.run(request).instrument(span.clone()).await;
     span.record("status", response.status().as_u16());
