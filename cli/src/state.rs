@@ -87,7 +87,9 @@ pub fn run(
                             ("table", "/table"),
                             ("source rows", "/source_rows"),
                             ("copied", "/copied"),
+                            ("updated", "/updated"),
                             ("verified", "/verified"),
+                            ("not verified because", "/verify_skipped"),
                         ],
                     )
                 )

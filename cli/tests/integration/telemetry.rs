@@ -218,7 +218,10 @@ async fn an_incoming_traceparent_is_continued() {
     let (endpoint, spans) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let env = [
-        ("CONVERGE_DB_PATH", dir.path().join("t.db").display().to_string()),
+        (
+            "CONVERGE_DB_PATH",
+            dir.path().join("t.db").display().to_string(),
+        ),
         ("CONVERGE_AUTH_REQUIRED", "0".to_owned()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
@@ -254,7 +257,10 @@ async fn an_incoming_traceparent_is_continued() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let continued: Vec<&Span> = requests.iter().filter(|s| s.trace == caller_trace).collect();
+    let continued: Vec<&Span> = requests
+        .iter()
+        .filter(|s| s.trace == caller_trace)
+        .collect();
     assert_eq!(continued.len(), 1, "{requests:?}");
     assert_eq!(continued[0].parent, caller_span, "{requests:?}");
     assert!(

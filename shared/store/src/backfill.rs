@@ -1,8 +1,12 @@
 //! Backfill: copy every table from one store to another (SQLite ↔ PostgreSQL), idempotently,
 //! and verify the copy by row counts and a content checksum per table.
 //!
-//! Rows are copied with `INSERT … ON CONFLICT DO NOTHING`, so a rerun copies nothing twice and
-//! rows already in the target are kept. The checksum of a table is independent of backend and
+//! Rows are written with `INSERT … ON CONFLICT (key) DO UPDATE … WHERE` a column differs, so a
+//! rerun copies nothing twice and brings rows that changed in the source since the last copy
+//! up to date (an intent MERGED since then); rows equal in both are not written. Rows deleted
+//! from the source are not deleted from the target. Tables whose content changes by itself
+//! while Converge runs (rate-limit counters, the readiness probe) are copied but not verified,
+//! and the report says so. The checksum of a table is independent of backend and
 //! row order: each row is rendered canonically (timestamps to the microsecond in UTC, JSON with
 //! sorted keys), hashed, the row hashes sorted and hashed together.
 
@@ -49,8 +53,12 @@ pub struct TableReport {
     pub source_rows: u64,
     /// Rows in the target before copying.
     pub target_rows_before: u64,
-    /// Rows inserted into the target (0 in a dry run).
+    /// New rows inserted into the target (0 in a dry run).
     pub copied: u64,
+    /// Rows already in the target that differed from the source and were brought up to date.
+    pub updated: u64,
+    /// With `verify`: why this table's checksum is not compared (it changes by itself).
+    pub verify_skipped: Option<String>,
     /// With `verify`: whether count and checksum match after the copy.
     pub verified: Option<bool>,
     /// With `verify`: source checksum.
@@ -143,12 +151,37 @@ fn select_page_sql(table: &Table, after: bool) -> String {
 fn insert_sql(table: &Table) -> String {
     let columns: Vec<&str> = table.columns.iter().map(|(name, _)| *name).collect();
     let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
-    format!(
-        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+    let others: Vec<&str> = columns
+        .iter()
+        .copied()
+        .filter(|c| !table.key.contains(c))
+        .collect();
+    let mut sql = format!(
+        "INSERT INTO {} AS t ({}) VALUES ({}) ON CONFLICT ({}) DO ",
         table.name,
         columns.join(", "),
-        placeholders.join(", ")
-    )
+        placeholders.join(", "),
+        table.key.join(", ")
+    );
+    if others.is_empty() {
+        sql.push_str("NOTHING");
+    } else {
+        let set: Vec<String> = others
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        let differs: Vec<String> = others
+            .iter()
+            .map(|c| format!("t.{c} IS DISTINCT FROM excluded.{c}"))
+            .collect();
+        let _ = write!(
+            sql,
+            "UPDATE SET {} WHERE {}",
+            set.join(", "),
+            differs.join(" OR ")
+        );
+    }
+    sql
 }
 
 fn key_cells(table: &Table, row: &[Cell]) -> Vec<Cell> {
@@ -409,27 +442,37 @@ pub async fn backfill(
         } else {
             0
         };
-        let mut copied = 0;
+        let (mut copied, mut updated) = (0, 0);
         if !options.dry_run {
+            let mut written = 0;
             let mut after: Option<Vec<Cell>> = None;
             loop {
                 let rows = page(source, table, after.as_deref()).await?;
                 let Some(last) = rows.last() else { break };
                 after = Some(key_cells(table, last));
-                copied += insert(target, table, &rows).await?;
+                written += insert(target, table, &rows).await?;
             }
             advance_sequence(target, table).await?;
+            // A write is a new row or a changed one; the count tells them apart.
+            copied = count(target, table)
+                .await?
+                .saturating_sub(target_rows_before);
+            updated = written.saturating_sub(copied);
         }
         let mut report = TableReport {
             table: table.name.to_owned(),
             source_rows,
             target_rows_before,
             copied,
+            updated,
             verified: None,
+            verify_skipped: None,
             source_checksum: None,
             target_checksum: None,
         };
-        if options.verify && target_ready {
+        if let (true, Some(why)) = (options.verify, table.ephemeral) {
+            report.verify_skipped = Some(why.to_owned());
+        } else if options.verify && target_ready {
             let (from, to) = (
                 summarise(source, table).await?,
                 summarise(target, table).await?,

@@ -30,6 +30,9 @@ pub(crate) struct Table {
     pub columns: &'static [(&'static str, Kind)],
     /// A column filled from a sequence, which must be moved past copied values.
     pub serial: Option<&'static str>,
+    /// Why the table's content changes by itself while Converge runs (so a copy's checksum is
+    /// not compared); `None` for tables that hold state.
+    pub ephemeral: Option<&'static str>,
 }
 
 use Kind::*;
@@ -51,6 +54,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("evidence", Json),
         ],
         serial: Some("seq"),
+        ephemeral: None,
     },
     Table {
         name: "intents",
@@ -76,6 +80,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("version", Int),
         ],
         serial: None,
+        ephemeral: None,
     },
     Table {
         name: "intent_commit_links",
@@ -88,6 +93,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("observed_at", Ts),
         ],
         serial: None,
+        ephemeral: None,
     },
     Table {
         name: "webhook_deliveries",
@@ -99,6 +105,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("received_at", Ts),
         ],
         serial: None,
+        ephemeral: None,
     },
     Table {
         name: "queue_leases",
@@ -117,6 +124,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("hold_failures", Int),
         ],
         serial: None,
+        ephemeral: None,
     },
     Table {
         name: "outbox",
@@ -132,6 +140,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("sent_at", OptTs),
         ],
         serial: Some("seq"),
+        ephemeral: None,
     },
     Table {
         name: "api_keys",
@@ -147,12 +156,14 @@ pub(crate) const TABLES: &[Table] = &[
             ("origin", OptText),
         ],
         serial: None,
+        ephemeral: None,
     },
     Table {
         name: "rate_limit_counters",
         key: &["tenant", "window_start"],
         columns: &[("tenant", Text), ("window_start", Ts), ("hits", Int)],
         serial: None,
+        ephemeral: Some("rate-limit counters: every request moves them"),
     },
     Table {
         name: "risk_policies",
@@ -164,6 +175,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("updated_at", Ts),
         ],
         serial: None,
+        ephemeral: None,
     },
     Table {
         name: "feature_flags",
@@ -175,6 +187,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("updated_by", Text),
         ],
         serial: None,
+        ephemeral: None,
     },
     Table {
         name: "idempotency_keys",
@@ -188,12 +201,14 @@ pub(crate) const TABLES: &[Table] = &[
             ("created_at", Ts),
         ],
         serial: None,
+        ephemeral: None,
     },
     Table {
         name: "store_probe",
         key: &["id"],
         columns: &[("id", Int), ("probed_at", Ts)],
         serial: None,
+        ephemeral: Some("readiness probe: every /health/ready writes it"),
     },
     Table {
         name: "dashboard_sessions",
@@ -205,11 +220,13 @@ pub(crate) const TABLES: &[Table] = &[
             ("expires_at", Ts),
         ],
         serial: None,
+        ephemeral: None,
     },
     Table {
         name: "compliance_thresholds",
         key: &["tenant"],
         columns: &[("tenant", Text), ("data", Json), ("updated_at", Ts)],
         serial: None,
+        ephemeral: None,
     },
 ];
