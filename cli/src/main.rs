@@ -11,6 +11,7 @@
 
 mod assess;
 mod client;
+mod demo;
 mod doctor;
 mod ops;
 mod output;
@@ -92,6 +93,10 @@ enum Command {
     /// database-backed queue every CONVERGE_WORKER_POLL_INTERVAL seconds. Stops cleanly on
     /// SIGTERM or Ctrl-C.
     Worker,
+    /// See Converge work in a minute: a throwaway repository with a few branches (one
+    /// conflicting), the server on the embedded default, intents created and checks reported;
+    /// prints what happened and the dashboard's URL.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => serve::run(&args).map_err(CliError::from),
         Command::Worker => worker::run().map_err(CliError::from),
+        Command::Demo(args) => demo::run(&args, out),
         Command::Completions(args) => completions(args.shell),
         Command::Man => man_page(),
         operator => operate(&cli.api, out, operator),

@@ -44,6 +44,29 @@ pub enum IntentCommand {
     Status(IntentStatus),
     /// An intent's events, newest first.
     Events(IntentEvents),
+    /// Report a check's result on a commit of the intent, as CI does (the worker then judges
+    /// the intent again).
+    Check(IntentCheck),
+}
+
+/// Options of `intent check`.
+#[derive(Debug, Args)]
+pub struct IntentCheck {
+    /// The intent.
+    #[arg(long)]
+    intent_id: String,
+    /// The check's name (as the intent's risk profile names it, e.g. lint).
+    #[arg(long)]
+    name: String,
+    /// passed, failed or pending.
+    #[arg(long)]
+    state: String,
+    /// The commit it ran on (e.g. `$(git rev-parse my-branch)`).
+    #[arg(long)]
+    head_sha: String,
+    /// Free text, e.g. a link to the run.
+    #[arg(long, default_value = "")]
+    details: String,
 }
 
 /// Options of `intent create`.
@@ -412,6 +435,14 @@ pub async fn intent(api: &ApiClient, out: Output, command: IntentCommand) -> Res
                 )
                 .await?;
             out.emit(&page, |o| o.table(rows(&page, "events"), EVENT_COLUMNS))?;
+        }
+        IntentCommand::Check(args) => {
+            let body = json!({"name": args.name, "state": args.state,
+                              "head_sha": args.head_sha, "details": args.details});
+            let answer = api
+                .post(&intent_path(&args.intent_id, "/checks"), &body)
+                .await?;
+            out.emit(&answer, |o| o.pairs(&answer))?;
         }
     }
     Ok(())

@@ -437,6 +437,7 @@ fn help_completions_and_the_man_page_cover_every_command() {
         "backfill",
         "serve",
         "worker",
+        "demo",
     ] {
         assert!(
             help.stdout

@@ -1,0 +1,71 @@
+//! The README's "Try it" steps work when pasted: the block runs in bash as written, except
+//! that the `converge` under test stands in for `cargo install` (a release build) and the
+//! scratch repository goes to a temporary directory.
+
+use std::process::Command;
+use std::time::Duration;
+
+#[test]
+fn the_readme_quick_start_works_when_pasted() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme
+        .split("\n## Try it\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap_or_else(|| panic!("README has no \"## Try it\" section"));
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap_or_else(|| panic!("\"Try it\" has no sh block"));
+    assert!(
+        block.contains("cargo install --path cli --locked"),
+        "{block}"
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let try_dir = scratch.path().join("converge-try");
+    let script = block
+        .replace("cargo install --path cli --locked", "command -v converge")
+        .replace("/tmp/converge-try", &try_dir.display().to_string());
+    let binary_dir = std::path::Path::new(env!("CARGO_BIN_EXE_converge"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        binary_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = Command::new("timeout");
+    command
+        .arg(Duration::from_secs(180).as_secs().to_string())
+        .args(["bash", "-euo", "pipefail", "-c", &script])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env("PATH", path)
+        .env("HOME", scratch.path());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("CONVERGE_") {
+            command.env_remove(name);
+        }
+    }
+    let run = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Every intent ended as expected"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("MERGED"), "{stdout}");
+    let merges = Command::new("git")
+        .arg("-C")
+        .arg(&try_dir)
+        .args(["log", "--merges", "--format=%s", "main"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&merges.stdout).contains("Converge intent my-change"),
+        "{stdout}"
+    );
+}
