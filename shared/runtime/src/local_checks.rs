@@ -19,6 +19,10 @@ pub use crate::config::DEFAULT_LOCAL_CHECK_COMMANDS as DEFAULT_COMMANDS;
 /// Characters of a command's output kept as the check's details.
 const OUTPUT_LIMIT: usize = 2_000;
 
+/// How the scratch directories of the work trees are named: `converge-checks-<pid>-…`, so
+/// that a later process can tell which ones a killed process left behind.
+const SCRATCH_PREFIX: &str = "converge-checks-";
+
 /// Checks run as commands in a work tree of the head commit.
 #[derive(Debug, Clone)]
 pub struct CommandChecks {
@@ -47,11 +51,67 @@ impl CommandChecks {
                 )),
             })
             .collect::<Result<_, _>>()?;
-        Ok(CommandChecks {
+        let checks = CommandChecks {
             repo: repo.into(),
             commands,
             timeout,
-        })
+        };
+        checks.remove_leftovers();
+        Ok(checks)
+    }
+
+    /// Removes the work trees a process killed during its checks left behind (their scratch
+    /// directory names a process that no longer runs), and their directories. Best effort: a
+    /// failure is logged and the checks still run.
+    fn remove_leftovers(&self) {
+        let Ok(listed) = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["worktree", "list", "--porcelain"])
+            .output()
+        else {
+            return;
+        };
+        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        let leftovers: Vec<PathBuf> = listed
+            .lines()
+            .filter_map(|line| line.strip_prefix("worktree "))
+            .map(PathBuf::from)
+            .filter(|tree| {
+                tree.parent()
+                    .and_then(|scratch| scratch.file_name())
+                    .and_then(|name| name.to_str())
+                    .and_then(owner_pid)
+                    .is_some_and(|pid| !process_runs(pid))
+            })
+            .collect();
+        for tree in leftovers {
+            let removed = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&self.repo)
+                .args(["worktree", "remove", "--force"])
+                .arg(&tree)
+                .status();
+            if let Some(scratch) = tree.parent() {
+                let _ = std::fs::remove_dir_all(scratch);
+            }
+            match removed {
+                Ok(status) if status.success() => tracing::info!(
+                    tree = %tree.display(),
+                    "removed a check work tree left by a killed process"
+                ),
+                _ => tracing::warn!(
+                    tree = %tree.display(),
+                    "could not remove a check work tree left by a killed process"
+                ),
+            }
+        }
+        // Work trees whose directory is already gone.
+        let _ = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["worktree", "prune"])
+            .status();
     }
 
     async fn git(&self, args: &[&str]) -> Result<(), ChecksError> {
@@ -104,6 +164,22 @@ impl CommandChecks {
     }
 }
 
+/// The process that made a scratch directory named `converge-checks-<pid>-…`.
+fn owner_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(SCRATCH_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether process `pid` runs (where `/proc` cannot tell, it is taken to run: nothing of a
+/// live process is ever removed).
+fn process_runs(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
 impl Checks for CommandChecks {
     async fn outcomes(
         &self,
@@ -117,7 +193,9 @@ impl Checks for CommandChecks {
             .collect();
         let mut results: BTreeMap<&String, (CheckState, String)> = BTreeMap::new();
         if !runnable.is_empty() {
-            let scratch = tempfile::tempdir()
+            let scratch = tempfile::Builder::new()
+                .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
+                .tempdir()
                 .map_err(|e| ChecksError(format!("no scratch directory: {e}")))?;
             let tree = scratch.path().join("tree");
             let tree_arg = tree.display().to_string();

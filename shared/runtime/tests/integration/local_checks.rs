@@ -68,3 +68,38 @@ async fn commands_judge_the_head_commit_in_a_work_tree_of_their_own() {
     );
     assert!(CommandChecks::new(path, "lint", Duration::from_secs(1)).is_err());
 }
+
+/// A process killed while its checks ran leaves a registered work tree in a scratch directory
+/// named after it. The next start removes it and its directory; the work tree of a process
+/// that still runs is kept.
+#[test]
+fn a_killed_runs_work_tree_is_removed_at_the_next_start() {
+    let repo = tempfile::tempdir().unwrap();
+    let path = repo.path();
+    git(path, &["init", "-q", "-b", "main"]);
+    commit_file(path, "Makefile", "lint:\n\ttrue\n", "init");
+    let scratch = tempfile::tempdir().unwrap();
+    // No process has this id (above Linux's largest pid_max).
+    let dead = scratch.path().join("converge-checks-4194305-abc");
+    let alive = scratch
+        .path()
+        .join(format!("converge-checks-{}-def", std::process::id()));
+    for dir in [&dead, &alive] {
+        std::fs::create_dir_all(dir).unwrap();
+        let tree = dir.join("tree").display().to_string();
+        git(
+            path,
+            &["worktree", "add", "--detach", "--quiet", &tree, "main"],
+        );
+    }
+    assert_eq!(git(path, &["worktree", "list"]).lines().count(), 3);
+
+    CommandChecks::new(path, "lint=make lint", Duration::from_secs(5)).unwrap();
+
+    let trees = git(path, &["worktree", "list"]);
+    assert_eq!(trees.lines().count(), 2, "{trees}");
+    assert!(!trees.contains("4194305"), "{trees}");
+    assert!(trees.contains(&alive.display().to_string()), "{trees}");
+    assert!(!dead.exists(), "the killed run's scratch directory is left");
+    assert!(alive.join("tree").exists());
+}
