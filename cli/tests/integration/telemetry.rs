@@ -24,43 +24,118 @@ struct Span {
     name: String,
 }
 
-/// An OTLP/HTTP receiver that keeps every span it is sent.
-async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
-    let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
-    let kept = spans.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        post(move |body: axum::body::Bytes| {
-            let kept = kept.clone();
-            async move {
-                let export: Value = serde_json::from_slice(&body).unwrap_or_default();
-                let mut received = Vec::new();
-                for resource in export["resourceSpans"].as_array().into_iter().flatten() {
-                    for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
-                        for span in scope["spans"].as_array().into_iter().flatten() {
-                            let text = |k: &str| span[k].as_str().unwrap_or_default().to_owned();
-                            received.push(Span {
-                                trace: text("traceId"),
-                                id: text("spanId"),
-                                parent: text("parentSpanId"),
-                                name: text("name"),
-                            });
-                        }
+/// A metric data point as the receiver got it: the metric's name, its attributes, and its
+/// value (a sum's or gauge's value, a histogram's count).
+#[derive(Debug, Clone)]
+struct Point {
+    name: String,
+    attributes: Vec<(String, String)>,
+    value: f64,
+}
+
+/// The data points of an OTLP/HTTP JSON metrics export.
+fn points_of(export: &Value) -> Vec<Point> {
+    let mut points = Vec::new();
+    for resource in export["resourceMetrics"].as_array().into_iter().flatten() {
+        for scope in resource["scopeMetrics"].as_array().into_iter().flatten() {
+            for metric in scope["metrics"].as_array().into_iter().flatten() {
+                let name = metric["name"].as_str().unwrap_or_default().to_owned();
+                for kind in ["sum", "gauge", "histogram"] {
+                    for point in metric[kind]["dataPoints"].as_array().into_iter().flatten() {
+                        let number = |v: &Value| {
+                            v.as_f64()
+                                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                        };
+                        let value = number(&point["asInt"])
+                            .or_else(|| number(&point["asDouble"]))
+                            .or_else(|| number(&point["count"]))
+                            .unwrap_or_default();
+                        let attributes = point["attributes"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|a| {
+                                (
+                                    a["key"].as_str().unwrap_or_default().to_owned(),
+                                    a["value"]["stringValue"]
+                                        .as_str()
+                                        .unwrap_or_default()
+                                        .to_owned(),
+                                )
+                            })
+                            .collect();
+                        points.push(Point {
+                            name: name.clone(),
+                            attributes,
+                            value,
+                        });
                     }
                 }
-                if let Ok(mut all) = kept.lock() {
-                    all.extend(received);
-                }
-                axum::Json(json!({}))
             }
-        }),
-    );
+        }
+    }
+    points
+}
+
+/// An OTLP/HTTP receiver that keeps every span it is sent.
+async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
+    receiver_with_metrics().await.0
+}
+
+/// An OTLP/HTTP receiver that keeps every span and every metric data point it is sent.
+async fn receiver_with_metrics() -> ((String, Arc<Mutex<Vec<Span>>>), Arc<Mutex<Vec<Point>>>) {
+    let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+    let points: Arc<Mutex<Vec<Point>>> = Arc::default();
+    let kept = spans.clone();
+    let kept_points = points.clone();
+    let app = axum::Router::new()
+        .route(
+            "/v1/metrics",
+            post(move |body: axum::body::Bytes| {
+                let kept = kept_points.clone();
+                async move {
+                    let export: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if let Ok(mut all) = kept.lock() {
+                        all.extend(points_of(&export));
+                    }
+                    axum::Json(json!({}))
+                }
+            }),
+        )
+        .route(
+            "/v1/traces",
+            post(move |body: axum::body::Bytes| {
+                let kept = kept.clone();
+                async move {
+                    let export: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let mut received = Vec::new();
+                    for resource in export["resourceSpans"].as_array().into_iter().flatten() {
+                        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                            for span in scope["spans"].as_array().into_iter().flatten() {
+                                let text =
+                                    |k: &str| span[k].as_str().unwrap_or_default().to_owned();
+                                received.push(Span {
+                                    trace: text("traceId"),
+                                    id: text("spanId"),
+                                    parent: text("parentSpanId"),
+                                    name: text("name"),
+                                });
+                            }
+                        }
+                    }
+                    if let Ok(mut all) = kept.lock() {
+                        all.extend(received);
+                    }
+                    axum::Json(json!({}))
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    (format!("http://{address}"), spans)
+    ((format!("http://{address}"), spans), points)
 }
 
 fn spans_named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
@@ -69,7 +144,7 @@ fn spans_named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
-    let (endpoint, spans) = receiver().await;
+    let ((endpoint, spans), points) = receiver_with_metrics().await;
     let (private_pem, public_pem) = app_key_pair();
     let fake = GithubFake::start(7, &public_pem).await;
     let repo = fake.create_repo("acme/app");
@@ -97,8 +172,9 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
         ("CONVERGE_WORKER_AUTO_CONFIRM", "1".to_owned()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
-        // Export every 100 ms instead of every 5 s.
+        // Export every 100 ms instead of every 5 s, metrics every 200 ms instead of 60 s.
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200".to_owned()),
     ];
     let queue = converge_testkit::sqs::queue_with_dlq("converge-telemetry", 5, 5).await;
     let mut env = env;
@@ -202,6 +278,32 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
             .any(|m| m.id == round.parent),
         "the round is a child of its messages: {round:?}"
     );
+
+    // The worker's queue metrics arrive over OTLP too: the merge, its decision, its wait.
+    let queue = ("queue".to_owned(), "acme/app@main".to_owned());
+    let merged_counted = |all: &[Point]| {
+        let has = |name: &str, attribute: &(String, String)| {
+            all.iter()
+                .any(|p| p.name == name && p.value >= 1.0 && p.attributes.contains(attribute))
+        };
+        has("converge.queue.merges", &queue)
+            && has("converge.queue.wait", &queue)
+            && has(
+                "converge.queue.decisions",
+                &("outcome".to_owned(), "merged".to_owned()),
+            )
+            && all.iter().any(|p| p.name == "converge.queue.depth")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut metrics = Vec::new();
+    while Instant::now() < deadline {
+        metrics = points.lock().map(|p| p.clone()).unwrap_or_default();
+        if merged_counted(&metrics) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(merged_counted(&metrics), "metrics received: {metrics:?}");
 
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &worker.id().to_string()])

@@ -263,6 +263,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             .acquire_lease(key, &self.holder, self.settings.lease_ttl)
             .await?
         else {
+            crate::telemetry::QueueMetrics::get().contended(&queue_label(key));
             return Ok(KeyOutcome::Busy);
         };
         let hold = match self.store.inspect_lease(key).await {
@@ -283,6 +284,8 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         let released = self.store.release_lease(&lease).await;
         let reports = result?;
         released?;
+        let outcomes: Vec<RoundOutcome> = reports.iter().map(|r| r.outcome).collect();
+        crate::telemetry::QueueMetrics::get().round(&queue_label(key), &outcomes);
         // One line per decision, inside the round's span (so with its trace id).
         for report in reports
             .iter()
@@ -597,11 +600,17 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             .await?;
         let rules = self.rules();
         let (step, outcome, detail) = match self.scm.merge(intent, validated, &permit).await {
-            Ok(commit) => (
-                queue::after_merge(intent, &commit),
-                RoundOutcome::Merged,
-                commit,
-            ),
+            Ok(commit) => {
+                crate::telemetry::QueueMetrics::get().merged(
+                    &queue_label(lease.key()),
+                    self.clock.now() - intent.created_at,
+                );
+                (
+                    queue::after_merge(intent, &commit),
+                    RoundOutcome::Merged,
+                    commit,
+                )
+            }
             Err(e) if e.is_environmental() => {
                 return Ok(self.environment_failed(intent, &lease, &e.to_string(), pending));
             }
@@ -795,6 +804,12 @@ impl Pending {
 
 /// Deferred decisions committed at once, at most.
 const FLUSH_EVERY: usize = 32;
+
+/// How metrics name a queue: `repo@target` (`-` for the local repository), never its tenant.
+fn queue_label(key: &QueueKey) -> String {
+    let repo = if key.repo.is_empty() { "-" } else { &key.repo };
+    format!("{repo}@{}", key.target)
+}
 
 /// The outbox topic of a key's reports to the code host.
 pub fn report_topic(key: &QueueKey) -> String {

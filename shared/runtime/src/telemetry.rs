@@ -1,7 +1,10 @@
 //! Telemetry: `tracing` for logs and spans, logs as JSON lines on standard error, and spans
 //! exported over OTLP (HTTP, protobuf or JSON as `OTEL_EXPORTER_OTLP_PROTOCOL` says) when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set — straight
-//! from the process, no collector layer. Spans always get OpenTelemetry ids, so every log line
+//! from the process, no collector layer. The queue's metrics ([`QueueMetrics`]) go out the same
+//! way every `OTEL_METRIC_EXPORT_INTERVAL` ms (60 s by default) when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! (or `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`) is set: counts summed by the backend, so a
+//! Lambda deployment has figures that are not per instance. Spans always get OpenTelemetry ids, so every log line
 //! inside one carries its `trace_id` and `span_id` (see [`record_ids`]) whether or not spans
 //! are exported. `CONVERGE_LOG` filters (`info` by default, `EnvFilter` syntax).
 //!
@@ -10,8 +13,11 @@
 
 use std::collections::HashMap;
 
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Histogram};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -24,21 +30,47 @@ use tracing_subscriber::util::SubscriberInitExt;
 pub struct Telemetry {
     provider: SdkTracerProvider,
     exporting: bool,
+    /// The metrics' provider, when metrics are exported.
+    meters: Option<SdkMeterProvider>,
+}
+
+fn setting_set(names: &[&str]) -> bool {
+    names
+        .iter()
+        .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
 }
 
 impl Telemetry {
     /// Installs the global subscriber for `service` (its OpenTelemetry `service.name`). A
     /// second call in the same process keeps the first subscriber.
     pub fn init(service: &'static str) -> Telemetry {
-        let endpoint_set = [
+        let endpoint_set = setting_set(&[
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        ]
-        .iter()
-        .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()));
+        ]);
         let resource = opentelemetry_sdk::Resource::builder()
             .with_service_name(service)
             .build();
+        let meters = setting_set(&[
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        ])
+        .then(|| {
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .build()
+                .map_err(|e| eprintln!("converge: metrics are not exported: {e}"))
+                .ok()
+        })
+        .flatten()
+        .map(|exporter| {
+            let meters = SdkMeterProvider::builder()
+                .with_resource(resource.clone())
+                .with_periodic_exporter(exporter)
+                .build();
+            opentelemetry::global::set_meter_provider(meters.clone());
+            meters
+        });
         let mut builder = SdkTracerProvider::builder().with_resource(resource);
         let mut exporting = false;
         if endpoint_set {
@@ -70,11 +102,19 @@ impl Telemetry {
         Telemetry {
             provider,
             exporting,
+            meters,
         }
     }
 
-    /// Sends the spans still in the batch (and waits for the collector's answer).
+    /// Sends the spans still in the batch and the metrics recorded since the last export
+    /// (and waits for the collector's answers).
     pub async fn flush(&self) {
+        if let Some(meters) = self.meters.clone() {
+            let flushed = tokio::task::spawn_blocking(move || meters.force_flush()).await;
+            if let Ok(Err(e)) = flushed {
+                eprintln!("converge: metrics not flushed: {e}");
+            }
+        }
         if !self.exporting {
             return;
         }
@@ -86,11 +126,18 @@ impl Telemetry {
         }
     }
 
-    /// Flushes and stops the exporter (at the end of a process).
+    /// Flushes and stops the exporters (at the end of a process).
     pub async fn shutdown(&self) {
         self.flush().await;
         let provider = self.provider.clone();
-        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        let meters = self.meters.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = provider.shutdown();
+            if let Some(meters) = meters {
+                let _ = meters.shutdown();
+            }
+        })
+        .await;
     }
 }
 
@@ -125,5 +172,100 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     let context = TraceContextPropagator::new().extract(&carrier);
     if context.span().span_context().is_valid() {
         let _ = span.set_parent(context);
+    }
+}
+
+/// The queue's metrics, recorded by every worker and exported over OTLP (a no-op when metrics
+/// are not exported): what a round decided, merges and their wait, retries spent, pauses,
+/// lease contention and queue depth. Labels name the outcome and the queue (`repo@target`),
+/// never a tenant.
+pub struct QueueMetrics {
+    decisions: Counter<u64>,
+    merges: Counter<u64>,
+    retries: Counter<u64>,
+    paused: Counter<u64>,
+    lease_contention: Counter<u64>,
+    depth: Gauge<u64>,
+    wait: Histogram<f64>,
+}
+
+impl QueueMetrics {
+    /// The instruments, made once per process on the global meter provider.
+    pub fn get() -> &'static QueueMetrics {
+        static METRICS: std::sync::OnceLock<QueueMetrics> = std::sync::OnceLock::new();
+        METRICS.get_or_init(|| {
+            let meter = opentelemetry::global::meter("converge");
+            QueueMetrics {
+                decisions: meter
+                    .u64_counter("converge.queue.decisions")
+                    .with_description("Intents judged by queue rounds, by outcome")
+                    .build(),
+                merges: meter
+                    .u64_counter("converge.queue.merges")
+                    .with_description("Intents merged by the queue")
+                    .build(),
+                retries: meter
+                    .u64_counter("converge.queue.retries")
+                    .with_description("Failed attempts counted against intents' retry bound")
+                    .build(),
+                paused: meter
+                    .u64_counter("converge.queue.paused")
+                    .with_description("Queue keys paused because their environment failed")
+                    .build(),
+                lease_contention: meter
+                    .u64_counter("converge.queue.lease_contention")
+                    .with_description("Rounds not run because another worker held the key's lease")
+                    .build(),
+                depth: meter
+                    .u64_gauge("converge.queue.depth")
+                    .with_description("Actionable intents a round found in its queue")
+                    .build(),
+                wait: meter
+                    .f64_histogram("converge.queue.wait")
+                    .with_unit("s")
+                    .with_description("Time from an intent's creation to its merge")
+                    .build(),
+            }
+        })
+    }
+
+    /// A round over `queue` (`repo@target`) that judged intents with these outcomes.
+    pub fn round(&self, queue: &str, outcomes: &[converge_core::queue::RoundOutcome]) {
+        use converge_core::queue::RoundOutcome;
+        let labels = [KeyValue::new("queue", queue.to_owned())];
+        self.depth.record(outcomes.len() as u64, &labels);
+        for outcome in outcomes {
+            if *outcome == RoundOutcome::Unchanged {
+                continue;
+            }
+            self.decisions.add(
+                1,
+                &[
+                    KeyValue::new("queue", queue.to_owned()),
+                    KeyValue::new("outcome", outcome.as_str()),
+                ],
+            );
+            match outcome {
+                RoundOutcome::Blocked | RoundOutcome::Requeued | RoundOutcome::Rejected => {
+                    self.retries.add(1, &labels);
+                }
+                RoundOutcome::Paused => self.paused.add(1, &labels),
+                _ => {}
+            }
+        }
+    }
+
+    /// An intent of `queue` merged `waited` after it was created.
+    pub fn merged(&self, queue: &str, waited: chrono::Duration) {
+        let labels = [KeyValue::new("queue", queue.to_owned())];
+        self.merges.add(1, &labels);
+        self.wait
+            .record(waited.num_milliseconds().max(0) as f64 / 1_000.0, &labels);
+    }
+
+    /// A round over `queue` found its lease held by another worker.
+    pub fn contended(&self, queue: &str) {
+        self.lease_contention
+            .add(1, &[KeyValue::new("queue", queue.to_owned())]);
     }
 }
