@@ -363,14 +363,7 @@ async fn webhook_secret_check() -> Check {
         );
     }
     if let Some(arn) = env("CONVERGE_GITHUB_WEBHOOK_SECRET_ARN") {
-        let ttl = match converge_runtime::config::secrets_ttl(&|name: &str| {
-            std::env::var(name).ok()
-        }) {
-            Ok(ttl) => ttl,
-            Err(e) => return Check::fail("webhook_secret", e, "fix CONVERGE_SECRETS_TTL_SECONDS"),
-        };
-        let secrets = converge_runtime::secrets::Secrets::shared(ttl).await;
-        return match secrets.get(&arn).await {
+        return match converge_runtime::services::secret_from_env(&arn).await {
             Ok(value) if count(&value) > 0 => Check::pass(
                 "webhook_secret",
                 format!("{} secret(s) in {arn}", count(&value)),
@@ -382,8 +375,8 @@ async fn webhook_secret_check() -> Check {
             ),
             Err(e) => Check::fail(
                 "webhook_secret",
-                e.to_string(),
-                "check CONVERGE_GITHUB_WEBHOOK_SECRET_ARN and this role's secretsmanager:GetSecretValue",
+                e.detail(),
+                "check CONVERGE_GITHUB_WEBHOOK_SECRET_ARN, CONVERGE_SECRETS_TTL_SECONDS and this role's secretsmanager:GetSecretValue",
             ),
         };
     }

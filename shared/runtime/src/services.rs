@@ -314,6 +314,19 @@ pub async fn store_from_env(must_exist: bool) -> Result<Store, ServicesError> {
     Ok(Store::open(&config, Arc::new(SystemClock))?)
 }
 
+/// The current value of the Secrets Manager secret `arn`, read through the process's cache
+/// with the lifetime `CONVERGE_SECRETS_TTL_SECONDS` gives: for `converge doctor`, which checks
+/// the secrets a deployment names by ARN.
+pub async fn secret_from_env(arn: &str) -> Result<String, ServicesError> {
+    let ttl = crate::config::secrets_ttl(&|name: &str| std::env::var(name).ok())
+        .map_err(ServicesError::Setting)?;
+    Secrets::shared(ttl)
+        .await
+        .get(arn)
+        .await
+        .map_err(|e| ServicesError::Setting(e.to_string()))
+}
+
 /// The GitHub App the environment configures (`None`: no App), its key from a file, the
 /// environment or Secrets Manager: for `converge doctor`.
 pub async fn github_app_from_env()
