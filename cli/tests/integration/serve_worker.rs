@@ -207,10 +207,19 @@ async fn a_separate_worker_process_processes_what_an_api_only_server_accepts() {
     assert!(exit.success(), "converge worker exited with {exit}");
 }
 
+/// The seq of the newest event of `event_type` among `events` (newest first), if any.
+fn newest_seq(events: &Value, event_type: &str) -> Option<i64> {
+    events["events"]
+        .as_array()?
+        .iter()
+        .find(|e| e["event_type"] == event_type)
+        .and_then(|e| e["seq"].as_i64())
+}
+
 /// An operator requeues a REJECTED intent (`converge queue reset`): it is READY with no
-/// retries spent, recorded as an operator event with the actor, and the worker then takes it
-/// through validation to a merge like any other. Only READY is allowed from REJECTED (nothing
-/// skips validation), and a MERGED intent stays merged.
+/// retries spent, recorded as an operator event with the actor, and the worker judges it again
+/// though nothing else changed; once CI reports green, it merges like any other. Only READY is
+/// allowed from REJECTED (nothing skips validation), and a MERGED intent stays merged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_requeues_a_rejected_intent_and_the_worker_merges_it() {
     let client = reqwest::Client::new();
@@ -227,6 +236,7 @@ async fn an_operator_requeues_a_rejected_intent_and_the_worker_merges_it() {
         ("CONVERGE_API_KEYS", format!("{KEY}:admin:ops-alice")),
         ("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()),
         ("CONVERGE_WORKER_AUTO_CONFIRM", "1".to_owned()),
+        ("CONVERGE_WORKER_MAX_RETRIES", "1".to_owned()),
     ];
     let server = ServerProcess::start(env!("CARGO_BIN_EXE_converge"), state.path(), &env);
     let (status, body) = call(
@@ -237,14 +247,21 @@ async fn an_operator_requeues_a_rejected_intent_and_the_worker_merges_it() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let reset = |body: Value| call(&client, &server, "/v1/queue/reset", Some(body));
-    let (status, body) = reset(json!({"intent_id": "docs", "set_status": "REJECTED"})).await;
-    assert_eq!(
-        (status, &body["status"]),
-        (200, &json!("REJECTED")),
-        "{body}"
-    );
+    // CI reports lint red: the one attempt allowed is spent, and the pipeline rejects it.
+    let red = json!({"name": "lint", "state": "failed", "head_sha": head});
+    let (status, body) = call(&client, &server, "/v1/intents/docs/checks", Some(red)).await;
+    assert_eq!(status, 201, "{body}");
+    let intent = wait_for_status(
+        &client,
+        &server,
+        "docs",
+        "REJECTED",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(intent["status"], "REJECTED", "{intent}");
 
+    let reset = |body: Value| call(&client, &server, "/v1/queue/reset", Some(body));
     // Straight back into the queue past validation: refused, and nothing changes.
     let (status, body) = reset(json!({"intent_id": "docs", "set_status": "VALIDATED"})).await;
     assert_eq!(status, 409, "{body}");
@@ -274,10 +291,31 @@ async fn an_operator_requeues_a_rejected_intent_and_the_worker_merges_it() {
     assert_eq!(requeue["payload"]["new_status"], "READY", "{requeue}");
     assert_eq!(requeue["evidence"]["actor"], "ops-alice", "{requeue}");
 
-    // It goes through validation again: green checks, then the merge.
-    let report = json!({"name": "lint", "state": "passed", "head_sha": head});
-    let (status, body) = call(&client, &server, "/v1/intents/docs/checks", Some(report)).await;
+    // Nothing else changed, yet the worker judges it again (lint is still red: rejected again).
+    let reset_seq = requeue["seq"].as_i64().unwrap_or(i64::MAX);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut judged_again = false;
+    while !judged_again && Instant::now() < deadline {
+        let (_, events) = call(&client, &server, "/v1/intents/docs/events", None).await;
+        judged_again = newest_seq(&events, "intent.blocked").is_some_and(|seq| seq > reset_seq);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(judged_again, "the requeued intent was never judged again");
+
+    // CI goes green; the operator requeues it once more, and it merges.
+    let green = json!({"name": "lint", "state": "passed", "head_sha": head});
+    let (status, body) = call(&client, &server, "/v1/intents/docs/checks", Some(green)).await;
     assert_eq!(status, 201, "{body}");
+    wait_for_status(
+        &client,
+        &server,
+        "docs",
+        "REJECTED",
+        Duration::from_secs(20),
+    )
+    .await;
+    let (status, body) = reset(json!({"intent_id": "docs", "set_status": "READY"})).await;
+    assert_eq!(status, 200, "{body}");
     let intent = wait_for_status(&client, &server, "docs", "MERGED", Duration::from_secs(20)).await;
     assert_eq!(intent["status"], "MERGED", "{intent}");
     assert_eq!(git(repo.path(), &["rev-parse", "main^2"]), head);
@@ -347,8 +385,16 @@ async fn an_environment_failure_pauses_the_queue_without_spending_retries_and_re
             .contains("checked out"),
         "{inspection}"
     );
-    // Several tries may fail meanwhile: none spends a retry, and the bound of 1 is not hit.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The next try, after the backoff, fails again: still no retry spent, and the bound of 1
+    // is not hit.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut failures = 0;
+    while failures < 2 && Instant::now() < deadline {
+        let (_, answer) = call(&client, &server, "/v1/queue/inspect", None).await;
+        failures = answer["paused_keys"][0]["failures"].as_u64().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(failures, 2, "the paused queue was not tried again after its backoff");
     let (_, intent) = call(&client, &server, "/v1/intents/docs", None).await;
     assert_eq!(
         (&intent["status"], &intent["retries"]),

@@ -150,26 +150,30 @@ pub fn apply(current: Option<&Intent>, event: &Event) -> Result<Option<Intent>, 
             .map_err(|e| payload_error(field, format!("{e}")))
     };
 
-    let to = match event.event_type {
-        // A queued intent that passes revalidation stays queued.
-        EventType::IntentValidated if existing.status == Status::Queued => Status::Queued,
-        EventType::IntentValidated => Status::Validated,
-        EventType::IntentQueued => Status::Queued,
-        EventType::IntentRequeued => Status::Ready,
-        EventType::IntentRejected | EventType::MergeGroupDestroyed => Status::Rejected,
-        EventType::IntentMerged => Status::Merged,
-        EventType::IntentMergeFailed => status_in_payload("status")?,
-        EventType::IntentStatusChanged => status_in_payload("to")?,
-        EventType::QueueReset => match event.payload.get("new_status") {
-            None | Some(Value::Null) => existing.status,
-            Some(_) => status_in_payload("new_status")?,
-        },
-        _ => existing.status,
-    };
-    let moved = if event.event_type == EventType::QueueReset {
-        existing.status.reset_to(Some(to))
-    } else {
-        existing.status.transition(to)
+    let moved = match event.event_type {
+        // An operator's reset follows its own rule (a REJECTED intent may come back).
+        EventType::QueueReset => {
+            let requested = match event.payload.get("new_status") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(status_in_payload("new_status")?),
+            };
+            existing.status.reset_to(requested)
+        }
+        _ => {
+            let to = match event.event_type {
+                // A queued intent that passes revalidation stays queued.
+                EventType::IntentValidated if existing.status == Status::Queued => Status::Queued,
+                EventType::IntentValidated => Status::Validated,
+                EventType::IntentQueued => Status::Queued,
+                EventType::IntentRequeued => Status::Ready,
+                EventType::IntentRejected | EventType::MergeGroupDestroyed => Status::Rejected,
+                EventType::IntentMerged => Status::Merged,
+                EventType::IntentMergeFailed => status_in_payload("status")?,
+                EventType::IntentStatusChanged => status_in_payload("to")?,
+                _ => existing.status,
+            };
+            existing.status.transition(to)
+        }
     };
     next.status = moved.map_err(|source| ProjectionError::Transition {
         event_type: event.event_type,

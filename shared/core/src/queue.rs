@@ -501,12 +501,13 @@ pub enum Work {
 
 /// Chooses the work for an admitted intent from its last decision and where its refs point
 /// now. Invariant 2: a QUEUED intent whose head or target moved is revalidated, never merged.
-/// A new check result, or a wait for checks that outlasted the limit, also calls for a run.
+/// New evidence since the last decision (a check result, or an operator's reset of a rejected or
+/// stuck intent), or a wait for checks that outlasted the limit, also calls for a run.
 pub fn plan_work(
     intent: &Intent,
     last: Option<&LastDecision>,
     tips: &Tips,
-    checks_reported_since: bool,
+    new_evidence_since: bool,
     now: DateTime<Utc>,
     rules: &QueueRules,
 ) -> Work {
@@ -523,7 +524,7 @@ pub fn plan_work(
     // attempt failed or an operator requeued it, so it is judged again (the retry bound ends it).
     let judged_again =
         intent.status == Status::Validated || (intent.status == Status::Ready && last.validated);
-    if moved || checks_reported_since || wait_over || judged_again {
+    if moved || new_evidence_since || wait_over || judged_again {
         return Work::Validate { waiting_since };
     }
     if intent.status == Status::Queued && rules.auto_confirm && !intent.is_merge_group() {

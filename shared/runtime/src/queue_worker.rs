@@ -12,6 +12,7 @@
 //! claims those messages, adds every key that has actionable intents (the sweep, which also
 //! notices target branches that moved with no message at all), and processes each key.
 
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -60,6 +61,25 @@ pub async fn actionable_keys(store: &Store) -> Result<BTreeSet<QueueKey>, StoreE
         .collect())
 }
 
+/// Ends the pauses of keys left with nothing actionable (their intents merged, closed or
+/// rejected meanwhile): no round runs for them any more, so none would end it. `actionable`
+/// is [`actionable_keys`]' answer. Answers how many ended.
+pub async fn release_idle_holds(
+    store: &Store,
+    actionable: &BTreeSet<QueueKey>,
+) -> Result<usize, StoreError> {
+    let mut released = 0;
+    for lease in store.leases().await? {
+        if lease.hold.is_some()
+            && !actionable.contains(&lease.key)
+            && store.release_idle_key_hold(&lease.key).await?
+        {
+            released += 1;
+        }
+    }
+    Ok(released)
+}
+
 /// Decisions read back to find the start of a wait for checks.
 const TRAIL_DEPTH: u32 = 50;
 
@@ -96,6 +116,24 @@ pub enum KeyOutcome {
     Busy,
     /// The round ran; one report per intent looked at.
     Processed(Vec<IntentReport>),
+    /// The key is paused because its environment failed: by this round (its reports), or
+    /// by an earlier one whose backoff has not ended (no reports). No round before `until`.
+    Paused {
+        /// The end of the backoff.
+        until: DateTime<Utc>,
+        /// This round's reports, the paused intent's last.
+        reports: Vec<IntentReport>,
+    },
+}
+
+impl KeyOutcome {
+    /// The reports of the round (none for a busy key or one still in its backoff).
+    pub fn reports(&self) -> &[IntentReport] {
+        match self {
+            KeyOutcome::Busy => &[],
+            KeyOutcome::Processed(reports) | KeyOutcome::Paused { reports, .. } => reports,
+        }
+    }
 }
 
 /// Processes queue keys against one SCM (which also merges), one source of check results and
@@ -221,7 +259,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 }
             }
         }
-        for key in self.actionable_keys().await? {
+        let actionable = self.actionable_keys().await?;
+        release_idle_holds(&self.store, &actionable).await?;
+        for key in actionable {
             by_key.entry(key).or_default();
         }
         // Another target's keys are left to its worker: their messages stay unsent, and come
@@ -230,6 +270,8 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         let mut outcomes = BTreeMap::new();
         for (key, seqs) in by_key {
             let outcome = self.process_key(&key).await?;
+            // A paused key's messages are done with too: every poll takes up the actionable
+            // keys, so it is tried again once its backoff ends.
             if outcome != KeyOutcome::Busy {
                 for seq in seqs {
                     self.store.mark_outbox_sent(seq).await?;
@@ -277,12 +319,15 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             // Paused by a failure of its environment: no round before the backoff ends.
             tracing::debug!(key = %key, until = %hold.until, "queue key paused: {}", hold.reason);
             self.store.release_lease(&lease).await?;
-            return Ok(KeyOutcome::Processed(Vec::new()));
+            return Ok(KeyOutcome::Paused {
+                until: hold.until,
+                reports: Vec::new(),
+            });
         }
         let result = self.round(lease.clone(), hold.is_some()).await;
         // Releasing a lease that was lost (taken over after expiry) is a no-op.
         let released = self.store.release_lease(&lease).await;
-        let reports = result?;
+        let (reports, paused_until) = result?;
         released?;
         let outcomes: Vec<RoundOutcome> = reports.iter().map(|r| r.outcome).collect();
         crate::telemetry::QueueMetrics::get().round(&queue_label(key), &outcomes);
@@ -305,7 +350,10 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 }
             );
         }
-        Ok(KeyOutcome::Processed(reports))
+        Ok(match paused_until {
+            Some(until) => KeyOutcome::Paused { until, reports },
+            None => KeyOutcome::Processed(reports),
+        })
     }
 
     /// Goes through the key's actionable intents in queue order, page by page, until
@@ -314,9 +362,14 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     /// intents behind them. The lease is renewed once half its lifetime has passed.
     ///
     /// When the environment fails on an intent (see [`RoundOutcome::Paused`]) the round stops
-    /// there and the key is paused with the reason; a round over a paused key (`held`) that
-    /// gets through ends the pause.
-    async fn round(&self, mut lease: Lease, held: bool) -> Result<Vec<IntentReport>, WorkerError> {
+    /// there and the key is paused with the reason (answered: the end of its backoff); a round
+    /// over a paused key (`held`) that worked on an intent without an environment failure, or
+    /// found nothing left to do, ends the pause.
+    async fn round(
+        &self,
+        mut lease: Lease,
+        held: bool,
+    ) -> Result<(Vec<IntentReport>, Option<DateTime<Utc>>), WorkerError> {
         const PAGE: u32 = 100;
         let rules = self.rules();
         let auto_classify = self.auto_classify().await?;
@@ -365,7 +418,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                         failures = hold.failures,
                         "queue key paused, no retry spent: {reason}"
                     );
-                    return Ok(reports);
+                    return Ok((reports, Some(hold.until)));
                 }
                 if needed_work {
                     worked += 1;
@@ -391,10 +444,19 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         }
         self.flush(&lease, &mut pending).await?;
         self.send_reports(&lease).await?;
-        if held && self.store.release_key_hold(&lease).await? {
-            tracing::info!(key = %lease.key(), "queue key resumed: its environment works again");
+        // Only work that reached the environment shows it works again: a round of waiting,
+        // held or unchanged intents proves nothing, and the pause keeps its count. A key with
+        // nothing left to do has nothing to pause.
+        let environment_worked = reports
+            .iter()
+            .any(|r| r.needed_work() && r.outcome != RoundOutcome::Error);
+        if held
+            && (environment_worked || reports.is_empty())
+            && self.store.release_key_hold(&lease).await?
+        {
+            tracing::info!(key = %lease.key(), "queue key resumed");
         }
-        Ok(reports)
+        Ok((reports, None))
     }
 
     /// Commits the round's deferred decisions in one transaction guarded by the lease.
@@ -483,7 +545,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             intent,
             last.as_ref(),
             &tips,
-            trail.checks_reported_since(),
+            trail.new_evidence_since(),
             now,
             rules,
         );

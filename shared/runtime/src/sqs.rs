@@ -176,13 +176,33 @@ impl SqsQueue {
     }
 
     /// Sends the busy keys of `outcome` again, visible after `delay` (at most SQS's 15
-    /// minutes). The messages of a key whose successor SQS accepted count as handled; the
-    /// others become batch item failures and come back as before.
+    /// minutes), and each paused key once its backoff ends. The messages of a key whose
+    /// successor SQS accepted count as handled; the others become batch item failures and
+    /// come back as before.
     pub async fn requeue_busy(&self, outcome: &mut BatchOutcome, delay: Duration) {
-        if outcome.busy.is_empty() {
+        let busy = std::mem::take(&mut outcome.busy);
+        self.send_again(outcome, busy, delay).await;
+        let now = chrono::Utc::now();
+        for (key, (ids, until)) in std::mem::take(&mut outcome.paused) {
+            let wait = (until - now).to_std().unwrap_or_default();
+            self.send_again(
+                outcome,
+                BTreeMap::from([(key, ids)]),
+                wait.max(Duration::from_secs(1)),
+            )
+            .await;
+        }
+    }
+
+    async fn send_again(
+        &self,
+        outcome: &mut BatchOutcome,
+        busy: BTreeMap<QueueKey, Vec<String>>,
+        delay: Duration,
+    ) {
+        if busy.is_empty() {
             return;
         }
-        let busy = std::mem::take(&mut outcome.busy);
         let messages: Vec<(String, String)> = busy
             .keys()
             .enumerate()
@@ -246,6 +266,7 @@ impl SqsQueue {
     pub async fn sweep(&self, store: &Store, claimer: &str) -> Result<SweepReport, RelayError> {
         let relayed = self.relay(store, claimer).await?;
         let keys = actionable_keys(store).await?;
+        crate::queue_worker::release_idle_holds(store, &keys).await?;
         self.send_keys(&keys).await?;
         let reclaimed = usize::try_from(store.clear_expired_leases().await?).unwrap_or(usize::MAX);
         Ok(SweepReport {
@@ -346,6 +367,10 @@ pub struct BatchOutcome {
     /// after a delay and their messages count as handled ([`SqsQueue::requeue_busy`]): waiting
     /// for a lease must not use up the redrive policy's receives and dead-letter live work.
     pub busy: BTreeMap<QueueKey, Vec<String>>,
+    /// Keys paused because their environment failed, with their messages' ids and the end
+    /// of their backoff: sent again to be visible then (at most 15 minutes on), their
+    /// messages handled like a busy key's.
+    pub paused: BTreeMap<QueueKey, (Vec<String>, chrono::DateTime<chrono::Utc>)>,
 }
 
 /// Handles one SQS batch: one round per key in it.
@@ -363,6 +388,7 @@ where
     let mut traces: BTreeMap<QueueKey, String> = BTreeMap::new();
     let mut unfinished = BTreeSet::new();
     let mut busy = BTreeMap::new();
+    let mut paused = BTreeMap::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         match record.body.as_deref().map(serde_json::from_str::<QueueKey>) {
@@ -420,6 +446,9 @@ where
             Ok(KeyOutcome::Busy) => {
                 busy.insert(key, ids);
             }
+            Ok(KeyOutcome::Paused { until, .. }) => {
+                paused.insert(key, (ids, until));
+            }
             Err(e) => {
                 tracing::warn!("round over {key} failed, messages will come back: {e}");
                 failures.extend(ids);
@@ -436,6 +465,7 @@ where
         response,
         unfinished,
         busy,
+        paused,
     }
 }
 

@@ -561,7 +561,7 @@ forward! {
     fn extend_lease(&self, lease: &Lease, ttl: std::time::Duration) -> Lease;
     /// Releases a held lease.
     fn release_lease(&self, lease: &Lease) -> bool;
-    /// Clears a key's holder whoever it is.
+    /// Clears a key's holder whoever it is, and its pause.
     fn force_clear_lease(&self, key: &converge_core::queue::QueueKey) -> bool;
     /// Clears expired leases.
     fn clear_expired_leases(&self) -> u64;
@@ -573,6 +573,8 @@ forward! {
     fn hold_key(&self, lease: &Lease, reason: &str) -> KeyHold;
     /// Ends a held key's pause.
     fn release_key_hold(&self, lease: &Lease) -> bool;
+    /// Ends the pause of a key nobody holds.
+    fn release_idle_key_hold(&self, key: &converge_core::queue::QueueKey) -> bool;
     /// Claims unsent outbox rows.
     fn claim_outbox(&self, topic: &str, claimer: &str, limit: u32, claim_ttl: std::time::Duration) -> Vec<OutboxEntry>;
     /// Marks an outbox row sent.

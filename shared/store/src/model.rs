@@ -313,15 +313,18 @@ pub struct VersionedDocument {
 pub struct DecisionTrail {
     /// `intent.validated` and `intent.blocked` events, newest first.
     pub decisions: Vec<StoredEvent>,
-    /// Sequence number of the latest `check.reported` event, if any.
-    pub last_check_report: Option<i64>,
+    /// Sequence number of the latest event that calls for a new judgement: a reported check
+    /// result (`check.reported`) or an operator's reset (`queue.reset`, a rejected intent
+    /// requeued), if any.
+    pub last_new_evidence: Option<i64>,
 }
 
 impl DecisionTrail {
-    /// Whether a check result was reported after the latest decision.
-    pub fn checks_reported_since(&self) -> bool {
+    /// Whether a check result was reported, or an operator reset the intent, after the latest
+    /// decision.
+    pub fn new_evidence_since(&self) -> bool {
         let decided = self.decisions.first().map(|d| d.seq);
-        match (self.last_check_report, decided) {
+        match (self.last_new_evidence, decided) {
             (Some(report), Some(decided)) => report > decided,
             (Some(_), None) => true,
             _ => false,

@@ -233,7 +233,7 @@ pub(super) async fn queue_reset(
                 .as_deref()
                 .is_none_or(|t| t == lease.key.tenant);
             if visible
-                && lease.holder.is_some()
+                && (lease.holder.is_some() || lease.hold.is_some())
                 && state.services.store.force_clear_lease(&lease.key).await?
             {
                 cleared.push(lease.key.to_string());
@@ -412,20 +412,16 @@ pub(super) async fn queue_run(
     let keys = rounds
         .into_iter()
         .map(|(key, outcome)| {
-            let (busy, intents) = match outcome {
-                KeyOutcome::Busy => (true, Vec::new()),
-                KeyOutcome::Processed(reports) => (
-                    false,
-                    reports
-                        .into_iter()
-                        .map(|r| api::IntentRound {
-                            detail: r.detail,
-                            intent_id: r.intent_id,
-                            outcome: r.outcome,
-                        })
-                        .collect(),
-                ),
-            };
+            let busy = outcome == KeyOutcome::Busy;
+            let intents = outcome
+                .reports()
+                .iter()
+                .map(|r| api::IntentRound {
+                    detail: r.detail.clone(),
+                    intent_id: r.intent_id.clone(),
+                    outcome: r.outcome,
+                })
+                .collect();
             api::KeyRound {
                 busy,
                 intents,

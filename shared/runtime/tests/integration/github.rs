@@ -235,7 +235,7 @@ async fn poll(processor: &Worker) -> Vec<(String, &'static str, String)> {
         .into_values()
         .flat_map(|outcome| match outcome {
             KeyOutcome::Busy => Vec::new(),
-            KeyOutcome::Processed(reports) => reports
+            KeyOutcome::Processed(reports) | KeyOutcome::Paused { reports, .. } => reports
                 .into_iter()
                 .map(|r| (r.intent_id, r.outcome.as_str(), r.detail))
                 .collect(),

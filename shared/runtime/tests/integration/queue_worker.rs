@@ -180,7 +180,7 @@ async fn poll(processor: &QueueProcessor<GitScm>) -> Vec<(String, &'static str)>
         .into_values()
         .flat_map(|outcome| match outcome {
             KeyOutcome::Busy => Vec::new(),
-            KeyOutcome::Processed(reports) => reports
+            KeyOutcome::Processed(reports) | KeyOutcome::Paused { reports, .. } => reports
                 .into_iter()
                 .map(|r| (r.intent_id, r.outcome.as_str()))
                 .collect(),
@@ -374,10 +374,44 @@ async fn a_checked_out_target_is_never_moved(w: World) {
         .unwrap()
         .and_then(|l| l.hold);
     assert!(hold.is_some_and(|h| h.reason.contains("checked out")));
-    // Within the backoff no round runs; after it, the next one tries again.
-    assert_eq!(poll(&worker).await, []);
+    // Within the backoff no round runs (the key answers paused, with no reports); after it,
+    // the next one tries again, and the backoff doubles.
+    let skipped = worker.poll().await.unwrap();
+    assert!(
+        matches!(skipped.get(&main_key()), Some(KeyOutcome::Paused { reports, .. }) if reports.is_empty()),
+        "{skipped:?}"
+    );
+    assert_eq!(
+        w.events_of("docs")
+            .await
+            .iter()
+            .filter(|e| **e == EventType::QueuePaused)
+            .count(),
+        1
+    );
     w.clock.advance(Duration::seconds(6));
     assert_eq!(poll(&worker).await, [("docs".to_owned(), "paused")]);
+    let hold = w
+        .store
+        .inspect_lease(&main_key())
+        .await
+        .unwrap()
+        .and_then(|l| l.hold);
+    assert_eq!(
+        hold.map(|h| (h.failures, h.until - w.clock.now())),
+        Some((2, Duration::seconds(10)))
+    );
+    // Fixed: the next try merges and the pause ends.
+    git(w.repo.path(), &["checkout", "-q", "--detach"]);
+    w.clock.advance(Duration::seconds(11));
+    assert_eq!(poll(&worker).await, [("docs".to_owned(), "merged")]);
+    let hold = w
+        .store
+        .inspect_lease(&main_key())
+        .await
+        .unwrap()
+        .and_then(|l| l.hold);
+    assert_eq!(hold, None);
 }
 
 async fn dependencies_hold_an_intent_until_they_merge(w: World) {

@@ -500,3 +500,57 @@ async fn a_worker_given_a_target_processes_only_that_targets_keys() {
     handle_batch(&every, event).await;
     assert!(judged("for-main").await, "the main intent was never judged");
 }
+
+/// On SQS a paused key is not left to the minute sweep: its message is handled, and the key
+/// is sent again to be visible when its backoff ends (5 s after a first environment failure,
+/// here a target checked out in the work tree).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_key_is_sent_again_for_the_end_of_its_backoff() {
+    let queues = queues("converge-paused").await;
+    let settings = WorkerSettings {
+        auto_confirm: true,
+        skip_checks: true,
+        ..WorkerSettings::default()
+    };
+    let (store, processor, repo, _db) = local_processor(settings, "paused-worker").await;
+    git(repo.path(), &["checkout", "-q", "main"]);
+    store
+        .commit(&Commit {
+            events: vec![created("docs", "feature")],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    let event = json!({"Records": [
+        {"messageId": "m-1", "receiptHandle": "r", "body": serde_json::to_string(&main_key()).unwrap()},
+    ]});
+    let answer = handle_event(&processor, &store, &queues.queue, event)
+        .await
+        .unwrap();
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let hold = store
+        .inspect_lease(&main_key())
+        .await
+        .unwrap()
+        .and_then(|l| l.hold);
+    assert!(hold.is_some_and(|h| h.reason.contains("checked out")));
+
+    assert!(
+        receive(&queues, &queues.url).await.is_empty(),
+        "sent again before the backoff ended"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut again = Vec::new();
+    while again.is_empty() && std::time::Instant::now() < deadline {
+        again = receive(&queues, &queues.url).await;
+    }
+    let bodies: Vec<Value> = again
+        .iter()
+        .filter_map(|m| {
+            m["body"]
+                .as_str()
+                .and_then(|b| serde_json::from_str(b).ok())
+        })
+        .collect();
+    assert_eq!(bodies, [serde_json::to_value(main_key()).unwrap()]);
+}

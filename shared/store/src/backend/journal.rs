@@ -261,11 +261,12 @@ macro_rules! journal_operations {
             /// An intent's latest decisions (`intent.validated`, `intent.blocked`), newest
             /// first, and the sequence number of its latest `check.reported` event.
             pub async fn decision_trail(&self, intent_id: &str, limit: u32) -> Result<$crate::DecisionTrail, $crate::StoreError> {
-                // One round trip: the latest check report's seq joined to the decisions (one
-                // row of NULL event columns when there are none).
+                // One round trip: the latest new evidence's seq (a check report or an
+                // operator's reset) joined to the decisions (one row of NULL event columns when
+                // there are none).
                 let rows = sqlx::query(
-                    "SELECT c.last_check_report, e.* FROM \
-                     (SELECT MAX(seq) AS last_check_report FROM events WHERE intent_id = $1 AND event_type = $3) AS c \
+                    "SELECT c.last_new_evidence, e.* FROM \
+                     (SELECT MAX(seq) AS last_new_evidence FROM events WHERE intent_id = $1 AND event_type IN ($3, $6)) AS c \
                      LEFT JOIN (SELECT * FROM events WHERE intent_id = $1 AND event_type IN ($4, $5) \
                      ORDER BY seq DESC LIMIT $2) AS e ON 1 = 1 ORDER BY e.seq DESC",
                 )
@@ -274,10 +275,11 @@ macro_rules! journal_operations {
                 .bind(converge_core::EventType::CheckReported.as_str())
                 .bind(converge_core::EventType::IntentValidated.as_str())
                 .bind(converge_core::EventType::IntentBlocked.as_str())
+                .bind(converge_core::EventType::QueueReset.as_str())
                 .fetch_all(&self.pool)
                 .await?;
-                let last_check_report: Option<i64> = match rows.first() {
-                    Some(row) => row.try_get("last_check_report")?,
+                let last_new_evidence: Option<i64> = match rows.first() {
+                    Some(row) => row.try_get("last_new_evidence")?,
                     None => None,
                 };
                 let mut decisions = Vec::with_capacity(rows.len());
@@ -286,7 +288,7 @@ macro_rules! journal_operations {
                         decisions.push(stored_event_from_row(row)?);
                     }
                 }
-                Ok($crate::DecisionTrail { decisions, last_check_report })
+                Ok($crate::DecisionTrail { decisions, last_new_evidence })
             }
 
             /// Intents counted by tenant, repository, target and status (for gauges and

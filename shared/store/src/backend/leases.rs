@@ -92,9 +92,12 @@ macro_rules! lease_operations {
             /// Clears whoever holds a key (operator action, `queue reset --clear-lock`). The
             /// token is kept, so the next holder's is higher and the old holder stays fenced.
             pub async fn force_clear_lease(&self, key: &converge_core::queue::QueueKey) -> Result<bool, $crate::StoreError> {
+                // An operator clearing a key also ends its pause: they vouch for the fix.
                 let cleared = sqlx::query(
-                    "UPDATE queue_leases SET holder = NULL, acquired_at = NULL, expires_at = NULL \
-                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder IS NOT NULL",
+                    "UPDATE queue_leases SET holder = NULL, acquired_at = NULL, expires_at = NULL, \
+                     hold_reason = NULL, hold_since = NULL, hold_until = NULL, hold_failures = 0 \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 \
+                     AND (holder IS NOT NULL OR hold_reason IS NOT NULL)",
                 )
                 .bind(&key.tenant)
                 .bind(&key.repo)
@@ -169,6 +172,22 @@ macro_rules! lease_operations {
                 let hold = key_hold_from_row(&row)?;
                 tx.commit().await?;
                 hold.ok_or_else(|| $crate::StoreError::Config("the hold just written is not there".to_owned()))
+            }
+
+            /// Ends the pause of `key` if nobody holds its lease (a key left with nothing to do,
+            /// whose rounds no longer run). True if it was paused.
+            pub async fn release_idle_key_hold(&self, key: &converge_core::queue::QueueKey) -> Result<bool, $crate::StoreError> {
+                let cleared = sqlx::query(
+                    "UPDATE queue_leases SET hold_reason = NULL, hold_since = NULL, hold_until = NULL, hold_failures = 0 \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder IS NULL AND hold_reason IS NOT NULL",
+                )
+                .bind(&key.tenant)
+                .bind(&key.repo)
+                .bind(&key.target)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(cleared > 0)
             }
 
             /// Ends the pause of the key of `lease` (still held). True if it was paused.

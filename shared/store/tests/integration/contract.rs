@@ -715,6 +715,18 @@ async fn a_paused_key_backs_off_by_its_failures_and_only_its_holder_pauses_or_re
     // After a resume the backoff starts over.
     let again = ok(store.hold_key(&next, "again").await);
     assert_eq!(again.failures, 1);
+    // A key nobody holds any more, with nothing left to do, can be let go of; a held one not.
+    assert!(!ok(store.release_idle_key_hold(&key()).await));
+    ok(store.release_lease(&next).await);
+    assert!(ok(store.release_idle_key_hold(&key()).await));
+    // An operator's clear ends a pause too, held or not.
+    let last = ok(store.acquire_lease(&key(), "w3", ttl).await)
+        .unwrap_or_else(|| panic!("released lease not granted"));
+    ok(store.hold_key(&last, "once more").await);
+    ok(store.release_lease(&last).await);
+    assert!(ok(store.force_clear_lease(&key()).await));
+    let state = ok(store.inspect_lease(&key()).await).unwrap_or_else(|| panic!("no lease row"));
+    assert_eq!((state.holder, state.hold), (None, None));
 }
 
 async fn outbox_rows_are_claimed_once_and_reclaimed_after_a_lapsed_claim(
@@ -1223,7 +1235,7 @@ async fn the_decision_trail_tells_whether_checks_arrived_since(store: Store, clo
         })
         .await);
     let trail = ok(store.decision_trail("t-1", 5).await);
-    assert!(trail.decisions.is_empty() && !trail.checks_reported_since());
+    assert!(trail.decisions.is_empty() && !trail.new_evidence_since());
 
     let append = |event_type: EventType, payload: serde_json::Value| {
         let store = &store;
@@ -1241,7 +1253,7 @@ async fn the_decision_trail_tells_whether_checks_arrived_since(store: Store, clo
     append(EventType::CheckReported, json!({"check": "lint"})).await;
     let trail = ok(store.decision_trail("t-1", 5).await);
     assert_eq!(trail.decisions.len(), 1);
-    assert!(trail.checks_reported_since());
+    assert!(trail.new_evidence_since());
 
     append(EventType::IntentValidated, json!({})).await;
     let trail = ok(store.decision_trail("t-1", 5).await);
@@ -1253,7 +1265,7 @@ async fn the_decision_trail_tells_whether_checks_arrived_since(store: Store, clo
             .collect::<Vec<_>>(),
         [EventType::IntentValidated, EventType::IntentBlocked]
     );
-    assert!(!trail.checks_reported_since());
+    assert!(!trail.new_evidence_since());
 }
 
 async fn a_delivery_changes_state_once_however_often_it_arrives(store: Store, clock: ManualClock) {
