@@ -355,7 +355,8 @@ fn github_failure(api_url: &str, error: converge_github::app::GithubError) -> Ch
 /// The webhook secret, given in the environment or by its Secrets Manager ARN (as the
 /// functions read it).
 async fn webhook_secret_check() -> Check {
-    let count = |value: &str| value.split(',').filter(|s| !s.trim().is_empty()).count();
+    // Counted as the webhook reads them (several during a rotation).
+    let count = |value: &str| converge_github::signature::parse_secrets(value).len();
     if let Some(secrets) = env("CONVERGE_GITHUB_WEBHOOK_SECRET") {
         return Check::pass(
             "webhook_secret",

@@ -1,6 +1,7 @@
 //! The README's "Try it" steps work when pasted: the block runs in bash as written, except
-//! that the `converge` under test stands in for `cargo install` (a release build) and the
-//! scratch repository goes to a temporary directory.
+//! that the `converge` under test stands in for `cargo install` (a release build), the scratch
+//! repository goes to a temporary directory, and the server listens on a free port instead of
+//! 9876 (so that a server of the developer's is never the one tested).
 
 use std::process::Command;
 use std::time::Duration;
@@ -25,9 +26,27 @@ fn the_readme_quick_start_works_when_pasted() {
     );
     let scratch = tempfile::tempdir().unwrap();
     let try_dir = scratch.path().join("converge-try");
-    let script = block
-        .replace("cargo install --path cli --locked", "command -v converge")
-        .replace("/tmp/converge-try", &try_dir.display().to_string());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    assert!(
+        block.contains("converge serve &") && block.contains("127.0.0.1:9876"),
+        "{block}"
+    );
+    // Whatever happens, the background server is stopped with the script.
+    let script = format!(
+        "trap 'kill %1 2>/dev/null || true' EXIT\n{}",
+        block
+            .replace("cargo install --path cli --locked", "command -v converge")
+            .replace("/tmp/converge-try", &try_dir.display().to_string())
+            .replace(
+                "converge serve &",
+                &format!("converge serve --port {port} &")
+            )
+            .replace("127.0.0.1:9876", &format!("127.0.0.1:{port}"))
+    );
     let binary_dir = std::path::Path::new(env!("CARGO_BIN_EXE_converge"))
         .parent()
         .unwrap()
@@ -44,11 +63,14 @@ fn the_readme_quick_start_works_when_pasted() {
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .env("PATH", path)
         .env("HOME", scratch.path());
+    // After the loop below removes the caller's settings: the CLI's server is this port's.
+    let api_url = format!("http://127.0.0.1:{port}");
     for (name, _) in std::env::vars() {
         if name.starts_with("CONVERGE_") {
             command.env_remove(name);
         }
     }
+    command.env("CONVERGE_API_URL", &api_url);
     let run = command.output().unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);

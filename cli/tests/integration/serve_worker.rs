@@ -394,7 +394,10 @@ async fn an_environment_failure_pauses_the_queue_without_spending_retries_and_re
         failures = answer["paused_keys"][0]["failures"].as_u64().unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(failures, 2, "the paused queue was not tried again after its backoff");
+    assert_eq!(
+        failures, 2,
+        "the paused queue was not tried again after its backoff"
+    );
     let (_, intent) = call(&client, &server, "/v1/intents/docs", None).await;
     assert_eq!(
         (&intent["status"], &intent["retries"]),

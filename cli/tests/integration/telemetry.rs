@@ -151,10 +151,16 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
     commit_file(&repo, "src/lib.rs", "pub fn f() {}\n", "init");
     git(&repo, &["checkout", "-q", "-b", "feature"]);
     commit_file(&repo, "docs/guide.md", "# Guide\n", "docs");
+    // A second pull request whose CI never reports: it waits in the queue, which the depth
+    // gauge shows.
+    git(&repo, &["checkout", "-q", "-b", "waiting", "main"]);
+    commit_file(&repo, "docs/later.md", "# Later\n", "later");
     git(&repo, &["checkout", "-q", "--detach"]);
     let head = git(&repo, &["rev-parse", "feature"]);
+    let waiting_head = git(&repo, &["rev-parse", "waiting"]);
     let base = git(&repo, &["rev-parse", "main"]);
     fake.open_pull("acme/app", 5, "feature", "main");
+    fake.open_pull("acme/app", 6, "waiting", "main");
     fake.complete_check("acme/app", &head, "ci/lint", "success");
 
     let dir = tempfile::tempdir().unwrap();
@@ -180,6 +186,8 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
     let mut env = env;
     env.push(("CONVERGE_QUEUE_URL", queue.url.clone()));
     env.push(("CONVERGE_WORKER_POLL_INTERVAL", "1".to_owned()));
+    // The sweep counts the queues' depth: every second here.
+    env.push(("CONVERGE_WORKER_SWEEP_INTERVAL", "1".to_owned()));
     let server = ServerProcess::start_with(
         env!("CARGO_BIN_EXE_converge"),
         dir.path(),
@@ -208,6 +216,23 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
             "pull_request",
             "d-1",
             &opened,
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let waiting = json!({
+        "action": "opened",
+        "pull_request": {"number": 6, "title": "Later", "head": {"ref": "waiting", "sha": waiting_head},
+                         "base": {"ref": "main", "sha": base}},
+        "repository": {"full_name": "acme/app"},
+        "installation": {"id": 31}
+    });
+    let (status, answer) = fake
+        .send_webhook(
+            &server.url("/integrations/github/webhook"),
+            SECRET,
+            "pull_request",
+            "d-2",
+            &waiting,
         )
         .await;
     assert_eq!(status, 202, "{answer}");
@@ -292,7 +317,9 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
                 "converge.queue.decisions",
                 &("outcome".to_owned(), "merged".to_owned()),
             )
-            && all.iter().any(|p| p.name == "converge.queue.depth")
+            && all.iter().any(|p| {
+                p.name == "converge.queue.depth" && p.value >= 1.0 && p.attributes.contains(&queue)
+            })
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut metrics = Vec::new();
@@ -313,8 +340,8 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
 }
 
 /// A request that carries a W3C `traceparent` continues the caller's trace: the server's
-/// `http.request` span has the caller's trace id and the caller's span as its parent. One
-/// without it starts a trace of its own.
+/// `http.request` span has the caller's trace id and the caller's span as its parent, and is
+/// exported even when the caller did not sample. One without it starts a trace of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incoming_traceparent_is_continued() {
     let (endpoint, spans) = receiver().await;
@@ -340,7 +367,8 @@ async fn an_incoming_traceparent_is_continued() {
     let client = reqwest::Client::new();
     let traced = client
         .get(server.url("/v1/intents"))
-        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+        // Flags 00: the caller did not sample; the server records its span all the same.
+        .header("traceparent", format!("00-{caller_trace}-{caller_span}-00"))
         .send()
         .await
         .unwrap();

@@ -273,7 +273,7 @@ struct OverviewView {
     policies: Vec<StoredEvent>,
     leases: Vec<LeaseState>,
     /// Keys paused because their environment failed.
-    paused: Vec<LeaseState>,
+    paused: Vec<crate::api::PausedKey>,
     dlq: String,
 }
 
@@ -317,17 +317,14 @@ async fn overview_view(state: &AppState, principal: &Principal) -> Result<Overvi
     decisions.truncate(DECISION_ROWS);
     let policies = recent(state, EventType::PolicyEvaluated, tenant.clone(), 200).await?;
 
-    let (paused, leases): (Vec<LeaseState>, Vec<LeaseState>) = store
+    let leases = store
         .leases()
         .await?
         .into_iter()
         .filter(|l| principal.can_see(Some(l.key.tenant.as_str()).filter(|t| !t.is_empty())))
-        .filter(|l| l.holder.is_some() || l.hold.is_some())
-        .partition(|l| l.hold.is_some());
-    let leases = leases
-        .into_iter()
-        .chain(paused.iter().filter(|l| l.holder.is_some()).cloned())
+        .filter(|l| l.holder.is_some())
         .collect();
+    let paused = crate::routes::queue::paused_keys(state, principal).await?;
     let dlq = match &state.services.dlq {
         None => "not configured (CONVERGE_DLQ_URL)".to_owned(),
         Some(queue) => match queue.depth().await {
@@ -355,12 +352,10 @@ fn overview_html(view: &OverviewView) -> Markup {
                 h2 #paused { "Paused queues" }
                 p { "Their environment failed, not their changes: nothing merges and no retry is spent until a try gets through." }
                 ul {
-                    @for lease in &view.paused {
-                        @if let Some(hold) = &lease.hold {
-                            li {
-                                strong { (queue_label(&lease.key)) } ": " (hold.reason)
-                                span.muted { " (since " (hold.since.format("%H:%M:%S")) ", " (hold.failures) " failures, next try " (hold.until.format("%H:%M:%S")) ")" }
-                            }
+                    @for paused in &view.paused {
+                        li {
+                            strong { (queue_label(&QueueKey { tenant: paused.tenant.clone(), repo: paused.repo.clone(), target: paused.target.clone() })) } ": " (paused.reason)
+                            span.muted { " (since " (paused.since.format("%H:%M:%S")) ", " (paused.failures) " failures, next try " (paused.until.format("%H:%M:%S")) ")" }
                         }
                     }
                 }

@@ -19,9 +19,13 @@ pub use crate::config::DEFAULT_LOCAL_CHECK_COMMANDS as DEFAULT_COMMANDS;
 /// Characters of a command's output kept as the check's details.
 const OUTPUT_LIMIT: usize = 2_000;
 
-/// How the scratch directories of the work trees are named: `converge-checks-<pid>-…`, so
-/// that a later process can tell which ones a killed process left behind.
+/// How the scratch directories of the work trees are named, so that a later process can find
+/// the ones a killed process left behind.
 const SCRATCH_PREFIX: &str = "converge-checks-";
+/// The file in a scratch directory its owner holds locked while its checks run: a lock that
+/// can be taken means the owner is gone (the kernel lets go of a dead process's locks), in
+/// whatever process namespace the owner ran.
+const OWNER_LOCK: &str = "owner.lock";
 
 /// Checks run as commands in a work tree of the head commit.
 #[derive(Debug, Clone)]
@@ -60,8 +64,8 @@ impl CommandChecks {
         Ok(checks)
     }
 
-    /// Removes the work trees a process killed during its checks left behind (their scratch
-    /// directory names a process that no longer runs), and their directories. Best effort: a
+    /// Removes the work trees a process killed during its checks left behind (nobody holds
+    /// their scratch directory's owner lock any more), and their directories. Best effort: a
     /// failure is logged and the checks still run.
     fn remove_leftovers(&self) {
         let Ok(listed) = std::process::Command::new("git")
@@ -77,13 +81,7 @@ impl CommandChecks {
             .lines()
             .filter_map(|line| line.strip_prefix("worktree "))
             .map(PathBuf::from)
-            .filter(|tree| {
-                tree.parent()
-                    .and_then(|scratch| scratch.file_name())
-                    .and_then(|name| name.to_str())
-                    .and_then(owner_pid)
-                    .is_some_and(|pid| !process_runs(pid))
-            })
+            .filter(|tree| tree.parent().is_some_and(owner_gone))
             .collect();
         for tree in leftovers {
             let removed = std::process::Command::new("git")
@@ -164,20 +162,20 @@ impl CommandChecks {
     }
 }
 
-/// The process that made a scratch directory named `converge-checks-<pid>-…`.
-fn owner_pid(name: &str) -> Option<u32> {
-    name.strip_prefix(SCRATCH_PREFIX)?
-        .split('-')
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Whether process `pid` runs (where `/proc` cannot tell, it is taken to run: nothing of a
-/// live process is ever removed).
-fn process_runs(pid: u32) -> bool {
-    let proc = std::path::Path::new("/proc");
-    !proc.is_dir() || proc.join(pid.to_string()).exists()
+/// Whether the process that made the scratch directory `scratch` (one of ours by its name)
+/// is gone: nobody holds its owner lock (or it has none: made before owners kept one).
+fn owner_gone(scratch: &std::path::Path) -> bool {
+    let ours = scratch
+        .file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.starts_with(SCRATCH_PREFIX));
+    if !ours {
+        return false;
+    }
+    match std::fs::File::open(scratch.join(OWNER_LOCK)) {
+        Ok(file) => file.try_lock().is_ok(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
 }
 
 impl Checks for CommandChecks {
@@ -194,9 +192,14 @@ impl Checks for CommandChecks {
         let mut results: BTreeMap<&String, (CheckState, String)> = BTreeMap::new();
         if !runnable.is_empty() {
             let scratch = tempfile::Builder::new()
-                .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
+                .prefix(SCRATCH_PREFIX)
                 .tempdir()
                 .map_err(|e| ChecksError(format!("no scratch directory: {e}")))?;
+            // Held until the work tree is removed: while it is, no other process takes the
+            // work tree for a leftover.
+            let owner = std::fs::File::create(scratch.path().join(OWNER_LOCK))
+                .and_then(|file| file.lock().map(|()| file))
+                .map_err(|e| ChecksError(format!("cannot lock the scratch directory: {e}")))?;
             let tree = scratch.path().join("tree");
             let tree_arg = tree.display().to_string();
             self.git(&[
@@ -215,6 +218,7 @@ impl Checks for CommandChecks {
             let _ = self
                 .git(&["worktree", "remove", "--force", &tree_arg])
                 .await;
+            drop(owner);
         }
         Ok(required
             .iter()

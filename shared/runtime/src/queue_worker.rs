@@ -52,13 +52,20 @@ pub fn queue_message(key: &QueueKey) -> OutboxMessage {
 
 /// Every queue key that has READY, VALIDATED or QUEUED intents (counted in the database).
 pub async fn actionable_keys(store: &Store) -> Result<BTreeSet<QueueKey>, StoreError> {
-    Ok(store
+    let counts: Vec<_> = store
         .actionable_counts(None)
         .await?
         .into_iter()
         .filter(|c| c.count > 0)
-        .map(|c| c.key)
-        .collect())
+        .collect();
+    // Summed per queue across tenants: metrics never name a tenant.
+    let mut depths: BTreeMap<String, u64> = BTreeMap::new();
+    for count in &counts {
+        *depths.entry(queue_label(&count.key)).or_default() +=
+            u64::try_from(count.count).unwrap_or_default();
+    }
+    crate::telemetry::QueueMetrics::get().depths(&depths);
+    Ok(counts.into_iter().map(|c| c.key).collect())
 }
 
 /// Ends the pauses of keys left with nothing actionable (their intents merged, closed or
@@ -742,6 +749,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         notice: Option<publication::Report>,
         pending: &mut Pending,
     ) {
+        if step.retries > intent.retries {
+            crate::telemetry::QueueMetrics::get().retry_spent(&queue_label(lease.key()));
+        }
         if let Some((event_type, payload, evidence)) = &step.event {
             let trace_id = if trace.is_empty() {
                 RandomIds.new_id()

@@ -201,6 +201,9 @@ fn read_failure(
 pub struct WatchedSecret {
     arn: String,
     state: Mutex<Watch>,
+    /// The last failure logged, so that a failure that lasts is logged once, not on every
+    /// request that meets it (a cached failure is met until the next read).
+    last_failure: Mutex<Option<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -219,6 +222,7 @@ impl WatchedSecret {
         WatchedSecret {
             arn: arn.into(),
             state: Mutex::new(Watch::default()),
+            last_failure: Mutex::new(None),
         }
     }
 
@@ -232,6 +236,14 @@ impl WatchedSecret {
     /// last refused and [`RETRY_AFTER_FAILURE`] has not passed.
     pub async fn changed(&self, secrets: &Secrets) -> Result<Option<String>, SecretError> {
         let value = secrets.get(&self.arn).await?;
+        if let Some(ended) = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            tracing::info!(secret = %self.arn, "read again after: {ended}");
+        }
         let digest: [u8; 32] = Sha256::digest(value.as_bytes()).into();
         let mut state = self
             .state
@@ -248,6 +260,21 @@ impl WatchedSecret {
             refused: None,
         };
         Ok(Some(value))
+    }
+
+    /// Logs `failure` (never a value) as a warning the first time it is met, at debug level
+    /// while it lasts, and as a warning again when it changes.
+    pub fn log_failure(&self, failure: &str) {
+        let mut last = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_deref() == Some(failure) {
+            tracing::debug!(secret = %self.arn, "{failure}");
+        } else {
+            tracing::warn!(secret = %self.arn, "{failure}");
+            *last = Some(failure.to_owned());
+        }
     }
 
     /// The value last handed over could not be used: it is handed over again after
@@ -333,7 +360,12 @@ impl Rotation {
                     GithubApp::awaiting_key(settings, format!("secret {arn}: {e}"))
                 })
             }
-            Err(e) => GithubApp::awaiting_key(settings, e),
+            Err(e) => {
+                // Remembered, so that the same failure met again by each refresh is not
+                // logged as new.
+                watched.log_failure(&e);
+                GithubApp::awaiting_key(settings, e)
+            }
         };
         if let Some(problem) = app.key_problem() {
             tracing::warn!(
@@ -383,7 +415,7 @@ impl Rotation {
                         tracing::warn!(secret = watched.arn(), "rotated DSN refused: {e}");
                     }
                 },
-                Err(e) => tracing::warn!("{e}"),
+                Err(e) => watched.log_failure(&e.to_string()),
             }
         }
         if let Some((watched, app)) = &self.app_key {
@@ -396,7 +428,7 @@ impl Rotation {
                         tracing::warn!(secret = watched.arn(), "rotated App key refused: {e}");
                     }
                 },
-                Err(e) => tracing::warn!("{e}"),
+                Err(e) => watched.log_failure(&e.to_string()),
             }
         }
     }
@@ -462,6 +494,15 @@ pub fn dsn_of_secret(value: &str, location: &converge_store::PgLocation) -> Resu
         if !(dsn.starts_with("postgres://") || dsn.starts_with("postgresql://")) {
             return Err(
                 "holds neither a postgres:// DSN nor a JSON document with username and password"
+                    .to_owned(),
+            );
+        }
+        // A whole DSN says where the database is; settings saying otherwise would be ignored.
+        if *location != converge_store::PgLocation::default() {
+            return Err(
+                "holds a whole DSN, which names its own host, port and database: \
+                 leave CONVERGE_PG_HOST, CONVERGE_PG_PORT and CONVERGE_PG_DATABASE empty, or put \
+                 the place (an RDS Proxy endpoint) into the DSN"
                     .to_owned(),
             );
         }
@@ -566,6 +607,11 @@ mod tests {
         assert!(no_db.contains("CONVERGE_PG_DATABASE"), "{no_db}");
         let no_password = dsn_of_secret(r#"{"username": "u"}"#, &with_host).unwrap_err();
         assert!(no_password.contains("'password'"), "{no_password}");
+        let whole = dsn_of_secret("postgres://u:hunter2@db/x", &with_host).unwrap_err();
+        assert!(
+            whole.contains("CONVERGE_PG_HOST") && !whole.contains("hunter2"),
+            "{whole}"
+        );
         let garbage = dsn_of_secret("hunter2", &nowhere).unwrap_err();
         assert!(
             !garbage.contains("hunter2") && garbage.contains("postgres://"),

@@ -225,7 +225,10 @@ impl Services {
         match self.refresh_api_keys().await {
             Ok(touched) => touched,
             Err(e) => {
-                tracing::warn!("{e}");
+                match &self.api_keys_secret {
+                    Some(watched) => watched.log_failure(&e.to_string()),
+                    None => tracing::warn!("{e}"),
+                }
                 Vec::new()
             }
         }

@@ -71,7 +71,11 @@ impl Telemetry {
             opentelemetry::global::set_meter_provider(meters.clone());
             meters
         });
-        let mut builder = SdkTracerProvider::builder().with_resource(resource);
+        // Every span is recorded, whatever a caller's `traceparent` says about sampling: a
+        // client must not be able to switch off the server's traces of its requests.
+        let mut builder = SdkTracerProvider::builder()
+            .with_resource(resource)
+            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn);
         let mut exporting = false;
         if endpoint_set {
             match opentelemetry_otlp::SpanExporter::builder()
@@ -187,6 +191,8 @@ pub struct QueueMetrics {
     lease_contention: Counter<u64>,
     depth: Gauge<u64>,
     wait: Histogram<f64>,
+    /// The queues a depth was recorded for, so that one that emptied is recorded as 0.
+    seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl QueueMetrics {
@@ -218,13 +224,14 @@ impl QueueMetrics {
                     .build(),
                 depth: meter
                     .u64_gauge("converge.queue.depth")
-                    .with_description("Actionable intents a round found in its queue")
+                    .with_description("Actionable intents (READY, VALIDATED, QUEUED) per queue")
                     .build(),
                 wait: meter
                     .f64_histogram("converge.queue.wait")
                     .with_unit("s")
                     .with_description("Time from an intent's creation to its merge")
                     .build(),
+                seen: std::sync::Mutex::default(),
             }
         })
     }
@@ -232,8 +239,6 @@ impl QueueMetrics {
     /// A round over `queue` (`repo@target`) that judged intents with these outcomes.
     pub fn round(&self, queue: &str, outcomes: &[converge_core::queue::RoundOutcome]) {
         use converge_core::queue::RoundOutcome;
-        let labels = [KeyValue::new("queue", queue.to_owned())];
-        self.depth.record(outcomes.len() as u64, &labels);
         for outcome in outcomes {
             if *outcome == RoundOutcome::Unchanged {
                 continue;
@@ -245,14 +250,35 @@ impl QueueMetrics {
                     KeyValue::new("outcome", outcome.as_str()),
                 ],
             );
-            match outcome {
-                RoundOutcome::Blocked | RoundOutcome::Requeued | RoundOutcome::Rejected => {
-                    self.retries.add(1, &labels);
-                }
-                RoundOutcome::Paused => self.paused.add(1, &labels),
-                _ => {}
+            if *outcome == RoundOutcome::Paused {
+                self.paused
+                    .add(1, &[KeyValue::new("queue", queue.to_owned())]);
             }
         }
+    }
+
+    /// A failed attempt counted against an intent of `queue`'s retry bound.
+    pub fn retry_spent(&self, queue: &str) {
+        self.retries
+            .add(1, &[KeyValue::new("queue", queue.to_owned())]);
+    }
+
+    /// The actionable intents of each queue (`repo@target` → count), as the sweep or the
+    /// database-backed queue's poll counted them; a queue counted before and absent now is 0.
+    pub fn depths(&self, depths: &std::collections::BTreeMap<String, u64>) {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for queue in seen.iter().filter(|q| !depths.contains_key(*q)) {
+            self.depth
+                .record(0, &[KeyValue::new("queue", queue.clone())]);
+        }
+        for (queue, count) in depths {
+            self.depth
+                .record(*count, &[KeyValue::new("queue", queue.clone())]);
+        }
+        *seen = depths.keys().cloned().collect();
     }
 
     /// An intent of `queue` merged `waited` after it was created.

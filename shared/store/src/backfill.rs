@@ -3,7 +3,9 @@
 //!
 //! Rows are written with `INSERT … ON CONFLICT (key) DO UPDATE … WHERE` a column differs, so a
 //! rerun copies nothing twice and brings rows that changed in the source since the last copy
-//! up to date (an intent MERGED since then); rows equal in both are not written. Rows deleted
+//! up to date (an intent MERGED since then); rows equal in both are not written. Append-only
+//! tables (the event log, commit links, deliveries) are written with `ON CONFLICT DO NOTHING`:
+//! their rows never change, and a target row is never overwritten. Rows deleted
 //! from the source are not deleted from the target. Tables whose content changes by itself
 //! while Converge runs (rate-limit counters, the readiness probe) are copied but not verified,
 //! and the report says so. The checksum of a table is independent of backend and
@@ -156,6 +158,16 @@ fn insert_sql(table: &Table) -> String {
         .copied()
         .filter(|c| !table.key.contains(c))
         .collect();
+    if table.append_only {
+        // Any conflict (the key, or another unique column such as an event's id) keeps the
+        // target's row.
+        return format!(
+            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+            table.name,
+            columns.join(", "),
+            placeholders.join(", ")
+        );
+    }
     let mut sql = format!(
         "INSERT INTO {} AS t ({}) VALUES ({}) ON CONFLICT ({}) DO ",
         table.name,

@@ -33,6 +33,9 @@ pub(crate) struct Table {
     /// Why the table's content changes by itself while Converge runs (so a copy's checksum is
     /// not compared); `None` for tables that hold state.
     pub ephemeral: Option<&'static str>,
+    /// Rows are only ever added, never changed: a copy never overwrites a row the target has
+    /// (a different row at the same key is a divergence `--verify` reports).
+    pub append_only: bool,
 }
 
 use Kind::*;
@@ -55,6 +58,7 @@ pub(crate) const TABLES: &[Table] = &[
         ],
         serial: Some("seq"),
         ephemeral: None,
+        append_only: true,
     },
     Table {
         name: "intents",
@@ -81,6 +85,7 @@ pub(crate) const TABLES: &[Table] = &[
         ],
         serial: None,
         ephemeral: None,
+        append_only: false,
     },
     Table {
         name: "intent_commit_links",
@@ -94,6 +99,7 @@ pub(crate) const TABLES: &[Table] = &[
         ],
         serial: None,
         ephemeral: None,
+        append_only: true,
     },
     Table {
         name: "webhook_deliveries",
@@ -106,6 +112,7 @@ pub(crate) const TABLES: &[Table] = &[
         ],
         serial: None,
         ephemeral: None,
+        append_only: true,
     },
     Table {
         name: "queue_leases",
@@ -125,6 +132,7 @@ pub(crate) const TABLES: &[Table] = &[
         ],
         serial: None,
         ephemeral: None,
+        append_only: false,
     },
     Table {
         name: "outbox",
@@ -141,6 +149,7 @@ pub(crate) const TABLES: &[Table] = &[
         ],
         serial: Some("seq"),
         ephemeral: None,
+        append_only: false,
     },
     Table {
         name: "api_keys",
@@ -157,6 +166,7 @@ pub(crate) const TABLES: &[Table] = &[
         ],
         serial: None,
         ephemeral: None,
+        append_only: false,
     },
     Table {
         name: "rate_limit_counters",
@@ -164,6 +174,7 @@ pub(crate) const TABLES: &[Table] = &[
         columns: &[("tenant", Text), ("window_start", Ts), ("hits", Int)],
         serial: None,
         ephemeral: Some("rate-limit counters: every request moves them"),
+        append_only: false,
     },
     Table {
         name: "risk_policies",
@@ -176,6 +187,7 @@ pub(crate) const TABLES: &[Table] = &[
         ],
         serial: None,
         ephemeral: None,
+        append_only: false,
     },
     Table {
         name: "feature_flags",
@@ -188,6 +200,7 @@ pub(crate) const TABLES: &[Table] = &[
         ],
         serial: None,
         ephemeral: None,
+        append_only: false,
     },
     Table {
         name: "idempotency_keys",
@@ -202,6 +215,7 @@ pub(crate) const TABLES: &[Table] = &[
         ],
         serial: None,
         ephemeral: None,
+        append_only: false,
     },
     Table {
         name: "store_probe",
@@ -209,6 +223,7 @@ pub(crate) const TABLES: &[Table] = &[
         columns: &[("id", Int), ("probed_at", Ts)],
         serial: None,
         ephemeral: Some("readiness probe: every /health/ready writes it"),
+        append_only: false,
     },
     Table {
         name: "dashboard_sessions",
@@ -221,6 +236,7 @@ pub(crate) const TABLES: &[Table] = &[
         ],
         serial: None,
         ephemeral: None,
+        append_only: false,
     },
     Table {
         name: "compliance_thresholds",
@@ -228,5 +244,6 @@ pub(crate) const TABLES: &[Table] = &[
         columns: &[("tenant", Text), ("data", Json), ("updated_at", Ts)],
         serial: None,
         ephemeral: None,
+        append_only: false,
     },
 ];

@@ -11,7 +11,7 @@ mod auth;
 mod events;
 mod flags;
 mod intents;
-mod queue;
+pub(crate) mod queue;
 mod risk;
 mod summary;
 

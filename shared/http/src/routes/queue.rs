@@ -172,7 +172,20 @@ pub(super) async fn queue_inspect(
             target: i.target.clone(),
         })
         .collect();
-    let paused_keys = state
+    let paused_keys = paused_keys(&state, &principal).await?;
+    typed(api::QueueInspection {
+        intents: rows,
+        paused_keys,
+    })
+}
+
+/// The queue keys `principal` may see that are paused because their environment failed (for
+/// `queue inspect` and the dashboard).
+pub(crate) async fn paused_keys(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<Vec<api::PausedKey>, ApiError> {
+    Ok(state
         .services
         .store
         .leases()
@@ -191,11 +204,7 @@ pub(super) async fn queue_inspect(
                 failures: hold.failures,
             })
         })
-        .collect();
-    typed(api::QueueInspection {
-        intents: rows,
-        paused_keys,
-    })
+        .collect())
 }
 
 /// The body of `POST /queue/reset`.

@@ -69,9 +69,9 @@ async fn commands_judge_the_head_commit_in_a_work_tree_of_their_own() {
     assert!(CommandChecks::new(path, "lint", Duration::from_secs(1)).is_err());
 }
 
-/// A process killed while its checks ran leaves a registered work tree in a scratch directory
-/// named after it. The next start removes it and its directory; the work tree of a process
-/// that still runs is kept.
+/// A process killed while its checks ran leaves a registered work tree in its scratch
+/// directory. The next start removes it and its directory; the work tree of a process that
+/// still holds its owner lock is kept, as is a work tree Converge did not make.
 #[test]
 fn a_killed_runs_work_tree_is_removed_at_the_next_start() {
     let repo = tempfile::tempdir().unwrap();
@@ -79,12 +79,10 @@ fn a_killed_runs_work_tree_is_removed_at_the_next_start() {
     git(path, &["init", "-q", "-b", "main"]);
     commit_file(path, "Makefile", "lint:\n\ttrue\n", "init");
     let scratch = tempfile::tempdir().unwrap();
-    // No process has this id (above Linux's largest pid_max).
-    let dead = scratch.path().join("converge-checks-4194305-abc");
-    let alive = scratch
-        .path()
-        .join(format!("converge-checks-{}-def", std::process::id()));
-    for dir in [&dead, &alive] {
+    let dead = scratch.path().join("converge-checks-dead");
+    let alive = scratch.path().join("converge-checks-alive");
+    let someone_elses = scratch.path().join("my-own-tree");
+    for dir in [&dead, &alive, &someone_elses] {
         std::fs::create_dir_all(dir).unwrap();
         let tree = dir.join("tree").display().to_string();
         git(
@@ -92,14 +90,22 @@ fn a_killed_runs_work_tree_is_removed_at_the_next_start() {
             &["worktree", "add", "--detach", "--quiet", &tree, "main"],
         );
     }
-    assert_eq!(git(path, &["worktree", "list"]).lines().count(), 3);
+    // The dead owner's lock file is left, unlocked; the live owner holds its lock.
+    std::fs::File::create(dead.join("owner.lock")).unwrap();
+    let live_owner = std::fs::File::create(alive.join("owner.lock")).unwrap();
+    live_owner.lock().unwrap();
+    assert_eq!(git(path, &["worktree", "list"]).lines().count(), 4);
 
+    // Another process starts (a lock held by this one is held against it too: locks belong to
+    // open files, and the cleanup opens its own).
     CommandChecks::new(path, "lint=make lint", Duration::from_secs(5)).unwrap();
 
     let trees = git(path, &["worktree", "list"]);
-    assert_eq!(trees.lines().count(), 2, "{trees}");
-    assert!(!trees.contains("4194305"), "{trees}");
-    assert!(trees.contains(&alive.display().to_string()), "{trees}");
+    assert_eq!(trees.lines().count(), 3, "{trees}");
+    assert!(!trees.contains("converge-checks-dead"), "{trees}");
+    assert!(trees.contains("converge-checks-alive"), "{trees}");
+    assert!(trees.contains("my-own-tree"), "{trees}");
     assert!(!dead.exists(), "the killed run's scratch directory is left");
-    assert!(alive.join("tree").exists());
+    assert!(alive.join("tree").exists() && someone_elses.join("tree").exists());
+    drop(live_owner);
 }

@@ -133,7 +133,6 @@ macro_rules! lease_operations {
                 row.as_ref().map(lease_from_row).transpose()
             }
 
-            /// Every lease row, by key.
             /// Pauses the key of `lease` (still held: its holder and token must match) because
             /// its environment failed with `reason`: one more failure in a row, and no round
             /// before the backoff of that many failures has passed.
