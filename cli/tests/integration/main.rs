@@ -27,6 +27,7 @@ mod serve_worker;
 mod server_limits;
 mod sqs_workers;
 mod telemetry;
+mod tenant_lists;
 mod validate;
 mod webhook;
 mod worker_crash;

@@ -541,3 +541,45 @@ async fn a_refused_fast_forward_or_a_protected_target_moves_nothing() {
     assert_eq!(w.main_updates(), 0);
     assert_eq!(git(&w.repo, &["rev-parse", "main"]), target);
 }
+
+/// Reports reach GitHub in the order they were decided, also after one fails: the first
+/// publish of a round is refused (the check run's creation answers 422), so the later report
+/// of that round is held back with it rather than sent ahead; the next round sends both, in
+/// order, and the check run ends in the latest state (completed), not the older one
+/// (in progress).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_holds_back_the_reports_behind_it() {
+    let w = world().await;
+    let head = branch(&w.repo, "feature", "main", "docs/guide.md", "ordered\n");
+    let id = w.open_pull(14, "feature").await;
+    w.complete_check(&id, &head, "success").await;
+    let worker = w.processor(false);
+
+    // The round decides twice (validating, then queued); creating the check run fails once.
+    w.fake.fail_next("/app/check-runs", 422, None, 1);
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["queued"], "{reports:?}");
+    let runs = w.reports(&head);
+    assert!(
+        runs.is_empty(),
+        "the later report overtook the failed one: {runs:?}"
+    );
+
+    // The next round sends them, oldest first.
+    poll(&worker).await;
+    let runs = w.reports(&head);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        runs[0].history.first().map(String::as_str),
+        Some("in_progress"),
+        "{runs:?}"
+    );
+    assert!(
+        runs[0]
+            .history
+            .last()
+            .is_some_and(|state| state.starts_with("completed")),
+        "the check run ended in an older state: {runs:?}"
+    );
+    assert_eq!(runs[0].history.len(), 2, "{runs:?}");
+}
