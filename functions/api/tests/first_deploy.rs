@@ -242,7 +242,40 @@ async fn the_api_function_comes_up_without_the_app_key_and_picks_it_up_once_put(
         "{page}"
     );
 
-    // The operator puts the App's key into the secret: it is read within the secrets' lifetime.
+    // First by mistake something that is no key: refused, and said so; the process stays up.
+    manager
+        .put_secret_value()
+        .secret_id(&app_key_secret)
+        .secret_string("-----BEGIN NOTHING-----")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", sdk_error(e)));
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = ready_details(
+            &call(
+                &runtime,
+                request("GET", "/health/ready", json!({}), &[], None),
+            )
+            .await,
+        );
+        if last["details"]["github_app"]
+            .as_str()
+            .is_some_and(|p| p.contains("not an RSA PEM key"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        last["details"]["github_app"]
+            .as_str()
+            .is_some_and(|p| p.contains("not an RSA PEM key")),
+        "the refused value is not reported: {last}"
+    );
+
+    // Then the App's key: a value other than the refused one is used at once (within the
+    // secrets' lifetime, not after the pause a refused value waits).
     let (private_pem, _) = converge_testkit::github_fake::app_key_pair();
     manager
         .put_secret_value()

@@ -204,6 +204,18 @@ impl GithubApp {
         })
     }
 
+    /// A new key could not be used (`why`): while the App still waits for its first key, that
+    /// is now why it waits; a key in use stays in use.
+    pub fn key_refused(&self, why: String) {
+        let mut app = self
+            .app
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if app.is_err() {
+            *app = Err(why);
+        }
+    }
+
     /// Why the App cannot sign calls yet (`None`: its key is in use).
     pub fn key_problem(&self) -> Option<String> {
         self.app

@@ -425,7 +425,8 @@ impl Rotation {
                     Ok(()) => tracing::info!(secret = watched.arn(), "GitHub App key in use"),
                     Err(e) => {
                         watched.failed();
-                        tracing::warn!(secret = watched.arn(), "rotated App key refused: {e}");
+                        tracing::warn!(secret = watched.arn(), "App key refused: {e}");
+                        app.key_refused(format!("secret {}: {e}", watched.arn()));
                     }
                 },
                 Err(e) => watched.log_failure(&e.to_string()),
