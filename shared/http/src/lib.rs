@@ -194,8 +194,10 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// The document is the same for the life of the process: built once, on first request.
 async fn openapi_document() -> Response {
-    Json(openapi::document()).into_response()
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(openapi::document)).into_response()
 }
 
 /// One span per request (`http.request`: method, path, status, and the trace and span ids
