@@ -181,55 +181,56 @@ async fn database_checks() -> Vec<Check> {
             )];
         }
     };
+    // One read of the lease table for both checks.
     let leases = match store.leases().await {
-        Ok(leases) => {
-            let now = chrono::Utc::now();
-            let stale: Vec<String> = leases
-                .iter()
-                .filter(|l| l.holder.is_some() && l.expires_at.is_some_and(|e| e < now))
-                .map(|l| l.key.to_string())
-                .collect();
-            if stale.is_empty() {
-                Check::pass("leases", format!("{} queue keys, none stale", leases.len()))
-            } else {
-                Check::warn(
-                    "leases",
-                    format!("stale: {}", stale.join(", ")),
-                    "the next worker or sweep takes them over; at once: converge queue reset --intent-id any --clear-lock",
-                )
-            }
+        Ok(leases) => leases,
+        Err(e) => {
+            return vec![
+                database,
+                Check::fail("leases", e.to_string(), "cannot read queue_leases"),
+                Check::fail("paused_queues", e.to_string(), "cannot read queue_leases"),
+            ];
         }
-        Err(e) => Check::fail("leases", e.to_string(), "cannot read queue_leases"),
     };
-    let paused = match store.leases().await {
-        Ok(leases) => {
-            let paused: Vec<String> = leases
-                .iter()
-                .filter_map(|l| {
-                    let hold = l.hold.as_ref()?;
-                    Some(format!(
-                        "{} since {} ({} failures; next try {}): {}",
-                        l.key,
-                        hold.since.format("%Y-%m-%d %H:%M:%SZ"),
-                        hold.failures,
-                        hold.until.format("%H:%M:%SZ"),
-                        hold.reason
-                    ))
-                })
-                .collect();
-            if paused.is_empty() {
-                Check::pass("paused_queues", "none")
-            } else {
-                Check::warn(
-                    "paused_queues",
-                    paused.join("; "),
-                    "fix what failed (the queue resumes by itself at its next try; no retry is spent meanwhile)",
-                )
-            }
-        }
-        Err(e) => Check::fail("paused_queues", e.to_string(), "cannot read queue_leases"),
+    let now = chrono::Utc::now();
+    let stale: Vec<String> = leases
+        .iter()
+        .filter(|l| l.holder.is_some() && l.expires_at.is_some_and(|e| e < now))
+        .map(|l| l.key.to_string())
+        .collect();
+    let stale = if stale.is_empty() {
+        Check::pass("leases", format!("{} queue keys, none stale", leases.len()))
+    } else {
+        Check::warn(
+            "leases",
+            format!("stale: {}", stale.join(", ")),
+            "the next worker or sweep takes them over; at once: converge queue reset --intent-id any --clear-lock",
+        )
     };
-    vec![database, leases, paused]
+    let paused: Vec<String> = leases
+        .iter()
+        .filter_map(|l| {
+            let hold = l.hold.as_ref()?;
+            Some(format!(
+                "{} since {} ({} failures; next try {}): {}",
+                l.key,
+                hold.since.format("%Y-%m-%d %H:%M:%SZ"),
+                hold.failures,
+                hold.until.format("%H:%M:%SZ"),
+                hold.reason
+            ))
+        })
+        .collect();
+    let paused = if paused.is_empty() {
+        Check::pass("paused_queues", "none")
+    } else {
+        Check::warn(
+            "paused_queues",
+            paused.join("; "),
+            "fix what failed (the queue resumes by itself at its next try; no retry is spent meanwhile)",
+        )
+    };
+    vec![database, stale, paused]
 }
 
 /// The SQS queue and its DLQ (CONVERGE_QUEUE_URL, CONVERGE_DLQ_URL), when configured.

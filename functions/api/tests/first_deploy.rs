@@ -92,6 +92,35 @@ fn ready_details(answer: &Value) -> Value {
     serde_json::from_str(answer["body"].as_str().unwrap_or_default()).unwrap()
 }
 
+async fn put(manager: &aws_sdk_secretsmanager::Client, arn: &str, value: &str) {
+    manager
+        .put_secret_value()
+        .secret_id(arn)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", sdk_error(e)));
+}
+
+/// Asks for readiness until `done` holds of the answer (for at most 20 s); answers the last.
+async fn ready_once(runtime: &LambdaRuntime, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = ready_details(
+            &call(
+                runtime,
+                request("GET", "/health/ready", json!({}), &[], None),
+            )
+            .await,
+        );
+        if done(&last) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    last
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_function_comes_up_without_the_app_key_and_picks_it_up_once_put() {
     assert!(
@@ -243,30 +272,13 @@ async fn the_api_function_comes_up_without_the_app_key_and_picks_it_up_once_put(
     );
 
     // First by mistake something that is no key: refused, and said so; the process stays up.
-    manager
-        .put_secret_value()
-        .secret_id(&app_key_secret)
-        .secret_string("-----BEGIN NOTHING-----")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{}", sdk_error(e)));
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        last = ready_details(
-            &call(
-                &runtime,
-                request("GET", "/health/ready", json!({}), &[], None),
-            )
-            .await,
-        );
-        if last["details"]["github_app"]
+    put(&manager, &app_key_secret, "-----BEGIN NOTHING-----").await;
+    let last = ready_once(&runtime, |ready| {
+        ready["details"]["github_app"]
             .as_str()
             .is_some_and(|p| p.contains("not an RSA PEM key"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     assert!(
         last["details"]["github_app"]
             .as_str()
@@ -277,27 +289,8 @@ async fn the_api_function_comes_up_without_the_app_key_and_picks_it_up_once_put(
     // Then the App's key: a value other than the refused one is used at once (within the
     // secrets' lifetime, not after the pause a refused value waits).
     let (private_pem, _) = converge_testkit::github_fake::app_key_pair();
-    manager
-        .put_secret_value()
-        .secret_id(&app_key_secret)
-        .secret_string(private_pem)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{}", sdk_error(e)));
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        last = ready_details(
-            &call(
-                &runtime,
-                request("GET", "/health/ready", json!({}), &[], None),
-            )
-            .await,
-        );
-        if last["status"] == "ok" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    put(&manager, &app_key_secret, &private_pem).await;
+    let last = ready_once(&runtime, |ready| ready["status"] == "ok").await;
     assert_eq!(last["status"], "ok", "the key was not picked up: {last}");
     assert!(last["details"].get("github_app").is_none(), "{last}");
 

@@ -317,14 +317,13 @@ async fn overview_view(state: &AppState, principal: &Principal) -> Result<Overvi
     decisions.truncate(DECISION_ROWS);
     let policies = recent(state, EventType::PolicyEvaluated, tenant.clone(), 200).await?;
 
-    let leases = store
-        .leases()
-        .await?
+    let all_leases = store.leases().await?;
+    let paused = crate::routes::queue::paused_keys(&all_leases, principal);
+    let leases = all_leases
         .into_iter()
         .filter(|l| principal.can_see(Some(l.key.tenant.as_str()).filter(|t| !t.is_empty())))
         .filter(|l| l.holder.is_some())
         .collect();
-    let paused = crate::routes::queue::paused_keys(state, principal).await?;
     let dlq = match &state.services.dlq {
         None => "not configured (CONVERGE_DLQ_URL)".to_owned(),
         Some(queue) => match queue.depth().await {

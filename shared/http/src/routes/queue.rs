@@ -172,39 +172,35 @@ pub(super) async fn queue_inspect(
             target: i.target.clone(),
         })
         .collect();
-    let paused_keys = paused_keys(&state, &principal).await?;
+    let paused_keys = paused_keys(&state.services.store.leases().await?, &principal);
     typed(api::QueueInspection {
         intents: rows,
         paused_keys,
     })
 }
 
-/// The queue keys `principal` may see that are paused because their environment failed (for
-/// `queue inspect` and the dashboard).
-pub(crate) async fn paused_keys(
-    state: &AppState,
+/// The keys among `leases` that `principal` may see and that are paused because their
+/// environment failed (for `queue inspect` and the dashboard, which read the leases once).
+pub(crate) fn paused_keys(
+    leases: &[converge_store::LeaseState],
     principal: &Principal,
-) -> Result<Vec<api::PausedKey>, ApiError> {
-    Ok(state
-        .services
-        .store
-        .leases()
-        .await?
-        .into_iter()
+) -> Vec<api::PausedKey> {
+    leases
+        .iter()
         .filter(|l| principal.can_see(Some(l.key.tenant.as_str()).filter(|t| !t.is_empty())))
         .filter_map(|l| {
-            let hold = l.hold?;
+            let hold = l.hold.as_ref()?;
             Some(api::PausedKey {
-                tenant: l.key.tenant,
-                repo: l.key.repo,
-                target: l.key.target,
-                reason: hold.reason,
+                tenant: l.key.tenant.clone(),
+                repo: l.key.repo.clone(),
+                target: l.key.target.clone(),
+                reason: hold.reason.clone(),
                 since: hold.since,
                 until: hold.until,
                 failures: hold.failures,
             })
         })
-        .collect())
+        .collect()
 }
 
 /// The body of `POST /queue/reset`.
