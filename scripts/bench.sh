@@ -7,6 +7,8 @@
 #   scripts/bench.sh webhook             webhook deliveries: in-process (criterion) and over HTTP (wrk)
 #   scripts/bench.sh reads               queue/state, summary and the dashboard at 25,000 intents
 #   scripts/bench.sh queue               intents validated and decided per second, 1 and 4 workers
+#   scripts/bench.sh queue-job           the queue job end to end: intents created over HTTP to
+#                                        all MERGED in a local repository (release `converge serve`)
 #   scripts/bench.sh cold-start          the functions' cold starts and zip sizes (scripts/cold-start.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,16 @@ fi
 if [ "$which" = all ] || [ "$which" = queue ]; then
   pg_start
   cargo bench -p converge-runtime --bench queue_throughput -- "$@"
+  pg_stop
+fi
+if [ "$which" = all ] || [ "$which" = queue-job ]; then
+  cargo build --release -q -p converge-cli
+  job="python3 scripts/bench-queue-job.py $PWD/target/release/converge"
+  $job --intents 50 --targets 1
+  $job --intents 500 --targets 10 --rounds 1
+  pg_start >/dev/null
+  $job --intents 50 --targets 1 --postgres "$CONVERGE_TEST_PG_URL" --psql "$(command -v psql || echo "$PG_BIN/psql")"
+  $job --intents 500 --targets 10 --rounds 1 --postgres "$CONVERGE_TEST_PG_URL" --psql "$(command -v psql || echo "$PG_BIN/psql")"
   pg_stop
 fi
 if [ "$which" = all ] || [ "$which" = cold-start ]; then

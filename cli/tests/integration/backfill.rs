@@ -127,7 +127,7 @@ async fn seed(store: &Store, clock: &ManualClock) {
         })
         .await
         .unwrap();
-    store.hit_rate_limit("acme", clock.now()).await.unwrap();
+    store.hit_rate_limit("acme", clock.now(), 1).await.unwrap();
     store
         .set_flag("risk_auto_classify", false, "ops")
         .await

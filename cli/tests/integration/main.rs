@@ -21,6 +21,7 @@ mod lease_reset;
 mod operator_cli;
 mod readiness;
 mod readme;
+mod reads;
 mod risk_parity;
 mod runbook;
 mod serve_worker;

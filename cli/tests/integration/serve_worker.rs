@@ -207,6 +207,88 @@ async fn a_separate_worker_process_processes_what_an_api_only_server_accepts() {
     assert!(exit.success(), "converge worker exited with {exit}");
 }
 
+/// A worker whose round stopped at the batch size polls again at once instead of sleeping its
+/// poll interval: three intents, ready before the worker starts, are merged one round each
+/// with a batch of one and a ten-minute interval (a separate process, so no wake-up from the
+/// API's commits can help it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_goes_straight_on_while_work_remains_and_sleeps_only_when_idle() {
+    let client = reqwest::Client::new();
+    let state = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    commit_file(repo.path(), "src/app/main.rs", "fn main() {}\n", "init");
+    let mut heads = Vec::new();
+    for n in 0..3 {
+        git(
+            repo.path(),
+            &["checkout", "-q", "-b", &format!("feature/{n}"), "main"],
+        );
+        commit_file(repo.path(), &format!("docs/{n}.md"), "# Doc\n", "docs");
+        heads.push(git(repo.path(), &["rev-parse", "HEAD"]));
+    }
+    git(repo.path(), &["checkout", "-q", "--detach", "main"]);
+    let env = vec![
+        ("CONVERGE_DB_BACKEND", "sqlite".to_owned()),
+        (
+            "CONVERGE_DB_PATH",
+            state.path().join("s.db").display().to_string(),
+        ),
+        ("CONVERGE_REPO_PATH", repo.path().display().to_string()),
+        ("CONVERGE_API_KEYS", format!("{KEY}:admin:ci")),
+        ("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()),
+        ("CONVERGE_WORKER_AUTO_CONFIRM", "1".to_owned()),
+        ("CONVERGE_WORKER_BATCH_SIZE", "1".to_owned()),
+        ("CONVERGE_WORKER_POLL_INTERVAL", "600".to_owned()),
+    ];
+    let server = ServerProcess::start_with(
+        env!("CARGO_BIN_EXE_converge"),
+        state.path(),
+        &env,
+        &["--no-worker"],
+    );
+    for (n, head) in heads.iter().enumerate() {
+        let body = json!({"id": format!("doc-{n}"), "source": format!("feature/{n}"), "risk_level": "low"});
+        let (status, body) = call(&client, &server, "/v1/intents", Some(body)).await;
+        assert_eq!(status, 201, "{body}");
+        let report = json!({"name": "lint", "state": "passed", "head_sha": head});
+        let (status, body) = call(
+            &client,
+            &server,
+            &format!("/v1/intents/doc-{n}/checks"),
+            Some(report),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_converge"))
+        .arg("worker")
+        .current_dir(state.path())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start converge worker: {e}"));
+    for n in 0..3 {
+        let intent = wait_for_status(
+            &client,
+            &server,
+            &format!("doc-{n}"),
+            "MERGED",
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(intent["status"], "MERGED", "{intent}");
+    }
+    let merges = git(repo.path(), &["rev-list", "--count", "--merges", "main"]);
+    assert_eq!(merges, "3");
+    let killed = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(worker.wait().unwrap().success());
+}
+
 /// The seq of the newest event of `event_type` among `events` (newest first), if any.
 fn newest_seq(events: &Value, event_type: &str) -> Option<i64> {
     events["events"]

@@ -362,8 +362,112 @@ impl Budget {
     }
 }
 
+/// The share of a minute's budget an instance takes from the store at once: a hundredth of
+/// it. What an instance took and did not spend by the end of the minute is lost, so with K
+/// instances busy the tenant gets at least (100 − K) % of its limit, and never more than it.
+fn block_of(limit: u32) -> i64 {
+    i64::from((limit / 100).max(1))
+}
+
+/// The per-minute budgets of this instance's callers. Every instance counts against the same
+/// windows in the store, but takes its budget there a block at a time ([`block_of`]) and spends
+/// it here without writing: at steady state one write per block of requests, not per request.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    budgets: std::sync::Mutex<std::collections::HashMap<String, LocalBudget>>,
+}
+
+/// What this instance holds of a bucket's budget in one window.
+#[derive(Debug, Clone, Copy)]
+struct LocalBudget {
+    window: chrono::DateTime<chrono::Utc>,
+    /// Requests this instance may still answer in the window.
+    tokens: i64,
+    /// The window's count in the store at this instance's last take (every instance's).
+    counted: i64,
+    /// The store had nothing left to give in this window: the rest of it is refused here.
+    exhausted: bool,
+}
+
+impl LocalBudget {
+    fn new(window: chrono::DateTime<chrono::Utc>) -> LocalBudget {
+        LocalBudget {
+            window,
+            tokens: 0,
+            counted: 0,
+            exhausted: false,
+        }
+    }
+}
+
+/// Whether a request was let through, with what is left.
+enum Spent {
+    /// Answer it; this much of the budget is left (at least; other instances' blocks count).
+    Granted { left: i64 },
+    /// Refused: the window's budget is spent.
+    Refused,
+    /// This instance holds nothing: take a block from the store.
+    TakeBlock,
+}
+
+impl RateLimiter {
+    /// Spends one request of what this instance holds.
+    fn spend(&self, bucket: &str, window: chrono::DateTime<chrono::Utc>, limit: i64) -> Spent {
+        let Ok(mut budgets) = self.budgets.lock() else {
+            return Spent::TakeBlock;
+        };
+        match budgets.get_mut(bucket) {
+            Some(budget) if budget.window == window && budget.tokens > 0 => {
+                budget.tokens -= 1;
+                Spent::Granted {
+                    left: (limit - budget.counted).max(0) + budget.tokens,
+                }
+            }
+            Some(budget) if budget.window == window && budget.exhausted => Spent::Refused,
+            _ => Spent::TakeBlock,
+        }
+    }
+
+    /// Adds a block taken from the store (`granted` of it usable; the store's count is now
+    /// `counted`) and spends one request of it.
+    fn add_block(
+        &self,
+        bucket: &str,
+        window: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+        granted: i64,
+        counted: i64,
+    ) -> Spent {
+        let Ok(mut budgets) = self.budgets.lock() else {
+            return Spent::Refused;
+        };
+        // Budgets of past windows are of no use to anyone.
+        budgets.retain(|_, budget| budget.window >= window);
+        let budget = budgets
+            .entry(bucket.to_owned())
+            .or_insert_with(|| LocalBudget::new(window));
+        if budget.window != window {
+            *budget = LocalBudget::new(window);
+        }
+        budget.tokens += granted;
+        budget.counted = budget.counted.max(counted);
+        if counted >= limit && granted == 0 {
+            budget.exhausted = true;
+        }
+        if budget.tokens > 0 {
+            budget.tokens -= 1;
+            Spent::Granted {
+                left: (limit - budget.counted).max(0) + budget.tokens,
+            }
+        } else {
+            Spent::Refused
+        }
+    }
+}
+
 /// Counts a request against its caller's per-minute budget (the API's and the dashboard's
-/// pages alike): 429 past it; `None` when rate limiting is off.
+/// pages alike): 429 past it; `None` when rate limiting is off. The budget is shared by every
+/// instance through the store, taken a block at a time (see [`RateLimiter`]).
 pub(crate) async fn count_request(
     state: &AppState,
     principal: &Principal,
@@ -379,27 +483,39 @@ pub(crate) async fn count_request(
         Some(tenant) => tenant.clone(),
         None => format!("actor:{}", principal.actor),
     };
-    let hits = state.services.store.hit_rate_limit(&bucket, window).await?;
-    if hits == 1 {
-        // First request of this bucket in a new minute: forget windows that cannot matter.
-        state
+    let ceiling = i64::from(limit);
+    let mut spent = state.rate_limiter.spend(&bucket, window, ceiling);
+    if let Spent::TakeBlock = spent {
+        let block = block_of(limit);
+        let counted = state
             .services
             .store
-            .prune_rate_limits(window - TimeDelta::minutes(2))
+            .hit_rate_limit(&bucket, window, block)
             .await?;
+        if counted == block {
+            // First take of this bucket in a new minute: forget windows that cannot matter.
+            state
+                .services
+                .store
+                .prune_rate_limits(window - TimeDelta::minutes(2))
+                .await?;
+        }
+        // What was left of the budget before this take, up to a block.
+        let granted = (ceiling - (counted - block)).clamp(0, block);
+        spent = state
+            .rate_limiter
+            .add_block(&bucket, window, ceiling, granted, counted);
     }
-    if hits > i64::from(limit) {
-        state.metrics.count_rate_limited(&bucket);
-        return Err(ApiError::RateLimited {
-            limit,
-            retry_after: reset,
-        });
+    match spent {
+        Spent::Granted { left } => Ok(Some(Budget { limit, left, reset })),
+        Spent::Refused | Spent::TakeBlock => {
+            state.metrics.count_rate_limited(&bucket);
+            Err(ApiError::RateLimited {
+                limit,
+                retry_after: reset,
+            })
+        }
     }
-    Ok(Some(Budget {
-        limit,
-        left: i64::from(limit) - hits,
-        reset,
-    }))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 pub mod api;
 pub mod auth;
 pub mod boot;
+mod conditional;
 mod dashboard;
 pub mod error;
 mod extract;
@@ -83,6 +84,8 @@ pub struct AppState {
     pub key_cache: auth::KeyCache,
     /// Failed authentications, per client and key prefix.
     pub auth_throttle: auth::AuthThrottle,
+    /// What this instance holds of its callers' per-minute budgets.
+    pub rate_limiter: auth::RateLimiter,
 }
 
 impl AppState {
@@ -106,6 +109,7 @@ impl AppState {
             metrics: Metrics::default(),
             key_cache: auth::KeyCache::default(),
             auth_throttle: auth::AuthThrottle::default(),
+            rate_limiter: auth::RateLimiter::default(),
         }
     }
 
@@ -284,10 +288,13 @@ async fn security_headers(request: Request, next: Next) -> Response {
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
         ("referrer-policy", "strict-origin-when-cross-origin"),
-        ("cache-control", "no-store"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }
+    // Answers are not stored unless their route says how (conditional GETs revalidate).
+    headers
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     response
 }
 

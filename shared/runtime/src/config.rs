@@ -712,6 +712,9 @@ pub struct WorkerSettings {
     /// The only target branch this worker processes (`CONVERGE_WORKER_TARGET`; unset: every
     /// target).
     pub target: Option<String>,
+    /// Queue keys a worker processes at once (`CONVERGE_WORKER_CONCURRENCY`, 4): each key
+    /// still has one round at a time (its lease), so this only spreads work across targets.
+    pub concurrency: usize,
 }
 
 impl Default for WorkerSettings {
@@ -725,6 +728,7 @@ impl Default for WorkerSettings {
             lease_ttl: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(60),
             target: None,
+            concurrency: 4,
         }
     }
 }
@@ -769,6 +773,8 @@ impl WorkerSettings {
             sweep_interval: number("CONVERGE_WORKER_SWEEP_INTERVAL", 1, 86_400)?
                 .map_or(defaults.sweep_interval, Duration::from_secs),
             target: get("CONVERGE_WORKER_TARGET"),
+            concurrency: number("CONVERGE_WORKER_CONCURRENCY", 1, 64)?
+                .map_or(defaults.concurrency, |n| n as usize),
         })
     }
 

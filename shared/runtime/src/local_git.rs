@@ -7,8 +7,9 @@
 //! Co-change history: file pairs changed together in the last commits (at least twice, the 50
 //! most frequent), like the reference's archaeology.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use converge_core::Intent;
 use converge_core::pipeline::{
@@ -24,16 +25,82 @@ const COUPLING_PAIRS: usize = 50;
 /// Fewest co-changes for a pair to count.
 const MIN_CO_CHANGES: u64 = 2;
 
+/// Results remembered per cache (the most recent first out when full).
+const REMEMBERED: usize = 64;
+
 /// A git repository on this machine.
+///
+/// Each git process costs milliseconds, and a round spends most of its time in them, so what
+/// cannot change is remembered: the tree `merge-tree` wrote for a (target, head) pair of
+/// commits (the merge writes that same tree), and the co-change pairs of a target commit.
+/// Both are keyed by commit ids, so a moved branch is never answered from the cache.
 #[derive(Debug, Clone)]
 pub struct GitScm {
     repo: PathBuf,
+    merge_trees: Arc<Mutex<Remembered<(String, String), String>>>,
+    co_changes: Arc<Mutex<Remembered<String, Vec<CouplingPair>>>>,
+    layout: Arc<OnceLock<Layout>>,
+}
+
+/// A small first-in-first-out memory of results.
+#[derive(Debug)]
+struct Remembered<K, V> {
+    entries: VecDeque<(K, V)>,
+}
+
+impl<K: PartialEq, V: Clone> Remembered<K, V> {
+    fn new() -> Remembered<K, V> {
+        Remembered {
+            entries: VecDeque::with_capacity(REMEMBERED),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&mut self, key: K, value: V) {
+        if self.entries.iter().any(|(k, _)| *k == key) {
+            return;
+        }
+        if self.entries.len() == REMEMBERED {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((key, value));
+    }
+}
+
+/// Where the repository keeps its administrative files, read once.
+#[derive(Debug)]
+struct Layout {
+    /// The common git directory (shared by every work tree).
+    common_dir: PathBuf,
+    /// Whether the repository is bare (its HEAD is no work tree's).
+    bare: bool,
+}
+
+fn remember<K: PartialEq, V: Clone>(memory: &Mutex<Remembered<K, V>>, key: K, value: V) {
+    if let Ok(mut memory) = memory.lock() {
+        memory.put(key, value);
+    }
+}
+
+fn recall<K: PartialEq, V: Clone>(memory: &Mutex<Remembered<K, V>>, key: &K) -> Option<V> {
+    memory.lock().ok().and_then(|memory| memory.get(key))
 }
 
 impl GitScm {
     /// The repository at `repo` (its work tree or `.git` folder).
     pub fn new(repo: impl Into<PathBuf>) -> GitScm {
-        GitScm { repo: repo.into() }
+        GitScm {
+            repo: repo.into(),
+            merge_trees: Arc::new(Mutex::new(Remembered::new())),
+            co_changes: Arc::new(Mutex::new(Remembered::new())),
+            layout: Arc::new(OnceLock::new()),
+        }
     }
 
     /// The repository's path, as given.
@@ -72,22 +139,162 @@ impl GitScm {
         }
     }
 
-    /// The work tree that has `branch` checked out, if any: moving the ref under it would
-    /// leave that work tree showing the merge as reverted changes.
-    async fn checked_out_at(&self, branch: &str) -> Result<Option<String>, ScmError> {
-        let (code, out) = self.git(&["worktree", "list", "--porcelain"]).await?;
-        if code != 0 {
-            return Ok(None);
+    async fn layout(&self) -> Result<&Layout, ScmError> {
+        if let Some(layout) = self.layout.get() {
+            return Ok(layout);
         }
-        let mut path = None;
-        for line in out.lines() {
-            if let Some(p) = line.strip_prefix("worktree ") {
-                path = Some(p.to_owned());
-            } else if line.strip_prefix("branch ") == Some(branch) {
-                return Ok(path);
+        let (code, out) = self
+            .git(&[
+                "rev-parse",
+                "--path-format=absolute",
+                "--git-common-dir",
+                "--is-bare-repository",
+            ])
+            .await?;
+        let mut lines = out.lines();
+        let (Some(common_dir), Some(bare)) = (lines.next(), lines.next()) else {
+            return Err(ScmError::Unavailable(format!(
+                "{} is not a git repository (git rev-parse exited with {code})",
+                self.repo.display()
+            )));
+        };
+        let layout = Layout {
+            common_dir: PathBuf::from(common_dir.trim()),
+            bare: bare.trim() == "true",
+        };
+        Ok(self.layout.get_or_init(|| layout))
+    }
+
+    /// The work tree that has `branch` checked out, if any: moving the ref under it would
+    /// leave that work tree showing the merge as reverted changes. Read from the HEAD files
+    /// of the repository and of each linked work tree (what `git worktree list` reads), so
+    /// a merge spends no process on it.
+    async fn checked_out_at(&self, branch: &str) -> Result<Option<String>, ScmError> {
+        let layout = self.layout().await?;
+        let names = |head: &std::path::Path| {
+            std::fs::read_to_string(head)
+                .ok()
+                .is_some_and(|text| text.trim().strip_prefix("ref: ") == Some(branch))
+        };
+        if !layout.bare && names(&layout.common_dir.join("HEAD")) {
+            let path = layout.common_dir.parent().unwrap_or(&layout.common_dir);
+            return Ok(Some(path.display().to_string()));
+        }
+        let Ok(linked) = std::fs::read_dir(layout.common_dir.join("worktrees")) else {
+            return Ok(None);
+        };
+        for entry in linked.flatten() {
+            if names(&entry.path().join("HEAD")) {
+                // `gitdir` names the work tree's `.git` file.
+                let path = std::fs::read_to_string(entry.path().join("gitdir"))
+                    .map(|p| p.trim().trim_end_matches("/.git").to_owned())
+                    .unwrap_or_else(|_| entry.path().display().to_string());
+                return Ok(Some(path));
             }
         }
         Ok(None)
+    }
+
+    /// Why a simulation's git `command` failed: most often, the two commits share no history
+    /// (asked only then, so a simulation that works spends no process on it).
+    async fn failure_of(
+        &self,
+        intent: &Intent,
+        command: &str,
+        code: i32,
+        target_sha: &str,
+        head_sha: &str,
+    ) -> ScmError {
+        match self.git(&["merge-base", target_sha, head_sha]).await {
+            Ok((1, _)) => ScmError::Unavailable(format!(
+                "{} and {} share no history",
+                intent.source, intent.target
+            )),
+            Ok(_) => ScmError::Unavailable(format!("git {command} failed with status {code}")),
+            Err(e) => e,
+        }
+    }
+
+    /// Resolves refs to commits with one git process (`cat-file --batch-check`, which reads
+    /// names the way `rev-parse` does): `None` for a name that is no commit.
+    async fn resolve_many(&self, references: &[&str]) -> Result<Vec<Option<String>>, ScmError> {
+        use tokio::io::AsyncWriteExt;
+        let usable = |r: &str| !r.is_empty() && !r.starts_with('-') && !r.contains(['\n', '\r']);
+        let mut input = String::new();
+        for reference in references.iter().filter(|r| usable(r)) {
+            input.push_str(reference);
+            input.push_str("^{commit}\n");
+        }
+        let mut child = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["cat-file", "--batch-check"])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| ScmError::Unavailable(format!("cannot run git: {e}")))?;
+        let stdin = child.stdin.take();
+        // Written while the answers are read, so neither pipe can fill up and stall git.
+        let write = async move {
+            if let Some(mut stdin) = stdin {
+                stdin.write_all(input.as_bytes()).await?;
+            }
+            std::io::Result::Ok(())
+        };
+        let (written, output) = tokio::join!(write, child.wait_with_output());
+        let output = output.map_err(|e| ScmError::Unavailable(format!("cannot run git: {e}")))?;
+        written.map_err(|e| ScmError::Unavailable(format!("cannot talk to git: {e}")))?;
+        if !output.status.success() {
+            return Err(ScmError::Unavailable(format!(
+                "git cat-file failed with status {}",
+                output.status.code().unwrap_or(-1)
+            )));
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut answers = text.lines().map(|line| {
+            let mut fields = line.split(' ');
+            match (fields.next(), fields.next()) {
+                (Some(id), Some("commit")) if is_object_id(id) => Some(id.to_owned()),
+                _ => None,
+            }
+        });
+        Ok(references
+            .iter()
+            .map(|r| {
+                if usable(r) {
+                    answers.next().flatten()
+                } else {
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Resolves two refs to commits with one git process (two when one is unknown, to name
+    /// it).
+    async fn resolve_both(&self, first: &str, second: &str) -> Result<(String, String), ScmError> {
+        for reference in [first, second] {
+            if reference.is_empty() || reference.starts_with('-') {
+                return Err(ScmError::UnknownRef(reference.to_owned()));
+            }
+        }
+        let (code, out) = self
+            .git(&[
+                "rev-parse",
+                "--quiet",
+                &format!("{first}^{{commit}}"),
+                &format!("{second}^{{commit}}"),
+                "--",
+            ])
+            .await?;
+        // `--` (no paths follow) is echoed after the commits.
+        let shas: Vec<String> = lines(&out).into_iter().filter(|l| l != "--").collect();
+        if code == 0 && shas.len() == 2 && shas.iter().all(|s| is_object_id(s)) {
+            return Ok((shas[0].clone(), shas[1].clone()));
+        }
+        Ok((self.resolve(first).await?, self.resolve(second).await?))
     }
 
     async fn resolve(&self, reference: &str) -> Result<String, ScmError> {
@@ -109,6 +316,11 @@ impl GitScm {
     }
 }
 
+/// A full commit id (SHA-1 or SHA-256).
+fn is_object_id(text: &str) -> bool {
+    matches!(text.len(), 40 | 64) && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn lines(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim)
@@ -119,23 +331,39 @@ fn lines(text: &str) -> Vec<String> {
 
 impl Scm for GitScm {
     async fn tips(&self, intent: &Intent) -> Result<Tips, ScmError> {
+        let (head_sha, target_sha) = self.resolve_both(&intent.source, &intent.target).await?;
         Ok(Tips {
-            head_sha: self.resolve(&intent.source).await?,
-            target_sha: self.resolve(&intent.target).await?,
+            head_sha,
+            target_sha,
         })
     }
 
+    /// Every intent's refs in one git process.
+    async fn tips_of(&self, intents: &[Intent]) -> Vec<Result<Tips, ScmError>> {
+        let names: Vec<&str> = intents
+            .iter()
+            .flat_map(|i| [i.source.as_str(), i.target.as_str()])
+            .collect();
+        let resolved = match self.resolve_many(&names).await {
+            Ok(resolved) => resolved,
+            Err(e) => return intents.iter().map(|_| Err(e.clone())).collect(),
+        };
+        intents
+            .iter()
+            .zip(resolved.chunks(2))
+            .map(|(intent, pair)| match pair {
+                [Some(head_sha), Some(target_sha)] => Ok(Tips {
+                    head_sha: head_sha.clone(),
+                    target_sha: target_sha.clone(),
+                }),
+                [None, _] => Err(ScmError::UnknownRef(intent.source.clone())),
+                _ => Err(ScmError::UnknownRef(intent.target.clone())),
+            })
+            .collect()
+    }
+
     async fn simulate(&self, intent: &Intent) -> Result<SimulatedMerge, ScmError> {
-        let head_sha = self.resolve(&intent.source).await?;
-        let target_sha = self.resolve(&intent.target).await?;
-        let (code, out) = self.git(&["merge-base", &target_sha, &head_sha]).await?;
-        if code != 0 {
-            return Err(ScmError::Unavailable(format!(
-                "{} and {} share no history",
-                intent.source, intent.target
-            )));
-        }
-        let base = out.trim().to_owned();
+        let (head_sha, target_sha) = self.resolve_both(&intent.source, &intent.target).await?;
         let (code, out) = self
             .git(&[
                 "merge-tree",
@@ -147,24 +375,38 @@ impl Scm for GitScm {
             ])
             .await?;
         let mut conflicts = match code {
-            0 => Vec::new(),
+            0 => {
+                // The tree written is the one the merge commits: remembered for it.
+                if let Some(tree) = out.lines().next().filter(|t| is_object_id(t.trim())) {
+                    let key = (target_sha.clone(), head_sha.clone());
+                    remember(&self.merge_trees, key, tree.trim().to_owned());
+                }
+                Vec::new()
+            }
             // First line: the tree written; then one conflicted path per line.
             1 => lines(&out).into_iter().skip(1).collect(),
             _ => {
-                return Err(ScmError::Unavailable(format!(
-                    "git merge-tree failed with status {code}"
-                )));
+                return Err(self
+                    .failure_of(intent, "merge-tree", code, &target_sha, &head_sha)
+                    .await);
             }
         };
         conflicts.sort();
         conflicts.dedup();
+        // `target...head` diffs from their merge base.
         let (code, out) = self
-            .git(&["diff", "--name-only", "--no-renames", &base, &head_sha])
+            .git(&[
+                "diff",
+                "--name-only",
+                "--no-renames",
+                &format!("{target_sha}...{head_sha}"),
+                "--",
+            ])
             .await?;
         if code != 0 {
-            return Err(ScmError::Unavailable(format!(
-                "git diff failed with status {code}"
-            )));
+            return Err(self
+                .failure_of(intent, "diff", code, &target_sha, &head_sha)
+                .await);
         }
         let simulation = Simulation {
             mergeable: conflicts.is_empty(),
@@ -185,6 +427,9 @@ impl Scm for GitScm {
     ) -> Result<Vec<CouplingPair>, ScmError> {
         let max = format!("--max-count={HISTORY_COMMITS}");
         let target = self.resolve(&intent.target).await?;
+        if let Some(pairs) = recall(&self.co_changes, &target) {
+            return Ok(pairs);
+        }
         let (code, out) = self
             .git(&["log", &max, "--format=%x00", "--name-only", &target])
             .await?;
@@ -208,7 +453,7 @@ impl Scm for GitScm {
             .collect();
         frequent.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         frequent.truncate(COUPLING_PAIRS);
-        Ok(frequent
+        let pairs: Vec<CouplingPair> = frequent
             .into_iter()
             .map(|((file_a, file_b), co_changes)| CouplingPair {
                 file_a,
@@ -216,7 +461,9 @@ impl Scm for GitScm {
                 co_changes,
                 source: "git-log".to_owned(),
             })
-            .collect())
+            .collect();
+        remember(&self.co_changes, target, pairs.clone());
+        Ok(pairs)
     }
 }
 
@@ -228,6 +475,32 @@ const MERGE_IDENTITY: [(&str, &str); 4] = [
     ("GIT_COMMITTER_NAME", "Converge"),
     ("GIT_COMMITTER_EMAIL", "converge@localhost"),
 ];
+
+impl GitScm {
+    /// Writes the merge of the validated commits as a tree (a conflict writes nothing
+    /// usable).
+    async fn merge_tree(&self, validated: &SimulatedMerge) -> Result<String, MergeError> {
+        let (code, out) = self
+            .git(&[
+                "merge-tree",
+                "--write-tree",
+                "--no-messages",
+                &validated.target_sha,
+                &validated.head_sha,
+            ])
+            .await
+            .map_err(|e| MergeError::Unavailable(e.to_string()))?;
+        match code {
+            0 => Ok(out.trim().to_owned()),
+            1 => Err(MergeError::Conflict(
+                lines(&out).into_iter().skip(1).collect(),
+            )),
+            _ => Err(MergeError::Unavailable(format!(
+                "git merge-tree failed with status {code}"
+            ))),
+        }
+    }
+}
 
 impl Merger for GitScm {
     async fn landed(&self, intent: &Intent, head_sha: &str) -> Result<bool, MergeError> {
@@ -252,14 +525,16 @@ impl Merger for GitScm {
     ) -> Result<String, MergeError> {
         let unavailable = |e: ScmError| MergeError::Unavailable(e.to_string());
         let branch = Self::branch_ref(&intent.target);
-        let current_target = self.resolve(&branch).await.map_err(unavailable)?;
+        let (current_target, current_head) = self
+            .resolve_both(&branch, &intent.source)
+            .await
+            .map_err(unavailable)?;
         if current_target != validated.target_sha {
             return Err(MergeError::TargetMoved {
                 validated: validated.target_sha.clone(),
                 current: current_target,
             });
         }
-        let current_head = self.resolve(&intent.source).await.map_err(unavailable)?;
         if current_head != validated.head_sha {
             return Err(MergeError::HeadMoved {
                 validated: validated.head_sha.clone(),
@@ -272,28 +547,10 @@ impl Merger for GitScm {
                  checked-out branch (check out another branch there, or use a bare clone)"
             )));
         }
-        let (code, out) = self
-            .git(&[
-                "merge-tree",
-                "--write-tree",
-                "--no-messages",
-                &validated.target_sha,
-                &validated.head_sha,
-            ])
-            .await
-            .map_err(unavailable)?;
-        let tree = match code {
-            0 => out.trim().to_owned(),
-            1 => {
-                return Err(MergeError::Conflict(
-                    lines(&out).into_iter().skip(1).collect(),
-                ));
-            }
-            _ => {
-                return Err(MergeError::Unavailable(format!(
-                    "git merge-tree failed with status {code}"
-                )));
-            }
+        let pair = (validated.target_sha.clone(), validated.head_sha.clone());
+        let tree = match recall(&self.merge_trees, &pair) {
+            Some(tree) => tree,
+            None => self.merge_tree(validated).await?,
         };
         let message = format!(
             "Merge {} into {} (Converge intent {})",

@@ -16,9 +16,11 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use futures_util::StreamExt;
+
 use converge_core::event::EventFactory;
 use converge_core::pipeline::{
-    Checks, Clock, IdSource, Merger, Ports, Scm, ScmError, SimulatedMerge, ValidationOptions,
+    Checks, Clock, IdSource, Merger, Ports, Scm, ScmError, SimulatedMerge, Tips, ValidationOptions,
     validate,
 };
 use converge_core::publication::{self, NoPublisher, Publisher};
@@ -274,19 +276,49 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         // Another target's keys are left to its worker: their messages stay unsent, and come
         // back to be claimed when this claim lapses.
         by_key.retain(|key, _| self.settings.takes(key));
+        // Keys are independent (each has its own lease and target): up to `concurrency` of
+        // them are processed at once. Every round runs to its end, so none is left holding a
+        // lease when another fails.
+        let rounds = futures_util::stream::iter(by_key)
+            .map(|(key, seqs)| async move {
+                let outcome = self.process_key(&key).await;
+                (key, seqs, outcome)
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
         let mut outcomes = BTreeMap::new();
-        for (key, seqs) in by_key {
-            let outcome = self.process_key(&key).await?;
-            // A paused key's messages are done with too: every poll takes up the actionable
-            // keys, so it is tried again once its backoff ends.
-            if outcome != KeyOutcome::Busy {
-                for seq in seqs {
-                    self.store.mark_outbox_sent(seq).await?;
+        let mut done_messages = Vec::new();
+        let mut first_error = None;
+        for (key, seqs, outcome) in rounds {
+            match outcome {
+                Ok(outcome) => {
+                    // A paused key's messages are done with too: every poll takes up the
+                    // actionable keys, so it is tried again once its backoff ends.
+                    if outcome != KeyOutcome::Busy {
+                        done_messages.extend(seqs);
+                    }
+                    outcomes.insert(key, outcome);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
                 }
             }
-            outcomes.insert(key, outcome);
         }
-        Ok(outcomes)
+        self.store.mark_outbox_rows_sent(&done_messages).await?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        }
+    }
+
+    /// Whether a poll's outcomes leave work for the next one at once: a round stopped at
+    /// the batch size.
+    pub fn work_left(&self, outcomes: &BTreeMap<QueueKey, KeyOutcome>) -> bool {
+        outcomes.values().any(|outcome| match outcome {
+            KeyOutcome::Processed(reports) => self.filled_batch(reports),
+            KeyOutcome::Busy | KeyOutcome::Paused { .. } => false,
+        })
     }
 
     /// One round over a key: takes its lease (or reports it busy), handles up to a batch of
@@ -396,20 +428,28 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 created_at: i.created_at,
                 id: i.id.clone(),
             });
-            for intent in page {
+            // Where every intent of the page points, read at once: most have nothing to do.
+            let page_tips = self.scm.tips_of(&page).await;
+            for (intent, tips) in page.iter().zip(page_tips) {
                 if intent.status == Status::Queued {
                     queued_seen += 1;
                 }
                 let position = queued_seen + usize::from(intent.status != Status::Queued);
+                // A merge earlier in this round moved the target past what the page read.
+                let tips = match (tips, &pending.target_now) {
+                    (Ok(tips), Some(target_now)) => Ok(Tips {
+                        target_sha: target_now.clone(),
+                        ..tips
+                    }),
+                    (tips, _) => tips,
+                };
+                let turn = Turn {
+                    auto_classify,
+                    position,
+                    tips,
+                };
                 let report = self
-                    .handle(
-                        &intent,
-                        &rules,
-                        &lease,
-                        auto_classify,
-                        position,
-                        &mut pending,
-                    )
+                    .handle(intent, &rules, &lease, turn, &mut pending)
                     .await?;
                 let needed_work = report.needed_work();
                 let paused =
@@ -471,7 +511,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         if pending.events.is_empty() && pending.outbox.is_empty() {
             return Ok(());
         }
-        let Pending { events, outbox, .. } = std::mem::take(pending);
+        let events = std::mem::take(&mut pending.events);
+        let outbox = std::mem::take(&mut pending.outbox);
+        pending.decisions = 0;
         self.store
             .commit(&Commit {
                 events,
@@ -492,10 +534,14 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         intent: &Intent,
         rules: &QueueRules,
         lease: &Lease,
-        auto_classify: bool,
-        queue_position: usize,
+        turn: Turn,
         pending: &mut Pending,
     ) -> Result<IntentReport, WorkerError> {
+        let Turn {
+            auto_classify,
+            position: queue_position,
+            tips,
+        } = turn;
         let report = |outcome: RoundOutcome, detail: String| IntentReport {
             intent_id: intent.id.clone(),
             outcome,
@@ -533,7 +579,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         let trail = self.store.decision_trail(&intent.id, TRAIL_DEPTH).await?;
         let history: Vec<Event> = trail.decisions.iter().map(|d| d.event.clone()).collect();
         let last = LastDecision::from_events(&history);
-        let tips = match self.scm.tips(intent).await {
+        let tips = match tips {
             Ok(tips) => tips,
             // A missing ref is the pipeline's to judge (a MissingRef block), once.
             Err(ScmError::UnknownRef(name)) => {
@@ -670,6 +716,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         let rules = self.rules();
         let (step, outcome, detail) = match self.scm.merge(intent, validated, &permit).await {
             Ok(commit) => {
+                pending.target_now = Some(commit.clone());
                 crate::telemetry::QueueMetrics::get().merged(
                     &queue_label(lease.key()),
                     self.clock.now() - intent.created_at,
@@ -866,12 +913,25 @@ struct Pending {
     events: Vec<Event>,
     outbox: Vec<OutboxMessage>,
     decisions: usize,
+    /// Where this round's merges left the key's target (the tips read for a page before
+    /// them are corrected with it).
+    target_now: Option<String>,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
         self.events.is_empty() && self.outbox.is_empty()
     }
+}
+
+/// What a round knows of one intent before handling it.
+struct Turn {
+    /// Whether the risk level is classified automatically (a flag, read once per round).
+    auto_classify: bool,
+    /// Its place in the queue.
+    position: usize,
+    /// Where its refs pointed when its page was read (corrected for the round's merges).
+    tips: Result<Tips, ScmError>,
 }
 
 /// Deferred decisions committed at once, at most.
@@ -911,8 +971,9 @@ fn reason_of_decision(decision: &converge_core::pipeline::Decision) -> String {
     }
 }
 
-/// Runs `processor` until `stop` turns true: a poll, then a wait of the poll interval cut
-/// short by `wakeup` (work just committed) or by the stop. A poll in progress is always
+/// Runs `processor` until `stop` turns true: a poll, then, while a round stopped at the batch
+/// size, the next poll at once; otherwise a wait of the poll interval cut short by `wakeup`
+/// (work just committed) or by the stop. A poll in progress is always
 /// finished — its leases released — before the loop looks at `stop`, which is what a graceful
 /// shutdown needs. Every decision is logged, one line each, by the round that made it.
 pub async fn run_until_stopped<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync>(
@@ -922,8 +983,10 @@ pub async fn run_until_stopped<S: Scm + Merger + Sync, C: Checks + Sync, P: Publ
 ) {
     let interval = processor.settings.poll_interval;
     while !*stop.borrow() {
-        if let Err(e) = processor.poll().await {
-            tracing::warn!("poll failed: {e}");
+        match processor.poll().await {
+            Ok(outcomes) if processor.work_left(&outcomes) => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!("poll failed: {e}"),
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

@@ -72,6 +72,26 @@ impl Scm for RoutedPorts {
         }
     }
 
+    async fn tips_of(&self, intents: &[Intent]) -> Vec<Result<Tips, ScmError>> {
+        // A round's intents share a queue key, so they are all on one side.
+        match (&self.local, intents.first().map(|i| self.side(i))) {
+            (Some((scm, _)), Some(Ok(Side::Local(..))))
+                if intents
+                    .iter()
+                    .all(|i| matches!(self.side(i), Ok(Side::Local(..)))) =>
+            {
+                scm.tips_of(intents).await
+            }
+            _ => {
+                let mut all = Vec::with_capacity(intents.len());
+                for intent in intents {
+                    all.push(self.tips(intent).await);
+                }
+                all
+            }
+        }
+    }
+
     async fn simulate(&self, intent: &Intent) -> Result<SimulatedMerge, ScmError> {
         match self.side(intent).map_err(scm_error)? {
             Side::Local(scm, _) => scm.simulate(intent).await,

@@ -16,6 +16,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use converge_core::pipeline::{Checks, Merger, Scm};
@@ -414,8 +416,8 @@ where
             }
         }
     }
+    let mut mine = Vec::new();
     for (key, ids) in by_key {
-        use tracing::Instrument;
         if !processor.settings().takes(&key) {
             // Not this worker's target (CONVERGE_WORKER_TARGET): acknowledged, not retried
             // into the DLQ; the sweep sends the key again while it has work.
@@ -426,18 +428,33 @@ where
             );
             continue;
         }
-        let span = tracing::info_span!(
-            "sqs.messages",
-            key = %key,
-            message_ids = ?ids,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-        );
-        if let Some(traceparent) = traces.get(&key) {
-            crate::telemetry::continue_trace(&span, traceparent);
-        }
-        crate::telemetry::record_ids(&span);
-        match processor.process_key(&key).instrument(span).await {
+        mine.push((key, ids));
+    }
+    // Keys are independent: up to `CONVERGE_WORKER_CONCURRENCY` of them at once.
+    let rounds = futures_util::stream::iter(mine)
+        .map(|(key, ids)| {
+            use tracing::Instrument;
+            let span = tracing::info_span!(
+                "sqs.messages",
+                key = %key,
+                message_ids = ?ids,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            if let Some(traceparent) = traces.get(&key) {
+                crate::telemetry::continue_trace(&span, traceparent);
+            }
+            crate::telemetry::record_ids(&span);
+            async move {
+                let outcome = processor.process_key(&key).instrument(span).await;
+                (key, ids, outcome)
+            }
+        })
+        .buffer_unordered(processor.settings().concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    for (key, ids, outcome) in rounds {
+        match outcome {
             Ok(KeyOutcome::Processed(reports)) => {
                 if processor.filled_batch(&reports) {
                     unfinished.insert(key);

@@ -44,7 +44,7 @@ pub use model::{
     VersionedDocument,
 };
 pub use pg::PgStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteDurability, SqliteStore};
 
 /// Default SQLite file, relative to the working directory.
 pub const DEFAULT_SQLITE_PATH: &str = ".converge/state.db";
@@ -239,7 +239,8 @@ pub enum Backend {
 }
 
 /// Store settings: `CONVERGE_DB_BACKEND` (`sqlite` | `postgres`, default `sqlite`),
-/// `CONVERGE_DB_PATH` (default `.converge/state.db`), `CONVERGE_PG_DSN` (or
+/// `CONVERGE_DB_PATH` (default `.converge/state.db`), `CONVERGE_SQLITE_SYNCHRONOUS` (`full` or
+/// `normal`, default `full`), `CONVERGE_PG_DSN` (or
 /// `CONVERGE_PG_DSN_SECRET_ARN` with `CONVERGE_PG_HOST`, `CONVERGE_PG_PORT`,
 /// `CONVERGE_PG_DATABASE`), `CONVERGE_DB_POOL_SIZE` (default 4).
 #[derive(Clone, PartialEq, Eq)]
@@ -260,6 +261,8 @@ pub struct StoreConfig {
     pub pg_dsn_origin: String,
     /// Connections per pool.
     pub pool_size: u32,
+    /// How a SQLite commit is made durable (`CONVERGE_SQLITE_SYNCHRONOUS`, `full`).
+    pub sqlite_durability: SqliteDurability,
 }
 
 /// Where the PostgreSQL database is, as settings give it beside a secret that holds only the
@@ -284,6 +287,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("pg_location", &self.pg_location)
             .field("pg_dsn_origin", &self.pg_dsn_origin)
             .field("pool_size", &self.pool_size)
+            .field("sqlite_durability", &self.sqlite_durability)
             .finish()
     }
 }
@@ -341,7 +345,23 @@ impl StoreConfig {
                     ))
                 })?,
         };
+        let sqlite_durability = match setting("CONVERGE_SQLITE_SYNCHRONOUS") {
+            None => SqliteDurability::default(),
+            Some(_) if backend == Backend::Postgres => {
+                return Err(StoreError::Config(
+                    "CONVERGE_SQLITE_SYNCHRONOUS applies to the SQLite backend only; unset it \
+                     with CONVERGE_DB_BACKEND=postgres"
+                        .to_owned(),
+                ));
+            }
+            Some(v) => SqliteDurability::parse(&v).ok_or_else(|| {
+                StoreError::Config(format!(
+                    "CONVERGE_SQLITE_SYNCHRONOUS must be full or normal, got '{v}'"
+                ))
+            })?,
+        };
         Ok(StoreConfig {
+            sqlite_durability,
             backend,
             sqlite_path: lookup("CONVERGE_DB_PATH")
                 .filter(|s| !s.trim().is_empty())
@@ -376,9 +396,10 @@ impl Store {
         clock: Arc<dyn Clock + Send + Sync>,
     ) -> Result<Store, StoreError> {
         match config.backend {
-            Backend::Sqlite => Ok(Store::Sqlite(SqliteStore::open(
+            Backend::Sqlite => Ok(Store::Sqlite(SqliteStore::open_with(
                 &config.sqlite_path,
                 config.pool_size,
+                config.sqlite_durability,
                 clock,
             )?)),
             Backend::Postgres => {
@@ -579,6 +600,8 @@ forward! {
     fn claim_outbox(&self, topic: &str, claimer: &str, limit: u32, claim_ttl: std::time::Duration) -> Vec<OutboxEntry>;
     /// Marks an outbox row sent.
     fn mark_outbox_sent(&self, seq: i64) -> bool;
+    /// Marks several outbox rows sent in one statement.
+    fn mark_outbox_rows_sent(&self, seqs: &[i64]) -> u64;
     /// Gives a claimed outbox row back.
     fn release_outbox(&self, seq: i64) -> bool;
     /// Outbox rows not sent yet.
@@ -591,8 +614,8 @@ forward! {
     fn api_keys_from(&self, origin: &str) -> Vec<String>;
     /// Sets a key's expiry.
     fn expire_api_key(&self, key_hash: &str, at: DateTime<Utc>) -> bool;
-    /// Counts a request in a tenant's rate-limit window.
-    fn hit_rate_limit(&self, tenant: &str, window_start: DateTime<Utc>) -> i64;
+    /// Counts requests in a tenant's rate-limit window (a block of them at once).
+    fn hit_rate_limit(&self, tenant: &str, window_start: DateTime<Utc>, hits: i64) -> i64;
     /// Forgets old rate-limit windows.
     fn prune_rate_limits(&self, cutoff: DateTime<Utc>) -> u64;
     /// Claims an idempotency key for a request (or finds its first answer).

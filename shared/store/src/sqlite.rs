@@ -40,11 +40,45 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// How SQLite makes a commit durable (`CONVERGE_SQLITE_SYNCHRONOUS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteDurability {
+    /// `synchronous=FULL`, the default (as the original runs): a commit that returned
+    /// survives a power loss, at the cost of a sync of the log per commit.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: a commit survives the process crashing; the last ones may be
+    /// lost if the machine loses power.
+    Normal,
+}
+
+impl SqliteDurability {
+    /// The setting's value: `full` or `normal`.
+    pub fn parse(value: &str) -> Option<SqliteDurability> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "full" => Some(SqliteDurability::Full),
+            "normal" => Some(SqliteDurability::Normal),
+            _ => None,
+        }
+    }
+}
+
 impl SqliteStore {
-    /// A store over the file at `path` (created, with its folder, if missing).
+    /// A store over the file at `path` (created, with its folder, if missing), with full
+    /// durability.
     pub fn open(
         path: &Path,
         max_connections: u32,
+        clock: Arc<dyn Clock + Send + Sync>,
+    ) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, max_connections, SqliteDurability::Full, clock)
+    }
+
+    /// [`SqliteStore::open`] with a chosen durability.
+    pub fn open_with(
+        path: &Path,
+        max_connections: u32,
+        durability: SqliteDurability,
         clock: Arc<dyn Clock + Send + Sync>,
     ) -> Result<SqliteStore, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -56,7 +90,10 @@ impl SqliteStore {
             .map_err(|e| StoreError::Config(format!("bad SQLite path {}: {e}", path.display())))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(match durability {
+                SqliteDurability::Full => SqliteSynchronous::Full,
+                SqliteDurability::Normal => SqliteSynchronous::Normal,
+            })
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chrono::DateTime;
@@ -17,6 +17,7 @@ use super::*;
 use crate::AppState;
 use crate::api;
 use crate::auth::{Principal, Role};
+use crate::conditional::json_or_not_modified;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 
@@ -102,6 +103,7 @@ pub(super) fn decode_cursor(cursor: &str) -> Result<IntentCursor, ApiError> {
 pub(super) async fn list_intents(
     State(state): State<Arc<AppState>>,
     principal: Principal,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<IntentListQuery>,
 ) -> ApiResult {
     let limit = page_limit(q.limit, INTENTS_PAGE_DEFAULT, INTENTS_PAGE_MAX)?;
@@ -120,25 +122,31 @@ pub(super) async fn list_intents(
         None
     };
     // Serialised straight from the intents (no intermediate JSON tree): this is the hot path.
-    Ok(Json(IntentPage {
-        intents: &intents,
-        next_cursor,
-    })
-    .into_response())
+    json_or_not_modified(
+        &headers,
+        &IntentPage {
+            intents: &intents,
+            next_cursor,
+        },
+    )
 }
 
 /// `GET /intents/{id}`: the intent and its commit links.
 pub(super) async fn get_intent(
     State(state): State<Arc<AppState>>,
     principal: Principal,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult {
     let intent = visible_intent(&state, &principal, &id).await?;
     let commit_links = state.services.store.commit_links(&id).await?;
-    typed(api::IntentDetail {
-        intent,
-        commit_links,
-    })
+    json_or_not_modified(
+        &headers,
+        &api::IntentDetail {
+            intent,
+            commit_links,
+        },
+    )
 }
 
 /// `GET /intents/{id}/events`: newest first.

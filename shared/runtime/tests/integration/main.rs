@@ -8,6 +8,7 @@
 mod concurrency;
 mod github;
 mod local_checks;
+mod local_git;
 mod queue_properties;
 mod queue_worker;
 mod secrets;

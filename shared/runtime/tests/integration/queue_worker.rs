@@ -569,6 +569,88 @@ async fn a_worker_that_lost_its_lease_before_merging_does_not_merge(w: World) {
     );
 }
 
+/// Source control whose simulations wait until `together` of them are under way at once (or
+/// give up after a few seconds): a poll that handled its keys one after another could never
+/// bring two together.
+struct Rendezvous {
+    git: GitScm,
+    barrier: tokio::sync::Barrier,
+}
+
+impl Scm for Rendezvous {
+    async fn tips(&self, intent: &Intent) -> Result<Tips, ScmError> {
+        self.git.tips(intent).await
+    }
+
+    async fn simulate(&self, intent: &Intent) -> Result<SimulatedMerge, ScmError> {
+        tokio::time::timeout(StdDuration::from_secs(5), self.barrier.wait())
+            .await
+            .map_err(|_| ScmError::Unavailable("no other simulation came".into()))?;
+        self.git.simulate(intent).await
+    }
+
+    async fn co_changes(
+        &self,
+        intent: &Intent,
+        files: &[String],
+    ) -> Result<Vec<CouplingPair>, ScmError> {
+        self.git.co_changes(intent, files).await
+    }
+}
+
+impl Merger for Rendezvous {
+    async fn landed(&self, intent: &Intent, head_sha: &str) -> Result<bool, MergeError> {
+        self.git.landed(intent, head_sha).await
+    }
+
+    async fn merge(
+        &self,
+        intent: &Intent,
+        validated: &SimulatedMerge,
+        permit: &MergePermit,
+    ) -> Result<String, MergeError> {
+        self.git.merge(intent, validated, permit).await
+    }
+}
+
+/// One poll processes the keys of different targets at once (`CONVERGE_WORKER_CONCURRENCY`):
+/// two targets' validations meet, and both intents merge into their own target.
+async fn a_poll_processes_different_targets_at_once(w: World) {
+    git(w.repo.path(), &["branch", "release", "main"]);
+    w.create("docs", "feature/docs").await;
+    let to_release = Intent::new("to-release", "feature/docs", "release", w.clock.now());
+    let payload = serde_json::to_value(&to_release).unwrap_or_default();
+    w.append(vec![w.event(
+        "to-release",
+        EventType::IntentCreated,
+        payload,
+    )])
+    .await;
+    let worker = QueueProcessor::new(
+        w.store.clone(),
+        Rendezvous {
+            git: GitScm::new(w.repo.path()),
+            barrier: tokio::sync::Barrier::new(2),
+        },
+        PolicyConfig::default(),
+        WorkerSettings {
+            concurrency: 2,
+            ..settings(true, true)
+        },
+        Arc::new(w.clock.clone()),
+        "w1",
+    );
+    let outcomes = worker.poll().await.unwrap_or_else(|e| panic!("poll: {e}"));
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    for id in ["docs", "to-release"] {
+        assert_eq!(w.intent(id).await.status, Status::Merged, "{outcomes:?}");
+    }
+    for target in ["main", "release"] {
+        let merges = git(w.repo.path(), &["rev-list", "--merges", "--count", target]);
+        assert_eq!(merges, "1", "{target}");
+    }
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -594,6 +676,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    a_poll_processes_different_targets_at_once,
     queued_work_never_starves_the_intents_behind_it,
     merges_exactly_the_validated_head_onto_the_validated_target,
     a_conflict_is_blocked_once_per_change_and_rejected_at_the_bound,

@@ -84,15 +84,17 @@ macro_rules! access_operations {
                 Ok(updated == 1)
             }
 
-            /// Counts one request of `tenant` in the window starting at `window_start` and returns
-            /// the window's count so far (shared by every instance).
-            pub async fn hit_rate_limit(&self, tenant: &str, window_start: chrono::DateTime<chrono::Utc>) -> Result<i64, $crate::StoreError> {
+            /// Counts `hits` requests of `tenant` in the window starting at `window_start` at once
+            /// and returns the window's count so far, these included (shared by every instance).
+            /// An instance takes a block of its budget this way and spends it without writing.
+            pub async fn hit_rate_limit(&self, tenant: &str, window_start: chrono::DateTime<chrono::Utc>, hits: i64) -> Result<i64, $crate::StoreError> {
                 Ok(sqlx::query_scalar(
-                    "INSERT INTO rate_limit_counters (tenant, window_start, hits) VALUES ($1, $2, 1) \
-                     ON CONFLICT (tenant, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1 RETURNING hits",
+                    "INSERT INTO rate_limit_counters (tenant, window_start, hits) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant, window_start) DO UPDATE SET hits = rate_limit_counters.hits + $3 RETURNING hits",
                 )
                 .bind(tenant)
                 .bind(ts(window_start))
+                .bind(hits)
                 .fetch_one(&self.pool)
                 .await?)
             }

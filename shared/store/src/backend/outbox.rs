@@ -59,6 +59,27 @@ macro_rules! outbox_operations {
                 Ok(updated == 1)
             }
 
+            /// Marks several outbox rows sent in one transaction (one commit, not one per row);
+            /// answers how many were not marked already.
+            pub async fn mark_outbox_rows_sent(&self, seqs: &[i64]) -> Result<u64, $crate::StoreError> {
+                if seqs.is_empty() {
+                    return Ok(0);
+                }
+                let now = self.now();
+                let mut tx = begin_write(&self.pool).await?;
+                let mut marked = 0;
+                for seq in seqs {
+                    marked += sqlx::query("UPDATE outbox SET sent_at = $2 WHERE seq = $1 AND sent_at IS NULL")
+                        .bind(seq)
+                        .bind(ts(now))
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(marked)
+            }
+
             /// Gives a claimed, unsent outbox row back at once (its sender failed and later rows
             /// must not overtake it). False if it was sent meanwhile.
             pub async fn release_outbox(&self, seq: i64) -> Result<bool, $crate::StoreError> {

@@ -852,12 +852,14 @@ async fn api_keys_are_found_by_hash_until_they_expire(store: Store, clock: Manua
 async fn rate_limit_windows_count_hits_per_tenant(store: Store, clock: ManualClock) {
     let window = clock.now();
     for expected in 1..=3 {
-        assert_eq!(ok(store.hit_rate_limit("acme", window).await), expected);
+        assert_eq!(ok(store.hit_rate_limit("acme", window, 1).await), expected);
     }
-    assert_eq!(ok(store.hit_rate_limit("globex", window).await), 1);
+    // A block of hits counts at once (an instance taking its share of the budget).
+    assert_eq!(ok(store.hit_rate_limit("acme", window, 10).await), 13);
+    assert_eq!(ok(store.hit_rate_limit("globex", window, 1).await), 1);
     assert_eq!(
         ok(store
-            .hit_rate_limit("acme", window + Duration::minutes(1))
+            .hit_rate_limit("acme", window + Duration::minutes(1), 1)
             .await),
         1
     );

@@ -1,0 +1,136 @@
+//! The local repository's SCM against real repositories: the refs of a page of intents read
+//! in one go agree with reading them one by one; the merge commits the tree the simulation
+//! wrote; a branch checked out in a linked work tree is never moved; unrelated histories are
+//! reported as such.
+
+use chrono::Utc;
+use converge_core::Intent;
+use converge_core::pipeline::{MergeError, MergePermit, Merger, Scm, ScmError};
+use converge_core::queue::QueueKey;
+use converge_runtime::local_git::GitScm;
+use converge_testkit::git::{commit_file, docs_and_clash, git};
+
+fn intent(id: &str, source: &str, target: &str) -> Intent {
+    Intent::new(id, source, target, Utc::now())
+}
+
+fn permit(target: &str) -> MergePermit {
+    let key = QueueKey {
+        tenant: String::new(),
+        repo: String::new(),
+        target: target.into(),
+    };
+    MergePermit::issue(key, 1)
+}
+
+#[tokio::test]
+async fn the_tips_of_a_page_agree_with_reading_each_and_name_what_is_unknown() {
+    let repo = tempfile::tempdir().unwrap();
+    docs_and_clash(repo.path());
+    let scm = GitScm::new(repo.path());
+    let page = [
+        intent("a", "feature/docs", "main"),
+        intent("b", "feature/nope", "main"),
+        intent("c", "feature/clash", "gone"),
+        intent("d", "-x", "main"),
+        intent("e", "feature/clash", "main"),
+    ];
+    let together = scm.tips_of(&page).await;
+    assert_eq!(together.len(), page.len());
+    for (intent, tips) in page.iter().zip(&together) {
+        assert_eq!(tips, &scm.tips(intent).await, "{}", intent.id);
+    }
+    let tips = together[0].as_ref().unwrap();
+    assert_eq!(
+        tips.head_sha,
+        git(repo.path(), &["rev-parse", "feature/docs"])
+    );
+    assert_eq!(tips.target_sha, git(repo.path(), &["rev-parse", "main"]));
+    assert_eq!(
+        together[1],
+        Err(ScmError::UnknownRef("feature/nope".into()))
+    );
+    assert_eq!(together[2], Err(ScmError::UnknownRef("gone".into())));
+    assert_eq!(together[3], Err(ScmError::UnknownRef("-x".into())));
+    assert!(together[4].is_ok());
+}
+
+#[tokio::test]
+async fn a_merge_commits_the_tree_its_simulation_wrote_with_or_without_it() {
+    for simulated_first in [true, false] {
+        let repo = tempfile::tempdir().unwrap();
+        docs_and_clash(repo.path());
+        let scm = GitScm::new(repo.path());
+        let docs = intent("docs", "feature/docs", "main");
+        let validated = scm.simulate(&docs).await.unwrap();
+        assert!(validated.simulation.mergeable);
+        assert_eq!(validated.simulation.files_changed, ["docs/guide.md"]);
+        // A fresh SCM (another process) has not seen the simulation.
+        let merger = if simulated_first {
+            scm
+        } else {
+            GitScm::new(repo.path())
+        };
+        let commit = merger
+            .merge(&docs, &validated, &permit("main"))
+            .await
+            .unwrap();
+        assert_eq!(git(repo.path(), &["rev-parse", "main"]), commit);
+        let expected_tree = git(
+            repo.path(),
+            &[
+                "merge-tree",
+                "--write-tree",
+                &validated.target_sha,
+                &validated.head_sha,
+            ],
+        );
+        assert_eq!(
+            git(repo.path(), &["rev-parse", &format!("{commit}^{{tree}}")]),
+            expected_tree
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_branch_checked_out_in_a_linked_work_tree_is_never_moved() {
+    let repo = tempfile::tempdir().unwrap();
+    docs_and_clash(repo.path());
+    let linked = tempfile::tempdir().unwrap();
+    let tree = linked.path().join("tree");
+    let tree = tree.display().to_string();
+    git(repo.path(), &["worktree", "add", "-q", &tree, "main"]);
+    let scm = GitScm::new(repo.path());
+    let docs = intent("docs", "feature/docs", "main");
+    let validated = scm.simulate(&docs).await.unwrap();
+    let main_before = git(repo.path(), &["rev-parse", "main"]);
+    match scm.merge(&docs, &validated, &permit("main")).await {
+        Err(MergeError::Protected(reason)) => assert!(reason.contains(&tree), "{reason}"),
+        other => panic!("merged into a checked-out branch: {other:?}"),
+    }
+    assert_eq!(git(repo.path(), &["rev-parse", "main"]), main_before);
+
+    // Once the work tree is on another branch, the merge goes through.
+    git(
+        linked.path().join("tree").as_path(),
+        &["checkout", "-q", "--detach"],
+    );
+    assert!(scm.merge(&docs, &validated, &permit("main")).await.is_ok());
+}
+
+#[tokio::test]
+async fn unrelated_histories_are_reported_as_such() {
+    let repo = tempfile::tempdir().unwrap();
+    docs_and_clash(repo.path());
+    git(repo.path(), &["checkout", "-q", "--orphan", "island"]);
+    git(repo.path(), &["rm", "-q", "-r", "-f", "."]);
+    commit_file(repo.path(), "island.txt", "alone\n", "island");
+    git(repo.path(), &["checkout", "-q", "--detach"]);
+    let scm = GitScm::new(repo.path());
+    match scm.simulate(&intent("i", "island", "main")).await {
+        Err(ScmError::Unavailable(reason)) => {
+            assert!(reason.contains("share no history"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
