@@ -8,19 +8,33 @@ use converge_core::Intent;
 use converge_core::pipeline::{MergeError, MergePermit, Merger, Scm, ScmError};
 use converge_core::queue::QueueKey;
 use converge_runtime::local_git::GitScm;
+use converge_store::{Store, SystemClock};
 use converge_testkit::git::{commit_file, docs_and_clash, git};
+use std::sync::Arc;
+use std::time::Duration;
 
 fn intent(id: &str, source: &str, target: &str) -> Intent {
     Intent::new(id, source, target, Utc::now())
 }
 
-fn permit(target: &str) -> MergePermit {
+/// A permit as a worker gets it: from a lease held in a store.
+async fn permit(target: &str) -> MergePermit {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("state.db").display());
+    let store = Store::from_url(&url, Arc::new(SystemClock)).unwrap();
+    store.migrate().await.unwrap();
     let key = QueueKey {
         tenant: String::new(),
         repo: String::new(),
         target: target.into(),
     };
-    MergePermit::issue(key, 1)
+    let ttl = Duration::from_secs(60);
+    let lease = store.acquire_lease(&key, "w1", ttl).await.unwrap().unwrap();
+    let (_, permit) = store
+        .merge_permit(&lease, ttl, false, Utc::now())
+        .await
+        .unwrap();
+    permit
 }
 
 #[tokio::test]
@@ -72,7 +86,7 @@ async fn a_merge_commits_the_tree_its_simulation_wrote_with_or_without_it() {
             GitScm::new(repo.path())
         };
         let commit = merger
-            .merge(&docs, &validated, &permit("main"))
+            .merge(&docs, &validated, &permit("main").await)
             .await
             .unwrap();
         assert_eq!(git(repo.path(), &["rev-parse", "main"]), commit);
@@ -104,7 +118,7 @@ async fn a_branch_checked_out_in_a_linked_work_tree_is_never_moved() {
     let docs = intent("docs", "feature/docs", "main");
     let validated = scm.simulate(&docs).await.unwrap();
     let main_before = git(repo.path(), &["rev-parse", "main"]);
-    match scm.merge(&docs, &validated, &permit("main")).await {
+    match scm.merge(&docs, &validated, &permit("main").await).await {
         Err(MergeError::Protected(reason)) => assert!(reason.contains(&tree), "{reason}"),
         other => panic!("merged into a checked-out branch: {other:?}"),
     }
@@ -115,7 +129,11 @@ async fn a_branch_checked_out_in_a_linked_work_tree_is_never_moved() {
         linked.path().join("tree").as_path(),
         &["checkout", "-q", "--detach"],
     );
-    assert!(scm.merge(&docs, &validated, &permit("main")).await.is_ok());
+    assert!(
+        scm.merge(&docs, &validated, &permit("main").await)
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
