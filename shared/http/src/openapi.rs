@@ -85,6 +85,17 @@ pub fn document() -> Value {
                 "503": error_response("The database is unreachable or full, or too many connections."),
             },
         });
+        if route.conditional {
+            if let Some(parameters) = operation["parameters"].as_array_mut() {
+                parameters.push(json!({
+                    "name": "If-None-Match", "in": "header", "required": false,
+                    "description": "An `ETag` of an earlier answer (or several, comma-separated): 304 with no body while the answer is unchanged.",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": "^[ !-~]+$"}
+                }));
+            }
+            operation["responses"]["304"] = json!({"description": "Not modified: the answer is still the one whose ETag was given.", "headers": {"ETag": {"schema": {"type": "string"}}}});
+            operation["responses"][route.success.to_string()]["headers"] = json!({"ETag": {"description": "A digest of the answer: send it back in If-None-Match.", "schema": {"type": "string"}}});
+        }
         if let Some(body) = route.body {
             operation["requestBody"] = json!({"required": body.required, "description": body.description, "content": {"application/json": {"schema": (body.schema)()}}});
         }

@@ -125,6 +125,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: None,
             body: None,
             success: 200,
+            conditional: false,
             handler: get(whoami),
         },
         Route {
@@ -139,6 +140,7 @@ pub(super) fn routes() -> Vec<Route> {
                 "How long the presented key keeps working; or no body.",
             )),
             success: 200,
+            conditional: false,
             handler: post(rotate_key),
         },
     ]

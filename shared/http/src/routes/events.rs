@@ -115,6 +115,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: Some(schema_of::<EventsQuery>),
             body: None,
             success: 200,
+            conditional: false,
             handler: get(events),
         },
         Route {
@@ -127,6 +128,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: Some(schema_of::<LimitQuery>),
             body: None,
             success: 200,
+            conditional: false,
             handler: get(audit_recent),
         },
     ]

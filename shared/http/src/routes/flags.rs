@@ -94,6 +94,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: None,
             body: None,
             success: 200,
+            conditional: false,
             handler: get(list_flags),
         },
         Route {
@@ -106,6 +107,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: None,
             body: Some(BodySpec::of::<FlagUpdate>("The flag's new value.")),
             success: 200,
+            conditional: false,
             handler: post(set_flag),
         },
     ]

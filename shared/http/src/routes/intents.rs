@@ -498,6 +498,7 @@ pub(super) fn routes() -> Vec<Route> {
                 "`skip_checks` (admin only); or no body.",
             )),
             success: 200,
+            conditional: false,
             handler: post(validate_intent),
         },
         Route {
@@ -510,6 +511,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: None,
             body: None,
             success: 200,
+            conditional: false,
             handler: post(simulate_intent),
         },
         Route {
@@ -524,6 +526,7 @@ pub(super) fn routes() -> Vec<Route> {
                 "A check's result for a commit of the intent.",
             )),
             success: 201,
+            conditional: false,
             handler: post(report_check),
         },
         Route {
@@ -536,6 +539,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: Some(schema_of::<IntentListQuery>),
             body: None,
             success: 200,
+            conditional: true,
             handler: get(list_intents),
         },
         Route {
@@ -550,6 +554,7 @@ pub(super) fn routes() -> Vec<Route> {
                 "The intent: `source` (or `technical.source_ref`) is required; a tenant-bound key may name only its own tenant.",
             )),
             success: 201,
+            conditional: false,
             handler: post(create_intent),
         },
         Route {
@@ -562,6 +567,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: None,
             body: None,
             success: 200,
+            conditional: true,
             handler: get(get_intent),
         },
         Route {
@@ -574,6 +580,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: Some(schema_of::<PageQuery>),
             body: None,
             success: 200,
+            conditional: false,
             handler: get(intent_events),
         },
     ]

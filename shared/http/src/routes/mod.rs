@@ -54,6 +54,8 @@ pub(crate) struct Route {
     pub body: Option<BodySpec>,
     /// Success status.
     pub success: u16,
+    /// Whether it answers with an `ETag` and honours `If-None-Match` (304).
+    pub conditional: bool,
     pub handler: MethodRouter<Arc<AppState>>,
 }
 

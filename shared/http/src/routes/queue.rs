@@ -454,6 +454,7 @@ pub(super) fn routes() -> Vec<Route> {
                 "Overrides of the worker's settings for this run; or no body.",
             )),
             success: 200,
+            conditional: false,
             handler: post(queue_run),
         },
         Route {
@@ -466,6 +467,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: Some(schema_of::<TenantQuery>),
             body: None,
             success: 200,
+            conditional: false,
             handler: get(queue_state),
         },
         Route {
@@ -478,6 +480,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: Some(schema_of::<TenantQuery>),
             body: None,
             success: 200,
+            conditional: false,
             handler: get(queue_summary),
         },
         Route {
@@ -490,6 +493,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: Some(schema_of::<InspectQuery>),
             body: None,
             success: 200,
+            conditional: false,
             handler: get(queue_inspect),
         },
         Route {
@@ -504,6 +508,7 @@ pub(super) fn routes() -> Vec<Route> {
                 "The intent to reset, and what else to do.",
             )),
             success: 200,
+            conditional: false,
             handler: post(queue_reset),
         },
         Route {
@@ -518,6 +523,7 @@ pub(super) fn routes() -> Vec<Route> {
                 "The intent merged outside Converge.",
             )),
             success: 200,
+            conditional: false,
             handler: post(merge_confirm),
         },
     ]

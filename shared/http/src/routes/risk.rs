@@ -254,6 +254,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: Some(schema_of::<ReviewQuery>),
             body: None,
             success: 200,
+            conditional: false,
             handler: get(risk_review),
         },
         Route {
@@ -266,6 +267,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: Some(schema_of::<LimitQuery>),
             body: None,
             success: 200,
+            conditional: false,
             handler: get(risk_recent),
         },
         Route {
@@ -278,6 +280,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: Some(schema_of::<TenantQuery>),
             body: None,
             success: 200,
+            conditional: false,
             handler: get(risk_gate_report),
         },
         Route {
@@ -290,6 +293,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: Some(schema_of::<TenantQuery>),
             body: None,
             success: 200,
+            conditional: false,
             handler: get(get_risk_policy),
         },
         Route {
@@ -304,6 +308,7 @@ pub(super) fn routes() -> Vec<Route> {
                 "The risk gate's thresholds and mode (the `risk` section of policy.json).",
             )),
             success: 200,
+            conditional: false,
             handler: post(set_risk_policy),
         },
     ]

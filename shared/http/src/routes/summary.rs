@@ -92,6 +92,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: Some(schema_of::<TenantQuery>),
             body: None,
             success: 200,
+            conditional: false,
             handler: get(integration_metrics),
         },
         Route {
@@ -104,6 +105,7 @@ pub(super) fn routes() -> Vec<Route> {
             query: Some(schema_of::<TenantQuery>),
             body: None,
             success: 200,
+            conditional: false,
             handler: get(summary),
         },
     ]
