@@ -370,7 +370,7 @@ fn block_of(limit: u32) -> i64 {
 }
 
 /// The per-minute budgets of this instance's callers. Every instance counts against the same
-/// windows in the store, but takes its budget there a block at a time ([`block_of`]) and spends
+/// windows in the store, but takes its budget there a hundredth of it at a time and spends
 /// it here without writing: at steady state one write per block of requests, not per request.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
