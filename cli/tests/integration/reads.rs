@@ -136,19 +136,18 @@ async fn an_unchanged_answer_is_304_and_a_write_changes_the_tag() {
             .await
             .unwrap();
         assert_eq!(created.status(), 201);
-        // The worker's first look (checks pending) may still be under way: wait until two
-        // reads agree.
-        let mut previous = String::new();
-        for _ in 0..100 {
-            let answer = get("/v1/intents/docs", None).await.unwrap();
-            let tag = answer.headers()["etag"].to_str().unwrap().to_owned();
-            if tag == previous {
+        // Wait for the worker's first look (checks pending): after it, nothing changes the
+        // intent until CI reports.
+        let mut judged = false;
+        for _ in 0..200 {
+            let events = get("/v1/intents/docs/events", None).await.unwrap();
+            if events.text().await.unwrap().contains("checks_pending") {
+                judged = true;
                 break;
             }
-            previous = tag;
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-
+        assert!(judged, "the worker never looked at the new intent");
         for path in ["/v1/intents/docs", "/v1/intents"] {
             let first = get(path, None).await.unwrap();
             assert_eq!(first.status(), 200);

@@ -68,23 +68,16 @@ pub trait Scm {
     /// anything moved since the last decision before it runs a simulation.
     fn tips(&self, intent: &Intent) -> impl Future<Output = Result<Tips, ScmError>> + Send;
 
-    /// The tips of several intents, one answer per intent in their order: what a queue round
-    /// reads for a page of its intents, most of which have nothing to do. One [`Scm::tips`]
-    /// after another unless the SCM can read them together.
+    /// The tips of several intents read together, one answer per intent in their order: what
+    /// a queue round reads for a page of its intents, most of which have nothing to do. `None`
+    /// when the SCM cannot do better than [`Scm::tips`] per intent (the round then reads each
+    /// intent's when it comes to it).
     fn tips_of(
         &self,
         intents: &[Intent],
-    ) -> impl Future<Output = Vec<Result<Tips, ScmError>>> + Send
-    where
-        Self: Sync,
-    {
-        async move {
-            let mut all = Vec::with_capacity(intents.len());
-            for intent in intents {
-                all.push(self.tips(intent).await);
-            }
-            all
-        }
+    ) -> impl Future<Output = Option<Vec<Result<Tips, ScmError>>>> + Send {
+        let _ = intents;
+        std::future::ready(None)
     }
 
     /// Simulates merging the intent's source into the current tip of its target; the changed

@@ -363,8 +363,9 @@ impl Budget {
 }
 
 /// The share of a minute's budget an instance takes from the store at once: a hundredth of
-/// it. What an instance took and did not spend by the end of the minute is lost, so with K
-/// instances busy the tenant gets at least (100 − K) % of its limit, and never more than it.
+/// it. An instance holds at most one block unspent (takes wait for each other), and what it
+/// did not spend by the end of the minute is lost, so with K instances busy the tenant gets at
+/// least (100 − K) % of its limit, and never more than it.
 fn block_of(limit: u32) -> i64 {
     i64::from((limit / 100).max(1))
 }
@@ -375,6 +376,9 @@ fn block_of(limit: u32) -> i64 {
 #[derive(Debug, Default)]
 pub struct RateLimiter {
     budgets: std::sync::Mutex<std::collections::HashMap<String, LocalBudget>>,
+    /// One take from the store at a time per bucket: requests that find nothing left wait
+    /// for it rather than each taking a block (an instance holds at most one block unspent).
+    takes: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// What this instance holds of a bucket's budget in one window.
@@ -411,6 +415,16 @@ enum Spent {
 }
 
 impl RateLimiter {
+    /// The lock that lets one request of `bucket` at a time take a block from the store.
+    fn take_lock(&self, bucket: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        let mut takes = self.takes.lock().ok()?;
+        if takes.len() > 10_000 {
+            // Buckets come and go with the minute's callers; locks nobody waits on go.
+            takes.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        Some(Arc::clone(takes.entry(bucket.to_owned()).or_default()))
+    }
+
     /// Spends one request of what this instance holds.
     fn spend(&self, bucket: &str, window: chrono::DateTime<chrono::Utc>, limit: i64) -> Spent {
         let Ok(mut budgets) = self.budgets.lock() else {
@@ -441,6 +455,18 @@ impl RateLimiter {
         let Ok(mut budgets) = self.budgets.lock() else {
             return Spent::Refused;
         };
+        let held = budgets.get(bucket).map(|b| b.window);
+        if held.is_some_and(|held| held > window) {
+            // A slow request of the last minute: its block counts in that window only, and
+            // what is held for this one stays as it is.
+            return if granted > 0 {
+                Spent::Granted {
+                    left: (limit - counted).max(0) + granted - 1,
+                }
+            } else {
+                Spent::Refused
+            };
+        }
         // Budgets of past windows are of no use to anyone.
         budgets.retain(|_, budget| budget.window >= window);
         let budget = budgets
@@ -485,6 +511,19 @@ pub(crate) async fn count_request(
     };
     let ceiling = i64::from(limit);
     let mut spent = state.rate_limiter.spend(&bucket, window, ceiling);
+    let take_lock = match spent {
+        Spent::TakeBlock => state.rate_limiter.take_lock(&bucket),
+        _ => None,
+    };
+    let _taking = match &take_lock {
+        Some(lock) => {
+            let turn = lock.lock().await;
+            // Another request may have taken a block while this one waited its turn.
+            spent = state.rate_limiter.spend(&bucket, window, ceiling);
+            Some(turn)
+        }
+        None => None,
+    };
     if let Spent::TakeBlock = spent {
         let block = block_of(limit);
         let counted = state

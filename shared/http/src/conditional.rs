@@ -23,7 +23,7 @@ pub(crate) fn json_or_not_modified<T: serde::Serialize>(
     let body = serde_json::to_vec(value)
         .map_err(|e| ApiError::Internal(format!("cannot serialise the answer: {e}")))?;
     let tag = entity_tag(&body);
-    let mut response = if names_tag(request, &tag) {
+    let mut response = if names_tag(request, &tag)? {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (
@@ -61,15 +61,27 @@ fn entity_tag(body: &[u8]) -> String {
 }
 
 /// Whether `If-None-Match` names `tag` (weak comparison, as RFC 9110 has for this header) or
-/// is `*`.
-fn names_tag(request: &HeaderMap, tag: &str) -> bool {
-    request
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == tag)
+/// is `*`. A value that cannot hold entity tags (empty, or not visible ASCII and spaces) is a
+/// 400, not a silent miss.
+fn names_tag(request: &HeaderMap, tag: &str) -> Result<bool, ApiError> {
+    let mut named = false;
+    for value in request.get_all(header::IF_NONE_MATCH) {
+        let bytes = value.as_bytes();
+        if bytes.is_empty()
+            || bytes.iter().all(|b| *b == b' ')
+            || !bytes.iter().all(|b| (b' '..=b'~').contains(b))
+        {
+            return Err(ApiError::BadRequest(
+                "If-None-Match must hold entity tags (quoted, visible ASCII) or *".to_owned(),
+            ));
+        }
+        let value = String::from_utf8_lossy(bytes);
+        named |= value
+            .split(',')
+            .map(str::trim)
+            .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == tag);
+    }
+    Ok(named)
 }
 
 #[cfg(test)]
@@ -87,11 +99,19 @@ mod tests {
         let tag = entity_tag(b"{\"a\":1}");
         assert_ne!(tag, entity_tag(b"{\"a\":2}"));
         assert_eq!(tag.len(), 34);
-        assert!(names_tag(&asking(&tag), &tag));
-        assert!(names_tag(&asking(&format!("\"x\", W/{tag}")), &tag));
-        assert!(names_tag(&asking("*"), &tag));
-        assert!(!names_tag(&asking("\"other\""), &tag));
-        assert!(!names_tag(&HeaderMap::new(), &tag));
+        assert!(names_tag(&asking(&tag), &tag).unwrap());
+        assert!(names_tag(&asking(&format!("\"x\", W/{tag}")), &tag).unwrap());
+        assert!(names_tag(&asking("*"), &tag).unwrap());
+        assert!(!names_tag(&asking("\"other\""), &tag).unwrap());
+        assert!(!names_tag(&HeaderMap::new(), &tag).unwrap());
+        // Not entity tags: refused, not taken for a miss.
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_bytes(b"\xc3\x97\xc3\xb8").unwrap(),
+        );
+        assert!(names_tag(&odd, &tag).is_err());
+        assert!(names_tag(&asking(" "), &tag).is_err());
     }
 
     #[test]

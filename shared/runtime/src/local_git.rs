@@ -33,7 +33,8 @@ const REMEMBERED: usize = 64;
 /// Each git process costs milliseconds, and a round spends most of its time in them, so what
 /// cannot change is remembered: the tree `merge-tree` wrote for a (target, head) pair of
 /// commits (the merge writes that same tree), and the co-change pairs of a target commit.
-/// Both are keyed by commit ids, so a moved branch is never answered from the cache.
+/// Both are keyed by commit ids, so a moved branch is never answered from the cache (a
+/// remembered tree that `git gc` pruned before its merge is written again).
 #[derive(Debug, Clone)]
 pub struct GitScm {
     repo: PathBuf,
@@ -78,13 +79,20 @@ impl<K: PartialEq, V: Clone> Remembered<K, V> {
 struct Layout {
     /// The common git directory (shared by every work tree).
     common_dir: PathBuf,
-    /// Whether the repository is bare (its HEAD is no work tree's).
-    bare: bool,
+    /// The main work tree, whose HEAD is the common directory's; `None` for a bare
+    /// repository (its HEAD is no work tree's), whichever work tree we were pointed at.
+    main_work_tree: Option<String>,
 }
 
 fn remember<K: PartialEq, V: Clone>(memory: &Mutex<Remembered<K, V>>, key: K, value: V) {
     if let Ok(mut memory) = memory.lock() {
         memory.put(key, value);
+    }
+}
+
+fn forget<K: PartialEq, V: Clone>(memory: &Mutex<Remembered<K, V>>, key: &K) {
+    if let Ok(mut memory) = memory.lock() {
+        memory.entries.retain(|(k, _)| k != key);
     }
 }
 
@@ -144,23 +152,27 @@ impl GitScm {
             return Ok(layout);
         }
         let (code, out) = self
-            .git(&[
-                "rev-parse",
-                "--path-format=absolute",
-                "--git-common-dir",
-                "--is-bare-repository",
-            ])
+            .git(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
             .await?;
-        let mut lines = out.lines();
-        let (Some(common_dir), Some(bare)) = (lines.next(), lines.next()) else {
+        let common_dir = out.lines().next().map(str::trim).unwrap_or_default();
+        if code != 0 || common_dir.is_empty() {
             return Err(ScmError::Unavailable(format!(
                 "{} is not a git repository (git rev-parse exited with {code})",
                 self.repo.display()
             )));
-        };
+        }
+        // The first entry is the main work tree, marked `bare` when there is none (what
+        // `rev-parse --is-bare-repository` does not say from inside a linked work tree).
+        let (_, list) = self.git(&["worktree", "list", "--porcelain"]).await?;
+        let main = list.split("\n\n").next().unwrap_or_default();
+        let main_work_tree = main
+            .lines()
+            .find_map(|line| line.strip_prefix("worktree "))
+            .filter(|_| !main.lines().any(|line| line == "bare"))
+            .map(str::to_owned);
         let layout = Layout {
-            common_dir: PathBuf::from(common_dir.trim()),
-            bare: bare.trim() == "true",
+            common_dir: PathBuf::from(common_dir),
+            main_work_tree,
         };
         Ok(self.layout.get_or_init(|| layout))
     }
@@ -176,9 +188,10 @@ impl GitScm {
                 .ok()
                 .is_some_and(|text| text.trim().strip_prefix("ref: ") == Some(branch))
         };
-        if !layout.bare && names(&layout.common_dir.join("HEAD")) {
-            let path = layout.common_dir.parent().unwrap_or(&layout.common_dir);
-            return Ok(Some(path.display().to_string()));
+        if let Some(main) = &layout.main_work_tree
+            && names(&layout.common_dir.join("HEAD"))
+        {
+            return Ok(Some(main.clone()));
         }
         let Ok(linked) = std::fs::read_dir(layout.common_dir.join("worktrees")) else {
             return Ok(None);
@@ -339,16 +352,16 @@ impl Scm for GitScm {
     }
 
     /// Every intent's refs in one git process.
-    async fn tips_of(&self, intents: &[Intent]) -> Vec<Result<Tips, ScmError>> {
+    async fn tips_of(&self, intents: &[Intent]) -> Option<Vec<Result<Tips, ScmError>>> {
         let names: Vec<&str> = intents
             .iter()
             .flat_map(|i| [i.source.as_str(), i.target.as_str()])
             .collect();
         let resolved = match self.resolve_many(&names).await {
             Ok(resolved) => resolved,
-            Err(e) => return intents.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => return Some(intents.iter().map(|_| Err(e.clone())).collect()),
         };
-        intents
+        let tips = intents
             .iter()
             .zip(resolved.chunks(2))
             .map(|(intent, pair)| match pair {
@@ -359,7 +372,8 @@ impl Scm for GitScm {
                 [None, _] => Err(ScmError::UnknownRef(intent.source.clone())),
                 _ => Err(ScmError::UnknownRef(intent.target.clone())),
             })
-            .collect()
+            .collect();
+        Some(tips)
     }
 
     async fn simulate(&self, intent: &Intent) -> Result<SimulatedMerge, ScmError> {
@@ -548,30 +562,42 @@ impl Merger for GitScm {
             )));
         }
         let pair = (validated.target_sha.clone(), validated.head_sha.clone());
-        let tree = match recall(&self.merge_trees, &pair) {
-            Some(tree) => tree,
+        let remembered = recall(&self.merge_trees, &pair);
+        let tree = match &remembered {
+            Some(tree) => tree.clone(),
             None => self.merge_tree(validated).await?,
         };
         let message = format!(
             "Merge {} into {} (Converge intent {})",
             intent.source, intent.target, intent.id
         );
-        let (code, out) = self
-            .git_with(
-                &[
-                    "commit-tree",
-                    &tree,
-                    "-p",
-                    &validated.target_sha,
-                    "-p",
-                    &validated.head_sha,
-                    "-m",
-                    &message,
-                ],
-                &MERGE_IDENTITY,
-            )
-            .await
-            .map_err(unavailable)?;
+        let commit_tree = |tree: String| {
+            let message = message.clone();
+            async move {
+                self.git_with(
+                    &[
+                        "commit-tree",
+                        &tree,
+                        "-p",
+                        &validated.target_sha,
+                        "-p",
+                        &validated.head_sha,
+                        "-m",
+                        &message,
+                    ],
+                    &MERGE_IDENTITY,
+                )
+                .await
+                .map_err(unavailable)
+            }
+        };
+        let (mut code, mut out) = commit_tree(tree).await?;
+        if code != 0 && remembered.is_some() {
+            // The remembered tree is unreachable until committed, and `git gc` may have
+            // pruned it: write it again.
+            forget(&self.merge_trees, &pair);
+            (code, out) = commit_tree(self.merge_tree(validated).await?).await?;
+        }
         if code != 0 {
             return Err(MergeError::Unavailable(format!(
                 "git commit-tree failed with status {code}"

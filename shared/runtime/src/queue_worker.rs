@@ -313,10 +313,16 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     }
 
     /// Whether a poll's outcomes leave work for the next one at once: a round stopped at
-    /// the batch size.
+    /// the batch size having moved something (a round of errors only would just repeat them
+    /// without pause).
     pub fn work_left(&self, outcomes: &BTreeMap<QueueKey, KeyOutcome>) -> bool {
         outcomes.values().any(|outcome| match outcome {
-            KeyOutcome::Processed(reports) => self.filled_batch(reports),
+            KeyOutcome::Processed(reports) => {
+                self.filled_batch(reports)
+                    && reports
+                        .iter()
+                        .any(|r| r.needed_work() && r.outcome != RoundOutcome::Error)
+            }
             KeyOutcome::Busy | KeyOutcome::Paused { .. } => false,
         })
     }
@@ -428,19 +434,22 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 created_at: i.created_at,
                 id: i.id.clone(),
             });
-            // Where every intent of the page points, read at once: most have nothing to do.
-            let page_tips = self.scm.tips_of(&page).await;
-            for (intent, tips) in page.iter().zip(page_tips) {
+            // Where every intent of the page points, read at once where the SCM can: most have
+            // nothing to do. The read is after every merge so far.
+            let mut page_tips = self.scm.tips_of(&page).await.map(Vec::into_iter);
+            pending.target_now = None;
+            for intent in &page {
+                let tips = page_tips.as_mut().and_then(Iterator::next);
                 if intent.status == Status::Queued {
                     queued_seen += 1;
                 }
                 let position = queued_seen + usize::from(intent.status != Status::Queued);
                 // A merge earlier in this round moved the target past what the page read.
                 let tips = match (tips, &pending.target_now) {
-                    (Ok(tips), Some(target_now)) => Ok(Tips {
+                    (Some(Ok(tips)), Some(target_now)) => Some(Ok(Tips {
                         target_sha: target_now.clone(),
                         ..tips
-                    }),
+                    })),
                     (tips, _) => tips,
                 };
                 let turn = Turn {
@@ -579,29 +588,44 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         let trail = self.store.decision_trail(&intent.id, TRAIL_DEPTH).await?;
         let history: Vec<Event> = trail.decisions.iter().map(|d| d.event.clone()).collect();
         let last = LastDecision::from_events(&history);
-        let tips = match tips {
-            Ok(tips) => tips,
-            // A missing ref is the pipeline's to judge (a MissingRef block), once.
-            Err(ScmError::UnknownRef(name)) => {
-                if last.as_ref().is_some_and(|l| l.head_sha.is_empty()) {
-                    return Ok(report(
-                        RoundOutcome::Unchanged,
-                        format!("unknown ref '{name}'"),
-                    ));
-                }
-                Default::default()
-            }
-            Err(e) => return Ok(self.environment_failed(intent, lease, &e.to_string(), pending)),
-        };
         let now = self.clock.now();
-        let work = queue::plan_work(
-            intent,
-            last.as_ref(),
-            &tips,
-            trail.new_evidence_since(),
-            now,
-            rules,
-        );
+        // What the page read decides only that there is nothing to do: the intents before this
+        // one may have taken long, so work is planned again on a fresh read of its refs.
+        let (mut read, mut prefetched) = match tips {
+            Some(tips) => (tips, true),
+            None => (self.scm.tips(intent).await, false),
+        };
+        let (tips, work) = loop {
+            let tips = match read {
+                Ok(tips) => tips,
+                // A missing ref is the pipeline's to judge (a MissingRef block), once.
+                Err(ScmError::UnknownRef(name)) => {
+                    if last.as_ref().is_some_and(|l| l.head_sha.is_empty()) {
+                        return Ok(report(
+                            RoundOutcome::Unchanged,
+                            format!("unknown ref '{name}'"),
+                        ));
+                    }
+                    Default::default()
+                }
+                Err(e) => {
+                    return Ok(self.environment_failed(intent, lease, &e.to_string(), pending));
+                }
+            };
+            let work = queue::plan_work(
+                intent,
+                last.as_ref(),
+                &tips,
+                trail.new_evidence_since(),
+                now,
+                rules,
+            );
+            if prefetched && work != Work::Nothing {
+                (read, prefetched) = (self.scm.tips(intent).await, false);
+                continue;
+            }
+            break (tips, work);
+        };
         match work {
             Work::Nothing => Ok(report(RoundOutcome::Unchanged, String::new())),
             Work::Merge {
@@ -930,8 +954,9 @@ struct Turn {
     auto_classify: bool,
     /// Its place in the queue.
     position: usize,
-    /// Where its refs pointed when its page was read (corrected for the round's merges).
-    tips: Result<Tips, ScmError>,
+    /// Where its refs pointed when its page was read (corrected for the round's merges since),
+    /// when the SCM reads a page's refs together; else they are read when it is handled.
+    tips: Option<Result<Tips, ScmError>>,
 }
 
 /// Deferred decisions committed at once, at most.

@@ -72,23 +72,18 @@ impl Scm for RoutedPorts {
         }
     }
 
-    async fn tips_of(&self, intents: &[Intent]) -> Vec<Result<Tips, ScmError>> {
-        // A round's intents share a queue key, so they are all on one side.
-        match (&self.local, intents.first().map(|i| self.side(i))) {
-            (Some((scm, _)), Some(Ok(Side::Local(..))))
+    async fn tips_of(&self, intents: &[Intent]) -> Option<Vec<Result<Tips, ScmError>>> {
+        // A round's intents share a queue key, so they are all on one side; only the local
+        // repository reads them together.
+        match &self.local {
+            Some((scm, _))
                 if intents
                     .iter()
                     .all(|i| matches!(self.side(i), Ok(Side::Local(..)))) =>
             {
                 scm.tips_of(intents).await
             }
-            _ => {
-                let mut all = Vec::with_capacity(intents.len());
-                for intent in intents {
-                    all.push(self.tips(intent).await);
-                }
-                all
-            }
+            _ => None,
         }
     }
 

@@ -49,7 +49,10 @@ async fn the_tips_of_a_page_agree_with_reading_each_and_name_what_is_unknown() {
         intent("d", "-x", "main"),
         intent("e", "feature/clash", "main"),
     ];
-    let together = scm.tips_of(&page).await;
+    let together = scm
+        .tips_of(&page)
+        .await
+        .expect("git reads a page's refs together");
     assert_eq!(together.len(), page.len());
     for (intent, tips) in page.iter().zip(&together) {
         assert_eq!(tips, &scm.tips(intent).await, "{}", intent.id);
