@@ -425,6 +425,40 @@ impl RateLimiter {
         Some(Arc::clone(takes.entry(bucket.to_owned()).or_default()))
     }
 
+    /// Takes a block of `bucket`'s budget from the store and spends one request of it, one
+    /// request of the bucket at a time (the others wait, then spend what it took).
+    async fn take_block(
+        &self,
+        store: &converge_store::Store,
+        bucket: &str,
+        window: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Spent, converge_store::StoreError> {
+        let ceiling = i64::from(limit);
+        let lock = self.take_lock(bucket);
+        let _turn = match &lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        // Another request may have taken a block while this one waited its turn.
+        if let spent @ (Spent::Granted { .. } | Spent::Refused) =
+            self.spend(bucket, window, ceiling)
+        {
+            return Ok(spent);
+        }
+        let block = block_of(limit);
+        let counted = store.hit_rate_limit(bucket, window, block).await?;
+        if counted == block {
+            // First take of this bucket in a new minute: forget windows that cannot matter.
+            store
+                .prune_rate_limits(window - TimeDelta::minutes(2))
+                .await?;
+        }
+        // What was left of the budget before this take, up to a block.
+        let granted = (ceiling - (counted - block)).clamp(0, block);
+        Ok(self.add_block(bucket, window, ceiling, granted, counted))
+    }
+
     /// Spends one request of what this instance holds.
     fn spend(&self, bucket: &str, window: chrono::DateTime<chrono::Utc>, limit: i64) -> Spent {
         let Ok(mut budgets) = self.budgets.lock() else {
@@ -510,41 +544,16 @@ pub(crate) async fn count_request(
         None => format!("actor:{}", principal.actor),
     };
     let ceiling = i64::from(limit);
-    let mut spent = state.rate_limiter.spend(&bucket, window, ceiling);
-    let take_lock = match spent {
-        Spent::TakeBlock => state.rate_limiter.take_lock(&bucket),
-        _ => None,
-    };
-    let _taking = match &take_lock {
-        Some(lock) => {
-            let turn = lock.lock().await;
-            // Another request may have taken a block while this one waited its turn.
-            spent = state.rate_limiter.spend(&bucket, window, ceiling);
-            Some(turn)
-        }
-        None => None,
-    };
-    if let Spent::TakeBlock = spent {
-        let block = block_of(limit);
-        let counted = state
-            .services
-            .store
-            .hit_rate_limit(&bucket, window, block)
-            .await?;
-        if counted == block {
-            // First take of this bucket in a new minute: forget windows that cannot matter.
+    let spent = match state.rate_limiter.spend(&bucket, window, ceiling) {
+        Spent::TakeBlock => {
+            let store = &state.services.store;
             state
-                .services
-                .store
-                .prune_rate_limits(window - TimeDelta::minutes(2))
-                .await?;
+                .rate_limiter
+                .take_block(store, &bucket, window, limit)
+                .await?
         }
-        // What was left of the budget before this take, up to a block.
-        let granted = (ceiling - (counted - block)).clamp(0, block);
-        spent = state
-            .rate_limiter
-            .add_block(&bucket, window, ceiling, granted, counted);
-    }
+        spent => spent,
+    };
     match spent {
         Spent::Granted { left } => Ok(Some(Budget { limit, left, reset })),
         Spent::Refused | Spent::TakeBlock => {

@@ -1,9 +1,10 @@
 //! The `Scm` port over a local git repository, through the `git` CLI.
 //!
-//! Simulation: both refs are resolved to commits (`UnknownRef` if either is missing), then
-//! `git merge-tree --write-tree --name-only` merges them in memory (exit 1 lists the conflicted
-//! paths). Files changed are counted from the merge base (`git diff --name-only base source`),
-//! not as a diff of the two tips, so the target's own later changes are not the intent's.
+//! Refs are resolved with `git cat-file --batch-check` (a page of intents' in one process;
+//! `UnknownRef` names the first missing). Simulation: `git merge-tree --write-tree
+//! --name-only` merges the two commits in memory (exit 1 lists the conflicted paths). Files
+//! changed are counted from the merge base (`git diff --name-only target...head`), not as a
+//! diff of the two tips, so the target's own later changes are not the intent's.
 //! Co-change history: file pairs changed together in the last commits (at least twice, the 50
 //! most frequent), like the reference's archaeology.
 
@@ -38,39 +39,49 @@ const REMEMBERED: usize = 64;
 #[derive(Debug, Clone)]
 pub struct GitScm {
     repo: PathBuf,
-    merge_trees: Arc<Mutex<Remembered<(String, String), String>>>,
-    co_changes: Arc<Mutex<Remembered<String, Vec<CouplingPair>>>>,
+    merge_trees: Arc<Memory<(String, String), String>>,
+    co_changes: Arc<Memory<String, Vec<CouplingPair>>>,
     layout: Arc<OnceLock<Layout>>,
 }
 
-/// A small first-in-first-out memory of results.
+/// A small first-in-first-out memory of results, shared by the clones of a `GitScm`.
 #[derive(Debug)]
-struct Remembered<K, V> {
-    entries: VecDeque<(K, V)>,
+struct Memory<K, V> {
+    entries: Mutex<VecDeque<(K, V)>>,
 }
 
-impl<K: PartialEq, V: Clone> Remembered<K, V> {
-    fn new() -> Remembered<K, V> {
-        Remembered {
-            entries: VecDeque::with_capacity(REMEMBERED),
+impl<K: PartialEq, V: Clone> Memory<K, V> {
+    fn new() -> Memory<K, V> {
+        Memory {
+            entries: Mutex::new(VecDeque::with_capacity(REMEMBERED)),
         }
     }
 
-    fn get(&self, key: &K) -> Option<V> {
-        self.entries
+    fn recall(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().ok()?;
+        entries
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
     }
 
-    fn put(&mut self, key: K, value: V) {
-        if self.entries.iter().any(|(k, _)| *k == key) {
+    fn remember(&self, key: K, value: V) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.iter().any(|(k, _)| *k == key) {
             return;
         }
-        if self.entries.len() == REMEMBERED {
-            self.entries.pop_front();
+        if entries.len() == REMEMBERED {
+            entries.pop_front();
         }
-        self.entries.push_back((key, value));
+        entries.push_back((key, value));
+    }
+
+    fn forget(&self, key: &K) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|(k, _)| k != key);
+        }
     }
 }
 
@@ -84,29 +95,13 @@ struct Layout {
     main_work_tree: Option<String>,
 }
 
-fn remember<K: PartialEq, V: Clone>(memory: &Mutex<Remembered<K, V>>, key: K, value: V) {
-    if let Ok(mut memory) = memory.lock() {
-        memory.put(key, value);
-    }
-}
-
-fn forget<K: PartialEq, V: Clone>(memory: &Mutex<Remembered<K, V>>, key: &K) {
-    if let Ok(mut memory) = memory.lock() {
-        memory.entries.retain(|(k, _)| k != key);
-    }
-}
-
-fn recall<K: PartialEq, V: Clone>(memory: &Mutex<Remembered<K, V>>, key: &K) -> Option<V> {
-    memory.lock().ok().and_then(|memory| memory.get(key))
-}
-
 impl GitScm {
     /// The repository at `repo` (its work tree or `.git` folder).
     pub fn new(repo: impl Into<PathBuf>) -> GitScm {
         GitScm {
             repo: repo.into(),
-            merge_trees: Arc::new(Mutex::new(Remembered::new())),
-            co_changes: Arc::new(Mutex::new(Remembered::new())),
+            merge_trees: Arc::new(Memory::new()),
+            co_changes: Arc::new(Memory::new()),
             layout: Arc::new(OnceLock::new()),
         }
     }
@@ -285,47 +280,31 @@ impl GitScm {
             .collect())
     }
 
-    /// Resolves two refs to commits with one git process (two when one is unknown, to name
-    /// it).
+    /// Resolves two refs to commits with one git process.
     async fn resolve_both(&self, first: &str, second: &str) -> Result<(String, String), ScmError> {
-        for reference in [first, second] {
-            if reference.is_empty() || reference.starts_with('-') {
-                return Err(ScmError::UnknownRef(reference.to_owned()));
-            }
-        }
-        let (code, out) = self
-            .git(&[
-                "rev-parse",
-                "--quiet",
-                &format!("{first}^{{commit}}"),
-                &format!("{second}^{{commit}}"),
-                "--",
-            ])
-            .await?;
-        // `--` (no paths follow) is echoed after the commits.
-        let shas: Vec<String> = lines(&out).into_iter().filter(|l| l != "--").collect();
-        if code == 0 && shas.len() == 2 && shas.iter().all(|s| is_object_id(s)) {
-            return Ok((shas[0].clone(), shas[1].clone()));
-        }
-        Ok((self.resolve(first).await?, self.resolve(second).await?))
+        let resolved = self.resolve_many(&[first, second]).await?;
+        pair_of(first, second, &resolved)
     }
 
     async fn resolve(&self, reference: &str) -> Result<String, ScmError> {
-        if reference.is_empty() || reference.starts_with('-') {
-            return Err(ScmError::UnknownRef(reference.to_owned()));
-        }
-        let (code, out) = self
-            .git(&[
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                &format!("{reference}^{{commit}}"),
-            ])
-            .await?;
-        if code != 0 {
-            return Err(ScmError::UnknownRef(reference.to_owned()));
-        }
-        Ok(out.trim().to_owned())
+        self.resolve_many(&[reference])
+            .await?
+            .pop()
+            .flatten()
+            .ok_or_else(|| ScmError::UnknownRef(reference.to_owned()))
+    }
+}
+
+/// The commits of two refs as `resolve_many` answered them, or the first that is unknown.
+fn pair_of(
+    first: &str,
+    second: &str,
+    resolved: &[Option<String>],
+) -> Result<(String, String), ScmError> {
+    match resolved {
+        [Some(a), Some(b)] => Ok((a.clone(), b.clone())),
+        [None, _] => Err(ScmError::UnknownRef(first.to_owned())),
+        _ => Err(ScmError::UnknownRef(second.to_owned())),
     }
 }
 
@@ -364,13 +343,11 @@ impl Scm for GitScm {
         let tips = intents
             .iter()
             .zip(resolved.chunks(2))
-            .map(|(intent, pair)| match pair {
-                [Some(head_sha), Some(target_sha)] => Ok(Tips {
-                    head_sha: head_sha.clone(),
-                    target_sha: target_sha.clone(),
-                }),
-                [None, _] => Err(ScmError::UnknownRef(intent.source.clone())),
-                _ => Err(ScmError::UnknownRef(intent.target.clone())),
+            .map(|(intent, pair)| {
+                pair_of(&intent.source, &intent.target, pair).map(|(head_sha, target_sha)| Tips {
+                    head_sha,
+                    target_sha,
+                })
             })
             .collect();
         Some(tips)
@@ -393,7 +370,7 @@ impl Scm for GitScm {
                 // The tree written is the one the merge commits: remembered for it.
                 if let Some(tree) = out.lines().next().filter(|t| is_object_id(t.trim())) {
                     let key = (target_sha.clone(), head_sha.clone());
-                    remember(&self.merge_trees, key, tree.trim().to_owned());
+                    self.merge_trees.remember(key, tree.trim().to_owned());
                 }
                 Vec::new()
             }
@@ -441,7 +418,7 @@ impl Scm for GitScm {
     ) -> Result<Vec<CouplingPair>, ScmError> {
         let max = format!("--max-count={HISTORY_COMMITS}");
         let target = self.resolve(&intent.target).await?;
-        if let Some(pairs) = recall(&self.co_changes, &target) {
+        if let Some(pairs) = self.co_changes.recall(&target) {
             return Ok(pairs);
         }
         let (code, out) = self
@@ -476,7 +453,7 @@ impl Scm for GitScm {
                 source: "git-log".to_owned(),
             })
             .collect();
-        remember(&self.co_changes, target, pairs.clone());
+        self.co_changes.remember(target, pairs.clone());
         Ok(pairs)
     }
 }
@@ -562,7 +539,7 @@ impl Merger for GitScm {
             )));
         }
         let pair = (validated.target_sha.clone(), validated.head_sha.clone());
-        let remembered = recall(&self.merge_trees, &pair);
+        let remembered = self.merge_trees.recall(&pair);
         let tree = match &remembered {
             Some(tree) => tree.clone(),
             None => self.merge_tree(validated).await?,
@@ -595,7 +572,7 @@ impl Merger for GitScm {
         if code != 0 && remembered.is_some() {
             // The remembered tree is unreachable until committed, and `git gc` may have
             // pruned it: write it again.
-            forget(&self.merge_trees, &pair);
+            self.merge_trees.forget(&pair);
             (code, out) = commit_tree(self.merge_tree(validated).await?).await?;
         }
         if code != 0 {
