@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Load benchmark of webhook deliveries over HTTP (called by scripts/bench.sh webhook): a release
-# `converge serve` on PostgreSQL, loaded with wrk over loopback on this machine, 16 connections.
-# Each request is a signed ~25 KB pull_request delivery with its own delivery id; 500 pull
-# requests are cycled (the first delivery of each creates its intent, later ones are repeats).
+# `converge serve` on SQLite and on PostgreSQL, loaded with wrk over loopback on this machine,
+# 16 connections, printing throughput, latency, CPU per delivery (the server's and
+# PostgreSQL's) and peak RSS. Each request is a signed ~25 KB pull_request delivery with its own
+# delivery id; 500 pull requests are cycled (the first delivery of each creates its intent,
+# later ones are repeats). BENCH_BIN=path measures another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,8 +12,8 @@ DURATION=${BENCH_DURATION:-10s}
 SECRET=bench-secret
 command -v wrk >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } || true
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
-cargo build --release -q -p converge-cli
-BIN=$PWD/target/release/converge
+if [ -z "${BENCH_BIN:-}" ]; then cargo build --release -q -p converge-cli; fi
+BIN=${BENCH_BIN:-$PWD/target/release/converge}
 WORK=$(mktemp -d)
 SERVER_PID=""
 cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
@@ -19,7 +21,8 @@ trap 'cleanup; pg_stop' EXIT
 
 # shellcheck source=scripts/lib/postgres.sh
 . scripts/lib/postgres.sh
-pg_start >/dev/null
+# shellcheck source=scripts/lib/bench-load.sh
+. scripts/lib/bench-load.sh
 
 # 500 signed bodies, one per line: "<signature> <body>" (wrk's Lua cannot compute an HMAC).
 python3 - "$SECRET" "$WORK/deliveries.txt" <<'PY'
@@ -64,12 +67,17 @@ request = function()
 end
 LUA
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-CONVERGE_DB_BACKEND=postgres CONVERGE_PG_DSN="$CONVERGE_TEST_PG_URL" CONVERGE_GITHUB_WEBHOOK_SECRET=$SECRET \
-  CONVERGE_API_KEYS=bench-key:admin:bench "$BIN" serve --port "$PORT" --no-worker 2>/dev/null &
-SERVER_PID=$!
-for _ in $(seq 1 200); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/health/live" && break; sleep 0.05; done
-echo "== webhook over HTTP: signed 25 KB pull_request deliveries, PostgreSQL, 16 connections, $DURATION"
-wrk -t2 -c16 -d"$DURATION" --latency -s "$WORK/webhook.lua" "http://127.0.0.1:$PORT/integrations/github/webhook" \
-  | grep -E 'Requests/sec|Latency  |  50%|  99%|Non-2xx|Socket errors'
-echo "== peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/$SERVER_PID/status")"
+body_bytes=$(head -1 "$WORK/deliveries.txt" | cut -d' ' -f2- | wc -c)
+run_backend() {
+  local name=$1; shift
+  start_server "$@" CONVERGE_GITHUB_WEBHOOK_SECRET=$SECRET CONVERGE_API_KEYS=bench-key:admin:bench
+  echo "== $name: signed 25 KB pull_request deliveries, 16 connections, $DURATION"
+  CONNECTIONS=16 load "POST webhook (per KB received)" "$body_bytes" -s "$WORK/webhook.lua" \
+    "http://127.0.0.1:$PORT/integrations/github/webhook"
+  echo "== $name: peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/$SERVER_PID/status")"
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+}
+
+run_backend sqlite CONVERGE_DB_BACKEND=sqlite CONVERGE_DB_PATH="$WORK/state.db"
+pg_start >/dev/null
+run_backend postgres CONVERGE_DB_BACKEND=postgres CONVERGE_PG_DSN="$CONVERGE_TEST_PG_URL"

@@ -160,9 +160,13 @@ async fn seed(store: &Store, clock: &ManualClock) {
         .unwrap();
 }
 
+/// Every table's summary but the tenants' versions, which a copy and a rebuild move on purpose
+/// (so that no server keeps serving a page it read before).
 async fn summaries_of(url: &str) -> Vec<TableSummary> {
     let store = Store::from_url(url, Arc::new(ManualClock::new())).unwrap();
-    summaries(&store).await.unwrap()
+    let mut tables = summaries(&store).await.unwrap();
+    tables.retain(|t| t.table != "tenant_versions");
+    tables
 }
 
 fn copied(report: &Value) -> Vec<u64> {
@@ -213,10 +217,13 @@ async fn a_round_trip_through_postgres_is_identical_and_reruns_copy_nothing() {
         &["backfill", "--from", &original, "--to", &pg, "--verify"],
         &[],
     ));
-    assert_eq!(
-        copied(&forward),
-        source.iter().map(|t| t.rows).collect::<Vec<_>>()
-    );
+    for summary in &source {
+        assert_eq!(
+            table(&forward, &summary.table)["copied"],
+            json!(summary.rows),
+            "{forward}"
+        );
+    }
     assert!(
         forward["tables"]
             .as_array()

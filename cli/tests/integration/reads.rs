@@ -203,3 +203,66 @@ async fn an_unchanged_answer_is_304_and_a_write_changes_the_tag() {
         assert_ne!(list.headers()["etag"].to_str().unwrap(), tags[1]);
     }
 }
+
+/// Two servers on one database: a page one server keeps never hides an intent created through
+/// the other, whether the reader is bound to the tenant or reads every tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_one_server_keeps_never_hides_a_write_made_through_another() {
+    let state = tempfile::tempdir().unwrap();
+    for database in server_databases(state.path(), "kept.db").await {
+        let mut env = database;
+        env.extend([
+            (
+                "CONVERGE_API_KEYS",
+                format!("{KEY}:operator:writer:acme,reads-admin:admin:root"),
+            ),
+            ("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()),
+        ]);
+        let start = || {
+            ServerProcess::start_with(
+                env!("CARGO_BIN_EXE_converge"),
+                state.path(),
+                &env,
+                &["--no-worker"],
+            )
+        };
+        let (reader, writer) = (start(), start());
+        let client = reqwest::Client::new();
+        let ids_on = |key: &'static str| {
+            let request = client
+                .get(reader.url("/v1/intents?limit=500"))
+                .header("x-api-key", key)
+                .send();
+            async move {
+                let page: serde_json::Value = request.await.unwrap().json().await.unwrap();
+                page["intents"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["id"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            }
+        };
+        for n in 0..12 {
+            // The reader serves (and keeps) its page, then the other server takes a write.
+            assert_eq!(ids_on(KEY).await.len(), n);
+            assert_eq!(ids_on("reads-admin").await.len(), n);
+            let id = format!("kept-{n}");
+            let created = client
+                .post(writer.url("/v1/intents"))
+                .header("x-api-key", KEY)
+                .json(&json!({"id": id, "source": format!("feature/{n}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status(), 201);
+            for key in [KEY, "reads-admin"] {
+                let ids = ids_on(key).await;
+                assert!(
+                    ids.contains(&id),
+                    "the reader's kept page hid {id} from {key}: {ids:?}"
+                );
+            }
+        }
+    }
+}

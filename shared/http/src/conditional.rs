@@ -1,18 +1,76 @@
-//! Conditional GETs: an answer a client already holds is not sent again.
+//! Conditional GETs and the page cache: an answer a client already holds is not sent again,
+//! and a page this instance already made is not made again.
 //!
 //! The entity tag is a digest of the exact bytes served, so it changes with anything a reader
 //! could see change: a write that moves an intent bumps its row's version and changes its
 //! body, and a list that gains, loses or reorders an intent changes its bytes. A request whose
 //! `If-None-Match` names the current tag gets 304 with no body. These answers may be kept by
 //! the client only (`private`) and must be revalidated before each use (`no-cache`).
+//!
+//! [`PageCache`] keeps the serialised pages of intents lists with the version of the tenant's
+//! intents they were read at (`Store::intents_version`, which every commit that changes one of
+//! them moves). A request reads the version first and is served the kept bytes only while it
+//! is unchanged, so a committed write is never hidden, on this instance or another.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 
+use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
+
+/// A JSON answer, serialised, with its entity tag.
+#[derive(Debug, Clone)]
+pub(crate) struct Serialised {
+    body: Bytes,
+    tag: String,
+}
+
+impl Serialised {
+    /// Serialises `value` and tags the bytes.
+    pub(crate) fn of<T: serde::Serialize>(value: &T) -> Result<Serialised, ApiError> {
+        let body = serde_json::to_vec(value)
+            .map_err(|e| ApiError::Internal(format!("cannot serialise the answer: {e}")))?;
+        let tag = entity_tag(&body);
+        Ok(Serialised {
+            body: Bytes::from(body),
+            tag,
+        })
+    }
+
+    /// The answer to a GET: the JSON with its `ETag`, or 304 when the request's
+    /// `If-None-Match` already names it.
+    pub(crate) fn answer(&self, request: &HeaderMap) -> Result<Response, ApiError> {
+        let mut response = if names_tag(request, &self.tag)? {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                // A clone of `Bytes` shares the buffer: a cached page is not copied.
+                self.body.clone(),
+            )
+                .into_response()
+        };
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&self.tag) {
+            headers.insert(header::ETAG, value);
+        }
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-cache"),
+        );
+        // The same URL answers differently per caller.
+        headers.insert(header::VARY, HeaderValue::from_static("x-api-key, cookie"));
+        Ok(response)
+    }
+}
 
 /// Serialises `value` as the JSON answer to a GET, with its `ETag`; 304 when the request's
 /// `If-None-Match` already names it.
@@ -20,32 +78,136 @@ pub(crate) fn json_or_not_modified<T: serde::Serialize>(
     request: &HeaderMap,
     value: &T,
 ) -> Result<Response, ApiError> {
-    let body = serde_json::to_vec(value)
-        .map_err(|e| ApiError::Internal(format!("cannot serialise the answer: {e}")))?;
-    let tag = entity_tag(&body);
-    let mut response = if names_tag(request, &tag)? {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response()
-    };
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&tag) {
-        headers.insert(header::ETAG, value);
+    Serialised::of(value)?.answer(request)
+}
+
+/// Reads of the intents version shared by the requests that wait for them, per reader scope.
+///
+/// A request may use a version read that *started after it arrived*: that read sees every
+/// write committed before the request came, so the answer is as fresh as a read of its own.
+/// Requests queue per scope; each read serves every request that arrived before it began,
+/// so under load one read answers many requests instead of one each.
+#[derive(Debug, Default)]
+pub struct VersionReads {
+    scopes: Mutex<HashMap<Option<String>, std::sync::Arc<tokio::sync::Mutex<LastRead>>>>,
+}
+
+/// The last read of a scope's version: when it started, and what it found.
+type LastRead = Option<(std::time::Instant, i64)>;
+
+/// Scopes remembered before the idle ones are forgotten.
+const VERSION_SCOPES_KEPT: usize = 10_000;
+
+impl VersionReads {
+    /// The version of `scope`'s intents as of this call or later: from a read that started
+    /// after the call, its own or one another request made.
+    pub(crate) async fn current<F, Fut, E>(&self, scope: Option<&str>, read: F) -> Result<i64, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<i64, E>>,
+    {
+        let arrived = std::time::Instant::now();
+        let slot = {
+            let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+            if scopes.len() >= VERSION_SCOPES_KEPT {
+                scopes.retain(|_, slot| std::sync::Arc::strong_count(slot) > 1);
+            }
+            scopes.entry(scope.map(str::to_owned)).or_default().clone()
+        };
+        let mut last = slot.lock().await;
+        if let Some((started, version)) = *last
+            && started > arrived
+        {
+            return Ok(version);
+        }
+        let started = std::time::Instant::now();
+        let version = read().await?;
+        *last = Some((started, version));
+        Ok(version)
     }
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-cache"),
-    );
-    // The same URL answers differently per caller.
-    headers.insert(header::VARY, HeaderValue::from_static("x-api-key, cookie"));
-    Ok(response)
+}
+
+/// Bytes of pages kept per instance: a few hundred default pages, a small part of the
+/// process's memory.
+const PAGE_CACHE_BUDGET_BYTES: usize = 4 << 20;
+
+/// Pages this instance served, each with the version of the intents it was read at; the least
+/// recently used go first once [`PAGE_CACHE_BUDGET_BYTES`] is reached.
+#[derive(Debug, Default)]
+pub struct PageCache {
+    inner: Mutex<Pages>,
+}
+
+#[derive(Debug, Default)]
+struct Pages {
+    entries: HashMap<String, KeptPage>,
+    bytes: usize,
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct KeptPage {
+    version: i64,
+    page: Serialised,
+    last_used: u64,
+}
+
+impl PageCache {
+    /// The page kept under `key`, if it was read at `version`.
+    pub(crate) fn get(&self, key: &str, version: i64) -> Option<Serialised> {
+        let mut pages = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        pages.clock += 1;
+        let now = pages.clock;
+        let kept = pages.entries.get_mut(key)?;
+        if kept.version != version {
+            return None;
+        }
+        kept.last_used = now;
+        Some(kept.page.clone())
+    }
+
+    /// Keeps `page`, read at `version`, under `key` (unless a page read at a later version is
+    /// already there, or the page alone exceeds a quarter of the budget).
+    pub(crate) fn put(&self, key: String, version: i64, page: Serialised) {
+        let size = page.body.len() + key.len();
+        if size > PAGE_CACHE_BUDGET_BYTES / 4 {
+            return;
+        }
+        let mut pages = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if pages
+            .entries
+            .get(&key)
+            .is_some_and(|kept| kept.version > version)
+        {
+            return;
+        }
+        pages.clock += 1;
+        let now = pages.clock;
+        if let Some(old) = pages.entries.insert(
+            key.clone(),
+            KeptPage {
+                version,
+                page,
+                last_used: now,
+            },
+        ) {
+            pages.bytes -= old.page.body.len() + key.len();
+        }
+        pages.bytes += size;
+        while pages.bytes > PAGE_CACHE_BUDGET_BYTES {
+            let Some(oldest) = pages
+                .entries
+                .iter()
+                .min_by_key(|(_, kept)| kept.last_used)
+                .map(|(key, _)| key.clone())
+            else {
+                break;
+            };
+            if let Some(gone) = pages.entries.remove(&oldest) {
+                pages.bytes -= gone.page.body.len() + oldest.len();
+            }
+        }
+    }
 }
 
 /// A strong tag: the first 128 bits of the body's SHA-256, quoted.
@@ -112,6 +274,62 @@ mod tests {
         );
         assert!(names_tag(&odd, &tag).is_err());
         assert!(names_tag(&asking(" "), &tag).is_err());
+    }
+
+    /// A read in flight when a request arrives is not its answer (a write may have committed
+    /// after that read began); the next read, which began after both later arrivals, serves
+    /// them both.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_read_serves_only_the_requests_that_came_before_it_began() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::sync::oneshot;
+
+        let reads = Arc::new(VersionReads::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (release_first, first_waits) = oneshot::channel::<()>();
+        let (release_second, second_waits) = oneshot::channel::<()>();
+        let waits = Arc::new(std::sync::Mutex::new(vec![second_waits, first_waits]));
+        let request = |found: i64| {
+            let (reads, calls, waits) = (reads.clone(), calls.clone(), waits.clone());
+            tokio::spawn(async move {
+                reads
+                    .current(Some("acme"), || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        let wait = waits.lock().unwrap().pop().unwrap();
+                        let _ = wait.await;
+                        Ok::<i64, ()>(found)
+                    })
+                    .await
+            })
+        };
+        let first = request(1);
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Both arrive while the first read is in flight.
+        let (second, third) = (request(2), request(3));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        release_first.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), Ok(1));
+        while calls.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        release_second.send(()).unwrap();
+        let (second, third) = (second.await.unwrap(), third.await.unwrap());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "the later arrivals shared one read"
+        );
+        let shared = second.unwrap();
+        assert!(shared == 2 || shared == 3, "{shared}");
+        assert_eq!(third.unwrap(), shared);
+        // Another scope never shares.
+        let other = reads
+            .current(Some("globex"), || async { Ok::<i64, ()>(9) })
+            .await;
+        assert_eq!(other, Ok(9));
     }
 
     #[test]

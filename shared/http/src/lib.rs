@@ -22,7 +22,7 @@
 pub mod api;
 pub mod auth;
 pub mod boot;
-mod conditional;
+pub mod conditional;
 mod dashboard;
 pub mod error;
 mod extract;
@@ -86,6 +86,10 @@ pub struct AppState {
     pub auth_throttle: auth::AuthThrottle,
     /// What this instance holds of its callers' per-minute budgets.
     pub rate_limiter: auth::RateLimiter,
+    /// Pages of intents this instance already serialised, with the version they were read at.
+    pub page_cache: conditional::PageCache,
+    /// Reads of intents versions that concurrent requests share.
+    pub version_reads: conditional::VersionReads,
 }
 
 impl AppState {
@@ -110,6 +114,8 @@ impl AppState {
             key_cache: auth::KeyCache::default(),
             auth_throttle: auth::AuthThrottle::default(),
             rate_limiter: auth::RateLimiter::default(),
+            page_cache: conditional::PageCache::default(),
+            version_reads: conditional::VersionReads::default(),
         }
     }
 

@@ -495,6 +495,10 @@ pub async fn backfill(
         }
         reports.push(report);
     }
+    if !options.dry_run {
+        // The copy wrote intents without a commit: a reader's cached page must not survive it.
+        target.bump_tenant_versions().await?;
+    }
     Ok(BackfillReport {
         dry_run: options.dry_run,
         tables: reports,

@@ -147,6 +147,11 @@ mod migrations {
                 "queue key holds",
                 include_str!("../migrations/postgres/0009_queue_key_holds.sql"),
             ),
+            (
+                10,
+                "tenant versions",
+                include_str!("../migrations/postgres/0010_tenant_versions.sql"),
+            ),
         ])
     }
 
@@ -196,6 +201,11 @@ mod migrations {
                 9,
                 "queue key holds",
                 include_str!("../migrations/sqlite/0009_queue_key_holds.sql"),
+            ),
+            (
+                10,
+                "tenant versions",
+                include_str!("../migrations/sqlite/0010_tenant_versions.sql"),
             ),
         ])
     }
@@ -556,6 +566,12 @@ forward! {
     fn stored_intent(&self, id: &str) -> Option<StoredIntent>;
     /// Intents in queue order, filtered and paged.
     fn intents(&self, filter: &IntentFilter) -> Vec<converge_core::Intent>;
+    /// The version of a tenant's intents (every tenant's when `None`): it changes with every
+    /// committed change to them and never returns to an earlier value. Read it before the
+    /// intents it versions.
+    fn intents_version(&self, tenant: Option<&str>) -> i64;
+    /// Moves every tenant's intents version, after intents were written outside a commit.
+    fn bump_tenant_versions(&self) -> ();
     /// The actionable intents of one queue key, in queue order.
     fn queue_intents(&self, key: &converge_core::queue::QueueKey, after: Option<&IntentCursor>, limit: u32) -> Vec<converge_core::Intent>;
     /// An intent's latest decisions and latest reported check.

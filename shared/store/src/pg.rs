@@ -84,9 +84,9 @@ impl PgStore {
 }
 
 async fn begin_write(
-    pool: &PgPool,
+    store: &PgStore,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-    Ok(pool.begin().await?)
+    Ok(store.pool.begin().await?)
 }
 
 fn ts(t: DateTime<Utc>) -> DateTime<Utc> {

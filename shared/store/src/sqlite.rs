@@ -31,6 +31,8 @@ const TS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    /// One connection for write transactions (see `begin_write`).
+    writer: SqlitePool,
     clock: Arc<dyn Clock + Send + Sync>,
 }
 
@@ -96,13 +98,19 @@ impl SqliteStore {
             })
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .min_connections(0)
-            .acquire_timeout(BUSY_TIMEOUT)
-            .before_acquire(|conn, _| Box::pin(async move { Ok(crate::reusable(conn)) }))
-            .connect_lazy_with(options);
-        Ok(SqliteStore { pool, clock })
+        let pool_of = |connections: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                .min_connections(0)
+                .acquire_timeout(BUSY_TIMEOUT)
+                .before_acquire(|conn, _| Box::pin(async move { Ok(crate::reusable(conn)) }))
+                .connect_lazy_with(options.clone())
+        };
+        Ok(SqliteStore {
+            pool: pool_of(max_connections.max(1)),
+            writer: pool_of(1),
+            clock,
+        })
     }
 
     /// Applies the pending migrations.
@@ -127,10 +135,13 @@ impl SqliteStore {
     }
 }
 
+/// A write transaction on the writer connection: this process's writers queue for it in
+/// turn instead of meeting SQLite's write lock, whose busy handler sleeps in steps of up to
+/// 100 ms (the long tail of concurrent writes). Other processes still meet the lock.
 async fn begin_write(
-    pool: &SqlitePool,
+    store: &SqliteStore,
 ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+    Ok(store.writer.begin_with("BEGIN IMMEDIATE").await?)
 }
 
 /// Encodes a timestamp as fixed-width UTC text.

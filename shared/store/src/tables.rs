@@ -246,4 +246,14 @@ pub(crate) const TABLES: &[Table] = &[
         ephemeral: None,
         append_only: false,
     },
+    Table {
+        name: "tenant_versions",
+        key: &["tenant"],
+        columns: &[("tenant", Text), ("version", Int)],
+        serial: None,
+        ephemeral: Some("versions of each tenant's intents: every commit moves them"),
+        // Never lowered by a copy (a reader could take an old number for the current one); the
+        // backfill bumps every tenant once the intents are copied.
+        append_only: true,
+    },
 ];

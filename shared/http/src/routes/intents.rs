@@ -17,7 +17,7 @@ use super::*;
 use crate::AppState;
 use crate::api;
 use crate::auth::{Principal, Role};
-use crate::conditional::json_or_not_modified;
+use crate::conditional::{Serialised, json_or_not_modified};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 
@@ -114,7 +114,21 @@ pub(super) async fn list_intents(
         after: q.cursor.as_deref().map(decode_cursor).transpose()?,
         limit: limit + 1,
     };
-    let mut intents = state.services.store.intents(&filter).await?;
+    // Read before the page: a page kept at this version is the page (see `PageCache`).
+    let store = &state.services.store;
+    let scope = filter.tenant_id.as_deref();
+    let version = state
+        .version_reads
+        .current(scope, || store.intents_version(scope))
+        .await?;
+    let key = format!(
+        "{:?}|{:?}|{:?}|{:?}|{}",
+        filter.tenant_id, filter.statuses, filter.target, q.cursor, limit
+    );
+    if let Some(page) = state.page_cache.get(&key, version) {
+        return page.answer(&headers);
+    }
+    let mut intents = store.intents(&filter).await?;
     let next_cursor = if intents.len() > limit as usize {
         intents.truncate(limit as usize);
         intents.last().map(encode_cursor)
@@ -122,13 +136,12 @@ pub(super) async fn list_intents(
         None
     };
     // Serialised straight from the intents (no intermediate JSON tree): this is the hot path.
-    json_or_not_modified(
-        &headers,
-        &IntentPage {
-            intents: &intents,
-            next_cursor,
-        },
-    )
+    let page = Serialised::of(&IntentPage {
+        intents: &intents,
+        next_cursor,
+    })?;
+    state.page_cache.put(key, version, page.clone());
+    page.answer(&headers)
 }
 
 /// `GET /intents/{id}`: the intent and its commit links.

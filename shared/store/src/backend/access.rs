@@ -112,7 +112,7 @@ macro_rules! access_operations {
             /// forgets the sessions that have expired.
             pub async fn create_session(&self, id_sha256: &str, key_hash: &str, expires_at: chrono::DateTime<chrono::Utc>) -> Result<(), $crate::StoreError> {
                 let now = self.now();
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(self).await?;
                 sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= $1")
                     .bind(ts(now))
                     .execute(&mut *tx)

@@ -8,7 +8,7 @@ macro_rules! journal_operations {
             /// Appends events, updates the intents projection from them, and records commit
             /// links and outbox rows, all in one transaction — after checking the guard lease.
             pub async fn commit(&self, commit: &$crate::Commit) -> Result<Vec<i64>, $crate::StoreError> {
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(self).await?;
                 if let Some(lease) = &commit.guard {
                     let row = sqlx::query(concat!(
                         "SELECT holder, token, expires_at FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3",
@@ -134,6 +134,13 @@ macro_rules! journal_operations {
                         entry.applied += 1;
                     }
                 }
+                // The tenants whose intents this commit changes: their versions move last.
+                let changed_tenants: std::collections::BTreeSet<String> = projected
+                    .iter()
+                    .filter(|p| p.applied > 0)
+                    .filter_map(|p| p.current.as_ref())
+                    .map(|intent| intent.tenant_id.clone().unwrap_or_default())
+                    .collect();
                 // Rows that existed are overwritten in one statement; new ones one by one (their
                 // insert may meet a row another transaction just created).
                 let (existing, new): (Vec<_>, Vec<_>) = projected.into_iter().partition(|p| p.existed);
@@ -169,8 +176,45 @@ macro_rules! journal_operations {
                         .execute(&mut *tx)
                         .await?;
                 }
+                // Last, so that the row lock serialising a tenant's commits is held only
+                // through the commit itself (tenants in name order: no deadlock between two).
+                for tenant in &changed_tenants {
+                    sqlx::query(
+                        "INSERT INTO tenant_versions (tenant, version) VALUES ($1, 1) \
+                         ON CONFLICT (tenant) DO UPDATE SET version = tenant_versions.version + 1",
+                    )
+                    .bind(tenant)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 tx.commit().await?;
                 Ok(seqs)
+            }
+
+            /// The version of a tenant's intents (every tenant's when `None`): it changes with
+            /// every committed change to them and never comes back to an earlier value. Read it
+            /// before the intents it versions: a page read after it is at least that recent.
+            pub async fn intents_version(&self, tenant: Option<&str>) -> Result<i64, $crate::StoreError> {
+                let version: Option<i64> = match tenant {
+                    Some(tenant) => sqlx::query_scalar("SELECT version FROM tenant_versions WHERE tenant = $1")
+                        .bind(tenant)
+                        .fetch_optional(&self.pool)
+                        .await?,
+                    // Every row only grows, so their sum changes whenever one does.
+                    None => sqlx::query_scalar("SELECT CAST(SUM(version) AS BIGINT) FROM tenant_versions")
+                        .fetch_one(&self.pool)
+                        .await?,
+                };
+                Ok(version.unwrap_or(0))
+            }
+
+            /// Moves every tenant's version after intents were written outside [`Self::commit`]
+            /// (a rebuild, a backfill), and gives one to each tenant that had none.
+            pub async fn bump_tenant_versions(&self) -> Result<(), $crate::StoreError> {
+                let mut tx = begin_write(self).await?;
+                bump_every_tenant_version(&mut tx).await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             /// The current state of an intent with its row's version.
@@ -428,7 +472,7 @@ macro_rules! journal_operations {
             /// Returns the number of intents rebuilt.
             pub async fn rebuild_projections(&self) -> Result<usize, $crate::StoreError> {
                 const PAGE: i64 = 1_000;
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(self).await?;
                 sqlx::query($lock_projection).execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM intents").execute(&mut *tx).await?;
                 // Each intent's version is the number of events applied to it, as when they were
@@ -462,6 +506,7 @@ macro_rules! journal_operations {
                 for (intent, updated_at, applied) in state.values() {
                     write_intent(&mut tx, intent, *updated_at, true, *applied).await?;
                 }
+                bump_every_tenant_version(&mut tx).await?;
                 tx.commit().await?;
                 Ok(state.len())
             }
@@ -540,6 +585,20 @@ macro_rules! journal_operations {
         /// Writes an intent as a commit's events left it. If the row did not exist and a
         /// concurrent transaction created it first, our insert waited for it and did nothing:
         /// the events are applied again to the row that transaction wrote.
+        async fn bump_every_tenant_version(
+            tx: &mut sqlx::Transaction<'static, $db>,
+        ) -> Result<(), $crate::StoreError> {
+            sqlx::query("UPDATE tenant_versions SET version = version + 1").execute(&mut **tx).await?;
+            // `WHERE true`: SQLite would read an ON CONFLICT right after FROM as a join's.
+            sqlx::query(
+                "INSERT INTO tenant_versions (tenant, version) \
+                 SELECT DISTINCT COALESCE(tenant_id, ''), 1 FROM intents WHERE true ON CONFLICT (tenant) DO NOTHING",
+            )
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
         async fn write_projected(
             tx: &mut sqlx::Transaction<'static, $db>,
             entry: Projected<'_>,

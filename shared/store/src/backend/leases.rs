@@ -13,7 +13,7 @@ macro_rules! lease_operations {
                 ttl: std::time::Duration,
             ) -> Result<Option<$crate::Lease>, $crate::StoreError> {
                 let ttl = chrono::Duration::from_std(ttl).map_err(|e| $crate::StoreError::Config(e.to_string()))?;
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(self).await?;
                 sqlx::query(
                     "INSERT INTO queue_leases (tenant, repo, target, holder, token, acquired_at, expires_at) \
                      VALUES ($1, $2, $3, NULL, 0, NULL, NULL) ON CONFLICT DO NOTHING",
@@ -137,7 +137,7 @@ macro_rules! lease_operations {
             /// its environment failed with `reason`: one more failure in a row, and no round
             /// before the backoff of that many failures has passed.
             pub async fn hold_key(&self, lease: &$crate::Lease, reason: &str) -> Result<$crate::KeyHold, $crate::StoreError> {
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(self).await?;
                 let failures: Option<i64> = sqlx::query_scalar(
                     "UPDATE queue_leases SET hold_failures = hold_failures + 1 \
                      WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5 \

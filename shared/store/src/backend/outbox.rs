@@ -16,7 +16,7 @@ macro_rules! outbox_operations {
             ) -> Result<Vec<$crate::OutboxEntry>, $crate::StoreError> {
                 let now = self.now();
                 let until = now + chrono::Duration::from_std(claim_ttl).map_err(|e| $crate::StoreError::Config(e.to_string()))?;
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(self).await?;
                 let rows = sqlx::query(concat!(
                     "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 WHERE seq IN (",
                     "SELECT seq FROM outbox WHERE topic = $5 AND sent_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $3) ",
@@ -66,7 +66,7 @@ macro_rules! outbox_operations {
                     return Ok(0);
                 }
                 let now = self.now();
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(self).await?;
                 let mut marked = 0;
                 for seq in seqs {
                     marked += sqlx::query("UPDATE outbox SET sent_at = $2 WHERE seq = $1 AND sent_at IS NULL")

@@ -16,7 +16,7 @@ macro_rules! settings_operations {
                 in_progress_ttl: chrono::Duration,
             ) -> Result<$crate::IdempotencyClaim, $crate::StoreError> {
                 let now = self.now();
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(self).await?;
                 // Lapsed keys (anyone's: the table holds a day of requests at most), and this
                 // key's claim if a crash abandoned it, are free again.
                 sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
@@ -95,7 +95,7 @@ macro_rules! settings_operations {
 
             /// Writes the probe row, in a transaction of its own.
             pub async fn probe_write(&self) -> Result<(), $crate::StoreError> {
-                let mut tx = begin_write(&self.pool).await?;
+                let mut tx = begin_write(self).await?;
                 sqlx::query(
                     "INSERT INTO store_probe (id, probed_at) VALUES (1, $1) \
                      ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",

@@ -77,10 +77,18 @@ on_both_backends!(
     a_commit_expecting_a_version_commits_only_while_the_row_is_unchanged,
     of_concurrent_commits_expecting_one_version_exactly_one_lands,
     idempotency_keys_replay_for_a_day_and_free_an_abandoned_claim,
+    the_intents_version_moves_with_every_change_of_a_tenants_intents,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
     result.unwrap_or_else(|e| panic!("store error: {e}"))
+}
+
+/// Every table's summary but the tenants' versions, which a rebuild moves on purpose.
+async fn state_tables(store: &Store) -> Vec<converge_store::backfill::TableSummary> {
+    let mut tables = ok(summaries(store).await);
+    tables.retain(|t| t.table != "tenant_versions");
+    tables
 }
 
 async fn a_commit_appends_events_and_moves_the_projection(store: Store, clock: ManualClock) {
@@ -181,6 +189,87 @@ async fn an_illegal_move_rolls_back_the_whole_commit(store: Store, clock: Manual
         before,
         "no event, row or outbox message was kept"
     );
+}
+
+/// The version read caches key on: each committed change to a tenant's intents moves it (none
+/// is lost among concurrent commits), a refused commit or another tenant's leaves it, and a
+/// rebuild moves every tenant's.
+async fn the_intents_version_moves_with_every_change_of_a_tenants_intents(
+    store: Store,
+    clock: ManualClock,
+) {
+    assert_eq!(ok(store.intents_version(Some("acme")).await), 0);
+    assert_eq!(ok(store.intents_version(None).await), 0);
+    let (intent, created_event) = created(&clock, "i-versioned", 3);
+    ok(store
+        .commit(&Commit {
+            events: vec![created_event],
+            ..Commit::default()
+        })
+        .await);
+    let acme = ok(store.intents_version(Some("acme")).await);
+    assert!(acme > 0);
+    assert_eq!(ok(store.intents_version(Some("globex")).await), 0);
+
+    // Another tenant's intent (and one without a tenant) move their own versions only, and
+    // every tenant's sum.
+    let (mut other, _) = created(&clock, "i-globex", 3);
+    other.tenant_id = Some("globex".into());
+    let (mut untenanted, _) = created(&clock, "i-nobody", 3);
+    untenanted.tenant_id = None;
+    for intent in [&other, &untenanted] {
+        let payload = serde_json::to_value(intent).unwrap();
+        ok(store
+            .commit(&Commit {
+                events: vec![event(&clock, &intent.id, EventType::IntentCreated, payload)],
+                ..Commit::default()
+            })
+            .await);
+    }
+    assert_eq!(ok(store.intents_version(Some("acme")).await), acme);
+    assert!(ok(store.intents_version(Some("globex")).await) > 0);
+    assert!(ok(store.intents_version(Some("")).await) > 0);
+    let all = ok(store.intents_version(None).await);
+    assert!(all > acme);
+
+    // A commit the projection refuses writes no version either.
+    let refused = store
+        .commit(&Commit {
+            events: vec![event(
+                &clock,
+                &intent.id,
+                EventType::IntentQueued,
+                json!({}),
+            )],
+            ..Commit::default()
+        })
+        .await;
+    assert!(refused.is_err(), "queued from READY was accepted");
+    assert_eq!(ok(store.intents_version(Some("acme")).await), acme);
+
+    // Sixteen concurrent commits, each changing one of the tenant's intents: sixteen moves.
+    let mut tasks = Vec::new();
+    for n in 0..16 {
+        let store = store.clone();
+        let (_, creation) = created(&clock, &format!("i-concurrent-{n}"), 3);
+        tasks.push(tokio::spawn(async move {
+            store
+                .commit(&Commit {
+                    events: vec![creation],
+                    ..Commit::default()
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        ok(task.await.unwrap());
+    }
+    let after = ok(store.intents_version(Some("acme")).await);
+    assert_eq!(after, acme + 16, "a concurrent commit's move was lost");
+    assert!(ok(store.intents_version(None).await) > all);
+
+    ok(store.rebuild_projections().await);
+    assert!(ok(store.intents_version(Some("acme")).await) > after);
 }
 
 async fn intents_list_in_queue_order_with_filters_and_cursor(store: Store, clock: ManualClock) {
@@ -446,10 +535,10 @@ async fn a_rebuild_reproduces_the_projection_exactly(store: Store, clock: Manual
                 .await);
         }
     }
-    let before = ok(summaries(&store).await);
+    let before = state_tables(&store).await;
     assert_eq!(ok(store.rebuild_projections().await), 6);
     assert_eq!(
-        ok(summaries(&store).await),
+        state_tables(&store).await,
         before,
         "identical rows, updated_at included"
     );
@@ -963,9 +1052,9 @@ async fn concurrent_creations_of_one_intent_keep_the_first_birth(store: Store, c
         first,
         "a re-creation overwrote the intent's birth"
     );
-    let before = ok(summaries(&store).await);
+    let before = state_tables(&store).await;
     ok(store.rebuild_projections().await);
-    assert_eq!(ok(summaries(&store).await), before);
+    assert_eq!(state_tables(&store).await, before);
 }
 
 async fn concurrent_commits_on_one_intent_apply_in_log_order(store: Store, clock: ManualClock) {
@@ -1014,9 +1103,9 @@ async fn concurrent_commits_on_one_intent_apply_in_log_order(store: Store, clock
         last_in_log,
         "the row was changed in another order than the log says"
     );
-    let before = ok(summaries(&store).await);
+    let before = state_tables(&store).await;
     ok(store.rebuild_projections().await);
-    assert_eq!(ok(summaries(&store).await), before);
+    assert_eq!(state_tables(&store).await, before);
 }
 
 async fn a_rebuild_during_commits_loses_nothing(store: Store, clock: ManualClock) {
@@ -1061,9 +1150,9 @@ async fn a_rebuild_during_commits_loses_nothing(store: Store, clock: ManualClock
         let row = ok(store.intent(id).await).unwrap_or_else(|| panic!("{id} lost its row"));
         assert_eq!(row.retries, 25, "{id} lost a change made during a rebuild");
     }
-    let before = ok(summaries(&store).await);
+    let before = state_tables(&store).await;
     ok(store.rebuild_projections().await);
-    assert_eq!(ok(summaries(&store).await), before);
+    assert_eq!(state_tables(&store).await, before);
 }
 
 async fn the_schema_matches_what_backfill_copies(store: Store, _clock: ManualClock) {
