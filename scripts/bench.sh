@@ -10,8 +10,19 @@
 #   scripts/bench.sh queue-job           the queue job end to end: intents created over HTTP to
 #                                        all MERGED in a local repository (release `converge serve`)
 #   scripts/bench.sh cold-start          the functions' cold starts and zip sizes (scripts/cold-start.sh)
+# At the end, the figures are printed again as one table beside the goals (scripts/lib/bench-table.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ -z "${BENCH_LOG:-}" ]; then
+  BENCH_LOG=$(mktemp)
+  export BENCH_LOG
+  status=0
+  bash scripts/bench.sh "$@" 2>&1 | tee "$BENCH_LOG" || status=$?
+  python3 scripts/lib/bench-table.py < "$BENCH_LOG"
+  rm -f "$BENCH_LOG"
+  exit "$status"
+fi
 
 # shellcheck source=scripts/lib/postgres.sh
 . scripts/lib/postgres.sh

@@ -59,7 +59,14 @@ def main():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Runtime)
+    class Server(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            # The function is stopped while it waits for its next event: its connection is
+            # gone when the 410 is written. Nothing to report.
+            if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+                super().handle_error(request, client_address)
+
+    server = Server(("127.0.0.1", port), Runtime)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env = dict(os.environ)
     env.update({

@@ -97,6 +97,9 @@ impl SqliteStore {
                 SqliteDurability::Normal => SqliteSynchronous::Normal,
             })
             .busy_timeout(BUSY_TIMEOUT)
+            // 1 MiB of page cache per connection, not SQLite's 2 MiB: each connection keeps
+            // its own, and the kernel caches the file for all of them anyway.
+            .pragma("cache_size", "-1024")
             .foreign_keys(true);
         let pool_of = |connections: u32| {
             SqlitePoolOptions::new()
