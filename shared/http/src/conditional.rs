@@ -90,6 +90,24 @@ pub(crate) fn json_or_not_modified<T: serde::Serialize>(
 #[derive(Debug, Default)]
 pub struct VersionReads {
     scopes: Mutex<HashMap<Option<String>, std::sync::Arc<tokio::sync::Mutex<LastRead>>>>,
+    /// Requests inside [`VersionReads::current`] now.
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// One request counted in [`VersionReads`]'s `waiting` while it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(counter: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// The last read of a scope's version: when it started, and what it found.
@@ -107,6 +125,7 @@ impl VersionReads {
         Fut: std::future::Future<Output = Result<i64, E>>,
     {
         let arrived = std::time::Instant::now();
+        let _waiting = Waiting::count(&self.waiting);
         let slot = {
             let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
             if scopes.len() >= VERSION_SCOPES_KEPT {
@@ -130,9 +149,13 @@ impl VersionReads {
 /// Bytes of pages kept per instance: a few hundred default pages, a small part of the
 /// process's memory.
 const PAGE_CACHE_BUDGET_BYTES: usize = 4 << 20;
+/// Pages kept at most, however small: bounds the scan for the least recently used one.
+const PAGE_CACHE_ENTRIES: usize = 512;
+/// What an entry costs beyond its body and key (tag, bookkeeping, the map's slot).
+const PAGE_ENTRY_OVERHEAD_BYTES: usize = 256;
 
 /// Pages this instance served, each with the version of the intents it was read at; the least
-/// recently used go first once [`PAGE_CACHE_BUDGET_BYTES`] is reached.
+/// recently used go first once [`PAGE_CACHE_BUDGET_BYTES`] or [`PAGE_CACHE_ENTRIES`] is reached.
 #[derive(Debug, Default)]
 pub struct PageCache {
     inner: Mutex<Pages>,
@@ -169,7 +192,7 @@ impl PageCache {
     /// Keeps `page`, read at `version`, under `key` (unless a page read at a later version is
     /// already there, or the page alone exceeds a quarter of the budget).
     pub(crate) fn put(&self, key: String, version: i64, page: Serialised) {
-        let size = page.body.len() + key.len();
+        let size = page.body.len() + key.len() + PAGE_ENTRY_OVERHEAD_BYTES;
         if size > PAGE_CACHE_BUDGET_BYTES / 4 {
             return;
         }
@@ -191,10 +214,10 @@ impl PageCache {
                 last_used: now,
             },
         ) {
-            pages.bytes -= old.page.body.len() + key.len();
+            pages.bytes -= old.page.body.len() + key.len() + PAGE_ENTRY_OVERHEAD_BYTES;
         }
         pages.bytes += size;
-        while pages.bytes > PAGE_CACHE_BUDGET_BYTES {
+        while pages.bytes > PAGE_CACHE_BUDGET_BYTES || pages.entries.len() > PAGE_CACHE_ENTRIES {
             let Some(oldest) = pages
                 .entries
                 .iter()
@@ -204,7 +227,7 @@ impl PageCache {
                 break;
             };
             if let Some(gone) = pages.entries.remove(&oldest) {
-                pages.bytes -= gone.page.body.len() + oldest.len();
+                pages.bytes -= gone.page.body.len() + oldest.len() + PAGE_ENTRY_OVERHEAD_BYTES;
             }
         }
     }
@@ -303,18 +326,22 @@ mod tests {
                     .await
             })
         };
-        let first = request(1);
-        while calls.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
+        // Waits (at most five seconds) until `done` holds.
+        async fn until(done: impl Fn() -> bool) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "timed out");
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
         }
+        let first = request(1);
+        until(|| calls.load(Ordering::SeqCst) == 1).await;
         // Both arrive while the first read is in flight.
         let (second, third) = (request(2), request(3));
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        until(|| reads.waiting.load(Ordering::SeqCst) == 3).await;
         release_first.send(()).unwrap();
         assert_eq!(first.await.unwrap(), Ok(1));
-        while calls.load(Ordering::SeqCst) < 2 {
-            tokio::task::yield_now().await;
-        }
+        until(|| calls.load(Ordering::SeqCst) == 2).await;
         release_second.send(()).unwrap();
         let (second, third) = (second.await.unwrap(), third.await.unwrap());
         assert_eq!(
@@ -330,6 +357,37 @@ mod tests {
             .current(Some("globex"), || async { Ok::<i64, ()>(9) })
             .await;
         assert_eq!(other, Ok(9));
+    }
+
+    /// A kept page is served only at the version it was read at; an older read never
+    /// replaces a newer one; the count and the bytes kept stay within their bounds.
+    #[test]
+    fn kept_pages_answer_only_their_version_and_stay_bounded() {
+        let cache = PageCache::default();
+        let page = |n: usize| Serialised::of(&serde_json::json!({"page": n})).unwrap();
+        cache.put("a".into(), 7, page(7));
+        assert!(cache.get("a", 7).is_some());
+        assert!(cache.get("a", 8).is_none(), "served at another version");
+        cache.put("a".into(), 6, page(6));
+        assert_eq!(cache.get("a", 7).unwrap().body, page(7).body);
+        for n in 0..2 * PAGE_CACHE_ENTRIES {
+            cache.put(format!("key-{n}"), 1, page(n));
+        }
+        let pages = cache.inner.lock().unwrap();
+        assert!(pages.entries.len() <= PAGE_CACHE_ENTRIES);
+        assert!(pages.bytes <= PAGE_CACHE_BUDGET_BYTES);
+        let counted: usize = pages
+            .entries
+            .iter()
+            .map(|(k, v)| v.page.body.len() + k.len() + PAGE_ENTRY_OVERHEAD_BYTES)
+            .sum();
+        assert_eq!(pages.bytes, counted);
+        // The most recent ones stayed.
+        assert!(
+            pages
+                .entries
+                .contains_key(&format!("key-{}", 2 * PAGE_CACHE_ENTRIES - 1))
+        );
     }
 
     #[test]

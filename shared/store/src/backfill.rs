@@ -494,10 +494,10 @@ pub async fn backfill(
             report.target_checksum = Some(to.checksum);
         }
         reports.push(report);
-    }
-    if !options.dry_run {
-        // The copy wrote intents without a commit: a reader's cached page must not survive it.
-        target.bump_tenant_versions().await?;
+        if !options.dry_run && table.name == "intents" {
+            // The copy wrote intents without a commit: no page a server kept may outlive it.
+            target.bump_tenant_versions().await?;
+        }
     }
     Ok(BackfillReport {
         dry_run: options.dry_run,

@@ -78,6 +78,11 @@ impl PgStore {
         &self.pool
     }
 
+    /// The pool writes go through (the same as reads on PostgreSQL).
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
     fn now(&self) -> DateTime<Utc> {
         crate::micros(self.clock.now())
     }

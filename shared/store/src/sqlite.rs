@@ -1,8 +1,9 @@
-//! The SQLite store (embedded default and fallback). Write transactions start with
-//! `BEGIN IMMEDIATE`, which takes the database's write lock up front: concurrent writers queue
-//! behind it (busy timeout) instead of deadlocking on a read-to-write upgrade, which gives the
-//! same serialisation PostgreSQL's row locks give. Timestamps are fixed-width UTC text, so text
-//! order is time order.
+//! The SQLite store (embedded default and fallback). Every write goes through one writer
+//! connection, so a process's writers queue in its pool; write transactions start with
+//! `BEGIN IMMEDIATE`, which takes the database's write lock up front: writers of other
+//! processes queue behind it (busy timeout) instead of deadlocking on a read-to-write upgrade,
+//! which gives the same serialisation PostgreSQL's row locks give. Reads use the other
+//! connections. Timestamps are fixed-width UTC text, so text order is time order.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -131,6 +132,12 @@ impl SqliteStore {
     /// The underlying pool (backfill and tests).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The connection writes go through: the writer, so that a process's writes wait their
+    /// turn in the pool's queue and not in SQLite's busy handler.
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 
     fn now(&self) -> DateTime<Utc> {

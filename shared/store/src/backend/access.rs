@@ -27,7 +27,7 @@ macro_rules! access_operations {
                 .bind(ts(key.created_at))
                 .bind(key.expires_at.map(ts))
                 .bind(&key.origin)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
@@ -78,7 +78,7 @@ macro_rules! access_operations {
                 )
                     .bind(key_hash)
                     .bind(ts(at))
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?
                     .rows_affected();
                 Ok(updated == 1)
@@ -95,7 +95,7 @@ macro_rules! access_operations {
                 .bind(tenant)
                 .bind(ts(window_start))
                 .bind(hits)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await?)
             }
 
@@ -103,7 +103,7 @@ macro_rules! access_operations {
             pub async fn prune_rate_limits(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, $crate::StoreError> {
                 Ok(sqlx::query("DELETE FROM rate_limit_counters WHERE window_start < $1")
                     .bind(ts(cutoff))
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?
                     .rows_affected())
             }
@@ -141,7 +141,7 @@ macro_rules! access_operations {
             pub async fn delete_session(&self, id_sha256: &str) -> Result<(), $crate::StoreError> {
                 sqlx::query("DELETE FROM dashboard_sessions WHERE id_sha256 = $1")
                     .bind(id_sha256)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(())
             }

@@ -526,7 +526,7 @@ macro_rules! journal_operations {
                 .bind(event_name)
                 .bind(body_sha256)
                 .bind(ts(self.now()))
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?
                 .rows_affected();
                 if inserted == 1 {
@@ -582,12 +582,15 @@ macro_rules! journal_operations {
             row.as_ref().map(stored_intent_from_row).transpose()
         }
 
-        /// Writes an intent as a commit's events left it. If the row did not exist and a
-        /// concurrent transaction created it first, our insert waited for it and did nothing:
-        /// the events are applied again to the row that transaction wrote.
+        /// Moves every tenant's intents version and gives one to each tenant that has none.
+        /// The rows are locked in name order first, the order commits take them in, so a
+        /// concurrent commit touching several tenants cannot deadlock with this.
         async fn bump_every_tenant_version(
             tx: &mut sqlx::Transaction<'static, $db>,
         ) -> Result<(), $crate::StoreError> {
+            sqlx::query(concat!("SELECT tenant FROM tenant_versions ORDER BY tenant", $lock))
+                .fetch_all(&mut **tx)
+                .await?;
             sqlx::query("UPDATE tenant_versions SET version = version + 1").execute(&mut **tx).await?;
             // `WHERE true`: SQLite would read an ON CONFLICT right after FROM as a join's.
             sqlx::query(
@@ -599,6 +602,9 @@ macro_rules! journal_operations {
             Ok(())
         }
 
+        /// Writes an intent as a commit's events left it. If the row did not exist and a
+        /// concurrent transaction created it first, our insert waited for it and did nothing:
+        /// the events are applied again to the row that transaction wrote.
         async fn write_projected(
             tx: &mut sqlx::Transaction<'static, $db>,
             entry: Projected<'_>,

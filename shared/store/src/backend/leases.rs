@@ -63,7 +63,7 @@ macro_rules! lease_operations {
                 .bind(lease.token.0)
                 .bind(ts(expires_at))
                 .bind(ts(now))
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?
                 .rows_affected();
                 if updated == 0 {
@@ -83,7 +83,7 @@ macro_rules! lease_operations {
                 .bind(&lease.key.target)
                 .bind(&lease.holder)
                 .bind(lease.token.0)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?
                 .rows_affected();
                 Ok(released == 1)
@@ -102,7 +102,7 @@ macro_rules! lease_operations {
                 .bind(&key.tenant)
                 .bind(&key.repo)
                 .bind(&key.target)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?
                 .rows_affected();
                 Ok(cleared == 1)
@@ -117,7 +117,7 @@ macro_rules! lease_operations {
                      WHERE holder IS NOT NULL AND expires_at <= $1",
                 )
                 .bind(ts(self.now()))
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?
                 .rows_affected())
             }
@@ -183,7 +183,7 @@ macro_rules! lease_operations {
                 .bind(&key.tenant)
                 .bind(&key.repo)
                 .bind(&key.target)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?
                 .rows_affected();
                 Ok(cleared > 0)
@@ -200,7 +200,7 @@ macro_rules! lease_operations {
                 .bind(&lease.key.target)
                 .bind(&lease.holder)
                 .bind(lease.token.0)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?
                 .rows_affected();
                 Ok(cleared > 0)

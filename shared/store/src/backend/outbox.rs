@@ -53,7 +53,7 @@ macro_rules! outbox_operations {
                 let updated = sqlx::query("UPDATE outbox SET sent_at = $2 WHERE seq = $1 AND sent_at IS NULL")
                     .bind(seq)
                     .bind(ts(self.now()))
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?
                     .rows_affected();
                 Ok(updated == 1)
@@ -85,7 +85,7 @@ macro_rules! outbox_operations {
             pub async fn release_outbox(&self, seq: i64) -> Result<bool, $crate::StoreError> {
                 let updated = sqlx::query("UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE seq = $1 AND sent_at IS NULL")
                     .bind(seq)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?
                     .rows_affected();
                 Ok(updated == 1)

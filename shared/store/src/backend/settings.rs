@@ -78,7 +78,7 @@ macro_rules! settings_operations {
                     .bind(key)
                     .bind(i64::from(status))
                     .bind(body)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(())
             }
@@ -88,7 +88,7 @@ macro_rules! settings_operations {
                 sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status = 0")
                     .bind(scope)
                     .bind(key)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(())
             }
@@ -133,7 +133,7 @@ macro_rules! settings_operations {
                 .bind(enabled)
                 .bind(ts(self.now()))
                 .bind(by)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
@@ -153,7 +153,7 @@ macro_rules! settings_operations {
                 .bind(tenant)
                 .bind(sqlx::types::Json(data))
                 .bind(ts(self.now()))
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await?)
             }
 
@@ -171,7 +171,7 @@ macro_rules! settings_operations {
                 .bind(tenant)
                 .bind(sqlx::types::Json(data))
                 .bind(ts(self.now()))
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
