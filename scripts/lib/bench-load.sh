@@ -61,7 +61,8 @@ p50 = re.search(r"\s50%\s+(\S+)", out).group(1)
 p99 = re.search(r"\s99%\s+(\S+)", out).group(1)
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 server_ms = (int(s1) - int(s0)) * 1000 / hz / requests
-pg_ms = (int(p1) - int(p0)) * 1000 / hz / requests
+# Not below zero: a cluster of an earlier run that was still exiting leaves the count.
+pg_ms = max(0, int(p1) - int(p0)) * 1000 / hz / requests
 per_kb = (server_ms + pg_ms) * 1000 / max(size / 1024, 1e-9)
 print(f"   {label}: {float(rps):,.0f} req/s, p50 {p50}, p99 {p99}, CPU per request "
       f"{server_ms:.3f} ms server + {pg_ms:.3f} ms PostgreSQL, {per_kb:.1f} µs per KB "
