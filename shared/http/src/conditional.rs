@@ -155,7 +155,7 @@ const PAGE_CACHE_ENTRIES: usize = 512;
 const PAGE_ENTRY_OVERHEAD_BYTES: usize = 256;
 
 /// Pages this instance served, each with the version of the intents it was read at; the least
-/// recently used go first once [`PAGE_CACHE_BUDGET_BYTES`] or [`PAGE_CACHE_ENTRIES`] is reached.
+/// recently used go first once `PAGE_CACHE_BUDGET_BYTES` or `PAGE_CACHE_ENTRIES` is reached.
 #[derive(Debug, Default)]
 pub struct PageCache {
     inner: Mutex<Pages>,
