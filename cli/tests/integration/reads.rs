@@ -204,8 +204,9 @@ async fn an_unchanged_answer_is_304_and_a_write_changes_the_tag() {
     }
 }
 
-/// Two servers on one database: a page one server keeps never hides an intent created through
-/// the other, whether the reader is bound to the tenant or reads every tenant.
+/// Two servers on one database: a page one server keeps is served again while nothing changed
+/// (its `/metrics` count a hit), and never hides an intent created through the other, whether
+/// the reader is bound to the tenant or reads every tenant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_one_server_keeps_never_hides_a_write_made_through_another() {
     let state = tempfile::tempdir().unwrap();
@@ -243,9 +244,26 @@ async fn a_page_one_server_keeps_never_hides_a_write_made_through_another() {
                     .collect::<Vec<_>>()
             }
         };
+        let kept_hits = || {
+            let request = client.get(reader.url("/metrics")).send();
+            async move {
+                let text = request.await.unwrap().text().await.unwrap();
+                text.lines()
+                    .find_map(|l| l.strip_prefix("converge_kept_pages_total{result=\"hit\"} "))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("no kept-page count in /metrics: {text}"))
+            }
+        };
         for n in 0..12 {
             // The reader serves (and keeps) its page, then the other server takes a write.
             assert_eq!(ids_on(KEY).await.len(), n);
+            let hits = kept_hits().await;
+            assert_eq!(ids_on(KEY).await.len(), n);
+            assert_eq!(
+                kept_hits().await,
+                hits + 1,
+                "an unchanged list was read afresh"
+            );
             assert_eq!(ids_on("reads-admin").await.len(), n);
             let id = format!("kept-{n}");
             let created = client

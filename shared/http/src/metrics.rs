@@ -32,6 +32,8 @@ struct Counters {
     requests: BTreeMap<(String, String, u16), u64>,
     latency: BTreeMap<(String, String), Histogram>,
     rate_limited: BTreeMap<String, u64>,
+    /// Lists of intents answered from a kept page, and read afresh.
+    kept_pages: (u64, u64),
 }
 
 /// In-process request metrics (per instance; the database gauges are shared truth).
@@ -53,6 +55,18 @@ impl Metrics {
         for (i, bound) in BUCKETS.iter().enumerate() {
             if seconds <= *bound {
                 h.counts[i] += 1;
+            }
+        }
+    }
+
+    /// Counts a list of intents answered from a page this instance kept (`hit`) or read
+    /// afresh.
+    pub fn count_kept_page(&self, hit: bool) {
+        if let Ok(mut c) = self.0.lock() {
+            if hit {
+                c.kept_pages.0 += 1;
+            } else {
+                c.kept_pages.1 += 1;
             }
         }
     }
@@ -117,6 +131,11 @@ impl Metrics {
             let total: u64 = c.rate_limited.values().sum();
             let _ = writeln!(out, "converge_rate_limit_rejections_total {total}");
         }
+        out.push_str("# HELP converge_kept_pages_total Lists of intents answered from a page this instance kept (hit) or read afresh (miss).\n");
+        out.push_str("# TYPE converge_kept_pages_total counter\n");
+        let (hits, misses) = c.kept_pages;
+        let _ = writeln!(out, "converge_kept_pages_total{{result=\"hit\"}} {hits}");
+        let _ = writeln!(out, "converge_kept_pages_total{{result=\"miss\"}} {misses}");
     }
 }
 

@@ -126,8 +126,10 @@ pub(super) async fn list_intents(
         filter.tenant_id, filter.statuses, filter.target, q.cursor, limit
     );
     if let Some(page) = state.page_cache.get(&key, version) {
+        state.metrics.count_kept_page(true);
         return page.answer(&headers);
     }
+    state.metrics.count_kept_page(false);
     let mut intents = store.intents(&filter).await?;
     let next_cursor = if intents.len() > limit as usize {
         intents.truncate(limit as usize);
