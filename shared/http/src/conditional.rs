@@ -89,25 +89,9 @@ pub(crate) fn json_or_not_modified<T: serde::Serialize>(
 /// so under load one read answers many requests instead of one each.
 #[derive(Debug, Default)]
 pub struct VersionReads {
+    /// Each scope's last read, behind the lock its requests queue on (a slot's other holders
+    /// are the requests inside [`VersionReads::current`] for it).
     scopes: Mutex<HashMap<Option<String>, std::sync::Arc<tokio::sync::Mutex<LastRead>>>>,
-    /// Requests inside [`VersionReads::current`] now.
-    waiting: std::sync::atomic::AtomicUsize,
-}
-
-/// One request counted in [`VersionReads`]'s `waiting` while it lives.
-struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn count(counter: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
-        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Waiting(counter)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
 }
 
 /// The last read of a scope's version: when it started, and what it found.
@@ -125,7 +109,6 @@ impl VersionReads {
         Fut: std::future::Future<Output = Result<i64, E>>,
     {
         let arrived = std::time::Instant::now();
-        let _waiting = Waiting::count(&self.waiting);
         let slot = {
             let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
             if scopes.len() >= VERSION_SCOPES_KEPT {
@@ -175,6 +158,11 @@ struct KeptPage {
     last_used: u64,
 }
 
+/// What keeping `page` under `key` counts against the budget.
+fn kept_cost(key: &str, page: &Serialised) -> usize {
+    page.body.len() + key.len() + PAGE_ENTRY_OVERHEAD_BYTES
+}
+
 impl PageCache {
     /// The page kept under `key`, if it was read at `version`.
     pub(crate) fn get(&self, key: &str, version: i64) -> Option<Serialised> {
@@ -192,7 +180,7 @@ impl PageCache {
     /// Keeps `page`, read at `version`, under `key` (unless a page read at a later version is
     /// already there, or the page alone exceeds a quarter of the budget).
     pub(crate) fn put(&self, key: String, version: i64, page: Serialised) {
-        let size = page.body.len() + key.len() + PAGE_ENTRY_OVERHEAD_BYTES;
+        let size = kept_cost(&key, &page);
         if size > PAGE_CACHE_BUDGET_BYTES / 4 {
             return;
         }
@@ -214,7 +202,7 @@ impl PageCache {
                 last_used: now,
             },
         ) {
-            pages.bytes -= old.page.body.len() + key.len() + PAGE_ENTRY_OVERHEAD_BYTES;
+            pages.bytes -= kept_cost(&key, &old.page);
         }
         pages.bytes += size;
         while pages.bytes > PAGE_CACHE_BUDGET_BYTES || pages.entries.len() > PAGE_CACHE_ENTRIES {
@@ -227,7 +215,7 @@ impl PageCache {
                 break;
             };
             if let Some(gone) = pages.entries.remove(&oldest) {
-                pages.bytes -= gone.page.body.len() + oldest.len() + PAGE_ENTRY_OVERHEAD_BYTES;
+                pages.bytes -= kept_cost(&oldest, &gone.page);
             }
         }
     }
@@ -338,7 +326,14 @@ mod tests {
         until(|| calls.load(Ordering::SeqCst) == 1).await;
         // Both arrive while the first read is in flight.
         let (second, third) = (request(2), request(3));
-        until(|| reads.waiting.load(Ordering::SeqCst) == 3).await;
+        // The map's handle on the scope, and one per request inside `current`.
+        let holders = || {
+            let scopes = reads.scopes.lock().unwrap();
+            scopes
+                .get(&Some("acme".to_owned()))
+                .map_or(0, Arc::strong_count)
+        };
+        until(|| holders() == 4).await;
         release_first.send(()).unwrap();
         assert_eq!(first.await.unwrap(), Ok(1));
         until(|| calls.load(Ordering::SeqCst) == 2).await;
@@ -379,7 +374,7 @@ mod tests {
         let counted: usize = pages
             .entries
             .iter()
-            .map(|(k, v)| v.page.body.len() + k.len() + PAGE_ENTRY_OVERHEAD_BYTES)
+            .map(|(key, kept)| kept_cost(key, &kept.page))
             .sum();
         assert_eq!(pages.bytes, counted);
         // The most recent ones stayed.

@@ -84,6 +84,28 @@ fn ok<T>(result: Result<T, StoreError>) -> T {
     result.unwrap_or_else(|e| panic!("store error: {e}"))
 }
 
+/// Commits each event in a commit of its own, all at once (one task each), and requires every
+/// commit to land.
+async fn commit_each_at_once(store: &Store, events: Vec<converge_core::Event>) {
+    let tasks: Vec<_> = events
+        .into_iter()
+        .map(|e| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .commit(&Commit {
+                        events: vec![e],
+                        ..Commit::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        ok(task.await.unwrap_or_else(|e| panic!("task: {e}")));
+    }
+}
+
 /// Every table's summary but the tenants' versions, which a rebuild moves on purpose.
 async fn state_tables(store: &Store) -> Vec<converge_store::backfill::TableSummary> {
     let mut tables = ok(summaries(store).await);
@@ -248,22 +270,10 @@ async fn the_intents_version_moves_with_every_change_of_a_tenants_intents(
     assert_eq!(ok(store.intents_version(Some("acme")).await), acme);
 
     // Sixteen concurrent commits, each changing one of the tenant's intents: sixteen moves.
-    let mut tasks = Vec::new();
-    for n in 0..16 {
-        let store = store.clone();
-        let (_, creation) = created(&clock, &format!("i-concurrent-{n}"), 3);
-        tasks.push(tokio::spawn(async move {
-            store
-                .commit(&Commit {
-                    events: vec![creation],
-                    ..Commit::default()
-                })
-                .await
-        }));
-    }
-    for task in tasks {
-        ok(task.await.unwrap());
-    }
+    let creations = (0..16)
+        .map(|n| created(&clock, &format!("i-concurrent-{n}"), 3).1)
+        .collect();
+    commit_each_at_once(&store, creations).await;
     let after = ok(store.intents_version(Some("acme")).await);
     assert_eq!(after, acme + 16, "a concurrent commit's move was lost");
     assert!(ok(store.intents_version(None).await) > all);
@@ -1011,30 +1021,19 @@ async fn migrations_are_idempotent_and_cover_every_table(store: Store, _clock: M
 }
 
 async fn concurrent_creations_of_one_intent_keep_the_first_birth(store: Store, clock: ManualClock) {
-    let store = Arc::new(store);
-    let mut tasks = Vec::new();
-    for n in 0..8 {
-        let (mut intent, _) = created(&clock, "acme/app:pr-9", 3);
-        intent.created_by = format!("creator-{n}");
-        let e = event(
-            &clock,
-            &intent.id,
-            EventType::IntentCreated,
-            serde_json::to_value(&intent).unwrap_or_default(),
-        );
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            store
-                .commit(&Commit {
-                    events: vec![e],
-                    ..Commit::default()
-                })
-                .await
-        }));
-    }
-    for task in tasks {
-        ok(task.await.unwrap_or_else(|e| panic!("task: {e}")));
-    }
+    let creations = (0..8)
+        .map(|n| {
+            let (mut intent, _) = created(&clock, "acme/app:pr-9", 3);
+            intent.created_by = format!("creator-{n}");
+            event(
+                &clock,
+                &intent.id,
+                EventType::IntentCreated,
+                serde_json::to_value(&intent).unwrap_or_default(),
+            )
+        })
+        .collect();
+    commit_each_at_once(&store, creations).await;
     let events = ok(store
         .events(&EventFilter {
             intent_id: Some("acme/app:pr-9".into()),
@@ -1065,28 +1064,17 @@ async fn concurrent_commits_on_one_intent_apply_in_log_order(store: Store, clock
             ..Commit::default()
         })
         .await);
-    let store = Arc::new(store);
-    let mut tasks = Vec::new();
-    for n in 1..=16u32 {
-        let e = event(
-            &clock,
-            &intent.id,
-            EventType::IntentRequeued,
-            json!({"reason": "x", "retries": n}),
-        );
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            store
-                .commit(&Commit {
-                    events: vec![e],
-                    ..Commit::default()
-                })
-                .await
-        }));
-    }
-    for task in tasks {
-        ok(task.await.unwrap_or_else(|e| panic!("task: {e}")));
-    }
+    let requeues = (1..=16u32)
+        .map(|n| {
+            event(
+                &clock,
+                &intent.id,
+                EventType::IntentRequeued,
+                json!({"reason": "x", "retries": n}),
+            )
+        })
+        .collect();
+    commit_each_at_once(&store, requeues).await;
     let events = ok(store
         .events(&EventFilter {
             event_type: Some(EventType::IntentRequeued),
