@@ -88,9 +88,10 @@ impl PgStore {
     }
 }
 
-async fn begin_write(
-    store: &PgStore,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+/// A write transaction: PostgreSQL's own row locks order concurrent writers.
+type WriteTx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+async fn begin_write(store: &PgStore) -> Result<WriteTx, StoreError> {
     Ok(store.pool.begin().await?)
 }
 

@@ -1,9 +1,12 @@
 //! The SQLite store (embedded default and fallback). Every write goes through one writer
-//! connection, so a process's writers queue in its pool; write transactions start with
+//! connection, so a process's writers take turns on it; write transactions start with
 //! `BEGIN IMMEDIATE`, which takes the database's write lock up front: writers of other
 //! processes queue behind it (busy timeout) instead of deadlocking on a read-to-write upgrade,
-//! which gives the same serialisation PostgreSQL's row locks give. Reads use the other
+//! which gives the same serialisation PostgreSQL's row locks give. Writers that queue behind
+//! each other share a transaction and its sync to disk (`group_commit`). Reads use the other
 //! connections. Timestamps are fixed-width UTC text, so text order is time order.
+
+mod group_commit;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -22,6 +25,7 @@ use crate::StoreError;
 use crate::backend::{
     insert_intent_sql, insert_intents_prefix, intent_overwrite_sql, store_operations,
 };
+use group_commit::{GroupWriter, WriteTx};
 
 /// How long a writer waits for the write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,8 +36,8 @@ const TS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
-    /// One connection for write transactions (see `begin_write`).
-    writer: SqlitePool,
+    /// One connection for write transactions, shared by the writers of a group.
+    writer: GroupWriter,
     clock: Arc<dyn Clock + Send + Sync>,
 }
 
@@ -98,9 +102,10 @@ impl SqliteStore {
                 SqliteDurability::Normal => SqliteSynchronous::Normal,
             })
             .busy_timeout(BUSY_TIMEOUT)
-            // 1 MiB of page cache per connection, not SQLite's 2 MiB: each connection keeps
-            // its own, and the kernel caches the file for all of them anyway.
-            .pragma("cache_size", "-1024")
+            // 256 KiB of page cache per connection, not SQLite's 2 MiB: each connection keeps
+            // its own, and the kernel caches the file for all of them anyway (a page read past
+            // this cache is a copy from the kernel's, not a disk read).
+            .pragma("cache_size", "-256")
             .foreign_keys(true);
         let pool_of = |connections: u32| {
             SqlitePoolOptions::new()
@@ -112,7 +117,7 @@ impl SqliteStore {
         };
         Ok(SqliteStore {
             pool: pool_of(max_connections.max(1)),
-            writer: pool_of(1),
+            writer: GroupWriter::new(pool_of(1)),
             clock,
         })
     }
@@ -137,7 +142,7 @@ impl SqliteStore {
     /// The connection writes go through: the writer, so that a process's writes wait their
     /// turn in the pool's queue and not in SQLite's busy handler.
     fn writer(&self) -> &SqlitePool {
-        &self.writer
+        self.writer.pool()
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -147,11 +152,10 @@ impl SqliteStore {
 
 /// A write transaction on the writer connection: this process's writers queue for it in
 /// turn instead of meeting SQLite's write lock, whose busy handler sleeps in steps of up to
-/// 100 ms (the long tail of concurrent writes). Other processes still meet the lock.
-async fn begin_write(
-    store: &SqliteStore,
-) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-    Ok(store.writer.begin_with("BEGIN IMMEDIATE").await?)
+/// 100 ms (the long tail of concurrent writes), and those that queue commit together. Other
+/// processes still meet the lock.
+async fn begin_write(store: &SqliteStore) -> Result<WriteTx, StoreError> {
+    store.writer.begin().await
 }
 
 /// Encodes a timestamp as fixed-width UTC text.

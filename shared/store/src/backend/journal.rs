@@ -572,7 +572,7 @@ macro_rules! journal_operations {
         }
 
         async fn read_locked(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut WriteTx,
             intent_id: &str,
         ) -> Result<Option<$crate::StoredIntent>, $crate::StoreError> {
             let row = sqlx::query(concat!("SELECT * FROM intents WHERE id = $1", $lock))
@@ -586,7 +586,7 @@ macro_rules! journal_operations {
         /// The rows are locked in name order first, the order commits take them in, so a
         /// concurrent commit touching several tenants cannot deadlock with this.
         async fn bump_every_tenant_version(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut WriteTx,
         ) -> Result<(), $crate::StoreError> {
             sqlx::query(concat!("SELECT tenant FROM tenant_versions ORDER BY tenant", $lock))
                 .fetch_all(&mut **tx)
@@ -606,7 +606,7 @@ macro_rules! journal_operations {
         /// concurrent transaction created it first, our insert waited for it and did nothing:
         /// the events are applied again to the row that transaction wrote.
         async fn write_projected(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut WriteTx,
             entry: Projected<'_>,
         ) -> Result<(), $crate::StoreError> {
             let (Some(intent), Some(updated_at)) = (&entry.current, entry.updated_at) else {
@@ -643,7 +643,7 @@ macro_rules! journal_operations {
         /// Appends events in as few statements as possible; returns their sequence numbers in
         /// the order given.
         async fn insert_events(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut WriteTx,
             events: &[converge_core::Event],
         ) -> Result<Vec<i64>, $crate::StoreError> {
             // Nine parameters a row; SQLite allows 32,766 in a statement.
@@ -681,7 +681,7 @@ macro_rules! journal_operations {
         /// Writes an intent row: replacing the existing one (`overwrite`), or only if none
         /// exists. Returns whether a row was written.
         async fn write_intent(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut WriteTx,
             intent: &converge_core::Intent,
             updated_at: chrono::DateTime<chrono::Utc>,
             overwrite: bool,
@@ -722,7 +722,7 @@ macro_rules! journal_operations {
 
         /// Replaces existing intent rows, all in one statement.
         async fn overwrite_intents(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut WriteTx,
             intents: &[(&converge_core::Intent, chrono::DateTime<chrono::Utc>, i64)],
         ) -> Result<(), $crate::StoreError> {
             // Eighteen parameters a row; SQLite allows 32,766 in a statement.

@@ -78,6 +78,7 @@ on_both_backends!(
     of_concurrent_commits_expecting_one_version_exactly_one_lands,
     idempotency_keys_replay_for_a_day_and_free_an_abandoned_claim,
     the_intents_version_moves_with_every_change_of_a_tenants_intents,
+    of_concurrent_commits_the_failed_and_the_abandoned_leave_no_trace,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -1563,4 +1564,135 @@ async fn idempotency_keys_replay_for_a_day_and_free_an_abandoned_claim(
     // A released claim is free at once.
     ok(store.release_idempotency_key("c", "k").await);
     assert_eq!(claim("c", "k", "r2").await, IdempotencyClaim::New);
+}
+
+/// Concurrent commits that land, fail half-way (a delivery recorded, then an illegal move) and
+/// are abandoned at any point (their caller gives up): those that answered landed whole, the
+/// failed left nothing, the abandoned landed whole or not at all, and the store still takes a
+/// write. (SQLite's writers that queue share a transaction: this is what keeps each one's
+/// changes its own.)
+async fn of_concurrent_commits_the_failed_and_the_abandoned_leave_no_trace(
+    store: Store,
+    clock: ManualClock,
+) {
+    const WRITERS: usize = 90;
+    let bound = StdDuration::from_secs(10);
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|k| {
+            let store = store.clone();
+            let id = format!("i-race-{k:03}");
+            let (_, created_event) = created(&clock, &id, 3);
+            let mut events = vec![created_event];
+            if k % 3 == 1 {
+                // READY → requeued → queued from READY: refused after the delivery was written.
+                events.push(event(
+                    &clock,
+                    &id,
+                    EventType::IntentRequeued,
+                    json!({"retries": 1}),
+                ));
+                events.push(event(&clock, &id, EventType::IntentQueued, json!({})));
+            }
+            let commit = Commit {
+                events,
+                delivery: Some(Delivery {
+                    id: format!("d-race-{k:03}"),
+                    event_name: "pull_request".into(),
+                    body_sha256: "hash".into(),
+                }),
+                outbox: vec![OutboxMessage {
+                    topic: "race".into(),
+                    payload: json!({ "intent": id }),
+                }],
+                ..Commit::default()
+            };
+            tokio::spawn(async move {
+                if k % 3 == 2 {
+                    // Gives up somewhere between before its turn and after its commit.
+                    let patience = StdDuration::from_micros((k as u64 * 397) % 4_000);
+                    tokio::time::timeout(patience, store.commit(&commit))
+                        .await
+                        .ok()
+                } else {
+                    let landed = tokio::time::timeout(bound, store.commit(&commit)).await;
+                    Some(
+                        landed
+                            .unwrap_or_else(|_| panic!("commit {k} still waiting after {bound:?}")),
+                    )
+                }
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap_or_else(|e| panic!("task: {e}")));
+    }
+
+    let claimed = ok(store
+        .claim_outbox("race", "test", 1_000, StdDuration::from_secs(60))
+        .await);
+    let messages: BTreeSet<String> = claimed
+        .iter()
+        .filter_map(|m| m.payload["intent"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(messages.len(), claimed.len(), "one message per commit");
+    let mut abandoned_landed = 0;
+    for (k, outcome) in outcomes.iter().enumerate() {
+        let id = format!("i-race-{k:03}");
+        let intent = ok(store.intent(&id).await).is_some();
+        let delivery = ok(store
+            .record_delivery(&format!("d-race-{k:03}"), "pull_request", "hash")
+            .await)
+            != DeliveryOutcome::New;
+        let message = messages.contains(&id);
+        match (k % 3, outcome) {
+            (0, Some(result)) => {
+                assert!(result.is_ok(), "commit {k}: {result:?}");
+                assert!(
+                    intent && delivery && message,
+                    "commit {k} answered but did not land whole"
+                );
+            }
+            (1, Some(result)) => {
+                assert!(
+                    matches!(result, Err(StoreError::Projection(_))),
+                    "commit {k}: {result:?}"
+                );
+                assert!(
+                    !intent && !delivery && !message,
+                    "failed commit {k} left a trace"
+                );
+            }
+            (2, _) => {
+                assert!(
+                    intent == delivery && delivery == message,
+                    "abandoned commit {k} landed in part: intent {intent}, delivery {delivery}, message {message}"
+                );
+                if let Some(result) = outcome {
+                    assert!(result.is_ok() && intent, "commit {k} answered {result:?}");
+                }
+                abandoned_landed += usize::from(intent);
+            }
+            (_, None) => panic!("commit {k} was not given a deadline"),
+            _ => unreachable!(),
+        }
+    }
+    eprintln!(
+        "{abandoned_landed} of {} abandoned commits landed",
+        WRITERS / 3
+    );
+
+    let (_, after) = created(&clock, "i-race-after", 3);
+    let after = tokio::time::timeout(
+        bound,
+        store.commit(&Commit {
+            events: vec![after],
+            ..Commit::default()
+        }),
+    )
+    .await;
+    assert!(
+        matches!(after, Ok(Ok(_))),
+        "a write after the race: {after:?}"
+    );
 }

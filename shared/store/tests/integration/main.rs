@@ -7,4 +7,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is how a test fails.
 
 mod contract;
+mod sqlite_writer;
 mod support;

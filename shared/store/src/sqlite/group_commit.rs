@@ -1,0 +1,312 @@
+//! Group commit for the SQLite writer.
+//!
+//! Under `synchronous=FULL` every commit syncs the log to disk, and a process's writes take
+//! turns on one connection: at a few hundred concurrent writes per second the queue for that
+//! sync, not the work, is the latency. So writers that arrive while others are queued share
+//! one transaction and one sync:
+//!
+//! - A writer takes the group's lock (a fair queue), and runs its statements inside the open
+//!   group transaction (the first writer opens it with `BEGIN IMMEDIATE`; later ones work
+//!   inside a savepoint of their own, so a writer that fails or is dropped rolls back only its
+//!   own changes).
+//! - On its commit, a writer that sees nobody queued behind it commits the group at once (at
+//!   low load, a group of one: no added latency). Otherwise it releases its savepoint, hands
+//!   the lock to the next writer, and waits for the group's outcome; the last writer of the
+//!   queue (or, failing one, a sweep queued behind it) commits for all.
+//! - A writer answers only after the transaction holding its changes committed, and a failed
+//!   group commit fails every member: no write that did not take effect answers success.
+//!
+//! Writers are serialised exactly as before (one at a time, in queue order), so what a writer
+//! reads is what the writers before it left, committed or about to be in the same transaction.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::{Sqlite, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+
+use crate::StoreError;
+
+/// A group commits once it holds this many writers even if more are queued, so that a steady
+/// stream of writers cannot hold a transaction (and its followers' answers) open for long.
+const MAX_GROUP: usize = 64;
+
+/// The savepoint a writer that joins an open group works in: opened, kept, undone.
+const SAVEPOINT_OPEN: &str = "SAVEPOINT converge_member";
+const SAVEPOINT_KEEP: &str = "RELEASE converge_member";
+const SAVEPOINT_UNDO: &str = "ROLLBACK TO converge_member; RELEASE converge_member";
+
+/// How a group ended, as its waiting members learn it: `None` while it is open.
+type Outcome = Option<Result<(), Arc<str>>>;
+
+/// The writer connection's queue and its open group transaction.
+#[derive(Clone)]
+pub(super) struct GroupWriter {
+    pool: SqlitePool,
+    group: Arc<Mutex<Group>>,
+    /// Writers waiting for the lock: a writer committing with none behind it commits the group.
+    queued: Arc<AtomicUsize>,
+}
+
+#[derive(Default)]
+struct Group {
+    /// The open transaction; `None` between groups (the connection is back in its pool).
+    tx: Option<Transaction<'static, Sqlite>>,
+    /// Writers whose changes the open transaction holds.
+    members: usize,
+    /// Where the members waiting for the commit learn its outcome.
+    outcome: Option<watch::Sender<Outcome>>,
+    /// A writer left without committing; the next holder of the lock undoes its changes
+    /// before anything else (a `Drop` cannot run SQL).
+    abandoned: Option<Abandoned>,
+    /// A sweep is queued on the lock to commit the group if no writer does.
+    sweep_queued: bool,
+}
+
+/// What a writer that left without committing had started.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Abandoned {
+    /// It opened the group: the whole transaction is its own.
+    Transaction,
+    /// It joined an open group in a savepoint.
+    Savepoint,
+}
+
+/// One writer's turn: its statements run on the group's connection (`&mut *tx` is an
+/// executor); [`WriteTx::commit`] returns once they are durable. Dropped without a commit, its
+/// changes are rolled back.
+pub struct WriteTx {
+    group: Option<OwnedMutexGuard<Group>>,
+    writer: GroupWriter,
+    /// Whether this writer works in a savepoint (it joined an open group).
+    in_savepoint: bool,
+}
+
+impl GroupWriter {
+    pub(super) fn new(pool: SqlitePool) -> GroupWriter {
+        GroupWriter {
+            pool,
+            group: Arc::new(Mutex::new(Group::default())),
+            queued: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The writer connection's pool (single statements use it directly, between groups).
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Waits for this writer's turn and starts its work in the group.
+    pub(super) async fn begin(&self) -> Result<WriteTx, StoreError> {
+        let mut group = {
+            let _queued = QueuedWriter::new(&self.queued);
+            self.group.clone().lock_owned().await
+        };
+        settle_abandoned(&mut group).await;
+        let in_savepoint = match group.tx.as_mut() {
+            Some(tx) => {
+                if let Err(error) = sqlx::raw_sql(SAVEPOINT_OPEN).execute(&mut **tx).await {
+                    // The transaction is unusable: its members learn that it failed.
+                    fail_group(&mut group, &error.to_string()).await;
+                    return Err(error.into());
+                }
+                true
+            }
+            None => {
+                group.tx = Some(self.pool.begin_with("BEGIN IMMEDIATE").await?);
+                false
+            }
+        };
+        Ok(WriteTx {
+            group: Some(group),
+            writer: self.clone(),
+            in_savepoint,
+        })
+    }
+}
+
+impl WriteTx {
+    /// Makes this writer's changes durable: now, or with the group it joined, after the last
+    /// writer queued behind it commits for all.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        let Some(mut group) = self.group.take() else {
+            return Err(StoreError::Unavailable(
+                "the write was already finished".into(),
+            ));
+        };
+        if self.in_savepoint {
+            let released = match group.tx.as_mut() {
+                Some(tx) => sqlx::raw_sql(SAVEPOINT_KEEP)
+                    .execute(&mut **tx)
+                    .await
+                    .map(drop),
+                None => Ok(()),
+            };
+            if let Err(error) = released {
+                group.abandoned = Some(Abandoned::Savepoint);
+                settle_abandoned(&mut group).await;
+                return Err(error.into());
+            }
+        }
+        group.members += 1;
+        if group.members >= MAX_GROUP || self.writer.queued.load(Ordering::Acquire) == 0 {
+            return commit_group(&mut group).await;
+        }
+        // Others are queued: one of them (or the sweep) commits for this writer too.
+        let mut outcome = group
+            .outcome
+            .get_or_insert_with(|| watch::channel(None).0)
+            .subscribe();
+        if !group.sweep_queued {
+            group.sweep_queued = true;
+            tokio::spawn(sweep(self.writer.clone()));
+        }
+        drop(group);
+        let ended = outcome.wait_for(Option::is_some).await;
+        match ended.as_deref() {
+            Ok(Some(Ok(()))) => Ok(()),
+            Ok(Some(Err(reason))) => Err(StoreError::Unavailable(format!(
+                "the group commit failed: {reason}"
+            ))),
+            Ok(None) | Err(_) => Err(StoreError::Unavailable(
+                "the group commit ended without an outcome".into(),
+            )),
+        }
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        match self.group.as_ref().and_then(|g| g.tx.as_ref()) {
+            Some(tx) => tx,
+            // `begin` opens the transaction before a `WriteTx` exists, and only `commit`
+            // (which consumes it) or a failure path that returns it as an error closes it.
+            None => unreachable!("a WriteTx always holds an open group transaction"),
+        }
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        match self.group.as_mut().and_then(|g| g.tx.as_mut()) {
+            Some(tx) => tx,
+            None => unreachable!("a WriteTx always holds an open group transaction"),
+        }
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let Some(mut group) = self.group.take() else {
+            return; // committed
+        };
+        group.abandoned = Some(if self.in_savepoint {
+            Abandoned::Savepoint
+        } else {
+            Abandoned::Transaction
+        });
+        // The transaction holds the database's write lock, and members may be waiting on it
+        // with nobody queued to commit it: a sweep settles it if no writer comes first.
+        if !group.sweep_queued
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            group.sweep_queued = true;
+            runtime.spawn(sweep(self.writer.clone()));
+        }
+    }
+}
+
+/// Counts a writer as queued while it waits for the lock, cancellation included.
+struct QueuedWriter<'a>(&'a AtomicUsize);
+
+impl<'a> QueuedWriter<'a> {
+    fn new(queued: &'a AtomicUsize) -> QueuedWriter<'a> {
+        queued.fetch_add(1, Ordering::AcqRel);
+        QueuedWriter(queued)
+    }
+}
+
+impl Drop for QueuedWriter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Commits the open group, if any, once the writers queued before it had their turn.
+async fn sweep(writer: GroupWriter) {
+    let mut group = writer.group.lock_owned().await;
+    group.sweep_queued = false;
+    settle_abandoned(&mut group).await;
+    if group.tx.is_some() {
+        // Members' errors reach them through the outcome; the sweep has nobody to tell.
+        let _ = commit_group(&mut group).await;
+    }
+}
+
+/// Undoes what a writer that left without committing had done.
+async fn settle_abandoned(group: &mut Group) {
+    let Some(abandoned) = group.abandoned.take() else {
+        return;
+    };
+    let Some(mut tx) = group.tx.take() else {
+        return;
+    };
+    match abandoned {
+        Abandoned::Transaction if group.members == 0 => {
+            // Nobody else's changes are in it. A failed rollback leaves the connection inside
+            // the transaction; the pool's check closes it instead of reusing it.
+            if let Err(error) = tx.rollback().await {
+                tracing::warn!(%error, "rolling back an abandoned write failed");
+            }
+            finish(group, Ok(()));
+        }
+        Abandoned::Transaction | Abandoned::Savepoint => {
+            let undone = sqlx::raw_sql(SAVEPOINT_UNDO).execute(&mut *tx).await;
+            group.tx = Some(tx);
+            if let Err(error) = undone {
+                // SQLite rolled the whole transaction back (a full disk, an I/O error): the
+                // members before lost their changes too, and must not answer success.
+                fail_group(group, &error.to_string()).await;
+            }
+        }
+    }
+}
+
+/// Commits the open transaction and tells its waiting members the outcome.
+async fn commit_group(group: &mut Group) -> Result<(), StoreError> {
+    let Some(tx) = group.tx.take() else {
+        return Ok(());
+    };
+    match tx.commit().await {
+        Ok(()) => {
+            finish(group, Ok(()));
+            Ok(())
+        }
+        Err(error) => {
+            finish(group, Err(error.to_string().into()));
+            Err(error.into())
+        }
+    }
+}
+
+/// Rolls back the open transaction after a failure that lost its members' changes.
+async fn fail_group(group: &mut Group, reason: &str) {
+    if let Some(tx) = group.tx.take()
+        && let Err(error) = tx.rollback().await
+    {
+        tracing::warn!(%error, "rolling back a failed group commit failed");
+    }
+    finish(group, Err(reason.into()));
+}
+
+/// Closes the group: its waiting members learn the outcome, and the next writer opens a new one.
+fn finish(group: &mut Group, outcome: Result<(), Arc<str>>) {
+    if let Some(sender) = group.outcome.take() {
+        sender.send_replace(Some(outcome));
+    }
+    group.members = 0;
+}
