@@ -147,6 +147,8 @@ impl WriteTx {
             if let Err(error) = released {
                 group.abandoned = Some(Abandoned::Savepoint);
                 settle_abandoned(&mut group).await;
+                // Members before this one may be waiting with nobody queued to commit them.
+                queue_sweep(&mut group, &self.writer);
                 return Err(error.into());
             }
         }
@@ -159,10 +161,7 @@ impl WriteTx {
             .outcome
             .get_or_insert_with(|| watch::channel(None).0)
             .subscribe();
-        if !group.sweep_queued {
-            group.sweep_queued = true;
-            tokio::spawn(sweep(self.writer.clone()));
-        }
+        queue_sweep(&mut group, &self.writer);
         drop(group);
         let ended = outcome.wait_for(Option::is_some).await;
         match ended.as_deref() {
@@ -211,12 +210,7 @@ impl Drop for WriteTx {
         });
         // The transaction holds the database's write lock, and members may be waiting on it
         // with nobody queued to commit it: a sweep settles it if no writer comes first.
-        if !group.sweep_queued
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            group.sweep_queued = true;
-            runtime.spawn(sweep(self.writer.clone()));
-        }
+        queue_sweep(&mut group, &self.writer);
     }
 }
 
@@ -233,6 +227,18 @@ impl<'a> QueuedWriter<'a> {
 impl Drop for QueuedWriter<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Queues a sweep behind the writers waiting now, unless one is queued already (or there is no
+/// runtime to run it: then the next writer settles the group).
+fn queue_sweep(group: &mut Group, writer: &GroupWriter) {
+    if group.tx.is_some()
+        && !group.sweep_queued
+        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+    {
+        group.sweep_queued = true;
+        runtime.spawn(sweep(writer.clone()));
     }
 }
 
