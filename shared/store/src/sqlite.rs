@@ -113,6 +113,9 @@ impl SqliteStore {
                 .min_connections(0)
                 .acquire_timeout(BUSY_TIMEOUT)
                 .before_acquire(|conn, _| Box::pin(async move { Ok(crate::reusable(conn)) }))
+                // And on release: a connection left inside a transaction holds the database's
+                // write lock while it sits idle.
+                .after_release(|conn, _| Box::pin(async move { Ok(crate::reusable(conn)) }))
                 .connect_lazy_with(options.clone())
         };
         Ok(SqliteStore {

@@ -16,6 +16,11 @@
 //! - A writer answers only after the transaction holding its changes committed, and a failed
 //!   group commit fails every member: no write that did not take effect answers success.
 //!
+//! - The steps that move the group's transaction (settling an abandoned writer, opening a
+//!   turn, ending one, committing) run in tasks of their own: a caller that gives up (a client
+//!   gone, a timeout) cannot leave the group half-moved, with members told nothing or told the
+//!   next group's outcome.
+//!
 //! Writers are serialised exactly as before (one at a time, in queue order), so what a writer
 //! reads is what the writers before it left, committed or about to be in the same transaction.
 
@@ -100,69 +105,70 @@ impl GroupWriter {
 
     /// Waits for this writer's turn and starts its work in the group.
     pub(super) async fn begin(&self) -> Result<WriteTx, StoreError> {
-        let mut group = {
+        let group = {
             let _queued = QueuedWriter::new(&self.queued);
             self.group.clone().lock_owned().await
         };
-        settle_abandoned(&mut group).await;
-        let in_savepoint = match group.tx.as_mut() {
-            Some(tx) => {
-                if let Err(error) = sqlx::raw_sql(SAVEPOINT_OPEN).execute(&mut **tx).await {
-                    // The transaction is unusable: its members learn that it failed.
-                    fail_group(&mut group, &error.to_string()).await;
-                    return Err(error.into());
-                }
-                true
-            }
-            None => {
-                group.tx = Some(self.pool.begin_with("BEGIN IMMEDIATE").await?);
-                false
-            }
-        };
-        Ok(WriteTx {
-            group: Some(group),
-            writer: self.clone(),
-            in_savepoint,
-        })
+        // In a task of its own, so that a caller giving up cannot interrupt it half-way (with
+        // the transaction taken out of the group); a turn opened for a caller that gave up is
+        // dropped, and so rolled back, with the task's output.
+        run_to_completion(open_turn(group, self.clone())).await?
     }
+}
+
+/// Settles what an earlier writer abandoned, then opens this writer's part of the group.
+async fn open_turn(
+    mut group: OwnedMutexGuard<Group>,
+    writer: GroupWriter,
+) -> Result<WriteTx, StoreError> {
+    settle_abandoned(&mut group).await;
+    let in_savepoint = match group.tx.as_mut() {
+        Some(tx) => {
+            if let Err(error) = sqlx::raw_sql(SAVEPOINT_OPEN).execute(&mut **tx).await {
+                // The transaction is unusable: its members learn that it failed.
+                fail_group(&mut group, &error.to_string()).await;
+                return Err(error.into());
+            }
+            true
+        }
+        None => {
+            group.tx = Some(writer.pool.begin_with("BEGIN IMMEDIATE").await?);
+            false
+        }
+    };
+    Ok(WriteTx {
+        group: Some(group),
+        writer,
+        in_savepoint,
+    })
+}
+
+/// Runs a step that moves the group's transaction in a task of its own: the caller may stop
+/// waiting, the step still completes (and its output, a lock guard or a turn, is then dropped).
+async fn run_to_completion<T: Send + 'static>(
+    step: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(step)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("a write step did not complete: {e}")))
 }
 
 impl WriteTx {
     /// Makes this writer's changes durable: now, or with the group it joined, after the last
     /// writer queued behind it commits for all.
     pub async fn commit(mut self) -> Result<(), StoreError> {
-        let Some(mut group) = self.group.take() else {
+        let Some(group) = self.group.take() else {
             return Err(StoreError::Unavailable(
                 "the write was already finished".into(),
             ));
         };
-        if self.in_savepoint {
-            let released = match group.tx.as_mut() {
-                Some(tx) => sqlx::raw_sql(SAVEPOINT_KEEP)
-                    .execute(&mut **tx)
-                    .await
-                    .map(drop),
-                None => Ok(()),
-            };
-            if let Err(error) = released {
-                group.abandoned = Some(Abandoned::Savepoint);
-                settle_abandoned(&mut group).await;
-                // Members before this one may be waiting with nobody queued to commit them.
-                queue_sweep(&mut group, &self.writer);
-                return Err(error.into());
-            }
-        }
-        group.members += 1;
-        if group.members >= MAX_GROUP || self.writer.queued.load(Ordering::Acquire) == 0 {
-            return commit_group(&mut group).await;
-        }
-        // Others are queued: one of them (or the sweep) commits for this writer too.
-        let mut outcome = group
-            .outcome
-            .get_or_insert_with(|| watch::channel(None).0)
-            .subscribe();
-        queue_sweep(&mut group, &self.writer);
-        drop(group);
+        // The turn ends in a task of its own (see `begin`); what is left here is waiting for a
+        // group commit, which happens whether or not this caller still waits.
+        let wait =
+            run_to_completion(close_turn(group, self.writer.clone(), self.in_savepoint)).await??;
+        let Some(mut outcome) = wait else {
+            return Ok(());
+        };
         let ended = outcome.wait_for(Option::is_some).await;
         match ended.as_deref() {
             Ok(Some(Ok(()))) => Ok(()),
@@ -174,6 +180,43 @@ impl WriteTx {
             )),
         }
     }
+}
+
+/// Ends a writer's turn: its changes become part of the group, which it commits at once if
+/// nobody is queued behind it (`None`: committed); otherwise it hands the lock on and
+/// returns where the group's outcome will be told.
+async fn close_turn(
+    mut group: OwnedMutexGuard<Group>,
+    writer: GroupWriter,
+    in_savepoint: bool,
+) -> Result<Option<watch::Receiver<Outcome>>, StoreError> {
+    if in_savepoint {
+        let released = match group.tx.as_mut() {
+            Some(tx) => sqlx::raw_sql(SAVEPOINT_KEEP)
+                .execute(&mut **tx)
+                .await
+                .map(drop),
+            None => Ok(()),
+        };
+        if let Err(error) = released {
+            group.abandoned = Some(Abandoned::Savepoint);
+            settle_abandoned(&mut group).await;
+            // Members before this one may be waiting with nobody queued to commit them.
+            queue_sweep(&mut group, &writer);
+            return Err(error.into());
+        }
+    }
+    group.members += 1;
+    if group.members >= MAX_GROUP || writer.queued.load(Ordering::Acquire) == 0 {
+        return commit_group(&mut group).await.map(|()| None);
+    }
+    // Others are queued: one of them (or the sweep) commits for this writer too.
+    let outcome = group
+        .outcome
+        .get_or_insert_with(|| watch::channel(None).0)
+        .subscribe();
+    queue_sweep(&mut group, &writer);
+    Ok(Some(outcome))
 }
 
 impl Deref for WriteTx {
@@ -315,4 +358,91 @@ fn finish(group: &mut Group, outcome: Result<(), Arc<str>>) {
         sender.send_replace(Some(outcome));
     }
     group.members = 0;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is how a test fails.
+
+    use super::*;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+    use std::time::Duration;
+
+    async fn writer_on_a_fresh_file(dir: &tempfile::TempDir) -> (GroupWriter, SqlitePool) {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("group.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        (GroupWriter::new(pool.clone()), pool)
+    }
+
+    async fn insert(tx: &mut WriteTx, x: i64) {
+        sqlx::query("INSERT INTO t (x) VALUES ($1)")
+            .bind(x)
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+    }
+
+    /// A waits on a group commit; B, after it, abandons its turn; C takes the lock to undo B
+    /// and gives up at that very moment. A's change must still commit, and be answered, and
+    /// B's must not (a caller giving up mid-step once rolled the whole group back, and left A
+    /// waiting for whichever group committed next). Repeated: whether C's step is still under
+    /// way when its caller gives up depends on the SQLite thread's speed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_giving_up_while_an_abandoned_turn_is_undone_loses_no_other_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, pool) = writer_on_a_fresh_file(&dir).await;
+        let pause = Duration::from_millis(10);
+        let mut given_up_mid_step = 0;
+        for round in 0..30 {
+            let (kept, undone) = (round * 2, round * 2 + 1);
+            let mut a = writer.begin().await.unwrap();
+            insert(&mut a, kept).await;
+            // B, then C, queue for the lock while A holds it.
+            let b_turn = tokio::spawn({
+                let writer = writer.clone();
+                async move { writer.begin().await }
+            });
+            tokio::time::sleep(pause).await;
+            let mut c = Box::pin(writer.begin());
+            assert!(tokio::time::timeout(Duration::ZERO, &mut c).await.is_err());
+            // A sees writers queued behind it: it hands the commit on (a sweep queues after C).
+            let a_commit = tokio::spawn(a.commit());
+            tokio::time::sleep(pause).await;
+            let mut b = b_turn.await.unwrap().unwrap();
+            insert(&mut b, undone).await;
+            drop(b);
+            // C now holds the lock and starts undoing B's turn; its caller stops waiting.
+            if tokio::time::timeout(Duration::ZERO, &mut c).await.is_err() {
+                given_up_mid_step += 1;
+            }
+            drop(c);
+
+            let answered = tokio::time::timeout(Duration::from_secs(10), a_commit).await;
+            assert!(
+                matches!(answered, Ok(Ok(Ok(())))),
+                "round {round}: A's commit: {answered:?}"
+            );
+        }
+        assert!(
+            given_up_mid_step > 0,
+            "C's caller never gave up while its step was under way: the case was not tested"
+        );
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT x FROM t ORDER BY x")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let kept: Vec<i64> = (0..30).map(|round| round * 2).collect();
+        assert_eq!(rows, kept, "every A's row, and no B's");
+    }
 }

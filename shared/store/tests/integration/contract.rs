@@ -1609,7 +1609,7 @@ async fn of_concurrent_commits_the_failed_and_the_abandoned_leave_no_trace(
             tokio::spawn(async move {
                 if k % 3 == 2 {
                     // Gives up somewhere between before its turn and after its commit.
-                    let patience = StdDuration::from_micros((k as u64 * 397) % 4_000);
+                    let patience = StdDuration::from_micros((k as u64 * 3_967) % 60_000);
                     tokio::time::timeout(patience, store.commit(&commit))
                         .await
                         .ok()
