@@ -49,12 +49,12 @@ macro_rules! intent_overwrite_sql {
 }
 
 /// Expands the store operations for one backend. The invoking module provides `begin_write`
-/// (and its transaction type, `WriteTx`), `ts`, `get_ts`, `get_opt_ts` and the pool type; `$lock` and `$skip_locked` are the SQL
-/// suffixes for row locks; `$lock_projection` keeps other writers off the intents table during
-/// a rebuild; `$intents_as_json` aggregates a page of intents into one JSON array (one row
-/// crosses from the database instead of one per intent: on SQLite, sqlx hands each row across
-/// threads, which dominated the cost of listing); `$id_list` selects the ids of a JSON array
-/// bound as `$2`.
+/// (and its transaction type, `WriteTx`), `ts`, `get_ts`, `get_opt_ts` and the pool type;
+/// `$lock` and `$skip_locked` are the SQL suffixes for row locks; `$lock_projection` keeps
+/// other writers off the intents table during a rebuild; `$intents_as_json` aggregates a page
+/// of intents into one JSON array (one row crosses from the database instead of one per
+/// intent: on SQLite, sqlx hands each row across threads, which dominated the cost of
+/// listing); `$id_list` selects the ids of a JSON array bound as `$2`.
 macro_rules! store_operations {
     // Every area takes the same settings (each uses the ones it needs), so they are passed on
     // as they came.

@@ -15,7 +15,6 @@
 //!   queue (or, failing one, a sweep queued behind it) commits for all.
 //! - A writer answers only after the transaction holding its changes committed, and a failed
 //!   group commit fails every member: no write that did not take effect answers success.
-//!
 //! - The steps that move the group's transaction (settling an abandoned writer, opening a
 //!   turn, ending one, committing) run in tasks of their own: a caller that gives up (a client
 //!   gone, a timeout) cannot leave the group half-moved, with members told nothing or told the
@@ -59,24 +58,17 @@ pub(super) struct GroupWriter {
 struct Group {
     /// The open transaction; `None` between groups (the connection is back in its pool).
     tx: Option<Transaction<'static, Sqlite>>,
-    /// Writers whose changes the open transaction holds.
+    /// Writers whose changes the open transaction holds. While a writer has its turn, none
+    /// means it opened the group (the whole transaction is its own), some that it joined it in
+    /// a savepoint.
     members: usize,
     /// Where the members waiting for the commit learn its outcome.
     outcome: Option<watch::Sender<Outcome>>,
     /// A writer left without committing; the next holder of the lock undoes its changes
     /// before anything else (a `Drop` cannot run SQL).
-    abandoned: Option<Abandoned>,
+    abandoned: bool,
     /// A sweep is queued on the lock to commit the group if no writer does.
     sweep_queued: bool,
-}
-
-/// What a writer that left without committing had started.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Abandoned {
-    /// It opened the group: the whole transaction is its own.
-    Transaction,
-    /// It joined an open group in a savepoint.
-    Savepoint,
 }
 
 /// One writer's turn: its statements run on the group's connection (`&mut *tx` is an
@@ -85,8 +77,6 @@ enum Abandoned {
 pub struct WriteTx {
     group: Option<OwnedMutexGuard<Group>>,
     writer: GroupWriter,
-    /// Whether this writer works in a savepoint (it joined an open group).
-    in_savepoint: bool,
 }
 
 impl GroupWriter {
@@ -122,24 +112,20 @@ async fn open_turn(
     writer: GroupWriter,
 ) -> Result<WriteTx, StoreError> {
     settle_abandoned(&mut group).await;
-    let in_savepoint = match group.tx.as_mut() {
+    // An open group has members (one whose opener left was closed just above).
+    match group.tx.as_mut() {
         Some(tx) => {
             if let Err(error) = sqlx::raw_sql(SAVEPOINT_OPEN).execute(&mut **tx).await {
                 // The transaction is unusable: its members learn that it failed.
                 fail_group(&mut group, &error.to_string()).await;
                 return Err(error.into());
             }
-            true
         }
-        None => {
-            group.tx = Some(writer.pool.begin_with("BEGIN IMMEDIATE").await?);
-            false
-        }
-    };
+        None => group.tx = Some(writer.pool.begin_with("BEGIN IMMEDIATE").await?),
+    }
     Ok(WriteTx {
         group: Some(group),
         writer,
-        in_savepoint,
     })
 }
 
@@ -164,8 +150,7 @@ impl WriteTx {
         };
         // The turn ends in a task of its own (see `begin`); what is left here is waiting for a
         // group commit, which happens whether or not this caller still waits.
-        let wait =
-            run_to_completion(close_turn(group, self.writer.clone(), self.in_savepoint)).await??;
+        let wait = run_to_completion(close_turn(group, self.writer.clone())).await??;
         let Some(mut outcome) = wait else {
             return Ok(());
         };
@@ -188,9 +173,8 @@ impl WriteTx {
 async fn close_turn(
     mut group: OwnedMutexGuard<Group>,
     writer: GroupWriter,
-    in_savepoint: bool,
 ) -> Result<Option<watch::Receiver<Outcome>>, StoreError> {
-    if in_savepoint {
+    if group.members > 0 {
         let released = match group.tx.as_mut() {
             Some(tx) => sqlx::raw_sql(SAVEPOINT_KEEP)
                 .execute(&mut **tx)
@@ -199,7 +183,7 @@ async fn close_turn(
             None => Ok(()),
         };
         if let Err(error) = released {
-            group.abandoned = Some(Abandoned::Savepoint);
+            group.abandoned = true;
             settle_abandoned(&mut group).await;
             // Members before this one may be waiting with nobody queued to commit them.
             queue_sweep(&mut group, &writer);
@@ -246,11 +230,7 @@ impl Drop for WriteTx {
         let Some(mut group) = self.group.take() else {
             return; // committed
         };
-        group.abandoned = Some(if self.in_savepoint {
-            Abandoned::Savepoint
-        } else {
-            Abandoned::Transaction
-        });
+        group.abandoned = true;
         // The transaction holds the database's write lock, and members may be waiting on it
         // with nobody queued to commit it: a sweep settles it if no writer comes first.
         queue_sweep(&mut group, &self.writer);
@@ -298,30 +278,27 @@ async fn sweep(writer: GroupWriter) {
 
 /// Undoes what a writer that left without committing had done.
 async fn settle_abandoned(group: &mut Group) {
-    let Some(abandoned) = group.abandoned.take() else {
+    if !std::mem::take(&mut group.abandoned) {
         return;
-    };
+    }
     let Some(mut tx) = group.tx.take() else {
         return;
     };
-    match abandoned {
-        Abandoned::Transaction if group.members == 0 => {
-            // Nobody else's changes are in it. A failed rollback leaves the connection inside
-            // the transaction; the pool's check closes it instead of reusing it.
-            if let Err(error) = tx.rollback().await {
-                tracing::warn!(%error, "rolling back an abandoned write failed");
-            }
-            finish(group, Ok(()));
+    if group.members == 0 {
+        // It opened the group: nobody else's changes are in it. A failed rollback leaves the
+        // connection inside the transaction; the pool closes it instead of reusing it.
+        if let Err(error) = tx.rollback().await {
+            tracing::warn!(%error, "rolling back an abandoned write failed");
         }
-        Abandoned::Transaction | Abandoned::Savepoint => {
-            let undone = sqlx::raw_sql(SAVEPOINT_UNDO).execute(&mut *tx).await;
-            group.tx = Some(tx);
-            if let Err(error) = undone {
-                // SQLite rolled the whole transaction back (a full disk, an I/O error): the
-                // members before lost their changes too, and must not answer success.
-                fail_group(group, &error.to_string()).await;
-            }
-        }
+        finish(group, Ok(()));
+        return;
+    }
+    let undone = sqlx::raw_sql(SAVEPOINT_UNDO).execute(&mut *tx).await;
+    group.tx = Some(tx);
+    if let Err(error) = undone {
+        // SQLite rolled the whole transaction back (a full disk, an I/O error): the members
+        // before lost their changes too, and must not answer success.
+        fail_group(group, &error.to_string()).await;
     }
 }
 
