@@ -121,6 +121,89 @@ impl ApiClient {
         .await
     }
 
+    /// `GET /v1{path}` whose answer is a file: written to `out` as it arrives (the whole
+    /// answer is never held). Returns the bytes written.
+    pub async fn download(
+        &self,
+        path: &str,
+        query: &[(&str, Option<String>)],
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, CliError> {
+        use futures_util::StreamExt;
+        let query: Vec<String> = query
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+            .collect();
+        let mut url = format!("{}/v1{path}", self.base);
+        if !query.is_empty() {
+            url = format!("{url}?{}", query.join("&"));
+        }
+        let write = |out: &mut (dyn std::io::Write + Send), bytes: &[u8]| {
+            out.write_all(bytes)
+                .map_err(|e| CliError::Other(anyhow::anyhow!("writing the download: {e}")))
+        };
+        let mut written = 0u64;
+        match &self.transport {
+            Transport::Http(http) => {
+                let mut request = http.get(&url);
+                if let Some(key) = &self.key {
+                    request = request.header("x-api-key", key);
+                }
+                let mut response = request.send().await.map_err(|e| self.network_error(&e))?;
+                let status = response.status().as_u16();
+                if !(200..300).contains(&status) {
+                    let text = response.text().await.map_err(|e| self.network_error(&e))?;
+                    return Err(self.answer(status, &text).err().unwrap_or_else(|| {
+                        CliError::Network(format!("{} answered HTTP {status}", self.base))
+                    }));
+                }
+                while let Some(chunk) =
+                    response.chunk().await.map_err(|e| self.network_error(&e))?
+                {
+                    write(out, &chunk)?;
+                    written += chunk.len() as u64;
+                }
+            }
+            Transport::InProcess(router) => {
+                use tower::ServiceExt;
+                let request = axum::http::Request::builder()
+                    .method("GET")
+                    .uri(url.trim_start_matches("local"))
+                    .body(axum::body::Body::empty())
+                    .map_err(|e| CliError::Other(anyhow::anyhow!("bad request: {e}")))?;
+                let response = router
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .map_err(|e| CliError::Other(anyhow::anyhow!("{e}")))?;
+                let status = response.status().as_u16();
+                let mut stream = response.into_body().into_data_stream();
+                if !(200..300).contains(&status) {
+                    let mut text = Vec::new();
+                    while let Some(chunk) = stream.next().await {
+                        text.extend_from_slice(
+                            &chunk.map_err(|e| CliError::Other(anyhow::anyhow!("{e}")))?,
+                        );
+                    }
+                    return Err(self
+                        .answer(status, &String::from_utf8_lossy(&text))
+                        .err()
+                        .unwrap_or_else(|| CliError::Other(anyhow::anyhow!("HTTP {status}"))));
+                }
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| {
+                        CliError::Other(anyhow::anyhow!("the download stopped: {e}"))
+                    })?;
+                    write(out, &chunk)?;
+                    written += chunk.len() as u64;
+                }
+            }
+        }
+        out.flush()
+            .map_err(|e| CliError::Other(anyhow::anyhow!("writing the download: {e}")))?;
+        Ok(written)
+    }
+
     /// `POST /v1{path}` with a JSON body.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
         self.send(Call {
@@ -161,7 +244,12 @@ impl ApiClient {
             }
             Transport::InProcess(router) => in_process(router, call).await?,
         };
-        let body: Value = serde_json::from_str(&text).map_err(|_| {
+        self.answer(status, &text)
+    }
+
+    /// An answer read: its JSON body when the status is a success, else the API's error.
+    fn answer(&self, status: u16, text: &str) -> Result<Value, CliError> {
+        let body: Value = serde_json::from_str(text).map_err(|_| {
             CliError::Network(format!(
                 "{} answered HTTP {status} with something that is not the Converge API (is --api-url right?)",
                 self.base

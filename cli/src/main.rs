@@ -56,9 +56,12 @@ enum Command {
     /// The queue: run a round, reset, inspect, state.
     #[command(subcommand)]
     Queue(ops::QueueCommand),
-    /// The event log.
+    /// The event log and its audit chain.
     #[command(subcommand)]
     Audit(ops::AuditCommand),
+    /// Exports: the decision record of every intent.
+    #[command(subcommand)]
+    Export(ops::ExportCommand),
     /// Risk: evaluate a change offline, review an intent, the gate's report.
     #[command(subcommand)]
     Risk(RiskCommand),
@@ -195,6 +198,7 @@ fn operate(api: &ops::ApiArgs, out: Output, command: Command) -> Result<(), CliE
             Command::Merge(c) => ops::merge(&client, out, c).await,
             Command::Queue(c) => ops::queue(&client, out, c).await,
             Command::Audit(c) => ops::audit(&client, out, c).await,
+            Command::Export(c) => ops::export(&client, c).await,
             Command::Risk(RiskCommand::Review(args)) => ops::risk_review(&client, out, args).await,
             Command::Risk(RiskCommand::Gate(args)) => ops::risk_gate(&client, out, args).await,
             Command::Keys(c) => ops::keys(&client, out, c).await,

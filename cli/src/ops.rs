@@ -256,6 +256,42 @@ pub struct TenantArgs {
 pub enum AuditCommand {
     /// The event log, newest first.
     Events(AuditEvents),
+    /// Verify a tenant's audit chain (every event hashed into the one before it) from its
+    /// start or its signed pruning anchor to its head; exit 3 at the first broken link.
+    Verify(AuditVerify),
+}
+
+/// Options of `audit verify`.
+#[derive(Debug, Args)]
+pub struct AuditVerify {
+    /// The tenant whose chain to verify (a tenant-bound key verifies its own; left out by a
+    /// key of no tenant: the chain of events without a tenant).
+    #[arg(long)]
+    tenant_id: Option<String>,
+    /// Events verified per request (the command goes on until the chain's end).
+    #[arg(long, default_value_t = 100_000)]
+    batch: u64,
+}
+
+/// `converge export …`.
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// One decision record per intent (the original's shape), as JSON lines or CSV.
+    Decisions(ExportDecisions),
+}
+
+/// Options of `export decisions`.
+#[derive(Debug, Args)]
+pub struct ExportDecisions {
+    /// jsonl or csv.
+    #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
+    fmt: String,
+    /// Only this tenant's intents (a tenant-bound key always exports its own).
+    #[arg(long)]
+    tenant_id: Option<String>,
+    /// Write to this file instead of standard output (replaced only once the export is whole).
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
 }
 
 /// Options of `audit events`.
@@ -675,7 +711,10 @@ pub async fn queue(api: &ApiClient, out: Output, command: QueueCommand) -> Resul
 
 /// Runs an `audit` command.
 pub async fn audit(api: &ApiClient, out: Output, command: AuditCommand) -> Result<(), CliError> {
-    let AuditCommand::Events(args) = command;
+    let args = match command {
+        AuditCommand::Events(args) => args,
+        AuditCommand::Verify(args) => return audit_verify(api, out, args).await,
+    };
     let page = api
         .get(
             "/events",
@@ -689,6 +728,99 @@ pub async fn audit(api: &ApiClient, out: Output, command: AuditCommand) -> Resul
         )
         .await?;
     out.emit(&page, |o| o.table(rows(&page, "events"), EVENT_COLUMNS))?;
+    Ok(())
+}
+
+/// `audit verify`: the whole chain, a batch per request; exit 3 when it is broken.
+async fn audit_verify(api: &ApiClient, out: Output, args: AuditVerify) -> Result<(), CliError> {
+    let mut checked = 0u64;
+    let mut after: Option<i64> = None;
+    let answer = loop {
+        let answer = api
+            .get(
+                "/audit/verify",
+                &[
+                    ("tenant_id", args.tenant_id.clone()),
+                    ("after", after.map(|a| a.to_string())),
+                    ("limit", Some(args.batch.max(1).to_string())),
+                ],
+            )
+            .await?;
+        checked += answer["checked"].as_u64().unwrap_or(0);
+        match answer["next_after"].as_i64() {
+            Some(next) if answer["status"] != "broken" => after = Some(next),
+            _ => break answer,
+        }
+    };
+    let mut summary = answer.clone();
+    summary["checked"] = Value::from(checked);
+    out.emit(&summary, |o| {
+        o.fields(
+            &summary,
+            &[
+                ("tenant", "/tenant_id"),
+                ("status", "/status"),
+                ("events checked", "/checked"),
+                ("head", "/head/next_index"),
+                ("pruned", "/anchor/pruned_events"),
+                ("anchor signature", "/anchor/signature"),
+                ("broken at", "/first_broken/chain_index"),
+                ("event", "/first_broken/event_id"),
+                ("reason", "/first_broken/reason"),
+                ("unchained event", "/unchained_event"),
+            ],
+        )
+    })?;
+    match summary["status"].as_str() {
+        Some("broken") => Err(CliError::CheckFailed(format!(
+            "the audit chain of tenant '{}' is broken",
+            summary["tenant_id"].as_str().unwrap_or_default()
+        ))),
+        Some("unverifiable") => Err(CliError::CheckFailed(
+            "the chain was pruned and its anchor's signature cannot be checked without \
+             CONVERGE_AUDIT_SIGNING_KEY on the server"
+                .to_owned(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `export decisions`: streamed from the API to a file (written beside it, then renamed, so
+/// a cut download never replaces a good file) or to standard output.
+pub async fn export(api: &ApiClient, command: ExportCommand) -> Result<(), CliError> {
+    let ExportCommand::Decisions(args) = command;
+    let query = [
+        ("fmt", Some(args.fmt.clone())),
+        ("tenant_id", args.tenant_id.clone()),
+    ];
+    match &args.output {
+        None => {
+            let mut stdout = std::io::stdout();
+            api.download("/export/decisions", &query, &mut stdout)
+                .await?;
+        }
+        Some(path) => {
+            let partial = path.with_extension("partial");
+            let file = std::fs::File::create(&partial).map_err(|e| {
+                CliError::Other(anyhow::anyhow!("cannot write {}: {e}", partial.display()))
+            })?;
+            let mut writer = std::io::BufWriter::new(file);
+            let result = api.download("/export/decisions", &query, &mut writer).await;
+            drop(writer);
+            match result {
+                Ok(bytes) => {
+                    std::fs::rename(&partial, path).map_err(|e| {
+                        CliError::Other(anyhow::anyhow!("cannot write {}: {e}", path.display()))
+                    })?;
+                    eprintln!("converge: wrote {bytes} bytes to {}", path.display());
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(e);
+                }
+            }
+        }
+    }
     Ok(())
 }
 

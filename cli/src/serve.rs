@@ -57,6 +57,11 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop = std::sync::Arc::new(stop);
+    let retention = {
+        let state = state.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move { state.services.run_retention(stopped).await })
+    };
     let worker = if args.no_worker {
         None
     } else {
@@ -100,6 +105,8 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // A pruning batch is one short transaction: waiting for it is waiting for a commit.
+    let _ = tokio::time::timeout(grace, retention).await;
     telemetry.shutdown().await;
     eprintln!("converge: stopped");
     Ok(())

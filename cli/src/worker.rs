@@ -43,7 +43,11 @@ async fn work() -> anyhow::Result<()> {
     let refresh = || async {
         services.refresh_secrets().await;
     };
-    crate::serve::run_worker(&services, &processor, stopped, refresh).await;
+    let retention = services.run_retention(stopped.clone());
+    tokio::join!(
+        crate::serve::run_worker(&services, &processor, stopped, refresh),
+        retention
+    );
     signal.abort();
     telemetry.shutdown().await;
     eprintln!("converge: worker stopped");

@@ -1,6 +1,6 @@
 //! The `worker` Lambda function: SQS batches of queue keys (partial batch failures reported,
 //! `ReportBatchItemFailures`), and the scheduled sweep (EventBridge) that relays the outbox to
-//! SQS, enqueues keys with actionable intents and clears expired leases.
+//! SQS, enqueues keys with actionable intents, clears expired leases and applies retention.
 //!
 //! The services are built once per process by the one wiring of every Converge process
 //! (`converge_runtime::services::Services`); the queue processor holds leases as
@@ -29,6 +29,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         move |event: LambdaEvent<serde_json::Value>| async move {
             // A rotated DSN or App key reaches this instance before the batch uses it.
             services.rotation.refresh(&services.store).await;
+            let scheduled = event.payload.get("Records").is_none();
             // Boxed: the handler is a deep future (a round inside a batch inside the runtime).
             let answer = Box::pin(handle_event(
                 processor,
@@ -37,6 +38,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 event.payload,
             ))
             .await;
+            if scheduled {
+                // The sweep's schedule also runs retention (at most hourly per instance).
+                services.apply_retention_if_due().await;
+            }
             // Before the answer: the process may be frozen right after it.
             telemetry.flush().await;
             answer.map_err(lambda_runtime::Error::from)

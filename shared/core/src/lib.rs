@@ -2,6 +2,8 @@
 //!
 //! - [`intent`]: intents, their statuses and the legal moves between them;
 //! - [`event`]: the immutable event record and the one registry of event types;
+//! - [`export`]: the decision export's record per intent (JSON lines and CSV);
+//! - [`audit`]: the hash chain over each tenant's events, its verification and signed anchors;
 //! - [`flags`]: the feature flags the code reads, with their defaults;
 //! - [`risk`]: the dependency graph of a change, PageRank, four signals, composite scores,
 //!   findings and bombs — numerically identical to the reference implementation;
@@ -17,7 +19,9 @@
 //! (`scripts/check-core-purity.sh`) keeps it that way.
 
 pub mod assessment;
+pub mod audit;
 pub mod event;
+pub mod export;
 pub mod flags;
 pub mod intake;
 pub mod intent;

@@ -506,3 +506,100 @@ pub struct Summary {
     /// When this was read.
     pub timestamp: DateTime<Utc>,
 }
+
+/// `GET /audit/verify`: what verifying a tenant's audit chain found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerification {
+    /// The anchor pruning left, if the chain was pruned.
+    pub anchor: Option<AuditAnchor>,
+    /// Events found sound by this call.
+    pub checked: u64,
+    /// The first break found, if any.
+    pub first_broken: Option<ChainBreak>,
+    /// The first position this call checked.
+    pub from_index: i64,
+    /// The chain's head, if it ever had events.
+    pub head: Option<ChainHead>,
+    /// When the call stopped at its `limit`: pass this as `after` to go on.
+    pub next_after: Option<i64>,
+    /// `valid`, `broken`, or `unverifiable` (sound, but the anchor's signature cannot be
+    /// checked without `CONVERGE_AUDIT_SIGNING_KEY`).
+    pub status: String,
+    /// The chain's tenant (empty: events without one).
+    pub tenant_id: String,
+    /// An event of the tenant that is in no chain (written around it), if any.
+    pub unchained_event: Option<String>,
+}
+
+/// What pruning left of a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditAnchor {
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+    /// Events pruned from the chain in all.
+    pub pruned_events: i64,
+    /// `valid`, `invalid`, or `unchecked` (no key configured).
+    pub signature: String,
+    /// The hash of the last event pruned.
+    pub through_hash: String,
+    /// The position of the last event pruned.
+    pub through_index: i64,
+}
+
+/// Where and why a chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainBreak {
+    /// The position.
+    pub chain_index: i64,
+    /// The event found there, if any.
+    pub event_id: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// A chain's end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    /// The hash of the last event.
+    pub last_hash: String,
+    /// The position the next event takes (events ever appended).
+    pub next_index: i64,
+}
+
+impl From<&converge_runtime::audit::ChainCheck> for AuditVerification {
+    fn from(check: &converge_runtime::audit::ChainCheck) -> Self {
+        use converge_runtime::audit::AnchorSignature;
+        AuditVerification {
+            anchor: check
+                .anchor
+                .as_ref()
+                .map(|(anchor, signature)| AuditAnchor {
+                    created_at: anchor.created_at,
+                    pruned_events: anchor.pruned_events,
+                    signature: match signature {
+                        AnchorSignature::Valid => "valid",
+                        AnchorSignature::Invalid => "invalid",
+                        AnchorSignature::Unchecked => "unchecked",
+                    }
+                    .to_owned(),
+                    through_hash: anchor.through_hash.clone(),
+                    through_index: anchor.through_index,
+                }),
+            checked: check.checked,
+            first_broken: check.first_broken.as_ref().map(|b| ChainBreak {
+                chain_index: b.chain_index,
+                event_id: b.event_id.clone(),
+                reason: b.reason.clone(),
+            }),
+            from_index: check.from_index,
+            head: check.head.as_ref().map(|h| ChainHead {
+                last_hash: h.last_hash.clone(),
+                next_index: h.next_index,
+            }),
+            next_after: check.next_after,
+            status: check.status().to_owned(),
+            tenant_id: check.chain.clone(),
+            unchained_event: check.unchained_event.clone(),
+        }
+    }
+}

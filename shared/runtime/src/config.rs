@@ -44,6 +44,9 @@ pub struct Config {
     pub secrets_ttl: Duration,
     /// The limits of `converge serve`'s HTTP server (`CONVERGE_HTTP_*`).
     pub server: ServerSettings,
+    /// Retention and the audit chain's signing key (`CONVERGE_RETENTION_*`,
+    /// `CONVERGE_AUDIT_SIGNING_KEY`).
+    pub audit: AuditSettings,
 }
 
 /// The settings that could not be used, each naming its variable (never a secret's value).
@@ -73,7 +76,17 @@ impl Config {
         let local = keep(&mut problems, LocalSettings::from_lookup(&lookup));
         let secrets_ttl = keep(&mut problems, secrets_ttl(&lookup));
         let server = keep(&mut problems, ServerSettings::from_lookup(&lookup));
-        match (store, api, worker, github, local, secrets_ttl, server) {
+        let audit = keep(&mut problems, AuditSettings::from_lookup(&lookup));
+        match (
+            store,
+            api,
+            worker,
+            github,
+            local,
+            secrets_ttl,
+            server,
+            audit,
+        ) {
             (
                 Some(store),
                 Some(api),
@@ -82,6 +95,7 @@ impl Config {
                 Some(local),
                 Some(secrets_ttl),
                 Some(server),
+                Some(audit),
             ) => Ok(Config {
                 store,
                 api,
@@ -91,6 +105,7 @@ impl Config {
                 local,
                 secrets_ttl,
                 server,
+                audit,
             }),
             _ => Err(ConfigError(problems)),
         }
@@ -107,6 +122,57 @@ fn non_empty(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<Str
     lookup(name)
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
+}
+
+/// What is kept how long, and the key that signs what pruning leaves of the audit chain.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSettings {
+    /// Events older than this are pruned by the sweep, from the start of each tenant's chain
+    /// (`CONVERGE_RETENTION_EVENTS_DAYS`, 1–36500; unset: kept forever).
+    pub events: Option<chrono::Duration>,
+    /// Outbox rows sent longer ago than this are deleted by the sweep
+    /// (`CONVERGE_RETENTION_OUTBOX_DAYS`, 1–36500; unset: kept forever).
+    pub sent_outbox: Option<chrono::Duration>,
+    /// The key pruning signs its anchors with, and verification checks them with
+    /// (`CONVERGE_AUDIT_SIGNING_KEY`, at least 32 bytes; required with events retention).
+    pub signing_key: Option<converge_core::audit::SigningKey>,
+}
+
+impl AuditSettings {
+    /// Reads the settings; an unusable value is an error naming the variable (never the key).
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<AuditSettings, String> {
+        let days = |name: &str| -> Result<Option<chrono::Duration>, String> {
+            non_empty(lookup, name)
+                .map(|v| match v.parse::<i64>() {
+                    Ok(n) if (1..=36_500).contains(&n) => Ok(chrono::Duration::days(n)),
+                    _ => Err(format!(
+                        "{name} must be a whole number of days from 1 to 36500, got '{v}'"
+                    )),
+                })
+                .transpose()
+        };
+        let events = days("CONVERGE_RETENTION_EVENTS_DAYS")?;
+        let sent_outbox = days("CONVERGE_RETENTION_OUTBOX_DAYS")?;
+        let signing_key = lookup("CONVERGE_AUDIT_SIGNING_KEY")
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                converge_core::audit::SigningKey::new(k.into_bytes())
+                    .map_err(|e| format!("CONVERGE_AUDIT_SIGNING_KEY: {e}"))
+            })
+            .transpose()?;
+        if events.is_some() && signing_key.is_none() {
+            return Err(
+                "CONVERGE_RETENTION_EVENTS_DAYS needs CONVERGE_AUDIT_SIGNING_KEY: pruned \
+                        events leave a signed anchor so the audit chain still verifies"
+                    .to_owned(),
+            );
+        }
+        Ok(AuditSettings {
+            events,
+            sent_outbox,
+            signing_key,
+        })
+    }
 }
 
 /// The longest and default time a secret read from Secrets Manager is reused

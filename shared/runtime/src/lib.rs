@@ -14,11 +14,15 @@
 //! - [`secrets`]: Secrets Manager, with a short cache, and the secrets that rotate under a
 //!   running process (the database DSN, the GitHub App key).
 //! - [`sqs`], [`queue_worker`]: the queue and the worker rounds; [`telemetry`]: OTLP export.
+//! - [`audit`]: verifying a tenant's audit chain page by page, and retention (pruning behind
+//!   a signed anchor), which the sweep applies; [`export`]: the decision export, page by page.
 
 pub mod api_keys;
+pub mod audit;
 pub mod aws;
 pub mod commands;
 pub mod config;
+pub mod export;
 pub mod local_checks;
 pub mod local_git;
 pub mod queue_worker;

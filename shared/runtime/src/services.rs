@@ -11,7 +11,7 @@ use converge_core::pipeline::{Clock, IdSource};
 use converge_store::{Store, StoreError, SystemClock};
 use rand::Rng as _;
 
-use crate::config::{ApiSettings, Config, ConfigError};
+use crate::config::{ApiSettings, AuditSettings, Config, ConfigError};
 use crate::local_checks::LocalChecks;
 use crate::local_git::GitScm;
 use crate::queue_worker::{QueueProcessor, WorkerPorts, WorkerSettings};
@@ -47,6 +47,9 @@ impl ServicesError {
 /// The queue processor every worker of this process runs: the routed ports on every side.
 pub type Processor = QueueProcessor<RoutedPorts, RoutedPorts, RoutedPorts>;
 
+/// How often a process applies retention (`CONVERGE_RETENTION_*`).
+pub const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3_600);
+
 /// Everything a Converge process works with.
 pub struct Services {
     /// The store (migrated).
@@ -77,6 +80,10 @@ pub struct Services {
     /// this process starts at once instead of at its next poll (the outbox row is what
     /// guarantees the work; this only shortens the wait).
     pub queue_wakeup: Arc<tokio::sync::Notify>,
+    /// Retention and the audit chain's signing key.
+    pub audit: AuditSettings,
+    /// When this process last applied retention.
+    retention_ran: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Services {
@@ -96,6 +103,8 @@ impl Services {
             rotation: Rotation::new(crate::secrets::SECRET_TTL),
             api_keys_secret: None,
             queue_wakeup: Arc::new(tokio::sync::Notify::new()),
+            audit: AuditSettings::default(),
+            retention_ran: Arc::default(),
         }
     }
 
@@ -157,7 +166,61 @@ impl Services {
             secrets,
             rotation,
             queue_wakeup: Arc::new(tokio::sync::Notify::new()),
+            audit: config.audit,
+            retention_ran: Arc::default(),
         })
+    }
+
+    /// Whether any retention is configured (`CONVERGE_RETENTION_*`).
+    pub fn retention_configured(&self) -> bool {
+        self.audit.events.is_some() || self.audit.sent_outbox.is_some()
+    }
+
+    /// Applies retention if it is configured and this process has not in the last
+    /// [`RETENTION_EVERY`]: the scheduled sweep calls this (the worker function), and so does
+    /// a timer in `converge serve` and `converge worker`. A failure is logged; the next call
+    /// after the interval tries again.
+    pub async fn apply_retention_if_due(&self) {
+        if !self.retention_configured() {
+            return;
+        }
+        {
+            let Ok(mut ran) = self.retention_ran.lock() else {
+                return;
+            };
+            if ran.is_some_and(|at| at.elapsed() < RETENTION_EVERY) {
+                return;
+            }
+            *ran = Some(std::time::Instant::now());
+        }
+        match crate::audit::apply_retention(&self.store, &self.audit, self.clock.now()).await {
+            Ok(report) if report != crate::audit::RetentionReport::default() => {
+                tracing::info!(
+                    events = report.events,
+                    outbox = report.outbox,
+                    "retention pruned {} event(s) and {} sent outbox row(s)",
+                    report.events,
+                    report.outbox
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("retention failed: {e}"),
+        }
+    }
+
+    /// Runs retention every minute it is due until `stop` turns true (`converge serve`,
+    /// `converge worker`); returns at once when none is configured.
+    pub async fn run_retention(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        if !self.retention_configured() {
+            return;
+        }
+        while !*stop.borrow() {
+            self.apply_retention_if_due().await;
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                _ = stop.changed() => {}
+            }
+        }
     }
 
     /// What works only in part, by part (`github_app`: "App key not set: …"): the process

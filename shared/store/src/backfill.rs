@@ -94,6 +94,7 @@ impl BackfillReport {
 enum Cell {
     Text(Option<String>),
     Int(i64),
+    OptInt(Option<i64>),
     Ts(Option<DateTime<Utc>>),
     Json(Value),
     Bool(bool),
@@ -104,6 +105,7 @@ impl Cell {
         match self {
             Cell::Text(v) => v.clone().map_or(Value::Null, Value::String),
             Cell::Int(v) => Value::from(*v),
+            Cell::OptInt(v) => v.map_or(Value::Null, Value::from),
             Cell::Ts(v) => v.map_or(Value::Null, |t| Value::String(crate::sqlite::ts(t))),
             Cell::Json(v) => canonical_json(v),
             Cell::Bool(v) => Value::Bool(*v),
@@ -220,6 +222,7 @@ macro_rules! table_io {
                     Kind::Text => Cell::Text(Some(row.try_get(column)?)),
                     Kind::OptText => Cell::Text(row.try_get(column)?),
                     Kind::Int => Cell::Int(row.try_get(column)?),
+                    Kind::OptInt => Cell::OptInt(row.try_get(column)?),
                     Kind::Ts => Cell::Ts(Some($ts_get(row, column)?)),
                     Kind::OptTs => Cell::Ts($ts_get_opt(row, column)?),
                     Kind::Bool => Cell::Bool(row.try_get(column)?),
@@ -237,6 +240,7 @@ macro_rules! table_io {
                 match cell {
                     Cell::Text(v) => query.bind(v.clone()),
                     Cell::Int(v) => query.bind(*v),
+                    Cell::OptInt(v) => query.bind(*v),
                     Cell::Ts(v) => query.bind(v.map($ts_bind)),
                     Cell::Json(v) => query.bind(sqlx::types::Json(v.clone())),
                     Cell::Bool(v) => query.bind(*v),

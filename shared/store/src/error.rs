@@ -55,6 +55,15 @@ pub enum StoreError {
     /// A stored value does not decode (hand-edited row, foreign data).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Pruning met an audit chain that does not verify (or an anchor not signed with the
+    /// configured key) and removed nothing: pruning would erase the evidence.
+    #[error("the audit chain of tenant '{chain}' does not verify: {reason}; nothing was pruned")]
+    ChainBroken {
+        /// The chain (tenant; empty for events without one).
+        chain: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The store settings are unusable (backend name, URL, missing DSN).
     #[error("store configuration: {0}")]
     Config(String),

@@ -38,10 +38,10 @@ use converge_core::pipeline::Clock;
 
 pub use error::StoreError;
 pub use model::{
-    ApiKeyRecord, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome, EventFilter,
-    Expected, FencingToken, FlagSetting, IdempotencyClaim, IntentCount, IntentCursor, IntentFilter,
-    KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage, StoredEvent, StoredIntent,
-    VersionedDocument,
+    ApiKeyRecord, ChainedEvent, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome,
+    EventFilter, Expected, FencingToken, FlagSetting, IdempotencyClaim, IntentCount, IntentCursor,
+    IntentFilter, KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage, StoredEvent,
+    StoredIntent, VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::{SqliteDurability, SqliteStore};
@@ -152,6 +152,11 @@ mod migrations {
                 "tenant versions",
                 include_str!("../migrations/postgres/0010_tenant_versions.sql"),
             ),
+            (
+                11,
+                "audit chain",
+                include_str!("../migrations/postgres/0011_audit_chain.sql"),
+            ),
         ])
     }
 
@@ -206,6 +211,11 @@ mod migrations {
                 10,
                 "tenant versions",
                 include_str!("../migrations/sqlite/0010_tenant_versions.sql"),
+            ),
+            (
+                11,
+                "audit chain",
+                include_str!("../migrations/sqlite/0011_audit_chain.sql"),
             ),
         ])
     }
@@ -658,4 +668,20 @@ forward! {
     fn compliance_thresholds(&self, tenant: &str) -> Option<VersionedDocument>;
     /// Replaces a tenant's compliance thresholds.
     fn put_compliance_thresholds(&self, tenant: &str, data: &serde_json::Value) -> ();
+    /// An audit chain's head (`""`: events without a tenant).
+    fn audit_head(&self, chain: &str) -> Option<converge_core::audit::Head>;
+    /// The anchor retention left in an audit chain.
+    fn audit_anchor(&self, chain: &str) -> Option<converge_core::audit::Anchor>;
+    /// A page of an audit chain's events after a position, in chain order.
+    fn audit_links(&self, chain: &str, after_index: i64, limit: u32) -> Vec<ChainedEvent>;
+    /// An event of the chain's tenant that is in no chain.
+    fn first_unchained_event(&self, chain: &str) -> Option<String>;
+    /// Every audit chain that has had events.
+    fn audit_chain_names(&self) -> Vec<String>;
+    /// Chains events written before the audit chain existed.
+    fn seal_unchained_events(&self) -> u64;
+    /// Prunes a verified prefix of a chain older than a cutoff, behind a signed anchor.
+    fn prune_chain(&self, chain: &str, cutoff: DateTime<Utc>, key: &converge_core::audit::SigningKey, batch: u32) -> u64;
+    /// Deletes outbox rows sent before a cutoff.
+    fn prune_sent_outbox(&self, cutoff: DateTime<Utc>, batch: u32) -> u64;
 }

@@ -360,3 +360,16 @@ pub enum IdempotencyClaim {
     /// The key was used for a different request.
     Mismatch,
 }
+
+/// One stored event of an audit chain, as verification reads it.
+#[derive(Debug, Clone)]
+pub struct ChainedEvent {
+    /// Append order.
+    pub seq: i64,
+    /// Its position in its tenant's chain.
+    pub chain_index: i64,
+    /// The hash stored with it.
+    pub chain_hash: String,
+    /// The event, or why the stored row does not read as one (a hand-edited row).
+    pub event: Result<Event, String>,
+}

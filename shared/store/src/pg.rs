@@ -64,6 +64,8 @@ impl PgStore {
     /// Applies the pending migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         crate::migrations::postgres().run(&self.pool).await?;
+        // Rows written before the audit chain existed join it now, before this process writes.
+        self.seal_unchained_events().await?;
         Ok(())
     }
 

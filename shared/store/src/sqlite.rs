@@ -128,6 +128,8 @@ impl SqliteStore {
     /// Applies the pending migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         crate::migrations::sqlite().run(&self.pool).await?;
+        // Rows written before the audit chain existed join it now, before this process writes.
+        self.seal_unchained_events().await?;
         Ok(())
     }
 

@@ -11,6 +11,8 @@ pub(crate) enum Kind {
     OptText,
     /// 64-bit integer, never null.
     Int,
+    /// 64-bit integer or null.
+    OptInt,
     /// Timestamp, never null.
     Ts,
     /// Timestamp or null.
@@ -55,6 +57,8 @@ pub(crate) const TABLES: &[Table] = &[
             ("tenant_id", OptText),
             ("payload", Json),
             ("evidence", Json),
+            ("chain_index", OptInt),
+            ("chain_hash", OptText),
         ],
         serial: Some("seq"),
         ephemeral: None,
@@ -255,5 +259,28 @@ pub(crate) const TABLES: &[Table] = &[
         // Never lowered by a copy (a reader could take an old number for the current one); the
         // backfill bumps every tenant once the intents are copied.
         append_only: true,
+    },
+    Table {
+        name: "audit_chains",
+        key: &["tenant"],
+        columns: &[("tenant", Text), ("next_index", Int), ("last_hash", Text)],
+        serial: None,
+        ephemeral: None,
+        append_only: false,
+    },
+    Table {
+        name: "audit_anchors",
+        key: &["tenant"],
+        columns: &[
+            ("tenant", Text),
+            ("through_index", Int),
+            ("through_hash", Text),
+            ("pruned_events", Int),
+            ("created_at", Ts),
+            ("signature", Text),
+        ],
+        serial: None,
+        ephemeral: None,
+        append_only: false,
     },
 ];

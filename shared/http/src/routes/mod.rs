@@ -7,6 +7,7 @@
 //! body is parsed); handlers then confine what they read or write to the caller's tenant:
 //! another tenant's single objects are 404, writes into another tenant 403.
 
+mod audit;
 mod auth;
 mod events;
 mod flags;
@@ -205,6 +206,7 @@ pub(crate) fn table() -> Vec<Route> {
         intents::routes(),
         queue::routes(),
         events::routes(),
+        audit::routes(),
         auth::routes(),
         risk::routes(),
         flags::routes(),

@@ -153,7 +153,10 @@ macro_rules! journal_operations {
                     write_projected(&mut tx, entry).await?;
                 }
 
-                let seqs = insert_events(&mut tx, &commit.events).await?;
+                // The events join their tenants' audit chains: each chain's head is locked
+                // (tenants in name order, like the versions below) and moved on here.
+                let links = chain_events(&mut tx, &commit.events).await?;
+                let seqs = insert_events(&mut tx, &commit.events, &links).await?;
                 for link in &commit.commit_links {
                     sqlx::query(
                         "INSERT INTO intent_commit_links (intent_id, repo, sha, role, observed_at) \
@@ -645,15 +648,16 @@ macro_rules! journal_operations {
         async fn insert_events(
             tx: &mut WriteTx,
             events: &[converge_core::Event],
+            links: &[(i64, String)],
         ) -> Result<Vec<i64>, $crate::StoreError> {
-            // Nine parameters a row; SQLite allows 32,766 in a statement.
+            // Eleven parameters a row; SQLite allows 32,766 in a statement.
             const ROWS_PER_STATEMENT: usize = 1_000;
             let mut seqs = Vec::with_capacity(events.len());
-            for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            for (chunk, chunk_links) in events.chunks(ROWS_PER_STATEMENT).zip(links.chunks(ROWS_PER_STATEMENT)) {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO events (id, trace_id, timestamp, event_type, intent_id, agent_id, tenant_id, payload, evidence) ",
+                    "INSERT INTO events (id, trace_id, timestamp, event_type, intent_id, agent_id, tenant_id, payload, evidence, chain_index, chain_hash) ",
                 );
-                q.push_values(chunk, |mut row, event| {
+                q.push_values(chunk.iter().zip(chunk_links), |mut row, (event, (chain_index, chain_hash))| {
                     row.push_bind(event.id.clone())
                         .push_bind(event.trace_id.clone())
                         .push_bind(ts(event.timestamp))
@@ -662,7 +666,9 @@ macro_rules! journal_operations {
                         .push_bind(event.agent_id.clone())
                         .push_bind(event.tenant_id.clone())
                         .push_bind(sqlx::types::Json(event.payload.clone()))
-                        .push_bind(sqlx::types::Json(event.evidence.clone()));
+                        .push_bind(sqlx::types::Json(event.evidence.clone()))
+                        .push_bind(*chain_index)
+                        .push_bind(chain_hash.clone());
                 });
                 // The order RETURNING lists rows in is not promised: match them by id.
                 q.push(" RETURNING id, seq");
