@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is how a test fails.
 
+mod audit;
 mod concurrency;
 mod github;
 mod local_checks;
