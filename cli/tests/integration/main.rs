@@ -8,6 +8,7 @@
 
 mod abuse;
 mod api;
+mod audit_export;
 mod backfill;
 mod bad_input;
 mod concurrency;

@@ -144,7 +144,7 @@ pub fn decision_record(
         target: intent.target.clone(),
         status: intent.status.as_str().to_owned(),
         risk_level: intent.risk_level.as_str().to_owned(),
-        priority: i64::from(intent.priority),
+        priority: intent.priority,
         retries: i64::from(intent.retries),
         tenant_id: intent.tenant_id.clone(),
         created_at: serde_json::to_value(intent.created_at).unwrap_or(Value::Null),

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::routes::{NO_NUL, json_without_nul, table};
+use crate::routes::{Answer, NO_NUL, json_without_nul, table};
 
 fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
@@ -65,13 +65,25 @@ pub fn document() -> Value {
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}
             }));
         }
+        let content: Map<String, Value> = match route.answer {
+            Answer::Json => [(
+                "application/json".to_owned(),
+                json!({"schema": {"type": "object"}}),
+            )]
+            .into_iter()
+            .collect(),
+            Answer::File(types) => types
+                .iter()
+                .map(|t| ((*t).to_owned(), json!({"schema": {"type": "string"}})))
+                .collect(),
+        };
         let mut operation = json!({
             "summary": route.summary,
             "description": format!("Needs the {} role (and the `{}` scope when the key declares scopes).", route.role, route.scope),
             "security": [{"apiKey": []}],
             "parameters": parameters,
             "responses": {
-                route.success.to_string(): {"description": "Success", "content": {"application/json": {"schema": {"type": "object"}}}},
+                route.success.to_string(): {"description": "Success", "content": content},
                 "400": error_response("Malformed request; the message names the problem."),
                 "401": error_response("Missing, unknown or expired API key."),
                 "403": error_response("Role or scope too low, or a write into another tenant."),

@@ -136,6 +136,9 @@ pub struct AuditSettings {
     /// The key pruning signs its anchors with, and verification checks them with
     /// (`CONVERGE_AUDIT_SIGNING_KEY`, at least 32 bytes; required with events retention).
     pub signing_key: Option<converge_core::audit::SigningKey>,
+    /// The same key from Secrets Manager (`CONVERGE_AUDIT_SIGNING_KEY_SECRET_ARN`), read once
+    /// when the process starts (`services::Services::from_config`) when the plain key is unset.
+    pub signing_key_secret_arn: Option<String>,
 }
 
 impl AuditSettings {
@@ -160,10 +163,12 @@ impl AuditSettings {
                     .map_err(|e| format!("CONVERGE_AUDIT_SIGNING_KEY: {e}"))
             })
             .transpose()?;
-        if events.is_some() && signing_key.is_none() {
+        let signing_key_secret_arn = non_empty(lookup, "CONVERGE_AUDIT_SIGNING_KEY_SECRET_ARN");
+        if events.is_some() && signing_key.is_none() && signing_key_secret_arn.is_none() {
             return Err(
-                "CONVERGE_RETENTION_EVENTS_DAYS needs CONVERGE_AUDIT_SIGNING_KEY: pruned \
-                        events leave a signed anchor so the audit chain still verifies"
+                "CONVERGE_RETENTION_EVENTS_DAYS needs CONVERGE_AUDIT_SIGNING_KEY (or \
+                        CONVERGE_AUDIT_SIGNING_KEY_SECRET_ARN): pruned events leave a signed \
+                        anchor so the audit chain still verifies"
                     .to_owned(),
             );
         }
@@ -171,6 +176,7 @@ impl AuditSettings {
             events,
             sent_outbox,
             signing_key,
+            signing_key_secret_arn,
         })
     }
 }

@@ -69,7 +69,7 @@ pub async fn next_page(
     let next = ExportCursor {
         done: intents.len() < PAGE as usize,
         after: intents.last().map(|last| IntentCursor {
-            priority: i64::from(last.priority),
+            priority: last.priority,
             created_at: last.created_at,
             id: last.id.clone(),
         }),

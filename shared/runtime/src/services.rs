@@ -145,6 +145,21 @@ impl Services {
         } else {
             None
         };
+        let mut audit = config.audit;
+        if let (None, Some(arn)) = (&audit.signing_key, &audit.signing_key_secret_arn) {
+            let value = Secrets::shared(config.secrets_ttl)
+                .await
+                .get(arn)
+                .await
+                .map_err(|e| {
+                    ServicesError::Setting(format!("CONVERGE_AUDIT_SIGNING_KEY_SECRET_ARN: {e}"))
+                })?;
+            audit.signing_key = Some(
+                converge_core::audit::SigningKey::new(value.into_bytes()).map_err(|e| {
+                    ServicesError::Setting(format!("CONVERGE_AUDIT_SIGNING_KEY_SECRET_ARN: {e}"))
+                })?,
+            );
+        }
         let (queue, dlq) = match SqsQueue::from_settings(&config.queue).await {
             Some((queue, dlq)) => (Some(queue), dlq),
             None => (None, None),
@@ -166,7 +181,7 @@ impl Services {
             secrets,
             rotation,
             queue_wakeup: Arc::new(tokio::sync::Notify::new()),
-            audit: config.audit,
+            audit,
             retention_ran: Arc::default(),
         })
     }

@@ -89,6 +89,7 @@ pub(super) async fn verify(
 #[derive(Deserialize, Default, schemars::JsonSchema)]
 pub(super) struct ExportQuery {
     /// `jsonl` (default: one JSON record a line) or `csv`.
+    #[serde(default)]
     #[schemars(schema_with = "format_schema")]
     pub(super) fmt: Option<String>,
     /// Tenant to export (ignored for tenant-bound keys, which export their own).
@@ -204,6 +205,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(verify),
         },
         Route {
@@ -218,6 +220,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::File(&["application/x-ndjson", "text/csv; charset=utf-8"]),
             handler: get(export_decisions),
         },
     ]

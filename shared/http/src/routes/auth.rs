@@ -126,6 +126,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(whoami),
         },
         Route {
@@ -141,6 +142,7 @@ pub(super) fn routes() -> Vec<Route> {
             )),
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: post(rotate_key),
         },
     ]

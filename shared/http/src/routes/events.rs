@@ -116,6 +116,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(events),
         },
         Route {
@@ -129,6 +130,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(audit_recent),
         },
     ]

@@ -95,6 +95,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(list_flags),
         },
         Route {
@@ -108,6 +109,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: Some(BodySpec::of::<FlagUpdate>("The flag's new value.")),
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: post(set_flag),
         },
     ]

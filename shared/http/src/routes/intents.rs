@@ -514,6 +514,7 @@ pub(super) fn routes() -> Vec<Route> {
             )),
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: post(validate_intent),
         },
         Route {
@@ -527,6 +528,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: post(simulate_intent),
         },
         Route {
@@ -542,6 +544,7 @@ pub(super) fn routes() -> Vec<Route> {
             )),
             success: 201,
             conditional: false,
+            answer: Answer::Json,
             handler: post(report_check),
         },
         Route {
@@ -555,6 +558,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: true,
+            answer: Answer::Json,
             handler: get(list_intents),
         },
         Route {
@@ -570,6 +574,7 @@ pub(super) fn routes() -> Vec<Route> {
             )),
             success: 201,
             conditional: false,
+            answer: Answer::Json,
             handler: post(create_intent),
         },
         Route {
@@ -583,6 +588,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: true,
+            answer: Answer::Json,
             handler: get(get_intent),
         },
         Route {
@@ -596,6 +602,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(intent_events),
         },
     ]

@@ -57,7 +57,18 @@ pub(crate) struct Route {
     pub success: u16,
     /// Whether it answers with an `ETag` and honours `If-None-Match` (304).
     pub conditional: bool,
+    /// What a success carries.
+    pub answer: Answer,
     pub handler: MethodRouter<Arc<AppState>>,
+}
+
+/// What a route's success carries.
+#[derive(Clone, Copy)]
+pub(crate) enum Answer {
+    /// A JSON object (`crate::api`).
+    Json,
+    /// A file streamed in one of these media types (as the query chooses).
+    File(&'static [&'static str]),
 }
 
 /// A route's JSON body: what it holds, whether it may be left out, and its JSON Schema,

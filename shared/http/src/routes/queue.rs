@@ -455,6 +455,7 @@ pub(super) fn routes() -> Vec<Route> {
             )),
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: post(queue_run),
         },
         Route {
@@ -468,6 +469,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(queue_state),
         },
         Route {
@@ -481,6 +483,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(queue_summary),
         },
         Route {
@@ -494,6 +497,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(queue_inspect),
         },
         Route {
@@ -509,6 +513,7 @@ pub(super) fn routes() -> Vec<Route> {
             )),
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: post(queue_reset),
         },
         Route {
@@ -524,6 +529,7 @@ pub(super) fn routes() -> Vec<Route> {
             )),
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: post(merge_confirm),
         },
     ]

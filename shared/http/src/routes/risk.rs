@@ -255,6 +255,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(risk_review),
         },
         Route {
@@ -268,6 +269,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(risk_recent),
         },
         Route {
@@ -281,6 +283,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(risk_gate_report),
         },
         Route {
@@ -294,6 +297,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(get_risk_policy),
         },
         Route {
@@ -309,6 +313,7 @@ pub(super) fn routes() -> Vec<Route> {
             )),
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: post(set_risk_policy),
         },
     ]

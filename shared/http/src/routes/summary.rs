@@ -93,6 +93,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(integration_metrics),
         },
         Route {
@@ -106,6 +107,7 @@ pub(super) fn routes() -> Vec<Route> {
             body: None,
             success: 200,
             conditional: false,
+            answer: Answer::Json,
             handler: get(summary),
         },
     ]

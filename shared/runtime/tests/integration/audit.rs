@@ -81,7 +81,9 @@ async fn execute(store: &Store, sql: &str) {
 }
 
 async fn verify(store: &Store, chain: &str, key: Option<&SigningKey>) -> ChainCheck {
-    verify_chain(store, chain, key, None, 1_000_000).await.unwrap()
+    verify_chain(store, chain, key, None, 1_000_000)
+        .await
+        .unwrap()
 }
 
 /// The broken position of a check, or a panic naming what was found instead.
@@ -270,8 +272,11 @@ async fn retention_prunes_behind_a_signed_anchor_and_the_rest_still_verifies(
         events: Some(Duration::days(30)),
         sent_outbox: Some(Duration::days(7)),
         signing_key: Some(key()),
+        signing_key_secret_arn: None,
     };
-    let report = apply_retention(&store, &settings, clock.now()).await.unwrap();
+    let report = apply_retention(&store, &settings, clock.now())
+        .await
+        .unwrap();
     // acme's ten old events and globex's one; the sent row, not the unsent one.
     assert_eq!((report.events, report.outbox), (11, 1), "{report:?}");
     assert!(report.broken_chains.is_empty());
@@ -292,7 +297,9 @@ async fn retention_prunes_behind_a_signed_anchor_and_the_rest_still_verifies(
     assert_eq!(broken_at(&verify(&store, "acme", Some(&other)).await), 9);
 
     // A second pass has nothing old enough left.
-    let again = apply_retention(&store, &settings, clock.now()).await.unwrap();
+    let again = apply_retention(&store, &settings, clock.now())
+        .await
+        .unwrap();
     assert_eq!((again.events, again.outbox), (0, 0));
 
     // Deleting what follows the anchor is found; retention then prunes nothing of that chain.
@@ -303,13 +310,19 @@ async fn retention_prunes_behind_a_signed_anchor_and_the_rest_still_verifies(
     .await;
     assert_eq!(broken_at(&verify(&store, "acme", Some(&key())).await), 10);
     clock.advance(Duration::days(40));
-    let report = apply_retention(&store, &settings, clock.now()).await.unwrap();
+    let report = apply_retention(&store, &settings, clock.now())
+        .await
+        .unwrap();
     assert_eq!(report.broken_chains, vec!["acme".to_owned()]);
     assert_eq!(report.events, 0);
     let left = verify_chain(&store, "acme", Some(&key()), None, 100)
         .await
         .unwrap();
-    assert_eq!(left.anchor.unwrap().0.pruned_events, 10, "nothing more pruned");
+    assert_eq!(
+        left.anchor.unwrap().0.pruned_events,
+        10,
+        "nothing more pruned"
+    );
 
     // A forged anchor (moved on without the key) is refused by retention as well.
     execute(
@@ -318,8 +331,13 @@ async fn retention_prunes_behind_a_signed_anchor_and_the_rest_still_verifies(
     )
     .await;
     assert_eq!(broken_at(&verify(&store, "globex", Some(&key())).await), 5);
-    let report = apply_retention(&store, &settings, clock.now()).await.unwrap();
-    assert!(report.broken_chains.contains(&"globex".to_owned()), "{report:?}");
+    let report = apply_retention(&store, &settings, clock.now())
+        .await
+        .unwrap();
+    assert!(
+        report.broken_chains.contains(&"globex".to_owned()),
+        "{report:?}"
+    );
 }
 
 async fn events_from_before_the_chain_are_sealed_when_a_process_migrates(
@@ -341,7 +359,10 @@ async fn events_from_before_the_chain_are_sealed_when_a_process_migrates(
     .await;
     execute(&store, "DELETE FROM audit_chains").await;
     assert_eq!(
-        verify(&store, "acme", None).await.unchained_event.as_deref(),
+        verify(&store, "acme", None)
+            .await
+            .unchained_event
+            .as_deref(),
         Some("ev-acme-0")
     );
     assert_eq!(store.seal_unchained_events().await.unwrap(), 3);
