@@ -686,6 +686,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retention_needs_a_signing_key_and_sane_days_and_never_shows_the_key() {
+        let settings = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            AuditSettings::from_lookup(&move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        let unset = settings(&[]).unwrap();
+        assert!(unset.events.is_none() && unset.sent_outbox.is_none());
+        let problem = settings(&[("CONVERGE_RETENTION_EVENTS_DAYS", "30")]).unwrap_err();
+        assert!(problem.contains("CONVERGE_AUDIT_SIGNING_KEY"), "{problem}");
+        for bad in ["0", "-3", "36501", "a week"] {
+            let problem = settings(&[("CONVERGE_RETENTION_OUTBOX_DAYS", bad)]).unwrap_err();
+            assert!(
+                problem.contains("CONVERGE_RETENTION_OUTBOX_DAYS"),
+                "{problem}"
+            );
+        }
+        let short = "too-short-a-secret-to-sign";
+        let problem = settings(&[("CONVERGE_AUDIT_SIGNING_KEY", short)]).unwrap_err();
+        assert!(!problem.contains(short), "{problem}");
+        let key = "k".repeat(32);
+        let both = settings(&[
+            ("CONVERGE_RETENTION_EVENTS_DAYS", "365"),
+            ("CONVERGE_AUDIT_SIGNING_KEY", key.as_str()),
+        ])
+        .unwrap();
+        assert_eq!(both.events, Some(chrono::Duration::days(365)));
+        assert!(!format!("{both:?}").contains(&key));
+        let from_secret = settings(&[
+            ("CONVERGE_RETENTION_EVENTS_DAYS", "7"),
+            (
+                "CONVERGE_AUDIT_SIGNING_KEY_SECRET_ARN",
+                "arn:aws:secretsmanager:x",
+            ),
+        ])
+        .unwrap();
+        assert!(from_secret.signing_key.is_none() && from_secret.signing_key_secret_arn.is_some());
+    }
+
+    #[test]
     fn keys_parse_with_several_scopes_and_no_tenant() {
         let specs = parse_api_keys(
             "k1:admin:ops::*, k2:operator:ci:acme:intents.read|queue.*\nk3:viewer:dash",

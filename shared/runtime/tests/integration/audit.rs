@@ -296,6 +296,10 @@ async fn retention_prunes_behind_a_signed_anchor_and_the_rest_still_verifies(
     let other = SigningKey::new(vec![9u8; 32]).unwrap();
     assert_eq!(broken_at(&verify(&store, "acme", Some(&other)).await), 9);
 
+    // The projection cannot be rebuilt from a pruned log.
+    let refused = store.rebuild_projections().await.unwrap_err();
+    assert!(refused.to_string().contains("pruned"), "{refused}");
+
     // A second pass has nothing old enough left.
     let again = apply_retention(&store, &settings, clock.now())
         .await

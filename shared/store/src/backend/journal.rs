@@ -476,6 +476,19 @@ macro_rules! journal_operations {
             pub async fn rebuild_projections(&self) -> Result<usize, $crate::StoreError> {
                 const PAGE: i64 = 1_000;
                 let mut tx = begin_write(self).await?;
+                // A pruned log no longer holds every intent's history: replaying it would
+                // lose the intents whose first events are gone.
+                let pruned: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_anchors")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if pruned > 0 {
+                    return Err($crate::StoreError::Config(
+                        "the event log was pruned (CONVERGE_RETENTION_EVENTS_DAYS): a rebuild from \
+                         what is left would lose the intents whose events are gone; restore a \
+                         backup instead"
+                            .to_owned(),
+                    ));
+                }
                 sqlx::query($lock_projection).execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM intents").execute(&mut *tx).await?;
                 // Each intent's version is the number of events applied to it, as when they were
