@@ -10,6 +10,8 @@
 #   scripts/bench.sh queue-job           the queue job end to end: intents created over HTTP to
 #                                        all MERGED in a local repository (release `converge serve`)
 #   scripts/bench.sh cold-start          the functions' cold starts and zip sizes (scripts/cold-start.sh)
+#   scripts/bench.sh export              the decision export's peak RSS at 100,000 and 1,000,000 events
+#                                        (scripts/bench-export.sh)
 # At the end, the figures are printed again as one table beside the goals (scripts/lib/bench-table.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +60,9 @@ if [ "$which" = all ] || [ "$which" = queue-job ]; then
 fi
 if [ "$which" = all ] || [ "$which" = cold-start ]; then
   bash scripts/cold-start.sh
+fi
+if [ "$which" = all ] || [ "$which" = export ]; then
+  bash scripts/bench-export.sh
 fi
 if [ "$which" = all ] || [ "$which" = reads ]; then
   pg_start
