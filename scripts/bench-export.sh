@@ -62,6 +62,7 @@ measure() {
 }
 
 pg_start >/dev/null
+PSQL=$(command -v psql || echo "$PG_BIN/psql")
 for events in $SIZES; do
   # SQLite: the server migrates the file, stops, the rows go in, it starts again.
   db="$WORK/export-$events.db"
@@ -84,12 +85,12 @@ base, events = sys.argv[1], sys.argv[2]
 print(base.rsplit("/", 1)[0] + f"/export_{events}")
 PY
 )
-  "$PG_BIN/psql" -q "$CONVERGE_TEST_PG_URL" -c "DROP DATABASE IF EXISTS export_$events" -c "CREATE DATABASE export_$events"
+  "$PSQL" -q "$CONVERGE_TEST_PG_URL" -c "DROP DATABASE IF EXISTS export_$events" -c "CREATE DATABASE export_$events"
   start_server CONVERGE_DB_BACKEND=postgres CONVERGE_PG_DSN="$url" CONVERGE_API_KEYS="bench-key:admin:bench" CONVERGE_RATE_LIMIT_ENABLED=0
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
-  rows_sql "$events" "generate_series(%d, %d) AS n" "'2026-12-01T00:00:00Z'::timestamptz" ::jsonb | "$PG_BIN/psql" -q -v ON_ERROR_STOP=1 "$url"
+  rows_sql "$events" "generate_series(%d, %d) AS n" "'2026-12-01T00:00:00Z'::timestamptz" ::jsonb | "$PSQL" -q -v ON_ERROR_STOP=1 "$url"
   start_server CONVERGE_DB_BACKEND=postgres CONVERGE_PG_DSN="$url" CONVERGE_API_KEYS="bench-key:admin:bench" CONVERGE_RATE_LIMIT_ENABLED=0
   measure postgres "$events"
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
-  "$PG_BIN/psql" -q "$CONVERGE_TEST_PG_URL" -c "DROP DATABASE export_$events"
+  "$PSQL" -q "$CONVERGE_TEST_PG_URL" -c "DROP DATABASE export_$events"
 done

@@ -23,5 +23,9 @@ CREATE TABLE audit_anchors (
     signature      TEXT NOT NULL
 );
 
+-- The latest event of a type for each intent of a page (the decision export, the dashboard):
+-- one index probe per intent instead of a scan of the type.
+CREATE INDEX events_intent_type_idx ON events (intent_id, event_type, seq);
+
 -- Retention deletes sent outbox rows by age.
 CREATE INDEX outbox_sent_idx ON outbox (sent_at) WHERE sent_at IS NOT NULL;

@@ -413,10 +413,12 @@ macro_rules! journal_operations {
                     return Ok(Vec::new());
                 }
                 let ids = serde_json::to_string(intent_ids).map_err($crate::error::corrupt)?;
+                // One probe of (intent_id, event_type, seq) per intent: the type's events of
+                // other intents are never read.
                 let rows = sqlx::query(concat!(
-                    "SELECT e.* FROM events AS e JOIN (SELECT MAX(seq) AS seq FROM events ",
-                    "WHERE event_type = $1 AND intent_id IN (", $id_list, ") GROUP BY intent_id) AS latest ",
-                    "ON e.seq = latest.seq ORDER BY e.seq DESC"
+                    "WITH ids(id) AS (", $id_list, ") ",
+                    "SELECT e.* FROM events AS e WHERE e.seq IN (SELECT (SELECT MAX(x.seq) FROM events AS x ",
+                    "WHERE x.intent_id = ids.id AND x.event_type = $1) FROM ids) ORDER BY e.seq DESC"
                 ))
                 .bind(event_type.as_str())
                 .bind(ids)
