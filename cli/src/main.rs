@@ -124,12 +124,18 @@ enum RiskCommand {
     Review(ops::IntentId),
     /// What the risk gate decided lately.
     Gate(ops::TenantArgs),
+    /// The direct impacts of an intent's latest risk evaluation.
+    Impact(ops::IntentId),
+    /// The findings of an intent's latest risk evaluation.
+    Findings(ops::IntentId),
 }
 
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
     /// Run the policy gates and the risk gate on a change described in a file.
     Eval(EvalArgs),
+    /// The latest policy evaluations (the gates' verdicts), newest first.
+    Recent(ops::TenantArgs),
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +207,13 @@ fn operate(api: &ops::ApiArgs, out: Output, command: Command) -> Result<(), CliE
             Command::Export(c) => ops::export(&client, c).await,
             Command::Risk(RiskCommand::Review(args)) => ops::risk_review(&client, out, args).await,
             Command::Risk(RiskCommand::Gate(args)) => ops::risk_gate(&client, out, args).await,
+            Command::Risk(RiskCommand::Impact(args)) => ops::risk_impact(&client, out, args).await,
+            Command::Risk(RiskCommand::Findings(args)) => {
+                ops::risk_findings(&client, out, args).await
+            }
+            Command::Policy(PolicyCommand::Recent(args)) => {
+                ops::policy_recent(&client, out, args).await
+            }
             Command::Keys(c) => ops::keys(&client, out, c).await,
             Command::Flags(c) => ops::flags(&client, out, c).await,
             other => Err(CliError::Other(anyhow::anyhow!(

@@ -865,6 +865,54 @@ pub async fn risk_gate(api: &ApiClient, out: Output, args: TenantArgs) -> Result
     Ok(())
 }
 
+/// `risk impact`: what an intent's latest risk evaluation says it touches.
+pub async fn risk_impact(api: &ApiClient, out: Output, args: IntentId) -> Result<(), CliError> {
+    let answer = api
+        .get("/impact/edges", &[("intent_id", Some(args.intent_id))])
+        .await?;
+    out.emit(&answer, |o| {
+        o.table(
+            rows(&answer, "impact_edges"),
+            &[
+                ("source", "/source"),
+                ("target", "/target"),
+                ("weight", "/weight"),
+            ],
+        )
+    })?;
+    Ok(())
+}
+
+/// `risk findings`: the findings of an intent's latest risk evaluation.
+pub async fn risk_findings(api: &ApiClient, out: Output, args: IntentId) -> Result<(), CliError> {
+    let answer = api
+        .get(
+            "/diagnostics/recent",
+            &[("intent_id", Some(args.intent_id))],
+        )
+        .await?;
+    out.emit(&answer, |o| {
+        o.table(
+            rows(&answer, "findings"),
+            &[
+                ("code", "/code"),
+                ("severity", "/severity"),
+                ("message", "/message"),
+            ],
+        )
+    })?;
+    Ok(())
+}
+
+/// `policy recent`: the latest policy evaluations.
+pub async fn policy_recent(api: &ApiClient, out: Output, args: TenantArgs) -> Result<(), CliError> {
+    let page = api
+        .get("/policy/recent", &[("tenant_id", args.tenant_id)])
+        .await?;
+    out.emit(&page, |o| o.table(rows(&page, "events"), EVENT_COLUMNS))?;
+    Ok(())
+}
+
 /// `keys rotate`.
 pub async fn keys(api: &ApiClient, out: Output, command: KeysCommand) -> Result<(), CliError> {
     let KeysCommand::Rotate(args) = command;

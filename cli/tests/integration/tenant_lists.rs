@@ -16,7 +16,11 @@ const ACME_MARKERS: [&str; 2] = ["acme-secret-7f3a", "acme-only-branch"];
 
 /// GET routes that read one object and so need its id in the query; the isolation matrix of
 /// `api.rs` covers them. Any other route with a required parameter fails this test.
-const NEEDS_AN_OBJECT: [&str; 1] = ["/v1/risk/review"];
+const NEEDS_AN_OBJECT: [&str; 3] = [
+    "/v1/risk/review",
+    "/v1/impact/edges",
+    "/v1/diagnostics/recent",
+];
 /// Routes with no tenant data at all.
 const NOT_TENANT_DATA: [&str; 1] = ["/v1/openapi.json"];
 

@@ -169,6 +169,42 @@ async fn validation_reads_the_repository_and_reported_checks() {
             review["risk"]["risk_score"].is_f64() && review["policy"]["verdict"] == "ALLOW",
             "{review}"
         );
+        // The same evaluation's impacts and findings, and the verdict among the latest.
+        let impact: Value = get(&client, &server, "/v1/impact/edges?intent_id=docs").await;
+        assert_eq!(
+            impact["impact_edges"], review["risk"]["impact_edges"],
+            "{impact}"
+        );
+        assert!(impact["evaluated_at"].is_string(), "{impact}");
+        let findings: Value = get(&client, &server, "/v1/diagnostics/recent?intent_id=docs").await;
+        assert_eq!(
+            findings["findings"], review["risk"]["findings"],
+            "{findings}"
+        );
+        assert!(
+            findings["findings"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty()),
+            "a change to docs has findings: {findings}"
+        );
+        let recent: Value = get(&client, &server, "/v1/policy/recent").await;
+        let verdicts: Vec<(&str, &str)> = recent["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["event_type"].as_str().unwrap_or_default(),
+                    e["intent_id"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            verdicts.first(),
+            Some(&("policy.evaluated", "docs")),
+            "{recent}"
+        );
+        assert!(verdicts.iter().all(|(t, _)| *t == "policy.evaluated"));
 
         let (_, decision) = post(&client, &server, "/v1/intents/gone/validate", json!({})).await;
         assert_eq!(

@@ -603,3 +603,25 @@ impl From<&converge_runtime::audit::ChainCheck> for AuditVerification {
         }
     }
 }
+
+/// `GET /impact/edges`: what an intent's latest risk evaluation says it touches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImpactEdges {
+    /// When that evaluation ran (`None`: the intent was never evaluated).
+    pub evaluated_at: Option<DateTime<Utc>>,
+    /// Its direct impacts, as the evaluation recorded them.
+    pub impact_edges: Vec<Value>,
+    /// The intent.
+    pub intent_id: String,
+}
+
+/// `GET /diagnostics/recent`: the findings of an intent's latest risk evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RiskFindings {
+    /// When that evaluation ran (`None`: the intent was never evaluated).
+    pub evaluated_at: Option<DateTime<Utc>>,
+    /// Its findings, in rule order.
+    pub findings: Vec<Value>,
+    /// The intent.
+    pub intent_id: String,
+}

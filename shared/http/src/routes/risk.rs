@@ -98,6 +98,75 @@ pub(super) async fn risk_review(
     })
 }
 
+/// The latest `risk.evaluated` event of an intent the caller may see (404 otherwise).
+async fn latest_risk(
+    state: &AppState,
+    principal: &Principal,
+    intent_id: &str,
+) -> Result<Option<StoredEvent>, ApiError> {
+    visible_intent(state, principal, intent_id).await?;
+    Ok(state
+        .services
+        .store
+        .latest_events(EventType::RiskEvaluated, &[intent_id.to_owned()])
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// A list field of a risk evaluation's payload (empty when there is none).
+fn risk_list(event: Option<&StoredEvent>, field: &str) -> Vec<serde_json::Value> {
+    event
+        .and_then(|e| e.event.payload.get(field))
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `GET /impact/edges?intent_id=`: the direct impacts of an intent's latest risk evaluation.
+pub(super) async fn impact_edges(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<ReviewQuery>,
+) -> ApiResult {
+    let latest = latest_risk(&state, &principal, &q.intent_id).await?;
+    typed(api::ImpactEdges {
+        evaluated_at: latest.as_ref().map(|e| e.event.timestamp),
+        impact_edges: risk_list(latest.as_ref(), "impact_edges"),
+        intent_id: q.intent_id,
+    })
+}
+
+/// `GET /diagnostics/recent?intent_id=`: the findings of an intent's latest risk evaluation
+/// (what the original answered under this name; `/risk/review` has the diagnostics proper).
+pub(super) async fn diagnostics_recent(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<ReviewQuery>,
+) -> ApiResult {
+    let latest = latest_risk(&state, &principal, &q.intent_id).await?;
+    typed(api::RiskFindings {
+        evaluated_at: latest.as_ref().map(|e| e.event.timestamp),
+        findings: risk_list(latest.as_ref(), "findings"),
+        intent_id: q.intent_id,
+    })
+}
+
+/// `GET /policy/recent`: latest policy evaluations, newest first.
+pub(super) async fn policy_recent(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> ApiResult {
+    let query = EventsQuery {
+        event_type: Some(EventType::PolicyEvaluated.as_str().to_owned()),
+        tenant_id: q.tenant_id,
+        limit: Some(q.limit.unwrap_or(50)),
+        ..EventsQuery::default()
+    };
+    typed(list_events(&state, &principal, query).await?)
+}
+
 // Risk
 /// `GET /risk/recent`: latest risk evaluations.
 pub(super) async fn risk_recent(
@@ -257,6 +326,48 @@ pub(super) fn routes() -> Vec<Route> {
             conditional: false,
             answer: Answer::Json,
             handler: get(risk_review),
+        },
+        Route {
+            method: "get",
+            path: "/impact/edges",
+            summary: "The direct impacts (file → dependant, with weight) of an intent's latest risk evaluation.",
+            role: Role::Viewer,
+            scope: "risk.read",
+            params: &[],
+            query: Some(schema_of::<ReviewQuery>),
+            body: None,
+            success: 200,
+            conditional: false,
+            answer: Answer::Json,
+            handler: get(impact_edges),
+        },
+        Route {
+            method: "get",
+            path: "/diagnostics/recent",
+            summary: "The findings of an intent's latest risk evaluation.",
+            role: Role::Viewer,
+            scope: "risk.read",
+            params: &[],
+            query: Some(schema_of::<ReviewQuery>),
+            body: None,
+            success: 200,
+            conditional: false,
+            answer: Answer::Json,
+            handler: get(diagnostics_recent),
+        },
+        Route {
+            method: "get",
+            path: "/policy/recent",
+            summary: "Latest policy evaluations (the gates' verdicts), newest first.",
+            role: Role::Viewer,
+            scope: "events.read",
+            params: &[],
+            query: Some(schema_of::<LimitQuery>),
+            body: None,
+            success: 200,
+            conditional: false,
+            answer: Answer::Json,
+            handler: get(policy_recent),
         },
         Route {
             method: "get",
