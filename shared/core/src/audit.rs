@@ -94,7 +94,8 @@ pub struct Anchor {
     pub pruned_events: i64,
     /// When the anchor was written.
     pub created_at: DateTime<Utc>,
-    /// HMAC-SHA256 of [`Anchor::message`] under the signing key, hex.
+    /// HMAC-SHA256 under the signing key, hex, of the anchor's chain, positions, hash, count
+    /// and time.
     pub signature: String,
 }
 

@@ -186,7 +186,7 @@ pub struct RetentionReport {
 }
 
 /// Applies the configured retention at `now`: each chain loses its events older than the
-/// events retention (verified first, behind a signed anchor; at most [`PRUNE_PER_SWEEP`] a
+/// events retention (verified first, behind a signed anchor; at most 100,000 a
 /// chain per pass), and sent outbox rows older than the outbox retention go. A chain that does
 /// not verify is left whole and reported.
 pub async fn apply_retention(
