@@ -193,7 +193,91 @@ pub enum QueueCommand {
     /// (CONVERGE_QUEUE_URL), once the cause of their failures is fixed. Talks to SQS, not to
     /// the API.
     Redrive,
+    /// Freeze merges for a span or every week (intents are still validated and queued; they
+    /// merge when the freeze ends).
+    Freeze(QueueFreeze),
+    /// Freeze merges until `queue resume` (a freeze without a window).
+    Pause(QueuePause),
+    /// Lift the freezes of exactly this scope (what `queue pause` set).
+    Resume(QueueScope),
+    /// Lift one freeze by its id.
+    Unfreeze(FreezeId),
+    /// The freezes that hold or will hold merges.
+    Freezes(QueueFreezes),
 }
+
+/// Which queues a freeze covers.
+#[derive(Debug, Args)]
+pub struct QueueScope {
+    /// Only this repository (`owner/name`); left out: every repository.
+    #[arg(long)]
+    repo: Option<String>,
+    /// Only this target branch; left out: every target.
+    #[arg(long)]
+    target: Option<String>,
+    /// The tenant (admins of no tenant; a tenant's key implies its own).
+    #[arg(long)]
+    tenant_id: Option<String>,
+}
+
+/// Options of `queue pause`.
+#[derive(Debug, Args)]
+pub struct QueuePause {
+    /// Why (shown on the held pull requests and the dashboard).
+    #[arg(long)]
+    reason: String,
+    #[command(flatten)]
+    scope: QueueScope,
+}
+
+/// Options of `queue freeze`.
+#[derive(Debug, Args)]
+pub struct QueueFreeze {
+    /// Why (shown on the held pull requests and the dashboard).
+    #[arg(long)]
+    reason: String,
+    #[command(flatten)]
+    scope: QueueScope,
+    /// From this time (RFC 3339; default now).
+    #[arg(long)]
+    start: Option<String>,
+    /// Until this time (RFC 3339; default until lifted).
+    #[arg(long)]
+    end: Option<String>,
+    /// Every week instead, UTC: `"Fri 16:00-Mon 08:00"`.
+    #[arg(long, conflicts_with_all = ["start", "end"])]
+    weekly: Option<String>,
+}
+
+/// Options of `queue unfreeze`.
+#[derive(Debug, Args)]
+pub struct FreezeId {
+    /// The freeze (`frz-…`, from `queue freezes`).
+    #[arg(long)]
+    id: String,
+}
+
+/// Options of `queue freezes`.
+#[derive(Debug, Args)]
+pub struct QueueFreezes {
+    /// Also lifted and ended freezes.
+    #[arg(long)]
+    all: bool,
+    /// Only this tenant's (admins; a tenant's key implies its own).
+    #[arg(long)]
+    tenant_id: Option<String>,
+}
+
+const FREEZE_COLUMNS: &[Column<'static>] = &[
+    ("id", "/id"),
+    ("tenant", "/tenant_id"),
+    ("repo", "/repo"),
+    ("target", "/target"),
+    ("holding", "/holding"),
+    ("until", "/until"),
+    ("window", "/window/kind"),
+    ("reason", "/reason"),
+];
 
 /// Options of `queue run`.
 #[derive(Debug, Args)]
@@ -673,6 +757,66 @@ pub async fn queue(api: &ApiClient, out: Output, command: QueueCommand) -> Resul
                 text
             })?;
         }
+        QueueCommand::Freeze(args) => {
+            let mut body = json!({"reason": args.reason, "repo": args.scope.repo,
+                                  "target": args.scope.target, "tenant_id": args.scope.tenant_id,
+                                  "start": args.start, "end": args.end});
+            if let Some(weekly) = &args.weekly {
+                let (from, to) = weekly.split_once('-').ok_or_else(|| {
+                    CliError::Other(anyhow::anyhow!(
+                        "--weekly takes \"DAY HH:MM-DAY HH:MM\", e.g. \"Fri 16:00-Mon 08:00\""
+                    ))
+                })?;
+                body["weekly"] = json!({"from": from.trim(), "to": to.trim()});
+            }
+            let answer = api.post("/queue/freezes", &strip_nulls(body)).await?;
+            out.emit(&answer, |o| {
+                o.table(std::slice::from_ref(&answer), FREEZE_COLUMNS)
+            })?;
+        }
+        QueueCommand::Pause(args) => {
+            let body = json!({"reason": args.reason, "repo": args.scope.repo,
+                              "target": args.scope.target, "tenant_id": args.scope.tenant_id});
+            let answer = api.post("/queue/freezes", &strip_nulls(body)).await?;
+            out.emit(&answer, |o| {
+                o.table(std::slice::from_ref(&answer), FREEZE_COLUMNS)
+            })?;
+        }
+        QueueCommand::Resume(scope) => {
+            let body =
+                json!({"repo": scope.repo, "target": scope.target, "tenant_id": scope.tenant_id});
+            let answer = api.post("/queue/resume", &strip_nulls(body)).await?;
+            out.emit(&answer, |o| {
+                if rows(&answer, "freezes").is_empty() {
+                    "no freeze of exactly this scope was live".to_owned()
+                } else {
+                    o.table(rows(&answer, "freezes"), FREEZE_COLUMNS)
+                }
+            })?;
+        }
+        QueueCommand::Unfreeze(args) => {
+            let answer = api
+                .post(
+                    &format!("/queue/freezes/{}/lift", encode(&args.id)),
+                    &json!({}),
+                )
+                .await?;
+            out.emit(&answer, |o| {
+                o.table(std::slice::from_ref(&answer), FREEZE_COLUMNS)
+            })?;
+        }
+        QueueCommand::Freezes(args) => {
+            let page = api
+                .get(
+                    "/queue/freezes",
+                    &[
+                        ("include_ended", args.all.then(|| "true".to_owned())),
+                        ("tenant_id", args.tenant_id),
+                    ],
+                )
+                .await?;
+            out.emit(&page, |o| o.table(rows(&page, "freezes"), FREEZE_COLUMNS))?;
+        }
         QueueCommand::Redrive => {
             let (queue, dlq) = converge_runtime::sqs::SqsQueue::from_env()
                 .await
@@ -955,6 +1099,14 @@ pub async fn flags(api: &ApiClient, out: Output, command: FlagsCommand) -> Resul
 }
 
 /// The rows of a page: the array under `key`, or the answer itself when it is an array.
+/// A body without its `null` fields (options left out are not sent at all).
+fn strip_nulls(mut body: Value) -> Value {
+    if let Value::Object(map) = &mut body {
+        map.retain(|_, v| !v.is_null());
+    }
+    body
+}
+
 fn rows<'a>(page: &'a Value, key: &str) -> &'a [Value] {
     page.get(key)
         .and_then(Value::as_array)

@@ -13,7 +13,7 @@ use converge_core::pipeline::Clock;
 use converge_core::queue::QueueKey;
 use converge_core::{Event, EventType, Intent};
 use converge_store::backfill::{TableSummary, summaries};
-use converge_store::{ApiKeyRecord, Commit, CommitLink, OutboxMessage, Store};
+use converge_store::{ApiKeyRecord, Commit, CommitLink, FreezeWrite, OutboxMessage, Store};
 use converge_testkit::{ManualClock, fresh_pg_database};
 use serde_json::{Value, json};
 
@@ -97,6 +97,7 @@ async fn seed(store: &Store, clock: &ManualClock) {
             guard: None,
             expect: Vec::new(),
             delivery: None,
+            freezes: Vec::new(),
         };
         store.commit(&commit).await.unwrap();
         clock.advance(chrono::Duration::milliseconds(1_250));
@@ -160,6 +161,52 @@ async fn seed(store: &Store, clock: &ManualClock) {
         .unwrap();
 }
 
+/// What retention leaves (an audit anchor: the old events of tenant `archived` pruned) and a
+/// freeze. Apart from `seed`: a pruned log refuses a projection rebuild.
+async fn seed_retention_and_freeze(store: &Store, clock: &ManualClock) {
+    let old = Event {
+        id: "ev-archived-0".into(),
+        trace_id: "trace-archived".into(),
+        timestamp: clock.now(),
+        event_type: EventType::WebhookReceived,
+        intent_id: None,
+        agent_id: None,
+        tenant_id: Some("archived".into()),
+        payload: json!({"delivery_id": "d-0"}),
+        evidence: json!({}),
+    };
+    let freeze = converge_core::freeze::Freeze {
+        id: "frz-release".into(),
+        tenant_id: Some("acme".into()),
+        repo: Some("acme/app".into()),
+        target: None,
+        reason: "release week".into(),
+        window: converge_core::freeze::Window::Weekly {
+            from: "Fri 16:00".parse().unwrap(),
+            to: "Mon 08:00".parse().unwrap(),
+        },
+        created_by: "ops".into(),
+        created_at: clock.now(),
+        lifted_at: None,
+        lifted_by: None,
+    };
+    store
+        .commit(&Commit {
+            events: vec![old],
+            freezes: vec![FreezeWrite::Put(freeze)],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    clock.advance(chrono::Duration::days(2));
+    let key = converge_core::audit::SigningKey::new(vec![7u8; 32]).unwrap();
+    let pruned = store
+        .prune_chain("archived", clock.now(), &key, 10)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+}
+
 /// Every table's summary but the tenants' versions, which a copy and a rebuild move on purpose
 /// (so that no server keeps serving a page it read before).
 async fn summaries_of(url: &str) -> Vec<TableSummary> {
@@ -189,11 +236,9 @@ async fn a_round_trip_through_postgres_is_identical_and_reruns_copy_nothing() {
     let returned = dir.path().join("returned.db");
     let pg = fresh_pg_database().await;
     let clock = ManualClock::new();
-    seed(
-        &Store::from_url(&original, Arc::new(clock.clone())).unwrap(),
-        &clock,
-    )
-    .await;
+    let store = Store::from_url(&original, Arc::new(clock.clone())).unwrap();
+    seed(&store, &clock).await;
+    seed_retention_and_freeze(&store, &clock).await;
     let source = summaries_of(&original).await;
     assert!(
         source.iter().all(|t| t.rows > 0),

@@ -88,6 +88,10 @@ event_types! {
     /// The intent's queue key was paused: its environment failed (not the change), so no
     /// retry was spent; rounds resume after a backoff.
     QueuePaused => "queue.paused",
+    /// An operator froze merges of some queue keys (payload: the freeze).
+    QueueFrozen => "queue.frozen",
+    /// An operator lifted a freeze (payload: the freeze as lifted).
+    QueueUnfrozen => "queue.unfrozen",
     /// A repository health snapshot was taken.
     HealthSnapshot => "health.snapshot",
     /// A change health snapshot was taken.

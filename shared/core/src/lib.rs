@@ -5,6 +5,7 @@
 //! - [`export`]: the decision export's record per intent (JSON lines and CSV);
 //! - [`audit`]: the hash chain over each tenant's events, its verification and signed anchors;
 //! - [`flags`]: the feature flags the code reads, with their defaults;
+//! - [`freeze`]: operators' holds on merges (pauses, spans, weekly windows);
 //! - [`risk`]: the dependency graph of a change, PageRank, four signals, composite scores,
 //!   findings and bombs — numerically identical to the reference implementation;
 //! - [`policy`]: profiles per risk level, origin overrides, the five gates and the risk gate;
@@ -23,6 +24,7 @@ pub mod audit;
 pub mod event;
 pub mod export;
 pub mod flags;
+pub mod freeze;
 pub mod intake;
 pub mod intent;
 pub mod numeric;

@@ -165,6 +165,27 @@ pub fn decided(
     }
 }
 
+/// The report of a validated intent whose merge a freeze holds: `reason` is the freeze's
+/// description (`Merges frozen: … (until …)`).
+pub fn frozen(intent: &Intent, head_sha: &str, reason: &str, trace_id: &str) -> Report {
+    let title = format!("Queued; {reason}");
+    let mut summary = header(intent, &title);
+    let _ = writeln!(
+        summary,
+        "Validated and queued: it merges when the freeze ends, if its target has not moved \
+         (otherwise it is validated again first)."
+    );
+    let _ = writeln!(summary, "**Trace:** `{trace_id}`");
+    Report {
+        intent_id: intent.id.clone(),
+        head_sha: head_sha.to_owned(),
+        state: ReportState::InProgress,
+        title,
+        summary,
+        trace_id: trace_id.to_owned(),
+    }
+}
+
 /// The report after a merge attempt (landed, or refused with the step that followed).
 pub fn merge_result(
     intent: &Intent,

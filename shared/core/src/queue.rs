@@ -233,6 +233,9 @@ pub enum RoundOutcome {
     /// control or checks unreachable): the key is paused with the reason and tried again
     /// after a backoff; no retry is spent.
     Paused,
+    /// Validated and queued, but an operator's freeze holds the key's merges: it merges when
+    /// the freeze ends.
+    Frozen,
 }
 
 impl RoundOutcome {
@@ -251,6 +254,7 @@ impl RoundOutcome {
             RoundOutcome::Unchanged => "unchanged",
             RoundOutcome::Error => "error",
             RoundOutcome::Paused => "paused",
+            RoundOutcome::Frozen => "frozen",
         }
     }
 
@@ -259,7 +263,10 @@ impl RoundOutcome {
     pub fn needed_work(self) -> bool {
         !matches!(
             self,
-            RoundOutcome::Unchanged | RoundOutcome::Held | RoundOutcome::WaitingForDependencies
+            RoundOutcome::Unchanged
+                | RoundOutcome::Held
+                | RoundOutcome::WaitingForDependencies
+                | RoundOutcome::Frozen
         )
     }
 

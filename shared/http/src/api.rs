@@ -625,3 +625,39 @@ pub struct RiskFindings {
     /// The intent.
     pub intent_id: String,
 }
+
+/// A freeze as the API shows it: the freeze, and what it does now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FreezeRecord {
+    /// The freeze's fields.
+    #[serde(flatten)]
+    pub freeze: converge_core::freeze::Freeze,
+    /// Whether it holds merges right now (its window is open and it is not lifted).
+    pub holding: bool,
+    /// When its window next closes by itself, if it does.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl FreezeRecord {
+    /// The record of `freeze` at `now`.
+    pub fn at(freeze: converge_core::freeze::Freeze, now: DateTime<Utc>) -> FreezeRecord {
+        let holding = freeze.lifted_at.is_none() && freeze.window.covers(now);
+        let until = if freeze.lifted_at.is_none() {
+            freeze.window.closes_after(now)
+        } else {
+            None
+        };
+        FreezeRecord {
+            freeze,
+            holding,
+            until,
+        }
+    }
+}
+
+/// `GET /queue/freezes`, `POST /queue/resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FreezeList {
+    /// The freezes, newest first.
+    pub freezes: Vec<FreezeRecord>,
+}

@@ -77,6 +77,81 @@ pub async fn record(services: &Services, events: Vec<Event>) -> Result<(), Store
     Ok(())
 }
 
+/// Sets a freeze: the freeze and its `queue.frozen` event in one transaction.
+pub async fn put_freeze(
+    services: &Services,
+    actor: &str,
+    freeze: &converge_core::freeze::Freeze,
+) -> Result<(), StoreError> {
+    let event = api_event(
+        services,
+        actor,
+        EventType::QueueFrozen,
+        None,
+        freeze.tenant_id.as_deref(),
+        serde_json::to_value(freeze).unwrap_or_default(),
+    );
+    services
+        .store
+        .commit(&Commit {
+            events: vec![event],
+            freezes: vec![converge_store::FreezeWrite::Put(freeze.clone())],
+            ..Commit::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// Lifts freezes (each still live: one lifted meanwhile fails the whole write with
+/// [`StoreError::Conflict`]), with a `queue.unfrozen` event each and a queue message for every
+/// key with actionable intents they covered, in one transaction; then wakes the queue, so
+/// what they held merges now rather than at the next sweep. Returns the freezes as lifted.
+pub async fn lift_freezes(
+    services: &Services,
+    actor: &str,
+    freezes: Vec<converge_core::freeze::Freeze>,
+) -> Result<Vec<converge_core::freeze::Freeze>, StoreError> {
+    let now = services.clock.now();
+    let keys = crate::queue_worker::actionable_keys(&services.store).await?;
+    let mut events = Vec::new();
+    let mut changes = Vec::new();
+    let mut woken = std::collections::BTreeSet::new();
+    let mut lifted = Vec::new();
+    for mut freeze in freezes {
+        freeze.lifted_at = Some(now);
+        freeze.lifted_by = Some(actor.to_owned());
+        events.push(api_event(
+            services,
+            actor,
+            EventType::QueueUnfrozen,
+            None,
+            freeze.tenant_id.as_deref(),
+            serde_json::to_value(&freeze).unwrap_or_default(),
+        ));
+        changes.push(converge_store::FreezeWrite::Lift {
+            id: freeze.id.clone(),
+            by: actor.to_owned(),
+            at: now,
+        });
+        woken.extend(keys.iter().filter(|key| freeze.covers(key)));
+        lifted.push(freeze);
+    }
+    if lifted.is_empty() {
+        return Ok(lifted);
+    }
+    services
+        .store
+        .commit(&Commit {
+            events,
+            outbox: woken.into_iter().map(queue_message).collect(),
+            freezes: changes,
+            ..Commit::default()
+        })
+        .await?;
+    services.queue_work_committed().await;
+    Ok(lifted)
+}
+
 /// Records `events` with a queue message for `intent`'s key in one transaction, then wakes
 /// the queue: the change is taken up by a worker. With `expect`, the transaction commits only
 /// if the intent is still as the caller read it ([`StoreError::Stale`] otherwise).

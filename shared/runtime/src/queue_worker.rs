@@ -156,6 +156,8 @@ pub struct QueueProcessor<S, C = ReportedChecks, P = NoPublisher> {
     settings: WorkerSettings,
     clock: Arc<dyn Clock + Send + Sync>,
     holder: String,
+    /// (freeze, intent, head) whose check run was told the freeze holds it.
+    frozen_notices: std::sync::Mutex<std::collections::HashSet<(String, String, String)>>,
 }
 
 impl<S: Scm + Merger + Sync> QueueProcessor<S, ReportedChecks, NoPublisher> {
@@ -213,6 +215,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             settings,
             clock,
             holder: holder.into(),
+            frozen_notices: std::sync::Mutex::default(),
         }
     }
 
@@ -726,6 +729,22 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         trace: &str,
         pending: &mut Pending,
     ) -> Result<IntentReport, WorkerError> {
+        // An operator's freeze holds the key: the intent stays QUEUED and merges on a round
+        // after the freeze ends. Its check run says why, once per freeze and head here.
+        let now = self.clock.now();
+        let freezes = self.store.freezes_of_key(lease.key()).await?;
+        if let Some(freeze) = converge_core::freeze::holding(&freezes, lease.key(), now) {
+            let detail = freeze.describe(now);
+            if self.first_notice_of(&freeze.id, intent, &validated.head_sha) {
+                let notice = publication::frozen(intent, &validated.head_sha, &detail, trace);
+                self.enqueue_notice(intent, lease, notice, pending);
+            }
+            return Ok(IntentReport {
+                intent_id: intent.id.clone(),
+                outcome: RoundOutcome::Frozen,
+                detail,
+            });
+        }
         let just_committed = !pending.is_empty();
         self.flush(lease, pending).await?;
         let (lease, permit) = self
@@ -856,6 +875,20 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     }
 
     /// Adds a report alone (validation starting) to the round's deferred commit.
+    /// Whether this process has not yet told `intent`'s head that `freeze` holds it (and
+    /// remembers that it now has): a frozen key is looked at every round, and its check runs
+    /// need the news once, not every few seconds. Another process tells them once more.
+    fn first_notice_of(&self, freeze: &str, intent: &Intent, head_sha: &str) -> bool {
+        const REMEMBERED: usize = 10_000;
+        let Ok(mut told) = self.frozen_notices.lock() else {
+            return true;
+        };
+        if told.len() >= REMEMBERED {
+            told.clear();
+        }
+        told.insert((freeze.to_owned(), intent.id.clone(), head_sha.to_owned()))
+    }
+
     fn enqueue_notice(
         &self,
         intent: &Intent,

@@ -39,9 +39,9 @@ use converge_core::pipeline::Clock;
 pub use error::StoreError;
 pub use model::{
     ApiKeyRecord, ChainedEvent, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome,
-    EventFilter, Expected, FencingToken, FlagSetting, IdempotencyClaim, IntentCount, IntentCursor,
-    IntentFilter, KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage, StoredEvent,
-    StoredIntent, VersionedDocument,
+    EventFilter, Expected, FencingToken, FlagSetting, FreezeWrite, IdempotencyClaim, IntentCount,
+    IntentCursor, IntentFilter, KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage,
+    StoredEvent, StoredIntent, VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::{SqliteDurability, SqliteStore};
@@ -157,6 +157,11 @@ mod migrations {
                 "audit chain",
                 include_str!("../migrations/postgres/0011_audit_chain.sql"),
             ),
+            (
+                12,
+                "queue freezes",
+                include_str!("../migrations/postgres/0012_queue_freezes.sql"),
+            ),
         ])
     }
 
@@ -216,6 +221,11 @@ mod migrations {
                 11,
                 "audit chain",
                 include_str!("../migrations/sqlite/0011_audit_chain.sql"),
+            ),
+            (
+                12,
+                "queue freezes",
+                include_str!("../migrations/sqlite/0012_queue_freezes.sql"),
             ),
         ])
     }
@@ -684,4 +694,10 @@ forward! {
     fn prune_chain(&self, chain: &str, cutoff: DateTime<Utc>, key: &converge_core::audit::SigningKey, batch: u32) -> u64;
     /// Deletes outbox rows sent before a cutoff.
     fn prune_sent_outbox(&self, cutoff: DateTime<Utc>, batch: u32) -> u64;
+    /// Freezes of a tenant (all tenants' when `None`), newest first.
+    fn freezes(&self, tenant: Option<&str>, include_lifted: bool, limit: u32) -> Vec<converge_core::freeze::Freeze>;
+    /// One freeze by id.
+    fn freeze(&self, id: &str) -> Option<converge_core::freeze::Freeze>;
+    /// The freezes not lifted that cover a queue key.
+    fn freezes_of_key(&self, key: &converge_core::queue::QueueKey) -> Vec<converge_core::freeze::Freeze>;
 }

@@ -182,6 +182,24 @@ pub struct Commit {
     /// delivery id is already recorded nothing is written ([`crate::StoreError::AlreadyDelivered`]),
     /// so concurrent or repeated deliveries change state once.
     pub delivery: Option<Delivery>,
+    /// Freezes set or lifted with the events that record it.
+    pub freezes: Vec<FreezeWrite>,
+}
+
+/// A change to the queue's freezes, written by a [`Commit`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum FreezeWrite {
+    /// A new freeze.
+    Put(converge_core::freeze::Freeze),
+    /// Lifts a freeze; one already lifted fails the commit ([`crate::StoreError::Conflict`]).
+    Lift {
+        /// The freeze.
+        id: String,
+        /// Who lifts it.
+        by: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
 }
 
 /// The result of recording a webhook delivery.

@@ -283,4 +283,23 @@ pub(crate) const TABLES: &[Table] = &[
         ephemeral: None,
         append_only: false,
     },
+    Table {
+        name: "queue_freezes",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("tenant", Text),
+            ("repo", OptText),
+            ("target", OptText),
+            ("reason", Text),
+            ("time_window", Json),
+            ("created_by", Text),
+            ("created_at", Ts),
+            ("lifted_at", OptTs),
+            ("lifted_by", OptText),
+        ],
+        serial: None,
+        ephemeral: None,
+        append_only: false,
+    },
 ];

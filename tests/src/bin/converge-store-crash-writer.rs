@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
             guard: None,
             expect: Vec::new(),
             delivery: None,
+            freezes: Vec::new(),
         };
         store.commit(&commit).await?;
         writeln!(stdout, "committed {n}")?;

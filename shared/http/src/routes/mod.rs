@@ -11,6 +11,7 @@ mod audit;
 mod auth;
 mod events;
 mod flags;
+mod freezes;
 mod intents;
 pub(crate) mod queue;
 mod risk;
@@ -221,6 +222,7 @@ pub(crate) fn table() -> Vec<Route> {
         auth::routes(),
         risk::routes(),
         flags::routes(),
+        freezes::routes(),
         summary::routes(),
     ]
     .into_iter()

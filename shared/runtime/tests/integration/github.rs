@@ -79,6 +79,11 @@ fn push(repo: &Path, name: &str, file: &str, content: &str) -> String {
 
 impl World {
     fn processor(&self, auto_confirm: bool) -> Worker {
+        self.processor_on(auto_confirm, Arc::new(SystemClock))
+    }
+
+    /// A worker whose time is `clock`'s.
+    fn processor_on(&self, auto_confirm: bool, clock: Arc<dyn Clock + Send + Sync>) -> Worker {
         let settings = WorkerSettings {
             auto_confirm,
             max_retries: Some(3),
@@ -94,7 +99,7 @@ impl World {
             ports,
             PolicyConfig::default(),
             settings,
-            Arc::new(SystemClock),
+            clock,
             "gh-worker",
         )
     }
@@ -582,4 +587,83 @@ async fn a_failed_publish_holds_back_the_reports_behind_it() {
         "the check run ended in an older state: {runs:?}"
     );
     assert_eq!(runs[0].history.len(), 2, "{runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_window_holds_merges_says_why_and_lifts_on_time() {
+    let w = world().await;
+    let head = branch(
+        &w.repo,
+        "feature",
+        "main",
+        "docs/guide.md",
+        "# Guide\n\nDuring the freeze.\n",
+    );
+    let id = w.open_pull(8, "feature").await;
+    w.complete_check(&id, &head, "success").await;
+    let clock = converge_testkit::ManualClock::new();
+    let now = clock.now();
+    let freeze = converge_core::freeze::Freeze {
+        id: "frz-deploy".into(),
+        tenant_id: None,
+        repo: Some(REPO.into()),
+        target: Some("main".into()),
+        reason: "deploy window".into(),
+        window: converge_core::freeze::Window::Span {
+            start: now - chrono::Duration::minutes(1),
+            end: Some(now + chrono::Duration::hours(1)),
+        },
+        created_by: "ops".into(),
+        created_at: now,
+        lifted_at: None,
+        lifted_by: None,
+    };
+    w.store
+        .commit(&Commit {
+            freezes: vec![converge_store::FreezeWrite::Put(freeze)],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    let worker = w.processor_on(true, Arc::new(clock.clone()));
+
+    // Validated and queued, but not merged; the check run says why and until when.
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["frozen"], "{reports:?}");
+    assert!(reports[0].2.contains("deploy window"), "{reports:?}");
+    assert_eq!(w.main_updates(), 0);
+    assert_eq!(w.intent(&id).await.status, Status::Queued);
+    let runs = w.reports(&head);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let title = runs[0].output["title"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        title.contains("Merges frozen: deploy window (until "),
+        "{title}"
+    );
+    assert_eq!(
+        runs[0].history.last().map(String::as_str),
+        Some("in_progress")
+    );
+    // The next rounds keep it queued without telling GitHub again.
+    let updates = runs[0].updates;
+    clock.advance(chrono::Duration::minutes(30));
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["frozen"], "{reports:?}");
+    assert_eq!(w.reports(&head)[0].updates, updates);
+    assert_eq!(w.main_updates(), 0);
+
+    // The window closes: the next round merges exactly what was validated.
+    clock.advance(chrono::Duration::minutes(31));
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["merged"], "{reports:?}");
+    assert_eq!(w.main_updates(), 1);
+    assert_eq!(w.intent(&id).await.status, Status::Merged);
+    assert_eq!(git(&w.repo, &["rev-parse", "main^2"]), head);
+    assert_eq!(
+        w.reports(&head)[0].history.last().map(String::as_str),
+        Some("completed/success")
+    );
 }

@@ -8,10 +8,11 @@
 //! (`timestamptz` on PostgreSQL, fixed-width UTC text on SQLite).
 //!
 //! The operations are grouped by area, one macro per file (the log and its projection, leases,
-//! the outbox, keys and rate limits, settings, the audit chain); `store_operations!` expands them all.
+//! the outbox, keys and rate limits, settings, the audit chain, freezes); `store_operations!` expands them all.
 
 pub(crate) mod access;
 pub(crate) mod audit;
+pub(crate) mod freezes;
 pub(crate) mod journal;
 pub(crate) mod leases;
 pub(crate) mod outbox;
@@ -66,6 +67,7 @@ macro_rules! store_operations {
         $crate::backend::access::access_operations!($($settings)*);
         $crate::backend::settings::settings_operations!($($settings)*);
         $crate::backend::audit::audit_operations!($($settings)*);
+        $crate::backend::freezes::freeze_operations!($($settings)*);
     };
 }
 

@@ -141,6 +141,7 @@ async fn a_commit_appends_events_and_moves_the_projection(store: Store, clock: M
             guard: None,
             expect: Vec::new(),
             delivery: None,
+            freezes: Vec::new(),
         })
         .await);
     assert_eq!(seqs.len(), 2);

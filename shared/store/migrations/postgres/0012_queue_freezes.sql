@@ -1,0 +1,15 @@
+-- Operators' holds on merges (converge_core::freeze): written with their queue.frozen /
+-- queue.unfrozen events, read by the worker before every merge.
+CREATE TABLE queue_freezes (
+    id          TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL,
+    repo        TEXT,
+    target      TEXT,
+    reason      TEXT NOT NULL,
+    time_window JSONB NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL,
+    lifted_at   TIMESTAMPTZ,
+    lifted_by   TEXT
+);
+CREATE INDEX queue_freezes_live_idx ON queue_freezes (tenant, created_at) WHERE lifted_at IS NULL;
