@@ -681,6 +681,27 @@ async fn tenant_isolation_matrix() {
             ),
             (
                 Method::GET,
+                "/v1/queue/freezes".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::POST,
+                "/v1/queue/freezes".into(),
+                Some(json!({"reason": "matrix", "tenant_id": "acme"})),
+                "operator",
+                Scope::TenantWrite,
+            ),
+            (
+                Method::POST,
+                "/v1/queue/resume".into(),
+                Some(json!({"tenant_id": "acme"})),
+                "operator",
+                Scope::TenantWrite,
+            ),
+            (
+                Method::GET,
                 "/v1/audit/verify".into(),
                 None,
                 "operator",

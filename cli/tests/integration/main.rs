@@ -16,6 +16,7 @@ mod dashboard;
 mod demo;
 mod doctor;
 mod eval_input_errors;
+mod freezes;
 mod full_disk;
 mod github_app;
 mod lease_reset;

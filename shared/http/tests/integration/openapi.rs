@@ -79,7 +79,7 @@ fn every_request_body_has_the_schema_of_its_type() {
             );
         }
     }
-    assert_eq!(bodies, 18, "nine body routes, under /v1 and /api");
+    assert_eq!(bodies, 22, "eleven body routes, under /v1 and /api");
     let body = |path: &str| {
         document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
             .clone()
@@ -100,6 +100,9 @@ fn every_request_body_has_the_schema_of_its_type() {
         "rotation works without a body"
     );
     assert_eq!(body("/v1/intents")["properties"]["id"]["maxLength"], 512);
+    let freeze = body("/v1/queue/freezes");
+    assert_eq!(freeze["required"], serde_json::json!(["reason"]));
+    assert_eq!(freeze["properties"]["start"]["format"], "date-time");
 }
 
 /// The strings of `schema` that allow any text, as paths (`name`, `tags.items`).

@@ -79,6 +79,7 @@ on_both_backends!(
     idempotency_keys_replay_for_a_day_and_free_an_abandoned_claim,
     the_intents_version_moves_with_every_change_of_a_tenants_intents,
     of_concurrent_commits_the_failed_and_the_abandoned_leave_no_trace,
+    a_freeze_is_written_with_its_event_read_by_key_and_lifted_exactly_once,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -1696,4 +1697,117 @@ async fn of_concurrent_commits_the_failed_and_the_abandoned_leave_no_trace(
         matches!(after, Ok(Ok(_))),
         "a write after the race: {after:?}"
     );
+}
+
+async fn a_freeze_is_written_with_its_event_read_by_key_and_lifted_exactly_once(
+    store: Store,
+    clock: ManualClock,
+) {
+    use converge_core::freeze::{Freeze, Window};
+    use converge_store::FreezeWrite;
+    let freeze = Freeze {
+        id: "frz-1".into(),
+        tenant_id: Some("acme".into()),
+        repo: None,
+        target: Some("main".into()),
+        reason: "release".into(),
+        window: Window::UntilLifted,
+        created_by: "ops".into(),
+        created_at: clock.now(),
+        lifted_at: None,
+        lifted_by: None,
+    };
+    let mut frozen = converge_core::Event::about_intent(
+        "ev-frozen",
+        "t",
+        clock.now(),
+        EventType::QueueFrozen,
+        "none",
+        serde_json::to_value(&freeze).unwrap(),
+    );
+    frozen.intent_id = None;
+    frozen.tenant_id = Some("acme".into());
+    ok(store
+        .commit(&Commit {
+            events: vec![frozen],
+            freezes: vec![FreezeWrite::Put(freeze.clone())],
+            ..Commit::default()
+        })
+        .await);
+    assert_eq!(ok(store.freeze("frz-1").await), Some(freeze.clone()));
+    let key = |tenant: &str, repo: &str, target: &str| QueueKey {
+        tenant: tenant.into(),
+        repo: repo.into(),
+        target: target.into(),
+    };
+    assert_eq!(
+        ok(store.freezes_of_key(&key("acme", "acme/app", "main")).await).len(),
+        1
+    );
+    assert_eq!(
+        ok(store.freezes_of_key(&key("acme", "", "main")).await).len(),
+        1
+    );
+    assert!(ok(store.freezes_of_key(&key("acme", "acme/app", "dev")).await).is_empty());
+    assert!(
+        ok(store
+            .freezes_of_key(&key("globex", "acme/app", "main"))
+            .await)
+        .is_empty()
+    );
+    assert_eq!(ok(store.freezes(Some("acme"), false, 10).await).len(), 1);
+    assert!(ok(store.freezes(Some("globex"), false, 10).await).is_empty());
+
+    // Eight operators lift it at once: one lift lands, with its event; the others write nothing.
+    let store = Arc::new(store);
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            let mut unfrozen = converge_core::Event::about_intent(
+                format!("ev-unfrozen-{n}"),
+                "t",
+                clock.now(),
+                EventType::QueueUnfrozen,
+                "none",
+                json!({"id": "frz-1"}),
+            );
+            unfrozen.intent_id = None;
+            let at = clock.now();
+            tokio::spawn(async move {
+                store
+                    .commit(&Commit {
+                        events: vec![unfrozen],
+                        freezes: vec![FreezeWrite::Lift {
+                            id: "frz-1".into(),
+                            by: format!("op-{n}"),
+                            at,
+                        }],
+                        ..Commit::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut landed = 0;
+    for task in tasks {
+        match task.await.unwrap_or_else(|e| panic!("task: {e}")) {
+            Ok(_) => landed += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("store error: {e}"),
+        }
+    }
+    assert_eq!(landed, 1);
+    let events = ok(store
+        .events(&EventFilter {
+            event_type: Some(EventType::QueueUnfrozen),
+            limit: 100,
+            ..EventFilter::default()
+        })
+        .await);
+    assert_eq!(events.len(), 1, "only the landed lift's event");
+    let lifted = ok(store.freeze("frz-1").await).unwrap();
+    assert!(lifted.lifted_at.is_some() && lifted.lifted_by.is_some());
+    assert!(ok(store.freezes_of_key(&key("acme", "acme/app", "main")).await).is_empty());
+    assert!(ok(store.freezes(Some("acme"), false, 10).await).is_empty());
+    assert_eq!(ok(store.freezes(Some("acme"), true, 10).await).len(), 1);
 }
