@@ -125,6 +125,17 @@ async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
         .unwrap()
         .unwrap_or_else(|| panic!("the lease is free"));
 
+    // An operator freezes acme's main target for a release.
+    let frozen = api(
+        &server,
+        ADMIN,
+        "POST",
+        "/v1/queue/freezes",
+        json!({"reason": "release 4.2 going out", "target": "main", "tenant_id": "acme"}),
+    )
+    .await;
+    assert_eq!(frozen["holding"], true, "{frozen}");
+
     let browser = Browser::start(1280, 900).await;
     browser.goto(&server.url("/dashboard")).await;
     assert!(
@@ -165,7 +176,9 @@ async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
     for id in ["docs", "more", "clash"] {
         assert!(queues.contains(id), "{id} missing: {queues}");
     }
-    let first_row = browser.text("table tbody tr").await;
+    let first_row = browser
+        .text("section[aria-labelledby=queues] table tbody tr")
+        .await;
     assert!(first_row.starts_with("1 "), "positions: {first_row}");
     assert!(
         browser
@@ -188,6 +201,19 @@ async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
         "lease holders: {workers}"
     );
     assert_eq!(browser.text("#dlq").await, "1 message(s)", "{workers}");
+    // The freeze, above the queues: what it holds, why, and that it holds now.
+    let freezes = browser
+        .text("section[aria-labelledby=freezes] table tbody tr")
+        .await;
+    for shown in [
+        "[acme] every repository @ main",
+        "release 4.2 going out",
+        "holding",
+        "until lifted",
+        "ops",
+    ] {
+        assert!(freezes.contains(shown), "{shown} missing: {freezes}");
+    }
     browser.screenshot(&screenshots().join("2-queue.png")).await;
 
     // An intent's page: its facts, risk and timeline with trace ids.

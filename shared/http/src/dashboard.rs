@@ -274,8 +274,13 @@ struct OverviewView {
     leases: Vec<LeaseState>,
     /// Keys paused because their environment failed.
     paused: Vec<crate::api::PausedKey>,
+    /// Operators' freezes that hold or will hold merges (the newest [`FREEZE_ROWS`]).
+    freezes: Vec<converge_core::freeze::Freeze>,
     dlq: String,
 }
+
+/// Freezes listed on the overview.
+const FREEZE_ROWS: u32 = 20;
 
 async fn overview_view(state: &AppState, principal: &Principal) -> Result<OverviewView, ApiError> {
     let store = &state.services.store;
@@ -324,6 +329,13 @@ async fn overview_view(state: &AppState, principal: &Principal) -> Result<Overvi
         .filter(|l| principal.can_see(Some(l.key.tenant.as_str()).filter(|t| !t.is_empty())))
         .filter(|l| l.holder.is_some())
         .collect();
+    let now = state.services.clock.now();
+    let freezes = store
+        .freezes(tenant.as_deref(), false, FREEZE_ROWS)
+        .await?
+        .into_iter()
+        .filter(|f| f.is_live(now))
+        .collect();
     let dlq = match &state.services.dlq {
         None => "not configured (CONVERGE_DLQ_URL)".to_owned(),
         Some(queue) => match queue.depth().await {
@@ -340,6 +352,7 @@ async fn overview_view(state: &AppState, principal: &Principal) -> Result<Overvi
         policies,
         leases,
         paused,
+        freezes,
         dlq,
     })
 }
@@ -355,6 +368,33 @@ fn overview_html(view: &OverviewView) -> Markup {
                         li {
                             strong { (queue_label(&QueueKey { tenant: paused.tenant.clone(), repo: paused.repo.clone(), target: paused.target.clone() })) } ": " (paused.reason)
                             span.muted { " (since " (paused.since.format("%H:%M:%S")) ", " (paused.failures) " failures, next try " (paused.until.format("%H:%M:%S")) ")" }
+                        }
+                    }
+                }
+            }
+        }
+        @if !view.freezes.is_empty() {
+            section aria-labelledby="freezes" {
+                h2 #freezes { "Freezes" }
+                div.scroll {
+                    table {
+                        caption { "Merges held by operators (intents are still validated and queued)" }
+                        thead { tr {
+                            th scope="col" { "Queues" } th scope="col" { "Reason" } th scope="col" { "Now" }
+                            th scope="col" { "Window" } th scope="col" { "Set by" }
+                        } }
+                        tbody {
+                            @for freeze in &view.freezes {
+                                tr {
+                                    td { (freeze_scope(freeze)) }
+                                    td { (freeze.reason) }
+                                    td {
+                                        @if freeze.window.covers(view.now) { strong { "holding" } } @else { "scheduled" }
+                                    }
+                                    td { (freeze_window(&freeze.window, view.now)) }
+                                    td { (freeze.created_by) }
+                                }
+                            }
                         }
                     }
                 }
@@ -447,6 +487,37 @@ fn overview_html(view: &OverviewView) -> Markup {
             }
             p { "Dead-letter queue: " strong #dlq { (view.dlq) } }
         }
+    }
+}
+
+/// `[tenant] owner/repo@target`, with `every repository` / `every target` for what a freeze
+/// leaves open.
+fn freeze_scope(freeze: &converge_core::freeze::Freeze) -> String {
+    let tenant = freeze
+        .tenant_id
+        .as_deref()
+        .map(|t| format!("[{t}] "))
+        .unwrap_or_default();
+    let repo = match freeze.repo.as_deref() {
+        None => "every repository".to_owned(),
+        Some("") => "local".to_owned(),
+        Some(repo) => repo.to_owned(),
+    };
+    let target = freeze.target.as_deref().unwrap_or("every target");
+    format!("{tenant}{repo} @ {target}")
+}
+
+fn freeze_window(window: &converge_core::freeze::Window, now: DateTime<Utc>) -> String {
+    use converge_core::freeze::Window;
+    let time = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    match window {
+        Window::UntilLifted => "until lifted".to_owned(),
+        Window::Span { start, end } => match end {
+            Some(end) if *start <= now => format!("until {}", time(*end)),
+            Some(end) => format!("{} to {}", time(*start), time(*end)),
+            None => format!("from {} until lifted", time(*start)),
+        },
+        Window::Weekly { from, to } => format!("every week, {from} to {to} UTC"),
     }
 }
 
