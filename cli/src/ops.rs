@@ -241,11 +241,11 @@ pub struct QueueFreeze {
     /// From this time (RFC 3339; default now).
     #[arg(long)]
     start: Option<String>,
-    /// Until this time (RFC 3339; default until lifted).
+    /// For this many minutes (default until lifted).
     #[arg(long)]
-    end: Option<String>,
+    minutes: Option<u32>,
     /// Every week instead, UTC: `"Fri 16:00-Mon 08:00"`.
-    #[arg(long, conflicts_with_all = ["start", "end"])]
+    #[arg(long, conflicts_with_all = ["start", "minutes"])]
     weekly: Option<String>,
 }
 
@@ -758,17 +758,22 @@ pub async fn queue(api: &ApiClient, out: Output, command: QueueCommand) -> Resul
             })?;
         }
         QueueCommand::Freeze(args) => {
-            let mut body = json!({"reason": args.reason, "repo": args.scope.repo,
-                                  "target": args.scope.target, "tenant_id": args.scope.tenant_id,
-                                  "start": args.start, "end": args.end});
-            if let Some(weekly) = &args.weekly {
-                let (from, to) = weekly.split_once('-').ok_or_else(|| {
-                    CliError::Other(anyhow::anyhow!(
-                        "--weekly takes \"DAY HH:MM-DAY HH:MM\", e.g. \"Fri 16:00-Mon 08:00\""
-                    ))
-                })?;
-                body["weekly"] = json!({"from": from.trim(), "to": to.trim()});
-            }
+            let window = match &args.weekly {
+                Some(weekly) => {
+                    let (from, to) = weekly.split_once('-').ok_or_else(|| {
+                        CliError::Other(anyhow::anyhow!(
+                            "--weekly takes \"Ddd HH:MM-Ddd HH:MM\", e.g. \"Fri 16:00-Mon 08:00\""
+                        ))
+                    })?;
+                    json!({"kind": "weekly", "from": from.trim(), "to": to.trim()})
+                }
+                None => strip_nulls(
+                    json!({"kind": "span", "start": args.start, "minutes": args.minutes}),
+                ),
+            };
+            let body = json!({"reason": args.reason, "repo": args.scope.repo,
+                              "target": args.scope.target, "tenant_id": args.scope.tenant_id,
+                              "window": window});
             let answer = api.post("/queue/freezes", &strip_nulls(body)).await?;
             out.emit(&answer, |o| {
                 o.table(std::slice::from_ref(&answer), FREEZE_COLUMNS)

@@ -81,20 +81,18 @@ async fn freezes_are_set_listed_lifted_and_resumed_with_tenants_and_roles_on_bot
             ACME,
             "/v1/queue/freezes",
             json!({"reason": "deploy", "repo": "acme/app", "target": "main",
-                   "start": "2026-01-01T10:00:00Z", "end": "2099-01-01T12:00:00Z"}),
+                   "window": {"kind": "span", "start": "2026-01-01T00:00:00Z", "minutes": 5_256_000}}),
         )
         .await;
         assert_eq!(status, 201, "{span}");
         assert_eq!(span["tenant_id"], "acme");
         assert_eq!(span["created_by"], "alice");
-        assert_eq!(
-            (span["holding"].as_bool(), span["until"].as_str()),
-            (Some(true), Some("2099-01-01T12:00:00Z"))
-        );
+        assert_eq!(span["holding"], true, "{span}");
+        assert_eq!(span["until"], "2035-12-30T00:00:00Z", "ten years on");
         let (status, weekly) = post(
             ACME,
             "/v1/queue/freezes",
-            json!({"reason": "weekend", "weekly": {"from": "Fri 16:00", "to": "Mon 08:00"}}),
+            json!({"reason": "weekend", "window": {"kind": "weekly", "from": "Fri 16:00", "to": "Mon 08:00"}}),
         )
         .await;
         assert_eq!(status, 201, "{weekly}");
@@ -123,22 +121,22 @@ async fn freezes_are_set_listed_lifted_and_resumed_with_tenants_and_roles_on_bot
         for (body, field) in [
             (json!({"reason": "  "}), "reason"),
             (
-                json!({"reason": "x", "start": "2026-02-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}),
-                "end",
+                json!({"reason": "x", "window": {"kind": "weekly", "from": "Fry 16:00", "to": "Mon 08:00"}}),
+                "window.from",
             ),
             (
-                json!({"reason": "x", "weekly": {"from": "Fri 16:00", "to": "Fri 16:00"}}),
-                "weekly",
+                json!({"reason": "x", "window": {"kind": "weekly", "from": "Fri 16:00", "to": "Mon 08:00", "minutes": 5}}),
+                "minutes",
             ),
             (
-                json!({"reason": "x", "weekly": {"from": "Fry 16:00", "to": "Mon 08:00"}}),
-                "weekly.from",
+                json!({"reason": "x", "window": {"kind": "span", "start": "yesterday"}}),
+                "window.start",
             ),
             (
-                json!({"reason": "x", "weekly": {"from": "Fri 16:00", "to": "Mon 08:00"}, "end": "2026-01-01T00:00:00Z"}),
-                "weekly",
+                json!({"reason": "x", "window": {"kind": "span", "minutes": 0}}),
+                "window.minutes",
             ),
-            (json!({"reason": "x", "start": "yesterday"}), "start"),
+            (json!({"reason": "x", "window": {"kind": "daily"}}), "daily"),
             (json!({"reason": "x", "until": "never"}), "until"),
         ] {
             let (status, answer) = post(ACME, "/v1/queue/freezes", body.clone()).await;

@@ -48,38 +48,30 @@ impl fmt::Display for WeekTime {
 impl FromStr for WeekTime {
     type Err = String;
 
-    /// `Fri 16:00` (a day's first three letters or its full English name, any case, then a
-    /// 24-hour time).
+    /// `Fri 16:00`: a day's English abbreviation (`Mon` … `Sun`), a space, a 24-hour time
+    /// with two-digit hours and minutes (what [`WEEK_TIME_PATTERN`] says).
     fn from_str(text: &str) -> Result<WeekTime, String> {
         let wrong = || format!("'{text}' is not a day and a UTC time such as 'Fri 16:00'");
-        let (day, time) = text.trim().split_once(' ').ok_or_else(wrong)?;
-        let day = day.to_ascii_lowercase();
-        let index = DAYS
-            .iter()
-            .position(|d| {
-                let d = d.to_ascii_lowercase();
-                day == d
-                    || (day.starts_with(&d)
-                        && matches!(
-                            day.as_str(),
-                            "monday"
-                                | "tuesday"
-                                | "wednesday"
-                                | "thursday"
-                                | "friday"
-                                | "saturday"
-                                | "sunday"
-                        ))
-            })
-            .ok_or_else(wrong)?;
-        let (hour, minute) = time.trim().split_once(':').ok_or_else(wrong)?;
-        let hour: u32 = hour.parse().ok().filter(|h| *h < 24).ok_or_else(wrong)?;
-        let minute: u32 = minute.parse().ok().filter(|m| *m < 60).ok_or_else(wrong)?;
+        let (day, time) = text.split_once(' ').ok_or_else(wrong)?;
+        let index = DAYS.iter().position(|d| *d == day).ok_or_else(wrong)?;
+        let (hour, minute) = time.split_once(':').ok_or_else(wrong)?;
+        let two_digits = |part: &str, below: u32| {
+            (part.len() == 2 && part.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| part.parse::<u32>().ok())
+                .flatten()
+                .filter(|n| *n < below)
+        };
+        let hour = two_digits(hour, 24).ok_or_else(wrong)?;
+        let minute = two_digits(minute, 60).ok_or_else(wrong)?;
         Ok(WeekTime {
             minute: index as u32 * 24 * 60 + hour * 60 + minute,
         })
     }
 }
+
+/// The regular expression of a [`WeekTime`] as text (exactly what its parser takes).
+pub const WEEK_TIME_PATTERN: &str =
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([01][0-9]|2[0-3]):[0-5][0-9]$";
 
 impl Serialize for WeekTime {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -107,7 +99,8 @@ pub enum Window {
         /// When it stops.
         end: Option<DateTime<Utc>>,
     },
-    /// Every week from `from` to `to`, UTC (wrapping past Sunday when `to` comes first).
+    /// Every week from `from` to `to`, UTC (wrapping past Sunday when `to` comes first; the
+    /// whole week when they are the same moment).
     Weekly {
         /// When it starts holding each week.
         from: WeekTime,
@@ -139,6 +132,7 @@ impl Window {
         match self {
             Window::UntilLifted => None,
             Window::Span { end, .. } => *end,
+            Window::Weekly { from, to } if from == to => None,
             Window::Weekly { to, .. } => {
                 let at = WeekTime::of(now).minute;
                 let ahead = (to.minute + MINUTES_PER_WEEK - at) % MINUTES_PER_WEEK;
@@ -160,10 +154,6 @@ impl Window {
             } if end <= start => Err(FreezeError::Field(
                 "end",
                 format!("must be after start ({start})"),
-            )),
-            Window::Weekly { from, to } if from == to => Err(FreezeError::Field(
-                "weekly",
-                "from and to are the same moment: the window would be empty".to_owned(),
             )),
             _ => Ok(()),
         }
@@ -312,7 +302,7 @@ mod tests {
     fn a_weekend_freeze_wraps_past_sunday_and_says_when_it_ends() {
         let weekend = Window::Weekly {
             from: "Fri 16:00".parse().unwrap(),
-            to: "monday 08:00".parse().unwrap(),
+            to: "Mon 08:00".parse().unwrap(),
         };
         // 2026-12-04 is a Friday.
         assert!(!weekend.covers(at(2026, 12, 4, 15, 59)));
@@ -385,14 +375,14 @@ mod tests {
             backwards.check(),
             Err(FreezeError::Field("end", _))
         ));
-        let empty = freeze(Window::Weekly {
+        let whole_week = Window::Weekly {
             from: "Fri 16:00".parse().unwrap(),
             to: "Fri 16:00".parse().unwrap(),
-        });
-        assert!(matches!(
-            empty.check(),
-            Err(FreezeError::Field("weekly", _))
-        ));
+        };
+        assert!(whole_week.check().is_ok());
+        assert!(whole_week.covers(at(2026, 12, 9, 3, 0)));
+        assert!(whole_week.covers(at(2026, 12, 4, 16, 0)));
+        assert_eq!(whole_week.closes_after(at(2026, 12, 9, 3, 0)), None);
         for bad in [
             "Fri",
             "Fry 16:00",
@@ -400,8 +390,16 @@ mod tests {
             "Fri 16:60",
             "16:00 Fri",
             "Fridays 16:00",
+            "fri 16:00",
+            "Fri 6:00",
+            "Fri  16:00",
+            " Fri 16:00",
+            "Fri 16:00 ",
         ] {
             assert!(bad.parse::<WeekTime>().is_err(), "{bad}");
+        }
+        for good in ["Mon 00:00", "Sun 23:59", "Wed 09:05"] {
+            assert_eq!(good.parse::<WeekTime>().unwrap().to_string(), good);
         }
         assert!(freeze(Window::UntilLifted).check().is_ok());
     }

@@ -73,7 +73,7 @@ pub(super) async fn verify(
     .await
     .map_err(|e| match e {
         VerifyError::Store(e) => ApiError::from(e),
-        VerifyError::NoSuchPosition(_) => ApiError::BadRequest(e.to_string()),
+        VerifyError::NoSuchPosition(_) => ApiError::NotFound(e.to_string()),
     })?;
     if check.first_broken.is_some() || check.unchained_event.is_some() {
         tracing::error!(

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use converge_core::freeze::{Freeze, WeekTime, Window};
+use converge_core::freeze::{Freeze, WEEK_TIME_PATTERN, WeekTime, Window};
 use serde::Deserialize;
 
 use super::*;
@@ -34,20 +34,32 @@ pub(super) struct FreezesQuery {
     limit: Option<u32>,
 }
 
-/// A weekly window: `{"from": "Fri 16:00", "to": "Mon 08:00"}` (UTC).
+/// When a freeze holds; left out of a request, until it is lifted (a pause).
 #[derive(Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct WeeklyRequest {
-    /// Day and UTC time the freeze starts each week (`Fri 16:00`).
-    #[schemars(extend("pattern" = r"^[A-Za-z]+ [0-9]{1,2}:[0-9]{2}$"))]
-    from: String,
-    /// Day and UTC time it ends (`Mon 08:00`; before `from` wraps past Sunday).
-    #[schemars(extend("pattern" = r"^[A-Za-z]+ [0-9]{1,2}:[0-9]{2}$"))]
-    to: String,
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub(super) enum WindowRequest {
+    /// From `start` (default: now) for `minutes` (default: until lifted).
+    Span {
+        /// When it starts holding (RFC 3339).
+        #[schemars(extend("format" = "date-time"))]
+        start: Option<String>,
+        /// How long it holds, 1 minute to 10 years.
+        #[schemars(range(min = 1, max = 5_256_000))]
+        minutes: Option<u32>,
+    },
+    /// Every week from one day and UTC time to another (`Fri 16:00` to `Mon 08:00` wraps past
+    /// Sunday; the same moment twice is the whole week).
+    Weekly {
+        /// Day and UTC time it starts each week.
+        #[schemars(extend("pattern" = WEEK_TIME_PATTERN))]
+        from: String,
+        /// Day and UTC time it ends.
+        #[schemars(extend("pattern" = WEEK_TIME_PATTERN))]
+        to: String,
+    },
 }
 
-/// `POST /queue/freezes`: what to freeze, why, and when. Without `start`, `end` or `weekly` it
-/// holds until lifted (a pause).
+/// `POST /queue/freezes`: what to freeze, why, and when.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FreezeRequest {
@@ -59,14 +71,8 @@ pub(super) struct FreezeRequest {
     /// Only this target branch; left out: every target.
     #[schemars(extend("pattern" = NOT_BLANK))]
     target: Option<String>,
-    /// When it starts holding (RFC 3339; default: now).
-    #[schemars(extend("format" = "date-time"))]
-    start: Option<String>,
-    /// When it stops (RFC 3339; default: when lifted).
-    #[schemars(extend("format" = "date-time"))]
-    end: Option<String>,
-    /// Every week instead, from one day and UTC time to another.
-    weekly: Option<WeeklyRequest>,
+    /// When it holds (left out: from now until lifted).
+    window: Option<WindowRequest>,
     /// Tenant frozen (a tenant-bound key may only name its own).
     tenant_id: Option<String>,
 }
@@ -114,29 +120,32 @@ pub(super) async fn create_freeze(
     ApiJson(body): ApiJson<FreezeRequest>,
 ) -> ApiResult {
     let now = state.services.clock.now();
-    let start = parse_time("start", body.start)?;
-    let end = parse_time("end", body.end)?;
-    let window = match (body.weekly, start, end) {
-        (Some(weekly), None, None) => {
-            let parse = |field: &str, text: &str| {
-                text.parse::<WeekTime>()
-                    .map_err(|e| ApiError::BadRequest(format!("weekly.{field}: {e}")))
-            };
-            Window::Weekly {
-                from: parse("from", &weekly.from)?,
-                to: parse("to", &weekly.to)?,
+    let window = match body.window {
+        None => Window::UntilLifted,
+        Some(WindowRequest::Span { start, minutes }) => {
+            if let Some(m) = minutes
+                && !(1..=5_256_000).contains(&m)
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "window.minutes must be between 1 and 5256000 (ten years), got {m}"
+                )));
+            }
+            let start = parse_time("window.start", start)?.map_or(now, converge_store::micros);
+            Window::Span {
+                start,
+                end: minutes.map(|m| start + chrono::Duration::minutes(i64::from(m))),
             }
         }
-        (Some(_), _, _) => {
-            return Err(ApiError::BadRequest(
-                "weekly: give either weekly or start/end, not both".to_owned(),
-            ));
+        Some(WindowRequest::Weekly { from, to }) => {
+            let parse = |field: &str, text: &str| {
+                text.parse::<WeekTime>()
+                    .map_err(|e| ApiError::BadRequest(format!("window.{field}: {e}")))
+            };
+            Window::Weekly {
+                from: parse("from", &from)?,
+                to: parse("to", &to)?,
+            }
         }
-        (None, None, None) => Window::UntilLifted,
-        (None, start, end) => Window::Span {
-            start: start.map_or(now, converge_store::micros),
-            end: end.map(converge_store::micros),
-        },
     };
     let freeze = Freeze {
         id: format!("frz-{}", state.services.new_id()),
@@ -279,4 +288,35 @@ pub(super) fn routes() -> Vec<Route> {
             handler: post(resume),
         },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use converge_core::freeze::{WEEK_TIME_PATTERN, WeekTime};
+
+    #[test]
+    fn the_documented_pattern_of_a_week_time_is_what_the_parser_takes() {
+        let pattern = regex::Regex::new(WEEK_TIME_PATTERN).unwrap();
+        for text in [
+            "Mon 00:00",
+            "Sun 23:59",
+            "Fri 16:00",
+            "fri 16:00",
+            "Fri 6:00",
+            "Fri 24:00",
+            "Fri 16:60",
+            "Fri  16:00",
+            " Fri 16:00",
+            "Fri 16:00 ",
+            "Friday 16:00",
+            "A 0:00",
+            "",
+        ] {
+            assert_eq!(
+                pattern.is_match(text),
+                text.parse::<WeekTime>().is_ok(),
+                "{text:?}"
+            );
+        }
+    }
 }
