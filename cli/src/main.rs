@@ -62,6 +62,9 @@ enum Command {
     /// Exports: the decision record of every intent.
     #[command(subcommand)]
     Export(ops::ExportCommand),
+    /// Review tasks: request, assign, complete, cancel, escalate, list, summary.
+    #[command(subcommand)]
+    Review(ops::ReviewCommand),
     /// Risk: evaluate a change offline, review an intent, the gate's report.
     #[command(subcommand)]
     Risk(RiskCommand),
@@ -205,6 +208,7 @@ fn operate(api: &ops::ApiArgs, out: Output, command: Command) -> Result<(), CliE
             Command::Queue(c) => ops::queue(&client, out, c).await,
             Command::Audit(c) => ops::audit(&client, out, c).await,
             Command::Export(c) => ops::export(&client, c).await,
+            Command::Review(c) => ops::review(&client, out, c).await,
             Command::Risk(RiskCommand::Review(args)) => ops::risk_review(&client, out, args).await,
             Command::Risk(RiskCommand::Gate(args)) => ops::risk_gate(&client, out, args).await,
             Command::Risk(RiskCommand::Impact(args)) => ops::risk_impact(&client, out, args).await,

@@ -357,6 +357,172 @@ pub struct AuditVerify {
     batch: u64,
 }
 
+/// `converge review …`.
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// Review tasks, newest first.
+    List(ReviewList),
+    /// Tasks by status and reviewer, and how many are past their SLA.
+    Summary(TenantArgs),
+    /// Ask for a review of an intent: the queue holds it until the review is completed.
+    Request(ReviewRequest),
+    /// Assign (or reassign) a review task.
+    Assign(ReviewAssign),
+    /// Complete a review task (approved frees the intent; rejected holds it).
+    Complete(ReviewComplete),
+    /// Cancel a review task.
+    Cancel(ReviewReason),
+    /// Escalate a review task (the sweep does it at the SLA deadline).
+    Escalate(ReviewReason),
+}
+
+/// Options of `review list`.
+#[derive(Debug, Args)]
+pub struct ReviewList {
+    /// Only this intent's.
+    #[arg(long)]
+    intent_id: Option<String>,
+    /// Only in this status (pending, assigned, in_review, escalated, completed, cancelled).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only this reviewer's.
+    #[arg(long)]
+    reviewer: Option<String>,
+    /// Only this tenant's (admins; a tenant's key implies its own).
+    #[arg(long)]
+    tenant_id: Option<String>,
+}
+
+/// Options of `review request`.
+#[derive(Debug, Args)]
+pub struct ReviewRequest {
+    /// The intent.
+    #[arg(long)]
+    intent_id: String,
+    /// Assign it at once to this reviewer.
+    #[arg(long)]
+    reviewer: Option<String>,
+    /// policy, conflict, manual or coherence (default policy).
+    #[arg(long)]
+    trigger: Option<String>,
+    /// Its priority (default the intent's).
+    #[arg(long)]
+    priority: Option<i64>,
+}
+
+/// Options of `review assign`.
+#[derive(Debug, Args)]
+pub struct ReviewAssign {
+    /// The task (`rev-…`).
+    #[arg(long)]
+    id: String,
+    /// Who reviews it.
+    #[arg(long)]
+    reviewer: String,
+}
+
+/// Options of `review complete`.
+#[derive(Debug, Args)]
+pub struct ReviewComplete {
+    /// The task (`rev-…`).
+    #[arg(long)]
+    id: String,
+    /// approved, rejected or deferred.
+    #[arg(long, default_value = "approved", value_parser = ["approved", "rejected", "deferred"])]
+    resolution: String,
+    /// The reviewer's notes.
+    #[arg(long, default_value = "")]
+    notes: String,
+}
+
+/// Options of `review cancel` and `review escalate`.
+#[derive(Debug, Args)]
+pub struct ReviewReason {
+    /// The task (`rev-…`).
+    #[arg(long)]
+    id: String,
+    /// Why.
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+const REVIEW_COLUMNS: &[Column<'static>] = &[
+    ("id", "/id"),
+    ("intent", "/intent_id"),
+    ("status", "/status"),
+    ("reviewer", "/reviewer"),
+    ("resolution", "/resolution"),
+    ("due", "/sla_deadline"),
+];
+
+/// Runs a `review` command.
+pub async fn review(api: &ApiClient, out: Output, command: ReviewCommand) -> Result<(), CliError> {
+    let path = |id: &str, action: &str| format!("/reviews/{}/{action}", encode(id));
+    let one = |answer: Value| -> Result<(), CliError> {
+        out.emit(&answer, |o| {
+            o.table(std::slice::from_ref(&answer), REVIEW_COLUMNS)
+        })?;
+        Ok(())
+    };
+    match command {
+        ReviewCommand::List(args) => {
+            let page = api
+                .get(
+                    "/reviews",
+                    &[
+                        ("intent_id", args.intent_id),
+                        ("status", args.status),
+                        ("reviewer", args.reviewer),
+                        ("tenant_id", args.tenant_id),
+                    ],
+                )
+                .await?;
+            out.emit(&page, |o| o.table(rows(&page, "reviews"), REVIEW_COLUMNS))?;
+            Ok(())
+        }
+        ReviewCommand::Summary(args) => {
+            let answer = api
+                .get("/reviews/summary", &[("tenant_id", args.tenant_id)])
+                .await?;
+            out.emit(&answer, |o| o.pairs(&answer))?;
+            Ok(())
+        }
+        ReviewCommand::Request(args) => one(api
+            .post(
+                "/reviews",
+                &strip_nulls(
+                    json!({"intent_id": args.intent_id, "reviewer": args.reviewer,
+                                    "trigger": args.trigger, "priority": args.priority}),
+                ),
+            )
+            .await?),
+        ReviewCommand::Assign(args) => one(api
+            .post(
+                &path(&args.id, "assign"),
+                &json!({"reviewer": args.reviewer}),
+            )
+            .await?),
+        ReviewCommand::Complete(args) => one(api
+            .post(
+                &path(&args.id, "complete"),
+                &json!({"resolution": args.resolution, "notes": args.notes}),
+            )
+            .await?),
+        ReviewCommand::Cancel(args) => one(api
+            .post(
+                &path(&args.id, "cancel"),
+                &strip_nulls(json!({"reason": args.reason})),
+            )
+            .await?),
+        ReviewCommand::Escalate(args) => one(api
+            .post(
+                &path(&args.id, "escalate"),
+                &strip_nulls(json!({"reason": args.reason})),
+            )
+            .await?),
+    }
+}
+
 /// `converge export …`.
 #[derive(Debug, Subcommand)]
 pub enum ExportCommand {

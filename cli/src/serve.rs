@@ -57,10 +57,11 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop = std::sync::Arc::new(stop);
-    let retention = {
+    // Review SLAs and retention, every minute.
+    let maintenance = {
         let state = state.clone();
         let stopped = stopped.clone();
-        tokio::spawn(async move { state.services.run_retention(stopped).await })
+        tokio::spawn(async move { state.services.run_maintenance(stopped).await })
     };
     let worker = if args.no_worker {
         None
@@ -105,8 +106,8 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
-    // A pruning batch is one short transaction: waiting for it is waiting for a commit.
-    let _ = tokio::time::timeout(grace, retention).await;
+    // Each step of the upkeep is one short transaction: waiting for it is waiting for a commit.
+    let _ = tokio::time::timeout(grace, maintenance).await;
     telemetry.shutdown().await;
     eprintln!("converge: stopped");
     Ok(())

@@ -43,10 +43,10 @@ async fn work() -> anyhow::Result<()> {
     let refresh = || async {
         services.refresh_secrets().await;
     };
-    let retention = services.run_retention(stopped.clone());
+    let maintenance = services.run_maintenance(stopped.clone());
     tokio::join!(
         crate::serve::run_worker(&services, &processor, stopped, refresh),
-        retention
+        maintenance
     );
     signal.abort();
     telemetry.shutdown().await;

@@ -98,6 +98,7 @@ async fn seed(store: &Store, clock: &ManualClock) {
             expect: Vec::new(),
             delivery: None,
             freezes: Vec::new(),
+            reviews: Vec::new(),
         };
         store.commit(&commit).await.unwrap();
         clock.advance(chrono::Duration::milliseconds(1_250));
@@ -161,8 +162,8 @@ async fn seed(store: &Store, clock: &ManualClock) {
         .unwrap();
 }
 
-/// What retention leaves (an audit anchor: the old events of tenant `archived` pruned) and a
-/// freeze. Apart from `seed`: a pruned log refuses a projection rebuild.
+/// What retention leaves (an audit anchor: the old events of tenant `archived` pruned), a
+/// freeze and a review task. Apart from `seed`: a pruned log refuses a projection rebuild.
 async fn seed_retention_and_freeze(store: &Store, clock: &ManualClock) {
     let old = Event {
         id: "ev-archived-0".into(),
@@ -190,10 +191,23 @@ async fn seed_retention_and_freeze(store: &Store, clock: &ManualClock) {
         lifted_at: None,
         lifted_by: None,
     };
+    let reviewed = Intent::new("acme/app:pr-0", "feature/0", "main", clock.now());
+    let review = converge_core::review::ReviewTask::request(
+        "rev-seed".into(),
+        &reviewed,
+        converge_core::review::Trigger::Manual,
+        Some("jörg".into()),
+        None,
+        clock.now(),
+    );
     store
         .commit(&Commit {
             events: vec![old],
             freezes: vec![FreezeWrite::Put(freeze)],
+            reviews: vec![converge_store::ReviewWrite {
+                task: review,
+                expected_version: None,
+            }],
             ..Commit::default()
         })
         .await

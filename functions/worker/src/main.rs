@@ -1,6 +1,6 @@
 //! The `worker` Lambda function: SQS batches of queue keys (partial batch failures reported,
 //! `ReportBatchItemFailures`), and the scheduled sweep (EventBridge) that relays the outbox to
-//! SQS, enqueues keys with actionable intents, clears expired leases and applies retention.
+//! SQS, enqueues keys with actionable intents, clears expired leases, escalates overdue reviews and applies retention.
 //!
 //! The services are built once per process by the one wiring of every Converge process
 //! (`converge_runtime::services::Services`); the queue processor holds leases as
@@ -39,8 +39,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             ))
             .await;
             if scheduled {
-                // The sweep's schedule also runs retention (at most hourly per instance).
-                services.apply_retention_if_due().await;
+                // The sweep's schedule also runs the upkeep: review SLAs, and retention (at
+                // most hourly per instance).
+                services.maintain().await;
             }
             // Before the answer: the process may be frozen right after it.
             telemetry.flush().await;

@@ -14,7 +14,8 @@
 //! - [`pipeline`]: validation of an intent over the ports it needs (source control, check
 //!   outcomes, clock, ids), returning a decision and the events to append;
 //! - [`projection`]: the intents table as a fold over events (rebuildable);
-//! - [`queue`]: ordering, dependency holds, retries, rejection and revalidation.
+//! - [`queue`]: ordering, dependency holds, retries, rejection and revalidation;
+//! - [`review`]: review tasks, their life cycle and SLA, and what holds an intent.
 //!
 //! Nothing here depends on a database, an HTTP stack, an AWS SDK or an async runtime; a CI step
 //! (`scripts/check-core-purity.sh`) keeps it that way.
@@ -33,6 +34,7 @@ pub mod policy;
 pub mod projection;
 pub mod publication;
 pub mod queue;
+pub mod review;
 pub mod risk;
 pub mod simulation;
 

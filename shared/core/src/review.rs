@@ -226,7 +226,11 @@ impl ReviewTask {
     }
 
     /// Assigns (or reassigns) a reviewer to an open task.
-    pub fn assign(&mut self, reviewer: &str, now: DateTime<Utc>) -> Result<ReviewChange, ReviewError> {
+    pub fn assign(
+        &mut self,
+        reviewer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ReviewChange, ReviewError> {
         if !self.status.is_open() {
             return Err(self.refuse("assigned"));
         }
@@ -261,7 +265,11 @@ impl ReviewTask {
     }
 
     /// Cancels an open task; the reason becomes its notes.
-    pub fn cancel(&mut self, reason: &str, now: DateTime<Utc>) -> Result<ReviewChange, ReviewError> {
+    pub fn cancel(
+        &mut self,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ReviewChange, ReviewError> {
         if !self.status.is_open() {
             return Err(self.refuse("cancelled"));
         }
@@ -272,7 +280,11 @@ impl ReviewTask {
     }
 
     /// Escalates an open task that is not escalated yet.
-    pub fn escalate(&mut self, reason: &str, now: DateTime<Utc>) -> Result<ReviewChange, ReviewError> {
+    pub fn escalate(
+        &mut self,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ReviewChange, ReviewError> {
         if !self.status.is_open() || self.status == ReviewStatus::Escalated {
             return Err(self.refuse("escalated"));
         }
@@ -352,44 +364,109 @@ mod tests {
 
     #[test]
     fn a_task_lives_through_assign_reassign_and_completion_and_nothing_after() {
-        let mut task = ReviewTask::request("rev-1".into(), &intent(RiskLevel::High), Trigger::Manual, None, None, at(0));
-        assert_eq!((task.status, task.sla_deadline), (ReviewStatus::Pending, at(24)));
+        let mut task = ReviewTask::request(
+            "rev-1".into(),
+            &intent(RiskLevel::High),
+            Trigger::Manual,
+            None,
+            None,
+            at(0),
+        );
+        assert_eq!(
+            (task.status, task.sla_deadline),
+            (ReviewStatus::Pending, at(24))
+        );
         assert_eq!(task.priority, 3);
         assert_eq!(task.assign("ana", at(1)), Ok(ReviewChange::Assigned));
         assert_eq!(task.assign("bo", at(2)), Ok(ReviewChange::Reassigned));
-        assert_eq!((task.status, task.reviewer.as_deref()), (ReviewStatus::Assigned, Some("bo")));
-        assert_eq!(task.complete(Resolution::Approved, "fine", at(3)), Ok(ReviewChange::Completed));
+        assert_eq!(
+            (task.status, task.reviewer.as_deref()),
+            (ReviewStatus::Assigned, Some("bo"))
+        );
+        assert_eq!(
+            task.complete(Resolution::Approved, "fine", at(3)),
+            Ok(ReviewChange::Completed)
+        );
         assert!(task.assign("cy", at(4)).is_err());
         assert!(task.cancel("late", at(4)).is_err());
         assert!(task.escalate("late", at(4)).is_err());
         let error = task.complete(Resolution::Rejected, "", at(5)).unwrap_err();
-        assert_eq!(error.to_string(), "review task rev-1 is completed: it cannot be completed");
-        let given = ReviewTask::request("rev-2".into(), &intent(RiskLevel::Critical), Trigger::Policy, Some("ana".into()), Some(1), at(0));
-        assert_eq!((given.status, given.priority, given.sla_deadline), (ReviewStatus::Assigned, 1, at(8)));
+        assert_eq!(
+            error.to_string(),
+            "review task rev-1 is completed: it cannot be completed"
+        );
+        let given = ReviewTask::request(
+            "rev-2".into(),
+            &intent(RiskLevel::Critical),
+            Trigger::Policy,
+            Some("ana".into()),
+            Some(1),
+            at(0),
+        );
+        assert_eq!(
+            (given.status, given.priority, given.sla_deadline),
+            (ReviewStatus::Assigned, 1, at(8))
+        );
     }
 
     #[test]
     fn the_sla_breaches_after_the_levels_hours_and_an_escalation_ends_the_breach() {
-        for (level, hours) in [(RiskLevel::Low, 72), (RiskLevel::Medium, 48), (RiskLevel::High, 24), (RiskLevel::Critical, 8)] {
-            let mut task = ReviewTask::request("rev".into(), &intent(level), Trigger::Policy, None, None, at(0));
+        for (level, hours) in [
+            (RiskLevel::Low, 72),
+            (RiskLevel::Medium, 48),
+            (RiskLevel::High, 24),
+            (RiskLevel::Critical, 8),
+        ] {
+            let mut task = ReviewTask::request(
+                "rev".into(),
+                &intent(level),
+                Trigger::Policy,
+                None,
+                None,
+                at(0),
+            );
             assert!(!task.sla_breached(at(hours)), "{level:?}");
-            assert!(task.sla_breached(at(hours) + Duration::seconds(1)), "{level:?}");
+            assert!(
+                task.sla_breached(at(hours) + Duration::seconds(1)),
+                "{level:?}"
+            );
             task.escalate("sla_breach", at(hours + 1)).unwrap();
             assert!(!task.sla_breached(at(hours + 2)));
             assert!(task.escalate("again", at(hours + 3)).is_err());
-            assert!(task.status.is_open(), "an escalated task still holds its intent");
+            assert!(
+                task.status.is_open(),
+                "an escalated task still holds its intent"
+            );
         }
     }
 
     #[test]
     fn open_tasks_and_unanswered_rejections_hold_the_intent() {
-        let base = |id: &str| ReviewTask::request(id.into(), &intent(RiskLevel::Medium), Trigger::Policy, None, None, at(0));
+        let base = |id: &str| {
+            ReviewTask::request(
+                id.into(),
+                &intent(RiskLevel::Medium),
+                Trigger::Policy,
+                None,
+                None,
+                at(0),
+            )
+        };
         assert_eq!(review_hold(&[]), None);
         let open = base("rev-open");
-        assert!(review_hold(std::slice::from_ref(&open)).unwrap().contains("rev-open is pending"));
+        assert!(
+            review_hold(std::slice::from_ref(&open))
+                .unwrap()
+                .contains("rev-open is pending")
+        );
         let mut rejected = base("rev-no");
-        rejected.complete(Resolution::Rejected, "needs tests", at(1)).unwrap();
-        assert_eq!(review_hold(std::slice::from_ref(&rejected)).as_deref(), Some("review rev-no rejected it: needs tests"));
+        rejected
+            .complete(Resolution::Rejected, "needs tests", at(1))
+            .unwrap();
+        assert_eq!(
+            review_hold(std::slice::from_ref(&rejected)).as_deref(),
+            Some("review rev-no rejected it: needs tests")
+        );
         let mut approved = base("rev-yes");
         approved.complete(Resolution::Approved, "", at(2)).unwrap();
         assert_eq!(review_hold(&[rejected.clone(), approved.clone()]), None);
@@ -400,6 +477,9 @@ mod tests {
         cancelled.cancel("not needed", at(1)).unwrap();
         assert_eq!(review_hold(&[cancelled, deferred]), None);
         assert!("bogus".parse::<ReviewStatus>().is_err());
-        assert_eq!("in_review".parse::<ReviewStatus>(), Ok(ReviewStatus::InReview));
+        assert_eq!(
+            "in_review".parse::<ReviewStatus>(),
+            Ok(ReviewStatus::InReview)
+        );
     }
 }

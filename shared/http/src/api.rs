@@ -661,3 +661,25 @@ pub struct FreezeList {
     /// The freezes, newest first.
     pub freezes: Vec<FreezeRecord>,
 }
+
+/// `GET /reviews`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewList {
+    /// The tasks, newest first.
+    pub reviews: Vec<converge_core::review::ReviewTask>,
+}
+
+/// `GET /reviews/summary`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewSummary {
+    /// Tasks per reviewer (assigned ones).
+    pub by_reviewer: BTreeMap<String, i64>,
+    /// Tasks per status.
+    pub by_status: BTreeMap<String, i64>,
+    /// Open tasks past their deadline and not escalated yet.
+    pub sla_breached: i64,
+    /// When counted.
+    pub timestamp: DateTime<Utc>,
+    /// Every task.
+    pub total: i64,
+}

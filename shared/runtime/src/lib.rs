@@ -15,7 +15,8 @@
 //!   running process (the database DSN, the GitHub App key).
 //! - [`sqs`], [`queue_worker`]: the queue and the worker rounds; [`telemetry`]: OTLP export.
 //! - [`audit`]: verifying a tenant's audit chain page by page, and retention (pruning behind
-//!   a signed anchor), which the sweep applies; [`export`]: the decision export, page by page.
+//!   a signed anchor), which the sweep applies; [`export`]: the decision export, page by page;
+//!   [`reviews`]: review tasks' write paths and the sweep's SLA escalation.
 
 pub mod api_keys;
 pub mod audit;
@@ -27,6 +28,7 @@ pub mod local_checks;
 pub mod local_git;
 pub mod queue_worker;
 pub mod reported_checks;
+pub mod reviews;
 pub mod routed;
 pub mod secrets;
 pub mod services;

@@ -440,6 +440,16 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             // Where every intent of the page points, read at once where the SCM can: most have
             // nothing to do. The read is after every merge so far.
             let mut page_tips = self.scm.tips_of(&page).await.map(Vec::into_iter);
+            // The page's review tasks, in one read: an open or rejecting review holds its intent.
+            let ids: Vec<String> = page.iter().map(|i| i.id.clone()).collect();
+            let mut reviews: BTreeMap<String, Vec<converge_core::review::ReviewTask>> =
+                BTreeMap::new();
+            for task in self.store.review_tasks_of(&ids).await? {
+                reviews
+                    .entry(task.intent_id.clone())
+                    .or_default()
+                    .push(task);
+            }
             pending.target_now = None;
             for intent in &page {
                 let tips = page_tips.as_mut().and_then(Iterator::next);
@@ -459,6 +469,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     auto_classify,
                     position,
                     tips,
+                    reviews: reviews.remove(&intent.id).unwrap_or_default(),
                 };
                 let report = self
                     .handle(intent, &rules, &lease, turn, &mut pending)
@@ -553,6 +564,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             auto_classify,
             position: queue_position,
             tips,
+            reviews,
         } = turn;
         let report = |outcome: RoundOutcome, detail: String| IntentReport {
             intent_id: intent.id.clone(),
@@ -586,6 +598,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 return Ok(report(RoundOutcome::Rejected, reason_of(&step)));
             }
             Admission::Process => {}
+        }
+        if let Some(reason) = converge_core::review::review_hold(&reviews) {
+            return Ok(report(RoundOutcome::Held, reason));
         }
 
         let trail = self.store.decision_trail(&intent.id, TRAIL_DEPTH).await?;
@@ -990,6 +1005,8 @@ struct Turn {
     /// Where its refs pointed when its page was read (corrected for the round's merges since),
     /// when the SCM reads a page's refs together; else they are read when it is handled.
     tips: Option<Result<Tips, ScmError>>,
+    /// Its review tasks (read with its page).
+    reviews: Vec<converge_core::review::ReviewTask>,
 }
 
 /// Deferred decisions committed at once, at most.

@@ -192,9 +192,8 @@ impl Services {
     }
 
     /// Applies retention if it is configured and this process has not in the last
-    /// [`RETENTION_EVERY`]: the scheduled sweep calls this (the worker function), and so does
-    /// a timer in `converge serve` and `converge worker`. A failure is logged; the next call
-    /// after the interval tries again.
+    /// [`RETENTION_EVERY`] (part of [`Services::maintain`]). A failure is logged; the next
+    /// call after the interval tries again.
     pub async fn apply_retention_if_due(&self) {
         if !self.retention_configured() {
             return;
@@ -223,14 +222,23 @@ impl Services {
         }
     }
 
-    /// Runs retention every minute it is due until `stop` turns true (`converge serve`,
-    /// `converge worker`); returns at once when none is configured.
-    pub async fn run_retention(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        if !self.retention_configured() {
-            return;
+    /// The scheduled upkeep: escalates review tasks past their SLA, and applies retention
+    /// when it is due. The worker function runs it with every sweep; `converge serve` and
+    /// `converge worker` every minute ([`Services::run_maintenance`]). Failures are logged and
+    /// tried again next time.
+    pub async fn maintain(&self) {
+        match crate::reviews::escalate_overdue(self).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(escalated = n, "{n} review task(s) past their SLA escalated"),
+            Err(e) => tracing::warn!("review SLA check failed: {e}"),
         }
+        self.apply_retention_if_due().await;
+    }
+
+    /// Runs [`Services::maintain`] every minute until `stop` turns true.
+    pub async fn run_maintenance(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         while !*stop.borrow() {
-            self.apply_retention_if_due().await;
+            self.maintain().await;
             tokio::select! {
                 () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
                 _ = stop.changed() => {}

@@ -41,7 +41,8 @@ pub use model::{
     ApiKeyRecord, ChainedEvent, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome,
     EventFilter, Expected, FencingToken, FlagSetting, FreezeWrite, IdempotencyClaim, IntentCount,
     IntentCursor, IntentFilter, KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage,
-    StoredEvent, StoredIntent, VersionedDocument,
+    ReviewCounts, ReviewFilter, ReviewWrite, StoredEvent, StoredIntent, StoredReview,
+    VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::{SqliteDurability, SqliteStore};
@@ -162,6 +163,11 @@ mod migrations {
                 "queue freezes",
                 include_str!("../migrations/postgres/0012_queue_freezes.sql"),
             ),
+            (
+                13,
+                "review tasks",
+                include_str!("../migrations/postgres/0013_review_tasks.sql"),
+            ),
         ])
     }
 
@@ -226,6 +232,11 @@ mod migrations {
                 12,
                 "queue freezes",
                 include_str!("../migrations/sqlite/0012_queue_freezes.sql"),
+            ),
+            (
+                13,
+                "review tasks",
+                include_str!("../migrations/sqlite/0013_review_tasks.sql"),
             ),
         ])
     }
@@ -700,4 +711,14 @@ forward! {
     fn freeze(&self, id: &str) -> Option<converge_core::freeze::Freeze>;
     /// The freezes not lifted that cover a queue key.
     fn freezes_of_key(&self, key: &converge_core::queue::QueueKey) -> Vec<converge_core::freeze::Freeze>;
+    /// A review task with its version.
+    fn review_task(&self, id: &str) -> Option<StoredReview>;
+    /// Review tasks, newest first, filtered.
+    fn review_tasks(&self, filter: &ReviewFilter) -> Vec<converge_core::review::ReviewTask>;
+    /// Every review task of these intents.
+    fn review_tasks_of(&self, intent_ids: &[String]) -> Vec<converge_core::review::ReviewTask>;
+    /// Open tasks past their deadline and not escalated yet.
+    fn overdue_reviews(&self, now: DateTime<Utc>, limit: u32) -> Vec<StoredReview>;
+    /// Review tasks counted by status and reviewer, and the overdue ones.
+    fn review_counts(&self, tenant: Option<&str>, now: DateTime<Utc>) -> ReviewCounts;
 }

@@ -184,6 +184,53 @@ pub struct Commit {
     pub delivery: Option<Delivery>,
     /// Freezes set or lifted with the events that record it.
     pub freezes: Vec<FreezeWrite>,
+    /// Review tasks requested or changed with the events that record it.
+    pub reviews: Vec<ReviewWrite>,
+}
+
+/// A review task to write: new (`expected_version: None`), or changed from the version it
+/// was read at (a task changed meanwhile fails the commit: [`crate::StoreError::Conflict`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewWrite {
+    /// The task as it is to be.
+    pub task: converge_core::review::ReviewTask,
+    /// The version it was read at, for a change.
+    pub expected_version: Option<i64>,
+}
+
+/// A review task with its row's version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReview {
+    /// The task.
+    pub task: converge_core::review::ReviewTask,
+    /// Its version (1 when requested, one more with every change).
+    pub version: i64,
+}
+
+/// Which review tasks to list (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct ReviewFilter {
+    /// Only this tenant's.
+    pub tenant_id: Option<String>,
+    /// Only this intent's.
+    pub intent_id: Option<String>,
+    /// Only in this status.
+    pub status: Option<converge_core::review::ReviewStatus>,
+    /// Only this reviewer's.
+    pub reviewer: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Review tasks counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReviewCounts {
+    /// Per status name.
+    pub by_status: std::collections::BTreeMap<String, i64>,
+    /// Per reviewer (assigned tasks only).
+    pub by_reviewer: std::collections::BTreeMap<String, i64>,
+    /// Open tasks past their deadline, not escalated yet.
+    pub overdue: i64,
 }
 
 /// A change to the queue's freezes, written by a [`Commit`].

@@ -302,4 +302,22 @@ pub(crate) const TABLES: &[Table] = &[
         ephemeral: None,
         append_only: false,
     },
+    Table {
+        name: "review_tasks",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("intent_id", Text),
+            ("tenant", Text),
+            ("status", Text),
+            ("reviewer", OptText),
+            ("sla_deadline", Ts),
+            ("created_at", Ts),
+            ("task", Json),
+            ("version", Int),
+        ],
+        serial: None,
+        ephemeral: None,
+        append_only: false,
+    },
 ];

@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
             expect: Vec::new(),
             delivery: None,
             freezes: Vec::new(),
+            reviews: Vec::new(),
         };
         store.commit(&commit).await?;
         writeln!(stdout, "committed {n}")?;

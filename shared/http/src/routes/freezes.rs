@@ -45,6 +45,7 @@ pub(super) enum WindowRequest {
         start: Option<String>,
         /// How long it holds, 1 minute to 10 years.
         #[schemars(range(min = 1, max = 5_256_000))]
+        #[serde(default, deserialize_with = "crate::extract::integral")]
         minutes: Option<u32>,
     },
     /// Every week from one day and UTC time to another (`Fri 16:00` to `Mon 08:00` wraps past
@@ -131,10 +132,17 @@ pub(super) async fn create_freeze(
                 )));
             }
             let start = parse_time("window.start", start)?.map_or(now, converge_store::micros);
-            Window::Span {
-                start,
-                end: minutes.map(|m| start + chrono::Duration::minutes(i64::from(m))),
-            }
+            let end = match minutes {
+                None => None,
+                Some(m) => Some(
+                    start
+                        .checked_add_signed(chrono::Duration::minutes(i64::from(m)))
+                        .ok_or_else(|| {
+                            ApiError::BadRequest("window: ends beyond the calendar".to_owned())
+                        })?,
+                ),
+            };
+            Window::Span { start, end }
         }
         Some(WindowRequest::Weekly { from, to }) => {
             let parse = |field: &str, text: &str| {

@@ -14,6 +14,7 @@ mod flags;
 mod freezes;
 mod intents;
 pub(crate) mod queue;
+mod reviews;
 mod risk;
 mod summary;
 
@@ -221,6 +222,7 @@ pub(crate) fn table() -> Vec<Route> {
         audit::routes(),
         auth::routes(),
         risk::routes(),
+        reviews::routes(),
         flags::routes(),
         freezes::routes(),
         summary::routes(),

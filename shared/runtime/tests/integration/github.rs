@@ -667,3 +667,106 @@ async fn a_freeze_window_holds_merges_says_why_and_lifts_on_time() {
         Some("completed/success")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_holds_a_pull_request_escalates_at_its_deadline_through_the_sweep_and_frees_it_once_approved()
+ {
+    let w = world().await;
+    let head = branch(
+        &w.repo,
+        "reviewed",
+        "main",
+        "docs/guide.md",
+        "# Guide\n\nReviewed.\n",
+    );
+    let id = w.open_pull(9, "reviewed").await;
+    w.complete_check(&id, &head, "success").await;
+    let clock = converge_testkit::ManualClock::new();
+    let services = converge_runtime::services::Services::new(
+        w.store.clone(),
+        Arc::new(clock.clone()),
+        converge_runtime::config::ApiSettings::default(),
+    );
+    let intent = w.intent(&id).await;
+    let task = converge_runtime::reviews::request(
+        &services,
+        "ops",
+        &intent,
+        converge_core::review::Trigger::Manual,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(task.sla_deadline, clock.now() + chrono::Duration::hours(48));
+    let worker = w.processor_on(true, Arc::new(clock.clone()));
+
+    // Held: not validated, not merged, the reason names the task.
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["held"], "{reports:?}");
+    assert!(reports[0].2.contains(&task.id), "{reports:?}");
+    assert_eq!(w.main_updates(), 0);
+
+    // Before the deadline the sweep leaves it; after, it escalates it once.
+    clock.advance(chrono::Duration::hours(47));
+    services.maintain().await;
+    assert!(
+        w.payloads(&id, EventType::ReviewSlaBreached)
+            .await
+            .is_empty()
+    );
+    clock.advance(chrono::Duration::hours(2));
+    services.maintain().await;
+    services.maintain().await;
+    assert_eq!(w.payloads(&id, EventType::ReviewSlaBreached).await.len(), 1);
+    let escalated = w.store.review_task(&task.id).await.unwrap().unwrap();
+    assert_eq!(
+        escalated.task.status,
+        converge_core::review::ReviewStatus::Escalated
+    );
+    assert_eq!(escalated.task.notes, "sla_breach");
+    let reports = poll(&worker).await;
+    assert_eq!(
+        outcomes(&reports),
+        ["held"],
+        "an escalated review still holds: {reports:?}"
+    );
+
+    // A rejection holds it too; a later approval frees it, and it merges.
+    let rejected = converge_runtime::reviews::change(&services, "lead", escalated, |t| {
+        t.complete(
+            converge_core::review::Resolution::Rejected,
+            "needs a test",
+            clock.now(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        rejected.resolution,
+        Some(converge_core::review::Resolution::Rejected)
+    );
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["held"], "{reports:?}");
+    assert!(reports[0].2.contains("needs a test"), "{reports:?}");
+    let again = converge_runtime::reviews::request(
+        &services,
+        "ops",
+        &w.intent(&id).await,
+        converge_core::review::Trigger::Manual,
+        Some("lead".into()),
+        None,
+    )
+    .await
+    .unwrap();
+    let stored = w.store.review_task(&again.id).await.unwrap().unwrap();
+    clock.advance(chrono::Duration::minutes(5));
+    converge_runtime::reviews::change(&services, "lead", stored, |t| {
+        t.complete(converge_core::review::Resolution::Approved, "", clock.now())
+    })
+    .await
+    .unwrap();
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["merged"], "{reports:?}");
+    assert_eq!(w.main_updates(), 1);
+}

@@ -180,6 +180,7 @@ macro_rules! journal_operations {
                         .await?;
                 }
                 write_freezes(&mut tx, &commit.freezes).await?;
+                write_reviews(&mut tx, &commit.reviews).await?;
                 // Last, so that the row lock serialising a tenant's commits is held only
                 // through the commit itself (tenants in name order: no deadlock between two).
                 for tenant in &changed_tenants {

@@ -8,7 +8,7 @@
 //! (`timestamptz` on PostgreSQL, fixed-width UTC text on SQLite).
 //!
 //! The operations are grouped by area, one macro per file (the log and its projection, leases,
-//! the outbox, keys and rate limits, settings, the audit chain, freezes); `store_operations!` expands them all.
+//! the outbox, keys and rate limits, settings, the audit chain, freezes, review tasks); `store_operations!` expands them all.
 
 pub(crate) mod access;
 pub(crate) mod audit;
@@ -16,6 +16,7 @@ pub(crate) mod freezes;
 pub(crate) mod journal;
 pub(crate) mod leases;
 pub(crate) mod outbox;
+pub(crate) mod reviews;
 pub(crate) mod settings;
 
 /// The column list of an intents insert, shared by its two conflict policies.
@@ -68,6 +69,7 @@ macro_rules! store_operations {
         $crate::backend::settings::settings_operations!($($settings)*);
         $crate::backend::audit::audit_operations!($($settings)*);
         $crate::backend::freezes::freeze_operations!($($settings)*);
+        $crate::backend::reviews::review_operations!($($settings)*);
     };
 }
 
