@@ -681,6 +681,27 @@ async fn tenant_isolation_matrix() {
             ),
             (
                 Method::GET,
+                "/v1/reviews".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::GET,
+                "/v1/reviews/summary".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::POST,
+                "/v1/reviews".into(),
+                Some(json!({"intent_id": acme_object})),
+                "operator",
+                Scope::Object,
+            ),
+            (
+                Method::GET,
                 "/v1/queue/freezes".into(),
                 None,
                 "viewer",

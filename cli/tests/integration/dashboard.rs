@@ -136,6 +136,18 @@ async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
     .await;
     assert_eq!(frozen["holding"], true, "{frozen}");
 
+    // A review of `more`, assigned: it holds the intent.
+    let review = api(
+        &server,
+        ADMIN,
+        "POST",
+        "/v1/reviews",
+        json!({"intent_id": "more", "reviewer": "ana"}),
+    )
+    .await;
+    let review_id = review["id"].as_str().unwrap_or_default().to_owned();
+    assert!(review_id.starts_with("rev-"), "{review}");
+
     let browser = Browser::start(1280, 900).await;
     browser.goto(&server.url("/dashboard")).await;
     assert!(
@@ -213,6 +225,12 @@ async fn the_dashboard_shows_the_queue_an_intent_and_live_updates() {
         "ops",
     ] {
         assert!(freezes.contains(shown), "{shown} missing: {freezes}");
+    }
+    let reviews = browser
+        .text("section[aria-labelledby=reviews] table tbody tr")
+        .await;
+    for shown in [review_id.as_str(), "more", "assigned", "ana", "UTC"] {
+        assert!(reviews.contains(shown), "{shown} missing: {reviews}");
     }
     browser.screenshot(&screenshots().join("2-queue.png")).await;
 

@@ -24,6 +24,7 @@ mod operator_cli;
 mod readiness;
 mod readme;
 mod reads;
+mod reviews;
 mod risk_parity;
 mod runbook;
 mod serve_worker;

@@ -276,11 +276,15 @@ struct OverviewView {
     paused: Vec<crate::api::PausedKey>,
     /// Operators' freezes that hold or will hold merges (the newest [`FREEZE_ROWS`]).
     freezes: Vec<converge_core::freeze::Freeze>,
+    /// Open review tasks (the newest [`REVIEW_ROWS`] of each open status), soonest due first.
+    reviews: Vec<converge_core::review::ReviewTask>,
     dlq: String,
 }
 
 /// Freezes listed on the overview.
 const FREEZE_ROWS: u32 = 20;
+/// Open review tasks listed on the overview, per open status.
+const REVIEW_ROWS: u32 = 20;
 
 async fn overview_view(state: &AppState, principal: &Principal) -> Result<OverviewView, ApiError> {
     let store = &state.services.store;
@@ -336,6 +340,24 @@ async fn overview_view(state: &AppState, principal: &Principal) -> Result<Overvi
         .into_iter()
         .filter(|f| f.is_live(now))
         .collect();
+    let mut reviews = Vec::new();
+    for status in converge_core::review::ReviewStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_open())
+    {
+        let filter = converge_store::ReviewFilter {
+            tenant_id: tenant.clone(),
+            status: Some(status),
+            limit: REVIEW_ROWS,
+            ..converge_store::ReviewFilter::default()
+        };
+        reviews.extend(store.review_tasks(&filter).await?);
+    }
+    reviews.sort_by(|a, b| {
+        a.sla_deadline
+            .cmp(&b.sla_deadline)
+            .then_with(|| a.id.cmp(&b.id))
+    });
     let dlq = match &state.services.dlq {
         None => "not configured (CONVERGE_DLQ_URL)".to_owned(),
         Some(queue) => match queue.depth().await {
@@ -353,6 +375,7 @@ async fn overview_view(state: &AppState, principal: &Principal) -> Result<Overvi
         leases,
         paused,
         freezes,
+        reviews,
         dlq,
     })
 }
@@ -433,6 +456,34 @@ fn overview_html(view: &OverviewView) -> Markup {
             }
             @if view.queues_not_listed > 0 {
                 p.muted { (view.queues_not_listed) " more queues with waiting intents are not listed." }
+            }
+        }
+        @if !view.reviews.is_empty() {
+            section aria-labelledby="reviews" {
+                h2 #reviews { "Open reviews" }
+                div.scroll {
+                    table {
+                        caption { "Review tasks holding their intents, soonest due first" }
+                        thead { tr {
+                            th scope="col" { "Task" } th scope="col" { "Intent" } th scope="col" { "Status" }
+                            th scope="col" { "Reviewer" } th scope="col" { "Due" }
+                        } }
+                        tbody {
+                            @for task in &view.reviews {
+                                tr {
+                                    td { (task.id) }
+                                    td { (intent_link(&task.intent_id)) }
+                                    td { (task.status.as_str()) }
+                                    td { (task.reviewer.as_deref().unwrap_or("unassigned")) }
+                                    td {
+                                        @if task.sla_deadline < view.now { strong { "overdue " } }
+                                        (task.sla_deadline.format("%Y-%m-%d %H:%M UTC"))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
         section aria-labelledby="decisions" {
