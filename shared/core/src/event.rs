@@ -57,6 +57,9 @@ event_types! {
     IntentMergeFailed => "intent.merge_failed",
     /// The intent's queue priority changed (`{priority, previous}`; a pull request's labels).
     IntentPriorityChanged => "intent.priority_changed",
+    /// A pull request review was submitted or dismissed on the code host (payload: an
+    /// `approvals::HostReview`).
+    IntentPullRequestReview => "intent.pull_request_review",
     /// The queue skipped the intent because of unmerged dependencies.
     IntentDependencyBlocked => "intent.dependency_blocked",
     /// A commit was linked to the intent.

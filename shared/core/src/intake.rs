@@ -77,6 +77,13 @@ pub enum Change {
         /// The priority the labels ask for.
         priority: i64,
     },
+    /// A pull request review was submitted or dismissed.
+    Reviewed {
+        /// The intent.
+        intent_id: String,
+        /// The review.
+        review: crate::approvals::HostReview,
+    },
 }
 
 /// What a change does.
@@ -189,6 +196,19 @@ pub fn effect(current: Option<&Intent>, change: &Change) -> Effect {
                     EventType::MergeGroupDestroyed,
                     json!({"source": existing.source, "target": existing.target,
                            "reason": reason, "trigger": "merge_group"}),
+                )],
+            ),
+        },
+        Change::Reviewed { intent_id, review } => match current {
+            None => ignored(intent_id, "unknown intent".to_owned()),
+            Some(existing) if existing.status.is_terminal() => {
+                ignored(intent_id, format!("already {}", existing.status))
+            }
+            Some(_) => events(
+                intent_id,
+                vec![(
+                    EventType::IntentPullRequestReview,
+                    serde_json::to_value(review).unwrap_or(Value::Null),
                 )],
             ),
         },

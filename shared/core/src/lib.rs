@@ -1,6 +1,7 @@
 //! The Converge domain, pure: what Converge *does*, with no I/O.
 //!
 //! - [`intent`]: intents, their statuses and the legal moves between them;
+//! - [`approvals`]: pull request reviews on the code host as a gate (approvals, changes requested);
 //! - [`event`]: the immutable event record and the one registry of event types;
 //! - [`export`]: the decision export's record per intent (JSON lines and CSV);
 //! - [`audit`]: the hash chain over each tenant's events, its verification and signed anchors;
@@ -20,6 +21,7 @@
 //! Nothing here depends on a database, an HTTP stack, an AWS SDK or an async runtime; a CI step
 //! (`scripts/check-core-purity.sh`) keeps it that way.
 
+pub mod approvals;
 pub mod assessment;
 pub mod audit;
 pub mod event;

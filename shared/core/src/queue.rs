@@ -74,6 +74,31 @@ pub struct QueueRules {
     /// How long required checks may stay pending or unreported before that counts as a
     /// failed attempt.
     pub checks_wait_limit: Duration,
+    /// Approving pull request reviews needed per risk level.
+    pub required_approvals: RequiredApprovals,
+}
+
+/// Approving pull request reviews an intent from a pull request needs, per risk level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequiredApprovals([u32; 4]);
+
+impl RequiredApprovals {
+    /// From the policy's `queue.required_approvals` (absent levels need none).
+    pub fn from_map(map: &BTreeMap<crate::RiskLevel, u32>) -> RequiredApprovals {
+        let mut counts = [0; 4];
+        for (n, level) in crate::RiskLevel::ALL.into_iter().enumerate() {
+            counts[n] = map.get(&level).copied().unwrap_or(0);
+        }
+        RequiredApprovals(counts)
+    }
+
+    /// How many an intent at `level` needs.
+    pub fn at(self, level: crate::RiskLevel) -> u32 {
+        crate::RiskLevel::ALL
+            .into_iter()
+            .position(|l| l == level)
+            .map_or(0, |n| self.0[n])
+    }
 }
 
 impl QueueRules {
@@ -83,6 +108,7 @@ impl QueueRules {
             max_retries: settings.max_retries,
             auto_confirm,
             checks_wait_limit: Duration::minutes(i64::from(settings.checks_wait_minutes)),
+            required_approvals: RequiredApprovals::from_map(&settings.required_approvals),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! | `pull_request` | `opened`, `synchronize`, `reopened`, `ready_for_review`, `converted_to_draft`, `edited` | the change as it stands ([`Change::Proposed`]): created, or re-created on a new head |
 //! | `pull_request` | `closed` | merged → MERGED with the merge commit, else REJECTED |
 //! | `pull_request` | `labeled`, `unlabeled` | the priority its labels ask for (`converge/priority-N`) |
+//! | `pull_request_review` | `submitted`, `dismissed` | the review, counted per reviewer (approvals, changes requested) |
 //! | `push` | branch pushes | wake the repository's queues (a target moved, or a source got a head) |
 //! | `check_suite`, `check_run` | `completed` | recorded on the intents whose head it is, which are judged again |
 //! | `merge_group` | `checks_requested`, `destroyed` | an intent for the group; or its rejection |
@@ -132,6 +133,35 @@ struct PullRequestEvent {
 }
 
 #[derive(Debug, Deserialize)]
+struct ReviewUser {
+    login: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Review {
+    id: u64,
+    user: ReviewUser,
+    state: String,
+    #[serde(default)]
+    submitted_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    commit_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReviewedPullRequest {
+    number: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequestReviewEvent {
+    action: String,
+    review: Review,
+    pull_request: ReviewedPullRequest,
+    repository: Repository,
+}
+
+#[derive(Debug, Deserialize)]
 struct PushEvent {
     #[serde(rename = "ref")]
     name: String,
@@ -242,6 +272,10 @@ pub fn translate(
             let delivery: PullRequestEvent = parse(event, body)?;
             pull_request(delivery, context)
         }
+        "pull_request_review" => {
+            let delivery: PullRequestReviewEvent = parse(event, body)?;
+            pull_request_review(delivery, context)
+        }
         "push" => {
             let delivery: PushEvent = parse(event, body)?;
             if delivery.name.strip_prefix("refs/heads/").is_none() {
@@ -298,6 +332,43 @@ pub fn translate(
         "ping" => ignored("ping".to_owned()),
         other => ignored(other.to_owned()),
     }
+}
+
+/// A review submitted or dismissed: the reviewer's verdict, as GitHub states it.
+fn pull_request_review(
+    delivery: PullRequestReviewEvent,
+    context: IntakeContext<'_>,
+) -> Result<Translation, PayloadError> {
+    use converge_core::approvals::{HostReview, HostReviewState};
+    let review = &delivery.review;
+    let state = match (
+        delivery.action.as_str(),
+        review.state.to_ascii_lowercase().as_str(),
+    ) {
+        ("dismissed", _) | (_, "dismissed") => HostReviewState::Dismissed,
+        ("submitted", "approved") => HostReviewState::Approved,
+        ("submitted", "changes_requested") => HostReviewState::ChangesRequested,
+        ("submitted", "commented") => HostReviewState::Commented,
+        (action, state) => {
+            return Ok(Translation::Ignored {
+                reason: format!("pull_request_review {action} ({state}) changes no verdict"),
+            });
+        }
+    };
+    let intent_id = format!(
+        "{}:pr-{}",
+        delivery.repository.full_name, delivery.pull_request.number
+    );
+    changed(Change::Reviewed {
+        intent_id,
+        review: HostReview {
+            reviewer: review.user.login.clone(),
+            state,
+            review_id: review.id,
+            submitted_at: review.submitted_at.unwrap_or(context.now),
+            commit_id: review.commit_id.clone(),
+        },
+    })
 }
 
 /// A translation into a change of one intent.
@@ -540,6 +611,60 @@ mod tests {
     }
 
     #[test]
+    fn a_pull_request_review_becomes_the_reviewers_verdict() {
+        use converge_core::approvals::HostReviewState;
+        let body = |action: &str, state: &str| {
+            format!(
+                r#"{{"action":"{action}","review":{{"id":42,"user":{{"login":"ana"}},"state":"{state}","submitted_at":"2026-12-04T10:00:00Z","commit_id":"abc"}},"pull_request":{{"number":7}},"repository":{{"full_name":"acme/app"}}}}"#
+            )
+        };
+        for (action, state, expected) in [
+            ("submitted", "approved", HostReviewState::Approved),
+            ("submitted", "APPROVED", HostReviewState::Approved),
+            (
+                "submitted",
+                "changes_requested",
+                HostReviewState::ChangesRequested,
+            ),
+            ("submitted", "commented", HostReviewState::Commented),
+            ("dismissed", "dismissed", HostReviewState::Dismissed),
+        ] {
+            let Ok(Translation::Change(change)) = translate(
+                "pull_request_review",
+                body(action, state).as_bytes(),
+                context(),
+            ) else {
+                panic!("{action} {state}: not a change");
+            };
+            let Change::Reviewed { intent_id, review } = *change else {
+                panic!("{action} {state}: not a review");
+            };
+            assert_eq!(intent_id, "acme/app:pr-7");
+            assert_eq!(
+                (review.reviewer.as_str(), review.state, review.review_id),
+                ("ana", expected, 42)
+            );
+            assert_eq!(review.commit_id.as_deref(), Some("abc"));
+        }
+        assert!(matches!(
+            translate(
+                "pull_request_review",
+                body("edited", "approved").as_bytes(),
+                context()
+            ),
+            Ok(Translation::Ignored { .. })
+        ));
+        assert!(
+            translate(
+                "pull_request_review",
+                br#"{"action":"submitted"}"#,
+                context()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn a_merge_group_becomes_its_own_intent() {
         let body = br#"{"action":"checks_requested","merge_group":{"head_sha":"0123456789abcdef","head_ref":"refs/heads/gh-readonly-queue/main/pr-7-aaa","base_ref":"refs/heads/main"},"repository":{"full_name":"acme/app"}}"#;
         let Ok(Translation::Change(change)) = translate("merge_group", body, context()) else {
@@ -559,8 +684,9 @@ mod manifest {
     use super::*;
 
     /// Events `translate` acts on (everything else is acknowledged as ignored).
-    const HANDLED: [&str; 5] = [
+    const HANDLED: [&str; 6] = [
         "pull_request",
+        "pull_request_review",
         "push",
         "check_suite",
         "check_run",

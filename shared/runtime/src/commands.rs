@@ -331,7 +331,8 @@ fn change_subject(change: &Change) -> (&str, Option<&Intent>) {
         }
         Change::Closed { intent_id, .. }
         | Change::MergeGroupDestroyed { intent_id, .. }
-        | Change::Prioritised { intent_id, .. } => (intent_id, None),
+        | Change::Prioritised { intent_id, .. }
+        | Change::Reviewed { intent_id, .. } => (intent_id, None),
     }
 }
 

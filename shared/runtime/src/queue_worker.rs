@@ -27,7 +27,7 @@ use converge_core::publication::{self, NoPublisher, Publisher};
 use converge_core::queue::{
     self, Admission, LastDecision, NextAction, QueueKey, QueueRules, RoundOutcome, Step, Work,
 };
-use converge_core::{Event, Intent, PolicyConfig, Status};
+use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
 use converge_store::{Commit, IntentCursor, Lease, OutboxMessage, Store, StoreError};
 use serde_json::{Value, json};
 
@@ -450,6 +450,24 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     .or_default()
                     .push(task);
             }
+            // And their pull request reviews on the code host (approvals, changes requested).
+            let mut host_reviews: BTreeMap<String, Vec<converge_core::approvals::HostReview>> =
+                BTreeMap::new();
+            for stored in self
+                .store
+                .events_for(EventType::IntentPullRequestReview, &ids, 10_000)
+                .await?
+            {
+                let Some(intent_id) = stored.event.intent_id.clone() else {
+                    continue;
+                };
+                match serde_json::from_value(stored.event.payload) {
+                    Ok(review) => host_reviews.entry(intent_id).or_default().push(review),
+                    Err(e) => {
+                        tracing::warn!("a pull request review of {intent_id} does not read: {e}")
+                    }
+                }
+            }
             pending.target_now = None;
             for intent in &page {
                 let tips = page_tips.as_mut().and_then(Iterator::next);
@@ -470,6 +488,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     position,
                     tips,
                     reviews: reviews.remove(&intent.id).unwrap_or_default(),
+                    host_reviews: host_reviews.remove(&intent.id).unwrap_or_default(),
                 };
                 let report = self
                     .handle(intent, &rules, &lease, turn, &mut pending)
@@ -565,6 +584,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             position: queue_position,
             tips,
             reviews,
+            host_reviews,
         } = turn;
         let report = |outcome: RoundOutcome, detail: String| IntentReport {
             intent_id: intent.id.clone(),
@@ -600,6 +620,17 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             Admission::Process => {}
         }
         if let Some(reason) = converge_core::review::review_hold(&reviews) {
+            return Ok(report(RoundOutcome::Held, reason));
+        }
+        // Approvals are required of pull requests only: an intent made through the API has no
+        // reviews to count. Changes requested hold any intent that has them.
+        let required = if intent.technical.contains_key("pr_number") {
+            rules.required_approvals.at(intent.risk_level)
+        } else {
+            0
+        };
+        let tally = converge_core::approvals::tally(&host_reviews);
+        if let Some(reason) = converge_core::approvals::approval_hold(&tally, required) {
             return Ok(report(RoundOutcome::Held, reason));
         }
 
@@ -1007,6 +1038,8 @@ struct Turn {
     tips: Option<Result<Tips, ScmError>>,
     /// Its review tasks (read with its page).
     reviews: Vec<converge_core::review::ReviewTask>,
+    /// Its pull request's reviews on the code host (read with its page).
+    host_reviews: Vec<converge_core::approvals::HostReview>,
 }
 
 /// Deferred decisions committed at once, at most.

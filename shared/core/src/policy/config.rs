@@ -240,6 +240,9 @@ pub struct QueueSettings {
     /// Minutes required checks may stay pending or unreported before that counts as a
     /// failed attempt.
     pub checks_wait_minutes: u32,
+    /// Approving pull request reviews an intent from a pull request needs before it merges,
+    /// per risk level (`queue.required_approvals`; none by default).
+    pub required_approvals: BTreeMap<RiskLevel, u32>,
 }
 
 impl Default for QueueSettings {
@@ -248,6 +251,7 @@ impl Default for QueueSettings {
             max_retries: 3,
             default_target: "main".to_owned(),
             checks_wait_minutes: 120,
+            required_approvals: BTreeMap::new(),
         }
     }
 }
@@ -388,8 +392,29 @@ impl PolicyConfig {
             only_keys(
                 queue,
                 "queue",
-                &["max_retries", "default_target", "checks_wait_minutes"],
+                &[
+                    "max_retries",
+                    "default_target",
+                    "checks_wait_minutes",
+                    "required_approvals",
+                ],
             )?;
+            if let Some(v) = queue.get("required_approvals") {
+                for (level, n) in object(v, "queue.required_approvals")? {
+                    let field = format!("queue.required_approvals.{level}");
+                    let level = parse_level(level, &field)?;
+                    let n = match n.as_u64() {
+                        Some(n @ 0..=10) => n as u32,
+                        _ => {
+                            return Err(invalid(
+                                &field,
+                                format!("must be an integer in [0, 10], got {n}"),
+                            ));
+                        }
+                    };
+                    config.queue.required_approvals.insert(level, n);
+                }
+            }
             if let Some(v) = queue.get("checks_wait_minutes") {
                 config.queue.checks_wait_minutes = match v.as_u64() {
                     Some(n @ 1..=10_080) => n as u32,
@@ -665,6 +690,29 @@ mod tests {
         assert_eq!(
             field_of(r#"{"queue": {"max_retries": 0}}"#),
             "queue.max_retries"
+        );
+        assert_eq!(
+            field_of(r#"{"queue": {"required_approvals": {"high": 11}}}"#),
+            "queue.required_approvals.high"
+        );
+        assert_eq!(
+            field_of(r#"{"queue": {"required_approvals": {"urgent": 1}}}"#),
+            "queue.required_approvals.urgent"
+        );
+        let approvals = PolicyConfig::from_json_str(
+            r#"{"queue": {"required_approvals": {"high": 1, "critical": 2}}}"#,
+        )
+        .unwrap_or_default();
+        let rules = crate::queue::QueueRules::from_settings(&approvals.queue, true);
+        assert_eq!(
+            [
+                RiskLevel::Low,
+                RiskLevel::Medium,
+                RiskLevel::High,
+                RiskLevel::Critical
+            ]
+            .map(|l| rules.required_approvals.at(l)),
+            [0, 0, 1, 2]
         );
         assert_eq!(
             field_of(r#"{"origin_overrides": {"agent": {"_default": {"coherence_pass": 10}}}}"#),

@@ -91,12 +91,13 @@ pub(super) struct CompleteRequest {
     notes: String,
 }
 
+// Both may be null in a body, which means the default.
 fn trigger_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({"type": "string", "enum": ["policy", "conflict", "manual", "coherence"]})
+    schemars::json_schema!({"type": ["string", "null"], "enum": ["policy", "conflict", "manual", "coherence", null]})
 }
 
 fn resolution_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({"type": "string", "enum": ["approved", "rejected", "deferred"]})
+    schemars::json_schema!({"type": ["string", "null"], "enum": ["approved", "rejected", "deferred", null]})
 }
 
 /// A name of a serde enum (snake case), or a 400 naming the field.

@@ -128,7 +128,8 @@ impl World {
             | converge_core::intake::Change::MergeGroupRequested { intent } => intent.id.clone(),
             converge_core::intake::Change::Closed { intent_id, .. }
             | converge_core::intake::Change::MergeGroupDestroyed { intent_id, .. }
-            | converge_core::intake::Change::Prioritised { intent_id, .. } => intent_id.clone(),
+            | converge_core::intake::Change::Prioritised { intent_id, .. }
+            | converge_core::intake::Change::Reviewed { intent_id, .. } => intent_id.clone(),
         };
         let current = self.store.intent(&id).await.unwrap();
         let Effect::Events { events, .. } = effect(current.as_ref(), &change) else {
@@ -769,4 +770,90 @@ async fn a_review_holds_a_pull_request_escalates_at_its_deadline_through_the_swe
     let reports = poll(&worker).await;
     assert_eq!(outcomes(&reports), ["merged"], "{reports:?}");
     assert_eq!(w.main_updates(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_requested_hold_a_pull_request_until_its_reviewer_approves() {
+    let w = world().await;
+    let head = branch(
+        &w.repo,
+        "asked",
+        "main",
+        "docs/guide.md",
+        "# Guide\n\nAsked.\n",
+    );
+    let id = w.open_pull(10, "asked").await;
+    w.complete_check(&id, &head, "success").await;
+    let review = |review_id: u64, login: &str, state: &str, action: &str| {
+        json!({
+            "action": action,
+            "review": {"id": review_id, "user": {"login": login}, "state": state,
+                       "submitted_at": format!("2026-12-04T10:00:{review_id:02}Z"), "commit_id": head},
+            "pull_request": {"number": 10},
+            "repository": {"full_name": REPO},
+            "installation": {"id": INSTALLATION}
+        })
+    };
+    // Medium-risk changes need one approving review here.
+    let policy =
+        PolicyConfig::from_json(&json!({"queue": {"required_approvals": {"medium": 1}}})).unwrap();
+    let settings = WorkerSettings {
+        auto_confirm: true,
+        max_retries: Some(3),
+        ..WorkerSettings::default()
+    };
+    let worker = QueueProcessor::with_ports(
+        w.store.clone(),
+        WorkerPorts {
+            scm: w.ports.clone(),
+            checks: w.ports.clone(),
+            publisher: w.ports.clone(),
+        },
+        policy,
+        settings,
+        Arc::new(SystemClock),
+        "gh-worker",
+    );
+
+    // No review yet: held for want of an approval.
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["held"], "{reports:?}");
+    assert!(reports[0].2.contains("needs 1 approval"), "{reports:?}");
+    // Changes requested: held, saying by whom; a later comment changes nothing.
+    w.deliver(
+        "pull_request_review",
+        review(1, "ana", "changes_requested", "submitted"),
+    )
+    .await;
+    w.deliver(
+        "pull_request_review",
+        review(2, "ana", "commented", "submitted"),
+    )
+    .await;
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["held"], "{reports:?}");
+    assert_eq!(reports[0].2, "changes requested by ana");
+    assert_eq!(w.main_updates(), 0);
+    // Bo approves, but Ana still asks for changes; her review dismissed, Bo's approval is enough.
+    w.deliver(
+        "pull_request_review",
+        review(3, "bo", "approved", "submitted"),
+    )
+    .await;
+    let reports = poll(&worker).await;
+    assert_eq!(reports[0].2, "changes requested by ana", "{reports:?}");
+    w.deliver(
+        "pull_request_review",
+        review(1, "ana", "dismissed", "dismissed"),
+    )
+    .await;
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["merged"], "{reports:?}");
+    assert_eq!(w.main_updates(), 1);
+    assert_eq!(
+        w.payloads(&id, EventType::IntentPullRequestReview)
+            .await
+            .len(),
+        4
+    );
 }

@@ -429,6 +429,26 @@ macro_rules! journal_operations {
                 rows.iter().map(stored_event_from_row).collect()
             }
 
+            /// Every event of a type about any of several intents, in append order (at most
+            /// `limit`), in one query.
+            pub async fn events_for(&self, event_type: converge_core::EventType, intent_ids: &[String], limit: u32) -> Result<Vec<$crate::StoredEvent>, $crate::StoreError> {
+                if intent_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let ids = serde_json::to_string(intent_ids).map_err($crate::error::corrupt)?;
+                let rows = sqlx::query(concat!(
+                    "WITH ids(id) AS (", $id_list, ") ",
+                    "SELECT e.* FROM events AS e WHERE e.event_type = $1 AND e.intent_id IN (SELECT id FROM ids) ",
+                    "ORDER BY e.seq LIMIT $3"
+                ))
+                .bind(event_type.as_str())
+                .bind(ids)
+                .bind(i64::from(limit.max(1)))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(stored_event_from_row).collect()
+            }
+
             /// Events, newest first, filtered and paged.
             pub async fn events(&self, filter: &$crate::EventFilter) -> Result<Vec<$crate::StoredEvent>, $crate::StoreError> {
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM events WHERE 1 = 1");
