@@ -334,6 +334,45 @@ async fn a_key_of_no_tenant_sets_and_reads_the_policy_of_intents_without_one() {
         .await;
         assert_eq!(status, StatusCode::OK, "{read}");
         assert_eq!(read["policy"], policy("enforce"));
+        // A second version; the history lists both, newest first.
+        let (status, _) = call(
+            &client,
+            &server,
+            Method::POST,
+            "/v1/risk/policy",
+            Some(ADMIN),
+            Some(policy("shadow")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, history) = call(
+            &client,
+            &server,
+            Method::GET,
+            "/v1/risk/policy/history",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{history}");
+        let versions: Vec<(i64, String)> = history["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["payload"]["version"].as_i64().unwrap_or(0),
+                    e["payload"]["policy"]["mode"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            versions,
+            [(2, "shadow".to_owned()), (1, "enforce".to_owned())]
+        );
         // A named tenant's policy is its own.
         let (status, _) = call(
             &client,

@@ -77,6 +77,27 @@ pub async fn record(services: &Services, events: Vec<Event>) -> Result<(), Store
     Ok(())
 }
 
+/// The policy a tenant's intents are judged by: the deployment's, with the tenant's risk
+/// policy (`/v1/risk/policy`) over its risk gate. A stored policy that no longer reads (a
+/// release tightened the rules) is logged and the deployment's gate applies.
+pub async fn policy_for_tenant(
+    store: &converge_store::Store,
+    policy: &converge_core::PolicyConfig,
+    tenant: &str,
+) -> Result<converge_core::PolicyConfig, StoreError> {
+    Ok(match store.risk_policy(tenant).await? {
+        None => policy.clone(),
+        Some(document) => policy.with_tenant_risk(&document.data).unwrap_or_else(|e| {
+            tracing::warn!(
+                tenant,
+                "the tenant's risk policy (version {}) does not apply: {e}",
+                document.version
+            );
+            policy.clone()
+        }),
+    })
+}
+
 /// Sets a freeze: the freeze and its `queue.frozen` event in one transaction.
 pub async fn put_freeze(
     services: &Services,
@@ -437,7 +458,13 @@ pub async fn validate_now(
         clock: &clock,
         ids: &RandomIds,
     };
-    let decision = validate(intent, ports, &services.policy, options).await?;
+    let policy = policy_for_tenant(
+        &services.store,
+        &services.policy,
+        intent.tenant_id.as_deref().unwrap_or(""),
+    )
+    .await?;
+    let decision = validate(intent, ports, &policy, options).await?;
     enqueue(
         services,
         decision.events.clone(),

@@ -420,6 +420,10 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     ) -> Result<(Vec<IntentReport>, Option<DateTime<Utc>>), WorkerError> {
         const PAGE: u32 = 100;
         let rules = self.rules();
+        // The key's tenant's risk policy over the deployment's, read once a round.
+        let policy =
+            crate::commands::policy_for_tenant(&self.store, &self.policy, &lease.key().tenant)
+                .await?;
         let auto_classify = self.auto_classify().await?;
         let mut reports = Vec::new();
         let mut worked = 0u32;
@@ -491,7 +495,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     host_reviews: host_reviews.remove(&intent.id).unwrap_or_default(),
                 };
                 let report = self
-                    .handle(intent, &rules, &lease, turn, &mut pending)
+                    .handle(intent, &rules, &policy, &lease, turn, &mut pending)
                     .await?;
                 let needed_work = report.needed_work();
                 let paused =
@@ -575,6 +579,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         &self,
         intent: &Intent,
         rules: &QueueRules,
+        policy: &PolicyConfig,
         lease: &Lease,
         turn: Turn,
         pending: &mut Pending,
@@ -727,7 +732,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     auto_classify,
                     skip_checks: self.settings.skip_checks,
                 };
-                let decision = match validate(intent, ports, &self.policy, options).await {
+                let decision = match validate(intent, ports, policy, options).await {
                     Ok(decision) => decision,
                     Err(e) if e.is_environmental() => {
                         return Ok(self.environment_failed(intent, lease, &e.to_string(), pending));

@@ -450,44 +450,17 @@ impl PolicyConfig {
             }
         }
         if let Some(risk) = root.get("risk") {
-            let risk = object(risk, "risk")?;
-            only_keys(
-                risk,
-                "risk",
-                &[
-                    "max_risk_score",
-                    "max_damage_score",
-                    "max_propagation_score",
-                    "mode",
-                    "enforce_ratio",
-                ],
-            )?;
-            let gate = &mut config.risk;
-            for (key, slot) in [
-                ("max_risk_score", &mut gate.max_risk_score),
-                ("max_damage_score", &mut gate.max_damage_score),
-                ("max_propagation_score", &mut gate.max_propagation_score),
-            ] {
-                if let Some(v) = risk.get(key) {
-                    *slot = number_in(v, &format!("risk.{key}"), 0.0, 100.0)?;
-                }
-            }
-            if let Some(v) = risk.get("mode") {
-                gate.mode = match v.as_str() {
-                    Some("shadow") => RiskGateMode::Shadow,
-                    Some("enforce") => RiskGateMode::Enforce,
-                    _ => {
-                        return Err(invalid(
-                            "risk.mode",
-                            format!("must be \"shadow\" or \"enforce\", got {v}"),
-                        ));
-                    }
-                };
-            }
-            if let Some(v) = risk.get("enforce_ratio") {
-                gate.enforce_ratio = number_in(v, "risk.enforce_ratio", 0.0, 1.0)?;
-            }
+            apply_risk(&mut config.risk, risk)?;
         }
+        Ok(config)
+    }
+
+    /// This configuration with a tenant's risk policy (the `risk` section's keys it sets,
+    /// as `/v1/risk/policy` stores it) over its risk gate: the tenant's thresholds and mode
+    /// decide its intents' risk gate; what the tenant leaves out stays as configured here.
+    pub fn with_tenant_risk(&self, tenant_risk: &Value) -> Result<PolicyConfig, ConfigError> {
+        let mut config = self.clone();
+        apply_risk(&mut config.risk, tenant_risk)?;
         Ok(config)
     }
 
@@ -505,6 +478,47 @@ impl PolicyConfig {
         }
         profile
     }
+}
+
+/// Applies the keys a `risk` section sets over `gate`.
+fn apply_risk(gate: &mut RiskGateSettings, risk: &Value) -> Result<(), ConfigError> {
+    let risk = object(risk, "risk")?;
+    only_keys(
+        risk,
+        "risk",
+        &[
+            "max_risk_score",
+            "max_damage_score",
+            "max_propagation_score",
+            "mode",
+            "enforce_ratio",
+        ],
+    )?;
+    for (key, slot) in [
+        ("max_risk_score", &mut gate.max_risk_score),
+        ("max_damage_score", &mut gate.max_damage_score),
+        ("max_propagation_score", &mut gate.max_propagation_score),
+    ] {
+        if let Some(v) = risk.get(key) {
+            *slot = number_in(v, &format!("risk.{key}"), 0.0, 100.0)?;
+        }
+    }
+    if let Some(v) = risk.get("mode") {
+        gate.mode = match v.as_str() {
+            Some("shadow") => RiskGateMode::Shadow,
+            Some("enforce") => RiskGateMode::Enforce,
+            _ => {
+                return Err(invalid(
+                    "risk.mode",
+                    format!("must be \"shadow\" or \"enforce\", got {v}"),
+                ));
+            }
+        };
+    }
+    if let Some(v) = risk.get("enforce_ratio") {
+        gate.enforce_ratio = number_in(v, "risk.enforce_ratio", 0.0, 1.0)?;
+    }
+    Ok(())
 }
 
 fn object<'a>(value: &'a Value, field: &str) -> Result<&'a Map<String, Value>, ConfigError> {
@@ -722,6 +736,24 @@ mod tests {
             PolicyConfig::from_json_str("{"),
             Err(ConfigError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn a_tenants_risk_policy_overlays_only_the_keys_it_sets() {
+        let deployed = PolicyConfig::from_json_str(
+            r#"{"risk": {"max_risk_score": 60, "max_damage_score": 40}}"#,
+        )
+        .unwrap_or_default();
+        let tenant = deployed
+            .with_tenant_risk(&serde_json::json!({"mode": "enforce", "max_risk_score": 10}))
+            .unwrap_or_default();
+        assert_eq!(tenant.risk.mode, RiskGateMode::Enforce);
+        assert_eq!(
+            (tenant.risk.max_risk_score, tenant.risk.max_damage_score),
+            (10.0, 40.0)
+        );
+        let refused = deployed.with_tenant_risk(&serde_json::json!({"mode": "loud"}));
+        assert!(matches!(refused, Err(ConfigError::Invalid { field, .. }) if field == "risk.mode"));
     }
 
     #[test]

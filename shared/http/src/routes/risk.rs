@@ -167,6 +167,22 @@ pub(super) async fn policy_recent(
     typed(list_events(&state, &principal, query).await?)
 }
 
+/// `GET /risk/policy/history`: every version of the tenant's risk policy, newest first (the
+/// `risk.policy_updated` events, each with the policy and its version).
+pub(super) async fn risk_policy_history(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> ApiResult {
+    let query = EventsQuery {
+        event_type: Some(EventType::RiskPolicyUpdated.as_str().to_owned()),
+        tenant_id: q.tenant_id,
+        limit: Some(q.limit.unwrap_or(50)),
+        ..EventsQuery::default()
+    };
+    typed(list_events(&state, &principal, query).await?)
+}
+
 // Risk
 /// `GET /risk/recent`: latest risk evaluations.
 pub(super) async fn risk_recent(
@@ -412,9 +428,23 @@ pub(super) fn routes() -> Vec<Route> {
             handler: get(get_risk_policy),
         },
         Route {
+            method: "get",
+            path: "/risk/policy/history",
+            summary: "Every version of the tenant's risk policy, newest first.",
+            role: Role::Viewer,
+            scope: "risk.read",
+            params: &[],
+            query: Some(schema_of::<LimitQuery>),
+            body: None,
+            success: 200,
+            conditional: false,
+            answer: Answer::Json,
+            handler: get(risk_policy_history),
+        },
+        Route {
             method: "post",
             path: "/risk/policy",
-            summary: "Set the tenant's risk gate policy (the `risk` section of policy.json).",
+            summary: "Set the tenant's risk gate policy (the `risk` section of policy.json): its intents' risk gate uses these thresholds and mode from the next validation; what it leaves out stays as deployed.",
             role: Role::Operator,
             scope: "risk.write",
             params: &[],

@@ -689,7 +689,58 @@ on_both_backends!(
     dependencies_hold_an_intent_until_they_merge,
     two_workers_racing_on_one_key_merge_once,
     a_worker_that_lost_its_lease_before_merging_does_not_merge,
+    a_tenants_risk_policy_decides_its_intents_risk_gate,
 );
+
+/// The same change for two tenants: the one whose stored risk policy enforces a zero risk
+/// ceiling is blocked by the risk gate, the other (the deployment's shadow gate) is queued.
+async fn a_tenants_risk_policy_decides_its_intents_risk_gate(w: World) {
+    for (id, tenant) in [("strict-docs", "strict"), ("lenient-docs", "lenient")] {
+        let mut intent = Intent::new(id, "feature/docs", "main", w.clock.now());
+        intent.tenant_id = Some(tenant.to_owned());
+        let mut event = w.event(
+            id,
+            EventType::IntentCreated,
+            serde_json::to_value(&intent).unwrap_or_default(),
+        );
+        event.tenant_id = Some(tenant.to_owned());
+        w.append(vec![event]).await;
+    }
+    let version = w
+        .store
+        .put_risk_policy(
+            "strict",
+            &json!({"mode": "enforce", "max_risk_score": 0.0, "enforce_ratio": 1.0}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(version, 1);
+    let worker = w.processor("tenant-policies", settings(false, true));
+    let mut outcomes = poll(&worker).await;
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            ("lenient-docs".to_owned(), "queued"),
+            ("strict-docs".to_owned(), "blocked"),
+        ]
+    );
+    let blocked = w
+        .store
+        .events(&EventFilter {
+            intent_id: Some("strict-docs".into()),
+            event_type: Some(EventType::IntentBlocked),
+            limit: 1,
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap();
+    let reason = blocked[0].event.payload["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.to_lowercase().contains("risk"), "{reason}");
+}
 
 /// The database-backed queue's poll with `CONVERGE_WORKER_TARGET=release`: the release
 /// intent gets its round; the main intent is not looked at (no decision, no lease), and stays
