@@ -99,20 +99,27 @@ impl ApiClient {
         &self.base
     }
 
+    /// `{base}/v1{path}` with `query` (pairs whose value is `None` are left out).
+    fn url(&self, path: &str, query: &[(&str, Option<String>)]) -> String {
+        let query: Vec<String> = query
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+            .collect();
+        let url = format!("{}/v1{path}", self.base);
+        if query.is_empty() {
+            url
+        } else {
+            format!("{url}?{}", query.join("&"))
+        }
+    }
+
     /// `GET /v1{path}` with `query` (pairs whose value is `None` are left out).
     pub async fn get(
         &self,
         path: &str,
         query: &[(&str, Option<String>)],
     ) -> Result<Value, CliError> {
-        let query: Vec<String> = query
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
-            .collect();
-        let mut url = format!("{}/v1{path}", self.base);
-        if !query.is_empty() {
-            url = format!("{url}?{}", query.join("&"));
-        }
+        let url = self.url(path, query);
         self.send(Call {
             method: "GET",
             url,
@@ -130,14 +137,7 @@ impl ApiClient {
         out: &mut (dyn std::io::Write + Send),
     ) -> Result<u64, CliError> {
         use futures_util::StreamExt;
-        let query: Vec<String> = query
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
-            .collect();
-        let mut url = format!("{}/v1{path}", self.base);
-        if !query.is_empty() {
-            url = format!("{url}?{}", query.join("&"));
-        }
+        let url = self.url(path, query);
         let write = |out: &mut (dyn std::io::Write + Send), bytes: &[u8]| {
             out.write_all(bytes)
                 .map_err(|e| CliError::Other(anyhow::anyhow!("writing the download: {e}")))

@@ -9,10 +9,27 @@ use serde_json::{Value, json};
 
 use crate::operator_cli::converge;
 
-const ROOT: &str = "root-key";
-const ACME: &str = "acme-operator-key";
-const ACME_VIEWER: &str = "acme-viewer-key";
-const GLOBEX: &str = "globex-admin-key";
+pub(crate) const ROOT: &str = "root-key";
+pub(crate) const ACME: &str = "acme-operator-key";
+pub(crate) const ACME_VIEWER: &str = "acme-viewer-key";
+pub(crate) const GLOBEX: &str = "globex-admin-key";
+
+/// `converge serve` without its worker on `database`, with four keys: an admin of no tenant
+/// (`ROOT`), acme's operator (actor `alice`) and viewer, globex's admin; no rate limit.
+pub(crate) fn tenants_server(
+    dir: &std::path::Path,
+    database: &[(&'static str, String)],
+) -> ServerProcess {
+    let mut env = database.to_vec();
+    env.push((
+        "CONVERGE_API_KEYS",
+        format!(
+            "{ROOT}:admin:root,{ACME}:operator:alice:acme,{ACME_VIEWER}:viewer:v:acme,{GLOBEX}:admin:g:globex"
+        ),
+    ));
+    env.push(("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()));
+    ServerProcess::start_with(env!("CARGO_BIN_EXE_converge"), dir, &env, &["--no-worker"])
+}
 
 async fn get(
     client: &reqwest::Client,
@@ -81,20 +98,7 @@ async fn the_audit_chain_and_the_export_hold_tenants_roles_and_tampering_on_both
     let client = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
     for database in converge_testkit::server_databases(dir.path(), "audit.db").await {
-        let mut env = database.clone();
-        env.push((
-            "CONVERGE_API_KEYS",
-            format!(
-                "{ROOT}:admin:root,{ACME}:operator:a:acme,{ACME_VIEWER}:viewer:v:acme,{GLOBEX}:admin:g:globex"
-            ),
-        ));
-        env.push(("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()));
-        let server = ServerProcess::start_with(
-            env!("CARGO_BIN_EXE_converge"),
-            dir.path(),
-            &env,
-            &["--no-worker"],
-        );
+        let server = crate::audit_export::tenants_server(dir.path(), &database);
         for id in ["acme-1", "acme-2", "acme-3"] {
             create(&client, &server, ACME, id).await;
         }

@@ -12,12 +12,10 @@ use serde_json::{Value, json};
 
 use crate::operator_cli::converge;
 
-const ROOT: &str = "root-key";
-const ACME: &str = "acme-operator-key";
-const ACME_VIEWER: &str = "acme-viewer-key";
-const GLOBEX: &str = "globex-admin-key";
+use crate::audit_export::{ACME, ACME_VIEWER, GLOBEX, ROOT};
 
-async fn call(
+/// A request with `key`: its status and its body (JSON, or the text as a string).
+pub(crate) async fn call(
     client: &reqwest::Client,
     server: &ServerProcess,
     key: &str,
@@ -56,20 +54,7 @@ async fn freezes_are_set_listed_lifted_and_resumed_with_tenants_and_roles_on_bot
     let client = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
     for database in converge_testkit::server_databases(dir.path(), "freezes.db").await {
-        let mut env = database.clone();
-        env.push((
-            "CONVERGE_API_KEYS",
-            format!(
-                "{ROOT}:admin:root,{ACME}:operator:alice:acme,{ACME_VIEWER}:viewer:v:acme,{GLOBEX}:admin:g:globex"
-            ),
-        ));
-        env.push(("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()));
-        let server = ServerProcess::start_with(
-            env!("CARGO_BIN_EXE_converge"),
-            dir.path(),
-            &env,
-            &["--no-worker"],
-        );
+        let server = crate::audit_export::tenants_server(dir.path(), &database);
         let post = |key: &'static str, path: &'static str, body: Value| {
             let client = client.clone();
             let server = &server;

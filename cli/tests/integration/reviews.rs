@@ -3,60 +3,19 @@
 //! (400 naming the field), roles and tenants (another tenant's task is 404), the summary, and
 //! two concurrent completions of one task landing once.
 
-use converge_testkit::ServerProcess;
 use serde_json::{Value, json};
 
 use crate::operator_cli::converge;
 
-const ROOT: &str = "root-key";
-const ACME: &str = "acme-operator-key";
-const ACME_VIEWER: &str = "acme-viewer-key";
-const GLOBEX: &str = "globex-admin-key";
-
-async fn call(
-    client: &reqwest::Client,
-    server: &ServerProcess,
-    key: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = match method {
-        "POST" => client.post(server.url(path)),
-        _ => client.get(server.url(path)),
-    };
-    request = request.header("x-api-key", key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
+use crate::audit_export::{ACME, ACME_VIEWER, GLOBEX};
+use crate::freezes::call;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review_tasks_live_their_life_cycle_with_tenants_roles_and_events_on_both_backends() {
     let client = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
     for database in converge_testkit::server_databases(dir.path(), "reviews.db").await {
-        let mut env = database.clone();
-        env.push((
-            "CONVERGE_API_KEYS",
-            format!(
-                "{ROOT}:admin:root,{ACME}:operator:alice:acme,{ACME_VIEWER}:viewer:v:acme,{GLOBEX}:admin:g:globex"
-            ),
-        ));
-        env.push(("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()));
-        let server = ServerProcess::start_with(
-            env!("CARGO_BIN_EXE_converge"),
-            dir.path(),
-            &env,
-            &["--no-worker"],
-        );
+        let server = crate::audit_export::tenants_server(dir.path(), &database);
         let c = |key: &'static str, method: &'static str, path: String, body: Option<Value>| {
             let client = client.clone();
             let server = &server;

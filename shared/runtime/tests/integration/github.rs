@@ -84,6 +84,16 @@ impl World {
 
     /// A worker whose time is `clock`'s.
     fn processor_on(&self, auto_confirm: bool, clock: Arc<dyn Clock + Send + Sync>) -> Worker {
+        self.processor_with(auto_confirm, clock, PolicyConfig::default())
+    }
+
+    /// A worker whose time is `clock`'s, judging by `policy`.
+    fn processor_with(
+        &self,
+        auto_confirm: bool,
+        clock: Arc<dyn Clock + Send + Sync>,
+        policy: PolicyConfig,
+    ) -> Worker {
         let settings = WorkerSettings {
             auto_confirm,
             max_retries: Some(3),
@@ -97,7 +107,7 @@ impl World {
         QueueProcessor::with_ports(
             self.store.clone(),
             ports,
-            PolicyConfig::default(),
+            policy,
             settings,
             clock,
             "gh-worker",
@@ -797,23 +807,7 @@ async fn changes_requested_hold_a_pull_request_until_its_reviewer_approves() {
     // Medium-risk changes need one approving review here.
     let policy =
         PolicyConfig::from_json(&json!({"queue": {"required_approvals": {"medium": 1}}})).unwrap();
-    let settings = WorkerSettings {
-        auto_confirm: true,
-        max_retries: Some(3),
-        ..WorkerSettings::default()
-    };
-    let worker = QueueProcessor::with_ports(
-        w.store.clone(),
-        WorkerPorts {
-            scm: w.ports.clone(),
-            checks: w.ports.clone(),
-            publisher: w.ports.clone(),
-        },
-        policy,
-        settings,
-        Arc::new(SystemClock),
-        "gh-worker",
-    );
+    let worker = w.processor_with(true, Arc::new(SystemClock), policy);
 
     // No review yet: held for want of an approval.
     let reports = poll(&worker).await;
