@@ -165,6 +165,25 @@ pub fn decided(
     }
 }
 
+/// The report of an intent its reviews hold (`reason`: an open review task, a rejection,
+/// changes requested, approvals missing): it goes on when that is resolved.
+pub fn held(intent: &Intent, head_sha: &str, reason: &str) -> Report {
+    let title = format!("Held: {reason}");
+    let mut summary = header(intent, &title);
+    let _ = writeln!(
+        summary,
+        "The queue takes it up again as soon as this is resolved; no retry is spent meanwhile."
+    );
+    Report {
+        intent_id: intent.id.clone(),
+        head_sha: head_sha.to_owned(),
+        state: ReportState::InProgress,
+        title,
+        summary,
+        trace_id: String::new(),
+    }
+}
+
 /// The report of a validated intent whose merge a freeze holds: `reason` is the freeze's
 /// description (`Merges frozen: … (until …)`).
 pub fn frozen(intent: &Intent, head_sha: &str, reason: &str, trace_id: &str) -> Report {

@@ -625,7 +625,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             Admission::Process => {}
         }
         if let Some(reason) = converge_core::review::review_hold(&reviews) {
-            return Ok(report(RoundOutcome::Held, reason));
+            return Ok(self.held_by_reviews(intent, lease, reason, pending));
         }
         // Approvals are required of pull requests only: an intent made through the API has no
         // reviews to count. Changes requested hold any intent that has them.
@@ -636,7 +636,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         };
         let tally = converge_core::approvals::tally(&host_reviews);
         if let Some(reason) = converge_core::approvals::approval_hold(&tally, required) {
-            return Ok(report(RoundOutcome::Held, reason));
+            return Ok(self.held_by_reviews(intent, lease, reason, pending));
         }
 
         let trail = self.store.decision_trail(&intent.id, TRAIL_DEPTH).await?;
@@ -926,6 +926,28 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     }
 
     /// Adds a report alone (validation starting) to the round's deferred commit.
+    /// An intent its reviews hold: reported `held`, and its head's check run told why, once
+    /// per reason and head in this process.
+    fn held_by_reviews(
+        &self,
+        intent: &Intent,
+        lease: &Lease,
+        reason: String,
+        pending: &mut Pending,
+    ) -> IntentReport {
+        if let Some(head) = intent.head_sha()
+            && self.first_notice_of(&format!("held: {reason}"), intent, head)
+        {
+            let notice = publication::held(intent, head, &reason);
+            self.enqueue_notice(intent, lease, notice, pending);
+        }
+        IntentReport {
+            intent_id: intent.id.clone(),
+            outcome: RoundOutcome::Held,
+            detail: reason,
+        }
+    }
+
     /// Whether this process has not yet told `intent`'s head that `freeze` holds it (and
     /// remembers that it now has): a frozen key is looked at every round, and its check runs
     /// need the news once, not every few seconds. Another process tells them once more.

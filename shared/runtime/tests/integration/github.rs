@@ -828,6 +828,16 @@ async fn changes_requested_hold_a_pull_request_until_its_reviewer_approves() {
     assert_eq!(outcomes(&reports), ["held"], "{reports:?}");
     assert_eq!(reports[0].2, "changes requested by ana");
     assert_eq!(w.main_updates(), 0);
+    // The pull request's check run says why, once.
+    let runs = w.reports(&head);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        runs[0].output["title"].as_str(),
+        Some("Held: changes requested by ana")
+    );
+    let updates = runs[0].updates;
+    poll(&worker).await;
+    assert_eq!(w.reports(&head)[0].updates, updates);
     // Bo approves, but Ana still asks for changes; her review dismissed, Bo's approval is enough.
     w.deliver(
         "pull_request_review",
