@@ -1,5 +1,6 @@
 //! Pull request reviews on the code host, as a gate: the latest review of each reviewer counts
-//! (a comment changes nothing, a dismissal withdraws that reviewer's verdict, as on GitHub).
+//! (a comment changes nothing, a dismissal withdraws the review it names, as on GitHub; only
+//! reviewers who may write to the repository count).
 //! "Changes requested" by anyone holds the intent; so does having fewer approvals than the
 //! policy requires at the intent's risk level (`queue.required_approvals`).
 
@@ -36,6 +37,18 @@ pub struct HostReview {
     /// The commit reviewed, when the host says.
     #[serde(default)]
     pub commit_id: Option<String>,
+    /// The reviewer's relation to the repository (`OWNER`, `MEMBER`, `COLLABORATOR`, …).
+    #[serde(default)]
+    pub association: Option<String>,
+}
+
+/// Whether a review's verdict counts: only those of reviewers who may write to the
+/// repository, as on GitHub (a passer-by can neither approve nor block).
+pub fn counts(review: &HostReview) -> bool {
+    matches!(
+        review.association.as_deref(),
+        Some("OWNER" | "MEMBER" | "COLLABORATOR")
+    )
 }
 
 /// Where an intent's reviews stand: each reviewer's latest verdict.
@@ -47,24 +60,31 @@ pub struct Tally {
     pub changes_requested_by: Vec<String>,
 }
 
-/// Each reviewer's latest verdict over `reviews` (any order).
+/// Each reviewer's latest verdict over `reviews` (any order) that [`counts`]. A dismissal
+/// withdraws the review it names (by id), as on GitHub; comments change nothing.
 pub fn tally(reviews: &[HostReview]) -> Tally {
-    let mut ordered: Vec<&HostReview> = reviews.iter().collect();
-    ordered.sort_by_key(|r| (r.submitted_at, r.review_id));
-    let mut verdicts: BTreeMap<&str, HostReviewState> = BTreeMap::new();
-    for review in ordered {
-        match review.state {
-            HostReviewState::Commented => {}
-            HostReviewState::Dismissed => {
-                verdicts.remove(review.reviewer.as_str());
-            }
-            state => {
-                verdicts.insert(review.reviewer.as_str(), state);
-            }
-        }
+    let dismissed: std::collections::HashSet<u64> = reviews
+        .iter()
+        .filter(|r| r.state == HostReviewState::Dismissed)
+        .map(|r| r.review_id)
+        .collect();
+    let mut verdicts: Vec<&HostReview> = reviews
+        .iter()
+        .filter(|r| counts(r) && !dismissed.contains(&r.review_id))
+        .filter(|r| {
+            matches!(
+                r.state,
+                HostReviewState::Approved | HostReviewState::ChangesRequested
+            )
+        })
+        .collect();
+    verdicts.sort_by_key(|r| (r.submitted_at, r.review_id));
+    let mut latest: BTreeMap<&str, HostReviewState> = BTreeMap::new();
+    for review in verdicts {
+        latest.insert(review.reviewer.as_str(), review.state);
     }
     let with = |wanted: HostReviewState| -> Vec<String> {
-        verdicts
+        latest
             .iter()
             .filter(|(_, state)| **state == wanted)
             .map(|(reviewer, _)| (*reviewer).to_owned())
@@ -106,6 +126,7 @@ mod tests {
             review_id: id,
             submitted_at: Utc.with_ymd_and_hms(2026, 12, 4, 10, minute, 0).unwrap(),
             commit_id: None,
+            association: Some("MEMBER".to_owned()),
         }
     }
 
@@ -135,7 +156,7 @@ mod tests {
         );
         // Bo's approval dismissed: one left. The order given does not matter.
         let mut dismissed = later.clone();
-        dismissed.insert(0, review("bo", Dismissed, 5, 4));
+        dismissed.insert(0, review("bo", Dismissed, 2, 4));
         assert_eq!(tally(&dismissed).approved_by, ["ana"]);
         // Same second: the review id orders them.
         let same = [
@@ -144,6 +165,12 @@ mod tests {
         ];
         assert_eq!(tally(&same).approved_by, ["cy"]);
         assert_eq!(approval_hold(&tally(&[]), 0), None);
+        // A passer-by's verdict counts neither way.
+        let mut outsider = review("eve", ChangesRequested, 10, 6);
+        outsider.association = Some("CONTRIBUTOR".to_owned());
+        let mut anonymous = review("zed", Approved, 11, 7);
+        anonymous.association = None;
+        assert_eq!(tally(&[outsider, anonymous]), Tally::default());
         assert!(approval_hold(&tally(&[]), 1).is_some());
     }
 }

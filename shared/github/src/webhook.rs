@@ -146,6 +146,8 @@ struct Review {
     submitted_at: Option<DateTime<Utc>>,
     #[serde(default)]
     commit_id: Option<String>,
+    #[serde(default)]
+    author_association: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,6 +369,7 @@ fn pull_request_review(
             review_id: review.id,
             submitted_at: review.submitted_at.unwrap_or(context.now),
             commit_id: review.commit_id.clone(),
+            association: review.author_association.clone(),
         },
     })
 }
@@ -615,7 +618,7 @@ mod tests {
         use converge_core::approvals::HostReviewState;
         let body = |action: &str, state: &str| {
             format!(
-                r#"{{"action":"{action}","review":{{"id":42,"user":{{"login":"ana"}},"state":"{state}","submitted_at":"2026-12-04T10:00:00Z","commit_id":"abc"}},"pull_request":{{"number":7}},"repository":{{"full_name":"acme/app"}}}}"#
+                r#"{{"action":"{action}","review":{{"id":42,"user":{{"login":"ana"}},"state":"{state}","submitted_at":"2026-12-04T10:00:00Z","commit_id":"abc","author_association":"MEMBER"}},"pull_request":{{"number":7}},"repository":{{"full_name":"acme/app"}}}}"#
             )
         };
         for (action, state, expected) in [
@@ -645,6 +648,7 @@ mod tests {
                 ("ana", expected, 42)
             );
             assert_eq!(review.commit_id.as_deref(), Some("abc"));
+            assert_eq!(review.association.as_deref(), Some("MEMBER"));
         }
         assert!(matches!(
             translate(

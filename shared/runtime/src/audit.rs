@@ -75,7 +75,10 @@ pub enum VerifyError {
 
 /// Verifies up to `limit` events of `chain`: from its start (or its anchor), or after position
 /// `after` when going on from an earlier call (whose stored hash is then the starting point).
-/// Reads a page at a time: memory stays constant however long the chain.
+/// Reads a page at a time: memory stays constant however long the chain. The chain is checked
+/// up to the head read first (events appended meanwhile are the next call's); when retention
+/// pruned past the anchor read first, so that the start looks cut, it starts again from the
+/// new anchor (at most twice).
 pub async fn verify_chain(
     store: &Store,
     chain: &str,
@@ -83,7 +86,43 @@ pub async fn verify_chain(
     after: Option<i64>,
     limit: u64,
 ) -> Result<ChainCheck, VerifyError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let check = verify_once(store, chain, key, after, limit).await?;
+        if check.first_broken.is_none() || after.is_some() || attempts == 3 {
+            return Ok(check);
+        }
+        let anchor_now = store.audit_anchor(chain).await?.map(|a| a.through_index);
+        if anchor_now == check.anchor.as_ref().map(|(a, _)| a.through_index) {
+            return Ok(check);
+        }
+    }
+}
+
+async fn verify_once(
+    store: &Store,
+    chain: &str,
+    key: Option<&SigningKey>,
+    after: Option<i64>,
+    limit: u64,
+) -> Result<ChainCheck, VerifyError> {
     let head = store.audit_head(chain).await?;
+    // Positions from here on were appended after the head was read. A chain without a head
+    // has nothing to verify, unless it holds events: then its head was just created (they
+    // are the next call's), or removed.
+    let bound = head.as_ref().map_or(0, |h| h.next_index);
+    let headless = match &head {
+        Some(_) => None,
+        None => match store.audit_links(chain, -1, 1).await?.into_iter().next() {
+            Some(first) if store.audit_head(chain).await?.is_none() => Some(Break {
+                chain_index: first.chain_index,
+                event_id: first.event.as_ref().ok().map(|e| e.id.clone()),
+                reason: "the chain holds events but has no head: it was removed".to_owned(),
+            }),
+            _ => None,
+        },
+    };
     let anchor = store.audit_anchor(chain).await?.map(|anchor| {
         let signature = match key {
             None => AnchorSignature::Unchecked,
@@ -113,6 +152,10 @@ pub async fn verify_chain(
         unchained_event,
         next_after: None,
     };
+    if headless.is_some() {
+        check.first_broken = headless;
+        return Ok(check);
+    }
     if let Some((anchor, AnchorSignature::Invalid)) = &check.anchor
         && after.is_none()
     {
@@ -137,8 +180,12 @@ pub async fn verify_chain(
             .await?;
         // A gap right before the page's first row is found by the check below; rows after a
         // gap are still read here because the query asks for positions beyond the last one.
-        let exhausted = links.len() < page as usize;
+        let mut exhausted = links.len() < page as usize;
         for stored in links {
+            if stored.chain_index >= bound {
+                exhausted = true;
+                break;
+            }
             let event = match stored.event {
                 Ok(event) => event,
                 Err(reason) => {

@@ -780,21 +780,11 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         trace: &str,
         pending: &mut Pending,
     ) -> Result<IntentReport, WorkerError> {
-        // An operator's freeze holds the key: the intent stays QUEUED and merges on a round
-        // after the freeze ends. Its check run says why, once per freeze and head here.
-        let now = self.clock.now();
-        let freezes = self.store.freezes_of_key(lease.key()).await?;
-        if let Some(freeze) = converge_core::freeze::holding(&freezes, lease.key(), now) {
-            let detail = freeze.describe(now);
-            if self.first_notice_of(&freeze.id, intent, &validated.head_sha) {
-                let notice = publication::frozen(intent, &validated.head_sha, &detail, trace);
-                self.enqueue_notice(intent, lease, notice, pending);
-            }
-            return Ok(IntentReport {
-                intent_id: intent.id.clone(),
-                outcome: RoundOutcome::Frozen,
-                detail,
-            });
+        if let Some(report) = self
+            .frozen(intent, lease, validated, trace, pending)
+            .await?
+        {
+            return Ok(report);
         }
         let just_committed = !pending.is_empty();
         self.flush(lease, pending).await?;
@@ -807,6 +797,14 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 self.clock.now(),
             )
             .await?;
+        // A freeze committed before this point holds (read again after the permit: one
+        // answered while the permit was taken holds too).
+        if let Some(report) = self
+            .frozen(intent, &lease, validated, trace, pending)
+            .await?
+        {
+            return Ok(report);
+        }
         let rules = self.rules();
         let (step, outcome, detail) = match self.scm.merge(intent, validated, &permit).await {
             Ok(commit) => {
@@ -926,6 +924,34 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     }
 
     /// Adds a report alone (validation starting) to the round's deferred commit.
+    /// Whether an operator's freeze holds the key's merges now: the intent stays QUEUED and
+    /// merges on a round after the freeze ends; its check run is told why, once per freeze and
+    /// head in this process.
+    async fn frozen(
+        &self,
+        intent: &Intent,
+        lease: &Lease,
+        validated: &SimulatedMerge,
+        trace: &str,
+        pending: &mut Pending,
+    ) -> Result<Option<IntentReport>, WorkerError> {
+        let now = self.clock.now();
+        let freezes = self.store.freezes_of_key(lease.key()).await?;
+        let Some(freeze) = converge_core::freeze::holding(&freezes, lease.key(), now) else {
+            return Ok(None);
+        };
+        let detail = freeze.describe(now);
+        if self.first_notice_of(&freeze.id, intent, &validated.head_sha) {
+            let notice = publication::frozen(intent, &validated.head_sha, &detail, trace);
+            self.enqueue_notice(intent, lease, notice, pending);
+        }
+        Ok(Some(IntentReport {
+            intent_id: intent.id.clone(),
+            outcome: RoundOutcome::Frozen,
+            detail,
+        }))
+    }
+
     /// An intent its reviews hold: reported `held`, and its head's check run told why, once
     /// per reason and head in this process.
     fn held_by_reviews(

@@ -617,7 +617,7 @@ forward! {
     fn events(&self, filter: &EventFilter) -> Vec<StoredEvent>;
     /// The latest event of a type for each of several intents, in one query.
     fn latest_events(&self, event_type: converge_core::EventType, intent_ids: &[String]) -> Vec<StoredEvent>;
-    /// Every event of a type about any of several intents, in append order.
+    /// Every event of a type about any of several intents, newest first.
     fn events_for(&self, event_type: converge_core::EventType, intent_ids: &[String], limit: u32) -> Vec<StoredEvent>;
     /// Commits observed for an intent.
     fn commit_links(&self, intent_id: &str) -> Vec<CommitLink>;

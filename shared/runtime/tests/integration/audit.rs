@@ -51,6 +51,8 @@ on_both_backends!(
     concurrent_commits_keep_each_chain_whole_and_every_tampering_is_found_where_it_is,
     retention_prunes_behind_a_signed_anchor_and_the_rest_still_verifies,
     events_from_before_the_chain_are_sealed_when_a_process_migrates,
+    verifying_while_events_are_appended_finds_the_chain_sound,
+    retention_keeps_the_events_of_intents_still_in_the_queue,
 );
 
 fn event(n: usize, tenant: Option<&str>, clock: &ManualClock) -> Event {
@@ -220,6 +222,15 @@ async fn concurrent_commits_keep_each_chain_whole_and_every_tampering_is_found_w
     assert_eq!(check.status(), "broken");
     assert_eq!(check.unchained_event.as_deref(), Some("slipped-in"));
     assert_eq!(check.checked, 1);
+
+    // The head removed: events without a head are reported.
+    execute(&store, "DELETE FROM audit_chains WHERE tenant = 'initech'").await;
+    let check = verify(&store, "initech", None).await;
+    assert_eq!(broken_at(&check), 0);
+    assert!(
+        check.first_broken.unwrap().reason.contains("no head"),
+        "a removed head reads as one"
+    );
 }
 
 async fn retention_prunes_behind_a_signed_anchor_and_the_rest_still_verifies(
@@ -383,4 +394,100 @@ async fn events_from_before_the_chain_are_sealed_when_a_process_migrates(
         .unwrap();
     let check = verify(&store, "acme", None).await;
     assert_eq!((check.status(), check.checked), ("valid", 4), "{check:?}");
+}
+
+async fn verifying_while_events_are_appended_finds_the_chain_sound(
+    store: Store,
+    clock: ManualClock,
+) {
+    let writer = {
+        let (store, clock) = (store.clone(), clock.clone());
+        tokio::spawn(async move {
+            for n in 0..300 {
+                store
+                    .commit(&Commit {
+                        events: vec![event(n, Some("busy"), &clock)],
+                        ..Commit::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut checked = 0;
+    while !writer.is_finished() {
+        let check = verify(&store, "busy", None).await;
+        assert_eq!(check.status(), "valid", "{check:?}");
+        checked += 1;
+    }
+    writer.await.unwrap();
+    let check = verify(&store, "busy", None).await;
+    assert_eq!((check.status(), check.checked), ("valid", 300));
+    assert!(checked > 0);
+}
+
+async fn retention_keeps_the_events_of_intents_still_in_the_queue(
+    store: Store,
+    clock: ManualClock,
+) {
+    let intent = converge_core::Intent::new("live-1", "feature/x", "main", clock.now());
+    let mut created = Event::about_intent(
+        "ev-live-created",
+        "t",
+        clock.now(),
+        EventType::IntentCreated,
+        "live-1",
+        serde_json::to_value(&intent).unwrap(),
+    );
+    created.tenant_id = None;
+    store
+        .commit(&Commit {
+            events: vec![event(0, None, &clock), created, event(2, None, &clock)],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    clock.advance(Duration::days(40));
+    let settings = AuditSettings {
+        events: Some(Duration::days(30)),
+        sent_outbox: None,
+        signing_key: Some(key()),
+        signing_key_secret_arn: None,
+    };
+    // The READY intent's creation is kept, and what follows it.
+    let report = apply_retention(&store, &settings, clock.now())
+        .await
+        .unwrap();
+    assert_eq!(report.events, 1, "{report:?}");
+    let check = verify(&store, "", Some(&key())).await;
+    assert_eq!(
+        (check.status(), check.from_index, check.checked),
+        ("valid", 1, 2)
+    );
+    // Rejected, it leaves the queue: its old events go at the next pass.
+    let mut rejected = Event::about_intent(
+        "ev-live-rejected",
+        "t",
+        clock.now(),
+        EventType::IntentRejected,
+        "live-1",
+        json!({"reason": "closed"}),
+    );
+    rejected.tenant_id = None;
+    store
+        .commit(&Commit {
+            events: vec![rejected],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    let report = apply_retention(&store, &settings, clock.now())
+        .await
+        .unwrap();
+    assert_eq!(report.events, 2, "{report:?}");
+    let check = verify(&store, "", Some(&key())).await;
+    assert_eq!(
+        (check.status(), check.from_index, check.checked),
+        ("valid", 3, 1)
+    );
 }

@@ -798,7 +798,8 @@ async fn changes_requested_hold_a_pull_request_until_its_reviewer_approves() {
         json!({
             "action": action,
             "review": {"id": review_id, "user": {"login": login}, "state": state,
-                       "submitted_at": format!("2026-12-04T10:00:{review_id:02}Z"), "commit_id": head},
+                       "submitted_at": format!("2026-12-04T10:00:{review_id:02}Z"), "commit_id": head,
+                       "author_association": "COLLABORATOR"},
             "pull_request": {"number": 10},
             "repository": {"full_name": REPO},
             "installation": {"id": INSTALLATION}

@@ -105,8 +105,9 @@ macro_rules! audit_operations {
             }
 
             /// Removes the events of a chain older than `cutoff`, from its start, up to
-            /// `batch` of them, after verifying them; leaves an anchor signed with `key` at the
-            /// last one removed. Returns how many were removed (0: nothing is old enough).
+            /// `batch` of them and never one of an intent still in the queue (nor anything
+            /// after it), after verifying them; leaves an anchor signed with `key` at the last
+            /// one removed. Returns how many were removed (0: nothing is old enough).
             /// A chain that does not verify is not pruned ([`StoreError::ChainBroken`]).
             pub async fn prune_chain(
                 &self,
@@ -150,12 +151,34 @@ macro_rules! audit_operations {
                 .bind(i64::from(batch.max(1)))
                 .fetch_all(&mut *tx)
                 .await?;
+                // The events of intents still in the queue are kept, and with them everything
+                // after them in the chain: their decision trail, checks and reviews are what
+                // the queue judges them by.
+                let mut live: std::collections::HashSet<String> = std::collections::HashSet::new();
+                let mentioned: std::collections::BTreeSet<String> = rows
+                    .iter()
+                    .filter_map(|row| row.try_get::<Option<String>, _>("intent_id").ok().flatten())
+                    .collect();
+                if !mentioned.is_empty() {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT id FROM intents WHERE status IN ('READY', 'VALIDATED', 'QUEUED') AND id IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for id in &mentioned {
+                        list.push_bind(id.clone());
+                    }
+                    q.push(")");
+                    let ids: Vec<(String,)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                    live.extend(ids.into_iter().map(|(id,)| id));
+                }
                 let mut verifier = converge_core::audit::Verifier::new(anchor.as_ref());
                 let mut last = None;
                 for row in &rows {
                     let stored = chained_event_from_row(row)?;
                     let event = stored.event.map_err(&broken)?;
-                    if event.timestamp >= cutoff {
+                    if event.timestamp >= cutoff
+                        || event.intent_id.as_ref().is_some_and(|id| live.contains(id))
+                    {
                         break;
                     }
                     let link = converge_core::audit::Link { index: stored.chain_index, hash: stored.chain_hash, event };

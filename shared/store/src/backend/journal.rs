@@ -429,7 +429,7 @@ macro_rules! journal_operations {
                 rows.iter().map(stored_event_from_row).collect()
             }
 
-            /// Every event of a type about any of several intents, in append order (at most
+            /// Every event of a type about any of several intents, newest first (the newest
             /// `limit`), in one query.
             pub async fn events_for(&self, event_type: converge_core::EventType, intent_ids: &[String], limit: u32) -> Result<Vec<$crate::StoredEvent>, $crate::StoreError> {
                 if intent_ids.is_empty() {
@@ -439,7 +439,7 @@ macro_rules! journal_operations {
                 let rows = sqlx::query(concat!(
                     "WITH ids(id) AS (", $id_list, ") ",
                     "SELECT e.* FROM events AS e WHERE e.event_type = $1 AND e.intent_id IN (SELECT id FROM ids) ",
-                    "ORDER BY e.seq LIMIT $3"
+                    "ORDER BY e.seq DESC LIMIT $3"
                 ))
                 .bind(event_type.as_str())
                 .bind(ids)

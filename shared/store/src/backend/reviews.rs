@@ -35,7 +35,7 @@ macro_rules! review_operations {
                 rows.iter().map(|row| stored_review_from_row(row).map(|s| s.task)).collect()
             }
 
-            /// Every review task of these intents (the queue's page), in one query.
+            /// The review tasks of these intents (the queue's page), newest first, in one query.
             pub async fn review_tasks_of(&self, intent_ids: &[String]) -> Result<Vec<converge_core::review::ReviewTask>, $crate::StoreError> {
                 if intent_ids.is_empty() {
                     return Ok(Vec::new());
@@ -44,7 +44,7 @@ macro_rules! review_operations {
                 // At most this many tasks for one page of intents: a bounded read.
                 const MOST: i64 = 10_000;
                 let rows = sqlx::query(concat!(
-                    "SELECT task, version FROM review_tasks WHERE intent_id IN (", $id_list, ") ORDER BY created_at, id LIMIT $1"
+                    "SELECT task, version FROM review_tasks WHERE intent_id IN (", $id_list, ") ORDER BY created_at DESC, id LIMIT $1"
                 ))
                 .bind(MOST)
                 .bind(ids)
