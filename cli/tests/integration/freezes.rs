@@ -106,6 +106,10 @@ async fn freezes_are_set_listed_lifted_and_resumed_with_tenants_and_roles_on_bot
         for (body, field) in [
             (json!({"reason": "  "}), "reason"),
             (
+                json!({"reason": format!("\n{}", "0".repeat(500))}),
+                "reason",
+            ),
+            (
                 json!({"reason": "x", "window": {"kind": "weekly", "from": "Fry 16:00", "to": "Mon 08:00"}}),
                 "window.from",
             ),

@@ -276,14 +276,14 @@ struct OverviewView {
     paused: Vec<crate::api::PausedKey>,
     /// Operators' freezes that hold or will hold merges (the newest [`FREEZE_ROWS`]).
     freezes: Vec<converge_core::freeze::Freeze>,
-    /// Open review tasks (the newest [`REVIEW_ROWS`] of each open status), soonest due first.
+    /// Open review tasks, the [`REVIEW_ROWS`] soonest due, soonest first.
     reviews: Vec<converge_core::review::ReviewTask>,
     dlq: String,
 }
 
 /// Freezes listed on the overview.
 const FREEZE_ROWS: u32 = 20;
-/// Open review tasks listed on the overview, per open status.
+/// Open review tasks listed on the overview.
 const REVIEW_ROWS: u32 = 20;
 
 async fn overview_view(state: &AppState, principal: &Principal) -> Result<OverviewView, ApiError> {
@@ -340,24 +340,14 @@ async fn overview_view(state: &AppState, principal: &Principal) -> Result<Overvi
         .into_iter()
         .filter(|f| f.is_live(now))
         .collect();
-    let mut reviews = Vec::new();
-    for status in converge_core::review::ReviewStatus::ALL
-        .into_iter()
-        .filter(|s| s.is_open())
-    {
-        let filter = converge_store::ReviewFilter {
+    let reviews = store
+        .review_tasks(&converge_store::ReviewFilter {
             tenant_id: tenant.clone(),
-            status: Some(status),
+            open_only: true,
             limit: REVIEW_ROWS,
             ..converge_store::ReviewFilter::default()
-        };
-        reviews.extend(store.review_tasks(&filter).await?);
-    }
-    reviews.sort_by(|a, b| {
-        a.sla_deadline
-            .cmp(&b.sla_deadline)
-            .then_with(|| a.id.cmp(&b.id))
-    });
+        })
+        .await?;
     let dlq = match &state.services.dlq {
         None => "not configured (CONVERGE_DLQ_URL)".to_owned(),
         Some(queue) => match queue.depth().await {

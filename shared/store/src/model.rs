@@ -218,6 +218,8 @@ pub struct ReviewFilter {
     pub status: Option<converge_core::review::ReviewStatus>,
     /// Only this reviewer's.
     pub reviewer: Option<String>,
+    /// Only open tasks (pending, assigned, in review, escalated), soonest due first.
+    pub open_only: bool,
     /// At most this many.
     pub limit: u32,
 }

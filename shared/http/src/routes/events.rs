@@ -88,6 +88,23 @@ pub(super) async fn events(
     typed(list_events(&state, &principal, q).await?)
 }
 
+/// The latest events of one type (50 unless the query says), newest first: what the
+/// `…/recent` and history routes of other resources answer.
+pub(super) async fn recent_of_type(
+    state: &AppState,
+    principal: &Principal,
+    q: LimitQuery,
+    event_type: EventType,
+) -> ApiResult {
+    let query = EventsQuery {
+        event_type: Some(event_type.as_str().to_owned()),
+        tenant_id: q.tenant_id,
+        limit: Some(q.limit.unwrap_or(50)),
+        ..EventsQuery::default()
+    };
+    typed(list_events(state, principal, query).await?)
+}
+
 /// `GET /audit/recent`: every event, newest first (operators).
 pub(super) async fn audit_recent(
     State(state): State<Arc<AppState>>,

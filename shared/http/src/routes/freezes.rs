@@ -155,6 +155,14 @@ pub(super) async fn create_freeze(
             }
         }
     };
+    // The document bounds the reason as sent; the freeze keeps it trimmed.
+    let sent = body.reason.chars().count();
+    if sent > converge_core::freeze::MAX_REASON_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "reason: at most {} characters, got {sent}",
+            converge_core::freeze::MAX_REASON_CHARS
+        )));
+    }
     let freeze = Freeze {
         id: format!("frz-{}", state.services.new_id()),
         tenant_id: principal.write_tenant(body.tenant_id)?,

@@ -174,6 +174,7 @@ pub(super) async fn list_reviews(
         intent_id: q.intent_id,
         status,
         reviewer: q.reviewer,
+        open_only: false,
         limit: page_limit(q.limit, REVIEWS_DEFAULT, REVIEWS_MAX)?,
     };
     let reviews = state.services.store.review_tasks(&filter).await?;

@@ -10,7 +10,7 @@ use converge_store::{EventFilter, StoredEvent};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::events::{EventsQuery, list_events};
+use super::events::recent_of_type;
 use super::*;
 use crate::AppState;
 use crate::api;
@@ -158,13 +158,7 @@ pub(super) async fn policy_recent(
     principal: Principal,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> ApiResult {
-    let query = EventsQuery {
-        event_type: Some(EventType::PolicyEvaluated.as_str().to_owned()),
-        tenant_id: q.tenant_id,
-        limit: Some(q.limit.unwrap_or(50)),
-        ..EventsQuery::default()
-    };
-    typed(list_events(&state, &principal, query).await?)
+    recent_of_type(&state, &principal, q, EventType::PolicyEvaluated).await
 }
 
 /// `GET /risk/policy/history`: every version of the tenant's risk policy, newest first (the
@@ -174,13 +168,7 @@ pub(super) async fn risk_policy_history(
     principal: Principal,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> ApiResult {
-    let query = EventsQuery {
-        event_type: Some(EventType::RiskPolicyUpdated.as_str().to_owned()),
-        tenant_id: q.tenant_id,
-        limit: Some(q.limit.unwrap_or(50)),
-        ..EventsQuery::default()
-    };
-    typed(list_events(&state, &principal, query).await?)
+    recent_of_type(&state, &principal, q, EventType::RiskPolicyUpdated).await
 }
 
 // Risk
@@ -190,13 +178,7 @@ pub(super) async fn risk_recent(
     principal: Principal,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> ApiResult {
-    let query = EventsQuery {
-        event_type: Some(EventType::RiskEvaluated.as_str().to_owned()),
-        tenant_id: q.tenant_id,
-        limit: Some(q.limit.unwrap_or(50)),
-        ..EventsQuery::default()
-    };
-    typed(list_events(&state, &principal, query).await?)
+    recent_of_type(&state, &principal, q, EventType::RiskEvaluated).await
 }
 
 /// `GET /risk/gate/report`: how often policy blocked, and the latest blocks.

@@ -63,6 +63,15 @@ macro_rules! audit_operations {
             /// oldest first, a page per transaction. Returns how many were chained.
             pub async fn seal_unchained_events(&self) -> Result<u64, $crate::StoreError> {
                 const PAGE: i64 = 500;
+                // Every process start comes here: a read (on the partial index of unchained
+                // rows) spares it a write transaction when, as almost always, nothing waits.
+                let waiting: Option<i64> =
+                    sqlx::query_scalar("SELECT seq FROM events WHERE chain_index IS NULL LIMIT 1")
+                        .fetch_optional(&self.pool)
+                        .await?;
+                if waiting.is_none() {
+                    return Ok(0);
+                }
                 let mut sealed = 0u64;
                 let mut after_seq = 0i64;
                 loop {

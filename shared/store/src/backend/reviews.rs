@@ -15,7 +15,7 @@ macro_rules! review_operations {
                 row.as_ref().map(stored_review_from_row).transpose()
             }
 
-            /// Review tasks, newest first, filtered.
+            /// Review tasks, newest first (open ones: soonest due first), filtered.
             pub async fn review_tasks(&self, filter: &$crate::ReviewFilter) -> Result<Vec<converge_core::review::ReviewTask>, $crate::StoreError> {
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT task, version FROM review_tasks WHERE 1 = 1");
                 if let Some(tenant) = &filter.tenant_id {
@@ -30,7 +30,12 @@ macro_rules! review_operations {
                 if let Some(reviewer) = &filter.reviewer {
                     q.push(" AND reviewer = ").push_bind(reviewer.clone());
                 }
-                q.push(" ORDER BY created_at DESC, id LIMIT ").push_bind(i64::from(filter.limit.max(1)));
+                if filter.open_only {
+                    q.push(" AND status IN ('pending', 'assigned', 'in_review', 'escalated') ORDER BY sla_deadline, id");
+                } else {
+                    q.push(" ORDER BY created_at DESC, id");
+                }
+                q.push(" LIMIT ").push_bind(i64::from(filter.limit.max(1)));
                 let rows = q.build().fetch_all(&self.pool).await?;
                 rows.iter().map(|row| stored_review_from_row(row).map(|s| s.task)).collect()
             }
