@@ -159,7 +159,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
-/// A JSON body that may be absent: no body (or only whitespace) means `T::default()`.
+/// A JSON body that may be absent: no body at all means `T::default()`. A body that is sent
+/// must be a JSON object; whitespace alone is not JSON and is refused like any other
+/// unreadable body (the schema-driven fuzzer sends a lone tab and expects a 400).
 pub struct OptionalJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
@@ -169,7 +171,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         let body = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(|e| ApiError::unreadable_body(&e, crate::BODY_LIMIT_BYTES))?;
-        if body.iter().all(u8::is_ascii_whitespace) {
+        if body.is_empty() {
             return Ok(OptionalJson(T::default()));
         }
         refuse_non_object(&body)?;
@@ -268,6 +270,44 @@ mod tests {
         for refused in ["3.5", "\"3\"", "-9223372036854775809", "1e300", "true"] {
             let json = format!(r#"{{"value": {refused}}}"#);
             assert!(priority(&json).is_err(), "{refused} was taken");
+        }
+    }
+
+    #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+    struct Reason {
+        #[serde(default)]
+        reason: Option<String>,
+    }
+
+    async fn optional(body: &'static str) -> Result<Reason, ApiError> {
+        let request = Request::builder()
+            .body(axum::body::Body::from(body))
+            .expect("a request");
+        OptionalJson::<Reason>::from_request(request, &())
+            .await
+            .map(|OptionalJson(reason)| reason)
+    }
+
+    #[tokio::test]
+    async fn an_optional_body_is_absent_only_when_nothing_is_sent() {
+        assert_eq!(optional("").await.ok(), Some(Reason::default()));
+        assert_eq!(
+            optional(r#" {"reason": "why"} "#).await.ok(),
+            Some(Reason {
+                reason: Some("why".to_owned())
+            })
+        );
+        for refused in ["\t", " ", "\n\n", "[]", "null", "{"] {
+            let body: &'static str = Box::leak(
+                refused
+                    .replace("\\t", "\t")
+                    .replace("\\n", "\n")
+                    .into_boxed_str(),
+            );
+            assert!(
+                matches!(optional(body).await, Err(ApiError::BadRequest(_))),
+                "{refused:?} was taken"
+            );
         }
     }
 }
