@@ -14,6 +14,7 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Pinned, like the snapshot settings: a variable left in a developer's shell must not point the
 # run elsewhere, accept changed snapshots, or pass failing ones.
 export CONVERGE_FIXTURES_DIR="$(cd .. && pwd)/shared/fixtures/risk"
+export CONVERGE_ANALYTICS_FIXTURES_DIR="$(cd .. && pwd)/shared/fixtures/analytics"
 export INSTA_UPDATE=no INSTA_FORCE_PASS=0
 
 step() { printf '\n== %s\n' "$*"; }

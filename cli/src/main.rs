@@ -5,10 +5,11 @@
 //! with `--local` run the same API in process on the configured database; `queue redrive`
 //! talks to SQS instead. `doctor` checks the API that way and also reaches the database, SQS
 //! and the GitHub App directly.
-//! Offline evaluations (`risk eval`, `policy eval`) need neither. Store administration
+//! Offline evaluations (`risk eval`, `policy eval`, `analytics eval`) need neither. Store administration
 //! (`migrate`, `projections rebuild`, `backfill`) works on the database; `serve` and `worker`
 //! run Converge. Exit codes: 0 ok, 1 error, 2 usage, 3 a check failed.
 
+mod analytics;
 mod assess;
 mod client;
 mod demo;
@@ -71,6 +72,9 @@ enum Command {
     /// Policy gates for a change.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Analytics: repository health, verification debt, compliance, predictions.
+    #[command(subcommand)]
+    Analytics(AnalyticsCommand),
     /// API keys.
     #[command(subcommand)]
     Keys(ops::KeysCommand),
@@ -141,6 +145,14 @@ enum PolicyCommand {
     Recent(ops::TenantArgs),
 }
 
+#[derive(Debug, Subcommand)]
+enum AnalyticsCommand {
+    /// Compute the original's nine analytics (health, change health, prediction, compliance,
+    /// debt, predictions, metrics, export, calibration) for a store given as a file, offline,
+    /// reproducing the original's quirks (see docs/architecture.md, "Analytics").
+    Eval(analytics::EvalArgs),
+}
+
 #[derive(Debug, Args)]
 struct EvalArgs {
     /// JSON file holding `{"input": {"intent": …, "simulation": …, "coupling": […]}}`
@@ -158,6 +170,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Risk(RiskCommand::Eval(args)) => eval(&args, out, assess::Focus::Risk),
         Command::Policy(PolicyCommand::Eval(args)) => eval(&args, out, assess::Focus::Policy),
+        Command::Analytics(AnalyticsCommand::Eval(args)) => analytics::eval(&args, out),
         Command::Migrate => state::run(state::migrate(), out).map_err(CliError::from),
         Command::Projections(ProjectionsCommand::Rebuild) => {
             let spinner = progress::spinner("rebuilding the intents projection");

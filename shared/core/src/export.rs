@@ -101,10 +101,60 @@ pub const CSV_COLUMNS: [&str; 28] = [
     "graph_density",
 ];
 
+/// What a record takes from the intent itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordHead {
+    /// The intent.
+    pub intent_id: String,
+    /// Its source branch.
+    pub source: String,
+    /// Its target branch.
+    pub target: String,
+    /// Its status.
+    pub status: String,
+    /// Its risk level.
+    pub risk_level: String,
+    /// Its priority.
+    pub priority: i64,
+    /// Failed attempts so far.
+    pub retries: i64,
+    /// Its tenant.
+    pub tenant_id: Option<String>,
+    /// When it was created, as the record prints it.
+    pub created_at: Value,
+}
+
+impl RecordHead {
+    /// The head of `intent`'s record.
+    pub fn of(intent: &Intent) -> RecordHead {
+        RecordHead {
+            intent_id: intent.id.clone(),
+            source: intent.source.clone(),
+            target: intent.target.clone(),
+            status: intent.status.as_str().to_owned(),
+            risk_level: intent.risk_level.as_str().to_owned(),
+            priority: intent.priority,
+            retries: i64::from(intent.retries),
+            tenant_id: intent.tenant_id.clone(),
+            created_at: serde_json::to_value(intent.created_at).unwrap_or(Value::Null),
+        }
+    }
+}
+
 /// The record of `intent`, given the payloads of its latest risk evaluation, merge simulation
 /// and policy evaluation (each `None` when it has none).
 pub fn decision_record(
     intent: &Intent,
+    risk: Option<&Value>,
+    simulation: Option<&Value>,
+    policy: Option<&Value>,
+) -> DecisionRecord {
+    record_of(RecordHead::of(intent), risk, simulation, policy)
+}
+
+/// The record of an intent given as its head, with the payloads of its latest evaluations.
+pub fn record_of(
+    head: RecordHead,
     risk: Option<&Value>,
     simulation: Option<&Value>,
     policy: Option<&Value>,
@@ -139,15 +189,15 @@ pub fn decision_record(
         })
         .unwrap_or_default();
     DecisionRecord {
-        intent_id: intent.id.clone(),
-        source: intent.source.clone(),
-        target: intent.target.clone(),
-        status: intent.status.as_str().to_owned(),
-        risk_level: intent.risk_level.as_str().to_owned(),
-        priority: intent.priority,
-        retries: i64::from(intent.retries),
-        tenant_id: intent.tenant_id.clone(),
-        created_at: serde_json::to_value(intent.created_at).unwrap_or(Value::Null),
+        intent_id: head.intent_id,
+        source: head.source,
+        target: head.target,
+        status: head.status,
+        risk_level: head.risk_level,
+        priority: head.priority,
+        retries: head.retries,
+        tenant_id: head.tenant_id,
+        created_at: head.created_at,
         mergeable: field(simulation, "mergeable"),
         conflict_count: count(simulation, "conflicts"),
         files_changed_count: count(simulation, "files_changed"),

@@ -1,6 +1,8 @@
 //! The Converge domain, pure: what Converge *does*, with no I/O.
 //!
 //! - [`intent`]: intents, their statuses and the legal moves between them;
+//! - [`analytics`]: repository and change health, verification debt, compliance, predictions,
+//!   integration metrics and calibration, from tallies of the event log (the original's formulas);
 //! - [`approvals`]: pull request reviews on the code host as a gate (approvals, changes requested);
 //! - [`event`]: the immutable event record and the one registry of event types;
 //! - [`export`]: the decision export's record per intent (JSON lines and CSV);
@@ -21,6 +23,7 @@
 //! Nothing here depends on a database, an HTTP stack, an AWS SDK or an async runtime; a CI step
 //! (`scripts/check-core-purity.sh`) keeps it that way.
 
+pub mod analytics;
 pub mod approvals;
 pub mod assessment;
 pub mod audit;
