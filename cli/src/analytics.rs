@@ -76,3 +76,329 @@ fn summary(report: &LogReport) -> String {
     ));
     lines.join("\n")
 }
+
+/// `converge analytics …` against the API: how integration is going.
+#[derive(Debug, clap::Subcommand)]
+pub enum ReadCommand {
+    /// Repository health now: the score, its parts and its lessons.
+    Health(crate::ops::TenantArgs),
+    /// Repository health over the last days (the hourly snapshots).
+    Trend(TrendArgs),
+    /// One intent's health from its latest evaluations.
+    Change(crate::ops::IntentId),
+    /// The entropy of each risk evaluation over the last days.
+    Entropy(TrendArgs),
+    /// Where health is heading (exit 3 when it calls for stopping intake).
+    Predict(PredictArgs),
+    /// Verification debt now (with `--trend`: over the last days).
+    Debt(DebtArgs),
+    /// Issues the last two days show.
+    Predictions(crate::ops::TenantArgs),
+    /// Decision counts (all time).
+    Metrics(crate::ops::TenantArgs),
+    /// Everything the dashboard shows, in one answer.
+    Dashboard(crate::ops::TenantArgs),
+}
+
+/// A trend's span.
+#[derive(Debug, Args)]
+pub struct TrendArgs {
+    /// Days back, 1 to 365.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// Only this tenant (admins; a tenant's key implies its own).
+    #[arg(long)]
+    tenant_id: Option<String>,
+}
+
+/// `analytics predict` arguments.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Snapshots of the last twice this many days are read; 1 to 90.
+    #[arg(long, default_value_t = 7)]
+    horizon_days: u32,
+    /// Only this tenant (admins; a tenant's key implies its own).
+    #[arg(long)]
+    tenant_id: Option<String>,
+}
+
+/// `analytics debt` arguments.
+#[derive(Debug, Args)]
+pub struct DebtArgs {
+    /// The hourly snapshots of the last `--days` days instead of the debt now.
+    #[arg(long)]
+    trend: bool,
+    /// Days back for `--trend`, 1 to 365.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// Only this tenant (admins; a tenant's key implies its own).
+    #[arg(long)]
+    tenant_id: Option<String>,
+}
+
+/// `converge compliance …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ComplianceCommand {
+    /// The compliance report against the tenant's thresholds.
+    Report(ComplianceArgs),
+    /// The checks that fail now.
+    Alerts(ComplianceArgs),
+}
+
+/// `compliance report|alerts` arguments.
+#[derive(Debug, Args)]
+pub struct ComplianceArgs {
+    /// Exit 3 when a check fails.
+    #[arg(long)]
+    fail_on_alert: bool,
+    /// Only this tenant (admins; a tenant's key implies its own).
+    #[arg(long)]
+    tenant_id: Option<String>,
+}
+
+fn points(out: &Output, answer: &Value, columns: &[crate::output::Column<'_>]) -> String {
+    let rows = answer["points"].as_array().map_or(&[][..], Vec::as_slice);
+    out.table(rows, columns)
+}
+
+/// Runs an `analytics` read.
+pub async fn read(
+    api: &crate::client::ApiClient,
+    out: Output,
+    command: ReadCommand,
+) -> Result<(), CliError> {
+    let tenant = |t: Option<String>| ("tenant_id", t);
+    match command {
+        ReadCommand::Health(args) => {
+            let answer = api
+                .get("/health/repo/now", &[tenant(args.tenant_id)])
+                .await?;
+            out.emit(&answer, |o| health_text(o, &answer))?;
+        }
+        ReadCommand::Trend(args) => {
+            let answer = api
+                .get(
+                    "/health/repo/trend",
+                    &[
+                        tenant(args.tenant_id),
+                        ("days", Some(args.days.to_string())),
+                    ],
+                )
+                .await?;
+            out.emit(&answer, |o| {
+                points(
+                    o,
+                    &answer,
+                    &[
+                        ("at", "/at"),
+                        ("score", "/snapshot/repo_health_score"),
+                        ("status", "/snapshot/status"),
+                        ("mergeable", "/snapshot/mergeable_rate"),
+                        ("entropy", "/snapshot/entropy_score"),
+                    ],
+                )
+            })?;
+        }
+        ReadCommand::Change(args) => {
+            let answer = api
+                .get("/health/change", &[("intent_id", Some(args.intent_id))])
+                .await?;
+            out.emit(&answer, |o| health_text(o, &answer))?;
+        }
+        ReadCommand::Entropy(args) => {
+            let answer = api
+                .get(
+                    "/health/entropy/trend",
+                    &[
+                        tenant(args.tenant_id),
+                        ("days", Some(args.days.to_string())),
+                    ],
+                )
+                .await?;
+            out.emit(&answer, |o| {
+                points(
+                    o,
+                    &answer,
+                    &[
+                        ("timestamp", "/timestamp"),
+                        ("intent", "/intent_id"),
+                        ("entropy", "/entropy_score"),
+                    ],
+                )
+            })?;
+        }
+        ReadCommand::Predict(args) => {
+            let answer = api
+                .get(
+                    "/health/predict",
+                    &[
+                        tenant(args.tenant_id),
+                        ("horizon_days", Some(args.horizon_days.to_string())),
+                    ],
+                )
+                .await?;
+            out.emit(&answer, |o| {
+                let mut text = o.pairs(&answer);
+                if let Some(signals) = answer["signals"].as_array() {
+                    text.push('\n');
+                    text.push_str(&o.table(
+                        signals,
+                        &[
+                            ("signal", "/signal"),
+                            ("severity", "/severity"),
+                            ("message", "/message"),
+                        ],
+                    ));
+                }
+                text
+            })?;
+            if answer["should_gate"] == true {
+                return Err(CliError::CheckFailed(format!(
+                    "health is projected to turn red: {}",
+                    answer["recommendation"].as_str().unwrap_or_default()
+                )));
+            }
+        }
+        ReadCommand::Debt(args) => {
+            if args.trend {
+                let answer = api
+                    .get(
+                        "/verification/debt/trend",
+                        &[
+                            tenant(args.tenant_id),
+                            ("days", Some(args.days.to_string())),
+                        ],
+                    )
+                    .await?;
+                out.emit(&answer, |o| {
+                    points(
+                        o,
+                        &answer,
+                        &[
+                            ("at", "/at"),
+                            ("debt", "/snapshot/debt_score"),
+                            ("status", "/snapshot/status"),
+                        ],
+                    )
+                })?;
+            } else {
+                let answer = api
+                    .get("/verification/debt", &[tenant(args.tenant_id)])
+                    .await?;
+                out.emit(&answer, |o| o.pairs(&answer))?;
+            }
+        }
+        ReadCommand::Predictions(args) => {
+            let answer = api.get("/predictions", &[tenant(args.tenant_id)]).await?;
+            out.emit(&answer, |o| {
+                let rows = answer["predictions"]
+                    .as_array()
+                    .map_or(&[][..], Vec::as_slice);
+                o.table(
+                    rows,
+                    &[
+                        ("signal", "/signal"),
+                        ("severity", "/severity"),
+                        ("message", "/message"),
+                        ("recommendation", "/recommendation"),
+                    ],
+                )
+            })?;
+        }
+        ReadCommand::Metrics(args) => {
+            let answer = api
+                .get("/metrics/integration", &[tenant(args.tenant_id)])
+                .await?;
+            out.emit(&answer, |o| o.pairs(&answer))?;
+        }
+        ReadCommand::Dashboard(args) => {
+            let answer = api.get("/dashboard", &[tenant(args.tenant_id)]).await?;
+            out.emit(&answer, |o| {
+                let mut text = health_text(o, &answer["health"]);
+                text.push_str(&format!(
+                    "\ndebt: {} ({})\ncompliance: {}\nalerts: {}",
+                    answer["debt"]["debt_score"],
+                    answer["debt"]["status"].as_str().unwrap_or_default(),
+                    if answer["compliance"]["passed"] == true {
+                        "passed"
+                    } else {
+                        "failed"
+                    },
+                    answer["alerts"].as_array().map_or(0, Vec::len)
+                ));
+                text
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A health answer (repository or change) as text: its figures, then its lessons.
+fn health_text(out: &Output, answer: &Value) -> String {
+    let mut figures = answer.clone();
+    let learning = figures
+        .as_object_mut()
+        .and_then(|m| m.remove("learning"))
+        .unwrap_or(Value::Null);
+    let mut text = out.pairs(&figures);
+    if let Some(summary) = learning["summary"].as_str() {
+        text.push_str(&format!("\n\n{summary}"));
+    }
+    let lessons = learning["lessons"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    if !lessons.is_empty() {
+        text.push('\n');
+        text.push_str(&out.table(
+            lessons,
+            &[
+                ("priority", "/priority"),
+                ("lesson", "/title"),
+                ("action", "/action"),
+            ],
+        ));
+    }
+    text
+}
+
+/// Runs a `compliance` read; exit 3 on a failed check with `--fail-on-alert`.
+pub async fn compliance(
+    api: &crate::client::ApiClient,
+    out: Output,
+    command: ComplianceCommand,
+) -> Result<(), CliError> {
+    let (path, args) = match command {
+        ComplianceCommand::Report(args) => ("/compliance/report", args),
+        ComplianceCommand::Alerts(args) => ("/compliance/alerts", args),
+    };
+    let answer = api.get(path, &[("tenant_id", args.tenant_id)]).await?;
+    let columns: &[crate::output::Column<'_>] = &[
+        ("check", "/name"),
+        ("value", "/value"),
+        ("op", "/op"),
+        ("threshold", "/threshold"),
+        ("passed", "/passed"),
+    ];
+    out.emit(&answer, |o| {
+        let key = if path.ends_with("report") {
+            "checks"
+        } else {
+            "alerts"
+        };
+        let rows = answer[key].as_array().map_or(&[][..], Vec::as_slice);
+        o.table(rows, columns)
+    })?;
+    let failed: Vec<&str> = answer["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    if args.fail_on_alert && !failed.is_empty() {
+        return Err(CliError::CheckFailed(format!(
+            "compliance checks failed: {}",
+            failed.join(", ")
+        )));
+    }
+    Ok(())
+}

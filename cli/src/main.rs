@@ -72,9 +72,13 @@ enum Command {
     /// Policy gates for a change.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Analytics: repository health, verification debt, compliance, predictions.
+    /// Analytics: repository and change health, predictions, verification debt, metrics, the
+    /// dashboard's aggregate; `eval` computes them offline for a store given as a file.
     #[command(subcommand)]
     Analytics(AnalyticsCommand),
+    /// Compliance: the report against the tenant's thresholds, and its alerts.
+    #[command(subcommand)]
+    Compliance(analytics::ComplianceCommand),
     /// API keys.
     #[command(subcommand)]
     Keys(ops::KeysCommand),
@@ -147,6 +151,8 @@ enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 enum AnalyticsCommand {
+    #[command(flatten)]
+    Read(analytics::ReadCommand),
     /// Compute the original's nine analytics (health, change health, prediction, compliance,
     /// debt, predictions, metrics, export, calibration) for a store given as a file, offline,
     /// reproducing the original's quirks (see docs/architecture.md, "Analytics").
@@ -231,6 +237,8 @@ fn operate(api: &ops::ApiArgs, out: Output, command: Command) -> Result<(), CliE
             Command::Policy(PolicyCommand::Recent(args)) => {
                 ops::policy_recent(&client, out, args).await
             }
+            Command::Analytics(AnalyticsCommand::Read(c)) => analytics::read(&client, out, c).await,
+            Command::Compliance(c) => analytics::compliance(&client, out, c).await,
             Command::Keys(c) => ops::keys(&client, out, c).await,
             Command::Flags(c) => ops::flags(&client, out, c).await,
             other => Err(CliError::Other(anyhow::anyhow!(

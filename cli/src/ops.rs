@@ -123,7 +123,7 @@ pub struct IntentList {
 pub struct IntentId {
     /// The intent.
     #[arg(long)]
-    intent_id: String,
+    pub(crate) intent_id: String,
 }
 
 /// Options of `intent status`.
@@ -332,7 +332,7 @@ pub struct QueueInspect {
 pub struct TenantArgs {
     /// Only this tenant (admins; a tenant's key implies its own).
     #[arg(long)]
-    tenant_id: Option<String>,
+    pub(crate) tenant_id: Option<String>,
 }
 
 /// `converge audit …`.

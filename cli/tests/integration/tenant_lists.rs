@@ -16,7 +16,8 @@ const ACME_MARKERS: [&str; 2] = ["acme-secret-7f3a", "acme-only-branch"];
 
 /// GET routes that read one object and so need its id in the query; the isolation matrix of
 /// `api.rs` covers them. Any other route with a required parameter fails this test.
-const NEEDS_AN_OBJECT: [&str; 3] = [
+const NEEDS_AN_OBJECT: [&str; 4] = [
+    "/v1/health/change",
     "/v1/risk/review",
     "/v1/impact/edges",
     "/v1/diagnostics/recent",

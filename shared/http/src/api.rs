@@ -460,45 +460,11 @@ pub struct RiskPolicySet {
     pub version: i64,
 }
 
-/// `GET /metrics/integration`: decision counts from the event log.
+/// `GET /summary`: the queue and repository health at a glance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IntegrationMetrics {
-    /// Decisions by kind.
-    pub decision_distribution: DecisionCounts,
-    /// Simulations that merged cleanly.
-    pub mergeable: usize,
-    /// `mergeable` over `total_simulations`, rounded to 3 places.
-    pub mergeable_rate: f64,
-    /// The tenant counted (none: every tenant).
-    pub tenant_id: Option<String>,
-    /// When this was read.
-    pub timestamp: DateTime<Utc>,
-    /// `intent.blocked` events.
-    pub total_blocked: usize,
-    /// `intent.merged` events.
-    pub total_merged: usize,
-    /// `intent.rejected` events.
-    pub total_rejected: usize,
-    /// `simulation.completed` events.
-    pub total_simulations: usize,
-}
-
-/// Decisions by kind.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DecisionCounts {
-    /// Blocked.
-    pub blocked: usize,
-    /// Merged.
-    pub merged: usize,
-    /// Rejected.
-    pub rejected: usize,
-    /// Validated.
-    pub validated: usize,
-}
-
-/// `GET /summary`: the queue at a glance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
+    /// Repository health now (`converge_core::analytics::RepoHealth`).
+    pub health: Value,
     /// The queue.
     pub queue: QueueState,
     /// The tenant (none: every tenant).

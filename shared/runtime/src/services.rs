@@ -84,6 +84,8 @@ pub struct Services {
     pub audit: AuditSettings,
     /// When this process last applied retention.
     retention_ran: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// The UTC hour (`YYYYMMDDTHH`) this process last took the analytics snapshots in.
+    snapshot_hour: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Services {
@@ -105,6 +107,7 @@ impl Services {
             queue_wakeup: Arc::new(tokio::sync::Notify::new()),
             audit: AuditSettings::default(),
             retention_ran: Arc::default(),
+            snapshot_hour: Arc::default(),
         }
     }
 
@@ -183,6 +186,7 @@ impl Services {
             queue_wakeup: Arc::new(tokio::sync::Notify::new()),
             audit,
             retention_ran: Arc::default(),
+            snapshot_hour: Arc::default(),
         })
     }
 
@@ -222,16 +226,47 @@ impl Services {
         }
     }
 
-    /// The scheduled upkeep: escalates review tasks past their SLA, and applies retention
-    /// when it is due. The worker function runs it with every sweep; `converge serve` and
-    /// `converge worker` every minute ([`Services::run_maintenance`]). Failures are logged and
-    /// tried again next time.
+    /// Takes the hour's analytics snapshots (each tenant's health and debt) unless this
+    /// process already did; another process that did first makes this one's a no-op.
+    pub async fn take_snapshots_if_due(&self) {
+        let now = self.clock.now();
+        let hour = now.format("%Y%m%dT%H").to_string();
+        {
+            let Ok(mut last) = self.snapshot_hour.lock() else {
+                return;
+            };
+            if last.as_deref() == Some(hour.as_str()) {
+                return;
+            }
+            *last = Some(hour);
+        }
+        match crate::analytics::take_snapshots(&self.store, &RandomIds, now).await {
+            Ok(report) => tracing::debug!(
+                taken = report.taken,
+                already = report.already,
+                "analytics snapshots taken"
+            ),
+            Err(e) => {
+                // Try again at the next upkeep.
+                if let Ok(mut last) = self.snapshot_hour.lock() {
+                    *last = None;
+                }
+                tracing::warn!("analytics snapshots failed: {e}");
+            }
+        }
+    }
+
+    /// The scheduled upkeep: escalates review tasks past their SLA, takes the hour's
+    /// analytics snapshots, and applies retention when it is due. The worker function runs it
+    /// with every sweep; `converge serve` and `converge worker` every minute
+    /// ([`Services::run_maintenance`]). Failures are logged and tried again next time.
     pub async fn maintain(&self) {
         match crate::reviews::escalate_overdue(self).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(escalated = n, "{n} review task(s) past their SLA escalated"),
             Err(e) => tracing::warn!("review SLA check failed: {e}"),
         }
+        self.take_snapshots_if_due().await;
         self.apply_retention_if_due().await;
     }
 

@@ -38,11 +38,11 @@ use converge_core::pipeline::Clock;
 
 pub use error::StoreError;
 pub use model::{
-    ApiKeyRecord, ChainedEvent, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome,
-    EventFilter, Expected, FencingToken, FlagSetting, FreezeWrite, IdempotencyClaim, IntentCount,
-    IntentCursor, IntentFilter, KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage,
-    ReviewCounts, ReviewFilter, ReviewWrite, StoredEvent, StoredIntent, StoredReview,
-    VersionedDocument,
+    ApiKeyRecord, ChainedEvent, Commit, CommitLink, DailyTally, DecisionTrail, Delivery,
+    DeliveryOutcome, EventFilter, Expected, FencingToken, FlagSetting, FreezeWrite,
+    IdempotencyClaim, IntentCount, IntentCursor, IntentFilter, KeyHold, Lease, LeaseState,
+    OutboxEntry, OutboxMessage, ReviewCounts, ReviewFilter, ReviewWrite, StoredEvent, StoredIntent,
+    StoredReview, VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::{SqliteDurability, SqliteStore};
@@ -168,6 +168,11 @@ mod migrations {
                 "review tasks",
                 include_str!("../migrations/postgres/0013_review_tasks.sql"),
             ),
+            (
+                14,
+                "event tallies",
+                include_str!("../migrations/postgres/0014_event_tallies.sql"),
+            ),
         ])
     }
 
@@ -237,6 +242,11 @@ mod migrations {
                 13,
                 "review tasks",
                 include_str!("../migrations/sqlite/0013_review_tasks.sql"),
+            ),
+            (
+                14,
+                "event tallies",
+                include_str!("../migrations/sqlite/0014_event_tallies.sql"),
             ),
         ])
     }
@@ -691,6 +701,18 @@ forward! {
     fn compliance_thresholds(&self, tenant: &str) -> Option<VersionedDocument>;
     /// Replaces a tenant's compliance thresholds.
     fn put_compliance_thresholds(&self, tenant: &str, data: &serde_json::Value) -> ();
+    /// Counts and means of a tenant's events in a time window.
+    fn window_tally(&self, tenant: Option<&str>, from: DateTime<Utc>, until: Option<DateTime<Utc>>) -> converge_core::analytics::WindowTally;
+    /// All-time decision counts of a tenant, from the maintained tallies.
+    fn log_totals(&self, tenant: Option<&str>) -> converge_core::analytics::LogTotals;
+    /// Events per day and type of a tenant, from the maintained tallies.
+    fn daily_tallies(&self, tenant: Option<&str>, from_day: &str, event_types: &[converge_core::EventType]) -> Vec<DailyTally>;
+    /// A tenant's intents as the health and debt formulas count them.
+    fn intent_tally(&self, tenant: Option<&str>, stale_before: DateTime<Utc>) -> converge_core::analytics::IntentTally;
+    /// The tenants that have intents (`""` for none), in name order.
+    fn tenants(&self, limit: u32) -> Vec<String>;
+    /// Review tasks pending or assigned.
+    fn waiting_review_count(&self, tenant: Option<&str>) -> u64;
     /// An audit chain's head (`""`: events without a tenant).
     fn audit_head(&self, chain: &str) -> Option<converge_core::audit::Head>;
     /// The anchor retention left in an audit chain.

@@ -440,3 +440,16 @@ pub struct ChainedEvent {
     /// The event, or why the stored row does not read as one (a hand-edited row).
     pub event: Result<Event, String>,
 }
+
+/// Events of one type on one UTC day (from the maintained tallies).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DailyTally {
+    /// The day, `YYYY-MM-DD`.
+    pub day: String,
+    /// The type.
+    pub event_type: converge_core::EventType,
+    /// How many.
+    pub events: i64,
+    /// Of `simulation.completed`, how many merged cleanly.
+    pub mergeable: i64,
+}

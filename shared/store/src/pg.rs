@@ -120,6 +120,12 @@ store_operations!(
     id_list = "SELECT jsonb_array_elements_text(CAST($2 AS jsonb))"
 );
 
+crate::backend::analytics::analytics_operations!(
+    PgStore,
+    sqlx::Postgres,
+    window_columns = "COUNT(*) FILTER (WHERE event_type = 'simulation.completed') AS simulations, COUNT(*) FILTER (WHERE event_type = 'simulation.completed' AND payload->'mergeable' = 'true'::jsonb) AS mergeable, COUNT(*) FILTER (WHERE event_type = 'risk.evaluated') AS risk_evaluations, AVG(COALESCE((payload->>'entropy_score')::float8, 0)) FILTER (WHERE event_type = 'risk.evaluated') AS entropy_mean, AVG(COALESCE((payload->>'propagation_score')::float8, 0)) FILTER (WHERE event_type = 'risk.evaluated') AS propagation_mean, AVG(COALESCE((payload->>'containment_score')::float8, 1)) FILTER (WHERE event_type = 'risk.evaluated') AS containment_mean, COUNT(*) FILTER (WHERE event_type = 'risk.evaluated' AND COALESCE((payload->>'propagation_score')::float8, 0) > 40) AS high_propagation, COUNT(*) FILTER (WHERE event_type = 'intent.merged') AS merged, COUNT(*) FILTER (WHERE event_type = 'intent.rejected') AS rejected, COUNT(*) FILTER (WHERE event_type = 'intent.requeued') AS requeued, COUNT(*) FILTER (WHERE event_type = 'semantic_conflict.detected') AS semantic_conflicts"
+);
+
 /// Timestamps inside JSON built by PostgreSQL (`2026-11-27T21:00:00.123456+00:00`).
 fn parse_json_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text)

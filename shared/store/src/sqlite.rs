@@ -255,6 +255,12 @@ store_operations!(
     id_list = "SELECT value FROM json_each($2)"
 );
 
+crate::backend::analytics::analytics_operations!(
+    SqliteStore,
+    sqlx::Sqlite,
+    window_columns = "COUNT(*) FILTER (WHERE event_type = 'simulation.completed') AS simulations, COUNT(*) FILTER (WHERE event_type = 'simulation.completed' AND json_type(payload, '$.mergeable') = 'true') AS mergeable, COUNT(*) FILTER (WHERE event_type = 'risk.evaluated') AS risk_evaluations, AVG(COALESCE(CAST(json_extract(payload, '$.entropy_score') AS REAL), 0.0)) FILTER (WHERE event_type = 'risk.evaluated') AS entropy_mean, AVG(COALESCE(CAST(json_extract(payload, '$.propagation_score') AS REAL), 0.0)) FILTER (WHERE event_type = 'risk.evaluated') AS propagation_mean, AVG(COALESCE(CAST(json_extract(payload, '$.containment_score') AS REAL), 1.0)) FILTER (WHERE event_type = 'risk.evaluated') AS containment_mean, COUNT(*) FILTER (WHERE event_type = 'risk.evaluated' AND COALESCE(CAST(json_extract(payload, '$.propagation_score') AS REAL), 0.0) > 40) AS high_propagation, COUNT(*) FILTER (WHERE event_type = 'intent.merged') AS merged, COUNT(*) FILTER (WHERE event_type = 'intent.rejected') AS rejected, COUNT(*) FILTER (WHERE event_type = 'intent.requeued') AS requeued, COUNT(*) FILTER (WHERE event_type = 'semantic_conflict.detected') AS semantic_conflicts"
+);
+
 /// Timestamps inside JSON built by SQLite are the stored text.
 fn parse_json_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {
     parse_ts(text)

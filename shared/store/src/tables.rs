@@ -303,6 +303,20 @@ pub(crate) const TABLES: &[Table] = &[
         append_only: false,
     },
     Table {
+        name: "event_tallies",
+        key: &["tenant", "event_type", "day"],
+        columns: &[
+            ("tenant", Text),
+            ("event_type", Text),
+            ("day", Text),
+            ("events", Int),
+            ("mergeable", Int),
+        ],
+        serial: None,
+        ephemeral: None,
+        append_only: false,
+    },
+    Table {
         name: "review_tasks",
         key: &["id"],
         columns: &[

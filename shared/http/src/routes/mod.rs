@@ -7,6 +7,7 @@
 //! body is parsed); handlers then confine what they read or write to the caller's tenant:
 //! another tenant's single objects are 404, writes into another tenant 403.
 
+mod analytics;
 mod audit;
 mod auth;
 mod events;
@@ -226,6 +227,7 @@ pub(crate) fn table() -> Vec<Route> {
         flags::routes(),
         freezes::routes(),
         summary::routes(),
+        analytics::routes(),
     ]
     .into_iter()
     .flatten()

@@ -157,6 +157,7 @@ macro_rules! journal_operations {
                 // (tenants in name order, like the versions below) and moved on here.
                 let links = chain_events(&mut tx, &commit.events).await?;
                 let seqs = insert_events(&mut tx, &commit.events, &links).await?;
+                tally_events(&mut tx, &commit.events).await?;
                 for link in &commit.commit_links {
                     sqlx::query(
                         "INSERT INTO intent_commit_links (intent_id, repo, sha, role, observed_at) \
@@ -719,6 +720,46 @@ macro_rules! journal_operations {
                 }
             }
             Ok(seqs)
+        }
+
+        /// Adds the events to the per-tenant, per-type, per-day counts (`event_tallies`), in
+        /// key order. A tenant's rows are only written under its audit chain's head lock,
+        /// taken earlier in the commit, so these upserts never wait on each other in a cycle.
+        async fn tally_events(
+            tx: &mut WriteTx,
+            events: &[converge_core::Event],
+        ) -> Result<(), $crate::StoreError> {
+            let mut tallies: std::collections::BTreeMap<(&str, &str, String), (i64, i64)> =
+                std::collections::BTreeMap::new();
+            for event in events {
+                let key = (
+                    event.tenant_id.as_deref().unwrap_or(""),
+                    event.event_type.as_str(),
+                    event.timestamp.format("%Y-%m-%d").to_string(),
+                );
+                let entry = tallies.entry(key).or_default();
+                entry.0 += 1;
+                if event.event_type == converge_core::EventType::SimulationCompleted
+                    && event.payload.get("mergeable") == Some(&serde_json::Value::Bool(true))
+                {
+                    entry.1 += 1;
+                }
+            }
+            for ((tenant, event_type, day), (count, mergeable)) in tallies {
+                sqlx::query(
+                    "INSERT INTO event_tallies (tenant, event_type, day, events, mergeable) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (tenant, event_type, day) DO UPDATE SET \
+                     events = event_tallies.events + excluded.events, mergeable = event_tallies.mergeable + excluded.mergeable",
+                )
+                .bind(tenant)
+                .bind(event_type)
+                .bind(day)
+                .bind(count)
+                .bind(mergeable)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
         }
 
         /// Writes an intent row: replacing the existing one (`overwrite`), or only if none

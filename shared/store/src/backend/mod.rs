@@ -11,6 +11,7 @@
 //! the outbox, keys and rate limits, settings, the audit chain, freezes, review tasks); `store_operations!` expands them all.
 
 pub(crate) mod access;
+pub(crate) mod analytics;
 pub(crate) mod audit;
 pub(crate) mod freezes;
 pub(crate) mod journal;

@@ -1,0 +1,337 @@
+//! The analytics as the server answers them: the tallies read from the store (counted in SQL,
+//! never by loading events), fed to `converge_core::analytics`. Reads never write: the
+//! snapshots that trends and predictions read are taken by the scheduled upkeep
+//! ([`take_snapshots`]), once an hour per tenant however many processes run it.
+//!
+//! Where the server differs from the original (and from `converge analytics eval`, which keeps
+//! its behaviour): change health reads only the tenant's intents; a report for no tenant uses
+//! the global thresholds (`""`) when stored; windowed means are SQL averages (the original
+//! sums newest first with compensation: they can differ in the last bit, which shows only at
+//! an exact rounding tie).
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use converge_core::EventType;
+use converge_core::analytics::{self as core, Stamp};
+use converge_core::pipeline::IdSource;
+use converge_store::{Commit, EventFilter, Store, StoreError};
+use serde_json::Value;
+
+/// Why an analytics answer could not be given.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyticsError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored compliance thresholds cannot be read.
+    #[error("stored compliance thresholds: {0}")]
+    Thresholds(#[from] core::ThresholdError),
+}
+
+/// How the answers print their instant.
+pub fn stamp_of(tenant: Option<&str>, now: DateTime<Utc>) -> Stamp {
+    Stamp {
+        timestamp: now.to_rfc3339_opts(SecondsFormat::Micros, true),
+        tenant_id: tenant.map(str::to_owned),
+    }
+}
+
+/// The last 24 hours, and the 24 before them.
+async fn days(
+    store: &Store,
+    tenant: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(core::WindowTally, core::WindowTally), StoreError> {
+    let s24 = now - Duration::hours(24);
+    let s48 = now - Duration::hours(48);
+    Ok((
+        store.window_tally(tenant, s24, None).await?,
+        store.window_tally(tenant, s48, Some(s24)).await?,
+    ))
+}
+
+/// Repository health now.
+pub async fn repo_health(
+    store: &Store,
+    tenant: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<core::RepoHealth, AnalyticsError> {
+    let window = store
+        .window_tally(tenant, now - Duration::hours(24), None)
+        .await?;
+    let intents = store
+        .intent_tally(tenant, now - Duration::hours(24))
+        .await?;
+    Ok(core::repo_health(&window, &intents, &stamp_of(tenant, now)))
+}
+
+/// Verification debt now.
+pub async fn verification_debt(
+    store: &Store,
+    tenant: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<core::VerificationDebt, AnalyticsError> {
+    let window = store
+        .window_tally(tenant, now - Duration::hours(24), None)
+        .await?;
+    let intents = store
+        .intent_tally(tenant, now - Duration::hours(24))
+        .await?;
+    let reviews = store.waiting_review_count(tenant).await?;
+    Ok(core::verification_debt(
+        &intents,
+        reviews,
+        &window,
+        &stamp_of(tenant, now),
+    ))
+}
+
+/// The thresholds that apply to a tenant (`None`: the global ones), stored or default.
+pub async fn thresholds_of(
+    store: &Store,
+    tenant: Option<&str>,
+) -> Result<core::ComplianceThresholds, AnalyticsError> {
+    match store.compliance_thresholds(tenant.unwrap_or("")).await? {
+        Some(doc) => match doc.data.as_object() {
+            Some(data) => Ok(core::ComplianceThresholds::overlaid(data)?),
+            None => Ok(core::ComplianceThresholds::default()),
+        },
+        None => Ok(core::ComplianceThresholds::default()),
+    }
+}
+
+/// The compliance report now.
+pub async fn compliance(
+    store: &Store,
+    tenant: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<core::ComplianceReport, AnalyticsError> {
+    let debt = verification_debt(store, tenant, now).await?;
+    let totals = store.log_totals(tenant).await?;
+    let intents = store.intent_tally(tenant, now).await?;
+    let thresholds = thresholds_of(store, tenant).await?;
+    Ok(core::compliance_report(
+        &totals,
+        intents.total,
+        debt.debt_score,
+        &thresholds,
+        &stamp_of(tenant, now),
+    ))
+}
+
+/// Issues the last two days show.
+pub async fn predictions(
+    store: &Store,
+    tenant: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<core::Prediction>, AnalyticsError> {
+    let (last, before) = days(store, tenant, now).await?;
+    Ok(core::predictions(&last, &before))
+}
+
+/// Integration metrics (all time).
+pub async fn integration_metrics(
+    store: &Store,
+    tenant: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<core::IntegrationMetrics, AnalyticsError> {
+    let totals = store.log_totals(tenant).await?;
+    Ok(core::integration_metrics(&totals, &stamp_of(tenant, now)))
+}
+
+/// The newest snapshots of a type since `since` (at most `limit`), oldest first.
+async fn snapshots(
+    store: &Store,
+    event_type: EventType,
+    tenant: Option<&str>,
+    since: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<converge_store::StoredEvent>, StoreError> {
+    let mut events = store
+        .events(&EventFilter {
+            event_type: Some(event_type),
+            tenant_id: tenant.map(str::to_owned),
+            since: Some(since),
+            limit,
+            ..EventFilter::default()
+        })
+        .await?;
+    // Oldest first by time (the log's order breaks ties).
+    events.reverse();
+    events.sort_by_key(|e| e.event.timestamp);
+    Ok(events)
+}
+
+/// Where health is heading, from the snapshots of the last `2 × horizon_days` days.
+pub async fn predictive_health(
+    store: &Store,
+    tenant: Option<&str>,
+    horizon_days: u32,
+    now: DateTime<Utc>,
+) -> Result<core::PredictiveHealth, AnalyticsError> {
+    let since = now - Duration::days(2 * i64::from(horizon_days));
+    let points: Vec<core::SnapshotPoint> = snapshots(
+        store,
+        EventType::HealthSnapshot,
+        tenant,
+        since,
+        core::PREDICTION_SNAPSHOTS as u32,
+    )
+    .await?
+    .iter()
+    .map(|s| {
+        let field = |key: &str, default: f64| {
+            s.event
+                .payload
+                .get(key)
+                .and_then(Value::as_f64)
+                .unwrap_or(default)
+        };
+        core::SnapshotPoint {
+            score: field("repo_health_score", 100.0),
+            entropy: field("entropy_score", 0.0),
+            conflict_rate: field("conflict_rate", 0.0),
+        }
+    })
+    .collect();
+    Ok(core::predictive_health(
+        &points,
+        horizon_days,
+        &stamp_of(tenant, now),
+    ))
+}
+
+/// One point of a trend: a snapshot's payload with its time.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrendPoint {
+    /// When it was taken.
+    pub at: DateTime<Utc>,
+    /// What it recorded.
+    pub snapshot: Value,
+}
+
+/// The most points a trend answers.
+pub const TREND_POINTS: u32 = 200;
+
+/// Snapshots of a type over the last `days` days, oldest first (the newest [`TREND_POINTS`]).
+pub async fn trend(
+    store: &Store,
+    event_type: EventType,
+    tenant: Option<&str>,
+    days: u32,
+    now: DateTime<Utc>,
+) -> Result<Vec<TrendPoint>, AnalyticsError> {
+    let since = now - Duration::days(i64::from(days));
+    Ok(snapshots(store, event_type, tenant, since, TREND_POINTS)
+        .await?
+        .into_iter()
+        .map(|s| TrendPoint {
+            at: s.event.timestamp,
+            snapshot: s.event.payload,
+        })
+        .collect())
+}
+
+/// The health of one intent (the caller has checked it is the tenant's).
+pub async fn change_health(
+    store: &Store,
+    intent_id: &str,
+    tenant: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<core::ChangeHealth, AnalyticsError> {
+    let ids = [intent_id.to_owned()];
+    let ids = &ids;
+    let latest = |event_type| async move {
+        Ok::<_, StoreError>(
+            store
+                .latest_events(event_type, ids)
+                .await?
+                .into_iter()
+                .next()
+                .map(|s| s.event.payload),
+        )
+    };
+    let risk = latest(EventType::RiskEvaluated).await?;
+    let simulation = latest(EventType::SimulationCompleted).await?;
+    let policy = latest(EventType::PolicyEvaluated).await?;
+    let number = |key: &str| match risk.as_ref().and_then(|r| r.get(key)) {
+        Some(Value::Number(n)) => Some(n.clone()),
+        _ => None,
+    };
+    let signals = core::ChangeSignals {
+        risk_score: number("risk_score"),
+        entropy_score: number("entropy_score"),
+        mergeable: simulation
+            .as_ref()
+            .and_then(|s| s.get("mergeable"))
+            .cloned(),
+        verdict: policy.as_ref().and_then(|p| p.get("verdict")).cloned(),
+    };
+    Ok(core::change_health(
+        intent_id,
+        signals,
+        &stamp_of(tenant, now),
+    ))
+}
+
+/// The most tenants one upkeep snapshots.
+const SNAPSHOT_TENANTS: u32 = 10_000;
+
+/// What one round of snapshots did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotReport {
+    /// Tenants snapshotted now.
+    pub taken: usize,
+    /// Tenants another process had already snapshotted this hour.
+    pub already: usize,
+}
+
+/// Records each tenant's repository health and verification debt as `health.snapshot` and
+/// `verification.debt.snapshot` events, once per tenant and UTC hour: the events' ids name
+/// the tenant and the hour, so a second process's attempt collides and writes nothing.
+pub async fn take_snapshots(
+    store: &Store,
+    ids: &(dyn IdSource + Sync),
+    now: DateTime<Utc>,
+) -> Result<SnapshotReport, AnalyticsError> {
+    let hour = now.format("%Y%m%dT%H");
+    let trace = format!("snapshot-{}", ids.new_id());
+    let mut report = SnapshotReport::default();
+    for tenant_key in store.tenants(SNAPSHOT_TENANTS).await? {
+        let tenant = (!tenant_key.is_empty()).then_some(tenant_key.as_str());
+        let health = repo_health(store, tenant, now).await?;
+        let debt = verification_debt(store, tenant, now).await?;
+        let event = |event_type: EventType, payload: Value| converge_core::Event {
+            id: format!("{}/{hour}/{tenant_key}", event_type.as_str()),
+            trace_id: trace.clone(),
+            timestamp: now,
+            event_type,
+            intent_id: None,
+            agent_id: None,
+            tenant_id: tenant.map(str::to_owned),
+            payload,
+            evidence: Value::Object(serde_json::Map::new()),
+        };
+        let events = vec![
+            event(
+                EventType::HealthSnapshot,
+                serde_json::to_value(&health).unwrap_or(Value::Null),
+            ),
+            event(
+                EventType::VerificationDebtSnapshot,
+                serde_json::to_value(&debt).unwrap_or(Value::Null),
+            ),
+        ];
+        match store
+            .commit(&Commit {
+                events,
+                ..Commit::default()
+            })
+            .await
+        {
+            Ok(_) => report.taken += 1,
+            Err(StoreError::Conflict(_)) => report.already += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(report)
+}
