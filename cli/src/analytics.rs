@@ -143,6 +143,36 @@ pub enum ComplianceCommand {
     Report(ComplianceArgs),
     /// The checks that fail now.
     Alerts(ComplianceArgs),
+    /// The thresholds in force, what is stored, and its version.
+    Thresholds(crate::ops::TenantArgs),
+    /// Store the thresholds (each left out keeps its default; operators).
+    SetThresholds(SetThresholdsArgs),
+    /// Every version of the thresholds, newest first.
+    History(crate::ops::TenantArgs),
+}
+
+/// `compliance set-thresholds` arguments.
+#[derive(Debug, Args)]
+pub struct SetThresholdsArgs {
+    /// Lowest mergeable rate, 0 to 1.
+    #[arg(long)]
+    min_mergeable_rate: Option<f64>,
+    /// Highest conflict rate, 0 to 1.
+    #[arg(long)]
+    max_conflict_rate: Option<f64>,
+    /// Most requeues and queue resets, all time.
+    #[arg(long)]
+    max_retries_total: Option<u64>,
+    /// Most intents tracked.
+    #[arg(long)]
+    max_queue_tracked: Option<u64>,
+    /// Highest verification debt, 0 to 100.
+    #[arg(long)]
+    max_debt_score: Option<f64>,
+    /// The tenant (admins of no tenant; a tenant's key writes its own; none: the global
+    /// thresholds).
+    #[arg(long)]
+    tenant_id: Option<String>,
 }
 
 /// `compliance report|alerts` arguments.
@@ -370,6 +400,69 @@ pub async fn compliance(
     let (path, args) = match command {
         ComplianceCommand::Report(args) => ("/compliance/report", args),
         ComplianceCommand::Alerts(args) => ("/compliance/alerts", args),
+        ComplianceCommand::Thresholds(args) => {
+            let answer = api
+                .get("/compliance/thresholds", &[("tenant_id", args.tenant_id)])
+                .await?;
+            out.emit(&answer, |o| {
+                format!(
+                    "{}\nversion: {}",
+                    o.pairs(&answer["thresholds"]),
+                    answer["version"]
+                )
+            })?;
+            return Ok(());
+        }
+        ComplianceCommand::SetThresholds(args) => {
+            let mut body = serde_json::Map::new();
+            let mut put = |name: &str, value: Option<Value>| {
+                if let Some(value) = value {
+                    body.insert(name.to_owned(), value);
+                }
+            };
+            put(
+                "min_mergeable_rate",
+                args.min_mergeable_rate.map(Value::from),
+            );
+            put("max_conflict_rate", args.max_conflict_rate.map(Value::from));
+            put("max_retries_total", args.max_retries_total.map(Value::from));
+            put("max_queue_tracked", args.max_queue_tracked.map(Value::from));
+            put("max_debt_score", args.max_debt_score.map(Value::from));
+            put("tenant_id", args.tenant_id.map(Value::from));
+            let answer = api
+                .post("/compliance/thresholds", &Value::Object(body))
+                .await?;
+            out.emit(&answer, |o| {
+                format!(
+                    "{}\nversion: {}",
+                    o.pairs(&answer["thresholds"]),
+                    answer["version"]
+                )
+            })?;
+            return Ok(());
+        }
+        ComplianceCommand::History(args) => {
+            let answer = api
+                .get(
+                    "/compliance/thresholds/history",
+                    &[("tenant_id", args.tenant_id)],
+                )
+                .await?;
+            out.emit(&answer, |o| {
+                let rows = answer["history"].as_array().map_or(&[][..], Vec::as_slice);
+                o.table(
+                    rows,
+                    &[
+                        ("version", "/version"),
+                        ("at", "/at"),
+                        ("by", "/by"),
+                        ("tenant", "/tenant_id"),
+                        ("thresholds", "/thresholds"),
+                    ],
+                )
+            })?;
+            return Ok(());
+        }
     };
     let answer = api.get(path, &[("tenant_id", args.tenant_id)]).await?;
     let columns: &[crate::output::Column<'_>] = &[

@@ -76,7 +76,8 @@ enum Command {
     /// dashboard's aggregate; `eval` computes them offline for a store given as a file.
     #[command(subcommand)]
     Analytics(AnalyticsCommand),
-    /// Compliance: the report against the tenant's thresholds, and its alerts.
+    /// Compliance: the report against the tenant's thresholds, its alerts, the thresholds and
+    /// their history.
     #[command(subcommand)]
     Compliance(analytics::ComplianceCommand),
     /// API keys.

@@ -644,3 +644,190 @@ async fn the_hourly_snapshots_are_taken_once_however_many_processes_race_for_the
         assert_eq!(verified["status"], "valid", "{verified}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compliance_thresholds_are_versioned_validated_and_each_write_counts_once() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    for database in converge_testkit::server_databases(dir.path(), "thresholds.db").await {
+        let server = tenants_server(dir.path(), &database);
+        let store = store_of(&database);
+        store
+            .commit(&Commit {
+                events: seeded_log(Utc::now()),
+                ..Commit::default()
+            })
+            .await
+            .unwrap();
+
+        // Nothing stored: the defaults, version 0.
+        let (status, initial) = call(
+            &client,
+            &server,
+            ACME_VIEWER,
+            "GET",
+            "/v1/compliance/thresholds",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{initial}");
+        assert_eq!(initial["version"], 0, "{initial}");
+        assert_eq!(
+            initial["thresholds"]["min_mergeable_rate"], 0.8,
+            "{initial}"
+        );
+        assert_eq!(initial["thresholds"]["max_retries_total"], 200, "{initial}");
+
+        // Who may write, and what.
+        let url = server.url("/v1/compliance/thresholds");
+        let poster = client.clone();
+        let set = move |key: &'static str, body: Value| {
+            let client = poster.clone();
+            let url = url.clone();
+            async move {
+                let response = client
+                    .post(url)
+                    .header("x-api-key", key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                (
+                    status,
+                    response.json::<Value>().await.unwrap_or(Value::Null),
+                )
+            }
+        };
+        let (status, _) = set(ACME_VIEWER, json!({"max_debt_score": 50})).await;
+        assert_eq!(status, 403, "viewers do not write thresholds");
+        let (status, _) = set(ACME, json!({"tenant_id": "globex", "max_debt_score": 50})).await;
+        assert_eq!(status, 403, "nor into another tenant");
+        for (body, field) in [
+            (json!({"mergeable_rate": 0.9}), "mergeable_rate"),
+            (json!({"min_mergeable_rate": 1.2}), "min_mergeable_rate"),
+            (json!({"max_retries_total": -3}), "max_retries_total"),
+            (json!({"max_debt_score": "high"}), "max_debt_score"),
+        ] {
+            let (status, answer) = set(ACME, body.clone()).await;
+            assert_eq!(status, 400, "{body}: {answer}");
+            assert!(answer.to_string().contains(field), "{body}: {answer}");
+        }
+        let (_, unchanged) = call(
+            &client,
+            &server,
+            ACME,
+            "GET",
+            "/v1/compliance/thresholds",
+            None,
+        )
+        .await;
+        assert_eq!(unchanged["version"], 0, "refused writes store nothing");
+
+        // Eight operators at once: every write that answers 200 is a version of its own,
+        // and the history holds exactly those.
+        let writes = (0..8u32).map(|i| {
+            let set = set.clone();
+            tokio::spawn(async move {
+                set(
+                    ACME,
+                    json!({"max_retries_total": 100 + i, "min_mergeable_rate": 0.9}),
+                )
+                .await
+            })
+        });
+        let mut versions = Vec::new();
+        for write in writes {
+            let (status, answer) = write.await.unwrap();
+            match status {
+                200 => versions.push(answer["version"].as_i64().unwrap()),
+                409 => {}
+                other => panic!("{other}: {answer}"),
+            }
+        }
+        versions.sort_unstable();
+        assert!(!versions.is_empty());
+        assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
+        let (_, stored) = call(
+            &client,
+            &server,
+            ACME,
+            "GET",
+            "/v1/compliance/thresholds",
+            None,
+        )
+        .await;
+        assert_eq!(stored["version"], versions.len(), "{stored}");
+        let (status, history) = call(
+            &client,
+            &server,
+            ACME,
+            "GET",
+            "/v1/compliance/thresholds/history",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{history}");
+        let listed: Vec<i64> = history["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|h| h["version"].as_i64())
+            .collect();
+        let mut newest_first = versions.clone();
+        newest_first.reverse();
+        assert_eq!(listed, newest_first, "{history}");
+        assert_eq!(history["history"][0]["by"], "alice", "{history}");
+        let (status, _) = call(
+            &client,
+            &server,
+            ACME_VIEWER,
+            "GET",
+            "/v1/compliance/thresholds/history",
+            None,
+        )
+        .await;
+        assert_eq!(status, 403, "the history is for operators");
+
+        // The report now holds acme to 0.9: 5 of 6 clean fails it. globex's are untouched.
+        let (_, report) = call(&client, &server, ACME, "GET", "/v1/compliance/report", None).await;
+        assert_eq!(report["checks"][0]["threshold"], 0.9, "{report}");
+        assert_eq!(report["checks"][0]["passed"], false, "{report}");
+        let (_, globex) = call(
+            &client,
+            &server,
+            GLOBEX,
+            "GET",
+            "/v1/compliance/thresholds",
+            None,
+        )
+        .await;
+        assert_eq!(globex["version"], 0, "{globex}");
+
+        // The CLI writes and reads them too.
+        let cli = |key: &str, args: &[&str]| {
+            crate::operator_cli::converge(
+                args,
+                &[
+                    ("CONVERGE_API_URL", server.url("")),
+                    ("CONVERGE_API_KEY", key.to_owned()),
+                ],
+            )
+        };
+        let run = cli(
+            GLOBEX,
+            &["compliance", "set-thresholds", "--max-debt-score", "12.5"],
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let run = cli(GLOBEX, &["--json", "compliance", "thresholds"]);
+        assert_eq!(
+            run.json()["thresholds"]["max_debt_score"],
+            12.5,
+            "{}",
+            run.stdout
+        );
+        let run = cli(GLOBEX, &["compliance", "history"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(run.stdout.contains("12.5"), "{}", run.stdout);
+    }
+}

@@ -923,6 +923,27 @@ async fn tenant_isolation_matrix() {
             ),
             (
                 Method::GET,
+                "/v1/compliance/thresholds".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::POST,
+                "/v1/compliance/thresholds".into(),
+                Some(json!({"tenant_id": "acme", "max_debt_score": 50})),
+                "operator",
+                Scope::TenantWrite,
+            ),
+            (
+                Method::GET,
+                "/v1/compliance/thresholds/history".into(),
+                None,
+                "operator",
+                Scope::List,
+            ),
+            (
+                Method::GET,
                 format!("/v1/health/change?intent_id={acme_object}"),
                 None,
                 "viewer",

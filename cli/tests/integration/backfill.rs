@@ -99,6 +99,7 @@ async fn seed(store: &Store, clock: &ManualClock) {
             delivery: None,
             freezes: Vec::new(),
             reviews: Vec::new(),
+            thresholds: Vec::new(),
         };
         store.commit(&commit).await.unwrap();
         clock.advance(chrono::Duration::milliseconds(1_250));
@@ -206,6 +207,11 @@ async fn seed_retention_and_freeze(store: &Store, clock: &ManualClock) {
             freezes: vec![FreezeWrite::Put(freeze)],
             reviews: vec![converge_store::ReviewWrite {
                 task: review,
+                expected_version: None,
+            }],
+            thresholds: vec![converge_store::ThresholdsWrite {
+                tenant: "núcleo-labs".into(),
+                data: serde_json::json!({"max_debt_score": 40.5}),
                 expected_version: None,
             }],
             ..Commit::default()

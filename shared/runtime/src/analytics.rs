@@ -335,3 +335,57 @@ pub async fn take_snapshots(
     }
     Ok(report)
 }
+
+/// Why thresholds were not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ThresholdsError {
+    /// A field is not a threshold or out of its range.
+    #[error("{0}")]
+    Invalid(#[from] core::ThresholdError),
+    /// The store failed, or the thresholds changed since they were read (a
+    /// [`StoreError::Conflict`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Stores a tenant's thresholds (`""`: the global ones) with the
+/// `compliance.thresholds_updated` event that records them, over the version read just
+/// before (a write made meanwhile fails with a conflict). Returns the thresholds in force and
+/// the new version.
+pub async fn set_thresholds(
+    services: &crate::services::Services,
+    actor: &str,
+    tenant: &str,
+    data: serde_json::Map<String, Value>,
+) -> Result<(core::ComplianceThresholds, i64), ThresholdsError> {
+    let thresholds = core::ComplianceThresholds::validated(&data)?;
+    let current = services.store.compliance_thresholds(tenant).await?;
+    let version = current.as_ref().map_or(1, |c| c.version + 1);
+    let event_tenant = (!tenant.is_empty()).then_some(tenant);
+    let event = crate::commands::api_event(
+        services,
+        actor,
+        EventType::ComplianceThresholdsUpdated,
+        None,
+        event_tenant,
+        serde_json::json!({
+            "tenant_id": tenant,
+            "thresholds": data,
+            "in_force": thresholds.as_map(),
+            "version": version,
+        }),
+    );
+    services
+        .store
+        .commit(&Commit {
+            events: vec![event],
+            thresholds: vec![converge_store::ThresholdsWrite {
+                tenant: tenant.to_owned(),
+                data: Value::Object(data),
+                expected_version: current.map(|c| c.version),
+            }],
+            ..Commit::default()
+        })
+        .await?;
+    Ok((thresholds, version))
+}

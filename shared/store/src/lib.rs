@@ -42,7 +42,7 @@ pub use model::{
     DeliveryOutcome, EventFilter, Expected, FencingToken, FlagSetting, FreezeWrite,
     IdempotencyClaim, IntentCount, IntentCursor, IntentFilter, KeyHold, Lease, LeaseState,
     OutboxEntry, OutboxMessage, ReviewCounts, ReviewFilter, ReviewWrite, StoredEvent, StoredIntent,
-    StoredReview, VersionedDocument,
+    StoredReview, ThresholdsWrite, VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::{SqliteDurability, SqliteStore};
@@ -173,6 +173,11 @@ mod migrations {
                 "event tallies",
                 include_str!("../migrations/postgres/0014_event_tallies.sql"),
             ),
+            (
+                15,
+                "threshold versions",
+                include_str!("../migrations/postgres/0015_threshold_versions.sql"),
+            ),
         ])
     }
 
@@ -247,6 +252,11 @@ mod migrations {
                 14,
                 "event tallies",
                 include_str!("../migrations/sqlite/0014_event_tallies.sql"),
+            ),
+            (
+                15,
+                "threshold versions",
+                include_str!("../migrations/sqlite/0015_threshold_versions.sql"),
             ),
         ])
     }

@@ -186,6 +186,21 @@ pub struct Commit {
     pub freezes: Vec<FreezeWrite>,
     /// Review tasks requested or changed with the events that record it.
     pub reviews: Vec<ReviewWrite>,
+    /// Compliance thresholds set with the event that records it.
+    pub thresholds: Vec<ThresholdsWrite>,
+}
+
+/// A tenant's compliance thresholds to store: new (`expected_version: None`, and none may be
+/// stored yet), or replacing the version they were read at (a change made meanwhile fails the
+/// commit: [`crate::StoreError::Conflict`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThresholdsWrite {
+    /// The tenant (`""`: the global thresholds).
+    pub tenant: String,
+    /// The thresholds, as stored.
+    pub data: serde_json::Value,
+    /// The version read, for a replacement.
+    pub expected_version: Option<i64>,
 }
 
 /// A review task to write: new (`expected_version: None`), or changed from the version it

@@ -245,7 +245,12 @@ pub(crate) const TABLES: &[Table] = &[
     Table {
         name: "compliance_thresholds",
         key: &["tenant"],
-        columns: &[("tenant", Text), ("data", Json), ("updated_at", Ts)],
+        columns: &[
+            ("tenant", Text),
+            ("data", Json),
+            ("updated_at", Ts),
+            ("version", Int),
+        ],
         serial: None,
         ephemeral: None,
         append_only: false,

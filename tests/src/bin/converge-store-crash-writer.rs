@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
             delivery: None,
             freezes: Vec::new(),
             reviews: Vec::new(),
+            thresholds: Vec::new(),
         };
         store.commit(&commit).await?;
         writeln!(stdout, "committed {n}")?;

@@ -868,6 +868,67 @@ impl ComplianceThresholds {
         Ok(t)
     }
 
+    /// Validates thresholds to store: only the five names, each a number in its range (rates
+    /// and the debt score in [0, 1] and [0, 100], the counts whole and not negative). Returns
+    /// what they make with the defaults.
+    pub fn validated(data: &serde_json::Map<String, Value>) -> Result<Self, ThresholdError> {
+        let refuse = |field: &str, reason: String| ThresholdError {
+            field: field.to_owned(),
+            reason,
+        };
+        for (name, value) in data {
+            let Some(number) = value.as_f64().filter(|_| value.is_number()) else {
+                return Err(if THRESHOLD_NAMES.contains(&name.as_str()) {
+                    refuse(name, format!("must be a number, got {value}"))
+                } else {
+                    refuse(
+                        name,
+                        format!("not a threshold (known: {})", THRESHOLD_NAMES.join(", ")),
+                    )
+                });
+            };
+            let (low, high, whole) = match name.as_str() {
+                "min_mergeable_rate" | "max_conflict_rate" => (0.0, 1.0, false),
+                "max_debt_score" => (0.0, 100.0, false),
+                "max_retries_total" | "max_queue_tracked" => (0.0, f64::MAX, true),
+                _ => {
+                    return Err(refuse(
+                        name,
+                        format!("not a threshold (known: {})", THRESHOLD_NAMES.join(", ")),
+                    ));
+                }
+            };
+            if whole && !(value.is_u64()) {
+                return Err(refuse(
+                    name,
+                    format!("must be a whole number, not negative; got {value}"),
+                ));
+            }
+            if !(low..=high).contains(&number) {
+                return Err(refuse(
+                    name,
+                    format!("must be between {low} and {high}, got {value}"),
+                ));
+            }
+        }
+        ComplianceThresholds::overlaid(data)
+    }
+
+    /// The thresholds by name, in check order, each as given.
+    pub fn as_map(&self) -> serde_json::Map<String, Value> {
+        let mut map = serde_json::Map::new();
+        for (name, value) in THRESHOLD_NAMES.iter().zip([
+            &self.min_mergeable_rate,
+            &self.max_conflict_rate,
+            &self.max_retries_total,
+            &self.max_queue_tracked,
+            &self.max_debt_score,
+        ]) {
+            map.insert((*name).to_owned(), Value::Number(value.clone()));
+        }
+        map
+    }
+
     fn slot(&mut self, name: &str) -> &mut Number {
         match name {
             "min_mergeable_rate" => &mut self.min_mergeable_rate,

@@ -142,3 +142,35 @@ fn calibration_reads_percentiles_at_truncated_positions() {
     assert_eq!(c.calibrated_profiles.low.entropy_budget, 16.0);
     assert_eq!(c.calibrated_profiles.critical.entropy_budget, 24.0);
 }
+
+#[test]
+fn thresholds_to_store_are_known_numbers_in_range() {
+    let valid = serde_json::json!({"min_mergeable_rate": 0.9, "max_retries_total": 20, "max_debt_score": 55.5});
+    let t = ComplianceThresholds::validated(valid.as_object().expect("object")).expect("valid");
+    assert_eq!(t.max_retries_total, Number::from(20));
+    assert_eq!(t.max_conflict_rate.as_f64(), Some(0.2));
+    for (bad, field) in [
+        (serde_json::json!({"mergeable_rate": 0.9}), "mergeable_rate"),
+        (
+            serde_json::json!({"min_mergeable_rate": 1.5}),
+            "min_mergeable_rate",
+        ),
+        (
+            serde_json::json!({"max_retries_total": -1}),
+            "max_retries_total",
+        ),
+        (
+            serde_json::json!({"max_queue_tracked": 2.5}),
+            "max_queue_tracked",
+        ),
+        (
+            serde_json::json!({"max_debt_score": "low"}),
+            "max_debt_score",
+        ),
+        (serde_json::json!({"max_debt_score": 101}), "max_debt_score"),
+    ] {
+        let err =
+            ComplianceThresholds::validated(bad.as_object().expect("object")).expect_err("refused");
+        assert_eq!(err.field, field, "{bad}");
+    }
+}

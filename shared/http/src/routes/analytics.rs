@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use converge_core::EventType;
 use converge_runtime::analytics::{self as analytics, AnalyticsError};
 use converge_store::EventFilter;
@@ -361,6 +361,147 @@ pub(super) async fn dashboard(
     }))
 }
 
+/// `POST /compliance/thresholds`: the thresholds to store (each left out keeps its default).
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ThresholdsBody {
+    /// Tenant written to (also accepted in the query); a tenant-bound key may only name its
+    /// own (403 otherwise). Left out by a key of no tenant: the global thresholds.
+    tenant_id: Option<String>,
+    /// Lowest mergeable rate, 0 to 1 (default 0.8).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    min_mergeable_rate: Option<f64>,
+    /// Highest conflict rate, 0 to 1 (default 0.2).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    max_conflict_rate: Option<f64>,
+    /// Most requeues and queue resets, all time (default 200).
+    #[serde(default, deserialize_with = "crate::extract::integral")]
+    #[schemars(range(min = 0))]
+    max_retries_total: Option<u64>,
+    /// Most intents tracked (default 1000).
+    #[serde(default, deserialize_with = "crate::extract::integral")]
+    #[schemars(range(min = 0))]
+    max_queue_tracked: Option<u64>,
+    /// Highest verification debt, 0 to 100 (default 70).
+    #[schemars(range(min = 0.0, max = 100.0))]
+    max_debt_score: Option<f64>,
+}
+
+/// What a tenant's thresholds are.
+#[derive(Serialize)]
+struct ThresholdsAnswer {
+    /// The thresholds in force (stored ones over the defaults).
+    thresholds: serde_json::Map<String, Value>,
+    /// What is stored (`null`: nothing, the defaults apply).
+    stored: Option<Value>,
+    tenant_id: String,
+    updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// 0 when nothing is stored.
+    version: i64,
+}
+
+/// `GET /compliance/thresholds`.
+pub(super) async fn get_thresholds(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult {
+    let tenant = principal.read_tenant(q.tenant_id);
+    let store = &state.services.store;
+    let stored = store
+        .compliance_thresholds(tenant.as_deref().unwrap_or(""))
+        .await?;
+    let in_force = analytics::thresholds_of(store, tenant.as_deref()).await?;
+    typed(ThresholdsAnswer {
+        thresholds: in_force.as_map(),
+        version: stored.as_ref().map_or(0, |s| s.version),
+        updated_at: stored.as_ref().map(|s| s.updated_at),
+        stored: stored.map(|s| s.data),
+        tenant_id: tenant.unwrap_or_default(),
+    })
+}
+
+/// `POST /compliance/thresholds`.
+pub(super) async fn set_thresholds(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<super::risk::TenantWriteQuery>,
+    crate::extract::ApiJson(body): crate::extract::ApiJson<ThresholdsBody>,
+) -> ApiResult {
+    let tenant = principal
+        .write_tenant(body.tenant_id.clone().or(q.tenant_id))?
+        .unwrap_or_default();
+    let mut data = serde_json::Map::new();
+    let mut put = |name: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            data.insert(name.to_owned(), value);
+        }
+    };
+    put(
+        "min_mergeable_rate",
+        body.min_mergeable_rate.map(Value::from),
+    );
+    put("max_conflict_rate", body.max_conflict_rate.map(Value::from));
+    put("max_retries_total", body.max_retries_total.map(Value::from));
+    put("max_queue_tracked", body.max_queue_tracked.map(Value::from));
+    put("max_debt_score", body.max_debt_score.map(Value::from));
+    let (thresholds, version) =
+        analytics::set_thresholds(&state.services, &principal.actor, &tenant, data)
+            .await
+            .map_err(|e| match e {
+                analytics::ThresholdsError::Invalid(e) => ApiError::BadRequest(e.to_string()),
+                analytics::ThresholdsError::Store(converge_store::StoreError::Conflict(_)) => {
+                    ApiError::Conflict(
+                        "the thresholds changed while this request was handled; nothing was written, send it again"
+                            .to_owned(),
+                    )
+                }
+                analytics::ThresholdsError::Store(e) => e.into(),
+            })?;
+    typed(serde_json::json!({
+        "ok": true,
+        "tenant_id": tenant,
+        "thresholds": thresholds.as_map(),
+        "version": version,
+    }))
+}
+
+/// The most versions a history answers.
+const THRESHOLD_HISTORY: u32 = 50;
+
+/// `GET /compliance/thresholds/history`: the versions of a tenant's thresholds, newest first
+/// (every tenant's, each naming its own, for a key of no tenant that names none).
+pub(super) async fn thresholds_history(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult {
+    let tenant = principal.read_tenant(q.tenant_id);
+    let events = state
+        .services
+        .store
+        .events(&EventFilter {
+            event_type: Some(EventType::ComplianceThresholdsUpdated),
+            tenant_id: tenant.clone(),
+            limit: THRESHOLD_HISTORY,
+            ..EventFilter::default()
+        })
+        .await?;
+    let history: Vec<Value> = events
+        .into_iter()
+        .map(|s| {
+            serde_json::json!({
+                "at": s.event.timestamp,
+                "by": s.event.evidence.get("actor").cloned().unwrap_or(Value::Null),
+                "tenant_id": s.event.payload.get("tenant_id").cloned().unwrap_or(Value::Null),
+                "thresholds": s.event.payload.get("thresholds").cloned().unwrap_or(Value::Null),
+                "version": s.event.payload.get("version").cloned().unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    typed(serde_json::json!({"history": history, "tenant_id": tenant}))
+}
+
 /// The routes of this resource, for the table.
 pub(super) fn routes() -> Vec<Route> {
     let read = |path: &'static str,
@@ -382,6 +523,39 @@ pub(super) fn routes() -> Vec<Route> {
         handler,
     };
     vec![
+        read(
+            "/compliance/thresholds",
+            "The compliance thresholds in force for the tenant, what is stored, and its version.",
+            "compliance.read",
+            schema_of::<TenantQuery>,
+            get(get_thresholds),
+        ),
+        Route {
+            method: "post",
+            path: "/compliance/thresholds",
+            summary: "Store the tenant's compliance thresholds (each left out keeps its default), recorded as a compliance.thresholds_updated event.",
+            role: Role::Operator,
+            scope: "compliance.write",
+            params: &[],
+            query: Some(schema_of::<super::risk::TenantWriteQuery>),
+            body: Some(BodySpec::of::<ThresholdsBody>(
+                "The thresholds; unknown names and values out of range are refused, naming the field.",
+            )),
+            success: 200,
+            conditional: false,
+            answer: Answer::Json,
+            handler: post(set_thresholds),
+        },
+        Route {
+            role: Role::Operator,
+            ..read(
+                "/compliance/thresholds/history",
+                "Every version of the tenant's compliance thresholds, newest first (at most 50).",
+                "compliance.read",
+                schema_of::<TenantQuery>,
+                get(thresholds_history),
+            )
+        },
         read(
             "/health/repo/now",
             "Repository health now: a score from the last 24 hours' simulations, entropy and rejections, with its lessons.",

@@ -30,7 +30,7 @@ pub(super) struct ReviewQuery {
 pub(super) struct TenantWriteQuery {
     /// Tenant written to (also accepted in the body); a tenant-bound key may only name its
     /// own (403 otherwise). Left out by a key of no tenant: the policy of intents without one.
-    tenant_id: Option<String>,
+    pub(super) tenant_id: Option<String>,
 }
 
 /// `GET /risk/review?intent_id=`: the latest risk, simulation and policy evidence of an

@@ -182,6 +182,7 @@ macro_rules! journal_operations {
                 }
                 write_freezes(&mut tx, &commit.freezes).await?;
                 write_reviews(&mut tx, &commit.reviews).await?;
+                write_thresholds(&mut tx, &commit.thresholds, self.now()).await?;
                 // Last, so that the row lock serialising a tenant's commits is held only
                 // through the commit itself (tenants in name order: no deadlock between two).
                 for tenant in &changed_tenants {
@@ -720,6 +721,47 @@ macro_rules! journal_operations {
                 }
             }
             Ok(seqs)
+        }
+
+        /// Stores compliance thresholds at the version they were read at.
+        async fn write_thresholds(
+            tx: &mut WriteTx,
+            writes: &[$crate::ThresholdsWrite],
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), $crate::StoreError> {
+            for write in writes {
+                let data = sqlx::types::Json(&write.data);
+                let written = match write.expected_version {
+                    None => sqlx::query(
+                        "INSERT INTO compliance_thresholds (tenant, data, updated_at, version) VALUES ($1, $2, $3, 1) \
+                         ON CONFLICT (tenant) DO NOTHING",
+                    )
+                    .bind(&write.tenant)
+                    .bind(data)
+                    .bind(ts(now))
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected(),
+                    Some(version) => sqlx::query(
+                        "UPDATE compliance_thresholds SET data = $3, updated_at = $4, version = version + 1 \
+                         WHERE tenant = $1 AND version = $2",
+                    )
+                    .bind(&write.tenant)
+                    .bind(version)
+                    .bind(data)
+                    .bind(ts(now))
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected(),
+                };
+                if written == 0 {
+                    return Err($crate::StoreError::Conflict(format!(
+                        "the compliance thresholds of '{}' changed since they were read",
+                        write.tenant
+                    )));
+                }
+            }
+            Ok(())
         }
 
         /// Adds the events to the per-tenant, per-type, per-day counts (`event_tallies`), in

@@ -157,16 +157,17 @@ macro_rules! settings_operations {
                 .await?)
             }
 
-            /// A tenant's compliance thresholds (`""` for the global ones); version is always 1.
+            /// A tenant's compliance thresholds (`""` for the global ones) with their version.
             pub async fn compliance_thresholds(&self, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
-                self.document("SELECT data, CAST(1 AS BIGINT) AS version, updated_at FROM compliance_thresholds WHERE tenant = $1", tenant).await
+                self.document("SELECT data, version, updated_at FROM compliance_thresholds WHERE tenant = $1", tenant).await
             }
 
             /// Replaces a tenant's compliance thresholds.
             pub async fn put_compliance_thresholds(&self, tenant: &str, data: &serde_json::Value) -> Result<(), $crate::StoreError> {
                 sqlx::query(
-                    "INSERT INTO compliance_thresholds (tenant, data, updated_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+                    "INSERT INTO compliance_thresholds (tenant, data, updated_at, version) VALUES ($1, $2, $3, 1) \
+                     ON CONFLICT (tenant) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at, \
+                     version = compliance_thresholds.version + 1",
                 )
                 .bind(tenant)
                 .bind(sqlx::types::Json(data))

@@ -144,6 +144,7 @@ async fn a_commit_appends_events_and_moves_the_projection(store: Store, clock: M
             delivery: None,
             freezes: Vec::new(),
             reviews: Vec::new(),
+            thresholds: Vec::new(),
         })
         .await);
     assert_eq!(seqs.len(), 2);
