@@ -12,6 +12,8 @@
 #   scripts/bench.sh cold-start          the functions' cold starts and zip sizes (scripts/cold-start.sh)
 #   scripts/bench.sh export              the decision export's peak RSS at 100,000 and 1,000,000 events
 #                                        (scripts/bench-export.sh)
+#   scripts/bench.sh analytics           the analytics routes' latency at 1,000,000 events and 25,000
+#                                        intents on PostgreSQL (scripts/bench-analytics.sh)
 # At the end, the figures are printed again as one table beside the goals (scripts/lib/bench-table.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +65,9 @@ if [ "$which" = all ] || [ "$which" = cold-start ]; then
 fi
 if [ "$which" = all ] || [ "$which" = export ]; then
   bash scripts/bench-export.sh
+fi
+if [ "$which" = all ] || [ "$which" = analytics ]; then
+  bash scripts/bench-analytics.sh
 fi
 if [ "$which" = all ] || [ "$which" = reads ]; then
   pg_start
