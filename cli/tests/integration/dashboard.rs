@@ -385,3 +385,352 @@ async fn expect_only_console_error(browser: &Browser, path: &str, status: &str) 
         "{errors:?}"
     );
 }
+
+/// Rewrites when an intent was created, as an import of older history would have it.
+async fn created_at(db: &Path, id: &str, at: chrono::DateTime<chrono::Utc>) {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE intents SET created_at = $1 WHERE id = $2")
+        .bind(at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+fn seeded(
+    id: &str,
+    tenant: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    event_type: converge_core::EventType,
+    intent: Option<&str>,
+    payload: Value,
+) -> converge_core::Event {
+    converge_core::Event {
+        id: id.to_owned(),
+        trace_id: "seed".to_owned(),
+        timestamp: at,
+        event_type,
+        intent_id: intent.map(str::to_owned),
+        agent_id: None,
+        tenant_id: Some(tenant.to_owned()),
+        payload,
+        evidence: json!({}),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_integration_page_draws_each_chart_with_its_figures_and_the_alerts() {
+    use chrono::{Duration as Days, Utc};
+    use converge_core::EventType as T;
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("i.db");
+    let server = ServerProcess::start_with(
+        env!("CARGO_BIN_EXE_converge"),
+        data.path(),
+        &[
+            ("CONVERGE_DB_PATH", db.display().to_string()),
+            (
+                "CONVERGE_API_KEYS",
+                format!("{ADMIN}:admin:ops,{ACME}:viewer:acme-viewer:acme"),
+            ),
+        ],
+        &["--no-worker"],
+    );
+    for (id, tenant) in [
+        ("m1", "acme"),
+        ("m2", "acme"),
+        ("m3", "acme"),
+        ("r1", "acme"),
+        ("r2", "acme"),
+        ("g1", "globex"),
+    ] {
+        let created = api(
+            &server,
+            ADMIN,
+            "POST",
+            "/v1/intents",
+            json!({"id": id, "source": format!("feature/{id}"), "tenant_id": tenant}),
+        )
+        .await;
+        assert_eq!(created["ok"], true, "{created}");
+    }
+    let now = Utc::now();
+    let (two_days_ago, yesterday) = (now - Days::days(2), now - Days::days(1));
+    // m1 and m2 waited 25 and 26 hours before their merge two days ago; m3 3 hours, yesterday.
+    created_at(&db, "m1", two_days_ago - Days::hours(25)).await;
+    created_at(&db, "m2", two_days_ago - Days::hours(26)).await;
+    created_at(&db, "m3", yesterday - Days::hours(3)).await;
+    created_at(&db, "g1", two_days_ago - Days::hours(99)).await;
+    let mut events = vec![
+        seeded(
+            "e1",
+            "acme",
+            two_days_ago,
+            T::IntentMerged,
+            Some("m1"),
+            json!({}),
+        ),
+        seeded(
+            "e2",
+            "acme",
+            two_days_ago,
+            T::IntentMerged,
+            Some("m2"),
+            json!({}),
+        ),
+        seeded(
+            "e3",
+            "acme",
+            yesterday,
+            T::IntentMerged,
+            Some("m3"),
+            json!({}),
+        ),
+        seeded(
+            "e4",
+            "globex",
+            two_days_ago,
+            T::IntentMerged,
+            Some("g1"),
+            json!({}),
+        ),
+        seeded(
+            "e5",
+            "acme",
+            yesterday,
+            T::IntentRejected,
+            Some("r1"),
+            json!({"reason": "Merge conflicts: a.rs", "cause": "conflict", "retries": 3}),
+        ),
+        seeded(
+            "e6",
+            "acme",
+            two_days_ago,
+            T::IntentRequeued,
+            Some("r2"),
+            json!({"reason": "Checks failed: ['lint']", "cause": "checks_failed", "retries": 1}),
+        ),
+        seeded(
+            "e7",
+            "acme",
+            yesterday,
+            T::IntentRequeued,
+            Some("r2"),
+            json!({"reason": "Checks failed: ['lint']", "retries": 2}),
+        ),
+        seeded(
+            "e8",
+            "acme",
+            yesterday,
+            T::IntentRequeued,
+            Some("r2"),
+            json!({"reason": "revalidation needed: main moved", "retries": 2}),
+        ),
+        seeded(
+            "e9",
+            "acme",
+            two_days_ago,
+            T::HealthSnapshot,
+            None,
+            json!({"repo_health_score": 80.0, "active_intents": 5}),
+        ),
+        seeded(
+            "e10",
+            "acme",
+            yesterday,
+            T::HealthSnapshot,
+            None,
+            json!({"repo_health_score": 60.5, "active_intents": 3}),
+        ),
+        seeded(
+            "e11",
+            "acme",
+            two_days_ago,
+            T::RiskEvaluated,
+            None,
+            json!({"risk_score": 30.0, "entropy_score": 5.0}),
+        ),
+        seeded(
+            "e12",
+            "acme",
+            two_days_ago,
+            T::RiskEvaluated,
+            None,
+            json!({"risk_score": 50.0, "entropy_score": 5.0}),
+        ),
+    ];
+    // The last hours: five simulations, none clean (a compliance breach and a prediction).
+    for n in 0..5 {
+        events.push(seeded(
+            &format!("s{n}"),
+            "acme",
+            now - Days::hours(2),
+            T::SimulationCompleted,
+            None,
+            json!({"mergeable": false}),
+        ));
+    }
+    let store = converge_store::Store::from_url(
+        &format!("sqlite://{}", db.display()),
+        Arc::new(converge_store::SystemClock),
+    )
+    .unwrap();
+    store
+        .commit(&converge_store::Commit {
+            events,
+            ..converge_store::Commit::default()
+        })
+        .await
+        .unwrap();
+
+    let browser = Browser::start(1280, 900).await;
+    browser.goto(&server.url("/dashboard")).await;
+    browser.type_into("#key", &format!("{ACME}{ENTER}")).await;
+    assert!(
+        browser
+            .wait_for_text("main", "Queues", Duration::from_secs(5))
+            .await
+    );
+    browser.click("nav a[href='/dashboard/integration']").await;
+    assert!(
+        browser
+            .wait_for_text("main", "The last 30 days", Duration::from_secs(5))
+            .await,
+        "{}",
+        browser.text("main").await
+    );
+    let day = |at: chrono::DateTime<Utc>| at.format("%m-%d").to_string();
+
+    // Health now and the alerts: the breach and the prediction, in words.
+    let figures = browser.text("#figures").await;
+    assert!(figures.contains("Health"), "{figures}");
+    let alerts = browser.text("#alerts").await;
+    for shown in [
+        "SLO breach: mergeable_rate",
+        "rising_conflict_rate",
+        "Conflict rate rose from 0% to 100%",
+    ] {
+        assert!(alerts.contains(shown), "{shown} missing: {alerts}");
+    }
+
+    // Every chart is drawn (a visible picture with marks in it) and names its series.
+    for (chart, marks) in [
+        ("chart-decisions", "rect"),
+        ("chart-merge-time", "circle"),
+        ("chart-queue", "circle"),
+        ("chart-health", "circle"),
+        ("chart-risk", "circle"),
+        ("chart-retries", "rect"),
+    ] {
+        let drawn = browser
+            .eval(&format!(
+                "const svg = document.querySelector('#{chart} svg'); \
+                 return svg ? [svg.getBoundingClientRect().width, svg.querySelectorAll('{marks}').length] : null"
+            ))
+            .await;
+        let width = drawn[0].as_f64().unwrap_or(0.0);
+        let count = drawn[1].as_u64().unwrap_or(0);
+        assert!(width > 200.0 && count > 0, "{chart}: {drawn}");
+        let title = browser
+            .eval(&format!(
+                "return document.querySelector('#{chart} svg title').textContent"
+            ))
+            .await;
+        assert!(
+            title.as_str().is_some_and(|t| !t.is_empty()),
+            "{chart} has no title"
+        );
+    }
+
+    browser
+        .screenshot(&screenshots().join("6-integration.png"))
+        .await;
+
+    // The figures behind each picture, a click away.
+    let table = |chart: &'static str| {
+        let browser = &browser;
+        async move {
+            browser.click(&format!("#{chart} summary")).await;
+            browser.text(&format!("#{chart} table")).await
+        }
+    };
+    let decisions = table("chart-decisions").await;
+    assert!(
+        decisions.contains(&format!("{} 2 0", day(two_days_ago))),
+        "globex's merge is not acme's: {decisions}"
+    );
+    assert!(
+        decisions.contains(&format!("{} 1 1", day(yesterday))),
+        "{decisions}"
+    );
+    let waits = table("chart-merge-time").await;
+    assert!(
+        waits.contains(&format!("{} 25 26", day(two_days_ago))),
+        "median and p90: {waits}"
+    );
+    assert!(
+        waits.contains(&format!("{} 3 3", day(yesterday))),
+        "{waits}"
+    );
+    let health = table("chart-health").await;
+    assert!(
+        health.contains(&format!("{} 80", day(two_days_ago)))
+            && health.contains(&format!("{} 60.5", day(yesterday))),
+        "{health}"
+    );
+    let depth = table("chart-queue").await;
+    assert!(
+        depth.contains(&format!("{} 5", day(two_days_ago)))
+            && depth.contains(&format!("{} 3", day(yesterday))),
+        "{depth}"
+    );
+    let risk = table("chart-risk").await;
+    assert!(
+        risk.contains(&format!("{} 40", day(two_days_ago))),
+        "the day's mean: {risk}"
+    );
+    let retries = table("chart-retries").await;
+    for row in ["conflict 1", "checks_failed 2", "target_moved 1"] {
+        assert!(retries.contains(row), "{row} missing: {retries}");
+    }
+    browser
+        .screenshot(&screenshots().join("6-integration-figures.png"))
+        .await;
+    let errors: Vec<_> = browser
+        .console()
+        .await
+        .into_iter()
+        .filter(|(level, _)| level == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
+
+    // On a phone: the charts fit the width.
+    let phone = Browser::start(390, 844).await;
+    phone.goto(&server.url("/dashboard")).await;
+    phone.type_into("#key", &format!("{ACME}{ENTER}")).await;
+    assert!(
+        phone
+            .wait_for_text("main", "Queues", Duration::from_secs(5))
+            .await
+    );
+    phone.goto(&server.url("/dashboard/integration")).await;
+    assert!(
+        phone
+            .wait_for_text("main", "The last 30 days", Duration::from_secs(5))
+            .await
+    );
+    let overflow = phone
+        .eval("return document.documentElement.scrollWidth - window.innerWidth")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "sideways scroll on a phone: {overflow}"
+    );
+    phone
+        .screenshot(&screenshots().join("7-integration-phone.png"))
+        .await;
+    phone.close().await;
+}

@@ -343,8 +343,91 @@ pub fn after_environment_failure(intent: &Intent, reason: &str) -> Step {
     }
 }
 
+/// Why an intent went back in the queue (recorded in `intent.requeued` and `intent.rejected`
+/// as `cause`, so that retries can be counted by cause).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCause {
+    /// The merge did not apply cleanly.
+    Conflict,
+    /// A required check failed.
+    ChecksFailed,
+    /// Required checks did not finish within `queue.checks_wait_minutes`.
+    ChecksTimeout,
+    /// A policy gate or the risk gate blocked it.
+    Policy,
+    /// The source or target branch is gone.
+    MissingRef,
+    /// The change is too large to evaluate.
+    TooLarge,
+    /// The merge itself failed.
+    MergeFailed,
+    /// A ref moved under the merge: revalidated, no retry spent.
+    TargetMoved,
+}
+
+impl RetryCause {
+    /// Every cause, in the order reports list them.
+    pub const ALL: [RetryCause; 8] = [
+        RetryCause::Conflict,
+        RetryCause::ChecksFailed,
+        RetryCause::ChecksTimeout,
+        RetryCause::Policy,
+        RetryCause::MissingRef,
+        RetryCause::TooLarge,
+        RetryCause::MergeFailed,
+        RetryCause::TargetMoved,
+    ];
+
+    /// Its stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryCause::Conflict => "conflict",
+            RetryCause::ChecksFailed => "checks_failed",
+            RetryCause::ChecksTimeout => "checks_timeout",
+            RetryCause::Policy => "policy",
+            RetryCause::MissingRef => "missing_ref",
+            RetryCause::TooLarge => "too_large",
+            RetryCause::MergeFailed => "merge_failed",
+            RetryCause::TargetMoved => "target_moved",
+        }
+    }
+
+    /// The cause of a block that counts as a failed attempt.
+    pub fn of_block(kind: crate::pipeline::BlockKind) -> RetryCause {
+        use crate::pipeline::BlockKind as B;
+        match kind {
+            B::Conflict => RetryCause::Conflict,
+            B::ChecksFailed => RetryCause::ChecksFailed,
+            B::ChecksPending => RetryCause::ChecksTimeout,
+            B::Policy | B::RiskGate => RetryCause::Policy,
+            B::MissingRef => RetryCause::MissingRef,
+            B::TooLarge => RetryCause::TooLarge,
+        }
+    }
+
+    /// The cause a requeue's payload names; for events written before causes were recorded,
+    /// read from the reason's wording (`None` when it says nothing known).
+    pub fn of_payload(payload: &serde_json::Value) -> Option<RetryCause> {
+        if let Some(name) = payload.get("cause").and_then(serde_json::Value::as_str) {
+            return RetryCause::ALL.into_iter().find(|c| c.as_str() == name);
+        }
+        let reason = payload.get("reason").and_then(serde_json::Value::as_str)?;
+        let reason = reason.to_ascii_lowercase();
+        [
+            ("revalidation needed", RetryCause::TargetMoved),
+            ("merge conflict", RetryCause::Conflict),
+            ("checks failed", RetryCause::ChecksFailed),
+            ("checks pending", RetryCause::ChecksTimeout),
+            ("unknown ref", RetryCause::MissingRef),
+        ]
+        .into_iter()
+        .find(|(start, _)| reason.starts_with(start))
+        .map(|(_, cause)| cause)
+    }
+}
+
 /// Applies a failed attempt: one more retry, then READY or, at the bound, REJECTED.
-pub fn failed_attempt(intent: &Intent, max_retries: u32, reason: &str) -> Step {
+pub fn failed_attempt(intent: &Intent, max_retries: u32, reason: &str, cause: RetryCause) -> Step {
     let retries = intent.retries + 1;
     let (status, event_type) = if retries >= max_retries {
         (Status::Rejected, EventType::IntentRejected)
@@ -356,7 +439,7 @@ pub fn failed_attempt(intent: &Intent, max_retries: u32, reason: &str) -> Step {
         retries,
         event: Some((
             event_type,
-            json!({"reason": reason, "retries": retries}),
+            json!({"reason": reason, "retries": retries, "cause": cause.as_str()}),
             json!({"retries": retries, "max_retries": max_retries}),
         )),
         action: NextAction::None,
@@ -388,9 +471,12 @@ pub fn after_validation(
                 NextAction::None
             },
         },
-        Outcome::Blocked { kind, reason } if kind.counts_as_failed_attempt() => {
-            failed_attempt(intent, rules.max_retries, reason)
-        }
+        Outcome::Blocked { kind, reason } if kind.counts_as_failed_attempt() => failed_attempt(
+            intent,
+            rules.max_retries,
+            reason,
+            RetryCause::of_block(*kind),
+        ),
         Outcome::Blocked { reason, .. } => {
             let now = decision.events.last().map(|e| e.timestamp);
             let waited_too_long = match (waiting_since, now) {
@@ -403,6 +489,7 @@ pub fn after_validation(
                     intent,
                     rules.max_retries,
                     &format!("{reason} for over {minutes} min"),
+                    RetryCause::ChecksTimeout,
                 )
             } else {
                 Step {
@@ -432,7 +519,7 @@ pub fn after_merge(intent: &Intent, merged_commit: &str) -> Step {
 
 /// The step after a merge attempt that failed (the target moved, the push was refused, …).
 pub fn after_merge_failure(intent: &Intent, max_retries: u32, error: &str) -> Step {
-    let mut step = failed_attempt(intent, max_retries, error);
+    let mut step = failed_attempt(intent, max_retries, error, RetryCause::MergeFailed);
     step.event = Some((
         EventType::IntentMergeFailed,
         json!({"error": error, "source": intent.source, "target": intent.target,
@@ -451,7 +538,8 @@ pub fn after_merge_refused(intent: &Intent, error: &str) -> Step {
         retries: intent.retries,
         event: Some((
             EventType::IntentRequeued,
-            json!({"reason": format!("revalidation needed: {error}"), "retries": intent.retries}),
+            json!({"reason": format!("revalidation needed: {error}"), "retries": intent.retries,
+                   "cause": RetryCause::TargetMoved.as_str()}),
             json!({"retries": intent.retries, "revalidate": true}),
         )),
         action: NextAction::None,
@@ -639,10 +727,10 @@ mod tests {
     #[test]
     fn retries_lead_to_rejection_at_the_bound() {
         let mut i = intent("a", 3, 0);
-        let first = failed_attempt(&i, 3, "Merge conflicts: x");
+        let first = failed_attempt(&i, 3, "Merge conflicts: x", RetryCause::Conflict);
         assert_eq!((first.status, first.retries), (Status::Ready, 1));
         i.retries = 2;
-        let third = failed_attempt(&i, 3, "Merge conflicts: x");
+        let third = failed_attempt(&i, 3, "Merge conflicts: x", RetryCause::Conflict);
         assert_eq!((third.status, third.retries), (Status::Rejected, 3));
         i.retries = 3;
         assert!(matches!(

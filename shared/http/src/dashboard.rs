@@ -50,6 +50,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/dashboard", get(overview))
         .route("/dashboard/intents/{id}", get(intent_page))
+        .route(
+            "/dashboard/integration",
+            get(crate::integration_page::integration),
+        )
         .route("/dashboard/login", post(login))
         .route("/dashboard/logout", post(logout))
         .route("/dashboard/assets/style.css", get(stylesheet))
@@ -58,7 +62,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 
 /// Who is looking: from the session cookie (or anyone, with authentication off). A page
 /// counts against the caller's per-minute budget.
-async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+pub(crate) async fn viewer(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Principal>, ApiError> {
     let principal = if state.services.api.auth_required {
         let Some(session) = cookie(headers, COOKIE) else {
             return Ok(None);
@@ -839,7 +846,7 @@ fn age(elapsed: chrono::Duration) -> String {
     }
 }
 
-fn login_form(problem: Option<&str>) -> Markup {
+pub(crate) fn login_form(problem: Option<&str>) -> Markup {
     html! {
         @if let Some(problem) = problem {
             p.problem role="alert" { (problem) }
@@ -854,7 +861,7 @@ fn login_form(problem: Option<&str>) -> Markup {
 }
 
 /// A whole page. `live` pages carry the sign-out button and refresh themselves.
-fn page(status: StatusCode, title: &str, main: Markup, live: bool) -> Response {
+pub(crate) fn page(status: StatusCode, title: &str, main: Markup, live: bool) -> Response {
     let document = html! {
         (DOCTYPE)
         html lang="en" {
@@ -869,6 +876,9 @@ fn page(status: StatusCode, title: &str, main: Markup, live: bool) -> Response {
                 header {
                     h1 { a href="/dashboard" { "Converge" } " " span.muted { (title) } }
                     @if live {
+                        nav aria-label="Pages" {
+                            a href="/dashboard" { "Queue" } " · " a href="/dashboard/integration" { "Integration" }
+                        }
                         div.controls {
                             button type="button" #pause aria-pressed="false" { "Pause updates" }
                             a href="" #refresh-now { "Refresh" }
@@ -942,4 +952,11 @@ dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}dl.f
 ol.timeline{padding-left:1.25rem}ol.timeline li{margin:.25rem 0}\
 .skip{position:absolute;left:-999px}.skip:focus{left:1rem;top:.5rem;background:#fff;padding:.25rem .5rem}\
 .sr-only{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}\
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,30rem),1fr));gap:1rem 1.5rem}\
+figure.chart{margin:0}figure.chart figcaption{font-weight:600}figure.chart svg{width:100%;height:auto;display:block}\
+.grid{stroke:var(--line);stroke-width:1}.axis{font-size:11px;fill:var(--muted)}\
+.line{fill:none;stroke-width:2}.series-0{stroke:#1a5fb4;fill:#1a5fb4;background:#1a5fb4}.series-1{stroke:#c64600;fill:#c64600;background:#c64600}\
+polyline.series-0,polyline.series-1{fill:none}\
+ul.legend{list-style:none;display:flex;gap:1rem;padding:0;margin:.25rem 0}.swatch{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:middle}\
+li.alert{margin:.25rem 0}\
 @media (max-width:40rem){th,td{padding:.3rem}input{min-width:0;width:100%}}";

@@ -22,11 +22,13 @@
 pub mod api;
 pub mod auth;
 pub mod boot;
+mod charts;
 pub mod conditional;
 mod dashboard;
 pub mod error;
 mod extract;
 pub mod idempotency;
+mod integration_page;
 pub mod metrics;
 pub mod openapi;
 mod routes;

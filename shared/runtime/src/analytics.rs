@@ -138,6 +138,54 @@ pub async fn integration_metrics(
     Ok(core::integration_metrics(&totals, &stamp_of(tenant, now)))
 }
 
+/// Every "now" figure of a tenant at once, for the dashboard: each window, tally and count is
+/// read once (concurrently) and shared by the formulas that use it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Overview {
+    /// Repository health.
+    pub health: core::RepoHealth,
+    /// Verification debt.
+    pub debt: core::VerificationDebt,
+    /// The compliance report.
+    pub compliance: core::ComplianceReport,
+    /// Issues the last two days show.
+    pub predictions: Vec<core::Prediction>,
+    /// Integration metrics.
+    pub metrics: core::IntegrationMetrics,
+}
+
+/// Reads and scores a tenant's [`Overview`].
+pub async fn overview(
+    store: &Store,
+    tenant: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Overview, AnalyticsError> {
+    let s24 = now - Duration::hours(24);
+    let (last_day, day_before, intents, reviews, totals) = futures_util::try_join!(
+        store.window_tally(tenant, s24, None),
+        store.window_tally(tenant, now - Duration::hours(48), Some(s24)),
+        store.intent_tally(tenant, s24),
+        store.waiting_review_count(tenant),
+        store.log_totals(tenant),
+    )?;
+    let thresholds = thresholds_of(store, tenant).await?;
+    let stamp = stamp_of(tenant, now);
+    let debt = core::verification_debt(&intents, reviews, &last_day, &stamp);
+    Ok(Overview {
+        health: core::repo_health(&last_day, &intents, &stamp),
+        compliance: core::compliance_report(
+            &totals,
+            intents.total,
+            debt.debt_score,
+            &thresholds,
+            &stamp,
+        ),
+        debt,
+        predictions: core::predictions(&last_day, &day_before),
+        metrics: core::integration_metrics(&totals, &stamp),
+    })
+}
+
 /// The newest snapshots of a type since `since` (at most `limit`), oldest first.
 async fn snapshots(
     store: &Store,
@@ -388,4 +436,155 @@ pub async fn set_thresholds(
         })
         .await?;
     Ok((thresholds, version))
+}
+
+/// What the dashboard's charts draw over the last days: one value per UTC day, oldest first
+/// (`None` where a day has nothing to show), and retries by cause.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChartData {
+    /// The days, `YYYY-MM-DD`.
+    pub days: Vec<String>,
+    /// Merges per day.
+    pub merged: Vec<u64>,
+    /// Rejections per day.
+    pub rejected: Vec<u64>,
+    /// Median hours from an intent's creation to its merge, per day of merge.
+    pub merge_hours_median: Vec<Option<f64>>,
+    /// The 90th percentile of the same.
+    pub merge_hours_p90: Vec<Option<f64>>,
+    /// Waiting intents in the day's last health snapshot.
+    pub queue_depth: Vec<Option<f64>>,
+    /// Health score in the day's last health snapshot.
+    pub health: Vec<Option<f64>>,
+    /// Mean risk score of the day's risk evaluations.
+    pub risk_mean: Vec<Option<f64>>,
+    /// Requeues and rejections by cause over the span (causes with none left out).
+    pub retry_causes: Vec<(&'static str, u64)>,
+}
+
+/// The most events of each kind a chart reads (the newest in its span).
+pub const CHART_SAMPLE: u32 = 2_000;
+
+/// Reads what the dashboard's charts draw over the last `days` days (today included), with a
+/// fixed number of bounded queries.
+pub async fn charts(
+    store: &Store,
+    tenant: Option<&str>,
+    days: u32,
+    now: DateTime<Utc>,
+) -> Result<ChartData, AnalyticsError> {
+    let days = days.max(1);
+    let first = (now - Duration::days(i64::from(days) - 1)).date_naive();
+    let since = first.and_time(chrono::NaiveTime::MIN).and_utc();
+    let day_of = |at: DateTime<Utc>| -> Option<usize> {
+        usize::try_from((at.date_naive() - first).num_days())
+            .ok()
+            .filter(|d| *d < days as usize)
+    };
+    let n = days as usize;
+    let mut data = ChartData {
+        days: first
+            .iter_days()
+            .take(n)
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .collect(),
+        merged: vec![0; n],
+        rejected: vec![0; n],
+        ..ChartData::default()
+    };
+    let first_day = first.format("%Y-%m-%d").to_string();
+    let recent = |event_type| EventFilter {
+        event_type: Some(event_type),
+        tenant_id: tenant.map(str::to_owned),
+        since: Some(since),
+        limit: CHART_SAMPLE,
+        ..EventFilter::default()
+    };
+    let (risk_filter, requeue_filter, rejection_filter) = (
+        recent(EventType::RiskEvaluated),
+        recent(EventType::IntentRequeued),
+        recent(EventType::IntentRejected),
+    );
+    let (tallies, merges, risks, requeues, rejections, snapshots) = futures_util::try_join!(
+        store.daily_tallies(
+            tenant,
+            &first_day,
+            &[EventType::IntentMerged, EventType::IntentRejected]
+        ),
+        store.merge_times(tenant, since, CHART_SAMPLE),
+        store.events(&risk_filter),
+        store.events(&requeue_filter),
+        store.events(&rejection_filter),
+        snapshots(
+            store,
+            EventType::HealthSnapshot,
+            tenant,
+            since,
+            24 * (days + 1)
+        ),
+    )?;
+    for tally in tallies {
+        let Some(d) = data.days.iter().position(|day| *day == tally.day) else {
+            continue;
+        };
+        let count = u64::try_from(tally.events).unwrap_or(0);
+        match tally.event_type {
+            EventType::IntentMerged => data.merged[d] += count,
+            EventType::IntentRejected => data.rejected[d] += count,
+            _ => {}
+        }
+    }
+    let mut hours: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for (merged_at, created_at) in merges {
+        if let Some(d) = day_of(merged_at) {
+            hours[d].push((merged_at - created_at).num_seconds().max(0) as f64 / 3600.0);
+        }
+    }
+    for day in &mut hours {
+        day.sort_by(f64::total_cmp);
+    }
+    data.merge_hours_median = hours.iter().map(|h| core::nearest_rank(h, 0.5)).collect();
+    data.merge_hours_p90 = hours.iter().map(|h| core::nearest_rank(h, 0.9)).collect();
+    let mut risk: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for stored in risks {
+        let score = stored
+            .event
+            .payload
+            .get("risk_score")
+            .and_then(Value::as_f64);
+        if let (Some(d), Some(score)) = (day_of(stored.event.timestamp), score) {
+            risk[d].push(score);
+        }
+    }
+    data.risk_mean = risk
+        .iter()
+        .map(|r| (!r.is_empty()).then(|| r.iter().sum::<f64>() / r.len() as f64))
+        .collect();
+    data.queue_depth = vec![None; n];
+    data.health = vec![None; n];
+    // Oldest first: the day's last snapshot wins.
+    for snapshot in snapshots {
+        if let Some(d) = day_of(snapshot.event.timestamp) {
+            let payload = &snapshot.event.payload;
+            data.health[d] = payload.get("repo_health_score").and_then(Value::as_f64);
+            data.queue_depth[d] = payload.get("active_intents").and_then(Value::as_f64);
+        }
+    }
+    let mut causes = [0u64; 8];
+    for stored in requeues.iter().chain(rejections.iter()) {
+        if let Some(cause) = converge_core::queue::RetryCause::of_payload(&stored.event.payload)
+            && let Some(i) = converge_core::queue::RetryCause::ALL
+                .iter()
+                .position(|c| *c == cause)
+        {
+            causes[i] += 1;
+        }
+    }
+    data.retry_causes = converge_core::queue::RetryCause::ALL
+        .iter()
+        .zip(causes)
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| (c.as_str(), n))
+        .collect();
+    Ok(data)
 }

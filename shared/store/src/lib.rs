@@ -719,6 +719,8 @@ forward! {
     fn daily_tallies(&self, tenant: Option<&str>, from_day: &str, event_types: &[converge_core::EventType]) -> Vec<DailyTally>;
     /// A tenant's intents as the health and debt formulas count them.
     fn intent_tally(&self, tenant: Option<&str>, stale_before: DateTime<Utc>) -> converge_core::analytics::IntentTally;
+    /// The newest merges since a time: when merged, when created.
+    fn merge_times(&self, tenant: Option<&str>, since: DateTime<Utc>, limit: u32) -> Vec<(DateTime<Utc>, DateTime<Utc>)>;
     /// The tenants that have intents (`""` for none), in name order.
     fn tenants(&self, limit: u32) -> Vec<String>;
     /// Review tasks pending or assigned.

@@ -1246,6 +1246,16 @@ pub fn integration_metrics(totals: &LogTotals, stamp: &Stamp) -> IntegrationMetr
     }
 }
 
+/// The `q`-quantile (0 < q ≤ 1) of values sorted ascending, by nearest rank: the smallest
+/// value with at least `q` of them at or below it. `None` for no values.
+pub fn nearest_rank(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
 /// The most risk evaluations calibration reads (the newest).
 pub const CALIBRATION_SAMPLE: usize = 10_000;
 

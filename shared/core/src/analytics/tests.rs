@@ -174,3 +174,32 @@ fn thresholds_to_store_are_known_numbers_in_range() {
         assert_eq!(err.field, field, "{bad}");
     }
 }
+
+#[test]
+fn nearest_rank_takes_a_value_that_is_there() {
+    let values = [1.0, 2.0, 3.0, 4.0, 10.0];
+    assert_eq!(nearest_rank(&values, 0.5), Some(3.0));
+    assert_eq!(nearest_rank(&values, 0.9), Some(10.0));
+    assert_eq!(nearest_rank(&values[..4], 0.5), Some(2.0));
+    assert_eq!(nearest_rank(&[], 0.5), None);
+}
+
+#[test]
+fn a_requeue_names_its_cause_or_its_reason_tells_it() {
+    use crate::queue::RetryCause;
+    let cause = |payload: serde_json::Value| RetryCause::of_payload(&payload);
+    assert_eq!(
+        cause(serde_json::json!({"cause": "checks_failed", "reason": "x"})),
+        Some(RetryCause::ChecksFailed)
+    );
+    assert_eq!(
+        cause(serde_json::json!({"reason": "Merge conflicts: a.rs"})),
+        Some(RetryCause::Conflict)
+    );
+    assert_eq!(
+        cause(serde_json::json!({"reason": "revalidation needed: target moved"})),
+        Some(RetryCause::TargetMoved)
+    );
+    assert_eq!(cause(serde_json::json!({"reason": "who knows"})), None);
+    assert_eq!(cause(serde_json::json!({})), None);
+}

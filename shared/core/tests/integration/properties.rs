@@ -184,7 +184,7 @@ proptest! {
                 prop_assert!(retries >= max_retries);
                 vec![step]
             }
-            Admission::Process => vec![failed_attempt(&i, max_retries, "x"), after_merge_failure(&i, max_retries, "x")],
+            Admission::Process => vec![failed_attempt(&i, max_retries, "x", converge_core::queue::RetryCause::Conflict), after_merge_failure(&i, max_retries, "x")],
             other => return Err(TestCaseError::fail(format!("unexpected {other:?}"))),
         };
         for step in steps {

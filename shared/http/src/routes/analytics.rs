@@ -311,12 +311,10 @@ pub(super) async fn dashboard_alerts(
 ) -> ApiResult {
     let tenant = principal.read_tenant(q.tenant_id);
     let now = state.services.clock.now();
-    let store = &state.services.store;
-    let report = analytics::compliance(store, tenant.as_deref(), now).await?;
-    let predictions = analytics::predictions(store, tenant.as_deref(), now).await?;
-    let alerts = alerts_of(&report, &predictions);
+    let overview = analytics::overview(&state.services.store, tenant.as_deref(), now).await?;
+    let alerts = alerts_of(&overview.compliance, &overview.predictions);
     typed(serde_json::json!({
-        "compliance_passed": report.passed,
+        "compliance_passed": overview.compliance.passed,
         "total": alerts.len(),
         "alerts": alerts,
         "tenant_id": tenant,
@@ -333,14 +331,13 @@ pub(super) async fn dashboard(
     let now = state.services.clock.now();
     let store = &state.services.store;
     let t = tenant.as_deref();
-    let health = analytics::repo_health(store, t, now).await?;
-    let debt = analytics::verification_debt(store, t, now).await?;
-    let compliance = analytics::compliance(store, t, now).await?;
-    let predictions = analytics::predictions(store, t, now).await?;
-    let metrics = analytics::integration_metrics(store, t, now).await?;
-    let prediction = analytics::predictive_health(store, t, 7, now).await?;
-    let queue = queue_state_of(&state, tenant.clone()).await?;
-    let alerts = alerts_of(&compliance, &predictions);
+    let (overview, prediction, queue) = futures_util::try_join!(
+        async { Ok::<_, ApiError>(analytics::overview(store, t, now).await?) },
+        async { Ok::<_, ApiError>(analytics::predictive_health(store, t, 7, now).await?) },
+        queue_state_of(&state, tenant.clone()),
+    )?;
+    let alerts = alerts_of(&overview.compliance, &overview.predictions);
+    let compliance = &overview.compliance;
     typed(serde_json::json!({
         "alerts": alerts,
         "compliance": {
@@ -350,14 +347,14 @@ pub(super) async fn dashboard(
             "mergeable_rate": compliance.mergeable_rate,
             "conflict_rate": compliance.conflict_rate,
         },
-        "debt": debt,
-        "health": health,
-        "metrics": metrics,
+        "debt": overview.debt,
+        "health": overview.health,
+        "metrics": overview.metrics,
         "predicted_health": prediction,
-        "predictions": predictions,
+        "predictions": overview.predictions,
         "queue": queue,
         "tenant_id": tenant,
-        "timestamp": health.timestamp,
+        "timestamp": overview.health.timestamp,
     }))
 }
 

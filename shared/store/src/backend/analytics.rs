@@ -173,6 +173,30 @@ macro_rules! analytics_operations {
                 })
             }
 
+            /// The newest merges of a tenant (every tenant's when `None`) since `since`, at most
+            /// `limit`: when each was merged and when its intent was created, newest first.
+            pub async fn merge_times(
+                &self,
+                tenant: Option<&str>,
+                since: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>, $crate::StoreError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT e.timestamp AS merged_at, i.created_at AS created_at FROM events e \
+                     JOIN intents i ON i.id = e.intent_id WHERE e.event_type = ",
+                );
+                q.push_bind(converge_core::EventType::IntentMerged.as_str());
+                q.push(" AND e.timestamp >= ").push_bind(ts(since));
+                if let Some(tenant) = tenant {
+                    q.push(" AND e.tenant_id = ").push_bind(tenant.to_owned());
+                }
+                q.push(" ORDER BY e.timestamp DESC LIMIT ").push_bind(i64::from(limit));
+                let rows = q.build().fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| Ok((get_ts(row, "merged_at")?, get_ts(row, "created_at")?)))
+                    .collect()
+            }
+
             /// The tenants that have intents (`""` for intents without one), in name order, at
             /// most `limit`.
             pub async fn tenants(&self, limit: u32) -> Result<Vec<String>, $crate::StoreError> {
