@@ -14,6 +14,7 @@ mod assess;
 mod client;
 mod demo;
 mod doctor;
+mod intake;
 mod ops;
 mod output;
 mod progress;
@@ -76,6 +77,9 @@ enum Command {
     /// dashboard's aggregate; `eval` computes them offline for a store given as a file.
     #[command(subcommand)]
     Analytics(AnalyticsCommand),
+    /// Intake control: whether new intents are taken in (open, throttle, pause, auto).
+    #[command(subcommand)]
+    Intake(intake::IntakeCommand),
     /// Compliance: the report against the tenant's thresholds, its alerts, the thresholds and
     /// their history.
     #[command(subcommand)]
@@ -240,6 +244,7 @@ fn operate(api: &ops::ApiArgs, out: Output, command: Command) -> Result<(), CliE
             }
             Command::Analytics(AnalyticsCommand::Read(c)) => analytics::read(&client, out, c).await,
             Command::Compliance(c) => analytics::compliance(&client, out, c).await,
+            Command::Intake(c) => intake::run(&client, out, c).await,
             Command::Keys(c) => ops::keys(&client, out, c).await,
             Command::Flags(c) => ops::flags(&client, out, c).await,
             other => Err(CliError::Other(anyhow::anyhow!(

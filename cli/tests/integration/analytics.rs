@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::audit_export::{ACME, ACME_VIEWER, GLOBEX, ROOT, tenants_server};
 use crate::freezes::call;
 
-fn store_of(database: &[(&str, String)]) -> Store {
+pub(crate) fn store_of(database: &[(&str, String)]) -> Store {
     let setting = |name: &str| {
         database
             .iter()

@@ -246,7 +246,16 @@ async fn intents_move_through_the_api_on_both_backends() {
             .flatten()
             .filter_map(|e| e["event_type"].as_str())
             .collect();
-        assert_eq!(types, ["intent.merged", "queue.reset", "intent.created"]);
+        // Intake's verdict is recorded with the creation.
+        assert_eq!(
+            types,
+            [
+                "intent.merged",
+                "queue.reset",
+                "intake.accepted",
+                "intent.created"
+            ]
+        );
 
         let (_, state) = call(
             &client,
@@ -941,6 +950,27 @@ async fn tenant_isolation_matrix() {
                 None,
                 "operator",
                 Scope::List,
+            ),
+            (
+                Method::GET,
+                "/v1/intake/status".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::GET,
+                "/v1/intake/mode".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::POST,
+                "/v1/intake/mode".into(),
+                Some(json!({"tenant_id": "acme", "mode": "open", "reason": "matrix"})),
+                "operator",
+                Scope::TenantWrite,
             ),
             (
                 Method::GET,

@@ -100,6 +100,7 @@ async fn seed(store: &Store, clock: &ManualClock) {
             freezes: Vec::new(),
             reviews: Vec::new(),
             thresholds: Vec::new(),
+            intake: Vec::new(),
         };
         store.commit(&commit).await.unwrap();
         clock.advance(chrono::Duration::milliseconds(1_250));
@@ -213,6 +214,15 @@ async fn seed_retention_and_freeze(store: &Store, clock: &ManualClock) {
                 tenant: "núcleo-labs".into(),
                 data: serde_json::json!({"max_debt_score": 40.5}),
                 expected_version: None,
+            }],
+            intake: vec![converge_store::IntakeWrite {
+                tenant: "núcleo-labs".into(),
+                set: Some(converge_store::IntakeOverride {
+                    mode: "throttle".into(),
+                    reason: "release week".into(),
+                    set_by: "jörg".into(),
+                    set_at: clock.now(),
+                }),
             }],
             ..Commit::default()
         })

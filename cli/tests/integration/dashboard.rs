@@ -585,6 +585,16 @@ async fn the_integration_page_draws_each_chart_with_its_figures_and_the_alerts()
         .await
         .unwrap();
 
+    let paused = api(
+        &server,
+        ADMIN,
+        "POST",
+        "/v1/intake/mode",
+        json!({"tenant_id": "acme", "mode": "pause", "reason": "release week"}),
+    )
+    .await;
+    assert_eq!(paused["mode"], "pause", "{paused}");
+
     let browser = Browser::start(1280, 900).await;
     browser.goto(&server.url("/dashboard")).await;
     browser.type_into("#key", &format!("{ACME}{ENTER}")).await;
@@ -606,6 +616,13 @@ async fn the_integration_page_draws_each_chart_with_its_figures_and_the_alerts()
     // Health now and the alerts: the breach and the prediction, in words.
     let figures = browser.text("#figures").await;
     assert!(figures.contains("Health"), "{figures}");
+    assert!(
+        browser
+            .text("#intake")
+            .await
+            .starts_with("pause — set by ops: release week"),
+        "{figures}"
+    );
     let alerts = browser.text("#alerts").await;
     for shown in [
         "SLO breach: mergeable_rate",

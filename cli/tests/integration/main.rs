@@ -21,6 +21,7 @@ mod eval_input_errors;
 mod freezes;
 mod full_disk;
 mod github_app;
+mod intake;
 mod lease_reset;
 mod operator_cli;
 mod readiness;

@@ -1,5 +1,7 @@
 //! The Converge domain, pure: what Converge *does*, with no I/O.
 //!
+//! - [`intake_mode`]: whether a new intent is taken in (open, throttle, pause, or auto by health
+//!   and debt);
 //! - [`intent`]: intents, their statuses and the legal moves between them;
 //! - [`analytics`]: repository and change health, verification debt, compliance, predictions,
 //!   integration metrics and calibration, from tallies of the event log (the original's formulas);
@@ -32,6 +34,7 @@ pub mod export;
 pub mod flags;
 pub mod freeze;
 pub mod intake;
+pub mod intake_mode;
 pub mod intent;
 pub mod numeric;
 pub mod pipeline;

@@ -39,6 +39,10 @@ pub enum ApiError {
     /// The request is well-formed but cannot be done as asked (422).
     #[error("{0}")]
     Unprocessable(String),
+    /// Intake control kept a new intent out (422, `intake_rejected`): the message says which
+    /// mode and why.
+    #[error("{0}")]
+    IntakeRejected(String),
     /// The request needs something this deployment has not configured (422): the message
     /// names the setting.
     #[error("{0}")]
@@ -101,6 +105,7 @@ impl ApiError {
             ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::NotConfigured(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_configured"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::IntakeRejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "intake_rejected"),
             ApiError::UnsupportedEncoding(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }

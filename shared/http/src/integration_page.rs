@@ -33,19 +33,24 @@ pub(crate) async fn integration(
     let read = futures_util::try_join!(
         analytics::overview(store, tenant, now),
         analytics::charts(store, tenant, DAYS, now),
+        converge_runtime::intake_control::status(store, tenant, now),
     );
     match read {
-        Ok((overview, charts)) => page(
+        Ok((overview, charts, intake)) => page(
             StatusCode::OK,
             "Integration",
-            html_of(&overview, &charts),
+            html_of(&overview, &charts, &intake),
             true,
         ),
         Err(e) => ApiError::from(e).into_response(),
     }
 }
 
-fn html_of(overview: &Overview, charts: &ChartData) -> Markup {
+fn html_of(
+    overview: &Overview,
+    charts: &ChartData,
+    intake: &converge_runtime::intake_control::IntakeStatus,
+) -> Markup {
     let Overview {
         health,
         debt,
@@ -62,6 +67,14 @@ fn html_of(overview: &Overview, charts: &ChartData) -> Markup {
                 dt { "Mergeable (24 h)" } dd { (format!("{:.1}%", health.mergeable_rate * 100.0)) }
                 dt { "Verification debt" } dd { (format!("{:.1}", debt.debt_score)) " " (debt.status) }
                 dt { "Waiting intents" } dd { (health.active_intents) }
+                dt { "Intake" } dd #intake {
+                    strong class=(if intake.mode == converge_core::intake_mode::IntakeMode::Open { "pass" } else { "fail" }) { (intake.mode.as_str()) }
+                    @if let Some(set) = intake.set.as_ref().filter(|_| intake.manual_override) {
+                        " — set by " (set.set_by) @if !set.reason.is_empty() { ": " (set.reason) }
+                    } @else {
+                        " (auto: effective score " (format!("{:.1}", intake.signals.effective_score)) ")"
+                    }
+                }
                 dt { "Compliance" } dd { @if compliance.passed { "every check passes" } @else { strong.fail { (compliance.alerts.len()) " failing" } } }
             }
             @if !health.learning.lessons.is_empty() {

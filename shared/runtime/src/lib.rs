@@ -25,6 +25,7 @@ pub mod aws;
 pub mod commands;
 pub mod config;
 pub mod export;
+pub mod intake_control;
 pub mod local_checks;
 pub mod local_git;
 pub mod queue_worker;

@@ -40,9 +40,9 @@ pub use error::StoreError;
 pub use model::{
     ApiKeyRecord, ChainedEvent, Commit, CommitLink, DailyTally, DecisionTrail, Delivery,
     DeliveryOutcome, EventFilter, Expected, FencingToken, FlagSetting, FreezeWrite,
-    IdempotencyClaim, IntentCount, IntentCursor, IntentFilter, KeyHold, Lease, LeaseState,
-    OutboxEntry, OutboxMessage, ReviewCounts, ReviewFilter, ReviewWrite, StoredEvent, StoredIntent,
-    StoredReview, ThresholdsWrite, VersionedDocument,
+    IdempotencyClaim, IntakeOverride, IntakeWrite, IntentCount, IntentCursor, IntentFilter,
+    KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage, ReviewCounts, ReviewFilter,
+    ReviewWrite, StoredEvent, StoredIntent, StoredReview, ThresholdsWrite, VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::{SqliteDurability, SqliteStore};
@@ -178,6 +178,11 @@ mod migrations {
                 "threshold versions",
                 include_str!("../migrations/postgres/0015_threshold_versions.sql"),
             ),
+            (
+                16,
+                "intake overrides",
+                include_str!("../migrations/postgres/0016_intake_overrides.sql"),
+            ),
         ])
     }
 
@@ -257,6 +262,11 @@ mod migrations {
                 15,
                 "threshold versions",
                 include_str!("../migrations/sqlite/0015_threshold_versions.sql"),
+            ),
+            (
+                16,
+                "intake overrides",
+                include_str!("../migrations/sqlite/0016_intake_overrides.sql"),
             ),
         ])
     }
@@ -721,6 +731,8 @@ forward! {
     fn intent_tally(&self, tenant: Option<&str>, stale_before: DateTime<Utc>) -> converge_core::analytics::IntentTally;
     /// The newest merges since a time: when merged, when created.
     fn merge_times(&self, tenant: Option<&str>, since: DateTime<Utc>, limit: u32) -> Vec<(DateTime<Utc>, DateTime<Utc>)>;
+    /// The intake mode an operator set for a tenant (`""`: the global one).
+    fn intake_override(&self, tenant: &str) -> Option<IntakeOverride>;
     /// The tenants that have intents (`""` for none), in name order.
     fn tenants(&self, limit: u32) -> Vec<String>;
     /// Review tasks pending or assigned.

@@ -188,6 +188,30 @@ pub struct Commit {
     pub reviews: Vec<ReviewWrite>,
     /// Compliance thresholds set with the event that records it.
     pub thresholds: Vec<ThresholdsWrite>,
+    /// Intake modes set (or given back to auto) with the event that records it.
+    pub intake: Vec<IntakeWrite>,
+}
+
+/// An operator's intake mode for a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IntakeOverride {
+    /// `open`, `throttle` or `pause`.
+    pub mode: String,
+    /// Why.
+    pub reason: String,
+    /// Who set it.
+    pub set_by: String,
+    /// When.
+    pub set_at: DateTime<Utc>,
+}
+
+/// A tenant's intake mode to store (`None`: back to auto).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntakeWrite {
+    /// The tenant (`""`: the global mode).
+    pub tenant: String,
+    /// The mode, or `None` for auto.
+    pub set: Option<IntakeOverride>,
 }
 
 /// A tenant's compliance thresholds to store: new (`expected_version: None`, and none may be

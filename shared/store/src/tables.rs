@@ -308,6 +308,20 @@ pub(crate) const TABLES: &[Table] = &[
         append_only: false,
     },
     Table {
+        name: "intake_overrides",
+        key: &["tenant"],
+        columns: &[
+            ("tenant", Text),
+            ("mode", Text),
+            ("reason", Text),
+            ("set_by", Text),
+            ("set_at", Ts),
+        ],
+        serial: None,
+        ephemeral: None,
+        append_only: false,
+    },
+    Table {
         name: "event_tallies",
         key: &["tenant", "event_type", "day"],
         columns: &[

@@ -64,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
             freezes: Vec::new(),
             reviews: Vec::new(),
             thresholds: Vec::new(),
+            intake: Vec::new(),
         };
         store.commit(&commit).await?;
         writeln!(stdout, "committed {n}")?;

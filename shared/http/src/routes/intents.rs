@@ -285,19 +285,41 @@ pub(super) async fn create_intent(
     intent.plan_id = text(body.plan_id);
     intent.origin_type = text(body.origin_type).unwrap_or_else(|| "api".to_owned());
     let payload = serde_json::to_value(&intent).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Intake control first: a refusal is recorded, and nothing else is written.
+    let (decision, intake_event) =
+        converge_runtime::intake_control::admit(&state.services, &principal.actor, &intent).await?;
+    if decision.verdict != converge_core::intake_mode::IntakeVerdict::Accepted {
+        state
+            .services
+            .store
+            .commit(&converge_runtime::intake_control::refusal_commit(
+                intake_event,
+            ))
+            .await?;
+        return Err(ApiError::IntakeRejected(format!(
+            "{}; the intent was not created",
+            decision.reason
+        )));
+    }
+    let created = converge_runtime::commands::api_event(
+        &state.services,
+        &principal.actor,
+        EventType::IntentCreated,
+        Some(&intent.id),
+        intent.tenant_id.as_deref(),
+        payload,
+    );
     // The write commits only if no intent holds the id when it runs, so of concurrent creates
     // of one id exactly one succeeds. The same answer whichever tenant holds the id (ids are
     // one namespace).
-    record_for_queue(
-        &state,
-        &principal,
-        EventType::IntentCreated,
+    converge_runtime::commands::enqueue(
+        &state.services,
+        vec![created, intake_event],
         &intent,
-        payload,
         Some(Expected::absent(&id)),
     )
     .await
-    .map_err(|e| match e {
+    .map_err(|e| match ApiError::from(e) {
         ApiError::Stale(_) => ApiError::Conflict(format!("intent id '{id}' is already taken")),
         other => other,
     })?;

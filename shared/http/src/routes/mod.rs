@@ -13,6 +13,7 @@ mod auth;
 mod events;
 mod flags;
 mod freezes;
+mod intake;
 mod intents;
 pub(crate) mod queue;
 mod reviews;
@@ -228,6 +229,7 @@ pub(crate) fn table() -> Vec<Route> {
         freezes::routes(),
         summary::routes(),
         analytics::routes(),
+        intake::routes(),
     ]
     .into_iter()
     .flatten()

@@ -197,6 +197,24 @@ macro_rules! analytics_operations {
                     .collect()
             }
 
+            /// The intake mode an operator set for a tenant (`""`: the global one).
+            pub async fn intake_override(&self, tenant: &str) -> Result<Option<$crate::IntakeOverride>, $crate::StoreError> {
+                let row = sqlx::query("SELECT mode, reason, set_by, set_at FROM intake_overrides WHERE tenant = $1")
+                    .bind(tenant)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref()
+                    .map(|row| {
+                        Ok($crate::IntakeOverride {
+                            mode: row.try_get("mode")?,
+                            reason: row.try_get("reason")?,
+                            set_by: row.try_get("set_by")?,
+                            set_at: get_ts(row, "set_at")?,
+                        })
+                    })
+                    .transpose()
+            }
+
             /// The tenants that have intents (`""` for intents without one), in name order, at
             /// most `limit`.
             pub async fn tenants(&self, limit: u32) -> Result<Vec<String>, $crate::StoreError> {

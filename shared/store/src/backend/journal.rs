@@ -183,6 +183,7 @@ macro_rules! journal_operations {
                 write_freezes(&mut tx, &commit.freezes).await?;
                 write_reviews(&mut tx, &commit.reviews).await?;
                 write_thresholds(&mut tx, &commit.thresholds, self.now()).await?;
+                write_intake(&mut tx, &commit.intake).await?;
                 // Last, so that the row lock serialising a tenant's commits is held only
                 // through the commit itself (tenants in name order: no deadlock between two).
                 for tenant in &changed_tenants {
@@ -721,6 +722,35 @@ macro_rules! journal_operations {
                 }
             }
             Ok(seqs)
+        }
+
+        /// Stores intake modes (or removes them: back to auto).
+        async fn write_intake(tx: &mut WriteTx, writes: &[$crate::IntakeWrite]) -> Result<(), $crate::StoreError> {
+            for write in writes {
+                match &write.set {
+                    None => {
+                        sqlx::query("DELETE FROM intake_overrides WHERE tenant = $1")
+                            .bind(&write.tenant)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    Some(set) => {
+                        sqlx::query(
+                            "INSERT INTO intake_overrides (tenant, mode, reason, set_by, set_at) VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT (tenant) DO UPDATE SET mode = excluded.mode, reason = excluded.reason, \
+                             set_by = excluded.set_by, set_at = excluded.set_at",
+                        )
+                        .bind(&write.tenant)
+                        .bind(&set.mode)
+                        .bind(&set.reason)
+                        .bind(&set.set_by)
+                        .bind(ts(set.set_at))
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                }
+            }
+            Ok(())
         }
 
         /// Stores compliance thresholds at the version they were read at.

@@ -145,6 +145,7 @@ async fn a_commit_appends_events_and_moves_the_projection(store: Store, clock: M
             freezes: Vec::new(),
             reviews: Vec::new(),
             thresholds: Vec::new(),
+            intake: Vec::new(),
         })
         .await);
     assert_eq!(seqs.len(), 2);
