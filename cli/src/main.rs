@@ -9,6 +9,7 @@
 //! (`migrate`, `projections rebuild`, `backfill`) works on the database; `serve` and `worker`
 //! run Converge. Exit codes: 0 ok, 1 error, 2 usage, 3 a check failed.
 
+mod agents;
 mod analytics;
 mod assess;
 mod client;
@@ -77,6 +78,9 @@ enum Command {
     /// dashboard's aggregate; `eval` computes them offline for a store given as a file.
     #[command(subcommand)]
     Analytics(AnalyticsCommand),
+    /// Agents: their policies, and whether one may take an action now.
+    #[command(subcommand)]
+    Agent(agents::AgentCommand),
     /// Intake control: whether new intents are taken in (open, throttle, pause, auto).
     #[command(subcommand)]
     Intake(intake::IntakeCommand),
@@ -245,6 +249,7 @@ fn operate(api: &ops::ApiArgs, out: Output, command: Command) -> Result<(), CliE
             Command::Analytics(AnalyticsCommand::Read(c)) => analytics::read(&client, out, c).await,
             Command::Compliance(c) => analytics::compliance(&client, out, c).await,
             Command::Intake(c) => intake::run(&client, out, c).await,
+            Command::Agent(c) => agents::run(&client, out, c).await,
             Command::Keys(c) => ops::keys(&client, out, c).await,
             Command::Flags(c) => ops::flags(&client, out, c).await,
             other => Err(CliError::Other(anyhow::anyhow!(

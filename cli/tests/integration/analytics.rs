@@ -637,6 +637,16 @@ async fn the_hourly_snapshots_are_taken_once_however_many_processes_race_for_the
                     .unwrap();
                 assert_eq!(found.len(), 1, "{tenant} {event_type:?}");
                 assert_eq!(found[0].event.payload["tenant_id"], tenant);
+                if event_type == EventType::HealthSnapshot {
+                    // Its queues: the one intent waits in `main` since before the hour.
+                    let queue = &found[0].event.payload["queues"][0];
+                    assert_eq!(queue["queue"], "main", "{queue}");
+                    assert_eq!(queue["waiting"], 1, "{queue}");
+                    assert!(
+                        queue["oldest_wait_hours"].as_f64().unwrap() >= 1.9,
+                        "{queue}"
+                    );
+                }
             }
         }
         // The chain still verifies with the snapshots in it.

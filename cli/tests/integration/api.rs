@@ -953,6 +953,29 @@ async fn tenant_isolation_matrix() {
             ),
             (
                 Method::GET,
+                "/v1/agent/policy".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::POST,
+                "/v1/agent/policy".into(),
+                Some(json!({"tenant_id": "acme", "agent_id": "matrix-agent"})),
+                "operator",
+                Scope::TenantWrite,
+            ),
+            (
+                Method::POST,
+                "/v1/agent/authorize".into(),
+                Some(
+                    json!({"agent_id": "matrix-agent", "action": "analyze", "intent_id": acme_object}),
+                ),
+                "admin",
+                Scope::Object,
+            ),
+            (
+                Method::GET,
                 "/v1/intake/status".into(),
                 None,
                 "viewer",

@@ -101,6 +101,7 @@ async fn seed(store: &Store, clock: &ManualClock) {
             reviews: Vec::new(),
             thresholds: Vec::new(),
             intake: Vec::new(),
+            agent_policies: Vec::new(),
         };
         store.commit(&commit).await.unwrap();
         clock.advance(chrono::Duration::milliseconds(1_250));
@@ -223,6 +224,12 @@ async fn seed_retention_and_freeze(store: &Store, clock: &ManualClock) {
                     set_by: "jörg".into(),
                     set_at: clock.now(),
                 }),
+            }],
+            agent_policies: vec![converge_store::AgentPolicyWrite {
+                agent_id: "codex-7".into(),
+                tenant: "núcleo-labs".into(),
+                policy: serde_json::json!({"agent_id": "codex-7", "atl": 2}),
+                expected_version: None,
             }],
             ..Commit::default()
         })

@@ -534,7 +534,10 @@ async fn the_integration_page_draws_each_chart_with_its_figures_and_the_alerts()
             two_days_ago,
             T::HealthSnapshot,
             None,
-            json!({"repo_health_score": 80.0, "active_intents": 5}),
+            json!({"repo_health_score": 80.0, "active_intents": 5, "queues": [
+                {"queue": "main", "waiting": 4, "oldest_wait_hours": 30.0},
+                {"queue": "acme/app@main", "waiting": 1, "oldest_wait_hours": 4.5},
+            ]}),
         ),
         seeded(
             "e10",
@@ -542,7 +545,9 @@ async fn the_integration_page_draws_each_chart_with_its_figures_and_the_alerts()
             yesterday,
             T::HealthSnapshot,
             None,
-            json!({"repo_health_score": 60.5, "active_intents": 3}),
+            json!({"repo_health_score": 60.5, "active_intents": 3, "queues": [
+                {"queue": "main", "waiting": 3, "oldest_wait_hours": 54.0},
+            ]}),
         ),
         seeded(
             "e11",
@@ -637,6 +642,7 @@ async fn the_integration_page_draws_each_chart_with_its_figures_and_the_alerts()
         ("chart-decisions", "rect"),
         ("chart-merge-time", "circle"),
         ("chart-queue", "circle"),
+        ("chart-wait", "circle"),
         ("chart-health", "circle"),
         ("chart-risk", "circle"),
         ("chart-retries", "rect"),
@@ -697,12 +703,23 @@ async fn the_integration_page_draws_each_chart_with_its_figures_and_the_alerts()
             && health.contains(&format!("{} 60.5", day(yesterday))),
         "{health}"
     );
+    // All queues, then each queue: main, then acme/app@main (gone from yesterday's snapshot).
     let depth = table("chart-queue").await;
+    assert!(depth.contains("all queues main acme/app@main"), "{depth}");
     assert!(
-        depth.contains(&format!("{} 5", day(two_days_ago)))
-            && depth.contains(&format!("{} 3", day(yesterday))),
+        depth.contains(&format!("{} 5 4 1", day(two_days_ago))),
         "{depth}"
     );
+    assert!(
+        depth.contains(&format!("{} 3 3 –", day(yesterday))),
+        "{depth}"
+    );
+    let wait = table("chart-wait").await;
+    assert!(
+        wait.contains(&format!("{} 30 4.5", day(two_days_ago))),
+        "{wait}"
+    );
+    assert!(wait.contains(&format!("{} 54 –", day(yesterday))), "{wait}");
     let risk = table("chart-risk").await;
     assert!(
         risk.contains(&format!("{} 40", day(two_days_ago))),

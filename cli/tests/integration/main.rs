@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is how a test fails.
 
 mod abuse;
+mod agents;
 mod analytics;
 mod analytics_parity;
 mod api;

@@ -3,6 +3,7 @@
 //! - [`intake_mode`]: whether a new intent is taken in (open, throttle, pause, or auto by health
 //!   and debt);
 //! - [`intent`]: intents, their statuses and the legal moves between them;
+//! - [`agents`]: agent policies and whether an agent may take an action now;
 //! - [`analytics`]: repository and change health, verification debt, compliance, predictions,
 //!   integration metrics and calibration, from tallies of the event log (the original's formulas);
 //! - [`approvals`]: pull request reviews on the code host as a gate (approvals, changes requested);
@@ -25,6 +26,7 @@
 //! Nothing here depends on a database, an HTTP stack, an AWS SDK or an async runtime; a CI step
 //! (`scripts/check-core-purity.sh`) keeps it that way.
 
+pub mod agents;
 pub mod analytics;
 pub mod approvals;
 pub mod assessment;

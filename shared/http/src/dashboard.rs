@@ -956,7 +956,8 @@ ol.timeline{padding-left:1.25rem}ol.timeline li{margin:.25rem 0}\
 figure.chart{margin:0}figure.chart figcaption{font-weight:600}figure.chart svg{width:100%;height:auto;display:block}\
 .grid{stroke:var(--line);stroke-width:1}.axis{font-size:11px;fill:var(--muted)}\
 .line{fill:none;stroke-width:2}.series-0{stroke:#1a5fb4;fill:#1a5fb4;background:#1a5fb4}.series-1{stroke:#c64600;fill:#c64600;background:#c64600}\
-polyline.series-0,polyline.series-1{fill:none}\
+.series-2{stroke:#26803a;fill:#26803a;background:#26803a}.series-3{stroke:#8a2be2;fill:#8a2be2;background:#8a2be2}.series-4{stroke:#6b4f00;fill:#6b4f00;background:#6b4f00}\
+polyline.line{fill:none}\
 ul.legend{list-style:none;display:flex;gap:1rem;padding:0;margin:.25rem 0}.swatch{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:middle}\
 li.alert{margin:.25rem 0}\
 @media (max-width:40rem){th,td{padding:.3rem}input{min-width:0;width:100%}}";

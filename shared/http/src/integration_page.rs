@@ -159,10 +159,31 @@ fn charts_of(data: &ChartData) -> Vec<Chart> {
             title: "Queue depth (waiting intents)".to_owned(),
             unit: "intents, last hourly snapshot of the day",
             labels: labels.clone(),
-            series: vec![Series {
-                name: "waiting".to_owned(),
+            series: std::iter::once(Series {
+                name: "all queues".to_owned(),
                 values: data.queue_depth.clone(),
-            }],
+            })
+            .chain(data.queues.iter().map(|q| Series {
+                name: q.queue.clone(),
+                values: q.waiting.clone(),
+            }))
+            .collect(),
+            kind: Kind::Line,
+            y_max: None,
+        },
+        Chart {
+            id: "chart-wait",
+            title: "Wait in each queue".to_owned(),
+            unit: "hours the oldest waiting intent had waited, last snapshot of the day",
+            labels: labels.clone(),
+            series: data
+                .queues
+                .iter()
+                .map(|q| Series {
+                    name: q.queue.clone(),
+                    values: q.oldest_wait_hours.clone(),
+                })
+                .collect(),
             kind: Kind::Line,
             y_max: None,
         },

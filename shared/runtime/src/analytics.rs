@@ -321,6 +321,24 @@ pub async fn change_health(
     ))
 }
 
+/// The most queues a health snapshot records (the fullest).
+const SNAPSHOT_QUEUES: u32 = 20;
+
+/// How a queue is named within its tenant: `owner/repo@target`, or the target of local
+/// intents.
+pub fn queue_name(key: &converge_core::queue::QueueKey) -> String {
+    if key.repo.is_empty() {
+        key.target.clone()
+    } else {
+        format!("{}@{}", key.repo, key.target)
+    }
+}
+
+/// Hours in a duration, to one decimal.
+pub fn hours(duration: Duration) -> f64 {
+    converge_core::numeric::py_round(duration.num_seconds().max(0) as f64 / 3600.0, 1)
+}
+
 /// The most tenants one upkeep snapshots.
 const SNAPSHOT_TENANTS: u32 = 10_000;
 
@@ -348,6 +366,20 @@ pub async fn take_snapshots(
         let tenant = (!tenant_key.is_empty()).then_some(tenant_key.as_str());
         let health = repo_health(store, tenant, now).await?;
         let debt = verification_debt(store, tenant, now).await?;
+        let queues: Vec<Value> = store
+            .queue_ages(tenant, SNAPSHOT_QUEUES)
+            .await?
+            .into_iter()
+            .map(|q| {
+                serde_json::json!({
+                    "queue": queue_name(&q.key),
+                    "waiting": q.waiting,
+                    "oldest_wait_hours": crate::analytics::hours(now - q.oldest),
+                })
+            })
+            .collect();
+        let mut health_payload = serde_json::to_value(&health).unwrap_or(Value::Null);
+        health_payload["queues"] = Value::Array(queues);
         let event = |event_type: EventType, payload: Value| converge_core::Event {
             id: format!("{}/{hour}/{tenant_key}", event_type.as_str()),
             trace_id: trace.clone(),
@@ -360,10 +392,7 @@ pub async fn take_snapshots(
             evidence: Value::Object(serde_json::Map::new()),
         };
         let events = vec![
-            event(
-                EventType::HealthSnapshot,
-                serde_json::to_value(&health).unwrap_or(Value::Null),
-            ),
+            event(EventType::HealthSnapshot, health_payload),
             event(
                 EventType::VerificationDebtSnapshot,
                 serde_json::to_value(&debt).unwrap_or(Value::Null),
@@ -460,7 +489,23 @@ pub struct ChartData {
     pub risk_mean: Vec<Option<f64>>,
     /// Requeues and rejections by cause over the span (causes with none left out).
     pub retry_causes: Vec<(&'static str, u64)>,
+    /// The fullest queues (at most [`CHART_QUEUES`]) as the day's last snapshot saw them.
+    pub queues: Vec<QueueSeries>,
 }
+
+/// One queue over the days of a chart.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueSeries {
+    /// `owner/repo@target` (or the target).
+    pub queue: String,
+    /// Intents waiting.
+    pub waiting: Vec<Option<f64>>,
+    /// Hours the oldest of them had waited.
+    pub oldest_wait_hours: Vec<Option<f64>>,
+}
+
+/// Queues a chart draws (the fullest over its span).
+pub const CHART_QUEUES: usize = 4;
 
 /// The most events of each kind a chart reads (the newest in its span).
 pub const CHART_SAMPLE: u32 = 2_000;
@@ -560,16 +605,49 @@ pub async fn charts(
         .iter()
         .map(|r| (!r.is_empty()).then(|| r.iter().sum::<f64>() / r.len() as f64))
         .collect();
-    data.queue_depth = vec![None; n];
-    data.health = vec![None; n];
     // Oldest first: the day's last snapshot wins.
-    for snapshot in snapshots {
+    let mut last_of_day: Vec<Option<&Value>> = vec![None; n];
+    for snapshot in &snapshots {
         if let Some(d) = day_of(snapshot.event.timestamp) {
-            let payload = &snapshot.event.payload;
-            data.health[d] = payload.get("repo_health_score").and_then(Value::as_f64);
-            data.queue_depth[d] = payload.get("active_intents").and_then(Value::as_f64);
+            last_of_day[d] = Some(&snapshot.event.payload);
         }
     }
+    let field = |payload: Option<&Value>, key: &str| payload?.get(key)?.as_f64();
+    data.health = last_of_day
+        .iter()
+        .map(|p| field(*p, "repo_health_score"))
+        .collect();
+    data.queue_depth = last_of_day
+        .iter()
+        .map(|p| field(*p, "active_intents"))
+        .collect();
+    let mut queues: std::collections::BTreeMap<String, QueueSeries> =
+        std::collections::BTreeMap::new();
+    for (d, payload) in last_of_day.iter().enumerate() {
+        let listed = payload
+            .and_then(|p| p.get("queues"))
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        for q in listed {
+            let Some(name) = q.get("queue").and_then(Value::as_str) else {
+                continue;
+            };
+            let series = queues
+                .entry(name.to_owned())
+                .or_insert_with(|| QueueSeries {
+                    queue: name.to_owned(),
+                    waiting: vec![None; n],
+                    oldest_wait_hours: vec![None; n],
+                });
+            series.waiting[d] = q.get("waiting").and_then(Value::as_f64);
+            series.oldest_wait_hours[d] = q.get("oldest_wait_hours").and_then(Value::as_f64);
+        }
+    }
+    let mut queues: Vec<QueueSeries> = queues.into_values().collect();
+    let fullest = |s: &QueueSeries| s.waiting.iter().flatten().fold(0.0_f64, |a, b| a.max(*b));
+    queues.sort_by(|a, b| fullest(b).total_cmp(&fullest(a)));
+    queues.truncate(CHART_QUEUES);
+    data.queues = queues;
     let mut causes = [0u64; 8];
     for stored in requeues.iter().chain(rejections.iter()) {
         if let Some(cause) = converge_core::queue::RetryCause::of_payload(&stored.event.payload)

@@ -18,6 +18,7 @@
 //!   a signed anchor), which the sweep applies; [`export`]: the decision export, page by page;
 //!   [`reviews`]: review tasks' write paths and the sweep's SLA escalation.
 
+pub mod agents;
 pub mod analytics;
 pub mod api_keys;
 pub mod audit;

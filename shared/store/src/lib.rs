@@ -38,10 +38,10 @@ use converge_core::pipeline::Clock;
 
 pub use error::StoreError;
 pub use model::{
-    ApiKeyRecord, ChainedEvent, Commit, CommitLink, DailyTally, DecisionTrail, Delivery,
-    DeliveryOutcome, EventFilter, Expected, FencingToken, FlagSetting, FreezeWrite,
+    AgentPolicyWrite, ApiKeyRecord, ChainedEvent, Commit, CommitLink, DailyTally, DecisionTrail,
+    Delivery, DeliveryOutcome, EventFilter, Expected, FencingToken, FlagSetting, FreezeWrite,
     IdempotencyClaim, IntakeOverride, IntakeWrite, IntentCount, IntentCursor, IntentFilter,
-    KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage, ReviewCounts, ReviewFilter,
+    KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage, QueueAge, ReviewCounts, ReviewFilter,
     ReviewWrite, StoredEvent, StoredIntent, StoredReview, ThresholdsWrite, VersionedDocument,
 };
 pub use pg::PgStore;
@@ -183,6 +183,11 @@ mod migrations {
                 "intake overrides",
                 include_str!("../migrations/postgres/0016_intake_overrides.sql"),
             ),
+            (
+                17,
+                "agent policies",
+                include_str!("../migrations/postgres/0017_agent_policies.sql"),
+            ),
         ])
     }
 
@@ -267,6 +272,11 @@ mod migrations {
                 16,
                 "intake overrides",
                 include_str!("../migrations/sqlite/0016_intake_overrides.sql"),
+            ),
+            (
+                17,
+                "agent policies",
+                include_str!("../migrations/sqlite/0017_agent_policies.sql"),
             ),
         ])
     }
@@ -731,6 +741,12 @@ forward! {
     fn intent_tally(&self, tenant: Option<&str>, stale_before: DateTime<Utc>) -> converge_core::analytics::IntentTally;
     /// The newest merges since a time: when merged, when created.
     fn merge_times(&self, tenant: Option<&str>, since: DateTime<Utc>, limit: u32) -> Vec<(DateTime<Utc>, DateTime<Utc>)>;
+    /// An agent's policy in a tenant, with its version.
+    fn agent_policy(&self, agent_id: &str, tenant: &str) -> Option<VersionedDocument>;
+    /// The agent policies of a tenant (every tenant's when `None`), by tenant and agent.
+    fn agent_policies(&self, tenant: Option<&str>, limit: u32) -> Vec<VersionedDocument>;
+    /// Queues with intents waiting, the fullest first: how many, and since when.
+    fn queue_ages(&self, tenant: Option<&str>, limit: u32) -> Vec<QueueAge>;
     /// The intake mode an operator set for a tenant (`""`: the global one).
     fn intake_override(&self, tenant: &str) -> Option<IntakeOverride>;
     /// The tenants that have intents (`""` for none), in name order.

@@ -190,6 +190,23 @@ pub struct Commit {
     pub thresholds: Vec<ThresholdsWrite>,
     /// Intake modes set (or given back to auto) with the event that records it.
     pub intake: Vec<IntakeWrite>,
+    /// Agent policies set with the event that records it.
+    pub agent_policies: Vec<AgentPolicyWrite>,
+}
+
+/// An agent's policy to store: new (`expected_version: None`, and none may be stored yet), or
+/// replacing the version it was read at (a change made meanwhile fails the commit:
+/// [`crate::StoreError::Conflict`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentPolicyWrite {
+    /// The agent.
+    pub agent_id: String,
+    /// The tenant (`""`: intents without one).
+    pub tenant: String,
+    /// The policy (`converge_core::agents::AgentPolicy`), as stored.
+    pub policy: serde_json::Value,
+    /// The version read, for a replacement.
+    pub expected_version: Option<i64>,
 }
 
 /// An operator's intake mode for a tenant.
@@ -491,4 +508,15 @@ pub struct DailyTally {
     pub events: i64,
     /// Of `simulation.completed`, how many merged cleanly.
     pub mergeable: i64,
+}
+
+/// A queue with intents waiting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueAge {
+    /// The queue.
+    pub key: converge_core::queue::QueueKey,
+    /// Intents waiting in it.
+    pub waiting: i64,
+    /// When the oldest of them was created.
+    pub oldest: DateTime<Utc>,
 }

@@ -308,6 +308,20 @@ pub(crate) const TABLES: &[Table] = &[
         append_only: false,
     },
     Table {
+        name: "agent_policies",
+        key: &["tenant", "agent_id"],
+        columns: &[
+            ("agent_id", Text),
+            ("tenant", Text),
+            ("policy", Json),
+            ("version", Int),
+            ("updated_at", Ts),
+        ],
+        serial: None,
+        ephemeral: None,
+        append_only: false,
+    },
+    Table {
         name: "intake_overrides",
         key: &["tenant"],
         columns: &[

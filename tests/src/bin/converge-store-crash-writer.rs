@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
             reviews: Vec::new(),
             thresholds: Vec::new(),
             intake: Vec::new(),
+            agent_policies: Vec::new(),
         };
         store.commit(&commit).await?;
         writeln!(stdout, "committed {n}")?;

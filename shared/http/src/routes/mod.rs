@@ -7,6 +7,7 @@
 //! body is parsed); handlers then confine what they read or write to the caller's tenant:
 //! another tenant's single objects are 404, writes into another tenant 403.
 
+mod agents;
 mod analytics;
 mod audit;
 mod auth;
@@ -230,6 +231,7 @@ pub(crate) fn table() -> Vec<Route> {
         summary::routes(),
         analytics::routes(),
         intake::routes(),
+        agents::routes(),
     ]
     .into_iter()
     .flatten()

@@ -6,7 +6,7 @@
 /// Expands these operations for one backend. `window_columns` is the select list of a window
 /// tally over `events` (it reads payload fields, which the two dialects spell differently).
 macro_rules! analytics_operations {
-    ($store:ident, $db:ty, window_columns = $window_columns:literal) => {
+    ($store:ident, $db:ty, window_columns = $window_columns:literal, repo_of_intent = $repo_of_intent:literal) => {
         impl $store {
             /// Counts and means of a tenant's events (every tenant's when `None`) with
             /// `from <= timestamp` and, when given, `timestamp < until`.
@@ -194,6 +194,38 @@ macro_rules! analytics_operations {
                 let rows = q.build().fetch_all(&self.pool).await?;
                 rows.iter()
                     .map(|row| Ok((get_ts(row, "merged_at")?, get_ts(row, "created_at")?)))
+                    .collect()
+            }
+
+            /// The queues of a tenant (every tenant's when `None`) with intents waiting: how
+            /// many, and when the oldest of them was created; the fullest first, at most `limit`.
+            pub async fn queue_ages(
+                &self,
+                tenant: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<$crate::QueueAge>, $crate::StoreError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT COALESCE(tenant_id, '') AS tenant, ", $repo_of_intent, " AS repo, target, ",
+                    "CAST(COUNT(*) AS BIGINT) AS waiting, MIN(created_at) AS oldest FROM intents ",
+                    "WHERE status IN ('READY', 'VALIDATED', 'QUEUED')"
+                ));
+                if let Some(tenant) = tenant {
+                    q.push(" AND tenant_id = ").push_bind(tenant.to_owned());
+                }
+                q.push(" GROUP BY 1, 2, 3 ORDER BY waiting DESC, 1, 2, 3 LIMIT ").push_bind(i64::from(limit));
+                let rows = q.build().fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::QueueAge {
+                            key: converge_core::queue::QueueKey {
+                                tenant: row.try_get("tenant")?,
+                                repo: row.try_get("repo")?,
+                                target: row.try_get("target")?,
+                            },
+                            waiting: row.try_get("waiting")?,
+                            oldest: get_ts(row, "oldest")?,
+                        })
+                    })
                     .collect()
             }
 

@@ -184,6 +184,7 @@ macro_rules! journal_operations {
                 write_reviews(&mut tx, &commit.reviews).await?;
                 write_thresholds(&mut tx, &commit.thresholds, self.now()).await?;
                 write_intake(&mut tx, &commit.intake).await?;
+                write_agent_policies(&mut tx, &commit.agent_policies, self.now()).await?;
                 // Last, so that the row lock serialising a tenant's commits is held only
                 // through the commit itself (tenants in name order: no deadlock between two).
                 for tenant in &changed_tenants {
@@ -722,6 +723,49 @@ macro_rules! journal_operations {
                 }
             }
             Ok(seqs)
+        }
+
+        /// Stores agent policies at the version they were read at.
+        async fn write_agent_policies(
+            tx: &mut WriteTx,
+            writes: &[$crate::AgentPolicyWrite],
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), $crate::StoreError> {
+            for write in writes {
+                let policy = sqlx::types::Json(&write.policy);
+                let written = match write.expected_version {
+                    None => sqlx::query(
+                        "INSERT INTO agent_policies (agent_id, tenant, policy, version, updated_at) VALUES ($1, $2, $3, 1, $4) \
+                         ON CONFLICT (tenant, agent_id) DO NOTHING",
+                    )
+                    .bind(&write.agent_id)
+                    .bind(&write.tenant)
+                    .bind(policy)
+                    .bind(ts(now))
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected(),
+                    Some(version) => sqlx::query(
+                        "UPDATE agent_policies SET policy = $4, updated_at = $5, version = version + 1 \
+                         WHERE agent_id = $1 AND tenant = $2 AND version = $3",
+                    )
+                    .bind(&write.agent_id)
+                    .bind(&write.tenant)
+                    .bind(version)
+                    .bind(policy)
+                    .bind(ts(now))
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected(),
+                };
+                if written == 0 {
+                    return Err($crate::StoreError::Conflict(format!(
+                        "the policy of agent '{}' changed since it was read",
+                        write.agent_id
+                    )));
+                }
+            }
+            Ok(())
         }
 
         /// Stores intake modes (or removes them: back to auto).

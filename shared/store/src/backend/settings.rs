@@ -177,6 +177,46 @@ macro_rules! settings_operations {
                 Ok(())
             }
 
+            /// An agent's policy in a tenant (`""`: intents without one), with its version.
+            pub async fn agent_policy(&self, agent_id: &str, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
+                let row = sqlx::query("SELECT policy, version, updated_at FROM agent_policies WHERE agent_id = $1 AND tenant = $2")
+                    .bind(agent_id)
+                    .bind(tenant)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref()
+                    .map(|row| {
+                        let policy: sqlx::types::Json<serde_json::Value> = row.try_get("policy")?;
+                        Ok($crate::VersionedDocument {
+                            data: policy.0,
+                            version: row.try_get("version")?,
+                            updated_at: get_ts(row, "updated_at")?,
+                        })
+                    })
+                    .transpose()
+            }
+
+            /// The agent policies of a tenant (every tenant's when `None`), by tenant and
+            /// agent, at most `limit`.
+            pub async fn agent_policies(&self, tenant: Option<&str>, limit: u32) -> Result<Vec<$crate::VersionedDocument>, $crate::StoreError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT policy, version, updated_at FROM agent_policies WHERE 1 = 1");
+                if let Some(tenant) = tenant {
+                    q.push(" AND tenant = ").push_bind(tenant.to_owned());
+                }
+                q.push(" ORDER BY tenant, agent_id LIMIT ").push_bind(i64::from(limit));
+                let rows = q.build().fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        let policy: sqlx::types::Json<serde_json::Value> = row.try_get("policy")?;
+                        Ok($crate::VersionedDocument {
+                            data: policy.0,
+                            version: row.try_get("version")?,
+                            updated_at: get_ts(row, "updated_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
             async fn document(&self, sql: &'static str, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
                 let row = sqlx::query(sql).bind(tenant).fetch_optional(&self.pool).await?;
                 row.as_ref()
