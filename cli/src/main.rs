@@ -146,6 +146,8 @@ enum RiskCommand {
     Gate(ops::TenantArgs),
     /// The direct impacts of an intent's latest risk evaluation.
     Impact(ops::IntentId),
+    /// What the risk gate would have blocked had it been enforced, newest first.
+    Shadow(ops::TenantArgs),
     /// The findings of an intent's latest risk evaluation.
     Findings(ops::IntentId),
 }
@@ -240,6 +242,7 @@ fn operate(api: &ops::ApiArgs, out: Output, command: Command) -> Result<(), CliE
             Command::Risk(RiskCommand::Review(args)) => ops::risk_review(&client, out, args).await,
             Command::Risk(RiskCommand::Gate(args)) => ops::risk_gate(&client, out, args).await,
             Command::Risk(RiskCommand::Impact(args)) => ops::risk_impact(&client, out, args).await,
+            Command::Risk(RiskCommand::Shadow(args)) => ops::risk_shadow(&client, out, args).await,
             Command::Risk(RiskCommand::Findings(args)) => {
                 ops::risk_findings(&client, out, args).await
             }

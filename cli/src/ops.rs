@@ -1228,6 +1228,15 @@ pub async fn policy_recent(api: &ApiClient, out: Output, args: TenantArgs) -> Re
     Ok(())
 }
 
+/// `risk shadow`: what the risk gate would have blocked had it been enforced.
+pub async fn risk_shadow(api: &ApiClient, out: Output, args: TenantArgs) -> Result<(), CliError> {
+    let page = api
+        .get("/risk/shadow/recent", &[("tenant_id", args.tenant_id)])
+        .await?;
+    out.emit(&page, |o| o.table(rows(&page, "events"), EVENT_COLUMNS))?;
+    Ok(())
+}
+
 /// `keys rotate`.
 pub async fn keys(api: &ApiClient, out: Output, command: KeysCommand) -> Result<(), CliError> {
     let KeysCommand::Rotate(args) = command;

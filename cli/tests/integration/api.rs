@@ -975,6 +975,20 @@ async fn tenant_isolation_matrix() {
                 Scope::Object,
             ),
             (
+                Method::POST,
+                "/v1/intents/evaluate".into(),
+                Some(json!({"source": "draft", "tenant_id": "acme"})),
+                "viewer",
+                Scope::List,
+            ),
+            (
+                Method::GET,
+                "/v1/risk/shadow/recent".into(),
+                None,
+                "viewer",
+                Scope::List,
+            ),
+            (
                 Method::GET,
                 "/v1/intake/status".into(),
                 None,

@@ -227,3 +227,108 @@ async fn intake_modes_decide_which_intents_come_in_and_refusals_write_nothing_el
         assert_ne!(run.code, 0, "viewers cannot: {}", run.stdout);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_is_judged_against_the_tenants_waiting_intents_before_it_is_created() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    for database in converge_testkit::server_databases(dir.path(), "drafts.db").await {
+        let server = tenants_server(dir.path(), &database);
+        let vague =
+            json!({"source": "feature/fix", "target": "main", "semantic": {"description": "fix"}});
+        let mut waiting = vague.clone();
+        waiting["id"] = json!("acme-vague");
+        let (status, body) =
+            call(&client, &server, ACME, "POST", "/v1/intents", Some(waiting)).await;
+        assert_eq!(status, 201, "{body}");
+
+        // The same vague change again: a copy of what waits, poorly described.
+        let mut draft = vague.clone();
+        draft["mode"] = json!("enforce");
+        let (status, judged) = call(
+            &client,
+            &server,
+            ACME_VIEWER,
+            "POST",
+            "/v1/intents/evaluate",
+            Some(draft.clone()),
+        )
+        .await;
+        assert_eq!(status, 200, "{judged}");
+        assert_eq!(
+            judged["similar_intents"][0]["intent_id"], "acme-vague",
+            "{judged}"
+        );
+        assert_eq!(judged["signals"]["max_similarity"], 1.0, "{judged}");
+        assert_eq!(judged["passed"], false, "{judged}");
+        assert_eq!(
+            judged["recommendations"].as_array().unwrap().len(),
+            3,
+            "{judged}"
+        );
+        // In shadow mode it only advises.
+        let (_, shadow) = call(
+            &client,
+            &server,
+            ACME,
+            "POST",
+            "/v1/intents/evaluate",
+            Some(vague.clone()),
+        )
+        .await;
+        assert_eq!(
+            (shadow["passed"].as_bool(), shadow["mode"].as_str()),
+            (Some(true), Some("shadow")),
+            "{shadow}"
+        );
+        // Another tenant's waiting intents are not compared.
+        let (_, elsewhere) = call(
+            &client,
+            &server,
+            GLOBEX,
+            "POST",
+            "/v1/intents/evaluate",
+            Some(draft),
+        )
+        .await;
+        assert_eq!(elsewhere["similar_intents"], json!([]), "{elsewhere}");
+        assert_eq!(elsewhere["signals"]["compared"], 0, "{elsewhere}");
+        // A well described new change passes.
+        let (_, good) = call(
+            &client,
+            &server,
+            ACME,
+            "POST",
+            "/v1/intents/evaluate",
+            Some(json!({"source": "feature/retry", "semantic": {"description": "retry payments on gateway timeout"},
+                        "technical": {"scope_hint": ["payments"]}, "mode": "enforce"})),
+        )
+        .await;
+        assert_eq!(good["passed"], true, "{good}");
+        assert_eq!(good["recommendations"], json!([]), "{good}");
+        let (status, body) = call(
+            &client,
+            &server,
+            ACME,
+            "POST",
+            "/v1/intents/evaluate",
+            Some(json!({"source": "a", "mode": "strict"})),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        let (_, recorded) = call(
+            &client,
+            &server,
+            ACME,
+            "GET",
+            "/v1/events?type=intent.pre_evaluated",
+            None,
+        )
+        .await;
+        assert_eq!(
+            recorded["events"].as_array().unwrap().len(),
+            3,
+            "{recorded}"
+        );
+    }
+}

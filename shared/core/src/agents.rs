@@ -120,6 +120,10 @@ impl AgentPolicy {
         if self.agent_id.trim().is_empty() {
             return refuse("agent_id", "must not be empty".to_owned());
         }
+        let length = self.agent_id.chars().count();
+        if length > 200 {
+            return refuse("agent_id", format!("at most 200 characters, got {length}"));
+        }
         if self.atl > 3 {
             return refuse("atl", format!("must be 0 to 3, got {}", self.atl));
         }
@@ -135,11 +139,20 @@ impl AgentPolicy {
                 format!("must be 0 to 1, got {}", self.min_test_coverage),
             );
         }
-        if let Some(action) = self.allow_actions.iter().find(|a| a.trim().is_empty()) {
+        if self.allow_actions.len() > 50 {
             return refuse(
                 "allow_actions",
-                format!("an action must have a name, got '{action}'"),
+                format!("at most 50 actions, got {}", self.allow_actions.len()),
             );
+        }
+        for action in &self.allow_actions {
+            let length = action.chars().count();
+            if action.trim().is_empty() || length > 100 {
+                return refuse(
+                    "allow_actions",
+                    format!("an action is a name of 1 to 100 characters, got '{action}'"),
+                );
+            }
         }
         for (action, limits) in &self.action_overrides {
             if let Some(score) = limits.max_risk_score
@@ -353,6 +366,33 @@ mod tests {
         );
         assert!(allowed.allowed, "{:?}", allowed.reasons);
         assert_eq!(allowed.effective_limits.max_risk_score, 60.0);
+    }
+
+    #[test]
+    fn a_policy_out_of_range_is_refused_naming_the_field() {
+        let mut policy = AgentPolicy::default_for("a", None);
+        policy.allow_actions = vec!["x".repeat(101)];
+        assert_eq!(
+            policy.validate().map_err(|e| e.field),
+            Err("allow_actions".to_owned())
+        );
+        policy.allow_actions = vec!["merge".into(); 51];
+        assert_eq!(
+            policy.validate().map_err(|e| e.field),
+            Err("allow_actions".to_owned())
+        );
+        policy.allow_actions = vec!["merge".into()];
+        policy.atl = 4;
+        assert_eq!(
+            policy.validate().map_err(|e| e.field),
+            Err("atl".to_owned())
+        );
+        policy.atl = 3;
+        policy.agent_id = "a".repeat(201);
+        assert_eq!(
+            policy.validate().map_err(|e| e.field),
+            Err("agent_id".to_owned())
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - [`policy`]: profiles per risk level, origin overrides, the five gates and the risk gate;
 //! - [`assessment`]: risk + classification + gates for a change given as data (the
 //!   `converge risk eval` / `policy eval` commands and the parity fixtures);
+//! - [`pre_evaluation`]: a draft intent judged before it is created (repetition, description);
 //! - [`pipeline`]: validation of an intent over the ports it needs (source control, check
 //!   outcomes, clock, ids), returning a decision and the events to append;
 //! - [`projection`]: the intents table as a fold over events (rebuildable);
@@ -41,6 +42,7 @@ pub mod intent;
 pub mod numeric;
 pub mod pipeline;
 pub mod policy;
+pub mod pre_evaluation;
 pub mod projection;
 pub mod publication;
 pub mod queue;

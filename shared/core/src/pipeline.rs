@@ -657,6 +657,15 @@ where
         decision.risk_gate = Some(gate);
         return Ok(blocked(decision, recorder, BlockKind::RiskGate, reason));
     }
+    if gate.would_block {
+        // Over a limit but not enforced (shadow mode, or outside the enforcement group): what
+        // enforcing would have blocked, for operators deciding whether to enforce.
+        recorder.record(
+            EventType::RiskShadowEvaluated,
+            json!({"risk_gate": gate, "risk_score": risk_score, "trace_id": recorder.trace_id()}),
+            json!({"would_block": true, "mode": gate.mode, "trace_id": recorder.trace_id()}),
+        );
+    }
     decision.risk_gate = Some(gate);
 
     // Step 6: validated.

@@ -266,6 +266,33 @@ fn an_enforced_risk_gate_blocks_inside_its_rollout_group() {
             .as_ref()
             .is_some_and(|g| g.would_block && !g.enforced)
     );
+    // ... and records what enforcing would have blocked, before the validation.
+    assert!(
+        event_types(&decision).ends_with(&[
+            "policy.evaluated",
+            "risk.shadow_evaluated",
+            "intent.validated"
+        ]),
+        "{:?}",
+        event_types(&decision)
+    );
+    let shadow_event = decision
+        .events
+        .iter()
+        .find(|e| e.event_type == converge_core::EventType::RiskShadowEvaluated)
+        .expect("a shadow verdict");
+    assert_eq!(shadow_event.payload["risk_gate"]["would_block"], true);
+    assert_eq!(
+        shadow_event.payload["risk_gate"]["breaches"][0]["metric"],
+        "risk_score"
+    );
+    // Under its limits the gate has nothing to report.
+    let lenient = PolicyConfig::from_json_str(
+        &permissive.replace("\"max_risk_score\": 1", "\"max_risk_score\": 100"),
+    )
+    .unwrap();
+    let decision = run(&world, &intent("i-7"), &lenient);
+    assert!(!event_types(&decision).contains(&"risk.shadow_evaluated"));
 }
 
 #[test]

@@ -214,6 +214,25 @@ pub(super) async fn authorize(
     principal: Principal,
     ApiJson(body): ApiJson<AuthorizeBody>,
 ) -> ApiResult {
+    for (field, value, most) in [
+        ("agent_id", &body.agent_id, Some(200)),
+        ("action", &body.action, Some(100)),
+        ("intent_id", &body.intent_id, None),
+    ] {
+        let length = value.chars().count();
+        if value.trim().is_empty() || most.is_some_and(|m| length > m) {
+            return Err(ApiError::BadRequest(match most {
+                Some(m) => format!("{field}: 1 to {m} characters, not all blank"),
+                None => format!("{field}: must not be blank"),
+            }));
+        }
+    }
+    let approvals = body.human_approvals.unwrap_or(0);
+    if approvals > 1000 {
+        return Err(ApiError::BadRequest(format!(
+            "human_approvals: at most 1000, got {approvals}"
+        )));
+    }
     let intent = visible_intent(&state, &principal, &body.intent_id).await?;
     typed(
         agents::authorize(
@@ -222,7 +241,7 @@ pub(super) async fn authorize(
             body.agent_id.trim(),
             body.action.trim(),
             &intent,
-            body.human_approvals.unwrap_or(0),
+            approvals,
         )
         .await?,
     )

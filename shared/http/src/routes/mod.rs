@@ -16,6 +16,7 @@ mod flags;
 mod freezes;
 mod intake;
 mod intents;
+mod pre_evaluation;
 pub(crate) mod queue;
 mod reviews;
 mod risk;
@@ -232,6 +233,7 @@ pub(crate) fn table() -> Vec<Route> {
         analytics::routes(),
         intake::routes(),
         agents::routes(),
+        pre_evaluation::routes(),
     ]
     .into_iter()
     .flatten()

@@ -161,6 +161,16 @@ pub(super) async fn policy_recent(
     recent_of_type(&state, &principal, q, EventType::PolicyEvaluated).await
 }
 
+/// `GET /risk/shadow/recent`: what the risk gate would have blocked had it been enforced
+/// (`risk.shadow_evaluated`), newest first.
+pub(super) async fn shadow_recent(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> ApiResult {
+    recent_of_type(&state, &principal, q, EventType::RiskShadowEvaluated).await
+}
+
 /// `GET /risk/policy/history`: every version of the tenant's risk policy, newest first (the
 /// `risk.policy_updated` events, each with the policy and its version).
 pub(super) async fn risk_policy_history(
@@ -352,6 +362,20 @@ pub(super) fn routes() -> Vec<Route> {
             conditional: false,
             answer: Answer::Json,
             handler: get(diagnostics_recent),
+        },
+        Route {
+            method: "get",
+            path: "/risk/shadow/recent",
+            summary: "What the risk gate would have blocked had it been enforced (shadow mode, or outside the enforcement group), newest first.",
+            role: Role::Viewer,
+            scope: "risk.read",
+            params: &[],
+            query: Some(schema_of::<LimitQuery>),
+            body: None,
+            success: 200,
+            conditional: false,
+            answer: Answer::Json,
+            handler: get(shadow_recent),
         },
         Route {
             method: "get",
