@@ -47,6 +47,29 @@ pub enum IntentCommand {
     /// Report a check's result on a commit of the intent, as CI does (the worker then judges
     /// the intent again).
     Check(IntentCheck),
+    /// Judge a draft before creating it: what waiting intent it repeats, how well it is
+    /// described (exit 3 when it fails in --enforce).
+    Evaluate(IntentEvaluate),
+}
+
+/// Options of `intent evaluate`.
+#[derive(Debug, Args)]
+pub struct IntentEvaluate {
+    /// The branch to merge.
+    #[arg(long)]
+    source: String,
+    /// The branch to merge into (default: the policy's default target).
+    #[arg(long)]
+    target: Option<String>,
+    /// What the change is for.
+    #[arg(long)]
+    description: Option<String>,
+    /// The parts it touches, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    scope: Vec<String>,
+    /// Fail a score under 0.5 instead of only advising.
+    #[arg(long)]
+    enforce: bool,
 }
 
 /// Options of `intent check`.
@@ -721,6 +744,47 @@ pub async fn intent(api: &ApiClient, out: Output, command: IntentCommand) -> Res
                 )
                 .await?;
             out.emit(&page, |o| o.table(rows(&page, "events"), EVENT_COLUMNS))?;
+        }
+        IntentCommand::Evaluate(args) => {
+            let mut body = json!({
+                "source": args.source,
+                "mode": if args.enforce { "enforce" } else { "shadow" },
+                "technical": {"scope_hint": args.scope},
+            });
+            if let Some(target) = args.target {
+                body["target"] = Value::from(target);
+            }
+            if let Some(description) = args.description {
+                body["semantic"] = json!({"description": description});
+            }
+            let answer = api.post("/intents/evaluate", &body).await?;
+            out.emit(&answer, |_| {
+                let mut text = format!(
+                    "score: {} ({})",
+                    answer["score"],
+                    if answer["passed"] == true {
+                        "passes"
+                    } else {
+                        "fails"
+                    }
+                );
+                for similar in answer["similar_intents"].as_array().into_iter().flatten() {
+                    text.push_str(&format!(
+                        "\nlike {} (similarity {})",
+                        similar["intent_id"].as_str().unwrap_or_default(),
+                        similar["similarity"]
+                    ));
+                }
+                for advice in answer["recommendations"].as_array().into_iter().flatten() {
+                    text.push_str(&format!("\n- {}", advice.as_str().unwrap_or_default()));
+                }
+                text
+            })?;
+            if answer["passed"] != true {
+                return Err(CliError::CheckFailed(
+                    "the draft scores under 0.5".to_owned(),
+                ));
+            }
         }
         IntentCommand::Check(args) => {
             let body = json!({"name": args.name, "state": args.state,

@@ -21,22 +21,7 @@ async fn agent_policies_are_versioned_per_tenant_and_authorization_gives_every_r
             let client = client.clone();
             let base = server.url("");
             Arc::new(move |key: &'static str, path: &'static str, body: Value| {
-                let client = client.clone();
-                let url = format!("{base}{path}");
-                async move {
-                    let response = client
-                        .post(url)
-                        .header("x-api-key", key)
-                        .json(&body)
-                        .send()
-                        .await
-                        .unwrap();
-                    let status = response.status().as_u16();
-                    (
-                        status,
-                        response.json::<Value>().await.unwrap_or(Value::Null),
-                    )
-                }
+                crate::freezes::post_owned(client.clone(), format!("{base}{path}"), key, body)
             })
         };
 

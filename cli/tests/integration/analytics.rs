@@ -692,22 +692,7 @@ async fn compliance_thresholds_are_versioned_validated_and_each_write_counts_onc
         let url = server.url("/v1/compliance/thresholds");
         let poster = client.clone();
         let set = move |key: &'static str, body: Value| {
-            let client = poster.clone();
-            let url = url.clone();
-            async move {
-                let response = client
-                    .post(url)
-                    .header("x-api-key", key)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                let status = response.status().as_u16();
-                (
-                    status,
-                    response.json::<Value>().await.unwrap_or(Value::Null),
-                )
-            }
+            crate::freezes::post_owned(poster.clone(), url.clone(), key, body)
         };
         let (status, _) = set(ACME_VIEWER, json!({"max_debt_score": 50})).await;
         assert_eq!(status, 403, "viewers do not write thresholds");

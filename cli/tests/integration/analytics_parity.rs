@@ -7,74 +7,19 @@
 //!
 //! The fixtures are read in place. `CONVERGE_ANALYTICS_FIXTURES_DIR` points elsewhere.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
 
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("CONVERGE_ANALYTICS_FIXTURES_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/analytics"),
-    }
-}
-
-fn case_files() -> Vec<PathBuf> {
-    let dir = fixtures_dir();
-    let entries = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("analytics fixtures not found at {}: {e}", dir.display()));
-    let mut cases: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.starts_with("case-") && name.ends_with(".json")
-        })
-        .collect();
-    cases.sort();
-    assert!(!cases.is_empty(), "no case-*.json in {}", dir.display());
-    cases
-}
-
-/// Exact comparison by the fixtures' rules, collecting differences.
-fn compare(actual: &Value, expected: &Value, path: &str, diffs: &mut Vec<String>) {
-    match (expected, actual) {
-        (Value::Object(e), Value::Object(a)) => {
-            for (key, e_value) in e {
-                match a.get(key) {
-                    Some(a_value) => compare(a_value, e_value, &format!("{path}.{key}"), diffs),
-                    None => diffs.push(format!("{path}.{key}: missing")),
-                }
-            }
-        }
-        (Value::Array(e), Value::Array(a)) => {
-            if e.len() != a.len() {
-                diffs.push(format!("{path}: {} items, expected {}", a.len(), e.len()));
-                return;
-            }
-            for (i, (a_item, e_item)) in a.iter().zip(e).enumerate() {
-                compare(a_item, e_item, &format!("{path}[{i}]"), diffs);
-            }
-        }
-        (Value::Number(e), Value::Number(a)) => {
-            let same = if e.is_f64() {
-                a.is_f64() && a.as_f64() == e.as_f64()
-            } else {
-                !a.is_f64() && a.as_i64() == e.as_i64() && a.as_u64() == e.as_u64()
-            };
-            if !same {
-                diffs.push(format!("{path}: {a}, expected {e}"));
-            }
-        }
-        (e, a) if e == a => {}
-        (e, a) => diffs.push(format!("{path}: {a}, expected {e}")),
-    }
-}
+use crate::parity::{case_files, compare};
 
 #[test]
 fn analytics_eval_prints_what_the_original_computed_for_every_case() {
     let scratch = tempfile::tempdir().expect("a scratch directory");
-    let cases = case_files();
+    let cases = case_files(
+        "CONVERGE_ANALYTICS_FIXTURES_DIR",
+        "../../shared/fixtures/analytics",
+    );
     let mut failures = Vec::new();
     for case in &cases {
         let text =
@@ -98,7 +43,7 @@ fn analytics_eval_prints_what_the_original_computed_for_every_case() {
         let actual: Value = serde_json::from_slice(&output.stdout)
             .unwrap_or_else(|e| panic!("{}: output is not JSON: {e}", case.display()));
         let mut diffs = Vec::new();
-        compare(&actual, &fixture["expected"], "", &mut diffs);
+        compare(&actual, &fixture["expected"], "", 0.0, &mut diffs);
         if !diffs.is_empty() {
             failures.push(format!("{}:\n  {}", case.display(), diffs.join("\n  ")));
         }

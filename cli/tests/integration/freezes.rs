@@ -40,6 +40,28 @@ pub(crate) async fn call(
     )
 }
 
+/// A POST that owns what it needs, for writers spawned on their own tasks: the status and the
+/// JSON answer (null when there is none).
+pub(crate) async fn post_owned(
+    client: reqwest::Client,
+    url: String,
+    key: &'static str,
+    body: Value,
+) -> (u16, Value) {
+    let response = client
+        .post(url)
+        .header("x-api-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json::<Value>().await.unwrap_or(Value::Null),
+    )
+}
+
 fn ids(list: &Value) -> Vec<String> {
     list["freezes"]
         .as_array()

@@ -10,7 +10,7 @@ use converge_store::Commit;
 use serde_json::{Value, json};
 
 use crate::audit_export::{ACME, ACME_VIEWER, GLOBEX, ROOT, tenants_server};
-use crate::freezes::call;
+use crate::freezes::{call, post_owned};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intake_modes_decide_which_intents_come_in_and_refusals_write_nothing_else() {
@@ -19,40 +19,15 @@ async fn intake_modes_decide_which_intents_come_in_and_refusals_write_nothing_el
     for database in converge_testkit::server_databases(dir.path(), "intake.db").await {
         let server = tenants_server(dir.path(), &database);
         let create = |key: &'static str, id: String, risk: &'static str| {
-            let client = client.clone();
-            let url = server.url("/v1/intents");
-            async move {
-                let response = client
-                    .post(url)
-                    .header("x-api-key", key)
-                    .json(&json!({"id": id, "source": format!("{id}-branch"), "risk_level": risk}))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = response.status().as_u16();
-                (
-                    status,
-                    response.json::<Value>().await.unwrap_or(Value::Null),
-                )
-            }
+            post_owned(
+                client.clone(),
+                server.url("/v1/intents"),
+                key,
+                json!({"id": id, "source": format!("{id}-branch"), "risk_level": risk}),
+            )
         };
         let set_mode = |key: &'static str, body: Value| {
-            let client = client.clone();
-            let url = server.url("/v1/intake/mode");
-            async move {
-                let response = client
-                    .post(url)
-                    .header("x-api-key", key)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                let status = response.status().as_u16();
-                (
-                    status,
-                    response.json::<Value>().await.unwrap_or(Value::Null),
-                )
-            }
+            post_owned(client.clone(), server.url("/v1/intake/mode"), key, body)
         };
 
         // A quiet tenant is open, by auto.
@@ -329,6 +304,31 @@ async fn a_draft_is_judged_against_the_tenants_waiting_intents_before_it_is_crea
             recorded["events"].as_array().unwrap().len(),
             3,
             "{recorded}"
+        );
+
+        // The CLI asks the same, and fails an enforced copy.
+        let run = crate::operator_cli::converge(
+            &[
+                "intent",
+                "evaluate",
+                "--source",
+                "feature/fix",
+                "--target",
+                "main",
+                "--description",
+                "fix",
+                "--enforce",
+            ],
+            &[
+                ("CONVERGE_API_URL", server.url("")),
+                ("CONVERGE_API_KEY", ACME.to_owned()),
+            ],
+        );
+        assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout.contains("like acme-vague (similarity 1.0)"),
+            "{}",
+            run.stdout
         );
     }
 }

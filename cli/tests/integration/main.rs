@@ -25,6 +25,7 @@ mod github_app;
 mod intake;
 mod lease_reset;
 mod operator_cli;
+mod parity;
 mod readiness;
 mod readme;
 mod reads;

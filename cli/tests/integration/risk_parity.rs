@@ -7,70 +7,12 @@
 //! The fixtures are read in place, never copied. `CONVERGE_FIXTURES_DIR` points elsewhere.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("CONVERGE_FIXTURES_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/risk"),
-    }
-}
-
-fn case_files() -> Vec<PathBuf> {
-    let dir = fixtures_dir();
-    let entries = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("parity fixtures not found at {}: {e}", dir.display()));
-    let mut cases: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.starts_with("case-") && name.ends_with(".json")
-        })
-        .collect();
-    cases.sort();
-    assert!(!cases.is_empty(), "no case-*.json in {}", dir.display());
-    cases
-}
-
-/// Compares `actual` with `expected` by the fixtures' rules, collecting differences.
-fn compare(actual: &Value, expected: &Value, path: &str, diffs: &mut Vec<String>) {
-    match (expected, actual) {
-        (Value::Object(e), Value::Object(a)) => {
-            for (key, e_value) in e {
-                match a.get(key) {
-                    Some(a_value) => compare(a_value, e_value, &format!("{path}.{key}"), diffs),
-                    None => diffs.push(format!("{path}.{key}: missing")),
-                }
-            }
-        }
-        (Value::Array(e), Value::Array(a)) => {
-            if e.len() != a.len() {
-                diffs.push(format!("{path}: {} items, expected {}", a.len(), e.len()));
-                return;
-            }
-            for (i, (a_item, e_item)) in a.iter().zip(e).enumerate() {
-                compare(a_item, e_item, &format!("{path}[{i}]"), diffs);
-            }
-        }
-        (Value::Number(e), Value::Number(a)) => {
-            if e.is_f64() {
-                let close = a.is_f64()
-                    && matches!((a.as_f64(), e.as_f64()), (Some(x), Some(y)) if (x - y).abs() <= 1e-9);
-                if !close {
-                    diffs.push(format!("{path}: {a}, expected float {e}"));
-                }
-            } else if a.is_f64() || a.as_i64() != e.as_i64() {
-                diffs.push(format!("{path}: {a}, expected integer {e}"));
-            }
-        }
-        (e, a) if e == a => {}
-        (e, a) => diffs.push(format!("{path}: {a}, expected {e}")),
-    }
-}
+use crate::parity::compare;
 
 /// The fixtures' acceptance rule for spiral cycles.
 fn check_cycles(
@@ -178,7 +120,7 @@ fn take_spiral_cycles(value: &mut Value) -> Option<Value> {
 
 fn check_command(args: &[&str]) {
     let mut failures = Vec::new();
-    let cases = case_files();
+    let cases = crate::parity::case_files("CONVERGE_FIXTURES_DIR", "../../shared/fixtures/risk");
     for case in &cases {
         let text =
             std::fs::read_to_string(case).unwrap_or_else(|e| panic!("{}: {e}", case.display()));
@@ -205,7 +147,7 @@ fn check_command(args: &[&str]) {
                 a.is_some()
             )),
         }
-        compare(&actual, &expected, "", &mut diffs);
+        compare(&actual, &expected, "", 1e-9, &mut diffs);
         if !diffs.is_empty() {
             failures.push(format!("{}:\n  {}", case.display(), diffs.join("\n  ")));
         }
@@ -237,6 +179,7 @@ fn the_comparison_catches_a_rounding_step_and_a_number_type() {
         &serde_json::json!({"a": 41.2, "n": 1.0, "l": [1.0], "extra": true}),
         &expected,
         "",
+        1e-9,
         &mut diffs,
     );
     assert_eq!(diffs.len(), 3, "{diffs:?}");
@@ -245,6 +188,7 @@ fn the_comparison_catches_a_rounding_step_and_a_number_type() {
         &serde_json::json!({"a": 41.1, "n": 1, "l": [1.0, 2.0], "extra": true}),
         &expected,
         "",
+        1e-9,
         &mut diffs,
     );
     assert!(diffs.is_empty(), "{diffs:?}");
