@@ -869,7 +869,7 @@ impl ComplianceThresholds {
     }
 
     /// Validates thresholds to store: only the five names, each a number in its range (rates
-    /// and the debt score in [0, 1] and [0, 100], the counts whole and not negative). Returns
+    /// and the debt score in [0, 1] and [0, 100], the counts whole, up to a billion). Returns
     /// what they make with the defaults.
     pub fn validated(data: &serde_json::Map<String, Value>) -> Result<Self, ThresholdError> {
         let refuse = |field: &str, reason: String| ThresholdError {
@@ -890,7 +890,7 @@ impl ComplianceThresholds {
             let (low, high, whole) = match name.as_str() {
                 "min_mergeable_rate" | "max_conflict_rate" => (0.0, 1.0, false),
                 "max_debt_score" => (0.0, 100.0, false),
-                "max_retries_total" | "max_queue_tracked" => (0.0, f64::MAX, true),
+                "max_retries_total" | "max_queue_tracked" => (0.0, 1e9, true),
                 _ => {
                     return Err(refuse(
                         name,

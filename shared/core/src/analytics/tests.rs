@@ -164,6 +164,10 @@ fn thresholds_to_store_are_known_numbers_in_range() {
             "max_queue_tracked",
         ),
         (
+            serde_json::json!({"max_queue_tracked": 1_000_000_001u64}),
+            "max_queue_tracked",
+        ),
+        (
             serde_json::json!({"max_debt_score": "low"}),
             "max_debt_score",
         ),

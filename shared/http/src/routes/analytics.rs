@@ -371,13 +371,13 @@ pub(super) struct ThresholdsBody {
     /// Highest conflict rate, 0 to 1 (default 0.2).
     #[schemars(range(min = 0.0, max = 1.0))]
     max_conflict_rate: Option<f64>,
-    /// Most requeues and queue resets, all time (default 200).
+    /// Most requeues and queue resets, all time, up to a billion (default 200).
     #[serde(default, deserialize_with = "crate::extract::integral")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 1_000_000_000))]
     max_retries_total: Option<u64>,
-    /// Most intents tracked (default 1000).
+    /// Most intents tracked, up to a billion (default 1000).
     #[serde(default, deserialize_with = "crate::extract::integral")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 1_000_000_000))]
     max_queue_tracked: Option<u64>,
     /// Highest verification debt, 0 to 100 (default 70).
     #[schemars(range(min = 0.0, max = 100.0))]
