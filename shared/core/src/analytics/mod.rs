@@ -83,6 +83,19 @@ pub struct IntentTally {
     pub retried: u64,
 }
 
+/// The event types counted per tenant and day as they are appended (the store's
+/// `event_tallies`): those the all-time and per-day figures read. Counting every type would
+/// cost every webhook delivery an upsert for nothing.
+pub const TALLIED: [crate::EventType; 7] = [
+    crate::EventType::SimulationCompleted,
+    crate::EventType::IntentCreated,
+    crate::EventType::IntentMerged,
+    crate::EventType::IntentRejected,
+    crate::EventType::IntentBlocked,
+    crate::EventType::IntentRequeued,
+    crate::EventType::QueueReset,
+];
+
 /// Counts over the whole log (not windowed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogTotals {

@@ -838,16 +838,20 @@ macro_rules! journal_operations {
             Ok(())
         }
 
-        /// Adds the events to the per-tenant, per-type, per-day counts (`event_tallies`), in
-        /// key order. A tenant's rows are only written under its audit chain's head lock,
-        /// taken earlier in the commit, so these upserts never wait on each other in a cycle.
+        /// Adds the events of the tallied types (`converge_core::analytics::TALLIED`) to the
+        /// per-tenant, per-type, per-day counts (`event_tallies`), in key order. A tenant's
+        /// rows are only written under its audit chain's head lock, taken earlier in the
+        /// commit, so these upserts never wait on each other in a cycle.
         async fn tally_events(
             tx: &mut WriteTx,
             events: &[converge_core::Event],
         ) -> Result<(), $crate::StoreError> {
             let mut tallies: std::collections::BTreeMap<(&str, &str, String), (i64, i64)> =
                 std::collections::BTreeMap::new();
-            for event in events {
+            for event in events
+                .iter()
+                .filter(|e| converge_core::analytics::TALLIED.contains(&e.event_type))
+            {
                 let key = (
                     event.tenant_id.as_deref().unwrap_or(""),
                     event.event_type.as_str(),
@@ -861,19 +865,26 @@ macro_rules! journal_operations {
                     entry.1 += 1;
                 }
             }
-            for ((tenant, event_type, day), (count, mergeable)) in tallies {
-                sqlx::query(
-                    "INSERT INTO event_tallies (tenant, event_type, day, events, mergeable) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (tenant, event_type, day) DO UPDATE SET \
+            // One statement for a thousand of them (the keys are distinct, which a multi-row
+            // upsert needs; five parameters a row, and SQLite allows 32,766 in a statement): a
+            // webhook delivery's commit touches a few types of one tenant and day.
+            let rows: Vec<_> = tallies.into_iter().collect();
+            for chunk in rows.chunks(1_000) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO event_tallies (tenant, event_type, day, events, mergeable) ",
+                );
+                q.push_values(chunk, |mut row, ((tenant, event_type, day), (count, mergeable))| {
+                    row.push_bind(tenant.to_string())
+                        .push_bind(event_type.to_string())
+                        .push_bind(day.clone())
+                        .push_bind(*count)
+                        .push_bind(*mergeable);
+                });
+                q.push(
+                    " ON CONFLICT (tenant, event_type, day) DO UPDATE SET \
                      events = event_tallies.events + excluded.events, mergeable = event_tallies.mergeable + excluded.mergeable",
-                )
-                .bind(tenant)
-                .bind(event_type)
-                .bind(day)
-                .bind(count)
-                .bind(mergeable)
-                .execute(&mut **tx)
-                .await?;
+                );
+                q.build().execute(&mut **tx).await?;
             }
             Ok(())
         }
