@@ -826,3 +826,49 @@ async fn compliance_thresholds_are_versioned_validated_and_each_write_counts_onc
         assert!(run.stdout.contains("12.5"), "{}", run.stdout);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_risk_policy_is_written_with_its_event_and_concurrent_writes_are_never_lost() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    for database in converge_testkit::server_databases(dir.path(), "risk-policy.db").await {
+        let server = tenants_server(dir.path(), &database);
+        let writes = (0..6).map(|n| {
+            let (client, url) = (client.clone(), server.url("/v1/risk/policy"));
+            tokio::spawn(async move {
+                crate::freezes::post_owned(client, url, ACME, json!({"max_risk_score": 40 + n}))
+                    .await
+            })
+        });
+        let mut versions = Vec::new();
+        for write in writes {
+            let (status, answer) = write.await.unwrap();
+            match status {
+                200 => versions.push(answer["version"].as_i64().unwrap()),
+                409 => {}
+                other => panic!("{other}: {answer}"),
+            }
+        }
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
+        // Every version answered has its event, and no other event was recorded.
+        let (_, history) = call(
+            &client,
+            &server,
+            ACME,
+            "GET",
+            "/v1/risk/policy/history",
+            None,
+        )
+        .await;
+        let mut recorded: Vec<i64> = history["history"]
+            .as_array()
+            .or(history["events"].as_array())
+            .unwrap_or_else(|| panic!("{history}"))
+            .iter()
+            .filter_map(|h| h["version"].as_i64().or(h["payload"]["version"].as_i64()))
+            .collect();
+        recorded.sort_unstable();
+        assert_eq!(recorded, versions, "{history}");
+    }
+}

@@ -102,6 +102,7 @@ async fn seed(store: &Store, clock: &ManualClock) {
             thresholds: Vec::new(),
             intake: Vec::new(),
             agent_policies: Vec::new(),
+            risk_policies: Vec::new(),
         };
         store.commit(&commit).await.unwrap();
         clock.advance(chrono::Duration::milliseconds(1_250));
@@ -211,7 +212,7 @@ async fn seed_retention_and_freeze(store: &Store, clock: &ManualClock) {
                 task: review,
                 expected_version: None,
             }],
-            thresholds: vec![converge_store::ThresholdsWrite {
+            thresholds: vec![converge_store::DocumentWrite {
                 tenant: "núcleo-labs".into(),
                 data: serde_json::json!({"max_debt_score": 40.5}),
                 expected_version: None,

@@ -456,7 +456,7 @@ pub async fn set_thresholds(
         .store
         .commit(&Commit {
             events: vec![event],
-            thresholds: vec![converge_store::ThresholdsWrite {
+            thresholds: vec![converge_store::DocumentWrite {
                 tenant: tenant.to_owned(),
                 data: Value::Object(data),
                 expected_version: current.map(|c| c.version),

@@ -39,10 +39,10 @@ use converge_core::pipeline::Clock;
 pub use error::StoreError;
 pub use model::{
     AgentPolicyWrite, ApiKeyRecord, ChainedEvent, Commit, CommitLink, DailyTally, DecisionTrail,
-    Delivery, DeliveryOutcome, EventFilter, Expected, FencingToken, FlagSetting, FreezeWrite,
-    IdempotencyClaim, IntakeOverride, IntakeWrite, IntentCount, IntentCursor, IntentFilter,
-    KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage, QueueAge, ReviewCounts, ReviewFilter,
-    ReviewWrite, StoredEvent, StoredIntent, StoredReview, ThresholdsWrite, VersionedDocument,
+    Delivery, DeliveryOutcome, DocumentWrite, EventFilter, Expected, FencingToken, FlagSetting,
+    FreezeWrite, IdempotencyClaim, IntakeOverride, IntakeWrite, IntentCount, IntentCursor,
+    IntentFilter, KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage, QueueAge, ReviewCounts,
+    ReviewFilter, ReviewWrite, StoredEvent, StoredIntent, StoredReview, VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::{SqliteDurability, SqliteStore};

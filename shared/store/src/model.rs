@@ -187,7 +187,9 @@ pub struct Commit {
     /// Review tasks requested or changed with the events that record it.
     pub reviews: Vec<ReviewWrite>,
     /// Compliance thresholds set with the event that records it.
-    pub thresholds: Vec<ThresholdsWrite>,
+    pub thresholds: Vec<DocumentWrite>,
+    /// Risk policies set with the event that records it.
+    pub risk_policies: Vec<DocumentWrite>,
     /// Intake modes set (or given back to auto) with the event that records it.
     pub intake: Vec<IntakeWrite>,
     /// Agent policies set with the event that records it.
@@ -231,14 +233,14 @@ pub struct IntakeWrite {
     pub set: Option<IntakeOverride>,
 }
 
-/// A tenant's compliance thresholds to store: new (`expected_version: None`, and none may be
-/// stored yet), or replacing the version they were read at (a change made meanwhile fails the
-/// commit: [`crate::StoreError::Conflict`]).
+/// A tenant's document (compliance thresholds, risk policy) to store: new
+/// (`expected_version: None`, and none may be stored yet), or replacing the version it was read
+/// at (a change made meanwhile fails the commit: [`crate::StoreError::Conflict`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ThresholdsWrite {
-    /// The tenant (`""`: the global thresholds).
+pub struct DocumentWrite {
+    /// The tenant (`""`: the global one, or intents without a tenant).
     pub tenant: String,
-    /// The thresholds, as stored.
+    /// The document, as stored.
     pub data: serde_json::Value,
     /// The version read, for a replacement.
     pub expected_version: Option<i64>,

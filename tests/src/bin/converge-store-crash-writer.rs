@@ -66,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
             thresholds: Vec::new(),
             intake: Vec::new(),
             agent_policies: Vec::new(),
+            risk_policies: Vec::new(),
         };
         store.commit(&commit).await?;
         writeln!(stdout, "committed {n}")?;

@@ -301,16 +301,38 @@ pub(super) async fn set_risk_policy(
     let data = serde_json::to_value(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
     PolicyConfig::from_json(&json!({"risk": data}))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let version = state.services.store.put_risk_policy(&tenant, &data).await?;
-    record(
-        &state,
-        &principal,
+    // The policy and its event in one transaction, over the version read just before: a
+    // write made meanwhile fails (409) rather than being overwritten or recorded twice.
+    let current = state.services.store.risk_policy(&tenant).await?;
+    let version = current.as_ref().map_or(1, |c| c.version + 1);
+    let event = converge_runtime::commands::api_event(
+        &state.services,
+        &principal.actor,
         EventType::RiskPolicyUpdated,
         None,
-        Some(tenant.clone()),
+        Some(tenant.as_str()),
         json!({"policy": data, "version": version}),
-    )
-    .await?;
+    );
+    state
+        .services
+        .store
+        .commit(&converge_store::Commit {
+            events: vec![event],
+            risk_policies: vec![converge_store::DocumentWrite {
+                tenant: tenant.clone(),
+                data,
+                expected_version: current.map(|c| c.version),
+            }],
+            ..converge_store::Commit::default()
+        })
+        .await
+        .map_err(|e| match e {
+            converge_store::StoreError::Conflict(_) => ApiError::Conflict(
+                "the risk policy changed while this request was handled; nothing was written, send it again"
+                    .to_owned(),
+            ),
+            other => other.into(),
+        })?;
     typed(api::RiskPolicySet {
         ok: true,
         tenant_id: tenant,

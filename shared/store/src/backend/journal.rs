@@ -182,7 +182,8 @@ macro_rules! journal_operations {
                 }
                 write_freezes(&mut tx, &commit.freezes).await?;
                 write_reviews(&mut tx, &commit.reviews).await?;
-                write_thresholds(&mut tx, &commit.thresholds, self.now()).await?;
+                write_documents(&mut tx, false, &commit.thresholds, self.now()).await?;
+                write_documents(&mut tx, true, &commit.risk_policies, self.now()).await?;
                 write_intake(&mut tx, &commit.intake).await?;
                 write_agent_policies(&mut tx, &commit.agent_policies, self.now()).await?;
                 // Last, so that the row lock serialising a tenant's commits is held only
@@ -797,40 +798,49 @@ macro_rules! journal_operations {
             Ok(())
         }
 
-        /// Stores compliance thresholds at the version they were read at.
-        async fn write_thresholds(
+        /// Stores tenants' documents (compliance thresholds, risk policies: `risk` picks the
+        /// table) at the version they were read at.
+        async fn write_documents(
             tx: &mut WriteTx,
-            writes: &[$crate::ThresholdsWrite],
+            risk: bool,
+            writes: &[$crate::DocumentWrite],
             now: chrono::DateTime<chrono::Utc>,
         ) -> Result<(), $crate::StoreError> {
+            let (insert, update, what) = if risk {
+                (
+                    "INSERT INTO risk_policies (tenant, data, updated_at, version) VALUES ($1, $2, $3, 1) ON CONFLICT (tenant) DO NOTHING",
+                    "UPDATE risk_policies SET data = $3, updated_at = $4, version = version + 1 WHERE tenant = $1 AND version = $2",
+                    "risk policy",
+                )
+            } else {
+                (
+                    "INSERT INTO compliance_thresholds (tenant, data, updated_at, version) VALUES ($1, $2, $3, 1) ON CONFLICT (tenant) DO NOTHING",
+                    "UPDATE compliance_thresholds SET data = $3, updated_at = $4, version = version + 1 WHERE tenant = $1 AND version = $2",
+                    "compliance thresholds",
+                )
+            };
             for write in writes {
                 let data = sqlx::types::Json(&write.data);
                 let written = match write.expected_version {
-                    None => sqlx::query(
-                        "INSERT INTO compliance_thresholds (tenant, data, updated_at, version) VALUES ($1, $2, $3, 1) \
-                         ON CONFLICT (tenant) DO NOTHING",
-                    )
-                    .bind(&write.tenant)
-                    .bind(data)
-                    .bind(ts(now))
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected(),
-                    Some(version) => sqlx::query(
-                        "UPDATE compliance_thresholds SET data = $3, updated_at = $4, version = version + 1 \
-                         WHERE tenant = $1 AND version = $2",
-                    )
-                    .bind(&write.tenant)
-                    .bind(version)
-                    .bind(data)
-                    .bind(ts(now))
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected(),
+                    None => sqlx::query(insert)
+                        .bind(&write.tenant)
+                        .bind(data)
+                        .bind(ts(now))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected(),
+                    Some(version) => sqlx::query(update)
+                        .bind(&write.tenant)
+                        .bind(version)
+                        .bind(data)
+                        .bind(ts(now))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected(),
                 };
                 if written == 0 {
                     return Err($crate::StoreError::Conflict(format!(
-                        "the compliance thresholds of '{}' changed since they were read",
+                        "the {what} of '{}' changed since it was read",
                         write.tenant
                     )));
                 }

@@ -147,6 +147,7 @@ async fn a_commit_appends_events_and_moves_the_projection(store: Store, clock: M
             thresholds: Vec::new(),
             intake: Vec::new(),
             agent_policies: Vec::new(),
+            risk_policies: Vec::new(),
         })
         .await);
     assert_eq!(seqs.len(), 2);
