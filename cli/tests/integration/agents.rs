@@ -184,15 +184,7 @@ async fn agent_policies_are_versioned_per_tenant_and_authorization_gives_every_r
         );
 
         // The CLI: set, list, and exit 3 when the agent may not.
-        let cli = |key: &str, args: &[&str]| {
-            crate::operator_cli::converge(
-                args,
-                &[
-                    ("CONVERGE_API_URL", server.url("")),
-                    ("CONVERGE_API_KEY", key.to_owned()),
-                ],
-            )
-        };
+        let cli = |key: &str, args: &[&str]| crate::operator_cli::converge_as(&server, key, args);
         let run = cli(
             ACME,
             &[

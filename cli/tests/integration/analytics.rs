@@ -524,15 +524,7 @@ async fn analytics_count_a_tenants_log_in_sql_and_show_it_only_to_that_tenant() 
         assert_eq!(entropies, [5.0, 10.0, 20.0], "{entropy}");
 
         // The same through the CLI: figures as JSON, exit 3 where a check fails.
-        let cli = |key: &str, args: &[&str]| {
-            crate::operator_cli::converge(
-                args,
-                &[
-                    ("CONVERGE_API_URL", server.url("")),
-                    ("CONVERGE_API_KEY", key.to_owned()),
-                ],
-            )
-        };
+        let cli = |key: &str, args: &[&str]| crate::operator_cli::converge_as(&server, key, args);
         let run = cli(ACME, &["--json", "analytics", "health"]);
         assert_eq!(run.code, 0, "{}", run.stderr);
         assert_eq!(run.json()["repo_health_score"], 83.5, "{}", run.stdout);
@@ -800,15 +792,7 @@ async fn compliance_thresholds_are_versioned_validated_and_each_write_counts_onc
         assert_eq!(globex["version"], 0, "{globex}");
 
         // The CLI writes and reads them too.
-        let cli = |key: &str, args: &[&str]| {
-            crate::operator_cli::converge(
-                args,
-                &[
-                    ("CONVERGE_API_URL", server.url("")),
-                    ("CONVERGE_API_KEY", key.to_owned()),
-                ],
-            )
-        };
+        let cli = |key: &str, args: &[&str]| crate::operator_cli::converge_as(&server, key, args);
         let run = cli(
             GLOBEX,
             &["compliance", "set-thresholds", "--max-debt-score", "12.5"],

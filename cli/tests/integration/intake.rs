@@ -176,15 +176,7 @@ async fn intake_modes_decide_which_intents_come_in_and_refusals_write_nothing_el
         assert_eq!(response.status().as_u16(), 422);
 
         // The CLI reads and sets the mode too.
-        let cli = |key: &str, args: &[&str]| {
-            crate::operator_cli::converge(
-                args,
-                &[
-                    ("CONVERGE_API_URL", server.url("")),
-                    ("CONVERGE_API_KEY", key.to_owned()),
-                ],
-            )
-        };
+        let cli = |key: &str, args: &[&str]| crate::operator_cli::converge_as(&server, key, args);
         let run = cli(
             ACME,
             &["intake", "mode", "throttle", "--reason", "busy week"],
@@ -307,7 +299,9 @@ async fn a_draft_is_judged_against_the_tenants_waiting_intents_before_it_is_crea
         );
 
         // The CLI asks the same, and fails an enforced copy.
-        let run = crate::operator_cli::converge(
+        let run = crate::operator_cli::converge_as(
+            &server,
+            ACME,
             &[
                 "intent",
                 "evaluate",
@@ -318,10 +312,6 @@ async fn a_draft_is_judged_against_the_tenants_waiting_intents_before_it_is_crea
                 "--description",
                 "fix",
                 "--enforce",
-            ],
-            &[
-                ("CONVERGE_API_URL", server.url("")),
-                ("CONVERGE_API_KEY", ACME.to_owned()),
             ],
         );
         assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);

@@ -46,6 +46,17 @@ pub(crate) fn converge(args: &[&str], env: &[(&str, String)]) -> Run {
     }
 }
 
+/// Runs `converge args…` against `server`'s API with `key`.
+pub(crate) fn converge_as(server: &ServerProcess, key: &str, args: &[&str]) -> Run {
+    converge(
+        args,
+        &[
+            ("CONVERGE_API_URL", server.url("")),
+            ("CONVERGE_API_KEY", key.to_owned()),
+        ],
+    )
+}
+
 /// Replaces what changes from run to run: times, commit and tree hashes, trace and event ids,
 /// keys, sequence numbers.
 fn normalise(value: &Value) -> Value {

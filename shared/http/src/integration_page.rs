@@ -30,12 +30,23 @@ pub(crate) async fn integration(
     let now = state.services.clock.now();
     let tenant = principal.tenant.as_deref();
     let store = &state.services.store;
-    let read = futures_util::try_join!(
-        analytics::overview(store, tenant, now),
-        analytics::charts(store, tenant, DAYS, now),
-        converge_runtime::intake_control::status(store, tenant, now),
-    );
-    match read {
+    let read = async {
+        let (overview, charts) = futures_util::try_join!(
+            analytics::overview(store, tenant, now),
+            analytics::charts(store, tenant, DAYS, now),
+        )?;
+        // Intake's signals are the overview's health and debt: only the mode is read again.
+        let intake = converge_runtime::intake_control::status_given(
+            store,
+            tenant,
+            &overview.health,
+            &overview.debt,
+            overview.compliance.queue_tracked,
+        )
+        .await?;
+        Ok::<_, analytics::AnalyticsError>((overview, charts, intake))
+    };
+    match read.await {
         Ok((overview, charts, intake)) => page(
             StatusCode::OK,
             "Integration",

@@ -35,18 +35,47 @@ pub fn stamp_of(tenant: Option<&str>, now: DateTime<Utc>) -> Stamp {
     }
 }
 
-/// The last 24 hours, and the 24 before them.
-async fn days(
-    store: &Store,
-    tenant: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<(core::WindowTally, core::WindowTally), StoreError> {
-    let s24 = now - Duration::hours(24);
-    let s48 = now - Duration::hours(48);
-    Ok((
-        store.window_tally(tenant, s24, None).await?,
-        store.window_tally(tenant, s48, Some(s24)).await?,
-    ))
+/// The last day as the health and debt formulas read it: its window of events, the tenant's
+/// intents and the reviews waiting, read once (concurrently) and shared by both formulas.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Today {
+    /// Counts and means of the last 24 hours.
+    pub window: core::WindowTally,
+    /// The intents (stale: created more than 24 hours ago).
+    pub intents: core::IntentTally,
+    /// Review tasks pending or assigned.
+    pub reviews: u64,
+}
+
+impl Today {
+    /// Reads a tenant's last day.
+    pub async fn read(
+        store: &Store,
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Today, StoreError> {
+        let s24 = now - Duration::hours(24);
+        let (window, intents, reviews) = futures_util::try_join!(
+            store.window_tally(tenant, s24, None),
+            store.intent_tally(tenant, s24),
+            store.waiting_review_count(tenant),
+        )?;
+        Ok(Today {
+            window,
+            intents,
+            reviews,
+        })
+    }
+
+    /// Repository health.
+    pub fn health(&self, stamp: &Stamp) -> core::RepoHealth {
+        core::repo_health(&self.window, &self.intents, stamp)
+    }
+
+    /// Verification debt.
+    pub fn debt(&self, stamp: &Stamp) -> core::VerificationDebt {
+        core::verification_debt(&self.intents, self.reviews, &self.window, stamp)
+    }
 }
 
 /// Repository health now.
@@ -55,13 +84,9 @@ pub async fn repo_health(
     tenant: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<core::RepoHealth, AnalyticsError> {
-    let window = store
-        .window_tally(tenant, now - Duration::hours(24), None)
-        .await?;
-    let intents = store
-        .intent_tally(tenant, now - Duration::hours(24))
-        .await?;
-    Ok(core::repo_health(&window, &intents, &stamp_of(tenant, now)))
+    Ok(Today::read(store, tenant, now)
+        .await?
+        .health(&stamp_of(tenant, now)))
 }
 
 /// Verification debt now.
@@ -70,31 +95,24 @@ pub async fn verification_debt(
     tenant: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<core::VerificationDebt, AnalyticsError> {
-    let window = store
-        .window_tally(tenant, now - Duration::hours(24), None)
-        .await?;
-    let intents = store
-        .intent_tally(tenant, now - Duration::hours(24))
-        .await?;
-    let reviews = store.waiting_review_count(tenant).await?;
-    Ok(core::verification_debt(
-        &intents,
-        reviews,
-        &window,
-        &stamp_of(tenant, now),
-    ))
+    Ok(Today::read(store, tenant, now)
+        .await?
+        .debt(&stamp_of(tenant, now)))
 }
 
-/// The thresholds that apply to a tenant (`None`: the global ones), stored or default.
+/// The thresholds stored for a tenant (`None`: the global ones) over the defaults.
 pub async fn thresholds_of(
     store: &Store,
     tenant: Option<&str>,
 ) -> Result<core::ComplianceThresholds, AnalyticsError> {
-    match store.compliance_thresholds(tenant.unwrap_or("")).await? {
-        Some(doc) => match doc.data.as_object() {
-            Some(data) => Ok(core::ComplianceThresholds::overlaid(data)?),
-            None => Ok(core::ComplianceThresholds::default()),
-        },
+    let stored = store.compliance_thresholds(tenant.unwrap_or("")).await?;
+    thresholds_in(stored.as_ref().map(|doc| &doc.data))
+}
+
+/// The thresholds a stored document (if any) puts in force.
+pub fn thresholds_in(stored: Option<&Value>) -> Result<core::ComplianceThresholds, AnalyticsError> {
+    match stored.and_then(Value::as_object) {
+        Some(data) => Ok(core::ComplianceThresholds::overlaid(data)?),
         None => Ok(core::ComplianceThresholds::default()),
     }
 }
@@ -105,16 +123,18 @@ pub async fn compliance(
     tenant: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<core::ComplianceReport, AnalyticsError> {
-    let debt = verification_debt(store, tenant, now).await?;
-    let totals = store.log_totals(tenant).await?;
-    let intents = store.intent_tally(tenant, now).await?;
-    let thresholds = thresholds_of(store, tenant).await?;
+    let (today, totals, thresholds) = futures_util::try_join!(
+        async { Ok::<_, AnalyticsError>(Today::read(store, tenant, now).await?) },
+        async { Ok(store.log_totals(tenant).await?) },
+        thresholds_of(store, tenant),
+    )?;
+    let stamp = stamp_of(tenant, now);
     Ok(core::compliance_report(
         &totals,
-        intents.total,
-        debt.debt_score,
+        today.intents.total,
+        today.debt(&stamp).debt_score,
         &thresholds,
-        &stamp_of(tenant, now),
+        &stamp,
     ))
 }
 
@@ -124,7 +144,11 @@ pub async fn predictions(
     tenant: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vec<core::Prediction>, AnalyticsError> {
-    let (last, before) = days(store, tenant, now).await?;
+    let s24 = now - Duration::hours(24);
+    let (last, before) = futures_util::try_join!(
+        store.window_tally(tenant, s24, None),
+        store.window_tally(tenant, now - Duration::hours(48), Some(s24)),
+    )?;
     Ok(core::predictions(&last, &before))
 }
 
@@ -161,27 +185,29 @@ pub async fn overview(
     now: DateTime<Utc>,
 ) -> Result<Overview, AnalyticsError> {
     let s24 = now - Duration::hours(24);
-    let (last_day, day_before, intents, reviews, totals) = futures_util::try_join!(
-        store.window_tally(tenant, s24, None),
-        store.window_tally(tenant, now - Duration::hours(48), Some(s24)),
-        store.intent_tally(tenant, s24),
-        store.waiting_review_count(tenant),
-        store.log_totals(tenant),
+    let (today, day_before, totals, thresholds) = futures_util::try_join!(
+        async { Ok::<_, AnalyticsError>(Today::read(store, tenant, now).await?) },
+        async {
+            Ok(store
+                .window_tally(tenant, now - Duration::hours(48), Some(s24))
+                .await?)
+        },
+        async { Ok(store.log_totals(tenant).await?) },
+        thresholds_of(store, tenant),
     )?;
-    let thresholds = thresholds_of(store, tenant).await?;
     let stamp = stamp_of(tenant, now);
-    let debt = core::verification_debt(&intents, reviews, &last_day, &stamp);
+    let debt = today.debt(&stamp);
     Ok(Overview {
-        health: core::repo_health(&last_day, &intents, &stamp),
+        health: today.health(&stamp),
         compliance: core::compliance_report(
             &totals,
-            intents.total,
+            today.intents.total,
             debt.debt_score,
             &thresholds,
             &stamp,
         ),
         debt,
-        predictions: core::predictions(&last_day, &day_before),
+        predictions: core::predictions(&today.window, &day_before),
         metrics: core::integration_metrics(&totals, &stamp),
     })
 }
@@ -226,20 +252,7 @@ pub async fn predictive_health(
     )
     .await?
     .iter()
-    .map(|s| {
-        let field = |key: &str, default: f64| {
-            s.event
-                .payload
-                .get(key)
-                .and_then(Value::as_f64)
-                .unwrap_or(default)
-        };
-        core::SnapshotPoint {
-            score: field("repo_health_score", 100.0),
-            entropy: field("entropy_score", 0.0),
-            conflict_rate: field("conflict_rate", 0.0),
-        }
-    })
+    .map(|s| core::SnapshotPoint::of_payload(&s.event.payload))
     .collect();
     Ok(core::predictive_health(
         &points,
@@ -301,19 +314,8 @@ pub async fn change_health(
     let risk = latest(EventType::RiskEvaluated).await?;
     let simulation = latest(EventType::SimulationCompleted).await?;
     let policy = latest(EventType::PolicyEvaluated).await?;
-    let number = |key: &str| match risk.as_ref().and_then(|r| r.get(key)) {
-        Some(Value::Number(n)) => Some(n.clone()),
-        _ => None,
-    };
-    let signals = core::ChangeSignals {
-        risk_score: number("risk_score"),
-        entropy_score: number("entropy_score"),
-        mergeable: simulation
-            .as_ref()
-            .and_then(|s| s.get("mergeable"))
-            .cloned(),
-        verdict: policy.as_ref().and_then(|p| p.get("verdict")).cloned(),
-    };
+    let signals =
+        core::ChangeSignals::of_payloads(risk.as_ref(), simulation.as_ref(), policy.as_ref());
     Ok(core::change_health(
         intent_id,
         signals,
@@ -364,8 +366,9 @@ pub async fn take_snapshots(
     let mut report = SnapshotReport::default();
     for tenant_key in store.tenants(SNAPSHOT_TENANTS).await? {
         let tenant = (!tenant_key.is_empty()).then_some(tenant_key.as_str());
-        let health = repo_health(store, tenant, now).await?;
-        let debt = verification_debt(store, tenant, now).await?;
+        let today = Today::read(store, tenant, now).await?;
+        let stamp = stamp_of(tenant, now);
+        let (health, debt) = (today.health(&stamp), today.debt(&stamp));
         let queues: Vec<Value> = store
             .queue_ages(tenant, SNAPSHOT_QUEUES)
             .await?

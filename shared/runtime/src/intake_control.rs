@@ -2,7 +2,7 @@
 //! health and debt counted in SQL), the decision on each intent created through the API, and
 //! setting the mode with the event that records it.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use converge_core::analytics as core;
 use converge_core::intake_mode::{
     self as intake, IntakeDecision, IntakeMode, IntakeSignals, IntakeVerdict,
@@ -12,7 +12,7 @@ use converge_store::{Commit, IntakeOverride, IntakeWrite, Store, StoreError};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::analytics::{AnalyticsError, stamp_of};
+use crate::analytics::{AnalyticsError, Today, stamp_of};
 use crate::services::Services;
 
 /// The thresholds `auto` uses.
@@ -64,16 +64,13 @@ async fn signals(
     tenant: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<IntakeSignals, AnalyticsError> {
-    let s24 = now - Duration::hours(24);
-    let (window, intents, reviews) = futures_util::try_join!(
-        store.window_tally(tenant, s24, None),
-        store.intent_tally(tenant, s24),
-        store.waiting_review_count(tenant),
-    )?;
+    let today = Today::read(store, tenant, now).await?;
     let stamp = stamp_of(tenant, now);
-    let health = core::repo_health(&window, &intents, &stamp);
-    let debt = core::verification_debt(&intents, reviews, &window, &stamp);
-    Ok(intake::signals(&health, &debt, intents.total))
+    Ok(intake::signals(
+        &today.health(&stamp),
+        &today.debt(&stamp),
+        today.intents.total,
+    ))
 }
 
 fn mode_of(set: Option<&IntakeOverride>) -> Option<IntakeMode> {
@@ -91,8 +88,33 @@ pub async fn status(
         async { Ok::<_, AnalyticsError>(override_of(store, tenant).await?) },
         signals(store, tenant, now),
     )?;
+    Ok(status_of(set, signals, tenant))
+}
+
+/// A tenant's intake from health and debt the caller has already counted (the dashboard's
+/// overview): only the operator's setting is read.
+pub async fn status_given(
+    store: &Store,
+    tenant: Option<&str>,
+    health: &core::RepoHealth,
+    debt: &core::VerificationDebt,
+    queue_total: u64,
+) -> Result<IntakeStatus, AnalyticsError> {
+    let set = override_of(store, tenant).await?;
+    Ok(status_of(
+        set,
+        intake::signals(health, debt, queue_total),
+        tenant,
+    ))
+}
+
+fn status_of(
+    set: Option<IntakeOverride>,
+    signals: IntakeSignals,
+    tenant: Option<&str>,
+) -> IntakeStatus {
     let manual = mode_of(set.as_ref());
-    Ok(IntakeStatus {
+    IntakeStatus {
         mode: manual.unwrap_or(signals.auto_mode),
         auto_mode: signals.auto_mode,
         manual_override: manual.is_some(),
@@ -104,7 +126,23 @@ pub async fn status(
             throttle_ratio: intake::THROTTLE_RATIO,
         },
         tenant_id: tenant.map(str::to_owned),
-    })
+    }
+}
+
+/// The mode in force for a tenant, and whether an operator set it; health and debt are
+/// counted (and returned) only when `auto` decides.
+pub async fn mode_in_force(
+    store: &Store,
+    tenant: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(IntakeMode, Option<IntakeSignals>), AnalyticsError> {
+    match mode_of(override_of(store, tenant).await?.as_ref()) {
+        Some(mode) => Ok((mode, None)),
+        None => {
+            let signals = signals(store, tenant, now).await?;
+            Ok((signals.auto_mode, Some(signals)))
+        }
+    }
 }
 
 /// Decides whether `intent` comes in, with the `intake.accepted|throttled|rejected` event that
@@ -118,13 +156,7 @@ pub async fn admit(
     let store = &services.store;
     let tenant = intent.tenant_id.as_deref();
     let now = services.clock.now();
-    let (mode, signals) = match mode_of(override_of(store, tenant).await?.as_ref()) {
-        Some(mode) => (mode, None),
-        None => {
-            let signals = signals(store, tenant, now).await?;
-            (signals.auto_mode, Some(signals))
-        }
-    };
+    let (mode, signals) = mode_in_force(store, tenant, now).await?;
     let decision = intake::decide(mode, intent.risk_level, &intent.id);
     let event_type = match decision.verdict {
         IntakeVerdict::Accepted => EventType::IntakeAccepted,

@@ -327,23 +327,11 @@ pub fn evaluate(input: &LogInput) -> Result<LogReport, LogError> {
         .change_health_intent_ids
         .iter()
         .map(|id| {
-            let risk = store.latest(id, "risk.evaluated");
-            let number = |key: &str| match risk.and_then(|r| r.get(key)) {
-                Some(Value::Number(n)) => Some(n.clone()),
-                _ => None,
-            };
-            let signals = ChangeSignals {
-                risk_score: number("risk_score"),
-                entropy_score: number("entropy_score"),
-                mergeable: store
-                    .latest(id, "simulation.completed")
-                    .and_then(|s| s.get("mergeable"))
-                    .cloned(),
-                verdict: store
-                    .latest(id, "policy.evaluated")
-                    .and_then(|p| p.get("verdict"))
-                    .cloned(),
-            };
+            let signals = ChangeSignals::of_payloads(
+                store.latest(id, "risk.evaluated"),
+                store.latest(id, "simulation.completed"),
+                store.latest(id, "policy.evaluated"),
+            );
             let health = change_health(id, signals, &stamp);
             (
                 id.clone(),
@@ -356,19 +344,7 @@ pub fn evaluate(input: &LogInput) -> Result<LogReport, LogError> {
     let mut snapshots: Vec<SnapshotPoint> = store
         .typed("health.snapshot", Some(look_back), None)
         .take(PREDICTION_SNAPSHOTS)
-        .map(|e| {
-            let field = |key: &str, default: f64| {
-                e.payload
-                    .get(key)
-                    .and_then(Value::as_f64)
-                    .unwrap_or(default)
-            };
-            SnapshotPoint {
-                score: field("repo_health_score", 100.0),
-                entropy: field("entropy_score", 0.0),
-                conflict_rate: field("conflict_rate", 0.0),
-            }
-        })
+        .map(|e| SnapshotPoint::of_payload(&e.payload))
         .collect();
     snapshots.reverse();
 

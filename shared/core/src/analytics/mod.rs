@@ -382,6 +382,27 @@ pub struct ChangeSignals {
     pub verdict: Option<Value>,
 }
 
+impl ChangeSignals {
+    /// What change health reads of the payloads of an intent's latest risk evaluation,
+    /// simulation and policy evaluation (each `None` when it has none).
+    pub fn of_payloads(
+        risk: Option<&Value>,
+        simulation: Option<&Value>,
+        policy: Option<&Value>,
+    ) -> ChangeSignals {
+        let number = |key: &str| match risk.and_then(|r| r.get(key)) {
+            Some(Value::Number(n)) => Some(n.clone()),
+            _ => None,
+        };
+        ChangeSignals {
+            risk_score: number("risk_score"),
+            entropy_score: number("entropy_score"),
+            mergeable: simulation.and_then(|s| s.get("mergeable")).cloned(),
+            verdict: policy.and_then(|p| p.get("verdict")).cloned(),
+        }
+    }
+}
+
 /// One intent's health (spec §10).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChangeHealth {
@@ -488,6 +509,19 @@ pub struct SnapshotPoint {
     pub entropy: f64,
     /// `conflict_rate` (0.0 when missing).
     pub conflict_rate: f64,
+}
+
+impl SnapshotPoint {
+    /// What a `health.snapshot` payload contributes (its defaults where a field is missing).
+    pub fn of_payload(payload: &Value) -> SnapshotPoint {
+        let field =
+            |key: &str, default: f64| payload.get(key).and_then(Value::as_f64).unwrap_or(default);
+        SnapshotPoint {
+            score: field("repo_health_score", 100.0),
+            entropy: field("entropy_score", 0.0),
+            conflict_rate: field("conflict_rate", 0.0),
+        }
+    }
 }
 
 /// The most snapshots a prediction reads (the newest ones in its look-back window).

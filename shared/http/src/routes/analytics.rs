@@ -404,11 +404,12 @@ pub(super) async fn get_thresholds(
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult {
     let tenant = principal.read_tenant(q.tenant_id);
-    let store = &state.services.store;
-    let stored = store
+    let stored = state
+        .services
+        .store
         .compliance_thresholds(tenant.as_deref().unwrap_or(""))
         .await?;
-    let in_force = analytics::thresholds_of(store, tenant.as_deref()).await?;
+    let in_force = analytics::thresholds_in(stored.as_ref().map(|s| &s.data))?;
     typed(ThresholdsAnswer {
         thresholds: in_force.as_map(),
         version: stored.as_ref().map_or(0, |s| s.version),

@@ -53,10 +53,11 @@ pub(super) async fn intake_mode(
 ) -> ApiResult {
     let tenant = principal.read_tenant(q.tenant_id);
     let now = state.services.clock.now();
-    let status = intake_control::status(&state.services.store, tenant.as_deref(), now).await?;
+    let (mode, auto) =
+        intake_control::mode_in_force(&state.services.store, tenant.as_deref(), now).await?;
     typed(serde_json::json!({
-        "mode": status.mode,
-        "manual_override": status.manual_override,
+        "mode": mode,
+        "manual_override": auto.is_none(),
         "tenant_id": tenant,
     }))
 }

@@ -235,7 +235,7 @@ pub(super) struct IntentCreate {
 }
 
 /// A risk level by name, or null.
-fn risk_level_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(super) fn risk_level_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let names: Vec<Value> = RiskLevel::ALL
         .iter()
         .map(|l| Value::from(l.as_str()))

@@ -23,15 +23,6 @@ fn mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": ["string", "null"], "enum": ["shadow", "enforce", null]})
 }
 
-fn risk_level_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let names: Vec<Value> = RiskLevel::ALL
-        .iter()
-        .map(|l| Value::from(l.as_str()))
-        .chain([Value::Null])
-        .collect();
-    schemars::json_schema!({"enum": names})
-}
-
 /// The draft.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -42,7 +33,7 @@ pub(super) struct DraftBody {
     target: Option<String>,
     /// Declared risk level (default medium).
     #[serde(default)]
-    #[schemars(schema_with = "risk_level_schema")]
+    #[schemars(schema_with = "super::intents::risk_level_schema")]
     risk_level: Option<RiskLevel>,
     /// Free-form description (`description`, `objective`, `problem_statement` are read).
     #[serde(default)]
@@ -61,6 +52,19 @@ pub(super) struct DraftBody {
     mode: Option<String>,
 }
 
+/// The parts a change says it touches (`technical.scope_hint`: a list, or one name).
+fn scope_of(technical: &Map<String, Value>) -> Vec<String> {
+    match technical.get("scope_hint") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(one)) => vec![one.clone()],
+        _ => Vec::new(),
+    }
+}
+
 /// `POST /intents/evaluate`.
 pub(super) async fn evaluate_draft(
     State(state): State<Arc<AppState>>,
@@ -77,15 +81,7 @@ pub(super) async fn evaluate_draft(
         }
     };
     let tenant = principal.read_tenant(body.tenant_id);
-    let scope = match body.technical.get("scope_hint") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        Some(Value::String(one)) => vec![one.clone()],
-        _ => Vec::new(),
-    };
+    let scope = scope_of(&body.technical);
     let draft = Draft {
         source: body.source.unwrap_or_default().trim().to_owned(),
         target: body
@@ -113,24 +109,12 @@ pub(super) async fn evaluate_draft(
     let others: Vec<(String, String)> = waiting
         .iter()
         .map(|intent| {
-            let scope = intent
-                .technical
-                .get("scope_hint")
-                .and_then(Value::as_array)
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
             let text = Draft {
                 source: intent.source.clone(),
                 target: intent.target.clone(),
                 risk_level: intent.risk_level.as_str().to_owned(),
                 semantic: intent.semantic.clone(),
-                scope,
+                scope: scope_of(&intent.technical),
                 dependencies: intent.dependencies.clone(),
             }
             .embedded_text();
