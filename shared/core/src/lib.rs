@@ -22,7 +22,9 @@
 //!   outcomes, clock, ids), returning a decision and the events to append;
 //! - [`projection`]: the intents table as a fold over events (rebuildable);
 //! - [`queue`]: ordering, dependency holds, retries, rejection and revalidation;
-//! - [`review`]: review tasks, their life cycle and SLA, and what holds an intent.
+//! - [`review`]: review tasks, their life cycle and SLA, and what holds an intent;
+//! - [`train`]: tested merges: candidates (the target plus queued intents) tested in batches and
+//!   speculatively, bisected on failure, landed by fast-forward to exactly the tested commit.
 //!
 //! Nothing here depends on a database, an HTTP stack, an AWS SDK or an async runtime; a CI step
 //! (`scripts/check-core-purity.sh`) keeps it that way.
@@ -49,6 +51,7 @@ pub mod queue;
 pub mod review;
 pub mod risk;
 pub mod simulation;
+pub mod train;
 
 pub use assessment::{Assessment, AssessmentInput, assess};
 pub use event::{Event, EventType};

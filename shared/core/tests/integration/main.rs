@@ -8,3 +8,4 @@
 mod pipeline;
 mod properties;
 mod support;
+mod train;
