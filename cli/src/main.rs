@@ -20,6 +20,7 @@ mod ops;
 mod output;
 mod progress;
 mod serve;
+mod simulate;
 mod state;
 mod worker;
 
@@ -188,6 +189,7 @@ fn main() -> ExitCode {
         Command::Risk(RiskCommand::Eval(args)) => eval(&args, out, assess::Focus::Risk),
         Command::Policy(PolicyCommand::Eval(args)) => eval(&args, out, assess::Focus::Policy),
         Command::Analytics(AnalyticsCommand::Eval(args)) => analytics::eval(&args, out),
+        Command::Queue(ops::QueueCommand::Simulate(args)) => simulate::run(&args, out),
         Command::Migrate => state::run(state::migrate(), out).map_err(CliError::from),
         Command::Projections(ProjectionsCommand::Rebuild) => {
             let spinner = progress::spinner("rebuilding the intents projection");

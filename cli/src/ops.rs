@@ -227,6 +227,10 @@ pub enum QueueCommand {
     Unfreeze(FreezeId),
     /// The freezes that hold or will hold merges.
     Freezes(QueueFreezes),
+    /// Simulate a day of the queue in each mode (head, tested serial, batched, speculative)
+    /// with a model of CI, in a throwaway repository: merges per hour, time from queued to
+    /// merged, CI runs spent, and whether the target ever broke. Offline.
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 /// Which queues a freeze covers.
@@ -1051,6 +1055,12 @@ pub async fn queue(api: &ApiClient, out: Output, command: QueueCommand) -> Resul
                 )
                 .await?;
             out.emit(&page, |o| o.table(rows(&page, "freezes"), FREEZE_COLUMNS))?;
+        }
+        // Offline: `main` runs it before any client is made.
+        QueueCommand::Simulate(_) => {
+            return Err(CliError::Other(anyhow::anyhow!(
+                "queue simulate runs offline, without the API"
+            )));
         }
         QueueCommand::Redrive => {
             let (queue, dlq) = converge_runtime::sqs::SqsQueue::from_env()

@@ -26,6 +26,7 @@ mod intake;
 mod lease_reset;
 mod operator_cli;
 mod parity;
+mod queue_simulator;
 mod readiness;
 mod readme;
 mod reads;

@@ -6,17 +6,18 @@
 //! k is candidate k−1 plus its batch), so when they pass the target is fast-forwarded to the
 //! last of them in one move, landing exactly the commit that was tested.
 //!
-//! When a candidate fails, the candidates after it are cancelled (they contain it) and its
-//! intents go back to the queue. A candidate of one intent ejects that intent, naming the
-//! failing check. A larger one is *bisected*: its batch is split in two, the first half is
-//! built on the same base and the second on the first, and both are tested at once (whatever
-//! the depth), so one failing intent among N is isolated in at most ⌈log2 N⌉ + 1 rounds of CI.
-//! A failure is only acted on once every candidate before it passed: until then it may be
-//! theirs.
+//! When a candidate of the *main line* fails (once every candidate before it passed: until
+//! then the failure may be theirs), the candidates after it are cancelled and rebuilt without
+//! it at once, so the intents behind a failure lose one run, not a bisection. The failed batch
+//! goes to a *probe* that finds its culprit beside the main line: the failed commit is re-run
+//! (`flaky_reruns` times: if it passes, the failure was a flake and the batch queues again)
+//! and, for a batch of more than one, its two halves are tested at the same time (the first
+//! on the commit the batch failed on, the second on the first). A failing half is probed in
+//! turn; halves that pass queue again; a failing single intent is ejected, naming its check.
+//! So one failing intent among N is isolated in at most ⌈log2 N⌉ + 1 rounds of CI. Probes
+//! never land and do not count against the depth.
 //!
-//! Flaky checks: a check named in `known_flaky` is reported but never fails a candidate, and a
-//! failed candidate outside a bisection is re-run `flaky_reruns` times on the same commit before
-//! it counts as failed.
+//! Flaky checks: a check named in `known_flaky` is reported but never fails a candidate.
 //!
 //! Conflicts: an intent that does not merge onto its candidate's base leaves the queue at once
 //! with the conflicting files (a new push puts it back: the driver enqueues it again). Intents
@@ -45,6 +46,19 @@ pub enum MergeMode {
     Tested,
 }
 
+/// How an intent's changes are written onto the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeMethod {
+    /// A merge commit whose parents are the base and the head (the head stays an ancestor).
+    #[default]
+    Merge,
+    /// One commit with the merged tree and the base as its only parent.
+    Squash,
+    /// The head's commits replayed one by one onto the base.
+    Rebase,
+}
+
 /// Settings of a tested queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrainSettings {
@@ -53,8 +67,8 @@ pub struct TrainSettings {
     /// Most candidates tested at once, each on the one before (at least 1; a bisection may add
     /// one more for as long as it lasts).
     pub depth: usize,
-    /// Times a failed candidate is re-run on the same commit before it counts as failed
-    /// (outside bisections).
+    /// Times a failed main-line commit is re-run (beside its bisection) before its failure
+    /// counts.
     pub flaky_reruns: u32,
     /// Checks that are reported but never block.
     pub known_flaky: BTreeSet<String>,
@@ -213,7 +227,7 @@ enum Stage {
     Building,
     /// Its checks run (the count of runs started on this commit).
     Testing { runs: u32 },
-    /// Its checks passed; it lands once every candidate before it did.
+    /// Its checks passed.
     Passed,
     /// Its checks failed (after re-runs); acted on once every candidate before it passed.
     Failed { check: String },
@@ -223,11 +237,47 @@ enum Stage {
 struct Candidate {
     id: CandidateId,
     batch: Vec<Queued>,
+    /// The commit it is built on, once building.
+    base: Option<String>,
     commit: Option<String>,
     stage: Stage,
-    /// Set while the candidate is part of a bisection: its round (the failure that started
-    /// the bisection was round 1).
-    bisection_round: Option<u32>,
+}
+
+/// A chain of candidates, each built on the one before.
+///
+/// The *main line* starts at the target and lands. A *probe* finds the culprit of a failed
+/// batch: it starts at the commit the batch failed on, holds the batch's two halves (the second
+/// built on the first) and a re-run of the failed commit, never lands, and sends the intents it
+/// clears back to the queue.
+#[derive(Debug, Clone)]
+struct Line {
+    /// `None` for the main line (built on the target); the probe's base otherwise.
+    base: Option<String>,
+    /// The probe's round of bisection (the failure that started it was round 1); 0 for the
+    /// main line.
+    round: u32,
+    candidates: Vec<Candidate>,
+    /// A probe's re-run of the commit that failed (whose batch, when it is a single intent,
+    /// this holds: there are no halves then).
+    recheck: Option<Candidate>,
+}
+
+impl Line {
+    fn intents(&self) -> impl Iterator<Item = &Queued> {
+        self.candidates
+            .iter()
+            .chain(self.recheck.iter())
+            .flat_map(|c| c.batch.iter())
+    }
+}
+
+/// Where a candidate is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// In a line's chain, at this index.
+    Chain(usize, usize),
+    /// A probe's re-run.
+    Recheck(usize),
 }
 
 /// The tested queue of one target.
@@ -236,8 +286,9 @@ pub struct Train {
     settings: TrainSettings,
     target: String,
     waiting: Vec<Queued>,
-    candidates: Vec<Candidate>,
-    /// The number of front candidates a fast-forward in flight lands.
+    /// The main line first, then the probes.
+    lines: Vec<Line>,
+    /// The number of main-line candidates a fast-forward in flight lands.
     landing: Option<usize>,
     next_id: CandidateId,
     actions: Vec<Action>,
@@ -255,7 +306,12 @@ impl Train {
             settings,
             target: target.into(),
             waiting: Vec::new(),
-            candidates: Vec::new(),
+            lines: vec![Line {
+                base: None,
+                round: 0,
+                candidates: Vec::new(),
+                recheck: None,
+            }],
             landing: None,
             next_id: 1,
             actions: Vec::new(),
@@ -272,20 +328,27 @@ impl Train {
         self.waiting.iter()
     }
 
-    /// Intents in candidates, in merge order.
+    /// Intents in candidates of the main line, in merge order.
     pub fn in_candidates(&self) -> impl Iterator<Item = &Queued> {
-        self.candidates.iter().flat_map(|c| c.batch.iter())
+        self.lines[0].intents()
+    }
+
+    /// Intents being probed (suspects of a failed batch).
+    pub fn suspects(&self) -> impl Iterator<Item = &Queued> {
+        self.lines[1..].iter().flat_map(Line::intents)
     }
 
     /// Whether nothing is queued or in flight.
     pub fn is_idle(&self) -> bool {
-        self.waiting.is_empty() && self.candidates.is_empty()
+        self.waiting.is_empty() && self.lines.len() == 1 && self.lines[0].candidates.is_empty()
     }
 
     /// The round of bisection a candidate is in (1 = the failure that started it), if any.
     pub fn bisection_round(&self, candidate: CandidateId) -> Option<u32> {
-        self.find(candidate)
-            .and_then(|i| self.candidates[i].bisection_round)
+        let line = match self.find(candidate)? {
+            Place::Chain(line, _) | Place::Recheck(line) => line,
+        };
+        Some(self.lines[line].round).filter(|round| *round > 0)
     }
 
     /// What the driver must do now (in order).
@@ -302,9 +365,7 @@ impl Train {
     /// candidate.
     pub fn enqueue_all(&mut self, intents: impl IntoIterator<Item = Queued>) {
         for intent in intents {
-            if self.holds(&intent.id) {
-                self.dequeue(&intent.id);
-            }
+            self.take_out(&intent.id);
             self.wait(intent);
         }
         self.advance();
@@ -312,44 +373,29 @@ impl Train {
 
     /// Take an intent out of the queue (a push, a close, `@converge dequeue`).
     pub fn dequeue(&mut self, intent: &str) -> Dequeued {
-        if let Some(at) = self.waiting.iter().position(|q| q.id == intent) {
-            self.waiting.remove(at);
-            return Dequeued::Removed;
-        }
-        let Some(at) = self
-            .candidates
-            .iter()
-            .position(|c| c.batch.iter().any(|q| q.id == intent))
-        else {
-            return Dequeued::Absent;
-        };
-        if self.landing.is_some_and(|n| at < n) {
-            return Dequeued::Landing;
-        }
-        self.cancel_from(at);
-        self.waiting.retain(|q| q.id != intent);
+        let answer = self.take_out(intent);
         self.advance();
-        Dequeued::Removed
+        answer
     }
 
     /// A candidate was built (or one of its intents did not merge).
     pub fn built(&mut self, candidate: CandidateId, build: Build) {
-        let Some(at) = self.find(candidate) else {
+        let Some(Place::Chain(line, at)) = self.find(candidate) else {
             return;
         };
-        if self.candidates[at].stage != Stage::Building {
+        if self.lines[line].candidates[at].stage != Stage::Building {
             return;
         }
         match build {
             Build::Built(commit) => {
-                let c = &mut self.candidates[at];
+                let c = &mut self.lines[line].candidates[at];
                 c.commit = Some(commit.clone());
                 c.stage = Stage::Testing { runs: 1 };
                 self.actions.push(Action::Test { candidate, commit });
             }
             Build::Conflict { intent, files } => {
                 // Everything from here on was built on, or waits for, this candidate.
-                self.cancel_from(at);
+                self.cancel_from(line, at);
                 self.waiting.retain(|q| q.id != intent);
                 self.actions.push(Action::Eject {
                     intent,
@@ -367,33 +413,38 @@ impl Train {
         commit: &str,
         results: &[CheckResult],
     ) {
-        let Some(at) = self.find(candidate) else {
+        let reruns = self.settings.flaky_reruns;
+        let failing = results
+            .iter()
+            .find(|r| !r.passed && !self.settings.known_flaky.contains(&r.name))
+            .map(|r| r.name.clone());
+        let Some(place) = self.find(candidate) else {
             return;
         };
-        let c = &mut self.candidates[at];
+        let c = match place {
+            Place::Chain(line, at) => &mut self.lines[line].candidates[at],
+            Place::Recheck(line) => match &mut self.lines[line].recheck {
+                Some(c) => c,
+                None => return,
+            },
+        };
         let Stage::Testing { runs } = c.stage else {
             return;
         };
         if c.commit.as_deref() != Some(commit) {
             return;
         }
-        let failing = results
-            .iter()
-            .find(|r| !r.passed && !self.settings.known_flaky.contains(&r.name));
+        let is_recheck = matches!(place, Place::Recheck(_));
         match failing {
             None => c.stage = Stage::Passed,
-            Some(_) if c.bisection_round.is_none() && runs <= self.settings.flaky_reruns => {
+            Some(_) if is_recheck && runs < reruns => {
                 c.stage = Stage::Testing { runs: runs + 1 };
                 self.actions.push(Action::Test {
                     candidate,
                     commit: commit.to_owned(),
                 });
             }
-            Some(check) => {
-                c.stage = Stage::Failed {
-                    check: check.name.clone(),
-                }
-            }
+            Some(check) => c.stage = Stage::Failed { check },
         }
         self.advance();
     }
@@ -403,29 +454,73 @@ impl Train {
         let Some(count) = self.landing.take() else {
             return;
         };
-        self.candidates.drain(..count);
+        self.lines[0].candidates.drain(..count);
         self.target = to.to_owned();
         self.advance();
     }
 
     /// The target is at `tip`, which this queue did not put there (a push to the target, or a
-    /// fast-forward refused because the target had moved): every candidate is rebuilt on it.
+    /// fast-forward refused because the target had moved): the main line is rebuilt on it.
+    /// Probes go on: they only tell which intent fails.
     pub fn target_moved(&mut self, tip: &str) {
         if tip == self.target && self.landing.is_none() {
             return;
         }
         self.landing = None;
         self.target = tip.to_owned();
-        self.cancel_from(0);
+        self.cancel_from(0, 0);
         self.advance();
     }
 
     fn holds(&self, intent: &str) -> bool {
-        self.waiting.iter().any(|q| q.id == intent) || self.in_candidates().any(|q| q.id == intent)
+        self.waiting.iter().any(|q| q.id == intent)
+            || self
+                .lines
+                .iter()
+                .flat_map(Line::intents)
+                .any(|q| q.id == intent)
     }
 
-    fn find(&self, candidate: CandidateId) -> Option<usize> {
-        self.candidates.iter().position(|c| c.id == candidate)
+    /// Takes an intent out wherever it is, without advancing.
+    fn take_out(&mut self, intent: &str) -> Dequeued {
+        if !self.holds(intent) {
+            return Dequeued::Absent;
+        }
+        if let Some(at) = self.waiting.iter().position(|q| q.id == intent) {
+            self.waiting.remove(at);
+            return Dequeued::Removed;
+        }
+        let main = &self.lines[0];
+        if let Some(at) = main
+            .candidates
+            .iter()
+            .position(|c| c.batch.iter().any(|q| q.id == intent))
+        {
+            if self.landing.is_some_and(|n| at < n) {
+                return Dequeued::Landing;
+            }
+            self.cancel_from(0, at);
+        } else if let Some(line) = self.lines[1..]
+            .iter()
+            .position(|l| l.intents().any(|q| q.id == intent))
+        {
+            // A probe without one of its suspects proves nothing: it ends.
+            self.end_probe(line + 1);
+        }
+        self.waiting.retain(|q| q.id != intent);
+        Dequeued::Removed
+    }
+
+    fn find(&self, candidate: CandidateId) -> Option<Place> {
+        self.lines.iter().enumerate().find_map(|(line, l)| {
+            if l.recheck.as_ref().is_some_and(|c| c.id == candidate) {
+                return Some(Place::Recheck(line));
+            }
+            l.candidates
+                .iter()
+                .position(|c| c.id == candidate)
+                .map(|at| Place::Chain(line, at))
+        })
     }
 
     fn wait(&mut self, intent: Queued) {
@@ -435,97 +530,182 @@ impl Train {
         self.waiting.insert(at, intent);
     }
 
-    /// Cancels the candidates from `at` on; their intents wait again.
-    fn cancel_from(&mut self, at: usize) {
-        for c in self.candidates.split_off(at) {
-            if c.stage != Stage::Unbuilt {
-                self.actions.push(Action::Cancel { candidate: c.id });
-            }
-            for q in c.batch {
-                self.wait(q);
-            }
+    /// Cancels a line's candidates from `at` on; their intents wait again. A probe left
+    /// without candidates ends.
+    fn cancel_from(&mut self, line: usize, at: usize) {
+        for c in self.lines[line].candidates.split_off(at) {
+            self.release(c);
+        }
+        if line > 0 && self.lines[line].candidates.is_empty() {
+            self.end_probe(line);
         }
     }
 
-    fn new_candidate(&mut self, batch: Vec<Queued>, bisection_round: Option<u32>) -> Candidate {
+    /// Ends a probe: what still runs is cancelled, its intents wait again.
+    fn end_probe(&mut self, line: usize) {
+        let probe = self.lines.remove(line);
+        for c in probe.candidates.into_iter().chain(probe.recheck) {
+            self.release(c);
+        }
+    }
+
+    /// A candidate's intents wait again; one whose result is still to come is cancelled.
+    fn release(&mut self, c: Candidate) {
+        if matches!(c.stage, Stage::Building | Stage::Testing { .. }) {
+            self.actions.push(Action::Cancel { candidate: c.id });
+        }
+        for q in c.batch {
+            self.wait(q);
+        }
+    }
+
+    fn new_candidate(&mut self, batch: Vec<Queued>) -> Candidate {
         let id = self.next_id;
         self.next_id += 1;
         Candidate {
             id,
             batch,
+            base: None,
             commit: None,
             stage: Stage::Unbuilt,
-            bisection_round,
         }
     }
 
-    /// Acts on what is known: a failure whose predecessors all passed, a landing, new
-    /// candidates, builds.
+    /// Acts on what is known: failures whose predecessors all passed, probes that know, a
+    /// landing, new candidates, builds.
     fn advance(&mut self) {
-        loop {
-            if !self.resolve_failure() {
-                break;
+        let mut line = 0;
+        while line < self.lines.len() {
+            if !self.resolve(line) {
+                line += 1;
             }
         }
         self.land();
         self.fill();
-        self.build();
+        for line in 0..self.lines.len() {
+            self.build(line);
+        }
     }
 
-    /// Acts on the first candidate that failed, if every candidate before it passed.
-    fn resolve_failure(&mut self) -> bool {
-        let Some(at) = self
-            .candidates
-            .iter()
-            .position(|c| c.stage != Stage::Passed)
-        else {
+    /// Acts on what a line knows. Answers whether the lines changed (the same index must be
+    /// looked at again).
+    fn resolve(&mut self, line: usize) -> bool {
+        if line > 0 {
+            match self.lines[line].recheck.as_ref().map(|c| c.stage.clone()) {
+                // The failed commit passed when run again: a flake. Its intents queue again.
+                Some(Stage::Passed) => {
+                    self.end_probe(line);
+                    return true;
+                }
+                Some(Stage::Failed { check }) => {
+                    let recheck = self.lines[line].recheck.take();
+                    if self.lines[line].candidates.is_empty() {
+                        // A single intent failed twice on the same commit: its own failure.
+                        self.lines.remove(line);
+                        if let Some(mut failed) = recheck {
+                            self.eject_failed(&mut failed, check);
+                        }
+                    }
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        let l = &self.lines[line];
+        let Some(at) = l.candidates.iter().position(|c| c.stage != Stage::Passed) else {
+            if line > 0 && !l.candidates.is_empty() {
+                // Every half passed: together they are the very content that failed, so the
+                // failure was a flake. The suspects queue again.
+                self.end_probe(line);
+                return true;
+            }
             return false;
         };
-        let Stage::Failed { check } = self.candidates[at].stage.clone() else {
+        let Stage::Failed { check } = l.candidates[at].stage.clone() else {
             return false;
         };
-        let failed = self.candidates[at].clone();
-        self.cancel_from(at + 1);
-        self.candidates.truncate(at);
-        let mut batch = failed.batch;
-        if batch.len() == 1 {
-            let culprit = batch.remove(0);
-            self.actions.push(Action::Eject {
-                intent: culprit.id,
-                reason: Ejection::Failed {
-                    check,
-                    commit: failed.commit.unwrap_or_default(),
-                },
+        let round = l.round.max(1) + 1;
+        let mut failed = self.lines[line].candidates.remove(at);
+        // What was built on it contains it: cancelled, its intents wait again.
+        for c in self.lines[line].candidates.split_off(at) {
+            self.release(c);
+        }
+        if line > 0 {
+            // The halves that passed before it are cleared, and the question is now the
+            // failed half's.
+            self.end_probe(line);
+        }
+        let recheck = if line == 0 && self.settings.flaky_reruns > 0 {
+            let id = self.next_id;
+            self.next_id += 1;
+            let commit = failed.commit.clone().unwrap_or_default();
+            self.actions.push(Action::Test {
+                candidate: id,
+                commit: commit.clone(),
             });
+            Some(Candidate {
+                id,
+                batch: Vec::new(),
+                base: failed.base.clone(),
+                commit: Some(commit),
+                stage: Stage::Testing { runs: 1 },
+            })
+        } else {
+            None
+        };
+        if failed.batch.len() == 1 {
+            match recheck {
+                Some(mut recheck) => {
+                    recheck.batch = std::mem::take(&mut failed.batch);
+                    self.lines.push(Line {
+                        base: failed.base,
+                        round,
+                        candidates: Vec::new(),
+                        recheck: Some(recheck),
+                    });
+                }
+                None => self.eject_failed(&mut failed, check),
+            }
             return true;
         }
-        let round = failed.bisection_round.unwrap_or(1) + 1;
-        let second = batch.split_off(batch.len().div_ceil(2));
-        let first = self.new_candidate(batch, Some(round));
-        let second = self.new_candidate(second, Some(round));
-        self.candidates.push(first);
-        self.candidates.push(second);
+        let mut first = std::mem::take(&mut failed.batch);
+        let second = first.split_off(first.len().div_ceil(2));
+        let first = self.new_candidate(first);
+        let second = self.new_candidate(second);
+        self.lines.push(Line {
+            base: failed.base,
+            round,
+            candidates: vec![first, second],
+            recheck,
+        });
         true
     }
 
-    /// Fast-forwards the target over the passed candidates at the front.
+    /// Ejects the single intent of a failed candidate.
+    fn eject_failed(&mut self, failed: &mut Candidate, check: String) {
+        for culprit in std::mem::take(&mut failed.batch) {
+            self.actions.push(Action::Eject {
+                intent: culprit.id,
+                reason: Ejection::Failed {
+                    check: check.clone(),
+                    commit: failed.commit.clone().unwrap_or_default(),
+                },
+            });
+        }
+    }
+
+    /// Fast-forwards the target over the passed candidates at the front of the main line.
     fn land(&mut self) {
         if self.landing.is_some() {
             return;
         }
-        let passed = self
-            .candidates
-            .iter()
-            .take_while(|c| c.stage == Stage::Passed)
-            .count();
+        let main = &self.lines[0].candidates;
+        let passed = main.iter().take_while(|c| c.stage == Stage::Passed).count();
         if passed == 0 {
             return;
         }
-        let to = self.candidates[passed - 1]
-            .commit
-            .clone()
-            .unwrap_or_default();
-        let intents = self.candidates[..passed]
+        let to = main[passed - 1].commit.clone().unwrap_or_default();
+        let intents = main[..passed]
             .iter()
             .flat_map(|c| c.batch.iter().map(|q| q.id.clone()))
             .collect();
@@ -537,11 +717,11 @@ impl Train {
         });
     }
 
-    /// New candidates from the waiting intents, up to the depth.
+    /// New main-line candidates from the waiting intents, up to the depth.
     fn fill(&mut self) {
-        while self.candidates.len() < self.settings.depth && !self.waiting.is_empty() {
+        while self.lines[0].candidates.len() < self.settings.depth && !self.waiting.is_empty() {
             let mut riding: BTreeSet<String> = self.in_candidates().map(|q| q.id.clone()).collect();
-            let mut batch = Vec::new();
+            let mut batch: Vec<Queued> = Vec::new();
             let mut at = 0;
             while at < self.waiting.len() && batch.len() < self.settings.batch_size {
                 let clashes = {
@@ -563,38 +743,36 @@ impl Train {
             if batch.is_empty() {
                 return;
             }
-            let candidate = self.new_candidate(batch, None);
-            self.candidates.push(candidate);
+            let candidate = self.new_candidate(batch);
+            self.lines[0].candidates.push(candidate);
         }
     }
 
-    /// Builds every candidate whose base is known.
-    fn build(&mut self) {
-        for at in 0..self.candidates.len() {
-            if self.candidates[at].stage != Stage::Unbuilt {
-                continue;
-            }
-            let base = if at == 0 {
-                Some(self.target.clone())
-            } else {
-                self.candidates[at - 1].commit.clone()
-            };
-            let Some(base) = base else {
-                return;
-            };
-            let c = &mut self.candidates[at];
-            c.stage = Stage::Building;
-            self.actions.push(Action::Build {
-                candidate: c.id,
-                base,
-                intents: c
-                    .batch
-                    .iter()
-                    .map(|q| (q.id.clone(), q.head.clone()))
-                    .collect(),
-            });
-            // The next one is built on this one's commit, once known.
+    /// Builds the line's first unbuilt candidate if its base is known (each is built on the
+    /// one before, once that one's commit is known).
+    fn build(&mut self, line: usize) {
+        let l = &self.lines[line];
+        let Some(at) = l.candidates.iter().position(|c| c.stage == Stage::Unbuilt) else {
             return;
-        }
+        };
+        let base = match at {
+            0 => Some(l.base.clone().unwrap_or_else(|| self.target.clone())),
+            _ => l.candidates[at - 1].commit.clone(),
+        };
+        let Some(base) = base else {
+            return;
+        };
+        let c = &mut self.lines[line].candidates[at];
+        c.stage = Stage::Building;
+        c.base = Some(base.clone());
+        self.actions.push(Action::Build {
+            candidate: c.id,
+            base,
+            intents: c
+                .batch
+                .iter()
+                .map(|q| (q.id.clone(), q.head.clone()))
+                .collect(),
+        });
     }
 }

@@ -29,6 +29,7 @@ pub mod export;
 pub mod intake_control;
 pub mod local_checks;
 pub mod local_git;
+pub mod queue_simulator;
 pub mod queue_worker;
 pub mod reported_checks;
 pub mod reviews;

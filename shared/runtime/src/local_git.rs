@@ -18,6 +18,7 @@ use converge_core::pipeline::{
 };
 use converge_core::risk::CouplingPair;
 use converge_core::simulation::Simulation;
+use converge_core::train::{Build, MergeMethod};
 
 /// Commits of history read for co-changes.
 const HISTORY_COMMITS: usize = 200;
@@ -601,5 +602,174 @@ impl Merger for GitScm {
             });
         }
         Ok(merge_commit)
+    }
+}
+
+/// Candidates of tested merges (`core::train`): built as commits under a trial ref, and
+/// landed by fast-forwarding the target to exactly the commit that was tested.
+impl GitScm {
+    /// Writes `intents` (`(id, head)`, in order) onto `base` with `method`, points
+    /// `trial_ref` at the result and answers its commit, or the first intent that does not
+    /// merge with its conflicting files (nothing is pointed at then).
+    pub async fn build_candidate(
+        &self,
+        base: &str,
+        intents: &[(String, String)],
+        method: MergeMethod,
+        trial_ref: &str,
+    ) -> Result<Build, ScmError> {
+        let mut tip = base.to_owned();
+        for (position, (intent, head)) in intents.iter().enumerate() {
+            let (code, out) = self
+                .git(&[
+                    "merge-tree",
+                    "--write-tree",
+                    "--name-only",
+                    "--no-messages",
+                    &tip,
+                    head,
+                ])
+                .await?;
+            let tree = match code {
+                0 => out.trim().to_owned(),
+                1 => {
+                    let mut files: Vec<String> = lines(&out).into_iter().skip(1).collect();
+                    files.sort();
+                    files.dedup();
+                    return Ok(Build::Conflict {
+                        intent: intent.clone(),
+                        files,
+                    });
+                }
+                _ => {
+                    return Err(ScmError::Unavailable(format!(
+                        "git merge-tree of {intent} onto its candidate failed with status {code}"
+                    )));
+                }
+            };
+            tip = match method {
+                MergeMethod::Merge => {
+                    let message = format!("Merge Converge intent {intent}");
+                    self.commit_tree(&tree, &[&tip, head], &message).await?
+                }
+                MergeMethod::Squash => {
+                    let message = format!("Converge intent {intent} (squashed)");
+                    self.commit_tree(&tree, &[&tip], &message).await?
+                }
+                MergeMethod::Rebase => {
+                    // `git replay` answers for branches only: a short-lived one names the head.
+                    let branch = format!("{trial_ref}-replay-{position}");
+                    self.replay(&tip, head, &branch, intent).await?
+                }
+            };
+        }
+        let (code, _) = self.git(&["update-ref", trial_ref, &tip]).await?;
+        if code != 0 {
+            return Err(ScmError::Unavailable(format!(
+                "git update-ref {trial_ref} failed with status {code}"
+            )));
+        }
+        Ok(Build::Built(tip))
+    }
+
+    /// Moves `branch` from `from` to `to` if it is still at `from` and `to` descends from it
+    /// (a fast-forward); `MergeError::TargetMoved` names where it is otherwise.
+    pub async fn fast_forward(&self, branch: &str, from: &str, to: &str) -> Result<(), MergeError> {
+        let unavailable = |e: ScmError| MergeError::Unavailable(e.to_string());
+        let branch = Self::branch_ref(branch);
+        let (code, _) = self
+            .git(&["merge-base", "--is-ancestor", from, to])
+            .await
+            .map_err(unavailable)?;
+        if code != 0 {
+            return Err(MergeError::Unavailable(format!(
+                "{to} does not descend from {from}: not a fast-forward"
+            )));
+        }
+        if let Some(path) = self.checked_out_at(&branch).await.map_err(unavailable)? {
+            return Err(MergeError::Protected(format!(
+                "{branch} is checked out in the work tree at {path}; Converge does not move a \
+                 checked-out branch"
+            )));
+        }
+        let message = format!("Converge: fast-forward to the tested {to}");
+        let (code, _) = self
+            .git(&["update-ref", "-m", &message, &branch, to, from])
+            .await
+            .map_err(unavailable)?;
+        if code != 0 {
+            let current = self.resolve(&branch).await.unwrap_or_default();
+            return Err(MergeError::TargetMoved {
+                validated: from.to_owned(),
+                current,
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes a trial ref (a missing one is not an error).
+    pub async fn drop_trial(&self, trial_ref: &str) -> Result<(), ScmError> {
+        self.git(&["update-ref", "-d", trial_ref]).await.map(|_| ())
+    }
+
+    async fn commit_tree(
+        &self,
+        tree: &str,
+        parents: &[&str],
+        message: &str,
+    ) -> Result<String, ScmError> {
+        let mut args = vec!["commit-tree", tree];
+        for parent in parents {
+            args.extend(["-p", parent]);
+        }
+        args.extend(["-m", message]);
+        let (code, out) = self.git_with(&args, &MERGE_IDENTITY).await?;
+        let commit = out.trim();
+        if code != 0 || !is_object_id(commit) {
+            return Err(ScmError::Unavailable(format!(
+                "git commit-tree failed with status {code}"
+            )));
+        }
+        Ok(commit.to_owned())
+    }
+
+    /// The head's own commits (since its merge base with `onto`) replayed onto `onto`,
+    /// through the short-lived `branch` (a `refs/heads/` name), deleted afterwards.
+    async fn replay(
+        &self,
+        onto: &str,
+        head: &str,
+        branch: &str,
+        intent: &str,
+    ) -> Result<String, ScmError> {
+        let (code, base) = self.git(&["merge-base", onto, head]).await?;
+        if code != 0 {
+            return Err(ScmError::Unavailable(format!(
+                "intent {intent}'s head shares no history with its candidate"
+            )));
+        }
+        let (code, _) = self.git(&["update-ref", branch, head]).await?;
+        if code != 0 {
+            return Err(ScmError::Unavailable(format!(
+                "git update-ref {branch} failed with status {code}"
+            )));
+        }
+        let range = format!("{}..{branch}", base.trim());
+        let replayed = self
+            .git_with(&["replay", "--onto", onto, &range], &MERGE_IDENTITY)
+            .await;
+        self.git(&["update-ref", "-d", branch]).await?;
+        let (code, out) = replayed?;
+        if code != 0 {
+            return Err(ScmError::Unavailable(format!(
+                "git replay of intent {intent} failed with status {code}"
+            )));
+        }
+        // `update <branch> <new> <old>`; with no commits of its own, nothing: the base.
+        Ok(out
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(2))
+            .next_back()
+            .map_or_else(|| onto.to_owned(), str::to_owned))
     }
 }

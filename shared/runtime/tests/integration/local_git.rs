@@ -155,3 +155,166 @@ async fn unrelated_histories_are_reported_as_such() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A repository with `main` and three branches off it: two that add files of their own
+/// (two commits each) and one that clashes with `main`'s next commit.
+fn trains_repository(dir: &std::path::Path) {
+    docs_and_clash(dir);
+    git(dir, &["checkout", "-q", "-b", "feature/a", "main"]);
+    commit_file(dir, "a/one.txt", "1\n", "a one");
+    commit_file(dir, "a/two.txt", "2\n", "a two");
+    git(dir, &["checkout", "-q", "-b", "feature/b", "main"]);
+    commit_file(dir, "b/one.txt", "1\n", "b one");
+    commit_file(dir, "b/two.txt", "2\n", "b two");
+    git(dir, &["checkout", "-q", "--detach"]);
+}
+
+fn files_at(repo: &std::path::Path, commit: &str) -> Vec<String> {
+    git(repo, &["ls-tree", "-r", "--name-only", commit])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_candidate_holds_every_intent_by_each_merge_method_and_lands_by_fast_forward() {
+    use converge_core::train::{Build, MergeMethod};
+    for method in [MergeMethod::Merge, MergeMethod::Squash, MergeMethod::Rebase] {
+        let repo = tempfile::tempdir().unwrap();
+        trains_repository(repo.path());
+        let scm = GitScm::new(repo.path());
+        let main = git(repo.path(), &["rev-parse", "main"]);
+        let a = git(repo.path(), &["rev-parse", "feature/a"]);
+        let b = git(repo.path(), &["rev-parse", "feature/b"]);
+        let intents = [("a".to_owned(), a.clone()), ("b".to_owned(), b.clone())];
+        let trial = "refs/heads/converge/trial/1";
+        let Build::Built(candidate) = scm
+            .build_candidate(&main, &intents, method, trial)
+            .await
+            .unwrap()
+        else {
+            panic!("{method:?}: the two branches merge cleanly");
+        };
+        assert_eq!(git(repo.path(), &["rev-parse", trial]), candidate);
+        let files = files_at(repo.path(), &candidate);
+        for file in [
+            "a/one.txt",
+            "a/two.txt",
+            "b/one.txt",
+            "b/two.txt",
+            "docs/guide.md",
+        ] {
+            assert!(
+                files.iter().any(|f| f == file),
+                "{method:?}: {file} in {files:?}"
+            );
+        }
+        let heads_are_ancestors = [&a, &b].iter().all(|head| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(repo.path())
+                .args(["merge-base", "--is-ancestor", head, &candidate])
+                .status()
+                .unwrap()
+                .success()
+        });
+        let commits_on_main = git(
+            repo.path(),
+            &["rev-list", "--count", &format!("{main}..{candidate}")],
+        );
+        match method {
+            MergeMethod::Merge => {
+                assert!(heads_are_ancestors, "merge commits keep the heads");
+                assert_eq!(
+                    commits_on_main, "6",
+                    "two merges and the four commits they bring"
+                );
+            }
+            MergeMethod::Squash => {
+                assert!(!heads_are_ancestors);
+                assert_eq!(commits_on_main, "2", "one commit per intent");
+            }
+            MergeMethod::Rebase => {
+                assert!(!heads_are_ancestors);
+                assert_eq!(commits_on_main, "4", "each intent's commits, replayed");
+                let first_parent = git(
+                    repo.path(),
+                    &[
+                        "rev-list",
+                        "--merges",
+                        "--count",
+                        &format!("{main}..{candidate}"),
+                    ],
+                );
+                assert_eq!(first_parent, "0", "no merge commits");
+            }
+        }
+        // The target moves to exactly the tested commit, from where it was.
+        scm.fast_forward("main", &main, &candidate).await.unwrap();
+        assert_eq!(git(repo.path(), &["rev-parse", "main"]), candidate);
+        scm.drop_trial(trial).await.unwrap();
+        assert!(
+            !git(repo.path(), &["for-each-ref", "refs/heads/converge/"]).contains("trial"),
+            "the trial ref is gone"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_conflicting_intent_is_named_with_its_files_and_a_moved_target_is_not_overwritten() {
+    use converge_core::train::{Build, MergeMethod};
+    let repo = tempfile::tempdir().unwrap();
+    trains_repository(repo.path());
+    let scm = GitScm::new(repo.path());
+    let main = git(repo.path(), &["rev-parse", "main"]);
+    let a = git(repo.path(), &["rev-parse", "feature/a"]);
+    let clash = git(repo.path(), &["rev-parse", "feature/clash"]);
+    let intents = [("a".to_owned(), a), ("clash".to_owned(), clash)];
+    let build = scm
+        .build_candidate(
+            &main,
+            &intents,
+            MergeMethod::Merge,
+            "refs/heads/converge/trial/2",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        build,
+        Build::Conflict {
+            intent: "clash".into(),
+            files: vec!["src/app/main.rs".into()],
+        }
+    );
+    assert!(
+        git(repo.path(), &["for-each-ref", "refs/heads/converge/"]).is_empty(),
+        "a failed build points no trial ref"
+    );
+
+    // A candidate built on `main`, then somebody pushes to `main`: no fast-forward.
+    let Build::Built(candidate) = scm
+        .build_candidate(
+            &main,
+            &intents[..1],
+            MergeMethod::Merge,
+            "refs/heads/converge/trial/3",
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a merges");
+    };
+    git(
+        repo.path(),
+        &["update-ref", "refs/heads/main", "feature/docs"],
+    );
+    let pushed = git(repo.path(), &["rev-parse", "main"]);
+    match scm.fast_forward("main", &main, &candidate).await {
+        Err(MergeError::TargetMoved { current, .. }) => assert_eq!(current, pushed),
+        other => panic!("moved a target that had moved: {other:?}"),
+    }
+    assert_eq!(git(repo.path(), &["rev-parse", "main"]), pushed);
+    // Nor to a commit that does not descend from where the target is.
+    assert!(scm.fast_forward("main", &pushed, &candidate).await.is_err());
+    assert_eq!(git(repo.path(), &["rev-parse", "main"]), pushed);
+}
