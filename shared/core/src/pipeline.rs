@@ -199,7 +199,56 @@ pub trait Merger {
         validated: &SimulatedMerge,
         permit: &MergePermit,
     ) -> impl Future<Output = Result<String, MergeError>> + Send;
+
+    /// Tested merges (`crate::train`): where the target branch of `sample`'s queue points.
+    /// Source control without tested merges answers `Unavailable`, which pauses the queue
+    /// with the reason.
+    fn target_tip(&self, sample: &Intent) -> impl Future<Output = Result<String, ScmError>> + Send {
+        let _ = sample;
+        async { Err(ScmError::Unavailable(NO_TRAINS.to_owned())) }
+    }
+
+    /// Writes a candidate: `intents` (`(id, head)`) onto `base` with `method`, pointed at by
+    /// `trial_ref` (see `crate::train::Action::Build`).
+    fn build_candidate(
+        &self,
+        sample: &Intent,
+        base: &str,
+        intents: &[(String, String)],
+        method: crate::train::MergeMethod,
+        trial_ref: &str,
+    ) -> impl Future<Output = Result<crate::train::Build, ScmError>> + Send {
+        let _ = (sample, base, intents, method, trial_ref);
+        async { Err(ScmError::Unavailable(NO_TRAINS.to_owned())) }
+    }
+
+    /// Moves the target of `sample`'s queue from `from` to the tested `to` (a fast-forward,
+    /// refused with `TargetMoved` if the target is no longer at `from`).
+    fn fast_forward(
+        &self,
+        sample: &Intent,
+        from: &str,
+        to: &str,
+        permit: &MergePermit,
+    ) -> impl Future<Output = Result<(), MergeError>> + Send {
+        let _ = (sample, from, to, permit);
+        async { Err(MergeError::Unavailable(NO_TRAINS.to_owned())) }
+    }
+
+    /// Deletes a candidate's trial ref.
+    fn drop_trial(
+        &self,
+        sample: &Intent,
+        trial_ref: &str,
+    ) -> impl Future<Output = Result<(), ScmError>> + Send {
+        let _ = (sample, trial_ref);
+        async { Err(ScmError::Unavailable(NO_TRAINS.to_owned())) }
+    }
 }
+
+/// Why a queue in tested mode waits on source control that cannot build candidates.
+pub const NO_TRAINS: &str = "tested merges are not available for this repository's source \
+    control yet (set its merge mode to head)";
 
 /// The state of one required check on a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -446,6 +446,42 @@ pub fn failed_attempt(intent: &Intent, max_retries: u32, reason: &str, cause: Re
     }
 }
 
+/// The step after the tested queue ([`crate::train`]) ejected an intent: REJECTED at once,
+/// naming the check that failed on its candidate or the files it conflicts on (a new push
+/// brings it back as a fresh intent, as for any rejection).
+pub fn after_ejection(intent: &Intent, ejection: &crate::train::Ejection) -> Step {
+    let (reason, cause, detail) = match ejection {
+        crate::train::Ejection::Failed { check, commit } => (
+            format!("required check '{check}' failed on the tested commit {commit}"),
+            RetryCause::ChecksFailed,
+            json!({"check": check, "tested_commit": commit}),
+        ),
+        crate::train::Ejection::Conflict { files } => (
+            format!(
+                "conflicts with the changes queued ahead of it: {}",
+                files.join(", ")
+            ),
+            RetryCause::Conflict,
+            json!({"conflicts": files}),
+        ),
+    };
+    let mut payload = json!({"reason": reason, "retries": intent.retries,
+                             "cause": cause.as_str(), "tested": true});
+    if let (Value::Object(p), Value::Object(d)) = (&mut payload, detail) {
+        p.extend(d);
+    }
+    Step {
+        status: Status::Rejected,
+        retries: intent.retries,
+        event: Some((
+            EventType::IntentRejected,
+            payload,
+            json!({"retries": intent.retries}),
+        )),
+        action: NextAction::None,
+    }
+}
+
 /// The step after a (re)validation in the queue. A READY intent that passes reaches QUEUED
 /// through the decision's own `intent.validated` event (READY → VALIDATED) and then this
 /// step's `intent.queued`. `waiting_since` is when the intent started waiting for checks on

@@ -60,7 +60,7 @@ pub enum MergeMethod {
 }
 
 /// Settings of a tested queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrainSettings {
     /// Most intents in one candidate (at least 1).
     pub batch_size: usize,
@@ -98,7 +98,7 @@ impl Default for TrainSettings {
 }
 
 /// An intent waiting for, or riding in, a candidate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Queued {
     /// The intent's id.
     pub id: String,
@@ -143,8 +143,9 @@ pub enum Action {
         /// Its commit.
         commit: String,
     },
-    /// The candidate's result no longer matters: stop its checks and drop its trial ref.
-    Cancel {
+    /// The candidate is finished with (cancelled, landed or judged): stop its checks if they
+    /// still run, and delete its trial ref.
+    Retire {
         /// The candidate.
         candidate: CandidateId,
     },
@@ -219,7 +220,8 @@ pub enum Dequeued {
     Absent,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "stage")]
 enum Stage {
     /// Waiting for the candidate before it to be built.
     Unbuilt,
@@ -233,7 +235,7 @@ enum Stage {
     Failed { check: String },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Candidate {
     id: CandidateId,
     batch: Vec<Queued>,
@@ -249,7 +251,7 @@ struct Candidate {
 /// batch: it starts at the commit the batch failed on, holds the batch's two halves (the second
 /// built on the first) and a re-run of the failed commit, never lands, and sends the intents it
 /// clears back to the queue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Line {
     /// `None` for the main line (built on the target); the probe's base otherwise.
     base: Option<String>,
@@ -280,8 +282,9 @@ enum Place {
     Recheck(usize),
 }
 
-/// The tested queue of one target.
-#[derive(Debug, Clone)]
+/// The tested queue of one target. It is kept between rounds as JSON (serde): what it
+/// stores is its whole state, and [`Train::reconfigure`] applies settings changed since.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Train {
     settings: TrainSettings,
     target: String,
@@ -291,7 +294,20 @@ pub struct Train {
     /// The number of main-line candidates a fast-forward in flight lands.
     landing: Option<usize>,
     next_id: CandidateId,
+    /// Handed to the driver as they arise; a stored train has none left.
+    #[serde(skip)]
     actions: Vec<Action>,
+}
+
+/// A candidate whose checks are running: what the driver asks CI about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnderTest {
+    /// The candidate.
+    pub candidate: CandidateId,
+    /// Its commit.
+    pub commit: String,
+    /// The intents it holds (a re-run's: those of the commit that failed).
+    pub intents: Vec<String>,
 }
 
 impl Train {
@@ -316,6 +332,71 @@ impl Train {
             next_id: 1,
             actions: Vec::new(),
         }
+    }
+
+    /// Applies settings changed since the train was stored (they take effect for the
+    /// candidates made from now on).
+    pub fn reconfigure(&mut self, settings: TrainSettings) {
+        self.settings = TrainSettings {
+            batch_size: settings.batch_size.max(1),
+            depth: settings.depth.max(1),
+            ..settings
+        };
+        self.advance();
+    }
+
+    /// Every intent it holds (waiting, riding or probed), with the head it holds.
+    pub fn intents(&self) -> Vec<(String, String)> {
+        self.waiting
+            .iter()
+            .chain(self.lines.iter().flat_map(Line::intents))
+            .map(|q| (q.id.clone(), q.head.clone()))
+            .collect()
+    }
+
+    /// The fast-forward asked for cannot happen now (a freeze holds the target): it is asked
+    /// for again by the next call that advances the train.
+    pub fn defer_landing(&mut self) {
+        self.landing = None;
+    }
+
+    /// The candidates whose checks are running.
+    pub fn under_test(&self) -> Vec<UnderTest> {
+        let mut running = Vec::new();
+        for line in &self.lines {
+            for (at, c) in line.candidates.iter().enumerate() {
+                if let (Stage::Testing { .. }, Some(commit)) = (&c.stage, &c.commit) {
+                    // A candidate holds its predecessors' intents too.
+                    let intents = line.candidates[..=at]
+                        .iter()
+                        .flat_map(|c| c.batch.iter().map(|q| q.id.clone()))
+                        .collect();
+                    running.push(UnderTest {
+                        candidate: c.id,
+                        commit: commit.clone(),
+                        intents,
+                    });
+                }
+            }
+            if let Some(c) = &line.recheck
+                && let (Stage::Testing { .. }, Some(commit)) = (&c.stage, &c.commit)
+            {
+                let intents = if c.batch.is_empty() {
+                    line.candidates
+                        .iter()
+                        .flat_map(|c| c.batch.iter().map(|q| q.id.clone()))
+                        .collect()
+                } else {
+                    c.batch.iter().map(|q| q.id.clone()).collect()
+                };
+                running.push(UnderTest {
+                    candidate: c.id,
+                    commit: commit.clone(),
+                    intents,
+                });
+            }
+        }
+        running
     }
 
     /// Where the target is, as far as this queue knows.
@@ -454,7 +535,10 @@ impl Train {
         let Some(count) = self.landing.take() else {
             return;
         };
-        self.lines[0].candidates.drain(..count);
+        let landed: Vec<Candidate> = self.lines[0].candidates.drain(..count).collect();
+        for c in &landed {
+            self.retire(c);
+        }
         self.target = to.to_owned();
         self.advance();
     }
@@ -549,13 +633,17 @@ impl Train {
         }
     }
 
-    /// A candidate's intents wait again; one whose result is still to come is cancelled.
+    /// A candidate's intents wait again; a built (or building) one is retired.
     fn release(&mut self, c: Candidate) {
-        if matches!(c.stage, Stage::Building | Stage::Testing { .. }) {
-            self.actions.push(Action::Cancel { candidate: c.id });
-        }
+        self.retire(&c);
         for q in c.batch {
             self.wait(q);
+        }
+    }
+
+    fn retire(&mut self, c: &Candidate) {
+        if c.stage != Stage::Unbuilt {
+            self.actions.push(Action::Retire { candidate: c.id });
         }
     }
 
@@ -599,10 +687,16 @@ impl Train {
                 }
                 Some(Stage::Failed { check }) => {
                     let recheck = self.lines[line].recheck.take();
-                    if self.lines[line].candidates.is_empty() {
+                    if !self.lines[line].candidates.is_empty() {
+                        // Its own failure, confirmed: the halves go on without the re-run.
+                        if let Some(done) = &recheck {
+                            self.retire(done);
+                        }
+                    } else {
                         // A single intent failed twice on the same commit: its own failure.
                         self.lines.remove(line);
                         if let Some(mut failed) = recheck {
+                            self.retire(&failed);
                             self.eject_failed(&mut failed, check);
                         }
                     }
@@ -636,8 +730,9 @@ impl Train {
             self.end_probe(line);
         }
         let recheck = if line == 0 && self.settings.flaky_reruns > 0 {
-            let id = self.next_id;
-            self.next_id += 1;
+            // The re-run keeps the failed candidate's id (and so its trial ref, which CI
+            // needs to run it again).
+            let id = failed.id;
             let commit = failed.commit.clone().unwrap_or_default();
             self.actions.push(Action::Test {
                 candidate: id,
@@ -651,6 +746,7 @@ impl Train {
                 stage: Stage::Testing { runs: 1 },
             })
         } else {
+            self.retire(&failed);
             None
         };
         if failed.batch.len() == 1 {

@@ -834,6 +834,16 @@ pub struct WorkerSettings {
     /// Queue keys a worker processes at once (`CONVERGE_WORKER_CONCURRENCY`, 4): each key
     /// still has one round at a time (its lease), so this only spreads work across targets.
     pub concurrency: usize,
+    /// How queued intents land (`CONVERGE_MERGE_MODE`: `head`, the default, merges each
+    /// validated head; `tested` tests candidates and fast-forwards to exactly what passed).
+    pub merge_mode: converge_core::train::MergeMode,
+    /// How an intent is written onto the target in tested mode (`CONVERGE_MERGE_METHOD`:
+    /// `merge`, the default, `squash` or `rebase`; head mode merges only).
+    pub merge_method: converge_core::train::MergeMethod,
+    /// The tested queue: `CONVERGE_TRAIN_BATCH_SIZE` (8), `CONVERGE_TRAIN_DEPTH` (3),
+    /// `CONVERGE_TRAIN_FLAKY_RERUNS` (1), `CONVERGE_TRAIN_KNOWN_FLAKY` (check names, comma
+    /// separated).
+    pub train: converge_core::train::TrainSettings,
 }
 
 impl Default for WorkerSettings {
@@ -848,6 +858,9 @@ impl Default for WorkerSettings {
             sweep_interval: Duration::from_secs(60),
             target: None,
             concurrency: 4,
+            merge_mode: converge_core::train::MergeMode::Head,
+            merge_method: converge_core::train::MergeMethod::Merge,
+            train: converge_core::train::TrainSettings::default(),
         }
     }
 }
@@ -879,6 +892,34 @@ impl WorkerSettings {
                 Some(other) => Err(format!("{name} must be 1 or 0, got '{other}'")),
             }
         };
+        let merge_mode = match get("CONVERGE_MERGE_MODE").as_deref() {
+            None | Some("head") => converge_core::train::MergeMode::Head,
+            Some("tested") => converge_core::train::MergeMode::Tested,
+            Some(other) => {
+                return Err(format!(
+                    "CONVERGE_MERGE_MODE must be head or tested, got '{other}'"
+                ));
+            }
+        };
+        let merge_method = match get("CONVERGE_MERGE_METHOD").as_deref() {
+            None | Some("merge") => converge_core::train::MergeMethod::Merge,
+            Some("squash") => converge_core::train::MergeMethod::Squash,
+            Some("rebase") => converge_core::train::MergeMethod::Rebase,
+            Some(other) => {
+                return Err(format!(
+                    "CONVERGE_MERGE_METHOD must be merge, squash or rebase, got '{other}'"
+                ));
+            }
+        };
+        if merge_mode == converge_core::train::MergeMode::Head
+            && merge_method != converge_core::train::MergeMethod::Merge
+        {
+            return Err(
+                "CONVERGE_MERGE_METHOD squash or rebase needs CONVERGE_MERGE_MODE=tested (head \
+                 mode writes merge commits only)"
+                    .to_owned(),
+            );
+        }
         Ok(WorkerSettings {
             poll_interval: number("CONVERGE_WORKER_POLL_INTERVAL", 1, 3_600)?
                 .map_or(defaults.poll_interval, Duration::from_secs),
@@ -894,6 +935,26 @@ impl WorkerSettings {
             target: get("CONVERGE_WORKER_TARGET"),
             concurrency: number("CONVERGE_WORKER_CONCURRENCY", 1, 64)?
                 .map_or(defaults.concurrency, |n| n as usize),
+            merge_mode,
+            merge_method,
+            train: converge_core::train::TrainSettings {
+                batch_size: number("CONVERGE_TRAIN_BATCH_SIZE", 1, 64)?
+                    .map_or(defaults.train.batch_size, |n| n as usize),
+                depth: number("CONVERGE_TRAIN_DEPTH", 1, 16)?
+                    .map_or(defaults.train.depth, |n| n as usize),
+                flaky_reruns: number("CONVERGE_TRAIN_FLAKY_RERUNS", 0, 3)?
+                    .map_or(defaults.train.flaky_reruns, |n| n as u32),
+                known_flaky: get("CONVERGE_TRAIN_KNOWN_FLAKY")
+                    .map(|names| {
+                        names
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|n| !n.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            },
         })
     }
 

@@ -603,6 +603,36 @@ impl Merger for GitScm {
         }
         Ok(merge_commit)
     }
+
+    async fn target_tip(&self, sample: &Intent) -> Result<String, ScmError> {
+        self.resolve(&Self::branch_ref(&sample.target)).await
+    }
+
+    async fn build_candidate(
+        &self,
+        _sample: &Intent,
+        base: &str,
+        intents: &[(String, String)],
+        method: MergeMethod,
+        trial_ref: &str,
+    ) -> Result<Build, ScmError> {
+        GitScm::build_candidate(self, base, intents, method, trial_ref).await
+    }
+
+    async fn fast_forward(
+        &self,
+        sample: &Intent,
+        from: &str,
+        to: &str,
+        // Proof that the caller holds the key's lease: required, not read.
+        _permit: &MergePermit,
+    ) -> Result<(), MergeError> {
+        GitScm::fast_forward(self, &sample.target, from, to).await
+    }
+
+    async fn drop_trial(&self, _sample: &Intent, trial_ref: &str) -> Result<(), ScmError> {
+        GitScm::drop_trial(self, trial_ref).await
+    }
 }
 
 /// Candidates of tested merges (`core::train`): built as commits under a trial ref, and

@@ -656,7 +656,7 @@ impl Simulator<'_> {
                             },
                         );
                     }
-                    Action::Cancel { candidate } => {
+                    Action::Retire { candidate } => {
                         self.git
                             .drop_trial(&format!("refs/heads/converge/trial/{candidate}"))
                             .await?;

@@ -36,6 +36,8 @@ pub use crate::config::WorkerSettings;
 use crate::reported_checks::ReportedChecks;
 use crate::services::RandomIds;
 
+mod trains;
+
 /// The outbox topic of queue messages (`{"tenant", "repo", "target"}`).
 pub const QUEUE_TOPIC: &str = "queue";
 
@@ -430,6 +432,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         let mut queued_seen = 0usize;
         let mut cursor: Option<IntentCursor> = None;
         let mut pending = Pending::default();
+        let mut seen = BTreeSet::new();
         'pages: loop {
             let page = self
                 .store
@@ -494,6 +497,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     reviews: reviews.remove(&intent.id).unwrap_or_default(),
                     host_reviews: host_reviews.remove(&intent.id).unwrap_or_default(),
                 };
+                seen.insert(intent.id.clone());
                 let report = self
                     .handle(intent, &rules, &policy, &lease, turn, &mut pending)
                     .await?;
@@ -533,6 +537,21 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             }
             if !full {
                 break;
+            }
+        }
+        if self.tested() {
+            let train_reports = self.run_train(&lease, &policy, &seen, &mut pending).await?;
+            let paused = train_reports
+                .iter()
+                .find(|r| r.outcome == RoundOutcome::Paused)
+                .map(|r| r.detail.clone());
+            reports.extend(train_reports);
+            if let Some(reason) = paused {
+                self.flush(&lease, &mut pending).await?;
+                self.send_reports(&lease).await?;
+                let hold = self.store.hold_key(&lease, &reason).await?;
+                tracing::warn!(key = %lease.key(), until = %hold.until, "queue key paused, no retry spent: {reason}");
+                return Ok((reports, Some(hold.until)));
             }
         }
         self.flush(&lease, &mut pending).await?;
@@ -682,6 +701,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         };
         match work {
             Work::Nothing => Ok(report(RoundOutcome::Unchanged, String::new())),
+            Work::Merge { head_sha, .. } if self.tested() => {
+                Ok(self.ride(intent, head_sha, pending))
+            }
             Work::Merge {
                 head_sha,
                 target_sha,
@@ -730,7 +752,8 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 };
                 let options = ValidationOptions {
                     auto_classify,
-                    skip_checks: self.settings.skip_checks,
+                    // Tested mode requires the checks of the candidate, not of the head.
+                    skip_checks: self.settings.skip_checks || self.tested(),
                 };
                 let decision = match validate(intent, ports, policy, options).await {
                     Ok(decision) => decision,
@@ -753,6 +776,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     pending,
                 );
                 match step.action {
+                    NextAction::Merge if self.tested() => {
+                        Ok(self.ride(intent, decision.merge.head_sha.clone(), pending))
+                    }
                     NextAction::Merge => {
                         self.merge(intent, lease, &decision.merge, &trace, pending)
                             .await
@@ -764,6 +790,24 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     NextAction::None => Ok(report(RoundOutcome::of_step(&step), reason_of(&step))),
                 }
             }
+        }
+    }
+
+    /// Whether queued intents land through the tested queue.
+    fn tested(&self) -> bool {
+        self.settings.merge_mode == converge_core::train::MergeMode::Tested
+    }
+
+    /// Tested mode: the intent rides the train (after the round's pages) instead of merging.
+    fn ride(&self, intent: &Intent, head_sha: String, pending: &mut Pending) -> IntentReport {
+        pending.riding.push(trains::Riding {
+            intent: intent.clone(),
+            head_sha,
+        });
+        IntentReport {
+            intent_id: intent.id.clone(),
+            outcome: RoundOutcome::Unchanged,
+            detail: "in the tested queue".to_owned(),
         }
     }
 
@@ -1072,6 +1116,8 @@ struct Pending {
     /// Where this round's merges left the key's target (the tips read for a page before
     /// them are corrected with it).
     target_now: Option<String>,
+    /// Tested mode: the intents this round hands to the train instead of merging them.
+    riding: Vec<trains::Riding>,
 }
 
 impl Pending {

@@ -153,6 +153,60 @@ impl Merger for RoutedPorts {
             Side::Github(github) => github.merge(intent, validated, permit).await,
         }
     }
+
+    async fn target_tip(&self, sample: &Intent) -> Result<String, ScmError> {
+        match self.side(sample).map_err(scm_error)? {
+            Side::Local(scm, _) => Merger::target_tip(scm, sample).await,
+            Side::Github(github) => Merger::target_tip(github, sample).await,
+        }
+    }
+
+    async fn build_candidate(
+        &self,
+        sample: &Intent,
+        base: &str,
+        intents: &[(String, String)],
+        method: converge_core::train::MergeMethod,
+        trial_ref: &str,
+    ) -> Result<converge_core::train::Build, ScmError> {
+        match self.side(sample).map_err(scm_error)? {
+            Side::Local(scm, _) => {
+                Merger::build_candidate(scm, sample, base, intents, method, trial_ref).await
+            }
+            Side::Github(github) => {
+                Merger::build_candidate(github, sample, base, intents, method, trial_ref).await
+            }
+        }
+    }
+
+    async fn fast_forward(
+        &self,
+        sample: &Intent,
+        from: &str,
+        to: &str,
+        permit: &MergePermit,
+    ) -> Result<(), MergeError> {
+        tracing::info!(
+            key = %permit.key(),
+            fencing_token = permit.fencing_token(),
+            "fast-forwarding {} from {from} to the tested {to}",
+            sample.target
+        );
+        match self
+            .side(sample)
+            .map_err(|m| MergeError::Unavailable(m.to_owned()))?
+        {
+            Side::Local(scm, _) => Merger::fast_forward(scm, sample, from, to, permit).await,
+            Side::Github(github) => Merger::fast_forward(github, sample, from, to, permit).await,
+        }
+    }
+
+    async fn drop_trial(&self, sample: &Intent, trial_ref: &str) -> Result<(), ScmError> {
+        match self.side(sample).map_err(scm_error)? {
+            Side::Local(scm, _) => Merger::drop_trial(scm, sample, trial_ref).await,
+            Side::Github(github) => Merger::drop_trial(github, sample, trial_ref).await,
+        }
+    }
 }
 
 impl Publisher for RoutedPorts {

@@ -188,6 +188,11 @@ mod migrations {
                 "agent policies",
                 include_str!("../migrations/postgres/0017_agent_policies.sql"),
             ),
+            (
+                18,
+                "trains",
+                include_str!("../migrations/postgres/0018_trains.sql"),
+            ),
         ])
     }
 
@@ -277,6 +282,11 @@ mod migrations {
                 17,
                 "agent policies",
                 include_str!("../migrations/sqlite/0017_agent_policies.sql"),
+            ),
+            (
+                18,
+                "trains",
+                include_str!("../migrations/sqlite/0018_trains.sql"),
             ),
         ])
     }
@@ -685,6 +695,10 @@ forward! {
     fn release_key_hold(&self, lease: &Lease) -> bool;
     /// Ends the pause of a key nobody holds.
     fn release_idle_key_hold(&self, key: &converge_core::queue::QueueKey) -> bool;
+    /// Stores a held key's tested queue.
+    fn save_train(&self, lease: &Lease, state: &str) -> ();
+    /// A key's stored tested queue.
+    fn train_of(&self, key: &converge_core::queue::QueueKey) -> Option<String>;
     /// Claims unsent outbox rows.
     fn claim_outbox(&self, topic: &str, claimer: &str, limit: u32, claim_ttl: std::time::Duration) -> Vec<OutboxEntry>;
     /// Marks an outbox row sent.

@@ -133,6 +133,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("hold_since", OptTs),
             ("hold_until", OptTs),
             ("hold_failures", Int),
+            ("train", OptText),
         ],
         serial: None,
         ephemeral: None,

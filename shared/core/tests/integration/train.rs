@@ -32,6 +32,8 @@ struct World {
     clashing: BTreeSet<(String, String)>,
     merged: BTreeSet<String>,
     ejected: Vec<(String, Ejection)>,
+    /// Candidates built and not retired yet (their trial refs).
+    trial_refs: BTreeSet<CandidateId>,
     next: u64,
 }
 
@@ -124,13 +126,15 @@ impl World {
                     commit.intents.insert(intent);
                 }
                 let id = self.commit(commit);
+                self.trial_refs.insert(candidate);
                 train.built(candidate, Build::Built(id));
             }
             Action::Test { candidate, commit } => {
                 self.running.insert(candidate, commit);
             }
-            Action::Cancel { candidate } => {
+            Action::Retire { candidate } => {
                 self.running.remove(&candidate);
+                self.trial_refs.remove(&candidate);
             }
             Action::FastForward { from, to, intents } => {
                 assert!(
@@ -332,6 +336,7 @@ proptest! {
         }
         world.check_target();
         prop_assert!(train.is_idle(), "every intent merged or left once CI is done");
+        prop_assert!(world.trial_refs.is_empty(), "trial refs left: {:?}", world.trial_refs);
         for intent in &world.merged {
             prop_assert!(!world.bad.contains(intent));
         }

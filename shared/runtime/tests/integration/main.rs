@@ -14,3 +14,4 @@ mod queue_properties;
 mod queue_worker;
 mod secrets;
 mod sqs;
+mod trains;

@@ -206,6 +206,41 @@ macro_rules! lease_operations {
                 Ok(cleared > 0)
             }
 
+            /// Stores the tested queue of the key of `lease` (still held: its holder and token
+            /// must match, or nothing is written and `StaleLease` answers).
+            pub async fn save_train(&self, lease: &$crate::Lease, state: &str) -> Result<(), $crate::StoreError> {
+                let saved = sqlx::query(
+                    "UPDATE queue_leases SET train = $6 \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5",
+                )
+                .bind(&lease.key.tenant)
+                .bind(&lease.key.repo)
+                .bind(&lease.key.target)
+                .bind(&lease.holder)
+                .bind(lease.token.0)
+                .bind(state)
+                .execute(self.writer())
+                .await?
+                .rows_affected();
+                if saved == 0 {
+                    return Err($crate::StoreError::StaleLease { key: lease.key.clone(), token: lease.token.0 });
+                }
+                Ok(())
+            }
+
+            /// The stored tested queue of a key, if it has one.
+            pub async fn train_of(&self, key: &converge_core::queue::QueueKey) -> Result<Option<String>, $crate::StoreError> {
+                let state: Option<Option<String>> = sqlx::query_scalar(
+                    "SELECT train FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3",
+                )
+                .bind(&key.tenant)
+                .bind(&key.repo)
+                .bind(&key.target)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(state.flatten())
+            }
+
             /// Every lease row, with the key's pause if it is paused.
             pub async fn leases(&self) -> Result<Vec<$crate::LeaseState>, $crate::StoreError> {
                 let rows = sqlx::query("SELECT * FROM queue_leases ORDER BY tenant, repo, target")

@@ -1,0 +1,392 @@
+//! Tested mode (`CONVERGE_MERGE_MODE=tested`): the round's queued intents ride the key's
+//! tested queue (`core::train`), kept in the key's lease row between rounds.
+//!
+//! Intents reach QUEUED as in head mode (simulation, risk, policy; their heads' checks are not
+//! required, the candidates' are). Where head mode would merge one, the round hands it to the
+//! train instead. After the pages, the train is loaded (or started on the target's tip), told
+//! where the target is now (a push rebuilds the main line), synced with what the round saw
+//! (an intent that left QUEUED or was pushed leaves its candidate), and driven: candidates are
+//! built under trial refs, their checks read through the `Checks` port on the candidate's
+//! commit, failures bisected, passed candidates landed by fast-forward to exactly the tested
+//! commit (under a merge permit, unless a freeze holds the key), ejected intents rejected with
+//! the check or the files. Losing the stored train is safe: the next round starts a new one
+//! from the queued intents, and the target never moves to an untested commit.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use converge_core::pipeline::{CheckState, Checks, MergeError, Merger, Scm};
+use converge_core::publication::Publisher;
+use converge_core::queue::{self, RoundOutcome};
+use converge_core::train::{Action, Build, CheckResult, Queued, Train, UnderTest};
+use converge_core::{Intent, PolicyConfig, Status};
+use converge_store::{Lease, StoreError};
+
+use super::{IntentReport, Pending, QueueProcessor, WorkerError, queue_label};
+
+/// Rounds of actions and check reads one round drives at most (checks run as commands
+/// finish within the round, so a train can go through several generations).
+const MAX_STEPS: usize = 64;
+
+/// An intent handed to the train by this round, with the head it was validated on.
+pub(super) struct Riding {
+    pub(super) intent: Intent,
+    pub(super) head_sha: String,
+}
+
+impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcessor<S, C, P> {
+    /// Drives the key's tested queue after the round's pages. `seen` holds every intent the
+    /// round handled: one of them in the train but not riding now has left the queue.
+    pub(super) async fn run_train(
+        &self,
+        lease: &Lease,
+        policy: &PolicyConfig,
+        seen: &BTreeSet<String>,
+        pending: &mut Pending,
+    ) -> Result<Vec<IntentReport>, WorkerError> {
+        let riding = std::mem::take(&mut pending.riding);
+        let stored = self.store.train_of(lease.key()).await?;
+        let stored: Option<Train> = stored.and_then(|text| match serde_json::from_str(&text) {
+            Ok(train) => Some(train),
+            Err(e) => {
+                tracing::warn!(key = %lease.key(), "the stored tested queue does not read, starting a new one: {e}");
+                None
+            }
+        });
+        if stored.as_ref().is_none_or(Train::is_idle) && riding.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Every intent the train or this round knows, by id (the train stores ids only).
+        let mut intents: BTreeMap<String, Intent> = riding
+            .iter()
+            .map(|r| (r.intent.id.clone(), r.intent.clone()))
+            .collect();
+        if let Some(train) = &stored {
+            for (id, _) in train.intents() {
+                if !intents.contains_key(&id)
+                    && let Some(intent) = self.store.intent(&id).await?
+                {
+                    intents.insert(id, intent);
+                }
+            }
+        }
+        let Some(sample) = intents.values().next().cloned() else {
+            return Ok(Vec::new());
+        };
+        let tip = match self.scm.target_tip(&sample).await {
+            Ok(tip) => tip,
+            Err(e) => {
+                return Ok(vec![self.environment_failed(
+                    &sample,
+                    lease,
+                    &e.to_string(),
+                    pending,
+                )]);
+            }
+        };
+        let mut train =
+            stored.unwrap_or_else(|| Train::new(self.settings.train.clone(), tip.clone()));
+        train.reconfigure(self.settings.train.clone());
+        train.target_moved(&tip);
+
+        // What the round saw: a held intent no longer riding left the queue (or was pushed).
+        let now_riding: BTreeMap<&str, &str> = riding
+            .iter()
+            .map(|r| (r.intent.id.as_str(), r.head_sha.as_str()))
+            .collect();
+        for (id, head) in train.intents() {
+            let stays = match now_riding.get(id.as_str()) {
+                // Riding on the same head: it keeps its place.
+                Some(riding_head) => *riding_head == head,
+                // Handled this round and not riding: it left the queue.
+                None if seen.contains(&id) => false,
+                // Not reached this round: it stays while it is queued.
+                None => intents.get(&id).is_some_and(|i| i.status == Status::Queued),
+            };
+            if !stays {
+                // A new head is queued again below, at its place.
+                train.dequeue(&id);
+            }
+        }
+        let held: BTreeSet<String> = train.intents().into_iter().map(|(id, _)| id).collect();
+        train.enqueue_all(
+            riding
+                .iter()
+                .filter(|r| !held.contains(&r.intent.id))
+                .map(|r| Queued {
+                    id: r.intent.id.clone(),
+                    head: r.head_sha.clone(),
+                    priority: r.intent.priority,
+                    arrival: u64::try_from(r.intent.created_at.timestamp_millis()).unwrap_or(0),
+                    conflicts_with: BTreeSet::new(),
+                }),
+        );
+
+        let mut reports = Vec::new();
+        let mut lease = lease.clone();
+        for _ in 0..MAX_STEPS {
+            let actions = train.take_actions();
+            let acted = !actions.is_empty();
+            for action in actions {
+                if let Some(stop) = self
+                    .carry_out(
+                        &mut train,
+                        action,
+                        &intents,
+                        &sample,
+                        &mut lease,
+                        &mut reports,
+                        pending,
+                    )
+                    .await?
+                {
+                    reports.push(stop);
+                    return self.save(&lease, &train, pending, reports).await;
+                }
+            }
+            let learned = self.read_checks(&mut train, &intents, policy).await?;
+            if !acted && !learned {
+                break;
+            }
+        }
+        self.save(&lease, &train, pending, reports).await
+    }
+
+    /// Commits the round's decisions, then the train (a crash between them loses only work:
+    /// a merge recorded without its train is found landed by the next round).
+    async fn save(
+        &self,
+        lease: &Lease,
+        train: &Train,
+        pending: &mut Pending,
+        reports: Vec<IntentReport>,
+    ) -> Result<Vec<IntentReport>, WorkerError> {
+        self.flush(lease, pending).await?;
+        let state = serde_json::to_string(train)
+            .map_err(|e| StoreError::Config(format!("the tested queue does not write: {e}")))?;
+        self.store.save_train(lease, &state).await?;
+        Ok(reports)
+    }
+
+    /// Carries out one action of the train. Answers a report that ends the round (the
+    /// environment failed), if any.
+    #[allow(clippy::too_many_arguments)]
+    async fn carry_out(
+        &self,
+        train: &mut Train,
+        action: Action,
+        intents: &BTreeMap<String, Intent>,
+        sample: &Intent,
+        lease: &mut Lease,
+        reports: &mut Vec<IntentReport>,
+        pending: &mut Pending,
+    ) -> Result<Option<IntentReport>, WorkerError> {
+        let key = lease.key().clone();
+        let trial_ref = |candidate: u64| {
+            let tenant = if key.tenant.is_empty() {
+                "-"
+            } else {
+                &key.tenant
+            };
+            format!(
+                "refs/heads/converge/trial/{tenant}/{}/{candidate}",
+                key.target
+            )
+        };
+        match action {
+            Action::Build {
+                candidate,
+                base,
+                intents: batch,
+            } => {
+                let built = self
+                    .scm
+                    .build_candidate(
+                        sample,
+                        &base,
+                        &batch,
+                        self.settings.merge_method,
+                        &trial_ref(candidate),
+                    )
+                    .await;
+                match built {
+                    Ok(build) => {
+                        if let Build::Built(commit) = &build {
+                            tracing::info!(key = %key, candidate, commit = %commit, intents = batch.len(), "candidate built");
+                        }
+                        train.built(candidate, build);
+                    }
+                    Err(e) => {
+                        return Ok(Some(self.environment_failed(
+                            sample,
+                            lease,
+                            &e.to_string(),
+                            pending,
+                        )));
+                    }
+                }
+            }
+            // CI picks the trial ref up; its results are read with the checks port.
+            Action::Test { .. } => {}
+            Action::Retire { candidate } => {
+                if let Err(e) = self.scm.drop_trial(sample, &trial_ref(candidate)).await {
+                    tracing::warn!(key = %key, candidate, "a cancelled candidate's trial ref stays: {e}");
+                }
+            }
+            Action::FastForward {
+                from,
+                to,
+                intents: landing,
+            } => {
+                let now = self.clock.now();
+                let freezes = self.store.freezes_of_key(&key).await?;
+                if let Some(freeze) = converge_core::freeze::holding(&freezes, &key, now) {
+                    tracing::info!(key = %key, "a freeze holds the tested {to}: {}", freeze.describe(now));
+                    train.defer_landing();
+                    return Ok(None);
+                }
+                let just_committed = !pending.is_empty();
+                self.flush(lease, pending).await?;
+                let (renewed, permit) = self
+                    .store
+                    .merge_permit(lease, self.settings.lease_ttl, just_committed, now)
+                    .await?;
+                *lease = renewed;
+                match self.scm.fast_forward(sample, &from, &to, &permit).await {
+                    Ok(()) => {
+                        pending.target_now = Some(to.clone());
+                        for id in &landing {
+                            let Some(intent) = intents.get(id) else {
+                                continue;
+                            };
+                            crate::telemetry::QueueMetrics::get()
+                                .merged(&queue_label(&key), self.clock.now() - intent.created_at);
+                            let step = queue::after_merge(intent, &to);
+                            self.commit_step(intent, lease, Vec::new(), &step, "", None, pending);
+                            reports.push(IntentReport {
+                                intent_id: id.clone(),
+                                outcome: RoundOutcome::Merged,
+                                detail: format!("landed in the tested {to}"),
+                            });
+                        }
+                        train.landed(&to);
+                    }
+                    Err(MergeError::TargetMoved { current, .. }) => train.target_moved(&current),
+                    Err(e) if e.is_environmental() => {
+                        train.defer_landing();
+                        return Ok(Some(self.environment_failed(
+                            sample,
+                            lease,
+                            &e.to_string(),
+                            pending,
+                        )));
+                    }
+                    Err(e) => {
+                        tracing::warn!(key = %key, "the fast-forward to {to} failed: {e}");
+                        let tip = self.scm.target_tip(sample).await.unwrap_or(from);
+                        train.target_moved(&tip);
+                    }
+                }
+            }
+            Action::Eject { intent: id, reason } => {
+                if let Some(intent) = intents.get(&id) {
+                    let step = queue::after_ejection(intent, &reason);
+                    let detail = super::reason_of(&step);
+                    self.commit_step(intent, lease, Vec::new(), &step, "", None, pending);
+                    reports.push(IntentReport {
+                        intent_id: id,
+                        outcome: RoundOutcome::Rejected,
+                        detail,
+                    });
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads the checks of every candidate under test and tells the train what finished.
+    /// Answers whether anything did.
+    async fn read_checks(
+        &self,
+        train: &mut Train,
+        intents: &BTreeMap<String, Intent>,
+        policy: &PolicyConfig,
+    ) -> Result<bool, WorkerError> {
+        let mut learned = false;
+        for UnderTest {
+            candidate,
+            commit,
+            intents: held,
+        } in train.under_test()
+        {
+            let held: Vec<&Intent> = held.iter().filter_map(|id| intents.get(id)).collect();
+            let mut required: Vec<String> = held
+                .iter()
+                .flat_map(|i| {
+                    policy
+                        .profile_for(i.risk_level, Some(i.origin_type.as_str()))
+                        .checks
+                })
+                .collect();
+            // A known-flaky check is reported but never blocks: it is not waited for either.
+            required.retain(|name| !self.settings.train.known_flaky.contains(name));
+            required.sort();
+            required.dedup();
+            let results = if self.settings.skip_checks || required.is_empty() {
+                Some(Vec::new())
+            } else {
+                self.candidate_results(&held, &commit, &required).await
+            };
+            if let Some(results) = results {
+                train.checks_finished(candidate, &commit, &results);
+                learned = true;
+            }
+        }
+        Ok(learned)
+    }
+
+    /// The required checks' results on a candidate's commit, once every one finished or one
+    /// failed; `None` while they run. CI may report them on any intent of the candidate
+    /// (checks run as commands answer for the commit, whichever intent asks).
+    async fn candidate_results(
+        &self,
+        held: &[&Intent],
+        commit: &str,
+        required: &[String],
+    ) -> Option<Vec<CheckResult>> {
+        let mut passed: BTreeSet<&str> = BTreeSet::new();
+        for intent in held {
+            let outcomes = match self.checks.outcomes(intent, commit, required).await {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    tracing::warn!(intent = %intent.id, "the checks of candidate {commit} do not read: {e}");
+                    return None;
+                }
+            };
+            if let Some(failed) = outcomes.iter().find(|o| o.state == CheckState::Failed) {
+                return Some(vec![CheckResult {
+                    name: failed.name.clone(),
+                    passed: false,
+                }]);
+            }
+            for outcome in &outcomes {
+                if outcome.state == CheckState::Passed
+                    && let Some(name) = required.iter().find(|r| **r == outcome.name)
+                {
+                    passed.insert(name.as_str());
+                }
+            }
+            if passed.len() == required.len() {
+                return Some(
+                    required
+                        .iter()
+                        .map(|name| CheckResult {
+                            name: name.clone(),
+                            passed: true,
+                        })
+                        .collect(),
+                );
+            }
+        }
+        None
+    }
+}

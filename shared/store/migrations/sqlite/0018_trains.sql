@@ -1,0 +1,3 @@
+-- The tested queue of a key (core::train, as JSON), written by the holder of its lease.
+-- Losing it is safe: the next round starts a new train from the queued intents.
+ALTER TABLE queue_leases ADD COLUMN train TEXT;
