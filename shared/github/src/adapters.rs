@@ -12,6 +12,10 @@
 //!   commit, the validated head is merged into it (a commit whose parents are exactly those
 //!   two), and the target branch is moved to that commit without force — GitHub refuses if
 //!   the target moved meanwhile, which is reported as `TargetMoved`, never merged blind.
+//! - Tested merges (`core::train`): a candidate is a trial branch `converge/trial/…` set to its
+//!   base with each head merged into it by the merges API (merge commits only); CI runs on
+//!   the branch's push, its checks are read on the candidate's commit like a head's, and the
+//!   target is moved to the tested commit without force, only from where the train saw it.
 //! - Checks: the check runs and commit statuses of the head commit, by the names CI reports
 //!   (`CONVERGE_GITHUB_CHECK_MAP` maps profile names to them).
 //! - Reports: one "Converge" check run per intent and head, created once then updated
@@ -28,6 +32,7 @@ use converge_core::pipeline::{
 use converge_core::publication::{CHECK_NAME, PublishError, Publisher, Report, ReportState};
 use converge_core::risk::CouplingPair;
 use converge_core::simulation::Simulation;
+use converge_core::train::{Build, MergeMethod};
 use octocrab::Octocrab;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -487,24 +492,126 @@ impl Merger for GithubPorts {
             Ok(None) => return Ok(validated.target_sha.clone()),
             Err(()) => return Err(MergeError::Conflict(Vec::new())),
         };
+        self.move_target(&t, &intent.target, &validated.target_sha, &commit)
+            .await?;
+        Ok(commit)
+    }
+
+    async fn target_tip(&self, sample: &Intent) -> Result<String, ScmError> {
+        let t = self.target(sample).map_err(unavailable)?;
+        self.branch_tip(&t, &sample.target)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| ScmError::UnknownRef(sample.target.clone()))
+    }
+
+    /// The trial branch is set to `base` and each head merged into it with the merges API
+    /// (merge commits only: GitHub has no API that squashes or replays without a work tree).
+    async fn build_candidate(
+        &self,
+        sample: &Intent,
+        base: &str,
+        intents: &[(String, String)],
+        method: MergeMethod,
+        trial_ref: &str,
+    ) -> Result<Build, ScmError> {
+        if method != MergeMethod::Merge {
+            return Err(ScmError::Unavailable(
+                "tested candidates on GitHub are built with merge commits only (set \
+                 CONVERGE_MERGE_METHOD=merge)"
+                    .to_owned(),
+            ));
+        }
+        let t = self.target(sample).map_err(unavailable)?;
+        let branch = trial_ref.strip_prefix("refs/heads/").unwrap_or(trial_ref);
+        self.reset_scratch(&t, branch, base)
+            .await
+            .map_err(unavailable)?;
+        let mut tip = base.to_owned();
+        for (intent, head) in intents {
+            let message = format!("Merge Converge intent {intent}");
+            match self
+                .scratch_merge(&t, branch, head, &message)
+                .await
+                .map_err(unavailable)?
+            {
+                Ok(Some(commit)) => tip = commit,
+                // Already contained in the candidate.
+                Ok(None) => {}
+                Err(()) => {
+                    // GitHub names no conflicted files: those the head changed since its merge
+                    // base with the candidate are reported.
+                    let (files, _, _) = self.compare(&t, &tip, head).await.unwrap_or_default();
+                    self.delete_scratch(&t, branch).await;
+                    return Ok(Build::Conflict {
+                        intent: intent.clone(),
+                        files,
+                    });
+                }
+            }
+        }
+        Ok(Build::Built(tip))
+    }
+
+    async fn fast_forward(
+        &self,
+        sample: &Intent,
+        from: &str,
+        to: &str,
+        // Proof that the caller holds the key's lease: required, not read.
+        _permit: &MergePermit,
+    ) -> Result<(), MergeError> {
+        let t = self.target(sample).map_err(merge_unavailable)?;
+        let current = self
+            .branch_tip(&t, &sample.target)
+            .await
+            .map_err(merge_unavailable)?
+            .unwrap_or_default();
+        if current != from {
+            return Err(MergeError::TargetMoved {
+                validated: from.to_owned(),
+                current,
+            });
+        }
+        self.move_target(&t, &sample.target, from, to).await
+    }
+
+    async fn drop_trial(&self, sample: &Intent, trial_ref: &str) -> Result<(), ScmError> {
+        let t = self.target(sample).map_err(unavailable)?;
+        let branch = trial_ref.strip_prefix("refs/heads/").unwrap_or(trial_ref);
+        self.delete_scratch(&t, branch).await;
+        Ok(())
+    }
+}
+
+impl GithubPorts {
+    /// Moves `target` to `commit` without force: GitHub refuses unless it is a fast-forward,
+    /// which is reported as `TargetMoved` (from where the caller read it, `expected`).
+    async fn move_target(
+        &self,
+        t: &Target,
+        target: &str,
+        expected: &str,
+        commit: &str,
+    ) -> Result<(), MergeError> {
         let body = json!({"sha": commit, "force": false});
-        let route = format!("/repos/{}/git/refs/heads/{}", t.repo, intent.target);
+        let route = format!("/repos/{}/git/refs/heads/{target}", t.repo);
         let (status, answer) = call(&t.client, "PATCH", &route, Some(&body))
             .await
             .map_err(merge_unavailable)?;
         let text = message_of(&answer);
         match status {
-            200 => Ok(commit),
+            200 => Ok(()),
             422 if text.to_lowercase().contains("protected") => Err(MergeError::Protected(text)),
             422 => {
                 let current = self
-                    .branch_tip(&t, &intent.target)
+                    .branch_tip(t, target)
                     .await
                     .ok()
                     .flatten()
                     .unwrap_or_default();
                 Err(MergeError::TargetMoved {
-                    validated: validated.target_sha.clone(),
+                    validated: expected.to_owned(),
                     current,
                 })
             }

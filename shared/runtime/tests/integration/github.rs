@@ -862,3 +862,138 @@ async fn changes_requested_hold_a_pull_request_until_its_reviewer_approves() {
         4
     );
 }
+
+/// Tested mode on GitHub: eight pull requests, one breaking the build. CI (played here, as a
+/// hosted CI would, on every trial branch Converge pushes) fails `ci/lint` on any tree holding
+/// `BROKEN`. The seven others land, the target only ever moves to commits whose check passed,
+/// and the breaking one is rejected naming its check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tested_mode_lands_seven_of_eight_and_ejects_the_failing_one_naming_its_check() {
+    let w = world().await;
+    let mut ids = Vec::new();
+    let mut heads = Vec::new();
+    for i in 0..8u64 {
+        let name = format!("feature/{i}");
+        let mut head = branch(&w.repo, &name, "main", &format!("f{i}.txt"), "x\n");
+        if i == 5 {
+            head = push(&w.repo, &name, "BROKEN", "yes\n");
+        }
+        heads.push(head);
+        ids.push(w.open_pull(i + 1, &name).await);
+    }
+    let settings = WorkerSettings {
+        auto_confirm: true,
+        max_retries: Some(3),
+        merge_mode: converge_core::train::MergeMode::Tested,
+        train: converge_core::train::TrainSettings {
+            batch_size: 8,
+            depth: 2,
+            flaky_reruns: 1,
+            known_flaky: Default::default(),
+        },
+        ..WorkerSettings::default()
+    };
+    let worker = QueueProcessor::with_ports(
+        w.store.clone(),
+        WorkerPorts {
+            scm: w.ports.clone(),
+            checks: w.ports.clone(),
+            publisher: w.ports.clone(),
+        },
+        PolicyConfig::default(),
+        settings,
+        Arc::new(SystemClock),
+        "gh-tested",
+    );
+    let mut judged = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        poll(&worker).await;
+        let mut done = true;
+        for id in &ids {
+            done &= matches!(w.intent(id).await.status, Status::Merged | Status::Rejected);
+        }
+        if done {
+            break;
+        }
+        // CI runs on every trial branch pushed since.
+        let trials = git(
+            &w.repo,
+            &[
+                "for-each-ref",
+                "--format=%(objectname)",
+                "refs/heads/converge/trial/",
+            ],
+        );
+        for sha in trials.lines().filter(|s| judged.insert(s.to_string())) {
+            let files = git(&w.repo, &["ls-tree", "-r", "--name-only", sha]);
+            let conclusion = if files.lines().any(|f| f == "BROKEN") {
+                "failure"
+            } else {
+                "success"
+            };
+            w.fake.complete_check(REPO, sha, "ci/lint", conclusion);
+        }
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let expected = if i == 5 {
+            Status::Rejected
+        } else {
+            Status::Merged
+        };
+        assert_eq!(
+            w.intent(id).await.status,
+            expected,
+            "pull request {}",
+            i + 1
+        );
+    }
+    let rejected = w.payloads(&ids[5], EventType::IntentRejected).await;
+    assert_eq!(rejected[0]["check"], "lint", "{rejected:?}");
+    assert_eq!(rejected[0]["tested"], true);
+    // The target moved only by fast-forwards to commits whose check passed.
+    let passed: std::collections::BTreeSet<String> = w
+        .fake
+        .check_runs()
+        .into_iter()
+        .filter(|r| r.name == "ci/lint" && r.conclusion.as_deref() == Some("success"))
+        .map(|r| r.head_sha)
+        .collect();
+    let moves: Vec<_> = w
+        .fake
+        .ref_updates()
+        .into_iter()
+        .filter(|u| u.reference == "heads/main")
+        .collect();
+    assert!(!moves.is_empty());
+    for update in &moves {
+        assert!(
+            passed.contains(&update.to),
+            "main moved to untested {}",
+            update.to
+        );
+        let ancestor = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&w.repo)
+            .args(["merge-base", "--is-ancestor", &update.from, &update.to])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ancestor, "{update:?} is a fast-forward");
+    }
+    let main = git(&w.repo, &["rev-parse", "main"]);
+    for (i, head) in heads.iter().enumerate() {
+        let landed = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&w.repo)
+            .args(["merge-base", "--is-ancestor", head, &main])
+            .status()
+            .unwrap()
+            .success();
+        assert_eq!(landed, i != 5, "pull request {}", i + 1);
+    }
+    assert_eq!(
+        git(&w.repo, &["for-each-ref", "refs/heads/converge/trial/"]),
+        "",
+        "trial branches are deleted"
+    );
+}
