@@ -76,6 +76,11 @@ pub struct QueueRules {
     pub checks_wait_limit: Duration,
     /// Approving pull request reviews needed per risk level.
     pub required_approvals: RequiredApprovals,
+    /// A conflict with the target takes the intent out of the queue at once (REJECTED, the
+    /// files named; a new push brings it back) instead of counting as a failed attempt: what
+    /// tested mode does, like the merge queues its users know. Head mode keeps the original's
+    /// retries.
+    pub eject_conflicts: bool,
 }
 
 /// Approving pull request reviews an intent from a pull request needs, per risk level.
@@ -109,6 +114,7 @@ impl QueueRules {
             auto_confirm,
             checks_wait_limit: Duration::minutes(i64::from(settings.checks_wait_minutes)),
             required_approvals: RequiredApprovals::from_map(&settings.required_approvals),
+            eject_conflicts: false,
         }
     }
 }
@@ -507,6 +513,20 @@ pub fn after_validation(
                 NextAction::None
             },
         },
+        Outcome::Blocked {
+            kind: crate::pipeline::BlockKind::Conflict,
+            reason,
+        } if rules.eject_conflicts => {
+            let mut step = failed_attempt(intent, 0, reason, RetryCause::Conflict);
+            // Out at once: no retry is spent, none is left to spend.
+            step.retries = intent.retries;
+            if let Some((_, payload, evidence)) = &mut step.event {
+                payload["retries"] = json!(intent.retries);
+                payload["conflicts"] = json!(decision.merge.simulation.conflicts);
+                evidence["retries"] = json!(intent.retries);
+            }
+            step
+        }
         Outcome::Blocked { kind, reason } if kind.counts_as_failed_attempt() => failed_attempt(
             intent,
             rules.max_retries,

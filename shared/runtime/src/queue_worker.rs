@@ -240,6 +240,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
 
     fn rules(&self) -> QueueRules {
         let mut rules = QueueRules::from_settings(&self.policy.queue, self.settings.auto_confirm);
+        rules.eject_conflicts = self.tested();
         if let Some(max) = self.settings.max_retries {
             rules.max_retries = max;
         }

@@ -169,7 +169,7 @@ proptest! {
         retries in 0u32..6,
         max_retries in 1u32..6,
     ) {
-        let rules = QueueRules { max_retries, auto_confirm: false, checks_wait_limit: chrono::Duration::minutes(120), required_approvals: Default::default() };
+        let rules = QueueRules { max_retries, auto_confirm: false, checks_wait_limit: chrono::Duration::minutes(120), required_approvals: Default::default(), eject_conflicts: false };
         let mut i = intent("i-q");
         i.status = from;
         i.retries = retries;
@@ -218,7 +218,7 @@ proptest! {
         subject.technical.insert("scope_hint".into(), scopes.into());
         subject.status = from;
         subject.retries = retries;
-        let rules = QueueRules { max_retries: 3, auto_confirm, checks_wait_limit: chrono::Duration::minutes(120), required_approvals: Default::default() };
+        let rules = QueueRules { max_retries: 3, auto_confirm, checks_wait_limit: chrono::Duration::minutes(120), required_approvals: Default::default(), eject_conflicts: false };
 
         let decision = block_on(validate(&subject, world.ports(), &PolicyConfig::default(), ValidationOptions::default()))
             .map_err(|e| TestCaseError::fail(e.to_string()))?;

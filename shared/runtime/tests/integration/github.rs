@@ -232,6 +232,34 @@ impl World {
             .collect()
     }
 
+    /// A worker in tested mode: batches of 8, two candidates at once, one re-run.
+    fn tested_processor(&self) -> Worker {
+        let settings = WorkerSettings {
+            auto_confirm: true,
+            max_retries: Some(3),
+            merge_mode: converge_core::train::MergeMode::Tested,
+            train: converge_core::train::TrainSettings {
+                batch_size: 8,
+                depth: 2,
+                flaky_reruns: 1,
+                known_flaky: Default::default(),
+            },
+            ..WorkerSettings::default()
+        };
+        QueueProcessor::with_ports(
+            self.store.clone(),
+            WorkerPorts {
+                scm: self.ports.clone(),
+                checks: self.ports.clone(),
+                publisher: self.ports.clone(),
+            },
+            PolicyConfig::default(),
+            settings,
+            Arc::new(SystemClock),
+            "gh-tested",
+        )
+    }
+
     fn main_updates(&self) -> usize {
         self.fake
             .ref_updates()
@@ -881,30 +909,7 @@ async fn tested_mode_lands_seven_of_eight_and_ejects_the_failing_one_naming_its_
         heads.push(head);
         ids.push(w.open_pull(i + 1, &name).await);
     }
-    let settings = WorkerSettings {
-        auto_confirm: true,
-        max_retries: Some(3),
-        merge_mode: converge_core::train::MergeMode::Tested,
-        train: converge_core::train::TrainSettings {
-            batch_size: 8,
-            depth: 2,
-            flaky_reruns: 1,
-            known_flaky: Default::default(),
-        },
-        ..WorkerSettings::default()
-    };
-    let worker = QueueProcessor::with_ports(
-        w.store.clone(),
-        WorkerPorts {
-            scm: w.ports.clone(),
-            checks: w.ports.clone(),
-            publisher: w.ports.clone(),
-        },
-        PolicyConfig::default(),
-        settings,
-        Arc::new(SystemClock),
-        "gh-tested",
-    );
+    let worker = w.tested_processor();
     let mut judged = std::collections::BTreeSet::new();
     for _ in 0..40 {
         poll(&worker).await;
@@ -996,4 +1001,103 @@ async fn tested_mode_lands_seven_of_eight_and_ejects_the_failing_one_naming_its_
         "",
         "trial branches are deleted"
     );
+}
+
+/// Tested mode: a pull request that conflicts with the target leaves the queue at once (no
+/// retries counted), its check run naming the file; a push that resolves it brings it back,
+/// and it lands once its candidate's check passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_tested_mode_a_conflict_leaves_the_queue_at_once_and_a_push_brings_it_back() {
+    let w = world().await;
+    branch(
+        &w.repo,
+        "clash",
+        "main",
+        "src/app/main.rs",
+        "fn main() { clash(); }\n",
+    );
+    git(&w.repo, &["checkout", "-q", "main"]);
+    commit_file(
+        &w.repo,
+        "src/app/main.rs",
+        "fn main() { run(); }\n",
+        "main moves",
+    );
+    git(&w.repo, &["checkout", "-q", "--detach"]);
+    let id = w.open_pull(9, "clash").await;
+    let worker = w.tested_processor();
+    let reports = poll(&worker).await;
+    assert_eq!(outcomes(&reports), ["rejected"], "{reports:?}");
+    let rejected = w.intent(&id).await;
+    assert_eq!(rejected.status, Status::Rejected);
+    assert_eq!(rejected.retries, 0, "no retry spent");
+    let rejection = w.payloads(&id, EventType::IntentRejected).await;
+    assert_eq!(rejection[0]["conflicts"], json!(["src/app/main.rs"]));
+    let head = git(&w.repo, &["rev-parse", "clash"]);
+    let runs = w.reports(&head);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        runs[0].history.last().map(String::as_str),
+        Some("completed/failure")
+    );
+    assert!(
+        runs[0].output["title"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("src/app/main.rs"),
+        "{:?}",
+        runs[0].output
+    );
+
+    // The author merges main into the branch and resolves: the push brings it back.
+    git(&w.repo, &["checkout", "-q", "clash"]);
+    let _ = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&w.repo)
+        .args(["merge", "-q", "main"])
+        .output();
+    commit_file(
+        &w.repo,
+        "src/app/main.rs",
+        "fn main() { run(); clash(); }\n",
+        "resolve",
+    );
+    git(&w.repo, &["checkout", "-q", "--detach"]);
+    let new_head = git(&w.repo, &["rev-parse", "clash"]);
+    let payload = json!({
+        "action": "synchronize",
+        "pull_request": {"number": 9, "title": "change", "head": {"ref": "clash", "sha": new_head},
+                         "base": {"ref": "main", "sha": git(&w.repo, &["rev-parse", "main"])}},
+        "repository": {"full_name": REPO},
+        "installation": {"id": INSTALLATION}
+    });
+    assert_eq!(w.deliver("pull_request", payload).await, id);
+    assert_eq!(w.intent(&id).await.status, Status::Ready);
+    for _ in 0..10 {
+        poll(&worker).await;
+        if w.intent(&id).await.status == Status::Merged {
+            break;
+        }
+        let trials = git(
+            &w.repo,
+            &[
+                "for-each-ref",
+                "--format=%(objectname)",
+                "refs/heads/converge/trial/",
+            ],
+        );
+        for sha in trials.lines() {
+            w.fake.complete_check(REPO, sha, "ci/lint", "success");
+        }
+    }
+    assert_eq!(w.intent(&id).await.status, Status::Merged);
+    let main = git(&w.repo, &["rev-parse", "main"]);
+    let landed = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&w.repo)
+        .args(["merge-base", "--is-ancestor", &new_head, &main])
+        .status()
+        .unwrap()
+        .success();
+    assert!(landed);
 }
