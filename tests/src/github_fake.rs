@@ -338,6 +338,7 @@ fn router(shared: Arc<Shared>) -> Router {
             patch(update_ref).delete(delete_ref),
         )
         .route("/repos/{owner}/{repo}/merges", post(merge))
+        .route("/repos/{owner}/{repo}/contents/{*path}", get(get_contents))
         .route("/repos/{owner}/{repo}/compare/{basehead}", get(compare))
         .route(
             "/repos/{owner}/{repo}/commits/{reference}/check-runs",
@@ -615,6 +616,47 @@ async fn get_ref(
         .into_response(),
         None => message(StatusCode::NOT_FOUND, "Not Found"),
     }
+}
+
+#[derive(Deserialize)]
+struct ContentsQuery {
+    #[serde(rename = "ref")]
+    reference: String,
+}
+
+/// A file's contents at a commit, base64 in lines of 60 like GitHub's.
+async fn get_contents(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((owner, repo, file)): UrlPath<(String, String, String)>,
+    Query(query): Query<ContentsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    use base64::Engine;
+    if let Err(denied) = authorised(&shared, &headers) {
+        return denied.into_response();
+    }
+    let path = match repo_path(&shared, &owner, &repo) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let output = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(&path)
+        .args(["cat-file", "blob", &format!("{}:{file}", query.reference)])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("git: {e}"));
+    if !output.status.success() {
+        return message(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&output.stdout);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(60)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    Json(json!({"type": "file", "path": file, "encoding": "base64", "content": lines.join("\n")}))
+        .into_response()
 }
 
 #[derive(Deserialize)]

@@ -22,6 +22,7 @@
 //!   outcomes, clock, ids), returning a decision and the events to append;
 //! - [`projection`]: the intents table as a fold over events (rebuildable);
 //! - [`queue`]: ordering, dependency holds, retries, rejection and revalidation;
+//! - [`repo_config`]: the repository's own queue settings (`.github/converge.toml`);
 //! - [`review`]: review tasks, their life cycle and SLA, and what holds an intent;
 //! - [`train`]: tested merges: candidates (the target plus queued intents) tested in batches and
 //!   speculatively, bisected on failure, landed by fast-forward to exactly the tested commit.
@@ -48,6 +49,7 @@ pub mod pre_evaluation;
 pub mod projection;
 pub mod publication;
 pub mod queue;
+pub mod repo_config;
 pub mod review;
 pub mod risk;
 pub mod simulation;

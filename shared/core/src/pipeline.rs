@@ -93,6 +93,19 @@ pub trait Scm {
         intent: &Intent,
         files: &[String],
     ) -> impl Future<Output = Result<Vec<CouplingPair>, ScmError>> + Send;
+
+    /// The text of the file at `path` in `commit` of `sample`'s repository (`None` when there
+    /// is none): the repository's own configuration (`crate::repo_config`). Source control
+    /// that cannot read files answers `None`.
+    fn read_file(
+        &self,
+        sample: &Intent,
+        commit: &str,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<String>, ScmError>> + Send {
+        let _ = (sample, commit, path);
+        async { Ok(None) }
+    }
 }
 
 /// Why a merge of validated work did not land. Each kind is handled differently by the queue:

@@ -276,6 +276,44 @@ fn unavailable(error: GithubError) -> ScmError {
 }
 
 impl Scm for GithubPorts {
+    /// The contents API at `commit` (`None` for 404).
+    async fn read_file(
+        &self,
+        sample: &Intent,
+        commit: &str,
+        path: &str,
+    ) -> Result<Option<String>, ScmError> {
+        use base64::Engine;
+        let t = self.target(sample).map_err(unavailable)?;
+        let (status, body) = call(
+            &t.client,
+            "GET",
+            &format!("/repos/{}/contents/{path}?ref={commit}", t.repo),
+            None,
+        )
+        .await
+        .map_err(unavailable)?;
+        match status {
+            200 => {
+                let encoded: String = body["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect();
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map_err(|e| ScmError::Unavailable(format!("{path} does not decode: {e}")))?;
+                Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+            }
+            404 => Ok(None),
+            _ => Err(ScmError::Unavailable(format!(
+                "reading {path}: GitHub answered {status}: {}",
+                message_of(&body)
+            ))),
+        }
+    }
+
     async fn tips(&self, intent: &Intent) -> Result<Tips, ScmError> {
         let t = self.target(intent).map_err(unavailable)?;
         self.tips_of(&t, intent).await

@@ -323,6 +323,19 @@ fn lines(text: &str) -> Vec<String> {
 }
 
 impl Scm for GitScm {
+    async fn read_file(
+        &self,
+        _sample: &Intent,
+        commit: &str,
+        path: &str,
+    ) -> Result<Option<String>, ScmError> {
+        let (code, text) = self
+            .git(&["cat-file", "blob", &format!("{commit}:{path}")])
+            .await?;
+        // git exits 128 when the file (or the commit) is not there.
+        Ok((code == 0).then_some(text))
+    }
+
     async fn tips(&self, intent: &Intent) -> Result<Tips, ScmError> {
         let (head_sha, target_sha) = self.resolve_both(&intent.source, &intent.target).await?;
         Ok(Tips {

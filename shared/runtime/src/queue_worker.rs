@@ -27,6 +27,8 @@ use converge_core::publication::{self, NoPublisher, Publisher};
 use converge_core::queue::{
     self, Admission, LastDecision, NextAction, QueueKey, QueueRules, RoundOutcome, Step, Work,
 };
+use converge_core::repo_config::{self, RepoConfig};
+use converge_core::train::{MergeMethod, MergeMode, TrainSettings};
 use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
 use converge_store::{Commit, IntentCursor, Lease, OutboxMessage, Store, StoreError};
 use serde_json::{Value, json};
@@ -240,7 +242,6 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
 
     fn rules(&self) -> QueueRules {
         let mut rules = QueueRules::from_settings(&self.policy.queue, self.settings.auto_confirm);
-        rules.eject_conflicts = self.tested();
         if let Some(max) = self.settings.max_retries {
             rules.max_retries = max;
         }
@@ -422,17 +423,27 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         held: bool,
     ) -> Result<(Vec<IntentReport>, Option<DateTime<Utc>>), WorkerError> {
         const PAGE: u32 = 100;
-        let rules = self.rules();
-        // The key's tenant's risk policy over the deployment's, read once a round.
+        let mut rules = self.rules();
+        // The key's tenant's risk policy over the deployment's, read once a round, and the
+        // repository's own file over both.
         let policy =
             crate::commands::policy_for_tenant(&self.store, &self.policy, &lease.key().tenant)
                 .await?;
+        let (policy, knobs, repo) = self.repo_settings(&lease, policy).await?;
+        rules.eject_conflicts = knobs.mode == MergeMode::Tested;
+        if repo.is_some_and(|r| !r.required_approvals.is_empty()) {
+            rules.required_approvals =
+                queue::RequiredApprovals::from_map(&policy.queue.required_approvals);
+        }
         let auto_classify = self.auto_classify().await?;
         let mut reports = Vec::new();
         let mut worked = 0u32;
         let mut queued_seen = 0usize;
         let mut cursor: Option<IntentCursor> = None;
-        let mut pending = Pending::default();
+        let mut pending = Pending {
+            knobs,
+            ..Pending::default()
+        };
         let mut seen = BTreeSet::new();
         'pages: loop {
             let page = self
@@ -540,7 +551,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 break;
             }
         }
-        if self.tested() {
+        if pending.tested() {
             let train_reports = self.run_train(&lease, &policy, &seen, &mut pending).await?;
             let paused = train_reports
                 .iter()
@@ -702,7 +713,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         };
         match work {
             Work::Nothing => Ok(report(RoundOutcome::Unchanged, String::new())),
-            Work::Merge { head_sha, .. } if self.tested() => {
+            Work::Merge { head_sha, .. } if pending.tested() => {
                 Ok(self.ride(intent, head_sha, pending))
             }
             Work::Merge {
@@ -754,7 +765,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 let options = ValidationOptions {
                     auto_classify,
                     // Tested mode requires the checks of the candidate, not of the head.
-                    skip_checks: self.settings.skip_checks || self.tested(),
+                    skip_checks: self.settings.skip_checks || pending.tested(),
                 };
                 let decision = match validate(intent, ports, policy, options).await {
                     Ok(decision) => decision,
@@ -777,7 +788,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     pending,
                 );
                 match step.action {
-                    NextAction::Merge if self.tested() => {
+                    NextAction::Merge if pending.tested() => {
                         Ok(self.ride(intent, decision.merge.head_sha.clone(), pending))
                     }
                     NextAction::Merge => {
@@ -794,9 +805,67 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         }
     }
 
-    /// Whether queued intents land through the tested queue.
-    fn tested(&self) -> bool {
-        self.settings.merge_mode == converge_core::train::MergeMode::Tested
+    /// The round's settings: the repository's `.github/converge.toml` on the target's tip
+    /// over the deployment's. A file that is refused leaves the last valid one in force (kept
+    /// in the key's lease row) and is reported on the round's check runs; a file removed
+    /// brings the deployment's settings back. Source control that cannot say where the target
+    /// is keeps the deployment's.
+    async fn repo_settings(
+        &self,
+        lease: &Lease,
+        mut policy: PolicyConfig,
+    ) -> Result<(PolicyConfig, Knobs, Option<RepoConfig>), WorkerError> {
+        let mut knobs = Knobs::of(&self.settings);
+        let first = self.store.queue_intents(lease.key(), None, 1).await?;
+        let Some(sample) = first.first() else {
+            return Ok((policy, knobs, None));
+        };
+        let Ok(tip) = self.scm.target_tip(sample).await else {
+            return Ok((policy, knobs, None));
+        };
+        let stored = self.store.repo_config_of(lease.key()).await?;
+        let last_valid = || {
+            stored
+                .as_deref()
+                .and_then(|text| repo_config::parse(text).ok())
+        };
+        let config = match self.scm.read_file(sample, &tip, repo_config::PATH).await {
+            Ok(None) => {
+                if stored.is_some() {
+                    self.store.save_repo_config(lease, None).await?;
+                }
+                None
+            }
+            Ok(Some(text)) => match repo_config::parse(&text) {
+                Ok(config) => {
+                    if stored.as_deref() != Some(text.as_str()) {
+                        self.store.save_repo_config(lease, Some(&text)).await?;
+                        tracing::info!(key = %lease.key(), commit = %tip, "{} in force", repo_config::PATH);
+                    }
+                    Some(config)
+                }
+                Err(e) => {
+                    tracing::warn!(key = %lease.key(), commit = %tip, "{e}; the last valid configuration stays in force");
+                    knobs.config_problem = Some(format!(
+                        "{e} (at {tip}); the last valid configuration stays in force"
+                    ));
+                    last_valid()
+                }
+            },
+            Err(e) => {
+                tracing::warn!(key = %lease.key(), "{} does not read: {e}", repo_config::PATH);
+                last_valid()
+            }
+        };
+        if let Some(config) = &config {
+            config.apply(
+                &mut knobs.mode,
+                &mut knobs.method,
+                &mut knobs.train,
+                &mut policy,
+            );
+        }
+        Ok((policy, knobs, config))
     }
 
     /// Tested mode: the intent rides the train (after the round's pages) instead of merging.
@@ -959,7 +1028,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         }
         let reported = notice
             .filter(|_| self.publisher.enabled())
-            .map(|n| report_message(lease.key(), &n));
+            .map(|n| report_message(lease.key(), &pending.knobs.annotate(n)));
         if events.is_empty() && reported.is_none() {
             return;
         }
@@ -1119,11 +1188,48 @@ struct Pending {
     target_now: Option<String>,
     /// Tested mode: the intents this round hands to the train instead of merging them.
     riding: Vec<trains::Riding>,
+    /// The round's queue settings.
+    knobs: Knobs,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
         self.events.is_empty() && self.outbox.is_empty()
+    }
+
+    /// Whether queued intents land through the tested queue this round.
+    fn tested(&self) -> bool {
+        self.knobs.mode == MergeMode::Tested
+    }
+}
+
+/// A round's queue settings: the deployment's, with the repository's file
+/// (`.github/converge.toml` on the target) over them.
+#[derive(Debug, Clone, Default)]
+struct Knobs {
+    mode: MergeMode,
+    method: MergeMethod,
+    train: TrainSettings,
+    /// Why the repository's file was refused (shown on the check runs of the round), if it was.
+    config_problem: Option<String>,
+}
+
+impl Knobs {
+    fn of(settings: &WorkerSettings) -> Knobs {
+        Knobs {
+            mode: settings.merge_mode,
+            method: settings.merge_method,
+            train: settings.train.clone(),
+            config_problem: None,
+        }
+    }
+
+    /// A report with the refused configuration said first, so the check run shows it.
+    fn annotate(&self, mut report: publication::Report) -> publication::Report {
+        if let Some(problem) = &self.config_problem {
+            report.summary = format!("**Configuration refused:** {problem}\n\n{}", report.summary);
+        }
+        report
     }
 }
 

@@ -65,6 +65,18 @@ fn scm_error(message: &str) -> ScmError {
 }
 
 impl Scm for RoutedPorts {
+    async fn read_file(
+        &self,
+        sample: &Intent,
+        commit: &str,
+        path: &str,
+    ) -> Result<Option<String>, ScmError> {
+        match self.side(sample).map_err(scm_error)? {
+            Side::Local(scm, _) => scm.read_file(sample, commit, path).await,
+            Side::Github(github) => github.read_file(sample, commit, path).await,
+        }
+    }
+
     async fn tips(&self, intent: &Intent) -> Result<Tips, ScmError> {
         match self.side(intent).map_err(scm_error)? {
             Side::Local(scm, _) => scm.tips(intent).await,

@@ -699,6 +699,10 @@ forward! {
     fn save_train(&self, lease: &Lease, state: &str) -> ();
     /// A key's stored tested queue.
     fn train_of(&self, key: &converge_core::queue::QueueKey) -> Option<String>;
+    /// Stores the last valid repository configuration of a held key's target.
+    fn save_repo_config(&self, lease: &Lease, text: Option<&str>) -> ();
+    /// The last valid repository configuration of a key's target.
+    fn repo_config_of(&self, key: &converge_core::queue::QueueKey) -> Option<String>;
     /// Claims unsent outbox rows.
     fn claim_outbox(&self, topic: &str, claimer: &str, limit: u32, claim_ttl: std::time::Duration) -> Vec<OutboxEntry>;
     /// Marks an outbox row sent.

@@ -134,6 +134,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("hold_until", OptTs),
             ("hold_failures", Int),
             ("train", OptText),
+            ("repo_config", OptText),
         ],
         serial: None,
         ephemeral: None,

@@ -314,6 +314,17 @@ pub struct PolicyConfig {
     pub risk: RiskGateSettings,
 }
 
+impl PolicyConfig {
+    /// Sets the required checks of a risk level's profile (the repository's own
+    /// configuration, `crate::repo_config`).
+    pub fn set_checks(&mut self, level: RiskLevel, checks: Vec<String>) {
+        self.profiles
+            .entry(level)
+            .or_insert_with(|| Profile::default_for(level))
+            .checks = checks;
+    }
+}
+
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {

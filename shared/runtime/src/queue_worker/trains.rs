@@ -84,8 +84,8 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             }
         };
         let mut train =
-            stored.unwrap_or_else(|| Train::new(self.settings.train.clone(), tip.clone()));
-        train.reconfigure(self.settings.train.clone());
+            stored.unwrap_or_else(|| Train::new(pending.knobs.train.clone(), tip.clone()));
+        train.reconfigure(pending.knobs.train.clone());
         train.target_moved(&tip);
 
         // What the round saw: a held intent no longer riding left the queue (or was pushed).
@@ -143,7 +143,14 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     return self.save(&lease, &train, pending, reports).await;
                 }
             }
-            let learned = self.read_checks(&mut train, &intents, policy).await?;
+            let learned = self
+                .read_checks(
+                    &mut train,
+                    &intents,
+                    policy,
+                    &pending.knobs.train.known_flaky,
+                )
+                .await?;
             if !acted && !learned {
                 break;
             }
@@ -204,7 +211,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                         sample,
                         &base,
                         &batch,
-                        self.settings.merge_method,
+                        pending.knobs.method,
                         &trial_ref(candidate),
                     )
                     .await;
@@ -310,6 +317,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         train: &mut Train,
         intents: &BTreeMap<String, Intent>,
         policy: &PolicyConfig,
+        known_flaky: &BTreeSet<String>,
     ) -> Result<bool, WorkerError> {
         let mut learned = false;
         for UnderTest {
@@ -328,7 +336,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 })
                 .collect();
             // A known-flaky check is reported but never blocks: it is not waited for either.
-            required.retain(|name| !self.settings.train.known_flaky.contains(name));
+            required.retain(|name| !known_flaky.contains(name));
             required.sort();
             required.dedup();
             let results = if self.settings.skip_checks || required.is_empty() {

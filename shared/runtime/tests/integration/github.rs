@@ -1101,3 +1101,85 @@ async fn in_tested_mode_a_conflict_leaves_the_queue_at_once_and_a_push_brings_it
         .success();
     assert!(landed);
 }
+
+/// The repository's `.github/converge.toml` on the target picks tested mode for a worker
+/// configured for head mode; a file that is refused later is reported on the check runs with
+/// its line and field, and the last valid one stays in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repository_file_picks_the_mode_and_a_refused_one_leaves_the_last_valid_in_force() {
+    let w = world().await;
+    git(&w.repo, &["checkout", "-q", "main"]);
+    commit_file(
+        &w.repo,
+        ".github/converge.toml",
+        "mode = \"tested\"\nbatch_size = 2\n",
+        "queue config",
+    );
+    git(&w.repo, &["checkout", "-q", "--detach"]);
+    branch(&w.repo, "one", "main", "one.txt", "1\n");
+    let one = w.open_pull(21, "one").await;
+    // Head mode by the deployment; the file says tested.
+    let worker = w.processor(true);
+    let ci = |w: &World| {
+        let trials = git(
+            &w.repo,
+            &[
+                "for-each-ref",
+                "--format=%(objectname)",
+                "refs/heads/converge/trial/",
+            ],
+        );
+        for sha in trials.lines() {
+            w.fake.complete_check(REPO, sha, "ci/lint", "success");
+        }
+        !trials.is_empty()
+    };
+    let mut saw_trials = false;
+    for _ in 0..10 {
+        poll(&worker).await;
+        if w.intent(&one).await.status == Status::Merged {
+            break;
+        }
+        saw_trials |= ci(&w);
+    }
+    assert_eq!(w.intent(&one).await.status, Status::Merged);
+    assert!(saw_trials, "the pull request went through a trial branch");
+    let subject = git(&w.repo, &["log", "-1", "--format=%s", "main"]);
+    assert!(subject.starts_with("Merge Converge intent"), "{subject}");
+
+    // A refused file: line 2 is out of range.
+    git(&w.repo, &["checkout", "-q", "main"]);
+    commit_file(
+        &w.repo,
+        ".github/converge.toml",
+        "mode = \"head\"\nbatch_size = 100\n",
+        "bad config",
+    );
+    git(&w.repo, &["checkout", "-q", "--detach"]);
+    branch(&w.repo, "two", "main", "two.txt", "2\n");
+    let two = w.open_pull(22, "two").await;
+    for _ in 0..10 {
+        poll(&worker).await;
+        if w.intent(&two).await.status == Status::Merged {
+            break;
+        }
+        ci(&w);
+    }
+    assert_eq!(w.intent(&two).await.status, Status::Merged);
+    let subject = git(&w.repo, &["log", "-1", "--format=%s", "main"]);
+    assert!(
+        subject.starts_with("Merge Converge intent"),
+        "still tested: {subject}"
+    );
+    let head = git(&w.repo, &["rev-parse", "two"]);
+    let summaries: Vec<String> = w
+        .reports(&head)
+        .iter()
+        .map(|r| r.output["summary"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        summaries.iter().any(|s| s.contains("Configuration refused")
+            && s.contains(".github/converge.toml, line 2, batch_size")),
+        "{summaries:?}"
+    );
+}

@@ -241,6 +241,41 @@ macro_rules! lease_operations {
                 Ok(state.flatten())
             }
 
+            /// Stores the last valid repository configuration read on the target of the key
+            /// of `lease` (still held), or forgets it (`None`: the file is gone).
+            pub async fn save_repo_config(&self, lease: &$crate::Lease, text: Option<&str>) -> Result<(), $crate::StoreError> {
+                let saved = sqlx::query(
+                    "UPDATE queue_leases SET repo_config = $6 \
+                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5",
+                )
+                .bind(&lease.key.tenant)
+                .bind(&lease.key.repo)
+                .bind(&lease.key.target)
+                .bind(&lease.holder)
+                .bind(lease.token.0)
+                .bind(text)
+                .execute(self.writer())
+                .await?
+                .rows_affected();
+                if saved == 0 {
+                    return Err($crate::StoreError::StaleLease { key: lease.key.clone(), token: lease.token.0 });
+                }
+                Ok(())
+            }
+
+            /// The last valid repository configuration of a key's target, if any.
+            pub async fn repo_config_of(&self, key: &converge_core::queue::QueueKey) -> Result<Option<String>, $crate::StoreError> {
+                let text: Option<Option<String>> = sqlx::query_scalar(
+                    "SELECT repo_config FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3",
+                )
+                .bind(&key.tenant)
+                .bind(&key.repo)
+                .bind(&key.target)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(text.flatten())
+            }
+
             /// Every lease row, with the key's pause if it is paused.
             pub async fn leases(&self) -> Result<Vec<$crate::LeaseState>, $crate::StoreError> {
                 let rows = sqlx::query("SELECT * FROM queue_leases ORDER BY tenant, repo, target")
