@@ -101,6 +101,12 @@ struct Inner {
     ref_updates: Vec<RefUpdate>,
     check_runs: Vec<CheckRun>,
     statuses: Vec<(String, String, String, String)>,
+    /// (repo, user) → permission; a user not listed has none.
+    permissions: BTreeMap<(String, String), String>,
+    /// (repo, comment id, content).
+    reactions: Vec<(String, u64, String)>,
+    /// (repo, issue number, body).
+    comments: Vec<(String, u64, String)>,
     next_id: u64,
 }
 
@@ -223,6 +229,23 @@ impl GithubFake {
             .insert((repo.to_owned(), branch.to_owned()));
     }
 
+    /// Gives `user` a permission on `repo` (`admin`, `write`, `read`, …).
+    pub fn set_permission(&self, repo: &str, user: &str, permission: &str) {
+        self.inner()
+            .permissions
+            .insert((repo.to_owned(), user.to_owned()), permission.to_owned());
+    }
+
+    /// Reactions posted on comments: (repo, comment id, content).
+    pub fn reactions(&self) -> Vec<(String, u64, String)> {
+        self.inner().reactions.clone()
+    }
+
+    /// Comments posted on issues and pull requests: (repo, number, body).
+    pub fn comments(&self) -> Vec<(String, u64, String)> {
+        self.inner().comments.clone()
+    }
+
     /// Records a completed CI check run on `sha`.
     pub fn complete_check(&self, repo: &str, sha: &str, name: &str, conclusion: &str) {
         let mut inner = self.inner();
@@ -339,6 +362,18 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/repos/{owner}/{repo}/merges", post(merge))
         .route("/repos/{owner}/{repo}/contents/{*path}", get(get_contents))
+        .route(
+            "/repos/{owner}/{repo}/collaborators/{user}/permission",
+            get(get_permission),
+        )
+        .route(
+            "/repos/{owner}/{repo}/issues/comments/{id}/reactions",
+            post(create_reaction),
+        )
+        .route(
+            "/repos/{owner}/{repo}/issues/{number}/comments",
+            post(create_comment),
+        )
         .route("/repos/{owner}/{repo}/compare/{basehead}", get(compare))
         .route(
             "/repos/{owner}/{repo}/commits/{reference}/check-runs",
@@ -616,6 +651,55 @@ async fn get_ref(
         .into_response(),
         None => message(StatusCode::NOT_FOUND, "Not Found"),
     }
+}
+
+async fn get_permission(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((owner, repo, user)): UrlPath<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = authorised(&shared, &headers) {
+        return denied.into_response();
+    }
+    let full = format!("{owner}/{repo}");
+    let permission = lock(&shared)
+        .permissions
+        .get(&(full, user.clone()))
+        .cloned()
+        .unwrap_or_else(|| "none".to_owned());
+    Json(json!({"permission": permission, "user": {"login": user}})).into_response()
+}
+
+async fn create_reaction(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((owner, repo, id)): UrlPath<(String, String, u64)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(denied) = authorised(&shared, &headers) {
+        return denied.into_response();
+    }
+    let content = body["content"].as_str().unwrap_or_default().to_owned();
+    lock(&shared)
+        .reactions
+        .push((format!("{owner}/{repo}"), id, content.clone()));
+    (StatusCode::CREATED, Json(json!({"content": content}))).into_response()
+}
+
+async fn create_comment(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((owner, repo, number)): UrlPath<(String, String, u64)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(denied) = authorised(&shared, &headers) {
+        return denied.into_response();
+    }
+    let text = body["body"].as_str().unwrap_or_default().to_owned();
+    lock(&shared)
+        .comments
+        .push((format!("{owner}/{repo}"), number, text.clone()));
+    (StatusCode::CREATED, Json(json!({"body": text}))).into_response()
 }
 
 #[derive(Deserialize)]

@@ -14,6 +14,7 @@ mod api;
 mod audit_export;
 mod backfill;
 mod bad_input;
+mod comment_commands;
 mod concurrency;
 mod dashboard;
 mod demo;

@@ -57,6 +57,9 @@ event_types! {
     IntentMergeFailed => "intent.merge_failed",
     /// The intent's queue priority changed (`{priority, previous}`; a pull request's labels).
     IntentPriorityChanged => "intent.priority_changed",
+    /// A command was given in a pull request comment (`{command, by, allowed, result}`),
+    /// carried out or refused.
+    IntentCommanded => "intent.commanded",
     /// A pull request review was submitted or dismissed on the code host (payload: an
     /// `approvals::HostReview`).
     IntentPullRequestReview => "intent.pull_request_review",

@@ -9,6 +9,8 @@
 //! - [`approvals`]: pull request reviews on the code host as a gate (approvals, changes requested);
 //! - [`event`]: the immutable event record and the one registry of event types;
 //! - [`export`]: the decision export's record per intent (JSON lines and CSV);
+//! - [`comment_command`]: commands in pull request comments (`@converge queue`, …) and their
+//!   effect on the pull request's intent;
 //! - [`audit`]: the hash chain over each tenant's events, its verification and signed anchors;
 //! - [`flags`]: the feature flags the code reads, with their defaults;
 //! - [`freeze`]: operators' holds on merges (pauses, spans, weekly windows);
@@ -35,6 +37,7 @@ pub mod analytics;
 pub mod approvals;
 pub mod assessment;
 pub mod audit;
+pub mod comment_command;
 pub mod event;
 pub mod export;
 pub mod flags;

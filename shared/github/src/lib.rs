@@ -6,5 +6,7 @@
 pub mod adapters;
 #[cfg(feature = "app")]
 pub mod app;
+#[cfg(feature = "app")]
+pub mod conversation;
 pub mod signature;
 pub mod webhook;

@@ -44,6 +44,24 @@ pub enum Translation {
         /// GitHub's conclusion (`success`, `failure`, …).
         conclusion: String,
     },
+    /// A command in a pull request comment (`@converge …`): carried out if its author may
+    /// write to the repository.
+    Command {
+        /// `owner/name`.
+        repo: String,
+        /// The App installation that delivered it.
+        installation: Option<u64>,
+        /// The pull request's intent.
+        intent_id: String,
+        /// The pull request's number.
+        number: u64,
+        /// The comment (reactions answer on it).
+        comment_id: u64,
+        /// Who wrote it.
+        author: String,
+        /// The command, or what is wrong with it.
+        command: Result<converge_core::comment_command::Command, String>,
+    },
     /// A fact to record as an event, with no effect on intents.
     Record {
         /// The event type.
@@ -130,6 +148,32 @@ struct PullRequestEvent {
     repository: Repository,
     #[serde(default)]
     installation: Option<Installation>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IssueCommentEvent {
+    action: String,
+    issue: CommentedIssue,
+    comment: Comment,
+    repository: Repository,
+    #[serde(default)]
+    installation: Option<Installation>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CommentedIssue {
+    number: u64,
+    /// Present when the issue is a pull request.
+    #[serde(default)]
+    pull_request: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Comment {
+    id: u64,
+    #[serde(default)]
+    body: Option<String>,
+    user: ReviewUser,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +321,30 @@ pub fn translate(
         "pull_request_review" => {
             let delivery: PullRequestReviewEvent = parse(event, body)?;
             pull_request_review(delivery, context)
+        }
+        "issue_comment" => {
+            let delivery: IssueCommentEvent = parse(event, body)?;
+            if delivery.action != "created" {
+                return ignored(format!("issue_comment {} is no command", delivery.action));
+            }
+            if delivery.issue.pull_request.is_none() {
+                return ignored("a comment on an issue, not a pull request".to_owned());
+            }
+            let Some(command) = converge_core::comment_command::parse(
+                delivery.comment.body.as_deref().unwrap_or(""),
+            ) else {
+                return ignored("the comment does not speak to @converge".to_owned());
+            };
+            let repo = delivery.repository.full_name;
+            Ok(Translation::Command {
+                intent_id: format!("{repo}:pr-{}", delivery.issue.number),
+                repo,
+                installation: delivery.installation.map(|i| i.id),
+                number: delivery.issue.number,
+                comment_id: delivery.comment.id,
+                author: delivery.comment.user.login,
+                command,
+            })
         }
         "push" => {
             let delivery: PushEvent = parse(event, body)?;

@@ -225,6 +225,9 @@ pub async fn record_delivery(
                 if !commit.outbox.is_empty() {
                     services.queue_work_committed().await;
                 }
+                if let Translation::Command { .. } = translation {
+                    answer_command(services, translation, &outcome).await;
+                }
                 Ok(DeliveryResult::Recorded(outcome))
             }
             Err(StoreError::AlreadyDelivered {
@@ -305,8 +308,9 @@ async fn plan_delivery(
                 _ => "failed",
             };
             let mut judged = Vec::new();
-            for key in repository_queues(services, repo).await? {
-                let intents = services.store.queue_intents(&key, None, 1_000).await?;
+            let keys = repository_queues(services, repo).await?;
+            for key in &keys {
+                let intents = services.store.queue_intents(key, None, 1_000).await?;
                 let matching: Vec<&Intent> = intents
                     .iter()
                     .filter(|i| i.head_sha() == Some(head_sha.as_str()))
@@ -322,10 +326,73 @@ async fn plan_delivery(
                     judged.push(intent.id.clone());
                 }
                 if !matching.is_empty() {
-                    commit.outbox.push(queue_message(&key));
+                    commit.outbox.push(queue_message(key));
                 }
             }
-            json!({"result": "recorded", "intents": judged})
+            if judged.is_empty() {
+                // No intent's head: a tested candidate's, most likely (trial branches are
+                // nobody's pull request). The queues look at their candidates again.
+                commit.outbox.extend(keys.iter().map(queue_message));
+                json!({"result": "queued", "queues": keys.len()})
+            } else {
+                json!({"result": "recorded", "intents": judged})
+            }
+        }
+        Translation::Command {
+            repo,
+            installation,
+            intent_id,
+            author,
+            command,
+            ..
+        } => {
+            use converge_core::comment_command::{self, Command};
+            let stored = services.store.stored_intent(intent_id).await?;
+            commit.expect.push(Expected::of(intent_id, stored.as_ref()));
+            let current = stored.map(|s| s.intent);
+            let (result, answer) = match (command, &current) {
+                (Err(problem), _) => ("invalid", problem.clone()),
+                (Ok(_), None) => (
+                    "unknown",
+                    "this pull request has no intent in Converge yet".to_owned(),
+                ),
+                (Ok(given), Some(intent)) => {
+                    match may_give_commands(services, *installation, repo, author).await {
+                        Err(why) => ("refused", why),
+                        Ok(()) => match comment_command::effect(intent, *given, author) {
+                            comment_command::Effect::Nothing(why) if *given == Command::Status => {
+                                ("answered", why)
+                            }
+                            comment_command::Effect::Nothing(why) => ("unchanged", why),
+                            comment_command::Effect::Events(changes) => {
+                                let tenant = intent.tenant_id.as_deref();
+                                for (event_type, payload) in changes {
+                                    commit.events.push(event(
+                                        event_type,
+                                        Some((intent_id, tenant)),
+                                        payload,
+                                    ));
+                                }
+                                commit
+                                    .outbox
+                                    .push(queue_message(&QueueKey::for_intent(intent)));
+                                ("applied", format!("{} done", given.name()))
+                            }
+                        },
+                    }
+                }
+            };
+            let name = command.as_ref().ok().map(|c| c.name());
+            commit.events.push(event(
+                EventType::IntentCommanded,
+                current
+                    .as_ref()
+                    .map(|i| (intent_id.as_str(), i.tenant_id.as_deref())),
+                json!({"command": name, "by": author, "result": result, "answer": answer,
+                       "allowed": !matches!(result, "refused")}),
+            ));
+            json!({"intent_id": intent_id, "result": "command", "command": name,
+                   "command_result": result, "answer": answer})
         }
         Translation::Record {
             event_type,
@@ -483,5 +550,62 @@ pub(crate) struct SharedClock<'a>(
 impl converge_core::pipeline::Clock for SharedClock<'_> {
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.0.now()
+    }
+}
+
+/// Whether `user` may give commands on `repo` (write permission, asked of GitHub through the
+/// App), or why not.
+async fn may_give_commands(
+    services: &Services,
+    installation: Option<u64>,
+    repo: &str,
+    user: &str,
+) -> Result<(), String> {
+    let Some(app) = services.ports.github_app() else {
+        return Err("no GitHub App is configured to check who may give commands".to_owned());
+    };
+    match converge_github::conversation::may_write(app, installation, repo, user).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "@{user} may not give commands here: write permission on {repo} is needed"
+        )),
+        Err(e) => Err(format!(
+            "the permission of @{user} could not be checked: {e}"
+        )),
+    }
+}
+
+/// Answers a comment command on GitHub once its decision is recorded: a reaction on the
+/// comment (+1 done, -1 refused, confused otherwise) and, unless it was simply done, a reply
+/// saying what happened (the answer to `status`). Best effort: the record stands either way.
+async fn answer_command(services: &Services, translation: &Translation, outcome: &Value) {
+    let Translation::Command {
+        repo,
+        installation,
+        number,
+        comment_id,
+        ..
+    } = translation
+    else {
+        return;
+    };
+    let Some(app) = services.ports.github_app() else {
+        return;
+    };
+    let result = outcome["command_result"].as_str().unwrap_or_default();
+    let answer = outcome["answer"].as_str().unwrap_or_default();
+    let reaction = match result {
+        "applied" | "answered" => "+1",
+        "refused" => "-1",
+        _ => "confused",
+    };
+    use converge_github::conversation::{react, reply};
+    if let Err(e) = react(app, *installation, repo, *comment_id, reaction).await {
+        tracing::warn!(repo = %repo, comment = comment_id, "the reaction to a command was not posted: {e}");
+    }
+    if result != "applied"
+        && let Err(e) = reply(app, *installation, repo, *number, answer).await
+    {
+        tracing::warn!(repo = %repo, number, "the answer to a command was not posted: {e}");
     }
 }

@@ -1,0 +1,198 @@
+//! Commands in pull request comments, end to end: `converge serve` as a GitHub App receives
+//! signed `issue_comment` deliveries from the GitHub fake, asks GitHub whether the commenter
+//! may write to the repository, carries out or refuses the command, and answers with a
+//! reaction (and a reply when there is something to say).
+
+use std::time::{Duration, Instant};
+
+use converge_testkit::ServerProcess;
+use converge_testkit::git::{commit_file, git};
+use converge_testkit::github_fake::{GithubFake, app_key_pair};
+use serde_json::{Value, json};
+
+const SECRET: &str = "hook-secret";
+const KEY: &str = "app-key";
+const REPO: &str = "acme/app";
+
+struct Conversation {
+    fake: GithubFake,
+    server: ServerProcess,
+    next: u64,
+}
+
+impl Conversation {
+    /// `user` comments `body` on pull request 5; the delivery's answer.
+    async fn comment(&mut self, user: &str, body: &str) -> (u64, Value) {
+        self.next += 1;
+        let comment_id = 1000 + self.next;
+        let payload = json!({
+            "action": "created",
+            "issue": {"number": 5, "pull_request": {"url": "https://example.invalid/pulls/5"}},
+            "comment": {"id": comment_id, "body": body, "user": {"login": user}},
+            "repository": {"full_name": REPO},
+            "installation": {"id": 31}
+        });
+        let hook = self.server.url("/integrations/github/webhook");
+        let delivery = format!("comment-{}", self.next);
+        let (status, answer) = self
+            .fake
+            .send_webhook(&hook, SECRET, "issue_comment", &delivery, &payload)
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        (comment_id, answer)
+    }
+
+    fn reaction_to(&self, comment_id: u64) -> Option<String> {
+        self.fake
+            .reactions()
+            .into_iter()
+            .find(|(_, id, _)| *id == comment_id)
+            .map(|(_, _, content)| content)
+    }
+
+    fn last_reply(&self) -> String {
+        self.fake
+            .comments()
+            .last()
+            .map(|(_, _, body)| body.clone())
+            .unwrap_or_default()
+    }
+
+    async fn intent(&self) -> Value {
+        reqwest::Client::new()
+            .get(self.server.url("/v1/intents/acme%2Fapp:pr-5"))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn commands(&self) -> Vec<Value> {
+        let page: Value = reqwest::Client::new()
+            .get(self.server.url("/v1/events?type=intent.commanded&limit=50"))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        page["events"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_command_the_queue_from_comments_and_readers_are_refused() {
+    let (private_pem, public_pem) = app_key_pair();
+    let fake = GithubFake::start(7, &public_pem).await;
+    let repo = fake.create_repo(REPO);
+    commit_file(&repo, "src/lib.rs", "pub fn f() {}\n", "init");
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    commit_file(&repo, "docs/guide.md", "# Guide\n", "docs");
+    git(&repo, &["checkout", "-q", "--detach"]);
+    fake.open_pull(REPO, 5, "feature", "main");
+    fake.set_permission(REPO, "maintainer", "write");
+    fake.set_permission(REPO, "visitor", "read");
+
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("CONVERGE_API_KEYS", format!("{KEY}:admin:ops")),
+        ("CONVERGE_GITHUB_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("CONVERGE_GITHUB_APP_ID", "7".to_owned()),
+        ("CONVERGE_GITHUB_APP_PRIVATE_KEY", private_pem),
+        ("CONVERGE_GITHUB_API_URL", fake.url().to_owned()),
+        ("CONVERGE_WORKER_POLL_INTERVAL", "600".to_owned()),
+    ];
+    let server = ServerProcess::start(env!("CARGO_BIN_EXE_converge"), dir.path(), &env);
+    let head = git(&repo, &["rev-parse", "feature"]);
+    let base = git(&repo, &["rev-parse", "main"]);
+    let opened = json!({
+        "action": "opened",
+        "pull_request": {"number": 5, "title": "Docs", "head": {"ref": "feature", "sha": head},
+                         "base": {"ref": "main", "sha": base}},
+        "repository": {"full_name": REPO},
+        "installation": {"id": 31}
+    });
+    let hook = server.url("/integrations/github/webhook");
+    let (status, answer) = fake
+        .send_webhook(&hook, SECRET, "pull_request", "opened-5", &opened)
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let mut talk = Conversation {
+        fake,
+        server,
+        next: 0,
+    };
+
+    // A reader cannot take the pull request out of the queue.
+    let (id, answer) = talk.comment("visitor", "@converge dequeue").await;
+    assert_eq!(answer["command_result"], "refused", "{answer}");
+    assert_eq!(talk.reaction_to(id).as_deref(), Some("-1"));
+    assert!(
+        talk.last_reply().contains("write permission"),
+        "{}",
+        talk.last_reply()
+    );
+    assert_ne!(talk.intent().await["status"], "REJECTED");
+
+    // A writer can: priority, dequeue, queue again.
+    let (id, answer) = talk.comment("maintainer", "@converge priority 1").await;
+    assert_eq!(answer["command_result"], "applied", "{answer}");
+    assert_eq!(talk.reaction_to(id).as_deref(), Some("+1"));
+    assert_eq!(talk.intent().await["priority"], 1);
+
+    let (_, answer) = talk
+        .comment("maintainer", "Not this week.\n@converge dequeue")
+        .await;
+    assert_eq!(answer["command_result"], "applied", "{answer}");
+    assert_eq!(talk.intent().await["status"], "REJECTED");
+
+    let (_, answer) = talk.comment("maintainer", "@Converge queue").await;
+    assert_eq!(answer["command_result"], "applied", "{answer}");
+    let intent = talk.intent().await;
+    assert_ne!(intent["status"], "REJECTED", "{intent}");
+    assert_eq!(intent["retries"], 0);
+
+    // Status answers in a reply; an unknown command is answered, not guessed.
+    let (id, answer) = talk.comment("maintainer", "@converge status").await;
+    assert_eq!(answer["command_result"], "answered", "{answer}");
+    assert_eq!(talk.reaction_to(id).as_deref(), Some("+1"));
+    assert!(
+        talk.last_reply().contains("acme/app:pr-5"),
+        "{}",
+        talk.last_reply()
+    );
+    let (id, answer) = talk.comment("maintainer", "@converge frobnicate").await;
+    assert_eq!(answer["command_result"], "invalid", "{answer}");
+    assert_eq!(talk.reaction_to(id).as_deref(), Some("confused"));
+    assert!(
+        talk.last_reply().contains("unknown command"),
+        "{}",
+        talk.last_reply()
+    );
+
+    // A comment that does not speak to Converge is ignored, and nothing answers it.
+    let before = talk.fake.reactions().len();
+    let (_, answer) = talk
+        .comment("visitor", "Looks good to me, thanks @converge!")
+        .await;
+    assert_eq!(answer["result"], "ignored", "{answer}");
+    assert_eq!(talk.fake.reactions().len(), before);
+
+    // Every command, carried out or refused, is an event on the intent.
+    let started = Instant::now();
+    let mut commands = talk.commands().await;
+    while commands.len() < 6 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        commands = talk.commands().await;
+    }
+    let refused: Vec<&Value> = commands
+        .iter()
+        .filter(|e| e["payload"]["allowed"] == false)
+        .collect();
+    assert_eq!(refused.len(), 1, "{commands:?}");
+    assert_eq!(refused[0]["payload"]["by"], "visitor");
+}
