@@ -50,6 +50,38 @@ pub enum IntentCommand {
     /// Judge a draft before creating it: what waiting intent it repeats, how well it is
     /// described (exit 3 when it fails in --enforce).
     Evaluate(IntentEvaluate),
+    /// A queue command, as a pull request comment gives it: queue, dequeue, priority (with
+    /// --priority), retry or status.
+    Command(IntentQueueCommand),
+}
+
+/// The commands of `intent command`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum QueueCommandName {
+    /// Put the intent (back) in the queue: a rejected one comes back as READY.
+    Queue,
+    /// Take it out of the queue (REJECTED).
+    Dequeue,
+    /// Set its priority (--priority, 0 to 9, lower first).
+    Priority,
+    /// Start its retries again (and bring a rejected one back).
+    Retry,
+    /// Where it stands.
+    Status,
+}
+
+/// Options of `intent command`.
+#[derive(Debug, Args)]
+pub struct IntentQueueCommand {
+    /// The command.
+    #[arg(value_enum)]
+    command: QueueCommandName,
+    /// The intent.
+    #[arg(long)]
+    intent_id: String,
+    /// The priority to set (priority only): 0 to 9, lower first.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9), required_if_eq("command", "priority"))]
+    priority: Option<u8>,
 }
 
 /// Options of `intent evaluate`.
@@ -789,6 +821,36 @@ pub async fn intent(api: &ApiClient, out: Output, command: IntentCommand) -> Res
                     "the draft scores under 0.5".to_owned(),
                 ));
             }
+        }
+        IntentCommand::Command(args) => {
+            let name = match args.command {
+                QueueCommandName::Queue => "queue",
+                QueueCommandName::Dequeue => "dequeue",
+                QueueCommandName::Priority => "priority",
+                QueueCommandName::Retry => "retry",
+                QueueCommandName::Status => "status",
+            };
+            let mut body = json!({"command": name});
+            if let (QueueCommandName::Priority, Some(priority)) = (args.command, args.priority) {
+                body["priority"] = json!(priority);
+            }
+            let answer = api
+                .post(&intent_path(&args.intent_id, "/command"), &body)
+                .await?;
+            out.emit(&answer, |o| {
+                o.fields(
+                    &answer,
+                    &[
+                        ("intent", "/intent_id"),
+                        ("command", "/command"),
+                        ("result", "/result"),
+                        ("answer", "/answer"),
+                        ("status", "/status"),
+                        ("retries", "/retries"),
+                        ("priority", "/priority"),
+                    ],
+                )
+            })?;
         }
         IntentCommand::Check(args) => {
             let body = json!({"name": args.name, "state": args.state,

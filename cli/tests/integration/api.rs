@@ -792,6 +792,13 @@ async fn tenant_isolation_matrix() {
             ),
             (
                 Method::POST,
+                format!("/v1/intents/{acme_object}/command"),
+                Some(json!({"command": "status"})),
+                "operator",
+                Scope::Object,
+            ),
+            (
+                Method::POST,
                 format!("/v1/intents/{acme_object}/checks"),
                 Some(json!({"name": "lint", "state": "passed", "head_sha": "abcdef1"})),
                 "operator",

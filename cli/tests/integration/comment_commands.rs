@@ -196,3 +196,82 @@ async fn writers_command_the_queue_from_comments_and_readers_are_refused() {
     assert_eq!(refused.len(), 1, "{commands:?}");
     assert_eq!(refused[0]["payload"]["by"], "visitor");
 }
+
+/// The same commands from the CLI (`converge intent command`, over the API), by an operator of
+/// the intent's tenant, on both backends; a viewer may not, and another tenant does not see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_give_the_same_commands_from_the_cli_on_both_backends() {
+    use crate::audit_export::{ACME, ACME_VIEWER, GLOBEX, tenants_server};
+    use crate::operator_cli::converge_as;
+    let dir = tempfile::tempdir().unwrap();
+    for database in converge_testkit::server_databases(dir.path(), "commands.db").await {
+        let server = tenants_server(dir.path(), &database);
+        let created = reqwest::Client::new()
+            .post(server.url("/v1/intents"))
+            .header("x-api-key", ACME)
+            .json(&json!({"id": "cmd-1", "source": "feature/cmd"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status().as_u16(), 201);
+        let run = |key: &str, args: &[&str]| {
+            let mut all = vec!["--json", "intent", "command", "--intent-id", "cmd-1"];
+            all.extend_from_slice(args);
+            converge_as(&server, key, &all)
+        };
+
+        let done = run(ACME, &["priority", "--priority", "1"]);
+        assert_eq!(done.code, 0, "{}", done.stderr);
+        assert_eq!(done.json()["result"], "applied");
+        assert_eq!(done.json()["priority"], 1);
+        let done = run(ACME, &["dequeue"]);
+        assert_eq!(done.json()["status"], "REJECTED", "{}", done.stdout);
+        let done = run(ACME, &["dequeue"]);
+        assert_eq!(done.json()["result"], "unchanged", "{}", done.stdout);
+        let done = run(ACME, &["queue"]);
+        assert_eq!(
+            (done.json()["result"].clone(), done.json()["status"].clone()),
+            (json!("applied"), json!("READY")),
+            "{}",
+            done.stdout
+        );
+        let done = run(ACME, &["status"]);
+        assert_eq!(done.json()["result"], "answered");
+        assert!(
+            done.json()["answer"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("READY")
+        );
+
+        // Priority needs its number, in range; a viewer may not command; another tenant sees
+        // no such intent.
+        assert_ne!(run(ACME, &["priority"]).code, 0);
+        assert_ne!(run(ACME, &["priority", "--priority", "12"]).code, 0);
+        let refused = run(ACME_VIEWER, &["queue"]);
+        assert_ne!(refused.code, 0);
+        assert!(refused.stderr.contains("403"), "{}", refused.stderr);
+        let hidden = run(GLOBEX, &["status"]);
+        assert!(hidden.stderr.contains("404"), "{}", hidden.stderr);
+
+        // Each applied command is on the intent's record, with who gave it.
+        let events: Value = reqwest::Client::new()
+            .get(server.url("/v1/intents/cmd-1/events"))
+            .header("x-api-key", ACME)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["event_type"].as_str())
+            .collect();
+        for kind in ["intent.priority_changed", "intent.rejected", "queue.reset"] {
+            assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+        }
+    }
+}

@@ -145,6 +145,25 @@ pub struct QueueReset {
     pub status: Option<Status>,
 }
 
+/// `POST /intents/{id}/command`: what a queue command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandDone {
+    /// The intent.
+    pub intent_id: String,
+    /// The command (`queue`, `dequeue`, `priority`, `retry`, `status`).
+    pub command: String,
+    /// `applied` (recorded), `unchanged` (nothing to do) or `answered` (`status`).
+    pub result: String,
+    /// What happened, in words (the answer to `status`).
+    pub answer: String,
+    /// The intent's status now.
+    pub status: Status,
+    /// Its retries now.
+    pub retries: u32,
+    /// Its priority now.
+    pub priority: i64,
+}
+
 /// `POST /merge/confirm`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MergeConfirmed {

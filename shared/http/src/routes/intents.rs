@@ -408,6 +408,97 @@ pub(super) async fn report_check(
         .into_response())
 }
 
+/// The body of `POST /intents/{id}/command`: the commands of pull request comments
+/// (`core::comment_command`), for operators.
+#[derive(Deserialize, schemars::JsonSchema)]
+// Struct variants, even empty: serde refuses unknown fields only in those.
+#[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
+pub(super) enum CommandRequest {
+    /// Put the intent (back) in the queue: a rejected one comes back as READY.
+    Queue {},
+    /// Take it out of the queue (REJECTED, with who asked).
+    Dequeue {},
+    /// Set its queue priority.
+    Priority {
+        /// 0 to 9, lower first.
+        #[schemars(range(min = 0, max = 9))]
+        priority: u8,
+    },
+    /// Start its retries again (and bring a rejected one back).
+    Retry {},
+    /// Where it stands (nothing is recorded).
+    Status {},
+}
+
+/// `POST /intents/{id}/command`: a queue command on one intent, as a comment would give it,
+/// by the caller; recorded at the version read (a concurrent change: decided again).
+pub(super) async fn command_intent(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<CommandRequest>,
+) -> ApiResult {
+    use converge_core::comment_command::{self, Command, Effect};
+    let command = match body {
+        CommandRequest::Queue {} => Command::Queue,
+        CommandRequest::Dequeue {} => Command::Dequeue,
+        CommandRequest::Priority { priority } if priority <= 9 => {
+            Command::Priority(i64::from(priority))
+        }
+        CommandRequest::Priority { .. } => {
+            return Err(ApiError::BadRequest(
+                "priority must be from 0 to 9".to_owned(),
+            ));
+        }
+        CommandRequest::Retry {} => Command::Retry,
+        CommandRequest::Status {} => Command::Status,
+    };
+    let done = until_current(|| async {
+        let stored = visible_stored_intent(&state, &principal, &id).await?;
+        let intent = stored.intent.clone();
+        let (result, answer, after) =
+            match comment_command::effect(&intent, command, &principal.actor) {
+                Effect::Nothing(why) if command == Command::Status => ("answered", why, intent),
+                Effect::Nothing(why) => ("unchanged", why, intent),
+                Effect::Events(changes) => {
+                    let events = changes
+                        .into_iter()
+                        .map(|(event_type, payload)| {
+                            commands::api_event(
+                                &state.services,
+                                &principal.actor,
+                                event_type,
+                                Some(&intent.id),
+                                intent.tenant_id.as_deref(),
+                                payload,
+                            )
+                        })
+                        .collect();
+                    commands::enqueue(&state.services, events, &intent, Some(stored.expected()))
+                        .await?;
+                    let now = state
+                        .services
+                        .store
+                        .intent(&intent.id)
+                        .await?
+                        .unwrap_or(intent);
+                    ("applied", format!("{} done", command.name()), now)
+                }
+            };
+        Ok(api::CommandDone {
+            intent_id: after.id.clone(),
+            command: command.name().to_owned(),
+            result: result.to_owned(),
+            answer,
+            status: after.status,
+            retries: after.retries,
+            priority: after.priority,
+        })
+    })
+    .await?;
+    typed(done)
+}
+
 /// The body of `POST /intents/{id}/validate`.
 #[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -538,6 +629,22 @@ pub(super) fn routes() -> Vec<Route> {
             conditional: false,
             answer: Answer::Json,
             handler: post(validate_intent),
+        },
+        Route {
+            method: "post",
+            path: "/intents/{id}/command",
+            summary: "A queue command on the intent, as a pull request comment gives it (queue, dequeue, priority, retry, status); recorded at the version read.",
+            role: Role::Operator,
+            scope: "intents.write",
+            params: &[ID],
+            query: None,
+            body: Some(BodySpec::of::<CommandRequest>(
+                "`{\"command\": \"queue\"}`, …; `priority` takes `\"priority\": 0-9`.",
+            )),
+            success: 200,
+            conditional: false,
+            answer: Answer::Json,
+            handler: post(command_intent),
         },
         Route {
             method: "post",
