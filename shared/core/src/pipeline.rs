@@ -94,6 +94,19 @@ pub trait Scm {
         files: &[String],
     ) -> impl Future<Output = Result<Vec<CouplingPair>, ScmError>> + Send;
 
+    /// The files two heads of `sample`'s repository conflict on when merged together (from
+    /// their merge base), to keep them out of one tested candidate; empty when they merge
+    /// cleanly. Source control that cannot tell answers empty (no prediction).
+    fn conflicts_between(
+        &self,
+        sample: &Intent,
+        first: &str,
+        second: &str,
+    ) -> impl Future<Output = Result<Vec<String>, ScmError>> + Send {
+        let _ = (sample, first, second);
+        async { Ok(Vec::new()) }
+    }
+
     /// The text of the file at `path` in `commit` of `sample`'s repository (`None` when there
     /// is none): the repository's own configuration (`crate::repo_config`). Source control
     /// that cannot read files answers `None`.

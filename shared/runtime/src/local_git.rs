@@ -323,6 +323,36 @@ fn lines(text: &str) -> Vec<String> {
 }
 
 impl Scm for GitScm {
+    async fn conflicts_between(
+        &self,
+        _sample: &Intent,
+        first: &str,
+        second: &str,
+    ) -> Result<Vec<String>, ScmError> {
+        let (code, out) = self
+            .git(&[
+                "merge-tree",
+                "--write-tree",
+                "--name-only",
+                "--no-messages",
+                first,
+                second,
+            ])
+            .await?;
+        match code {
+            0 => Ok(Vec::new()),
+            1 => {
+                let mut files: Vec<String> = lines(&out).into_iter().skip(1).collect();
+                files.sort();
+                files.dedup();
+                Ok(files)
+            }
+            _ => Err(ScmError::Unavailable(format!(
+                "git merge-tree of {first} and {second} failed with status {code}"
+            ))),
+        }
+    }
+
     async fn read_file(
         &self,
         _sample: &Intent,

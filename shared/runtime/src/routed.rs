@@ -65,6 +65,18 @@ fn scm_error(message: &str) -> ScmError {
 }
 
 impl Scm for RoutedPorts {
+    async fn conflicts_between(
+        &self,
+        sample: &Intent,
+        first: &str,
+        second: &str,
+    ) -> Result<Vec<String>, ScmError> {
+        match self.side(sample).map_err(scm_error)? {
+            Side::Local(scm, _) => scm.conflicts_between(sample, first, second).await,
+            Side::Github(github) => github.conflicts_between(sample, first, second).await,
+        }
+    }
+
     async fn read_file(
         &self,
         sample: &Intent,

@@ -44,6 +44,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         pending: &mut Pending,
     ) -> Result<Vec<IntentReport>, WorkerError> {
         let riding = std::mem::take(&mut pending.riding);
+        // The round's validations first: their simulations tell which files each intent
+        // changes (conflict prediction reads them from the store).
+        self.flush(lease, pending).await?;
         let stored = self.store.train_of(lease.key()).await?;
         let stored: Option<Train> = stored.and_then(|text| match serde_json::from_str(&text) {
             Ok(train) => Some(train),
@@ -107,19 +110,23 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 train.dequeue(&id);
             }
         }
-        let held: BTreeSet<String> = train.intents().into_iter().map(|(id, _)| id).collect();
-        train.enqueue_all(
-            riding
-                .iter()
-                .filter(|r| !held.contains(&r.intent.id))
-                .map(|r| Queued {
-                    id: r.intent.id.clone(),
-                    head: r.head_sha.clone(),
-                    priority: r.intent.priority,
-                    arrival: u64::try_from(r.intent.created_at.timestamp_millis()).unwrap_or(0),
-                    conflicts_with: BTreeSet::new(),
-                }),
-        );
+        let held: Vec<(String, String)> = train.intents();
+        let newcomers: Vec<&Riding> = riding
+            .iter()
+            .filter(|r| !held.iter().any(|(id, _)| *id == r.intent.id))
+            .collect();
+        let mut arriving = Vec::new();
+        let mut predicted = self.predicted_conflicts(&sample, &held, &newcomers).await?;
+        for r in &newcomers {
+            arriving.push(Queued {
+                id: r.intent.id.clone(),
+                head: r.head_sha.clone(),
+                priority: r.intent.priority,
+                arrival: u64::try_from(r.intent.created_at.timestamp_millis()).unwrap_or(0),
+                conflicts_with: predicted.remove(&r.intent.id).unwrap_or_default(),
+            });
+        }
+        train.enqueue_all(arriving);
 
         let mut reports = Vec::new();
         let mut lease = lease.clone();
@@ -156,6 +163,80 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             }
         }
         self.save(&lease, &train, pending, reports).await
+    }
+
+    /// The intents each newcomer would conflict with if tested together: pairs whose latest
+    /// simulations changed a common file, merged with `merge-tree` (only those pairs, so most
+    /// arrivals cost no git process). Kept apart by the train, so a failing intent does not
+    /// take down the one that conflicts with it.
+    async fn predicted_conflicts(
+        &self,
+        sample: &Intent,
+        held: &[(String, String)],
+        newcomers: &[&Riding],
+    ) -> Result<BTreeMap<String, BTreeSet<String>>, WorkerError> {
+        let mut predicted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        if newcomers.is_empty() || (held.is_empty() && newcomers.len() < 2) {
+            return Ok(predicted);
+        }
+        let mut heads: Vec<(String, String)> = held.to_vec();
+        heads.extend(
+            newcomers
+                .iter()
+                .map(|r| (r.intent.id.clone(), r.head_sha.clone())),
+        );
+        let ids: Vec<String> = heads.iter().map(|(id, _)| id.clone()).collect();
+        let mut files: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        // Newest first: the first simulation seen of an intent is its latest.
+        for stored in self
+            .store
+            .events_for(converge_core::EventType::SimulationCompleted, &ids, 10_000)
+            .await?
+        {
+            let Some(id) = stored.event.intent_id.clone() else {
+                continue;
+            };
+            if files.contains_key(&id) {
+                continue;
+            }
+            let changed = stored.event.payload["files_changed"]
+                .as_array()
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|f| f.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            files.insert(id, changed);
+        }
+        let empty = BTreeSet::new();
+        for (n, newcomer) in newcomers.iter().enumerate() {
+            let mine = files.get(&newcomer.intent.id).unwrap_or(&empty);
+            // Those held, and the newcomers before it.
+            for (other, other_head) in heads.iter().take(held.len() + n) {
+                let theirs = files.get(other).unwrap_or(&empty);
+                if mine.is_disjoint(theirs) {
+                    continue;
+                }
+                match self
+                    .scm
+                    .conflicts_between(sample, &newcomer.head_sha, other_head)
+                    .await
+                {
+                    Ok(conflicts) if !conflicts.is_empty() => {
+                        predicted
+                            .entry(newcomer.intent.id.clone())
+                            .or_default()
+                            .insert(other.clone());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(intent = %newcomer.intent.id, "no conflict prediction with {other}: {e}")
+                    }
+                }
+            }
+        }
+        Ok(predicted)
     }
 
     /// Commits the round's decisions, then the train (a crash between them loses only work:

@@ -283,6 +283,33 @@ async fn a_conflict_between_queued_intents_rejects_the_later_one_with_its_files(
     );
 }
 
+/// Two intents predicted to conflict (they change the same file differently) ride apart: the
+/// first breaks the build and is rejected, and the second, which would have been ejected for
+/// conflicting with it in one candidate, lands.
+async fn predicted_conflicts_ride_apart_so_a_failing_intent_takes_nobody_down(w: World) {
+    let path = w.repo.path();
+    branch(
+        path,
+        "feature/broken",
+        &[("shared.txt", "one\n"), ("BROKEN", "yes\n")],
+    );
+    branch(path, "feature/fine", &[("shared.txt", "two\n")]);
+    w.create("broken", "feature/broken").await;
+    w.clock.advance(chrono::Duration::seconds(1));
+    w.create("fine", "feature/fine").await;
+    let worker = w.processor(TrainSettings {
+        batch_size: 8,
+        depth: 2,
+        flaky_reruns: 0,
+        known_flaky: BTreeSet::new(),
+    });
+    w.settle(&worker, 10).await;
+    assert_eq!(w.status("broken").await, Status::Rejected);
+    assert_eq!(w.rejection_of("broken").await["check"], "lint");
+    assert_eq!(w.status("fine").await, Status::Merged);
+    assert!(w.is_ancestor(&w.sha("feature/fine"), &w.sha("main")));
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -310,4 +337,5 @@ macro_rules! on_both_backends {
 on_both_backends!(
     a_batch_of_eight_with_one_failing_lands_the_other_seven,
     a_conflict_between_queued_intents_rejects_the_later_one_with_its_files,
+    predicted_conflicts_ride_apart_so_a_failing_intent_takes_nobody_down,
 );
