@@ -239,6 +239,10 @@ enum Stage {
 struct Candidate {
     id: CandidateId,
     batch: Vec<Queued>,
+    /// A re-run's: the intents of the candidates its commit was built on (their required
+    /// checks are the commit's too).
+    #[serde(default)]
+    built_on: Vec<String>,
     /// The commit it is built on, once building.
     base: Option<String>,
     commit: Option<String>,
@@ -342,7 +346,21 @@ impl Train {
             depth: settings.depth.max(1),
             ..settings
         };
-        self.advance();
+    }
+
+    /// Takes up a stored train again: what was asked of the driver and not answered (a build,
+    /// a fast-forward) is asked again by the next call that advances it (builds and
+    /// fast-forwards are safe to repeat: a trial ref is simply set again, and a fast-forward
+    /// from where the target no longer is is refused).
+    pub fn resume(&mut self) {
+        self.landing = None;
+        for line in &mut self.lines {
+            for c in &mut line.candidates {
+                if c.stage == Stage::Building {
+                    c.stage = Stage::Unbuilt;
+                }
+            }
+        }
     }
 
     /// Every intent it holds (waiting, riding or probed), with the head it holds.
@@ -381,7 +399,7 @@ impl Train {
             if let Some(c) = &line.recheck
                 && let (Stage::Testing { .. }, Some(commit)) = (&c.stage, &c.commit)
             {
-                let intents = if c.batch.is_empty() {
+                let own: Vec<String> = if c.batch.is_empty() {
                     line.candidates
                         .iter()
                         .flat_map(|c| c.batch.iter().map(|q| q.id.clone()))
@@ -389,6 +407,7 @@ impl Train {
                 } else {
                     c.batch.iter().map(|q| q.id.clone()).collect()
                 };
+                let intents = c.built_on.iter().cloned().chain(own).collect();
                 running.push(UnderTest {
                     candidate: c.id,
                     commit: commit.clone(),
@@ -487,6 +506,16 @@ impl Train {
         self.advance();
     }
 
+    /// A candidate could not be built now (source control unreachable): it is asked for
+    /// again by the next call that advances the train.
+    pub fn build_failed(&mut self, candidate: CandidateId) {
+        if let Some(Place::Chain(line, at)) = self.find(candidate)
+            && self.lines[line].candidates[at].stage == Stage::Building
+        {
+            self.lines[line].candidates[at].stage = Stage::Unbuilt;
+        }
+    }
+
     /// A candidate's checks finished on `commit` (results of another commit are ignored).
     pub fn checks_finished(
         &mut self,
@@ -547,7 +576,7 @@ impl Train {
     /// fast-forward refused because the target had moved): the main line is rebuilt on it.
     /// Probes go on: they only tell which intent fails.
     pub fn target_moved(&mut self, tip: &str) {
-        if tip == self.target && self.landing.is_none() {
+        if tip == self.target {
             return;
         }
         self.landing = None;
@@ -653,6 +682,7 @@ impl Train {
         Candidate {
             id,
             batch,
+            built_on: Vec::new(),
             base: None,
             commit: None,
             stage: Stage::Unbuilt,
@@ -738,9 +768,15 @@ impl Train {
                 candidate: id,
                 commit: commit.clone(),
             });
+            let built_on = self.lines[0]
+                .candidates
+                .iter()
+                .flat_map(|c| c.batch.iter().map(|q| q.id.clone()))
+                .collect();
             Some(Candidate {
                 id,
                 batch: Vec::new(),
+                built_on,
                 base: failed.base.clone(),
                 commit: Some(commit),
                 stage: Stage::Testing { runs: 1 },

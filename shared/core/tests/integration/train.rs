@@ -34,6 +34,8 @@ struct World {
     ejected: Vec<(String, Ejection)>,
     /// Candidates built and not retired yet (their trial refs).
     trial_refs: BTreeSet<CandidateId>,
+    /// The next fast-forward is held (a freeze): the train is told to ask again later.
+    frozen: bool,
     next: u64,
 }
 
@@ -136,6 +138,10 @@ impl World {
                 self.running.remove(&candidate);
                 self.trial_refs.remove(&candidate);
             }
+            Action::FastForward { .. } if self.frozen => {
+                self.frozen = false;
+                train.defer_landing();
+            }
             Action::FastForward { from, to, intents } => {
                 assert!(
                     self.passed.contains(&to),
@@ -236,6 +242,10 @@ enum Step {
     Repush { pick: usize },
     /// A pull request is taken out.
     Dequeue { pick: usize },
+    /// The next fast-forward is held by a freeze.
+    Freeze,
+    /// The train is stored and read back (another round, another process).
+    Reload,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -246,6 +256,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::PushTarget),
         1 => (0usize..64).prop_map(|pick| Step::Repush { pick }),
         1 => (0usize..64).prop_map(|pick| Step::Dequeue { pick }),
+        1 => Just(Step::Freeze),
+        1 => Just(Step::Reload),
     ]
 }
 
@@ -276,7 +288,7 @@ proptest! {
         steps in prop::collection::vec(step(), 1..120),
     ) {
         let mut world = World::new();
-        let mut train = Train::new(settings, world.target.clone());
+        let mut train = Train::new(settings.clone(), world.target.clone());
         let mut intents: Vec<String> = Vec::new();
         for step in steps {
             match step {
@@ -322,14 +334,31 @@ proptest! {
                         prop_assert_ne!(answer, Dequeued::Removed);
                     }
                 }
+                Step::Freeze => world.frozen = true,
+                Step::Reload => {
+                    let stored = serde_json::to_string(&train).unwrap();
+                    train = serde_json::from_str(&stored).unwrap();
+                    // A round begins as the worker's does: settings, where the target is,
+                    // then what the train asks for is asked again.
+                    train.resume();
+                    train.reconfigure(settings.clone());
+                    train.target_moved(&world.target.clone());
+                    train.enqueue_all([]);
+                }
                 Step::Repush { .. } | Step::Dequeue { .. } => {}
             }
             world.drive(&mut train);
             world.check_target();
         }
-        // Let CI finish everything, without flakes.
+        // Let CI finish everything, without flakes or freezes, a round after another.
+        world.frozen = false;
         let mut guard = 0;
-        while !world.running.is_empty() {
+        loop {
+            train.enqueue_all([]);
+            world.drive(&mut train);
+            if world.running.is_empty() {
+                break;
+            }
             world.finish(&mut train, 0, false);
             guard += 1;
             prop_assert!(guard < 10_000, "the train settles");

@@ -86,8 +86,13 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 )]);
             }
         };
-        let mut train =
-            stored.unwrap_or_else(|| Train::new(pending.knobs.train.clone(), tip.clone()));
+        let mut train = match stored {
+            Some(mut train) => {
+                train.resume();
+                train
+            }
+            None => Train::new(pending.knobs.train.clone(), tip.clone()),
+        };
         train.reconfigure(pending.knobs.train.clone());
         train.target_moved(&tip);
 
@@ -130,11 +135,25 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
 
         let mut reports = Vec::new();
         let mut lease = lease.clone();
+        let mut stop = None;
         for _ in 0..MAX_STEPS {
             let actions = train.take_actions();
             let acted = !actions.is_empty();
             for action in actions {
-                if let Some(stop) = self
+                if stop.is_some() {
+                    self.set_aside(
+                        &mut train,
+                        action,
+                        &intents,
+                        &sample,
+                        &lease,
+                        &mut reports,
+                        pending,
+                    )
+                    .await;
+                    continue;
+                }
+                stop = self
                     .carry_out(
                         &mut train,
                         action,
@@ -144,11 +163,10 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                         &mut reports,
                         pending,
                     )
-                    .await?
-                {
-                    reports.push(stop);
-                    return self.save(&lease, &train, pending, reports).await;
-                }
+                    .await?;
+            }
+            if stop.is_some() {
+                break;
             }
             let learned = self
                 .read_checks(
@@ -162,6 +180,20 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 break;
             }
         }
+        // What is left when the round stops (the environment failed, or enough steps).
+        for action in train.take_actions() {
+            self.set_aside(
+                &mut train,
+                action,
+                &intents,
+                &sample,
+                &lease,
+                &mut reports,
+                pending,
+            )
+            .await;
+        }
+        reports.extend(stop);
         self.save(&lease, &train, pending, reports).await
     }
 
@@ -255,6 +287,36 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         Ok(reports)
     }
 
+    /// An action the round will not carry out: a build or a fast-forward is asked for again
+    /// by the next round (the train is told so); an ejection or a retirement is still done,
+    /// so no intent is left out of the train and still queued.
+    #[allow(clippy::too_many_arguments)]
+    async fn set_aside(
+        &self,
+        train: &mut Train,
+        action: Action,
+        intents: &BTreeMap<String, Intent>,
+        sample: &Intent,
+        lease: &Lease,
+        reports: &mut Vec<IntentReport>,
+        pending: &mut Pending,
+    ) {
+        match action {
+            Action::Build { candidate, .. } => train.build_failed(candidate),
+            Action::FastForward { .. } => train.defer_landing(),
+            Action::Test { .. } => {}
+            action @ (Action::Retire { .. } | Action::Eject { .. }) => {
+                let mut lease = lease.clone();
+                if let Err(e) = self
+                    .carry_out(train, action, intents, sample, &mut lease, reports, pending)
+                    .await
+                {
+                    tracing::warn!(key = %lease.key(), "an action set aside failed: {e}");
+                }
+            }
+        }
+    }
+
     /// Carries out one action of the train. Answers a report that ends the round (the
     /// environment failed), if any.
     #[allow(clippy::too_many_arguments)]
@@ -304,6 +366,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                         train.built(candidate, build);
                     }
                     Err(e) => {
+                        train.build_failed(candidate);
                         return Ok(Some(self.environment_failed(
                             sample,
                             lease,
@@ -359,19 +422,14 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                         train.landed(&to);
                     }
                     Err(MergeError::TargetMoved { current, .. }) => train.target_moved(&current),
-                    Err(e) if e.is_environmental() => {
-                        train.defer_landing();
-                        return Ok(Some(self.environment_failed(
-                            sample,
-                            lease,
-                            &e.to_string(),
-                            pending,
-                        )));
-                    }
+                    // Anything else (protected, refused, unreachable) will not pass by testing
+                    // again: the key pauses with the reason and the tested commit waits.
                     Err(e) => {
-                        tracing::warn!(key = %key, "the fast-forward to {to} failed: {e}");
-                        let tip = self.scm.target_tip(sample).await.unwrap_or(from);
-                        train.target_moved(&tip);
+                        train.defer_landing();
+                        let reason = format!("the fast-forward to the tested {to} failed: {e}");
+                        return Ok(Some(
+                            self.environment_failed(sample, lease, &reason, pending),
+                        ));
                     }
                 }
             }
@@ -407,7 +465,18 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             intents: held,
         } in train.under_test()
         {
-            let held: Vec<&Intent> = held.iter().filter_map(|id| intents.get(id)).collect();
+            // A re-run's commit also holds intents that landed since: read them again.
+            let mut loaded = Vec::new();
+            for id in held.iter().filter(|id| !intents.contains_key(*id)) {
+                if let Some(intent) = self.store.intent(id).await? {
+                    loaded.push(intent);
+                }
+            }
+            let held: Vec<&Intent> = held
+                .iter()
+                .filter_map(|id| intents.get(id))
+                .chain(loaded.iter())
+                .collect();
             let mut required: Vec<String> = held
                 .iter()
                 .flat_map(|i| {

@@ -310,6 +310,102 @@ async fn predicted_conflicts_ride_apart_so_a_failing_intent_takes_nobody_down(w:
     assert!(w.is_ancestor(&w.sha("feature/fine"), &w.sha("main")));
 }
 
+/// A freeze holds the tested commit: nothing lands, and the train waits without testing
+/// again; an intent dequeued meanwhile does not land with it (its candidate is rebuilt without
+/// it); once the freeze ends, the rest lands.
+async fn a_freeze_holds_the_tested_commit_and_a_dequeued_intent_does_not_land_with_it(w: World) {
+    use converge_core::comment_command::{Command, Effect, effect};
+    let path = w.repo.path();
+    branch(path, "feature/a", &[("a.txt", "a\n")]);
+    branch(path, "feature/b", &[("b.txt", "b\n")]);
+    w.create("a", "feature/a").await;
+    w.create("b", "feature/b").await;
+    let now = w.clock.now();
+    let freeze = converge_core::freeze::Freeze {
+        id: "frz".into(),
+        tenant_id: None,
+        repo: None,
+        target: Some("main".into()),
+        reason: "release".into(),
+        window: converge_core::freeze::Window::Span {
+            start: now - chrono::Duration::minutes(1),
+            end: Some(now + chrono::Duration::hours(1)),
+        },
+        created_by: "ops".into(),
+        created_at: now,
+        lifted_at: None,
+        lifted_by: None,
+    };
+    w.store
+        .commit(&Commit {
+            freezes: vec![converge_store::FreezeWrite::Put(freeze)],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    let main_before = w.sha("main");
+    let worker = w.processor(TrainSettings {
+        batch_size: 8,
+        depth: 1,
+        flaky_reruns: 0,
+        known_flaky: BTreeSet::new(),
+    });
+    w.settle(&worker, 3).await;
+    assert_eq!(w.sha("main"), main_before, "frozen: nothing lands");
+    assert_eq!(w.status("a").await, Status::Queued);
+    let trials = git(
+        path,
+        &[
+            "for-each-ref",
+            "--format=%(refname)",
+            "refs/heads/converge/",
+        ],
+    );
+    assert_eq!(
+        trials.lines().count(),
+        1,
+        "one tested candidate waits: {trials}"
+    );
+
+    // `b` is taken out while its candidate waits.
+    let b = w.store.intent("b").await.unwrap().unwrap();
+    let Effect::Events(events) = effect(&b, Command::Dequeue, "ops") else {
+        panic!("dequeue does something");
+    };
+    let events = events
+        .into_iter()
+        .map(|(event_type, payload)| {
+            Event::about_intent(
+                "b-dequeued",
+                "test",
+                w.clock.now(),
+                event_type,
+                "b",
+                payload,
+            )
+        })
+        .collect();
+    w.store
+        .commit(&Commit {
+            events,
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+
+    // The freeze ends: `a` lands alone, `b` does not.
+    w.clock.advance(chrono::Duration::hours(2));
+    w.settle(&worker, 10).await;
+    assert_eq!(w.status("a").await, Status::Merged);
+    assert_eq!(w.status("b").await, Status::Rejected);
+    let main = w.sha("main");
+    assert!(w.is_ancestor(&w.sha("feature/a"), &main));
+    assert!(
+        !w.is_ancestor(&w.sha("feature/b"), &main),
+        "a dequeued intent landed"
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -338,4 +434,5 @@ on_both_backends!(
     a_batch_of_eight_with_one_failing_lands_the_other_seven,
     a_conflict_between_queued_intents_rejects_the_later_one_with_its_files,
     predicted_conflicts_ride_apart_so_a_failing_intent_takes_nobody_down,
+    a_freeze_holds_the_tested_commit_and_a_dequeued_intent_does_not_land_with_it,
 );
