@@ -30,7 +30,7 @@ use converge_core::queue::{
 use converge_core::repo_config::{self, RepoConfig};
 use converge_core::train::{MergeMethod, MergeMode, TrainSettings};
 use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
-use converge_store::{Commit, IntentCursor, Lease, OutboxMessage, Store, StoreError};
+use converge_store::{Commit, IntentCursor, KeyDocument, Lease, OutboxMessage, Store, StoreError};
 use serde_json::{Value, json};
 
 use crate::commands::SharedClock;
@@ -823,7 +823,10 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         let Ok(tip) = self.scm.target_tip(sample).await else {
             return Ok((policy, knobs, None));
         };
-        let stored = self.store.repo_config_of(lease.key()).await?;
+        let stored = self
+            .store
+            .key_document(lease.key(), KeyDocument::RepoConfig)
+            .await?;
         let last_valid = || {
             stored
                 .as_deref()
@@ -832,14 +835,18 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         let config = match self.scm.read_file(sample, &tip, repo_config::PATH).await {
             Ok(None) => {
                 if stored.is_some() {
-                    self.store.save_repo_config(lease, None).await?;
+                    self.store
+                        .save_key_document(lease, KeyDocument::RepoConfig, None)
+                        .await?;
                 }
                 None
             }
             Ok(Some(text)) => match repo_config::parse(&text) {
                 Ok(config) => {
                     if stored.as_deref() != Some(text.as_str()) {
-                        self.store.save_repo_config(lease, Some(&text)).await?;
+                        self.store
+                            .save_key_document(lease, KeyDocument::RepoConfig, Some(&text))
+                            .await?;
                         tracing::info!(key = %lease.key(), commit = %tip, "{} in force", repo_config::PATH);
                     }
                     Some(config)

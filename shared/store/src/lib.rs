@@ -41,8 +41,9 @@ pub use model::{
     AgentPolicyWrite, ApiKeyRecord, ChainedEvent, Commit, CommitLink, DailyTally, DecisionTrail,
     Delivery, DeliveryOutcome, DocumentWrite, EventFilter, Expected, FencingToken, FlagSetting,
     FreezeWrite, IdempotencyClaim, IntakeOverride, IntakeWrite, IntentCount, IntentCursor,
-    IntentFilter, KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage, QueueAge, ReviewCounts,
-    ReviewFilter, ReviewWrite, StoredEvent, StoredIntent, StoredReview, VersionedDocument,
+    IntentFilter, KeyDocument, KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage, QueueAge,
+    ReviewCounts, ReviewFilter, ReviewWrite, StoredEvent, StoredIntent, StoredReview,
+    VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::{SqliteDurability, SqliteStore};
@@ -695,14 +696,10 @@ forward! {
     fn release_key_hold(&self, lease: &Lease) -> bool;
     /// Ends the pause of a key nobody holds.
     fn release_idle_key_hold(&self, key: &converge_core::queue::QueueKey) -> bool;
-    /// Stores a held key's tested queue.
-    fn save_train(&self, lease: &Lease, state: &str) -> ();
-    /// A key's stored tested queue.
-    fn train_of(&self, key: &converge_core::queue::QueueKey) -> Option<String>;
-    /// Stores the last valid repository configuration of a held key's target.
-    fn save_repo_config(&self, lease: &Lease, text: Option<&str>) -> ();
-    /// The last valid repository configuration of a key's target.
-    fn repo_config_of(&self, key: &converge_core::queue::QueueKey) -> Option<String>;
+    /// Stores a document a held key keeps in its lease row.
+    fn save_key_document(&self, lease: &Lease, document: KeyDocument, text: Option<&str>) -> ();
+    /// A document a key keeps in its lease row.
+    fn key_document(&self, key: &converge_core::queue::QueueKey, document: KeyDocument) -> Option<String>;
     /// Claims unsent outbox rows.
     fn claim_outbox(&self, topic: &str, claimer: &str, limit: u32, claim_ttl: std::time::Duration) -> Vec<OutboxEntry>;
     /// Marks an outbox row sent.

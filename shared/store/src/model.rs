@@ -65,6 +65,44 @@ pub struct LeaseState {
     pub hold: Option<KeyHold>,
 }
 
+/// A document a queue key keeps in its lease row, written only by the lease's holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyDocument {
+    /// The key's tested queue (`core::train::Train`, JSON).
+    Train,
+    /// The last valid `.github/converge.toml` read on the key's target.
+    RepoConfig,
+}
+
+impl KeyDocument {
+    /// Sets it (`$6`) in the row of a key still held (`$1`–`$3` the key, `$4` holder, `$5`
+    /// token). Static per document: no SQL is put together at run time.
+    pub(crate) fn update_sql(self) -> &'static str {
+        match self {
+            KeyDocument::Train => {
+                "UPDATE queue_leases SET train = $6 \
+                 WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5"
+            }
+            KeyDocument::RepoConfig => {
+                "UPDATE queue_leases SET repo_config = $6 \
+                 WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5"
+            }
+        }
+    }
+
+    /// Reads it from a key's row (`$1`–`$3`).
+    pub(crate) fn select_sql(self) -> &'static str {
+        match self {
+            KeyDocument::Train => {
+                "SELECT train FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3"
+            }
+            KeyDocument::RepoConfig => {
+                "SELECT repo_config FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3"
+            }
+        }
+    }
+}
+
 /// A queue key paused because its environment failed (not its changes): no round runs before
 /// `until`; the next round that gets through clears it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

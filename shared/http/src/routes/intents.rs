@@ -421,8 +421,10 @@ pub(super) enum CommandRequest {
     /// Set its queue priority.
     Priority {
         /// 0 to 9, lower first.
-        #[schemars(range(min = 0, max = 9))]
-        priority: u8,
+        // Read as JSON Schema's `integer` is (3.0 is 3); required, never null.
+        #[serde(deserialize_with = "crate::extract::integral")]
+        #[schemars(with = "u8", range(min = 0, max = 9))]
+        priority: Option<u8>,
     },
     /// Start its retries again (and bring a rejected one back).
     Retry {},
@@ -442,9 +444,9 @@ pub(super) async fn command_intent(
     let command = match body {
         CommandRequest::Queue {} => Command::Queue,
         CommandRequest::Dequeue {} => Command::Dequeue,
-        CommandRequest::Priority { priority } if priority <= 9 => {
-            Command::Priority(i64::from(priority))
-        }
+        CommandRequest::Priority {
+            priority: Some(priority),
+        } if priority <= 9 => Command::Priority(i64::from(priority)),
         CommandRequest::Priority { .. } => {
             return Err(ApiError::BadRequest(
                 "priority must be from 0 to 9".to_owned(),

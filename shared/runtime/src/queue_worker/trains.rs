@@ -19,7 +19,7 @@ use converge_core::publication::Publisher;
 use converge_core::queue::{self, RoundOutcome};
 use converge_core::train::{Action, Build, CheckResult, Queued, Train, UnderTest};
 use converge_core::{Intent, PolicyConfig, Status};
-use converge_store::{Lease, StoreError};
+use converge_store::{KeyDocument, Lease, StoreError};
 
 use super::{IntentReport, Pending, QueueProcessor, WorkerError, queue_label};
 
@@ -47,7 +47,10 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         // The round's validations first: their simulations tell which files each intent
         // changes (conflict prediction reads them from the store).
         self.flush(lease, pending).await?;
-        let stored = self.store.train_of(lease.key()).await?;
+        let stored = self
+            .store
+            .key_document(lease.key(), KeyDocument::Train)
+            .await?;
         let stored: Option<Train> = stored.and_then(|text| match serde_json::from_str(&text) {
             Ok(train) => Some(train),
             Err(e) => {
@@ -283,7 +286,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         self.flush(lease, pending).await?;
         let state = serde_json::to_string(train)
             .map_err(|e| StoreError::Config(format!("the tested queue does not write: {e}")))?;
-        self.store.save_train(lease, &state).await?;
+        self.store
+            .save_key_document(lease, KeyDocument::Train, Some(&state))
+            .await?;
         Ok(reports)
     }
 

@@ -5,6 +5,32 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is how a test fails.
 
+/// Runs each named scenario `async fn name(world: World)` of the calling module on SQLite
+/// (`sqlite_world()`) and on a throwaway PostgreSQL database (`pg_world()`, dropped after).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::sqlite_world().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let world = super::pg_world().await;
+                    let url = world.pg_url.clone().unwrap_or_default();
+                    super::$name(world).await;
+                    converge_testkit::drop_pg_database(&url).await;
+                }
+            )*
+        }
+    };
+}
+
 mod audit;
 mod concurrency;
 mod github;

@@ -651,30 +651,6 @@ async fn a_poll_processes_different_targets_at_once(w: World) {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::sqlite_world().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let world = super::pg_world().await;
-                    let url = world.pg_url.clone().unwrap_or_default();
-                    super::$name(world).await;
-                    converge_testkit::drop_pg_database(&url).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_backends!(
     a_poll_processes_different_targets_at_once,
     queued_work_never_starves_the_intents_behind_it,

@@ -406,30 +406,6 @@ async fn a_freeze_holds_the_tested_commit_and_a_dequeued_intent_does_not_land_wi
     );
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::sqlite_world().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let world = super::pg_world().await;
-                    let url = world.pg_url.clone().unwrap_or_default();
-                    super::$name(world).await;
-                    converge_testkit::drop_pg_database(&url).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_backends!(
     a_batch_of_eight_with_one_failing_lands_the_other_seven,
     a_conflict_between_queued_intents_rejects_the_later_one_with_its_files,

@@ -206,48 +206,11 @@ macro_rules! lease_operations {
                 Ok(cleared > 0)
             }
 
-            /// Stores the tested queue of the key of `lease` (still held: its holder and token
-            /// must match, or nothing is written and `StaleLease` answers).
-            pub async fn save_train(&self, lease: &$crate::Lease, state: &str) -> Result<(), $crate::StoreError> {
-                let saved = sqlx::query(
-                    "UPDATE queue_leases SET train = $6 \
-                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5",
-                )
-                .bind(&lease.key.tenant)
-                .bind(&lease.key.repo)
-                .bind(&lease.key.target)
-                .bind(&lease.holder)
-                .bind(lease.token.0)
-                .bind(state)
-                .execute(self.writer())
-                .await?
-                .rows_affected();
-                if saved == 0 {
-                    return Err($crate::StoreError::StaleLease { key: lease.key.clone(), token: lease.token.0 });
-                }
-                Ok(())
-            }
-
-            /// The stored tested queue of a key, if it has one.
-            pub async fn train_of(&self, key: &converge_core::queue::QueueKey) -> Result<Option<String>, $crate::StoreError> {
-                let state: Option<Option<String>> = sqlx::query_scalar(
-                    "SELECT train FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3",
-                )
-                .bind(&key.tenant)
-                .bind(&key.repo)
-                .bind(&key.target)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(state.flatten())
-            }
-
-            /// Stores the last valid repository configuration read on the target of the key
-            /// of `lease` (still held), or forgets it (`None`: the file is gone).
-            pub async fn save_repo_config(&self, lease: &$crate::Lease, text: Option<&str>) -> Result<(), $crate::StoreError> {
-                let saved = sqlx::query(
-                    "UPDATE queue_leases SET repo_config = $6 \
-                     WHERE tenant = $1 AND repo = $2 AND target = $3 AND holder = $4 AND token = $5",
-                )
+            /// Stores one of the documents a key keeps in its lease row (`None` forgets it). The
+            /// key's lease must still be held (holder and token), or nothing is written and
+            /// `StaleLease` answers.
+            pub async fn save_key_document(&self, lease: &$crate::Lease, document: $crate::KeyDocument, text: Option<&str>) -> Result<(), $crate::StoreError> {
+                let saved = sqlx::query(document.update_sql())
                 .bind(&lease.key.tenant)
                 .bind(&lease.key.repo)
                 .bind(&lease.key.target)
@@ -263,11 +226,9 @@ macro_rules! lease_operations {
                 Ok(())
             }
 
-            /// The last valid repository configuration of a key's target, if any.
-            pub async fn repo_config_of(&self, key: &converge_core::queue::QueueKey) -> Result<Option<String>, $crate::StoreError> {
-                let text: Option<Option<String>> = sqlx::query_scalar(
-                    "SELECT repo_config FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3",
-                )
+            /// One of the documents a key keeps in its lease row, if it has it.
+            pub async fn key_document(&self, key: &converge_core::queue::QueueKey, document: $crate::KeyDocument) -> Result<Option<String>, $crate::StoreError> {
+                let text: Option<Option<String>> = sqlx::query_scalar(document.select_sql())
                 .bind(&key.tenant)
                 .bind(&key.repo)
                 .bind(&key.target)
