@@ -107,6 +107,10 @@ struct Inner {
     reactions: Vec<(String, u64, String)>,
     /// (repo, issue number, body).
     comments: Vec<(String, u64, String)>,
+    /// Check suites, one per (repo, commit), numbered when first listed.
+    suites: BTreeMap<(String, String), u64>,
+    /// (repo, commit) of every check suite re-requested.
+    rerequested: Vec<(String, String)>,
     next_id: u64,
 }
 
@@ -239,6 +243,11 @@ impl GithubFake {
     /// Reactions posted on comments: (repo, comment id, content).
     pub fn reactions(&self) -> Vec<(String, u64, String)> {
         self.inner().reactions.clone()
+    }
+
+    /// Check suites re-requested: (repo, commit).
+    pub fn rerequested(&self) -> Vec<(String, String)> {
+        self.inner().rerequested.clone()
     }
 
     /// Comments posted on issues and pull requests: (repo, number, body).
@@ -380,6 +389,14 @@ fn router(shared: Arc<Shared>) -> Router {
             get(list_check_runs),
         )
         .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
+        .route(
+            "/repos/{owner}/{repo}/commits/{reference}/check-suites",
+            get(list_check_suites),
+        )
+        .route(
+            "/repos/{owner}/{repo}/check-suites/{id}/rerequest",
+            post(rerequest_check_suite),
+        )
         .route(
             "/repos/{owner}/{repo}/check-runs/{id}",
             patch(update_check_run),
@@ -1035,6 +1052,77 @@ async fn list_check_runs(
         .map(check_run_json)
         .collect();
     Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
+}
+
+/// The commit's check runs as one suite: completed when every latest run per name is, failed
+/// when one of those failed.
+async fn list_check_suites(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((owner, repo, reference)): UrlPath<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = authorised(&shared, &headers) {
+        return denied.into_response();
+    }
+    let path = match repo_path(&shared, &owner, &repo) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let sha = resolve(&path, &reference).await.unwrap_or(reference);
+    let full = format!("{owner}/{repo}");
+    let mut inner = lock(&shared);
+    let mut latest: BTreeMap<String, &CheckRun> = BTreeMap::new();
+    for run in inner
+        .check_runs
+        .iter()
+        .filter(|r| r.repo == full && r.head_sha == sha)
+    {
+        if latest.get(&run.name).is_none_or(|seen| seen.id < run.id) {
+            latest.insert(run.name.clone(), run);
+        }
+    }
+    if latest.is_empty() {
+        return Json(json!({"total_count": 0, "check_suites": []})).into_response();
+    }
+    let completed = latest.values().all(|r| r.status == "completed");
+    let failed = latest
+        .values()
+        .any(|r| r.conclusion.as_deref().is_some_and(|c| c != "success"));
+    let conclusion = match (completed, failed) {
+        (false, _) => Value::Null,
+        (true, true) => json!("failure"),
+        (true, false) => json!("success"),
+    };
+    let status = if completed {
+        "completed"
+    } else {
+        "in_progress"
+    };
+    inner.next_id += 1;
+    let fresh = inner.next_id;
+    let id = *inner.suites.entry((full, sha.clone())).or_insert(fresh);
+    let suite = json!({"id": id, "head_sha": sha, "status": status, "conclusion": conclusion});
+    Json(json!({"total_count": 1, "check_suites": [suite]})).into_response()
+}
+
+async fn rerequest_check_suite(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((owner, repo, id)): UrlPath<(String, String, u64)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = authorised(&shared, &headers) {
+        return denied.into_response();
+    }
+    let mut inner = lock(&shared);
+    let Some((key, _)) = inner.suites.iter().find(|(_, suite)| **suite == id) else {
+        return message(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let key = key.clone();
+    if key.0 != format!("{owner}/{repo}") {
+        return message(StatusCode::NOT_FOUND, "Not Found");
+    }
+    inner.rerequested.push(key);
+    (StatusCode::CREATED, Json(json!({}))).into_response()
 }
 
 #[derive(Deserialize)]

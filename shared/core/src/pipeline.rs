@@ -315,6 +315,19 @@ pub trait Checks {
         head_sha: &str,
         required: &[String],
     ) -> impl Future<Output = Result<Vec<CheckOutcome>, ChecksError>> + Send;
+
+    /// Asks CI to run the checks of `commit` again (a tested candidate's re-run). `Ok(true)`:
+    /// asked; results are read from a later round, once CI had a chance to start. `Ok(false)`:
+    /// nothing to ask — reading again is the re-run (checks run as commands), or nobody can be
+    /// asked (results CI reported stand).
+    fn rerun(
+        &self,
+        intent: &Intent,
+        commit: &str,
+    ) -> impl Future<Output = Result<bool, ChecksError>> + Send {
+        let _ = (intent, commit);
+        async { Ok(false) }
+    }
 }
 
 /// The current time.

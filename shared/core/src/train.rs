@@ -142,6 +142,8 @@ pub enum Action {
         candidate: CandidateId,
         /// Its commit.
         commit: String,
+        /// The commit was tested before: CI must run its checks again (a re-run).
+        again: bool,
     },
     /// The candidate is finished with (cancelled, landed or judged): stop its checks if they
     /// still run, and delete its trial ref.
@@ -491,7 +493,11 @@ impl Train {
                 let c = &mut self.lines[line].candidates[at];
                 c.commit = Some(commit.clone());
                 c.stage = Stage::Testing { runs: 1 };
-                self.actions.push(Action::Test { candidate, commit });
+                self.actions.push(Action::Test {
+                    candidate,
+                    commit,
+                    again: false,
+                });
             }
             Build::Conflict { intent, files } => {
                 // Everything from here on was built on, or waits for, this candidate.
@@ -552,6 +558,7 @@ impl Train {
                 self.actions.push(Action::Test {
                     candidate,
                     commit: commit.to_owned(),
+                    again: true,
                 });
             }
             Some(check) => c.stage = Stage::Failed { check },
@@ -767,6 +774,7 @@ impl Train {
             self.actions.push(Action::Test {
                 candidate: id,
                 commit: commit.clone(),
+                again: true,
             });
             let built_on = self.lines[0]
                 .candidates

@@ -383,6 +383,50 @@ impl Scm for GithubPorts {
 }
 
 impl Checks for GithubPorts {
+    /// Re-requests every check suite of the commit that did not succeed (GitHub resets it and
+    /// CI runs it again).
+    async fn rerun(&self, intent: &Intent, commit: &str) -> Result<bool, ChecksError> {
+        let t = self
+            .target(intent)
+            .map_err(|e| ChecksError(e.to_string()))?;
+        let route = format!(
+            "/repos/{}/commits/{commit}/check-suites?per_page=100",
+            t.repo
+        );
+        let (status, suites) = call(&t.client, "GET", &route, None)
+            .await
+            .map_err(|e| ChecksError(e.to_string()))?;
+        if status != 200 {
+            return Err(ChecksError(format!(
+                "check suites: GitHub answered {status}: {}",
+                message_of(&suites)
+            )));
+        }
+        let mut asked = false;
+        for suite in suites["check_suites"].as_array().into_iter().flatten() {
+            let failed = suite["status"].as_str() == Some("completed")
+                && !matches!(
+                    suite["conclusion"].as_str(),
+                    Some("success" | "neutral" | "skipped")
+                );
+            let Some(id) = suite["id"].as_u64().filter(|_| failed) else {
+                continue;
+            };
+            let route = format!("/repos/{}/check-suites/{id}/rerequest", t.repo);
+            let (status, answer) = call(&t.client, "POST", &route, None)
+                .await
+                .map_err(|e| ChecksError(e.to_string()))?;
+            if status != 201 {
+                return Err(ChecksError(format!(
+                    "re-requesting check suite {id}: GitHub answered {status}: {}",
+                    message_of(&answer)
+                )));
+            }
+            asked = true;
+        }
+        Ok(asked)
+    }
+
     async fn outcomes(
         &self,
         intent: &Intent,

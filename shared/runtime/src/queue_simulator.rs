@@ -642,7 +642,9 @@ impl Simulator<'_> {
                         let build = self.build(&base, &intents, &trial).await?;
                         train.built(candidate, build);
                     }
-                    Action::Test { candidate, commit } => {
+                    Action::Test {
+                        candidate, commit, ..
+                    } => {
                         self.report.ci_runs += 1;
                         let length = self.run_length_ms();
                         let passed = !self.breaks(&commit) && !self.flakes();

@@ -1197,6 +1197,8 @@ struct Pending {
     riding: Vec<trains::Riding>,
     /// The round's queue settings.
     knobs: Knobs,
+    /// Tested mode: candidates whose checks CI was asked to run again this round.
+    rerun_asked: BTreeSet<u64>,
 }
 
 impl Pending {

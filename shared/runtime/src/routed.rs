@@ -142,6 +142,13 @@ impl Checks for RoutedPorts {
             Side::Github(github) => github.outcomes(intent, head_sha, required).await,
         }
     }
+
+    async fn rerun(&self, intent: &Intent, commit: &str) -> Result<bool, ChecksError> {
+        match self.side(intent).map_err(|m| ChecksError(m.to_owned()))? {
+            Side::Local(_, checks) => checks.rerun(intent, commit).await,
+            Side::Github(github) => github.rerun(intent, commit).await,
+        }
+    }
 }
 
 impl Merger for RoutedPorts {

@@ -131,7 +131,9 @@ impl World {
                 self.trial_refs.insert(candidate);
                 train.built(candidate, Build::Built(id));
             }
-            Action::Test { candidate, commit } => {
+            Action::Test {
+                candidate, commit, ..
+            } => {
                 self.running.insert(candidate, commit);
             }
             Action::Retire { candidate } => {

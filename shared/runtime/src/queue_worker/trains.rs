@@ -177,6 +177,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     &intents,
                     policy,
                     &pending.knobs.train.known_flaky,
+                    &pending.rerun_asked,
                 )
                 .await?;
             if !acted && !learned {
@@ -381,7 +382,19 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     }
                 }
             }
-            // CI picks the trial ref up; its results are read with the checks port.
+            // CI picks the trial ref up; its results are read with the checks port. A re-run
+            // is asked of CI, and then read from a later round.
+            Action::Test {
+                candidate,
+                commit,
+                again: true,
+            } => match self.checks.rerun(sample, &commit).await {
+                Ok(true) => {
+                    pending.rerun_asked.insert(candidate);
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(key = %key, candidate, "no re-run of {commit}: {e}"),
+            },
             Action::Test { .. } => {}
             Action::Retire { candidate } => {
                 if let Err(e) = self.scm.drop_trial(sample, &trial_ref(candidate)).await {
@@ -462,6 +475,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         intents: &BTreeMap<String, Intent>,
         policy: &PolicyConfig,
         known_flaky: &BTreeSet<String>,
+        rerun_asked: &BTreeSet<u64>,
     ) -> Result<bool, WorkerError> {
         let mut learned = false;
         for UnderTest {
@@ -470,6 +484,10 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             intents: held,
         } in train.under_test()
         {
+            if rerun_asked.contains(&candidate) {
+                // Its old result would answer: the re-run is read from a later round.
+                continue;
+            }
             // A re-run's commit also holds intents that landed since: read them again.
             let mut loaded = Vec::new();
             for id in held.iter().filter(|id| !intents.contains_key(*id)) {

@@ -1183,3 +1183,49 @@ async fn the_repository_file_picks_the_mode_and_a_refused_one_leaves_the_last_va
         "{summaries:?}"
     );
 }
+
+/// Tested mode on GitHub: a flaky failure is re-run — the commit's failed check suite is
+/// re-requested, its old result not taken for the new one — and the pull request lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tested_mode_reruns_a_flaky_failure_through_github_and_lands() {
+    let w = world().await;
+    branch(&w.repo, "flaky", "main", "flaky.txt", "1\n");
+    let id = w.open_pull(31, "flaky").await;
+    let worker = w.tested_processor();
+    let mut judged = std::collections::BTreeSet::new();
+    let mut rerun = 0;
+    for _ in 0..15 {
+        poll(&worker).await;
+        if w.intent(&id).await.status == Status::Merged {
+            break;
+        }
+        // CI: the first trial commit flakes; a re-requested suite runs again and passes.
+        let trials = git(
+            &w.repo,
+            &[
+                "for-each-ref",
+                "--format=%(objectname)",
+                "refs/heads/converge/trial/",
+            ],
+        );
+        for sha in trials.lines() {
+            if !judged.insert(sha.to_string()) {
+                continue;
+            }
+            let conclusion = if judged.len() == 1 {
+                "failure"
+            } else {
+                "success"
+            };
+            w.fake.complete_check(REPO, sha, "ci/lint", conclusion);
+        }
+        let asked = w.fake.rerequested();
+        for (_, sha) in &asked[rerun..] {
+            w.fake.complete_check(REPO, sha, "ci/lint", "success");
+        }
+        rerun = asked.len();
+    }
+    assert_eq!(w.intent(&id).await.status, Status::Merged);
+    assert_eq!(rerun, 1, "the flaky suite was re-requested once");
+    assert!(w.payloads(&id, EventType::IntentRejected).await.is_empty());
+}
