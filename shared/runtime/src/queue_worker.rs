@@ -775,6 +775,21 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     Err(e) => return Ok(report(RoundOutcome::Error, e.to_string())),
                 };
                 let step = queue::after_validation(intent, &decision, rules, waiting_since);
+                // The decision says what evidence it saw: a check reported while this round
+                // decides commits first, and must still be new to the next round.
+                let mut decision = decision;
+                for event in &mut decision.events {
+                    if matches!(
+                        event.event_type,
+                        EventType::IntentValidated | EventType::IntentBlocked
+                    ) && let Value::Object(evidence) = &mut event.evidence
+                    {
+                        evidence.insert(
+                            converge_store::EVIDENCE_SEQ.to_owned(),
+                            json!(trail.last_new_evidence),
+                        );
+                    }
+                }
                 let trace = decision.trace_id.clone();
                 let notice = (!decision.merge.head_sha.is_empty())
                     .then(|| publication::decided(intent, &decision, &step, Some(queue_position)));

@@ -37,6 +37,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use converge_core::pipeline::Clock;
 
 pub use error::StoreError;
+pub use model::EVIDENCE_SEQ;
 pub use model::{
     AgentPolicyWrite, ApiKeyRecord, ChainedEvent, Commit, CommitLink, DailyTally, DecisionTrail,
     Delivery, DeliveryOutcome, DocumentWrite, EventFilter, Expected, FencingToken, FlagSetting,

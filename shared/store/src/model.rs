@@ -485,8 +485,19 @@ pub struct DecisionTrail {
 impl DecisionTrail {
     /// Whether a check result was reported, or an operator reset the intent, after the latest
     /// decision.
+    ///
+    /// A decision records the latest evidence its round had read (`evidence.evidence_seq`):
+    /// a result reported while the round was deciding commits before the decision does, and
+    /// must still count as new. A decision without it is compared by its own position.
     pub fn new_evidence_since(&self) -> bool {
-        let decided = self.decisions.first().map(|d| d.seq);
+        let decided = self
+            .decisions
+            .first()
+            .map(|d| match d.event.evidence.get(EVIDENCE_SEQ) {
+                Some(serde_json::Value::Null) => 0,
+                Some(seen) => seen.as_i64().unwrap_or(d.seq),
+                None => d.seq,
+            });
         match (self.last_new_evidence, decided) {
             (Some(report), Some(decided)) => report > decided,
             (Some(_), None) => true,
@@ -494,6 +505,10 @@ impl DecisionTrail {
         }
     }
 }
+
+/// The evidence field of a decision naming the latest new evidence (`last_new_evidence`) the
+/// deciding round had read; `null` when there was none.
+pub const EVIDENCE_SEQ: &str = "evidence_seq";
 
 /// A webhook delivery, identified by the sender's delivery id.
 #[derive(Debug, Clone, PartialEq, Eq)]

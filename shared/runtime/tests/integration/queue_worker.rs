@@ -290,6 +290,82 @@ async fn checks_are_awaited_without_spending_retries(w: World) {
     assert_eq!(poll(&worker).await, [("docs".to_owned(), "merged")]);
 }
 
+/// Checks that CI reports while the round is reading them: the report commits before the
+/// round's "still waiting" decision does, and the next round must still see it as new.
+struct ReportedMidRound {
+    store: Store,
+    reported: std::sync::atomic::AtomicBool,
+}
+
+impl converge_core::pipeline::Checks for ReportedMidRound {
+    async fn outcomes(
+        &self,
+        intent: &Intent,
+        head_sha: &str,
+        required: &[String],
+    ) -> Result<Vec<converge_core::pipeline::CheckOutcome>, converge_core::pipeline::ChecksError>
+    {
+        use std::sync::atomic::Ordering;
+        let reads = converge_runtime::reported_checks::ReportedChecks::new(self.store.clone());
+        let outcomes =
+            converge_core::pipeline::Checks::outcomes(&reads, intent, head_sha, required).await;
+        if !self.reported.swap(true, Ordering::SeqCst) {
+            // CI reports right after this read, before the round commits its decision.
+            let event = Event::about_intent(
+                "mid-round-check",
+                "ci",
+                chrono::Utc::now(),
+                EventType::CheckReported,
+                &intent.id,
+                json!({"name": "lint", "head_sha": head_sha, "state": "passed"}),
+            );
+            self.store
+                .commit(&Commit {
+                    events: vec![event],
+                    ..Commit::default()
+                })
+                .await
+                .map_err(|e| converge_core::pipeline::ChecksError(e.to_string()))?;
+        }
+        outcomes
+    }
+}
+
+async fn a_check_reported_while_the_round_decides_is_seen_by_the_next(w: World) {
+    w.create("docs", "feature/docs").await;
+    let checks = ReportedMidRound {
+        store: w.store.clone(),
+        reported: std::sync::atomic::AtomicBool::new(false),
+    };
+    let worker = QueueProcessor::with_ports(
+        w.store.clone(),
+        converge_runtime::queue_worker::WorkerPorts {
+            scm: GitScm::new(w.repo.path()),
+            checks,
+            publisher: converge_core::publication::NoPublisher,
+        },
+        PolicyConfig::default(),
+        settings(true, false),
+        Arc::new(w.clock.clone()),
+        "w-mid",
+    );
+    let outcomes = |o: std::collections::BTreeMap<QueueKey, KeyOutcome>| -> Vec<&'static str> {
+        o.into_values()
+            .flat_map(|outcome| match outcome {
+                KeyOutcome::Processed(reports) => {
+                    reports.into_iter().map(|r| r.outcome.as_str()).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        outcomes(worker.poll().await.unwrap()),
+        ["waiting_for_checks"]
+    );
+    assert_eq!(outcomes(worker.poll().await.unwrap()), ["merged"]);
+}
+
 async fn a_wait_for_checks_that_outlasts_the_limit_counts_as_a_failed_attempt(w: World) {
     w.create("docs", "feature/docs").await;
     let worker = w.processor("w1", settings(true, false));
@@ -658,6 +734,7 @@ on_both_backends!(
     a_conflict_is_blocked_once_per_change_and_rejected_at_the_bound,
     queued_work_is_revalidated_when_the_target_moves,
     checks_are_awaited_without_spending_retries,
+    a_check_reported_while_the_round_decides_is_seen_by_the_next,
     a_wait_for_checks_that_outlasts_the_limit_counts_as_a_failed_attempt,
     a_busy_key_is_left_alone_and_a_fenced_worker_cannot_write,
     a_lost_merge_record_is_recovered_without_merging_twice,
