@@ -174,7 +174,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             let learned = self
                 .read_checks(
                     &mut train,
-                    &intents,
+                    &mut intents,
                     policy,
                     &pending.knobs.train.known_flaky,
                     &pending.rerun_asked,
@@ -223,18 +223,15 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         );
         let ids: Vec<String> = heads.iter().map(|(id, _)| id.clone()).collect();
         let mut files: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        // Newest first: the first simulation seen of an intent is its latest.
+        // One query, one event per intent: each one's latest simulation.
         for stored in self
             .store
-            .events_for(converge_core::EventType::SimulationCompleted, &ids, 10_000)
+            .latest_events(converge_core::EventType::SimulationCompleted, &ids)
             .await?
         {
             let Some(id) = stored.event.intent_id.clone() else {
                 continue;
             };
-            if files.contains_key(&id) {
-                continue;
-            }
             let changed = stored.event.payload["files_changed"]
                 .as_array()
                 .map(|list| {
@@ -472,7 +469,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     async fn read_checks(
         &self,
         train: &mut Train,
-        intents: &BTreeMap<String, Intent>,
+        intents: &mut BTreeMap<String, Intent>,
         policy: &PolicyConfig,
         known_flaky: &BTreeSet<String>,
         rerun_asked: &BTreeSet<u64>,
@@ -488,18 +485,15 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 // Its old result would answer: the re-run is read from a later round.
                 continue;
             }
-            // A re-run's commit also holds intents that landed since: read them again.
-            let mut loaded = Vec::new();
-            for id in held.iter().filter(|id| !intents.contains_key(*id)) {
-                if let Some(intent) = self.store.intent(id).await? {
-                    loaded.push(intent);
+            // A re-run's commit also holds intents that landed since: read once a round.
+            for id in &held {
+                if !intents.contains_key(id)
+                    && let Some(intent) = self.store.intent(id).await?
+                {
+                    intents.insert(id.clone(), intent);
                 }
             }
-            let held: Vec<&Intent> = held
-                .iter()
-                .filter_map(|id| intents.get(id))
-                .chain(loaded.iter())
-                .collect();
+            let held: Vec<&Intent> = held.iter().filter_map(|id| intents.get(id)).collect();
             let mut required: Vec<String> = held
                 .iter()
                 .flat_map(|i| {
