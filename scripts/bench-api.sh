@@ -61,7 +61,7 @@ run_backend() {
   load "GET /v1/intents" "$page_bytes" -H 'x-api-key: bench-key' "$base/v1/intents"
   load "GET /v1/intents, If-None-Match (304)" "$page_bytes" -H 'x-api-key: bench-key' -H "if-none-match: $etag" "$base/v1/intents"
   load "POST /v1/intents" 400 -H 'x-api-key: bench-key' -s "$WORK/post.lua" "$base/v1/intents"
-  echo "== $name: peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/$SERVER_PID/status")"
+  echo "== $name: peak RSS: $(rss_report "$SERVER_PID")"
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
   # The same GET with the rate limit on (a budget it never reaches): what the limiter costs.
   start_server "$@" CONVERGE_API_KEYS="bench-key:admin:bench" CONVERGE_RATE_LIMIT_RPM=1000000000

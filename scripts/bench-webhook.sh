@@ -74,7 +74,7 @@ run_backend() {
   echo "== $name: signed 25 KB pull_request deliveries, 16 connections, $DURATION"
   CONNECTIONS=16 load "POST webhook (per KB received)" "$body_bytes" -s "$WORK/webhook.lua" \
     "http://127.0.0.1:$PORT/integrations/github/webhook"
-  echo "== $name: peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/$SERVER_PID/status")"
+  echo "== $name: peak RSS: $(rss_report "$SERVER_PID")"
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
 }
 

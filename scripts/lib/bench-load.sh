@@ -70,3 +70,11 @@ print(f"   {label}: {float(rps):,.0f} req/s, p50 {p50}, p99 {p99}, CPU per reque
 PY
 }
 
+
+# The server's peak RSS (VmHWM), and what it is made of at the end of the load: anonymous memory
+# (heap, stacks) and the pages of files it maps (mostly the binary's code), and its threads.
+rss_report() {
+  awk '/^VmHWM/ {peak = $2} /^RssAnon/ {anon = $2} /^RssFile/ {file = $2} /^Threads/ {threads = $2}
+       END {printf "%d kB (at the end: anonymous %d kB, mapped files %d kB, %d threads)\n", peak, anon, file, threads}' \
+    "/proc/$1/status"
+}

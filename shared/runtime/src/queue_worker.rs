@@ -487,9 +487,16 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     }
                 }
             }
+            // And their decision trails.
+            let mut trails = self
+                .store
+                .decision_trails(&ids, TRAIL_DEPTH)
+                .await?
+                .into_iter();
             pending.target_now = None;
             for intent in &page {
                 let tips = page_tips.as_mut().and_then(Iterator::next);
+                let trail = trails.next().unwrap_or_default();
                 if intent.status == Status::Queued {
                     queued_seen += 1;
                 }
@@ -508,6 +515,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     tips,
                     reviews: reviews.remove(&intent.id).unwrap_or_default(),
                     host_reviews: host_reviews.remove(&intent.id).unwrap_or_default(),
+                    trail,
                 };
                 seen.insert(intent.id.clone());
                 let report = self
@@ -621,6 +629,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             tips,
             reviews,
             host_reviews,
+            trail,
         } = turn;
         let report = |outcome: RoundOutcome, detail: String| IntentReport {
             intent_id: intent.id.clone(),
@@ -670,7 +679,6 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             return Ok(self.held_by_reviews(intent, lease, reason, pending));
         }
 
-        let trail = self.store.decision_trail(&intent.id, TRAIL_DEPTH).await?;
         let history: Vec<Event> = trail.decisions.iter().map(|d| d.event.clone()).collect();
         let last = LastDecision::from_events(&history);
         let now = self.clock.now();
@@ -916,12 +924,6 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         trace: &str,
         pending: &mut Pending,
     ) -> Result<IntentReport, WorkerError> {
-        if let Some(report) = self
-            .frozen(intent, lease, validated, trace, pending)
-            .await?
-        {
-            return Ok(report);
-        }
         let just_committed = !pending.is_empty();
         self.flush(lease, pending).await?;
         let (lease, permit) = self
@@ -933,8 +935,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 self.clock.now(),
             )
             .await?;
-        // A freeze committed before this point holds (read again after the permit: one
-        // answered while the permit was taken holds too).
+        // A freeze committed before this point holds, one answered while the permit was taken
+        // too: read once, after the permit (a frozen key's intents cost a flush, which the
+        // round does anyway, and not a second read each on the path every merge takes).
         if let Some(report) = self
             .frozen(intent, &lease, validated, trace, pending)
             .await?
@@ -1270,6 +1273,9 @@ struct Turn {
     reviews: Vec<converge_core::review::ReviewTask>,
     /// Its pull request's reviews on the code host (read with its page).
     host_reviews: Vec<converge_core::approvals::HostReview>,
+    /// Its latest decisions and evidence (read with its page: a check reported after the read
+    /// is new to the next round, as its decision records).
+    trail: converge_store::DecisionTrail,
 }
 
 /// Deferred decisions committed at once, at most.

@@ -659,6 +659,8 @@ forward! {
     fn queue_intents(&self, key: &converge_core::queue::QueueKey, after: Option<&IntentCursor>, limit: u32) -> Vec<converge_core::Intent>;
     /// An intent's latest decisions and latest reported check.
     fn decision_trail(&self, intent_id: &str, limit: u32) -> DecisionTrail;
+    /// The decision trails of several intents in one query, in the order given.
+    fn decision_trails(&self, intent_ids: &[String], limit: u32) -> Vec<DecisionTrail>;
     /// Intents counted by queue key and status.
     fn intent_counts(&self, tenant: Option<&str>) -> Vec<IntentCount>;
     /// The same, of the actionable statuses only.

@@ -12,7 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use crate::StoreError;
 use crate::backend::{
-    insert_intent_sql, insert_intents_prefix, intent_overwrite_sql, store_operations,
+    insert_events_prefix, insert_intent_sql, insert_intents_prefix, intent_overwrite_sql,
+    store_operations, tally_upsert_sql, version_bump_sql,
 };
 
 /// How long to wait for a pooled connection before giving up.
@@ -126,6 +127,88 @@ crate::backend::analytics::analytics_operations!(
     window_columns = "COUNT(*) FILTER (WHERE event_type = 'simulation.completed') AS simulations, COUNT(*) FILTER (WHERE event_type = 'simulation.completed' AND payload->'mergeable' = 'true'::jsonb) AS mergeable, COUNT(*) FILTER (WHERE event_type = 'risk.evaluated') AS risk_evaluations, AVG(COALESCE((payload->>'entropy_score')::float8, 0)) FILTER (WHERE event_type = 'risk.evaluated') AS entropy_mean, AVG(COALESCE((payload->>'propagation_score')::float8, 0)) FILTER (WHERE event_type = 'risk.evaluated') AS propagation_mean, AVG(COALESCE((payload->>'containment_score')::float8, 1)) FILTER (WHERE event_type = 'risk.evaluated') AS containment_mean, COUNT(*) FILTER (WHERE event_type = 'risk.evaluated' AND COALESCE((payload->>'propagation_score')::float8, 0) > 40) AS high_propagation, COUNT(*) FILTER (WHERE event_type = 'intent.merged') AS merged, COUNT(*) FILTER (WHERE event_type = 'intent.rejected') AS rejected, COUNT(*) FILTER (WHERE event_type = 'intent.requeued') AS requeued, COUNT(*) FILTER (WHERE event_type = 'semantic_conflict.detected') AS semantic_conflicts",
     repo_of_intent = "COALESCE(technical->>'repo', '')"
 );
+
+/// Writes a commit's [`LogTail`](crate::backend::LogTail) in one statement (the events, with
+/// the chain heads, tallies and tenants' versions in data-modifying `WITH` clauses): one round
+/// trip between the last of the tenant's shared rows and the commit, instead of four. A tail
+/// too large for one statement's parameters is written in steps.
+async fn append_log_tail(
+    tx: &mut WriteTx,
+    tail: crate::backend::LogTail<'_>,
+) -> Result<Vec<i64>, StoreError> {
+    // Eleven parameters an event, five a tally: far below PostgreSQL's 65,535.
+    const MOST: usize = 1_000;
+    if tail.events.is_empty() || tail.events.len() > MOST || tail.tallies.len() > MOST {
+        return append_log_tail_in_steps(tx, tail).await;
+    }
+    let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH ");
+    if !tail.heads.is_empty() {
+        q.push(
+            "heads AS (UPDATE audit_chains SET next_index = moved.next_index, last_hash = moved.last_hash FROM (",
+        );
+        q.push_values(tail.heads.iter(), |mut row, (chain, head)| {
+            row.push_bind(*chain)
+                .push_bind(head.next_index)
+                .push_bind(head.last_hash.as_str());
+        });
+        q.push(") AS moved (tenant, next_index, last_hash) WHERE audit_chains.tenant = moved.tenant), ");
+    }
+    if !tail.tallies.is_empty() {
+        q.push(
+            "tallied AS (INSERT INTO event_tallies (tenant, event_type, day, events, mergeable) ",
+        );
+        q.push_values(
+            &tail.tallies,
+            |mut row, ((tenant, event_type, day), (count, mergeable))| {
+                row.push_bind(tenant.as_str())
+                    .push_bind(*event_type)
+                    .push_bind(day.as_str())
+                    .push_bind(*count)
+                    .push_bind(*mergeable);
+            },
+        );
+        q.push(tally_upsert_sql!());
+        q.push("), ");
+    }
+    if !tail.tenants.is_empty() {
+        q.push("versions AS (INSERT INTO tenant_versions (tenant, version) ");
+        q.push_values(tail.tenants.iter(), |mut row, tenant| {
+            row.push_bind(tenant.as_str()).push(" 1");
+        });
+        q.push(version_bump_sql!());
+        q.push("), ");
+    }
+    q.push("appended AS (");
+    q.push(insert_events_prefix!());
+    q.push_values(
+        tail.events.iter().zip(tail.links),
+        |mut row, (event, (chain_index, chain_hash))| {
+            row.push_bind(event.id.as_str())
+                .push_bind(event.trace_id.as_str())
+                .push_bind(ts(event.timestamp))
+                .push_bind(event.event_type.as_str())
+                .push_bind(event.intent_id.as_deref())
+                .push_bind(event.agent_id.as_deref())
+                .push_bind(event.tenant_id.as_deref())
+                .push_bind(sqlx::types::Json(&event.payload))
+                .push_bind(sqlx::types::Json(&event.evidence))
+                .push_bind(*chain_index)
+                .push_bind(chain_hash.as_str());
+        },
+    );
+    q.push(" RETURNING id, seq) SELECT id, seq FROM appended");
+    // The order RETURNING lists rows in is not promised: match them by id.
+    let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
+    let by_id: std::collections::HashMap<String, i64> = rows.into_iter().collect();
+    tail.events
+        .iter()
+        .map(|event| {
+            by_id.get(&event.id).copied().ok_or_else(|| {
+                crate::error::corrupt(format!("event {} was not appended", event.id))
+            })
+        })
+        .collect()
+}
 
 /// Timestamps inside JSON built by PostgreSQL (`2026-11-27T21:00:00.123456+00:00`).
 fn parse_json_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {

@@ -262,6 +262,15 @@ crate::backend::analytics::analytics_operations!(
     repo_of_intent = "COALESCE(json_extract(technical, '$.repo'), '')"
 );
 
+/// Writes a commit's [`LogTail`](crate::backend::LogTail): one statement at a time, as
+/// SQLite's writes are serialised whatever their length and cost no round trip.
+async fn append_log_tail(
+    tx: &mut WriteTx,
+    tail: crate::backend::LogTail<'_>,
+) -> Result<Vec<i64>, StoreError> {
+    append_log_tail_in_steps(tx, tail).await
+}
+
 /// Timestamps inside JSON built by SQLite are the stored text.
 fn parse_json_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {
     parse_ts(text)

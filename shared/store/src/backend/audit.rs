@@ -1,6 +1,7 @@
-//! The audit chain in the store: heads moved on by every commit (`chain_events`, called by
-//! `commit`), the reads verification pages through, the sealing of rows from before the chain
-//! existed, and retention (pruning a verified prefix behind a signed anchor; sent outbox rows).
+//! The audit chain in the store: heads locked and moved on by every commit (`lock_chains`, then
+//! `move_heads` with the log's tail), the reads verification pages through, the sealing of rows
+//! from before the chain existed, and retention (pruning a verified prefix behind a signed
+//! anchor; sent outbox rows).
 //! What a chain *is* lives in `converge_core::audit`.
 
 /// Expands these operations for one backend (see `store_operations!`).
@@ -252,14 +253,25 @@ macro_rules! audit_operations {
             }
         }
 
-        /// Extends the chains of `events`' tenants inside `tx`: locks each chain's head
-        /// (tenants in name order, so two commits never wait on each other in a circle),
-        /// computes each event's position and hash, and moves the heads on. Returns the
-        /// position and hash of each event, in the order given.
+        /// Extends the chains of `events`' tenants inside `tx` and moves their heads on:
+        /// [`lock_chains`], then [`move_heads`]. Returns the position and hash of each event.
         async fn chain_events(
             tx: &mut WriteTx,
             events: &[converge_core::Event],
         ) -> Result<Vec<(i64, String)>, $crate::StoreError> {
+            let (links, heads) = lock_chains(tx, events).await?;
+            move_heads(tx, &heads).await?;
+            Ok(links)
+        }
+
+        /// Locks the heads of the chains of `events`' tenants inside `tx` (tenants in name
+        /// order, so two commits never wait on each other in a circle) and computes each
+        /// event's position and hash. Returns them in the order given, and the heads as they
+        /// stand after the events, which the caller writes back before committing.
+        async fn lock_chains<'e>(
+            tx: &mut WriteTx,
+            events: &'e [converge_core::Event],
+        ) -> Result<(Vec<(i64, String)>, $crate::backend::ChainHeads<'e>), $crate::StoreError> {
             let chains: std::collections::BTreeSet<&str> = events
                 .iter()
                 .map(|e| converge_core::audit::chain_of(e.tenant_id.as_deref()))
@@ -286,7 +298,15 @@ macro_rules! audit_operations {
                     .ok_or_else(|| $crate::error::corrupt(format!("no head for chain '{chain}'")))?;
                 links.push(head.append(event));
             }
-            for (chain, head) in &heads {
+            Ok((links, heads))
+        }
+
+        /// Writes the heads [`lock_chains`] moved on.
+        async fn move_heads(
+            tx: &mut WriteTx,
+            heads: &$crate::backend::ChainHeads<'_>,
+        ) -> Result<(), $crate::StoreError> {
+            for (chain, head) in heads {
                 sqlx::query("UPDATE audit_chains SET next_index = $2, last_hash = $3 WHERE tenant = $1")
                     .bind(*chain)
                     .bind(head.next_index)
@@ -294,7 +314,7 @@ macro_rules! audit_operations {
                     .execute(&mut **tx)
                     .await?;
             }
-            Ok(links)
+            Ok(())
         }
 
         fn chained_event_from_row(row: &<$db as sqlx::Database>::Row) -> Result<$crate::ChainedEvent, $crate::StoreError> {

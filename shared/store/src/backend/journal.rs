@@ -153,11 +153,6 @@ macro_rules! journal_operations {
                     write_projected(&mut tx, entry).await?;
                 }
 
-                // The events join their tenants' audit chains: each chain's head is locked
-                // (tenants in name order, like the versions below) and moved on here.
-                let links = chain_events(&mut tx, &commit.events).await?;
-                let seqs = insert_events(&mut tx, &commit.events, &links).await?;
-                tally_events(&mut tx, &commit.events).await?;
                 for link in &commit.commit_links {
                     sqlx::query(
                         "INSERT INTO intent_commit_links (intent_id, repo, sha, role, observed_at) \
@@ -186,17 +181,21 @@ macro_rules! journal_operations {
                 write_documents(&mut tx, true, &commit.risk_policies, self.now()).await?;
                 write_intake(&mut tx, &commit.intake).await?;
                 write_agent_policies(&mut tx, &commit.agent_policies, self.now()).await?;
-                // Last, so that the row lock serialising a tenant's commits is held only
-                // through the commit itself (tenants in name order: no deadlock between two).
-                for tenant in &changed_tenants {
-                    sqlx::query(
-                        "INSERT INTO tenant_versions (tenant, version) VALUES ($1, 1) \
-                         ON CONFLICT (tenant) DO UPDATE SET version = tenant_versions.version + 1",
-                    )
-                    .bind(tenant)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                // Last, the rows every commit of a tenant shares (see `LogTail`): the events
+                // join their tenants' audit chains, whose heads are locked here (tenants in name
+                // order) and held to the commit, so a tenant's log order is its chain order.
+                let (links, heads) = lock_chains(&mut tx, &commit.events).await?;
+                let seqs = append_log_tail(
+                    &mut tx,
+                    $crate::backend::LogTail {
+                        events: &commit.events,
+                        links: &links,
+                        heads: &heads,
+                        tallies: $crate::backend::tallies_of(&commit.events),
+                        tenants: &changed_tenants,
+                    },
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(seqs)
             }
@@ -343,6 +342,60 @@ macro_rules! journal_operations {
                     }
                 }
                 Ok($crate::DecisionTrail { decisions, last_new_evidence })
+            }
+
+            /// [`Self::decision_trail`] of several intents in one query (a queue round reads
+            /// its page's at once): one trail per id, in the order given, empty for an intent
+            /// with no decision and no evidence.
+            pub async fn decision_trails(&self, intent_ids: &[String], limit: u32) -> Result<Vec<$crate::DecisionTrail>, $crate::StoreError> {
+                if intent_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let ids = serde_json::to_string(intent_ids).map_err($crate::error::corrupt)?;
+                // Per intent, the latest evidence's seq (one index probe) beside its newest
+                // `limit` decisions (numbered newest first); an intent without decisions
+                // still has its row, with NULL event columns.
+                let rows = sqlx::query(concat!(
+                    "WITH ids(id) AS (", $id_list, "), ",
+                    "evidence AS (SELECT ids.id AS trail_of, (SELECT MAX(x.seq) FROM events AS x ",
+                    "WHERE x.intent_id = ids.id AND x.event_type IN ($3, $6)) AS last_new_evidence FROM ids), ",
+                    "ranked AS (SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.intent_id ORDER BY e.seq DESC) AS newest ",
+                    "FROM events AS e WHERE e.intent_id IN (SELECT id FROM ids) AND e.event_type IN ($4, $5)) ",
+                    "SELECT evidence.trail_of, evidence.last_new_evidence, ranked.* FROM evidence ",
+                    "LEFT JOIN ranked ON ranked.intent_id = evidence.trail_of AND ranked.newest <= $1 ",
+                    "ORDER BY evidence.trail_of, ranked.seq DESC"
+                ))
+                .bind(i64::from(limit))
+                .bind(ids)
+                .bind(converge_core::EventType::CheckReported.as_str())
+                .bind(converge_core::EventType::IntentValidated.as_str())
+                .bind(converge_core::EventType::IntentBlocked.as_str())
+                .bind(converge_core::EventType::QueueReset.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                let mut trails: std::collections::HashMap<String, $crate::DecisionTrail> =
+                    std::collections::HashMap::with_capacity(intent_ids.len());
+                for row in &rows {
+                    let trail = trails.entry(row.try_get("trail_of")?).or_default();
+                    trail.last_new_evidence = row.try_get("last_new_evidence")?;
+                    if row.try_get::<Option<i64>, _>("seq")?.is_some() {
+                        trail.decisions.push(stored_event_from_row(row)?);
+                    }
+                }
+                let mut ordered: Vec<$crate::DecisionTrail> = Vec::with_capacity(intent_ids.len());
+                for id in intent_ids {
+                    let trail = match trails.remove(id) {
+                        Some(trail) => trail,
+                        // An id given twice: its trail went to its first place.
+                        None => intent_ids
+                            .iter()
+                            .position(|other| other == id)
+                            .and_then(|first| ordered.get(first).cloned())
+                            .unwrap_or_default(),
+                    };
+                    ordered.push(trail);
+                }
+                Ok(ordered)
             }
 
             /// Intents counted by tenant, repository, target and status (for gauges and
@@ -696,9 +749,7 @@ macro_rules! journal_operations {
             const ROWS_PER_STATEMENT: usize = 1_000;
             let mut seqs = Vec::with_capacity(events.len());
             for (chunk, chunk_links) in events.chunks(ROWS_PER_STATEMENT).zip(links.chunks(ROWS_PER_STATEMENT)) {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO events (id, trace_id, timestamp, event_type, intent_id, agent_id, tenant_id, payload, evidence, chain_index, chain_hash) ",
-                );
+                let mut q = sqlx::QueryBuilder::<$db>::new($crate::backend::insert_events_prefix!());
                 q.push_values(chunk.iter().zip(chunk_links), |mut row, (event, (chain_index, chain_hash))| {
                     row.push_bind(event.id.clone())
                         .push_bind(event.trace_id.clone())
@@ -848,52 +899,47 @@ macro_rules! journal_operations {
             Ok(())
         }
 
-        /// Adds the events of the tallied types (`converge_core::analytics::TALLIED`) to the
-        /// per-tenant, per-type, per-day counts (`event_tallies`), in key order. A tenant's
-        /// rows are only written under its audit chain's head lock, taken earlier in the
-        /// commit, so these upserts never wait on each other in a cycle.
-        async fn tally_events(
+        /// Writes a commit's [`LogTail`]($crate::backend::LogTail) one statement at a time:
+        /// the events, the chain heads, the tallies, the tenants' versions. Returns the events'
+        /// sequence numbers, in their order.
+        async fn append_log_tail_in_steps(
             tx: &mut WriteTx,
-            events: &[converge_core::Event],
-        ) -> Result<(), $crate::StoreError> {
-            let mut tallies: std::collections::BTreeMap<(&str, &str, String), (i64, i64)> =
-                std::collections::BTreeMap::new();
-            for event in events
-                .iter()
-                .filter(|e| converge_core::analytics::TALLIED.contains(&e.event_type))
-            {
-                let key = (
-                    event.tenant_id.as_deref().unwrap_or(""),
-                    event.event_type.as_str(),
-                    event.timestamp.format("%Y-%m-%d").to_string(),
-                );
-                let entry = tallies.entry(key).or_default();
-                entry.0 += 1;
-                if event.event_type == converge_core::EventType::SimulationCompleted
-                    && event.payload.get("mergeable") == Some(&serde_json::Value::Bool(true))
-                {
-                    entry.1 += 1;
-                }
+            tail: $crate::backend::LogTail<'_>,
+        ) -> Result<Vec<i64>, $crate::StoreError> {
+            let seqs = insert_events(tx, tail.events, tail.links).await?;
+            move_heads(tx, tail.heads).await?;
+            add_tallies(tx, &tail.tallies).await?;
+            for tenant in tail.tenants {
+                sqlx::query(concat!("INSERT INTO tenant_versions (tenant, version) VALUES ($1, 1)", $crate::backend::version_bump_sql!()))
+                    .bind(tenant)
+                    .execute(&mut **tx)
+                    .await?;
             }
+            Ok(seqs)
+        }
+
+        /// Adds to the per-tenant, per-type, per-day counts (`event_tallies`), in key order.
+        /// A tenant's rows are only written under its audit chain's head lock, taken earlier
+        /// in the commit, so these upserts never wait on each other in a cycle.
+        async fn add_tallies(
+            tx: &mut WriteTx,
+            tallies: &[$crate::backend::Tally],
+        ) -> Result<(), $crate::StoreError> {
             // One statement for a thousand of them (the keys are distinct, which a multi-row
             // upsert needs; five parameters a row, and SQLite allows 32,766 in a statement): a
             // webhook delivery's commit touches a few types of one tenant and day.
-            let rows: Vec<_> = tallies.into_iter().collect();
-            for chunk in rows.chunks(1_000) {
+            for chunk in tallies.chunks(1_000) {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO event_tallies (tenant, event_type, day, events, mergeable) ",
                 );
                 q.push_values(chunk, |mut row, ((tenant, event_type, day), (count, mergeable))| {
-                    row.push_bind(tenant.to_string())
-                        .push_bind(event_type.to_string())
+                    row.push_bind(tenant.clone())
+                        .push_bind(*event_type)
                         .push_bind(day.clone())
                         .push_bind(*count)
                         .push_bind(*mergeable);
                 });
-                q.push(
-                    " ON CONFLICT (tenant, event_type, day) DO UPDATE SET \
-                     events = event_tallies.events + excluded.events, mergeable = event_tallies.mergeable + excluded.mergeable",
-                );
+                q.push($crate::backend::tally_upsert_sql!());
                 q.build().execute(&mut **tx).await?;
             }
             Ok(())

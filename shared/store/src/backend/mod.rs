@@ -20,6 +20,74 @@ pub(crate) mod outbox;
 pub(crate) mod reviews;
 pub(crate) mod settings;
 
+/// The heads of the audit chains a commit appends to, by chain, as they stand after it.
+pub(crate) type ChainHeads<'a> = std::collections::BTreeMap<&'a str, converge_core::audit::Head>;
+
+/// What a commit writes last, while it holds its tenants' audit chain heads: the events with
+/// their chain positions, the heads moved on, the analytics tallies and the tenants' versions.
+/// These rows are shared by every commit of a tenant, so the time between locking the first
+/// and committing is the time a tenant's commits wait on each other: PostgreSQL writes them in
+/// one statement (`pg.rs`), SQLite, whose writes are serialised anyway, one by one.
+pub(crate) struct LogTail<'a> {
+    pub events: &'a [converge_core::Event],
+    /// Each event's position and hash in its chain, in the order of `events`.
+    pub links: &'a [(i64, String)],
+    pub heads: &'a ChainHeads<'a>,
+    pub tallies: Vec<Tally>,
+    /// The tenants whose intents the commit changed (`""` for none).
+    pub tenants: &'a std::collections::BTreeSet<String>,
+}
+
+/// One row of `event_tallies` to add: (tenant, event type, day) and (events, mergeable).
+pub(crate) type Tally = ((String, &'static str, String), (i64, i64));
+
+/// The events of the tallied types (`converge_core::analytics::TALLIED`) counted per tenant,
+/// type and UTC day, in key order (the order their rows are locked in).
+pub(crate) fn tallies_of(events: &[converge_core::Event]) -> Vec<Tally> {
+    let mut tallies: std::collections::BTreeMap<(String, &'static str, String), (i64, i64)> =
+        std::collections::BTreeMap::new();
+    for event in events
+        .iter()
+        .filter(|e| converge_core::analytics::TALLIED.contains(&e.event_type))
+    {
+        let key = (
+            event.tenant_id.clone().unwrap_or_default(),
+            event.event_type.as_str(),
+            event.timestamp.format("%Y-%m-%d").to_string(),
+        );
+        let entry = tallies.entry(key).or_default();
+        entry.0 += 1;
+        if event.event_type == converge_core::EventType::SimulationCompleted
+            && event.payload.get("mergeable") == Some(&serde_json::Value::Bool(true))
+        {
+            entry.1 += 1;
+        }
+    }
+    tallies.into_iter().collect()
+}
+
+/// The column list of an events insert.
+macro_rules! insert_events_prefix {
+    () => {
+        "INSERT INTO events (id, trace_id, timestamp, event_type, intent_id, agent_id, tenant_id, payload, evidence, chain_index, chain_hash) "
+    };
+}
+
+/// What adding to a tally row does when it exists.
+macro_rules! tally_upsert_sql {
+    () => {
+        " ON CONFLICT (tenant, event_type, day) DO UPDATE SET \
+         events = event_tallies.events + excluded.events, mergeable = event_tallies.mergeable + excluded.mergeable"
+    };
+}
+
+/// What bumping a tenant's version does when its row exists.
+macro_rules! version_bump_sql {
+    () => {
+        " ON CONFLICT (tenant) DO UPDATE SET version = tenant_versions.version + 1"
+    };
+}
+
 /// The column list of an intents insert, shared by its two conflict policies.
 macro_rules! insert_intents_prefix {
     () => {
@@ -74,4 +142,7 @@ macro_rules! store_operations {
     };
 }
 
-pub(crate) use {insert_intent_sql, insert_intents_prefix, intent_overwrite_sql, store_operations};
+pub(crate) use {
+    insert_events_prefix, insert_intent_sql, insert_intents_prefix, intent_overwrite_sql,
+    store_operations, tally_upsert_sql, version_bump_sql,
+};

@@ -14,8 +14,9 @@ use converge_core::queue::QueueKey;
 use converge_core::{EventType, Status};
 use converge_store::backfill::summaries;
 use converge_store::{
-    ApiKeyRecord, Commit, CommitLink, Delivery, DeliveryOutcome, EventFilter, Expected,
-    IdempotencyClaim, IntentCursor, IntentFilter, OutboxMessage, Store, StoreError, SystemClock,
+    ApiKeyRecord, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome, EventFilter,
+    Expected, IdempotencyClaim, IntentCursor, IntentFilter, OutboxMessage, Store, StoreError,
+    SystemClock,
 };
 use serde_json::{Value, json};
 use support::{ManualClock, created, event, pg_store_at, sqlite_store};
@@ -72,6 +73,7 @@ on_both_backends!(
     a_queue_key_lists_its_actionable_intents_in_order,
     a_delivery_changes_state_once_however_often_it_arrives,
     the_decision_trail_tells_whether_checks_arrived_since,
+    the_decision_trails_of_a_page_are_read_together,
     the_latest_event_of_many_intents_comes_in_one_query,
     driver_errors_are_classified_for_callers,
     a_commit_expecting_a_version_commits_only_while_the_row_is_unchanged,
@@ -1353,6 +1355,47 @@ async fn the_decision_trail_tells_whether_checks_arrived_since(store: Store, clo
         [EventType::IntentValidated, EventType::IntentBlocked]
     );
     assert!(!trail.new_evidence_since());
+}
+
+async fn the_decision_trails_of_a_page_are_read_together(store: Store, clock: ManualClock) {
+    let (_, first) = created(&clock, "p-1", 3);
+    let (_, second) = created(&clock, "p-2", 3);
+    let (_, third) = created(&clock, "p-3", 3);
+    let mut events = vec![first, second, third];
+    // p-1: three decisions, then a check report; p-2: a report only; p-3: nothing.
+    for kind in ["a", "b", "c"] {
+        events.push(event(
+            &clock,
+            "p-1",
+            EventType::IntentBlocked,
+            json!({"kind": kind}),
+        ));
+    }
+    events.push(event(&clock, "p-1", EventType::CheckReported, json!({})));
+    events.push(event(&clock, "p-2", EventType::CheckReported, json!({})));
+    ok(store
+        .commit(&Commit {
+            events,
+            ..Commit::default()
+        })
+        .await);
+    let ids = ["p-3", "nobody", "p-1", "p-2"].map(String::from);
+    let trails = ok(store.decision_trails(&ids, 2).await);
+    assert_eq!(trails.len(), 4, "one trail per id, in the order given");
+    // Each is what the one-intent read gives.
+    for (id, trail) in ids.iter().zip(&trails) {
+        assert_eq!(trail, &ok(store.decision_trail(id, 2).await), "{id}");
+    }
+    let kinds: Vec<&str> = trails[2]
+        .decisions
+        .iter()
+        .filter_map(|d| d.event.payload["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["c", "b"], "the newest two, newest first");
+    assert!(trails[2].new_evidence_since() && trails[3].new_evidence_since());
+    assert_eq!(trails[0], DecisionTrail::default());
+    assert_eq!(trails[1], DecisionTrail::default());
+    assert!(ok(store.decision_trails(&[], 2).await).is_empty());
 }
 
 async fn a_delivery_changes_state_once_however_often_it_arrives(store: Store, clock: ManualClock) {
