@@ -31,6 +31,13 @@ pub fn chain_of(tenant: Option<&str>) -> &str {
 
 /// The hash of the event at `index` whose predecessor's hash is `previous`.
 pub fn link_hash(previous: &str, index: i64, event: &Event) -> String {
+    link_hash_of_record(previous, index, &link_record(event))
+}
+
+/// The text of `event` its link hashes: the canonical JSON of its stored fields. It does not
+/// depend on the chain, so it can be made before the chain's head is locked (PostgreSQL's
+/// commits hash it in SQL, `sha256(previous | index | record)`, with the head's lock held).
+pub fn link_record(event: &Event) -> String {
     let record = json!({
         "id": event.id,
         "trace_id": event.trace_id,
@@ -42,14 +49,19 @@ pub fn link_hash(previous: &str, index: i64, event: &Event) -> String {
         "payload": event.payload,
         "evidence": event.evidence,
     });
+    let mut text = String::with_capacity(256);
+    canonical(&record, &mut text);
+    text
+}
+
+/// [`link_hash`] of an event whose [`link_record`] is `record`.
+pub fn link_hash_of_record(previous: &str, index: i64, record: &str) -> String {
     let mut digest = Sha256::new();
     digest.update(previous.as_bytes());
     digest.update(b"|");
     digest.update(index.to_string().as_bytes());
     digest.update(b"|");
-    let mut text = String::with_capacity(256);
-    canonical(&record, &mut text);
-    digest.update(text.as_bytes());
+    digest.update(record.as_bytes());
     hex(&digest.finalize())
 }
 

@@ -12,8 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use crate::StoreError;
 use crate::backend::{
-    insert_events_prefix, insert_intent_sql, insert_intents_prefix, intent_overwrite_sql,
-    store_operations, tally_upsert_sql, version_bump_sql,
+    insert_intent_sql, insert_intents_prefix, intent_overwrite_sql, store_operations,
+    tally_upsert_sql, version_bump_sql,
 };
 
 /// How long to wait for a pooled connection before giving up.
@@ -128,35 +128,112 @@ crate::backend::analytics::analytics_operations!(
     repo_of_intent = "COALESCE(technical->>'repo', '')"
 );
 
-/// Writes a commit's [`LogTail`](crate::backend::LogTail) in one statement (the events, with
-/// the chain heads, tallies and tenants' versions in data-modifying `WITH` clauses): one round
-/// trip between the last of the tenant's shared rows and the commit, instead of four. A tail
-/// too large for one statement's parameters is written in steps.
+/// Writes a commit's [`LogTail`](crate::backend::LogTail) in one statement when its events
+/// are of one tenant: the statement locks the chain's head, links the events to it (SHA-256 in
+/// SQL over the records `converge_core::audit::link_record` made beforehand, as
+/// `converge_core::audit::link_hash_of_record` does), appends them and moves the head, the
+/// tallies and the tenant's version on. The head is then held for that statement and the
+/// commit only, not for a round trip to this process and back. Other tails (several tenants,
+/// more rows than one statement's parameters allow) are written in steps.
 async fn append_log_tail(
     tx: &mut WriteTx,
     tail: crate::backend::LogTail<'_>,
 ) -> Result<Vec<i64>, StoreError> {
-    // Eleven parameters an event, five a tally: far below PostgreSQL's 65,535.
+    // Twelve parameters an event, five a tally: far below PostgreSQL's 65,535.
     const MOST: usize = 1_000;
-    if tail.events.is_empty() || tail.events.len() > MOST || tail.tallies.len() > MOST {
-        return append_log_tail_in_steps(tx, tail).await;
+    let chains: std::collections::BTreeSet<&str> = tail
+        .events
+        .iter()
+        .map(|e| converge_core::audit::chain_of(e.tenant_id.as_deref()))
+        .collect();
+    let chain = match chains.first() {
+        Some(chain)
+            if chains.len() == 1 && tail.events.len() <= MOST && tail.tallies.len() <= MOST =>
+        {
+            *chain
+        }
+        _ => return append_log_tail_in_steps(tx, tail).await,
+    };
+    let records: Vec<String> = tail
+        .events
+        .iter()
+        .map(converge_core::audit::link_record)
+        .collect();
+    for _ in 0..2 {
+        let appended = append_to_one_chain(tx, &tail, chain, &records).await?;
+        if !appended.is_empty() {
+            // The order RETURNING lists rows in is not promised: match them by id.
+            let by_id: std::collections::HashMap<String, i64> = appended.into_iter().collect();
+            return tail
+                .events
+                .iter()
+                .map(|event| {
+                    by_id.get(&event.id).copied().ok_or_else(|| {
+                        crate::error::corrupt(format!("event {} was not appended", event.id))
+                    })
+                })
+                .collect();
+        }
+        // Nothing was written: the chain has no head yet (its tenant's first event).
+        sqlx::query(
+            "INSERT INTO audit_chains (tenant, next_index, last_hash) VALUES ($1, 0, $2) ON CONFLICT (tenant) DO NOTHING",
+        )
+        .bind(chain)
+        .bind(converge_core::audit::GENESIS)
+        .execute(&mut **tx)
+        .await?;
     }
-    let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH ");
-    if !tail.heads.is_empty() {
-        q.push(
-            "heads AS (UPDATE audit_chains SET next_index = moved.next_index, last_hash = moved.last_hash FROM (",
-        );
-        q.push_values(tail.heads.iter(), |mut row, (chain, head)| {
-            row.push_bind(*chain)
-                .push_bind(head.next_index)
-                .push_bind(head.last_hash.as_str());
-        });
-        q.push(") AS moved (tenant, next_index, last_hash) WHERE audit_chains.tenant = moved.tenant), ");
-    }
+    Err(crate::error::corrupt(format!(
+        "the audit chain '{chain}' has no head"
+    )))
+}
+
+/// The statement of [`append_log_tail`]. Every write in it hangs on the chain's head: without
+/// one, it writes nothing and returns no row.
+async fn append_to_one_chain(
+    tx: &mut WriteTx,
+    tail: &crate::backend::LogTail<'_>,
+    chain: &str,
+    records: &[String],
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+        "WITH RECURSIVE head AS (SELECT next_index, last_hash FROM audit_chains WHERE tenant = ",
+    );
+    q.push_bind(chain);
+    q.push(" FOR UPDATE), incoming (position, id, trace_id, at, event_type, intent_id, agent_id, tenant_id, payload, evidence, record) AS (");
+    q.push_values(
+        tail.events.iter().zip(records).enumerate(),
+        |mut row, (n, (event, record))| {
+            row.push_bind(i64::try_from(n).unwrap_or(i64::MAX) + 1)
+                .push_bind(event.id.as_str())
+                .push_bind(event.trace_id.as_str())
+                .push_bind(ts(event.timestamp))
+                .push_bind(event.event_type.as_str())
+                .push_bind(event.intent_id.as_deref())
+                .push_bind(event.agent_id.as_deref())
+                .push_bind(event.tenant_id.as_deref())
+                .push_bind(sqlx::types::Json(&event.payload))
+                .push_bind(sqlx::types::Json(&event.evidence))
+                .push_bind(record.as_str());
+        },
+    );
+    // Each event's index follows its predecessor's, and its hash is
+    // sha256_hex(previous hash | index | record), as in converge_core::audit.
+    q.push(
+        "), chained (position, chain_index, chain_hash) AS (\
+         SELECT CAST(0 AS BIGINT), next_index - 1, last_hash FROM head \
+         UNION ALL \
+         SELECT i.position, c.chain_index + 1, \
+         encode(sha256(convert_to(c.chain_hash || '|' || CAST(c.chain_index + 1 AS TEXT) || '|' || i.record, 'UTF8')), 'hex') \
+         FROM chained AS c JOIN incoming AS i ON i.position = c.position + 1), \
+         moved AS (UPDATE audit_chains SET next_index = last.chain_index + 1, last_hash = last.chain_hash \
+         FROM (SELECT chain_index, chain_hash FROM chained ORDER BY position DESC LIMIT 1) AS last \
+         WHERE audit_chains.tenant = ",
+    );
+    q.push_bind(chain);
+    q.push("), ");
     if !tail.tallies.is_empty() {
-        q.push(
-            "tallied AS (INSERT INTO event_tallies (tenant, event_type, day, events, mergeable) ",
-        );
+        q.push("tallied AS (INSERT INTO event_tallies (tenant, event_type, day, events, mergeable) SELECT t.* FROM (");
         q.push_values(
             &tail.tallies,
             |mut row, ((tenant, event_type, day), (count, mergeable))| {
@@ -167,47 +244,28 @@ async fn append_log_tail(
                     .push_bind(*mergeable);
             },
         );
+        q.push(") AS t (tenant, event_type, day, events, mergeable), head");
         q.push(tally_upsert_sql!());
         q.push("), ");
     }
     if !tail.tenants.is_empty() {
-        q.push("versions AS (INSERT INTO tenant_versions (tenant, version) ");
+        q.push(
+            "versions AS (INSERT INTO tenant_versions (tenant, version) SELECT v.tenant, 1 FROM (",
+        );
         q.push_values(tail.tenants.iter(), |mut row, tenant| {
-            row.push_bind(tenant.as_str()).push(" 1");
+            row.push_bind(tenant.as_str());
         });
+        q.push(") AS v (tenant), head");
         q.push(version_bump_sql!());
         q.push("), ");
     }
-    q.push("appended AS (");
-    q.push(insert_events_prefix!());
-    q.push_values(
-        tail.events.iter().zip(tail.links),
-        |mut row, (event, (chain_index, chain_hash))| {
-            row.push_bind(event.id.as_str())
-                .push_bind(event.trace_id.as_str())
-                .push_bind(ts(event.timestamp))
-                .push_bind(event.event_type.as_str())
-                .push_bind(event.intent_id.as_deref())
-                .push_bind(event.agent_id.as_deref())
-                .push_bind(event.tenant_id.as_deref())
-                .push_bind(sqlx::types::Json(&event.payload))
-                .push_bind(sqlx::types::Json(&event.evidence))
-                .push_bind(*chain_index)
-                .push_bind(chain_hash.as_str());
-        },
+    q.push(
+        "appended AS (INSERT INTO events (id, trace_id, timestamp, event_type, intent_id, agent_id, tenant_id, payload, evidence, chain_index, chain_hash) \
+         SELECT i.id, i.trace_id, i.at, i.event_type, i.intent_id, i.agent_id, i.tenant_id, i.payload, i.evidence, c.chain_index, c.chain_hash \
+         FROM incoming AS i JOIN chained AS c ON c.position = i.position RETURNING id, seq) \
+         SELECT id, seq FROM appended",
     );
-    q.push(" RETURNING id, seq) SELECT id, seq FROM appended");
-    // The order RETURNING lists rows in is not promised: match them by id.
-    let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
-    let by_id: std::collections::HashMap<String, i64> = rows.into_iter().collect();
-    tail.events
-        .iter()
-        .map(|event| {
-            by_id.get(&event.id).copied().ok_or_else(|| {
-                crate::error::corrupt(format!("event {} was not appended", event.id))
-            })
-        })
-        .collect()
+    Ok(q.build_query_as().fetch_all(&mut **tx).await?)
 }
 
 /// Timestamps inside JSON built by PostgreSQL (`2026-11-27T21:00:00.123456+00:00`).

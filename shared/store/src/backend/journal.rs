@@ -182,15 +182,12 @@ macro_rules! journal_operations {
                 write_intake(&mut tx, &commit.intake).await?;
                 write_agent_policies(&mut tx, &commit.agent_policies, self.now()).await?;
                 // Last, the rows every commit of a tenant shares (see `LogTail`): the events
-                // join their tenants' audit chains, whose heads are locked here (tenants in name
+                // join their tenants' audit chains, whose heads are locked (tenants in name
                 // order) and held to the commit, so a tenant's log order is its chain order.
-                let (links, heads) = lock_chains(&mut tx, &commit.events).await?;
                 let seqs = append_log_tail(
                     &mut tx,
                     $crate::backend::LogTail {
                         events: &commit.events,
-                        links: &links,
-                        heads: &heads,
                         tallies: $crate::backend::tallies_of(&commit.events),
                         tenants: &changed_tenants,
                     },
@@ -900,14 +897,16 @@ macro_rules! journal_operations {
         }
 
         /// Writes a commit's [`LogTail`]($crate::backend::LogTail) one statement at a time:
-        /// the events, the chain heads, the tallies, the tenants' versions. Returns the events'
-        /// sequence numbers, in their order.
+        /// locks the chain heads and links the events to them, then writes the events, the
+        /// heads, the tallies and the tenants' versions. Returns the events' sequence numbers,
+        /// in their order.
         async fn append_log_tail_in_steps(
             tx: &mut WriteTx,
             tail: $crate::backend::LogTail<'_>,
         ) -> Result<Vec<i64>, $crate::StoreError> {
-            let seqs = insert_events(tx, tail.events, tail.links).await?;
-            move_heads(tx, tail.heads).await?;
+            let (links, heads) = lock_chains(tx, tail.events).await?;
+            let seqs = insert_events(tx, tail.events, &links).await?;
+            move_heads(tx, &heads).await?;
             add_tallies(tx, &tail.tallies).await?;
             for tenant in tail.tenants {
                 sqlx::query(concat!("INSERT INTO tenant_versions (tenant, version) VALUES ($1, 1)", $crate::backend::version_bump_sql!()))

@@ -23,16 +23,14 @@ pub(crate) mod settings;
 /// The heads of the audit chains a commit appends to, by chain, as they stand after it.
 pub(crate) type ChainHeads<'a> = std::collections::BTreeMap<&'a str, converge_core::audit::Head>;
 
-/// What a commit writes last, while it holds its tenants' audit chain heads: the events with
-/// their chain positions, the heads moved on, the analytics tallies and the tenants' versions.
-/// These rows are shared by every commit of a tenant, so the time between locking the first
-/// and committing is the time a tenant's commits wait on each other: PostgreSQL writes them in
-/// one statement (`pg.rs`), SQLite, whose writes are serialised anyway, one by one.
+/// What a commit writes last, under its tenants' audit chain heads: the events with their
+/// chain positions, the heads moved on, the analytics tallies and the tenants' versions. These
+/// rows are shared by every commit of a tenant, so the time from locking the first to
+/// committing is the time a tenant's commits wait on each other: PostgreSQL locks, hashes and
+/// writes them in one statement (`pg.rs`); SQLite, whose writes are serialised anyway, in
+/// steps.
 pub(crate) struct LogTail<'a> {
     pub events: &'a [converge_core::Event],
-    /// Each event's position and hash in its chain, in the order of `events`.
-    pub links: &'a [(i64, String)],
-    pub heads: &'a ChainHeads<'a>,
     pub tallies: Vec<Tally>,
     /// The tenants whose intents the commit changed (`""` for none).
     pub tenants: &'a std::collections::BTreeSet<String>,
