@@ -125,7 +125,22 @@ async fn intake_modes_decide_which_intents_come_in_and_refusals_write_nothing_el
         assert_eq!(status, 200);
 
         // Auto pauses a tenant whose health collapsed: every simulation conflicting, entropy at
-        // 50 and twenty rejections in the last day give 100 - 30 - 25 - 30 = 15.
+        // 50 and twenty rejections in the last day give 100 - 30 - 25 - 30 = 15. Creates reuse
+        // the signals a second at most: a create just before the collapse is counted open.
+        let create_initech = |id: &'static str| {
+            let (client, url) = (&client, server.url("/v1/intents"));
+            async move {
+                let response = client
+                    .post(url)
+                    .header("x-api-key", ROOT)
+                    .json(&json!({"id": id, "source": "b", "tenant_id": "initech"}))
+                    .send()
+                    .await
+                    .unwrap();
+                response.status().as_u16()
+            }
+        };
+        assert_eq!(create_initech("initech-0").await, 201);
         let store = crate::analytics::store_of(&database);
         let now = Utc::now();
         let mut events = Vec::new();
@@ -166,14 +181,9 @@ async fn intake_modes_decide_which_intents_come_in_and_refusals_write_nothing_el
         .await;
         assert_eq!(collapsed["signals"]["health_score"], 15.0, "{collapsed}");
         assert_eq!(collapsed["mode"], "pause", "{collapsed}");
-        let response = client
-            .post(server.url("/v1/intents"))
-            .header("x-api-key", ROOT)
-            .json(&json!({"id": "initech-1", "source": "b", "tenant_id": "initech"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 422);
+        // The signals the first create counted are a second old at most by now, or are let go.
+        tokio::time::sleep(converge_runtime::intake_control::SIGNALS_REUSED_FOR).await;
+        assert_eq!(create_initech("initech-1").await, 422);
 
         // The CLI reads and sets the mode too.
         let cli = |key: &str, args: &[&str]| crate::operator_cli::converge_as(&server, key, args);

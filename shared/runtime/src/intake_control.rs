@@ -73,6 +73,28 @@ async fn signals(
     ))
 }
 
+/// How long one process's creates reuse a tenant's auto intake signals. Counting them reads
+/// the day's events and intents of the tenant (a few milliseconds once a day holds thousands),
+/// which a create should not pay each time; health and debt measured over 24 hours move little
+/// in a second. An operator's mode is read at every create.
+pub const SIGNALS_REUSED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A tenant's signals: those this process counted less than [`SIGNALS_REUSED_FOR`] ago, or
+/// counted now.
+async fn recent_signals(
+    services: &Services,
+    tenant: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<IntakeSignals, AnalyticsError> {
+    let key = tenant.unwrap_or_default();
+    if let Some(kept) = services.kept_intake_signals(key, SIGNALS_REUSED_FOR) {
+        return Ok(kept);
+    }
+    let counted = signals(&services.store, tenant, now).await?;
+    services.keep_intake_signals(key.to_owned(), counted.clone(), SIGNALS_REUSED_FOR);
+    Ok(counted)
+}
+
 fn mode_of(set: Option<&IntakeOverride>) -> Option<IntakeMode> {
     set.and_then(|s| IntakeMode::parse(&s.mode))
         .filter(|m| *m != IntakeMode::Auto)
@@ -153,10 +175,15 @@ pub async fn admit(
     actor: &str,
     intent: &Intent,
 ) -> Result<(IntakeDecision, Event), AnalyticsError> {
-    let store = &services.store;
     let tenant = intent.tenant_id.as_deref();
     let now = services.clock.now();
-    let (mode, signals) = mode_in_force(store, tenant, now).await?;
+    let (mode, signals) = match mode_of(override_of(&services.store, tenant).await?.as_ref()) {
+        Some(mode) => (mode, None),
+        None => {
+            let signals = recent_signals(services, tenant, now).await?;
+            (signals.auto_mode, Some(signals))
+        }
+    };
     let decision = intake::decide(mode, intent.risk_level, &intent.id);
     let event_type = match decision.verdict {
         IntakeVerdict::Accepted => EventType::IntakeAccepted,

@@ -86,7 +86,19 @@ pub struct Services {
     retention_ran: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// The UTC hour (`YYYYMMDDTHH`) this process last took the analytics snapshots in.
     snapshot_hour: Arc<std::sync::Mutex<Option<String>>>,
+    /// Auto intake's signals per tenant (`""`: none) as this process last counted them, and
+    /// when (see `intake_control::SIGNALS_REUSED_FOR`).
+    intake_signals: Arc<std::sync::Mutex<IntakeSignalsKept>>,
 }
+
+/// Intake signals kept per tenant, with the moment they were counted.
+type IntakeSignalsKept = std::collections::HashMap<
+    String,
+    (
+        std::time::Instant,
+        converge_core::intake_mode::IntakeSignals,
+    ),
+>;
 
 impl Services {
     /// Services over `store` with the default settings and no ports, queues or secrets: for
@@ -108,6 +120,7 @@ impl Services {
             audit: AuditSettings::default(),
             retention_ran: Arc::default(),
             snapshot_hour: Arc::default(),
+            intake_signals: Arc::default(),
         }
     }
 
@@ -187,7 +200,34 @@ impl Services {
             audit,
             retention_ran: Arc::default(),
             snapshot_hour: Arc::default(),
+            intake_signals: Arc::default(),
         })
+    }
+
+    /// A tenant's intake signals if this process counted them less than `fresh` ago.
+    pub(crate) fn kept_intake_signals(
+        &self,
+        tenant: &str,
+        fresh: std::time::Duration,
+    ) -> Option<converge_core::intake_mode::IntakeSignals> {
+        let kept = self.intake_signals.lock().ok()?;
+        kept.get(tenant)
+            .filter(|(counted, _)| counted.elapsed() < fresh)
+            .map(|(_, signals)| signals.clone())
+    }
+
+    /// Keeps a tenant's freshly counted intake signals (and forgets the stale ones of others,
+    /// so the map holds only tenants creating intents now).
+    pub(crate) fn keep_intake_signals(
+        &self,
+        tenant: String,
+        signals: converge_core::intake_mode::IntakeSignals,
+        fresh: std::time::Duration,
+    ) {
+        if let Ok(mut kept) = self.intake_signals.lock() {
+            kept.retain(|_, (counted, _)| counted.elapsed() < fresh);
+            kept.insert(tenant, (std::time::Instant::now(), signals));
+        }
     }
 
     /// Whether any retention is configured (`CONVERGE_RETENTION_*`).
