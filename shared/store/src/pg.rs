@@ -162,17 +162,7 @@ async fn append_log_tail(
     for _ in 0..2 {
         let appended = append_to_one_chain(tx, &tail, chain, &records).await?;
         if !appended.is_empty() {
-            // The order RETURNING lists rows in is not promised: match them by id.
-            let by_id: std::collections::HashMap<String, i64> = appended.into_iter().collect();
-            return tail
-                .events
-                .iter()
-                .map(|event| {
-                    by_id.get(&event.id).copied().ok_or_else(|| {
-                        crate::error::corrupt(format!("event {} was not appended", event.id))
-                    })
-                })
-                .collect();
+            return crate::backend::seqs_in_order(tail.events, appended);
         }
         // Nothing was written: the chain has no head yet (its tenant's first event).
         sqlx::query(

@@ -746,32 +746,36 @@ macro_rules! journal_operations {
             const ROWS_PER_STATEMENT: usize = 1_000;
             let mut seqs = Vec::with_capacity(events.len());
             for (chunk, chunk_links) in events.chunks(ROWS_PER_STATEMENT).zip(links.chunks(ROWS_PER_STATEMENT)) {
-                let mut q = sqlx::QueryBuilder::<$db>::new($crate::backend::insert_events_prefix!());
-                q.push_values(chunk.iter().zip(chunk_links), |mut row, (event, (chain_index, chain_hash))| {
-                    row.push_bind(event.id.clone())
-                        .push_bind(event.trace_id.clone())
-                        .push_bind(ts(event.timestamp))
-                        .push_bind(event.event_type.as_str())
-                        .push_bind(event.intent_id.clone())
-                        .push_bind(event.agent_id.clone())
-                        .push_bind(event.tenant_id.clone())
-                        .push_bind(sqlx::types::Json(event.payload.clone()))
-                        .push_bind(sqlx::types::Json(event.evidence.clone()))
-                        .push_bind(*chain_index)
-                        .push_bind(chain_hash.clone());
-                });
-                // The order RETURNING lists rows in is not promised: match them by id.
-                q.push(" RETURNING id, seq");
+                let mut q = sqlx::QueryBuilder::<$db>::new("");
+                push_events(&mut q, chunk, chunk_links);
                 let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
-                let by_id: std::collections::HashMap<String, i64> = rows.into_iter().collect();
-                for event in chunk {
-                    let seq = by_id.get(&event.id).copied().ok_or_else(|| {
-                        $crate::error::corrupt(format!("event {} was not appended", event.id))
-                    })?;
-                    seqs.push(seq);
-                }
+                seqs.extend($crate::backend::seqs_in_order(chunk, rows)?);
             }
             Ok(seqs)
+        }
+
+        /// Pushes the insert of `events` at their chain positions, returning each one's id
+        /// and sequence number.
+        fn push_events(
+            q: &mut sqlx::QueryBuilder<$db>,
+            events: &[converge_core::Event],
+            links: &[(i64, String)],
+        ) {
+            q.push($crate::backend::insert_events_prefix!());
+            q.push_values(events.iter().zip(links), |mut row, (event, (chain_index, chain_hash))| {
+                row.push_bind(event.id.as_str())
+                    .push_bind(event.trace_id.as_str())
+                    .push_bind(ts(event.timestamp))
+                    .push_bind(event.event_type.as_str())
+                    .push_bind(event.intent_id.as_deref())
+                    .push_bind(event.agent_id.as_deref())
+                    .push_bind(event.tenant_id.as_deref())
+                    .push_bind(sqlx::types::Json(&event.payload))
+                    .push_bind(sqlx::types::Json(&event.evidence))
+                    .push_bind(*chain_index)
+                    .push_bind(chain_hash.as_str());
+            });
+            q.push(" RETURNING id, seq");
         }
 
         /// Stores agent policies at the version they were read at.

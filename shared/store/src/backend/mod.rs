@@ -36,6 +36,23 @@ pub(crate) struct LogTail<'a> {
     pub tenants: &'a std::collections::BTreeSet<String>,
 }
 
+/// The sequence numbers of `events` in their order, from the `(id, seq)` rows their insert
+/// returned (in an order that is not promised).
+pub(crate) fn seqs_in_order(
+    events: &[converge_core::Event],
+    rows: Vec<(String, i64)>,
+) -> Result<Vec<i64>, crate::StoreError> {
+    let by_id: std::collections::HashMap<String, i64> = rows.into_iter().collect();
+    events
+        .iter()
+        .map(|event| {
+            by_id.get(&event.id).copied().ok_or_else(|| {
+                crate::error::corrupt(format!("event {} was not appended", event.id))
+            })
+        })
+        .collect()
+}
+
 /// One row of `event_tallies` to add: (tenant, event type, day) and (events, mergeable).
 pub(crate) type Tally = ((String, &'static str, String), (i64, i64));
 
