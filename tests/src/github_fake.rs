@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -359,9 +359,8 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/app", get(current_app))
-        .route("/app/installations/{id}/access_tokens", post(access_token))
+    // Every repository route takes an installation token (the App's routes take its JWT).
+    let repos = Router::new()
         .route("/repos/{owner}/{repo}/pulls/{number}", get(get_pull))
         .route("/repos/{owner}/{repo}/git/ref/{*reference}", get(get_ref))
         .route("/repos/{owner}/{repo}/git/refs", post(create_ref))
@@ -406,6 +405,14 @@ fn router(shared: Arc<Shared>) -> Router {
             get(combined_status),
         )
         .route("/repos/{owner}/{repo}/statuses/{sha}", post(create_status))
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            installation_token_required,
+        ));
+    Router::new()
+        .route("/app", get(current_app))
+        .route("/app/installations/{id}/access_tokens", post(access_token))
+        .merge(repos)
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             record_and_inject,
@@ -469,7 +476,6 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The installation token of a request, checked; `Err` is the 401 to answer.
 /// A refusal to answer with GitHub's error shape.
 struct Refusal(StatusCode, &'static str);
 
@@ -479,10 +485,15 @@ impl IntoResponse for Refusal {
     }
 }
 
-fn authorised(shared: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
-    match bearer(headers) {
-        Some(token) if lock(shared).tokens.contains(&token) => Ok(()),
-        _ => Err(Refusal(StatusCode::UNAUTHORIZED, "Bad credentials")),
+/// Answers 401 to a repository call without an installation token the fake issued.
+async fn installation_token_required(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match bearer(request.headers()) {
+        Some(token) if lock(&shared).tokens.contains(&token) => next.run(request).await,
+        _ => Refusal(StatusCode::UNAUTHORIZED, "Bad credentials").into_response(),
     }
 }
 
@@ -622,11 +633,7 @@ async fn access_token(
 async fn get_pull(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, number)): UrlPath<(String, String, u64)>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let path = match repo_path(&shared, &owner, &repo) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -652,11 +659,7 @@ async fn get_pull(
 async fn get_ref(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, reference)): UrlPath<(String, String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let path = match repo_path(&shared, &owner, &repo) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -673,11 +676,7 @@ async fn get_ref(
 async fn get_permission(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, user)): UrlPath<(String, String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let full = format!("{owner}/{repo}");
     let permission = lock(&shared)
         .permissions
@@ -690,12 +689,8 @@ async fn get_permission(
 async fn create_reaction(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, id)): UrlPath<(String, String, u64)>,
-    headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let content = body["content"].as_str().unwrap_or_default().to_owned();
     lock(&shared)
         .reactions
@@ -706,12 +701,8 @@ async fn create_reaction(
 async fn create_comment(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, number)): UrlPath<(String, String, u64)>,
-    headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let text = body["body"].as_str().unwrap_or_default().to_owned();
     lock(&shared)
         .comments
@@ -730,12 +721,8 @@ async fn get_contents(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, file)): UrlPath<(String, String, String)>,
     Query(query): Query<ContentsQuery>,
-    headers: HeaderMap,
 ) -> Response {
     use base64::Engine;
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let path = match repo_path(&shared, &owner, &repo) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -770,12 +757,8 @@ struct NewRef {
 async fn create_ref(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo)): UrlPath<(String, String)>,
-    headers: HeaderMap,
     Json(body): Json<NewRef>,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let path = match repo_path(&shared, &owner, &repo) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -812,12 +795,8 @@ struct RefMove {
 async fn update_ref(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, reference)): UrlPath<(String, String, String)>,
-    headers: HeaderMap,
     Json(body): Json<RefMove>,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let path = match repo_path(&shared, &owner, &repo) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -874,11 +853,7 @@ async fn update_ref(
 async fn delete_ref(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, reference)): UrlPath<(String, String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let path = match repo_path(&shared, &owner, &repo) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -901,12 +876,8 @@ struct MergeRequest {
 async fn merge(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo)): UrlPath<(String, String)>,
-    headers: HeaderMap,
     Json(body): Json<MergeRequest>,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let path = match repo_path(&shared, &owner, &repo) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -961,11 +932,7 @@ async fn merge(
 async fn compare(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, basehead)): UrlPath<(String, String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let path = match repo_path(&shared, &owner, &repo) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -1033,11 +1000,7 @@ async fn list_check_runs(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, reference)): UrlPath<(String, String, String)>,
     Query(query): Query<CheckRunQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let path = match repo_path(&shared, &owner, &repo) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -1059,11 +1022,7 @@ async fn list_check_runs(
 async fn list_check_suites(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, reference)): UrlPath<(String, String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let path = match repo_path(&shared, &owner, &repo) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -1108,11 +1067,7 @@ async fn list_check_suites(
 async fn rerequest_check_suite(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, id)): UrlPath<(String, String, u64)>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let mut inner = lock(&shared);
     let Some((key, _)) = inner.suites.iter().find(|(_, suite)| **suite == id) else {
         return message(StatusCode::NOT_FOUND, "Not Found");
@@ -1138,12 +1093,8 @@ struct CheckRunWrite {
 async fn create_check_run(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo)): UrlPath<(String, String)>,
-    headers: HeaderMap,
     Json(body): Json<CheckRunWrite>,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let (Some(name), Some(head_sha)) = (body.name, body.head_sha) else {
         return message(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -1173,12 +1124,8 @@ async fn create_check_run(
 async fn update_check_run(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, id)): UrlPath<(String, String, u64)>,
-    headers: HeaderMap,
     Json(body): Json<CheckRunWrite>,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let full = format!("{owner}/{repo}");
     let mut inner = lock(&shared);
     let Some(run) = inner
@@ -1206,11 +1153,7 @@ async fn update_check_run(
 async fn combined_status(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, reference)): UrlPath<(String, String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let path = match repo_path(&shared, &owner, &repo) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -1247,14 +1190,8 @@ struct StatusWrite {
 async fn create_status(
     State(shared): State<Arc<Shared>>,
     UrlPath((owner, repo, sha)): UrlPath<(String, String, String)>,
-    method: Method,
-    headers: HeaderMap,
     Json(body): Json<StatusWrite>,
 ) -> Response {
-    let _ = method;
-    if let Err(denied) = authorised(&shared, &headers) {
-        return denied.into_response();
-    }
     let context = body.context.unwrap_or_else(|| "default".to_owned());
     lock(&shared).statuses.push((
         format!("{owner}/{repo}"),

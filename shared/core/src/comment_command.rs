@@ -43,11 +43,6 @@ impl Command {
             Command::Status => "status",
         }
     }
-
-    /// Whether the command changes anything (status only reads).
-    pub fn writes(self) -> bool {
-        !matches!(self, Command::Status)
-    }
 }
 
 /// What a command does to an intent.

@@ -145,8 +145,8 @@ pub enum Action {
         /// The commit was tested before: CI must run its checks again (a re-run).
         again: bool,
     },
-    /// The candidate is finished with (cancelled, landed or judged): stop its checks if they
-    /// still run, and delete its trial ref.
+    /// The candidate is finished with (cancelled, landed or judged): delete its trial ref (its
+    /// checks still running are not cancelled).
     Retire {
         /// The candidate.
         candidate: CandidateId,

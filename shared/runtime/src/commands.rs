@@ -218,8 +218,11 @@ pub async fn record_delivery(
     delivery: &Delivery,
 ) -> Result<DeliveryResult, StoreError> {
     let stale = |e: &StoreError| matches!(e, StoreError::Stale { .. } | StoreError::Projection(_));
+    // A command's author is asked about once, however often the delivery is decided again.
+    let permission = tokio::sync::OnceCell::new();
     until_current(stale, || async {
-        let (outcome, commit) = plan_delivery(services, translation, received, delivery).await?;
+        let (outcome, commit) =
+            plan_delivery(services, translation, received, delivery, &permission).await?;
         match services.store.commit(&commit).await {
             Ok(_) => {
                 if !commit.outbox.is_empty() {
@@ -248,6 +251,7 @@ async fn plan_delivery(
     translation: &Translation,
     received: &Value,
     delivery: &Delivery,
+    permission: &tokio::sync::OnceCell<Result<(), String>>,
 ) -> Result<(Value, Commit), StoreError> {
     let factory = events(services);
     let evidence = json!({"delivery_id": delivery.id});
@@ -310,11 +314,8 @@ async fn plan_delivery(
             let mut judged = Vec::new();
             let keys = repository_queues(services, repo).await?;
             for key in &keys {
-                let intents = services.store.queue_intents(key, None, 1_000).await?;
-                let matching: Vec<&Intent> = intents
-                    .iter()
-                    .filter(|i| i.head_sha() == Some(head_sha.as_str()))
-                    .collect();
+                let intents = intents_at_head(services, key, head_sha).await?;
+                let matching: Vec<&Intent> = intents.iter().collect();
                 for intent in &matching {
                     let payload = json!({"name": name, "state": state_name, "head_sha": head_sha,
                                          "details": conclusion, "reported_by": "github"});
@@ -357,7 +358,10 @@ async fn plan_delivery(
                     "this pull request has no intent in Converge yet".to_owned(),
                 ),
                 (Ok(given), Some(intent)) => {
-                    match may_give_commands(services, *installation, repo, author).await {
+                    let allowed = permission
+                        .get_or_init(|| may_give_commands(services, *installation, repo, author))
+                        .await;
+                    match allowed.clone() {
                         Err(why) => ("refused", why),
                         Ok(()) => match comment_command::effect(intent, *given, author) {
                             comment_command::Effect::Nothing(why) if *given == Command::Status => {
@@ -409,6 +413,30 @@ async fn plan_delivery(
         .events
         .insert(0, event(EventType::WebhookReceived, None, received.clone()));
     Ok((outcome, commit))
+}
+
+/// The actionable intents of a queue whose head is `head_sha`, read page by page (a queue
+/// longer than a page must not hide the intents past it).
+async fn intents_at_head(
+    services: &Services,
+    key: &QueueKey,
+    head_sha: &str,
+) -> Result<Vec<Intent>, StoreError> {
+    const PAGE: u32 = 1_000;
+    let mut found = Vec::new();
+    let mut cursor: Option<converge_store::IntentCursor> = None;
+    loop {
+        let page = services
+            .store
+            .queue_intents(key, cursor.as_ref(), PAGE)
+            .await?;
+        let full = page.len() == PAGE as usize;
+        cursor = page.last().map(converge_store::IntentCursor::after);
+        found.extend(page.into_iter().filter(|i| i.head_sha() == Some(head_sha)));
+        if !full {
+            return Ok(found);
+        }
+    }
 }
 
 /// The intent a change is about, and the intent it proposes (if it proposes one).
@@ -564,16 +592,25 @@ async fn may_give_commands(
     let Some(app) = services.ports.github_app() else {
         return Err("no GitHub App is configured to check who may give commands".to_owned());
     };
-    match converge_github::conversation::may_write(app, installation, repo, user).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(format!(
+    let asked = converge_github::conversation::may_write(app, installation, repo, user);
+    match tokio::time::timeout(GITHUB_CALL_BUDGET, asked).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(format!(
             "@{user} may not give commands here: write permission on {repo} is needed"
         )),
-        Err(e) => Err(format!(
+        Ok(Err(e)) => Err(format!(
             "the permission of @{user} could not be checked: {e}"
+        )),
+        Err(_) => Err(format!(
+            "the permission of @{user} could not be checked: GitHub did not answer in {} s",
+            GITHUB_CALL_BUDGET.as_secs()
         )),
     }
 }
+
+/// How long a webhook delivery waits on GitHub for a command's permission check, and then for
+/// its answer (reaction and reply): GitHub gives up on a delivery after 10 seconds.
+const GITHUB_CALL_BUDGET: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Answers a comment command on GitHub once its decision is recorded: a reaction on the
 /// comment (+1 done, -1 refused, confused otherwise) and, unless it was simply done, a reply
@@ -600,12 +637,20 @@ async fn answer_command(services: &Services, translation: &Translation, outcome:
         _ => "confused",
     };
     use converge_github::conversation::{react, reply};
-    if let Err(e) = react(app, *installation, repo, *comment_id, reaction).await {
-        tracing::warn!(repo = %repo, comment = comment_id, "the reaction to a command was not posted: {e}");
-    }
-    if result != "applied"
-        && let Err(e) = reply(app, *installation, repo, *number, answer).await
+    let answering = async {
+        if let Err(e) = react(app, *installation, repo, *comment_id, reaction).await {
+            tracing::warn!(repo = %repo, comment = comment_id, "the reaction to a command was not posted: {e}");
+        }
+        if result != "applied"
+            && let Err(e) = reply(app, *installation, repo, *number, answer).await
+        {
+            tracing::warn!(repo = %repo, number, "the answer to a command was not posted: {e}");
+        }
+    };
+    if tokio::time::timeout(GITHUB_CALL_BUDGET, answering)
+        .await
+        .is_err()
     {
-        tracing::warn!(repo = %repo, number, "the answer to a command was not posted: {e}");
+        tracing::warn!(repo = %repo, number, "the answer to a command was cut short: GitHub did not answer in time");
     }
 }

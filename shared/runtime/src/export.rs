@@ -68,11 +68,7 @@ pub async fn next_page(
         .collect();
     let next = ExportCursor {
         done: intents.len() < PAGE as usize,
-        after: intents.last().map(|last| IntentCursor {
-            priority: last.priority,
-            created_at: last.created_at,
-            id: last.id.clone(),
-        }),
+        after: intents.last().map(IntentCursor::after),
     };
     Ok((records, next))
 }

@@ -158,10 +158,22 @@ pub async fn mode_in_force(
     tenant: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(IntakeMode, Option<IntakeSignals>), AnalyticsError> {
+    mode_counting_with(store, tenant, || signals(store, tenant, now)).await
+}
+
+/// [`mode_in_force`] with the health and debt counted by `count`, when `auto` decides.
+async fn mode_counting_with<Counted>(
+    store: &Store,
+    tenant: Option<&str>,
+    count: impl FnOnce() -> Counted,
+) -> Result<(IntakeMode, Option<IntakeSignals>), AnalyticsError>
+where
+    Counted: std::future::Future<Output = Result<IntakeSignals, AnalyticsError>>,
+{
     match mode_of(override_of(store, tenant).await?.as_ref()) {
         Some(mode) => Ok((mode, None)),
         None => {
-            let signals = signals(store, tenant, now).await?;
+            let signals = count().await?;
             Ok((signals.auto_mode, Some(signals)))
         }
     }
@@ -177,13 +189,10 @@ pub async fn admit(
 ) -> Result<(IntakeDecision, Event), AnalyticsError> {
     let tenant = intent.tenant_id.as_deref();
     let now = services.clock.now();
-    let (mode, signals) = match mode_of(override_of(&services.store, tenant).await?.as_ref()) {
-        Some(mode) => (mode, None),
-        None => {
-            let signals = recent_signals(services, tenant, now).await?;
-            (signals.auto_mode, Some(signals))
-        }
-    };
+    let (mode, signals) = mode_counting_with(&services.store, tenant, || {
+        recent_signals(services, tenant, now)
+    })
+    .await?;
     let decision = intake::decide(mode, intent.risk_level, &intent.id);
     let event_type = match decision.verdict {
         IntakeVerdict::Accepted => EventType::IntakeAccepted,

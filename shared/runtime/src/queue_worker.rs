@@ -451,11 +451,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 .queue_intents(lease.key(), cursor.as_ref(), PAGE)
                 .await?;
             let full = page.len() == PAGE as usize;
-            cursor = page.last().map(|i| IntentCursor {
-                priority: i.priority,
-                created_at: i.created_at,
-                id: i.id.clone(),
-            });
+            cursor = page.last().map(IntentCursor::after);
             // Where every intent of the page points, read at once where the SCM can: most have
             // nothing to do. The read is after every merge so far.
             let mut page_tips = self.scm.tips_of(&page).await.map(Vec::into_iter);
@@ -526,16 +522,8 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     (report.outcome == RoundOutcome::Paused).then(|| report.detail.clone());
                 reports.push(report);
                 if let Some(reason) = paused {
-                    self.flush(&lease, &mut pending).await?;
-                    self.send_reports(&lease).await?;
-                    let hold = self.store.hold_key(&lease, &reason).await?;
-                    tracing::warn!(
-                        key = %lease.key(),
-                        until = %hold.until,
-                        failures = hold.failures,
-                        "queue key paused, no retry spent: {reason}"
-                    );
-                    return Ok((reports, Some(hold.until)));
+                    let until = self.pause_key(&lease, &mut pending, &reason).await?;
+                    return Ok((reports, Some(until)));
                 }
                 if needed_work {
                     worked += 1;
@@ -567,11 +555,8 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 .map(|r| r.detail.clone());
             reports.extend(train_reports);
             if let Some(reason) = paused {
-                self.flush(&lease, &mut pending).await?;
-                self.send_reports(&lease).await?;
-                let hold = self.store.hold_key(&lease, &reason).await?;
-                tracing::warn!(key = %lease.key(), until = %hold.until, "queue key paused, no retry spent: {reason}");
-                return Ok((reports, Some(hold.until)));
+                let until = self.pause_key(&lease, &mut pending, &reason).await?;
+                return Ok((reports, Some(until)));
             }
         }
         self.flush(&lease, &mut pending).await?;
@@ -589,6 +574,26 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             tracing::info!(key = %lease.key(), "queue key resumed");
         }
         Ok((reports, None))
+    }
+
+    /// Ends a round the environment stopped: its decisions are committed and its reports
+    /// sent, then the key pauses with `reason` (no retry spent). Returns the end of the pause.
+    async fn pause_key(
+        &self,
+        lease: &Lease,
+        pending: &mut Pending,
+        reason: &str,
+    ) -> Result<DateTime<Utc>, WorkerError> {
+        self.flush(lease, pending).await?;
+        self.send_reports(lease).await?;
+        let hold = self.store.hold_key(lease, reason).await?;
+        tracing::warn!(
+            key = %lease.key(),
+            until = %hold.until,
+            failures = hold.failures,
+            "queue key paused, no retry spent: {reason}"
+        );
+        Ok(hold.until)
     }
 
     /// Commits the round's deferred decisions in one transaction guarded by the lease.
@@ -831,8 +836,8 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     /// The round's settings: the repository's `.github/converge.toml` on the target's tip
     /// over the deployment's. A file that is refused leaves the last valid one in force (kept
     /// in the key's lease row) and is reported on the round's check runs; a file removed
-    /// brings the deployment's settings back. Source control that cannot say where the target
-    /// is keeps the deployment's.
+    /// brings the deployment's settings back. When the target's tip does not read, the last
+    /// valid file stays in force (none: the deployment's settings).
     async fn repo_settings(
         &self,
         lease: &Lease,
@@ -841,9 +846,6 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
         let mut knobs = Knobs::of(&self.settings);
         let first = self.store.queue_intents(lease.key(), None, 1).await?;
         let Some(sample) = first.first() else {
-            return Ok((policy, knobs, None));
-        };
-        let Ok(tip) = self.scm.target_tip(sample).await else {
             return Ok((policy, knobs, None));
         };
         let stored = self
@@ -855,8 +857,25 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 .as_deref()
                 .and_then(|text| repo_config::parse(text).ok())
         };
-        let config = match self.scm.read_file(sample, &tip, repo_config::PATH).await {
-            Ok(None) => {
+        let tip = match self.scm.target_tip(sample).await {
+            Ok(tip) => Ok(tip),
+            // Where the target is cannot be read (source control down, or none that can say):
+            // the last valid file stays in force, so a tested repository is not merged untested.
+            Err(e) => {
+                if stored.is_some() {
+                    tracing::warn!(key = %lease.key(), "the target's tip does not read, the last valid {} stays in force: {e}", repo_config::PATH);
+                }
+                Err(e)
+            }
+        };
+        let read = match &tip {
+            Ok(tip) => Some(self.scm.read_file(sample, tip, repo_config::PATH).await),
+            Err(_) => None,
+        };
+        let tip = tip.unwrap_or_default();
+        let config = match read {
+            None => last_valid(),
+            Some(Ok(None)) => {
                 if stored.is_some() {
                     self.store
                         .save_key_document(lease, KeyDocument::RepoConfig, None)
@@ -864,7 +883,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 }
                 None
             }
-            Ok(Some(text)) => match repo_config::parse(&text) {
+            Some(Ok(Some(text))) => match repo_config::parse(&text) {
                 Ok(config) => {
                     if stored.as_deref() != Some(text.as_str()) {
                         self.store
@@ -882,7 +901,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     last_valid()
                 }
             },
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(key = %lease.key(), "{} does not read: {e}", repo_config::PATH);
                 last_valid()
             }

@@ -393,6 +393,17 @@ pub struct IntentCursor {
     pub id: String,
 }
 
+impl IntentCursor {
+    /// The cursor of the page that follows `last`.
+    pub fn after(last: &converge_core::Intent) -> IntentCursor {
+        IntentCursor {
+            priority: last.priority,
+            created_at: last.created_at,
+            id: last.id.clone(),
+        }
+    }
+}
+
 /// Which intents to list.
 #[derive(Debug, Clone, Default)]
 pub struct IntentFilter {

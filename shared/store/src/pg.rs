@@ -12,8 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use crate::StoreError;
 use crate::backend::{
-    insert_intent_sql, insert_intents_prefix, intent_overwrite_sql, store_operations,
-    tally_upsert_sql, version_bump_sql,
+    insert_events_prefix, insert_intent_sql, insert_intents_prefix, intent_overwrite_sql,
+    store_operations, tally_upsert_sql, version_bump_sql,
 };
 
 /// How long to wait for a pooled connection before giving up.
@@ -134,12 +134,14 @@ crate::backend::analytics::analytics_operations!(
 /// `converge_core::audit::link_hash_of_record` does), appends them and moves the head, the
 /// tallies and the tenant's version on. The head is then held for that statement and the
 /// commit only, not for a round trip to this process and back. Other tails (several tenants,
-/// more rows than one statement's parameters allow) are written in steps.
+/// more rows than one statement's parameters allow, a tenant's first event) are written in
+/// steps.
 async fn append_log_tail(
     tx: &mut WriteTx,
     tail: crate::backend::LogTail<'_>,
 ) -> Result<Vec<i64>, StoreError> {
-    // Twelve parameters an event, five a tally: far below PostgreSQL's 65,535.
+    // Eleven parameters an event, five a tally (no more tallies than events): far below
+    // PostgreSQL's 65,535.
     const MOST: usize = 1_000;
     let chains: std::collections::BTreeSet<&str> = tail
         .events
@@ -147,11 +149,7 @@ async fn append_log_tail(
         .map(|e| converge_core::audit::chain_of(e.tenant_id.as_deref()))
         .collect();
     let chain = match chains.first() {
-        Some(chain)
-            if chains.len() == 1 && tail.events.len() <= MOST && tail.tallies.len() <= MOST =>
-        {
-            *chain
-        }
+        Some(chain) if chains.len() == 1 && tail.events.len() <= MOST => *chain,
         _ => return append_log_tail_in_steps(tx, tail).await,
     };
     let records: Vec<String> = tail
@@ -159,23 +157,13 @@ async fn append_log_tail(
         .iter()
         .map(converge_core::audit::link_record)
         .collect();
-    for _ in 0..2 {
-        let appended = append_to_one_chain(tx, &tail, chain, &records).await?;
-        if !appended.is_empty() {
-            return crate::backend::seqs_in_order(tail.events, appended);
-        }
-        // Nothing was written: the chain has no head yet (its tenant's first event).
-        sqlx::query(
-            "INSERT INTO audit_chains (tenant, next_index, last_hash) VALUES ($1, 0, $2) ON CONFLICT (tenant) DO NOTHING",
-        )
-        .bind(chain)
-        .bind(converge_core::audit::GENESIS)
-        .execute(&mut **tx)
-        .await?;
+    let appended = append_to_one_chain(tx, &tail, chain, &records).await?;
+    if appended.is_empty() {
+        // Nothing was written: the chain has no head yet (its tenant's first event), which
+        // the steps make.
+        return append_log_tail_in_steps(tx, tail).await;
     }
-    Err(crate::error::corrupt(format!(
-        "the audit chain '{chain}' has no head"
-    )))
+    crate::backend::seqs_in_order(tail.events, appended)
 }
 
 /// The statement of [`append_log_tail`]. Every write in it hangs on the chain's head: without
@@ -192,9 +180,9 @@ async fn append_to_one_chain(
     q.push_bind(chain);
     q.push(" FOR UPDATE), incoming (position, id, trace_id, at, event_type, intent_id, agent_id, tenant_id, payload, evidence, record) AS (");
     q.push_values(
-        tail.events.iter().zip(records).enumerate(),
-        |mut row, (n, (event, record))| {
-            row.push_bind(i64::try_from(n).unwrap_or(i64::MAX) + 1)
+        (1_i64..).zip(tail.events.iter().zip(records)),
+        |mut row, (position, (event, record))| {
+            row.push_bind(position)
                 .push_bind(event.id.as_str())
                 .push_bind(event.trace_id.as_str())
                 .push_bind(ts(event.timestamp))
@@ -249,10 +237,12 @@ async fn append_to_one_chain(
         q.push(version_bump_sql!());
         q.push("), ");
     }
+    // Sequence numbers are taken in the events' order, as the steps' insert takes them.
+    q.push("appended AS (");
+    q.push(insert_events_prefix!());
     q.push(
-        "appended AS (INSERT INTO events (id, trace_id, timestamp, event_type, intent_id, agent_id, tenant_id, payload, evidence, chain_index, chain_hash) \
-         SELECT i.id, i.trace_id, i.at, i.event_type, i.intent_id, i.agent_id, i.tenant_id, i.payload, i.evidence, c.chain_index, c.chain_hash \
-         FROM incoming AS i JOIN chained AS c ON c.position = i.position RETURNING id, seq) \
+        "SELECT i.id, i.trace_id, i.at, i.event_type, i.intent_id, i.agent_id, i.tenant_id, i.payload, i.evidence, c.chain_index, c.chain_hash \
+         FROM incoming AS i JOIN chained AS c ON c.position = i.position ORDER BY i.position RETURNING id, seq) \
          SELECT id, seq FROM appended",
     );
     Ok(q.build_query_as().fetch_all(&mut **tx).await?)

@@ -404,12 +404,6 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 intents: landing,
             } => {
                 let now = self.clock.now();
-                let freezes = self.store.freezes_of_key(&key).await?;
-                if let Some(freeze) = converge_core::freeze::holding(&freezes, &key, now) {
-                    tracing::info!(key = %key, "a freeze holds the tested {to}: {}", freeze.describe(now));
-                    train.defer_landing();
-                    return Ok(None);
-                }
                 let just_committed = !pending.is_empty();
                 self.flush(lease, pending).await?;
                 let (renewed, permit) = self
@@ -417,6 +411,14 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                     .merge_permit(lease, self.settings.lease_ttl, just_committed, now)
                     .await?;
                 *lease = renewed;
+                // As in head mode: the freezes are read once the permit is in hand, so one
+                // answered while it was taken holds too.
+                let freezes = self.store.freezes_of_key(&key).await?;
+                if let Some(freeze) = converge_core::freeze::holding(&freezes, &key, now) {
+                    tracing::info!(key = %key, "a freeze holds the tested {to}: {}", freeze.describe(now));
+                    train.defer_landing();
+                    return Ok(None);
+                }
                 match self.scm.fast_forward(sample, &from, &to, &permit).await {
                     Ok(()) => {
                         pending.target_now = Some(to.clone());
@@ -435,6 +437,10 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                             });
                         }
                         train.landed(&to);
+                        // Recorded at once: a squashed or rebased head is no ancestor of the
+                        // target, so a crash that lost these records could not find them
+                        // landed and would test them again.
+                        self.flush(lease, pending).await?;
                     }
                     Err(MergeError::TargetMoved { current, .. }) => train.target_moved(&current),
                     // Anything else (protected, refused, unreachable) will not pass by testing

@@ -1,5 +1,6 @@
-//! The audit chain in the store: heads locked and moved on by every commit (`lock_chains`, then
-//! `move_heads` with the log's tail), the reads verification pages through, the sealing of rows
+//! The audit chain in the store: heads locked and moved on by commits written in steps
+//! (`lock_chains`, then `move_heads` with the log's tail; PostgreSQL's one-tenant commits do
+//! both in their tail's statement, `pg.rs`), the reads verification pages through, the sealing of rows
 //! from before the chain existed, and retention (pruning a verified prefix behind a signed
 //! anchor; sent outbox rows).
 //! What a chain *is* lives in `converge_core::audit`.

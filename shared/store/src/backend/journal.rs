@@ -348,7 +348,9 @@ macro_rules! journal_operations {
                 if intent_ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                let ids = serde_json::to_string(intent_ids).map_err($crate::error::corrupt)?;
+                // Each id once: a repeated one would join its decisions twice.
+                let distinct: std::collections::BTreeSet<&String> = intent_ids.iter().collect();
+                let ids = serde_json::to_string(&distinct).map_err($crate::error::corrupt)?;
                 // Per intent, the latest evidence's seq (one index probe) beside its newest
                 // `limit` decisions (numbered newest first); an intent without decisions
                 // still has its row, with NULL event columns.
@@ -379,20 +381,10 @@ macro_rules! journal_operations {
                         trail.decisions.push(stored_event_from_row(row)?);
                     }
                 }
-                let mut ordered: Vec<$crate::DecisionTrail> = Vec::with_capacity(intent_ids.len());
-                for id in intent_ids {
-                    let trail = match trails.remove(id) {
-                        Some(trail) => trail,
-                        // An id given twice: its trail went to its first place.
-                        None => intent_ids
-                            .iter()
-                            .position(|other| other == id)
-                            .and_then(|first| ordered.get(first).cloned())
-                            .unwrap_or_default(),
-                    };
-                    ordered.push(trail);
-                }
-                Ok(ordered)
+                Ok(intent_ids
+                    .iter()
+                    .map(|id| trails.get(id).cloned().unwrap_or_default())
+                    .collect())
             }
 
             /// Intents counted by tenant, repository, target and status (for gauges and

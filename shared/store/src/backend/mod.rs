@@ -27,8 +27,8 @@ pub(crate) type ChainHeads<'a> = std::collections::BTreeMap<&'a str, converge_co
 /// chain positions, the heads moved on, the analytics tallies and the tenants' versions. These
 /// rows are shared by every commit of a tenant, so the time from locking the first to
 /// committing is the time a tenant's commits wait on each other: PostgreSQL locks, hashes and
-/// writes them in one statement (`pg.rs`); SQLite, whose writes are serialised anyway, in
-/// steps.
+/// writes a one-tenant tail in one statement (`pg.rs`); other tails, and SQLite's (whose
+/// writes are serialised anyway), go in steps (`append_log_tail_in_steps`).
 pub(crate) struct LogTail<'a> {
     pub events: &'a [converge_core::Event],
     pub tallies: Vec<Tally>,

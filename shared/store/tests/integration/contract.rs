@@ -1396,6 +1396,14 @@ async fn the_decision_trails_of_a_page_are_read_together(store: Store, clock: Ma
     assert_eq!(trails[0], DecisionTrail::default());
     assert_eq!(trails[1], DecisionTrail::default());
     assert!(ok(store.decision_trails(&[], 2).await).is_empty());
+    let twice = ok(store
+        .decision_trails(&["p-1".to_owned(), "p-1".to_owned()], 2)
+        .await);
+    assert_eq!(
+        twice,
+        [trails[2].clone(), trails[2].clone()],
+        "an id given twice"
+    );
 }
 
 async fn a_delivery_changes_state_once_however_often_it_arrives(store: Store, clock: ManualClock) {
