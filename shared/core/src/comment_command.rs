@@ -1,7 +1,8 @@
 //! Commands in pull request comments: `@converge queue`, `dequeue`, `priority N`, `retry`
 //! and `status`, and what each does to the pull request's intent.
 //!
-//! A comment speaks to Converge when one of its lines starts with `@converge` (any case);
+//! A comment speaks to Converge when one of its lines starts with `@converge` (any case) as a
+//! whole name (`@convergence` or `@converge-bot` is someone else; `@converge:` is Converge);
 //! the first such line is the command. Who may give commands (write permission on the
 //! repository) is the adapter's to check; this module only reads the command and decides
 //! its effect, which the caller records like any other decision.
@@ -57,11 +58,19 @@ pub enum Effect {
 /// The command a comment gives: `None` when it does not speak to Converge, an error naming
 /// what is wrong when it does but says nothing Converge knows.
 pub fn parse(body: &str) -> Option<Result<Command, String>> {
-    let line = body.lines().map(str::trim).find(|line| {
-        line.get(..MENTION.len())
-            .is_some_and(|start| start.eq_ignore_ascii_case(MENTION))
+    let rest = body.lines().map(str::trim).find_map(|line| {
+        let rest = line
+            .get(..MENTION.len())
+            .filter(|start| start.eq_ignore_ascii_case(MENTION))
+            .and_then(|_| line.get(MENTION.len()..))?;
+        // A longer name (a GitHub login goes on with letters, digits or hyphens) is not us.
+        let longer_name = rest
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        (!longer_name).then_some(rest)
     })?;
-    let mut words = line[MENTION.len()..].split_whitespace();
+    let mut words = rest.trim_start_matches([':', ',']).split_whitespace();
     let word = words.next().map(str::to_ascii_lowercase);
     let command = match word.as_deref() {
         Some("queue") => Ok(Command::Queue),
@@ -155,6 +164,19 @@ mod tests {
             "a mention inside a line is no command"
         );
         assert_eq!(parse("@converge queue"), Some(Ok(Command::Queue)));
+        assert_eq!(parse("@converge: queue"), Some(Ok(Command::Queue)));
+        assert_eq!(parse("@Converge, retry"), Some(Ok(Command::Retry)));
+        assert_eq!(
+            parse("@convergence queue"),
+            None,
+            "another name that starts like ours is no command"
+        );
+        assert_eq!(parse("@converge-bot queue\n@converge_x status"), None);
+        assert_eq!(
+            parse("@converge-bot queue\n@converge status"),
+            Some(Ok(Command::Status)),
+            "the first line that speaks to Converge is the command"
+        );
         assert_eq!(
             parse("Ready.\n  @Converge Priority 1 please"),
             Some(Ok(Command::Priority(1)))
