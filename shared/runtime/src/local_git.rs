@@ -362,8 +362,22 @@ impl Scm for GitScm {
         let (code, text) = self
             .git(&["cat-file", "blob", &format!("{commit}:{path}")])
             .await?;
-        // git exits 128 when the file (or the commit) is not there.
-        Ok((code == 0).then_some(text))
+        if code == 0 {
+            return Ok(Some(text));
+        }
+        // git fails alike when the file is not there and when the commit is not (or the
+        // repository is broken): only a commit that reads tells the file is absent. Taken for
+        // "no file", a failure would drop the repository's configuration in force.
+        let (commit_code, _) = self
+            .git(&["cat-file", "-e", &format!("{commit}^{{commit}}")])
+            .await?;
+        if commit_code == 0 {
+            Ok(None)
+        } else {
+            Err(ScmError::Unavailable(format!(
+                "{path} does not read at {commit}: the commit is not in the repository"
+            )))
+        }
     }
 
     async fn tips(&self, intent: &Intent) -> Result<Tips, ScmError> {

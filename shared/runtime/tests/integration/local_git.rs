@@ -73,6 +73,32 @@ async fn the_tips_of_a_page_agree_with_reading_each_and_name_what_is_unknown() {
 }
 
 #[tokio::test]
+async fn a_file_read_tells_a_missing_file_from_a_commit_that_does_not_read() {
+    let repo = tempfile::tempdir().unwrap();
+    docs_and_clash(repo.path());
+    let scm = GitScm::new(repo.path());
+    let sample = intent("a", "feature/docs", "main");
+    let without = git(repo.path(), &["rev-parse", "main"]);
+    commit_file(repo.path(), ".converge.yml", "mode: tested\n", "configure");
+    let with = git(repo.path(), &["rev-parse", "HEAD"]);
+    assert_eq!(
+        scm.read_file(&sample, &with, ".converge.yml").await,
+        Ok(Some("mode: tested\n".to_owned()))
+    );
+    assert_eq!(
+        scm.read_file(&sample, &without, ".converge.yml").await,
+        Ok(None),
+        "no file in a commit that reads"
+    );
+    let unknown = "0123456789abcdef0123456789abcdef01234567";
+    let read = scm.read_file(&sample, unknown, ".converge.yml").await;
+    assert!(
+        matches!(&read, Err(ScmError::Unavailable(why)) if why.contains(unknown)),
+        "a commit that is not there is a failure, not a missing file: {read:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_merge_commits_the_tree_its_simulation_wrote_with_or_without_it() {
     for simulated_first in [true, false] {
         let repo = tempfile::tempdir().unwrap();
