@@ -79,19 +79,20 @@ async fn a_file_read_tells_a_missing_file_from_a_commit_that_does_not_read() {
     let scm = GitScm::new(repo.path());
     let sample = intent("a", "feature/docs", "main");
     let without = git(repo.path(), &["rev-parse", "main"]);
-    commit_file(repo.path(), ".converge.yml", "mode: tested\n", "configure");
+    let path = converge_core::repo_config::PATH;
+    commit_file(repo.path(), path, "mode = \"tested\"\n", "configure");
     let with = git(repo.path(), &["rev-parse", "HEAD"]);
     assert_eq!(
-        scm.read_file(&sample, &with, ".converge.yml").await,
-        Ok(Some("mode: tested\n".to_owned()))
+        scm.read_file(&sample, &with, path).await,
+        Ok(Some("mode = \"tested\"\n".to_owned()))
     );
     assert_eq!(
-        scm.read_file(&sample, &without, ".converge.yml").await,
+        scm.read_file(&sample, &without, path).await,
         Ok(None),
         "no file in a commit that reads"
     );
     let unknown = "0123456789abcdef0123456789abcdef01234567";
-    let read = scm.read_file(&sample, unknown, ".converge.yml").await;
+    let read = scm.read_file(&sample, unknown, path).await;
     assert!(
         matches!(&read, Err(ScmError::Unavailable(why)) if why.contains(unknown)),
         "a commit that is not there is a failure, not a missing file: {read:?}"
