@@ -328,6 +328,15 @@ pub trait Checks {
         let _ = (intent, commit);
         async { Ok(false) }
     }
+
+    /// Whether a commit's outcomes are the same whichever intent of `sample`'s repository asks
+    /// (the code host's checks of the commit, commands run on it), so one answer serves every
+    /// intent a tested candidate holds. `false` (the default) where results are kept per
+    /// intent, as results reported to Converge for an intent are.
+    fn answers_per_commit(&self, sample: &Intent) -> bool {
+        let _ = sample;
+        false
+    }
 }
 
 /// The current time.

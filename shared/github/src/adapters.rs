@@ -383,6 +383,12 @@ impl Scm for GithubPorts {
 }
 
 impl Checks for GithubPorts {
+    /// The commit's check runs and statuses in the intent's repository: the same for every
+    /// intent of it.
+    fn answers_per_commit(&self, _sample: &Intent) -> bool {
+        true
+    }
+
     /// Re-requests every check suite of the commit that did not succeed (GitHub resets it and
     /// CI runs it again).
     async fn rerun(&self, intent: &Intent, commit: &str) -> Result<bool, ChecksError> {

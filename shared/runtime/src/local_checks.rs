@@ -235,6 +235,11 @@ impl Checks for CommandChecks {
             })
             .collect())
     }
+
+    /// The commands run on the commit, whichever intent asks.
+    fn answers_per_commit(&self, _sample: &Intent) -> bool {
+        true
+    }
 }
 
 /// The local repository's source of check results: what CI reported to Converge
@@ -257,6 +262,13 @@ impl Checks for LocalChecks {
         match self {
             LocalChecks::Reported(checks) => checks.outcomes(intent, head_sha, required).await,
             LocalChecks::Commands(checks) => checks.outcomes(intent, head_sha, required).await,
+        }
+    }
+
+    fn answers_per_commit(&self, sample: &Intent) -> bool {
+        match self {
+            LocalChecks::Reported(checks) => checks.answers_per_commit(sample),
+            LocalChecks::Commands(checks) => checks.answers_per_commit(sample),
         }
     }
 }

@@ -149,6 +149,14 @@ impl Checks for RoutedPorts {
             Side::Github(github) => github.rerun(intent, commit).await,
         }
     }
+
+    fn answers_per_commit(&self, sample: &Intent) -> bool {
+        match self.side(sample) {
+            Ok(Side::Local(_, checks)) => checks.answers_per_commit(sample),
+            Ok(Side::Github(github)) => github.answers_per_commit(sample),
+            Err(_) => false,
+        }
+    }
 }
 
 impl Merger for RoutedPorts {

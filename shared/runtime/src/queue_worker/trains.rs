@@ -526,16 +526,22 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     }
 
     /// The required checks' results on a candidate's commit, once every one finished or one
-    /// failed; `None` while they run. CI may report them on any intent of the candidate
-    /// (checks run as commands answer for the commit, whichever intent asks).
+    /// failed; `None` while they run. Where the checks answer per commit (the code host's,
+    /// commands), the first intent asks for all: on GitHub, two calls a candidate a round
+    /// instead of two for each intent it holds. Results CI reported to Converge may be on any
+    /// intent of the candidate, so each is asked.
     async fn candidate_results(
         &self,
         held: &[&Intent],
         commit: &str,
         required: &[String],
     ) -> Option<Vec<CheckResult>> {
+        let askers = match held.first() {
+            Some(first) if self.checks.answers_per_commit(first) => &held[..1],
+            _ => held,
+        };
         let mut passed: BTreeSet<&str> = BTreeSet::new();
-        for intent in held {
+        for intent in askers {
             let outcomes = match self.checks.outcomes(intent, commit, required).await {
                 Ok(outcomes) => outcomes,
                 Err(e) => {

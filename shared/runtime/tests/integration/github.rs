@@ -1003,6 +1003,52 @@ async fn tested_mode_lands_seven_of_eight_and_ejects_the_failing_one_naming_its_
     );
 }
 
+/// Tested mode asks GitHub for a candidate's checks once a round, not once for each pull
+/// request the candidate holds: waiting on CI costs two calls a candidate a round, however
+/// many it tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tested_mode_reads_a_candidates_checks_once_a_round_whatever_it_holds() {
+    let w = world().await;
+    for i in 0..6u64 {
+        let name = format!("feature/{i}");
+        branch(&w.repo, &name, "main", &format!("f{i}.txt"), "x\n");
+        w.open_pull(i + 1, &name).await;
+    }
+    let worker = w.tested_processor();
+    let trials = || {
+        git(
+            &w.repo,
+            &[
+                "for-each-ref",
+                "--format=%(objectname)",
+                "refs/heads/converge/trial/",
+            ],
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect::<std::collections::BTreeSet<String>>()
+    };
+    // Rounds until the candidates wait on CI (their branches pushed, no check reported).
+    for _ in 0..10 {
+        if !trials().is_empty() {
+            break;
+        }
+        poll(&worker).await;
+    }
+    let under_test = trials();
+    assert!(!under_test.is_empty(), "a candidate is under test");
+    let before = w.fake.calls().len();
+    poll(&worker).await;
+    let calls = w.fake.calls();
+    for sha in &under_test {
+        for read in ["check-runs", "status"] {
+            let path = format!("/repos/{REPO}/commits/{sha}/{read}");
+            let times = calls[before..].iter().filter(|c| c.path == path).count();
+            assert_eq!(times, 1, "{path} read {times} times in a round");
+        }
+    }
+}
+
 /// Tested mode: a pull request that conflicts with the target leaves the queue at once (no
 /// retries counted), its check run naming the file; a push that resolves it brings it back,
 /// and it lands once its candidate's check passed.
