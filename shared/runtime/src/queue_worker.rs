@@ -162,6 +162,9 @@ pub struct QueueProcessor<S, C = ReportedChecks, P = NoPublisher> {
     holder: String,
     /// (freeze, intent, head) whose check run was told the freeze holds it.
     frozen_notices: std::sync::Mutex<std::collections::HashSet<(String, String, String)>>,
+    /// Per key, the repository file as read at a target tip: a commit's file never changes,
+    /// so a round whose target has not moved asks source control for the tip only.
+    repo_files: std::sync::Mutex<std::collections::HashMap<QueueKey, (String, Option<String>)>>,
 }
 
 impl<S: Scm + Merger + Sync> QueueProcessor<S, ReportedChecks, NoPublisher> {
@@ -220,6 +223,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             clock,
             holder: holder.into(),
             frozen_notices: std::sync::Mutex::default(),
+            repo_files: std::sync::Mutex::default(),
         }
     }
 
@@ -869,7 +873,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             }
         };
         let read = match &tip {
-            Ok(tip) => Some(self.scm.read_file(sample, tip, repo_config::PATH).await),
+            Ok(tip) => Some(self.repo_file_at(lease.key(), sample, tip).await),
             Err(_) => None,
         };
         let tip = tip.unwrap_or_default();
@@ -915,6 +919,35 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
             );
         }
         Ok((policy, knobs, config))
+    }
+
+    /// The repository file at the target's `tip`, read from source control once per tip (on
+    /// GitHub, a contents call a round saved while the target stays put).
+    async fn repo_file_at(
+        &self,
+        key: &QueueKey,
+        sample: &Intent,
+        tip: &str,
+    ) -> Result<Option<String>, ScmError> {
+        /// A worker serves a bounded set of keys; past this, the memory starts again.
+        const KEYS_REMEMBERED: usize = 4_096;
+        let known = |files: &std::collections::HashMap<QueueKey, (String, Option<String>)>| {
+            files
+                .get(key)
+                .filter(|(at, _)| at == tip)
+                .map(|(_, text)| text.clone())
+        };
+        if let Some(text) = self.repo_files.lock().ok().and_then(|files| known(&files)) {
+            return Ok(text);
+        }
+        let text = self.scm.read_file(sample, tip, repo_config::PATH).await?;
+        if let Ok(mut files) = self.repo_files.lock() {
+            if files.len() >= KEYS_REMEMBERED {
+                files.clear();
+            }
+            files.insert(key.clone(), (tip.to_owned(), text.clone()));
+        }
+        Ok(text)
     }
 
     /// Tested mode: the intent rides the train (after the round's pages) instead of merging.

@@ -1049,6 +1049,39 @@ async fn tested_mode_reads_a_candidates_checks_once_a_round_whatever_it_holds() 
     }
 }
 
+/// The repository file is read once per target tip: rounds over a target that stays put ask
+/// GitHub where it is, not for the file again; a target that moved is read afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repository_file_is_read_once_per_target_tip() {
+    let w = world().await;
+    branch(&w.repo, "waiting", "main", "w.txt", "w\n");
+    let waiting = w.open_pull(31, "waiting").await;
+    let worker = w.processor(true);
+    let path = format!("/repos/{REPO}/contents/.github/converge.toml");
+    let reads = |w: &World| w.fake.calls().iter().filter(|c| c.path == path).count();
+    // Its check never reports: the pull request waits, and each round looks at the key.
+    for _ in 0..3 {
+        poll(&worker).await;
+    }
+    assert_ne!(w.intent(&waiting).await.status, Status::Merged);
+    assert_eq!(
+        reads(&w),
+        1,
+        "three rounds over an unmoved target read the file once"
+    );
+    git(&w.repo, &["checkout", "-q", "main"]);
+    commit_file(
+        &w.repo,
+        ".github/converge.toml",
+        "batch_size = 5\n",
+        "config",
+    );
+    git(&w.repo, &["checkout", "-q", "--detach"]);
+    poll(&worker).await;
+    poll(&worker).await;
+    assert_eq!(reads(&w), 2, "the moved target's file is read, once");
+}
+
 /// Tested mode: a pull request that conflicts with the target leaves the queue at once (no
 /// retries counted), its check run naming the file; a push that resolves it brings it back,
 /// and it lands once its candidate's check passed.
