@@ -361,6 +361,7 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
 fn router(shared: Arc<Shared>) -> Router {
     // Every repository route takes an installation token (the App's routes take its JWT).
     let repos = Router::new()
+        .route("/repos/{owner}/{repo}/pulls", get(list_pulls))
         .route("/repos/{owner}/{repo}/pulls/{number}", get(get_pull))
         .route("/repos/{owner}/{repo}/git/ref/{*reference}", get(get_ref))
         .route("/repos/{owner}/{repo}/git/refs", post(create_ref))
@@ -628,6 +629,49 @@ async fn access_token(
                                 "pull_requests": "read", "merge_queues": "read", "metadata": "read"}})),
     )
         .into_response()
+}
+
+#[derive(Deserialize)]
+struct PullsQuery {
+    base: Option<String>,
+    per_page: Option<usize>,
+    page: Option<usize>,
+}
+
+/// The open pull requests (all are open here), by number, optionally into `base`; paged as
+/// GitHub pages them (30 a page unless asked, at most 100).
+async fn list_pulls(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((owner, repo)): UrlPath<(String, String)>,
+    Query(query): Query<PullsQuery>,
+) -> Response {
+    let path = match repo_path(&shared, &owner, &repo) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let full = format!("{owner}/{repo}");
+    let per_page = query.per_page.unwrap_or(30).clamp(1, 100);
+    let page = query.page.unwrap_or(1).max(1);
+    let pulls: Vec<(u64, String, String)> = lock(&shared)
+        .pulls
+        .iter()
+        .filter(|((r, _), (_, base))| *r == full && query.base.as_ref().is_none_or(|b| b == base))
+        .map(|((_, number), (head, base))| (*number, head.clone(), base.clone()))
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    let mut listed = Vec::with_capacity(pulls.len());
+    for (number, head, base) in pulls {
+        let head_sha = resolve(&path, &format!("refs/heads/{head}"))
+            .await
+            .unwrap_or_default();
+        listed.push(json!({
+            "number": number, "state": "open",
+            "head": {"ref": head, "sha": head_sha, "repo": {"full_name": full}},
+            "base": {"ref": base, "repo": {"full_name": full}}
+        }));
+    }
+    Json(listed).into_response()
 }
 
 async fn get_pull(

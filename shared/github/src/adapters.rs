@@ -47,7 +47,7 @@ pub struct GithubPorts {
 
 /// Where an intent lives on GitHub.
 struct Target {
-    client: Octocrab,
+    client: Arc<Octocrab>,
     repo: String,
     pull: Option<u64>,
 }
@@ -117,7 +117,7 @@ impl GithubPorts {
         }
     }
 
-    async fn tips_of(&self, t: &Target, intent: &Intent) -> Result<Tips, ScmError> {
+    async fn read_tips(&self, t: &Target, intent: &Intent) -> Result<Tips, ScmError> {
         let head_sha = match t.pull {
             Some(number) => {
                 let (status, body) = call(
@@ -316,12 +316,72 @@ impl Scm for GithubPorts {
 
     async fn tips(&self, intent: &Intent) -> Result<Tips, ScmError> {
         let t = self.target(intent).map_err(unavailable)?;
-        self.tips_of(&t, intent).await
+        self.read_tips(&t, intent).await
+    }
+
+    /// A queue page's tips in a few calls instead of two an intent: the target's tip once, and
+    /// the heads of the open pull requests into it from their list (100 a call). An intent
+    /// the list does not answer (its pull request closed, or a branch) is read on its own. A
+    /// page of several repositories or targets, or a failed call, leaves each to be read on
+    /// its own.
+    async fn tips_of(&self, intents: &[Intent]) -> Option<Vec<Result<Tips, ScmError>>> {
+        const PER_PAGE: usize = 100;
+        /// Past this many open pull requests into one target, the rest are read one by one.
+        const MOST_PAGES: usize = 10;
+        let first = intents.first()?;
+        if intents.len() < 2
+            || intents
+                .iter()
+                .any(|i| i.repo() != first.repo() || i.target != first.target)
+        {
+            return None;
+        }
+        let t = self.target(first).ok()?;
+        let target_sha = self.branch_tip(&t, &first.target).await.ok()??;
+        let base = percent_encoding::utf8_percent_encode(
+            &first.target,
+            percent_encoding::NON_ALPHANUMERIC,
+        );
+        let mut heads: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+        for page in 1..=MOST_PAGES {
+            let route = format!(
+                "/repos/{}/pulls?state=open&base={base}&per_page={PER_PAGE}&page={page}",
+                t.repo
+            );
+            let (status, body) = call(&t.client, "GET", &route, None).await.ok()?;
+            let listed = body.as_array().filter(|_| status == 200)?;
+            for pull in listed {
+                if let (Some(number), Some(sha)) =
+                    (pull["number"].as_u64(), pull["head"]["sha"].as_str())
+                {
+                    heads.insert(number, sha.to_owned());
+                }
+            }
+            if listed.len() < PER_PAGE {
+                break;
+            }
+        }
+        let mut tips = Vec::with_capacity(intents.len());
+        for intent in intents {
+            let listed = intent
+                .technical
+                .get("pr_number")
+                .and_then(Value::as_u64)
+                .and_then(|number| heads.get(&number));
+            tips.push(match listed {
+                Some(head_sha) => Ok(Tips {
+                    head_sha: head_sha.clone(),
+                    target_sha: target_sha.clone(),
+                }),
+                None => self.tips(intent).await,
+            });
+        }
+        Some(tips)
     }
 
     async fn simulate(&self, intent: &Intent) -> Result<SimulatedMerge, ScmError> {
         let t = self.target(intent).map_err(unavailable)?;
-        let tips = self.tips_of(&t, intent).await?;
+        let tips = self.read_tips(&t, intent).await?;
         let branch = Self::scratch_branch(intent);
         self.reset_scratch(&t, &branch, &tips.target_sha)
             .await
@@ -547,7 +607,7 @@ impl Merger for GithubPorts {
     ) -> Result<String, MergeError> {
         let t = self.target(intent).map_err(merge_unavailable)?;
         let tips = self
-            .tips_of(&t, intent)
+            .read_tips(&t, intent)
             .await
             .map_err(|e| MergeError::Unavailable(e.to_string()))?;
         if tips.target_sha != validated.target_sha {

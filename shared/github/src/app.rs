@@ -170,7 +170,9 @@ pub struct GithubApp {
     /// The client that authenticates as the App, replaced when the private key rotates; or
     /// why there is none yet (the key's secret is empty or unreadable, or not a key).
     app: std::sync::RwLock<Result<Octocrab, String>>,
-    installations: Mutex<HashMap<u64, Octocrab>>,
+    /// Shared, not cloned: a clone of an `Octocrab` copies its token cache empty, and each
+    /// would mint a token of its own (a call to GitHub before every call).
+    installations: Mutex<HashMap<u64, Arc<Octocrab>>>,
     settings: GithubSettings,
 }
 
@@ -256,7 +258,7 @@ impl GithubApp {
     }
 
     /// The client of an installation (its token cache is kept with it).
-    pub fn installation(&self, id: u64) -> Result<Octocrab, GithubError> {
+    pub fn installation(&self, id: u64) -> Result<Arc<Octocrab>, GithubError> {
         let mut clients = self
             .installations
             .lock()
@@ -264,10 +266,11 @@ impl GithubApp {
         if let Some(client) = clients.get(&id) {
             return Ok(client.clone());
         }
-        let client = self
-            .app_client()?
-            .installation(InstallationId(id))
-            .map_err(|e| GithubError::Config(e.to_string()))?;
+        let client = Arc::new(
+            self.app_client()?
+                .installation(InstallationId(id))
+                .map_err(|e| GithubError::Config(e.to_string()))?,
+        );
         clients.insert(id, client.clone());
         Ok(client)
     }

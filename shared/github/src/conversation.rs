@@ -12,7 +12,7 @@ fn client(
     app: &GithubApp,
     installation: Option<u64>,
     repo: &str,
-) -> Result<octocrab::Octocrab, GithubError> {
+) -> Result<std::sync::Arc<octocrab::Octocrab>, GithubError> {
     let id = installation
         .or(app.settings().default_installation)
         .ok_or_else(|| {

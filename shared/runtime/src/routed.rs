@@ -97,16 +97,18 @@ impl Scm for RoutedPorts {
     }
 
     async fn tips_of(&self, intents: &[Intent]) -> Option<Vec<Result<Tips, ScmError>>> {
-        // A round's intents share a queue key, so they are all on one side; only the local
-        // repository reads them together.
-        match &self.local {
-            Some((scm, _))
-                if intents
-                    .iter()
-                    .all(|i| matches!(self.side(i), Ok(Side::Local(..)))) =>
-            {
-                scm.tips_of(intents).await
-            }
+        // A round's intents share a queue key, so they are all on one side.
+        let first = intents.first()?;
+        let one_side = |local: bool| {
+            intents.iter().all(|i| match self.side(i) {
+                Ok(Side::Local(..)) => local,
+                Ok(Side::Github(_)) => !local,
+                Err(_) => false,
+            })
+        };
+        match self.side(first).ok()? {
+            Side::Local(scm, _) if one_side(true) => scm.tips_of(intents).await,
+            Side::Github(github) if one_side(false) => github.tips_of(intents).await,
             _ => None,
         }
     }

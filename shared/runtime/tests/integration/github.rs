@@ -1082,6 +1082,70 @@ async fn the_repository_file_is_read_once_per_target_tip() {
     assert_eq!(reads(&w), 2, "the moved target's file is read, once");
 }
 
+/// A round reads where a page of pull requests points with the target's ref and the list of
+/// open pull requests into it, not two calls for each, with the installation token it already
+/// has; a pushed head is still seen and validated again, and the others are left as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_reads_its_pull_requests_tips_from_their_list_and_sees_a_push() {
+    let w = world().await;
+    let mut ids = Vec::new();
+    for n in 0..3u64 {
+        let name = format!("listed/{n}");
+        let head = branch(&w.repo, &name, "main", &format!("l{n}.txt"), "l\n");
+        let id = w.open_pull(40 + n, &name).await;
+        w.complete_check(&id, &head, "success").await;
+        ids.push(id);
+    }
+    let worker = w.processor(false);
+    assert_eq!(outcomes(&poll(&worker).await), ["queued"; 3]);
+    let before = w.fake.calls().len();
+    let reports = poll(&worker).await;
+    assert!(
+        reports.iter().all(|r| r.1 == "unchanged"),
+        "nothing moved: {reports:?}"
+    );
+    let calls = w.fake.calls();
+    let round = &calls[before..];
+    let each = round
+        .iter()
+        .filter(|c| c.path.starts_with(&format!("/repos/{REPO}/pulls/")))
+        .count();
+    let listed = round
+        .iter()
+        .filter(|c| c.path == format!("/repos/{REPO}/pulls"))
+        .count();
+    assert_eq!((each, listed), (0, 1), "{round:?}");
+    let minted = round
+        .iter()
+        .filter(|c| c.path.ends_with("/access_tokens"))
+        .count();
+    assert_eq!(minted, 0, "the installation's token is reused: {round:?}");
+
+    let pushed = push(&w.repo, "listed/1", "more.txt", "m\n");
+    w.complete_check(&ids[1], &pushed, "success").await;
+    poll(&worker).await;
+    let validated: Vec<usize> = validations_of(&w, &ids).await;
+    assert_eq!(
+        validated,
+        [1, 2, 1],
+        "only the pushed pull request is validated again"
+    );
+    let last = w.payloads(&ids[1], EventType::IntentValidated).await;
+    assert!(
+        last.iter().any(|p| p.to_string().contains(&pushed)),
+        "validated at the pushed head {pushed}: {last:?}"
+    );
+}
+
+/// How many times each intent was validated.
+async fn validations_of(w: &World, ids: &[String]) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for id in ids {
+        counts.push(w.payloads(id, EventType::IntentValidated).await.len());
+    }
+    counts
+}
+
 /// Tested mode: a pull request that conflicts with the target leaves the queue at once (no
 /// retries counted), its check run naming the file; a push that resolves it brings it back,
 /// and it lands once its candidate's check passed.
