@@ -103,7 +103,7 @@ impl GithubPorts {
         let (status, body) = call(
             &t.client,
             "GET",
-            &format!("/repos/{}/git/ref/heads/{branch}", t.repo),
+            &format!("/repos/{}/git/ref/heads/{}", t.repo, in_path(branch)),
             None,
         )
         .await?;
@@ -175,7 +175,7 @@ impl GithubPorts {
         let (status, answer2) = call(
             &t.client,
             "PATCH",
-            &format!("/repos/{}/git/refs/heads/{branch}", t.repo),
+            &format!("/repos/{}/git/refs/heads/{}", t.repo, in_path(branch)),
             Some(&body),
         )
         .await?;
@@ -198,7 +198,7 @@ impl GithubPorts {
         let _ = call(
             &t.client,
             "DELETE",
-            &format!("/repos/{}/git/refs/heads/{branch}", t.repo),
+            &format!("/repos/{}/git/refs/heads/{}", t.repo, in_path(branch)),
             None,
         )
         .await;
@@ -275,6 +275,17 @@ fn unavailable(error: GithubError) -> ScmError {
     ScmError::Unavailable(error.to_string())
 }
 
+/// A branch name as it goes into an API path or query: what is not a letter, digit, `-`, `.`,
+/// `_` or `/` is percent-encoded (a `#` or `?` in a name would otherwise end the path).
+fn in_path(branch: &str) -> percent_encoding::PercentEncode<'_> {
+    const KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_');
+    percent_encoding::utf8_percent_encode(branch, KEPT)
+}
+
 impl Scm for GithubPorts {
     /// The contents API at `commit` (`None` for 404).
     async fn read_file(
@@ -338,10 +349,7 @@ impl Scm for GithubPorts {
         }
         let t = self.target(first).ok()?;
         let target_sha = self.branch_tip(&t, &first.target).await.ok()??;
-        let base = percent_encoding::utf8_percent_encode(
-            &first.target,
-            percent_encoding::NON_ALPHANUMERIC,
-        );
+        let base = in_path(&first.target);
         let mut heads: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
         for page in 1..=MOST_PAGES {
             let route = format!(
@@ -743,7 +751,7 @@ impl GithubPorts {
         commit: &str,
     ) -> Result<(), MergeError> {
         let body = json!({"sha": commit, "force": false});
-        let route = format!("/repos/{}/git/refs/heads/{target}", t.repo);
+        let route = format!("/repos/{}/git/refs/heads/{}", t.repo, in_path(target));
         let (status, answer) = call(&t.client, "PATCH", &route, Some(&body))
             .await
             .map_err(merge_unavailable)?;

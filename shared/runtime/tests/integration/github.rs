@@ -1146,6 +1146,20 @@ async fn validations_of(w: &World, ids: &[String]) -> Vec<usize> {
     counts
 }
 
+/// Branch names go into GitHub's paths encoded: a `#` (which git allows) would otherwise end
+/// the path, and the ref read would be another branch's, or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_named_with_a_hash_is_read_as_itself() {
+    let w = world().await;
+    branch(&w.repo, "release", "main", "r.txt", "r\n");
+    let tip = branch(&w.repo, "release#2", "main", "r2.txt", "r2\n");
+    branch(&w.repo, "feature", "main", "f.txt", "f\n");
+    let id = w.open_pull(50, "feature").await;
+    let mut intent = w.intent(&id).await;
+    intent.target = "release#2".into();
+    assert_eq!(w.ports.target_tip(&intent).await, Ok(tip));
+}
+
 /// Tested mode: a pull request that conflicts with the target leaves the queue at once (no
 /// retries counted), its check run naming the file; a push that resolves it brings it back,
 /// and it lands once its candidate's check passed.
