@@ -354,9 +354,13 @@ async fn pull_request_events_drive_the_intent_and_copies_change_it_once() {
         let stale = json!({"action": "completed", "repository": {"full_name": "acme/app"},
                            "check_run": {"head_sha": "aaa111", "name": "ci/lint", "conclusion": "success"}});
         let (_, answer) = hook.send("check_run", "delivery-check-old", &stale).await;
-        // An old head's result concerns no intent; a commit no intent has for head may be a
-        // tested candidate's, so the repository's queues look again.
-        assert_eq!(answer["result"], "queued", "{answer}");
+        // An old head's result concerns no intent, and no queue tests that commit: nothing
+        // looks again.
+        assert_eq!(
+            (&answer["result"], &answer["queues"]),
+            (&json!("ignored"), &json!(0)),
+            "{answer}"
+        );
         let events = hook.api(&format!("/v1/intents/{id}/events")).await;
         assert_eq!(event_count(&events, "check.reported"), 1, "{events}");
 

@@ -8,7 +8,7 @@
 //! | `pull_request` | `labeled`, `unlabeled` | the priority its labels ask for (`converge/priority-N`) |
 //! | `pull_request_review` | `submitted`, `dismissed` | the review, counted per reviewer (approvals, changes requested) |
 //! | `push` | branch pushes | wake the repository's queues (a target moved, or a source got a head) |
-//! | `check_suite`, `check_run` | `completed` | recorded on the intents whose head it is, which are judged again; on a commit no intent's head (a tested candidate's), wakes the repository's queues |
+//! | `check_suite`, `check_run` | `completed` | recorded on the intents whose head it is, which are judged again; on a commit no intent's head, wakes the queues whose tested candidate it is |
 //! | `issue_comment` | `created` | an `@converge` command on a pull request ([`Translation::Command`]) |
 //! | `merge_group` | `checks_requested`, `destroyed` | an intent for the group; or its rejection |
 //! | `installation`, `installation_repositories` | any | recorded as `github.installation_changed` |

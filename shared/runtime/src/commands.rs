@@ -331,10 +331,18 @@ async fn plan_delivery(
                 }
             }
             if judged.is_empty() {
-                // No intent's head: a tested candidate's, most likely (trial branches are
-                // nobody's pull request). The queues look at their candidates again.
-                commit.outbox.extend(keys.iter().map(queue_message));
-                json!({"result": "queued", "queues": keys.len()})
+                // No intent's head: a tested candidate's (trial branches are nobody's pull
+                // request), or a commit the queues do not care about (CI on other branches).
+                // Only the queues testing it look again; the others learn nothing.
+                let mut testing = Vec::new();
+                for key in &keys {
+                    if testing_commit(services, key, head_sha).await? {
+                        testing.push(queue_message(key));
+                    }
+                }
+                let queues = testing.len();
+                commit.outbox.extend(testing);
+                json!({"result": if queues == 0 { "ignored" } else { "queued" }, "queues": queues})
             } else {
                 json!({"result": "recorded", "intents": judged})
             }
@@ -453,6 +461,22 @@ fn change_subject(change: &Change) -> (&str, Option<&Intent>) {
 }
 
 /// Every queue of `repo` (any tenant, any target) that holds actionable intents.
+/// Whether `key`'s tested queue has a candidate under test at `commit` (by its stored train; a
+/// train that does not read tests nothing).
+async fn testing_commit(
+    services: &Services,
+    key: &QueueKey,
+    commit: &str,
+) -> Result<bool, StoreError> {
+    let stored = services
+        .store
+        .key_document(key, converge_store::KeyDocument::Train)
+        .await?;
+    Ok(stored
+        .and_then(|text| serde_json::from_str::<converge_core::train::Train>(&text).ok())
+        .is_some_and(|train| train.under_test().iter().any(|t| t.commit == commit)))
+}
+
 async fn repository_queues(services: &Services, repo: &str) -> Result<Vec<QueueKey>, StoreError> {
     Ok(crate::queue_worker::actionable_keys(&services.store)
         .await?

@@ -1049,6 +1049,86 @@ async fn tested_mode_reads_a_candidates_checks_once_a_round_whatever_it_holds() 
     }
 }
 
+/// A check that completes on no pull request's head wakes only the queues testing that commit
+/// (a tested candidate's), not every queue of the repository: CI on other branches costs the
+/// queues nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_check_wakes_only_the_queue_testing_its_commit() {
+    let w = world().await;
+    for i in 0..2u64 {
+        let name = format!("woken/{i}");
+        branch(&w.repo, &name, "main", &format!("w{i}.txt"), "w\n");
+        w.open_pull(60 + i, &name).await;
+    }
+    let worker = w.tested_processor();
+    let trial = || {
+        git(
+            &w.repo,
+            &[
+                "for-each-ref",
+                "--format=%(objectname)",
+                "refs/heads/converge/trial/",
+            ],
+        )
+    };
+    for _ in 0..10 {
+        if !trial().is_empty() {
+            break;
+        }
+        poll(&worker).await;
+    }
+    let candidate = trial()
+        .lines()
+        .next()
+        .map(str::to_owned)
+        .expect("a candidate");
+    let services = converge_runtime::services::Services::new(
+        w.store.clone(),
+        Arc::new(SystemClock),
+        converge_runtime::config::ApiSettings::default(),
+    );
+    let completed = |n: u32, sha: &str| {
+        let translation = Translation::ChecksCompleted {
+            repo: REPO.into(),
+            head_sha: sha.into(),
+            name: "ci/lint".into(),
+            conclusion: "success".into(),
+        };
+        let delivery = converge_store::Delivery {
+            id: format!("check-{n}"),
+            event_name: "check_run".into(),
+            body_sha256: format!("body-{n}"),
+        };
+        let services = &services;
+        async move {
+            match converge_runtime::commands::record_delivery(
+                services,
+                &translation,
+                &json!({}),
+                &delivery,
+            )
+            .await
+            {
+                Ok(converge_runtime::commands::DeliveryResult::Recorded(outcome)) => outcome,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let woken = completed(1, &candidate).await;
+    assert_eq!(
+        (&woken["result"], &woken["queues"]),
+        (&json!("queued"), &json!(1)),
+        "{woken}"
+    );
+    let elsewhere = git(&w.repo, &["rev-parse", "main"]);
+    let ignored = completed(2, &elsewhere).await;
+    assert_eq!(
+        (&ignored["result"], &ignored["queues"]),
+        (&json!("ignored"), &json!(0)),
+        "{ignored}"
+    );
+}
+
 /// The repository file is read once per target tip: rounds over a target that stays put ask
 /// GitHub where it is, not for the file again; a target that moved is read afresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
