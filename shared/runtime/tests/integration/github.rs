@@ -260,6 +260,18 @@ impl World {
         )
     }
 
+    /// The commits of the trial branches tested candidates are on, one a line.
+    fn trial_commits(&self) -> String {
+        git(
+            &self.repo,
+            &[
+                "for-each-ref",
+                "--format=%(objectname)",
+                "refs/heads/converge/trial/",
+            ],
+        )
+    }
+
     fn main_updates(&self) -> usize {
         self.fake
             .ref_updates()
@@ -921,14 +933,7 @@ async fn tested_mode_lands_seven_of_eight_and_ejects_the_failing_one_naming_its_
             break;
         }
         // CI runs on every trial branch pushed since.
-        let trials = git(
-            &w.repo,
-            &[
-                "for-each-ref",
-                "--format=%(objectname)",
-                "refs/heads/converge/trial/",
-            ],
-        );
+        let trials = w.trial_commits();
         for sha in trials.lines().filter(|s| judged.insert(s.to_string())) {
             let files = git(&w.repo, &["ls-tree", "-r", "--name-only", sha]);
             let conclusion = if files.lines().any(|f| f == "BROKEN") {
@@ -1016,17 +1021,10 @@ async fn tested_mode_reads_a_candidates_checks_once_a_round_whatever_it_holds() 
     }
     let worker = w.tested_processor();
     let trials = || {
-        git(
-            &w.repo,
-            &[
-                "for-each-ref",
-                "--format=%(objectname)",
-                "refs/heads/converge/trial/",
-            ],
-        )
-        .lines()
-        .map(str::to_owned)
-        .collect::<std::collections::BTreeSet<String>>()
+        w.trial_commits()
+            .lines()
+            .map(str::to_owned)
+            .collect::<std::collections::BTreeSet<String>>()
     };
     // Rounds until the candidates wait on CI (their branches pushed, no check reported).
     for _ in 0..10 {
@@ -1061,16 +1059,7 @@ async fn a_completed_check_wakes_only_the_queue_testing_its_commit() {
         w.open_pull(60 + i, &name).await;
     }
     let worker = w.tested_processor();
-    let trial = || {
-        git(
-            &w.repo,
-            &[
-                "for-each-ref",
-                "--format=%(objectname)",
-                "refs/heads/converge/trial/",
-            ],
-        )
-    };
+    let trial = || w.trial_commits();
     for _ in 0..10 {
         if !trial().is_empty() {
             break;
@@ -1315,14 +1304,7 @@ async fn in_tested_mode_a_conflict_leaves_the_queue_at_once_and_a_push_brings_it
         if w.intent(&id).await.status == Status::Merged {
             break;
         }
-        let trials = git(
-            &w.repo,
-            &[
-                "for-each-ref",
-                "--format=%(objectname)",
-                "refs/heads/converge/trial/",
-            ],
-        );
+        let trials = w.trial_commits();
         for sha in trials.lines() {
             w.fake.complete_check(REPO, sha, "ci/lint", "success");
         }
@@ -1358,14 +1340,7 @@ async fn the_repository_file_picks_the_mode_and_a_refused_one_leaves_the_last_va
     // Head mode by the deployment; the file says tested.
     let worker = w.processor(true);
     let ci = |w: &World| {
-        let trials = git(
-            &w.repo,
-            &[
-                "for-each-ref",
-                "--format=%(objectname)",
-                "refs/heads/converge/trial/",
-            ],
-        );
+        let trials = w.trial_commits();
         for sha in trials.lines() {
             w.fake.complete_check(REPO, sha, "ci/lint", "success");
         }
@@ -1437,14 +1412,7 @@ async fn tested_mode_reruns_a_flaky_failure_through_github_and_lands() {
             break;
         }
         // CI: the first trial commit flakes; a re-requested suite runs again and passes.
-        let trials = git(
-            &w.repo,
-            &[
-                "for-each-ref",
-                "--format=%(objectname)",
-                "refs/heads/converge/trial/",
-            ],
-        );
+        let trials = w.trial_commits();
         for sha in trials.lines() {
             if !judged.insert(sha.to_string()) {
                 continue;
