@@ -331,7 +331,8 @@ impl Scm for GithubPorts {
     }
 
     /// A queue page's tips in a few calls instead of two an intent: the target's tip once, and
-    /// the heads of the open pull requests into it from their list (100 a call). An intent
+    /// the heads of the open pull requests into it from their list (100 a call, until every
+    /// pull request of the page is found). An intent
     /// the list does not answer (its pull request closed, or a branch) is read on its own. A
     /// page of several repositories or targets, or a failed call, leaves each to be read on
     /// its own.
@@ -350,6 +351,8 @@ impl Scm for GithubPorts {
         let t = self.target(first).ok()?;
         let target_sha = self.branch_tip(&t, &first.target).await.ok()??;
         let base = in_path(&first.target);
+        let pull_of = |intent: &Intent| intent.technical.get("pr_number").and_then(Value::as_u64);
+        let wanted: std::collections::HashSet<u64> = intents.iter().filter_map(pull_of).collect();
         let mut heads: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
         for page in 1..=MOST_PAGES {
             let route = format!(
@@ -365,17 +368,14 @@ impl Scm for GithubPorts {
                     heads.insert(number, sha.to_owned());
                 }
             }
-            if listed.len() < PER_PAGE {
+            // The last page, or every pull request the page asks about is answered.
+            if listed.len() < PER_PAGE || wanted.iter().all(|n| heads.contains_key(n)) {
                 break;
             }
         }
         let mut tips = Vec::with_capacity(intents.len());
         for intent in intents {
-            let listed = intent
-                .technical
-                .get("pr_number")
-                .and_then(Value::as_u64)
-                .and_then(|number| heads.get(&number));
+            let listed = pull_of(intent).and_then(|number| heads.get(&number));
             tips.push(match listed {
                 Some(head_sha) => Ok(Tips {
                     head_sha: head_sha.clone(),

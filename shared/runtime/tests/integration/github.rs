@@ -1152,8 +1152,9 @@ async fn the_repository_file_is_read_once_per_target_tip() {
 }
 
 /// A round reads where a page of pull requests points with the target's ref and the list of
-/// open pull requests into it, not two calls for each, with the installation token it already
-/// has; a pushed head is still seen and validated again, and the others are left as they were.
+/// open pull requests into it (as far as it needs), not two calls for each, with the
+/// installation token it already has; a pushed head is still seen and validated again, and the
+/// others are left as they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_reads_its_pull_requests_tips_from_their_list_and_sees_a_push() {
     let w = world().await;
@@ -1164,6 +1165,10 @@ async fn a_round_reads_its_pull_requests_tips_from_their_list_and_sees_a_push() 
         let id = w.open_pull(40 + n, &name).await;
         w.complete_check(&id, &head, "success").await;
         ids.push(id);
+    }
+    // More open pull requests than one page lists: the page's are on the first.
+    for n in 100..250u64 {
+        w.fake.open_pull(REPO, n, &format!("other/{n}"), "main");
     }
     let worker = w.processor(false);
     assert_eq!(outcomes(&poll(&worker).await), ["queued"; 3]);
