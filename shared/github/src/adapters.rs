@@ -88,7 +88,7 @@ impl GithubPorts {
         Ok(Target {
             client: self.app.installation(installation)?,
             repo,
-            pull: intent.technical.get("pr_number").and_then(Value::as_u64),
+            pull: pull_number(intent),
         })
     }
 
@@ -275,6 +275,11 @@ fn unavailable(error: GithubError) -> ScmError {
     ScmError::Unavailable(error.to_string())
 }
 
+/// The number of the pull request an intent is (`None` for a branch's).
+fn pull_number(intent: &Intent) -> Option<u64> {
+    intent.technical.get("pr_number").and_then(Value::as_u64)
+}
+
 /// A branch name as it goes into an API path or query: what is not a letter, digit, `-`, `.`,
 /// `_` or `/` is percent-encoded (a `#` or `?` in a name would otherwise end the path).
 fn in_path(branch: &str) -> percent_encoding::PercentEncode<'_> {
@@ -332,10 +337,9 @@ impl Scm for GithubPorts {
 
     /// A queue page's tips in a few calls instead of two an intent: the target's tip once, and
     /// the heads of the open pull requests into it from their list (100 a call, until every
-    /// pull request of the page is found). An intent
-    /// the list does not answer (its pull request closed, or a branch) is read on its own. A
-    /// page of several repositories or targets, or a failed call, leaves each to be read on
-    /// its own.
+    /// pull request of the page is found). An intent the list does not answer (its pull
+    /// request closed, or a branch) is read on its own. A page of several repositories or
+    /// targets, or a failed call, leaves each to be read on its own.
     async fn tips_of(&self, intents: &[Intent]) -> Option<Vec<Result<Tips, ScmError>>> {
         const PER_PAGE: usize = 100;
         /// Past this many open pull requests into one target, the rest are read one by one.
@@ -351,8 +355,8 @@ impl Scm for GithubPorts {
         let t = self.target(first).ok()?;
         let target_sha = self.branch_tip(&t, &first.target).await.ok()??;
         let base = in_path(&first.target);
-        let pull_of = |intent: &Intent| intent.technical.get("pr_number").and_then(Value::as_u64);
-        let wanted: std::collections::HashSet<u64> = intents.iter().filter_map(pull_of).collect();
+        let wanted: std::collections::HashSet<u64> =
+            intents.iter().filter_map(pull_number).collect();
         let mut heads: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
         for page in 1..=MOST_PAGES {
             let route = format!(
@@ -375,7 +379,7 @@ impl Scm for GithubPorts {
         }
         let mut tips = Vec::with_capacity(intents.len());
         for intent in intents {
-            let listed = pull_of(intent).and_then(|number| heads.get(&number));
+            let listed = pull_number(intent).and_then(|number| heads.get(&number));
             tips.push(match listed {
                 Some(head_sha) => Ok(Tips {
                     head_sha: head_sha.clone(),

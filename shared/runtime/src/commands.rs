@@ -314,8 +314,7 @@ async fn plan_delivery(
             let mut judged = Vec::new();
             let keys = repository_queues(services, repo).await?;
             for key in &keys {
-                let intents = intents_at_head(services, key, head_sha).await?;
-                let matching: Vec<&Intent> = intents.iter().collect();
+                let matching = intents_at_head(services, key, head_sha).await?;
                 for intent in &matching {
                     let payload = json!({"name": name, "state": state_name, "head_sha": head_sha,
                                          "details": conclusion, "reported_by": "github"});
@@ -460,7 +459,6 @@ fn change_subject(change: &Change) -> (&str, Option<&Intent>) {
     }
 }
 
-/// Every queue of `repo` (any tenant, any target) that holds actionable intents.
 /// Whether `key`'s tested queue has a candidate under test at `commit` (by its stored train; a
 /// train that does not read tests nothing).
 async fn testing_commit(
@@ -477,6 +475,7 @@ async fn testing_commit(
         .is_some_and(|train| train.under_test().iter().any(|t| t.commit == commit)))
 }
 
+/// Every queue of `repo` (any tenant, any target) that holds actionable intents.
 async fn repository_queues(services: &Services, repo: &str) -> Result<Vec<QueueKey>, StoreError> {
     Ok(crate::queue_worker::actionable_keys(&services.store)
         .await?

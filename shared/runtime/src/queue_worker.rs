@@ -861,22 +861,20 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 .as_deref()
                 .and_then(|text| repo_config::parse(text).ok())
         };
-        let tip = match self.scm.target_tip(sample).await {
-            Ok(tip) => Ok(tip),
+        let (tip, read) = match self.scm.target_tip(sample).await {
+            Ok(tip) => {
+                let read = self.repo_file_at(lease.key(), sample, &tip).await;
+                (tip, Some(read))
+            }
             // Where the target is cannot be read (source control down, or none that can say):
             // the last valid file stays in force, so a tested repository is not merged untested.
             Err(e) => {
                 if stored.is_some() {
                     tracing::warn!(key = %lease.key(), "the target's tip does not read, the last valid {} stays in force: {e}", repo_config::PATH);
                 }
-                Err(e)
+                (String::new(), None)
             }
         };
-        let read = match &tip {
-            Ok(tip) => Some(self.repo_file_at(lease.key(), sample, tip).await),
-            Err(_) => None,
-        };
-        let tip = tip.unwrap_or_default();
         let config = match read {
             None => last_valid(),
             Some(Ok(None)) => {
@@ -931,13 +929,13 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     ) -> Result<Option<String>, ScmError> {
         /// A worker serves a bounded set of keys; past this, the memory starts again.
         const KEYS_REMEMBERED: usize = 4_096;
-        let known = |files: &std::collections::HashMap<QueueKey, (String, Option<String>)>| {
+        let known = self.repo_files.lock().ok().and_then(|files| {
             files
                 .get(key)
                 .filter(|(at, _)| at == tip)
                 .map(|(_, text)| text.clone())
-        };
-        if let Some(text) = self.repo_files.lock().ok().and_then(|files| known(&files)) {
+        });
+        if let Some(text) = known {
             return Ok(text);
         }
         let text = self.scm.read_file(sample, tip, repo_config::PATH).await?;

@@ -98,17 +98,19 @@ impl Scm for RoutedPorts {
 
     async fn tips_of(&self, intents: &[Intent]) -> Option<Vec<Result<Tips, ScmError>>> {
         // A round's intents share a queue key, so they are all on one side.
-        let first = intents.first()?;
-        let one_side = |local: bool| {
-            intents.iter().all(|i| match self.side(i) {
-                Ok(Side::Local(..)) => local,
-                Ok(Side::Github(_)) => !local,
-                Err(_) => false,
-            })
+        let all_local = || {
+            intents
+                .iter()
+                .all(|i| matches!(self.side(i), Ok(Side::Local(..))))
         };
-        match self.side(first).ok()? {
-            Side::Local(scm, _) if one_side(true) => scm.tips_of(intents).await,
-            Side::Github(github) if one_side(false) => github.tips_of(intents).await,
+        let all_github = || {
+            intents
+                .iter()
+                .all(|i| matches!(self.side(i), Ok(Side::Github(_))))
+        };
+        match self.side(intents.first()?).ok()? {
+            Side::Local(scm, _) if all_local() => scm.tips_of(intents).await,
+            Side::Github(github) if all_github() => github.tips_of(intents).await,
             _ => None,
         }
     }

@@ -12,8 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use crate::StoreError;
 use crate::backend::{
-    insert_events_prefix, insert_intent_sql, insert_intents_prefix, intent_overwrite_sql,
-    store_operations, tally_upsert_sql, version_bump_sql,
+    bind_event_fields, insert_events_prefix, insert_intent_sql, insert_intents_prefix,
+    intent_overwrite_sql, store_operations, tally_upsert_sql, version_bump_sql,
 };
 
 /// How long to wait for a pooled connection before giving up.
@@ -182,17 +182,8 @@ async fn append_to_one_chain(
     q.push_values(
         (1_i64..).zip(tail.events.iter().zip(records)),
         |mut row, (position, (event, record))| {
-            row.push_bind(position)
-                .push_bind(event.id.as_str())
-                .push_bind(event.trace_id.as_str())
-                .push_bind(ts(event.timestamp))
-                .push_bind(event.event_type.as_str())
-                .push_bind(event.intent_id.as_deref())
-                .push_bind(event.agent_id.as_deref())
-                .push_bind(event.tenant_id.as_deref())
-                .push_bind(sqlx::types::Json(&event.payload))
-                .push_bind(sqlx::types::Json(&event.evidence))
-                .push_bind(record.as_str());
+            row.push_bind(position);
+            bind_event_fields!(row, event).push_bind(record.as_str());
         },
     );
     // Each event's index follows its predecessor's, and its hash is

@@ -755,15 +755,7 @@ macro_rules! journal_operations {
         ) {
             q.push($crate::backend::insert_events_prefix!());
             q.push_values(events.iter().zip(links), |mut row, (event, (chain_index, chain_hash))| {
-                row.push_bind(event.id.as_str())
-                    .push_bind(event.trace_id.as_str())
-                    .push_bind(ts(event.timestamp))
-                    .push_bind(event.event_type.as_str())
-                    .push_bind(event.intent_id.as_deref())
-                    .push_bind(event.agent_id.as_deref())
-                    .push_bind(event.tenant_id.as_deref())
-                    .push_bind(sqlx::types::Json(&event.payload))
-                    .push_bind(sqlx::types::Json(&event.evidence))
+                $crate::backend::bind_event_fields!(row, event)
                     .push_bind(*chain_index)
                     .push_bind(chain_hash.as_str());
             });

@@ -88,6 +88,23 @@ macro_rules! insert_events_prefix {
     };
 }
 
+/// Binds an event's stored fields to a row of a `push_values`, in the order of
+/// [`insert_events_prefix`] up to `evidence` (the chain's columns follow); `ts` is the calling
+/// backend's timestamp conversion.
+macro_rules! bind_event_fields {
+    ($row:expr, $event:expr) => {
+        $row.push_bind($event.id.as_str())
+            .push_bind($event.trace_id.as_str())
+            .push_bind(ts($event.timestamp))
+            .push_bind($event.event_type.as_str())
+            .push_bind($event.intent_id.as_deref())
+            .push_bind($event.agent_id.as_deref())
+            .push_bind($event.tenant_id.as_deref())
+            .push_bind(sqlx::types::Json(&$event.payload))
+            .push_bind(sqlx::types::Json(&$event.evidence))
+    };
+}
+
 /// What adding to a tally row does when it exists.
 macro_rules! tally_upsert_sql {
     () => {
@@ -158,6 +175,6 @@ macro_rules! store_operations {
 }
 
 pub(crate) use {
-    insert_events_prefix, insert_intent_sql, insert_intents_prefix, intent_overwrite_sql,
-    store_operations, tally_upsert_sql, version_bump_sql,
+    bind_event_fields, insert_events_prefix, insert_intent_sql, insert_intents_prefix,
+    intent_overwrite_sql, store_operations, tally_upsert_sql, version_bump_sql,
 };
