@@ -3,7 +3,11 @@
 //! events, projection, queue message), 202 — with a new delivery id each time and 500 pull
 //! requests in turn (the first delivery of each creates its intent; later ones are repeats that
 //! change nothing). Criterion reports the median; the p50 and p99 of a separate sample of 2,000
-//! deliveries are printed. Needs the throwaway PostgreSQL of `scripts/bench.sh`.
+//! deliveries are printed. Then a `check_run` completed on one of those pull requests' heads
+//! (`check_run_completed_500_actionable_postgres`): recorded on the intent whose head it is,
+//! with the 500 intents actionable in the repository; and one completed on a commit that is no
+//! intent's head (`check_run_completed_elsewhere_postgres`: CI on another branch). Needs the
+//! throwaway PostgreSQL of `scripts/bench.sh`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is how a test fails.
 
@@ -47,10 +51,23 @@ fn delivery(number: u64) -> (Vec<u8>, String) {
     (body, signature)
 }
 
-async fn send(app: &axum::Router, body: &[u8], signature: &str) {
+/// A signed `check_run` completed on the head of pull request `number`.
+fn check_completed(number: u64) -> (Vec<u8>, String) {
+    let body = serde_json::to_vec(&json!({
+        "action": "completed",
+        "check_run": {"head_sha": format!("{number:040x}"), "name": "ci/lint", "conclusion": "success"},
+        "repository": {"full_name": "acme/app"},
+        "installation": {"id": 7}
+    }))
+    .unwrap_or_default();
+    let signature = sign(&WebhookSecret::new(SECRET), &body);
+    (body, signature)
+}
+
+async fn send(app: &axum::Router, event: &str, body: &[u8], signature: &str) {
     let id = DELIVERY.fetch_add(1, Ordering::Relaxed);
     let request = Request::post("/integrations/github/webhook")
-        .header("x-github-event", "pull_request")
+        .header("x-github-event", event)
         .header("x-github-delivery", format!("bench-{id}"))
         .header("x-hub-signature-256", signature)
         .header("content-type", "application/json")
@@ -96,7 +113,7 @@ fn bench(c: &mut Criterion) {
         for _ in 0..2_000 {
             let (body, signature) = pick();
             let start = Instant::now();
-            send(&app, body, signature).await;
+            send(&app, "pull_request", body, signature).await;
             samples.push(start.elapsed());
         }
         samples
@@ -116,8 +133,20 @@ fn bench(c: &mut Criterion) {
     group.bench_function("pull_request_25kb_postgres", |b| {
         b.iter(|| {
             let (body, signature) = pick();
-            runtime.block_on(send(&app, body, signature));
+            runtime.block_on(send(&app, "pull_request", body, signature));
         });
+    });
+    let checks: Vec<(Vec<u8>, String)> = (0..PULLS).map(check_completed).collect();
+    group.bench_function("check_run_completed_500_actionable_postgres", |b| {
+        b.iter(|| {
+            let (body, signature) =
+                &checks[(next.fetch_add(1, Ordering::Relaxed) % PULLS) as usize];
+            runtime.block_on(send(&app, "check_run", body, signature));
+        });
+    });
+    let elsewhere = check_completed(PULLS + 1);
+    group.bench_function("check_run_completed_elsewhere_postgres", |b| {
+        b.iter(|| runtime.block_on(send(&app, "check_run", &elsewhere.0, &elsewhere.1)));
     });
     group.finish();
 }

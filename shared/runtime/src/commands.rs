@@ -7,7 +7,7 @@ use converge_core::intake::{Change, Effect, effect};
 use converge_core::queue::QueueKey;
 use converge_core::{Event, EventType, Intent};
 use converge_github::webhook::Translation;
-use converge_store::{Commit, Delivery, Expected, StoreError, StoredIntent};
+use converge_store::{Commit, Delivery, Expected, OutboxMessage, StoreError, StoredIntent};
 use serde_json::{Value, json};
 
 use crate::queue_worker::{KeyOutcome, WorkerError, WorkerSettings, queue_message};
@@ -312,33 +312,35 @@ async fn plan_delivery(
                 _ => "failed",
             };
             let mut judged = Vec::new();
-            let keys = repository_queues(services, repo).await?;
-            for key in &keys {
-                let matching = intents_at_head(services, key, head_sha).await?;
-                for intent in &matching {
-                    let payload = json!({"name": name, "state": state_name, "head_sha": head_sha,
-                                         "details": conclusion, "reported_by": "github"});
-                    commit.events.push(event(
-                        EventType::CheckReported,
-                        Some((&intent.id, intent.tenant_id.as_deref())),
-                        payload,
-                    ));
-                    judged.push(intent.id.clone());
-                }
-                if !matching.is_empty() {
-                    commit.outbox.push(queue_message(key));
-                }
+            let mut woken = std::collections::BTreeSet::new();
+            let matching = services
+                .store
+                .actionable_at_head(repo, head_sha, INTENTS_AT_ONE_HEAD)
+                .await?;
+            for intent in &matching {
+                let payload = json!({"name": name, "state": state_name, "head_sha": head_sha,
+                                     "details": conclusion, "reported_by": "github"});
+                commit.events.push(event(
+                    EventType::CheckReported,
+                    Some((&intent.id, intent.tenant_id.as_deref())),
+                    payload,
+                ));
+                judged.push(intent.id.clone());
+                woken.insert(QueueKey::for_intent(intent));
             }
+            commit.outbox.extend(woken.iter().map(queue_message));
             if judged.is_empty() {
                 // No intent's head: a tested candidate's (trial branches are nobody's pull
                 // request), or a commit the queues do not care about (CI on other branches).
                 // Only the queues testing it look again; the others learn nothing.
-                let mut testing = Vec::new();
-                for key in &keys {
-                    if testing_commit(services, key, head_sha).await? {
-                        testing.push(queue_message(key));
-                    }
-                }
+                let testing: Vec<OutboxMessage> = services
+                    .store
+                    .trains_of_repo(repo)
+                    .await?
+                    .iter()
+                    .filter(|(_, train)| tests_commit(train, head_sha))
+                    .map(|(key, _)| queue_message(key))
+                    .collect();
                 let queues = testing.len();
                 commit.outbox.extend(testing);
                 json!({"result": if queues == 0 { "ignored" } else { "queued" }, "queues": queues})
@@ -422,29 +424,9 @@ async fn plan_delivery(
     Ok((outcome, commit))
 }
 
-/// The actionable intents of a queue whose head is `head_sha`, read page by page (a queue
-/// longer than a page must not hide the intents past it).
-async fn intents_at_head(
-    services: &Services,
-    key: &QueueKey,
-    head_sha: &str,
-) -> Result<Vec<Intent>, StoreError> {
-    const PAGE: u32 = 1_000;
-    let mut found = Vec::new();
-    let mut cursor: Option<converge_store::IntentCursor> = None;
-    loop {
-        let page = services
-            .store
-            .queue_intents(key, cursor.as_ref(), PAGE)
-            .await?;
-        let full = page.len() == PAGE as usize;
-        cursor = page.last().map(converge_store::IntentCursor::after);
-        found.extend(page.into_iter().filter(|i| i.head_sha() == Some(head_sha)));
-        if !full {
-            return Ok(found);
-        }
-    }
-}
+/// At most this many intents are judged by one completed check: one head is normally one pull
+/// request's (a commit pushed to many branches at once is the rare exception).
+const INTENTS_AT_ONE_HEAD: u32 = 1_000;
 
 /// The intent a change is about, and the intent it proposes (if it proposes one).
 fn change_subject(change: &Change) -> (&str, Option<&Intent>) {
@@ -459,20 +441,11 @@ fn change_subject(change: &Change) -> (&str, Option<&Intent>) {
     }
 }
 
-/// Whether `key`'s tested queue has a candidate under test at `commit` (by its stored train; a
-/// train that does not read tests nothing).
-async fn testing_commit(
-    services: &Services,
-    key: &QueueKey,
-    commit: &str,
-) -> Result<bool, StoreError> {
-    let stored = services
-        .store
-        .key_document(key, converge_store::KeyDocument::Train)
-        .await?;
-    Ok(stored
-        .and_then(|text| serde_json::from_str::<converge_core::train::Train>(&text).ok())
-        .is_some_and(|train| train.under_test().iter().any(|t| t.commit == commit)))
+/// Whether a stored train has a candidate under test at `commit` (a train that does not read
+/// tests nothing).
+fn tests_commit(train: &str, commit: &str) -> bool {
+    serde_json::from_str::<converge_core::train::Train>(train)
+        .is_ok_and(|train| train.under_test().iter().any(|t| t.commit == commit))
 }
 
 /// Every queue of `repo` (any tenant, any target) that holds actionable intents.

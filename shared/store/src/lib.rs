@@ -195,6 +195,11 @@ mod migrations {
                 "trains",
                 include_str!("../migrations/postgres/0018_trains.sql"),
             ),
+            (
+                19,
+                "intent heads",
+                include_str!("../migrations/postgres/0019_intent_heads.sql"),
+            ),
         ])
     }
 
@@ -289,6 +294,11 @@ mod migrations {
                 18,
                 "trains",
                 include_str!("../migrations/sqlite/0018_trains.sql"),
+            ),
+            (
+                19,
+                "intent heads",
+                include_str!("../migrations/sqlite/0019_intent_heads.sql"),
             ),
         ])
     }
@@ -657,6 +667,8 @@ forward! {
     fn bump_tenant_versions(&self) -> ();
     /// The actionable intents of one queue key, in queue order.
     fn queue_intents(&self, key: &converge_core::queue::QueueKey, after: Option<&IntentCursor>, limit: u32) -> Vec<converge_core::Intent>;
+    /// The actionable intents of a repository whose head is a commit (any tenant or target).
+    fn actionable_at_head(&self, repo: &str, head_sha: &str, limit: u32) -> Vec<converge_core::Intent>;
     /// An intent's latest decisions and latest reported check.
     fn decision_trail(&self, intent_id: &str, limit: u32) -> DecisionTrail;
     /// The decision trails of several intents in one query, in the order given.
@@ -693,6 +705,8 @@ forward! {
     fn inspect_lease(&self, key: &converge_core::queue::QueueKey) -> Option<LeaseState>;
     /// Every lease row.
     fn leases(&self) -> Vec<LeaseState>;
+    /// The stored trains of a repository's keys.
+    fn trains_of_repo(&self, repo: &str) -> Vec<(converge_core::queue::QueueKey, String)>;
     /// Pauses a held key after a failure of its environment (backoff by failures in a row).
     fn hold_key(&self, lease: &Lease, reason: &str) -> KeyHold;
     /// Ends a held key's pause.

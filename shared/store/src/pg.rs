@@ -118,7 +118,8 @@ store_operations!(
     lock_projection = "LOCK TABLE intents IN EXCLUSIVE MODE",
     intents_as_json = "SELECT json_agg(json_build_array(id, source, target, status, created_at, created_by, risk_level, priority, semantic, technical, checks_required, dependencies, retries, tenant_id, plan_id, origin_type) ORDER BY priority, created_at, id)::text",
     repo_of_intent = "COALESCE(technical->>'repo', '')",
-    id_list = "SELECT jsonb_array_elements_text(CAST($2 AS jsonb))"
+    id_list = "SELECT jsonb_array_elements_text(CAST($2 AS jsonb))",
+    head_of_intent = "(technical->>'initial_base_commit')"
 );
 
 crate::backend::analytics::analytics_operations!(

@@ -252,7 +252,10 @@ store_operations!(
     lock_projection = "SELECT 1",
     intents_as_json = "SELECT json_group_array(json_array(id, source, target, status, created_at, created_by, risk_level, priority, json(semantic), json(technical), json(checks_required), json(dependencies), retries, tenant_id, plan_id, origin_type) ORDER BY priority, created_at, id)",
     repo_of_intent = "COALESCE(json_extract(technical, '$.repo'), '')",
-    id_list = "SELECT value FROM json_each($2)"
+    id_list = "SELECT value FROM json_each($2)",
+    // As `intents_head_idx` spells it (SQLite uses an expression index only for the same
+    // expression).
+    head_of_intent = "json_extract(technical, '$.initial_base_commit')"
 );
 
 crate::backend::analytics::analytics_operations!(

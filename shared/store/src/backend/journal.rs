@@ -3,7 +3,7 @@
 
 /// Expands these operations for one backend (see `store_operations!`).
 macro_rules! journal_operations {
-    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal, id_list = $id_list:literal) => {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal, id_list = $id_list:literal, head_of_intent = $head_of_intent:literal) => {
         impl $store {
             /// Appends events, updates the intents projection from them, and records commit
             /// links and outbox rows, all in one transaction — after checking the guard lease.
@@ -303,6 +303,27 @@ macro_rules! journal_operations {
                 .bind(converge_core::Status::Ready.as_str())
                 .bind(converge_core::Status::Validated.as_str())
                 .bind(converge_core::Status::Queued.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+                $crate::intent_json::decode_page(page.as_deref().unwrap_or("[]"), parse_json_ts)
+            }
+
+            /// The actionable intents of `repo` (any tenant, any target) whose head is
+            /// `head_sha`, in queue order, at most `limit`: found by the head index, whatever
+            /// the length of the queues.
+            pub async fn actionable_at_head(&self, repo: &str, head_sha: &str, limit: u32) -> Result<Vec<converge_core::Intent>, $crate::StoreError> {
+                let page: Option<String> = sqlx::query_scalar(concat!(
+                    $intents_as_json,
+                    " FROM (SELECT * FROM intents WHERE ", $head_of_intent, " = $1 ",
+                    "AND status IN ($2, $3, $4) AND ", $repo_of_intent, " = $5 ",
+                    "ORDER BY priority, created_at, id LIMIT $6) AS page"
+                ))
+                .bind(head_sha)
+                .bind(converge_core::Status::Ready.as_str())
+                .bind(converge_core::Status::Validated.as_str())
+                .bind(converge_core::Status::Queued.as_str())
+                .bind(repo)
+                .bind(i64::from(limit))
                 .fetch_one(&self.pool)
                 .await?;
                 $crate::intent_json::decode_page(page.as_deref().unwrap_or("[]"), parse_json_ts)

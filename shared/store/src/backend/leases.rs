@@ -2,7 +2,7 @@
 
 /// Expands these operations for one backend (see `store_operations!`).
 macro_rules! lease_operations {
-    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal, id_list = $id_list:literal) => {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal, id_list = $id_list:literal, head_of_intent = $head_of_intent:literal) => {
         impl $store {
             /// Takes the lease of a queue key if nobody holds it or the holding expired.
             /// The new fencing token is one more than any token handed out for the key.
@@ -235,6 +235,23 @@ macro_rules! lease_operations {
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(text.flatten())
+            }
+
+            /// The stored trains (tested queues) of a repository's keys, by key: the queues a
+            /// commit may be under test in.
+            pub async fn trains_of_repo(&self, repo: &str) -> Result<Vec<(converge_core::queue::QueueKey, String)>, $crate::StoreError> {
+                let rows: Vec<(String, String, String)> = sqlx::query_as(
+                    "SELECT tenant, target, train FROM queue_leases WHERE repo = $1 AND train IS NOT NULL ORDER BY tenant, target",
+                )
+                .bind(repo)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(tenant, target, train)| {
+                        (converge_core::queue::QueueKey { tenant, repo: repo.to_owned(), target }, train)
+                    })
+                    .collect())
             }
 
             /// Every lease row, with the key's pause if it is paused.

@@ -2,7 +2,7 @@
 
 /// Expands these operations for one backend (see `store_operations!`).
 macro_rules! outbox_operations {
-    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal, id_list = $id_list:literal) => {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal, id_list = $id_list:literal, head_of_intent = $head_of_intent:literal) => {
         impl $store {
             /// Claims up to `limit` unsent outbox rows of `topic` for `claim_ttl` (oldest first). A claim that
             /// lapses without `mark_sent` makes the row claimable again: nothing is lost if the

@@ -4,7 +4,7 @@
 
 /// Expands these operations for one backend (see `store_operations!`).
 macro_rules! review_operations {
-    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal, id_list = $id_list:literal) => {
+    ($store:ident, $db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal, lock_projection = $lock_projection:literal, intents_as_json = $intents_as_json:literal, repo_of_intent = $repo_of_intent:literal, id_list = $id_list:literal, head_of_intent = $head_of_intent:literal) => {
         impl $store {
             /// A review task with its version.
             pub async fn review_task(&self, id: &str) -> Result<Option<$crate::StoredReview>, $crate::StoreError> {

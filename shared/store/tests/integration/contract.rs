@@ -11,12 +11,12 @@ use std::time::Duration as StdDuration;
 use chrono::Duration;
 use converge_core::pipeline::Clock;
 use converge_core::queue::QueueKey;
-use converge_core::{EventType, Status};
+use converge_core::{EventType, Intent, Status};
 use converge_store::backfill::summaries;
 use converge_store::{
     ApiKeyRecord, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome, EventFilter,
-    Expected, IdempotencyClaim, IntentCursor, IntentFilter, OutboxMessage, Store, StoreError,
-    SystemClock,
+    Expected, IdempotencyClaim, IntentCursor, IntentFilter, KeyDocument, OutboxMessage, Store,
+    StoreError, SystemClock,
 };
 use serde_json::{Value, json};
 use support::{ManualClock, created, event, pg_store_at, sqlite_store};
@@ -71,6 +71,8 @@ on_both_backends!(
     flags_are_set_and_listed,
     intents_are_counted_by_key_and_status,
     a_queue_key_lists_its_actionable_intents_in_order,
+    the_actionable_intents_at_a_head_are_found_across_tenants_and_targets,
+    a_repository_s_trains_are_read_by_key,
     a_delivery_changes_state_once_however_often_it_arrives,
     the_decision_trail_tells_whether_checks_arrived_since,
     the_decision_trails_of_a_page_are_read_together,
@@ -1313,6 +1315,96 @@ async fn a_queue_key_lists_its_actionable_intents_in_order(store: Store, clock: 
         ids(ok(store.queue_intents(&key(""), None, 10).await)),
         ["q-none"]
     );
+}
+
+async fn the_actionable_intents_at_a_head_are_found_across_tenants_and_targets(
+    store: Store,
+    clock: ManualClock,
+) {
+    // created() puts intents in tenant acme, repo acme/app, target main.
+    let at_head = |id: &str, priority: i64, head: &str, edit: &dyn Fn(&mut Intent)| {
+        let (mut intent, _) = created(&clock, id, priority);
+        intent
+            .technical
+            .insert("initial_base_commit".into(), json!(head));
+        edit(&mut intent);
+        event(
+            &clock,
+            id,
+            EventType::IntentCreated,
+            serde_json::to_value(&intent).unwrap_or_default(),
+        )
+    };
+    let events = vec![
+        at_head("h-main", 2, "abc", &|_| {}),
+        at_head("h-release", 1, "abc", &|i| i.target = "release".into()),
+        at_head("h-globex", 3, "abc", &|i| {
+            i.tenant_id = Some("globex".into())
+        }),
+        at_head("h-other-head", 1, "def", &|_| {}),
+        at_head("h-other-repo", 1, "abc", &|i| {
+            i.technical.insert("repo".into(), json!("acme/lib"));
+        }),
+        at_head("h-rejected", 1, "abc", &|_| {}),
+        event(&clock, "h-rejected", EventType::IntentRejected, json!({})),
+    ];
+    ok(store
+        .commit(&Commit {
+            events,
+            ..Commit::default()
+        })
+        .await);
+    let ids = |intents: Vec<Intent>| -> Vec<String> { intents.into_iter().map(|i| i.id).collect() };
+    assert_eq!(
+        ids(ok(store.actionable_at_head("acme/app", "abc", 10).await)),
+        ["h-release", "h-main", "h-globex"],
+        "every actionable intent of the repository at that head, in queue order"
+    );
+    assert_eq!(
+        ids(ok(store.actionable_at_head("acme/app", "abc", 1).await)),
+        ["h-release"]
+    );
+    assert!(ok(store.actionable_at_head("acme/app", "0123", 10).await).is_empty());
+    assert_eq!(
+        ids(ok(store.actionable_at_head("acme/lib", "abc", 10).await)),
+        ["h-other-repo"]
+    );
+}
+
+async fn a_repository_s_trains_are_read_by_key(store: Store, _clock: ManualClock) {
+    let key = |tenant: &str, repo: &str, target: &str| QueueKey {
+        tenant: tenant.into(),
+        repo: repo.into(),
+        target: target.into(),
+    };
+    let keys = [
+        (key("acme", "acme/app", "release"), Some("train-release")),
+        (key("acme", "acme/app", "main"), Some("train-main")),
+        (key("", "acme/app", "main"), None),
+        (key("acme", "acme/lib", "main"), Some("train-lib")),
+    ];
+    for (key, train) in &keys {
+        let lease = ok(store
+            .acquire_lease(key, "worker", StdDuration::from_secs(30))
+            .await)
+        .unwrap();
+        ok(store
+            .save_key_document(&lease, KeyDocument::Train, *train)
+            .await);
+    }
+    let trains = ok(store.trains_of_repo("acme/app").await);
+    assert_eq!(
+        trains,
+        vec![
+            (key("acme", "acme/app", "main"), "train-main".to_owned()),
+            (
+                key("acme", "acme/app", "release"),
+                "train-release".to_owned()
+            ),
+        ],
+        "the repository's keys that keep a train, and no other repository's"
+    );
+    assert!(ok(store.trains_of_repo("acme/none").await).is_empty());
 }
 
 async fn the_decision_trail_tells_whether_checks_arrived_since(store: Store, clock: ManualClock) {
