@@ -1,7 +1,7 @@
 //! The `Scm` port over a local git repository, through the `git` CLI.
 //!
-//! Refs are resolved with `git cat-file --batch-check` (a page of intents' in one process;
-//! `UnknownRef` names the first missing). Simulation: `git merge-tree --write-tree
+//! Refs are resolved by one `git cat-file --batch-check` process kept running per repository
+//! (a line written and one read per ref, not a process; `UnknownRef` names the first missing). Simulation: `git merge-tree --write-tree
 //! --name-only` merges the two commits in memory (exit 1 lists the conflicted paths). Files
 //! changed are counted from the merge base (`git diff --name-only target...head`), not as a
 //! diff of the two tips, so the target's own later changes are not the intent's.
@@ -9,8 +9,9 @@
 //! most frequent), like the reference's archaeology.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use converge_core::Intent;
 use converge_core::pipeline::{
@@ -29,6 +30,8 @@ const MIN_CO_CHANGES: u64 = 2;
 
 /// Results remembered per cache (the most recent first out when full).
 const REMEMBERED: usize = 64;
+/// How long the ref resolver may take to answer a batch before it is given up.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A git repository on this machine.
 ///
@@ -43,6 +46,7 @@ pub struct GitScm {
     merge_trees: Arc<Memory<(String, String), String>>,
     co_changes: Arc<Memory<String, Vec<CouplingPair>>>,
     layout: Arc<OnceLock<Layout>>,
+    resolver: Arc<RefResolver>,
 }
 
 /// A small first-in-first-out memory of results, shared by the clones of a `GitScm`.
@@ -104,6 +108,7 @@ impl GitScm {
             merge_trees: Arc::new(Memory::new()),
             co_changes: Arc::new(Memory::new()),
             layout: Arc::new(OnceLock::new()),
+            resolver: Arc::new(RefResolver::default()),
         }
     }
 
@@ -224,51 +229,23 @@ impl GitScm {
         }
     }
 
-    /// Resolves refs to commits with one git process (`cat-file --batch-check`, which reads
-    /// names the way `rev-parse` does): `None` for a name that is no commit.
+    /// Resolves refs to commits through the repository's resolver (`cat-file --batch-check`,
+    /// which reads names the way `rev-parse` does): `None` for a name that is no commit.
     async fn resolve_many(&self, references: &[&str]) -> Result<Vec<Option<String>>, ScmError> {
-        use tokio::io::AsyncWriteExt;
-        let usable = |r: &str| !r.is_empty() && !r.starts_with('-') && !r.contains(['\n', '\r']);
-        let mut input = String::new();
-        for reference in references.iter().filter(|r| usable(r)) {
-            input.push_str(reference);
-            input.push_str("^{commit}\n");
-        }
-        let mut child = tokio::process::Command::new("git")
-            .arg("-C")
-            .arg(&self.repo)
-            .args(["cat-file", "--batch-check"])
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| ScmError::Unavailable(format!("cannot run git: {e}")))?;
-        let stdin = child.stdin.take();
-        // Written while the answers are read, so neither pipe can fill up and stall git.
-        let write = async move {
-            if let Some(mut stdin) = stdin {
-                stdin.write_all(input.as_bytes()).await?;
-            }
-            std::io::Result::Ok(())
+        let usable = |r: &str| {
+            !r.is_empty() && !r.starts_with('-') && !r.contains(|c: char| c.is_whitespace())
         };
-        let (written, output) = tokio::join!(write, child.wait_with_output());
-        let output = output.map_err(|e| ScmError::Unavailable(format!("cannot run git: {e}")))?;
-        written.map_err(|e| ScmError::Unavailable(format!("cannot talk to git: {e}")))?;
-        if !output.status.success() {
-            return Err(ScmError::Unavailable(format!(
-                "git cat-file failed with status {}",
-                output.status.code().unwrap_or(-1)
-            )));
+        let names: Vec<String> = references
+            .iter()
+            .filter(|r| usable(r))
+            .map(|r| format!("{r}^{{commit}}"))
+            .collect();
+        let mut answers = if names.is_empty() {
+            Vec::new()
+        } else {
+            self.resolver.resolve(&self.repo, &names).await?
         }
-        let text = String::from_utf8_lossy(&output.stdout);
-        let mut answers = text.lines().map(|line| {
-            let mut fields = line.split(' ');
-            match (fields.next(), fields.next()) {
-                (Some(id), Some("commit")) if is_object_id(id) => Some(id.to_owned()),
-                _ => None,
-            }
-        });
+        .into_iter();
         Ok(references
             .iter()
             .map(|r| {
@@ -281,7 +258,7 @@ impl GitScm {
             .collect())
     }
 
-    /// Resolves two refs to commits with one git process.
+    /// Resolves two refs to commits.
     async fn resolve_both(&self, first: &str, second: &str) -> Result<(String, String), ScmError> {
         let resolved = self.resolve_many(&[first, second]).await?;
         pair_of(first, second, &resolved)
@@ -293,6 +270,154 @@ impl GitScm {
             .pop()
             .flatten()
             .ok_or_else(|| ScmError::UnknownRef(reference.to_owned()))
+    }
+}
+
+/// One `git cat-file --batch-check` process kept running for a repository: resolving refs
+/// costs a line written and one read each, not a process (a round resolves several per
+/// intent). git reads a ref afresh for every line, so a branch moved, packed or deleted since
+/// the process started is seen at once. A process that fails, times out or is abandoned half
+/// way (its caller gave up) is dropped, killed, and replaced on the next call.
+#[derive(Debug, Default)]
+struct RefResolver {
+    /// `None` while a caller holds the process, and after one failed.
+    process: tokio::sync::Mutex<Option<BatchCheck>>,
+}
+
+impl RefResolver {
+    /// The commit of each of `names` (no whitespace in them), in order.
+    async fn resolve(
+        &self,
+        repo: &Path,
+        names: &[String],
+    ) -> Result<Vec<Option<String>>, ScmError> {
+        let mut slot = self.process.lock().await;
+        // A process that ran before may have died meanwhile: it gets one fresh replacement.
+        let reused = slot.is_some();
+        for fresh in [!reused, true] {
+            // Taken out while asked: if this call is dropped half way, so is the process, and
+            // no later caller reads answers meant for this one.
+            let mut process = match slot.take() {
+                Some(process) if !fresh => process,
+                _ => BatchCheck::spawn(repo)?,
+            };
+            match tokio::time::timeout(RESOLVE_TIMEOUT, process.ask(names)).await {
+                Ok(Ok(answers)) => {
+                    *slot = Some(process);
+                    return Ok(answers);
+                }
+                Ok(Err(e)) if !fresh => {
+                    tracing::debug!("the ref resolver stopped answering, starting another: {e}");
+                }
+                Ok(Err(e)) => {
+                    return Err(ScmError::Unavailable(format!("git cat-file failed: {e}")));
+                }
+                Err(_) => {
+                    return Err(ScmError::Unavailable(format!(
+                        "git cat-file did not answer within {} s",
+                        RESOLVE_TIMEOUT.as_secs()
+                    )));
+                }
+            }
+        }
+        Err(ScmError::Unavailable("git cat-file failed".into()))
+    }
+}
+
+/// A running `git cat-file --batch-check`, each answer tagged with its question's position.
+#[derive(Debug)]
+struct BatchCheck {
+    /// Killed when dropped.
+    _child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+}
+
+impl BatchCheck {
+    fn spawn(repo: &Path) -> Result<BatchCheck, ScmError> {
+        let cannot =
+            |e: &dyn std::fmt::Display| ScmError::Unavailable(format!("cannot run git: {e}"));
+        let mut child = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            // `%(rest)` echoes what follows the name on its line: the question's position.
+            .args([
+                "cat-file",
+                "--batch-check=%(objectname) %(objecttype) %(rest)",
+            ])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| cannot(&e))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(cannot(&"no pipes to git cat-file"));
+        };
+        Ok(BatchCheck {
+            _child: child,
+            stdin,
+            stdout: tokio::io::BufReader::new(stdout),
+        })
+    }
+
+    /// Asks for `names` and reads one answer each: the commit, `None` for a name that is no
+    /// commit. An answer out of step with its question is an error (the process is not
+    /// trusted again).
+    async fn ask(&mut self, names: &[String]) -> std::io::Result<Vec<Option<String>>> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut questions = String::new();
+        for (position, name) in names.iter().enumerate() {
+            questions.push_str(&format!("{name} {position}\n"));
+        }
+        let BatchCheck { stdin, stdout, .. } = self;
+        // Written while the answers are read, so neither pipe can fill up and stall git.
+        let write = async {
+            stdin.write_all(questions.as_bytes()).await?;
+            stdin.flush().await
+        };
+        let read = async {
+            let mut answers = Vec::with_capacity(names.len());
+            let mut line = String::new();
+            for (position, name) in names.iter().enumerate() {
+                line.clear();
+                if stdout.read_line(&mut line).await? == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "git cat-file stopped",
+                    ));
+                }
+                answers.push(batch_answer(line.trim_end(), name, position)?);
+            }
+            Ok(answers)
+        };
+        let (written, answers) = tokio::join!(write, read);
+        written?;
+        answers
+    }
+}
+
+/// Reads one line of [`BatchCheck`]'s output for the question `name` at `position`: a commit
+/// (`<id> commit <position>`), or `None` for another object or a name that resolves to none
+/// (`<name> missing`, `<name> ambiguous`).
+fn batch_answer(line: &str, name: &str, position: usize) -> std::io::Result<Option<String>> {
+    let mut fields = line.split(' ');
+    let out_of_step = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("git cat-file answered '{line}' to '{name}'"),
+        )
+    };
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(id), Some(kind), Some(tag)) if is_object_id(id) => {
+            if tag != position.to_string() {
+                return Err(out_of_step());
+            }
+            Ok((kind == "commit").then(|| id.to_owned()))
+        }
+        (Some(asked), Some("missing" | "ambiguous"), None) if asked == name => Ok(None),
+        _ => Err(out_of_step()),
     }
 }
 
@@ -858,5 +983,27 @@ impl GitScm {
             .filter_map(|line| line.split_whitespace().nth(2))
             .next_back()
             .map_or_else(|| onto.to_owned(), str::to_owned))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_answer;
+
+    const ID: &str = "0b6581000b69585a48bd9b7f232966f4f1b96143";
+
+    #[test]
+    fn a_resolver_answer_must_be_the_one_to_its_question() {
+        let name = "refs/heads/main^{commit}";
+        let at = |line: &str, position| batch_answer(line, name, position).ok();
+        assert_eq!(at(&format!("{ID} commit 3"), 3), Some(Some(ID.to_owned())));
+        assert_eq!(at(&format!("{ID} tree 3"), 3), Some(None), "no commit");
+        assert_eq!(at(&format!("{name} missing"), 0), Some(None));
+        assert_eq!(at(&format!("{name} ambiguous"), 0), Some(None));
+        // Out of step: another question's answer is an error, never a wrong commit.
+        assert_eq!(at(&format!("{ID} commit 2"), 3), None);
+        assert_eq!(at("refs/heads/other^{commit} missing", 0), None);
+        assert_eq!(at("fatal: something", 0), None);
+        assert_eq!(at("", 0), None);
     }
 }

@@ -72,6 +72,70 @@ async fn the_tips_of_a_page_agree_with_reading_each_and_name_what_is_unknown() {
     assert!(together[4].is_ok());
 }
 
+/// The refs are read by one git process kept running: what other processes do to the
+/// branches meanwhile (a commit, `pack-refs`, a move, a deletion) is seen at the next read, and
+/// a resolver process that died is replaced.
+#[tokio::test]
+async fn the_kept_resolver_sees_every_change_to_the_branches_and_outlives_its_process() {
+    let repo = tempfile::tempdir().unwrap();
+    docs_and_clash(repo.path());
+    let scm = GitScm::new(repo.path());
+    let docs = intent("a", "feature/docs", "main");
+    let tips = |scm: GitScm, intent: Intent| async move { scm.tips(&intent).await };
+    let first = tips(scm.clone(), docs.clone()).await.unwrap();
+
+    git(repo.path(), &["checkout", "-q", "main"]);
+    commit_file(
+        repo.path(),
+        "later.txt",
+        "later\n",
+        "a later commit on main",
+    );
+    let moved = tips(scm.clone(), docs.clone()).await.unwrap();
+    assert_eq!(moved.target_sha, git(repo.path(), &["rev-parse", "main"]));
+    assert_ne!(
+        moved.target_sha, first.target_sha,
+        "a new commit on the target"
+    );
+
+    git(repo.path(), &["pack-refs", "--all"]);
+    git(
+        repo.path(),
+        &["update-ref", "refs/heads/main", &first.target_sha],
+    );
+    let back = tips(scm.clone(), docs.clone()).await.unwrap();
+    assert_eq!(
+        back.target_sha, first.target_sha,
+        "a packed branch moved back"
+    );
+
+    git(
+        repo.path(),
+        &["update-ref", "-d", "refs/heads/feature/docs"],
+    );
+    assert_eq!(
+        tips(scm.clone(), docs.clone()).await,
+        Err(ScmError::UnknownRef("feature/docs".into())),
+        "a deleted branch"
+    );
+
+    // The resolver's process ends (killed: it is the only `git cat-file` of this repository).
+    let killed = std::process::Command::new("pkill")
+        .args([
+            "-f",
+            &format!("{} cat-file --batch-check", repo.path().display()),
+        ])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "a resolver process was running");
+    let again = tips(scm.clone(), intent("e", "feature/clash", "main")).await;
+    assert_eq!(
+        again.map(|t| t.head_sha),
+        Ok(git(repo.path(), &["rev-parse", "feature/clash"])),
+        "a new process answers"
+    );
+}
+
 #[tokio::test]
 async fn a_file_read_tells_a_missing_file_from_a_commit_that_does_not_read() {
     let repo = tempfile::tempdir().unwrap();
