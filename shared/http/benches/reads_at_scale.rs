@@ -2,8 +2,10 @@
 //! /v1/queue/state`, `GET /v1/summary` and `GET /dashboard` with 25,000 intents (5,000 of them
 //! waiting, over 10 queues) on SQLite and PostgreSQL, in process through the router. Criterion
 //! reports the median time of each; the answer's size is printed, and the run fails if one
-//! exceeds 100 KB (the budget: counts come from the database, lists are bounded). PostgreSQL
-//! needs the throwaway cluster of `scripts/bench.sh`.
+//! exceeds 100 KB (the budget: counts come from the database, lists are bounded). Beside them,
+//! what a worker reads first in each round of a key: the queue's first page of 100
+//! (`Store::queue_intents`, 2,500 waiting in that queue). PostgreSQL needs the throwaway cluster of
+//! `scripts/bench.sh`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Benchmarks: a panic is how a check fails.
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
+use converge_core::queue::QueueKey;
 use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
 use converge_http::{ApiSettings, AppState, router};
 use converge_store::{Commit, Store, SystemClock};
@@ -141,6 +144,25 @@ fn bench(c: &mut Criterion) {
             store.migrate().await.unwrap();
             seed(&store).await;
         });
+        let key = QueueKey {
+            tenant: String::new(),
+            repo: "acme/repo-5".into(),
+            target: "main".into(),
+        };
+        let page = runtime
+            .block_on(store.queue_intents(&key, None, 100))
+            .unwrap();
+        assert_eq!(page.len(), 100, "a full first page");
+        group.bench_function(
+            format!("{backend}/queue page of a key (worker round)"),
+            |b| {
+                b.iter(|| {
+                    runtime
+                        .block_on(store.queue_intents(&key, None, 100))
+                        .unwrap()
+                });
+            },
+        );
         let app = app_over(store);
         for path in ROUTES {
             let size = runtime.block_on(get(&app, path));

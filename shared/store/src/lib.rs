@@ -200,6 +200,11 @@ mod migrations {
                 "intent heads",
                 include_str!("../migrations/postgres/0019_intent_heads.sql"),
             ),
+            (
+                20,
+                "intent queues",
+                include_str!("../migrations/postgres/0020_intent_queues.sql"),
+            ),
         ])
     }
 
@@ -299,6 +304,11 @@ mod migrations {
                 19,
                 "intent heads",
                 include_str!("../migrations/sqlite/0019_intent_heads.sql"),
+            ),
+            (
+                20,
+                "intent queues",
+                include_str!("../migrations/sqlite/0020_intent_queues.sql"),
             ),
         ])
     }

@@ -286,11 +286,13 @@ macro_rules! journal_operations {
                         String::new(),
                     ),
                 };
+                // A range of the queues' index (`intents_key_idx`): the key, then queue order
+                // from just after the cursor.
                 let page: Option<String> = sqlx::query_scalar(concat!(
                     $intents_as_json,
-                    " FROM (SELECT * FROM intents WHERE status IN ($8, $9, $10) ",
+                    " FROM (SELECT * FROM intents WHERE ", $crate::backend::actionable_sql!(), " ",
                     "AND COALESCE(tenant_id, '') = $1 AND ", $repo_of_intent, " = $2 AND target = $3 ",
-                    "AND (priority > $5 OR (priority = $5 AND (created_at > $6 OR (created_at = $6 AND id > $7)))) ",
+                    "AND (priority, created_at, id) > ($5, $6, $7) ",
                     "ORDER BY priority, created_at, id LIMIT $4) AS page"
                 ))
                 .bind(&key.tenant)
@@ -300,9 +302,6 @@ macro_rules! journal_operations {
                 .bind(priority)
                 .bind(ts(created_at))
                 .bind(id)
-                .bind(converge_core::Status::Ready.as_str())
-                .bind(converge_core::Status::Validated.as_str())
-                .bind(converge_core::Status::Queued.as_str())
                 .fetch_one(&self.pool)
                 .await?;
                 $crate::intent_json::decode_page(page.as_deref().unwrap_or("[]"), parse_json_ts)
@@ -315,13 +314,10 @@ macro_rules! journal_operations {
                 let page: Option<String> = sqlx::query_scalar(concat!(
                     $intents_as_json,
                     " FROM (SELECT * FROM intents WHERE ", $head_of_intent, " = $1 ",
-                    "AND status IN ($2, $3, $4) AND ", $repo_of_intent, " = $5 ",
-                    "ORDER BY priority, created_at, id LIMIT $6) AS page"
+                    "AND ", $crate::backend::actionable_sql!(), " AND ", $repo_of_intent, " = $2 ",
+                    "ORDER BY priority, created_at, id LIMIT $3) AS page"
                 ))
                 .bind(head_sha)
-                .bind(converge_core::Status::Ready.as_str())
-                .bind(converge_core::Status::Validated.as_str())
-                .bind(converge_core::Status::Queued.as_str())
                 .bind(repo)
                 .bind(i64::from(limit))
                 .fetch_one(&self.pool)

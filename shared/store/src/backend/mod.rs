@@ -113,6 +113,15 @@ macro_rules! tally_upsert_sql {
     };
 }
 
+/// The actionable statuses (`Status::is_actionable`) as SQL, spelled as the partial indexes of
+/// queues (`intents_key_idx`) spell them: a database uses a partial index only for a query that
+/// repeats its condition, with the values written out, not bound.
+macro_rules! actionable_sql {
+    () => {
+        "status IN ('READY', 'VALIDATED', 'QUEUED')"
+    };
+}
+
 /// What bumping a tenant's version does when its row exists.
 macro_rules! version_bump_sql {
     () => {
@@ -175,6 +184,44 @@ macro_rules! store_operations {
 }
 
 pub(crate) use {
-    bind_event_fields, insert_events_prefix, insert_intent_sql, insert_intents_prefix,
-    intent_overwrite_sql, store_operations, tally_upsert_sql, version_bump_sql,
+    actionable_sql, bind_event_fields, insert_events_prefix, insert_intent_sql,
+    insert_intents_prefix, intent_overwrite_sql, store_operations, tally_upsert_sql,
+    version_bump_sql,
 };
+
+#[cfg(test)]
+mod tests {
+    use converge_core::Status;
+
+    #[test]
+    fn the_actionable_condition_names_exactly_the_actionable_statuses() {
+        let every = [
+            Status::Ready,
+            Status::Validated,
+            Status::Queued,
+            Status::Merged,
+            Status::Rejected,
+        ];
+        let listed: Vec<String> = every
+            .iter()
+            .filter(|s| s.is_actionable())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        assert_eq!(
+            actionable_sql!(),
+            format!("status IN ({})", listed.join(", "))
+        );
+        // And the migrations' partial indexes carry the same condition.
+        for backend in ["postgres", "sqlite"] {
+            let path = format!(
+                "{}/migrations/{backend}/0020_intent_queues.sql",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let migration = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                migration.contains(&format!("WHERE {};", actionable_sql!())),
+                "{path} indexes the actionable intents as the queries name them"
+            );
+        }
+    }
+}

@@ -1,0 +1,7 @@
+-- The actionable intents of each queue key (tenant, repository, target) in queue order: a
+-- worker's round reads its key's page as one range of this index instead of filtering every
+-- actionable intent of the deployment. Queries repeat the condition as written here (with the
+-- values spelled out) so that the planner can use the partial index.
+CREATE INDEX intents_key_idx ON intents
+    (COALESCE(tenant_id, ''), (COALESCE(technical->>'repo', '')), target, priority, created_at, id)
+    WHERE status IN ('READY', 'VALIDATED', 'QUEUED');
