@@ -392,9 +392,10 @@ impl BatchCheck {
             }
             Ok(answers)
         };
-        let (written, answers) = tokio::join!(write, read);
-        written?;
-        answers
+        // The first failure ends both: a reader that gave up on an answer out of step must not
+        // leave the writer blocked on a pipe git no longer reads.
+        let ((), answers) = tokio::try_join!(write, read)?;
+        Ok(answers)
     }
 }
 
