@@ -1,8 +1,8 @@
 //! The `Scm` port over a local git repository, through the `git` CLI.
 //!
 //! Refs are resolved by one `git cat-file --batch-check` process kept running per repository
-//! (a line written and one read per ref, not a process; `UnknownRef` names the first missing). Simulation: `git merge-tree --write-tree
-//! --name-only` merges the two commits in memory (exit 1 lists the conflicted paths). Files
+//! (a line written and one read per ref, not a process; `UnknownRef` names the first missing).
+//! Simulation: `git merge-tree --write-tree --name-only` merges the two commits in memory (exit 1 lists the conflicted paths). Files
 //! changed are counted from the merge base (`git diff --name-only target...head`), not as a
 //! diff of the two tips, so the target's own later changes are not the intent's.
 //! Co-change history: file pairs changed together in the last commits (at least twice, the 50
@@ -292,35 +292,37 @@ impl RefResolver {
         names: &[String],
     ) -> Result<Vec<Option<String>>, ScmError> {
         let mut slot = self.process.lock().await;
-        // A process that ran before may have died meanwhile: it gets one fresh replacement.
-        let reused = slot.is_some();
-        for fresh in [!reused, true] {
-            // Taken out while asked: if this call is dropped half way, so is the process, and
-            // no later caller reads answers meant for this one.
-            let mut process = match slot.take() {
-                Some(process) if !fresh => process,
-                _ => BatchCheck::spawn(repo)?,
-            };
-            match tokio::time::timeout(RESOLVE_TIMEOUT, process.ask(names)).await {
-                Ok(Ok(answers)) => {
+        // Taken out of its slot while asked: if this call is dropped half way, so is the
+        // process, and no later caller reads answers meant for this one.
+        if let Some(mut process) = slot.take() {
+            match ask_within(&mut process, names).await {
+                Ok(answers) => {
                     *slot = Some(process);
                     return Ok(answers);
                 }
-                Ok(Err(e)) if !fresh => {
-                    tracing::debug!("the ref resolver stopped answering, starting another: {e}");
-                }
-                Ok(Err(e)) => {
-                    return Err(ScmError::Unavailable(format!("git cat-file failed: {e}")));
-                }
-                Err(_) => {
-                    return Err(ScmError::Unavailable(format!(
-                        "git cat-file did not answer within {} s",
-                        RESOLVE_TIMEOUT.as_secs()
-                    )));
-                }
+                // It may have died since it last answered: one fresh replacement.
+                Err(e) => tracing::debug!("the ref resolver failed, starting another: {e}"),
             }
         }
-        Err(ScmError::Unavailable("git cat-file failed".into()))
+        let mut process = BatchCheck::spawn(repo)?;
+        let answers = ask_within(&mut process, names).await?;
+        *slot = Some(process);
+        Ok(answers)
+    }
+}
+
+/// Asks `process` for `names`, giving up after [`RESOLVE_TIMEOUT`].
+async fn ask_within(
+    process: &mut BatchCheck,
+    names: &[String],
+) -> Result<Vec<Option<String>>, ScmError> {
+    match tokio::time::timeout(RESOLVE_TIMEOUT, process.ask(names)).await {
+        Ok(Ok(answers)) => Ok(answers),
+        Ok(Err(e)) => Err(ScmError::Unavailable(format!("git cat-file failed: {e}"))),
+        Err(_) => Err(ScmError::Unavailable(format!(
+            "git cat-file did not answer within {} s",
+            RESOLVE_TIMEOUT.as_secs()
+        ))),
     }
 }
 
