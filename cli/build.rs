@@ -61,21 +61,11 @@ fn main() {
 /// Whether a C program linked with `-z pack-relative-relocs` by `cc` builds and runs here.
 fn packed_relocations_run(out_dir: &Path) -> bool {
     let probe = out_dir.join("relr-probe");
-    let compiled = Command::new("cc")
-        .args(["-x", "c", "-", "-o"])
+    let mut cc = Command::new("cc");
+    cc.args(["-x", "c", "-", "-o"])
         .arg(&probe)
-        .arg("-Wl,-z,pack-relative-relocs")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .and_then(|mut cc| {
-            if let Some(mut source) = cc.stdin.take() {
-                source.write_all(b"int main(void) { return 0; }\n")?;
-            }
-            cc.wait()
-        });
-    compiled.is_ok_and(|status| status.success())
+        .arg("-Wl,-z,pack-relative-relocs");
+    succeeds_on(cc, b"int main(void) { return 0; }\n")
         && Command::new(&probe)
             .status()
             .is_ok_and(|status| status.success())
@@ -84,27 +74,32 @@ fn packed_relocations_run(out_dir: &Path) -> bool {
 /// Whether rustc, with this build's flags, links a program given the ordering file (its
 /// default linker here, LLD, takes one; GNU ld, set by a user's flags, does not).
 fn rustc_links_with(out_dir: &Path, order: &Path) -> bool {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    let probe = out_dir.join("order-probe");
-    let compiled = Command::new(rustc)
+    let mut rustc = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()));
+    rustc
         .args(flags.split('\x1f').filter(|flag| !flag.is_empty()))
         .args(["-", "--crate-name", "order_probe", "-o"])
-        .arg(&probe)
+        .arg(out_dir.join("order-probe"))
         .arg("-Clink-arg=-Wl,--no-warn-symbol-ordering")
         .arg(format!(
             "-Clink-arg=-Wl,--symbol-ordering-file={}",
             order.display()
-        ))
+        ));
+    succeeds_on(rustc, b"fn main() {}\n")
+}
+
+/// Whether `command`, given `source` on its standard input (its output discarded), succeeds.
+fn succeeds_on(mut command: Command, source: &[u8]) -> bool {
+    command
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .and_then(|mut rustc| {
-            if let Some(mut source) = rustc.stdin.take() {
-                source.write_all(b"fn main() {}\n")?;
+        .and_then(|mut child| {
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(source)?;
             }
-            rustc.wait()
-        });
-    compiled.is_ok_and(|status| status.success())
+            child.wait()
+        })
+        .is_ok_and(|status| status.success())
 }
