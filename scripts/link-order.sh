@@ -57,7 +57,9 @@ else
   echo "perf not found: code chosen by CPU features at run time is left out" >&2
 fi
 
+# Written beside, then moved: a failure leaves the old list as it was.
 python3 scripts/lib/link-order.py "$WORK/converge.map" "$WORK/converge" "$WORK"/dumps/* \
-  ${samples[@]+--samples "${samples[@]}"} > cli/link-order.txt
+  ${samples[@]+--samples "${samples[@]}"} > "$WORK/link-order.txt"
+mv "$WORK/link-order.txt" cli/link-order.txt
 echo "cli/link-order.txt: $(wc -l < cli/link-order.txt) functions; relinking" >&2
 cargo build --release -q -p converge-cli

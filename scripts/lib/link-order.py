@@ -10,9 +10,9 @@ lines are demangled). Each CALLGRIND_OUT is a dump of
 `valgrind --tool=callgrind --dump-instr=yes --compress-pos=no --compress-strings=no` of that
 binary (stripped: callgrind then names functions by address, relative to where the binary was
 loaded, which is the map's VMA for a position-independent binary). Every code section one of
-the dumps executed is named by its symbols, sorted (a stable, reviewable list; the order
-within the list matters little, its membership does). Fails if the dumps and the map do not
-match (too few of the dumps' addresses fall in the map's code).
+the dumps executed is named by its symbol, sorted (a stable, reviewable list; the order within
+the list matters little, its membership does). Fails if the dumps and the map do not match
+(more than a tenth of the executed addresses fall outside the map's code).
 
 Each PERF_SCRIPT is the text of `perf script --show-mmap-events -F ip` over a native run of
 the same binary, sampled: it adds what callgrind cannot see, the code a CPU feature selects at
