@@ -37,7 +37,8 @@ trap cleanup EXIT
 disk_report() {
   local free target_size
   free=$(df -h --output=avail . | tail -1 | tr -d ' ')
-  target_size=$(du -sh target 2>/dev/null | cut -f1)
+  # No target/ yet on a fresh clone: du fails, which pipefail would make fatal.
+  target_size=$( (du -sh target 2>/dev/null || true) | cut -f1)
   echo "disk: $free free; target/ ${target_size:-absent}"
 }
 disk_report
