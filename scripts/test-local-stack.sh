@@ -16,7 +16,11 @@ fail() { echo "local stack: $*" >&2; failed=1; }
 # Job control: the stack gets a process group of its own and, unlike a plain background job,
 # does not ignore SIGINT — so the Ctrl-C below is the one a person would type.
 set -m
-bash scripts/dev-stack.sh --port "${LOCAL_STACK_PORT:-9071}" "$@" >"$out" 2>"$err" &
+# A shell started in the background without job control (`bash scripts/test.sh &`) ignores
+# SIGINT, its children inherit that, and a script cannot trap a signal ignored on entry: the
+# stack starts with SIGINT back at its default, so its Ctrl-C trap works however this ran.
+python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
+  bash scripts/dev-stack.sh --port "${LOCAL_STACK_PORT:-9071}" "$@" >"$out" 2>"$err" &
 stack=$!
 set +m
 for _ in $(seq 1 900); do grep -q '^stack ' "$out" && break; kill -0 "$stack" 2>/dev/null || break; sleep 1; done
@@ -58,7 +62,11 @@ for _ in $(seq 1 100); do kill -0 "$stack" 2>/dev/null || break; sleep 0.2; done
 kill -0 "$stack" 2>/dev/null && { fail "still running after Ctrl-C"; kill -KILL -- "-$stack" 2>/dev/null; }
 for pid in "${pids[@]:-}"; do
   [ -n "$pid" ] || continue
-  if pgrep -g "$pid" >/dev/null 2>&1; then fail "processes of group $pid are left: $(pgrep -g "$pid" | tr '\n' ' ')"; fi
+  if pgrep -g "$pid" >/dev/null 2>&1; then
+    fail "processes of group $pid are left: $(pgrep -g "$pid" | tr '\n' ' ')"
+    # Reported, then ended: left running, they would hold the port and fail the next run.
+    kill -KILL -- "-$pid" 2>/dev/null
+  fi
 done
 if pgrep -g "$stack" >/dev/null 2>&1; then fail "processes of the stack's group are left"; fi
 
