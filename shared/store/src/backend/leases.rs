@@ -26,11 +26,19 @@ macro_rules! lease_operations {
                 // Read the time once the write lock is held (SQLite may have waited for it).
                 let now = self.now();
                 let expires_at = now + ttl;
-                let token: Option<i64> = sqlx::query_scalar(
+                // A key whose row is locked is in use: its holder is committing (a commit
+                // guarded by the lease locks the row until it ends) or another worker is taking
+                // it. On PostgreSQL the row is then skipped and the key answered busy at once,
+                // instead of this worker waiting out that commit (and the commits queued before
+                // it on the tenant's audit chain) only to find the key held.
+                let token: Option<i64> = sqlx::query_scalar(concat!(
                     "UPDATE queue_leases SET holder = $4, token = token + 1, acquired_at = $5, expires_at = $6 \
                      WHERE tenant = $1 AND repo = $2 AND target = $3 AND (holder IS NULL OR expires_at <= $5) \
-                     RETURNING token",
-                )
+                     AND EXISTS (SELECT 1 FROM queue_leases AS unlocked \
+                     WHERE unlocked.tenant = $1 AND unlocked.repo = $2 AND unlocked.target = $3",
+                    $skip_locked,
+                    ") RETURNING token"
+                ))
                 .bind(&key.tenant)
                 .bind(&key.repo)
                 .bind(&key.target)

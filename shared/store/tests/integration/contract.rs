@@ -58,6 +58,7 @@ on_both_backends!(
     eight_workers_take_turns_on_one_lease_with_growing_tokens,
     an_expired_lease_is_taken_over_and_the_old_holder_is_fenced,
     force_clearing_a_lease_fences_its_holder,
+    a_lease_row_in_use_is_answered_busy_without_waiting,
     a_paused_key_backs_off_by_its_failures_and_only_its_holder_pauses_or_resumes_it,
     outbox_rows_are_claimed_once_and_reclaimed_after_a_lapsed_claim,
     api_keys_are_found_by_hash_until_they_expire,
@@ -670,6 +671,67 @@ async fn eight_workers_take_turns_on_one_lease_with_growing_tokens(
         tokens.windows(2).all(|w| w[0] < w[1]),
         "tokens must strictly increase: {tokens:?}"
     );
+}
+
+/// On PostgreSQL, a key whose lease row is locked (its holder committing, with the row locked
+/// by the commit's lease guard until it ends) is answered busy at once: a worker does not wait
+/// out another's commit to learn the key is taken. Once the row is free again, it is taken.
+async fn a_lease_row_in_use_is_answered_busy_without_waiting(store: Store, _clock: ManualClock) {
+    let Store::Postgres(pg) = &store else {
+        return; // SQLite has one writer: every write waits its turn by design.
+    };
+    let ttl = StdDuration::from_secs(60);
+    let held = store
+        .acquire_lease(&key(), "worker-a", ttl)
+        .await
+        .unwrap()
+        .expect("a new key's lease is free");
+    // The row locked as a commit guarded by the lease locks it, and kept locked.
+    let lock_row =
+        "SELECT token FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3 FOR UPDATE";
+    let mut committing = pg.pool().begin().await.unwrap();
+    sqlx::query(lock_row)
+        .bind(&key().tenant)
+        .bind(&key().repo)
+        .bind(&key().target)
+        .execute(&mut *committing)
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(
+        StdDuration::from_secs(10),
+        store.acquire_lease(&key(), "worker-b", ttl),
+    )
+    .await
+    .expect("acquiring a key whose row is locked answers without waiting for the lock");
+    assert!(answer.unwrap().is_none(), "the key is held by worker-a");
+    committing.rollback().await.unwrap();
+
+    // Released, but its row locked again (another worker taking it): still busy, at once.
+    assert!(store.release_lease(&held).await.unwrap());
+    let mut taking = pg.pool().begin().await.unwrap();
+    sqlx::query(lock_row)
+        .bind(&key().tenant)
+        .bind(&key().repo)
+        .bind(&key().target)
+        .execute(&mut *taking)
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(
+        StdDuration::from_secs(10),
+        store.acquire_lease(&key(), "worker-b", ttl),
+    )
+    .await
+    .expect("acquiring a key whose row is locked answers without waiting for the lock");
+    assert!(answer.unwrap().is_none(), "the row is in use");
+    taking.rollback().await.unwrap();
+
+    // Free and unlocked: taken, with the next token.
+    let taken = store
+        .acquire_lease(&key(), "worker-b", ttl)
+        .await
+        .unwrap()
+        .expect("a free key's lease is taken");
+    assert_eq!(taken.token().value(), held.token().value() + 1);
 }
 
 async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(
