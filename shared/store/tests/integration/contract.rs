@@ -686,44 +686,11 @@ async fn a_lease_row_in_use_is_answered_busy_without_waiting(store: Store, _cloc
         .await
         .unwrap()
         .expect("a new key's lease is free");
-    // The row locked as a commit guarded by the lease locks it, and kept locked.
-    let lock_row =
-        "SELECT token FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3 FOR UPDATE";
-    let mut committing = pg.pool().begin().await.unwrap();
-    sqlx::query(lock_row)
-        .bind(&key().tenant)
-        .bind(&key().repo)
-        .bind(&key().target)
-        .execute(&mut *committing)
-        .await
-        .unwrap();
-    let answer = tokio::time::timeout(
-        StdDuration::from_secs(10),
-        store.acquire_lease(&key(), "worker-b", ttl),
-    )
-    .await
-    .expect("acquiring a key whose row is locked answers without waiting for the lock");
-    assert!(answer.unwrap().is_none(), "the key is held by worker-a");
-    committing.rollback().await.unwrap();
-
+    // Held, its row locked as a commit guarded by the lease locks it: busy, at once.
+    acquire_while_the_row_is_locked(&store, pg, "the key is held by worker-a").await;
     // Released, but its row locked again (another worker taking it): still busy, at once.
     assert!(store.release_lease(&held).await.unwrap());
-    let mut taking = pg.pool().begin().await.unwrap();
-    sqlx::query(lock_row)
-        .bind(&key().tenant)
-        .bind(&key().repo)
-        .bind(&key().target)
-        .execute(&mut *taking)
-        .await
-        .unwrap();
-    let answer = tokio::time::timeout(
-        StdDuration::from_secs(10),
-        store.acquire_lease(&key(), "worker-b", ttl),
-    )
-    .await
-    .expect("acquiring a key whose row is locked answers without waiting for the lock");
-    assert!(answer.unwrap().is_none(), "the row is in use");
-    taking.rollback().await.unwrap();
+    acquire_while_the_row_is_locked(&store, pg, "the row is in use").await;
 
     // Free and unlocked: taken, with the next token.
     let taken = store
@@ -732,6 +699,29 @@ async fn a_lease_row_in_use_is_answered_busy_without_waiting(store: Store, _cloc
         .unwrap()
         .expect("a free key's lease is taken");
     assert_eq!(taken.token().value(), held.token().value() + 1);
+}
+
+/// Locks the lease row of `key()` in a transaction kept open, checks that worker-b's acquire
+/// answers busy while it is (`why`), then ends the transaction.
+async fn acquire_while_the_row_is_locked(store: &Store, pg: &converge_store::PgStore, why: &str) {
+    let mut locking = pg.pool().begin().await.unwrap();
+    sqlx::query(
+        "SELECT token FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3 FOR UPDATE",
+    )
+    .bind(&key().tenant)
+    .bind(&key().repo)
+    .bind(&key().target)
+    .execute(&mut *locking)
+    .await
+    .unwrap();
+    let answer = tokio::time::timeout(
+        StdDuration::from_secs(10),
+        store.acquire_lease(&key(), "worker-b", StdDuration::from_secs(60)),
+    )
+    .await
+    .expect("acquiring a key whose row is locked answers without waiting for the lock");
+    assert!(answer.unwrap().is_none(), "{why}");
+    locking.rollback().await.unwrap();
 }
 
 async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(
