@@ -194,7 +194,7 @@ async fn drain<S, C, P>(
             let store = store.clone();
             tokio::spawn(async move {
                 loop {
-                    processor.poll().await.unwrap();
+                    let outcomes = processor.poll().await.unwrap();
                     let ready = store
                         .intents(&IntentFilter {
                             statuses: if auto_confirm {
@@ -209,6 +209,13 @@ async fn drain<S, C, P>(
                         .unwrap();
                     if ready.is_empty() {
                         break;
+                    }
+                    // As `run_until_stopped` does, a worker polls again at once only while its
+                    // rounds leave work; one that found its keys busy or done waits (there, for
+                    // a wake-up or the poll interval; here, a millisecond) instead of spinning
+                    // on the database while the other workers' rounds need it.
+                    if !processor.work_left(&outcomes) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 }
             })
