@@ -6,7 +6,8 @@
 #   scripts/bench.sh api                 the HTTP API under wrk, on SQLite and PostgreSQL
 #   scripts/bench.sh webhook             webhook deliveries: in-process (criterion) and over HTTP (wrk)
 #   scripts/bench.sh reads               queue/state, summary and the dashboard at 25,000 intents
-#   scripts/bench.sh queue               intents decided, and merged, per second (batches of 512): 1 and 4 workers, and over four tenants
+#   scripts/bench.sh queue               intents decided, and merged, per second (batches of 512):
+#                                        1 and 4 workers in process (also over four tenants) and on the GitHub fake
 #   scripts/bench.sh queue-job           the queue job end to end: intents created over HTTP to
 #                                        all MERGED in a local repository (release `converge serve`)
 #   scripts/bench.sh cold-start          the functions' cold starts and zip sizes (scripts/cold-start.sh)

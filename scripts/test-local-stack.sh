@@ -68,7 +68,10 @@ for pid in "${pids[@]:-}"; do
     kill -KILL -- "-$pid" 2>/dev/null
   fi
 done
-if pgrep -g "$stack" >/dev/null 2>&1; then fail "processes of the stack's group are left"; fi
+if pgrep -g "$stack" >/dev/null 2>&1; then
+  fail "processes of the stack's group are left"
+  kill -KILL -- "-$stack" 2>/dev/null
+fi
 
 if [ "$failed" = 0 ]; then
   echo "local stack: 1 passed, 0 failed"

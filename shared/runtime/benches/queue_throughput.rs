@@ -7,8 +7,7 @@
 //! HTTP, real git behind it, reports published as check runs, merged). Each measured batch
 //! creates fresh READY intents spread over the queue keys (512 over 16 keys in process; on
 //! the fake, as many as criterion asks for over 4 target branches) and times until every one
-//! is decided or merged. Needs the throwaway
-//! PostgreSQL of `scripts/bench.sh`.
+//! is decided or merged. Needs the throwaway PostgreSQL of `scripts/bench.sh`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a panic is how a test fails.
 

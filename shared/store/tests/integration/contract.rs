@@ -58,7 +58,6 @@ on_both_backends!(
     eight_workers_take_turns_on_one_lease_with_growing_tokens,
     an_expired_lease_is_taken_over_and_the_old_holder_is_fenced,
     force_clearing_a_lease_fences_its_holder,
-    a_lease_row_in_use_is_answered_busy_without_waiting,
     a_paused_key_backs_off_by_its_failures_and_only_its_holder_pauses_or_resumes_it,
     outbox_rows_are_claimed_once_and_reclaimed_after_a_lapsed_claim,
     api_keys_are_found_by_hash_until_they_expire,
@@ -673,13 +672,22 @@ async fn eight_workers_take_turns_on_one_lease_with_growing_tokens(
     );
 }
 
-/// On PostgreSQL, a key whose lease row is locked (its holder committing, with the row locked
-/// by the commit's lease guard until it ends) is answered busy at once: a worker does not wait
-/// out another's commit to learn the key is taken. Once the row is free again, it is taken.
-async fn a_lease_row_in_use_is_answered_busy_without_waiting(store: Store, _clock: ManualClock) {
-    let Store::Postgres(pg) = &store else {
-        return; // SQLite has one writer: every write waits its turn by design.
-    };
+/// Checks of PostgreSQL alone: on SQLite, with one writer, every write waits its turn by design.
+mod postgres_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_lease_row_in_use_is_answered_busy_without_waiting() {
+        let clock = super::ManualClock::new();
+        let url = converge_testkit::fresh_pg_database().await;
+        let store = super::pg_store_at(&url, &clock).await;
+        super::a_lease_row_in_use_is_answered_busy_without_waiting(store).await;
+        converge_testkit::drop_pg_database(&url).await;
+    }
+}
+
+/// A key whose lease row is locked (its holder committing, with the row locked by the commit's
+/// lease guard until it ends) is answered busy at once: a worker does not wait out another's
+/// commit to learn the key is taken. Once the row is free again, it is taken.
+async fn a_lease_row_in_use_is_answered_busy_without_waiting(store: Store) {
     let ttl = StdDuration::from_secs(60);
     let held = store
         .acquire_lease(&key(), "worker-a", ttl)
@@ -687,10 +695,10 @@ async fn a_lease_row_in_use_is_answered_busy_without_waiting(store: Store, _cloc
         .unwrap()
         .expect("a new key's lease is free");
     // Held, its row locked as a commit guarded by the lease locks it: busy, at once.
-    acquire_while_the_row_is_locked(&store, pg, "the key is held by worker-a").await;
+    acquire_while_the_row_is_locked(&store, "the key is held by worker-a").await;
     // Released, but its row locked again (another worker taking it): still busy, at once.
     assert!(store.release_lease(&held).await.unwrap());
-    acquire_while_the_row_is_locked(&store, pg, "the row is in use").await;
+    acquire_while_the_row_is_locked(&store, "the row is in use").await;
 
     // Free and unlocked: taken, with the next token.
     let taken = store
@@ -703,7 +711,10 @@ async fn a_lease_row_in_use_is_answered_busy_without_waiting(store: Store, _cloc
 
 /// Locks the lease row of `key()` in a transaction kept open, checks that worker-b's acquire
 /// answers busy while it is (`why`), then ends the transaction.
-async fn acquire_while_the_row_is_locked(store: &Store, pg: &converge_store::PgStore, why: &str) {
+async fn acquire_while_the_row_is_locked(store: &Store, why: &str) {
+    let Store::Postgres(pg) = store else {
+        panic!("the lease row is locked on PostgreSQL only");
+    };
     let mut locking = pg.pool().begin().await.unwrap();
     sqlx::query(
         "SELECT token FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3 FOR UPDATE",
