@@ -395,6 +395,7 @@ fn bench(c: &mut Criterion) {
         ("queue_in_process_decide", false, 1, &[1usize, 4][..]),
         ("queue_in_process_scm", true, 1, &[1, 4][..]),
         ("queue_in_process_scm_4_tenants", true, 4, &[4][..]),
+        ("queue_in_process_scm_16_tenants", true, 16, &[4][..]),
     ] {
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Elements(IN_PROCESS_BATCH));

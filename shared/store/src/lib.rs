@@ -222,6 +222,11 @@ mod migrations {
                 "intent queues",
                 include_str!("../migrations/postgres/0020_intent_queues.sql"),
             ),
+            (
+                21,
+                "log tail at commit",
+                include_str!("../migrations/postgres/0021_log_tail_at_commit.sql"),
+            ),
         ])
     }
 
@@ -678,7 +683,7 @@ forward! {
     /// Whether the database takes a write (readiness: a full disk shows here, not in a ping).
     fn probe_write(&self) -> ();
     /// Appends events with their projection changes, commit links and outbox rows atomically.
-    fn commit(&self, commit: &Commit) -> Vec<i64>;
+    fn commit(&self, commit: &Commit) -> ();
     /// The current state of an intent.
     fn intent(&self, id: &str) -> Option<converge_core::Intent>;
     /// The current state of an intent with its row's version, for a decision that commits

@@ -12,8 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use crate::StoreError;
 use crate::backend::{
-    bind_event_fields, insert_events_prefix, insert_intent_sql, insert_intents_prefix,
-    intent_overwrite_sql, store_operations, tally_upsert_sql, version_bump_sql,
+    insert_intent_sql, insert_intents_prefix, intent_overwrite_sql, store_operations,
 };
 
 /// How long to wait for a pooled connection before giving up.
@@ -129,20 +128,19 @@ crate::backend::analytics::analytics_operations!(
     repo_of_intent = "COALESCE(technical->>'repo', '')"
 );
 
-/// Writes a commit's [`LogTail`](crate::backend::LogTail) in one statement when its events
-/// are of one tenant: the statement locks the chain's head, links the events to it (SHA-256 in
-/// SQL over the records `converge_core::audit::link_record` made beforehand, as
+/// Writes a commit's [`LogTail`](crate::backend::LogTail). A tail of one tenant is left in
+/// `log_tails` for the deferred trigger of migration 21, which writes it while the transaction
+/// commits: it makes the chain's head if the tenant has none, locks it, links the events to it
+/// (SHA-256 in SQL over the records `converge_core::audit::link_record` made here, as
 /// `converge_core::audit::link_hash_of_record` does), appends them and moves the head, the
-/// tallies and the tenant's version on. The head is then held for that statement and the
-/// commit only, not for a round trip to this process and back. Other tails (several tenants,
-/// more rows than one statement's parameters allow, a tenant's first event) are written in
-/// steps.
+/// tallies and the tenant's version on. The head is then held for that work and the commit,
+/// not through a round trip to this process and back. Other tails (several tenants, more
+/// events than one tail carries) are written in steps, before the commit.
 async fn append_log_tail(
     tx: &mut WriteTx,
     tail: crate::backend::LogTail<'_>,
-) -> Result<Vec<i64>, StoreError> {
-    // Eleven parameters an event, five a tally (no more tallies than events): far below
-    // PostgreSQL's 65,535.
+) -> Result<(), StoreError> {
+    // Eighteen parameters an event: far below PostgreSQL's 65,535.
     const MOST: usize = 1_000;
     let chains: std::collections::BTreeSet<&str> = tail
         .events
@@ -153,91 +151,48 @@ async fn append_log_tail(
         Some(chain) if chains.len() == 1 && tail.events.len() <= MOST => *chain,
         _ => return append_log_tail_in_steps(tx, tail).await,
     };
-    let records: Vec<String> = tail
-        .events
-        .iter()
-        .map(converge_core::audit::link_record)
-        .collect();
-    let appended = append_to_one_chain(tx, &tail, chain, &records).await?;
-    if appended.is_empty() {
-        // Nothing was written: the chain has no head yet (its tenant's first event), which
-        // the steps make.
-        return append_log_tail_in_steps(tx, tail).await;
+    // The first row carries the tallies, column by column, and the tenants.
+    let mut tally_tenants = Vec::with_capacity(tail.tallies.len());
+    let mut tally_types = Vec::with_capacity(tail.tallies.len());
+    let mut tally_days = Vec::with_capacity(tail.tallies.len());
+    let mut tally_events = Vec::with_capacity(tail.tallies.len());
+    let mut tally_mergeable = Vec::with_capacity(tail.tallies.len());
+    for ((tenant, event_type, day), (events, mergeable)) in &tail.tallies {
+        tally_tenants.push(tenant.as_str());
+        tally_types.push(*event_type);
+        tally_days.push(day.as_str());
+        tally_events.push(*events);
+        tally_mergeable.push(*mergeable);
     }
-    crate::backend::seqs_in_order(tail.events, appended)
-}
-
-/// The statement of [`append_log_tail`]. Every write in it hangs on the chain's head: without
-/// one, it writes nothing and returns no row.
-async fn append_to_one_chain(
-    tx: &mut WriteTx,
-    tail: &crate::backend::LogTail<'_>,
-    chain: &str,
-    records: &[String],
-) -> Result<Vec<(String, i64)>, StoreError> {
+    let tenants: Vec<&str> = tail.tenants.iter().map(String::as_str).collect();
     let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-        "WITH RECURSIVE head AS (SELECT next_index, last_hash FROM audit_chains WHERE tenant = ",
+        "INSERT INTO log_tails (position, chain, id, trace_id, at, event_type, intent_id, agent_id, \
+         tenant_id, payload, evidence, record, tally_tenants, tally_types, tally_days, \
+         tally_events, tally_mergeable, tenants) ",
     );
-    q.push_bind(chain);
-    q.push(" FOR UPDATE), incoming (position, id, trace_id, at, event_type, intent_id, agent_id, tenant_id, payload, evidence, record) AS (");
-    q.push_values(
-        (1_i64..).zip(tail.events.iter().zip(records)),
-        |mut row, (position, (event, record))| {
-            row.push_bind(position);
-            bind_event_fields!(row, event).push_bind(record.as_str());
-        },
-    );
-    // Each event's index follows its predecessor's, and its hash is
-    // sha256_hex(previous hash | index | record), as in converge_core::audit.
-    q.push(
-        "), chained (position, chain_index, chain_hash) AS (\
-         SELECT CAST(0 AS BIGINT), next_index - 1, last_hash FROM head \
-         UNION ALL \
-         SELECT i.position, c.chain_index + 1, \
-         encode(sha256(convert_to(c.chain_hash || '|' || CAST(c.chain_index + 1 AS TEXT) || '|' || i.record, 'UTF8')), 'hex') \
-         FROM chained AS c JOIN incoming AS i ON i.position = c.position + 1), \
-         moved AS (UPDATE audit_chains SET next_index = last.chain_index + 1, last_hash = last.chain_hash \
-         FROM (SELECT chain_index, chain_hash FROM chained ORDER BY position DESC LIMIT 1) AS last \
-         WHERE audit_chains.tenant = ",
-    );
-    q.push_bind(chain);
-    q.push("), ");
-    if !tail.tallies.is_empty() {
-        q.push("tallied AS (INSERT INTO event_tallies (tenant, event_type, day, events, mergeable) SELECT t.* FROM (");
-        q.push_values(
-            &tail.tallies,
-            |mut row, ((tenant, event_type, day), (count, mergeable))| {
-                row.push_bind(tenant.as_str())
-                    .push_bind(*event_type)
-                    .push_bind(day.as_str())
-                    .push_bind(*count)
-                    .push_bind(*mergeable);
-            },
-        );
-        q.push(") AS t (tenant, event_type, day, events, mergeable), head");
-        q.push(tally_upsert_sql!());
-        q.push("), ");
-    }
-    if !tail.tenants.is_empty() {
-        q.push(
-            "versions AS (INSERT INTO tenant_versions (tenant, version) SELECT v.tenant, 1 FROM (",
-        );
-        q.push_values(tail.tenants.iter(), |mut row, tenant| {
-            row.push_bind(tenant.as_str());
-        });
-        q.push(") AS v (tenant), head");
-        q.push(version_bump_sql!());
-        q.push("), ");
-    }
-    // Sequence numbers are taken in the events' order, as the steps' insert takes them.
-    q.push("appended AS (");
-    q.push(insert_events_prefix!());
-    q.push(
-        "SELECT i.id, i.trace_id, i.at, i.event_type, i.intent_id, i.agent_id, i.tenant_id, i.payload, i.evidence, c.chain_index, c.chain_hash \
-         FROM incoming AS i JOIN chained AS c ON c.position = i.position ORDER BY i.position RETURNING id, seq) \
-         SELECT id, seq FROM appended",
-    );
-    Ok(q.build_query_as().fetch_all(&mut **tx).await?)
+    q.push_values((1_i64..).zip(tail.events), |mut row, (position, event)| {
+        row.push_bind(position)
+            .push_bind(chain)
+            .push_bind(event.id.as_str())
+            .push_bind(event.trace_id.as_str())
+            .push_bind(ts(event.timestamp))
+            .push_bind(event.event_type.as_str())
+            .push_bind(event.intent_id.as_deref())
+            .push_bind(event.agent_id.as_deref())
+            .push_bind(event.tenant_id.as_deref())
+            .push_bind(sqlx::types::Json(&event.payload))
+            .push_bind(sqlx::types::Json(&event.evidence))
+            .push_bind(converge_core::audit::link_record(event));
+        let first = position == 1;
+        row.push_bind(first.then_some(&tally_tenants))
+            .push_bind(first.then_some(&tally_types))
+            .push_bind(first.then_some(&tally_days))
+            .push_bind(first.then_some(&tally_events))
+            .push_bind(first.then_some(&tally_mergeable))
+            .push_bind(first.then_some(&tenants));
+    });
+    q.build().execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// Timestamps inside JSON built by PostgreSQL (`2026-11-27T21:00:00.123456+00:00`).

@@ -272,7 +272,7 @@ crate::backend::analytics::analytics_operations!(
 async fn append_log_tail(
     tx: &mut WriteTx,
     tail: crate::backend::LogTail<'_>,
-) -> Result<Vec<i64>, StoreError> {
+) -> Result<(), StoreError> {
     append_log_tail_in_steps(tx, tail).await
 }
 

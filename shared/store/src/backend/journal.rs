@@ -7,7 +7,7 @@ macro_rules! journal_operations {
         impl $store {
             /// Appends events, updates the intents projection from them, and records commit
             /// links and outbox rows, all in one transaction — after checking the guard lease.
-            pub async fn commit(&self, commit: &$crate::Commit) -> Result<Vec<i64>, $crate::StoreError> {
+            pub async fn commit(&self, commit: &$crate::Commit) -> Result<(), $crate::StoreError> {
                 let mut tx = begin_write(self).await?;
                 if let Some(lease) = &commit.guard {
                     let row = sqlx::query(concat!(
@@ -184,7 +184,7 @@ macro_rules! journal_operations {
                 // Last, the rows every commit of a tenant shares (see `LogTail`): the events
                 // join their tenants' audit chains, whose heads are locked (tenants in name
                 // order) and held to the commit, so a tenant's log order is its chain order.
-                let seqs = append_log_tail(
+                append_log_tail(
                     &mut tx,
                     $crate::backend::LogTail {
                         events: &commit.events,
@@ -194,7 +194,7 @@ macro_rules! journal_operations {
                 )
                 .await?;
                 tx.commit().await?;
-                Ok(seqs)
+                Ok(())
             }
 
             /// The version of a tenant's intents (every tenant's when `None`): it changes with
@@ -750,21 +750,18 @@ macro_rules! journal_operations {
             tx: &mut WriteTx,
             events: &[converge_core::Event],
             links: &[(i64, String)],
-        ) -> Result<Vec<i64>, $crate::StoreError> {
+        ) -> Result<(), $crate::StoreError> {
             // Eleven parameters a row; SQLite allows 32,766 in a statement.
             const ROWS_PER_STATEMENT: usize = 1_000;
-            let mut seqs = Vec::with_capacity(events.len());
             for (chunk, chunk_links) in events.chunks(ROWS_PER_STATEMENT).zip(links.chunks(ROWS_PER_STATEMENT)) {
                 let mut q = sqlx::QueryBuilder::<$db>::new("");
                 push_events(&mut q, chunk, chunk_links);
-                let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
-                seqs.extend($crate::backend::seqs_in_order(chunk, rows)?);
+                q.build().execute(&mut **tx).await?;
             }
-            Ok(seqs)
+            Ok(())
         }
 
-        /// Pushes the insert of `events` at their chain positions, returning each one's id
-        /// and sequence number.
+        /// Pushes the insert of `events` at their chain positions.
         fn push_events(
             q: &mut sqlx::QueryBuilder<$db>,
             events: &[converge_core::Event],
@@ -776,7 +773,6 @@ macro_rules! journal_operations {
                     .push_bind(*chain_index)
                     .push_bind(chain_hash.as_str());
             });
-            q.push(" RETURNING id, seq");
         }
 
         /// Stores agent policies at the version they were read at.
@@ -903,14 +899,13 @@ macro_rules! journal_operations {
 
         /// Writes a commit's [`LogTail`]($crate::backend::LogTail) one statement at a time:
         /// locks the chain heads and links the events to them, then writes the events, the
-        /// heads, the tallies and the tenants' versions. Returns the events' sequence numbers,
-        /// in their order.
+        /// heads, the tallies and the tenants' versions.
         async fn append_log_tail_in_steps(
             tx: &mut WriteTx,
             tail: $crate::backend::LogTail<'_>,
-        ) -> Result<Vec<i64>, $crate::StoreError> {
+        ) -> Result<(), $crate::StoreError> {
             let (links, heads) = lock_chains(tx, tail.events).await?;
-            let seqs = insert_events(tx, tail.events, &links).await?;
+            insert_events(tx, tail.events, &links).await?;
             move_heads(tx, &heads).await?;
             add_tallies(tx, &tail.tallies).await?;
             for tenant in tail.tenants {
@@ -919,7 +914,7 @@ macro_rules! journal_operations {
                     .execute(&mut **tx)
                     .await?;
             }
-            Ok(seqs)
+            Ok(())
         }
 
         /// Adds to the per-tenant, per-type, per-day counts (`event_tallies`), in key order.

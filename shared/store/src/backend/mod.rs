@@ -26,31 +26,15 @@ pub(crate) type ChainHeads<'a> = std::collections::BTreeMap<&'a str, converge_co
 /// What a commit writes last, under its tenants' audit chain heads: the events with their
 /// chain positions, the heads moved on, the analytics tallies and the tenants' versions. These
 /// rows are shared by every commit of a tenant, so the time from locking the first to
-/// committing is the time a tenant's commits wait on each other: PostgreSQL locks, hashes and
-/// writes a one-tenant tail in one statement (`pg.rs`); other tails, and SQLite's (whose
-/// writes are serialised anyway), go in steps (`append_log_tail_in_steps`).
+/// committing is the time a tenant's commits wait on each other: PostgreSQL writes a
+/// one-tenant tail as the transaction commits (`pg.rs`: a deferred trigger locks, hashes and
+/// writes it); other tails, and SQLite's (whose writes are serialised anyway), go in steps
+/// (`append_log_tail_in_steps`) before the commit.
 pub(crate) struct LogTail<'a> {
     pub events: &'a [converge_core::Event],
     pub tallies: Vec<Tally>,
     /// The tenants whose intents the commit changed (`""` for none).
     pub tenants: &'a std::collections::BTreeSet<String>,
-}
-
-/// The sequence numbers of `events` in their order, from the `(id, seq)` rows their insert
-/// returned (in an order that is not promised).
-pub(crate) fn seqs_in_order(
-    events: &[converge_core::Event],
-    rows: Vec<(String, i64)>,
-) -> Result<Vec<i64>, crate::StoreError> {
-    let by_id: std::collections::HashMap<String, i64> = rows.into_iter().collect();
-    events
-        .iter()
-        .map(|event| {
-            by_id.get(&event.id).copied().ok_or_else(|| {
-                crate::error::corrupt(format!("event {} was not appended", event.id))
-            })
-        })
-        .collect()
 }
 
 /// One row of `event_tallies` to add: (tenant, event type, day) and (events, mergeable).
