@@ -28,7 +28,7 @@ use converge_core::{Event, EventType, Intent, PolicyConfig, Status};
 use converge_github::adapters::GithubPorts;
 use converge_github::app::{GithubApp, GithubSettings, parse_check_map};
 use converge_runtime::queue_worker::{QueueProcessor, WorkerPorts, WorkerSettings};
-use converge_store::{Commit, IntentFilter, Store, SystemClock};
+use converge_store::{Commit, Store, SystemClock};
 use converge_testkit::github_fake::{GithubFake, app_key_pair};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_main};
 
@@ -194,19 +194,19 @@ async fn drain<S, C, P>(
             tokio::spawn(async move {
                 loop {
                     let outcomes = processor.poll().await.unwrap();
-                    let ready = store
-                        .intents(&IntentFilter {
-                            statuses: if auto_confirm {
-                                vec![Status::Ready, Status::Validated, Status::Queued]
-                            } else {
-                                vec![Status::Ready, Status::Validated]
-                            },
-                            limit: 1,
-                            ..IntentFilter::default()
-                        })
+                    // Done when no intent is left to move, counted by the queues' partial
+                    // index as a worker's poll counts them (a page of intents by status in
+                    // queue order would walk every merged intent first, and cost the database
+                    // more than the rounds).
+                    let left = store
+                        .actionable_counts(None)
                         .await
-                        .unwrap();
-                    if ready.is_empty() {
+                        .unwrap()
+                        .into_iter()
+                        .any(|c| {
+                            c.count > 0 && (auto_confirm || c.status != Status::Queued)
+                        });
+                    if !left {
                         break;
                     }
                     // As `run_until_stopped` does, a worker polls again at once only while its

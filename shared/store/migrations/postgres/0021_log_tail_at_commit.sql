@@ -37,23 +37,32 @@ CREATE UNLOGGED TABLE log_tails (
 ) WITH (toast_tuple_target = 8160);
 
 CREATE FUNCTION write_log_tail() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    head_index BIGINT;
+    head_hash  TEXT;
 BEGIN
-    -- A tenant's first event makes its chain's head (converge_core::audit::GENESIS).
-    INSERT INTO audit_chains (tenant, next_index, last_hash)
-    VALUES (NEW.chain, 0, '0000000000000000000000000000000000000000000000000000000000000000')
-    ON CONFLICT (tenant) DO NOTHING;
+    -- The head is locked by a statement of its own: a commit that waited for it re-reads one
+    -- row, not the whole tail statement.
+    SELECT next_index, last_hash INTO head_index, head_hash
+    FROM audit_chains WHERE tenant = NEW.chain FOR UPDATE;
+    IF NOT FOUND THEN
+        -- A tenant's first event makes its chain's head (converge_core::audit::GENESIS).
+        INSERT INTO audit_chains (tenant, next_index, last_hash)
+        VALUES (NEW.chain, 0, '0000000000000000000000000000000000000000000000000000000000000000')
+        ON CONFLICT (tenant) DO NOTHING;
+        SELECT next_index, last_hash INTO STRICT head_index, head_hash
+        FROM audit_chains WHERE tenant = NEW.chain FOR UPDATE;
+    END IF;
     -- Each event's index follows its predecessor's, and its hash is
     -- sha256_hex(previous hash | index | record), as in converge_core::audit. Sequence numbers
     -- are taken under the head's lock, in the events' order: a tenant's log order is its chain
     -- order.
-    WITH RECURSIVE head AS (
-        SELECT next_index, last_hash FROM audit_chains WHERE tenant = NEW.chain FOR UPDATE
-    ), incoming AS (
+    WITH RECURSIVE incoming AS (
         SELECT position, id, trace_id, at, event_type, intent_id, agent_id, tenant_id, payload,
                evidence, record
         FROM log_tails WHERE xact = NEW.xact
     ), chained (position, chain_index, chain_hash) AS (
-        SELECT CAST(0 AS BIGINT), next_index - 1, last_hash FROM head
+        SELECT CAST(0 AS BIGINT), head_index - 1, head_hash
         UNION ALL
         SELECT i.position, c.chain_index + 1,
                encode(sha256(convert_to(
@@ -68,13 +77,13 @@ BEGIN
         INSERT INTO event_tallies (tenant, event_type, day, events, mergeable)
         SELECT t.tenant, t.event_type, t.day, t.events, t.mergeable
         FROM unnest(NEW.tally_tenants, NEW.tally_types, NEW.tally_days, NEW.tally_events,
-                    NEW.tally_mergeable) AS t (tenant, event_type, day, events, mergeable), head
+                    NEW.tally_mergeable) AS t (tenant, event_type, day, events, mergeable)
         ON CONFLICT (tenant, event_type, day) DO UPDATE SET
             events = event_tallies.events + excluded.events,
             mergeable = event_tallies.mergeable + excluded.mergeable
     ), versions AS (
         INSERT INTO tenant_versions (tenant, version)
-        SELECT v.tenant, 1 FROM unnest(NEW.tenants) AS v (tenant), head
+        SELECT v.tenant, 1 FROM unnest(NEW.tenants) AS v (tenant)
         ON CONFLICT (tenant) DO UPDATE SET version = tenant_versions.version + 1
     )
     INSERT INTO events (id, trace_id, timestamp, event_type, intent_id, agent_id, tenant_id,
