@@ -203,9 +203,7 @@ async fn drain<S, C, P>(
                         .await
                         .unwrap()
                         .into_iter()
-                        .any(|c| {
-                            c.count > 0 && (auto_confirm || c.status != Status::Queued)
-                        });
+                        .any(|c| c.count > 0 && (auto_confirm || c.status != Status::Queued));
                     if !left {
                         break;
                     }
@@ -395,7 +393,6 @@ fn bench(c: &mut Criterion) {
         ("queue_in_process_decide", false, 1, &[1usize, 4][..]),
         ("queue_in_process_scm", true, 1, &[1, 4][..]),
         ("queue_in_process_scm_4_tenants", true, 4, &[4][..]),
-        ("queue_in_process_scm_16_tenants", true, 16, &[4][..]),
     ] {
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Elements(IN_PROCESS_BATCH));

@@ -51,6 +51,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     a_commit_appends_events_and_moves_the_projection,
     an_illegal_move_rolls_back_the_whole_commit,
+    a_tenant_s_log_order_is_its_chain_order_and_a_commit_refused_at_its_end_leaves_nothing,
     intents_list_in_queue_order_with_filters_and_cursor,
     events_list_newest_first_with_filters_and_cursor,
     a_rebuild_reproduces_the_projection_exactly,
@@ -225,6 +226,85 @@ async fn an_illegal_move_rolls_back_the_whole_commit(store: Store, clock: Manual
         before,
         "no event, row or outbox message was kept"
     );
+}
+
+/// Many commits of one tenant at once: each event takes its sequence number in its chain's
+/// order (a reader following the log by sequence reads the chain in order). A commit refused
+/// at its very end (on PostgreSQL, its log tail is written as it commits: here an event id
+/// already in the log) answers an error and leaves nothing: no event, row change, tally or
+/// version, and nothing on its way to the log.
+async fn a_tenant_s_log_order_is_its_chain_order_and_a_commit_refused_at_its_end_leaves_nothing(
+    store: Store,
+    clock: ManualClock,
+) {
+    let (intent, created_event) = created(&clock, "i-chained", 3);
+    ok(store
+        .commit(&Commit {
+            events: vec![created_event],
+            ..Commit::default()
+        })
+        .await);
+    let evaluations: Vec<_> = (0..40)
+        .map(|n| {
+            event(
+                &clock,
+                &intent.id,
+                EventType::RiskEvaluated,
+                json!({"entropy_score": n}),
+            )
+        })
+        .collect();
+    let taken = evaluations[7].id.clone();
+    commit_each_at_once(&store, evaluations).await;
+    let links = ok(store.audit_links("acme", -1, 100).await);
+    assert_eq!(links.len(), 41, "every event joined the chain");
+    for (position, pair) in links.windows(2).enumerate() {
+        assert_eq!(
+            pair[1].chain_index,
+            pair[0].chain_index + 1,
+            "at {position}"
+        );
+        assert!(
+            pair[1].seq > pair[0].seq,
+            "chain position {} took sequence number {} after {}",
+            pair[1].chain_index,
+            pair[1].seq,
+            pair[0].seq
+        );
+    }
+
+    let before = ok(summaries(&store).await);
+    let version = ok(store.intents_version(Some("acme")).await);
+    let mut reused = event(&clock, &intent.id, EventType::RiskEvaluated, json!({}));
+    reused.id = taken;
+    let validated = event(&clock, &intent.id, EventType::IntentValidated, json!({}));
+    let result = store
+        .commit(&Commit {
+            events: vec![validated, reused],
+            ..Commit::default()
+        })
+        .await;
+    assert!(
+        result.is_err(),
+        "a commit that did not land answered {result:?}"
+    );
+    assert_eq!(
+        ok(summaries(&store).await),
+        before,
+        "nothing of it was kept"
+    );
+    assert_eq!(ok(store.intents_version(Some("acme")).await), version);
+    assert_eq!(
+        ok(store.intent(&intent.id).await).map(|i| i.status),
+        Some(Status::Ready)
+    );
+    if let Store::Postgres(pg) = &store {
+        let in_transit: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_tails")
+            .fetch_one(pg.pool())
+            .await
+            .unwrap();
+        assert_eq!(in_transit, 0, "no log tail outlives its transaction");
+    }
 }
 
 /// The version read caches key on: each committed change to a tenant's intents moves it (none
