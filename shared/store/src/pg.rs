@@ -140,18 +140,51 @@ async fn append_log_tail(
     tx: &mut WriteTx,
     tail: crate::backend::LogTail<'_>,
 ) -> Result<(), StoreError> {
-    // Eighteen parameters an event: far below PostgreSQL's 65,535.
-    const MOST: usize = 1_000;
-    let chains: std::collections::BTreeSet<&str> = tail
-        .events
-        .iter()
-        .map(|e| converge_core::audit::chain_of(e.tenant_id.as_deref()))
-        .collect();
-    let chain = match chains.first() {
-        Some(chain) if chains.len() == 1 && tail.events.len() <= MOST => *chain,
-        _ => return append_log_tail_in_steps(tx, tail).await,
+    let Some(chain) = chain_written_at_commit(&tail) else {
+        return append_log_tail_in_steps(tx, tail).await;
     };
-    // The first row carries the tallies, column by column, and the tenants.
+    let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
+    push_log_tail_insert(&mut q, chain, &tail);
+    q.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Starts `q` with a `WITH` clause that leaves `tail` in `log_tails` when the trigger is to
+/// write it (see [`append_log_tail`]), so that the commit's next statement carries it instead
+/// of a statement of its own. Returns whether it did.
+fn stage_log_tail(
+    q: &mut sqlx::QueryBuilder<sqlx::Postgres>,
+    tail: &crate::backend::LogTail<'_>,
+) -> bool {
+    let Some(chain) = chain_written_at_commit(tail) else {
+        return false;
+    };
+    q.push("WITH staged_log_tail AS (");
+    push_log_tail_insert(q, chain, tail);
+    q.push(") ");
+    true
+}
+
+/// The chain of a tail the trigger writes at commit: one tenant's, of at most 1,000 events
+/// (eighteen parameters an event, far below PostgreSQL's 65,535 even beside another
+/// statement's). `None`: the tail is written in steps.
+fn chain_written_at_commit<'a>(tail: &crate::backend::LogTail<'a>) -> Option<&'a str> {
+    const MOST: usize = 1_000;
+    let events: &'a [converge_core::Event] = tail.events;
+    let first = converge_core::audit::chain_of(events.first()?.tenant_id.as_deref());
+    let one_chain = events
+        .iter()
+        .all(|e| converge_core::audit::chain_of(e.tenant_id.as_deref()) == first);
+    (one_chain && events.len() <= MOST).then_some(first)
+}
+
+/// Pushes the insert of `tail`'s rows into `log_tails`: a row an event, the first carrying
+/// the tallies, column by column, and the tenants.
+fn push_log_tail_insert(
+    q: &mut sqlx::QueryBuilder<sqlx::Postgres>,
+    chain: &str,
+    tail: &crate::backend::LogTail<'_>,
+) {
     let mut tally_tenants = Vec::with_capacity(tail.tallies.len());
     let mut tally_types = Vec::with_capacity(tail.tallies.len());
     let mut tally_days = Vec::with_capacity(tail.tallies.len());
@@ -165,7 +198,7 @@ async fn append_log_tail(
         tally_mergeable.push(*mergeable);
     }
     let tenants: Vec<&str> = tail.tenants.iter().map(String::as_str).collect();
-    let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+    q.push(
         "INSERT INTO log_tails (position, chain, id, trace_id, at, event_type, intent_id, agent_id, \
          tenant_id, payload, evidence, record, tally_tenants, tally_types, tally_days, \
          tally_events, tally_mergeable, tenants) ",
@@ -191,8 +224,6 @@ async fn append_log_tail(
             .push_bind(first.then_some(&tally_mergeable))
             .push_bind(first.then_some(&tenants));
     });
-    q.build().execute(&mut **tx).await?;
-    Ok(())
 }
 
 /// Timestamps inside JSON built by PostgreSQL (`2026-11-27T21:00:00.123456+00:00`).

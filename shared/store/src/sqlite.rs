@@ -276,6 +276,14 @@ async fn append_log_tail(
     append_log_tail_in_steps(tx, tail).await
 }
 
+/// SQLite writes every tail in steps: nothing is staged ahead of another statement.
+fn stage_log_tail(
+    _q: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
+    _tail: &crate::backend::LogTail<'_>,
+) -> bool {
+    false
+}
+
 /// Timestamps inside JSON built by SQLite are the stored text.
 fn parse_json_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {
     parse_ts(text)

@@ -148,7 +148,14 @@ macro_rules! journal_operations {
                     .iter()
                     .filter_map(|p| Some((p.current.as_ref()?, p.updated_at?, p.version + p.applied)))
                     .collect();
-                overwrite_intents(&mut tx, &rewritten).await?;
+                let tail = $crate::backend::LogTail {
+                    events: &commit.events,
+                    tallies: $crate::backend::tallies_of(&commit.events),
+                    tenants: &changed_tenants,
+                };
+                // Where the backend leaves the tail for its commit to write (PostgreSQL), the
+                // overwrite's statement carries it.
+                let staged = overwrite_intents(&mut tx, &rewritten, &tail).await?;
                 for entry in new {
                     write_projected(&mut tx, entry).await?;
                 }
@@ -184,15 +191,9 @@ macro_rules! journal_operations {
                 // Last, the rows every commit of a tenant shares (see `LogTail`): the events
                 // join their tenants' audit chains, whose heads are locked (tenants in name
                 // order) and held to the commit, so a tenant's log order is its chain order.
-                append_log_tail(
-                    &mut tx,
-                    $crate::backend::LogTail {
-                        events: &commit.events,
-                        tallies: $crate::backend::tallies_of(&commit.events),
-                        tenants: &changed_tenants,
-                    },
-                )
-                .await?;
+                if !staged {
+                    append_log_tail(&mut tx, tail).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }
@@ -987,14 +988,22 @@ macro_rules! journal_operations {
         }
 
         /// Replaces existing intent rows, all in one statement.
+        /// With `tail` staged ahead of the first statement where the backend leaves tails for
+        /// its commit to write (`stage_log_tail`); returns whether it was.
         async fn overwrite_intents(
             tx: &mut WriteTx,
             intents: &[(&converge_core::Intent, chrono::DateTime<chrono::Utc>, i64)],
-        ) -> Result<(), $crate::StoreError> {
+            tail: &$crate::backend::LogTail<'_>,
+        ) -> Result<bool, $crate::StoreError> {
             // Eighteen parameters a row; SQLite allows 32,766 in a statement.
             const ROWS_PER_STATEMENT: usize = 500;
+            let mut staged = false;
             for chunk in intents.chunks(ROWS_PER_STATEMENT) {
-                let mut q = sqlx::QueryBuilder::<$db>::new(insert_intents_prefix!());
+                let mut q = sqlx::QueryBuilder::<$db>::new("");
+                if !staged {
+                    staged = stage_log_tail(&mut q, tail);
+                }
+                q.push(insert_intents_prefix!());
                 q.push_values(chunk, |mut row, (intent, updated_at, version)| {
                     row.push_bind(intent.id.clone())
                         .push_bind(intent.source.clone())
@@ -1018,7 +1027,7 @@ macro_rules! journal_operations {
                 q.push(concat!(" ", intent_overwrite_sql!()));
                 q.build().execute(&mut **tx).await?;
             }
-            Ok(())
+            Ok(staged)
         }
 
         fn intent_from_row(row: &<$db as sqlx::Database>::Row) -> Result<converge_core::Intent, $crate::StoreError> {
