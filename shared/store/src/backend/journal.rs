@@ -9,31 +9,49 @@ macro_rules! journal_operations {
             /// links and outbox rows, all in one transaction — after checking the guard lease.
             pub async fn commit(&self, commit: &$crate::Commit) -> Result<(), $crate::StoreError> {
                 let mut tx = begin_write(self).await?;
+                // The rows of the intents this commit changes, in id order, are locked and read
+                // in one statement before any event takes its sequence number: per intent, log
+                // order is then the order its row changed, and commits touching several intents
+                // cannot deadlock on each other. (A single intent is locked by its first
+                // projection step, before its event is appended.) Locks are always taken lease
+                // first, then intents.
+                let touched: std::collections::BTreeSet<&str> = commit
+                    .events
+                    .iter()
+                    .filter(|e| converge_core::projection::changes_projection(e.event_type))
+                    .filter_map(|e| e.intent_id.as_deref())
+                    .chain(commit.expect.iter().map(|e| e.intent_id.as_str()))
+                    .collect();
+                let several = touched.len() > 1;
+                // Read with the lease in one statement where nothing is to come between them (a
+                // delivery's row is written between the two).
+                let mut read_with_lease: Option<Vec<<$db as sqlx::Database>::Row>> = None;
                 if let Some(lease) = &commit.guard {
-                    let row = sqlx::query(concat!(
-                        "SELECT holder, token, expires_at FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3",
-                        $lock
-                    ))
-                    .bind(&lease.key.tenant)
-                    .bind(&lease.key.repo)
-                    .bind(&lease.key.target)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let now = self.now();
-                    let current = match &row {
-                        Some(row) => {
-                            let holder: Option<String> = row.try_get("holder")?;
-                            let token: i64 = row.try_get("token")?;
-                            let expires_at = get_opt_ts(row, "expires_at")?;
-                            holder.as_deref() == Some(lease.holder.as_str())
-                                && token == lease.token.0
-                                && expires_at.is_some_and(|e| e > now)
-                        }
-                        None => false,
+                    let (lease_row, intent_rows) = if several && commit.delivery.is_none() {
+                        let rows = lease_and_intents_locked(&mut tx, lease, &touched).await?;
+                        (rows.first().map(|row| lease_of_row(row, ["lease_holder", "lease_token", "lease_expires_at"])).transpose()?, Some(rows))
+                    } else {
+                        let row = sqlx::query(concat!(
+                            "SELECT holder, token, expires_at FROM queue_leases WHERE tenant = $1 AND repo = $2 AND target = $3",
+                            $lock
+                        ))
+                        .bind(&lease.key.tenant)
+                        .bind(&lease.key.repo)
+                        .bind(&lease.key.target)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        (row.as_ref().map(|row| lease_of_row(row, ["holder", "token", "expires_at"])).transpose()?, None)
                     };
+                    let now = self.now();
+                    let current = lease_row.is_some_and(|(holder, token, expires_at)| {
+                        holder.as_deref() == Some(lease.holder.as_str())
+                            && token == lease.token.0
+                            && expires_at.is_some_and(|e| e > now)
+                    });
                     if !current {
                         return Err($crate::StoreError::StaleLease { key: lease.key.clone(), token: lease.token.0 });
                     }
+                    read_with_lease = intent_rows;
                 }
 
                 if let Some(delivery) = &commit.delivery {
@@ -61,31 +79,27 @@ macro_rules! journal_operations {
                     }
                 }
 
-                // Lock and read the rows of the intents this commit changes, in id order and in
-                // one statement, before any event takes its sequence number: per intent, log
-                // order is then the order its row changed, and commits touching several intents
-                // cannot deadlock on each other. (A single intent is locked by its first
-                // projection step, before its event is appended.) Locks are always taken lease
-                // first, then intents.
-                let touched: std::collections::BTreeSet<&str> = commit
-                    .events
-                    .iter()
-                    .filter(|e| converge_core::projection::changes_projection(e.event_type))
-                    .filter_map(|e| e.intent_id.as_deref())
-                    .chain(commit.expect.iter().map(|e| e.intent_id.as_str()))
-                    .collect();
                 let mut projected: Vec<Projected<'_>> = Vec::new();
-                if touched.len() > 1 {
-                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM intents WHERE id IN (");
-                    let mut ids = q.separated(", ");
-                    for id in &touched {
-                        ids.push_bind(*id);
-                    }
-                    q.push(") ORDER BY id");
-                    q.push($lock);
-                    let rows = q.build().fetch_all(&mut *tx).await?;
+                if several {
+                    let rows = match read_with_lease {
+                        Some(rows) => rows,
+                        None => {
+                            let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM intents WHERE id IN (");
+                            let mut ids = q.separated(", ");
+                            for id in &touched {
+                                ids.push_bind(*id);
+                            }
+                            q.push(") ORDER BY id");
+                            q.push($lock);
+                            q.build().fetch_all(&mut *tx).await?
+                        }
+                    };
                     let mut found = std::collections::HashMap::with_capacity(rows.len());
                     for row in &rows {
+                        // The lease's row alone (none of the intents exists yet) reads no intent.
+                        if row.try_get::<Option<String>, _>("id")?.is_none() {
+                            continue;
+                        }
                         let stored = stored_intent_from_row(row)?;
                         found.insert(stored.intent.id.clone(), stored);
                     }
@@ -674,6 +688,45 @@ macro_rules! journal_operations {
                 let current = stored.map(|s| s.intent);
                 Projected { id, existed: current.is_some(), current, version, applied: 0, expected: false, events: Vec::new(), updated_at: None }
             }
+        }
+
+        /// The guard lease's row (locked first) and the rows of `ids` (locked after it, in
+        /// id order), in one statement: a row per intent found, each with the lease's columns
+        /// (`lease_holder`, `lease_token`, `lease_expires_at`); one with the lease alone when
+        /// none is found; none when the lease's row does not exist (no intent is locked then).
+        async fn lease_and_intents_locked(
+            tx: &mut WriteTx,
+            lease: &$crate::Lease,
+            ids: &std::collections::BTreeSet<&str>,
+        ) -> Result<Vec<<$db as sqlx::Database>::Row>, $crate::StoreError> {
+            // The intents' scan asks whether the lease exists before it yields a row to lock,
+            // so the lease's row is locked before any intent's.
+            let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
+                "WITH lease AS MATERIALIZED (SELECT holder, token, expires_at FROM queue_leases WHERE tenant = "
+            ));
+            q.push_bind(&lease.key.tenant);
+            q.push(" AND repo = ").push_bind(&lease.key.repo);
+            q.push(" AND target = ").push_bind(&lease.key.target);
+            q.push(concat!(
+                $lock,
+                ") SELECT lease.holder AS lease_holder, lease.token AS lease_token, lease.expires_at AS lease_expires_at, i.* \
+                 FROM lease LEFT JOIN (SELECT * FROM intents WHERE id IN ("
+            ));
+            let mut list = q.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            q.push(concat!(") AND EXISTS (SELECT 1 FROM lease) ORDER BY id", $lock, ") AS i ON 1 = 1 ORDER BY i.id"));
+            Ok(q.build().fetch_all(&mut **tx).await?)
+        }
+
+        /// A lease row's holder, token and expiry, from the columns named `[holder, token,
+        /// expires_at]`.
+        fn lease_of_row(
+            row: &<$db as sqlx::Database>::Row,
+            [holder, token, expires_at]: [&str; 3],
+        ) -> Result<(Option<String>, i64, Option<chrono::DateTime<chrono::Utc>>), $crate::StoreError> {
+            Ok((row.try_get(holder)?, row.try_get(token)?, get_opt_ts(row, expires_at)?))
         }
 
         async fn read_locked(

@@ -848,10 +848,13 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(
     .unwrap_or_else(|| panic!("expired lease not taken over"));
     assert!(new.token() > old.token());
 
+    // Each commit touches two intents (the guard and their rows are read together): one
+    // that exists, one it creates.
     let validated = event(&clock, &intent.id, EventType::IntentValidated, json!({}));
+    let (second, second_created) = created(&clock, "i-fence-2", 3);
     let stale = store
         .commit(&Commit {
-            events: vec![validated.clone()],
+            events: vec![validated.clone(), second_created.clone()],
             guard: Some(old.clone()),
             ..Commit::default()
         })
@@ -865,6 +868,7 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(
         Some(Status::Ready),
         "nothing written"
     );
+    assert_eq!(ok(store.intent(&second.id).await), None, "nothing created");
     assert!(matches!(
         store.extend_lease(&old, StdDuration::from_secs(30)).await,
         Err(StoreError::StaleLease { .. })
@@ -876,7 +880,7 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(
 
     ok(store
         .commit(&Commit {
-            events: vec![validated],
+            events: vec![validated, second_created],
             guard: Some(new.clone()),
             ..Commit::default()
         })
@@ -885,6 +889,23 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(
         ok(store.intent(&intent.id).await).map(|i| i.status),
         Some(Status::Validated)
     );
+    assert_eq!(
+        ok(store.intent(&second.id).await).map(|i| i.status),
+        Some(Status::Ready)
+    );
+    // Two intents that do not exist yet, under the guard.
+    let (third, third_created) = created(&clock, "i-fence-3", 3);
+    let (fourth, fourth_created) = created(&clock, "i-fence-4", 3);
+    ok(store
+        .commit(&Commit {
+            events: vec![third_created, fourth_created],
+            guard: Some(new.clone()),
+            ..Commit::default()
+        })
+        .await);
+    for id in [&third.id, &fourth.id] {
+        assert!(ok(store.intent(id).await).is_some(), "{id} created");
+    }
     let extended = ok(store.extend_lease(&new, StdDuration::from_secs(120)).await);
     assert!(extended.expires_at() > new.expires_at());
     let state = ok(store.inspect_lease(&key()).await).unwrap_or_else(|| panic!("no lease row"));
