@@ -701,9 +701,9 @@ macro_rules! journal_operations {
         ) -> Result<Vec<<$db as sqlx::Database>::Row>, $crate::StoreError> {
             // The intents' scan asks whether the lease exists before it yields a row to lock,
             // so the lease's row is locked before any intent's.
-            let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
-                "WITH lease AS MATERIALIZED (SELECT holder, token, expires_at FROM queue_leases WHERE tenant = "
-            ));
+            let mut q = sqlx::QueryBuilder::<$db>::new(
+                "WITH lease AS MATERIALIZED (SELECT holder, token, expires_at FROM queue_leases WHERE tenant = ",
+            );
             q.push_bind(&lease.key.tenant);
             q.push(" AND repo = ").push_bind(&lease.key.repo);
             q.push(" AND target = ").push_bind(&lease.key.target);
