@@ -137,11 +137,13 @@ crate::backend::analytics::analytics_operations!(
 /// not through a round trip to this process and back. Other tails (several tenants, more
 /// events than one tail carries) are written in steps, before the commit.
 async fn append_log_tail(
+    _store: &PgStore,
     tx: &mut WriteTx,
     tail: crate::backend::LogTail<'_>,
 ) -> Result<(), StoreError> {
     let Some(chain) = chain_written_at_commit(&tail) else {
-        return append_log_tail_in_steps(tx, tail).await;
+        append_log_tail_in_steps(tx, tail).await?;
+        return Ok(());
     };
     let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
     push_log_tail_insert(&mut q, chain, &tail);

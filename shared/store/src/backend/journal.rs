@@ -206,7 +206,7 @@ macro_rules! journal_operations {
                 // join their tenants' audit chains, whose heads are locked (tenants in name
                 // order) and held to the commit, so a tenant's log order is its chain order.
                 if !staged {
-                    append_log_tail(&mut tx, tail).await?;
+                    append_log_tail(self, &mut tx, tail).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -953,14 +953,25 @@ macro_rules! journal_operations {
 
         /// Writes a commit's [`LogTail`]($crate::backend::LogTail) one statement at a time:
         /// locks the chain heads and links the events to them, then writes the events, the
-        /// heads, the tallies and the tenants' versions.
-        async fn append_log_tail_in_steps(
+        /// heads, the tallies and the tenants' versions. Returns the heads as they now stand.
+        async fn append_log_tail_in_steps<'e>(
             tx: &mut WriteTx,
-            tail: $crate::backend::LogTail<'_>,
-        ) -> Result<(), $crate::StoreError> {
+            tail: $crate::backend::LogTail<'e>,
+        ) -> Result<$crate::backend::ChainHeads<'e>, $crate::StoreError> {
             let (links, heads) = lock_chains(tx, tail.events).await?;
-            insert_events(tx, tail.events, &links).await?;
             move_heads(tx, &heads).await?;
+            append_linked_events(tx, &tail, &links).await?;
+            Ok(heads)
+        }
+
+        /// Writes the events of `tail` at the chain positions `links` (their heads already
+        /// moved on), then its tallies and the tenants' versions.
+        async fn append_linked_events(
+            tx: &mut WriteTx,
+            tail: &$crate::backend::LogTail<'_>,
+            links: &[(i64, String)],
+        ) -> Result<(), $crate::StoreError> {
+            insert_events(tx, tail.events, links).await?;
             add_tallies(tx, &tail.tallies).await?;
             for tenant in tail.tenants {
                 sqlx::query(concat!("INSERT INTO tenant_versions (tenant, version) VALUES ($1, 1)", $crate::backend::version_bump_sql!()))

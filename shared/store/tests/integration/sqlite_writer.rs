@@ -75,3 +75,80 @@ async fn a_failed_or_cancelled_writer_does_not_keep_the_write_lock() {
     }
     another_process_can_write(&path, &clock, "i-after-cancelled").await;
 }
+
+/// Two processes append to one tenant's audit chain in turns, and a commit that moved the
+/// chain rolls back: each process links to the chain's real head (a process keeps the head it
+/// last wrote, and must notice when another moved it or its own write did not land), so the
+/// chain has every event, once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_taking_turns_on_a_chain_link_to_its_real_head() {
+    let clock = ManualClock::new();
+    let (first, dir) = sqlite_store(&clock).await;
+    let second = Store::Sqlite(
+        SqliteStore::open(&dir.path().join("state.db"), 2, Arc::new(clock.clone())).unwrap(),
+    );
+    let mut expected = 0;
+    for round in 0..3 {
+        for (name, store) in [("first", &first), ("second", &second)] {
+            let (_, creation) = created(&clock, &format!("i-{name}-{round}"), 3);
+            let commit = Commit {
+                events: vec![creation],
+                ..Commit::default()
+            };
+            store.commit(&commit).await.unwrap();
+            expected += 1;
+        }
+    }
+    // The first process writes again (so it holds the head it wrote), then a commit of its
+    // moves the chain and fails on the events' insert (an event id already in the log):
+    // nothing of it stays, the head included.
+    let (_, creation) = created(&clock, "i-first-again", 3);
+    first
+        .commit(&Commit {
+            events: vec![creation],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    expected += 1;
+    let (_, creation) = created(&clock, "i-rolled-back", 3);
+    let mut reused = event(&clock, "i-rolled-back", EventType::RiskEvaluated, json!({}));
+    reused.id = first.audit_links("acme", -1, 1).await.unwrap()[0]
+        .event
+        .as_ref()
+        .unwrap()
+        .id
+        .clone();
+    let failed = first
+        .commit(&Commit {
+            events: vec![creation, reused],
+            ..Commit::default()
+        })
+        .await;
+    assert!(failed.is_err(), "an event id landed twice: {failed:?}");
+    let (_, creation) = created(&clock, "i-after", 3);
+    first
+        .commit(&Commit {
+            events: vec![creation],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    expected += 1;
+
+    let links = first.audit_links("acme", -1, 100).await.unwrap();
+    let indexes: Vec<i64> = links.iter().map(|l| l.chain_index).collect();
+    assert_eq!(indexes, (0..expected).collect::<Vec<i64>>());
+    let head = first.audit_head("acme").await.unwrap().unwrap();
+    assert_eq!(head.next_index, expected);
+    assert_eq!(Some(&head.last_hash), links.last().map(|l| &l.chain_hash));
+    for pair in links.windows(2) {
+        let event = pair[1].event.as_ref().unwrap();
+        assert_eq!(
+            pair[1].chain_hash,
+            converge_core::audit::link_hash(&pair[0].chain_hash, pair[1].chain_index, event),
+            "position {} links to the one before it",
+            pair[1].chain_index
+        );
+    }
+}
