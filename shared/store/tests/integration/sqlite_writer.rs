@@ -87,29 +87,28 @@ async fn processes_taking_turns_on_a_chain_link_to_its_real_head() {
     let second = Store::Sqlite(
         SqliteStore::open(&dir.path().join("state.db"), 2, Arc::new(clock.clone())).unwrap(),
     );
+    let create = |store: &Store, id: &str| {
+        let (_, creation) = created(&clock, id, 3);
+        let (store, commit) = (
+            store.clone(),
+            Commit {
+                events: vec![creation],
+                ..Commit::default()
+            },
+        );
+        async move { store.commit(&commit).await.unwrap() }
+    };
     let mut expected = 0;
     for round in 0..3 {
         for (name, store) in [("first", &first), ("second", &second)] {
-            let (_, creation) = created(&clock, &format!("i-{name}-{round}"), 3);
-            let commit = Commit {
-                events: vec![creation],
-                ..Commit::default()
-            };
-            store.commit(&commit).await.unwrap();
+            create(store, &format!("i-{name}-{round}")).await;
             expected += 1;
         }
     }
     // The first process writes again (so it holds the head it wrote), then a commit of its
     // moves the chain and fails on the events' insert (an event id already in the log):
     // nothing of it stays, the head included.
-    let (_, creation) = created(&clock, "i-first-again", 3);
-    first
-        .commit(&Commit {
-            events: vec![creation],
-            ..Commit::default()
-        })
-        .await
-        .unwrap();
+    create(&first, "i-first-again").await;
     expected += 1;
     let (_, creation) = created(&clock, "i-rolled-back", 3);
     let mut reused = event(&clock, "i-rolled-back", EventType::RiskEvaluated, json!({}));
@@ -126,14 +125,7 @@ async fn processes_taking_turns_on_a_chain_link_to_its_real_head() {
         })
         .await;
     assert!(failed.is_err(), "an event id landed twice: {failed:?}");
-    let (_, creation) = created(&clock, "i-after", 3);
-    first
-        .commit(&Commit {
-            events: vec![creation],
-            ..Commit::default()
-        })
-        .await
-        .unwrap();
+    create(&first, "i-after").await;
     expected += 1;
 
     let links = first.audit_links("acme", -1, 100).await.unwrap();
