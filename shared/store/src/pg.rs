@@ -172,12 +172,7 @@ fn stage_log_tail(
 /// statement's). `None`: the tail is written in steps.
 fn chain_written_at_commit<'a>(tail: &crate::backend::LogTail<'a>) -> Option<&'a str> {
     const MOST: usize = 1_000;
-    let events: &'a [converge_core::Event] = tail.events;
-    let first = converge_core::audit::chain_of(events.first()?.tenant_id.as_deref());
-    let one_chain = events
-        .iter()
-        .all(|e| converge_core::audit::chain_of(e.tenant_id.as_deref()) == first);
-    (one_chain && events.len() <= MOST).then_some(first)
+    tail.one_chain().filter(|_| tail.events.len() <= MOST)
 }
 
 /// Pushes the insert of `tail`'s rows into `log_tails`: a row an event, the first carrying

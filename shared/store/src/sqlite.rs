@@ -286,16 +286,9 @@ async fn append_log_tail(
     tx: &mut WriteTx,
     tail: crate::backend::LogTail<'_>,
 ) -> Result<(), StoreError> {
-    let chain = tail
-        .events
-        .first()
-        .map(|e| converge_core::audit::chain_of(e.tenant_id.as_deref()));
-    let one_chain = chain.filter(|chain| {
-        tail.events
-            .iter()
-            .all(|e| converge_core::audit::chain_of(e.tenant_id.as_deref()) == *chain)
-    });
-    let cached = one_chain.and_then(|chain| Some((chain, store.cached_head(chain)?)));
+    let cached = tail
+        .one_chain()
+        .and_then(|chain| Some((chain, store.cached_head(chain)?)));
     if let Some((chain, head)) = cached {
         let mut moved = head.clone();
         let links: Vec<(i64, String)> = tail.events.iter().map(|e| moved.append(e)).collect();
@@ -340,7 +333,7 @@ impl SqliteStore {
     }
 }
 
-/// SQLite writes every tail in steps: nothing is staged ahead of another statement.
+/// SQLite stages nothing ahead of another statement: its tail is written by [`append_log_tail`].
 fn stage_log_tail(
     _q: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
     _tail: &crate::backend::LogTail<'_>,

@@ -28,13 +28,27 @@ pub(crate) type ChainHeads<'a> = std::collections::BTreeMap<&'a str, converge_co
 /// rows are shared by every commit of a tenant, so the time from locking the first to
 /// committing is the time a tenant's commits wait on each other: PostgreSQL writes a
 /// one-tenant tail as the transaction commits (`pg.rs`: a deferred trigger locks, hashes and
-/// writes it); other tails, and SQLite's (whose writes are serialised anyway), go in steps
-/// (`append_log_tail_in_steps`) before the commit.
+/// writes it); other tails, and SQLite's (whose writes are serialised anyway), are written
+/// before the commit: SQLite links a one-chain tail to the head its process last wrote where
+/// the row still holds it (`sqlite.rs`), otherwise in steps (`append_log_tail_in_steps`).
 pub(crate) struct LogTail<'a> {
     pub events: &'a [converge_core::Event],
     pub tallies: Vec<Tally>,
     /// The tenants whose intents the commit changed (`""` for none).
     pub tenants: &'a std::collections::BTreeSet<String>,
+}
+
+impl<'a> LogTail<'a> {
+    /// The one audit chain every event of the tail joins; `None` when there are several, or
+    /// no event.
+    pub fn one_chain(&self) -> Option<&'a str> {
+        let events: &'a [converge_core::Event] = self.events;
+        let first = converge_core::audit::chain_of(events.first()?.tenant_id.as_deref());
+        events
+            .iter()
+            .all(|e| converge_core::audit::chain_of(e.tenant_id.as_deref()) == first)
+            .then_some(first)
+    }
 }
 
 /// One row of `event_tallies` to add: (tenant, event type, day) and (events, mergeable).
