@@ -208,9 +208,11 @@ pub enum DeliveryResult {
 }
 
 /// Records one translated delivery: the delivery row, `webhook.received`, the change's events
-/// and the queue messages, in one transaction, which commits only if the intent is still as
-/// the decision read it. When another change to the intent landed between reading and
-/// writing, the delivery is decided again from a fresh read, a few times.
+/// and the queue messages, in one transaction. A change to an intent is decided from the
+/// intent as read under its lock in that transaction, so it never goes stale. Other
+/// deliveries are decided from reads made before the transaction, which commits only if the
+/// intents they read are unchanged; if another change landed in between, the delivery is
+/// decided again from a fresh read, a few times.
 pub async fn record_delivery(
     services: &Services,
     translation: &Translation,
@@ -218,6 +220,28 @@ pub async fn record_delivery(
     delivery: &Delivery,
 ) -> Result<DeliveryResult, StoreError> {
     let stale = |e: &StoreError| matches!(e, StoreError::Stale { .. } | StoreError::Projection(_));
+    if let Translation::Change(change) = translation {
+        let (intent_id, _) = change_subject(change);
+        // Stale only when the intent did not exist and another delivery created it meanwhile.
+        let decided = until_current(stale, || {
+            services.store.decide_and_commit(intent_id, |stored| {
+                let mut plan = DeliveryPlan::new(services, delivery, received);
+                let outcome = plan_change(&mut plan, change, stored);
+                let queued = !plan.commit.outbox.is_empty();
+                (plan.finish(), (outcome, queued))
+            })
+        })
+        .await;
+        return match decided {
+            Ok((outcome, queued)) => {
+                if queued {
+                    services.queue_work_committed().await;
+                }
+                Ok(DeliveryResult::Recorded(outcome))
+            }
+            Err(e) => already_delivered(e),
+        };
+    }
     // A command's author is asked about once, however often the delivery is decided again.
     let permission = tokio::sync::OnceCell::new();
     until_current(stale, || async {
@@ -233,19 +257,112 @@ pub async fn record_delivery(
                 }
                 Ok(DeliveryResult::Recorded(outcome))
             }
-            Err(StoreError::AlreadyDelivered {
-                same_body: true, ..
-            }) => Ok(DeliveryResult::Duplicate),
-            Err(StoreError::AlreadyDelivered {
-                same_body: false, ..
-            }) => Ok(DeliveryResult::ReusedId),
-            Err(e) => Err(e),
+            Err(e) => already_delivered(e),
         }
     })
     .await
 }
 
-/// The transaction a delivery calls for, and what to answer about it.
+/// A delivery id seen before is answered as a duplicate (same body) or a reused id; any other
+/// error stays one.
+fn already_delivered(error: StoreError) -> Result<DeliveryResult, StoreError> {
+    match error {
+        StoreError::AlreadyDelivered {
+            same_body: true, ..
+        } => Ok(DeliveryResult::Duplicate),
+        StoreError::AlreadyDelivered {
+            same_body: false, ..
+        } => Ok(DeliveryResult::ReusedId),
+        e => Err(e),
+    }
+}
+
+/// A delivery's transaction while it is planned: the delivery row, and its events (each with
+/// the delivery id as evidence), `webhook.received` first.
+struct DeliveryPlan<'a> {
+    factory: EventFactory<'a>,
+    evidence: Value,
+    received: &'a Value,
+    commit: Commit,
+}
+
+impl<'a> DeliveryPlan<'a> {
+    fn new(services: &'a Services, delivery: &Delivery, received: &'a Value) -> DeliveryPlan<'a> {
+        DeliveryPlan {
+            factory: events(services),
+            evidence: json!({"delivery_id": delivery.id}),
+            received,
+            commit: Commit {
+                delivery: Some(delivery.clone()),
+                ..Commit::default()
+            },
+        }
+    }
+
+    /// An event of this delivery, about an intent (with its tenant) or none.
+    fn event(
+        &self,
+        event_type: EventType,
+        intent: Option<(&str, Option<&str>)>,
+        payload: Value,
+    ) -> Event {
+        self.factory.event(
+            event_type,
+            intent.map(|(id, _)| id),
+            intent.and_then(|(_, tenant)| tenant),
+            payload,
+            self.evidence.clone(),
+        )
+    }
+
+    fn push(
+        &mut self,
+        event_type: EventType,
+        intent: Option<(&str, Option<&str>)>,
+        payload: Value,
+    ) {
+        let event = self.event(event_type, intent, payload);
+        self.commit.events.push(event);
+    }
+
+    /// The commit, `webhook.received` first.
+    fn finish(mut self) -> Commit {
+        let received = self.event(EventType::WebhookReceived, None, self.received.clone());
+        self.commit.events.insert(0, received);
+        self.commit
+    }
+}
+
+/// Plans a change to one intent from its row as stored (read under its lock); what to answer.
+fn plan_change(
+    plan: &mut DeliveryPlan<'_>,
+    change: &Change,
+    stored: Option<&StoredIntent>,
+) -> Value {
+    let (_, proposed) = change_subject(change);
+    let current = stored.map(|s| &s.intent);
+    match effect(current, change) {
+        Effect::Ignored { intent_id, reason } => {
+            json!({"intent_id": intent_id, "result": "ignored", "reason": reason})
+        }
+        Effect::Events { intent_id, events } => {
+            // The queue the intent is in after the change (a new target moves it).
+            let subject = proposed.or(current);
+            let tenant = subject.and_then(|i| i.tenant_id.as_deref());
+            for (event_type, payload) in events {
+                plan.push(event_type, Some((&intent_id, tenant)), payload);
+            }
+            if let Some(subject) = subject {
+                plan.commit
+                    .outbox
+                    .push(queue_message(&QueueKey::for_intent(subject)));
+            }
+            json!({"intent_id": intent_id, "result": "applied"})
+        }
+    }
+}
+
+/// The transaction a delivery other than a change calls for, and what to answer about it.
 async fn plan_delivery(
     services: &Services,
     translation: &Translation,
@@ -253,52 +370,17 @@ async fn plan_delivery(
     delivery: &Delivery,
     permission: &tokio::sync::OnceCell<Result<(), String>>,
 ) -> Result<(Value, Commit), StoreError> {
-    let factory = events(services);
-    let evidence = json!({"delivery_id": delivery.id});
-    let event = |event_type: EventType, intent: Option<(&str, Option<&str>)>, payload: Value| {
-        factory.event(
-            event_type,
-            intent.map(|(id, _)| id),
-            intent.and_then(|(_, tenant)| tenant),
-            payload,
-            evidence.clone(),
-        )
-    };
-    let mut commit = Commit {
-        delivery: Some(delivery.clone()),
-        ..Commit::default()
-    };
+    let mut plan = DeliveryPlan::new(services, delivery, received);
     let outcome = match translation {
-        Translation::Change(change) => {
-            let (intent_id, proposed) = change_subject(change);
-            let stored = services.store.stored_intent(intent_id).await?;
-            commit.expect.push(Expected::of(intent_id, stored.as_ref()));
-            let current = stored.map(|s| s.intent);
-            match effect(current.as_ref(), change.as_ref()) {
-                Effect::Ignored { intent_id, reason } => {
-                    json!({"intent_id": intent_id, "result": "ignored", "reason": reason})
-                }
-                Effect::Events { intent_id, events } => {
-                    // The queue the intent is in after the change (a new target moves it).
-                    let subject = proposed.or(current.as_ref());
-                    let tenant = subject.and_then(|i| i.tenant_id.as_deref());
-                    for (event_type, payload) in events {
-                        commit
-                            .events
-                            .push(event(event_type, Some((&intent_id, tenant)), payload));
-                    }
-                    if let Some(subject) = subject {
-                        commit
-                            .outbox
-                            .push(queue_message(&QueueKey::for_intent(subject)));
-                    }
-                    json!({"intent_id": intent_id, "result": "applied"})
-                }
-            }
+        // Decided under the intent's lock (`record_delivery`), never from an earlier read.
+        Translation::Change(_) => {
+            return Err(StoreError::Config(
+                "a change is decided under its intent's lock, not planned ahead".to_owned(),
+            ));
         }
         Translation::Wake { repo } => {
             let keys = repository_queues(services, repo).await?;
-            commit.outbox.extend(keys.iter().map(queue_message));
+            plan.commit.outbox.extend(keys.iter().map(queue_message));
             json!({"result": "queued", "queues": keys.len()})
         }
         Translation::ChecksCompleted {
@@ -320,15 +402,15 @@ async fn plan_delivery(
             for intent in &matching {
                 let payload = json!({"name": name, "state": state_name, "head_sha": head_sha,
                                      "details": conclusion, "reported_by": "github"});
-                commit.events.push(event(
+                plan.push(
                     EventType::CheckReported,
                     Some((&intent.id, intent.tenant_id.as_deref())),
                     payload,
-                ));
+                );
                 judged.push(intent.id.clone());
                 woken.insert(QueueKey::for_intent(intent));
             }
-            commit.outbox.extend(woken.iter().map(queue_message));
+            plan.commit.outbox.extend(woken.iter().map(queue_message));
             if judged.is_empty() {
                 // No intent's head: a tested candidate's (trial branches are nobody's pull
                 // request), or a commit the queues do not care about (CI on other branches).
@@ -342,7 +424,7 @@ async fn plan_delivery(
                     .map(|(key, _)| queue_message(key))
                     .collect();
                 let queues = testing.len();
-                commit.outbox.extend(testing);
+                plan.commit.outbox.extend(testing);
                 json!({"result": if queues == 0 { "ignored" } else { "queued" }, "queues": queues})
             } else {
                 json!({"result": "recorded", "intents": judged})
@@ -358,7 +440,9 @@ async fn plan_delivery(
         } => {
             use converge_core::comment_command::{self, Command};
             let stored = services.store.stored_intent(intent_id).await?;
-            commit.expect.push(Expected::of(intent_id, stored.as_ref()));
+            plan.commit
+                .expect
+                .push(Expected::of(intent_id, stored.as_ref()));
             let current = stored.map(|s| s.intent);
             let (result, answer) = match (command, &current) {
                 (Err(problem), _) => ("invalid", problem.clone()),
@@ -380,13 +464,9 @@ async fn plan_delivery(
                             comment_command::Effect::Events(changes) => {
                                 let tenant = intent.tenant_id.as_deref();
                                 for (event_type, payload) in changes {
-                                    commit.events.push(event(
-                                        event_type,
-                                        Some((intent_id, tenant)),
-                                        payload,
-                                    ));
+                                    plan.push(event_type, Some((intent_id, tenant)), payload);
                                 }
-                                commit
+                                plan.commit
                                     .outbox
                                     .push(queue_message(&QueueKey::for_intent(intent)));
                                 ("applied", format!("{} done", given.name()))
@@ -396,14 +476,14 @@ async fn plan_delivery(
                 }
             };
             let name = command.as_ref().ok().map(|c| c.name());
-            commit.events.push(event(
+            plan.push(
                 EventType::IntentCommanded,
                 current
                     .as_ref()
                     .map(|i| (intent_id.as_str(), i.tenant_id.as_deref())),
                 json!({"command": name, "by": author, "result": result, "answer": answer,
                        "allowed": !matches!(result, "refused")}),
-            ));
+            );
             json!({"intent_id": intent_id, "result": "command", "command": name,
                    "command_result": result, "answer": answer})
         }
@@ -411,17 +491,12 @@ async fn plan_delivery(
             event_type,
             payload,
         } => {
-            commit
-                .events
-                .push(event(*event_type, None, payload.clone()));
+            plan.push(*event_type, None, payload.clone());
             json!({"result": "recorded"})
         }
         Translation::Ignored { reason } => json!({"result": "ignored", "ignored": reason}),
     };
-    commit
-        .events
-        .insert(0, event(EventType::WebhookReceived, None, received.clone()));
-    Ok((outcome, commit))
+    Ok((outcome, plan.finish()))
 }
 
 /// At most this many intents are judged by one completed check: one head is normally one pull

@@ -658,6 +658,23 @@ impl Store {
 }
 
 /// Forwards each contract operation to the backend's implementation.
+impl Store {
+    /// Reads an intent under the write lock, lets `decide` plan a commit from it, and commits
+    /// the plan in the same transaction: one read, and a row that cannot change in between
+    /// (an absent intent created meanwhile makes the commit [`StoreError::Stale`]). A plan
+    /// with a guard lease is refused; `decide` must be quick: writers wait on it.
+    pub async fn decide_and_commit<T>(
+        &self,
+        intent_id: &str,
+        decide: impl FnOnce(Option<&StoredIntent>) -> (Commit, T),
+    ) -> Result<T, StoreError> {
+        match self {
+            Store::Postgres(s) => s.decide_and_commit(intent_id, decide).await,
+            Store::Sqlite(s) => s.decide_and_commit(intent_id, decide).await,
+        }
+    }
+}
+
 macro_rules! forward {
     ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
         impl Store {

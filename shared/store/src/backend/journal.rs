@@ -9,6 +9,49 @@ macro_rules! journal_operations {
             /// links and outbox rows, all in one transaction — after checking the guard lease.
             pub async fn commit(&self, commit: &$crate::Commit) -> Result<(), $crate::StoreError> {
                 let mut tx = begin_write(self).await?;
+                self.write_commit(&mut tx, commit, None).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// Reads an intent under the write lock, lets `decide` plan a commit from it, and
+            /// commits that plan in the same transaction: the intent is read once, not before
+            /// the transaction and again inside it, and an existing row cannot change between
+            /// the read and the commit. (An absent one may be created meanwhile on PostgreSQL:
+            /// then the commit is refused as stale, to be decided again.) `decide` runs while writers wait:
+            /// it must be quick and must not wait. A plan with a guard lease is refused (a
+            /// lease is locked before intents).
+            pub async fn decide_and_commit<T>(
+                &self,
+                intent_id: &str,
+                decide: impl FnOnce(Option<&$crate::StoredIntent>) -> ($crate::Commit, T),
+            ) -> Result<T, $crate::StoreError> {
+                let mut tx = begin_write(self).await?;
+                let stored = read_locked(&mut tx, intent_id).await?;
+                let (commit, decided) = decide(stored.as_ref());
+                if commit.guard.is_some() {
+                    return Err($crate::StoreError::Config(
+                        "a commit decided under an intent's lock cannot carry a lease guard (the lease is locked first)".to_owned(),
+                    ));
+                }
+                // The decision holds for the row as read: locked, it cannot change; absent, a
+                // concurrent transaction may still create it (PostgreSQL), and then the commit
+                // is stale like any other made from a read.
+                let mut read = Projected::read(intent_id, stored);
+                read.expected = true;
+                self.write_commit(&mut tx, &commit, Some(read)).await?;
+                tx.commit().await?;
+                Ok(decided)
+            }
+
+            /// The statements of a commit, in its transaction; `read`: an intent's row already
+            /// read under its lock in this transaction.
+            async fn write_commit<'a>(
+                &self,
+                tx: &mut WriteTx,
+                commit: &'a $crate::Commit,
+                read: Option<Projected<'a>>,
+            ) -> Result<(), $crate::StoreError> {
                 // The rows of the intents this commit changes, in id order, are locked and read
                 // in one statement before any event takes its sequence number: per intent, log
                 // order is then the order its row changed, and commits touching several intents
@@ -28,7 +71,7 @@ macro_rules! journal_operations {
                 let mut read_with_lease: Option<Vec<<$db as sqlx::Database>::Row>> = None;
                 if let Some(lease) = &commit.guard {
                     let (lease_row, intent_rows) = if several && commit.delivery.is_none() {
-                        let rows = lease_and_intents_locked(&mut tx, lease, &touched).await?;
+                        let rows = lease_and_intents_locked(tx, lease, &touched).await?;
                         (rows.first().map(|row| lease_of_row(row, ["lease_holder", "lease_token", "lease_expires_at"])).transpose()?, Some(rows))
                     } else {
                         let row = sqlx::query(concat!(
@@ -38,7 +81,7 @@ macro_rules! journal_operations {
                         .bind(&lease.key.tenant)
                         .bind(&lease.key.repo)
                         .bind(&lease.key.target)
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut **tx)
                         .await?;
                         (row.as_ref().map(|row| lease_of_row(row, ["holder", "token", "expires_at"])).transpose()?, None)
                     };
@@ -63,14 +106,14 @@ macro_rules! journal_operations {
                     .bind(&delivery.event_name)
                     .bind(&delivery.body_sha256)
                     .bind(ts(self.now()))
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?
                     .rows_affected();
                     if inserted == 0 {
                         let stored: Option<String> =
                             sqlx::query_scalar("SELECT body_sha256 FROM webhook_deliveries WHERE delivery_id = $1")
                                 .bind(&delivery.id)
-                                .fetch_optional(&mut *tx)
+                                .fetch_optional(&mut **tx)
                                 .await?;
                         return Err($crate::StoreError::AlreadyDelivered {
                             delivery_id: delivery.id.clone(),
@@ -79,7 +122,7 @@ macro_rules! journal_operations {
                     }
                 }
 
-                let mut projected: Vec<Projected<'_>> = Vec::new();
+                let mut projected: Vec<Projected<'a>> = read.into_iter().collect();
                 if several {
                     let rows = match read_with_lease {
                         Some(rows) => rows,
@@ -91,7 +134,7 @@ macro_rules! journal_operations {
                             }
                             q.push(") ORDER BY id");
                             q.push($lock);
-                            q.build().fetch_all(&mut *tx).await?
+                            q.build().fetch_all(&mut **tx).await?
                         }
                     };
                     let mut found = std::collections::HashMap::with_capacity(rows.len());
@@ -104,7 +147,9 @@ macro_rules! journal_operations {
                         found.insert(stored.intent.id.clone(), stored);
                     }
                     for id in &touched {
-                        projected.push(Projected::read(id, found.remove(*id)));
+                        if !projected.iter().any(|p| p.id == *id) {
+                            projected.push(Projected::read(id, found.remove(*id)));
+                        }
                     }
                 }
                 // A decision made from a read commits only if the rows it read are unchanged.
@@ -112,7 +157,7 @@ macro_rules! journal_operations {
                     let position = match projected.iter().position(|p| p.id == expected.intent_id) {
                         Some(position) => position,
                         None => {
-                            let current = read_locked(&mut tx, &expected.intent_id).await?;
+                            let current = read_locked(tx, &expected.intent_id).await?;
                             projected.push(Projected::read(&expected.intent_id, current));
                             projected.len() - 1
                         }
@@ -135,7 +180,7 @@ macro_rules! journal_operations {
                     let position = match projected.iter().position(|p| p.id == intent_id) {
                         Some(position) => position,
                         None => {
-                            let current = read_locked(&mut tx, intent_id).await?;
+                            let current = read_locked(tx, intent_id).await?;
                             projected.push(Projected::read(intent_id, current));
                             projected.len() - 1
                         }
@@ -169,9 +214,9 @@ macro_rules! journal_operations {
                 };
                 // Where the backend leaves the tail for its commit to write (PostgreSQL), the
                 // overwrite's statement carries it.
-                let staged = overwrite_intents(&mut tx, &rewritten, &tail).await?;
+                let staged = overwrite_intents(tx, &rewritten, &tail).await?;
                 for entry in new {
-                    write_projected(&mut tx, entry).await?;
+                    write_projected(tx, entry).await?;
                 }
 
                 for link in &commit.commit_links {
@@ -184,7 +229,7 @@ macro_rules! journal_operations {
                     .bind(&link.sha)
                     .bind(&link.role)
                     .bind(ts(link.observed_at))
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 }
                 let now = self.now();
@@ -193,22 +238,21 @@ macro_rules! journal_operations {
                         .bind(&message.topic)
                         .bind(sqlx::types::Json(&message.payload))
                         .bind(ts(now))
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await?;
                 }
-                write_freezes(&mut tx, &commit.freezes).await?;
-                write_reviews(&mut tx, &commit.reviews).await?;
-                write_documents(&mut tx, false, &commit.thresholds, self.now()).await?;
-                write_documents(&mut tx, true, &commit.risk_policies, self.now()).await?;
-                write_intake(&mut tx, &commit.intake).await?;
-                write_agent_policies(&mut tx, &commit.agent_policies, self.now()).await?;
+                write_freezes(tx, &commit.freezes).await?;
+                write_reviews(tx, &commit.reviews).await?;
+                write_documents(tx, false, &commit.thresholds, self.now()).await?;
+                write_documents(tx, true, &commit.risk_policies, self.now()).await?;
+                write_intake(tx, &commit.intake).await?;
+                write_agent_policies(tx, &commit.agent_policies, self.now()).await?;
                 // Last, the rows every commit of a tenant shares (see `LogTail`): the events
                 // join their tenants' audit chains, whose heads are locked (tenants in name
                 // order) and held to the commit, so a tenant's log order is its chain order.
                 if !staged {
-                    append_log_tail(self, &mut tx, tail).await?;
+                    append_log_tail(self, tx, tail).await?;
                 }
-                tx.commit().await?;
                 Ok(())
             }
 

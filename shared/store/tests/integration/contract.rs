@@ -81,6 +81,8 @@ on_both_backends!(
     driver_errors_are_classified_for_callers,
     a_commit_expecting_a_version_commits_only_while_the_row_is_unchanged,
     of_concurrent_commits_expecting_one_version_exactly_one_lands,
+    concurrent_decisions_under_an_intents_lock_each_see_the_one_before,
+    decisions_about_an_absent_intent_create_it_once,
     idempotency_keys_replay_for_a_day_and_free_an_abandoned_claim,
     the_intents_version_moves_with_every_change_of_a_tenants_intents,
     of_concurrent_commits_the_failed_and_the_abandoned_leave_no_trace,
@@ -1840,6 +1842,137 @@ async fn of_concurrent_commits_expecting_one_version_exactly_one_lands(
     assert_eq!(landed, 1);
     let now = ok(store.stored_intent("i-contended").await).unwrap_or_else(|| panic!("no row"));
     assert_eq!(now.version, 2);
+}
+
+/// Decisions made under the intent's lock (`decide_and_commit`), all at once: each reads the
+/// row the one before it left, so every one lands (none is stale) and none is lost.
+async fn concurrent_decisions_under_an_intents_lock_each_see_the_one_before(
+    store: Store,
+    clock: ManualClock,
+) {
+    let (_, created_event) = created(&clock, "i-decided", 3);
+    ok(store
+        .commit(&Commit {
+            events: vec![created_event],
+            ..Commit::default()
+        })
+        .await);
+    let store = Arc::new(store);
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let clock = clock.clone();
+            tokio::spawn(async move {
+                store
+                    .decide_and_commit("i-decided", |stored| {
+                        let stored = stored.unwrap_or_else(|| panic!("the intent exists"));
+                        let raised = event(
+                            &clock,
+                            "i-decided",
+                            EventType::IntentPriorityChanged,
+                            json!({"priority": stored.intent.priority + 1}),
+                        );
+                        let commit = Commit {
+                            events: vec![raised],
+                            ..Commit::default()
+                        };
+                        (commit, stored.version)
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut versions_read = Vec::new();
+    for task in tasks {
+        versions_read.push(ok(task.await.unwrap_or_else(|e| panic!("task: {e}"))));
+    }
+    versions_read.sort_unstable();
+    assert_eq!(
+        versions_read,
+        (1..=12).collect::<Vec<i64>>(),
+        "each decision read the row the one before it left"
+    );
+    let now = ok(store.stored_intent("i-decided").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!((now.version, now.intent.priority), (13, 15));
+
+    // A plan carrying a lease guard is refused (a lease is locked before intents), and
+    // nothing of it is written.
+    let lease = ok(store
+        .acquire_lease(&key(), "worker-a", StdDuration::from_secs(60))
+        .await)
+    .unwrap_or_else(|| panic!("a new key's lease is free"));
+    let guarded = store
+        .decide_and_commit("i-decided", |_| {
+            let commit = Commit {
+                events: vec![event(
+                    &clock,
+                    "i-decided",
+                    EventType::IntentPriorityChanged,
+                    json!({"priority": 0}),
+                )],
+                guard: Some(lease.clone()),
+                ..Commit::default()
+            };
+            (commit, ())
+        })
+        .await;
+    assert!(matches!(guarded, Err(StoreError::Config(_))), "{guarded:?}");
+    let after = ok(store.stored_intent("i-decided").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!((after.version, after.intent.priority), (13, 15));
+}
+
+/// Decisions about an intent that does not exist yet, all at once: the first creates it;
+/// the others see it (SQLite's writers take turns) or, having read it absent while another
+/// transaction created it (PostgreSQL locks no absent row), are refused as stale. Never two
+/// creations, never a change applied to a row its decision did not read.
+async fn decisions_about_an_absent_intent_create_it_once(store: Store, clock: ManualClock) {
+    let store = Arc::new(store);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let clock = clock.clone();
+            tokio::spawn(async move {
+                store
+                    .decide_and_commit("i-born", |stored| {
+                        let e = match stored {
+                            None => created(&clock, "i-born", 0).1,
+                            Some(stored) => event(
+                                &clock,
+                                "i-born",
+                                EventType::IntentPriorityChanged,
+                                json!({"priority": stored.intent.priority + 1}),
+                            ),
+                        };
+                        let commit = Commit {
+                            events: vec![e],
+                            ..Commit::default()
+                        };
+                        (commit, stored.is_none())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let (mut creations, mut changes, mut stale) = (0, 0, 0);
+    for task in tasks {
+        match task.await.unwrap_or_else(|e| panic!("task: {e}")) {
+            Ok(true) => creations += 1,
+            Ok(false) => changes += 1,
+            Err(StoreError::Stale { .. }) => stale += 1,
+            Err(e) => panic!("store error: {e}"),
+        }
+    }
+    assert_eq!(creations, 1, "{changes} changes, {stale} stale");
+    let now = ok(store.stored_intent("i-born").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!((now.version, now.intent.priority), (1 + changes, changes));
+    let created_events = ok(store
+        .events(&EventFilter {
+            intent_id: Some("i-born".into()),
+            event_type: Some(EventType::IntentCreated),
+            ..EventFilter::default()
+        })
+        .await);
+    assert_eq!(created_events.len(), 1);
 }
 
 async fn idempotency_keys_replay_for_a_day_and_free_an_abandoned_claim(
