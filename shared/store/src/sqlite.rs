@@ -117,6 +117,9 @@ impl SqliteStore {
                 .max_connections(connections)
                 .min_connections(0)
                 .acquire_timeout(BUSY_TIMEOUT)
+                // No ping before handing a connection out (sqlx's default): a file cannot be
+                // cut while the connection sits idle, and sqlx pings it as it is returned.
+                .test_before_acquire(false)
                 .before_acquire(|conn, _| Box::pin(async move { Ok(crate::reusable(conn)) }))
                 // And on release: a connection left inside a transaction holds the database's
                 // write lock while it sits idle.
