@@ -89,13 +89,6 @@ pub(crate) fn reusable(conn: &mut impl sqlx::Connection) -> bool {
     clean
 }
 
-/// A pooled PostgreSQL connection idle at least this long is pinged before it is handed out:
-/// it may have been cut while it sat (a Lambda frozen between invocations, a failover, an
-/// idle-connection reaper). One busier than that was proven alive by the ping sqlx sends as it
-/// is returned to the pool, so it goes out without another round trip (sqlx's own test before
-/// acquiring, turned off, pings every time: a round trip more per read).
-pub(crate) const PING_IF_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// The system clock, to the microsecond.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

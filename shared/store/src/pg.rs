@@ -45,16 +45,10 @@ impl PgStore {
             .max_connections(max_connections.max(1))
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= crate::PING_IF_IDLE_FOR {
-                        // An error closes this connection; the pool hands out another.
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(crate::reusable(conn))
-                })
-            })
+            // sqlx's ping before handing a connection out stays on (a round trip per acquire):
+            // a connection cut while it sat in the pool (a failover, a terminated session, a
+            // frozen Lambda) is replaced, not handed to a request that would then fail.
+            .before_acquire(|conn, _| Box::pin(async move { Ok(crate::reusable(conn)) }))
             .connect_lazy_with(options);
         Ok(PgStore { pool, clock })
     }
