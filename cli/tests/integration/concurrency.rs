@@ -160,6 +160,90 @@ async fn two_hundred_concurrent_deliveries_for_one_new_pull_request_create_it_on
     }
 }
 
+/// Sixty label changes of one open pull request, delivered at once: each is decided from the
+/// intent as the one before it left it, so every delivery lands (none is refused as stale
+/// after its retries), every change it decided is recorded, and the intent ends as the last
+/// recorded change set it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_concurrent_label_changes_of_one_pull_request_all_land_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    for database in databases(dir.path()).await {
+        let server = serve(dir.path(), &database);
+        let client = reqwest::Client::new();
+        let deliver = |event: Value, delivery: String| {
+            let body = serde_json::to_vec(&event).unwrap();
+            let signature = sign(&WebhookSecret::new(SECRET), &body);
+            let request = client
+                .post(server.url("/integrations/github/webhook"))
+                .header("x-github-event", "pull_request")
+                .header("x-github-delivery", delivery)
+                .header("x-hub-signature-256", signature)
+                .header("content-type", "application/json")
+                .body(body);
+            tokio::spawn(async move {
+                let answer = request.send().await.unwrap();
+                let status = answer.status().as_u16();
+                (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+            })
+        };
+        let (status, _) = deliver(opened(0), "label-race-open".to_owned())
+            .await
+            .unwrap();
+        assert_eq!(status, 202, "{database:?}");
+
+        let tasks: Vec<_> = (0..60)
+            .map(|n| {
+                let mut event = opened(n);
+                event["action"] = json!("labeled");
+                let label = format!("converge/priority-{}", n % 3 + 1);
+                event["pull_request"]["labels"] = json!([{ "name": label }]);
+                deliver(event, format!("label-race-{n}"))
+            })
+            .collect();
+        let answers = all(tasks).await;
+        let refused: Vec<&(u16, Value)> = answers.iter().filter(|(s, _)| *s != 202).collect();
+        assert!(refused.is_empty(), "{database:?}: {refused:?}");
+        let applied = answers
+            .iter()
+            .filter(|(_, body)| body["result"] == "applied")
+            .count();
+
+        let changes = events_of(
+            &client,
+            &server,
+            Some("acme/race:pr-31"),
+            "intent.priority_changed",
+        )
+        .await;
+        assert_eq!(changes.len(), applied, "{database:?}: {answers:?}");
+        assert!(
+            applied > 0,
+            "{database:?}: no delivery changed the priority"
+        );
+        // Each change was decided from the priority the change before it set.
+        for pair in changes.windows(2) {
+            assert_eq!(
+                pair[0]["payload"]["previous"], pair[1]["payload"]["priority"],
+                "{database:?}: {changes:?}"
+            );
+        }
+        // Newest first: the last recorded change is the intent's priority.
+        let intent: Value = client
+            .get(server.url("/v1/intents/acme%2Frace%3Apr-31"))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            intent["priority"], changes[0]["payload"]["priority"],
+            "{database:?}: {intent}"
+        );
+    }
+}
+
 /// Posts `body` to `/v1/intents` as `key`, with an Idempotency-Key; status, replay header, body.
 async fn post_idempotent(
     client: &reqwest::Client,
