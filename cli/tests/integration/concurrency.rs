@@ -32,16 +32,39 @@ async fn events_of(
     if let Some(id) = intent_id {
         path += &format!("&intent_id={}", id.replace('/', "%2F").replace(':', "%3A"));
     }
-    let answer: Value = client
-        .get(server.url(&path))
+    let answer = get_json(client, server, &path).await;
+    answer["events"].as_array().cloned().unwrap_or_default()
+}
+
+/// `GET path` as the admin key; the answer's JSON.
+async fn get_json(client: &reqwest::Client, server: &ServerProcess, path: &str) -> Value {
+    client
+        .get(server.url(path))
         .header("x-api-key", KEY)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    answer["events"].as_array().cloned().unwrap_or_default()
+        .unwrap()
+}
+
+/// A `pull_request` delivery of `event` with its id, signed with the server's secret.
+fn pull_request_delivery(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    event: &Value,
+    delivery: String,
+) -> reqwest::RequestBuilder {
+    let body = serde_json::to_vec(event).unwrap();
+    let signature = sign(&WebhookSecret::new(SECRET), &body);
+    client
+        .post(server.url("/integrations/github/webhook"))
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", signature)
+        .header("content-type", "application/json")
+        .body(body)
 }
 
 /// Waits for every task; their results in order.
@@ -132,15 +155,12 @@ async fn two_hundred_concurrent_deliveries_for_one_new_pull_request_create_it_on
         let client = reqwest::Client::new();
         let tasks: Vec<_> = (0..200)
             .map(|n| {
-                let body = serde_json::to_vec(&opened(n)).unwrap();
-                let signature = sign(&WebhookSecret::new(SECRET), &body);
-                let request = client
-                    .post(server.url("/integrations/github/webhook"))
-                    .header("x-github-event", "pull_request")
-                    .header("x-github-delivery", format!("race-delivery-{n}"))
-                    .header("x-hub-signature-256", signature)
-                    .header("content-type", "application/json")
-                    .body(body);
+                let request = pull_request_delivery(
+                    &client,
+                    &server,
+                    &opened(n),
+                    format!("race-delivery-{n}"),
+                );
                 tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
             })
             .collect();
@@ -171,15 +191,7 @@ async fn sixty_concurrent_label_changes_of_one_pull_request_all_land_in_order() 
         let server = serve(dir.path(), &database);
         let client = reqwest::Client::new();
         let deliver = |event: Value, delivery: String| {
-            let body = serde_json::to_vec(&event).unwrap();
-            let signature = sign(&WebhookSecret::new(SECRET), &body);
-            let request = client
-                .post(server.url("/integrations/github/webhook"))
-                .header("x-github-event", "pull_request")
-                .header("x-github-delivery", delivery)
-                .header("x-hub-signature-256", signature)
-                .header("content-type", "application/json")
-                .body(body);
+            let request = pull_request_delivery(&client, &server, &event, delivery);
             tokio::spawn(async move {
                 let answer = request.send().await.unwrap();
                 let status = answer.status().as_u16();
@@ -228,15 +240,7 @@ async fn sixty_concurrent_label_changes_of_one_pull_request_all_land_in_order() 
             );
         }
         // Newest first: the last recorded change is the intent's priority.
-        let intent: Value = client
-            .get(server.url("/v1/intents/acme%2Frace%3Apr-31"))
-            .header("x-api-key", KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let intent = get_json(&client, &server, "/v1/intents/acme%2Frace%3Apr-31").await;
         assert_eq!(
             intent["priority"], changes[0]["payload"]["priority"],
             "{database:?}: {intent}"
@@ -341,15 +345,7 @@ async fn a_retried_post_with_an_idempotency_key_gets_the_first_answer_and_does_n
             "{answers:?}"
         );
 
-        let listed: Value = client
-            .get(server.url("/v1/intents?limit=100"))
-            .header("x-api-key", KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed = get_json(&client, &server, "/v1/intents?limit=100").await;
         assert_eq!(
             listed["intents"].as_array().map(Vec::len),
             Some(3),
