@@ -248,6 +248,68 @@ async fn sixty_concurrent_label_changes_of_one_pull_request_all_land_in_order() 
     }
 }
 
+/// Sixty priority commands for one intent through the API at once: each is decided from the
+/// intent as the one before left it (under its lock), so every one is answered 200, none 409
+/// for a concurrent change, and the recorded changes chain from one priority to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_concurrent_commands_for_one_intent_are_all_decided_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    for database in databases(dir.path()).await {
+        let server = serve(dir.path(), &database);
+        let client = reqwest::Client::new();
+        let created = client
+            .post(server.url("/v1/intents"))
+            .header("x-api-key", KEY)
+            .json(&json!({"id": "commanded", "source": "feature-c", "target": "main"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status().as_u16(), 201, "{database:?}");
+
+        let tasks: Vec<_> = (0..60)
+            .map(|n| {
+                let request = client
+                    .post(server.url("/v1/intents/commanded/command"))
+                    .header("x-api-key", KEY)
+                    .json(&json!({"command": "priority", "priority": n % 3 + 1}));
+                tokio::spawn(async move {
+                    let answer = request.send().await.unwrap();
+                    let status = answer.status().as_u16();
+                    (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+                })
+            })
+            .collect();
+        let answers = all(tasks).await;
+        let refused: Vec<&(u16, Value)> = answers.iter().filter(|(s, _)| *s != 200).collect();
+        assert!(refused.is_empty(), "{database:?}: {refused:?}");
+        let applied = answers
+            .iter()
+            .filter(|(_, body)| body["result"] == "applied")
+            .count();
+
+        let changes = events_of(
+            &client,
+            &server,
+            Some("commanded"),
+            "intent.priority_changed",
+        )
+        .await;
+        assert_eq!(changes.len(), applied, "{database:?}: {answers:?}");
+        assert!(applied > 0, "{database:?}: no command changed the priority");
+        for pair in changes.windows(2) {
+            assert_eq!(
+                pair[0]["payload"]["previous"], pair[1]["payload"]["priority"],
+                "{database:?}: {changes:?}"
+            );
+        }
+        let intent = get_json(&client, &server, "/v1/intents/commanded").await;
+        assert_eq!(
+            intent["priority"], changes[0]["payload"]["priority"],
+            "{database:?}: {intent}"
+        );
+    }
+}
+
 /// Posts `body` to `/v1/intents` as `key`, with an Idempotency-Key; status, replay header, body.
 async fn post_idempotent(
     client: &reqwest::Client,

@@ -182,18 +182,21 @@ pub async fn enqueue(
     intent: &Intent,
     expect: Option<Expected>,
 ) -> Result<(), StoreError> {
-    let message = queue_message(&QueueKey::for_intent(intent));
-    services
-        .store
-        .commit(&Commit {
-            events,
-            outbox: vec![message],
-            expect: expect.into_iter().collect(),
-            ..Commit::default()
-        })
-        .await?;
+    let mut commit = queued(events, intent);
+    commit.expect.extend(expect);
+    services.store.commit(&commit).await?;
     services.queue_work_committed().await;
     Ok(())
+}
+
+/// A commit of `events` with a queue message for `intent`'s key: after it commits, a worker
+/// takes the change up ([`Services::queue_work_committed`] wakes one at once).
+pub fn queued(events: Vec<Event>, intent: &Intent) -> Commit {
+    Commit {
+        events,
+        outbox: vec![queue_message(&QueueKey::for_intent(intent))],
+        ..Commit::default()
+    }
 }
 
 /// What became of a webhook delivery.
@@ -228,7 +231,7 @@ pub async fn record_delivery(
                 let mut plan = DeliveryPlan::new(services, delivery, received);
                 let outcome = plan_change(&mut plan, change, stored);
                 let queued = !plan.commit.outbox.is_empty();
-                (plan.finish(), (outcome, queued))
+                (Some(plan.finish()), (outcome, queued))
             })
         })
         .await;

@@ -662,11 +662,12 @@ impl Store {
     /// Reads an intent under the write lock, lets `decide` plan a commit from it, and commits
     /// the plan in the same transaction: one read, and a row that cannot change in between
     /// (an absent intent created meanwhile makes the commit [`StoreError::Stale`]). A plan
-    /// with a guard lease is refused; `decide` must be quick: writers wait on it.
+    /// with a guard lease is refused; a plan of `None` writes nothing. `decide` must be
+    /// quick: writers wait on it.
     pub async fn decide_and_commit<T>(
         &self,
         intent_id: &str,
-        decide: impl FnOnce(Option<&StoredIntent>) -> (Commit, T),
+        decide: impl FnOnce(Option<&StoredIntent>) -> (Option<Commit>, T),
     ) -> Result<T, StoreError> {
         match self {
             Store::Postgres(s) => s.decide_and_commit(intent_id, decide).await,

@@ -455,49 +455,29 @@ pub(super) async fn command_intent(
         CommandRequest::Retry {} => Command::Retry,
         CommandRequest::Status {} => Command::Status,
     };
-    let done = until_current(|| async {
-        let stored = visible_stored_intent(&state, &principal, &id).await?;
-        let intent = stored.intent.clone();
-        let (result, answer, after) =
-            match comment_command::effect(&intent, command, &principal.actor) {
-                Effect::Nothing(why) if command == Command::Status => ("answered", why, intent),
-                Effect::Nothing(why) => ("unchanged", why, intent),
+    let (result, answer) = decide_about_intent(&state, &principal, &id, |intent| {
+        Ok(
+            match comment_command::effect(intent, command, &principal.actor) {
+                Effect::Nothing(why) if command == Command::Status => (vec![], ("answered", why)),
+                Effect::Nothing(why) => (vec![], ("unchanged", why)),
                 Effect::Events(changes) => {
-                    let events = changes
-                        .into_iter()
-                        .map(|(event_type, payload)| {
-                            commands::api_event(
-                                &state.services,
-                                &principal.actor,
-                                event_type,
-                                Some(&intent.id),
-                                intent.tenant_id.as_deref(),
-                                payload,
-                            )
-                        })
-                        .collect();
-                    commands::enqueue(&state.services, events, &intent, Some(stored.expected()))
-                        .await?;
-                    let now = state
-                        .services
-                        .store
-                        .intent(&intent.id)
-                        .await?
-                        .unwrap_or(intent);
-                    ("applied", format!("{} done", command.name()), now)
+                    (changes, ("applied", format!("{} done", command.name())))
                 }
-            };
-        Ok(api::CommandDone {
-            intent_id: after.id.clone(),
-            command: command.name().to_owned(),
-            result: result.to_owned(),
-            answer,
-            status: after.status,
-            retries: after.retries,
-            priority: after.priority,
-        })
+            },
+        )
     })
     .await?;
+    // The intent as it is now (with the change just recorded).
+    let after = visible_intent(&state, &principal, &id).await?;
+    let done = api::CommandDone {
+        intent_id: after.id.clone(),
+        command: command.name().to_owned(),
+        result: result.to_owned(),
+        answer,
+        status: after.status,
+        retries: after.retries,
+        priority: after.priority,
+    };
     typed(done)
 }
 

@@ -315,14 +315,57 @@ async fn record_for_queue(
     Ok(())
 }
 
-/// [`commands::until_current`] for a route: a decision whose read went stale is made again,
-/// a bounded number of times; when every attempt met a concurrent change, the answer is a
-/// 409 and nothing was written.
-pub(super) async fn until_current<T, F>(decide: impl FnMut() -> F) -> Result<T, ApiError>
-where
-    F: std::future::Future<Output = Result<T, ApiError>>,
-{
-    commands::until_current(|e| matches!(e, ApiError::Stale(_)), decide).await
+/// Decides a write about an intent the caller may see (404 otherwise) from its row read under
+/// its lock, and commits it in the same transaction (`Store::decide_and_commit`): no other
+/// change can land in between, so the decision is never refused as stale. `decide` answers the
+/// events to record — queued with the intent's key; none writes nothing — and what to answer;
+/// its error writes nothing.
+pub(super) async fn decide_about_intent<T>(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    decide: impl FnOnce(&Intent) -> Result<(Vec<(EventType, Value)>, T), ApiError>,
+) -> Result<T, ApiError> {
+    let services = &state.services;
+    let decided = services
+        .store
+        .decide_and_commit(id, |stored| {
+            let Some(intent) = stored
+                .map(|s| &s.intent)
+                .filter(|i| principal.can_see(i.tenant_id.as_deref()))
+            else {
+                return (
+                    None,
+                    Err(ApiError::NotFound(format!("intent '{id}' not found"))),
+                );
+            };
+            match decide(intent) {
+                Err(e) => (None, Err(e)),
+                Ok((changes, answer)) if changes.is_empty() => (None, Ok((answer, false))),
+                Ok((changes, answer)) => {
+                    let events = changes
+                        .into_iter()
+                        .map(|(event_type, payload)| {
+                            commands::api_event(
+                                services,
+                                &principal.actor,
+                                event_type,
+                                Some(&intent.id),
+                                intent.tenant_id.as_deref(),
+                                payload,
+                            )
+                        })
+                        .collect();
+                    (Some(commands::queued(events, intent)), Ok((answer, true)))
+                }
+            }
+        })
+        .await?;
+    let (answer, written) = decided?;
+    if written {
+        services.queue_work_committed().await;
+    }
+    Ok(answer)
 }
 
 pub(super) type ApiResult = Result<Response, ApiError>;

@@ -260,9 +260,7 @@ pub(super) async fn queue_reset(
                 .map_err(|e| ApiError::BadRequest(format!("set_status: {e}")))
         })
         .transpose()?;
-    let (intent, status) = until_current(|| async {
-        let stored = visible_stored_intent(&state, &principal, &body.intent_id).await?;
-        let intent = &stored.intent;
+    let (intent, status) = decide_about_intent(&state, &principal, &body.intent_id, |intent| {
         let status = intent
             .status
             .reset_to(new_status)
@@ -270,16 +268,7 @@ pub(super) async fn queue_reset(
         // A rejected intent requeued by an operator: recorded as such, with the actor.
         let requeued = intent.status == Status::Rejected;
         let payload = json!({"new_status": status, "retries_reset": true, "previous_retries": intent.retries, "previous_status": intent.status, "requeued": requeued});
-        record_for_queue(
-            &state,
-            &principal,
-            EventType::QueueReset,
-            intent,
-            payload,
-            Some(stored.expected()),
-        )
-        .await?;
-        Ok((stored.intent, status))
+        Ok((vec![(EventType::QueueReset, payload)], (intent.clone(), status)))
     })
     .await?;
     if body.clear_lock {
@@ -312,9 +301,7 @@ pub(super) async fn merge_confirm(
     principal: Principal,
     ApiJson(body): ApiJson<MergeConfirm>,
 ) -> ApiResult {
-    let (intent, merged_commit) = until_current(|| async {
-        let stored = visible_stored_intent(&state, &principal, &body.intent_id).await?;
-        let intent = &stored.intent;
+    let (intent, merged_commit) = decide_about_intent(&state, &principal, &body.intent_id, |intent| {
         if !matches!(intent.status, Status::Queued | Status::Validated) {
             return Err(ApiError::Conflict(format!(
                 "intent {} is {}, expected QUEUED or VALIDATED",
@@ -329,16 +316,7 @@ pub(super) async fn merge_confirm(
             .unwrap_or_else(|| format!("confirmed-{prefix}"));
         let payload = json!({"merged_commit": merged_commit, "source": intent.source, "target": intent.target, "trigger": "merge_confirm"});
         // Queued with the key: intents that depended on this one may go on now.
-        record_for_queue(
-            &state,
-            &principal,
-            EventType::IntentMerged,
-            intent,
-            payload,
-            Some(stored.expected()),
-        )
-        .await?;
-        Ok((stored.intent, merged_commit))
+        Ok((vec![(EventType::IntentMerged, payload)], (intent.clone(), merged_commit)))
     })
     .await?;
     typed(api::MergeConfirmed {

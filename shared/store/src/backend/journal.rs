@@ -20,15 +20,20 @@ macro_rules! journal_operations {
             /// the read and the commit. (An absent one may be created meanwhile on PostgreSQL:
             /// then the commit is refused as stale, to be decided again.) `decide` runs while writers wait:
             /// it must be quick and must not wait. A plan with a guard lease is refused (a
-            /// lease is locked before intents).
+            /// lease is locked before intents). A plan of `None` writes nothing.
             pub async fn decide_and_commit<T>(
                 &self,
                 intent_id: &str,
-                decide: impl FnOnce(Option<&$crate::StoredIntent>) -> ($crate::Commit, T),
+                decide: impl FnOnce(Option<&$crate::StoredIntent>) -> (Option<$crate::Commit>, T),
             ) -> Result<T, $crate::StoreError> {
                 let mut tx = begin_write(self).await?;
                 let stored = read_locked(&mut tx, intent_id).await?;
                 let (commit, decided) = decide(stored.as_ref());
+                let Some(commit) = commit else {
+                    // Only read: ending the turn normally is cheaper than abandoning it.
+                    tx.commit().await?;
+                    return Ok(decided);
+                };
                 if commit.guard.is_some() {
                     return Err($crate::StoreError::Config(
                         "a commit decided under an intent's lock cannot carry a lease guard (the lease is locked first)".to_owned(),

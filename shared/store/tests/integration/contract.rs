@@ -1876,7 +1876,7 @@ async fn concurrent_decisions_under_an_intents_lock_each_see_the_one_before(
                             events: vec![raised],
                             ..Commit::default()
                         };
-                        (commit, stored.version)
+                        (Some(commit), stored.version)
                     })
                     .await
             })
@@ -1913,12 +1913,32 @@ async fn concurrent_decisions_under_an_intents_lock_each_see_the_one_before(
                 guard: Some(lease.clone()),
                 ..Commit::default()
             };
-            (commit, ())
+            (Some(commit), ())
         })
         .await;
     assert!(matches!(guarded, Err(StoreError::Config(_))), "{guarded:?}");
     let after = ok(store.stored_intent("i-decided").await).unwrap_or_else(|| panic!("no row"));
     assert_eq!((after.version, after.intent.priority), (13, 15));
+
+    // A decision to write nothing answers, writes nothing, and leaves the writer free.
+    let seen = ok(store
+        .decide_and_commit("i-decided", |stored| (None, stored.map(|s| s.version)))
+        .await);
+    assert_eq!(seen, Some(13));
+    let events_before = ok(store.events(&EventFilter::default()).await).len();
+    let (_, other) = created(&clock, "i-after-nothing", 1);
+    ok(store
+        .commit(&Commit {
+            events: vec![other],
+            ..Commit::default()
+        })
+        .await);
+    assert_eq!(
+        ok(store.events(&EventFilter::default()).await).len(),
+        events_before + 1
+    );
+    let unchanged = ok(store.stored_intent("i-decided").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!(unchanged.version, 13);
 }
 
 /// Decisions about an intent that does not exist yet, all at once: the first creates it;
@@ -1947,7 +1967,7 @@ async fn decisions_about_an_absent_intent_create_it_once(store: Store, clock: Ma
                             events: vec![e],
                             ..Commit::default()
                         };
-                        (commit, stored.is_none())
+                        (Some(commit), stored.is_none())
                     })
                     .await
             })
