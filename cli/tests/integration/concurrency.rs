@@ -180,6 +180,53 @@ async fn two_hundred_concurrent_deliveries_for_one_new_pull_request_create_it_on
     }
 }
 
+/// Sends `request` in a task of its own: its status and JSON answer (null if none).
+fn send_answered(request: reqwest::RequestBuilder) -> tokio::task::JoinHandle<(u16, Value)> {
+    tokio::spawn(async move {
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+    })
+}
+
+/// What priority changes of one intent sent at once must leave: every one answered `ok`; one
+/// `intent.priority_changed` per change applied, each decided from the priority the change
+/// before it set; and the intent at the last one.
+async fn assert_priority_changes_chain(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    database: &[(&'static str, String)],
+    intent_id: &str,
+    ok: u16,
+    answers: &[(u16, Value)],
+) {
+    let refused: Vec<&(u16, Value)> = answers.iter().filter(|(s, _)| *s != ok).collect();
+    assert!(refused.is_empty(), "{database:?}: {refused:?}");
+    let applied = answers
+        .iter()
+        .filter(|(_, body)| body["result"] == "applied")
+        .count();
+    let changes = events_of(client, server, Some(intent_id), "intent.priority_changed").await;
+    assert_eq!(changes.len(), applied, "{database:?}: {answers:?}");
+    assert!(applied > 0, "{database:?}: nothing changed the priority");
+    // Newest first: each change was decided from the priority the change before it set.
+    for pair in changes.windows(2) {
+        assert_eq!(
+            pair[0]["payload"]["previous"], pair[1]["payload"]["priority"],
+            "{database:?}: {changes:?}"
+        );
+    }
+    let path = format!(
+        "/v1/intents/{}",
+        intent_id.replace('/', "%2F").replace(':', "%3A")
+    );
+    let intent = get_json(client, server, &path).await;
+    assert_eq!(
+        intent["priority"], changes[0]["payload"]["priority"],
+        "{database:?}: {intent}"
+    );
+}
+
 /// Sixty label changes of one open pull request, delivered at once: each is decided from the
 /// intent as the one before it left it, so every delivery lands (none is refused as stale
 /// after its retries), every change it decided is recorded, and the intent ends as the last
@@ -191,12 +238,7 @@ async fn sixty_concurrent_label_changes_of_one_pull_request_all_land_in_order() 
         let server = serve(dir.path(), &database);
         let client = reqwest::Client::new();
         let deliver = |event: Value, delivery: String| {
-            let request = pull_request_delivery(&client, &server, &event, delivery);
-            tokio::spawn(async move {
-                let answer = request.send().await.unwrap();
-                let status = answer.status().as_u16();
-                (status, answer.json::<Value>().await.unwrap_or(Value::Null))
-            })
+            send_answered(pull_request_delivery(&client, &server, &event, delivery))
         };
         let (status, _) = deliver(opened(0), "label-race-open".to_owned())
             .await
@@ -213,38 +255,15 @@ async fn sixty_concurrent_label_changes_of_one_pull_request_all_land_in_order() 
             })
             .collect();
         let answers = all(tasks).await;
-        let refused: Vec<&(u16, Value)> = answers.iter().filter(|(s, _)| *s != 202).collect();
-        assert!(refused.is_empty(), "{database:?}: {refused:?}");
-        let applied = answers
-            .iter()
-            .filter(|(_, body)| body["result"] == "applied")
-            .count();
-
-        let changes = events_of(
+        assert_priority_changes_chain(
             &client,
             &server,
-            Some("acme/race:pr-31"),
-            "intent.priority_changed",
+            &database,
+            "acme/race:pr-31",
+            202,
+            &answers,
         )
         .await;
-        assert_eq!(changes.len(), applied, "{database:?}: {answers:?}");
-        assert!(
-            applied > 0,
-            "{database:?}: no delivery changed the priority"
-        );
-        // Each change was decided from the priority the change before it set.
-        for pair in changes.windows(2) {
-            assert_eq!(
-                pair[0]["payload"]["previous"], pair[1]["payload"]["priority"],
-                "{database:?}: {changes:?}"
-            );
-        }
-        // Newest first: the last recorded change is the intent's priority.
-        let intent = get_json(&client, &server, "/v1/intents/acme%2Frace%3Apr-31").await;
-        assert_eq!(
-            intent["priority"], changes[0]["payload"]["priority"],
-            "{database:?}: {intent}"
-        );
     }
 }
 
@@ -272,41 +291,12 @@ async fn sixty_concurrent_commands_for_one_intent_are_all_decided_in_order() {
                     .post(server.url("/v1/intents/commanded/command"))
                     .header("x-api-key", KEY)
                     .json(&json!({"command": "priority", "priority": n % 3 + 1}));
-                tokio::spawn(async move {
-                    let answer = request.send().await.unwrap();
-                    let status = answer.status().as_u16();
-                    (status, answer.json::<Value>().await.unwrap_or(Value::Null))
-                })
+                send_answered(request)
             })
             .collect();
         let answers = all(tasks).await;
-        let refused: Vec<&(u16, Value)> = answers.iter().filter(|(s, _)| *s != 200).collect();
-        assert!(refused.is_empty(), "{database:?}: {refused:?}");
-        let applied = answers
-            .iter()
-            .filter(|(_, body)| body["result"] == "applied")
-            .count();
-
-        let changes = events_of(
-            &client,
-            &server,
-            Some("commanded"),
-            "intent.priority_changed",
-        )
-        .await;
-        assert_eq!(changes.len(), applied, "{database:?}: {answers:?}");
-        assert!(applied > 0, "{database:?}: no command changed the priority");
-        for pair in changes.windows(2) {
-            assert_eq!(
-                pair[0]["payload"]["previous"], pair[1]["payload"]["priority"],
-                "{database:?}: {changes:?}"
-            );
-        }
-        let intent = get_json(&client, &server, "/v1/intents/commanded").await;
-        assert_eq!(
-            intent["priority"], changes[0]["payload"]["priority"],
-            "{database:?}: {intent}"
-        );
+        assert_priority_changes_chain(&client, &server, &database, "commanded", 200, &answers)
+            .await;
     }
 }
 
