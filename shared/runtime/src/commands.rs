@@ -222,11 +222,12 @@ pub async fn record_delivery(
     received: &Value,
     delivery: &Delivery,
 ) -> Result<DeliveryResult, StoreError> {
-    let stale = |e: &StoreError| matches!(e, StoreError::Stale { .. } | StoreError::Projection(_));
     if let Translation::Change(change) = translation {
         let (intent_id, _) = change_subject(change);
-        // Stale only when the intent did not exist and another delivery created it meanwhile.
-        let decided = until_current(stale, || {
+        // Stale only when the intent did not exist and another delivery created it meanwhile
+        // (its events, decided from the row under its lock, cannot have gone stale).
+        let created_meanwhile = |e: &StoreError| matches!(e, StoreError::Stale { .. });
+        let decided = until_current(created_meanwhile, || {
             services.store.decide_and_commit(intent_id, |stored| {
                 let mut plan = DeliveryPlan::new(services, delivery, received);
                 let outcome = plan_change(&mut plan, change, stored);
@@ -245,6 +246,9 @@ pub async fn record_delivery(
             Err(e) => already_delivered(e),
         };
     }
+    // Decided from reads made before the transaction: a change landed since may leave the
+    // intent unlike what was read (stale), or its events no longer applicable (projection).
+    let stale = |e: &StoreError| matches!(e, StoreError::Stale { .. } | StoreError::Projection(_));
     // A command's author is asked about once, however often the delivery is decided again.
     let permission = tokio::sync::OnceCell::new();
     until_current(stale, || async {

@@ -165,6 +165,12 @@ pub struct StoredIntent {
     pub version: i64,
 }
 
+impl AsRef<converge_core::Intent> for StoredIntent {
+    fn as_ref(&self) -> &converge_core::Intent {
+        &self.intent
+    }
+}
+
 impl StoredIntent {
     /// The expectation that the intent is still as read.
     pub fn expected(&self) -> Expected {

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chrono::DateTime;
 use converge_core::{EventType, Intent, RiskLevel};
-use converge_store::{EventFilter, IntentCursor, IntentFilter, StoreError};
+use converge_store::{EventFilter, Expected, IntentCursor, IntentFilter, StoreError};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -392,7 +392,6 @@ pub(super) async fn report_check(
         EventType::CheckReported,
         &intent,
         payload,
-        None,
     )
     .await?;
     Ok((
@@ -455,7 +454,7 @@ pub(super) async fn command_intent(
         CommandRequest::Retry {} => Command::Retry,
         CommandRequest::Status {} => Command::Status,
     };
-    let (result, answer) = decide_about_intent(&state, &principal, &id, |intent| {
+    let decided = decide_about_intent(&state, &principal, &id, |intent| {
         Ok(
             match comment_command::effect(intent, command, &principal.actor) {
                 Effect::Nothing(why) if command == Command::Status => (vec![], ("answered", why)),
@@ -467,8 +466,7 @@ pub(super) async fn command_intent(
         )
     })
     .await?;
-    // The intent as it is now (with the change just recorded).
-    let after = visible_intent(&state, &principal, &id).await?;
+    let ((result, answer), after) = (decided.answer, decided.intent);
     let done = api::CommandDone {
         intent_id: after.id.clone(),
         command: command.name().to_owned(),

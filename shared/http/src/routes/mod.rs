@@ -32,7 +32,7 @@ use axum::routing::MethodRouter;
 use chrono::{DateTime, Utc};
 use converge_core::{EventType, Intent, Status};
 use converge_runtime::commands;
-use converge_store::{Expected, StoredIntent};
+use converge_store::StoredIntent;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -293,26 +293,46 @@ async fn record(
 }
 
 /// Records one event about an intent, written by the caller, together with a queue message
-/// for the intent's key: the queue takes the change up. The write commits only if the intent
-/// is still as `expect` says (what the decision to write was made from).
+/// for the intent's key: the queue takes the change up. Expects nothing of the intent's row:
+/// for writes decided from what cannot change (its existence, its tenant).
 async fn record_for_queue(
     state: &AppState,
     principal: &Principal,
     event_type: EventType,
     intent: &Intent,
     payload: Value,
-    expect: Option<Expected>,
 ) -> Result<(), ApiError> {
-    let event = commands::api_event(
-        &state.services,
-        &principal.actor,
-        event_type,
-        Some(&intent.id),
-        intent.tenant_id.as_deref(),
-        payload,
-    );
-    commands::enqueue(&state.services, vec![event], intent, expect).await?;
+    let events = api_events(state, principal, intent, vec![(event_type, payload)]);
+    commands::enqueue(&state.services, events, intent, None).await?;
     Ok(())
+}
+
+/// Events about `intent` recorded by the caller through the API.
+fn api_events(
+    state: &AppState,
+    principal: &Principal,
+    intent: &Intent,
+    changes: Vec<(EventType, Value)>,
+) -> Vec<converge_core::Event> {
+    changes
+        .into_iter()
+        .map(|(event_type, payload)| {
+            commands::api_event(
+                &state.services,
+                &principal.actor,
+                event_type,
+                Some(&intent.id),
+                intent.tenant_id.as_deref(),
+                payload,
+            )
+        })
+        .collect()
+}
+
+/// What [`decide_about_intent`] decided: its answer, and the intent as the decision left it.
+pub(super) struct Decided<T> {
+    pub(super) answer: T,
+    pub(super) intent: Intent,
 }
 
 /// Decides a write about an intent the caller may see (404 otherwise) from its row read under
@@ -325,47 +345,62 @@ pub(super) async fn decide_about_intent<T>(
     principal: &Principal,
     id: &str,
     decide: impl FnOnce(&Intent) -> Result<(Vec<(EventType, Value)>, T), ApiError>,
-) -> Result<T, ApiError> {
-    let services = &state.services;
-    let decided = services
+) -> Result<Decided<T>, ApiError> {
+    let decided = state
+        .services
         .store
         .decide_and_commit(id, |stored| {
-            let Some(intent) = stored
-                .map(|s| &s.intent)
-                .filter(|i| principal.can_see(i.tenant_id.as_deref()))
-            else {
-                return (
-                    None,
-                    Err(ApiError::NotFound(format!("intent '{id}' not found"))),
-                );
-            };
-            match decide(intent) {
-                Err(e) => (None, Err(e)),
-                Ok((changes, answer)) if changes.is_empty() => (None, Ok((answer, false))),
-                Ok((changes, answer)) => {
-                    let events = changes
-                        .into_iter()
-                        .map(|(event_type, payload)| {
-                            commands::api_event(
-                                services,
-                                &principal.actor,
-                                event_type,
-                                Some(&intent.id),
-                                intent.tenant_id.as_deref(),
-                                payload,
-                            )
-                        })
-                        .collect();
-                    (Some(commands::queued(events, intent)), Ok((answer, true)))
+            let plan = visible(principal, id, stored)
+                .and_then(|stored| plan_decision(state, principal, &stored.intent, decide));
+            match plan {
+                Ok((commit, decided)) => {
+                    let written = commit.is_some();
+                    (commit, Ok((decided, written)))
                 }
+                Err(e) => (None, Err(e)),
             }
         })
         .await?;
-    let (answer, written) = decided?;
+    let (decided, written) = decided?;
     if written {
-        services.queue_work_committed().await;
+        state.services.queue_work_committed().await;
     }
-    Ok(answer)
+    Ok(decided)
+}
+
+/// The commit of what `decide` decides about `intent` (none when it decides nothing), and the
+/// intent as those events leave it (as the store's projection will).
+fn plan_decision<T>(
+    state: &AppState,
+    principal: &Principal,
+    intent: &Intent,
+    decide: impl FnOnce(&Intent) -> Result<(Vec<(EventType, Value)>, T), ApiError>,
+) -> Result<(Option<converge_store::Commit>, Decided<T>), ApiError> {
+    let (changes, answer) = decide(intent)?;
+    if changes.is_empty() {
+        let unchanged = Decided {
+            answer,
+            intent: intent.clone(),
+        };
+        return Ok((None, unchanged));
+    }
+    let events = api_events(state, principal, intent, changes);
+    let mut after = intent.clone();
+    for event in &events {
+        if let Some(next) = converge_core::projection::apply(Some(&after), event)
+            .map_err(|e| ApiError::from(converge_store::StoreError::from(e)))?
+        {
+            after = next;
+        }
+    }
+    let commit = commands::queued(events, intent);
+    Ok((
+        Some(commit),
+        Decided {
+            answer,
+            intent: after,
+        },
+    ))
 }
 
 pub(super) type ApiResult = Result<Response, ApiError>;
@@ -423,8 +458,18 @@ pub(super) async fn visible_stored_intent(
     principal: &Principal,
     id: &str,
 ) -> Result<StoredIntent, ApiError> {
-    match state.services.store.stored_intent(id).await? {
-        Some(stored) if principal.can_see(stored.intent.tenant_id.as_deref()) => Ok(stored),
+    visible(principal, id, state.services.store.stored_intent(id).await?)
+}
+
+/// `found` if the caller may see it, else 404: an intent of another tenant is answered as if
+/// it did not exist.
+fn visible<T: AsRef<Intent>>(
+    principal: &Principal,
+    id: &str,
+    found: Option<T>,
+) -> Result<T, ApiError> {
+    match found {
+        Some(found) if principal.can_see(found.as_ref().tenant_id.as_deref()) => Ok(found),
         _ => Err(ApiError::NotFound(format!("intent '{id}' not found"))),
     }
 }

@@ -260,7 +260,7 @@ pub(super) async fn queue_reset(
                 .map_err(|e| ApiError::BadRequest(format!("set_status: {e}")))
         })
         .transpose()?;
-    let (intent, status) = decide_about_intent(&state, &principal, &body.intent_id, |intent| {
+    let decided = decide_about_intent(&state, &principal, &body.intent_id, |intent| {
         let status = intent
             .status
             .reset_to(new_status)
@@ -268,9 +268,10 @@ pub(super) async fn queue_reset(
         // A rejected intent requeued by an operator: recorded as such, with the actor.
         let requeued = intent.status == Status::Rejected;
         let payload = json!({"new_status": status, "retries_reset": true, "previous_retries": intent.retries, "previous_status": intent.status, "requeued": requeued});
-        Ok((vec![(EventType::QueueReset, payload)], (intent.clone(), status)))
+        Ok((vec![(EventType::QueueReset, payload)], status))
     })
     .await?;
+    let (intent, status) = (decided.intent, decided.answer);
     if body.clear_lock {
         let key = QueueKey::for_intent(&intent);
         if state.services.store.force_clear_lease(&key).await? {
@@ -301,7 +302,7 @@ pub(super) async fn merge_confirm(
     principal: Principal,
     ApiJson(body): ApiJson<MergeConfirm>,
 ) -> ApiResult {
-    let (intent, merged_commit) = decide_about_intent(&state, &principal, &body.intent_id, |intent| {
+    let decided = decide_about_intent(&state, &principal, &body.intent_id, |intent| {
         if !matches!(intent.status, Status::Queued | Status::Validated) {
             return Err(ApiError::Conflict(format!(
                 "intent {} is {}, expected QUEUED or VALIDATED",
@@ -316,9 +317,10 @@ pub(super) async fn merge_confirm(
             .unwrap_or_else(|| format!("confirmed-{prefix}"));
         let payload = json!({"merged_commit": merged_commit, "source": intent.source, "target": intent.target, "trigger": "merge_confirm"});
         // Queued with the key: intents that depended on this one may go on now.
-        Ok((vec![(EventType::IntentMerged, payload)], (intent.clone(), merged_commit)))
+        Ok((vec![(EventType::IntentMerged, payload)], merged_commit))
     })
     .await?;
+    let (intent, merged_commit) = (decided.intent, decided.answer);
     typed(api::MergeConfirmed {
         intent_id: intent.id,
         merged_commit,
