@@ -4,6 +4,7 @@
 
 use converge_github::signature::{WebhookSecret, sign};
 use converge_testkit::ServerProcess;
+use converge_testkit::github_fake::{GithubFake, app_key_pair};
 use serde_json::{Value, json};
 
 const KEY: &str = "race-key";
@@ -14,10 +15,20 @@ async fn databases(dir: &std::path::Path) -> Vec<Vec<(&'static str, String)>> {
 }
 
 fn serve(dir: &std::path::Path, database: &[(&'static str, String)]) -> ServerProcess {
+    serve_with(dir, database, Vec::new())
+}
+
+/// `converge serve` on `database` (no worker), with `more` settings.
+fn serve_with(
+    dir: &std::path::Path,
+    database: &[(&'static str, String)],
+    more: Vec<(&'static str, String)>,
+) -> ServerProcess {
     let mut env = database.to_vec();
     env.push(("CONVERGE_API_KEYS", format!("{KEY}:admin:ops")));
     env.push(("CONVERGE_RATE_LIMIT_ENABLED", "0".to_owned()));
     env.push(("CONVERGE_GITHUB_WEBHOOK_SECRET", SECRET.to_owned()));
+    env.extend(more);
     ServerProcess::start_with(env!("CARGO_BIN_EXE_converge"), dir, &env, &["--no-worker"])
 }
 
@@ -56,11 +67,22 @@ fn pull_request_delivery(
     event: &Value,
     delivery: String,
 ) -> reqwest::RequestBuilder {
+    github_delivery(client, server, "pull_request", event, delivery)
+}
+
+/// A delivery of GitHub's `kind` of event with its id, signed with the server's secret.
+fn github_delivery(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    kind: &str,
+    event: &Value,
+    delivery: String,
+) -> reqwest::RequestBuilder {
     let body = serde_json::to_vec(event).unwrap();
     let signature = sign(&WebhookSecret::new(SECRET), &body);
     client
         .post(server.url("/integrations/github/webhook"))
-        .header("x-github-event", "pull_request")
+        .header("x-github-event", kind)
         .header("x-github-delivery", delivery)
         .header("x-hub-signature-256", signature)
         .header("content-type", "application/json")
@@ -190,21 +212,21 @@ fn send_answered(request: reqwest::RequestBuilder) -> tokio::task::JoinHandle<(u
 }
 
 /// What priority changes of one intent sent at once must leave: every one answered `ok`; one
-/// `intent.priority_changed` per change applied, each decided from the priority the change
-/// before it set; and the intent at the last one.
+/// `intent.priority_changed` per change applied (its answer's `result_field` says `applied`),
+/// each decided from the priority the change before it set; and the intent at the last one.
 async fn assert_priority_changes_chain(
     client: &reqwest::Client,
     server: &ServerProcess,
     database: &[(&'static str, String)],
     intent_id: &str,
-    ok: u16,
+    (ok, result_field): (u16, &str),
     answers: &[(u16, Value)],
 ) {
     let refused: Vec<&(u16, Value)> = answers.iter().filter(|(s, _)| *s != ok).collect();
     assert!(refused.is_empty(), "{database:?}: {refused:?}");
     let applied = answers
         .iter()
-        .filter(|(_, body)| body["result"] == "applied")
+        .filter(|(_, body)| body[result_field] == "applied")
         .count();
     let changes = events_of(client, server, Some(intent_id), "intent.priority_changed").await;
     assert_eq!(changes.len(), applied, "{database:?}: {answers:?}");
@@ -260,7 +282,7 @@ async fn sixty_concurrent_label_changes_of_one_pull_request_all_land_in_order() 
             &server,
             &database,
             "acme/race:pr-31",
-            202,
+            (202, "result"),
             &answers,
         )
         .await;
@@ -295,8 +317,67 @@ async fn sixty_concurrent_commands_for_one_intent_are_all_decided_in_order() {
             })
             .collect();
         let answers = all(tasks).await;
-        assert_priority_changes_chain(&client, &server, &database, "commanded", 200, &answers)
-            .await;
+        assert_priority_changes_chain(
+            &client,
+            &server,
+            &database,
+            "commanded",
+            (200, "result"),
+            &answers,
+        )
+        .await;
+    }
+}
+
+/// Sixty `@converge priority N` comments by a writer on one pull request, delivered at once:
+/// GitHub is asked whether the author may write, then each command is decided from the intent
+/// as the one before left it (under its lock), so every delivery lands (none is refused as
+/// stale after its retries) and the recorded changes chain from one priority to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_concurrent_comment_commands_on_one_pull_request_all_land_in_order() {
+    let (private_pem, public_pem) = app_key_pair();
+    let fake = GithubFake::start(7, &public_pem).await;
+    fake.set_permission("acme/race", "maintainer", "write");
+    let dir = tempfile::tempdir().unwrap();
+    for database in databases(dir.path()).await {
+        let app = vec![
+            ("CONVERGE_GITHUB_APP_ID", "7".to_owned()),
+            ("CONVERGE_GITHUB_APP_PRIVATE_KEY", private_pem.clone()),
+            ("CONVERGE_GITHUB_API_URL", fake.url().to_owned()),
+        ];
+        let server = serve_with(dir.path(), &database, app);
+        let client = reqwest::Client::new();
+        let deliver = |kind: &str, event: Value, delivery: String| {
+            send_answered(github_delivery(&client, &server, kind, &event, delivery))
+        };
+        let (status, _) = deliver("pull_request", opened(0), "comment-race-open".to_owned())
+            .await
+            .unwrap();
+        assert_eq!(status, 202, "{database:?}");
+
+        let tasks: Vec<_> = (0..60)
+            .map(|n| {
+                let comment = json!({
+                    "action": "created",
+                    "issue": {"number": 31, "pull_request": {"url": "https://example.invalid/pulls/31"}},
+                    "comment": {"id": 5_000 + n, "body": format!("@converge priority {}", n % 3 + 1),
+                                "user": {"login": "maintainer"}},
+                    "repository": {"full_name": "acme/race"},
+                    "installation": {"id": 77}
+                });
+                deliver("issue_comment", comment, format!("comment-race-{n}"))
+            })
+            .collect();
+        let answers = all(tasks).await;
+        assert_priority_changes_chain(
+            &client,
+            &server,
+            &database,
+            "acme/race:pr-31",
+            (202, "command_result"),
+            &answers,
+        )
+        .await;
     }
 }
 

@@ -210,64 +210,125 @@ pub enum DeliveryResult {
     ReusedId,
 }
 
-/// Records one translated delivery: the delivery row, `webhook.received`, the change's events
-/// and the queue messages, in one transaction. A change to an intent is decided from the
-/// intent as read under its lock in that transaction, so it never goes stale. Other
-/// deliveries are decided from reads made before the transaction, which commits only if the
-/// intents they read are unchanged; if another change landed in between, the delivery is
-/// decided again from a fresh read, a few times.
+/// Records one translated delivery: the delivery row, `webhook.received`, the delivery's events
+/// and the queue messages, in one transaction. A change to an intent and a command about one
+/// are decided from the intent as read under its lock in that transaction, so they never go
+/// stale (a command's author is asked about before, outside the lock: that asks GitHub). The
+/// other deliveries record facts (a check's result on a commit, a wake-up) that no concurrent
+/// change makes untrue, and expect nothing of what they read.
 pub async fn record_delivery(
     services: &Services,
     translation: &Translation,
     received: &Value,
     delivery: &Delivery,
 ) -> Result<DeliveryResult, StoreError> {
-    if let Translation::Change(change) = translation {
-        let (intent_id, _) = change_subject(change);
-        // Stale only when the intent did not exist and another delivery created it meanwhile
-        // (its events, decided from the row under its lock, cannot have gone stale).
-        let created_meanwhile = |e: &StoreError| matches!(e, StoreError::Stale { .. });
-        let decided = until_current(created_meanwhile, || {
-            services.store.decide_and_commit(intent_id, |stored| {
-                let mut plan = DeliveryPlan::new(services, delivery, received);
-                let outcome = plan_change(&mut plan, change, stored);
-                let queued = !plan.commit.outbox.is_empty();
-                (Some(plan.finish()), (outcome, queued))
-            })
-        })
-        .await;
-        return match decided {
-            Ok((outcome, queued)) => {
-                if queued {
-                    services.queue_work_committed().await;
-                }
-                Ok(DeliveryResult::Recorded(outcome))
-            }
-            Err(e) => already_delivered(e),
-        };
-    }
-    // Decided from reads made before the transaction: a change landed since may leave the
-    // intent unlike what was read (stale), or its events no longer applicable (projection).
-    let stale = |e: &StoreError| matches!(e, StoreError::Stale { .. } | StoreError::Projection(_));
-    // A command's author is asked about once, however often the delivery is decided again.
-    let permission = tokio::sync::OnceCell::new();
-    until_current(stale, || async {
-        let (outcome, commit) =
-            plan_delivery(services, translation, received, delivery, &permission).await?;
-        match services.store.commit(&commit).await {
-            Ok(_) => {
-                if !commit.outbox.is_empty() {
-                    services.queue_work_committed().await;
-                }
-                if let Translation::Command { .. } = translation {
-                    answer_command(services, translation, &outcome).await;
-                }
-                Ok(DeliveryResult::Recorded(outcome))
-            }
-            Err(e) => already_delivered(e),
+    match translation {
+        Translation::Change(change) => {
+            let (intent_id, _) = change_subject(change);
+            let decided =
+                decide_under_lock(services, intent_id, received, delivery, |plan, stored| {
+                    Some(plan_change(plan, change, stored))
+                })
+                .await;
+            recorded(decided)
         }
+        Translation::Command {
+            repo,
+            installation,
+            intent_id,
+            author,
+            command,
+            ..
+        } => {
+            let ask = || may_give_commands(services, *installation, repo, author);
+            // Asked only about a command that reads, on a pull request with an intent (an
+            // intent is never deleted, so one seen now is there under the lock).
+            let mut allowed = None;
+            if command.is_ok() && services.store.intent(intent_id).await?.is_some() {
+                allowed = Some(ask().await);
+            }
+            let decided = loop {
+                let decided =
+                    decide_under_lock(services, intent_id, received, delivery, |plan, stored| {
+                        let current = stored.map(|s| &s.intent);
+                        if command.is_ok() && current.is_some() && allowed.is_none() {
+                            return None; // created since it was looked for: ask first
+                        }
+                        Some(plan_command(
+                            plan,
+                            intent_id,
+                            command,
+                            author,
+                            current,
+                            allowed.as_ref(),
+                        ))
+                    })
+                    .await;
+                match decided {
+                    Ok(None) => allowed = Some(ask().await),
+                    other => break other,
+                }
+            };
+            let result = recorded(decided)?;
+            if let DeliveryResult::Recorded(outcome) = &result {
+                answer_command(services, translation, outcome).await;
+            }
+            Ok(result)
+        }
+        _ => {
+            let (outcome, commit) =
+                plan_delivery(services, translation, received, delivery).await?;
+            match services.store.commit(&commit).await {
+                Ok(_) => {
+                    if !commit.outbox.is_empty() {
+                        services.queue_work_committed().await;
+                    }
+                    Ok(DeliveryResult::Recorded(outcome))
+                }
+                Err(e) => already_delivered(e),
+            }
+        }
+    }
+}
+
+/// Plans a delivery about one intent from its row read under its lock (`plan` answers what to
+/// reply, or `None` to write nothing and be asked nothing more) and commits the plan in the same
+/// transaction. Decided again only when the intent did not exist and another delivery created
+/// it meanwhile: what is decided from a locked row cannot have gone stale. Wakes the queue when
+/// the plan queued work.
+async fn decide_under_lock(
+    services: &Services,
+    intent_id: &str,
+    received: &Value,
+    delivery: &Delivery,
+    plan: impl Fn(&mut DeliveryPlan<'_>, Option<&StoredIntent>) -> Option<Value>,
+) -> Result<Option<Value>, StoreError> {
+    let created_meanwhile = |e: &StoreError| matches!(e, StoreError::Stale { .. });
+    let (outcome, queued) = until_current(created_meanwhile, || {
+        services.store.decide_and_commit(intent_id, |stored| {
+            let mut planned = DeliveryPlan::new(services, delivery, received);
+            match plan(&mut planned, stored) {
+                None => (None, (None, false)),
+                Some(outcome) => {
+                    let queued = !planned.commit.outbox.is_empty();
+                    (Some(planned.finish()), (Some(outcome), queued))
+                }
+            }
+        })
     })
-    .await
+    .await?;
+    if queued {
+        services.queue_work_committed().await;
+    }
+    Ok(outcome)
+}
+
+/// What a delivery decided under its intent's lock comes to for its sender.
+fn recorded(decided: Result<Option<Value>, StoreError>) -> Result<DeliveryResult, StoreError> {
+    match decided {
+        Ok(outcome) => Ok(DeliveryResult::Recorded(outcome.unwrap_or(Value::Null))),
+        Err(e) => already_delivered(e),
+    }
 }
 
 /// A delivery id seen before is answered as a duplicate (same body) or a reused id; any other
@@ -369,20 +430,74 @@ fn plan_change(
     }
 }
 
-/// The transaction a delivery other than a change calls for, and what to answer about it.
+/// Plans an `@converge` command about the intent `current` (as read under its lock) given by
+/// `author`, who `allowed` says may or may not give commands (asked only about a command that
+/// reads, on an intent that exists); what to answer.
+fn plan_command(
+    plan: &mut DeliveryPlan<'_>,
+    intent_id: &str,
+    command: &Result<converge_core::comment_command::Command, String>,
+    author: &str,
+    current: Option<&Intent>,
+    allowed: Option<&Result<(), String>>,
+) -> Value {
+    use converge_core::comment_command::{self, Command};
+    let (result, answer) = match (command, current, allowed) {
+        (Err(problem), _, _) => ("invalid", problem.clone()),
+        (Ok(_), None, _) => (
+            "unknown",
+            "this pull request has no intent in Converge yet".to_owned(),
+        ),
+        (Ok(_), Some(_), None) => (
+            "refused",
+            "whether the author may give commands is not known".to_owned(),
+        ),
+        (Ok(_), Some(_), Some(Err(why))) => ("refused", why.clone()),
+        (Ok(given), Some(intent), Some(Ok(()))) => {
+            match comment_command::effect(intent, *given, author) {
+                comment_command::Effect::Nothing(why) if *given == Command::Status => {
+                    ("answered", why)
+                }
+                comment_command::Effect::Nothing(why) => ("unchanged", why),
+                comment_command::Effect::Events(changes) => {
+                    let tenant = intent.tenant_id.as_deref();
+                    for (event_type, payload) in changes {
+                        plan.push(event_type, Some((intent_id, tenant)), payload);
+                    }
+                    plan.commit
+                        .outbox
+                        .push(queue_message(&QueueKey::for_intent(intent)));
+                    ("applied", format!("{} done", given.name()))
+                }
+            }
+        }
+    };
+    let name = command.as_ref().ok().map(|c| c.name());
+    plan.push(
+        EventType::IntentCommanded,
+        current.map(|i| (intent_id, i.tenant_id.as_deref())),
+        json!({"command": name, "by": author, "result": result, "answer": answer,
+               "allowed": !matches!(result, "refused")}),
+    );
+    json!({"intent_id": intent_id, "result": "command", "command": name,
+           "command_result": result, "answer": answer})
+}
+
+/// The transaction a delivery other than a change or a command calls for (it records facts
+/// and expects nothing of what it read), and what to answer about it.
 async fn plan_delivery(
     services: &Services,
     translation: &Translation,
     received: &Value,
     delivery: &Delivery,
-    permission: &tokio::sync::OnceCell<Result<(), String>>,
 ) -> Result<(Value, Commit), StoreError> {
     let mut plan = DeliveryPlan::new(services, delivery, received);
     let outcome = match translation {
         // Decided under the intent's lock (`record_delivery`), never from an earlier read.
-        Translation::Change(_) => {
+        Translation::Change(_) | Translation::Command { .. } => {
             return Err(StoreError::Config(
-                "a change is decided under its intent's lock, not planned ahead".to_owned(),
+                "a change or command is decided under its intent's lock, not planned ahead"
+                    .to_owned(),
             ));
         }
         Translation::Wake { repo } => {
@@ -436,63 +551,6 @@ async fn plan_delivery(
             } else {
                 json!({"result": "recorded", "intents": judged})
             }
-        }
-        Translation::Command {
-            repo,
-            installation,
-            intent_id,
-            author,
-            command,
-            ..
-        } => {
-            use converge_core::comment_command::{self, Command};
-            let stored = services.store.stored_intent(intent_id).await?;
-            plan.commit
-                .expect
-                .push(Expected::of(intent_id, stored.as_ref()));
-            let current = stored.map(|s| s.intent);
-            let (result, answer) = match (command, &current) {
-                (Err(problem), _) => ("invalid", problem.clone()),
-                (Ok(_), None) => (
-                    "unknown",
-                    "this pull request has no intent in Converge yet".to_owned(),
-                ),
-                (Ok(given), Some(intent)) => {
-                    let allowed = permission
-                        .get_or_init(|| may_give_commands(services, *installation, repo, author))
-                        .await;
-                    match allowed.clone() {
-                        Err(why) => ("refused", why),
-                        Ok(()) => match comment_command::effect(intent, *given, author) {
-                            comment_command::Effect::Nothing(why) if *given == Command::Status => {
-                                ("answered", why)
-                            }
-                            comment_command::Effect::Nothing(why) => ("unchanged", why),
-                            comment_command::Effect::Events(changes) => {
-                                let tenant = intent.tenant_id.as_deref();
-                                for (event_type, payload) in changes {
-                                    plan.push(event_type, Some((intent_id, tenant)), payload);
-                                }
-                                plan.commit
-                                    .outbox
-                                    .push(queue_message(&QueueKey::for_intent(intent)));
-                                ("applied", format!("{} done", given.name()))
-                            }
-                        },
-                    }
-                }
-            };
-            let name = command.as_ref().ok().map(|c| c.name());
-            plan.push(
-                EventType::IntentCommanded,
-                current
-                    .as_ref()
-                    .map(|i| (intent_id.as_str(), i.tenant_id.as_deref())),
-                json!({"command": name, "by": author, "result": result, "answer": answer,
-                       "allowed": !matches!(result, "refused")}),
-            );
-            json!({"intent_id": intent_id, "result": "command", "command": name,
-                   "command_result": result, "answer": answer})
         }
         Translation::Record {
             event_type,
