@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 const KEY: &str = "race-key";
 const SECRET: &str = "race-secret";
+/// The intent of the pull request the webhook races are about (`opened`).
+const RACED_PR: &str = "acme/race:pr-31";
 
 async fn databases(dir: &std::path::Path) -> Vec<Vec<(&'static str, String)>> {
     converge_testkit::server_databases(dir, "race.db").await
@@ -190,7 +192,7 @@ async fn two_hundred_concurrent_deliveries_for_one_new_pull_request_create_it_on
         let accepted = statuses.iter().filter(|s| **s < 300).count();
         assert_eq!(accepted, 200, "{database:?}: {statuses:?}");
 
-        let created = events_of(&client, &server, Some("acme/race:pr-31"), "intent.created").await;
+        let created = events_of(&client, &server, Some(RACED_PR), "intent.created").await;
         let deliveries: Vec<&Value> = created
             .iter()
             .map(|e| &e["evidence"]["delivery_id"])
@@ -214,7 +216,7 @@ fn send_answered(request: reqwest::RequestBuilder) -> tokio::task::JoinHandle<(u
 /// What priority changes of one intent sent at once must leave: every one answered `ok`; one
 /// `intent.priority_changed` per change applied (its answer's `result_field` says `applied`),
 /// each decided from the priority the change before it set; and the intent at the last one.
-async fn assert_priority_changes_chain(
+async fn assert_changes_chain(
     client: &reqwest::Client,
     server: &ServerProcess,
     database: &[(&'static str, String)],
@@ -277,15 +279,8 @@ async fn sixty_concurrent_label_changes_of_one_pull_request_all_land_in_order() 
             })
             .collect();
         let answers = all(tasks).await;
-        assert_priority_changes_chain(
-            &client,
-            &server,
-            &database,
-            "acme/race:pr-31",
-            (202, "result"),
-            &answers,
-        )
-        .await;
+        let expected = (202, "result");
+        assert_changes_chain(&client, &server, &database, RACED_PR, expected, &answers).await;
     }
 }
 
@@ -317,15 +312,8 @@ async fn sixty_concurrent_commands_for_one_intent_are_all_decided_in_order() {
             })
             .collect();
         let answers = all(tasks).await;
-        assert_priority_changes_chain(
-            &client,
-            &server,
-            &database,
-            "commanded",
-            (200, "result"),
-            &answers,
-        )
-        .await;
+        let expected = (200, "result");
+        assert_changes_chain(&client, &server, &database, "commanded", expected, &answers).await;
     }
 }
 
@@ -369,15 +357,8 @@ async fn sixty_concurrent_comment_commands_on_one_pull_request_all_land_in_order
             })
             .collect();
         let answers = all(tasks).await;
-        assert_priority_changes_chain(
-            &client,
-            &server,
-            &database,
-            "acme/race:pr-31",
-            (202, "command_result"),
-            &answers,
-        )
-        .await;
+        let expected = (202, "command_result");
+        assert_changes_chain(&client, &server, &database, RACED_PR, expected, &answers).await;
     }
 }
 
