@@ -275,19 +275,57 @@ pub async fn record_delivery(
             }
             Ok(result)
         }
-        _ => {
-            let (outcome, commit) =
-                plan_delivery(services, translation, received, delivery).await?;
-            match services.store.commit(&commit).await {
-                Ok(_) => {
-                    if !commit.outbox.is_empty() {
-                        services.queue_work_committed().await;
-                    }
-                    Ok(DeliveryResult::Recorded(outcome))
-                }
-                Err(e) => already_delivered(e),
-            }
+        Translation::Wake { repo } => {
+            let mut plan = DeliveryPlan::new(services, delivery, received);
+            let keys = repository_queues(services, repo).await?;
+            plan.commit.outbox.extend(keys.iter().map(queue_message));
+            let outcome = json!({"result": "queued", "queues": keys.len()});
+            record_fact(services, plan, outcome).await
         }
+        Translation::ChecksCompleted {
+            repo,
+            head_sha,
+            name,
+            conclusion,
+        } => {
+            let mut plan = DeliveryPlan::new(services, delivery, received);
+            let outcome =
+                plan_check_result(services, &mut plan, repo, head_sha, name, conclusion).await?;
+            record_fact(services, plan, outcome).await
+        }
+        Translation::Record {
+            event_type,
+            payload,
+        } => {
+            let mut plan = DeliveryPlan::new(services, delivery, received);
+            plan.push(*event_type, None, payload.clone());
+            record_fact(services, plan, json!({"result": "recorded"})).await
+        }
+        Translation::Ignored { reason } => {
+            let plan = DeliveryPlan::new(services, delivery, received);
+            let outcome = json!({"result": "ignored", "ignored": reason});
+            record_fact(services, plan, outcome).await
+        }
+    }
+}
+
+/// Commits a delivery that records facts (a check's result on a commit, a wake-up, a fact
+/// about the installation, or nothing but itself): no concurrent change makes them untrue, so
+/// it expects nothing of what it read.
+async fn record_fact(
+    services: &Services,
+    plan: DeliveryPlan<'_>,
+    outcome: Value,
+) -> Result<DeliveryResult, StoreError> {
+    let commit = plan.finish();
+    match services.store.commit(&commit).await {
+        Ok(_) => {
+            if !commit.outbox.is_empty() {
+                services.queue_work_committed().await;
+            }
+            Ok(DeliveryResult::Recorded(outcome))
+        }
+        Err(e) => already_delivered(e),
     }
 }
 
@@ -483,85 +521,57 @@ fn plan_command(
            "command_result": result, "answer": answer})
 }
 
-/// The transaction a delivery other than a change or a command calls for (it records facts
-/// and expects nothing of what it read), and what to answer about it.
-async fn plan_delivery(
+/// Plans the recording of a check's result on `head_sha` of `repo`: on the actionable intents
+/// whose head it is (which are judged again), or, on a commit no intent's head, a wake-up of
+/// the queues testing it; what to answer.
+async fn plan_check_result(
     services: &Services,
-    translation: &Translation,
-    received: &Value,
-    delivery: &Delivery,
-) -> Result<(Value, Commit), StoreError> {
-    let mut plan = DeliveryPlan::new(services, delivery, received);
-    let outcome = match translation {
-        // Decided under the intent's lock (`record_delivery`), never from an earlier read.
-        Translation::Change(_) | Translation::Command { .. } => {
-            return Err(StoreError::Config(
-                "a change or command is decided under its intent's lock, not planned ahead"
-                    .to_owned(),
-            ));
-        }
-        Translation::Wake { repo } => {
-            let keys = repository_queues(services, repo).await?;
-            plan.commit.outbox.extend(keys.iter().map(queue_message));
-            json!({"result": "queued", "queues": keys.len()})
-        }
-        Translation::ChecksCompleted {
-            repo,
-            head_sha,
-            name,
-            conclusion,
-        } => {
-            let state_name = match conclusion.as_str() {
-                "success" | "neutral" | "skipped" => "passed",
-                _ => "failed",
-            };
-            let mut judged = Vec::new();
-            let mut woken = std::collections::BTreeSet::new();
-            let matching = services
-                .store
-                .actionable_at_head(repo, head_sha, INTENTS_AT_ONE_HEAD)
-                .await?;
-            for intent in &matching {
-                let payload = json!({"name": name, "state": state_name, "head_sha": head_sha,
-                                     "details": conclusion, "reported_by": "github"});
-                plan.push(
-                    EventType::CheckReported,
-                    Some((&intent.id, intent.tenant_id.as_deref())),
-                    payload,
-                );
-                judged.push(intent.id.clone());
-                woken.insert(QueueKey::for_intent(intent));
-            }
-            plan.commit.outbox.extend(woken.iter().map(queue_message));
-            if judged.is_empty() {
-                // No intent's head: a tested candidate's (trial branches are nobody's pull
-                // request), or a commit the queues do not care about (CI on other branches).
-                // Only the queues testing it look again; the others learn nothing.
-                let testing: Vec<OutboxMessage> = services
-                    .store
-                    .trains_of_repo(repo)
-                    .await?
-                    .iter()
-                    .filter(|(_, train)| tests_commit(train, head_sha))
-                    .map(|(key, _)| queue_message(key))
-                    .collect();
-                let queues = testing.len();
-                plan.commit.outbox.extend(testing);
-                json!({"result": if queues == 0 { "ignored" } else { "queued" }, "queues": queues})
-            } else {
-                json!({"result": "recorded", "intents": judged})
-            }
-        }
-        Translation::Record {
-            event_type,
-            payload,
-        } => {
-            plan.push(*event_type, None, payload.clone());
-            json!({"result": "recorded"})
-        }
-        Translation::Ignored { reason } => json!({"result": "ignored", "ignored": reason}),
+    plan: &mut DeliveryPlan<'_>,
+    repo: &str,
+    head_sha: &str,
+    name: &str,
+    conclusion: &str,
+) -> Result<Value, StoreError> {
+    let state_name = match conclusion {
+        "success" | "neutral" | "skipped" => "passed",
+        _ => "failed",
     };
-    Ok((outcome, plan.finish()))
+    let mut judged = Vec::new();
+    let mut woken = std::collections::BTreeSet::new();
+    let matching = services
+        .store
+        .actionable_at_head(repo, head_sha, INTENTS_AT_ONE_HEAD)
+        .await?;
+    for intent in &matching {
+        let payload = json!({"name": name, "state": state_name, "head_sha": head_sha,
+                             "details": conclusion, "reported_by": "github"});
+        plan.push(
+            EventType::CheckReported,
+            Some((&intent.id, intent.tenant_id.as_deref())),
+            payload,
+        );
+        judged.push(intent.id.clone());
+        woken.insert(QueueKey::for_intent(intent));
+    }
+    plan.commit.outbox.extend(woken.iter().map(queue_message));
+    if judged.is_empty() {
+        // No intent's head: a tested candidate's (trial branches are nobody's pull
+        // request), or a commit the queues do not care about (CI on other branches).
+        // Only the queues testing it look again; the others learn nothing.
+        let testing: Vec<OutboxMessage> = services
+            .store
+            .trains_of_repo(repo)
+            .await?
+            .iter()
+            .filter(|(_, train)| tests_commit(train, head_sha))
+            .map(|(key, _)| queue_message(key))
+            .collect();
+        let queues = testing.len();
+        plan.commit.outbox.extend(testing);
+        Ok(json!({"result": if queues == 0 { "ignored" } else { "queued" }, "queues": queues}))
+    } else {
+        Ok(json!({"result": "recorded", "intents": judged}))
+    }
 }
 
 /// At most this many intents are judged by one completed check: one head is normally one pull
