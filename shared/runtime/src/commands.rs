@@ -13,30 +13,9 @@ use serde_json::{Value, json};
 use crate::queue_worker::{KeyOutcome, WorkerError, WorkerSettings, queue_message};
 use crate::services::{RandomIds, Services};
 
-/// Attempts of a read-decide-write when a concurrent change to the same intent made the
-/// decision stale before it committed. Each retry reads the intent afresh; a change that made
-/// no difference is then ignored, so under a burst of writes about one intent a retry rarely
-/// meets another.
-pub const DECISION_ATTEMPTS: usize = 5;
-
-/// Runs `decide` — a read, a decision from it, and a write that expects what was read —
-/// again from a fresh read while its error `is_stale`, at most [`DECISION_ATTEMPTS`] times;
-/// then its last answer stands (the caller says what a stale decision means to its client).
-pub async fn until_current<T, E, F>(
-    is_stale: impl Fn(&E) -> bool,
-    mut decide: impl FnMut() -> F,
-) -> Result<T, E>
-where
-    F: std::future::Future<Output = Result<T, E>>,
-{
-    let mut attempt = 1;
-    loop {
-        match decide().await {
-            Err(e) if is_stale(&e) && attempt < DECISION_ATTEMPTS => attempt += 1,
-            other => return other,
-        }
-    }
-}
+/// Attempts of a delivery decided under its intent's lock when, on PostgreSQL, the intent was
+/// absent as read (no row to lock) and another delivery created it before the commit.
+const CREATED_MEANWHILE_ATTEMPTS: usize = 5;
 
 /// The factory of one operation's events, under a fresh trace id.
 pub fn events(services: &Services) -> EventFactory<'_> {
@@ -227,10 +206,10 @@ pub async fn record_delivery(
             let (intent_id, _) = change_subject(change);
             let decided =
                 decide_under_lock(services, intent_id, received, delivery, |plan, stored| {
-                    Some(plan_change(plan, change, stored))
+                    Ok::<_, std::convert::Infallible>(plan_change(plan, change, stored))
                 })
                 .await;
-            recorded(decided)
+            recorded(decided.map(|Ok(outcome)| outcome))
         }
         Translation::Command {
             repo,
@@ -242,7 +221,7 @@ pub async fn record_delivery(
         } => {
             let ask = || may_give_commands(services, *installation, repo, author);
             // Asked only about a command that reads, on a pull request with an intent (an
-            // intent is never deleted, so one seen now is there under the lock).
+            // intent is not removed, so one seen now is there under the lock).
             let mut allowed = None;
             if command.is_ok() && services.store.intent(intent_id).await?.is_some() {
                 allowed = Some(ask().await);
@@ -251,22 +230,14 @@ pub async fn record_delivery(
                 let decided =
                     decide_under_lock(services, intent_id, received, delivery, |plan, stored| {
                         let current = stored.map(|s| &s.intent);
-                        if command.is_ok() && current.is_some() && allowed.is_none() {
-                            return None; // created since it was looked for: ask first
-                        }
-                        Some(plan_command(
-                            plan,
-                            intent_id,
-                            command,
-                            author,
-                            current,
-                            allowed.as_ref(),
-                        ))
+                        plan_command(plan, intent_id, command, author, current, allowed.as_ref())
                     })
                     .await;
                 match decided {
-                    Ok(None) => allowed = Some(ask().await),
-                    other => break other,
+                    // The intent was created since it was looked for: ask, then decide again.
+                    Ok(Err(AskFirst)) => allowed = Some(ask().await),
+                    Ok(Ok(outcome)) => break Ok(outcome),
+                    Err(e) => break Err(e),
                 }
             };
             let result = recorded(decided)?;
@@ -330,31 +301,34 @@ async fn record_fact(
 }
 
 /// Plans a delivery about one intent from its row read under its lock (`plan` answers what to
-/// reply, or `None` to write nothing and be asked nothing more) and commits the plan in the same
+/// reply, or why it will not plan yet: then nothing is written) and commits the plan in the same
 /// transaction. Decided again only when the intent did not exist and another delivery created
 /// it meanwhile: what is decided from a locked row cannot have gone stale. Wakes the queue when
 /// the plan queued work.
-async fn decide_under_lock(
+async fn decide_under_lock<E>(
     services: &Services,
     intent_id: &str,
     received: &Value,
     delivery: &Delivery,
-    plan: impl Fn(&mut DeliveryPlan<'_>, Option<&StoredIntent>) -> Option<Value>,
-) -> Result<Option<Value>, StoreError> {
-    let created_meanwhile = |e: &StoreError| matches!(e, StoreError::Stale { .. });
-    let (outcome, queued) = until_current(created_meanwhile, || {
-        services.store.decide_and_commit(intent_id, |stored| {
+    plan: impl Fn(&mut DeliveryPlan<'_>, Option<&StoredIntent>) -> Result<Value, E>,
+) -> Result<Result<Value, E>, StoreError> {
+    let mut attempt = 1;
+    let (outcome, queued) = loop {
+        let decided = services.store.decide_and_commit(intent_id, |stored| {
             let mut planned = DeliveryPlan::new(services, delivery, received);
             match plan(&mut planned, stored) {
-                None => (None, (None, false)),
-                Some(outcome) => {
+                Err(not_yet) => (None, (Err(not_yet), false)),
+                Ok(outcome) => {
                     let queued = !planned.commit.outbox.is_empty();
-                    (Some(planned.finish()), (Some(outcome), queued))
+                    (Some(planned.finish()), (Ok(outcome), queued))
                 }
             }
-        })
-    })
-    .await?;
+        });
+        match decided.await {
+            Err(StoreError::Stale { .. }) if attempt < CREATED_MEANWHILE_ATTEMPTS => attempt += 1,
+            other => break other?,
+        }
+    };
     if queued {
         services.queue_work_committed().await;
     }
@@ -362,9 +336,9 @@ async fn decide_under_lock(
 }
 
 /// What a delivery decided under its intent's lock comes to for its sender.
-fn recorded(decided: Result<Option<Value>, StoreError>) -> Result<DeliveryResult, StoreError> {
+fn recorded(decided: Result<Value, StoreError>) -> Result<DeliveryResult, StoreError> {
     match decided {
-        Ok(outcome) => Ok(DeliveryResult::Recorded(outcome.unwrap_or(Value::Null))),
+        Ok(outcome) => Ok(DeliveryResult::Recorded(outcome)),
         Err(e) => already_delivered(e),
     }
 }
@@ -468,9 +442,12 @@ fn plan_change(
     }
 }
 
+/// A command that reads, on an intent whose author's permission was not asked: GitHub is to be
+/// asked first (outside the intent's lock).
+struct AskFirst;
+
 /// Plans an `@converge` command about the intent `current` (as read under its lock) given by
-/// `author`, who `allowed` says may or may not give commands (asked only about a command that
-/// reads, on an intent that exists); what to answer.
+/// `author`, who `allowed` says may or may not give commands; what to answer.
 fn plan_command(
     plan: &mut DeliveryPlan<'_>,
     intent_id: &str,
@@ -478,21 +455,17 @@ fn plan_command(
     author: &str,
     current: Option<&Intent>,
     allowed: Option<&Result<(), String>>,
-) -> Value {
+) -> Result<Value, AskFirst> {
     use converge_core::comment_command::{self, Command};
-    let (result, answer) = match (command, current, allowed) {
-        (Err(problem), _, _) => ("invalid", problem.clone()),
-        (Ok(_), None, _) => (
+    let (result, answer) = match (command, current) {
+        (Err(problem), _) => ("invalid", problem.clone()),
+        (Ok(_), None) => (
             "unknown",
             "this pull request has no intent in Converge yet".to_owned(),
         ),
-        (Ok(_), Some(_), None) => (
-            "refused",
-            "whether the author may give commands is not known".to_owned(),
-        ),
-        (Ok(_), Some(_), Some(Err(why))) => ("refused", why.clone()),
-        (Ok(given), Some(intent), Some(Ok(()))) => {
-            match comment_command::effect(intent, *given, author) {
+        (Ok(given), Some(intent)) => match allowed.ok_or(AskFirst)? {
+            Err(why) => ("refused", why.clone()),
+            Ok(()) => match comment_command::effect(intent, *given, author) {
                 comment_command::Effect::Nothing(why) if *given == Command::Status => {
                     ("answered", why)
                 }
@@ -507,8 +480,8 @@ fn plan_command(
                         .push(queue_message(&QueueKey::for_intent(intent)));
                     ("applied", format!("{} done", given.name()))
                 }
-            }
-        }
+            },
+        },
     };
     let name = command.as_ref().ok().map(|c| c.name());
     plan.push(
@@ -517,8 +490,10 @@ fn plan_command(
         json!({"command": name, "by": author, "result": result, "answer": answer,
                "allowed": !matches!(result, "refused")}),
     );
-    json!({"intent_id": intent_id, "result": "command", "command": name,
-           "command_result": result, "answer": answer})
+    Ok(
+        json!({"intent_id": intent_id, "result": "command", "command": name,
+              "command_result": result, "answer": answer}),
+    )
 }
 
 /// Plans the recording of a check's result on `head_sha` of `repo`: on the actionable intents

@@ -198,11 +198,6 @@ impl Expected {
             version: 0,
         }
     }
-
-    /// The intent must be as `read` left it (absent when nothing was read).
-    pub fn of(intent_id: &str, read: Option<&StoredIntent>) -> Expected {
-        read.map_or_else(|| Expected::absent(intent_id), StoredIntent::expected)
-    }
 }
 
 /// Everything one transaction writes. Events are appended in order; each event that changes

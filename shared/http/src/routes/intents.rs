@@ -432,7 +432,7 @@ pub(super) enum CommandRequest {
 }
 
 /// `POST /intents/{id}/command`: a queue command on one intent, as a comment would give it,
-/// by the caller; recorded at the version read (a concurrent change: decided again).
+/// by the caller; decided under the intent's lock, and answered with the intent as it left it.
 pub(super) async fn command_intent(
     State(state): State<Arc<AppState>>,
     principal: Principal,
