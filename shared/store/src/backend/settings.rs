@@ -185,14 +185,7 @@ macro_rules! settings_operations {
                     .fetch_optional(&self.pool)
                     .await?;
                 row.as_ref()
-                    .map(|row| {
-                        let policy: sqlx::types::Json<serde_json::Value> = row.try_get("policy")?;
-                        Ok($crate::VersionedDocument {
-                            data: policy.0,
-                            version: row.try_get("version")?,
-                            updated_at: get_ts(row, "updated_at")?,
-                        })
-                    })
+                    .map(|row| versioned_document(row, "policy"))
                     .transpose()
             }
 
@@ -206,30 +199,30 @@ macro_rules! settings_operations {
                 q.push(" ORDER BY tenant, agent_id LIMIT ").push_bind(i64::from(limit));
                 let rows = q.build().fetch_all(&self.pool).await?;
                 rows.iter()
-                    .map(|row| {
-                        let policy: sqlx::types::Json<serde_json::Value> = row.try_get("policy")?;
-                        Ok($crate::VersionedDocument {
-                            data: policy.0,
-                            version: row.try_get("version")?,
-                            updated_at: get_ts(row, "updated_at")?,
-                        })
-                    })
+                    .map(|row| versioned_document(row, "policy"))
                     .collect()
             }
 
             async fn document(&self, sql: &'static str, tenant: &str) -> Result<Option<$crate::VersionedDocument>, $crate::StoreError> {
                 let row = sqlx::query(sql).bind(tenant).fetch_optional(&self.pool).await?;
                 row.as_ref()
-                    .map(|row| {
-                        let data: sqlx::types::Json<serde_json::Value> = row.try_get("data")?;
-                        Ok($crate::VersionedDocument {
-                            data: data.0,
-                            version: row.try_get("version")?,
-                            updated_at: get_ts(row, "updated_at")?,
-                        })
-                    })
+                    .map(|row| versioned_document(row, "data"))
                     .transpose()
             }
+        }
+
+        /// A versioned document from its row: the JSON in `column`, its version and when it
+        /// was written.
+        fn versioned_document(
+            row: &<$db as sqlx::Database>::Row,
+            column: &str,
+        ) -> Result<$crate::VersionedDocument, $crate::StoreError> {
+            let data: sqlx::types::Json<serde_json::Value> = row.try_get(column)?;
+            Ok($crate::VersionedDocument {
+                data: data.0,
+                version: row.try_get("version")?,
+                updated_at: get_ts(row, "updated_at")?,
+            })
         }
     };
 }
