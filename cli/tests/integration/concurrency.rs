@@ -62,6 +62,19 @@ async fn get_json(client: &reqwest::Client, server: &ServerProcess, path: &str) 
         .unwrap()
 }
 
+/// `POST path` with a JSON `body` as the admin key.
+fn post_json(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    path: &str,
+    body: &Value,
+) -> reqwest::RequestBuilder {
+    client
+        .post(server.url(path))
+        .header("x-api-key", KEY)
+        .json(body)
+}
+
 /// A `pull_request` delivery of `event` with its id, signed with the server's secret.
 fn pull_request_delivery(
     client: &reqwest::Client,
@@ -110,10 +123,8 @@ async fn forty_concurrent_creates_of_one_id_acknowledge_exactly_one() {
         let tasks: Vec<_> = (0..40)
             .map(|n| {
                 // Each client sends its own body: a lost write would show as another source.
-                let request = client
-                    .post(server.url("/v1/intents"))
-                    .header("x-api-key", KEY)
-                    .json(&json!({"id": id, "source": format!("feature-{n}"), "target": "main"}));
+                let body = json!({"id": id, "source": format!("feature-{n}"), "target": "main"});
+                let request = post_json(&client, &server, "/v1/intents", &body);
                 tokio::spawn(async move {
                     let response = request.send().await.unwrap();
                     (response.status().as_u16(), n)
@@ -136,15 +147,7 @@ async fn forty_concurrent_creates_of_one_id_acknowledge_exactly_one() {
         let created_events = events_of(&client, &server, Some(id), "intent.created").await;
         assert_eq!(created_events.len(), 1, "{database:?}");
         // The intent is the one that was acknowledged, not a later writer's.
-        let intent: Value = client
-            .get(server.url(&format!("/v1/intents/{id}")))
-            .header("x-api-key", KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let intent = get_json(&client, &server, &format!("/v1/intents/{id}")).await;
         assert_eq!(
             intent["source"],
             json!(format!("feature-{}", created[0])),
@@ -293,10 +296,8 @@ async fn sixty_concurrent_commands_for_one_intent_are_all_decided_in_order() {
     for database in databases(dir.path()).await {
         let server = serve(dir.path(), &database);
         let client = reqwest::Client::new();
-        let created = client
-            .post(server.url("/v1/intents"))
-            .header("x-api-key", KEY)
-            .json(&json!({"id": "commanded", "source": "feature-c", "target": "main"}))
+        let body = json!({"id": "commanded", "source": "feature-c", "target": "main"});
+        let created = post_json(&client, &server, "/v1/intents", &body)
             .send()
             .await
             .unwrap();
@@ -304,11 +305,13 @@ async fn sixty_concurrent_commands_for_one_intent_are_all_decided_in_order() {
 
         let tasks: Vec<_> = (0..60)
             .map(|n| {
-                let request = client
-                    .post(server.url("/v1/intents/commanded/command"))
-                    .header("x-api-key", KEY)
-                    .json(&json!({"command": "priority", "priority": n % 3 + 1}));
-                send_answered(request)
+                let body = json!({"command": "priority", "priority": n % 3 + 1});
+                send_answered(post_json(
+                    &client,
+                    &server,
+                    "/v1/intents/commanded/command",
+                    &body,
+                ))
             })
             .collect();
         let answers = all(tasks).await;

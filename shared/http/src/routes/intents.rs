@@ -301,20 +301,19 @@ pub(super) async fn create_intent(
             decision.reason
         )));
     }
-    let created = converge_runtime::commands::api_event(
-        &state.services,
-        &principal.actor,
-        EventType::IntentCreated,
-        Some(&intent.id),
-        intent.tenant_id.as_deref(),
-        payload,
+    let mut events = api_events(
+        &state,
+        &principal,
+        &intent,
+        vec![(EventType::IntentCreated, payload)],
     );
+    events.push(intake_event);
     // The write commits only if no intent holds the id when it runs, so of concurrent creates
     // of one id exactly one succeeds. The same answer whichever tenant holds the id (ids are
     // one namespace).
     converge_runtime::commands::enqueue(
         &state.services,
-        vec![created, intake_event],
+        events,
         &intent,
         Some(Expected::absent(&id)),
     )
