@@ -45,7 +45,8 @@ def cfn_constructors():
 
 # Settings of the runbook's table that a deployment does not set: the CLI's, the local
 # repository's, the local sweep's, `converge serve`'s HTTP server's (API Gateway and Lambda
-# set those limits on AWS), and the plain forms of what the template keeps in Secrets Manager.
+# set those limits on AWS), the policy file's (a file on the machine, which the functions' zips
+# do not carry), and the plain forms of what the template keeps in Secrets Manager.
 NOT_DEPLOYED = {
     "CONVERGE_API_URL", "CONVERGE_API_KEY", "CONVERGE_DB_PATH", "CONVERGE_PG_DSN",
     "CONVERGE_GITHUB_WEBHOOK_SECRET", "CONVERGE_GITHUB_APP_PRIVATE_KEY",
@@ -55,6 +56,7 @@ NOT_DEPLOYED = {
     "CONVERGE_HTTP_HEADER_TIMEOUT_SECONDS", "CONVERGE_HTTP_BODY_TIMEOUT_SECONDS",
     "CONVERGE_HTTP_IDLE_TIMEOUT_SECONDS", "CONVERGE_HTTP_MAX_CONNECTIONS",
     "CONVERGE_HTTP_SHUTDOWN_SECONDS", "CONVERGE_SQLITE_SYNCHRONOUS", "CONVERGE_AUDIT_SIGNING_KEY",
+    "CONVERGE_POLICY_PATH",
 }
 
 

@@ -27,6 +27,7 @@ mod intake;
 mod lease_reset;
 mod operator_cli;
 mod parity;
+mod policy_file;
 mod queue_simulator;
 mod readiness;
 mod readme;

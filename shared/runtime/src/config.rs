@@ -1,7 +1,8 @@
 //! The one typed configuration of Converge: every variable of the runbook's environment table
 //! (docs/RUNBOOK.md) that a server process reads, parsed and checked here, with the defaults the
-//! table lists. [`Config::from_env`] reads them all at start and reports every unusable one at
-//! once, so a deployment with two mistakes needs one fix, not two restarts.
+//! table lists. [`Config::from_env`] reads them all at start and reports the unusable ones at
+//! once (every one of a section parsed here; the first of the store's and the App's sections),
+//! so a deployment with several mistakes needs one fix, not several restarts.
 //!
 //! Every default of this crate's settings is defined here, once (the worker's, the secrets'
 //! cache lifetime, the local check commands); the modules that use them import them from here,
@@ -13,10 +14,11 @@
 //! so that a configuration error is itself logged.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use converge_core::PolicyConfig;
 use converge_github::app::GithubSettings;
 use converge_store::StoreConfig;
 use serde::{Deserialize, Serialize};
@@ -47,6 +49,10 @@ pub struct Config {
     /// Retention and the audit chain's signing key (`CONVERGE_RETENTION_*`,
     /// `CONVERGE_AUDIT_SIGNING_KEY`).
     pub audit: AuditSettings,
+    /// The policy (profiles, origin overrides, the `queue` and `risk` sections) and the file it
+    /// was read from (`CONVERGE_POLICY_PATH`, else [`POLICY_FILES`]); the built-in policy when
+    /// there is none.
+    pub policy: PolicySettings,
 }
 
 /// The settings that could not be used, each naming its variable (never a secret's value).
@@ -77,6 +83,7 @@ impl Config {
         let secrets_ttl = keep(&mut problems, secrets_ttl(&lookup));
         let server = keep(&mut problems, ServerSettings::from_lookup(&lookup));
         let audit = keep(&mut problems, AuditSettings::from_lookup(&lookup));
+        let policy = keep(&mut problems, PolicySettings::from_lookup(&lookup));
         match (
             store,
             api,
@@ -86,6 +93,7 @@ impl Config {
             secrets_ttl,
             server,
             audit,
+            policy,
         ) {
             (
                 Some(store),
@@ -96,6 +104,7 @@ impl Config {
                 Some(secrets_ttl),
                 Some(server),
                 Some(audit),
+                Some(policy),
             ) => Ok(Config {
                 store,
                 api,
@@ -106,6 +115,7 @@ impl Config {
                 secrets_ttl,
                 server,
                 audit,
+                policy,
             }),
             _ => Err(ConfigError(problems)),
         }
@@ -115,6 +125,36 @@ impl Config {
 /// The value of a section that parsed; the problem noted otherwise.
 fn keep<T>(problems: &mut Vec<String>, result: Result<T, String>) -> Option<T> {
     result.map_err(|problem| problems.push(problem)).ok()
+}
+
+/// The unusable values of one section, each naming its variable. A setting found unusable is
+/// read as its default meanwhile, so the reading goes on and the section's error lists every
+/// problem, not only the first.
+#[derive(Debug, Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    /// `result`'s value, or `fallback` with the problem noted.
+    fn or<T>(&mut self, result: Result<T, String>, fallback: T) -> T {
+        result.unwrap_or_else(|problem| {
+            self.0.push(problem);
+            fallback
+        })
+    }
+
+    /// Notes a problem found by a check across settings.
+    fn note(&mut self, problem: String) {
+        self.0.push(problem);
+    }
+
+    /// `value` when nothing was noted; every problem otherwise.
+    fn into_result<T>(self, value: T) -> Result<T, String> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.0.join("; "))
+        }
+    }
 }
 
 /// A variable's value, trimmed; `None` when unset or blank.
@@ -142,7 +182,7 @@ pub struct AuditSettings {
 }
 
 impl AuditSettings {
-    /// Reads the settings; an unusable value is an error naming the variable (never the key).
+    /// Reads the settings; the error names every unusable variable (never the key).
     pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<AuditSettings, String> {
         let days = |name: &str| -> Result<Option<chrono::Duration>, String> {
             non_empty(lookup, name)
@@ -154,29 +194,74 @@ impl AuditSettings {
                 })
                 .transpose()
         };
-        let events = days("CONVERGE_RETENTION_EVENTS_DAYS")?;
-        let sent_outbox = days("CONVERGE_RETENTION_OUTBOX_DAYS")?;
+        let mut problems = Problems::default();
+        let events = problems.or(days("CONVERGE_RETENTION_EVENTS_DAYS"), None);
+        let sent_outbox = problems.or(days("CONVERGE_RETENTION_OUTBOX_DAYS"), None);
         let signing_key = lookup("CONVERGE_AUDIT_SIGNING_KEY")
             .filter(|k| !k.is_empty())
             .map(|k| {
                 converge_core::audit::SigningKey::new(k.into_bytes())
                     .map_err(|e| format!("CONVERGE_AUDIT_SIGNING_KEY: {e}"))
             })
-            .transpose()?;
+            .transpose();
+        // An unusable key is its own problem: the retention's need of one is not noted again.
+        let key_unusable = signing_key.is_err();
+        let signing_key = problems.or(signing_key, None);
         let signing_key_secret_arn = non_empty(lookup, "CONVERGE_AUDIT_SIGNING_KEY_SECRET_ARN");
-        if events.is_some() && signing_key.is_none() && signing_key_secret_arn.is_none() {
-            return Err(
+        if events.is_some()
+            && signing_key.is_none()
+            && signing_key_secret_arn.is_none()
+            && !key_unusable
+        {
+            problems.note(
                 "CONVERGE_RETENTION_EVENTS_DAYS needs CONVERGE_AUDIT_SIGNING_KEY (or \
-                        CONVERGE_AUDIT_SIGNING_KEY_SECRET_ARN): pruned events leave a signed \
-                        anchor so the audit chain still verifies"
+                 CONVERGE_AUDIT_SIGNING_KEY_SECRET_ARN): pruned events leave a signed anchor so \
+                 the audit chain still verifies"
                     .to_owned(),
             );
         }
-        Ok(AuditSettings {
+        problems.into_result(AuditSettings {
             events,
             sent_outbox,
             signing_key,
             signing_key_secret_arn,
+        })
+    }
+}
+
+/// Where a server looks for its policy file when `CONVERGE_POLICY_PATH` is unset: in its working
+/// directory, the first of these that exists (the original's places; its last,
+/// `policy.default.json`, is the built-in policy here).
+pub const POLICY_FILES: [&str; 2] = [".converge/policy.json", "policy.json"];
+
+/// The policy a server decides by (`converge_core::policy`, in the `policy.json` shape).
+#[derive(Debug, Clone, Default)]
+pub struct PolicySettings {
+    /// The policy: the file's over the built-in defaults.
+    pub config: PolicyConfig,
+    /// The file it was read from; `None`: the built-in policy.
+    pub file: Option<PathBuf>,
+}
+
+impl PolicySettings {
+    /// Reads the file `CONVERGE_POLICY_PATH` names (it must exist), or else the first of
+    /// [`POLICY_FILES`] that exists. A file that cannot be read or does not validate is an error
+    /// naming the file and the field: a server never runs on a policy other than the one given.
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<PolicySettings, String> {
+        let file = match non_empty(lookup, "CONVERGE_POLICY_PATH") {
+            Some(named) => PathBuf::from(named),
+            None => match POLICY_FILES.iter().map(Path::new).find(|p| p.exists()) {
+                Some(found) => found.to_path_buf(),
+                None => return Ok(PolicySettings::default()),
+            },
+        };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("cannot read the policy file {}: {e}", file.display()))?;
+        let config = PolicyConfig::from_json_str(&text)
+            .map_err(|e| format!("the policy file {}: {e}", file.display()))?;
+        Ok(PolicySettings {
+            config,
+            file: Some(file),
         })
     }
 }
@@ -235,7 +320,8 @@ impl Default for ServerSettings {
 }
 
 impl ServerSettings {
-    /// Reads the `CONVERGE_HTTP_*` settings; each must be a whole number in its range.
+    /// Reads the `CONVERGE_HTTP_*` settings; each must be a whole number in its range, and the
+    /// error names every one that is not.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ServerSettings, String> {
         let defaults = ServerSettings::default();
         let number = |name: &str, default: u64, max: u64| -> Result<u64, String> {
@@ -253,21 +339,37 @@ impl ServerSettings {
         let seconds = |name: &str, default: Duration| {
             number(name, default.as_secs(), 3_600).map(Duration::from_secs)
         };
-        let max_connections = number(
-            "CONVERGE_HTTP_MAX_CONNECTIONS",
+        let mut problems = Problems::default();
+        let max_connections = problems.or(
+            number(
+                "CONVERGE_HTTP_MAX_CONNECTIONS",
+                defaults.max_connections as u64,
+                1_000_000,
+            ),
             defaults.max_connections as u64,
-            1_000_000,
-        )?;
-        Ok(ServerSettings {
-            header_timeout: seconds(
+        );
+        let mut seconds_or_default =
+            |name: &str, default: Duration| problems.or(seconds(name, default), default);
+        let settings = ServerSettings {
+            header_timeout: seconds_or_default(
                 "CONVERGE_HTTP_HEADER_TIMEOUT_SECONDS",
                 defaults.header_timeout,
-            )?,
-            body_timeout: seconds("CONVERGE_HTTP_BODY_TIMEOUT_SECONDS", defaults.body_timeout)?,
-            idle_timeout: seconds("CONVERGE_HTTP_IDLE_TIMEOUT_SECONDS", defaults.idle_timeout)?,
+            ),
+            body_timeout: seconds_or_default(
+                "CONVERGE_HTTP_BODY_TIMEOUT_SECONDS",
+                defaults.body_timeout,
+            ),
+            idle_timeout: seconds_or_default(
+                "CONVERGE_HTTP_IDLE_TIMEOUT_SECONDS",
+                defaults.idle_timeout,
+            ),
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
-            shutdown_grace: seconds("CONVERGE_HTTP_SHUTDOWN_SECONDS", defaults.shutdown_grace)?,
-        })
+            shutdown_grace: seconds_or_default(
+                "CONVERGE_HTTP_SHUTDOWN_SECONDS",
+                defaults.shutdown_grace,
+            ),
+        };
+        problems.into_result(settings)
     }
 }
 
@@ -323,30 +425,33 @@ pub enum LocalChecksSettings {
 impl LocalSettings {
     /// Reads the local settings through `lookup`.
     pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<LocalSettings, String> {
+        let mut problems = Problems::default();
+        let timeout = match non_empty(lookup, "CONVERGE_CHECK_TIMEOUT") {
+            None => Ok(DEFAULT_CHECK_TIMEOUT),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs)
+                .ok_or_else(|| {
+                    format!("CONVERGE_CHECK_TIMEOUT must be a number of seconds, got '{v}'")
+                }),
+        };
         let checks = match non_empty(lookup, "CONVERGE_LOCAL_CHECKS").as_deref() {
             None | Some("reported") => LocalChecksSettings::Reported,
             Some("commands") => LocalChecksSettings::Commands {
                 commands: non_empty(lookup, "CONVERGE_LOCAL_CHECK_COMMANDS")
                     .unwrap_or_else(|| DEFAULT_LOCAL_CHECK_COMMANDS.to_owned()),
-                timeout: match non_empty(lookup, "CONVERGE_CHECK_TIMEOUT") {
-                    None => DEFAULT_CHECK_TIMEOUT,
-                    Some(v) => v
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|s| *s > 0)
-                        .map(Duration::from_secs)
-                        .ok_or_else(|| {
-                            format!("CONVERGE_CHECK_TIMEOUT must be a number of seconds, got '{v}'")
-                        })?,
-                },
+                timeout: problems.or(timeout, DEFAULT_CHECK_TIMEOUT),
             },
             Some(other) => {
-                return Err(format!(
+                problems.note(format!(
                     "CONVERGE_LOCAL_CHECKS must be 'reported' or 'commands', got '{other}'"
                 ));
+                LocalChecksSettings::Reported
             }
         };
-        Ok(LocalSettings {
+        problems.into_result(LocalSettings {
             repo_path: non_empty(lookup, "CONVERGE_REPO_PATH").map(PathBuf::from),
             checks,
         })
@@ -460,7 +565,7 @@ impl ApiSettings {
     /// Reads the settings through `lookup` (the environment in production).
     /// Every unusable setting is named in the error, not only the first.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ApiSettings, String> {
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         let positive = |name: &str, default: u64| match lookup(name).as_deref().map(str::trim) {
             None | Some("") => Ok(default),
             Some(v) => v
@@ -469,19 +574,15 @@ impl ApiSettings {
                 .filter(|n| *n > 0)
                 .ok_or_else(|| format!("{name} must be a positive integer, got '{v}'")),
         };
-        let auth_required = keep(&mut problems, flag(&lookup, "CONVERGE_AUTH_REQUIRED", true));
-        let rate_limited = keep(
-            &mut problems,
-            flag(&lookup, "CONVERGE_RATE_LIMIT_ENABLED", true),
-        );
-        let rpm = keep(
-            &mut problems,
+        let auth_required = problems.or(flag(&lookup, "CONVERGE_AUTH_REQUIRED", true), true);
+        let rate_limited = problems.or(flag(&lookup, "CONVERGE_RATE_LIMIT_ENABLED", true), true);
+        let rpm = problems.or(
             positive("CONVERGE_RATE_LIMIT_RPM", DEFAULT_RATE_LIMIT_RPM.into()).and_then(|n| {
                 u32::try_from(n).map_err(|_| format!("CONVERGE_RATE_LIMIT_RPM is too large: {n}"))
             }),
+            DEFAULT_RATE_LIMIT_RPM,
         );
-        let auth_free_failures = keep(
-            &mut problems,
+        let auth_free_failures = problems.or(
             positive(
                 "CONVERGE_AUTH_FREE_FAILURES",
                 DEFAULT_AUTH_FREE_FAILURES.into(),
@@ -490,17 +591,17 @@ impl ApiSettings {
                 u32::try_from(n)
                     .map_err(|_| format!("CONVERGE_AUTH_FREE_FAILURES is too large: {n}"))
             }),
+            DEFAULT_AUTH_FREE_FAILURES,
         );
-        let api_keys = keep(
-            &mut problems,
+        let api_keys = problems.or(
             parse_api_keys(&lookup("CONVERGE_API_KEYS").unwrap_or_default()),
+            Vec::new(),
         );
-        let metrics_tenant_labels = keep(
-            &mut problems,
+        let metrics_tenant_labels = problems.or(
             flag(&lookup, "CONVERGE_METRICS_TENANT_LABELS", false),
+            false,
         );
-        let webhook_max_body_bytes = keep(
-            &mut problems,
+        let webhook_max_body_bytes = problems.or(
             positive(
                 "CONVERGE_WEBHOOK_MAX_BODY_BYTES",
                 WEBHOOK_MAX_BODY_BYTES as u64,
@@ -509,29 +610,10 @@ impl ApiSettings {
                 usize::try_from(n)
                     .map_err(|_| format!("CONVERGE_WEBHOOK_MAX_BODY_BYTES is too large: {n}"))
             }),
+            WEBHOOK_MAX_BODY_BYTES,
         );
         let metrics_token = lookup("CONVERGE_METRICS_TOKEN").filter(|t| !t.trim().is_empty());
-        let (
-            Some(auth_required),
-            Some(rate_limited),
-            Some(rpm),
-            Some(auth_free_failures),
-            Some(api_keys),
-            Some(metrics_tenant_labels),
-            Some(webhook_max_body_bytes),
-        ) = (
-            auth_required,
-            rate_limited,
-            rpm,
-            auth_free_failures,
-            api_keys,
-            metrics_tenant_labels,
-            webhook_max_body_bytes,
-        )
-        else {
-            return Err(problems.join("; "));
-        };
-        Ok(ApiSettings {
+        problems.into_result(ApiSettings {
             auth_required,
             auth_free_failures,
             rate_limit_rpm: rate_limited.then_some(rpm),
@@ -787,11 +869,21 @@ mod tests {
 
     #[test]
     fn every_unusable_setting_is_reported_at_once() {
+        // Several mistakes in one section as well as across sections: one error names them all.
         let error = Config::from_lookup(|name| match name {
             "CONVERGE_RATE_LIMIT_RPM" => Some("lots".to_owned()),
-            "CONVERGE_WORKER_BATCH_SIZE" => Some("-1".to_owned()),
-            "CONVERGE_SECRETS_TTL_SECONDS" => Some("3600".to_owned()),
             "CONVERGE_AUTH_FREE_FAILURES" => Some("0".to_owned()),
+            "CONVERGE_WORKER_BATCH_SIZE" => Some("-1".to_owned()),
+            "CONVERGE_WORKER_LEASE_TTL" => Some("1".to_owned()),
+            "CONVERGE_WORKER_AUTO_CONFIRM" => Some("maybe".to_owned()),
+            "CONVERGE_TRAIN_DEPTH" => Some("99".to_owned()),
+            "CONVERGE_HTTP_HEADER_TIMEOUT_SECONDS" => Some("0".to_owned()),
+            "CONVERGE_HTTP_MAX_CONNECTIONS" => Some("many".to_owned()),
+            "CONVERGE_RETENTION_OUTBOX_DAYS" => Some("a week".to_owned()),
+            "CONVERGE_RETENTION_EVENTS_DAYS" => Some("0".to_owned()),
+            "CONVERGE_LOCAL_CHECKS" => Some("commands".to_owned()),
+            "CONVERGE_CHECK_TIMEOUT" => Some("soon".to_owned()),
+            "CONVERGE_SECRETS_TTL_SECONDS" => Some("3600".to_owned()),
             _ => None,
         })
         .err()
@@ -799,12 +891,80 @@ mod tests {
         .unwrap_or_default();
         for variable in [
             "CONVERGE_RATE_LIMIT_RPM",
-            "CONVERGE_WORKER_BATCH_SIZE",
-            "CONVERGE_SECRETS_TTL_SECONDS",
             "CONVERGE_AUTH_FREE_FAILURES",
+            "CONVERGE_WORKER_BATCH_SIZE",
+            "CONVERGE_WORKER_LEASE_TTL",
+            "CONVERGE_WORKER_AUTO_CONFIRM",
+            "CONVERGE_TRAIN_DEPTH",
+            "CONVERGE_HTTP_HEADER_TIMEOUT_SECONDS",
+            "CONVERGE_HTTP_MAX_CONNECTIONS",
+            "CONVERGE_RETENTION_OUTBOX_DAYS",
+            "CONVERGE_RETENTION_EVENTS_DAYS",
+            "CONVERGE_CHECK_TIMEOUT",
+            "CONVERGE_SECRETS_TTL_SECONDS",
         ] {
             assert!(error.contains(variable), "{variable} missing from: {error}");
         }
+    }
+
+    #[test]
+    fn an_unusable_setting_is_reported_once_not_again_through_what_depends_on_it() {
+        let worker = |pairs: &'static [(&'static str, &'static str)]| {
+            WorkerSettings::from_lookup(|name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        // A misspelt mode is the problem; the method is not also said to need another mode.
+        let problem = worker(&[
+            ("CONVERGE_MERGE_MODE", "testd"),
+            ("CONVERGE_MERGE_METHOD", "squash"),
+        ])
+        .unwrap_err();
+        assert!(
+            problem.contains("CONVERGE_MERGE_MODE must be head or tested"),
+            "{problem}"
+        );
+        assert!(
+            !problem.contains("needs CONVERGE_MERGE_MODE=tested"),
+            "{problem}"
+        );
+        // With the mode given as head, the method's need of tested is the problem.
+        let problem = worker(&[
+            ("CONVERGE_MERGE_MODE", "head"),
+            ("CONVERGE_MERGE_METHOD", "squash"),
+            ("CONVERGE_WORKER_POLL_INTERVAL", "0"),
+        ])
+        .unwrap_err();
+        assert!(
+            problem.contains("needs CONVERGE_MERGE_MODE=tested"),
+            "{problem}"
+        );
+        assert!(
+            problem.contains("CONVERGE_WORKER_POLL_INTERVAL"),
+            "{problem}"
+        );
+        assert!(
+            worker(&[
+                ("CONVERGE_MERGE_MODE", "tested"),
+                ("CONVERGE_MERGE_METHOD", "squash")
+            ])
+            .is_ok()
+        );
+        // A signing key too short to use is reported as such, not also as missing.
+        let audit = AuditSettings::from_lookup(&|name: &str| match name {
+            "CONVERGE_RETENTION_EVENTS_DAYS" => Some("30".to_owned()),
+            "CONVERGE_AUDIT_SIGNING_KEY" => Some("short".to_owned()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(audit.contains("CONVERGE_AUDIT_SIGNING_KEY:"), "{audit}");
+        assert!(
+            !audit.contains("needs CONVERGE_AUDIT_SIGNING_KEY"),
+            "{audit}"
+        );
     }
 }
 
@@ -866,7 +1026,7 @@ impl Default for WorkerSettings {
 }
 
 impl WorkerSettings {
-    /// Reads the settings; an unusable value is an error naming the variable.
+    /// Reads the settings; the error names every unusable variable.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<WorkerSettings, String> {
         let defaults = WorkerSettings::default();
         let get = |name: &str| {
@@ -892,13 +1052,16 @@ impl WorkerSettings {
                 Some(other) => Err(format!("{name} must be 1 or 0, got '{other}'")),
             }
         };
+        let mut problems = Problems::default();
+        // `None`: unusable (noted), and then not checked against the method either.
         let merge_mode = match get("CONVERGE_MERGE_MODE").as_deref() {
-            None | Some("head") => converge_core::train::MergeMode::Head,
-            Some("tested") => converge_core::train::MergeMode::Tested,
+            None | Some("head") => Some(converge_core::train::MergeMode::Head),
+            Some("tested") => Some(converge_core::train::MergeMode::Tested),
             Some(other) => {
-                return Err(format!(
+                problems.note(format!(
                     "CONVERGE_MERGE_MODE must be head or tested, got '{other}'"
                 ));
+                None
             }
         };
         let merge_method = match get("CONVERGE_MERGE_METHOD").as_deref() {
@@ -906,44 +1069,56 @@ impl WorkerSettings {
             Some("squash") => converge_core::train::MergeMethod::Squash,
             Some("rebase") => converge_core::train::MergeMethod::Rebase,
             Some(other) => {
-                return Err(format!(
+                problems.note(format!(
                     "CONVERGE_MERGE_METHOD must be merge, squash or rebase, got '{other}'"
                 ));
+                defaults.merge_method
             }
         };
-        if merge_mode == converge_core::train::MergeMode::Head
+        if merge_mode == Some(converge_core::train::MergeMode::Head)
             && merge_method != converge_core::train::MergeMethod::Merge
         {
-            return Err(
+            problems.note(
                 "CONVERGE_MERGE_METHOD squash or rebase needs CONVERGE_MERGE_MODE=tested (head \
                  mode writes merge commits only)"
                     .to_owned(),
             );
         }
-        Ok(WorkerSettings {
-            poll_interval: number("CONVERGE_WORKER_POLL_INTERVAL", 1, 3_600)?
-                .map_or(defaults.poll_interval, Duration::from_secs),
-            batch_size: number("CONVERGE_WORKER_BATCH_SIZE", 1, 1_000)?
-                .map_or(defaults.batch_size, |n| n as u32),
-            max_retries: number("CONVERGE_WORKER_MAX_RETRIES", 1, 100)?.map(|n| n as u32),
-            auto_confirm: flag("CONVERGE_WORKER_AUTO_CONFIRM", defaults.auto_confirm)?,
-            skip_checks: flag("CONVERGE_WORKER_SKIP_CHECKS", defaults.skip_checks)?,
-            lease_ttl: number("CONVERGE_WORKER_LEASE_TTL", 5, 3_600)?
-                .map_or(defaults.lease_ttl, Duration::from_secs),
-            sweep_interval: number("CONVERGE_WORKER_SWEEP_INTERVAL", 1, 86_400)?
-                .map_or(defaults.sweep_interval, Duration::from_secs),
+        let merge_mode = merge_mode.unwrap_or(defaults.merge_mode);
+        let mut number = |name: &str, min: u64, max: u64| problems.or(number(name, min, max), None);
+        let poll_interval = number("CONVERGE_WORKER_POLL_INTERVAL", 1, 3_600);
+        let batch_size = number("CONVERGE_WORKER_BATCH_SIZE", 1, 1_000);
+        let max_retries = number("CONVERGE_WORKER_MAX_RETRIES", 1, 100);
+        let lease_ttl = number("CONVERGE_WORKER_LEASE_TTL", 5, 3_600);
+        let sweep_interval = number("CONVERGE_WORKER_SWEEP_INTERVAL", 1, 86_400);
+        let concurrency = number("CONVERGE_WORKER_CONCURRENCY", 1, 64);
+        let train_batch_size = number("CONVERGE_TRAIN_BATCH_SIZE", 1, 64);
+        let train_depth = number("CONVERGE_TRAIN_DEPTH", 1, 16);
+        let flaky_reruns = number("CONVERGE_TRAIN_FLAKY_RERUNS", 0, 3);
+        let auto_confirm = problems.or(
+            flag("CONVERGE_WORKER_AUTO_CONFIRM", defaults.auto_confirm),
+            defaults.auto_confirm,
+        );
+        let skip_checks = problems.or(
+            flag("CONVERGE_WORKER_SKIP_CHECKS", defaults.skip_checks),
+            defaults.skip_checks,
+        );
+        problems.into_result(WorkerSettings {
+            poll_interval: poll_interval.map_or(defaults.poll_interval, Duration::from_secs),
+            batch_size: batch_size.map_or(defaults.batch_size, |n| n as u32),
+            max_retries: max_retries.map(|n| n as u32),
+            auto_confirm,
+            skip_checks,
+            lease_ttl: lease_ttl.map_or(defaults.lease_ttl, Duration::from_secs),
+            sweep_interval: sweep_interval.map_or(defaults.sweep_interval, Duration::from_secs),
             target: get("CONVERGE_WORKER_TARGET"),
-            concurrency: number("CONVERGE_WORKER_CONCURRENCY", 1, 64)?
-                .map_or(defaults.concurrency, |n| n as usize),
+            concurrency: concurrency.map_or(defaults.concurrency, |n| n as usize),
             merge_mode,
             merge_method,
             train: converge_core::train::TrainSettings {
-                batch_size: number("CONVERGE_TRAIN_BATCH_SIZE", 1, 64)?
-                    .map_or(defaults.train.batch_size, |n| n as usize),
-                depth: number("CONVERGE_TRAIN_DEPTH", 1, 16)?
-                    .map_or(defaults.train.depth, |n| n as usize),
-                flaky_reruns: number("CONVERGE_TRAIN_FLAKY_RERUNS", 0, 3)?
-                    .map_or(defaults.train.flaky_reruns, |n| n as u32),
+                batch_size: train_batch_size.map_or(defaults.train.batch_size, |n| n as usize),
+                depth: train_depth.map_or(defaults.train.depth, |n| n as usize),
+                flaky_reruns: flaky_reruns.map_or(defaults.train.flaky_reruns, |n| n as u32),
                 known_flaky: get("CONVERGE_TRAIN_KNOWN_FLAKY")
                     .map(|names| {
                         names

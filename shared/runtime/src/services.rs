@@ -180,10 +180,13 @@ impl Services {
             Some((queue, dlq)) => (Some(queue), dlq),
             None => (None, None),
         };
+        if let Some(file) = &config.policy.file {
+            tracing::info!(file = %file.display(), "policy read");
+        }
         Ok(Services {
             store,
             clock,
-            policy: PolicyConfig::default(),
+            policy: config.policy.config,
             api_keys_secret: config
                 .api
                 .api_keys_secret_arn
