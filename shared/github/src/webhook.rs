@@ -757,9 +757,10 @@ mod manifest {
     use super::*;
 
     /// Events `translate` acts on (everything else is acknowledged as ignored).
-    const HANDLED: [&str; 6] = [
+    const HANDLED: [&str; 7] = [
         "pull_request",
         "pull_request_review",
+        "issue_comment",
         "push",
         "check_suite",
         "check_run",
@@ -803,6 +804,10 @@ mod manifest {
             permissions["pull_requests"], "read",
             "Converge never writes pull requests"
         );
-        assert_eq!(permissions.as_object().map(|p| p.len()), Some(6));
+        assert_eq!(
+            permissions["issues"], "write",
+            "an @converge command is answered with a reaction and a reply on the conversation"
+        );
+        assert_eq!(permissions.as_object().map(|p| p.len()), Some(7));
     }
 }
