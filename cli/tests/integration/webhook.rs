@@ -130,6 +130,22 @@ fn pull_request(action: &str, head: &str, labels: &[&str], merged: bool) -> Valu
     })
 }
 
+/// An intent's commit links (`GET /v1/intents/{id}`), as (sha, role), in the order seen.
+fn links_of(intent: &Value) -> Vec<(String, String)> {
+    intent["commit_links"]
+        .as_array()
+        .map(|links| {
+            links
+                .iter()
+                .map(|l| {
+                    let text = |field: &str| l[field].as_str().unwrap_or_default().to_owned();
+                    (text("sha"), text("role"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn event_count(events: &Value, event_type: &str) -> usize {
     events["events"]
         .as_array()
@@ -301,6 +317,12 @@ async fn pull_request_events_drive_the_intent_and_copies_change_it_once() {
         assert_eq!(intent["technical"]["installation_id"], 77);
         let events = hook.api(&format!("/v1/intents/{id}/events")).await;
         assert_eq!(event_count(&events, "intent.created"), 1, "{events}");
+        // Its head is linked to it, and the link announced (as the original).
+        assert_eq!(
+            links_of(&intent),
+            vec![("aaa111".to_owned(), "head".to_owned())]
+        );
+        assert_eq!(event_count(&events, "intent.linked.commit"), 1, "{events}");
 
         // A replay later is a duplicate too.
         let (status, answer) = hook.send("pull_request", "delivery-open", &opened).await;
@@ -322,8 +344,8 @@ async fn pull_request_events_drive_the_intent_and_copies_change_it_once() {
         let events = hook.api(&format!("/v1/intents/{id}/events")).await;
         assert_eq!(
             events["events"].as_array().map(Vec::len),
-            Some(1),
-            "only intent.created: {events}"
+            Some(2),
+            "only intent.created and intent.linked.commit: {events}"
         );
 
         // A label raises the priority; a new head starts the intent afresh.
@@ -380,12 +402,116 @@ async fn pull_request_events_drive_the_intent_and_copies_change_it_once() {
             Some(json!("feedface")),
             "{events}"
         );
+        // Each head it had and the merge commit are linked to it.
+        assert_eq!(
+            links_of(&intent),
+            vec![
+                ("aaa111".to_owned(), "head".to_owned()),
+                ("bbb222".to_owned(), "head".to_owned()),
+                ("feedface".to_owned(), "merge".to_owned())
+            ]
+        );
 
         // Events Converge does not act on are acknowledged.
         let (status, answer) = hook
             .send("star", "delivery-star", &json!({"action": "created"}))
             .await;
         assert_eq!((status, answer["ignored"].clone()), (202, json!("star")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_a_branch_sends_its_validated_intents_back_to_ready_at_the_new_head() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    for database in databases(dir.path()).await {
+        let server = serve(
+            dir.path(),
+            &database,
+            &[
+                ("CONVERGE_GITHUB_WEBHOOK_SECRET", SECRET),
+                ("CONVERGE_RATE_LIMIT_RPM", "10000"),
+            ],
+        );
+        let hook = Hook {
+            client: &client,
+            server: &server,
+        };
+        let id = "acme%2Fapp:pr-12";
+        let opened = pull_request("opened", "aaa111", &[], false);
+        hook.send("pull_request", "push-open", &opened).await;
+        // A pull request of another repository, from a branch of the same name.
+        let mut elsewhere = opened.clone();
+        elsewhere["repository"]["full_name"] = json!("acme/web");
+        hook.send("pull_request", "push-open-web", &elsewhere).await;
+        // Validated (set by an operator here: no worker runs in this test).
+        let reset = client
+            .post(server.url("/v1/queue/reset"))
+            .header("x-api-key", KEY)
+            .json(&json!({"intent_id": "acme/app:pr-12", "set_status": "VALIDATED"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reset.status().as_u16(), 200);
+        assert_eq!(
+            hook.api(&format!("/v1/intents/{id}")).await["status"],
+            "VALIDATED"
+        );
+
+        let push = |name: &str, after: &str| json!({"ref": name, "after": after, "repository": {"full_name": "acme/app"}});
+        let (status, answer) = hook
+            .send("push", "push-1", &push("refs/heads/faster-login", "ccc333"))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["revalidated"], json!(["acme/app:pr-12"]), "{answer}");
+        let intent = hook.api(&format!("/v1/intents/{id}")).await;
+        assert_eq!(
+            (
+                &intent["status"],
+                &intent["technical"]["initial_base_commit"]
+            ),
+            (&json!("READY"), &json!("ccc333")),
+            "{intent}"
+        );
+        assert!(
+            links_of(&intent).contains(&("ccc333".to_owned(), "head".to_owned())),
+            "{intent}"
+        );
+        let events = hook.api(&format!("/v1/intents/{id}/events")).await;
+        let requeued: Vec<&Value> = events["events"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter(|e| e["event_type"] == "intent.requeued")
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(requeued.len(), 1, "{events}");
+        assert_eq!(
+            requeued[0]["payload"],
+            json!({"trigger": "push_revalidation", "branch": "faster-login", "new_head_sha": "ccc333"})
+        );
+
+        // The same head pushed again, another branch, a tag: nothing to revalidate.
+        for (delivery, name, after) in [
+            ("push-2", "refs/heads/faster-login", "ccc333"),
+            ("push-3", "refs/heads/other", "ddd444"),
+        ] {
+            let (_, answer) = hook.send("push", delivery, &push(name, after)).await;
+            assert_eq!(answer["revalidated"], json!([]), "{answer}");
+        }
+        let (_, answer) = hook
+            .send("push", "push-4", &push("refs/tags/v1", "eee555"))
+            .await;
+        assert_eq!(answer["result"], "ignored", "{answer}");
+        let events = hook.api(&format!("/v1/intents/{id}/events")).await;
+        assert_eq!(event_count(&events, "intent.requeued"), 1, "{events}");
+        // The other repository's pull request kept its head.
+        let other = hook.api("/v1/intents/acme%2Fweb:pr-12").await;
+        assert_eq!(
+            other["technical"]["initial_base_commit"], "aaa111",
+            "{other}"
+        );
     }
 }
 

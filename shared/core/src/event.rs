@@ -315,6 +315,11 @@ impl<'a> EventFactory<'a> {
         &self.trace_id
     }
 
+    /// The time now, by the clock the events take theirs from.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
     /// A new event of `event_type`, about `intent_id` (if any) in `tenant_id` (if any).
     pub fn event(
         &self,

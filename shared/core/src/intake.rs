@@ -13,6 +13,12 @@
 //!   priority) is ignored, so a redelivered or repeated notification writes nothing.
 //! - Closed: merged → MERGED with the merge commit; otherwise REJECTED.
 //! - Labels set the priority (see [`priority_from_labels`]) without resetting anything else.
+//! - A push to the branch of READY or VALIDATED intents makes their validation stale
+//!   ([`revalidation_after_push`]): READY again at the pushed head (QUEUED ones are revalidated
+//!   by their round, which reads where the head is).
+//! - The commits the host ties to an intent (its head when proposed or pushed, the merge commit
+//!   when merged, a merge group's head) are recorded as [`LinkedCommit`]s, each announced by an
+//!   `intent.linked.commit` event except a pushed head (as the original).
 
 use serde_json::{Value, json};
 
@@ -86,15 +92,39 @@ pub enum Change {
     },
 }
 
+/// A commit the code host ties to an intent, kept beside the intent (the store's commit links).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedCommit {
+    /// The repository (`owner/name`; empty when the intent names none).
+    pub repo: String,
+    /// The commit.
+    pub sha: String,
+    /// `head` (what the intent proposes) or `merge` (what merged it).
+    pub role: &'static str,
+}
+
+impl LinkedCommit {
+    /// The commit as `intent.linked.commit` records it, with what tied it (`trigger`).
+    fn event(&self, trigger: &str) -> (EventType, Value) {
+        (
+            EventType::IntentLinkedCommit,
+            json!({"repo": self.repo, "sha": self.sha, "role": self.role, "trigger": trigger}),
+        )
+    }
+}
+
 /// What a change does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Append these events (type and payload), in order, about the intent.
+    /// Append these events (type and payload), in order, about the intent, and keep its
+    /// linked commits.
     Events {
         /// The intent concerned.
         intent_id: String,
         /// The events.
         events: Vec<(EventType, Value)>,
+        /// Commits tied to the intent by the change.
+        links: Vec<LinkedCommit>,
     },
     /// Nothing to do, and why.
     Ignored {
@@ -114,6 +144,19 @@ pub fn effect(current: Option<&Intent>, change: &Change) -> Effect {
     let events = |intent_id: &str, events: Vec<(EventType, Value)>| Effect::Events {
         intent_id: intent_id.to_owned(),
         events,
+        links: Vec::new(),
+    };
+    // The events, with each link announced after them.
+    let linked = |intent_id: &str,
+                  mut events: Vec<(EventType, Value)>,
+                  links: Vec<LinkedCommit>,
+                  trigger: &str| {
+        events.extend(links.iter().map(|link| link.event(trigger)));
+        Effect::Events {
+            intent_id: intent_id.to_owned(),
+            events,
+            links,
+        }
     };
     match change {
         Change::Proposed { intent, trigger } => {
@@ -132,7 +175,20 @@ pub fn effect(current: Option<&Intent>, change: &Change) -> Effect {
                     if let Value::Object(map) = &mut payload {
                         map.insert("trigger".into(), json!(trigger));
                     }
-                    events(id, vec![(EventType::IntentCreated, payload)])
+                    // A head already linked (a draft marked ready, say) is not linked again.
+                    let new_head = intent
+                        .head_sha()
+                        .filter(|head| current.and_then(Intent::head_sha) != Some(*head));
+                    let links = new_head
+                        .map(|head| head_link(intent, head))
+                        .into_iter()
+                        .collect();
+                    linked(
+                        id,
+                        vec![(EventType::IntentCreated, payload)],
+                        links,
+                        "pr_opened",
+                    )
                 }
             }
         }
@@ -141,12 +197,18 @@ pub fn effect(current: Option<&Intent>, change: &Change) -> Effect {
                 &intent.id,
                 format!("merge group already known ({})", existing.status),
             ),
-            None => events(
+            None => linked(
                 &intent.id,
                 vec![(
                     EventType::MergeGroupChecksRequested,
                     serde_json::to_value(intent).unwrap_or(Value::Null),
                 )],
+                intent
+                    .head_sha()
+                    .map(|head| head_link(intent, head))
+                    .into_iter()
+                    .collect(),
+                "merge_group",
             ),
         },
         Change::Closed {
@@ -159,13 +221,22 @@ pub fn effect(current: Option<&Intent>, change: &Change) -> Effect {
             Some(existing) if existing.status.is_terminal() => {
                 ignored(intent_id, format!("already {}", existing.status))
             }
-            Some(existing) if *merged => events(
+            Some(existing) if *merged => linked(
                 intent_id,
                 vec![(
                     EventType::IntentMerged,
                     json!({"merged_commit": merge_commit, "source": existing.source,
                            "target": existing.target, "trigger": trigger}),
                 )],
+                merge_commit
+                    .iter()
+                    .map(|sha| LinkedCommit {
+                        repo: existing.repo().unwrap_or_default().to_owned(),
+                        sha: sha.clone(),
+                        role: "merge",
+                    })
+                    .collect(),
+                "pr_merged",
             ),
             Some(existing) => events(
                 intent_id,
@@ -234,6 +305,45 @@ pub fn effect(current: Option<&Intent>, change: &Change) -> Effect {
     }
 }
 
+/// `head` of `intent` as a linked commit.
+fn head_link(intent: &Intent, head: &str) -> LinkedCommit {
+    LinkedCommit {
+        repo: intent.repo().unwrap_or_default().to_owned(),
+        sha: head.to_owned(),
+        role: "head",
+    }
+}
+
+/// What a push of `new_head` to `branch` of `repo` does to `intent`: a READY or VALIDATED
+/// intent of that branch (and of that repository, or of none) goes back to READY at the new
+/// head, its validation stale (`intent.requeued`, trigger `push_revalidation`), with the head
+/// linked (silently, as the original). `None`: the push does not concern it, or it is already
+/// READY at that head (a pull request's own notice of the push came first).
+pub fn revalidation_after_push(
+    intent: &Intent,
+    repo: &str,
+    branch: &str,
+    new_head: &str,
+) -> Option<Effect> {
+    use crate::Status;
+    let concerned = matches!(intent.status, Status::Ready | Status::Validated)
+        && intent.source == branch
+        && intent.repo().is_none_or(|r| r.is_empty() || r == repo);
+    let unchanged = intent.status == Status::Ready && intent.head_sha() == Some(new_head);
+    (concerned && !unchanged).then(|| Effect::Events {
+        intent_id: intent.id.clone(),
+        events: vec![(
+            EventType::IntentRequeued,
+            json!({"trigger": "push_revalidation", "branch": branch, "new_head_sha": new_head}),
+        )],
+        links: vec![LinkedCommit {
+            repo: repo.to_owned(),
+            sha: new_head.to_owned(),
+            role: "head",
+        }],
+    })
+}
+
 /// Whether a proposal describes what the intent already is, for everything the queue uses.
 fn same_proposal(existing: &Intent, proposed: &Intent) -> bool {
     existing.source == proposed.source
@@ -272,7 +382,10 @@ mod tests {
 
     /// Applies an effect's events to `current` through the projection.
     fn fold(current: Option<&Intent>, effect: &Effect) -> Option<Intent> {
-        let Effect::Events { intent_id, events } = effect else {
+        let Effect::Events {
+            intent_id, events, ..
+        } = effect
+        else {
             return current.cloned();
         };
         let mut row = current.cloned();
@@ -365,6 +478,101 @@ mod tests {
             effect(None, &close(false)),
             Effect::Ignored { .. }
         ));
+    }
+
+    /// The links of an effect, as (sha, role), and the triggers of its link events.
+    fn links_of(effect: &Effect) -> (Vec<(String, &'static str)>, Vec<Value>) {
+        let Effect::Events { events, links, .. } = effect else {
+            return (Vec::new(), Vec::new());
+        };
+        let triggers = events
+            .iter()
+            .filter(|(t, _)| *t == EventType::IntentLinkedCommit)
+            .map(|(_, p)| p["trigger"].clone())
+            .collect();
+        (
+            links.iter().map(|l| (l.sha.clone(), l.role)).collect(),
+            triggers,
+        )
+    }
+
+    #[test]
+    fn a_proposed_head_is_linked_once_and_a_merge_links_its_commit() {
+        let mut opened = pr("aaa");
+        opened.technical.insert("repo".into(), json!("acme/app"));
+        let first = effect(None, &proposed(&opened));
+        assert_eq!(
+            links_of(&first),
+            (vec![("aaa".to_owned(), "head")], vec![json!("pr_opened")])
+        );
+        let Effect::Events { links, .. } = &first else {
+            panic!("events")
+        };
+        assert_eq!(links[0].repo, "acme/app");
+        // Marked draft: created again, the head unchanged and not linked again.
+        let current = fold(None, &first).unwrap_or_else(|| panic!("an intent"));
+        let mut draft = opened.clone();
+        draft.technical.insert("draft".into(), json!(true));
+        assert_eq!(
+            links_of(&effect(Some(&current), &proposed(&draft))),
+            (vec![], vec![])
+        );
+        // Merged by the host with a merge commit: linked as the merge.
+        let close = Change::Closed {
+            intent_id: opened.id.clone(),
+            merged: true,
+            merge_commit: Some("m1".into()),
+            trigger: "pull_request.closed".into(),
+        };
+        let closed = effect(Some(&current), &close);
+        assert_eq!(
+            links_of(&closed),
+            (vec![("m1".to_owned(), "merge")], vec![json!("pr_merged")])
+        );
+        // The link event changes nothing of the intent.
+        assert_eq!(
+            fold(Some(&current), &closed).map(|i| i.status),
+            Some(Status::Merged)
+        );
+    }
+
+    #[test]
+    fn a_push_makes_ready_or_validated_intents_of_its_branch_ready_at_the_new_head() {
+        let mut validated = pr("aaa");
+        validated.status = Status::Validated;
+        validated.technical.insert("repo".into(), json!("acme/app"));
+        let pushed = revalidation_after_push(&validated, "acme/app", "feature", "bbb")
+            .unwrap_or_else(|| panic!("the push concerns it"));
+        let Effect::Events { events, links, .. } = &pushed else {
+            panic!("events")
+        };
+        assert_eq!(
+            events[0].1,
+            json!({"trigger": "push_revalidation", "branch": "feature", "new_head_sha": "bbb"})
+        );
+        assert_eq!(
+            (links[0].sha.as_str(), links[0].role, links[0].repo.as_str()),
+            ("bbb", "head", "acme/app")
+        );
+        let ready = fold(Some(&validated), &pushed).unwrap_or_else(|| panic!("an intent"));
+        assert_eq!(
+            (ready.status, ready.head_sha()),
+            (Status::Ready, Some("bbb"))
+        );
+        // Already READY at that head: nothing more.
+        assert!(revalidation_after_push(&ready, "acme/app", "feature", "bbb").is_none());
+        // Another branch, another repository, or a queued or finished intent: untouched.
+        assert!(revalidation_after_push(&validated, "acme/app", "other", "bbb").is_none());
+        assert!(revalidation_after_push(&validated, "acme/web", "feature", "bbb").is_none());
+        for status in [Status::Queued, Status::Merged, Status::Rejected] {
+            let mut other = validated.clone();
+            other.status = status;
+            assert!(revalidation_after_push(&other, "acme/app", "feature", "bbb").is_none());
+        }
+        // An intent that names no repository is concerned by a push to any (as the original).
+        let mut anywhere = pr("aaa");
+        anywhere.status = Status::Validated;
+        assert!(revalidation_after_push(&anywhere, "acme/web", "feature", "bbb").is_some());
     }
 
     #[test]

@@ -213,6 +213,16 @@ pub fn apply(current: Option<&Intent>, event: &Event) -> Result<Option<Intent>, 
             }
         }
     }
+    // A push to the intent's branch (`intake::revalidation_after_push`) moves its head.
+    if event.event_type == EventType::IntentRequeued
+        && let Some(head) = event.payload.get("new_head_sha")
+    {
+        let head = head
+            .as_str()
+            .ok_or_else(|| payload_error("new_head_sha", format!("is not a commit: {head}")))?;
+        next.technical
+            .insert("initial_base_commit".into(), Value::String(head.to_owned()));
+    }
     Ok(Some(next))
 }
 

@@ -7,7 +7,7 @@
 //! | `pull_request` | `closed` | merged → MERGED with the merge commit, else REJECTED |
 //! | `pull_request` | `labeled`, `unlabeled` | the priority its labels ask for (`converge/priority-N`) |
 //! | `pull_request_review` | `submitted`, `dismissed` | the review, counted per reviewer (approvals, changes requested) |
-//! | `push` | branch pushes | wake the repository's queues (a target moved, or a source got a head) |
+//! | `push` | branch pushes | the branch's new head ([`Translation::Pushed`]): READY and VALIDATED intents of that branch are revalidated at it, and the repository's queues woken (a target moved, or a source got a head); a deleted branch only wakes them |
 //! | `check_suite`, `check_run` | `completed` | recorded on the intents whose head it is, which are judged again; on a commit no intent's head, wakes the queues whose tested candidate it is |
 //! | `issue_comment` | `created` | an `@converge` command on a pull request ([`Translation::Command`]) |
 //! | `merge_group` | `checks_requested`, `destroyed` | an intent for the group; or its rejection |
@@ -28,10 +28,20 @@ use serde_json::{Value, json};
 pub enum Translation {
     /// A change to one intent (boxed: an intent is large beside the other variants).
     Change(Box<Change>),
-    /// Work may be waiting in this repository's queues (a push, finished checks).
+    /// Work may be waiting in this repository's queues (a branch deleted).
     Wake {
         /// `owner/name`.
         repo: String,
+    },
+    /// A branch of this repository was pushed: the intents validated on it are stale, and
+    /// work may be waiting in the repository's queues (its target may have moved).
+    Pushed {
+        /// `owner/name`.
+        repo: String,
+        /// The branch (the ref without `refs/heads/`).
+        branch: String,
+        /// Its new head.
+        head: String,
     },
     /// CI finished a check run or suite on a commit: the intents whose head it is are judged
     /// again (and the result is recorded on them).
@@ -212,6 +222,10 @@ struct PullRequestReviewEvent {
 struct PushEvent {
     #[serde(rename = "ref")]
     name: String,
+    /// The ref's new commit (zeros when the ref was deleted).
+    after: String,
+    #[serde(default)]
+    deleted: bool,
     repository: Repository,
 }
 
@@ -349,10 +363,17 @@ pub fn translate(
         }
         "push" => {
             let delivery: PushEvent = parse(event, body)?;
-            if delivery.name.strip_prefix("refs/heads/").is_none() {
+            let Some(branch) = delivery.name.strip_prefix("refs/heads/") else {
                 return ignored(format!("not a branch push ({})", delivery.name));
+            };
+            if delivery.deleted {
+                return Ok(Translation::Wake {
+                    repo: delivery.repository.full_name,
+                });
             }
-            Ok(Translation::Wake {
+            Ok(Translation::Pushed {
+                branch: branch.to_owned(),
+                head: delivery.after,
                 repo: delivery.repository.full_name,
             })
         }
@@ -631,14 +652,23 @@ mod tests {
 
     #[test]
     fn pushes_and_check_results_wake_the_repository() {
-        let push = br#"{"ref":"refs/heads/main","repository":{"full_name":"acme/app"}}"#;
+        let push = br#"{"ref":"refs/heads/feature/x","after":"abc","repository":{"full_name":"acme/app"}}"#;
         assert_eq!(
             translate("push", push, context()),
+            Ok(Translation::Pushed {
+                repo: "acme/app".into(),
+                branch: "feature/x".into(),
+                head: "abc".into(),
+            })
+        );
+        let deleted = br#"{"ref":"refs/heads/feature/x","after":"0000000000000000000000000000000000000000","deleted":true,"repository":{"full_name":"acme/app"}}"#;
+        assert_eq!(
+            translate("push", deleted, context()),
             Ok(Translation::Wake {
                 repo: "acme/app".into()
             })
         );
-        let tag = br#"{"ref":"refs/tags/v1","repository":{"full_name":"acme/app"}}"#;
+        let tag = br#"{"ref":"refs/tags/v1","after":"abc","repository":{"full_name":"acme/app"}}"#;
         assert!(matches!(
             translate("push", tag, context()),
             Ok(Translation::Ignored { .. })

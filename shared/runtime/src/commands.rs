@@ -3,11 +3,13 @@
 //! queue messages the change calls for, and wakes the queue.
 
 use converge_core::event::EventFactory;
-use converge_core::intake::{Change, Effect, effect};
+use converge_core::intake::{Change, Effect, LinkedCommit, effect, revalidation_after_push};
 use converge_core::queue::QueueKey;
 use converge_core::{Event, EventType, Intent};
 use converge_github::webhook::Translation;
-use converge_store::{Commit, Delivery, Expected, OutboxMessage, StoreError, StoredIntent};
+use converge_store::{
+    Commit, CommitLink, Delivery, Expected, OutboxMessage, StoreError, StoredIntent,
+};
 use serde_json::{Value, json};
 
 use crate::queue_worker::{KeyOutcome, WorkerError, WorkerSettings, queue_message};
@@ -253,6 +255,9 @@ pub async fn record_delivery(
             let outcome = json!({"result": "queued", "queues": keys.len()});
             record_fact(services, plan, outcome).await
         }
+        Translation::Pushed { repo, branch, head } => {
+            record_push(services, received, delivery, repo, branch, head).await
+        }
         Translation::ChecksCompleted {
             repo,
             head_sha,
@@ -280,9 +285,10 @@ pub async fn record_delivery(
     }
 }
 
-/// Commits a delivery that records facts (a check's result on a commit, a wake-up, a fact
-/// about the installation, or nothing but itself): no concurrent change makes them untrue, so
-/// it expects nothing of what it read.
+/// Commits a delivery planned outside any lock: one that records facts (a check's result on a
+/// commit, a wake-up, a fact about the installation, or nothing but itself), which no
+/// concurrent change makes untrue, so its plan expects nothing of what it read; or a push, whose
+/// plan expects each intent it requeues at the version read (else `StoreError::Stale`).
 async fn record_fact(
     services: &Services,
     plan: DeliveryPlan<'_>,
@@ -299,6 +305,66 @@ async fn record_fact(
         Err(e) => already_delivered(e),
     }
 }
+
+/// Records a push of `head` to `branch` of `repo`: the READY and VALIDATED intents of the branch
+/// go back to READY at the new head (`core::intake::revalidation_after_push`), committed only
+/// while each is still at the version read (read again and decided again otherwise), and the
+/// repository's queues are woken.
+async fn record_push(
+    services: &Services,
+    received: &Value,
+    delivery: &Delivery,
+    repo: &str,
+    branch: &str,
+    head: &str,
+) -> Result<DeliveryResult, StoreError> {
+    let mut attempt = 1;
+    loop {
+        let mut plan = DeliveryPlan::new(services, delivery, received);
+        let mut keys: std::collections::BTreeSet<QueueKey> = repository_queues(services, repo)
+            .await?
+            .into_iter()
+            .collect();
+        let mut revalidated = Vec::new();
+        for stored in services
+            .store
+            .validations_on_branch(repo, branch, INTENTS_ON_ONE_BRANCH)
+            .await?
+        {
+            let intent = &stored.intent;
+            let Some(Effect::Events { events, links, .. }) =
+                revalidation_after_push(intent, repo, branch, head)
+            else {
+                continue;
+            };
+            for (event_type, payload) in events {
+                plan.push(
+                    event_type,
+                    Some((&intent.id, intent.tenant_id.as_deref())),
+                    payload,
+                );
+            }
+            plan.link(&intent.id, &links);
+            plan.commit.expect.push(Expected {
+                intent_id: intent.id.clone(),
+                version: stored.version,
+            });
+            keys.insert(QueueKey::for_intent(intent));
+            revalidated.push(intent.id.clone());
+        }
+        plan.commit.outbox.extend(keys.iter().map(queue_message));
+        let outcome = json!({"result": "queued", "queues": keys.len(), "revalidated": revalidated});
+        match record_fact(services, plan, outcome).await {
+            // An intent changed since it was read: read them again and decide again.
+            Err(StoreError::Stale { .. }) if attempt < CREATED_MEANWHILE_ATTEMPTS => attempt += 1,
+            recorded => return recorded,
+        }
+    }
+}
+
+/// The most intents of one branch a push revalidates (the rest are revalidated by their rounds,
+/// which read where the head is).
+const INTENTS_ON_ONE_BRANCH: u32 = 500;
 
 /// Plans a delivery about one intent from its row read under its lock (`plan` answers what to
 /// reply, or why it will not plan yet: then nothing is written) and commits the plan in the same
@@ -405,6 +471,20 @@ impl<'a> DeliveryPlan<'a> {
         self.commit.events.push(event);
     }
 
+    /// Keeps `links` as the commit links of `intent_id`, seen now.
+    fn link(&mut self, intent_id: &str, links: &[LinkedCommit]) {
+        let observed_at = self.factory.now();
+        self.commit
+            .commit_links
+            .extend(links.iter().map(|link| CommitLink {
+                intent_id: intent_id.to_owned(),
+                repo: link.repo.clone(),
+                sha: link.sha.clone(),
+                role: link.role.to_owned(),
+                observed_at,
+            }));
+    }
+
     /// The commit, `webhook.received` first.
     fn finish(mut self) -> Commit {
         let received = self.event(EventType::WebhookReceived, None, self.received.clone());
@@ -425,13 +505,18 @@ fn plan_change(
         Effect::Ignored { intent_id, reason } => {
             json!({"intent_id": intent_id, "result": "ignored", "reason": reason})
         }
-        Effect::Events { intent_id, events } => {
+        Effect::Events {
+            intent_id,
+            events,
+            links,
+        } => {
             // The queue the intent is in after the change (a new target moves it).
             let subject = proposed.or(current);
             let tenant = subject.and_then(|i| i.tenant_id.as_deref());
             for (event_type, payload) in events {
                 plan.push(event_type, Some((&intent_id, tenant)), payload);
             }
+            plan.link(&intent_id, &links);
             if let Some(subject) = subject {
                 plan.commit
                     .outbox

@@ -719,6 +719,9 @@ forward! {
     fn queue_intents(&self, key: &converge_core::queue::QueueKey, after: Option<&IntentCursor>, limit: u32) -> Vec<converge_core::Intent>;
     /// The actionable intents of a repository whose head is a commit (any tenant or target).
     fn actionable_at_head(&self, repo: &str, head_sha: &str, limit: u32) -> Vec<converge_core::Intent>;
+    /// The READY and VALIDATED intents of a branch (of a repository, or of none), with their
+    /// versions: what a push to it makes stale.
+    fn validations_on_branch(&self, repo: &str, branch: &str, limit: u32) -> Vec<StoredIntent>;
     /// An intent's latest decisions and latest reported check.
     fn decision_trail(&self, intent_id: &str, limit: u32) -> DecisionTrail;
     /// The decision trails of several intents in one query, in the order given.

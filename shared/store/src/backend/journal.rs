@@ -389,6 +389,23 @@ macro_rules! journal_operations {
                 $crate::intent_json::decode_page(page.as_deref().unwrap_or("[]"), parse_json_ts)
             }
 
+            /// The READY and VALIDATED intents whose source is `branch` of `repo` (or of no
+            /// repository: one that names none is taken for any), any tenant, in queue order,
+            /// at most `limit`, with their rows' versions: those a push to the branch makes
+            /// stale (`converge_core::intake::revalidation_after_push`).
+            pub async fn validations_on_branch(&self, repo: &str, branch: &str, limit: u32) -> Result<Vec<$crate::StoredIntent>, $crate::StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT * FROM intents WHERE status IN ('READY', 'VALIDATED') AND source = $1 ",
+                    "AND ", $repo_of_intent, " IN ('', $2) ORDER BY priority, created_at, id LIMIT $3"
+                ))
+                .bind(branch)
+                .bind(repo)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(stored_intent_from_row).collect()
+            }
+
             /// An intent's latest decisions (`intent.validated`, `intent.blocked`), newest
             /// first, and the sequence number of its latest `check.reported` event.
             pub async fn decision_trail(&self, intent_id: &str, limit: u32) -> Result<$crate::DecisionTrail, $crate::StoreError> {
