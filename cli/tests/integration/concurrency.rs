@@ -287,6 +287,78 @@ async fn sixty_concurrent_label_changes_of_one_pull_request_all_land_in_order() 
     }
 }
 
+/// Ten copies of one push (each its own delivery) racing sixty label changes of the pushed pull
+/// request: the push sends the validated intent back to READY at the new head exactly once (each
+/// push commits only while the intent is at the version it read, and decides again otherwise),
+/// every delivery lands, and the label changes still chain in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_pushes_racing_sixty_label_changes_requeue_the_intent_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for database in databases(dir.path()).await {
+        let server = serve(dir.path(), &database);
+        let client = reqwest::Client::new();
+        let (status, _) = send_answered(pull_request_delivery(
+            &client,
+            &server,
+            &opened(0),
+            "push-race-open".to_owned(),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(status, 202, "{database:?}");
+        let validate = json!({"intent_id": RACED_PR, "set_status": "VALIDATED"});
+        let validated = send_answered(post_json(&client, &server, "/v1/queue/reset", &validate));
+        assert_eq!(validated.await.unwrap().0, 200, "{database:?}");
+
+        let push = json!({"ref": "refs/heads/race", "after": "e5f6a7b8",
+                          "repository": {"full_name": "acme/race"}});
+        let mut tasks = Vec::new();
+        for n in 0..60 {
+            let mut event = opened(n);
+            event["action"] = json!("labeled");
+            let label = format!("converge/priority-{}", n % 3 + 1);
+            event["pull_request"]["labels"] = json!([{ "name": label }]);
+            let delivery = format!("push-race-label-{n}");
+            tasks.push(send_answered(pull_request_delivery(
+                &client, &server, &event, delivery,
+            )));
+            if n % 6 == 0 {
+                let delivery = format!("push-race-push-{n}");
+                tasks.push(send_answered(github_delivery(
+                    &client, &server, "push", &push, delivery,
+                )));
+            }
+        }
+        let answers = all(tasks).await;
+        let (pushes, labels): (Vec<_>, Vec<_>) = answers
+            .into_iter()
+            .partition(|(_, body)| body.get("revalidated").is_some());
+        assert_eq!(pushes.len(), 10, "{database:?}: {pushes:?}");
+        assert!(
+            pushes.iter().all(|(status, _)| *status == 202),
+            "{database:?}: {pushes:?}"
+        );
+        let requeued = events_of(&client, &server, Some(RACED_PR), "intent.requeued").await;
+        assert_eq!(requeued.len(), 1, "{database:?}: {requeued:?}");
+        let revalidating: Vec<&(u16, Value)> = pushes
+            .iter()
+            .filter(|(_, body)| body["revalidated"] == json!([RACED_PR]))
+            .collect();
+        assert_eq!(revalidating.len(), 1, "{database:?}: {pushes:?}");
+        let intent = get_json(&client, &server, "/v1/intents/acme%2Frace:pr-31").await;
+        assert_eq!(
+            (
+                &intent["status"],
+                &intent["technical"]["initial_base_commit"]
+            ),
+            (&json!("READY"), &json!("e5f6a7b8")),
+            "{database:?}: {intent}"
+        );
+        let expected = (202, "result");
+        assert_changes_chain(&client, &server, &database, RACED_PR, expected, &labels).await;
+    }
+}
+
 /// Sixty priority commands for one intent through the API at once: each is decided from the
 /// intent as the one before left it (under its lock), so every one is answered 200, none 409
 /// for a concurrent change, and the recorded changes chain from one priority to the next.

@@ -285,10 +285,9 @@ pub async fn record_delivery(
     }
 }
 
-/// Commits a delivery planned outside any lock: one that records facts (a check's result on a
-/// commit, a wake-up, a fact about the installation, or nothing but itself), which no
-/// concurrent change makes untrue, so its plan expects nothing of what it read; or a push, whose
-/// plan expects each intent it requeues at the version read (else `StoreError::Stale`).
+/// Commits a delivery that records facts (a check's result on a commit, a wake-up, a fact
+/// about the installation, or nothing but itself): no concurrent change makes them untrue, so
+/// it expects nothing of what it read.
 async fn record_fact(
     services: &Services,
     plan: DeliveryPlan<'_>,
@@ -306,10 +305,10 @@ async fn record_fact(
     }
 }
 
-/// Records a push of `head` to `branch` of `repo`: the READY and VALIDATED intents of the branch
-/// go back to READY at the new head (`core::intake::revalidation_after_push`), committed only
-/// while each is still at the version read (read again and decided again otherwise), and the
-/// repository's queues are woken.
+/// Records a push of `head` to `branch` of `repo`: the READY and VALIDATED intents of the
+/// branch go back to READY at the new head (`core::intake::revalidation_after_push`), decided
+/// from their rows read under their locks in the delivery's transaction, and the repository's
+/// queues are woken.
 async fn record_push(
     services: &Services,
     received: &Value,
@@ -318,47 +317,49 @@ async fn record_push(
     branch: &str,
     head: &str,
 ) -> Result<DeliveryResult, StoreError> {
-    let mut attempt = 1;
-    loop {
-        let mut plan = DeliveryPlan::new(services, delivery, received);
-        let mut keys: std::collections::BTreeSet<QueueKey> = repository_queues(services, repo)
-            .await?
-            .into_iter()
-            .collect();
-        let mut revalidated = Vec::new();
-        for stored in services
-            .store
-            .validations_on_branch(repo, branch, INTENTS_ON_ONE_BRANCH)
-            .await?
-        {
-            let intent = &stored.intent;
-            let Some(Effect::Events { events, links, .. }) =
-                revalidation_after_push(intent, repo, branch, head)
-            else {
-                continue;
-            };
-            for (event_type, payload) in events {
-                plan.push(
-                    event_type,
-                    Some((&intent.id, intent.tenant_id.as_deref())),
-                    payload,
-                );
+    // Read before: a queue woken needlessly, or one created meanwhile and not woken, is
+    // harmless (its intents' own commits wake it).
+    let repository_keys = repository_queues(services, repo).await?;
+    let decided = services
+        .store
+        .decide_on_branch(repo, branch, INTENTS_ON_ONE_BRANCH, |on_branch| {
+            let mut plan = DeliveryPlan::new(services, delivery, received);
+            let mut keys: std::collections::BTreeSet<QueueKey> =
+                repository_keys.iter().cloned().collect();
+            let mut revalidated = Vec::new();
+            for stored in on_branch {
+                let intent = &stored.intent;
+                let Some(Effect::Events { events, links, .. }) =
+                    revalidation_after_push(intent, repo, branch, head)
+                else {
+                    continue;
+                };
+                for (event_type, payload) in events {
+                    let about = Some((intent.id.as_str(), intent.tenant_id.as_deref()));
+                    plan.push(event_type, about, payload);
+                }
+                plan.link(&intent.id, &links);
+                plan.commit.expect.push(Expected {
+                    intent_id: intent.id.clone(),
+                    version: stored.version,
+                });
+                keys.insert(QueueKey::for_intent(intent));
+                revalidated.push(intent.id.clone());
             }
-            plan.link(&intent.id, &links);
-            plan.commit.expect.push(Expected {
-                intent_id: intent.id.clone(),
-                version: stored.version,
-            });
-            keys.insert(QueueKey::for_intent(intent));
-            revalidated.push(intent.id.clone());
+            plan.commit.outbox.extend(keys.iter().map(queue_message));
+            let outcome =
+                json!({"result": "queued", "queues": keys.len(), "revalidated": revalidated});
+            (Some(plan.finish()), (outcome, !keys.is_empty()))
+        })
+        .await;
+    match decided {
+        Ok((outcome, queued)) => {
+            if queued {
+                services.queue_work_committed().await;
+            }
+            Ok(DeliveryResult::Recorded(outcome))
         }
-        plan.commit.outbox.extend(keys.iter().map(queue_message));
-        let outcome = json!({"result": "queued", "queues": keys.len(), "revalidated": revalidated});
-        match record_fact(services, plan, outcome).await {
-            // An intent changed since it was read: read them again and decide again.
-            Err(StoreError::Stale { .. }) if attempt < CREATED_MEANWHILE_ATTEMPTS => attempt += 1,
-            recorded => return recorded,
-        }
+        Err(e) => already_delivered(e),
     }
 }
 

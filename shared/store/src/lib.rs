@@ -676,6 +676,25 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Reads the READY and VALIDATED intents of `branch` (of `repo`, or of no repository) under
+    /// their write locks, lets `decide` plan a commit from them, and commits the plan in the
+    /// same transaction (what a push to the branch makes stale, decided from rows that cannot
+    /// change meanwhile). `decide` must be quick: writers wait on it.
+    pub async fn decide_on_branch<T>(
+        &self,
+        repo: &str,
+        branch: &str,
+        limit: u32,
+        decide: impl FnOnce(&[StoredIntent]) -> (Option<Commit>, T),
+    ) -> Result<T, StoreError> {
+        match self {
+            Store::Postgres(s) => s.decide_on_branch(repo, branch, limit, decide).await,
+            Store::Sqlite(s) => s.decide_on_branch(repo, branch, limit, decide).await,
+        }
+    }
+}
+
 macro_rules! forward {
     ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
         impl Store {
@@ -719,9 +738,6 @@ forward! {
     fn queue_intents(&self, key: &converge_core::queue::QueueKey, after: Option<&IntentCursor>, limit: u32) -> Vec<converge_core::Intent>;
     /// The actionable intents of a repository whose head is a commit (any tenant or target).
     fn actionable_at_head(&self, repo: &str, head_sha: &str, limit: u32) -> Vec<converge_core::Intent>;
-    /// The READY and VALIDATED intents of a branch (of a repository, or of none), with their
-    /// versions: what a push to it makes stale.
-    fn validations_on_branch(&self, repo: &str, branch: &str, limit: u32) -> Vec<StoredIntent>;
     /// An intent's latest decisions and latest reported check.
     fn decision_trail(&self, intent_id: &str, limit: u32) -> DecisionTrail;
     /// The decision trails of several intents in one query, in the order given.

@@ -49,6 +49,47 @@ macro_rules! journal_operations {
                 Ok(decided)
             }
 
+            /// Reads the READY and VALIDATED intents whose source is `branch` of `repo` (or of
+            /// no repository: one that names none is taken for any), any tenant, at most
+            /// `limit`, under their write locks; lets `decide` plan a commit from them (those a
+            /// push to the branch makes stale: `converge_core::intake::revalidation_after_push`)
+            /// and commits the plan in the same transaction, so no change to them lands between
+            /// the read and the write. `decide` runs while writers wait: it must be quick. A plan
+            /// with a guard lease is refused; a plan of `None` writes nothing.
+            pub async fn decide_on_branch<T>(
+                &self,
+                repo: &str,
+                branch: &str,
+                limit: u32,
+                decide: impl FnOnce(&[$crate::StoredIntent]) -> (Option<$crate::Commit>, T),
+            ) -> Result<T, $crate::StoreError> {
+                let mut tx = begin_write(self).await?;
+                // Locked in id order, the order commits lock intents in.
+                let rows = sqlx::query(concat!(
+                    "SELECT * FROM intents WHERE status IN ('READY', 'VALIDATED') AND source = $1 ",
+                    "AND ", $repo_of_intent, " IN ('', $2) ORDER BY id LIMIT $3", $lock
+                ))
+                .bind(branch)
+                .bind(repo)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                let stored = rows.iter().map(stored_intent_from_row).collect::<Result<Vec<_>, _>>()?;
+                let (commit, decided) = decide(&stored);
+                let Some(commit) = commit else {
+                    tx.commit().await?;
+                    return Ok(decided);
+                };
+                if commit.guard.is_some() {
+                    return Err($crate::StoreError::Config(
+                        "a commit decided under intents' locks cannot carry a lease guard (the lease is locked first)".to_owned(),
+                    ));
+                }
+                self.write_commit(&mut tx, &commit, None).await?;
+                tx.commit().await?;
+                Ok(decided)
+            }
+
             /// The statements of a commit, in its transaction; `read`: an intent's row already
             /// read under its lock in this transaction.
             async fn write_commit<'a>(
@@ -387,23 +428,6 @@ macro_rules! journal_operations {
                 .fetch_one(&self.pool)
                 .await?;
                 $crate::intent_json::decode_page(page.as_deref().unwrap_or("[]"), parse_json_ts)
-            }
-
-            /// The READY and VALIDATED intents whose source is `branch` of `repo` (or of no
-            /// repository: one that names none is taken for any), any tenant, in queue order,
-            /// at most `limit`, with their rows' versions: those a push to the branch makes
-            /// stale (`converge_core::intake::revalidation_after_push`).
-            pub async fn validations_on_branch(&self, repo: &str, branch: &str, limit: u32) -> Result<Vec<$crate::StoredIntent>, $crate::StoreError> {
-                let rows = sqlx::query(concat!(
-                    "SELECT * FROM intents WHERE status IN ('READY', 'VALIDATED') AND source = $1 ",
-                    "AND ", $repo_of_intent, " IN ('', $2) ORDER BY priority, created_at, id LIMIT $3"
-                ))
-                .bind(branch)
-                .bind(repo)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(stored_intent_from_row).collect()
             }
 
             /// An intent's latest decisions (`intent.validated`, `intent.blocked`), newest
