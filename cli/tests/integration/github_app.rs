@@ -169,6 +169,43 @@ async fn a_pull_request_goes_from_webhook_to_merge_through_the_github_app() {
         runs[0].history.last().map(String::as_str),
         Some("completed/success")
     );
+
+    // A second pull request waits for CI, then is closed on GitHub without merging: its
+    // Converge check run stops waiting and says so.
+    git(&repo, &["checkout", "-q", "-b", "second", "main"]);
+    commit_file(&repo, "docs/second.md", "# Second\n", "second");
+    git(&repo, &["checkout", "-q", "--detach"]);
+    let second = git(&repo, &["rev-parse", "second"]);
+    fake.open_pull("acme/app", 6, "second", "main");
+    let mut pull = opened.clone();
+    pull["pull_request"]["number"] = json!(6);
+    pull["pull_request"]["head"] = json!({"ref": "second", "sha": second});
+    let (status, answer) = fake
+        .send_webhook(&hook, SECRET, "pull_request", "d-3", &pull)
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let last_state_of_second = || {
+        fake.check_runs()
+            .into_iter()
+            .find(|r| r.name == "Converge" && r.head_sha == second)
+            .and_then(|r| r.history.last().cloned())
+    };
+    assert!(
+        wait_for(|| last_state_of_second().is_some()).await,
+        "no Converge check run for the second pull request"
+    );
+    pull["action"] = json!("closed");
+    pull["pull_request"]["merged"] = json!(false);
+    let (status, answer) = fake
+        .send_webhook(&hook, SECRET, "pull_request", "d-4", &pull)
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let told = wait_for(|| last_state_of_second().as_deref() == Some("completed/failure")).await;
+    assert!(
+        told,
+        "the closed pull request's check run: {:?}",
+        fake.check_runs()
+    );
 }
 
 /// Polls `condition` for up to 20 s.

@@ -397,9 +397,21 @@ async fn pull_request_events_drive_the_intent_and_copies_change_it_once() {
             .as_array()
             .and_then(|l| l.iter().find(|e| e["event_type"] == "intent.merged"))
             .cloned();
+        // With the original's keys and trigger too.
+        let payload = merged.map(|e| e["payload"].clone()).unwrap_or_default();
         assert_eq!(
-            merged.map(|e| e["payload"]["merged_commit"].clone()),
-            Some(json!("feedface")),
+            (
+                &payload["merged_commit"],
+                &payload["merged"],
+                &payload["merge_commit_sha"],
+                &payload["trigger"]
+            ),
+            (
+                &json!("feedface"),
+                &json!(true),
+                &json!("feedface"),
+                &json!("github_pr_closed")
+            ),
             "{events}"
         );
         // Each head it had and the merge commit are linked to it.

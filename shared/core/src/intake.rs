@@ -225,7 +225,10 @@ pub fn effect(current: Option<&Intent>, change: &Change) -> Effect {
                 intent_id,
                 vec![(
                     EventType::IntentMerged,
-                    json!({"merged_commit": merge_commit, "source": existing.source,
+                    // `merged_commit` as every merge records it; `merged` and
+                    // `merge_commit_sha` as the original's webhook did.
+                    json!({"merged_commit": merge_commit, "merged": true,
+                           "merge_commit_sha": merge_commit, "source": existing.source,
                            "target": existing.target, "trigger": trigger}),
                 )],
                 merge_commit
@@ -242,7 +245,8 @@ pub fn effect(current: Option<&Intent>, change: &Change) -> Effect {
                 intent_id,
                 vec![(
                     EventType::IntentRejected,
-                    json!({"reason": "closed without merging", "source": existing.source,
+                    json!({"reason": "closed without merging", "merged": false,
+                           "merge_commit_sha": null, "source": existing.source,
                            "target": existing.target, "trigger": trigger}),
                 )],
             ),

@@ -165,6 +165,33 @@ pub fn decided(
     }
 }
 
+/// The report when the code host ended the change itself: merged there (`merged`), or closed
+/// without merging, or its merge group dropped (`detail` says which). Its check run stops
+/// waiting.
+pub fn ended_by_host(
+    intent: &Intent,
+    head_sha: &str,
+    merged: bool,
+    detail: &str,
+    trace_id: &str,
+) -> Report {
+    let (state, title) = if merged {
+        (ReportState::Success, format!("Merged: {detail}"))
+    } else {
+        (ReportState::Failure, format!("Closed: {detail}"))
+    };
+    let mut summary = header(intent, &title);
+    let _ = writeln!(summary, "**Trace:** `{trace_id}`");
+    Report {
+        intent_id: intent.id.clone(),
+        head_sha: head_sha.to_owned(),
+        state,
+        title,
+        summary,
+        trace_id: trace_id.to_owned(),
+    }
+}
+
 /// The report of an intent its reviews hold (`reason`: an open review task, a rejection,
 /// changes requested, approvals missing): it goes on when that is resolved.
 pub fn held(intent: &Intent, head_sha: &str, reason: &str) -> Report {

@@ -515,7 +515,8 @@ fn pull_request(
             intent_id,
             merged: pr.merged,
             merge_commit: pr.merge_commit_sha.clone().filter(|_| pr.merged),
-            trigger: "pull_request.closed".to_owned(),
+            // The original's name for what closed it.
+            trigger: "github_pr_closed".to_owned(),
         }),
         "labeled" | "unlabeled" => changed(Change::Prioritised {
             intent_id,

@@ -4,6 +4,7 @@
 
 use converge_core::event::EventFactory;
 use converge_core::intake::{Change, Effect, LinkedCommit, effect, revalidation_after_push};
+use converge_core::publication;
 use converge_core::queue::QueueKey;
 use converge_core::{Event, EventType, Intent};
 use converge_github::webhook::Translation;
@@ -431,6 +432,8 @@ struct DeliveryPlan<'a> {
     evidence: Value,
     received: &'a Value,
     commit: Commit,
+    /// Whether reports reach the code host (a GitHub App is configured).
+    reports: bool,
 }
 
 impl<'a> DeliveryPlan<'a> {
@@ -443,6 +446,7 @@ impl<'a> DeliveryPlan<'a> {
                 delivery: Some(delivery.clone()),
                 ..Commit::default()
             },
+            reports: services.ports.github_app().is_some(),
         }
     }
 
@@ -518,6 +522,17 @@ fn plan_change(
                 plan.push(event_type, Some((&intent_id, tenant)), payload);
             }
             plan.link(&intent_id, &links);
+            // Ended by the host: its check run is told (by the key's next round, in order).
+            if let (Some(intent), Some((merged, detail))) = (current, ended_by_host(change))
+                && let Some(head) = intent.head_sha().filter(|_| plan.reports)
+            {
+                let trace = plan.factory.trace_id().to_owned();
+                let report = publication::ended_by_host(intent, head, merged, detail, &trace);
+                let key = QueueKey::for_intent(intent);
+                plan.commit
+                    .outbox
+                    .push(crate::queue_worker::report_message(&key, &report));
+            }
             if let Some(subject) = subject {
                 plan.commit
                     .outbox
@@ -525,6 +540,19 @@ fn plan_change(
             }
             json!({"intent_id": intent_id, "result": "applied"})
         }
+    }
+}
+
+/// Whether `change` is the host ending the change (merged there, or closed), and what to say.
+fn ended_by_host(change: &Change) -> Option<(bool, &'static str)> {
+    match change {
+        Change::Closed { merged: true, .. } => Some((true, "merged on GitHub")),
+        Change::Closed { merged: false, .. } => Some((false, "closed without merging")),
+        Change::MergeGroupDestroyed { reason, .. } if reason == "merged" => {
+            Some((true, "the merge group merged"))
+        }
+        Change::MergeGroupDestroyed { .. } => Some((false, "the merge group was dropped")),
+        _ => None,
     }
 }
 
