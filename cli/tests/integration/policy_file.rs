@@ -1,6 +1,7 @@
-//! The policy a server decides by: the file `CONVERGE_POLICY_PATH` names, else a `policy.json`
-//! in its working directory (where the original looked), else the built-in policy; a file that
-//! does not validate stops the server before it serves anything, naming the file and the field.
+//! The policy a server decides by: the file `CONVERGE_POLICY_PATH` names, else
+//! `.converge/policy.json` in its working directory (where the original looked first), else the
+//! built-in policy; a file that does not validate stops the server before it serves anything,
+//! naming the file and the field.
 
 use std::time::{Duration, Instant};
 
@@ -59,10 +60,16 @@ async fn the_server_decides_by_the_policy_file_it_is_given_or_finds() {
     let bare = tempfile::tempdir().unwrap();
     assert_eq!(default_target(&serve(bare.path(), &[])).await, "main");
 
-    // Found in the working directory, `.converge/policy.json` before `policy.json`.
+    // A bare `policy.json` in the working directory may be anything (an access policy of the
+    // repository, say): it is not taken for Converge's, and does not stop the server.
     let found = tempfile::tempdir().unwrap();
-    write_policy(&found.path().join("policy.json"), "trunk");
-    assert_eq!(default_target(&serve(found.path(), &[])).await, "trunk");
+    std::fs::write(
+        found.path().join("policy.json"),
+        r#"{"Version": "2012-10-17"}"#,
+    )
+    .unwrap();
+    assert_eq!(default_target(&serve(found.path(), &[])).await, "main");
+    // `.converge/policy.json` is Converge's.
     write_policy(&found.path().join(".converge/policy.json"), "develop");
     assert_eq!(default_target(&serve(found.path(), &[])).await, "develop");
 

@@ -13,9 +13,9 @@
 //!   priority) is ignored, so a redelivered or repeated notification writes nothing.
 //! - Closed: merged → MERGED with the merge commit; otherwise REJECTED.
 //! - Labels set the priority (see [`priority_from_labels`]) without resetting anything else.
-//! - A push to the branch of READY or VALIDATED intents makes their validation stale
-//!   ([`revalidation_after_push`]): READY again at the pushed head (QUEUED ones are revalidated
-//!   by their round, which reads where the head is).
+//! - A push to the branch of READY or VALIDATED intents, in the repository their branch lives in,
+//!   makes their validation stale ([`revalidation_after_push`]): READY again at the pushed head
+//!   (QUEUED ones are revalidated by their round, which reads where the head is).
 //! - The commits the host ties to an intent (its head when proposed or pushed, the merge commit
 //!   when merged, a merge group's head) are recorded as [`LinkedCommit`]s, each announced by an
 //!   `intent.linked.commit` event except a pushed head (as the original).
@@ -319,10 +319,11 @@ fn head_link(intent: &Intent, head: &str) -> LinkedCommit {
 }
 
 /// What a push of `new_head` to `branch` of `repo` does to `intent`: a READY or VALIDATED
-/// intent of that branch (and of that repository, or of none) goes back to READY at the new
-/// head, its validation stale (`intent.requeued`, trigger `push_revalidation`), with the head
-/// linked (silently, as the original). `None`: the push does not concern it, or it is already
-/// READY at that head (a pull request's own notice of the push came first).
+/// intent of that branch of that repository (its source's repository: the fork's, for a pull
+/// request from a fork) goes back to READY at the new head, its validation stale
+/// (`intent.requeued`, trigger `push_revalidation`), with the head linked (silently, as the
+/// original). `None`: the push does not concern it, or its head is already the pushed one (the
+/// pull request's own notice of the push came first).
 pub fn revalidation_after_push(
     intent: &Intent,
     repo: &str,
@@ -330,11 +331,16 @@ pub fn revalidation_after_push(
     new_head: &str,
 ) -> Option<Effect> {
     use crate::Status;
+    let source_repo = intent
+        .technical
+        .get("head_repo")
+        .and_then(Value::as_str)
+        .or(intent.repo());
     let concerned = matches!(intent.status, Status::Ready | Status::Validated)
         && intent.source == branch
-        && intent.repo().is_none_or(|r| r.is_empty() || r == repo);
-    let unchanged = intent.status == Status::Ready && intent.head_sha() == Some(new_head);
-    (concerned && !unchanged).then(|| Effect::Events {
+        && intent.repo() == Some(repo)
+        && source_repo == Some(repo);
+    (concerned && intent.head_sha() != Some(new_head)).then(|| Effect::Events {
         intent_id: intent.id.clone(),
         events: vec![(
             EventType::IntentRequeued,
@@ -563,8 +569,11 @@ mod tests {
             (ready.status, ready.head_sha()),
             (Status::Ready, Some("bbb"))
         );
-        // Already READY at that head: nothing more.
+        // Already at that head, READY or VALIDATED: nothing more.
         assert!(revalidation_after_push(&ready, "acme/app", "feature", "bbb").is_none());
+        let mut validated_there = ready.clone();
+        validated_there.status = Status::Validated;
+        assert!(revalidation_after_push(&validated_there, "acme/app", "feature", "bbb").is_none());
         // Another branch, another repository, or a queued or finished intent: untouched.
         assert!(revalidation_after_push(&validated, "acme/app", "other", "bbb").is_none());
         assert!(revalidation_after_push(&validated, "acme/web", "feature", "bbb").is_none());
@@ -573,10 +582,16 @@ mod tests {
             other.status = status;
             assert!(revalidation_after_push(&other, "acme/app", "feature", "bbb").is_none());
         }
-        // An intent that names no repository is concerned by a push to any (as the original).
-        let mut anywhere = pr("aaa");
-        anywhere.status = Status::Validated;
-        assert!(revalidation_after_push(&anywhere, "acme/web", "feature", "bbb").is_some());
+        // A pull request from a fork: its branch lives in the fork, not in the pushed repository.
+        let mut forked = validated.clone();
+        forked
+            .technical
+            .insert("head_repo".into(), json!("someone/app"));
+        assert!(revalidation_after_push(&forked, "acme/app", "feature", "bbb").is_none());
+        // An intent of no repository (the local repository's) is no GitHub push's concern.
+        let mut local = pr("aaa");
+        local.status = Status::Validated;
+        assert!(revalidation_after_push(&local, "acme/app", "feature", "bbb").is_none());
     }
 
     #[test]

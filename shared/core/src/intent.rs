@@ -298,7 +298,8 @@ impl Intent {
         self.technical.get("repo").and_then(Value::as_str)
     }
 
-    /// `technical.initial_base_commit`: the head commit the intent was created for.
+    /// `technical.initial_base_commit`: the head commit the intent proposes (set when it was
+    /// created, moved by a push to its branch).
     pub fn head_sha(&self) -> Option<&str> {
         self.technical
             .get("initial_base_commit")

@@ -111,6 +111,9 @@ struct Repository {
     full_name: String,
 }
 
+/// The prefix of the branches Converge itself writes (`converge/sim/…`, `converge/trial/…`).
+const SCRATCH_BRANCHES: &str = "converge/";
+
 #[derive(Debug, Deserialize)]
 struct Installation {
     id: u64,
@@ -128,6 +131,10 @@ struct GitRef {
     #[serde(rename = "ref")]
     name: String,
     sha: String,
+    /// The repository the branch lives in (a fork's for a pull request from a fork; absent
+    /// when the fork was deleted).
+    #[serde(default)]
+    repo: Option<Repository>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -366,7 +373,9 @@ pub fn translate(
             let Some(branch) = delivery.name.strip_prefix("refs/heads/") else {
                 return ignored(format!("not a branch push ({})", delivery.name));
             };
-            if delivery.deleted {
+            // Converge's own scratch branches (simulations, trial merges) are no intent's
+            // source; a deleted branch has no head.
+            if delivery.deleted || branch.starts_with(SCRATCH_BRANCHES) {
                 return Ok(Translation::Wake {
                     repo: delivery.repository.full_name,
                 });
@@ -496,6 +505,12 @@ fn pull_request(
                 ("initial_base_commit", json!(pr.head.sha)),
                 ("base_sha", json!(pr.base.sha)),
                 ("repo", json!(repo)),
+                // Where the source branch lives: a push there moves the head
+                // (`intake::revalidation_after_push`).
+                (
+                    "head_repo",
+                    json!(pr.head.repo.as_ref().map(|r| r.full_name.as_str())),
+                ),
                 ("pr_number", json!(pr.number)),
                 (
                     "installation_id",
@@ -665,6 +680,13 @@ mod tests {
         let deleted = br#"{"ref":"refs/heads/feature/x","after":"0000000000000000000000000000000000000000","deleted":true,"repository":{"full_name":"acme/app"}}"#;
         assert_eq!(
             translate("push", deleted, context()),
+            Ok(Translation::Wake {
+                repo: "acme/app".into()
+            })
+        );
+        let scratch = br#"{"ref":"refs/heads/converge/trial/t/acme/app/main/3","after":"abc","repository":{"full_name":"acme/app"}}"#;
+        assert_eq!(
+            translate("push", scratch, context()),
             Ok(Translation::Wake {
                 repo: "acme/app".into()
             })

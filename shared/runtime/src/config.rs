@@ -50,7 +50,7 @@ pub struct Config {
     /// `CONVERGE_AUDIT_SIGNING_KEY`).
     pub audit: AuditSettings,
     /// The policy (profiles, origin overrides, the `queue` and `risk` sections) and the file it
-    /// was read from (`CONVERGE_POLICY_PATH`, else [`POLICY_FILES`]); the built-in policy when
+    /// was read from (`CONVERGE_POLICY_PATH`, else [`POLICY_FILE`]); the built-in policy when
     /// there is none.
     pub policy: PolicySettings,
 }
@@ -208,7 +208,9 @@ impl AuditSettings {
         let key_unusable = signing_key.is_err();
         let signing_key = problems.or(signing_key, None);
         let signing_key_secret_arn = non_empty(lookup, "CONVERGE_AUDIT_SIGNING_KEY_SECRET_ARN");
-        if events.is_some()
+        // Retention asked for (even with an unusable number of days) needs a key.
+        let retention_asked = non_empty(lookup, "CONVERGE_RETENTION_EVENTS_DAYS").is_some();
+        if retention_asked
             && signing_key.is_none()
             && signing_key_secret_arn.is_none()
             && !key_unusable
@@ -229,10 +231,11 @@ impl AuditSettings {
     }
 }
 
-/// Where a server looks for its policy file when `CONVERGE_POLICY_PATH` is unset: in its working
-/// directory, the first of these that exists (the original's places; its last,
-/// `policy.default.json`, is the built-in policy here).
-pub const POLICY_FILES: [&str; 2] = [".converge/policy.json", "policy.json"];
+/// Where a server looks for its policy file when `CONVERGE_POLICY_PATH` is unset, from its
+/// working directory: the original's first place. (Its next, a bare `policy.json`, is not
+/// looked for: a repository may hold an unrelated file of that name, and it would stop every
+/// process started there.)
+pub const POLICY_FILE: &str = ".converge/policy.json";
 
 /// The policy a server decides by (`converge_core::policy`, in the `policy.json` shape).
 #[derive(Debug, Clone, Default)]
@@ -244,16 +247,14 @@ pub struct PolicySettings {
 }
 
 impl PolicySettings {
-    /// Reads the file `CONVERGE_POLICY_PATH` names (it must exist), or else the first of
-    /// [`POLICY_FILES`] that exists. A file that cannot be read or does not validate is an error
-    /// naming the file and the field: a server never runs on a policy other than the one given.
+    /// Reads the file `CONVERGE_POLICY_PATH` names (it must exist), or else [`POLICY_FILE`] if
+    /// it exists. A file that cannot be read or does not validate is an error naming the file
+    /// and the field: a server never runs on a policy other than the one given.
     pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<PolicySettings, String> {
         let file = match non_empty(lookup, "CONVERGE_POLICY_PATH") {
             Some(named) => PathBuf::from(named),
-            None => match POLICY_FILES.iter().map(Path::new).find(|p| p.exists()) {
-                Some(found) => found.to_path_buf(),
-                None => return Ok(PolicySettings::default()),
-            },
+            None if Path::new(POLICY_FILE).exists() => PathBuf::from(POLICY_FILE),
+            None => return Ok(PolicySettings::default()),
         };
         let text = std::fs::read_to_string(&file)
             .map_err(|e| format!("cannot read the policy file {}: {e}", file.display()))?;
@@ -437,12 +438,14 @@ impl LocalSettings {
                     format!("CONVERGE_CHECK_TIMEOUT must be a number of seconds, got '{v}'")
                 }),
         };
+        // An unusable timeout is refused whatever the mode: it is a mistake either way.
+        let timeout = problems.or(timeout, DEFAULT_CHECK_TIMEOUT);
         let checks = match non_empty(lookup, "CONVERGE_LOCAL_CHECKS").as_deref() {
             None | Some("reported") => LocalChecksSettings::Reported,
             Some("commands") => LocalChecksSettings::Commands {
                 commands: non_empty(lookup, "CONVERGE_LOCAL_CHECK_COMMANDS")
                     .unwrap_or_else(|| DEFAULT_LOCAL_CHECK_COMMANDS.to_owned()),
-                timeout: problems.or(timeout, DEFAULT_CHECK_TIMEOUT),
+                timeout,
             },
             Some(other) => {
                 problems.note(format!(
@@ -881,7 +884,7 @@ mod tests {
             "CONVERGE_HTTP_MAX_CONNECTIONS" => Some("many".to_owned()),
             "CONVERGE_RETENTION_OUTBOX_DAYS" => Some("a week".to_owned()),
             "CONVERGE_RETENTION_EVENTS_DAYS" => Some("0".to_owned()),
-            "CONVERGE_LOCAL_CHECKS" => Some("commands".to_owned()),
+            "CONVERGE_LOCAL_CHECKS" => Some("command".to_owned()),
             "CONVERGE_CHECK_TIMEOUT" => Some("soon".to_owned()),
             "CONVERGE_SECRETS_TTL_SECONDS" => Some("3600".to_owned()),
             _ => None,
@@ -900,8 +903,11 @@ mod tests {
             "CONVERGE_HTTP_MAX_CONNECTIONS",
             "CONVERGE_RETENTION_OUTBOX_DAYS",
             "CONVERGE_RETENTION_EVENTS_DAYS",
+            "CONVERGE_LOCAL_CHECKS",
             "CONVERGE_CHECK_TIMEOUT",
             "CONVERGE_SECRETS_TTL_SECONDS",
+            // Retention asked for with an unusable number of days still needs a key.
+            "CONVERGE_RETENTION_EVENTS_DAYS needs CONVERGE_AUDIT_SIGNING_KEY",
         ] {
             assert!(error.contains(variable), "{variable} missing from: {error}");
         }

@@ -677,7 +677,7 @@ impl Store {
 }
 
 impl Store {
-    /// Reads the READY and VALIDATED intents of `branch` (of `repo`, or of no repository) under
+    /// Reads the READY and VALIDATED intents of `repo` whose source is `branch` under
     /// their write locks, lets `decide` plan a commit from them, and commits the plan in the
     /// same transaction (what a push to the branch makes stale, decided from rows that cannot
     /// change meanwhile). `decide` must be quick: writers wait on it.

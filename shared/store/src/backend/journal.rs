@@ -49,8 +49,8 @@ macro_rules! journal_operations {
                 Ok(decided)
             }
 
-            /// Reads the READY and VALIDATED intents whose source is `branch` of `repo` (or of
-            /// no repository: one that names none is taken for any), any tenant, at most
+            /// Reads the READY and VALIDATED intents of `repo` whose source is `branch`, any
+            /// tenant, at most
             /// `limit`, under their write locks; lets `decide` plan a commit from them (those a
             /// push to the branch makes stale: `converge_core::intake::revalidation_after_push`)
             /// and commits the plan in the same transaction, so no change to them lands between
@@ -66,12 +66,14 @@ macro_rules! journal_operations {
                 let mut tx = begin_write(self).await?;
                 // Locked in id order, the order commits lock intents in.
                 let rows = sqlx::query(concat!(
-                    "SELECT * FROM intents WHERE status IN ('READY', 'VALIDATED') AND source = $1 ",
-                    "AND ", $repo_of_intent, " IN ('', $2) ORDER BY id LIMIT $3", $lock
+                    "SELECT * FROM intents WHERE status IN ($4, $5) AND source = $1 ",
+                    "AND ", $repo_of_intent, " = $2 ORDER BY id LIMIT $3", $lock
                 ))
                 .bind(branch)
                 .bind(repo)
                 .bind(i64::from(limit))
+                .bind(converge_core::Status::Ready.as_str())
+                .bind(converge_core::Status::Validated.as_str())
                 .fetch_all(&mut *tx)
                 .await?;
                 let stored = rows.iter().map(stored_intent_from_row).collect::<Result<Vec<_>, _>>()?;
