@@ -141,11 +141,6 @@ pub fn effect(current: Option<&Intent>, change: &Change) -> Effect {
         intent_id: intent_id.to_owned(),
         reason,
     };
-    let events = |intent_id: &str, events: Vec<(EventType, Value)>| Effect::Events {
-        intent_id: intent_id.to_owned(),
-        events,
-        links: Vec::new(),
-    };
     // The events, with each link announced after them.
     let linked = |intent_id: &str,
                   mut events: Vec<(EventType, Value)>,
@@ -158,6 +153,7 @@ pub fn effect(current: Option<&Intent>, change: &Change) -> Effect {
             links,
         }
     };
+    let events = |intent_id: &str, events| linked(intent_id, events, Vec::new(), "");
     match change {
         Change::Proposed { intent, trigger } => {
             let id = intent.id.as_str();

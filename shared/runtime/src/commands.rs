@@ -4,7 +4,7 @@
 
 use converge_core::event::EventFactory;
 use converge_core::intake::{Change, Effect, LinkedCommit, effect, revalidation_after_push};
-use converge_core::publication;
+use converge_core::publication::{self, Publisher as _};
 use converge_core::queue::QueueKey;
 use converge_core::{Event, EventType, Intent};
 use converge_github::webhook::Translation;
@@ -212,7 +212,7 @@ pub async fn record_delivery(
                     Ok::<_, std::convert::Infallible>(plan_change(plan, change, stored))
                 })
                 .await;
-            recorded(decided.map(|Ok(outcome)| outcome))
+            delivered(services, decided.map(|Ok(done)| done)).await
         }
         Translation::Command {
             repo,
@@ -239,11 +239,11 @@ pub async fn record_delivery(
                 match decided {
                     // The intent was created since it was looked for: ask, then decide again.
                     Ok(Err(AskFirst)) => allowed = Some(ask().await),
-                    Ok(Ok(outcome)) => break Ok(outcome),
+                    Ok(Ok(done)) => break Ok(done),
                     Err(e) => break Err(e),
                 }
             };
-            let result = recorded(decided)?;
+            let result = delivered(services, decided).await?;
             if let DeliveryResult::Recorded(outcome) = &result {
                 answer_command(services, translation, outcome).await;
             }
@@ -295,9 +295,23 @@ async fn record_fact(
     outcome: Value,
 ) -> Result<DeliveryResult, StoreError> {
     let commit = plan.finish();
-    match services.store.commit(&commit).await {
-        Ok(_) => {
-            if !commit.outbox.is_empty() {
+    let committed = services.store.commit(&commit).await;
+    delivered(
+        services,
+        committed.map(|_| (outcome, !commit.outbox.is_empty())),
+    )
+    .await
+}
+
+/// What a delivery's commit comes to for its sender: recorded (the local worker woken when it
+/// queued work: `(answer, queued)`), or a duplicate or reused id; any other error stays one.
+async fn delivered(
+    services: &Services,
+    committed: Result<(Value, bool), StoreError>,
+) -> Result<DeliveryResult, StoreError> {
+    match committed {
+        Ok((outcome, queued)) => {
+            if queued {
                 services.queue_work_committed().await;
             }
             Ok(DeliveryResult::Recorded(outcome))
@@ -328,8 +342,7 @@ async fn record_push(
             let mut keys: std::collections::BTreeSet<QueueKey> =
                 repository_keys.iter().cloned().collect();
             let mut revalidated = Vec::new();
-            for stored in on_branch {
-                let intent = &stored.intent;
+            for intent in on_branch.iter().map(|stored| &stored.intent) {
                 let Some(Effect::Events { events, links, .. }) =
                     revalidation_after_push(intent, repo, branch, head)
                 else {
@@ -340,10 +353,6 @@ async fn record_push(
                     plan.push(event_type, about, payload);
                 }
                 plan.link(&intent.id, &links);
-                plan.commit.expect.push(Expected {
-                    intent_id: intent.id.clone(),
-                    version: stored.version,
-                });
                 keys.insert(QueueKey::for_intent(intent));
                 revalidated.push(intent.id.clone());
             }
@@ -353,15 +362,7 @@ async fn record_push(
             (Some(plan.finish()), (outcome, !keys.is_empty()))
         })
         .await;
-    match decided {
-        Ok((outcome, queued)) => {
-            if queued {
-                services.queue_work_committed().await;
-            }
-            Ok(DeliveryResult::Recorded(outcome))
-        }
-        Err(e) => already_delivered(e),
-    }
+    delivered(services, decided).await
 }
 
 /// The most intents of one branch a push revalidates (the rest are revalidated by their rounds,
@@ -371,43 +372,31 @@ const INTENTS_ON_ONE_BRANCH: u32 = 500;
 /// Plans a delivery about one intent from its row read under its lock (`plan` answers what to
 /// reply, or why it will not plan yet: then nothing is written) and commits the plan in the same
 /// transaction. Decided again only when the intent did not exist and another delivery created
-/// it meanwhile: what is decided from a locked row cannot have gone stale. Wakes the queue when
-/// the plan queued work.
+/// it meanwhile: what is decided from a locked row cannot have gone stale. Answers the plan's
+/// answer and whether it queued work.
 async fn decide_under_lock<E>(
     services: &Services,
     intent_id: &str,
     received: &Value,
     delivery: &Delivery,
     plan: impl Fn(&mut DeliveryPlan<'_>, Option<&StoredIntent>) -> Result<Value, E>,
-) -> Result<Result<Value, E>, StoreError> {
+) -> Result<Result<(Value, bool), E>, StoreError> {
     let mut attempt = 1;
-    let (outcome, queued) = loop {
+    loop {
         let decided = services.store.decide_and_commit(intent_id, |stored| {
             let mut planned = DeliveryPlan::new(services, delivery, received);
             match plan(&mut planned, stored) {
-                Err(not_yet) => (None, (Err(not_yet), false)),
+                Err(not_yet) => (None, Err(not_yet)),
                 Ok(outcome) => {
                     let queued = !planned.commit.outbox.is_empty();
-                    (Some(planned.finish()), (Ok(outcome), queued))
+                    (Some(planned.finish()), Ok((outcome, queued)))
                 }
             }
         });
         match decided.await {
             Err(StoreError::Stale { .. }) if attempt < CREATED_MEANWHILE_ATTEMPTS => attempt += 1,
-            other => break other?,
+            other => return other,
         }
-    };
-    if queued {
-        services.queue_work_committed().await;
-    }
-    Ok(outcome)
-}
-
-/// What a delivery decided under its intent's lock comes to for its sender.
-fn recorded(decided: Result<Value, StoreError>) -> Result<DeliveryResult, StoreError> {
-    match decided {
-        Ok(outcome) => Ok(DeliveryResult::Recorded(outcome)),
-        Err(e) => already_delivered(e),
     }
 }
 
@@ -446,7 +435,7 @@ impl<'a> DeliveryPlan<'a> {
                 delivery: Some(delivery.clone()),
                 ..Commit::default()
             },
-            reports: services.ports.github_app().is_some(),
+            reports: services.ports.enabled(),
         }
     }
 

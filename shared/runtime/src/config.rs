@@ -68,22 +68,16 @@ impl Config {
 
     /// Reads every setting through `lookup`; the error lists every unusable one.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut problems = Vec::new();
-        let store = keep(
-            &mut problems,
-            StoreConfig::from_lookup(&lookup).map_err(|e| e.to_string()),
-        );
-        let api = keep(&mut problems, ApiSettings::from_lookup(&lookup));
-        let worker = keep(&mut problems, WorkerSettings::from_lookup(&lookup));
-        let github = keep(
-            &mut problems,
-            GithubSettings::from_lookup(&lookup).map_err(|e| e.to_string()),
-        );
-        let local = keep(&mut problems, LocalSettings::from_lookup(&lookup));
-        let secrets_ttl = keep(&mut problems, secrets_ttl(&lookup));
-        let server = keep(&mut problems, ServerSettings::from_lookup(&lookup));
-        let audit = keep(&mut problems, AuditSettings::from_lookup(&lookup));
-        let policy = keep(&mut problems, PolicySettings::from_lookup(&lookup));
+        let mut problems = Problems::default();
+        let store = problems.keep(StoreConfig::from_lookup(&lookup).map_err(|e| e.to_string()));
+        let api = problems.keep(ApiSettings::from_lookup(&lookup));
+        let worker = problems.keep(WorkerSettings::from_lookup(&lookup));
+        let github = problems.keep(GithubSettings::from_lookup(&lookup).map_err(|e| e.to_string()));
+        let local = problems.keep(LocalSettings::from_lookup(&lookup));
+        let secrets_ttl = problems.keep(secrets_ttl(&lookup));
+        let server = problems.keep(ServerSettings::from_lookup(&lookup));
+        let audit = problems.keep(AuditSettings::from_lookup(&lookup));
+        let policy = problems.keep(PolicySettings::from_lookup(&lookup));
         match (
             store,
             api,
@@ -117,23 +111,24 @@ impl Config {
                 audit,
                 policy,
             }),
-            _ => Err(ConfigError(problems)),
+            _ => Err(ConfigError(problems.0)),
         }
     }
 }
 
-/// The value of a section that parsed; the problem noted otherwise.
-fn keep<T>(problems: &mut Vec<String>, result: Result<T, String>) -> Option<T> {
-    result.map_err(|problem| problems.push(problem)).ok()
-}
-
-/// The unusable values of one section, each naming its variable. A setting found unusable is
-/// read as its default meanwhile, so the reading goes on and the section's error lists every
-/// problem, not only the first.
+/// The unusable values found while reading settings, each naming its variable. Within a
+/// section, a setting found unusable is read as its default meanwhile ([`Problems::or`]), so the
+/// reading goes on and the error lists every problem, not only the first; across sections, a
+/// section that does not parse is noted and the next one read ([`Problems::keep`]).
 #[derive(Debug, Default)]
 struct Problems(Vec<String>);
 
 impl Problems {
+    /// The value of a section that parsed; `None`, with the problem noted, otherwise.
+    fn keep<T>(&mut self, result: Result<T, String>) -> Option<T> {
+        result.map_err(|problem| self.0.push(problem)).ok()
+    }
+
     /// `result`'s value, or `fallback` with the problem noted.
     fn or<T>(&mut self, result: Result<T, String>, fallback: T) -> T {
         result.unwrap_or_else(|problem| {

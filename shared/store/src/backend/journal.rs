@@ -29,29 +29,17 @@ macro_rules! journal_operations {
                 let mut tx = begin_write(self).await?;
                 let stored = read_locked(&mut tx, intent_id).await?;
                 let (commit, decided) = decide(stored.as_ref());
-                let Some(commit) = commit else {
-                    // Only read: ending the turn normally is cheaper than abandoning it.
-                    tx.commit().await?;
-                    return Ok(decided);
-                };
-                if commit.guard.is_some() {
-                    return Err($crate::StoreError::Config(
-                        "a commit decided under an intent's lock cannot carry a lease guard (the lease is locked first)".to_owned(),
-                    ));
-                }
                 // The decision holds for the row as read: locked, it cannot change; absent, a
                 // concurrent transaction may still create it (PostgreSQL), and then the commit
                 // is stale like any other made from a read.
                 let mut read = Projected::read(intent_id, stored);
                 read.expected = true;
-                self.write_commit(&mut tx, &commit, Some(read)).await?;
-                tx.commit().await?;
+                self.commit_decided(tx, commit.as_ref(), Some(read)).await?;
                 Ok(decided)
             }
 
             /// Reads the READY and VALIDATED intents of `repo` whose source is `branch`, any
-            /// tenant, at most
-            /// `limit`, under their write locks; lets `decide` plan a commit from them (those a
+            /// tenant, at most `limit`, under their write locks; lets `decide` plan a commit from them (those a
             /// push to the branch makes stale: `converge_core::intake::revalidation_after_push`)
             /// and commits the plan in the same transaction, so no change to them lands between
             /// the read and the write. `decide` runs while writers wait: it must be quick. A plan
@@ -78,18 +66,32 @@ macro_rules! journal_operations {
                 .await?;
                 let stored = rows.iter().map(stored_intent_from_row).collect::<Result<Vec<_>, _>>()?;
                 let (commit, decided) = decide(&stored);
+                self.commit_decided(tx, commit.as_ref(), None).await?;
+                Ok(decided)
+            }
+
+            /// Commits what a decision made under intents' locks planned, in the transaction
+            /// that read them (`read`: the one intent's row, when one was read). No plan: the
+            /// transaction only read, and ends normally (cheaper than abandoning it). A plan
+            /// with a guard lease is refused: a lease is locked before intents.
+            async fn commit_decided<'a>(
+                &self,
+                mut tx: WriteTx,
+                commit: Option<&'a $crate::Commit>,
+                read: Option<Projected<'a>>,
+            ) -> Result<(), $crate::StoreError> {
                 let Some(commit) = commit else {
                     tx.commit().await?;
-                    return Ok(decided);
+                    return Ok(());
                 };
                 if commit.guard.is_some() {
                     return Err($crate::StoreError::Config(
                         "a commit decided under intents' locks cannot carry a lease guard (the lease is locked first)".to_owned(),
                     ));
                 }
-                self.write_commit(&mut tx, &commit, None).await?;
+                self.write_commit(&mut tx, commit, read).await?;
                 tx.commit().await?;
-                Ok(decided)
+                Ok(())
             }
 
             /// The statements of a commit, in its transaction; `read`: an intent's row already
