@@ -9,7 +9,8 @@ use converge_core::queue::QueueKey;
 use converge_core::{Event, EventType, Intent};
 use converge_github::webhook::Translation;
 use converge_store::{
-    Commit, CommitLink, Delivery, Expected, OutboxMessage, StoreError, StoredIntent,
+    Commit, CommitLink, Delivery, DeliveryDecision, Expected, OutboxMessage, StoreError,
+    StoredIntent,
 };
 use serde_json::{Value, json};
 
@@ -207,6 +208,14 @@ pub async fn record_delivery(
     match translation {
         Translation::Change(change) => {
             let (intent_id, _) = change_subject(change);
+            if let Some(decided) = services
+                .delivery_groups
+                .decide(grouped_change(services, change, received, delivery))
+                .await
+            {
+                return delivered(services, decided).await;
+            }
+            // Its group failed as a whole: decided alone.
             let decided =
                 decide_under_lock(services, intent_id, received, delivery, |plan, stored| {
                     Ok::<_, std::convert::Infallible>(plan_change(plan, change, stored))
@@ -283,6 +292,39 @@ pub async fn record_delivery(
             let outcome = json!({"result": "ignored", "ignored": reason});
             record_fact(services, plan, outcome).await
         }
+    }
+}
+
+/// A change's delivery, to be decided with the deliveries that arrive with it
+/// (`converge_store::DeliveryGroups`): planned as [`plan_change`] plans it alone.
+fn grouped_change(
+    services: &Services,
+    change: &Change,
+    received: &Value,
+    delivery: &Delivery,
+) -> DeliveryDecision<(Value, bool)> {
+    let (intent_id, _) = change_subject(change);
+    let clock = services.clock.clone();
+    let trace_id = format!("trace-{}", services.new_id());
+    let reports = services.ports.enabled();
+    let (change, received, recorded) = (change.clone(), received.clone(), delivery.clone());
+    // Decided in the group's task: inside the delivery's span, so that the queue messages it
+    // plans carry the delivery's trace.
+    let span = tracing::Span::current();
+    DeliveryDecision {
+        intent_id: intent_id.to_owned(),
+        delivery: delivery.clone(),
+        decide: Box::new(move |stored| {
+            let _delivery_span = span.enter();
+            let factory = EventFactory::new(clock.as_ref(), &RandomIds, trace_id);
+            let mut plan = DeliveryPlan::with_factory(factory, &recorded, &received, reports);
+            let outcome = plan_change(&mut plan, &change, stored);
+            let queued = !plan.commit.outbox.is_empty();
+            let mut commit = plan.finish();
+            // The group records the delivery itself.
+            commit.delivery = None;
+            (commit, (outcome, queued))
+        }),
     }
 }
 
@@ -427,15 +469,29 @@ struct DeliveryPlan<'a> {
 
 impl<'a> DeliveryPlan<'a> {
     fn new(services: &'a Services, delivery: &Delivery, received: &'a Value) -> DeliveryPlan<'a> {
+        DeliveryPlan::with_factory(
+            events(services),
+            delivery,
+            received,
+            services.ports.enabled(),
+        )
+    }
+
+    fn with_factory(
+        factory: EventFactory<'a>,
+        delivery: &Delivery,
+        received: &'a Value,
+        reports: bool,
+    ) -> DeliveryPlan<'a> {
         DeliveryPlan {
-            factory: events(services),
+            factory,
             evidence: json!({"delivery_id": delivery.id}),
             received,
             commit: Commit {
                 delivery: Some(delivery.clone()),
                 ..Commit::default()
             },
-            reports: services.ports.enabled(),
+            reports,
         }
     }
 

@@ -82,6 +82,9 @@ pub struct Services {
     pub queue_wakeup: Arc<tokio::sync::Notify>,
     /// Retention and the audit chain's signing key.
     pub audit: AuditSettings,
+    /// Webhook deliveries about intents waiting to be written together (group commit): what
+    /// each decides and answers (`commands::record_delivery`).
+    pub delivery_groups: converge_store::DeliveryGroups<(serde_json::Value, bool)>,
     /// When this process last applied retention.
     retention_ran: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// The UTC hour (`YYYYMMDDTHH`) this process last took the analytics snapshots in.
@@ -105,6 +108,7 @@ impl Services {
     /// tests and tools that bring their own store.
     pub fn new(store: Store, clock: Arc<dyn Clock + Send + Sync>, api: ApiSettings) -> Services {
         Services {
+            delivery_groups: converge_store::DeliveryGroups::new(store.clone()),
             store,
             clock,
             policy: PolicyConfig::default(),
@@ -184,6 +188,7 @@ impl Services {
             tracing::info!(file = %file.display(), "policy read");
         }
         Ok(Services {
+            delivery_groups: converge_store::DeliveryGroups::new(store.clone()),
             store,
             clock,
             policy: config.policy.config,

@@ -23,6 +23,7 @@
 
 mod backend;
 pub mod backfill;
+mod delivery_groups;
 mod error;
 mod intent_json;
 mod model;
@@ -36,15 +37,16 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use converge_core::pipeline::Clock;
 
+pub use delivery_groups::DeliveryGroups;
 pub use error::StoreError;
 pub use model::EVIDENCE_SEQ;
 pub use model::{
     AgentPolicyWrite, ApiKeyRecord, ChainedEvent, Commit, CommitLink, DailyTally, DecisionTrail,
-    Delivery, DeliveryOutcome, DocumentWrite, EventFilter, Expected, FencingToken, FlagSetting,
-    FreezeWrite, IdempotencyClaim, IntakeOverride, IntakeWrite, IntentCount, IntentCursor,
-    IntentFilter, KeyDocument, KeyHold, Lease, LeaseState, OutboxEntry, OutboxMessage, QueueAge,
-    ReviewCounts, ReviewFilter, ReviewWrite, StoredEvent, StoredIntent, StoredReview,
-    VersionedDocument,
+    Delivery, DeliveryDecision, DeliveryOutcome, DocumentWrite, EventFilter, Expected,
+    FencingToken, FlagSetting, FreezeWrite, IdempotencyClaim, IntakeOverride, IntakeWrite,
+    IntentCount, IntentCursor, IntentFilter, KeyDocument, KeyHold, Lease, LeaseState, OutboxEntry,
+    OutboxMessage, QueueAge, ReviewCounts, ReviewFilter, ReviewWrite, StoredEvent, StoredIntent,
+    StoredReview, VersionedDocument,
 };
 pub use pg::PgStore;
 pub use sqlite::{SqliteDurability, SqliteStore};
@@ -691,6 +693,20 @@ impl Store {
         match self {
             Store::Postgres(s) => s.decide_on_branch(repo, branch, limit, decide).await,
             Store::Sqlite(s) => s.decide_on_branch(repo, branch, limit, decide).await,
+        }
+    }
+}
+
+impl Store {
+    /// Decides for several webhook deliveries in one transaction: see
+    /// [`PgStore::decide_for_deliveries`].
+    pub async fn decide_for_deliveries<T>(
+        &self,
+        members: Vec<DeliveryDecision<T>>,
+    ) -> Result<Vec<Result<T, StoreError>>, StoreError> {
+        match self {
+            Store::Postgres(s) => s.decide_for_deliveries(members).await,
+            Store::Sqlite(s) => s.decide_for_deliveries(members).await,
         }
     }
 }

@@ -235,6 +235,45 @@ pub struct Commit {
     pub agent_policies: Vec<AgentPolicyWrite>,
 }
 
+impl Commit {
+    /// Whether the commit appends only events, commit links and outbox rows: no lease, no
+    /// expectations, no delivery and no other table's rows.
+    pub fn is_plain(&self) -> bool {
+        self.guard.is_none()
+            && self.expect.is_empty()
+            && self.delivery.is_none()
+            && self.freezes.is_empty()
+            && self.reviews.is_empty()
+            && self.thresholds.is_empty()
+            && self.risk_policies.is_empty()
+            && self.intake.is_empty()
+            && self.agent_policies.is_empty()
+    }
+}
+
+/// One webhook delivery's decision about one intent, taken with others in one transaction
+/// (`Store::decide_for_deliveries`): `decide` plans from the intent as the group's earlier
+/// deliveries left it (`None`: no such intent), and answers what to tell the delivery's sender.
+pub struct DeliveryDecision<T> {
+    /// The intent the delivery is about.
+    pub intent_id: String,
+    /// The delivery, recorded once.
+    pub delivery: Delivery,
+    /// Plans the delivery's commit: events about its intent (or none), commit links and outbox
+    /// rows only.
+    #[allow(clippy::type_complexity)]
+    pub decide: Box<dyn FnOnce(Option<&StoredIntent>) -> (Commit, T) + Send>,
+}
+
+impl<T> std::fmt::Debug for DeliveryDecision<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryDecision")
+            .field("intent_id", &self.intent_id)
+            .field("delivery", &self.delivery)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An agent's policy to store: new (`expected_version: None`, and none may be stored yet), or
 /// replacing the version it was read at (a change made meanwhile fails the commit:
 /// [`crate::StoreError::Conflict`]).

@@ -9,7 +9,7 @@ macro_rules! journal_operations {
             /// links and outbox rows, all in one transaction — after checking the guard lease.
             pub async fn commit(&self, commit: &$crate::Commit) -> Result<(), $crate::StoreError> {
                 let mut tx = begin_write(self).await?;
-                self.write_commit(&mut tx, commit, None).await?;
+                self.write_commit(&mut tx, commit, Vec::new()).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -34,7 +34,7 @@ macro_rules! journal_operations {
                 // is stale like any other made from a read.
                 let mut read = Projected::read(intent_id, stored);
                 read.expected = true;
-                self.commit_decided(tx, commit.as_ref(), Some(read)).await?;
+                self.commit_decided(tx, commit.as_ref(), vec![read]).await?;
                 Ok(decided)
             }
 
@@ -66,19 +66,121 @@ macro_rules! journal_operations {
                 .await?;
                 let stored = rows.iter().map(stored_intent_from_row).collect::<Result<Vec<_>, _>>()?;
                 let (commit, decided) = decide(&stored);
-                self.commit_decided(tx, commit.as_ref(), None).await?;
+                self.commit_decided(tx, commit.as_ref(), Vec::new()).await?;
                 Ok(decided)
             }
 
+            /// Decides for several webhook deliveries in one transaction (a group commit, see
+            /// `converge_store::DeliveryGroups`): the intents they are about are locked in id
+            /// order, the deliveries recorded (one already recorded, or named twice, is
+            /// [`$crate::StoreError::AlreadyDelivered`] and not decided), then each delivery's
+            /// `decide` plans, in the order given, from its intent as the deliveries before it
+            /// left it, and everything planned is written as one commit. Each delivery's
+            /// answer is its decision or why it was not made; an error of the whole is the
+            /// transaction's, and nothing of it was written. A plan may hold events about its
+            /// own intent or none, commit links and outbox rows only.
+            pub async fn decide_for_deliveries<T>(
+                &self,
+                members: Vec<$crate::DeliveryDecision<T>>,
+            ) -> Result<Vec<Result<T, $crate::StoreError>>, $crate::StoreError> {
+                let mut tx = begin_write(self).await?;
+                let ids: std::collections::BTreeSet<String> =
+                    members.iter().map(|m| m.intent_id.clone()).collect();
+                let mut locked: std::collections::HashMap<String, $crate::StoredIntent> =
+                    std::collections::HashMap::with_capacity(ids.len());
+                if ids.len() == 1 {
+                    for id in &ids {
+                        if let Some(stored) = read_locked(&mut tx, id).await? {
+                            locked.insert(id.clone(), stored);
+                        }
+                    }
+                } else {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM intents WHERE id IN (");
+                    let mut list = q.separated(", ");
+                    for id in &ids {
+                        list.push_bind(id.as_str());
+                    }
+                    q.push(") ORDER BY id");
+                    q.push($lock);
+                    for row in q.build().fetch_all(&mut *tx).await? {
+                        let stored = stored_intent_from_row(&row)?;
+                        locked.insert(stored.intent.id.clone(), stored);
+                    }
+                }
+                let deliveries: Vec<&$crate::Delivery> = members.iter().map(|m| &m.delivery).collect();
+                let recorded = record_deliveries(&mut tx, &deliveries, self.now()).await?;
+
+                let mut current: std::collections::HashMap<String, Option<$crate::StoredIntent>> =
+                    ids.iter().map(|id| (id.clone(), locked.get(id).cloned())).collect();
+                let mut merged = $crate::Commit::default();
+                let mut answers = Vec::with_capacity(members.len());
+                let mut decided_deliveries = std::collections::HashSet::with_capacity(members.len());
+                for member in members {
+                    let delivery = &member.delivery;
+                    let first = decided_deliveries.insert(delivery.id.clone());
+                    match recorded.get(&delivery.id) {
+                        Some((true, _)) if first => {}
+                        found => {
+                            answers.push(Err($crate::StoreError::AlreadyDelivered {
+                                delivery_id: delivery.id.clone(),
+                                same_body: found.is_some_and(|(_, body)| *body == delivery.body_sha256),
+                            }));
+                            continue;
+                        }
+                    }
+                    let state = current.entry(member.intent_id.clone()).or_default();
+                    let (commit, decided) = (member.decide)(state.as_ref());
+                    if !commit.is_plain() {
+                        return Err($crate::StoreError::Config(
+                            "a delivery decided in a group may only append events, commit links and outbox rows".to_owned(),
+                        ));
+                    }
+                    for event in &commit.events {
+                        let Some(about) = event.intent_id.as_deref() else { continue };
+                        if !converge_core::projection::changes_projection(event.event_type) {
+                            continue;
+                        }
+                        if about != member.intent_id {
+                            return Err($crate::StoreError::Config(format!(
+                                "a delivery decided in a group about {} changes {about}", member.intent_id
+                            )));
+                        }
+                        if let Some(next) = converge_core::projection::apply(state.as_ref().map(|s| &s.intent), event)? {
+                            let version = state.as_ref().map_or(0, |s| s.version) + 1;
+                            *state = Some($crate::StoredIntent { intent: next, version });
+                        }
+                    }
+                    merged.events.extend(commit.events);
+                    merged.commit_links.extend(commit.commit_links);
+                    merged.outbox.extend(commit.outbox);
+                    answers.push(Ok(decided));
+                }
+                // Written from the rows as locked, with every plan's events in order: what
+                // each decision saw is what the writes make of the rows.
+                let reads = ids
+                    .iter()
+                    .map(|id| {
+                        let mut read = Projected::read(id, locked.remove(id.as_str()));
+                        read.expected = true;
+                        read
+                    })
+                    .collect();
+                if !merged.events.is_empty() {
+                    self.write_commit(&mut tx, &merged, reads).await?;
+                }
+                tx.commit().await?;
+                Ok(answers)
+            }
+
             /// Commits what a decision made under intents' locks planned, in the transaction
-            /// that read them (`read`: the one intent's row, when one was read). No plan: the
+            /// that read them (`reads`: the intents' rows read). No plan: the
             /// transaction only read, and ends normally (cheaper than abandoning it). A plan
             /// with a guard lease is refused: a lease is locked before intents.
             async fn commit_decided<'a>(
                 &self,
                 mut tx: WriteTx,
                 commit: Option<&'a $crate::Commit>,
-                read: Option<Projected<'a>>,
+                reads: Vec<Projected<'a>>,
             ) -> Result<(), $crate::StoreError> {
                 let Some(commit) = commit else {
                     tx.commit().await?;
@@ -89,18 +191,18 @@ macro_rules! journal_operations {
                         "a commit decided under intents' locks cannot carry a lease guard (the lease is locked first)".to_owned(),
                     ));
                 }
-                self.write_commit(&mut tx, commit, read).await?;
+                self.write_commit(&mut tx, commit, reads).await?;
                 tx.commit().await?;
                 Ok(())
             }
 
-            /// The statements of a commit, in its transaction; `read`: an intent's row already
-            /// read under its lock in this transaction.
+            /// The statements of a commit, in its transaction; `reads`: intents' rows already
+            /// read under their locks in this transaction.
             async fn write_commit<'a>(
                 &self,
                 tx: &mut WriteTx,
                 commit: &'a $crate::Commit,
-                read: Option<Projected<'a>>,
+                reads: Vec<Projected<'a>>,
             ) -> Result<(), $crate::StoreError> {
                 // The rows of the intents this commit changes, in id order, are locked and read
                 // in one statement before any event takes its sequence number: per intent, log
@@ -172,8 +274,8 @@ macro_rules! journal_operations {
                     }
                 }
 
-                let mut projected: Vec<Projected<'a>> = read.into_iter().collect();
-                if several {
+                let mut projected: Vec<Projected<'a>> = reads;
+                if several && touched.iter().any(|id| !projected.iter().any(|p| p.id == *id)) {
                     let rows = match read_with_lease {
                         Some(rows) => rows,
                         None => {
@@ -821,6 +923,62 @@ macro_rules! journal_operations {
             [holder, token, expires_at]: [&str; 3],
         ) -> Result<(Option<String>, i64, Option<chrono::DateTime<chrono::Utc>>), $crate::StoreError> {
             Ok((row.try_get(holder)?, row.try_get(token)?, get_opt_ts(row, expires_at)?))
+        }
+
+        /// Records the deliveries of a group (each id once); answers, for each id, whether
+        /// this transaction recorded it and the body hash recorded for it.
+        async fn record_deliveries(
+            tx: &mut WriteTx,
+            deliveries: &[&$crate::Delivery],
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<std::collections::HashMap<String, (bool, String)>, $crate::StoreError> {
+            let mut recorded: std::collections::HashMap<String, (bool, String)> =
+                std::collections::HashMap::with_capacity(deliveries.len());
+            let mut unique = Vec::with_capacity(deliveries.len());
+            let mut seen = std::collections::HashSet::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                if seen.insert(delivery.id.as_str()) {
+                    unique.push(*delivery);
+                }
+            }
+            let mut q = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO webhook_deliveries (delivery_id, event_name, body_sha256, received_at) ",
+            );
+            q.push_values(&unique, |mut row, delivery| {
+                row.push_bind(delivery.id.as_str())
+                    .push_bind(delivery.event_name.as_str())
+                    .push_bind(delivery.body_sha256.as_str())
+                    .push_bind(ts(now));
+            });
+            q.push(" ON CONFLICT DO NOTHING RETURNING delivery_id");
+            let inserted: Vec<String> = q.build_query_scalar().fetch_all(&mut **tx).await?;
+            for delivery in &unique {
+                if inserted.iter().any(|id| *id == delivery.id) {
+                    recorded.insert(delivery.id.clone(), (true, delivery.body_sha256.clone()));
+                }
+            }
+            let before: Vec<&str> = unique
+                .iter()
+                .map(|d| d.id.as_str())
+                .filter(|id| !recorded.contains_key(*id))
+                .collect();
+            if !before.is_empty() {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT delivery_id, body_sha256 FROM webhook_deliveries WHERE delivery_id IN (",
+                );
+                let mut list = q.separated(", ");
+                for id in &before {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                for row in q.build().fetch_all(&mut **tx).await? {
+                    let id: String = row.try_get("delivery_id")?;
+                    if before.contains(&id.as_str()) {
+                        recorded.insert(id, (false, row.try_get("body_sha256")?));
+                    }
+                }
+            }
+            Ok(recorded)
         }
 
         async fn read_locked(

@@ -14,9 +14,9 @@ use converge_core::queue::QueueKey;
 use converge_core::{EventType, Intent, Status};
 use converge_store::backfill::summaries;
 use converge_store::{
-    ApiKeyRecord, Commit, CommitLink, DecisionTrail, Delivery, DeliveryOutcome, EventFilter,
-    Expected, IdempotencyClaim, IntentCursor, IntentFilter, KeyDocument, OutboxMessage, Store,
-    StoreError, SystemClock,
+    ApiKeyRecord, Commit, CommitLink, DecisionTrail, Delivery, DeliveryDecision, DeliveryGroups,
+    DeliveryOutcome, EventFilter, Expected, IdempotencyClaim, IntentCursor, IntentFilter,
+    KeyDocument, OutboxMessage, Store, StoreError, SystemClock,
 };
 use serde_json::{Value, json};
 use support::{ManualClock, created, event, pg_store_at, sqlite_store};
@@ -82,6 +82,8 @@ on_both_backends!(
     a_commit_expecting_a_version_commits_only_while_the_row_is_unchanged,
     of_concurrent_commits_expecting_one_version_exactly_one_lands,
     concurrent_decisions_under_an_intents_lock_each_see_the_one_before,
+    deliveries_decided_as_a_group_each_see_the_one_before_and_are_recorded_once,
+    deliveries_arriving_together_are_all_decided_in_turn,
     decisions_about_an_absent_intent_create_it_once,
     idempotency_keys_replay_for_a_day_and_free_an_abandoned_claim,
     the_intents_version_moves_with_every_change_of_a_tenants_intents,
@@ -1939,6 +1941,208 @@ async fn concurrent_decisions_under_an_intents_lock_each_see_the_one_before(
     );
     let unchanged = ok(store.stored_intent("i-decided").await).unwrap_or_else(|| panic!("no row"));
     assert_eq!(unchanged.version, 13);
+}
+
+/// A delivery of a group (`decide_for_deliveries`) that raises the priority of `intent_id` by
+/// one, or creates it with priority 0; it answers the version it read (0: absent).
+fn raise_priority(
+    clock: &ManualClock,
+    intent_id: &str,
+    delivery_id: &str,
+    body: &str,
+) -> DeliveryDecision<i64> {
+    let clock = clock.clone();
+    let id = intent_id.to_owned();
+    DeliveryDecision {
+        intent_id: intent_id.to_owned(),
+        delivery: Delivery {
+            id: delivery_id.into(),
+            event_name: "pull_request".into(),
+            body_sha256: body.into(),
+        },
+        decide: Box::new(move |stored| {
+            let change = match stored {
+                None => created(&clock, &id, 0).1,
+                Some(stored) => event(
+                    &clock,
+                    &id,
+                    EventType::IntentPriorityChanged,
+                    json!({"priority": stored.intent.priority + 1}),
+                ),
+            };
+            let commit = Commit {
+                events: vec![change],
+                ..Commit::default()
+            };
+            (commit, stored.map_or(0, |s| s.version))
+        }),
+    }
+}
+
+/// Deliveries decided together in one transaction: each decides from the intent as the ones
+/// before it left it; a delivery recorded before, or twice in the group, is answered as such
+/// and not decided; the others are all recorded, with their events in the group's order. A
+/// group that cannot be written leaves nothing, its deliveries unrecorded.
+async fn deliveries_decided_as_a_group_each_see_the_one_before_and_are_recorded_once(
+    store: Store,
+    clock: ManualClock,
+) {
+    let (_, birth) = created(&clock, "i-grouped", 3);
+    ok(store
+        .commit(&Commit {
+            events: vec![birth],
+            ..Commit::default()
+        })
+        .await);
+    assert_eq!(
+        ok(store
+            .record_delivery("d-old", "pull_request", "body-a")
+            .await),
+        DeliveryOutcome::New
+    );
+    let answers = ok(store
+        .decide_for_deliveries(vec![
+            raise_priority(&clock, "i-grouped", "d-1", "body-1"),
+            raise_priority(&clock, "i-new", "d-2", "body-2"),
+            raise_priority(&clock, "i-grouped", "d-3", "body-3"),
+            raise_priority(&clock, "i-grouped", "d-1", "body-1"),
+            raise_priority(&clock, "i-grouped", "d-old", "body-a"),
+            raise_priority(&clock, "i-grouped", "d-old", "body-b"),
+            raise_priority(&clock, "i-new", "d-4", "body-4"),
+        ])
+        .await);
+    let summary: Vec<String> = answers
+        .iter()
+        .map(|answer| match answer {
+            Ok(version) => format!("read {version}"),
+            Err(StoreError::AlreadyDelivered { same_body, .. }) => format!("delivered {same_body}"),
+            Err(e) => format!("error {e}"),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "read 1",
+            "read 0",
+            "read 2",
+            "delivered true",
+            "delivered true",
+            "delivered false",
+            "read 1"
+        ]
+    );
+    let grouped = ok(store.stored_intent("i-grouped").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!((grouped.version, grouped.intent.priority), (3, 5));
+    let born = ok(store.stored_intent("i-new").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!((born.version, born.intent.priority), (2, 1));
+    for (id, body) in [
+        ("d-1", "body-1"),
+        ("d-2", "body-2"),
+        ("d-3", "body-3"),
+        ("d-4", "body-4"),
+    ] {
+        assert_eq!(
+            ok(store.record_delivery(id, "pull_request", body).await),
+            DeliveryOutcome::Duplicate,
+            "{id} was recorded"
+        );
+    }
+    // The group's events in its order, after the birth: log order is decision order.
+    let mut events = ok(store.events(&EventFilter::default()).await);
+    events.reverse();
+    let order: Vec<(String, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.event.intent_id.clone().unwrap_or_default(),
+                e.event.event_type.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("i-grouped".to_owned(), "intent.created"),
+            ("i-grouped".to_owned(), "intent.priority_changed"),
+            ("i-new".to_owned(), "intent.created"),
+            ("i-grouped".to_owned(), "intent.priority_changed"),
+            ("i-new".to_owned(), "intent.priority_changed"),
+        ]
+    );
+
+    // A plan the group cannot write (here a lease guard): nothing of the group is written.
+    let lease = ok(store
+        .acquire_lease(&key(), "worker-a", StdDuration::from_secs(60))
+        .await)
+    .unwrap_or_else(|| panic!("a new key's lease is free"));
+    let mut guarded = raise_priority(&clock, "i-grouped", "d-6", "body-6");
+    let plan = guarded.decide;
+    guarded.decide = Box::new(move |stored| {
+        let (mut commit, read) = plan(stored);
+        commit.guard = Some(lease);
+        (commit, read)
+    });
+    let refused = store
+        .decide_for_deliveries(vec![
+            raise_priority(&clock, "i-grouped", "d-5", "body-5"),
+            guarded,
+        ])
+        .await;
+    assert!(matches!(refused, Err(StoreError::Config(_))), "{refused:?}");
+    let after = ok(store.stored_intent("i-grouped").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!((after.version, after.intent.priority), (3, 5));
+    assert_eq!(
+        ok(store.record_delivery("d-5", "pull_request", "body-5").await),
+        DeliveryOutcome::New,
+        "the failed group recorded no delivery"
+    );
+}
+
+/// Deliveries about one intent arriving all at once through `DeliveryGroups`: grouped or not,
+/// each is decided from the row the one before it left, none is lost, and a delivery whose
+/// group cannot be written is handed back to be decided alone.
+async fn deliveries_arriving_together_are_all_decided_in_turn(store: Store, clock: ManualClock) {
+    let (_, birth) = created(&clock, "i-busy", 3);
+    ok(store
+        .commit(&Commit {
+            events: vec![birth],
+            ..Commit::default()
+        })
+        .await);
+    let groups = DeliveryGroups::new(store.clone());
+    let tasks: Vec<_> = (0..40)
+        .map(|n| {
+            let groups = groups.clone();
+            let member = raise_priority(&clock, "i-busy", &format!("d-{n}"), "body");
+            tokio::spawn(async move { groups.decide(member).await })
+        })
+        .collect();
+    let mut read = Vec::new();
+    for task in tasks {
+        match task.await.unwrap_or_else(|e| panic!("task: {e}")) {
+            Some(Ok(version)) => read.push(version),
+            other => panic!("not decided: {other:?}"),
+        }
+    }
+    read.sort_unstable();
+    assert_eq!(read, (1..=40).collect::<Vec<i64>>());
+    let now = ok(store.stored_intent("i-busy").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!((now.version, now.intent.priority), (41, 43));
+
+    let mut unwritable = raise_priority(&clock, "i-busy", "d-unwritable", "body");
+    let plan = unwritable.decide;
+    unwritable.decide = Box::new(move |stored| {
+        let (mut commit, read) = plan(stored);
+        commit.expect.push(Expected::absent("i-busy"));
+        (commit, read)
+    });
+    assert!(groups.decide(unwritable).await.is_none(), "handed back");
+    assert_eq!(
+        ok(store
+            .record_delivery("d-unwritable", "pull_request", "body")
+            .await),
+        DeliveryOutcome::New
+    );
 }
 
 /// Decisions about an intent that does not exist yet, all at once: the first creates it;
