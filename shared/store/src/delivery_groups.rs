@@ -13,8 +13,9 @@
 //!   alone" (the caller's own transaction), so one delivery that cannot be written does not
 //!   fail the others; a database that cannot be reached answers every one with that.
 //! - Groups are written by a task of their own, so a caller that gives up (a client gone)
-//!   cannot leave the others waiting; a group's task that dies (a panic in a decision) drops
-//!   its deliveries' answers, and their callers decide alone.
+//!   cannot leave the others waiting. Where a panic unwinds (tests; release builds abort), a
+//!   group's task that dies drops its deliveries' answers, their callers decide alone, and
+//!   another task takes the deliveries still waiting.
 
 use std::sync::{Arc, Mutex, PoisonError};
 

@@ -84,6 +84,7 @@ on_both_backends!(
     concurrent_decisions_under_an_intents_lock_each_see_the_one_before,
     deliveries_decided_as_a_group_each_see_the_one_before_and_are_recorded_once,
     deliveries_arriving_together_are_all_decided_in_turn,
+    a_group_whose_decision_panics_hands_its_delivery_back_and_groups_go_on,
     decisions_about_an_absent_intent_create_it_once,
     idempotency_keys_replay_for_a_day_and_free_an_abandoned_claim,
     the_intents_version_moves_with_every_change_of_a_tenants_intents,
@@ -2143,6 +2144,32 @@ async fn deliveries_arriving_together_are_all_decided_in_turn(store: Store, cloc
             .await),
         DeliveryOutcome::New
     );
+}
+
+/// A decision that panics (in a build that unwinds; release builds abort) ends its group's
+/// task: its delivery is handed back, nothing of it is written, and the deliveries after it
+/// are grouped and decided as before.
+async fn a_group_whose_decision_panics_hands_its_delivery_back_and_groups_go_on(
+    store: Store,
+    clock: ManualClock,
+) {
+    let groups = DeliveryGroups::new(store.clone());
+    let mut panicking = raise_priority(&clock, "i-calm", "d-panic", "body");
+    panicking.decide = Box::new(|_| panic!("a decision that panics"));
+    assert!(groups.decide(panicking).await.is_none(), "handed back");
+    let after = groups
+        .decide(raise_priority(&clock, "i-calm", "d-after", "body"))
+        .await;
+    assert!(matches!(after, Some(Ok(0))), "{after:?}");
+    assert_eq!(
+        ok(store
+            .record_delivery("d-panic", "pull_request", "body")
+            .await),
+        DeliveryOutcome::New,
+        "the panicking delivery was not recorded"
+    );
+    let calm = ok(store.stored_intent("i-calm").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!(calm.version, 1);
 }
 
 /// Decisions about an intent that does not exist yet, all at once: the first creates it;
