@@ -13,9 +13,15 @@
 //!   alone" (the caller's own transaction), so one delivery that cannot be written does not
 //!   fail the others; a database that cannot be reached answers every one with that.
 //! - Groups are written by a task of their own, so a caller that gives up (a client gone)
-//!   cannot leave the others waiting. Where a panic unwinds (tests; release builds abort), a
-//!   group's task that dies drops its deliveries' answers, their callers decide alone, and
-//!   another task takes the deliveries still waiting.
+//!   cannot leave the others waiting (its delivery is still written: the outbox's sweep then
+//!   sends the queue messages it would have relayed). A task that ends without finishing (a
+//!   panic in a decision where panics unwind — release builds abort —, or its runtime
+//!   shutting down) drops the answers of its group and of every delivery still waiting: their
+//!   callers decide alone, and the next delivery starts a new task.
+//! - One group is written at a time: deliveries about unrelated intents wait for a group held
+//!   up by another writer's lock on one of its intents, as they waited before for each other's
+//!   commits at the audit chain's head. A delivery handed back is decided alone after its group
+//!   ended, so a delivery about the same intent in the next group may land before it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -86,8 +92,10 @@ impl<T: Send + 'static> DeliveryGroups<T> {
 
 /// Writes groups until none waits.
 async fn write_groups<T: Send + 'static>(groups: DeliveryGroups<T>) {
-    // Should a decision panic, the next task takes over the deliveries still waiting.
-    let _handover = Handover(groups.clone());
+    let mut unfinished = Unfinished {
+        groups: Some(groups.clone()),
+        replies: Vec::new(),
+    };
     loop {
         let group: Vec<_> = {
             let mut waiting = groups
@@ -96,14 +104,18 @@ async fn write_groups<T: Send + 'static>(groups: DeliveryGroups<T>) {
                 .unwrap_or_else(PoisonError::into_inner);
             if waiting.queue.is_empty() {
                 waiting.writing = false;
+                unfinished.groups = None;
                 return;
             }
             let take = waiting.queue.len().min(MOST_IN_A_GROUP);
             waiting.queue.drain(..take).collect()
         };
         let (members, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        unfinished.replies = replies;
         let size = members.len();
-        match groups.store.decide_for_deliveries(members).await {
+        let written = groups.store.decide_for_deliveries(members).await;
+        let replies = std::mem::take(&mut unfinished.replies);
+        match written {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // A caller that stopped waiting is not told.
@@ -127,26 +139,32 @@ async fn write_groups<T: Send + 'static>(groups: DeliveryGroups<T>) {
     }
 }
 
-/// On a task's end by panic, starts another for the deliveries still waiting (a normal end
-/// leaves none, and `writing` cleared).
-struct Handover<T: Send + 'static>(DeliveryGroups<T>);
+/// A writing task's state: dropped before the task finished (a panic, or its runtime shutting
+/// down), it hands back the deliveries of the group in hand and every one still waiting (each
+/// caller decides alone), after clearing the way for the next delivery to start a new task.
+struct Unfinished<T> {
+    /// `None` once the task finished.
+    groups: Option<DeliveryGroups<T>>,
+    /// Where the group in hand is answered.
+    replies: Vec<oneshot::Sender<Answer<T>>>,
+}
 
-impl<T: Send + 'static> Drop for Handover<T> {
+impl<T> Drop for Unfinished<T> {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        let Some(groups) = self.groups.take() else {
             return;
-        }
-        let mut waiting = self
-            .0
-            .waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if waiting.queue.is_empty() {
+        };
+        let waiting = {
+            let mut waiting = groups
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             waiting.writing = false;
-        } else if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(write_groups(self.0.clone()));
-        } else {
-            waiting.writing = false;
-        }
+            std::mem::take(&mut waiting.queue)
+        };
+        // Dropping their answers' senders tells each caller to decide alone; only now, so that
+        // a caller that delivers again finds the way clear.
+        drop(waiting);
+        self.replies.clear();
     }
 }

@@ -259,8 +259,8 @@ pub struct DeliveryDecision<T> {
     pub intent_id: String,
     /// The delivery, recorded once.
     pub delivery: Delivery,
-    /// Plans the delivery's commit: events about its intent (or none), commit links and outbox
-    /// rows only.
+    /// Plans the delivery's commit: events, commit links and outbox rows only, and events that
+    /// change no intent but this one.
     #[allow(clippy::type_complexity)]
     pub decide: Box<dyn FnOnce(Option<&StoredIntent>) -> (Commit, T) + Send>,
 }

@@ -77,12 +77,15 @@ macro_rules! journal_operations {
             /// `decide` plans, in the order given, from its intent as the deliveries before it
             /// left it, and everything planned is written as one commit. Each delivery's
             /// answer is its decision or why it was not made; an error of the whole is the
-            /// transaction's, and nothing of it was written. A plan may hold events about its
-            /// own intent or none, commit links and outbox rows only.
+            /// transaction's, and nothing of it was written. A plan may hold events, commit
+            /// links and outbox rows only, and its events may change no intent but its own.
             pub async fn decide_for_deliveries<T>(
                 &self,
                 members: Vec<$crate::DeliveryDecision<T>>,
             ) -> Result<Vec<Result<T, $crate::StoreError>>, $crate::StoreError> {
+                if members.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let mut tx = begin_write(self).await?;
                 let ids: std::collections::BTreeSet<String> =
                     members.iter().map(|m| m.intent_id.clone()).collect();
@@ -165,7 +168,7 @@ macro_rules! journal_operations {
                         read
                     })
                     .collect();
-                if !merged.events.is_empty() {
+                if !(merged.events.is_empty() && merged.commit_links.is_empty() && merged.outbox.is_empty()) {
                     self.write_commit(&mut tx, &merged, reads).await?;
                 }
                 tx.commit().await?;
