@@ -312,7 +312,7 @@ fn grouped_change(
     // plans carry the delivery's trace.
     let span = tracing::Span::current();
     DeliveryDecision {
-        intent_id: intent_id.to_owned(),
+        intent_id: Some(intent_id.to_owned()),
         delivery: delivery.clone(),
         decide: Box::new(move |stored| {
             let _delivery_span = span.enter();
@@ -330,19 +330,33 @@ fn grouped_change(
 
 /// Commits a delivery that records facts (a check's result on a commit, a wake-up, a fact
 /// about the installation, or nothing but itself): no concurrent change makes them untrue, so
-/// it expects nothing of what it read.
+/// it expects nothing of what it read, and it is written with the deliveries that arrive with
+/// it (`converge_store::DeliveryGroups`), or alone when its group fails.
 async fn record_fact(
     services: &Services,
     plan: DeliveryPlan<'_>,
     outcome: Value,
 ) -> Result<DeliveryResult, StoreError> {
     let commit = plan.finish();
+    let queued = !commit.outbox.is_empty();
+    let Some(delivery) = commit.delivery.clone() else {
+        let committed = services.store.commit(&commit).await;
+        return delivered(services, committed.map(|_| (outcome, queued))).await;
+    };
+    let mut planned = commit.clone();
+    planned.delivery = None;
+    let answer = (outcome.clone(), queued);
+    let member = DeliveryDecision {
+        intent_id: None,
+        delivery,
+        decide: Box::new(move |_| (planned, answer)),
+    };
+    if let Some(decided) = services.delivery_groups.decide(member).await {
+        return delivered(services, decided).await;
+    }
+    // Its group failed as a whole: written alone.
     let committed = services.store.commit(&commit).await;
-    delivered(
-        services,
-        committed.map(|_| (outcome, !commit.outbox.is_empty())),
-    )
-    .await
+    delivered(services, committed.map(|_| (outcome, queued))).await
 }
 
 /// What a delivery's commit comes to for its sender: recorded (the local worker woken when it

@@ -251,12 +251,13 @@ impl Commit {
     }
 }
 
-/// One webhook delivery's decision about one intent, taken with others in one transaction
-/// (`Store::decide_for_deliveries`): `decide` plans from the intent as the group's earlier
-/// deliveries left it (`None`: no such intent), and answers what to tell the delivery's sender.
+/// One webhook delivery's decision, taken with others in one transaction
+/// (`Store::decide_for_deliveries`): `decide` plans from the intent the delivery is about as
+/// the group's earlier deliveries left it (`None`: no such intent, or the delivery is about
+/// none), and answers what to tell the delivery's sender.
 pub struct DeliveryDecision<T> {
-    /// The intent the delivery is about.
-    pub intent_id: String,
+    /// The intent the delivery is about (locked while the group is written), if any.
+    pub intent_id: Option<String>,
     /// The delivery, recorded once.
     pub delivery: Delivery,
     /// Plans the delivery's commit: events, commit links and outbox rows only, and events that

@@ -71,8 +71,8 @@ macro_rules! journal_operations {
             }
 
             /// Decides for several webhook deliveries in one transaction (a group commit, see
-            /// `converge_store::DeliveryGroups`): the intents they are about are locked in id
-            /// order, the deliveries recorded (one already recorded, or named twice, is
+            /// `converge_store::DeliveryGroups`): the intents they are about (if any) are locked
+            /// in id order, the deliveries recorded (one already recorded, or named twice, is
             /// [`$crate::StoreError::AlreadyDelivered`] and not decided), then each delivery's
             /// `decide` plans, in the order given, from its intent as the deliveries before it
             /// left it, and everything planned is written as one commit. Each delivery's
@@ -88,7 +88,7 @@ macro_rules! journal_operations {
                 }
                 let mut tx = begin_write(self).await?;
                 let ids: std::collections::BTreeSet<String> =
-                    members.iter().map(|m| m.intent_id.clone()).collect();
+                    members.iter().filter_map(|m| m.intent_id.clone()).collect();
                 let mut locked: std::collections::HashMap<String, $crate::StoredIntent> =
                     std::collections::HashMap::with_capacity(ids.len());
                 if ids.len() == 1 {
@@ -97,7 +97,7 @@ macro_rules! journal_operations {
                             locked.insert(id.clone(), stored);
                         }
                     }
-                } else {
+                } else if !ids.is_empty() {
                     let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM intents WHERE id IN (");
                     let mut list = q.separated(", ");
                     for id in &ids {
@@ -131,7 +131,12 @@ macro_rules! journal_operations {
                             continue;
                         }
                     }
-                    let state = current.entry(member.intent_id.clone()).or_default();
+                    // A delivery about no intent decides from nothing (and changes none).
+                    let mut nothing = None;
+                    let state = match &member.intent_id {
+                        Some(id) => current.entry(id.clone()).or_default(),
+                        None => &mut nothing,
+                    };
                     let (commit, decided) = (member.decide)(state.as_ref());
                     if !commit.is_plain() {
                         return Err($crate::StoreError::Config(
@@ -143,9 +148,9 @@ macro_rules! journal_operations {
                         if !converge_core::projection::changes_projection(event.event_type) {
                             continue;
                         }
-                        if about != member.intent_id {
+                        if member.intent_id.as_deref() != Some(about) {
                             return Err($crate::StoreError::Config(format!(
-                                "a delivery decided in a group about {} changes {about}", member.intent_id
+                                "a delivery decided in a group about {:?} changes {about}", member.intent_id
                             )));
                         }
                         if let Some(next) = converge_core::projection::apply(state.as_ref().map(|s| &s.intent), event)? {

@@ -1955,7 +1955,7 @@ fn raise_priority(
     let clock = clock.clone();
     let id = intent_id.to_owned();
     DeliveryDecision {
-        intent_id: intent_id.to_owned(),
+        intent_id: Some(intent_id.to_owned()),
         delivery: Delivery {
             id: delivery_id.into(),
             event_name: "pull_request".into(),
@@ -1976,6 +1976,37 @@ fn raise_priority(
                 ..Commit::default()
             };
             (commit, stored.map_or(0, |s| s.version))
+        }),
+    }
+}
+
+/// A delivery of a group about no intent: it records a check's result (which moves no
+/// intent) and an outbox row, and answers -1.
+fn a_fact(clock: &ManualClock, delivery_id: &str) -> DeliveryDecision<i64> {
+    let reported = event(
+        clock,
+        "i-grouped",
+        EventType::CheckReported,
+        json!({"name": "ci", "conclusion": "success"}),
+    );
+    DeliveryDecision {
+        intent_id: None,
+        delivery: Delivery {
+            id: delivery_id.into(),
+            event_name: "check_run".into(),
+            body_sha256: "fact".into(),
+        },
+        decide: Box::new(move |stored| {
+            assert!(stored.is_none(), "a fact decides from nothing");
+            let commit = Commit {
+                events: vec![reported],
+                outbox: vec![OutboxMessage {
+                    topic: "facts".into(),
+                    payload: json!({"fact": true}),
+                }],
+                ..Commit::default()
+            };
+            (commit, -1)
         }),
     }
 }
@@ -2010,6 +2041,7 @@ async fn deliveries_decided_as_a_group_each_see_the_one_before_and_are_recorded_
             raise_priority(&clock, "i-grouped", "d-old", "body-a"),
             raise_priority(&clock, "i-grouped", "d-old", "body-b"),
             raise_priority(&clock, "i-new", "d-4", "body-4"),
+            a_fact(&clock, "d-fact"),
         ])
         .await);
     let summary: Vec<String> = answers
@@ -2029,9 +2061,14 @@ async fn deliveries_decided_as_a_group_each_see_the_one_before_and_are_recorded_
             "delivered true",
             "delivered true",
             "delivered false",
-            "read 1"
+            "read 1",
+            "read -1"
         ]
     );
+    let sent = ok(store
+        .claim_outbox("facts", "sender", 10, StdDuration::from_secs(60))
+        .await);
+    assert_eq!(sent.len(), 1, "the fact's outbox row was written");
     let grouped = ok(store.stored_intent("i-grouped").await).unwrap_or_else(|| panic!("no row"));
     assert_eq!((grouped.version, grouped.intent.priority), (3, 5));
     let born = ok(store.stored_intent("i-new").await).unwrap_or_else(|| panic!("no row"));
@@ -2041,6 +2078,7 @@ async fn deliveries_decided_as_a_group_each_see_the_one_before_and_are_recorded_
         ("d-2", "body-2"),
         ("d-3", "body-3"),
         ("d-4", "body-4"),
+        ("d-fact", "fact"),
     ] {
         assert_eq!(
             ok(store.record_delivery(id, "pull_request", body).await),
@@ -2068,6 +2106,7 @@ async fn deliveries_decided_as_a_group_each_see_the_one_before_and_are_recorded_
             ("i-new".to_owned(), "intent.created"),
             ("i-grouped".to_owned(), "intent.priority_changed"),
             ("i-new".to_owned(), "intent.priority_changed"),
+            ("i-grouped".to_owned(), "check.reported"),
         ]
     );
 
@@ -2097,6 +2136,26 @@ async fn deliveries_decided_as_a_group_each_see_the_one_before_and_are_recorded_
         DeliveryOutcome::New,
         "the failed group recorded no delivery"
     );
+
+    // A delivery about no intent may not move one: it would decide from a row nobody locked.
+    let mut mover = a_fact(&clock, "d-mover");
+    let moved = event(
+        &clock,
+        "i-grouped",
+        EventType::IntentPriorityChanged,
+        json!({"priority": 0}),
+    );
+    mover.decide = Box::new(move |_| {
+        let commit = Commit {
+            events: vec![moved],
+            ..Commit::default()
+        };
+        (commit, -1)
+    });
+    let refused = store.decide_for_deliveries(vec![mover]).await;
+    assert!(matches!(refused, Err(StoreError::Config(_))), "{refused:?}");
+    let unmoved = ok(store.stored_intent("i-grouped").await).unwrap_or_else(|| panic!("no row"));
+    assert_eq!(unmoved.intent.priority, 5);
 }
 
 /// Deliveries about one intent arriving all at once through `DeliveryGroups`: grouped or not,
