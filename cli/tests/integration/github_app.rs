@@ -171,7 +171,8 @@ async fn a_pull_request_goes_from_webhook_to_merge_through_the_github_app() {
     );
 
     // A second pull request waits for CI, then is closed on GitHub without merging: its
-    // Converge check run stops waiting and says so.
+    // Converge check run stops waiting and says so, even when GitHub refuses that report the
+    // first time and the queue has nothing else left to do (the run of the queue sends it).
     git(&repo, &["checkout", "-q", "-b", "second", "main"]);
     commit_file(&repo, "docs/second.md", "# Second\n", "second");
     git(&repo, &["checkout", "-q", "--detach"]);
@@ -194,12 +195,32 @@ async fn a_pull_request_goes_from_webhook_to_merge_through_the_github_app() {
         wait_for(|| last_state_of_second().is_some()).await,
         "no Converge check run for the second pull request"
     );
+    // Every try of octocrab's retries (five) refused.
+    fake.fail_next("/check-runs/", 502, None, 6);
     pull["action"] = json!("closed");
     pull["pull_request"]["merged"] = json!(false);
     let (status, answer) = fake
         .send_webhook(&hook, SECRET, "pull_request", "d-4", &pull)
         .await;
     assert_eq!(status, 202, "{answer}");
+    let refused = wait_for(|| {
+        fake.calls()
+            .iter()
+            .any(|c| c.method == "PATCH" && c.path.contains("/check-runs/") && c.status == 502)
+    })
+    .await;
+    assert!(refused, "the report was not refused: {:?}", fake.calls());
+    let run: Value = client
+        .post(server.url("/v1/queue/run"))
+        .header("x-api-key", KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(run["keys"].is_array(), "{run}");
     let told = wait_for(|| last_state_of_second().as_deref() == Some("completed/failure")).await;
     assert!(
         told,

@@ -783,7 +783,7 @@ pub async fn run_queue_now(
         return Err(QueueRunError::NoPorts);
     }
     let processor = services.processor_with(settings, format!("api-run-{}", services.new_id()));
-    let keys = crate::queue_worker::actionable_keys(&services.store).await?;
+    let (_, keys) = crate::queue_worker::keys_to_sweep(&services.store).await?;
     let mut rounds = Vec::new();
     for key in keys.into_iter().filter(|k| wanted(k)) {
         let outcome = processor.process_key(&key).await?;

@@ -258,7 +258,7 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
     }
 
     /// One poll of the database-backed queue: claims queue messages, adds every actionable key
-    /// (the sweep), processes each key once, and marks the messages of keys that were
+    /// and every key with reports waiting (the sweep: [`keys_to_sweep`]), processes each key once, and marks the messages of keys that were
     /// processed as sent. A busy key's messages stay claimed until the claim lapses, then come
     /// back (like an SQS visibility timeout). With `CONVERGE_WORKER_TARGET`, only that target's
     /// keys are processed. Returns the outcome per key.
@@ -279,9 +279,9 @@ impl<S: Scm + Merger + Sync, C: Checks + Sync, P: Publisher + Sync> QueueProcess
                 }
             }
         }
-        let actionable = self.actionable_keys().await?;
+        let (actionable, swept) = keys_to_sweep(&self.store).await?;
         release_idle_holds(&self.store, &actionable).await?;
-        for key in actionable {
+        for key in swept {
             by_key.entry(key).or_default();
         }
         // Another target's keys are left to its worker: their messages stay unsent, and come
@@ -1339,7 +1339,44 @@ fn queue_label(key: &QueueKey) -> String {
 
 /// The outbox topic of a key's reports to the code host.
 pub fn report_topic(key: &QueueKey) -> String {
-    format!("report:{key}")
+    format!("{REPORT_TOPICS}{key}")
+}
+
+/// What every report topic starts with.
+const REPORT_TOPICS: &str = "report:";
+
+/// The keys whose reports wait in the outbox: a sending failed and no round of the key ran
+/// since. A key with no actionable intent left is woken by nothing else, so sweeps wake these
+/// too ([`keys_to_sweep`]). A report of an intent that has moved to another key since, or of
+/// one that is gone, waits for its key's next round.
+pub async fn keys_with_waiting_reports(store: &Store) -> Result<BTreeSet<QueueKey>, StoreError> {
+    // At most this many keys a sweep (the rest are woken by later sweeps as these are sent).
+    const MOST: u32 = 1_000;
+    let mut keys = BTreeSet::new();
+    for entry in store.first_unsent_per_topic(REPORT_TOPICS, MOST).await? {
+        let Ok(report) = serde_json::from_value::<publication::Report>(entry.payload) else {
+            continue;
+        };
+        let Some(intent) = store.intent(&report.intent_id).await? else {
+            continue;
+        };
+        let key = QueueKey::for_intent(&intent);
+        if report_topic(&key) == entry.topic {
+            keys.insert(key);
+        }
+    }
+    Ok(keys)
+}
+
+/// The keys a sweep wakes: those with actionable intents ([`actionable_keys`], the first set)
+/// and, with them, those with reports waiting ([`keys_with_waiting_reports`]).
+pub async fn keys_to_sweep(
+    store: &Store,
+) -> Result<(BTreeSet<QueueKey>, BTreeSet<QueueKey>), StoreError> {
+    let actionable = actionable_keys(store).await?;
+    let mut all = keys_with_waiting_reports(store).await?;
+    all.extend(actionable.iter().cloned());
+    Ok((actionable, all))
 }
 
 /// The outbox message carrying a report about an intent of `key`.

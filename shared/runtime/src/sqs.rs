@@ -25,9 +25,7 @@ use converge_core::publication::Publisher;
 use converge_core::queue::QueueKey;
 use converge_store::Store;
 
-use crate::queue_worker::{
-    KeyOutcome, QUEUE_TOPIC, QueueProcessor, actionable_keys, queue_message,
-};
+use crate::queue_worker::{KeyOutcome, QUEUE_TOPIC, QueueProcessor, queue_message};
 
 /// Why the relay, the sweep or a receive stopped.
 #[derive(Debug, thiserror::Error)]
@@ -263,12 +261,13 @@ impl SqsQueue {
     }
 
     /// The scheduled sweep: relays unsent outbox messages, sends a message for every key that
-    /// has actionable intents (nothing may wait for an event that was lost), and clears leases
-    /// whose holder let them expire (their tokens stay, so a late holder is still fenced).
+    /// has actionable intents or reports waiting (nothing may wait for an event that was lost:
+    /// `queue_worker::keys_to_sweep`), and clears leases whose holder let them expire (their
+    /// tokens stay, so a late holder is still fenced).
     pub async fn sweep(&self, store: &Store, claimer: &str) -> Result<SweepReport, RelayError> {
         let relayed = self.relay(store, claimer).await?;
-        let keys = actionable_keys(store).await?;
-        crate::queue_worker::release_idle_holds(store, &keys).await?;
+        let (actionable, keys) = crate::queue_worker::keys_to_sweep(store).await?;
+        crate::queue_worker::release_idle_holds(store, &actionable).await?;
         self.send_keys(&keys).await?;
         let reclaimed = usize::try_from(store.clear_expired_leases().await?).unwrap_or(usize::MAX);
         Ok(SweepReport {

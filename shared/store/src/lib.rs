@@ -812,6 +812,8 @@ forward! {
     fn release_outbox(&self, seq: i64) -> bool;
     /// Outbox rows not sent yet.
     fn unsent_outbox_count(&self) -> i64;
+    /// The oldest unsent row of each topic starting with a prefix.
+    fn first_unsent_per_topic(&self, prefix: &str, limit: u32) -> Vec<OutboxEntry>;
     /// Stores an API key record.
     fn put_api_key(&self, key: &ApiKeyRecord) -> ();
     /// Finds a live API key by hash.

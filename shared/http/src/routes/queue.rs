@@ -346,8 +346,8 @@ pub(super) struct QueueRun {
     max_retries: Option<u32>,
 }
 
-/// `POST /queue/run`: one round now over every queue key with actionable intents that the
-/// caller may see (optionally one target), by this instance, with the worker's settings
+/// `POST /queue/run`: one round now over every queue key with actionable intents or reports
+/// waiting that the caller may see (optionally one target), by this instance, with the worker's settings
 /// (`limit`, `auto_confirm`, `max_retries` override them for this run). A key another worker
 /// is processing is reported busy.
 pub(super) async fn queue_run(

@@ -97,6 +97,36 @@ macro_rules! outbox_operations {
                     .fetch_one(&self.pool)
                     .await?)
             }
+
+            /// The oldest unsent row of each topic that starts with `prefix`, at most `limit`
+            /// topics, oldest first (what waits, by topic, without claiming it).
+            pub async fn first_unsent_per_topic(
+                &self,
+                prefix: &str,
+                limit: u32,
+            ) -> Result<Vec<$crate::OutboxEntry>, $crate::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT seq, topic, payload, attempts FROM outbox WHERE seq IN (\
+                     SELECT MIN(seq) FROM outbox WHERE sent_at IS NULL \
+                     AND substr(topic, 1, length($1)) = $1 GROUP BY topic) \
+                     ORDER BY seq LIMIT $2",
+                )
+                .bind(prefix)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let payload: sqlx::types::Json<serde_json::Value> = row.try_get("payload")?;
+                        Ok($crate::OutboxEntry {
+                            seq: row.try_get("seq")?,
+                            topic: row.try_get("topic")?,
+                            payload: payload.0,
+                            attempts: row.try_get("attempts")?,
+                        })
+                    })
+                    .collect()
+            }
         }
     };
 }
