@@ -34,15 +34,7 @@ macro_rules! outbox_operations {
                 tx.commit().await?;
                 let mut entries = rows
                     .iter()
-                    .map(|row| {
-                        let payload: sqlx::types::Json<serde_json::Value> = row.try_get("payload")?;
-                        Ok($crate::OutboxEntry {
-                            seq: row.try_get("seq")?,
-                            topic: row.try_get("topic")?,
-                            payload: payload.0,
-                            attempts: row.try_get("attempts")?,
-                        })
-                    })
+                    .map(outbox_entry_from_row)
                     .collect::<Result<Vec<_>, $crate::StoreError>>()?;
                 entries.sort_by_key(|e| e.seq);
                 Ok(entries)
@@ -115,18 +107,21 @@ macro_rules! outbox_operations {
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter()
-                    .map(|row| {
-                        let payload: sqlx::types::Json<serde_json::Value> = row.try_get("payload")?;
-                        Ok($crate::OutboxEntry {
-                            seq: row.try_get("seq")?,
-                            topic: row.try_get("topic")?,
-                            payload: payload.0,
-                            attempts: row.try_get("attempts")?,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(outbox_entry_from_row).collect()
             }
+        }
+
+        /// An outbox row as read (`seq, topic, payload, attempts`).
+        fn outbox_entry_from_row(
+            row: &<$db as sqlx::Database>::Row,
+        ) -> Result<$crate::OutboxEntry, $crate::StoreError> {
+            let payload: sqlx::types::Json<serde_json::Value> = row.try_get("payload")?;
+            Ok($crate::OutboxEntry {
+                seq: row.try_get("seq")?,
+                topic: row.try_get("topic")?,
+                payload: payload.0,
+                attempts: row.try_get("attempts")?,
+            })
         }
     };
 }
