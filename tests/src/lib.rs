@@ -227,6 +227,34 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A child process killed when dropped, so that a test failing half-way leaves no process
+/// behind (a `converge worker` would otherwise poll on long after its test). Derefs to the
+/// [`std::process::Child`]; waiting for it first is fine.
+#[derive(Debug)]
+pub struct KilledOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KilledOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KilledOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Real git repositories for tests: commands with a fixed identity, failing loudly.
 pub mod git {
     use std::path::Path;

@@ -175,14 +175,16 @@ async fn a_separate_worker_process_processes_what_an_api_only_server_accepts() {
         &env,
         &["--no-worker"],
     );
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_converge"))
-        .arg("worker")
-        .current_dir(state.path())
-        .env_remove("CONVERGE_DB_PATH")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start converge worker: {e}"));
+    let mut worker = converge_testkit::KilledOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_converge"))
+            .arg("worker")
+            .current_dir(state.path())
+            .env_remove("CONVERGE_DB_PATH")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start converge worker: {e}")),
+    );
 
     let (status, body) = call(
         &client,
@@ -261,13 +263,15 @@ async fn a_worker_goes_straight_on_while_work_remains_and_sleeps_only_when_idle(
         .await;
         assert_eq!(status, 201, "{body}");
     }
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_converge"))
-        .arg("worker")
-        .current_dir(state.path())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start converge worker: {e}"));
+    let mut worker = converge_testkit::KilledOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_converge"))
+            .arg("worker")
+            .current_dir(state.path())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start converge worker: {e}")),
+    );
     for n in 0..3 {
         let intent = wait_for_status(
             &client,

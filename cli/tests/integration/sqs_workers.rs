@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,18 +120,20 @@ fn pulls_for(
         .collect()
 }
 
-fn start_worker(env: &[(&str, String)], cwd: &Path, log: &Path) -> Child {
+fn start_worker(env: &[(&str, String)], cwd: &Path, log: &Path) -> converge_testkit::KilledOnDrop {
     let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_converge"))
-        .arg("worker")
-        .current_dir(cwd)
-        .env_remove("CONVERGE_DB_PATH")
-        .env_remove("CONVERGE_REPO_PATH")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start converge worker: {e}"))
+    converge_testkit::KilledOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_converge"))
+            .arg("worker")
+            .current_dir(cwd)
+            .env_remove("CONVERGE_DB_PATH")
+            .env_remove("CONVERGE_REPO_PATH")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start converge worker: {e}")),
+    )
 }
 
 async fn statuses(server: &ServerProcess) -> BTreeMap<String, String> {
@@ -218,7 +220,7 @@ async fn four_sqs_workers_merge_exactly_what_the_scenario_allows() {
         &env,
         &["--no-worker"],
     );
-    let mut workers: Vec<Child> = (0..WORKERS)
+    let mut workers: Vec<converge_testkit::KilledOnDrop> = (0..WORKERS)
         .map(|n| {
             start_worker(
                 &env,

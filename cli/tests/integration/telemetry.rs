@@ -194,14 +194,16 @@ async fn a_webhook_to_merge_flow_reaches_an_otlp_receiver_with_its_links() {
         &env,
         &["--no-worker"],
     );
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
-        .arg("worker")
-        .current_dir(dir.path())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start converge worker: {e}"));
+    let mut worker = converge_testkit::KilledOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+            .arg("worker")
+            .current_dir(dir.path())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start converge worker: {e}")),
+    );
     let opened = json!({
         "action": "opened",
         "pull_request": {"number": 5, "title": "Docs", "head": {"ref": "feature", "sha": head},

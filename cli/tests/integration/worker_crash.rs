@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,16 +39,18 @@ fn repository(dir: &Path) -> Vec<String> {
     heads
 }
 
-fn start_worker(env: &[(&str, String)], dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_converge"))
-        .arg("worker")
-        .current_dir(dir)
-        .env_remove("CONVERGE_DB_PATH")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start converge worker: {e}"))
+fn start_worker(env: &[(&str, String)], dir: &Path) -> converge_testkit::KilledOnDrop {
+    converge_testkit::KilledOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_converge"))
+            .arg("worker")
+            .current_dir(dir)
+            .env_remove("CONVERGE_DB_PATH")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start converge worker: {e}")),
+    )
 }
 
 /// A pseudo-random delay from 50 to 650 ms (xorshift; no extra crate for a test).
