@@ -89,16 +89,35 @@ fn header(intent: &Intent, decision_line: &str) -> String {
     )
 }
 
-/// Validation has started on `head_sha`.
-pub fn validating(intent: &Intent, head_sha: &str, trace_id: &str) -> Report {
+/// A report about `intent` at `head_sha`.
+fn report(
+    intent: &Intent,
+    head_sha: &str,
+    state: ReportState,
+    title: String,
+    summary: String,
+    trace_id: &str,
+) -> Report {
     Report {
         intent_id: intent.id.clone(),
         head_sha: head_sha.to_owned(),
-        state: ReportState::InProgress,
-        title: "Validating".to_owned(),
-        summary: format!("{}**Trace:** `{trace_id}`\n", header(intent, "validating")),
+        state,
+        title,
+        summary,
         trace_id: trace_id.to_owned(),
     }
+}
+
+/// Validation has started on `head_sha`.
+pub fn validating(intent: &Intent, head_sha: &str, trace_id: &str) -> Report {
+    report(
+        intent,
+        head_sha,
+        ReportState::InProgress,
+        "Validating".to_owned(),
+        format!("{}**Trace:** `{trace_id}`\n", header(intent, "validating")),
+        trace_id,
+    )
 }
 
 /// The report of a validation and the queue step that followed it. `queue_position` is the
@@ -182,14 +201,7 @@ pub fn ended_by_host(
     };
     let mut summary = header(intent, &title);
     let _ = writeln!(summary, "**Trace:** `{trace_id}`");
-    Report {
-        intent_id: intent.id.clone(),
-        head_sha: head_sha.to_owned(),
-        state,
-        title,
-        summary,
-        trace_id: trace_id.to_owned(),
-    }
+    report(intent, head_sha, state, title, summary, trace_id)
 }
 
 /// The report of an intent its reviews hold (`reason`: an open review task, a rejection,
@@ -201,14 +213,14 @@ pub fn held(intent: &Intent, head_sha: &str, reason: &str) -> Report {
         summary,
         "The queue takes it up again as soon as this is resolved; no retry is spent meanwhile."
     );
-    Report {
-        intent_id: intent.id.clone(),
-        head_sha: head_sha.to_owned(),
-        state: ReportState::InProgress,
+    report(
+        intent,
+        head_sha,
+        ReportState::InProgress,
         title,
         summary,
-        trace_id: String::new(),
-    }
+        "",
+    )
 }
 
 /// The report of a validated intent whose merge a freeze holds: `reason` is the freeze's
@@ -222,14 +234,14 @@ pub fn frozen(intent: &Intent, head_sha: &str, reason: &str, trace_id: &str) -> 
          (otherwise it is validated again first)."
     );
     let _ = writeln!(summary, "**Trace:** `{trace_id}`");
-    Report {
-        intent_id: intent.id.clone(),
-        head_sha: head_sha.to_owned(),
-        state: ReportState::InProgress,
+    report(
+        intent,
+        head_sha,
+        ReportState::InProgress,
         title,
         summary,
-        trace_id: trace_id.to_owned(),
-    }
+        trace_id,
+    )
 }
 
 /// The report after a merge attempt (landed, or refused with the step that followed).
@@ -254,14 +266,7 @@ pub fn merge_result(
     }
     let _ = writeln!(summary, "**Retries:** {}", step.retries);
     let _ = writeln!(summary, "**Trace:** `{trace_id}`");
-    Report {
-        intent_id: intent.id.clone(),
-        head_sha: head_sha.to_owned(),
-        state,
-        title,
-        summary,
-        trace_id: trace_id.to_owned(),
-    }
+    report(intent, head_sha, state, title, summary, trace_id)
 }
 
 fn step_reason(step: &Step) -> String {

@@ -320,9 +320,7 @@ fn grouped_change(
             let mut plan = DeliveryPlan::with_factory(factory, &recorded, &received, reports);
             let outcome = plan_change(&mut plan, &change, stored);
             let queued = !plan.commit.outbox.is_empty();
-            let mut commit = plan.finish();
-            // The group records the delivery itself.
-            commit.delivery = None;
+            let (commit, _) = plan.finish_for_group();
             (commit, (outcome, queued))
         }),
     }
@@ -337,14 +335,13 @@ async fn record_fact(
     plan: DeliveryPlan<'_>,
     outcome: Value,
 ) -> Result<DeliveryResult, StoreError> {
-    let commit = plan.finish();
-    let queued = !commit.outbox.is_empty();
-    let Some(delivery) = commit.delivery.clone() else {
-        let committed = services.store.commit(&commit).await;
-        return delivered(services, committed.map(|_| (outcome, queued))).await;
+    let (planned, delivery) = plan.finish_for_group();
+    let queued = !planned.outbox.is_empty();
+    // Kept to be written alone should the group fail (the group's copy is spent deciding).
+    let alone = Commit {
+        delivery: Some(delivery.clone()),
+        ..planned.clone()
     };
-    let mut planned = commit.clone();
-    planned.delivery = None;
     let answer = (outcome.clone(), queued);
     let member = DeliveryDecision {
         intent_id: None,
@@ -355,7 +352,7 @@ async fn record_fact(
         return delivered(services, decided).await;
     }
     // Its group failed as a whole: written alone.
-    let committed = services.store.commit(&commit).await;
+    let committed = services.store.commit(&alone).await;
     delivered(services, committed.map(|_| (outcome, queued))).await
 }
 
@@ -476,6 +473,8 @@ struct DeliveryPlan<'a> {
     factory: EventFactory<'a>,
     evidence: Value,
     received: &'a Value,
+    /// The delivery, recorded with the commit (or by its group).
+    delivery: Delivery,
     commit: Commit,
     /// Whether reports reach the code host (a GitHub App is configured).
     reports: bool,
@@ -501,10 +500,8 @@ impl<'a> DeliveryPlan<'a> {
             factory,
             evidence: json!({"delivery_id": delivery.id}),
             received,
-            commit: Commit {
-                delivery: Some(delivery.clone()),
-                ..Commit::default()
-            },
+            delivery: delivery.clone(),
+            commit: Commit::default(),
             reports,
         }
     }
@@ -550,10 +547,17 @@ impl<'a> DeliveryPlan<'a> {
     }
 
     /// The commit, `webhook.received` first.
-    fn finish(mut self) -> Commit {
+    fn finish(self) -> Commit {
+        let (mut commit, delivery) = self.finish_for_group();
+        commit.delivery = Some(delivery);
+        commit
+    }
+
+    /// The commit without its delivery, which a group records itself, and the delivery.
+    fn finish_for_group(mut self) -> (Commit, Delivery) {
         let received = self.event(EventType::WebhookReceived, None, self.received.clone());
         self.commit.events.insert(0, received);
-        self.commit
+        (self.commit, self.delivery)
     }
 }
 
